@@ -1,0 +1,225 @@
+{{/* vim: set filetype=mustache: */}}
+
+{{/* Chart name, truncated to the 63 characters DNS names allow. */}}
+{{- define "accesshub.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Fully qualified app name: <release>-<chart>, or <release> when it already contains the chart name. */}}
+{{- define "accesshub.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "accesshub.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/*
+The services: values key -> service name (= binary name = OTEL_SERVICE_NAME = component label).
+*/}}
+{{- define "accesshub.serviceNames" -}}
+bookingIngest: booking-ingest
+cloudpassWorker: cloudpass-worker
+dormakabaWorker: dormakaba-worker
+ipassanWorker: ipassan-worker
+tapkeyWorker: tapkey-worker
+reconciler: reconciler
+{{- end -}}
+
+{{/* Standard labels on every object. */}}
+{{- define "accesshub.labels" -}}
+helm.sh/chart: {{ include "accesshub.chart" . }}
+{{ include "accesshub.selectorLabels" . }}
+{{- if .Chart.AppVersion }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+{{- end }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: accesshub
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{- define "accesshub.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "accesshub.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{/* Labels of one component. Call with (dict "root" $ "component" "booking-ingest"). */}}
+{{- define "accesshub.componentLabels" -}}
+{{ include "accesshub.labels" .root }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{- define "accesshub.componentSelectorLabels" -}}
+{{ include "accesshub.selectorLabels" .root }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{/* Name of a component's objects: <fullname>-<component>. */}}
+{{- define "accesshub.componentFullname" -}}
+{{- printf "%s-%s" (include "accesshub.fullname" .root) .component | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "accesshub.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "accesshub.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Image reference. Call with (dict "root" $ "image" <per-service override map or nil>). */}}
+{{- define "accesshub.image" -}}
+{{- $img := merge (deepCopy (default (dict) .image)) .root.Values.image -}}
+{{- $tag := default .root.Chart.AppVersion $img.tag -}}
+{{- if $img.digest -}}
+{{- printf "%s@%s" $img.repository $img.digest -}}
+{{- else -}}
+{{- printf "%s:%s" $img.repository $tag -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "accesshub.imagePullPolicy" -}}
+{{- $img := merge (deepCopy (default (dict) .image)) .root.Values.image -}}
+{{- $img.pullPolicy -}}
+{{- end -}}
+
+{{/* Secret holding DATABASE_URL, ACCESSHUB_ENCRYPTION_KEY, ACCESSHUB_ADMIN_TOKEN. */}}
+{{- define "accesshub.secretName" -}}
+{{- default (include "accesshub.fullname" .) .Values.secrets.existingSecret -}}
+{{- end -}}
+
+{{/* Secret holding the NATS credentials. */}}
+{{- define "accesshub.natsSecretName" -}}
+{{- default (include "accesshub.secretName" .) .Values.nats.auth.existingSecret -}}
+{{- end -}}
+
+{{- define "accesshub.natsCredsDir" -}}/etc/accesshub/nats{{- end -}}
+
+{{/* Data of the chart-managed Secret (stringData), shared by the Secret and the migrations hook Secret. */}}
+{{- define "accesshub.secretData" -}}
+DATABASE_URL: {{ .Values.database.url | quote }}
+ACCESSHUB_ENCRYPTION_KEY: {{ .Values.secrets.encryptionKey | quote }}
+ACCESSHUB_ADMIN_TOKEN: {{ .Values.secrets.adminToken | quote }}
+{{- if not .Values.nats.auth.existingSecret }}
+{{- if eq .Values.nats.auth.mode "userPassword" }}
+NATS_USER: {{ .Values.nats.auth.user | quote }}
+NATS_PASSWORD: {{ .Values.nats.auth.password | quote }}
+{{- else if eq .Values.nats.auth.mode "creds" }}
+nats.creds: {{ .Values.nats.auth.creds | quote }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* Non-secret configuration shared by every service (ConfigMap data, and inline env in the hook Job). */}}
+{{- define "accesshub.configData" -}}
+NATS_URL: {{ .Values.nats.url | quote }}
+ACCESSHUB_HTTP_ADDR: "0.0.0.0:8080"
+ACCESSHUB_STREAM_REPLICAS: {{ .Values.nats.streamReplicas | toString | quote }}
+ACCESSHUB_LOG_FORMAT: {{ .Values.config.logFormat | quote }}
+RUST_LOG: {{ .Values.config.rustLog | quote }}
+{{- with .Values.otel.endpoint }}
+OTEL_EXPORTER_OTLP_ENDPOINT: {{ . | quote }}
+{{- end }}
+{{- range $k, $v := .Values.config.extra }}
+{{ $k }}: {{ $v | toString | quote }}
+{{- end }}
+{{- end -}}
+
+{{/*
+Environment of one container (besides envFrom the ConfigMap).
+Call with (dict "root" $ "component" "booking-ingest" "svc" <service values or empty dict> "secretName" <name>
+"withNats" <bool> ["workloadAttr" "k8s.job.name=..."]).
+*/}}
+{{- define "accesshub.env" -}}
+{{- $root := .root -}}
+- name: POD_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
+- name: POD_NAMESPACE
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.namespace
+- name: NODE_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: spec.nodeName
+- name: OTEL_SERVICE_NAME
+  value: {{ .component | quote }}
+{{- $attrs := list "service.namespace=accesshub" (printf "service.version=%s" $root.Chart.AppVersion) "k8s.namespace.name=$(POD_NAMESPACE)" "k8s.pod.name=$(POD_NAME)" "k8s.node.name=$(NODE_NAME)" (default (printf "k8s.deployment.name=%s" (include "accesshub.componentFullname" .)) .workloadAttr) }}
+{{- range $k, $v := $root.Values.otel.resourceAttributes }}
+{{- $attrs = append $attrs (printf "%s=%v" $k $v) }}
+{{- end }}
+- name: OTEL_RESOURCE_ATTRIBUTES
+  value: {{ join "," $attrs | quote }}
+{{- with .svc.rustLog }}
+- name: RUST_LOG
+  value: {{ . | quote }}
+{{- end }}
+- name: DATABASE_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ .secretName }}
+      key: DATABASE_URL
+- name: ACCESSHUB_ENCRYPTION_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ .secretName }}
+      key: ACCESSHUB_ENCRYPTION_KEY
+- name: ACCESSHUB_ADMIN_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ .secretName }}
+      key: ACCESSHUB_ADMIN_TOKEN
+{{- if .withNats }}
+{{- if eq $root.Values.nats.auth.mode "userPassword" }}
+- name: NATS_USER
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "accesshub.natsSecretName" $root }}
+      key: NATS_USER
+- name: NATS_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "accesshub.natsSecretName" $root }}
+      key: NATS_PASSWORD
+{{- else if eq $root.Values.nats.auth.mode "creds" }}
+- name: NATS_CREDS
+  value: {{ printf "%s/nats.creds" (include "accesshub.natsCredsDir" $root) | quote }}
+{{- end }}
+{{- end }}
+{{- with .svc.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* Pod-level scheduling fields. Call with (dict "root" $ "svc" <service values>). */}}
+{{- define "accesshub.podScheduling" -}}
+{{- $root := .root -}}
+{{- with (default $root.Values.nodeSelector .svc.nodeSelector) }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with (default $root.Values.tolerations .svc.tolerations) }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with (default $root.Values.affinity .svc.affinity) }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $root.Values.priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
+{{- end -}}
