@@ -1,0 +1,484 @@
+//! The normalized event envelope and its payloads.
+
+use chrono::{DateTime, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Version of the event schema written by this build (proto-schemas/v1).
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// What kind of booking an event describes; also the second subject token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// A stay at a hotel or holiday park.
+    Reservation,
+    /// A facility booking (gym, function room).
+    Facility,
+    /// A coworking time pass.
+    Pass,
+    /// A one-shot request to encode a key card or send a mobile key.
+    #[serde(rename = "keyreq")]
+    KeyRequest,
+}
+
+impl EventKind {
+    /// All kinds, for stream and schema setup.
+    pub const ALL: [EventKind; 4] = [
+        EventKind::Reservation,
+        EventKind::Facility,
+        EventKind::Pass,
+        EventKind::KeyRequest,
+    ];
+
+    /// The subject token and wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Reservation => "reservation",
+            EventKind::Facility => "facility",
+            EventKind::Pass => "pass",
+            EventKind::KeyRequest => "keyreq",
+        }
+    }
+}
+
+impl std::str::FromStr for EventKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        EventKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| format!("unknown event kind {s:?}"))
+    }
+}
+
+impl std::fmt::Display for EventKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Which upstream system produced the event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// Booking Experts PMS webhooks.
+    Bex,
+    /// Clock PMS+.
+    Clock,
+    /// Nexudus coworking.
+    Nexudus,
+    /// connecX building platform.
+    Connecx,
+    /// Any system speaking accesshub's own schema.
+    Native,
+    /// The reconciler (repairs).
+    Reconciler,
+}
+
+impl Source {
+    /// Wire name; also used in URLs (`/webhooks/<source>/<tenant>`) and subjects.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Bex => "bex",
+            Source::Clock => "clock",
+            Source::Nexudus => "nexudus",
+            Source::Connecx => "connecx",
+            Source::Native => "native",
+            Source::Reconciler => "reconciler",
+        }
+    }
+}
+
+impl std::str::FromStr for Source {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [
+            Source::Bex,
+            Source::Clock,
+            Source::Nexudus,
+            Source::Connecx,
+            Source::Native,
+            Source::Reconciler,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+        .ok_or_else(|| format!("unknown source {s:?}"))
+    }
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One normalized event: the whole desired state of one booking at one revision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Event {
+    /// UUIDv7: unique, time-ordered; also the JetStream `Nats-Msg-Id`.
+    pub id: Uuid,
+    /// Tenant (an organization of an upstream system).
+    pub tenant: String,
+    /// Site within the tenant (administration, property, building).
+    pub site: String,
+    /// The booking's stable key within the tenant.
+    pub booking_key: String,
+    /// Monotonic revision of the desired state; workers apply only newer revisions.
+    pub revision: i64,
+    /// Upstream system.
+    pub source: Source,
+    /// When the upstream change happened.
+    pub occurred_at: DateTime<Utc>,
+    /// Payload schema version.
+    pub schema_version: u32,
+    /// Kind and desired state.
+    #[serde(flatten)]
+    pub body: EventBody,
+}
+
+/// The payload, tagged by kind: `{"kind": "reservation", "payload": {...}}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "payload", rename_all = "snake_case")]
+pub enum EventBody {
+    /// A stay.
+    Reservation(Reservation),
+    /// A facility booking.
+    Facility(FacilityBooking),
+    /// A time pass.
+    Pass(Pass),
+    /// A key request.
+    #[serde(rename = "keyreq")]
+    KeyRequest(KeyRequest),
+}
+
+impl EventBody {
+    /// The kind of this payload.
+    pub fn kind(&self) -> EventKind {
+        match self {
+            EventBody::Reservation(_) => EventKind::Reservation,
+            EventBody::Facility(_) => EventKind::Facility,
+            EventBody::Pass(_) => EventKind::Pass,
+            EventBody::KeyRequest(_) => EventKind::KeyRequest,
+        }
+    }
+}
+
+impl Event {
+    /// A new event with a fresh UUIDv7 and the current schema version.
+    pub fn new(
+        tenant: impl Into<String>,
+        site: impl Into<String>,
+        booking_key: impl Into<String>,
+        revision: i64,
+        source: Source,
+        occurred_at: DateTime<Utc>,
+        body: EventBody,
+    ) -> Self {
+        Event {
+            id: Uuid::now_v7(),
+            tenant: tenant.into(),
+            site: site.into(),
+            booking_key: booking_key.into(),
+            revision,
+            source,
+            occurred_at,
+            schema_version: SCHEMA_VERSION,
+            body,
+        }
+    }
+
+    /// The event's kind.
+    pub fn kind(&self) -> EventKind {
+        self.body.kind()
+    }
+
+    /// The subject this event is published on.
+    pub fn subject(&self) -> String {
+        crate::subjects::booking(self.kind(), &self.tenant, &self.booking_key)
+    }
+}
+
+/// Lifecycle of a stay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReservationStatus {
+    /// Booked, not yet arrived: access should exist for the stay.
+    Confirmed,
+    /// Guest is in house.
+    CheckedIn,
+    /// Guest left: access ends now.
+    CheckedOut,
+    /// Cancelled: access must not exist.
+    Cancelled,
+    /// Guest never came: treated as cancelled.
+    NoShow,
+}
+
+impl ReservationStatus {
+    /// Whether access should exist for this reservation.
+    pub fn wants_access(self) -> bool {
+        matches!(self, ReservationStatus::Confirmed | ReservationStatus::CheckedIn)
+    }
+}
+
+/// A guest as lock systems want it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Guest {
+    /// "Surname, First, Middle" — dormakaba's mobile app matches on the part before the first comma.
+    pub name: String,
+    /// E-mail address, if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// Mobile phone in international format, if known; needed for mobile keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mobile_phone: Option<String>,
+}
+
+impl Guest {
+    /// The surname: the text up to the first comma ("Doe, John, Paul" → "Doe").
+    pub fn surname(&self) -> &str {
+        self.name.split(',').next().unwrap_or_default().trim()
+    }
+}
+
+/// A stay: dates plus the site's check-in/check-out times in its timezone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reservation {
+    /// Lifecycle status.
+    pub status: ReservationStatus,
+    /// The main guest.
+    pub guest: Guest,
+    /// Arrival date (local to the site).
+    pub arrival: NaiveDate,
+    /// Departure date (local to the site).
+    pub departure: NaiveDate,
+    /// The site's check-in time.
+    pub check_in_time: NaiveTime,
+    /// The site's check-out time.
+    pub check_out_time: NaiveTime,
+    /// IANA timezone of the site, e.g. `Europe/Amsterdam`.
+    pub timezone: String,
+    /// Rooms; the first is the main room.
+    #[serde(default)]
+    pub rooms: Vec<String>,
+    /// Common areas (pool, gym) the guest may enter.
+    #[serde(default)]
+    pub common_areas: Vec<String>,
+    /// Vehicle license plates as entered upstream.
+    #[serde(default)]
+    pub license_plates: Vec<String>,
+    /// The guest asked for a mobile key.
+    #[serde(default)]
+    pub mobile_key: bool,
+}
+
+/// Why a local time could not be placed on the timeline.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TimeError {
+    /// The timezone name is not an IANA zone.
+    #[error("unknown timezone {0:?}")]
+    UnknownTimezone(String),
+}
+
+impl Reservation {
+    /// Parses the site timezone.
+    pub fn tz(&self) -> Result<chrono_tz::Tz, TimeError> {
+        self.timezone
+            .parse::<chrono_tz::Tz>()
+            .map_err(|_| TimeError::UnknownTimezone(self.timezone.clone()))
+    }
+
+    /// Check-in instant (arrival date at check-in time, site timezone).
+    pub fn check_in(&self) -> Result<DateTime<Utc>, TimeError> {
+        Ok(local_to_utc(self.tz()?, self.arrival.and_time(self.check_in_time)))
+    }
+
+    /// Check-out instant (departure date at check-out time, site timezone).
+    pub fn check_out(&self) -> Result<DateTime<Utc>, TimeError> {
+        Ok(local_to_utc(self.tz()?, self.departure.and_time(self.check_out_time)))
+    }
+}
+
+/// Places a local wall-clock time on the UTC timeline, DST-correct: an ambiguous time (clocks
+/// go back) takes the earlier instant, a skipped time (clocks go forward) moves forward past the gap.
+pub fn local_to_utc(tz: chrono_tz::Tz, local: NaiveDateTime) -> DateTime<Utc> {
+    match tz.from_local_datetime(&local) {
+        LocalResult::Single(t) => t.with_timezone(&Utc),
+        LocalResult::Ambiguous(a, b) => a.min(b).with_timezone(&Utc),
+        LocalResult::None => {
+            // In a spring-forward gap: the first valid minute after it.
+            let mut probe = local;
+            for _ in 0..(4 * 60) {
+                probe += chrono::Duration::minutes(1);
+                if let Some(t) = tz.from_local_datetime(&probe).earliest() {
+                    return t.with_timezone(&Utc);
+                }
+            }
+            Utc.from_utc_datetime(&local)
+        }
+    }
+}
+
+/// Lifecycle of a facility booking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FacilityStatus {
+    /// The slot is booked.
+    Booked,
+    /// The booking was cancelled or deleted.
+    Cancelled,
+}
+
+/// A resident of a building.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Resident {
+    /// Upstream id of the resident.
+    pub id: String,
+    /// E-mail; how the vendor's person is found.
+    pub email: String,
+    /// First name.
+    pub first_name: String,
+    /// Last name.
+    pub last_name: String,
+}
+
+/// A facility booking (connecX → iPassan asset booking).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FacilityBooking {
+    /// Lifecycle status.
+    pub status: FacilityStatus,
+    /// Upstream facility id; mapped to a vendor asset by the connection.
+    pub facility_id: String,
+    /// Who booked it.
+    pub resident: Resident,
+    /// Start of the booked window.
+    pub start: DateTime<Utc>,
+    /// End of the booked window.
+    pub end: DateTime<Utc>,
+}
+
+/// Lifecycle of a time pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PassStatus {
+    /// Valid until expiry.
+    Active,
+    /// Used up: access ends now.
+    Used,
+    /// Deleted upstream: access ends now.
+    Removed,
+}
+
+/// Holder of a pass.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PassHolder {
+    /// Upstream id (Nexudus CoworkerId).
+    pub id: String,
+    /// E-mail: the Tapkey contact identifier.
+    pub email: String,
+    /// Display name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// A coworking time pass (Nexudus → Tapkey grants).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pass {
+    /// Lifecycle status.
+    pub status: PassStatus,
+    /// Who holds it.
+    pub holder: PassHolder,
+    /// Upstream pass type id; mapped to locks by the connection.
+    pub pass_type: String,
+    /// Human name of the pass type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pass_type_name: Option<String>,
+    /// Access starts here (defaults to when the event is applied).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_from: Option<DateTime<Utc>>,
+    /// Access ends here.
+    pub expires_at: DateTime<Utc>,
+}
+
+impl Pass {
+    /// Whether access should exist at `now`.
+    pub fn wants_access(&self, now: DateTime<Utc>) -> bool {
+        self.status == PassStatus::Active && self.expires_at > now
+    }
+}
+
+/// What a key request asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyAction {
+    /// Encode new key cards (invalidates earlier cards).
+    NewKey,
+    /// Encode additional cards for the same stay.
+    DuplicateKey,
+    /// Send a mobile key to the guest's phone.
+    MobileKey,
+}
+
+/// A one-shot request to produce keys for a reservation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyRequest {
+    /// Id the front desk polls for the outcome.
+    pub request_id: Uuid,
+    /// The reservation's booking key.
+    pub reservation_key: String,
+    /// What to do.
+    pub action: KeyAction,
+    /// Encoder identifier from the connection's encoder list (not for mobile keys).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoder_id: Option<String>,
+    /// Number of cards to encode.
+    #[serde(default = "one")]
+    pub key_count: u32,
+    /// Who asked (front-desk user), for the audit trail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_by: Option<String>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// Outcome of a key request, published on `results.keyreq.<tenant>.<id>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyResult {
+    /// The request.
+    pub request_id: Uuid,
+    /// Tenant.
+    pub tenant: String,
+    /// `pending` (retrying), `encoded`, `sent` (mobile) or `failed`.
+    pub status: KeyResultStatus,
+    /// Human-readable detail ("encoder busy, retrying", fault name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// When the outcome was recorded.
+    pub at: DateTime<Utc>,
+}
+
+/// Status of a key request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyResultStatus {
+    /// A transient fault; retrying.
+    Pending,
+    /// Cards encoded.
+    Encoded,
+    /// Mobile key delivered.
+    Sent,
+    /// Gave up; see message.
+    Failed,
+}
