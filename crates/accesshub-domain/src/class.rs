@@ -37,7 +37,9 @@ impl std::str::FromStr for ErrorClass {
         match s {
             "transient" => Ok(ErrorClass::Transient),
             "permanent" => Ok(ErrorClass::Permanent),
-            other => Err(format!("unknown error class {other:?} (transient|permanent)")),
+            other => Err(format!(
+                "unknown error class {other:?} (transient|permanent)"
+            )),
         }
     }
 }

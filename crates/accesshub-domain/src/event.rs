@@ -219,7 +219,10 @@ pub enum ReservationStatus {
 impl ReservationStatus {
     /// Whether access should exist for this reservation.
     pub fn wants_access(self) -> bool {
-        matches!(self, ReservationStatus::Confirmed | ReservationStatus::CheckedIn)
+        matches!(
+            self,
+            ReservationStatus::Confirmed | ReservationStatus::CheckedIn
+        )
     }
 }
 
@@ -294,12 +297,18 @@ impl Reservation {
 
     /// Check-in instant (arrival date at check-in time, site timezone).
     pub fn check_in(&self) -> Result<DateTime<Utc>, TimeError> {
-        Ok(local_to_utc(self.tz()?, self.arrival.and_time(self.check_in_time)))
+        Ok(local_to_utc(
+            self.tz()?,
+            self.arrival.and_time(self.check_in_time),
+        ))
     }
 
     /// Check-out instant (departure date at check-out time, site timezone).
     pub fn check_out(&self) -> Result<DateTime<Utc>, TimeError> {
-        Ok(local_to_utc(self.tz()?, self.departure.and_time(self.check_out_time)))
+        Ok(local_to_utc(
+            self.tz()?,
+            self.departure.and_time(self.check_out_time),
+        ))
     }
 }
 

@@ -11,7 +11,7 @@ pub mod headers;
 pub mod subjects;
 pub mod validate;
 
-pub use class::{ErrorClass, Classify};
+pub use class::{Classify, ErrorClass};
 pub use dlq::{DeadLetter, PayloadEncoding};
 pub use event::*;
 pub use validate::{FieldError, Validate};

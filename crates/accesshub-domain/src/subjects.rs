@@ -48,14 +48,17 @@ pub fn untoken(tok: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Some(v) = tok.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                if v != 0 {
-                    out.push(v);
-                }
-                i += 3;
-                continue;
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let Some(v) = tok
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            if v != 0 {
+                out.push(v);
             }
+            i += 3;
+            continue;
         }
         out.push(bytes[i]);
         i += 1;
@@ -65,7 +68,12 @@ pub fn untoken(tok: &str) -> String {
 
 /// Subject of one booking's events.
 pub fn booking(kind: EventKind, tenant: &str, key: &str) -> String {
-    format!("bookings.{}.{}.{}", kind.as_str(), token(tenant), token(key))
+    format!(
+        "bookings.{}.{}.{}",
+        kind.as_str(),
+        token(tenant),
+        token(key)
+    )
 }
 
 /// Filter for all events of one kind.

@@ -48,7 +48,10 @@ impl Validate for Event {
         if self.schema_version != SCHEMA_VERSION {
             out.push(FieldError::new(
                 "schema_version",
-                format!("unsupported version {}, expected {SCHEMA_VERSION}", self.schema_version),
+                format!(
+                    "unsupported version {}, expected {SCHEMA_VERSION}",
+                    self.schema_version
+                ),
             ));
         }
         let inner = match &self.body {
@@ -72,7 +75,10 @@ impl Validate for Reservation {
         if self.departure < self.arrival {
             out.push(FieldError::new(
                 "departure",
-                format!("departure {} is before arrival {}", self.departure, self.arrival),
+                format!(
+                    "departure {} is before arrival {}",
+                    self.departure, self.arrival
+                ),
             ));
         }
         if self.tz().is_err() {
@@ -80,13 +86,13 @@ impl Validate for Reservation {
                 "timezone",
                 format!("{:?} is not an IANA timezone", self.timezone),
             ));
-        } else if let (Ok(a), Ok(d)) = (self.check_in(), self.check_out()) {
-            if d <= a {
-                out.push(FieldError::new(
-                    "check_out_time",
-                    "check-out must be after check-in",
-                ));
-            }
+        } else if let (Ok(a), Ok(d)) = (self.check_in(), self.check_out())
+            && d <= a
+        {
+            out.push(FieldError::new(
+                "check_out_time",
+                "check-out must be after check-in",
+            ));
         }
         for (i, r) in self.rooms.iter().enumerate() {
             require_nonempty(&mut out, &format!("rooms[{i}]"), r);
@@ -94,13 +100,15 @@ impl Validate for Reservation {
         for (i, p) in self.license_plates.iter().enumerate() {
             require_nonempty(&mut out, &format!("license_plates[{i}]"), p);
         }
-        if let Some(phone) = &self.guest.mobile_phone {
-            if !phone.chars().all(|c| c.is_ascii_digit() || " +-()".contains(c)) {
-                out.push(FieldError::new(
-                    "guest.mobile_phone",
-                    "may contain only digits, spaces, +, - and parentheses",
-                ));
-            }
+        if let Some(phone) = &self.guest.mobile_phone
+            && !phone
+                .chars()
+                .all(|c| c.is_ascii_digit() || " +-()".contains(c))
+        {
+            out.push(FieldError::new(
+                "guest.mobile_phone",
+                "may contain only digits, spaces, +, - and parentheses",
+            ));
         }
         out
     }
@@ -112,7 +120,10 @@ impl Validate for FacilityBooking {
         require_nonempty(&mut out, "facility_id", &self.facility_id);
         require_nonempty(&mut out, "resident.id", &self.resident.id);
         if !self.resident.email.contains('@') {
-            out.push(FieldError::new("resident.email", "is not an e-mail address"));
+            out.push(FieldError::new(
+                "resident.email",
+                "is not an e-mail address",
+            ));
         }
         if self.end <= self.start {
             out.push(FieldError::new("end", "end must be after start"));
@@ -129,10 +140,10 @@ impl Validate for Pass {
         if !self.holder.email.contains('@') {
             out.push(FieldError::new("holder.email", "is not an e-mail address"));
         }
-        if let Some(from) = self.valid_from {
-            if self.expires_at <= from {
-                out.push(FieldError::new("expires_at", "must be after valid_from"));
-            }
+        if let Some(from) = self.valid_from
+            && self.expires_at <= from
+        {
+            out.push(FieldError::new("expires_at", "must be after valid_from"));
         }
         out
     }
@@ -146,9 +157,15 @@ impl Validate for KeyRequest {
             out.push(FieldError::new("key_count", "must be between 1 and 10"));
         }
         if matches!(self.action, KeyAction::NewKey | KeyAction::DuplicateKey)
-            && self.encoder_id.as_deref().is_none_or(|e| e.trim().is_empty())
+            && self
+                .encoder_id
+                .as_deref()
+                .is_none_or(|e| e.trim().is_empty())
         {
-            out.push(FieldError::new("encoder_id", "is required to encode key cards"));
+            out.push(FieldError::new(
+                "encoder_id",
+                "is required to encode key cards",
+            ));
         }
         out
     }
