@@ -287,6 +287,9 @@ def test_all_features_render_everything():
     assert backend == {"name": f"{RELEASE}-accesshub-booking-ingest", "port": {"name": "http"}}
     for np in of_kind(objs, "NetworkPolicy"):
         assert set(np["spec"]["policyTypes"]) == {"Ingress", "Egress"}
+        # Prometheus can scrape every component, booking-ingest included.
+        assert {"from": values["networkPolicy"]["metricsFrom"],
+                "ports": [{"port": "http", "protocol": "TCP"}]} in np["spec"]["ingress"]
         dns = np["spec"]["egress"][0]["ports"]
         assert {"port": 53, "protocol": "UDP"} in dns
 
