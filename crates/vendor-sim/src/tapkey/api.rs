@@ -1,0 +1,678 @@
+//! Tapkey HTTP handlers.
+
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value as Json_, json};
+
+use super::odata::{self, Value};
+use super::{Contact, Grant, TapkeyState, Token, error};
+use crate::faults::{LayerCtx, vendor_layer};
+use crate::state::{SimState, Vendor, lock, new_token};
+use crate::util::{bearer, form_get, parse_form, parse_ts, ts_millis};
+
+/// The Tapkey router (authority `/connect/token` + API `/api/v1`).
+pub(crate) fn router(state: SimState) -> Router {
+    let ctx = LayerCtx {
+        state: state.clone(),
+        vendor: Vendor::Tapkey,
+    };
+    Router::new()
+        .route("/connect/token", post(token))
+        .route("/api/v1/Owners", get(owners))
+        .route("/api/v1/Owners/{o}/BoundLocks", get(locks))
+        .route("/api/v1/Owners/{o}/BoundLocks/{id}", get(one_lock))
+        .route(
+            "/api/v1/Owners/{o}/Contacts",
+            get(contacts).put(put_contact),
+        )
+        .route("/api/v1/Owners/{o}/Contacts/{id}", get(one_contact))
+        .route(
+            "/api/v1/Owners/{o}/Contacts/{id}/RevokeGrants",
+            post(revoke_contact_grants),
+        )
+        .route("/api/v1/Owners/{o}/Grants", get(grants).put(put_grant))
+        .route("/api/v1/Owners/{o}/Grants/{id}", get(one_grant))
+        .route("/api/v1/Owners/{o}/Grants/{id}/Revoke", post(revoke_grant))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "NotFound", "no such endpoint") })
+        .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(ctx, vendor_layer))
+}
+
+fn oauth_error(status: StatusCode, code: &str, description: &str) -> Response {
+    (
+        status,
+        Json(json!({"error": code, "error_description": description})),
+    )
+        .into_response()
+}
+
+async fn token(State(st): State<SimState>, body: Bytes) -> Response {
+    let form = parse_form(&body);
+    if form_get(&form, "grant_type") != Some("client_credentials") {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            "grant_type must be client_credentials",
+        );
+    }
+    let (Some(id), Some(secret)) = (
+        form_get(&form, "client_id"),
+        form_get(&form, "client_secret"),
+    ) else {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "client_id and client_secret are required",
+        );
+    };
+    let ttl = st.inner.tapkey_token_ttl;
+    let now = st.now();
+    let mut s = lock(&st.inner.tapkey);
+    let Some(client) = s
+        .clients
+        .iter()
+        .find(|c| c.client_id == id && c.client_secret == secret)
+        .cloned()
+    else {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_client",
+            "unknown client or wrong secret",
+        );
+    };
+    let scopes: Vec<String> = match form_get(&form, "scope") {
+        Some(sc) if !sc.trim().is_empty() => sc.split_whitespace().map(str::to_owned).collect(),
+        _ => client.scopes.clone(),
+    };
+    if let Some(bad) = scopes.iter().find(|sc| !client.scopes.contains(sc)) {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_scope",
+            &format!("scope {bad} is not allowed for this client"),
+        );
+    }
+    let tok = new_token();
+    s.tokens.insert(
+        tok.clone(),
+        Token {
+            client_id: client.client_id,
+            scopes: scopes.clone(),
+            expires_at: now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::hours(1)),
+        },
+    );
+    Json(json!({
+        "access_token": tok,
+        "expires_in": ttl.as_secs(),
+        "token_type": "Bearer",
+        "scope": scopes.join(" "),
+    }))
+    .into_response()
+}
+
+/// Token validity (401), scope (403), owner existence (404) and access (403).
+fn authorize(
+    st: &SimState,
+    s: &TapkeyState,
+    headers: &HeaderMap,
+    scope: &str,
+    owner: Option<&str>,
+) -> Result<(), Response> {
+    let unauthorized = |m: &str| {
+        let mut r = error(StatusCode::UNAUTHORIZED, "Unauthorized", m);
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer error=\"invalid_token\""),
+        );
+        r
+    };
+    let tok = bearer(headers).ok_or_else(|| unauthorized("missing bearer token"))?;
+    let t = s
+        .tokens
+        .get(tok)
+        .ok_or_else(|| unauthorized("invalid access token"))?;
+    if t.expires_at <= st.now() {
+        return Err(unauthorized("the access token has expired"));
+    }
+    if !t.scopes.iter().any(|x| x == scope) {
+        return Err(error(
+            StatusCode::FORBIDDEN,
+            "InsufficientScope",
+            &format!("scope {scope} is required"),
+        ));
+    }
+    if let Some(o) = owner {
+        if !s.owners.iter().any(|x| x.id == o) {
+            return Err(error(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                &format!("owner account {o} not found"),
+            ));
+        }
+        let allowed = s
+            .clients
+            .iter()
+            .find(|c| c.client_id == t.client_id)
+            .is_some_and(|c| c.owner_ids.iter().any(|x| x == o));
+        if !allowed {
+            return Err(error(
+                StatusCode::FORBIDDEN,
+                "Forbidden",
+                &format!("no access to owner account {o}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+macro_rules! try_resp {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(r) => return r,
+        }
+    };
+}
+
+async fn owners(State(st): State<SimState>, headers: HeaderMap) -> Response {
+    let s = lock(&st.inner.tapkey);
+    try_resp!(authorize(&st, &s, &headers, "read:owneraccounts", None));
+    let client_id = bearer(&headers)
+        .and_then(|t| s.tokens.get(t))
+        .map(|t| t.client_id.clone())
+        .unwrap_or_default();
+    let visible: Vec<String> = s
+        .clients
+        .iter()
+        .find(|c| c.client_id == client_id)
+        .map(|c| c.owner_ids.clone())
+        .unwrap_or_default();
+    let out: Vec<_> = s
+        .owners
+        .iter()
+        .filter(|o| visible.contains(&o.id))
+        .map(|o| json!({"id": o.id, "name": o.name}))
+        .collect();
+    Json(out).into_response()
+}
+
+fn lock_json(l: &super::BoundLock) -> Json_ {
+    json!({
+        "id": l.id, "title": l.title, "description": l.description, "active": l.active,
+        "physicalLockId": l.physical_lock_id, "lockTypeId": l.lock_type_id,
+        "ownerAccountId": l.owner_account_id,
+    })
+}
+
+fn contact_json(c: &Contact) -> Json_ {
+    json!({
+        "id": c.id, "ownerId": c.owner_id, "identifier": c.identifier, "ipId": c.ip_id,
+        "title": c.title, "comment": c.comment,
+    })
+}
+
+fn grant_json(s: &TapkeyState, g: &Grant) -> Json_ {
+    json!({
+        "id": g.id,
+        "ownerAccountId": g.owner_account_id,
+        "boundLockId": g.bound_lock_id,
+        "contactId": g.contact_id,
+        "contact": s.contacts.iter().find(|c| c.id == g.contact_id).map(contact_json),
+        "boundLock": s.bound_locks.iter().find(|l| l.id == g.bound_lock_id).map(lock_json),
+        "validFrom": ts_millis(&g.valid_from),
+        "validBefore": g.valid_before.as_ref().map(ts_millis),
+        "timeRestrictionIcal": g.time_restriction_ical,
+        "state": g.state,
+        "active": g.active,
+    })
+}
+
+async fn locks(State(st): State<SimState>, headers: HeaderMap, Path(o): Path<String>) -> Response {
+    let s = lock(&st.inner.tapkey);
+    try_resp!(authorize(&st, &s, &headers, "read:core:entities", Some(&o)));
+    let out: Vec<_> = s
+        .bound_locks
+        .iter()
+        .filter(|l| l.owner_account_id == o)
+        .map(lock_json)
+        .collect();
+    Json(out).into_response()
+}
+
+async fn one_lock(
+    State(st): State<SimState>,
+    headers: HeaderMap,
+    Path((o, id)): Path<(String, String)>,
+) -> Response {
+    let s = lock(&st.inner.tapkey);
+    try_resp!(authorize(&st, &s, &headers, "read:core:entities", Some(&o)));
+    match s
+        .bound_locks
+        .iter()
+        .find(|l| l.owner_account_id == o && l.id == id)
+    {
+        Some(l) => Json(lock_json(l)).into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            &format!("bound lock {id} not found"),
+        ),
+    }
+}
+
+fn parse_filter(q: &HashMap<String, String>) -> Result<Vec<odata::Clause>, Response> {
+    match q.get("$filter") {
+        None => Ok(Vec::new()),
+        Some(f) => odata::parse(f).map_err(|e| error(StatusCode::BAD_REQUEST, "InvalidFilter", &e)),
+    }
+}
+
+/// Applies `$skip` / `$top` (OData paging).
+fn page(q: &HashMap<String, String>, items: Vec<Json_>) -> Result<Vec<Json_>, Response> {
+    let num = |k: &str| -> Result<Option<usize>, Response> {
+        q.get(k)
+            .map(|v| {
+                v.parse::<usize>().map_err(|_| {
+                    error(
+                        StatusCode::BAD_REQUEST,
+                        "InvalidQuery",
+                        &format!("{k} must be a non-negative integer"),
+                    )
+                })
+            })
+            .transpose()
+    };
+    let skip = num("$skip")?.unwrap_or(0);
+    let top = num("$top")?.unwrap_or(usize::MAX);
+    Ok(items.into_iter().skip(skip).take(top).collect())
+}
+
+fn unsupported(field: &str) -> Response {
+    error(
+        StatusCode::BAD_REQUEST,
+        "InvalidFilter",
+        &format!("filtering on {field} is not supported"),
+    )
+}
+
+async fn contacts(
+    State(st): State<SimState>,
+    headers: HeaderMap,
+    Path(o): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let s = lock(&st.inner.tapkey);
+    try_resp!(authorize(&st, &s, &headers, "read:core:entities", Some(&o)));
+    let clauses = try_resp!(parse_filter(&q));
+    let mut out = Vec::new();
+    for c in s.contacts.iter().filter(|c| c.owner_id == o) {
+        let mut keep = true;
+        for cl in &clauses {
+            keep &= match (cl.field.as_str(), &cl.value) {
+                ("identifier", Value::Str(v)) => c.identifier.eq_ignore_ascii_case(v),
+                ("id", Value::Str(v)) => &c.id == v,
+                ("ipId", Value::Str(v)) => &c.ip_id == v,
+                (f, _) => return unsupported(f),
+            };
+        }
+        if keep {
+            out.push(contact_json(c));
+        }
+    }
+    Json(try_resp!(page(&q, out))).into_response()
+}
+
+async fn one_contact(
+    State(st): State<SimState>,
+    headers: HeaderMap,
+    Path((o, id)): Path<(String, String)>,
+) -> Response {
+    let s = lock(&st.inner.tapkey);
+    try_resp!(authorize(&st, &s, &headers, "read:core:entities", Some(&o)));
+    match s.contacts.iter().find(|c| c.owner_id == o && c.id == id) {
+        Some(c) => Json(contact_json(c)).into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            &format!("contact {id} not found"),
+        ),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ContactBody {
+    ip_id: Option<String>,
+    identifier: Option<String>,
+    title: Option<String>,
+    comment: Option<String>,
+}
+
+fn bad_request(m: &str) -> Response {
+    error(StatusCode::BAD_REQUEST, "BadRequest", m)
+}
+
+fn valid_email(s: &str) -> bool {
+    let mut parts = s.split('@');
+    matches!((parts.next(), parts.next(), parts.next()), (Some(a), Some(b), None) if !a.is_empty() && b.contains('.') && !s.contains(char::is_whitespace))
+}
+
+/// Finds or creates the contact with this identifier (case-insensitive, ipId `tapkey`).
+fn upsert_contact(
+    s: &mut TapkeyState,
+    owner: &str,
+    identifier: &str,
+    title: Option<String>,
+    comment: Option<String>,
+) -> Contact {
+    if let Some(c) = s
+        .contacts
+        .iter_mut()
+        .find(|c| c.owner_id == owner && c.identifier.eq_ignore_ascii_case(identifier))
+    {
+        if title.is_some() {
+            c.title = title;
+        }
+        if comment.is_some() {
+            c.comment = comment;
+        }
+        return c.clone();
+    }
+    let c = Contact {
+        id: new_token(),
+        owner_id: owner.to_owned(),
+        identifier: identifier.to_owned(),
+        ip_id: "tapkey".to_owned(),
+        title,
+        comment,
+    };
+    s.contacts.push(c.clone());
+    c
+}
+
+async fn put_contact(
+    State(st): State<SimState>,
+    headers: HeaderMap,
+    Path(o): Path<String>,
+    body: Bytes,
+) -> Response {
+    let mut s = lock(&st.inner.tapkey);
+    try_resp!(authorize(
+        &st,
+        &s,
+        &headers,
+        "write:core:entities",
+        Some(&o)
+    ));
+    let b: ContactBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => return bad_request(&format!("invalid JSON body: {e}")),
+    };
+    if b.ip_id.as_deref() != Some("tapkey") {
+        return bad_request("ipId must be \"tapkey\"");
+    }
+    let Some(identifier) = b.identifier.filter(|i| valid_email(i)) else {
+        return bad_request("identifier must be an e-mail address");
+    };
+    let c = upsert_contact(&mut s, &o, &identifier, b.title, b.comment);
+    Json(contact_json(&c)).into_response()
+}
+
+async fn grants(
+    State(st): State<SimState>,
+    headers: HeaderMap,
+    Path(o): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let s = lock(&st.inner.tapkey);
+    try_resp!(authorize(&st, &s, &headers, "read:grants", Some(&o)));
+    let clauses = try_resp!(parse_filter(&q));
+    let mut out = Vec::new();
+    for g in s.grants.iter().filter(|g| g.owner_account_id == o) {
+        let mut keep = true;
+        for cl in &clauses {
+            keep &= match (cl.field.as_str(), &cl.value) {
+                ("active", Value::Bool(b)) => g.active == *b,
+                ("contactId", Value::Str(v)) => &g.contact_id == v,
+                ("boundLockId", Value::Str(v)) => &g.bound_lock_id == v,
+                ("state", Value::Str(v)) => &g.state == v,
+                ("id", Value::Str(v)) => &g.id == v,
+                (f, _) => return unsupported(f),
+            };
+        }
+        if keep {
+            out.push(grant_json(&s, g));
+        }
+    }
+    Json(try_resp!(page(&q, out))).into_response()
+}
+
+async fn one_grant(
+    State(st): State<SimState>,
+    headers: HeaderMap,
+    Path((o, id)): Path<(String, String)>,
+) -> Response {
+    let s = lock(&st.inner.tapkey);
+    try_resp!(authorize(&st, &s, &headers, "read:grants", Some(&o)));
+    match s
+        .grants
+        .iter()
+        .find(|g| g.owner_account_id == o && g.id == id)
+    {
+        Some(g) => Json(grant_json(&s, g)).into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            &format!("grant {id} not found"),
+        ),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GrantContact {
+    identifier: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GrantBody {
+    bound_lock_id: Option<String>,
+    contact: Option<GrantContact>,
+    contact_id: Option<String>,
+    valid_from: Option<String>,
+    valid_before: Option<String>,
+    time_restriction_ical: Option<String>,
+}
+
+async fn put_grant(
+    State(st): State<SimState>,
+    headers: HeaderMap,
+    Path(o): Path<String>,
+    body: Bytes,
+) -> Response {
+    let mut s = lock(&st.inner.tapkey);
+    try_resp!(authorize(&st, &s, &headers, "write:grants", Some(&o)));
+    let b: GrantBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => return bad_request(&format!("invalid JSON body: {e}")),
+    };
+    let Some(lock_id) = b.bound_lock_id else {
+        return bad_request("boundLockId is required");
+    };
+    match s
+        .bound_locks
+        .iter()
+        .find(|l| l.owner_account_id == o && l.id == lock_id)
+    {
+        None => {
+            return bad_request(&format!(
+                "bound lock {lock_id} does not exist in owner account {o}"
+            ));
+        }
+        Some(l) if !l.active => return bad_request(&format!("bound lock {lock_id} is not active")),
+        Some(_) => {}
+    }
+    let Some(from) = b.valid_from.as_deref().and_then(parse_ts) else {
+        return bad_request("validFrom is required and must be an ISO-8601 timestamp");
+    };
+    let before = match b.valid_before.as_deref() {
+        None => None,
+        Some(v) => match parse_ts(v) {
+            Some(t) => Some(t),
+            None => return bad_request("validBefore must be an ISO-8601 timestamp"),
+        },
+    };
+    if before.is_some_and(|t| t <= from) {
+        return bad_request("validBefore must be after validFrom");
+    }
+    // Resolve the contact before any mutation, so a rejected grant leaves no trace.
+    let contact = match (b.contact_id, b.contact.and_then(|c| c.identifier)) {
+        (Some(id), _) => {
+            if !s.contacts.iter().any(|c| c.owner_id == o && c.id == id) {
+                return bad_request(&format!("contact {id} does not exist"));
+            }
+            ContactRef::Existing(id)
+        }
+        (None, Some(ident)) => {
+            if !valid_email(&ident) {
+                return bad_request("contact.identifier must be an e-mail address");
+            }
+            match s
+                .contacts
+                .iter()
+                .find(|c| c.owner_id == o && c.identifier.eq_ignore_ascii_case(&ident))
+            {
+                Some(c) => ContactRef::Existing(c.id.clone()),
+                None => ContactRef::New(ident),
+            }
+        }
+        (None, None) => return bad_request("contact.identifier or contactId is required"),
+    };
+    let existing_contact = match &contact {
+        ContactRef::Existing(id) => Some(id.as_str()),
+        ContactRef::New(_) => None,
+    };
+    let identical = s.grants.iter().find(|g| {
+        g.owner_account_id == o
+            && g.active
+            && g.bound_lock_id == lock_id
+            && existing_contact.is_some_and(|c| g.contact_id == c)
+            && g.valid_from == from
+            && g.valid_before == before
+            && g.time_restriction_ical == b.time_restriction_ical
+    });
+    if let Some(g) = identical {
+        return error(
+            StatusCode::CONFLICT,
+            "Conflict",
+            &format!("an identical active grant {} already exists", g.id),
+        );
+    }
+    let limit = s
+        .owners
+        .iter()
+        .find(|x| x.id == o)
+        .and_then(|x| x.grant_limit);
+    let active_count = s
+        .grants
+        .iter()
+        .filter(|g| g.owner_account_id == o && g.active)
+        .count();
+    if limit.is_some_and(|l| active_count >= l) {
+        return error(
+            StatusCode::PAYMENT_REQUIRED,
+            "PlanLimitReached",
+            "the owner account's plan allows no more grants",
+        );
+    }
+    let contact_id = match contact {
+        ContactRef::Existing(id) => id,
+        ContactRef::New(ident) => upsert_contact(&mut s, &o, &ident, None, None).id,
+    };
+    let g = Grant {
+        id: new_token(),
+        owner_account_id: o,
+        bound_lock_id: lock_id,
+        contact_id,
+        valid_from: from,
+        valid_before: before,
+        time_restriction_ical: b.time_restriction_ical,
+        state: "Ok".to_owned(),
+        active: true,
+    };
+    let out = grant_json(&s, &g);
+    s.grants.push(g);
+    Json(out).into_response()
+}
+
+/// The grant's contact: already known, or to be created from an identifier.
+enum ContactRef {
+    Existing(String),
+    New(String),
+}
+
+async fn revoke_grant(
+    State(st): State<SimState>,
+    headers: HeaderMap,
+    Path((o, id)): Path<(String, String)>,
+) -> Response {
+    let mut s = lock(&st.inner.tapkey);
+    try_resp!(authorize(&st, &s, &headers, "write:grants", Some(&o)));
+    let Some(g) = s
+        .grants
+        .iter_mut()
+        .find(|g| g.owner_account_id == o && g.id == id)
+    else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            &format!("grant {id} not found"),
+        );
+    };
+    if !g.active {
+        return error(
+            StatusCode::CONFLICT,
+            "Conflict",
+            "desired state already present: the grant is already revoked",
+        );
+    }
+    g.active = false;
+    g.state = "Revoked".to_owned();
+    let g = g.clone();
+    Json(grant_json(&s, &g)).into_response()
+}
+
+async fn revoke_contact_grants(
+    State(st): State<SimState>,
+    headers: HeaderMap,
+    Path((o, id)): Path<(String, String)>,
+) -> Response {
+    let mut s = lock(&st.inner.tapkey);
+    try_resp!(authorize(&st, &s, &headers, "write:grants", Some(&o)));
+    if !s.contacts.iter().any(|c| c.owner_id == o && c.id == id) {
+        return error(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            &format!("contact {id} not found"),
+        );
+    }
+    let mut revoked = Vec::new();
+    for g in s
+        .grants
+        .iter_mut()
+        .filter(|g| g.owner_account_id == o && g.contact_id == id && g.active)
+    {
+        g.active = false;
+        g.state = "Revoked".to_owned();
+        revoked.push(g.clone());
+    }
+    let out: Vec<_> = revoked.iter().map(|g| grant_json(&s, g)).collect();
+    Json(out).into_response()
+}
