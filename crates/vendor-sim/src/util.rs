@@ -41,3 +41,23 @@ pub(crate) fn ts_secs(d: &DateTime<Utc>) -> String {
 pub(crate) fn ts_millis(d: &DateTime<Utc>) -> String {
     d.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
+
+/// Checks an OAuth2 client-credentials token request: `grant_type=client_credentials` plus
+/// `client_id` and `client_secret`. The error is `(oauth error code, description)`.
+pub(crate) fn client_credentials(
+    form: &[(String, String)],
+) -> Result<(&str, &str), (&'static str, &'static str)> {
+    if form_get(form, "grant_type") != Some("client_credentials") {
+        return Err((
+            "unsupported_grant_type",
+            "grant_type must be client_credentials",
+        ));
+    }
+    match (form_get(form, "client_id"), form_get(form, "client_secret")) {
+        (Some(id), Some(secret)) => Ok((id, secret)),
+        _ => Err((
+            "invalid_request",
+            "client_id and client_secret are required",
+        )),
+    }
+}

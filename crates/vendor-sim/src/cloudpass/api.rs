@@ -14,7 +14,7 @@ use serde_json::json;
 use super::{CloudPassState, Token, VehicleBooking, error, normalize_plate};
 use crate::faults::{LayerCtx, vendor_layer};
 use crate::state::{SimState, Vendor, lock, new_token};
-use crate::util::{bearer, form_get, parse_form, parse_ts, ts_secs};
+use crate::util::{bearer, client_credentials, parse_form, parse_ts, ts_secs};
 
 /// The CloudPass router (token endpoint + `/api/v1`), wrapped by the fault/call-log layer.
 pub(crate) fn router(state: SimState) -> Router {
@@ -44,22 +44,9 @@ pub(crate) fn router(state: SimState) -> Router {
 
 async fn token(State(st): State<SimState>, body: Bytes) -> Response {
     let form = parse_form(&body);
-    if form_get(&form, "grant_type") != Some("client_credentials") {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "unsupported_grant_type",
-            "grant_type must be client_credentials",
-        );
-    }
-    let (Some(id), Some(secret)) = (
-        form_get(&form, "client_id"),
-        form_get(&form, "client_secret"),
-    ) else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "client_id and client_secret are required",
-        );
+    let (id, secret) = match client_credentials(&form) {
+        Ok(c) => c,
+        Err((code, d)) => return error(StatusCode::BAD_REQUEST, code, d),
     };
     let ttl = st.inner.other_token_ttl;
     let now = st.now();

@@ -15,7 +15,7 @@ use super::odata::{self, Value};
 use super::{Contact, Grant, TapkeyState, Token, error};
 use crate::faults::{LayerCtx, vendor_layer};
 use crate::state::{SimState, Vendor, lock, new_token};
-use crate::util::{bearer, form_get, parse_form, parse_ts, ts_millis};
+use crate::util::{bearer, client_credentials, form_get, parse_form, parse_ts, ts_millis};
 
 /// The Tapkey router (authority `/connect/token` + API `/api/v1`).
 pub(crate) fn router(state: SimState) -> Router {
@@ -55,22 +55,9 @@ fn oauth_error(status: StatusCode, code: &str, description: &str) -> Response {
 
 async fn token(State(st): State<SimState>, body: Bytes) -> Response {
     let form = parse_form(&body);
-    if form_get(&form, "grant_type") != Some("client_credentials") {
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
-            "unsupported_grant_type",
-            "grant_type must be client_credentials",
-        );
-    }
-    let (Some(id), Some(secret)) = (
-        form_get(&form, "client_id"),
-        form_get(&form, "client_secret"),
-    ) else {
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "client_id and client_secret are required",
-        );
+    let (id, secret) = match client_credentials(&form) {
+        Ok(c) => c,
+        Err((code, d)) => return oauth_error(StatusCode::BAD_REQUEST, code, d),
     };
     let ttl = st.inner.tapkey_token_ttl;
     let now = st.now();
