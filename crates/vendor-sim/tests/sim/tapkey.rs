@@ -1,0 +1,342 @@
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use vendor_sim::tapkey::{
+    DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, DEMO_LOCK_FRONT, DEMO_LOCK_MEETING, DEMO_OWNER_ID,
+};
+use vendor_sim::{SimConfig, SimHandle};
+
+use crate::{http, token};
+
+const SCOPES: &str =
+    "read:owneraccounts read:core:entities write:core:entities read:grants write:grants";
+
+async fn tk(ttl: Duration) -> SimHandle {
+    let sim = vendor_sim::start(SimConfig {
+        tapkey_token_ttl: ttl,
+        ..SimConfig::ephemeral()
+    })
+    .await
+    .unwrap();
+    sim.state().seed_demo();
+    sim
+}
+
+async fn tk_token(c: &reqwest::Client, sim: &SimHandle, scope: &str) -> String {
+    token(
+        c,
+        &format!("{}/connect/token", sim.tapkey_url()),
+        &[
+            ("grant_type", "client_credentials"),
+            ("client_id", DEMO_CLIENT_ID),
+            ("client_secret", DEMO_CLIENT_SECRET),
+            ("scope", scope),
+        ],
+    )
+    .await
+}
+
+fn grant(lock: &str, email: &str) -> Value {
+    json!({
+        "boundLockId": lock, "contact": {"identifier": email},
+        "validFrom": "2030-02-01T10:00:00Z", "validBefore": "2030-02-02T10:00:00Z",
+    })
+}
+
+#[tokio::test]
+async fn tokens_expire_and_scopes_are_enforced() {
+    let sim = tk(Duration::from_secs(60)).await;
+    let c = http();
+    let api = format!("{}/api/v1", sim.tapkey_url());
+    let tok = tk_token(&c, &sim, SCOPES).await;
+    let owners: Value = c
+        .get(format!("{api}/Owners"))
+        .bearer_auth(&tok)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(owners[0]["id"], DEMO_OWNER_ID);
+
+    sim.state().advance_clock(Duration::from_secs(61));
+    let r = c
+        .get(format!("{api}/Owners"))
+        .bearer_auth(&tok)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = c
+        .get(format!("{api}/Owners"))
+        .bearer_auth("unknown")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+
+    // A token without write:grants cannot create grants.
+    let ro = tk_token(&c, &sim, "read:grants").await;
+    let r = c
+        .put(format!("{api}/Owners/{DEMO_OWNER_ID}/Grants"))
+        .bearer_auth(&ro)
+        .json(&grant(DEMO_LOCK_FRONT, "a@example.com"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    // Unknown scope at the token endpoint.
+    let r = c
+        .post(format!("{}/connect/token", sim.tapkey_url()))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", DEMO_CLIENT_ID),
+            ("client_secret", DEMO_CLIENT_SECRET),
+            ("scope", "admin:everything"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+}
+
+#[tokio::test]
+async fn owners_locks_and_contacts() {
+    let sim = tk(Duration::from_secs(3600)).await;
+    let c = http();
+    let api = format!("{}/api/v1", sim.tapkey_url());
+    let tok = tk_token(&c, &sim, SCOPES).await;
+    let locks: Value = c
+        .get(format!("{api}/Owners/{DEMO_OWNER_ID}/BoundLocks"))
+        .bearer_auth(&tok)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(locks.as_array().unwrap().len(), 2);
+    let r = c
+        .get(format!(
+            "{api}/Owners/{DEMO_OWNER_ID}/BoundLocks/{DEMO_LOCK_FRONT}"
+        ))
+        .bearer_auth(&tok)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["title"], "Front door");
+    assert_eq!(
+        c.get(format!("{api}/Owners/nope/BoundLocks"))
+            .bearer_auth(&tok)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    sim.state().tapkey_add_owner("other-owner", "Not yours");
+    assert_eq!(
+        c.get(format!("{api}/Owners/other-owner/BoundLocks"))
+            .bearer_auth(&tok)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+
+    let body = json!({"ipId": "tapkey", "identifier": "guest@example.com", "title": "Guest"});
+    let a: Value = c
+        .put(format!("{api}/Owners/{DEMO_OWNER_ID}/Contacts"))
+        .bearer_auth(&tok)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let b: Value = c
+        .put(format!("{api}/Owners/{DEMO_OWNER_ID}/Contacts"))
+        .bearer_auth(&tok)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(a["id"], b["id"], "PUT is create-or-return");
+    assert_eq!(sim.state().tapkey_contacts().len(), 1);
+    let found: Value = c
+        .get(format!("{api}/Owners/{DEMO_OWNER_ID}/Contacts"))
+        .query(&[("$filter", "identifier eq 'guest@example.com'")])
+        .bearer_auth(&tok)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(found.as_array().unwrap().len(), 1);
+    let r = c
+        .put(format!("{api}/Owners/{DEMO_OWNER_ID}/Contacts"))
+        .bearer_auth(&tok)
+        .json(&json!({"ipId": "tapkey", "identifier": "not-an-email"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+}
+
+#[tokio::test]
+async fn grants_rules_filters_and_revoke() {
+    let sim = tk(Duration::from_secs(3600)).await;
+    let c = http();
+    let grants = format!("{}/api/v1/Owners/{DEMO_OWNER_ID}/Grants", sim.tapkey_url());
+    let tok = tk_token(&c, &sim, SCOPES).await;
+
+    let r = c
+        .put(&grants)
+        .bearer_auth(&tok)
+        .json(&grant(DEMO_LOCK_FRONT, "a@example.com"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let g1: Value = r.json().await.unwrap();
+    assert_eq!(g1["validFrom"], "2030-02-01T10:00:00.000Z");
+    assert_eq!(g1["validBefore"], "2030-02-02T10:00:00.000Z");
+    assert_eq!(g1["state"], "Ok");
+    assert_eq!(g1["active"], true);
+    assert_eq!(g1["contact"]["identifier"], "a@example.com");
+
+    // Identical active grant → 409.
+    let r = c
+        .put(&grants)
+        .bearer_auth(&tok)
+        .json(&grant(DEMO_LOCK_FRONT, "a@example.com"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    // validBefore <= validFrom → 400; unknown lock → 400.
+    let mut bad = grant(DEMO_LOCK_FRONT, "a@example.com");
+    bad["validBefore"] = json!("2030-02-01T10:00:00Z");
+    assert_eq!(
+        c.put(&grants)
+            .bearer_auth(&tok)
+            .json(&bad)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
+    assert_eq!(
+        c.put(&grants)
+            .bearer_auth(&tok)
+            .json(&grant("no-such-lock", "a@example.com"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
+
+    // Second grant by contactId on another lock.
+    let contact_id = g1["contactId"].as_str().unwrap().to_owned();
+    let mut by_id = grant(DEMO_LOCK_MEETING, "ignored@example.com");
+    by_id.as_object_mut().unwrap().remove("contact");
+    by_id["contactId"] = json!(contact_id);
+    let r = c
+        .put(&grants)
+        .bearer_auth(&tok)
+        .json(&by_id)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = c
+        .put(&grants)
+        .bearer_auth(&tok)
+        .json(&grant(DEMO_LOCK_FRONT, "b@example.com"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    let get = |filter: String| {
+        let c = c.clone();
+        let grants = grants.clone();
+        let tok = tok.clone();
+        async move {
+            let r = c
+                .get(&grants)
+                .query(&[("$filter", filter)])
+                .bearer_auth(&tok)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            r.json::<Value>().await.unwrap().as_array().unwrap().len()
+        }
+    };
+    assert_eq!(get("active eq true".into()).await, 3);
+    assert_eq!(get(format!("contactId eq '{contact_id}'")).await, 2);
+    assert_eq!(get(format!("boundLockId eq '{DEMO_LOCK_FRONT}'")).await, 2);
+    assert_eq!(get(format!("active eq true and contactId eq '{contact_id}' and boundLockId eq '{DEMO_LOCK_MEETING}'")).await, 1);
+    let r = c
+        .get(&grants)
+        .query(&[("$filter", "validFrom gt 2020")])
+        .bearer_auth(&tok)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+
+    // Revoke → Revoked / inactive; again → 409.
+    let id = g1["id"].as_str().unwrap();
+    let r = c
+        .post(format!("{grants}/{id}/Revoke"))
+        .bearer_auth(&tok)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let g: Value = r.json().await.unwrap();
+    assert_eq!(g["state"], "Revoked");
+    assert_eq!(g["active"], false);
+    assert_eq!(
+        c.post(format!("{grants}/{id}/Revoke"))
+            .bearer_auth(&tok)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        409
+    );
+    assert_eq!(get("active eq true".into()).await, 2);
+
+    // Revoke all grants of the contact.
+    let r = c
+        .post(format!(
+            "{}/api/v1/Owners/{DEMO_OWNER_ID}/Contacts/{contact_id}/RevokeGrants",
+            sim.tapkey_url()
+        ))
+        .bearer_auth(&tok)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(get("active eq true".into()).await, 1);
+    assert!(
+        sim.state()
+            .tapkey_grants()
+            .iter()
+            .filter(|g| g.contact_id == contact_id)
+            .all(|g| g.state == "Revoked")
+    );
+}
