@@ -133,3 +133,60 @@ mod tests {
         );
     }
 }
+
+/// A prefix applied to every subject and stream name, so several deployments (or parallel
+/// tests) can share one NATS server without their streams' subjects overlapping.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Namespace {
+    prefix: String,
+}
+
+impl Namespace {
+    /// `prefix` may be empty (production default). It must be one subject token.
+    pub fn new(prefix: &str) -> Self {
+        Namespace {
+            prefix: if prefix.is_empty() {
+                String::new()
+            } else {
+                token(prefix)
+            },
+        }
+    }
+
+    /// The raw prefix (empty for none).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Applies the namespace to a subject or filter.
+    pub fn subject(&self, subject: &str) -> String {
+        if self.prefix.is_empty() {
+            subject.to_owned()
+        } else {
+            format!("{}.{subject}", self.prefix)
+        }
+    }
+
+    /// Removes the namespace from a subject received from NATS.
+    pub fn strip<'a>(&self, subject: &'a str) -> &'a str {
+        if self.prefix.is_empty() {
+            return subject;
+        }
+        subject
+            .strip_prefix(self.prefix.as_str())
+            .and_then(|s| s.strip_prefix('.'))
+            .unwrap_or(subject)
+    }
+
+    /// Applies the namespace to a stream or consumer name (names may not contain `.`).
+    pub fn stream(&self, name: &str) -> String {
+        if self.prefix.is_empty() {
+            name.to_owned()
+        } else {
+            format!(
+                "{}_{name}",
+                self.prefix.replace(['%', '.'], "_").to_uppercase()
+            )
+        }
+    }
+}

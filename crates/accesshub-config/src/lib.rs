@@ -1,0 +1,192 @@
+//! Configuration from the environment (the Helm chart's ConfigMap and Secret), loaded once
+//! and validated at start-up so a typo fails fast with the variable's name.
+
+use std::{net::SocketAddr, str::FromStr, time::Duration};
+
+/// A variable is missing or does not parse; names the variable so an operator can fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Required and unset.
+    #[error("environment variable {0} is required")]
+    Missing(&'static str),
+    /// Set but unusable.
+    #[error("environment variable {name} = {value:?}: {problem}")]
+    Invalid {
+        /// Variable name.
+        name: &'static str,
+        /// The value found (never a secret: secrets are not echoed).
+        value: String,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+/// Reads `name`, or `default` when unset; parse errors name the variable.
+pub fn env_or<T: FromStr>(name: &'static str, default: T) -> Result<T, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    match std::env::var(name) {
+        Ok(v) if !v.trim().is_empty() => {
+            v.trim().parse().map_err(|e: T::Err| ConfigError::Invalid {
+                name,
+                value: v.clone(),
+                problem: e.to_string(),
+            })
+        }
+        _ => Ok(default),
+    }
+}
+
+/// Reads an optional variable.
+pub fn env_opt(name: &'static str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// Reads a duration written the human way (`30s`, `5m`, `7days`).
+pub fn env_duration(name: &'static str, default: Duration) -> Result<Duration, ConfigError> {
+    match env_opt(name) {
+        Some(v) => humantime::parse_duration(v.trim()).map_err(|e| ConfigError::Invalid {
+            name,
+            value: v,
+            problem: e.to_string(),
+        }),
+        None => Ok(default),
+    }
+}
+
+/// Log output shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line (production).
+    Json,
+    /// Human-readable (local development).
+    Pretty,
+}
+
+impl FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "json" => Ok(LogFormat::Json),
+            "pretty" | "text" => Ok(LogFormat::Pretty),
+            other => Err(format!("expected json or pretty, got {other:?}")),
+        }
+    }
+}
+
+/// Settings of the JetStream streams, so retention is an operator decision, not a constant.
+#[derive(Debug, Clone)]
+pub struct StreamSettings {
+    /// Replicas of every stream (1 locally, 3 in production clusters).
+    pub replicas: usize,
+    /// How long BOOKINGS keeps events.
+    pub bookings_max_age: Duration,
+    /// JetStream de-duplication window for `Nats-Msg-Id`.
+    pub duplicate_window: Duration,
+    /// How long the DLQ keeps entries.
+    pub dlq_max_age: Duration,
+    /// Byte limit of the DLQ stream (-1 = unlimited).
+    pub dlq_max_bytes: i64,
+    /// Whether streams live on disk (true) or in memory (tests may choose memory).
+    pub file_storage: bool,
+}
+
+impl Default for StreamSettings {
+    fn default() -> Self {
+        StreamSettings {
+            replicas: 1,
+            bookings_max_age: Duration::from_secs(7 * 24 * 3600),
+            duplicate_window: Duration::from_secs(10 * 60),
+            dlq_max_age: Duration::from_secs(30 * 24 * 3600),
+            dlq_max_bytes: -1,
+            file_storage: true,
+        }
+    }
+}
+
+/// What every service needs: where NATS and Postgres are, where to listen, how to log.
+#[derive(Debug, Clone)]
+pub struct CommonConfig {
+    /// Service name, for logs, traces and metrics.
+    pub service: String,
+    /// PostgreSQL URL (`DATABASE_URL`).
+    pub database_url: String,
+    /// NATS URL (`NATS_URL`).
+    pub nats_url: String,
+    /// Path to a NATS credentials file (`NATS_CREDS`).
+    pub nats_creds: Option<String>,
+    /// NATS user/password (`NATS_USER`, `NATS_PASSWORD`).
+    pub nats_user: Option<(String, String)>,
+    /// Prefix for every subject and stream, so tests and tenants of a shared NATS stay apart
+    /// (`ACCESSHUB_NAMESPACE`; empty in production).
+    pub namespace: String,
+    /// Address of the HTTP server (health, readiness, metrics, APIs).
+    pub http_addr: SocketAddr,
+    /// Log shape.
+    pub log_format: LogFormat,
+    /// Stream settings.
+    pub streams: StreamSettings,
+}
+
+impl CommonConfig {
+    /// Loads from the environment with local-development defaults.
+    pub fn from_env(service: &str) -> Result<Self, ConfigError> {
+        let nats_user = match (env_opt("NATS_USER"), env_opt("NATS_PASSWORD")) {
+            (Some(u), Some(p)) => Some((u, p)),
+            _ => None,
+        };
+        let defaults = StreamSettings::default();
+        Ok(CommonConfig {
+            service: service.to_owned(),
+            database_url: env_or(
+                "DATABASE_URL",
+                "postgres://postgres@127.0.0.1:5432/test".to_owned(),
+            )?,
+            nats_url: env_or("NATS_URL", "nats://127.0.0.1:4222".to_owned())?,
+            nats_creds: env_opt("NATS_CREDS"),
+            nats_user,
+            namespace: env_or("ACCESSHUB_NAMESPACE", String::new())?,
+            http_addr: env_or(
+                "ACCESSHUB_HTTP_ADDR",
+                SocketAddr::from(([0, 0, 0, 0], 8080)),
+            )?,
+            log_format: env_or("ACCESSHUB_LOG_FORMAT", LogFormat::Json)?,
+            streams: StreamSettings {
+                replicas: env_or("ACCESSHUB_STREAM_REPLICAS", defaults.replicas)?,
+                bookings_max_age: env_duration(
+                    "ACCESSHUB_BOOKINGS_MAX_AGE",
+                    defaults.bookings_max_age,
+                )?,
+                duplicate_window: env_duration(
+                    "ACCESSHUB_DUPLICATE_WINDOW",
+                    defaults.duplicate_window,
+                )?,
+                dlq_max_age: env_duration("ACCESSHUB_DLQ_MAX_AGE", defaults.dlq_max_age)?,
+                dlq_max_bytes: env_or("ACCESSHUB_DLQ_MAX_BYTES", defaults.dlq_max_bytes)?,
+                file_storage: env_or("ACCESSHUB_STREAM_FILE_STORAGE", true)?,
+            },
+        })
+    }
+
+    /// Defaults for a test: local services, a given namespace, ephemeral port.
+    pub fn for_test(service: &str, namespace: &str, database_url: &str) -> Self {
+        CommonConfig {
+            service: service.to_owned(),
+            database_url: database_url.to_owned(),
+            nats_url: std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into()),
+            nats_creds: None,
+            nats_user: None,
+            namespace: namespace.to_owned(),
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            log_format: LogFormat::Pretty,
+            streams: StreamSettings {
+                bookings_max_age: Duration::from_secs(3600),
+                dlq_max_age: Duration::from_secs(3600),
+                duplicate_window: Duration::from_secs(120),
+                file_storage: false,
+                ..StreamSettings::default()
+            },
+        }
+    }
+}

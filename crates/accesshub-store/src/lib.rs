@@ -1,0 +1,86 @@
+//! PostgreSQL for accesshub: the pool, the embedded migrations, and the box that encrypts
+//! vendor and webhook secrets at rest.
+
+pub mod secrets;
+
+use std::time::Duration;
+
+use accesshub_domain::{Classify, ErrorClass};
+use sqlx::{
+    PgPool,
+    postgres::{PgConnectOptions, PgPoolOptions},
+};
+
+pub use secrets::{SecretBox, SecretError};
+pub use sqlx;
+
+/// Embedded migrations (crates/accesshub-store/migrations), applied by `accessctl migrate`,
+/// the Helm pre-upgrade Job, and services at start-up (sqlx takes an advisory lock).
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
+
+/// A database operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The URL does not parse.
+    #[error("DATABASE_URL is invalid: {0}")]
+    Url(String),
+    /// Query or connection error.
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    /// Migration failed.
+    #[error("migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+impl Classify for StoreError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            StoreError::Url(_) | StoreError::Migrate(_) => ErrorClass::Permanent,
+            StoreError::Db(e) => db_error_class(e),
+        }
+    }
+}
+
+/// Connection loss, pool timeouts, serialization failures and deadlocks are transient;
+/// constraint violations and bad SQL are not.
+pub fn db_error_class(e: &sqlx::Error) -> ErrorClass {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::Tls(_) => ErrorClass::Transient,
+        sqlx::Error::Database(db) => match db.code().as_deref() {
+            // serialization_failure, deadlock_detected, admin shutdown, cannot connect now, too many connections
+            Some("40001" | "40P01" | "57P01" | "57P03" | "53300") => ErrorClass::Transient,
+            Some(c) if c.starts_with("08") => ErrorClass::Transient,
+            _ => ErrorClass::Permanent,
+        },
+        _ => ErrorClass::Permanent,
+    }
+}
+
+/// Opens a pool. Connections are made lazily so a service starts (and reports not-ready)
+/// while Postgres is down, instead of crash-looping.
+pub fn connect_lazy(database_url: &str, max_connections: u32) -> Result<PgPool, StoreError> {
+    let opts: PgConnectOptions = database_url
+        .parse()
+        .map_err(|e: sqlx::Error| StoreError::Url(e.to_string()))?;
+    Ok(PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_lazy_with(opts))
+}
+
+/// Applies pending migrations.
+pub async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
+    MIGRATOR.run(pool).await?;
+    Ok(())
+}
+
+/// Cheap liveness check of the database, for readiness probes.
+pub async fn ping(pool: &PgPool) -> Result<(), StoreError> {
+    sqlx::query("SELECT 1").execute(pool).await?;
+    Ok(())
+}
