@@ -45,7 +45,7 @@ impl TestDb {
                 )
             });
         let sql = format!("CREATE DATABASE \"{name}\"");
-        conn.execute(sql.as_str())
+        conn.execute(sqlx::AssertSqlSafe(sql))
             .await
             .unwrap_or_else(|e| panic!("create test database: {e}"));
         let url = url_for(&name);
@@ -61,7 +61,7 @@ impl TestDb {
         self.pool.close().await;
         if let Ok(mut conn) = PgConnection::connect(&admin_url()).await {
             let sql = format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name);
-            let _ = conn.execute(sql.as_str()).await;
+            let _ = conn.execute(sqlx::AssertSqlSafe(sql)).await;
         }
     }
 }
