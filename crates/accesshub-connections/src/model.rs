@@ -1,0 +1,325 @@
+//! The connection model, per vendor. Field names are what operators write in YAML.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The access-control vendors accesshub drives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Vendor {
+    /// CloudPass car-park barriers.
+    Cloudpass,
+    /// dormakaba Saflok 6000 or Ambiance room keys.
+    Dormakaba,
+    /// iPassan facility doors.
+    Ipassan,
+    /// Tapkey smart locks.
+    Tapkey,
+}
+
+impl Vendor {
+    /// All vendors.
+    pub const ALL: [Vendor; 4] = [
+        Vendor::Cloudpass,
+        Vendor::Dormakaba,
+        Vendor::Ipassan,
+        Vendor::Tapkey,
+    ];
+
+    /// Wire name, used in subjects, metrics and the `bindings.vendor` column.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Vendor::Cloudpass => "cloudpass",
+            Vendor::Dormakaba => "dormakaba",
+            Vendor::Ipassan => "ipassan",
+            Vendor::Tapkey => "tapkey",
+        }
+    }
+
+    /// Name of the worker service owning this vendor.
+    pub fn worker(self) -> &'static str {
+        match self {
+            Vendor::Cloudpass => "cloudpass-worker",
+            Vendor::Dormakaba => "dormakaba-worker",
+            Vendor::Ipassan => "ipassan-worker",
+            Vendor::Tapkey => "tapkey-worker",
+        }
+    }
+}
+
+impl std::fmt::Display for Vendor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Vendor {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Vendor::ALL
+            .into_iter()
+            .find(|v| v.as_str() == s)
+            .ok_or_else(|| format!("unknown vendor {s:?} (cloudpass|dormakaba|ipassan|tapkey)"))
+    }
+}
+
+/// A secret value (password, client secret). Never printed: `Debug` and `Display` redact it.
+/// It serializes as the plain string only where a full connection is deliberately
+/// materialized (encrypted storage, the worker's in-memory copy).
+#[derive(Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    /// The secret itself; call only where it is sent to the vendor.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    /// Whether it is empty (for validation).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl std::fmt::Display for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// One tenant's connection to one vendor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Connection {
+    /// Tenant id.
+    pub tenant: String,
+    /// Connection name, unique per tenant and vendor (default `default`).
+    #[serde(default = "default_name")]
+    pub name: String,
+    /// Switched off connections are kept but not used.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Upstream sites (administrations, properties) this connection serves, as the BEX App
+    /// Store enables an app per administration. Empty means every site of the tenant.
+    #[serde(default)]
+    pub sites: Vec<String>,
+    /// Vendor-specific settings.
+    pub settings: VendorSettings,
+    /// Optimistic-concurrency version, bumped on every change.
+    #[serde(default)]
+    pub version: i64,
+}
+
+fn default_name() -> String {
+    "default".into()
+}
+fn yes() -> bool {
+    true
+}
+
+impl Connection {
+    /// Which vendor this connection is for.
+    pub fn vendor(&self) -> Vendor {
+        self.settings.vendor()
+    }
+
+    /// Whether events of `site` are handled by this connection.
+    pub fn serves_site(&self, site: &str) -> bool {
+        self.enabled && (self.sites.is_empty() || self.sites.iter().any(|s| s == site))
+    }
+}
+
+/// Settings per vendor, tagged by `vendor` in YAML/JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "vendor", rename_all = "snake_case")]
+pub enum VendorSettings {
+    /// CloudPass.
+    Cloudpass(CloudpassSettings),
+    /// dormakaba.
+    Dormakaba(DormakabaSettings),
+    /// iPassan.
+    Ipassan(IpassanSettings),
+    /// Tapkey.
+    Tapkey(TapkeySettings),
+}
+
+impl VendorSettings {
+    /// The vendor.
+    pub fn vendor(&self) -> Vendor {
+        match self {
+            VendorSettings::Cloudpass(_) => Vendor::Cloudpass,
+            VendorSettings::Dormakaba(_) => Vendor::Dormakaba,
+            VendorSettings::Ipassan(_) => Vendor::Ipassan,
+            VendorSettings::Tapkey(_) => Vendor::Tapkey,
+        }
+    }
+}
+
+/// CloudPass: an API user's client credentials and administration → site mapping.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CloudpassSettings {
+    /// API base URL (`https://…`; the simulator locally).
+    pub base_url: String,
+    /// Client ID of the CloudPass API user (Settings → Website Users).
+    pub client_id: String,
+    /// Client secret of the API user.
+    pub client_secret: Secret,
+    /// Upstream administration (site) id → CloudPass site.
+    pub administrations: BTreeMap<String, CloudpassAdministration>,
+    /// Time restriction used for new vehicle bookings unless the administration overrides it.
+    pub default_time_restriction_id: String,
+    /// Access starts this many minutes before check-in.
+    #[serde(default = "thirty")]
+    pub window_before_minutes: u32,
+    /// Access ends this many minutes after check-out.
+    #[serde(default = "thirty")]
+    pub window_after_minutes: u32,
+}
+
+fn thirty() -> u32 {
+    30
+}
+
+/// One administration's CloudPass mapping.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CloudpassAdministration {
+    /// CloudPass site id.
+    pub site_id: String,
+    /// Overrides the connection's default time restriction.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_restriction_id: Option<String>,
+}
+
+/// Saflok 6000 (Messenger PMS WS Rev. 4) or Ambiance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DormakabaProduct {
+    /// Saflok 6000 / Messenger PMS Web Service.
+    Saflok,
+    /// Ambiance PMS Web Service.
+    Ambiance,
+}
+
+/// How an encoder is attached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EncoderKind {
+    /// Networked encoder addressed by id in the lock system.
+    Network,
+    /// USB encoders cannot be driven through the web service: refused.
+    Usb,
+}
+
+/// An encoder at the front desk.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Encoder {
+    /// Display name ("Front desk 1").
+    pub name: String,
+    /// Identifier in the lock system (0 returns key data instead of encoding).
+    pub id: String,
+    /// Attachment.
+    #[serde(default = "network")]
+    pub kind: EncoderKind,
+}
+
+fn network() -> EncoderKind {
+    EncoderKind::Network
+}
+
+/// dormakaba lock system connection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DormakabaSettings {
+    /// Which product's web service.
+    pub product: DormakabaProduct,
+    /// Host of the web service.
+    pub host: String,
+    /// Port of the web service.
+    pub port: u16,
+    /// `http` or `https`.
+    #[serde(default = "https")]
+    pub scheme: String,
+    /// Endpoint path (defaults per product: `/MessengerPMSWS` or `/AmbiancePMSWS`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// SOAP namespace (default `http://tempuri.org`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// PMS user name configured in the lock system.
+    pub username: String,
+    /// PMS password.
+    pub password: Secret,
+    /// Site name in the lock system.
+    pub site_name: String,
+    /// PMS terminal id.
+    pub pms_terminal_id: String,
+    /// Encoders.
+    #[serde(default)]
+    pub encoders: Vec<Encoder>,
+    /// Upstream room → lock-system room number (identity if absent).
+    #[serde(default)]
+    pub rooms: BTreeMap<String, String>,
+    /// Upstream common area → pass level number.
+    #[serde(default)]
+    pub common_areas: BTreeMap<String, u32>,
+    /// Send mobile keys when a reservation asks for one.
+    #[serde(default)]
+    pub mobile_keys: bool,
+    /// Key size sent with encode requests.
+    #[serde(default)]
+    pub key_size: u32,
+}
+
+fn https() -> String {
+    "https".into()
+}
+
+/// iPassan connection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IpassanSettings {
+    /// API base URL.
+    pub base_url: String,
+    /// OAuth client id.
+    pub client_id: String,
+    /// OAuth client secret.
+    pub client_secret: Secret,
+    /// iPassan site GUID.
+    pub site_guid: String,
+    /// Upstream facility id → iPassan asset GUID.
+    #[serde(default)]
+    pub facilities: BTreeMap<String, String>,
+}
+
+/// Tapkey connection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TapkeySettings {
+    /// OAuth authority (token endpoint is `{authority}/connect/token`).
+    pub authority_url: String,
+    /// API base (`{base}/api/v1`).
+    pub base_url: String,
+    /// OAuth client id.
+    pub client_id: String,
+    /// OAuth client secret.
+    pub client_secret: Secret,
+    /// Tapkey owner account id.
+    pub owner_account_id: String,
+    /// Upstream pass type id → bound lock ids.
+    #[serde(default)]
+    pub pass_types: BTreeMap<String, Vec<String>>,
+}
