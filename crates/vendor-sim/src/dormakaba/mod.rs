@@ -17,8 +17,8 @@ mod soap;
 pub(crate) mod xml;
 
 use chrono::{DateTime, Utc};
+use rand::SeedableRng;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use crate::SimError;
@@ -248,11 +248,6 @@ impl DormakabaState {
             Product::Saflok => &mut self.saflok,
             Product::Ambiance => &mut self.ambiance,
         }
-    }
-
-    /// 32 hex digits of fake key data (deterministic per seed).
-    pub(crate) fn key_data(&mut self) -> String {
-        format!("{:032X}", self.rng.random::<u128>())
     }
 }
 
