@@ -1,0 +1,33 @@
+//! `accessctl`: the operator/SRE command line. Each subcommand lives in its own module under
+//! `cmd/`; this file only wires them together so they can be tested in-process.
+
+pub mod cmd;
+pub mod output;
+
+use clap::{Parser, Subcommand};
+
+/// Command-line interface.
+#[derive(Debug, Parser)]
+#[command(name = "accessctl", version, about = "Operate accesshub: connections, syncs, dead letters, status")]
+pub struct Cli {
+    /// Output format.
+    #[arg(short = 'o', long, global = true, value_enum, default_value_t = output::Format::Table)]
+    pub output: output::Format,
+    /// Subcommand.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Apply database migrations and exit (the Helm pre-upgrade Job).
+    Migrate,
+}
+
+/// Runs a parsed command line.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Migrate => cmd::migrate::run().await,
+    }
+}
