@@ -656,6 +656,7 @@ fn cancel_mobile(env: &mut Env<'_>, req: &Element) -> R<Outcome> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

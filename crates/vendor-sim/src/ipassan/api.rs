@@ -505,7 +505,7 @@ fn unprocessable(m: &str) -> Response {
 }
 
 fn on_slot(t: &DateTime<Utc>, slot: u32) -> bool {
-    t.second() == 0 && t.nanosecond() == 0 && (t.hour() * 60 + t.minute()) % slot == 0
+    t.second() == 0 && t.nanosecond() == 0 && (t.hour() * 60 + t.minute()).is_multiple_of(slot)
 }
 
 /// The asset-booking rules; the error is the 422 message.
@@ -558,38 +558,39 @@ fn check_booking(
             .find(|p| p.uuid == id)
             .map_or_else(|| id.to_owned(), |p| p.name.clone())
     };
-    if let Some(door) = &asset.door_profile_uuid {
-        if !person.door_permanent.contains(door) && !person.door_temporary.contains(door) {
-            return Err(format!(
-                "person {person_id} does not hold the door/zone access profile '{}' ({door}) required by asset {}",
-                profile_name(door),
-                asset.name
-            ));
-        }
+    if let Some(door) = &asset.door_profile_uuid
+        && !person.door_permanent.contains(door)
+        && !person.door_temporary.contains(door)
+    {
+        return Err(format!(
+            "person {person_id} does not hold the door/zone access profile '{}' ({door}) required by asset {}",
+            profile_name(door),
+            asset.name
+        ));
     }
-    if let Some(floor) = &asset.floor_profile_uuid {
-        if !person.floor_permanent.contains(floor) && !person.floor_temporary.contains(floor) {
-            return Err(format!(
-                "person {person_id} does not hold the floor access profile '{}' ({floor}) required by asset {}",
-                profile_name(floor),
-                asset.name
-            ));
-        }
+    if let Some(floor) = &asset.floor_profile_uuid
+        && !person.floor_permanent.contains(floor)
+        && !person.floor_temporary.contains(floor)
+    {
+        return Err(format!(
+            "person {person_id} does not hold the floor access profile '{}' ({floor}) required by asset {}",
+            profile_name(floor),
+            asset.name
+        ));
     }
-    if asset.one_booking_per_slot {
-        if let Some(other) = s
+    if asset.one_booking_per_slot
+        && let Some(other) = s
             .asset_bookings
             .iter()
             .find(|x| x.asset_uuid == asset_id && x.start < end && start < x.end)
-        {
-            return Err(format!(
-                "asset {} allows one booking per time slot and booking {} already holds {} - {}",
-                asset.name,
-                other.uuid,
-                ts_secs(&other.start),
-                ts_secs(&other.end)
-            ));
-        }
+    {
+        return Err(format!(
+            "asset {} allows one booking per time slot and booking {} already holds {} - {}",
+            asset.name,
+            other.uuid,
+            ts_secs(&other.start),
+            ts_secs(&other.end)
+        ));
     }
     Ok((person_id.to_owned(), start, end))
 }

@@ -73,6 +73,7 @@ pub(crate) fn parse(filter: &str) -> Result<Vec<Clause>, String> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -1,4 +1,5 @@
 //! Integration tests: real HTTP against the in-process simulators.
+#![allow(clippy::unwrap_used)]
 
 mod cloudpass;
 mod control;
