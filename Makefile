@@ -1,0 +1,45 @@
+# accesshub — the commands a newcomer needs. See README.md.
+SHELL := /bin/bash
+CARGO ?= cargo
+
+.PHONY: dev test test-rust test-chart bench lint fmt services build clean-test-dbs
+
+## Start NATS + PostgreSQL (installing them if needed), the vendor simulators and every
+## accesshub service locally, with a demo tenant wired to the simulators. Ctrl-C stops it.
+dev: services
+	deploy/dev-up.sh
+
+## Run the whole test suite (Rust unit/integration/end-to-end tests and the Helm chart tests).
+test: services clean-test-dbs test-rust test-chart
+
+services:
+	deploy/dev-services.sh
+
+build:
+	$(CARGO) build --workspace --bins
+
+test-rust:
+	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
+	  $(CARGO) nextest run --workspace --no-fail-fast --profile ci; \
+	else \
+	  $(CARGO) test --workspace --no-fail-fast; \
+	fi
+
+test-chart:
+	tests/chart/run.sh
+
+## Drop databases left behind by earlier (killed) test runs.
+clean-test-dbs:
+	@psql -h 127.0.0.1 -U postgres -d test -tAc "select datname from pg_database where datname like 'ah_t_%'" 2>/dev/null \
+	  | while read -r db; do [ -n "$$db" ] && psql -h 127.0.0.1 -U postgres -d test -qc "drop database if exists \"$$db\" with (force)" >/dev/null 2>&1; done; true
+
+## Benchmarks: raw baselines and accesshub's figures, printed and written to BENCHMARKS.md.
+bench: services
+	deploy/bench.sh
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all

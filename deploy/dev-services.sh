@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Makes sure NATS (with JetStream) and PostgreSQL answer on 127.0.0.1:4222 / :5432.
+# Starts them when they are not running and installs Debian's packages when absent,
+# so `make dev` and `make test` work on a fresh Debian machine. Idempotent.
+set -euo pipefail
+
+NATS_PORT="${NATS_PORT:-4222}"
+PG_PORT="${PG_PORT:-5432}"
+SUDO=""
+if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null; then SUDO="sudo"; fi
+
+log() { echo "[dev-services] $*" >&2; }
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+wait_port() {
+  local port=$1 name=$2
+  for _ in $(seq 1 60); do
+    if port_open "$port"; then return 0; fi
+    sleep 0.5
+  done
+  log "$name did not come up on port $port"; return 1
+}
+
+apt_install() {
+  log "installing $*"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq || true
+  $SUDO apt-get install -y -qq "$@" >/dev/null
+}
+
+ensure_nats() {
+  if port_open "$NATS_PORT"; then log "NATS up on :$NATS_PORT"; return; fi
+  local bin
+  bin="$(command -v nats-server || true)"
+  [ -z "$bin" ] && [ -x /usr/sbin/nats-server ] && bin=/usr/sbin/nats-server
+  if [ -z "$bin" ]; then apt_install nats-server; bin="$(command -v nats-server || echo /usr/sbin/nats-server)"; fi
+  local sd=/var/lib/nats-server
+  if [ "$(id -u)" -ne 0 ] && [ -z "$SUDO" ]; then sd="${TMPDIR:-/tmp}/accesshub-nats"; fi
+  $SUDO mkdir -p "$sd"
+  log "starting nats-server (JetStream, store $sd)"
+  if command -v start-stop-daemon >/dev/null; then
+    $SUDO start-stop-daemon --start --oknodo --background --exec "$bin" -- \
+      -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$sd"
+  else
+    nohup "$bin" -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$sd" >/tmp/accesshub-nats.log 2>&1 &
+  fi
+  wait_port "$NATS_PORT" NATS
+  log "NATS up on :$NATS_PORT"
+}
+
+ensure_postgres() {
+  if port_open "$PG_PORT"; then log "PostgreSQL up on :$PG_PORT"; else
+    if ! ls /etc/postgresql/*/main >/dev/null 2>&1; then apt_install postgresql; fi
+    local ver
+    ver="$(ls /etc/postgresql | sort -V | tail -1)"
+    log "starting PostgreSQL $ver"
+    $SUDO pg_ctlcluster --skip-systemctl-redirect "$ver" main start || true
+    wait_port "$PG_PORT" PostgreSQL
+  fi
+  # Trust auth on loopback and a `test` database, as the project's machines have.
+  local psql=(psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -tAq)
+  if ! "${psql[@]}" -c 'select 1' >/dev/null 2>&1; then
+    local hba
+    hba="$(ls /etc/postgresql/*/main/pg_hba.conf 2>/dev/null | tail -1 || true)"
+    if [ -n "$hba" ] && ! grep -q "accesshub-dev" "$hba"; then
+      log "enabling trust auth on 127.0.0.1 for local development ($hba)"
+      $SUDO sed -i '1i host all all 127.0.0.1/32 trust # accesshub-dev\nhost all all ::1/128 trust # accesshub-dev' "$hba"
+      $SUDO pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | sort -V | tail -1)" main reload || true
+      sleep 1
+    fi
+  fi
+  if ! "${psql[@]}" -c "select 1 from pg_database where datname='test'" | grep -q 1; then
+    "${psql[@]}" -c 'create database test' || true
+  fi
+  log "PostgreSQL ready (database test)"
+}
+
+ensure_nats
+ensure_postgres
