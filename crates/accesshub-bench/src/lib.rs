@@ -77,7 +77,7 @@ pub fn write_section(title: &str, body: &str) -> std::io::Result<()> {
                 .unwrap_or(current.len());
             format!("{}{}{}", &current[..start], section, &current[end..])
         }
-        None => format!("{}\n{}", current.trim_end(), format!("\n{section}")),
+        None => format!("{}\n\n{section}", current.trim_end()),
     };
     std::fs::write(path, updated)
 }
