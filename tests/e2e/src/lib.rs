@@ -1,0 +1,376 @@
+//! Process harness for whole-system tests: starts the real accesshub binaries, and — for chaos
+//! tests — private nats-server and PostgreSQL instances on their own ports, so killing them
+//! never disturbs the machine's shared services or other tests.
+//!
+//! Binaries are taken from the workspace target directory (`make test` builds them first).
+
+use std::{
+    net::TcpListener,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+/// Something the harness could not do; tests fail with this message.
+#[derive(Debug, thiserror::Error)]
+pub enum HarnessError {
+    /// A binary is not built.
+    #[error("binary {0} not found in {1}: run `cargo build --workspace --bins` (make test does)")]
+    MissingBinary(String, String),
+    /// Spawning failed.
+    #[error("spawn {0}: {1}")]
+    Spawn(String, std::io::Error),
+    /// It did not become ready in time.
+    #[error("{0} not ready after {1:?}")]
+    NotReady(String, Duration),
+    /// A setup command failed.
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// A free TCP port on loopback (the OS picks; tiny race accepted in tests).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}
+
+/// Whether something listens on `port`.
+pub fn port_open(port: u16) -> bool {
+    std::net::TcpStream::connect_timeout(
+        &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_millis(200),
+    )
+    .is_ok()
+}
+
+/// Waits until `port` accepts connections.
+pub fn wait_port(name: &str, port: u16, timeout: Duration) -> Result<(), HarnessError> {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if port_open(port) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Err(HarnessError::NotReady(name.to_owned(), timeout))
+}
+
+/// The workspace's target profile directory holding the binaries.
+pub fn bin_dir() -> PathBuf {
+    if let Ok(d) = std::env::var("ACCESSHUB_BIN_DIR") {
+        return PathBuf::from(d);
+    }
+    // Test executables live in target/<profile>/deps.
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().and_then(Path::parent).map(Path::to_path_buf))
+        .unwrap_or_else(|| PathBuf::from("target/debug"))
+}
+
+/// Path of a workspace binary.
+pub fn binary(name: &str) -> Result<PathBuf, HarnessError> {
+    let p = bin_dir().join(name);
+    if p.exists() {
+        Ok(p)
+    } else {
+        Err(HarnessError::MissingBinary(
+            name.to_owned(),
+            bin_dir().display().to_string(),
+        ))
+    }
+}
+
+fn unique_dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("accesshub-{tag}-{}", uuid::Uuid::new_v4().simple()));
+    let _ = std::fs::create_dir_all(&d);
+    d
+}
+
+/// A child process that is killed when dropped.
+#[derive(Debug)]
+pub struct Proc {
+    /// Name for messages.
+    pub name: String,
+    child: Option<Child>,
+    cmd: Vec<String>,
+    env: Vec<(String, String)>,
+    log: PathBuf,
+}
+
+impl Proc {
+    /// Spawns `bin` with `env`, logging to a file in the temp dir.
+    pub fn spawn(
+        name: &str,
+        bin: &Path,
+        args: &[&str],
+        env: &[(String, String)],
+    ) -> Result<Proc, HarnessError> {
+        let log = std::env::temp_dir().join(format!(
+            "accesshub-{name}-{}.log",
+            uuid::Uuid::new_v4().simple()
+        ));
+        let mut p = Proc {
+            name: name.to_owned(),
+            child: None,
+            cmd: std::iter::once(bin.display().to_string())
+                .chain(args.iter().map(|s| (*s).to_owned()))
+                .collect(),
+            env: env.to_vec(),
+            log,
+        };
+        p.start()?;
+        Ok(p)
+    }
+
+    /// (Re)starts the process with the same command and environment.
+    pub fn start(&mut self) -> Result<(), HarnessError> {
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .map_err(|e| HarnessError::Spawn(self.name.clone(), e))?;
+        let err = out
+            .try_clone()
+            .map_err(|e| HarnessError::Spawn(self.name.clone(), e))?;
+        let mut c = Command::new(&self.cmd[0]);
+        c.args(&self.cmd[1..])
+            .envs(self.env.iter().cloned())
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err);
+        self.child = Some(
+            c.spawn()
+                .map_err(|e| HarnessError::Spawn(self.name.clone(), e))?,
+        );
+        Ok(())
+    }
+
+    /// SIGKILL: no chance to drain (crash simulation).
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait (graceful shutdown), SIGKILL after `grace`.
+    pub fn terminate(&mut self, grace: Duration) {
+        if let Some(mut c) = self.child.take() {
+            // `unsafe` is forbidden in this workspace, so signal through the `kill` command.
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(c.id().to_string())
+                .status();
+            let start = Instant::now();
+            while start.elapsed() < grace {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Whether it is still running.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    /// The process's log so far (for failure messages).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A private nats-server with JetStream on its own port and store directory.
+#[derive(Debug)]
+pub struct PrivateNats {
+    /// Port.
+    pub port: u16,
+    proc: Proc,
+}
+
+impl PrivateNats {
+    /// Starts it and waits for the port.
+    pub fn start() -> Result<PrivateNats, HarnessError> {
+        let bin = ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
+            .iter()
+            .map(PathBuf::from)
+            .find(|p| p.exists())
+            .ok_or_else(|| {
+                HarnessError::Setup(
+                    "nats-server not installed (deploy/dev-services.sh installs it)".into(),
+                )
+            })?;
+        let port = free_port();
+        let dir = unique_dir("nats");
+        let port_s = port.to_string();
+        let dir_s = dir.display().to_string();
+        let proc = Proc::spawn(
+            "nats-server",
+            &bin,
+            &["-a", "127.0.0.1", "-p", &port_s, "-js", "-sd", &dir_s],
+            &[],
+        )?;
+        wait_port("nats-server", port, Duration::from_secs(10))?;
+        Ok(PrivateNats { port, proc })
+    }
+
+    /// `nats://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Hard stop (data on disk stays).
+    pub fn kill(&mut self) {
+        self.proc.kill9();
+    }
+
+    /// Start again on the same port and store.
+    pub fn restart(&mut self) -> Result<(), HarnessError> {
+        self.proc.start()?;
+        wait_port("nats-server", self.port, Duration::from_secs(10))
+    }
+}
+
+/// A private PostgreSQL cluster (initdb in a temp dir, own port, trust auth), run as the
+/// `postgres` OS user when the tests run as root (PostgreSQL refuses to run as root).
+#[derive(Debug)]
+pub struct PrivatePostgres {
+    /// Port.
+    pub port: u16,
+    dir: PathBuf,
+    bin: PathBuf,
+}
+
+fn pg_bin_dir() -> Option<PathBuf> {
+    let base = Path::new("/usr/lib/postgresql");
+    let mut versions: Vec<_> = std::fs::read_dir(base)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    versions.sort();
+    versions.pop().map(|v| v.join("bin"))
+}
+
+fn as_postgres(cmd: &str) -> Command {
+    let root = std::env::var("USER").map(|u| u == "root").unwrap_or(false)
+        || Command::new("id")
+            .arg("-u")
+            .output()
+            .map(|o| o.stdout.starts_with(b"0"))
+            .unwrap_or(false);
+    if root {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--", "sh", "-c", cmd]);
+        c
+    } else {
+        let mut c = Command::new("sh");
+        c.args(["-c", cmd]);
+        c
+    }
+}
+
+impl PrivatePostgres {
+    /// initdb + start; waits for the port.
+    pub fn start() -> Result<PrivatePostgres, HarnessError> {
+        let bin = pg_bin_dir().ok_or_else(|| {
+            HarnessError::Setup("PostgreSQL server binaries not installed".into())
+        })?;
+        let dir =
+            std::env::temp_dir().join(format!("accesshub-pg-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).map_err(|e| HarnessError::Setup(e.to_string()))?;
+        let _ = Command::new("chown")
+            .args(["postgres:postgres", &dir.display().to_string()])
+            .status();
+        let init = as_postgres(&format!(
+            "{}/initdb -D {} -U postgres --auth=trust -E UTF8 >/dev/null",
+            bin.display(),
+            dir.display()
+        ))
+        .status()
+        .map_err(|e| HarnessError::Setup(format!("initdb: {e}")))?;
+        if !init.success() {
+            return Err(HarnessError::Setup("initdb failed".into()));
+        }
+        let pg = PrivatePostgres {
+            port: free_port(),
+            dir,
+            bin,
+        };
+        pg.start_server()?;
+        Ok(pg)
+    }
+
+    fn start_server(&self) -> Result<(), HarnessError> {
+        let st = as_postgres(&format!(
+            "{}/pg_ctl -D {} -o '-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off' -l {}/log start -w >/dev/null",
+            self.bin.display(),
+            self.dir.display(),
+            self.port,
+            self.dir.display(),
+            self.dir.display()
+        ))
+        .status()
+        .map_err(|e| HarnessError::Setup(format!("pg_ctl: {e}")))?;
+        if !st.success() {
+            return Err(HarnessError::Setup("pg_ctl start failed".into()));
+        }
+        wait_port("postgres", self.port, Duration::from_secs(20))
+    }
+
+    /// URL of its `postgres` database.
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Fast shutdown (like a crash from the clients' point of view) and start again.
+    pub fn restart(&self) -> Result<(), HarnessError> {
+        let _ = as_postgres(&format!(
+            "{}/pg_ctl -D {} -m immediate stop >/dev/null",
+            self.bin.display(),
+            self.dir.display()
+        ))
+        .status();
+        self.start_server()
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        let _ = as_postgres(&format!(
+            "{}/pg_ctl -D {} -m immediate stop >/dev/null 2>&1",
+            self.bin.display(),
+            self.dir.display()
+        ))
+        .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Polls `f` until it returns `Some` or `timeout` passes.
+pub async fn eventually<T, F, Fut>(timeout: Duration, mut f: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if let Some(v) = f().await {
+            return Some(v);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    None
+}
