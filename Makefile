@@ -19,6 +19,7 @@ build:
 	$(CARGO) build --workspace --bins
 
 test-rust:
+	$(CARGO) build --workspace --bins
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
 	  $(CARGO) nextest run --workspace --no-fail-fast --profile ci; \
 	else \
