@@ -4,6 +4,8 @@
 //!
 //! Binaries are taken from the workspace target directory (`make test` builds them first).
 
+pub mod otlp;
+
 use std::{
     net::TcpListener,
     path::{Path, PathBuf},
