@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# `make dev`: the whole system locally — vendor simulators, booking-ingest (with the admin API),
+# the four workers and the reconciler — wired to a demo tenant. Ctrl-C stops everything.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+RUN=.dev-run
+mkdir -p "$RUN"
+cargo build --workspace --bins
+BIN=target/debug
+
+# Stable local secrets, generated once (never used outside this machine).
+if [ ! -f "$RUN/env" ]; then
+  key="k1:$(head -c 32 /dev/urandom | base64 | tr -d '\n')"
+  cat > "$RUN/env" <<ENV
+export ACCESSHUB_ENCRYPTION_KEY='$key'
+export ACCESSHUB_ADMIN_TOKEN='dev-admin-token'
+export ACCESSHUB_DEMO_WEBHOOK_SECRET='dev-webhook-secret'
+ENV
+fi
+# shellcheck disable=SC1091
+source "$RUN/env"
+export DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}"
+export NATS_URL="${NATS_URL:-nats://127.0.0.1:4222}"
+export ACCESSHUB_LOG_FORMAT="${ACCESSHUB_LOG_FORMAT:-pretty}"
+export ACCESSHUB_STREAM_REPLICAS=1
+export RUST_LOG="${RUST_LOG:-info}"
+export ACCESSHUB_API_URL="http://127.0.0.1:8080/admin/v1"
+export ACCESSHUB_TOKEN="$ACCESSHUB_ADMIN_TOKEN"
+
+pids=()
+cleanup() {
+  echo; echo "stopping accesshub…"
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT INT TERM
+
+start() {
+  local name=$1 port=$2; shift 2
+  if [ ! -x "$BIN/$name" ]; then echo "($name not built yet — skipped)"; return; fi
+  ACCESSHUB_HTTP_ADDR="127.0.0.1:$port" OTEL_SERVICE_NAME="$name" \
+    "$BIN/$name" "$@" >"$RUN/$name.log" 2>&1 &
+  pids+=("$!")
+  echo "  $name  http://127.0.0.1:$port   (log: $RUN/$name.log)"
+}
+
+wait_ready() {
+  local name=$1 url=$2
+  for _ in $(seq 1 100); do
+    if curl -fsS "$url" >/dev/null 2>&1; then return 0; fi
+    sleep 0.2
+  done
+  echo "$name did not become ready: see $RUN/$name.log"; return 1
+}
+
+"$BIN/accessctl" migrate
+echo "starting:"
+start vendor-sim 18080
+wait_ready vendor-sim http://127.0.0.1:18080/healthz
+start booking-ingest 8080
+wait_ready booking-ingest http://127.0.0.1:8080/readyz || true
+start cloudpass-worker 8081
+start dormakaba-worker 8082
+start ipassan-worker 8083
+start tapkey-worker 8084
+start reconciler 8085
+
+if [ -f deploy/dev/demo.yaml ]; then
+  "$BIN/accessctl" apply -f deploy/dev/demo.yaml || "$BIN/accessctl" connections apply -f deploy/dev/demo.yaml || true
+fi
+
+cat <<MSG
+
+accesshub is running with the vendor simulators (control API http://127.0.0.1:18080).
+  send a demo BEX reservation:   deploy/dev/send-webhook.sh bex demo deploy/dev/bex-reservation.json
+  see what CloudPass holds:      curl -s http://127.0.0.1:18080/state/cloudpass | jq
+  operate:                       $BIN/accessctl status · $BIN/accessctl dlq list
+Ctrl-C stops everything.
+MSG
+wait
