@@ -23,11 +23,18 @@ pub struct Cli {
 pub enum Command {
     /// Apply database migrations and exit (the Helm pre-upgrade Job).
     Migrate,
+    /// Dead letters: list, show, replay, purge.
+    #[command(subcommand)]
+    Dlq(cmd::dlq::DlqCommand),
+    /// One-screen health: streams, consumers, DLQ depth per worker, last sync runs.
+    Status,
 }
 
 /// Runs a parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Migrate => cmd::migrate::run().await,
+        Command::Dlq(c) => cmd::dlq::run(c, cli.output).await,
+        Command::Status => cmd::status::run(cli.output).await,
     }
 }

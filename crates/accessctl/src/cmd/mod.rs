@@ -1,3 +1,5 @@
 //! One module per subcommand.
 
+pub mod dlq;
 pub mod migrate;
+pub mod status;

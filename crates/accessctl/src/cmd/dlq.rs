@@ -1,0 +1,494 @@
+//! `accessctl dlq`: list, show, replay and purge dead letters. The logic lives in the
+//! `accesshub-dlq` library; this module parses flags, asks for confirmation, draws progress
+//! and prints.
+
+use std::io::{BufRead as _, IsTerminal as _, Write as _};
+
+use accesshub_dlq::{
+    Dlq, DlqEntry, EntryDetail, Filter, ReplayObserver, ReplayOptions, ReplayOutcome, ReplayReport,
+    ReplayStatus, ReplayTarget,
+};
+use accesshub_domain::ErrorClass;
+use anyhow::{Context as _, bail};
+use chrono::{DateTime, Utc};
+use clap::{Args, Subcommand};
+
+use crate::output::{self, Format};
+
+/// `accessctl dlq ...`
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// Entries, newest first.
+    List {
+        /// Which entries.
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// One entry: payload, headers, reason, attempts, trace id, earlier replays.
+    Show {
+        /// Entry id (its DLQ sequence, first column of `dlq list`).
+        id: u64,
+    },
+    /// Republish entries to their original subject with a fresh Nats-Msg-Id.
+    Replay(Box<ReplayArgs>),
+    /// Delete entries matching a filter (asks first).
+    Purge {
+        /// Which entries.
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// Every entry (required when no filter flag is given).
+        #[arg(long)]
+        all: bool,
+        /// Do not ask.
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+}
+
+/// Filter flags shared by list, replay and purge.
+#[derive(Debug, Clone, Default, Args)]
+pub struct FilterArgs {
+    /// Tenant id.
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// Worker (`tapkey-worker`) or vendor (`tapkey`).
+    #[arg(long, alias = "vendor")]
+    pub worker: Option<String>,
+    /// Event kind (reservation, facility, pass, keyreq).
+    #[arg(long)]
+    pub kind: Option<String>,
+    /// Booking key.
+    #[arg(long)]
+    pub booking: Option<String>,
+    /// transient or permanent.
+    #[arg(long)]
+    pub class: Option<ErrorClass>,
+    /// Failed at or after: RFC 3339 time or an age like `2h`, `30m`, `1day`.
+    #[arg(long, value_parser = parse_time)]
+    pub since: Option<DateTime<Utc>>,
+    /// Failed before: RFC 3339 time or an age like `10m`.
+    #[arg(long, value_parser = parse_time)]
+    pub until: Option<DateTime<Utc>>,
+    /// Text contained in the reason (case-insensitive).
+    #[arg(long)]
+    pub reason: Option<String>,
+}
+
+impl FilterArgs {
+    /// The library filter.
+    pub fn to_filter(&self) -> Filter {
+        Filter {
+            tenant: self.tenant.clone(),
+            worker: self.worker.clone(),
+            kind: self.kind.clone(),
+            booking: self.booking.clone(),
+            class: self.class,
+            since: self.since,
+            until: self.until,
+            reason_contains: self.reason.clone(),
+        }
+    }
+}
+
+/// `dlq replay` flags.
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// One entry id; or use filter flags, or `--all`.
+    pub id: Option<u64>,
+    /// Which entries (instead of an id).
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    /// Every entry.
+    #[arg(long, conflicts_with = "id")]
+    pub all: bool,
+    /// Publish nothing; show (and record as dry run) what would be replayed.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Rate limit, e.g. `50/s` or `50`.
+    #[arg(long, value_parser = parse_rate)]
+    pub rate: Option<f64>,
+    /// Delete each entry once its replay is acknowledged (default: keep it, marked replayed).
+    #[arg(long)]
+    pub delete_after: bool,
+    /// Replay even events replayed `--max-replays` times already.
+    #[arg(long)]
+    pub force: bool,
+    /// Loop protection: refuse events already replayed this many times.
+    #[arg(long, default_value_t = 5)]
+    pub max_replays: u32,
+    /// With a filter or --all: also replay entries replayed before.
+    #[arg(long)]
+    pub include_replayed: bool,
+    /// Recorded as who replayed (default: $USER).
+    #[arg(long, env = "USER", default_value = "unknown")]
+    pub replayed_by: String,
+    /// Do not ask before a bulk replay.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+}
+
+/// `2026-01-02T03:04:05Z` or an age (`2h` = two hours ago).
+pub fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    let d = humantime::parse_duration(s)
+        .map_err(|e| format!("{s:?} is neither an RFC 3339 time nor an age like 2h: {e}"))?;
+    let d = chrono::Duration::from_std(d).map_err(|e| e.to_string())?;
+    Ok(Utc::now() - d)
+}
+
+/// `50/s` or `50` messages per second.
+pub fn parse_rate(s: &str) -> Result<f64, String> {
+    let n = s.trim().trim_end_matches("/s").trim();
+    let v: f64 = n
+        .parse()
+        .map_err(|_| format!("{s:?}: expected a rate like 50/s"))?;
+    if !(v > 0.0 && v.is_finite()) {
+        return Err(format!("{s:?}: the rate must be positive"));
+    }
+    Ok(v)
+}
+
+/// Connects with `CommonConfig::from_env("accessctl")` and runs the subcommand.
+pub async fn run(cmd: DlqCommand, format: Format) -> anyhow::Result<()> {
+    let dlq = connect().await?;
+    run_with(&dlq, cmd, format).await
+}
+
+/// NATS and Postgres from `CommonConfig::from_env("accessctl")` (NATS_URL, DATABASE_URL,
+/// ACCESSHUB_NAMESPACE): accessctl talks to them directly, so it works when services are down.
+pub async fn connect() -> anyhow::Result<Dlq> {
+    let cfg = accesshub_config::CommonConfig::from_env("accessctl")?;
+    let bus = accesshub_bus::connect(&cfg).await?;
+    let pool = accesshub_store::connect_lazy(&cfg.database_url, 4)?;
+    Ok(Dlq::new(bus, pool))
+}
+
+/// Runs against an existing handle (tests call this in-process).
+pub async fn run_with(dlq: &Dlq, cmd: DlqCommand, format: Format) -> anyhow::Result<()> {
+    match cmd {
+        DlqCommand::List { filter, limit } => {
+            let entries = dlq.list(&filter.to_filter(), Some(limit)).await?;
+            print_list(format, &entries)
+        }
+        DlqCommand::Show { id } => {
+            let detail = dlq.show(id).await?;
+            print_show(format, &detail)
+        }
+        DlqCommand::Replay(args) => replay(dlq, *args, format).await,
+        DlqCommand::Purge { filter, all, yes } => {
+            let f = filter.to_filter();
+            if f.is_empty() && !all {
+                bail!("dlq purge needs a filter (--tenant, --worker, ...) or --all");
+            }
+            let entries = dlq.list(&f, None).await?;
+            if entries.is_empty() {
+                println!("no matching entries");
+                return Ok(());
+            }
+            if !confirm(
+                &format!("Delete {} DLQ entries for good?", entries.len()),
+                yes,
+            )? {
+                bail!("aborted");
+            }
+            let seqs: Vec<u64> = entries.iter().map(|e| e.seq).collect();
+            let report = dlq.delete(&seqs).await?;
+            match format {
+                Format::Table => println!(
+                    "deleted {} entries ({} were already gone)",
+                    report.deleted, report.missing
+                ),
+                _ => output::print(format, &report, &[], vec![])?,
+            }
+            Ok(())
+        }
+    }
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    let one_line = s.replace('\n', " ");
+    if one_line.chars().count() <= n {
+        one_line
+    } else {
+        format!("{}…", one_line.chars().take(n).collect::<String>())
+    }
+}
+
+fn print_list(format: Format, entries: &[DlqEntry]) -> anyhow::Result<()> {
+    let rows = entries
+        .iter()
+        .map(|e| {
+            vec![
+                e.seq.to_string(),
+                e.failed_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                e.worker.clone(),
+                e.class.to_string(),
+                e.tenant.clone().unwrap_or_default(),
+                e.kind.clone().unwrap_or_default(),
+                e.booking_key.clone().unwrap_or_default(),
+                e.attempts.to_string(),
+                if e.replays > 0 {
+                    format!("{} (this entry {})", e.replay_count, e.replays)
+                } else {
+                    e.replay_count.to_string()
+                },
+                truncate(&e.reason, 70),
+            ]
+        })
+        .collect();
+    output::print(
+        format,
+        &entries,
+        &[
+            "ID",
+            "FAILED AT",
+            "WORKER",
+            "CLASS",
+            "TENANT",
+            "KIND",
+            "BOOKING",
+            "ATTEMPTS",
+            "REPLAYS",
+            "REASON",
+        ],
+        rows,
+    )
+}
+
+fn print_show(format: Format, d: &EntryDetail) -> anyhow::Result<()> {
+    if format != Format::Table {
+        return output::print(format, d, &[], vec![]);
+    }
+    let e = &d.entry;
+    let opt = |o: &Option<String>| o.clone().unwrap_or_else(|| "-".to_owned());
+    println!("DLQ entry {} ({})", e.seq, e.source.as_str());
+    println!("  id:              {}", opt(&e.id));
+    println!("  failed at:       {}", e.failed_at.to_rfc3339());
+    println!("  worker:          {}", e.worker);
+    println!("  class:           {}", e.class);
+    println!("  reason:          {}", e.reason);
+    println!("  attempts:        {}", e.attempts);
+    println!("  replay count:    {}", e.replay_count);
+    println!("  tenant:          {}", opt(&e.tenant));
+    println!("  kind:            {}", opt(&e.kind));
+    println!("  booking:         {}", opt(&e.booking_key));
+    println!("  event id:        {}", opt(&e.event_id));
+    println!("  trace id:        {}", opt(&e.trace_id));
+    println!(
+        "  original:        {} (stream {} seq {})",
+        opt(&e.original_subject),
+        e.stream,
+        e.stream_sequence
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| "-".into())
+    );
+    println!("  headers:");
+    for (k, vs) in &e.headers {
+        for v in vs {
+            println!("    {k}: {v}");
+        }
+    }
+    println!("  payload:");
+    match (&e.payload, e.payload_encoding) {
+        (Some(p), Some(accesshub_domain::PayloadEncoding::Utf8)) => {
+            let pretty = serde_json::from_str::<serde_json::Value>(p)
+                .ok()
+                .and_then(|v| serde_json::to_string_pretty(&v).ok())
+                .unwrap_or_else(|| p.clone());
+            for line in pretty.lines() {
+                println!("    {line}");
+            }
+        }
+        (Some(p), _) => println!("    (base64) {p}"),
+        (None, _) => println!("    (not available)"),
+    }
+    if d.earlier_replays.is_empty() {
+        println!("  earlier replays: none");
+    } else {
+        println!("  earlier replays:");
+        for r in &d.earlier_replays {
+            println!(
+                "    {} by {} from entry {} as {}{}",
+                r.replayed_at.to_rfc3339(),
+                r.replayed_by,
+                r.dlq_seq,
+                r.new_msg_id.as_deref().unwrap_or("-"),
+                if r.dry_run { " (dry run)" } else { "" }
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn replay(dlq: &Dlq, a: ReplayArgs, format: Format) -> anyhow::Result<()> {
+    let filter = a.filter.to_filter();
+    let target = match (a.id, a.all, filter.is_empty()) {
+        (Some(id), false, true) => ReplayTarget::One(id),
+        (Some(_), _, _) => bail!("give either an entry id or filter flags, not both"),
+        (None, true, _) | (None, false, false) => ReplayTarget::Filter(filter),
+        (None, false, true) => bail!("dlq replay needs an entry id, filter flags, or --all"),
+    };
+    if let ReplayTarget::Filter(f) = &target
+        && !a.dry_run
+    {
+        let n = dlq.list(f, None).await?.len();
+        if n == 0 {
+            println!("no matching entries");
+            return Ok(());
+        }
+        if !confirm(
+            &format!("Replay {n} DLQ entries to their original subjects?"),
+            a.yes,
+        )? {
+            bail!("aborted");
+        }
+    }
+    let opts = ReplayOptions {
+        dry_run: a.dry_run,
+        rate: a.rate,
+        delete_after: a.delete_after,
+        replayed_by: a.replayed_by,
+        max_replays: a.max_replays,
+        force: a.force,
+        include_replayed: a.include_replayed,
+        ..ReplayOptions::default()
+    };
+    let mut progress = Progress::new();
+    let report = dlq.replay(&target, &opts, &mut progress).await?;
+    print_report(format, &report)?;
+    if report.failed > 0 {
+        bail!("{} replays failed", report.failed);
+    }
+    if matches!(target, ReplayTarget::One(_)) && report.skipped > 0 {
+        bail!("entry was not replayed");
+    }
+    Ok(())
+}
+
+fn print_report(format: Format, r: &ReplayReport) -> anyhow::Result<()> {
+    if format != Format::Table {
+        return output::print(format, r, &[], vec![]);
+    }
+    let show_each = r.outcomes.len() <= 50;
+    for o in &r.outcomes {
+        let line = match &o.status {
+            ReplayStatus::Replayed { new_msg_id, .. } => {
+                if !show_each {
+                    continue;
+                }
+                format!(
+                    "replayed  {} -> {} as {new_msg_id}",
+                    o.seq,
+                    o.subject.as_deref().unwrap_or("-")
+                )
+            }
+            ReplayStatus::DryRun => {
+                if !show_each {
+                    continue;
+                }
+                format!(
+                    "would replay {} -> {}",
+                    o.seq,
+                    o.subject.as_deref().unwrap_or("-")
+                )
+            }
+            ReplayStatus::Skipped { reason } => format!("skipped   {}: {reason}", o.seq),
+            ReplayStatus::Failed { error } => format!("FAILED    {}: {error}", o.seq),
+        };
+        println!("{line}");
+    }
+    let secs = r.elapsed_ms as f64 / 1000.0;
+    println!(
+        "{} selected, {} replayed, {} dry run, {} skipped, {} failed, {} deleted in {:.1}s{}",
+        r.selected,
+        r.replayed,
+        r.dry_run,
+        r.skipped,
+        r.failed,
+        r.deleted,
+        secs,
+        if secs > 0.0 && r.replayed > 0 {
+            format!(" ({:.0}/s)", r.replayed as f64 / secs)
+        } else {
+            String::new()
+        }
+    );
+    Ok(())
+}
+
+/// Asks on the terminal. Without a terminal only `--yes` proceeds: a script must say so.
+pub fn confirm(question: &str, yes: bool) -> anyhow::Result<bool> {
+    if yes {
+        return Ok(true);
+    }
+    if !std::io::stdin().is_terminal() {
+        bail!("refusing without a terminal to confirm on; pass --yes");
+    }
+    eprint!("{question} [y/N] ");
+    std::io::stderr().flush().ok();
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .context("reading the answer")?;
+    Ok(matches!(line.trim(), "y" | "Y" | "yes" | "YES"))
+}
+
+/// A progress bar on a terminal, a line every few seconds otherwise (logs, CI).
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    total: u64,
+    done: u64,
+    started: std::time::Instant,
+    last_line: std::time::Instant,
+}
+
+impl Progress {
+    fn new() -> Self {
+        let now = std::time::Instant::now();
+        Progress {
+            bar: None,
+            total: 0,
+            done: 0,
+            started: now,
+            last_line: now,
+        }
+    }
+}
+
+impl ReplayObserver for Progress {
+    fn started(&mut self, total: u64) {
+        self.total = total;
+        if total > 1 && std::io::stderr().is_terminal() {
+            let bar = indicatif::ProgressBar::new(total);
+            if let Ok(style) = indicatif::ProgressStyle::with_template(
+                "{bar:40} {pos}/{len} {per_sec} eta {eta} {msg}",
+            ) {
+                bar.set_style(style);
+            }
+            self.bar = Some(bar);
+        }
+    }
+
+    fn advanced(&mut self, _o: &ReplayOutcome) {
+        self.done += 1;
+        if let Some(bar) = &self.bar {
+            bar.inc(1);
+        } else if self.total > 1 && self.last_line.elapsed().as_secs() >= 2 {
+            self.last_line = std::time::Instant::now();
+            let rate = self.done as f64 / self.started.elapsed().as_secs_f64().max(0.001);
+            eprintln!("replay: {}/{} ({rate:.0}/s)", self.done, self.total);
+        }
+    }
+
+    fn finished(&mut self, _r: &ReplayReport) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
+}

@@ -1,0 +1,97 @@
+//! `accessctl status`: the one-screen health view (streams, consumers, DLQ depth per worker,
+//! last sync runs), collected by `accesshub_dlq::status`.
+
+use accesshub_dlq::Status;
+
+use crate::output::Format;
+
+/// Connects with `CommonConfig::from_env("accessctl")` and prints the status.
+pub async fn run(format: Format) -> anyhow::Result<()> {
+    let dlq = super::dlq::connect().await?;
+    let st = accesshub_dlq::collect_status(dlq.bus(), dlq.pool()).await;
+    print(format, &st)
+}
+
+/// Prints a collected status.
+pub fn print(format: Format, st: &Status) -> anyhow::Result<()> {
+    if format != Format::Table {
+        return crate::output::print(format, st, &[], vec![]);
+    }
+    let table = |headers: &[&str], rows: Vec<Vec<String>>| {
+        crate::output::print(Format::Table, &(), headers, rows)
+    };
+    println!("STREAMS");
+    table(
+        &["STREAM", "MESSAGES", "BYTES", "CONSUMERS", "LAST SEQ"],
+        st.streams
+            .iter()
+            .map(|s| {
+                vec![
+                    s.name.clone(),
+                    s.messages.to_string(),
+                    s.bytes.to_string(),
+                    s.consumers.to_string(),
+                    s.last_seq.to_string(),
+                ]
+            })
+            .collect(),
+    )?;
+    println!("CONSUMERS");
+    table(
+        &[
+            "STREAM",
+            "CONSUMER",
+            "PENDING",
+            "REDELIVERED",
+            "ACK PENDING",
+            "WAITING",
+        ],
+        st.consumers
+            .iter()
+            .map(|c| {
+                vec![
+                    c.stream.clone(),
+                    c.name.clone(),
+                    c.num_pending.to_string(),
+                    c.num_redelivered.to_string(),
+                    c.num_ack_pending.to_string(),
+                    c.num_waiting.to_string(),
+                ]
+            })
+            .collect(),
+    )?;
+    println!("DLQ DEPTH");
+    if st.dlq_depth.is_empty() {
+        println!("  empty");
+    } else {
+        table(
+            &["WORKER", "ENTRIES"],
+            st.dlq_depth
+                .iter()
+                .map(|(w, n)| vec![w.clone(), n.to_string()])
+                .collect(),
+        )?;
+    }
+    println!("LAST SYNC RUNS");
+    match &st.sync_runs {
+        None => println!("  (no sync_runs table yet)"),
+        Some(runs) if runs.is_empty() => println!("  none"),
+        Some(runs) => table(
+            &["CONNECTION", "STATUS", "STARTED", "FINISHED"],
+            runs.iter()
+                .map(|r| {
+                    vec![
+                        r.connection.clone(),
+                        r.status.clone().unwrap_or_default(),
+                        r.started_at.clone().unwrap_or_default(),
+                        r.finished_at.clone().unwrap_or_default(),
+                    ]
+                })
+                .collect(),
+        )?,
+    }
+    for p in &st.problems {
+        println!("problem: {p}");
+    }
+    Ok(())
+}
