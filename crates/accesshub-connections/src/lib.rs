@@ -1,7 +1,21 @@
 //! A connection is one tenant's link to one access-control vendor: credentials plus the
-//! mappings that vendor needs. Workers read them; operators write them through the admin
-//! API and `accessctl apply -f`.
+//! mappings that vendor needs. Workers read them (through [`ConnectionCache`]); operators write
+//! them through the admin API and `accessctl apply -f`. Secrets are sealed at rest with the
+//! store's `SecretBox` and redacted (`***`) everywhere else.
 
+pub mod cache;
+pub mod diff;
+pub mod error;
+pub mod lookup;
 pub mod model;
+pub mod store;
+pub mod tenants;
+pub mod validate;
 
+pub use cache::{ConnectionCache, DEFAULT_TTL};
+pub use diff::{Change, ChangeOp};
+pub use error::ConnectionError;
 pub use model::*;
+pub use store::{ApplyOutcome, ApplyStatus, ConnectionChanged, ConnectionStore, pick_for_site};
+pub use tenants::{Tenant, TenantSource, TenantStore, WebhookSecrets};
+pub use validate::validate;

@@ -323,3 +323,86 @@ pub struct TapkeySettings {
     #[serde(default)]
     pub pass_types: BTreeMap<String, Vec<String>>,
 }
+
+/// The placeholder shown instead of a secret wherever a connection leaves the process (API
+/// responses, `accessctl get`, the listing column). Applying it back means "keep the stored
+/// secret", so `get -o yaml | apply -f -` round-trips.
+pub const REDACTED: &str = "***";
+
+impl Secret {
+    /// Whether this is the [`REDACTED`] placeholder rather than a real secret.
+    pub fn is_redacted(&self) -> bool {
+        self.0 == REDACTED
+    }
+}
+
+impl VendorSettings {
+    /// Every secret field with its name (the YAML key), read-only.
+    pub fn secrets(&self) -> Vec<(&'static str, &Secret)> {
+        match self {
+            VendorSettings::Cloudpass(s) => vec![("client_secret", &s.client_secret)],
+            VendorSettings::Dormakaba(s) => vec![("password", &s.password)],
+            VendorSettings::Ipassan(s) => vec![("client_secret", &s.client_secret)],
+            VendorSettings::Tapkey(s) => vec![("client_secret", &s.client_secret)],
+        }
+    }
+
+    /// Every secret field with its name, mutable (redaction, merging kept secrets).
+    pub fn secrets_mut(&mut self) -> Vec<(&'static str, &mut Secret)> {
+        match self {
+            VendorSettings::Cloudpass(s) => vec![("client_secret", &mut s.client_secret)],
+            VendorSettings::Dormakaba(s) => vec![("password", &mut s.password)],
+            VendorSettings::Ipassan(s) => vec![("client_secret", &mut s.client_secret)],
+            VendorSettings::Tapkey(s) => vec![("client_secret", &mut s.client_secret)],
+        }
+    }
+
+    /// A copy with every secret replaced by [`REDACTED`].
+    pub fn redacted(&self) -> VendorSettings {
+        let mut out = self.clone();
+        for (_, s) in out.secrets_mut() {
+            *s = Secret::new(REDACTED);
+        }
+        out
+    }
+}
+
+impl Connection {
+    /// A copy safe to return or print: every secret is [`REDACTED`].
+    pub fn redacted(&self) -> Connection {
+        Connection {
+            settings: self.settings.redacted(),
+            ..self.clone()
+        }
+    }
+
+    /// Replaces secrets given as [`REDACTED`] with the ones of `current` (same vendor), so an
+    /// operator can re-apply what `get` printed without knowing the secrets.
+    pub fn keep_secrets_from(&mut self, current: &Connection) {
+        if self.vendor() != current.vendor() {
+            return;
+        }
+        let kept: BTreeMap<&str, Secret> = current
+            .settings
+            .secrets()
+            .into_iter()
+            .map(|(k, v)| (k, v.clone()))
+            .collect();
+        for (name, s) in self.settings.secrets_mut() {
+            if s.is_redacted()
+                && let Some(old) = kept.get(name)
+            {
+                *s = old.clone();
+            }
+        }
+    }
+
+    /// Whether two connections say the same thing (ignoring the version).
+    pub fn same_content(&self, other: &Connection) -> bool {
+        self.tenant == other.tenant
+            && self.name == other.name
+            && self.enabled == other.enabled
+            && self.sites == other.sites
+            && self.settings == other.settings
+    }
+}

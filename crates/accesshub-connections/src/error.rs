@@ -1,0 +1,72 @@
+//! Errors of the connection and tenant stores.
+
+use accesshub_domain::{Classify, ErrorClass, FieldError};
+use accesshub_store::{SecretError, db_error_class};
+
+/// A store operation failed. Messages never contain secrets.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectionError {
+    /// Query or connection error.
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    /// Sealing or opening the encrypted settings failed (wrong or missing key).
+    #[error("secrets: {0}")]
+    Secret(#[from] SecretError),
+    /// The connection is invalid; every problem names its field.
+    #[error("invalid connection: {}", list(.0))]
+    Invalid(Vec<FieldError>),
+    /// The tenant does not exist.
+    #[error("unknown tenant {0:?}")]
+    UnknownTenant(String),
+    /// The tenant (or other object) already exists.
+    #[error("{0} already exists")]
+    AlreadyExists(String),
+    /// Optimistic concurrency: the caller's version is not the stored one.
+    #[error("version conflict: stored version is {stored}, the request was based on {given}")]
+    Conflict {
+        /// Version in the database.
+        stored: i64,
+        /// Version the caller sent.
+        given: i64,
+    },
+    /// NATS subscribe/publish failed.
+    #[error("NATS: {0}")]
+    Bus(String),
+    /// A stored row cannot be decoded (schema drift or corruption).
+    #[error("stored {what} cannot be decoded: {message}")]
+    Corrupt {
+        /// Which object.
+        what: String,
+        /// Decoder message (never contains plaintext secrets).
+        message: String,
+    },
+}
+
+fn list(errs: &[FieldError]) -> String {
+    errs.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl Classify for ConnectionError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            ConnectionError::Db(e) => db_error_class(e),
+            ConnectionError::Bus(_) => ErrorClass::Transient,
+            _ => ErrorClass::Permanent,
+        }
+    }
+}
+
+impl ConnectionError {
+    /// Maps a foreign-key violation on `tenant_id` to [`ConnectionError::UnknownTenant`].
+    pub(crate) fn from_db_for_tenant(e: sqlx::Error, tenant: &str) -> Self {
+        if let sqlx::Error::Database(db) = &e
+            && db.code().as_deref() == Some("23503")
+        {
+            return ConnectionError::UnknownTenant(tenant.to_owned());
+        }
+        ConnectionError::Db(e)
+    }
+}

@@ -1,0 +1,248 @@
+//! Tenants and their upstream sources. A source (BEX, Clock PMS+, Nexudus, connecX, …) signs
+//! its webhooks with a secret; the secret is sealed with the [`SecretBox`]. Rotation keeps the
+//! old secret valid as `previous` until `previous_expires`, so senders can switch over.
+
+use std::time::Duration;
+
+use accesshub_store::SecretBox;
+use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+use chrono::{DateTime, Utc};
+use rand::RngCore as _;
+use serde::{Deserialize, Serialize};
+use sqlx::{PgPool, Row};
+
+use crate::{error::ConnectionError, model::Secret};
+
+/// How long the previous webhook secret stays valid after a rotation, unless told otherwise.
+pub const DEFAULT_PREVIOUS_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// An organization of an upstream system.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Tenant {
+    /// Id used in events, subjects and URLs.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// Last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// One upstream source of a tenant, without its secrets.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TenantSource {
+    /// Tenant id.
+    pub tenant: String,
+    /// Source name (`bex`, `clock`, `nexudus`, `connecx`, …).
+    pub source: String,
+    /// Always `***`: secrets are never returned.
+    pub secret: String,
+    /// Whether a previous secret is still accepted.
+    pub previous_valid: bool,
+    /// Until when the previous secret is accepted.
+    pub previous_expires: Option<DateTime<Utc>>,
+    /// Per-site defaults the ingest mapping uses (free-form).
+    pub site_defaults: serde_json::Value,
+    /// Last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// The secrets a webhook signature may be made with right now.
+#[derive(Debug, Clone)]
+pub struct WebhookSecrets {
+    /// The current secret.
+    pub current: Secret,
+    /// The previous secret while it has not expired.
+    pub previous: Option<Secret>,
+}
+
+/// Reads and writes tenants and their sources. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct TenantStore {
+    pool: PgPool,
+    secrets: SecretBox,
+}
+
+fn tenant_from(row: &sqlx::postgres::PgRow) -> Result<Tenant, sqlx::Error> {
+    Ok(Tenant {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+fn source_from(row: &sqlx::postgres::PgRow) -> Result<TenantSource, sqlx::Error> {
+    let expires: Option<DateTime<Utc>> = row.try_get("previous_expires")?;
+    let has_prev: bool = row.try_get("has_previous")?;
+    Ok(TenantSource {
+        tenant: row.try_get("tenant_id")?,
+        source: row.try_get("source")?,
+        secret: crate::model::REDACTED.into(),
+        previous_valid: has_prev && expires.is_some_and(|e| e > Utc::now()),
+        previous_expires: expires,
+        site_defaults: row.try_get("site_defaults")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+const SOURCE_COLS: &str = "tenant_id, source, previous_enc IS NOT NULL AS has_previous, previous_expires, site_defaults, updated_at";
+
+/// A new random webhook secret (32 bytes, URL-safe base64).
+pub fn generate_secret() -> Secret {
+    let mut raw = [0u8; 32];
+    rand::rng().fill_bytes(&mut raw);
+    Secret::new(format!("whsec_{}", URL_SAFE_NO_PAD.encode(raw)))
+}
+
+impl TenantStore {
+    /// A store over `pool`, sealing secrets with `secrets`.
+    pub fn new(pool: PgPool, secrets: SecretBox) -> Self {
+        TenantStore { pool, secrets }
+    }
+
+    /// Creates a tenant; [`ConnectionError::AlreadyExists`] if the id is taken.
+    pub async fn create(&self, id: &str, name: &str) -> Result<Tenant, ConnectionError> {
+        let row = sqlx::query(
+            "INSERT INTO tenants (id, name) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING
+             RETURNING id, name, created_at, updated_at",
+        )
+        .bind(id)
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            Some(r) => Ok(tenant_from(&r)?),
+            None => Err(ConnectionError::AlreadyExists(format!("tenant {id:?}"))),
+        }
+    }
+
+    /// Creates a tenant or renames an existing one (idempotent).
+    pub async fn upsert(&self, id: &str, name: &str) -> Result<Tenant, ConnectionError> {
+        let row = sqlx::query(
+            "INSERT INTO tenants (id, name) VALUES ($1, $2)
+             ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name,
+               updated_at = CASE WHEN tenants.name = EXCLUDED.name THEN tenants.updated_at ELSE now() END
+             RETURNING id, name, created_at, updated_at",
+        )
+        .bind(id)
+        .bind(name)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(tenant_from(&row)?)
+    }
+
+    /// One tenant.
+    pub async fn get(&self, id: &str) -> Result<Option<Tenant>, ConnectionError> {
+        let row = sqlx::query("SELECT id, name, created_at, updated_at FROM tenants WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(tenant_from).transpose()?)
+    }
+
+    /// Every tenant, by id.
+    pub async fn list(&self) -> Result<Vec<Tenant>, ConnectionError> {
+        let rows = sqlx::query("SELECT id, name, created_at, updated_at FROM tenants ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(tenant_from).collect::<Result<_, _>>()?)
+    }
+
+    /// Deletes a tenant with its sources and connections; `false` if there was none.
+    pub async fn delete(&self, id: &str) -> Result<bool, ConnectionError> {
+        let n = sqlx::query("DELETE FROM tenants WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(n > 0)
+    }
+
+    /// The tenant's sources (secrets redacted).
+    pub async fn sources(&self, tenant: &str) -> Result<Vec<TenantSource>, ConnectionError> {
+        let sql = format!(
+            "SELECT {SOURCE_COLS} FROM tenant_sources WHERE tenant_id = $1 ORDER BY source"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(tenant)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(source_from).collect::<Result<_, _>>()?)
+    }
+
+    /// Sets the webhook secret of a source (creating the source if needed). An existing
+    /// secret stays valid as `previous` for `previous_ttl`. With `secret: None` a random one is
+    /// generated. Returns the source and the new secret (show it once, then forget it).
+    pub async fn set_source_secret(
+        &self,
+        tenant: &str,
+        source: &str,
+        secret: Option<Secret>,
+        previous_ttl: Duration,
+    ) -> Result<(TenantSource, Secret), ConnectionError> {
+        let secret = match secret {
+            Some(s) if !s.expose().trim().is_empty() && !s.is_redacted() => s,
+            Some(_) => {
+                return Err(ConnectionError::Invalid(vec![
+                    accesshub_domain::FieldError::new("secret", "must not be empty"),
+                ]));
+            }
+            None => generate_secret(),
+        };
+        if source.trim().is_empty() {
+            return Err(ConnectionError::Invalid(vec![
+                accesshub_domain::FieldError::new("source", "must not be empty"),
+            ]));
+        }
+        let sealed = self.secrets.seal(secret.expose())?;
+        let ttl = chrono::Duration::from_std(previous_ttl).unwrap_or(chrono::Duration::hours(24));
+        let expires = Utc::now() + ttl;
+        let sql = format!(
+            "INSERT INTO tenant_sources (tenant_id, source, secret_enc) VALUES ($1, $2, $3)
+             ON CONFLICT (tenant_id, source) DO UPDATE SET
+               previous_enc = tenant_sources.secret_enc, previous_expires = $4,
+               secret_enc = EXCLUDED.secret_enc, updated_at = now()
+             RETURNING {SOURCE_COLS}"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(tenant)
+            .bind(source)
+            .bind(&sealed)
+            .bind(expires)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| ConnectionError::from_db_for_tenant(e, tenant))?;
+        tracing::info!(%tenant, %source, "webhook secret set");
+        Ok((source_from(&row)?, secret))
+    }
+
+    /// The secrets a signature of `source` may be made with now (booking-ingest).
+    pub async fn webhook_secrets(
+        &self,
+        tenant: &str,
+        source: &str,
+    ) -> Result<Option<WebhookSecrets>, ConnectionError> {
+        let row = sqlx::query(
+            "SELECT secret_enc, previous_enc, previous_expires FROM tenant_sources
+             WHERE tenant_id = $1 AND source = $2",
+        )
+        .bind(tenant)
+        .bind(source)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let current = Secret::new(
+            self.secrets
+                .open(&row.try_get::<String, _>("secret_enc")?)?,
+        );
+        let prev_enc: Option<String> = row.try_get("previous_enc")?;
+        let expires: Option<DateTime<Utc>> = row.try_get("previous_expires")?;
+        let previous = match (prev_enc, expires) {
+            (Some(p), Some(e)) if e > Utc::now() => Some(Secret::new(self.secrets.open(&p)?)),
+            _ => None,
+        };
+        Ok(Some(WebhookSecrets { current, previous }))
+    }
+}

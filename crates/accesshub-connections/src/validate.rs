@@ -1,0 +1,231 @@
+//! Checks a connection before it is stored, naming every offending field by its path
+//! (`settings.encoders[1].kind`) so an operator can fix the YAML. Whether referenced vendor
+//! objects (sites, time restrictions, locks) exist is a question for the vendor, answered by
+//! lookups, not here.
+
+use std::collections::BTreeSet;
+
+use accesshub_domain::FieldError;
+
+use crate::model::*;
+
+/// Every problem with `conn` (empty means valid).
+pub fn validate(conn: &Connection) -> Vec<FieldError> {
+    let mut v = V::default();
+    v.ident("tenant", &conn.tenant);
+    v.ident("name", &conn.name);
+    for (i, s) in conn.sites.iter().enumerate() {
+        v.nonempty(&format!("sites[{i}]"), s);
+    }
+    match &conn.settings {
+        VendorSettings::Cloudpass(s) => cloudpass(&mut v, s),
+        VendorSettings::Dormakaba(s) => dormakaba(&mut v, s),
+        VendorSettings::Ipassan(s) => ipassan(&mut v, s),
+        VendorSettings::Tapkey(s) => tapkey(&mut v, s),
+    }
+    v.0
+}
+
+#[derive(Default)]
+struct V(Vec<FieldError>);
+
+impl V {
+    fn err(&mut self, field: &str, problem: impl Into<String>) {
+        self.0.push(FieldError::new(field, problem));
+    }
+
+    fn nonempty(&mut self, field: &str, value: &str) -> bool {
+        if value.trim().is_empty() {
+            self.err(field, "must not be empty");
+            false
+        } else {
+            true
+        }
+    }
+
+    /// Tenant and connection names travel in URLs and subjects: keep them plain.
+    fn ident(&mut self, field: &str, value: &str) {
+        if !self.nonempty(field, value) {
+            return;
+        }
+        if value.len() > 128
+            || !value
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            self.err(
+                field,
+                "may contain only letters, digits, '-', '_' and '.' (at most 128)",
+            );
+        }
+    }
+
+    fn secret(&mut self, field: &str, s: &Secret) {
+        if s.is_redacted() {
+            self.err(
+                field,
+                "is the redaction placeholder \"***\" but no secret is stored yet: provide the secret",
+            );
+        } else if s.expose().trim().is_empty() {
+            self.err(field, "must not be empty");
+        }
+    }
+
+    fn url(&mut self, field: &str, value: &str) {
+        if !self.nonempty(field, value) {
+            return;
+        }
+        match url::Url::parse(value) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {}
+            Ok(u) => self.err(
+                field,
+                format!(
+                    "must be an http(s) URL with a host, got scheme {:?}",
+                    u.scheme()
+                ),
+            ),
+            Err(e) => self.err(field, format!("is not a valid URL: {e}")),
+        }
+    }
+
+    fn guid(&mut self, field: &str, value: &str) {
+        if self.nonempty(field, value) && uuid::Uuid::parse_str(value).is_err() {
+            self.err(field, format!("{value:?} is not a GUID"));
+        }
+    }
+}
+
+const MAX_WINDOW_MINUTES: u32 = 24 * 60;
+
+fn cloudpass(v: &mut V, s: &CloudpassSettings) {
+    v.url("settings.base_url", &s.base_url);
+    v.nonempty("settings.client_id", &s.client_id);
+    v.secret("settings.client_secret", &s.client_secret);
+    let mut needs_default = false;
+    for (admin, a) in &s.administrations {
+        let f = format!("settings.administrations.{admin}");
+        v.nonempty(&format!("{f}.site_id"), &a.site_id);
+        match &a.time_restriction_id {
+            Some(t) => {
+                v.nonempty(&format!("{f}.time_restriction_id"), t);
+            }
+            None => needs_default = true,
+        }
+        if admin.trim().is_empty() {
+            v.err(
+                "settings.administrations",
+                "administration id must not be empty",
+            );
+        }
+    }
+    if needs_default && s.default_time_restriction_id.trim().is_empty() {
+        v.err(
+            "settings.default_time_restriction_id",
+            "must be set when an administration has no time_restriction_id (list them with `accessctl lookup cloudpass TENANT time-restrictions site=SITE`)",
+        );
+    }
+    for (f, m) in [
+        ("settings.window_before_minutes", s.window_before_minutes),
+        ("settings.window_after_minutes", s.window_after_minutes),
+    ] {
+        if m > MAX_WINDOW_MINUTES {
+            v.err(f, format!("must be at most {MAX_WINDOW_MINUTES} minutes"));
+        }
+    }
+}
+
+fn dormakaba(v: &mut V, s: &DormakabaSettings) {
+    if v.nonempty("settings.host", &s.host)
+        && (s.host.contains("://") || s.host.contains('/') || s.host.contains(' '))
+    {
+        v.err(
+            "settings.host",
+            "must be a host name or IP address only (put the scheme in `scheme` and the path in `path`)",
+        );
+    }
+    if s.port == 0 {
+        v.err("settings.port", "must be between 1 and 65535");
+    }
+    if !matches!(s.scheme.as_str(), "http" | "https") {
+        v.err("settings.scheme", "must be \"http\" or \"https\"");
+    }
+    if let Some(p) = &s.path
+        && !p.starts_with('/')
+    {
+        v.err("settings.path", "must start with '/'");
+    }
+    if let Some(ns) = &s.namespace {
+        v.nonempty("settings.namespace", ns);
+    }
+    v.nonempty("settings.username", &s.username);
+    v.secret("settings.password", &s.password);
+    v.nonempty("settings.site_name", &s.site_name);
+    v.nonempty("settings.pms_terminal_id", &s.pms_terminal_id);
+    let mut ids = BTreeSet::new();
+    for (i, e) in s.encoders.iter().enumerate() {
+        let f = format!("settings.encoders[{i}]");
+        v.nonempty(&format!("{f}.name"), &e.name);
+        if v.nonempty(&format!("{f}.id"), &e.id) && !ids.insert(e.id.as_str()) {
+            v.err(
+                &format!("{f}.id"),
+                format!("encoder id {:?} is used twice", e.id),
+            );
+        }
+        if e.kind == EncoderKind::Usb {
+            v.err(
+                &format!("{f}.kind"),
+                "USB encoders are not supported by the web service; use a networked encoder",
+            );
+        }
+    }
+    for (room, number) in &s.rooms {
+        if room.trim().is_empty() {
+            v.err("settings.rooms", "room key must not be empty");
+        }
+        v.nonempty(&format!("settings.rooms.{room}"), number);
+    }
+    for (area, level) in &s.common_areas {
+        if area.trim().is_empty() {
+            v.err("settings.common_areas", "common area key must not be empty");
+        }
+        if *level == 0 {
+            v.err(
+                &format!("settings.common_areas.{area}"),
+                "pass level numbers start at 1",
+            );
+        }
+    }
+}
+
+fn ipassan(v: &mut V, s: &IpassanSettings) {
+    v.url("settings.base_url", &s.base_url);
+    v.nonempty("settings.client_id", &s.client_id);
+    v.secret("settings.client_secret", &s.client_secret);
+    v.guid("settings.site_guid", &s.site_guid);
+    for (facility, asset) in &s.facilities {
+        if facility.trim().is_empty() {
+            v.err("settings.facilities", "facility id must not be empty");
+        }
+        v.guid(&format!("settings.facilities.{facility}"), asset);
+    }
+}
+
+fn tapkey(v: &mut V, s: &TapkeySettings) {
+    v.url("settings.authority_url", &s.authority_url);
+    v.url("settings.base_url", &s.base_url);
+    v.nonempty("settings.client_id", &s.client_id);
+    v.secret("settings.client_secret", &s.client_secret);
+    v.nonempty("settings.owner_account_id", &s.owner_account_id);
+    for (pass_type, locks) in &s.pass_types {
+        let f = format!("settings.pass_types.{pass_type}");
+        if pass_type.trim().is_empty() {
+            v.err("settings.pass_types", "pass type id must not be empty");
+        }
+        if locks.is_empty() {
+            v.err(&f, "must list at least one bound lock id");
+        }
+        for (i, l) in locks.iter().enumerate() {
+            v.nonempty(&format!("{f}[{i}]"), l);
+        }
+    }
+}
