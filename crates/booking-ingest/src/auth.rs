@@ -1,0 +1,380 @@
+//! Webhook authentication: HMAC-SHA256 over `timestamp + "." + body`, per tenant and source,
+//! with two valid secrets during a rotation. Secrets are stored sealed with
+//! [`accesshub_store::SecretBox`] and cached decrypted for a short time.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, RwLock},
+    time::{Duration, Instant},
+};
+
+use accesshub_store::SecretBox;
+use axum::http::HeaderMap;
+use chrono::{DateTime, NaiveTime, Utc};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use sqlx::PgPool;
+use subtle::ConstantTimeEq;
+
+use crate::error::IngestError;
+
+/// Header carrying the unix timestamp (seconds) the signature covers.
+pub const TIMESTAMP_HEADER: &str = "x-accesshub-timestamp";
+/// Header carrying `sha256=<hex>`.
+pub const SIGNATURE_HEADER: &str = "x-accesshub-signature";
+/// How far a timestamp may be from our clock (replay window).
+pub const TOLERANCE_SECS: i64 = 300;
+
+type HmacSha256 = Hmac<Sha256>;
+
+fn mac(secret: &[u8], ts: i64, body: &[u8]) -> Vec<u8> {
+    // HMAC accepts keys of any length; new_from_slice cannot fail for it.
+    let mut m = match HmacSha256::new_from_slice(secret) {
+        Ok(m) => m,
+        Err(_) => return Vec::new(),
+    };
+    m.update(ts.to_string().as_bytes());
+    m.update(b".");
+    m.update(body);
+    m.finalize().into_bytes().to_vec()
+}
+
+/// The `X-Accesshub-Signature` value an upstream sends: `sha256=<hex of HMAC-SHA256(secret,
+/// "<ts>.<body>")>`. For clients, tests and the dev tools.
+pub fn sign(secret: &str, ts: i64, body: &[u8]) -> String {
+    format!("sha256={}", hex::encode(mac(secret.as_bytes(), ts, body)))
+}
+
+/// Checks the signature headers against every valid secret, in constant time per secret and
+/// without stopping at the first match (which secret matched is not observable).
+pub fn verify(secrets: &[Vec<u8>], headers: &HeaderMap, body: &[u8], now: i64) -> bool {
+    let Some(ts) = headers
+        .get(TIMESTAMP_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<i64>().ok())
+    else {
+        return false;
+    };
+    if (now - ts).abs() > TOLERANCE_SECS {
+        return false;
+    }
+    let Some(given) = headers
+        .get(SIGNATURE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().strip_prefix("sha256="))
+        .and_then(|h| hex::decode(h).ok())
+    else {
+        return false;
+    };
+    let mut ok = subtle::Choice::from(0u8);
+    for s in secrets {
+        let expected = mac(s, ts, body);
+        ok |= expected.ct_eq(&given);
+    }
+    bool::from(ok)
+}
+
+/// What a site needs but a PMS does not send. Looked up in `tenant_sources.site_defaults`
+/// (`{"<site id>": {"check_in_time": "15:00", "check_out_time": "11:00", "timezone":
+/// "Europe/Amsterdam"}, "*": {...}}`): the site's entry, then `"*"`, then the fallbacks
+/// 15:00 / 11:00 / `UTC`, field by field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SiteDefaults {
+    /// Check-in time of the site.
+    pub check_in_time: NaiveTime,
+    /// Check-out time of the site.
+    pub check_out_time: NaiveTime,
+    /// IANA timezone of the site.
+    pub timezone: String,
+}
+
+impl SiteDefaults {
+    /// Fallback check-in time when nothing is configured.
+    pub const CHECK_IN: (u32, u32) = (15, 0);
+    /// Fallback check-out time when nothing is configured.
+    pub const CHECK_OUT: (u32, u32) = (11, 0);
+    /// Fallback timezone when nothing is configured.
+    pub const TIMEZONE: &'static str = "UTC";
+
+    /// Resolves the defaults of `site` from a `site_defaults` document.
+    pub fn for_site(doc: &serde_json::Value, site: &str) -> SiteDefaults {
+        let pick = |field: &str| -> Option<&str> {
+            doc.get(site)
+                .and_then(|s| s.get(field))
+                .and_then(|v| v.as_str())
+                .or_else(|| {
+                    doc.get("*")
+                        .and_then(|s| s.get(field))
+                        .and_then(|v| v.as_str())
+                })
+        };
+        let time = |field: &str, (h, m): (u32, u32)| {
+            pick(field)
+                .and_then(|t| t.parse::<NaiveTime>().ok())
+                .or_else(|| NaiveTime::from_hms_opt(h, m, 0))
+                .unwrap_or_default()
+        };
+        SiteDefaults {
+            check_in_time: time("check_in_time", Self::CHECK_IN),
+            check_out_time: time("check_out_time", Self::CHECK_OUT),
+            timezone: pick("timezone")
+                .filter(|tz| tz.parse::<chrono_tz::Tz>().is_ok())
+                .unwrap_or(Self::TIMEZONE)
+                .to_owned(),
+        }
+    }
+}
+
+/// One tenant's registration for one source, decrypted.
+#[derive(Clone)]
+pub struct SourceEntry {
+    current: Vec<u8>,
+    previous: Option<(Vec<u8>, Option<DateTime<Utc>>)>,
+    /// The `site_defaults` document.
+    pub site_defaults: serde_json::Value,
+}
+
+impl std::fmt::Debug for SourceEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SourceEntry").finish_non_exhaustive()
+    }
+}
+
+impl SourceEntry {
+    /// The secrets valid at `now`: the current one, and the previous one until it expires.
+    pub fn secrets(&self, now: DateTime<Utc>) -> Vec<Vec<u8>> {
+        let mut out = vec![self.current.clone()];
+        if let Some((prev, expires)) = &self.previous
+            && expires.is_none_or(|e| e > now)
+        {
+            out.push(prev.clone());
+        }
+        out
+    }
+}
+
+type CacheMap = HashMap<(String, String), (Instant, Option<Arc<SourceEntry>>)>;
+
+/// Decrypted registrations cached for `ttl` (unknown tenants for at most one second), so a
+/// webhook costs no database round trip for its secret.
+#[derive(Clone)]
+pub struct SourceCache {
+    pool: PgPool,
+    secrets: SecretBox,
+    ttl: Duration,
+    map: Arc<RwLock<CacheMap>>,
+}
+
+impl std::fmt::Debug for SourceCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SourceCache")
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SourceCache {
+    /// A cache over the `tenant_sources` table.
+    pub fn new(pool: PgPool, secrets: SecretBox, ttl: Duration) -> Self {
+        SourceCache {
+            pool,
+            secrets,
+            ttl,
+            map: Arc::default(),
+        }
+    }
+
+    /// The registration of `tenant` for `source`, `None` when there is none (or it cannot be
+    /// decrypted: treated as unknown, and logged).
+    pub async fn get(
+        &self,
+        tenant: &str,
+        source: &str,
+    ) -> Result<Option<Arc<SourceEntry>>, sqlx::Error> {
+        let key = (tenant.to_owned(), source.to_owned());
+        if let Ok(map) = self.map.read()
+            && let Some((at, entry)) = map.get(&key)
+        {
+            let ttl = if entry.is_some() {
+                self.ttl
+            } else {
+                Duration::from_secs(1).min(self.ttl)
+            };
+            if at.elapsed() < ttl {
+                return Ok(entry.clone());
+            }
+        }
+        let entry = self.load(tenant, source).await?.map(Arc::new);
+        if let Ok(mut map) = self.map.write() {
+            if map.len() > 100_000 {
+                map.clear();
+            }
+            map.insert(key, (Instant::now(), entry.clone()));
+        }
+        Ok(entry)
+    }
+
+    /// Forgets cached registrations (after a registration change in this process).
+    pub fn invalidate(&self) {
+        if let Ok(mut map) = self.map.write() {
+            map.clear();
+        }
+    }
+
+    async fn load(&self, tenant: &str, source: &str) -> Result<Option<SourceEntry>, sqlx::Error> {
+        let row: Option<(
+            String,
+            Option<String>,
+            Option<DateTime<Utc>>,
+            serde_json::Value,
+        )> = sqlx::query_as(
+            "SELECT secret_enc, previous_enc, previous_expires, site_defaults \
+                 FROM tenant_sources WHERE tenant_id = $1 AND source = $2",
+        )
+        .bind(tenant)
+        .bind(source)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some((cur, prev, prev_exp, defaults)) = row else {
+            return Ok(None);
+        };
+        let current = match self.secrets.open(&cur) {
+            Ok(s) => s.into_bytes(),
+            Err(e) => {
+                tracing::error!(tenant, source, error = %e, "webhook secret cannot be decrypted");
+                return Ok(None);
+            }
+        };
+        let previous = prev.and_then(|p| match self.secrets.open(&p) {
+            Ok(s) => Some((s.into_bytes(), prev_exp)),
+            Err(e) => {
+                tracing::warn!(tenant, source, error = %e, "previous webhook secret unusable");
+                None
+            }
+        });
+        Ok(Some(SourceEntry {
+            current,
+            previous,
+            site_defaults: defaults,
+        }))
+    }
+}
+
+/// A tenant's registration for one upstream source.
+#[derive(Debug, Clone)]
+pub struct SourceRegistration {
+    /// Tenant id (created if new).
+    pub tenant: String,
+    /// Tenant display name (defaults to the id).
+    pub tenant_name: Option<String>,
+    /// Upstream source (`bex`, `clock`, `nexudus`, `connecx`, `native`).
+    pub source: String,
+    /// Webhook signing secret (plaintext; stored sealed).
+    pub secret: String,
+    /// Site defaults document, see [`SiteDefaults`]; `None` keeps the stored one.
+    pub site_defaults: Option<serde_json::Value>,
+}
+
+/// Creates the tenant if needed and sets the source's secret (replacing any previous ones)
+/// and site defaults. Used by tests, the admin API and `make dev`.
+pub async fn register_source(
+    pool: &PgPool,
+    secrets: &SecretBox,
+    reg: &SourceRegistration,
+) -> Result<(), IngestError> {
+    if let Some(d) = &reg.site_defaults
+        && !d.is_object()
+    {
+        return Err(IngestError::SiteDefaults(
+            "must be a JSON object keyed by site id".into(),
+        ));
+    }
+    let sealed = secrets.seal(&reg.secret)?;
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "INSERT INTO tenants (id, name) VALUES ($1, $2) \
+         ON CONFLICT (id) DO UPDATE SET name = COALESCE($3, tenants.name), updated_at = now()",
+    )
+    .bind(&reg.tenant)
+    .bind(reg.tenant_name.as_deref().unwrap_or(&reg.tenant))
+    .bind(reg.tenant_name.as_deref())
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO tenant_sources (tenant_id, source, secret_enc, site_defaults) \
+         VALUES ($1, $2, $3, COALESCE($4, '{}'::jsonb)) \
+         ON CONFLICT (tenant_id, source) DO UPDATE SET secret_enc = EXCLUDED.secret_enc, \
+           previous_enc = NULL, previous_expires = NULL, \
+           site_defaults = COALESCE($4, tenant_sources.site_defaults), updated_at = now()",
+    )
+    .bind(&reg.tenant)
+    .bind(&reg.source)
+    .bind(&sealed)
+    .bind(&reg.site_defaults)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Rotates a source's secret: `new_secret` becomes current, the old current stays valid for
+/// `previous_valid_for` (so upstreams can switch without a failed delivery).
+/// Returns false when the tenant/source is not registered.
+pub async fn rotate_secret(
+    pool: &PgPool,
+    secrets: &SecretBox,
+    tenant: &str,
+    source: &str,
+    new_secret: &str,
+    previous_valid_for: Duration,
+) -> Result<bool, IngestError> {
+    let sealed = secrets.seal(new_secret)?;
+    let expires = Utc::now()
+        + chrono::Duration::from_std(previous_valid_for).unwrap_or(chrono::Duration::days(1));
+    let done = sqlx::query(
+        "UPDATE tenant_sources SET previous_enc = secret_enc, previous_expires = $3, \
+         secret_enc = $4, updated_at = now() WHERE tenant_id = $1 AND source = $2",
+    )
+    .bind(tenant)
+    .bind(source)
+    .bind(expires)
+    .bind(&sealed)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sign_and_verify() {
+        let body = br#"{"a":1}"#;
+        let now = 1_750_000_000;
+        let mut h = HeaderMap::new();
+        h.insert(TIMESTAMP_HEADER, now.to_string().parse().unwrap());
+        h.insert(SIGNATURE_HEADER, sign("s3cret", now, body).parse().unwrap());
+        assert!(verify(&[b"s3cret".to_vec()], &h, body, now));
+        assert!(verify(
+            &[b"x".to_vec(), b"s3cret".to_vec()],
+            &h,
+            body,
+            now + 299
+        ));
+        assert!(!verify(&[b"s3cret".to_vec()], &h, body, now + 301));
+        assert!(!verify(&[b"other".to_vec()], &h, body, now));
+        assert!(!verify(&[b"s3cret".to_vec()], &h, b"{}", now));
+    }
+
+    #[test]
+    fn site_defaults_fallbacks() {
+        let doc = serde_json::json!({"12": {"check_in_time": "16:00"}, "*": {"timezone": "Europe/Amsterdam"}});
+        let d = SiteDefaults::for_site(&doc, "12");
+        assert_eq!(d.check_in_time, NaiveTime::from_hms_opt(16, 0, 0).unwrap());
+        assert_eq!(d.check_out_time, NaiveTime::from_hms_opt(11, 0, 0).unwrap());
+        assert_eq!(d.timezone, "Europe/Amsterdam");
+        let d = SiteDefaults::for_site(&serde_json::json!({}), "x");
+        assert_eq!(d.timezone, "UTC");
+    }
+}

@@ -1,0 +1,347 @@
+//! booking-ingest: receives bookings from upstream systems (signed webhooks, or NATS requests
+//! inside the trust boundary), normalizes them to [`accesshub_domain::Event`]s, stores the
+//! desired state with an outbox row in one transaction (group commit), answers 202 after the
+//! commit, and relays the outbox to JetStream (`Nats-Msg-Id` = event id).
+//!
+//! Library plus a thin binary, so tests and benchmarks start the service in-process with
+//! [`start`].
+
+pub mod auth;
+pub mod committer;
+pub mod error;
+pub mod http;
+pub mod metrics;
+pub mod nats_ingest;
+pub mod relay;
+pub mod upstream;
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use accesshub_bus::Bus;
+use accesshub_config::{CommonConfig, env_duration, env_or};
+use accesshub_store::SecretBox;
+use accesshub_telemetry::{Registry, ops};
+use axum::{Router, middleware, routing::post};
+use sqlx::PgPool;
+use tokio::{sync::Notify, task::JoinHandle};
+use tokio_util::sync::CancellationToken;
+
+pub use auth::{SourceRegistration, register_source, rotate_secret, sign};
+pub use committer::{Answer, AnswerKind};
+pub use error::{IngestError, Reject};
+
+/// Service name (logs, metrics, NATS connection name).
+pub const SERVICE: &str = "booking-ingest";
+
+/// Everything booking-ingest needs to run.
+#[derive(Clone)]
+pub struct IngestConfig {
+    /// NATS, Postgres, listen address, namespace, streams.
+    pub common: CommonConfig,
+    /// Opens the sealed webhook secrets (`ACCESSHUB_ENCRYPTION_KEY`).
+    pub secrets: SecretBox,
+    /// Largest accepted body in bytes (`ACCESSHUB_INGEST_BODY_LIMIT`, default 1 MiB).
+    pub body_limit: usize,
+    /// Parallel committer tasks (`ACCESSHUB_INGEST_COMMITTERS`, default 4).
+    pub committers: usize,
+    /// Most deliveries per transaction (`ACCESSHUB_INGEST_BATCH`, default 500).
+    pub batch_max: usize,
+    /// Postgres pool size (`ACCESSHUB_INGEST_DB_CONNECTIONS`, default 16).
+    pub db_connections: u32,
+    /// How long decrypted secrets are cached (`ACCESSHUB_INGEST_SECRET_CACHE`, default 30s).
+    pub secret_cache_ttl: Duration,
+    /// Relay settings (`ACCESSHUB_OUTBOX_RETENTION` default 7 days,
+    /// `ACCESSHUB_OUTBOX_POLL` default 500ms).
+    pub relay: relay::RelayConfig,
+    /// Run migrations at start-up (`ACCESSHUB_MIGRATE_ON_START`, default true).
+    pub migrate: bool,
+    /// Serve the NATS ingest subjects (`ACCESSHUB_NATS_INGEST`, default true).
+    pub nats_ingest: bool,
+    /// Extra routes merged into the router (e.g. the admin API under `/admin/v1`).
+    pub extra_routes: Option<Router>,
+}
+
+impl std::fmt::Debug for IngestConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IngestConfig")
+            .field("common", &self.common)
+            .field("body_limit", &self.body_limit)
+            .field("committers", &self.committers)
+            .field("batch_max", &self.batch_max)
+            .field("relay", &self.relay)
+            .finish_non_exhaustive()
+    }
+}
+
+impl IngestConfig {
+    /// Loads the configuration from the environment.
+    pub fn from_env() -> Result<Self, IngestError> {
+        let common = CommonConfig::from_env(SERVICE)?;
+        let secrets = SecretBox::from_env()?;
+        let defaults = relay::RelayConfig::default();
+        Ok(IngestConfig {
+            common,
+            secrets,
+            body_limit: env_or("ACCESSHUB_INGEST_BODY_LIMIT", 1024 * 1024)?,
+            committers: env_or("ACCESSHUB_INGEST_COMMITTERS", 4)?,
+            batch_max: env_or("ACCESSHUB_INGEST_BATCH", 500)?,
+            db_connections: env_or("ACCESSHUB_INGEST_DB_CONNECTIONS", 16)?,
+            secret_cache_ttl: env_duration(
+                "ACCESSHUB_INGEST_SECRET_CACHE",
+                Duration::from_secs(30),
+            )?,
+            relay: relay::RelayConfig {
+                retention: env_duration("ACCESSHUB_OUTBOX_RETENTION", defaults.retention)?,
+                poll: env_duration("ACCESSHUB_OUTBOX_POLL", defaults.poll)?,
+                ..defaults
+            },
+            migrate: env_or("ACCESSHUB_MIGRATE_ON_START", true)?,
+            nats_ingest: env_or("ACCESSHUB_NATS_INGEST", true)?,
+            extra_routes: None,
+        })
+    }
+
+    /// Test configuration: defaults, the given common config (ephemeral port) and key box.
+    pub fn for_test(common: CommonConfig, secrets: SecretBox) -> Self {
+        IngestConfig {
+            common,
+            secrets,
+            body_limit: 1024 * 1024,
+            committers: 2,
+            batch_max: 500,
+            db_connections: 10,
+            secret_cache_ttl: Duration::from_secs(30),
+            relay: relay::RelayConfig {
+                retention: Duration::from_secs(3600),
+                ..relay::RelayConfig::default()
+            },
+            migrate: false,
+            nats_ingest: true,
+            extra_routes: None,
+        }
+    }
+}
+
+/// Shared state of the request handlers.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    /// Database pool.
+    pub pool: PgPool,
+    /// NATS (namespaced).
+    pub bus: Bus,
+    /// Registered sources and their secrets.
+    pub sources: auth::SourceCache,
+    /// Where accepted deliveries go.
+    pub committers: committer::Committers,
+    /// Ingest metrics.
+    pub metrics: metrics::IngestMetrics,
+    /// Body limit in bytes.
+    pub body_limit: usize,
+}
+
+/// The webhook routes plus `/healthz`, `/readyz`, `/metrics`, with request metrics. Merge
+/// more routes (e.g. the admin API) with [`router_with`].
+pub fn router(state: AppState, registry: Registry) -> Router {
+    router_with(state, registry, None)
+}
+
+/// [`router`] with `extra` merged in before the request-metrics layer.
+pub fn router_with(state: AppState, registry: Registry, extra: Option<Router>) -> Router {
+    let http_metrics = ops::HttpMetrics::new(&registry, SERVICE);
+    let ready_pool = state.pool.clone();
+    let ready_bus = state.bus.clone();
+    let readiness: ops::ReadinessCheck = Arc::new(move || {
+        let pool = ready_pool.clone();
+        let bus = ready_bus.clone();
+        Box::pin(async move {
+            if !bus.is_connected() {
+                return Err("NATS not connected".to_owned());
+            }
+            accesshub_store::ping(&pool)
+                .await
+                .map_err(|_| "PostgreSQL not reachable".to_owned())
+        })
+    });
+    let mut app = Router::new()
+        .route("/webhooks/{source}/{tenant}", post(http::webhook))
+        .with_state(state)
+        .merge(ops::ops_router(registry, readiness));
+    if let Some(extra) = extra {
+        app = app.merge(extra);
+    }
+    app.layer(middleware::from_fn_with_state(
+        http_metrics,
+        ops::track_http,
+    ))
+}
+
+/// A running booking-ingest.
+#[derive(Debug)]
+pub struct IngestHandle {
+    addr: SocketAddr,
+    pool: PgPool,
+    registry: Registry,
+    stop_http: CancellationToken,
+    stop_nats: CancellationToken,
+    stop_relay: CancellationToken,
+    server: JoinHandle<Result<(), std::io::Error>>,
+    nats: Option<JoinHandle<()>>,
+    committers: Vec<JoinHandle<()>>,
+    relay: JoinHandle<()>,
+    side: Vec<JoinHandle<()>>,
+}
+
+impl IngestHandle {
+    /// Address the HTTP server listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The database pool (for tests and tools).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// The metrics registry.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Resolves when the HTTP server stops on its own (an error).
+    pub fn is_finished(&self) -> bool {
+        self.server.is_finished()
+    }
+
+    /// Graceful stop: stop accepting (HTTP and NATS), let in-flight requests finish, drain the
+    /// committers, make a final relay pass.
+    pub async fn shutdown(self) {
+        self.stop_http.cancel();
+        self.stop_nats.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(15), self.server).await;
+        if let Some(n) = self.nats {
+            let _ = tokio::time::timeout(Duration::from_secs(5), n).await;
+        }
+        // The senders lived in the router and the NATS task; the committers end once drained.
+        for c in self.committers {
+            let _ = tokio::time::timeout(Duration::from_secs(15), c).await;
+        }
+        self.stop_relay.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.relay).await;
+        for s in self.side {
+            s.abort();
+        }
+    }
+}
+
+/// Starts booking-ingest: pool (and migrations), NATS (streams ensured in the background if
+/// NATS is down), committers, relay, NATS ingest and the HTTP server.
+pub async fn start(cfg: IngestConfig) -> Result<IngestHandle, IngestError> {
+    let pool = accesshub_store::connect_lazy(&cfg.common.database_url, cfg.db_connections)?;
+    if cfg.migrate {
+        accesshub_store::migrate(&pool).await?;
+    }
+    let bus = accesshub_bus::connect(&cfg.common).await?;
+    let mut side = Vec::new();
+    match tokio::time::timeout(Duration::from_secs(5), bus.ensure_streams()).await {
+        Ok(Ok(())) => {}
+        other => {
+            tracing::warn!(result = ?other.err().map(|_| "timeout"), "streams not ensured yet (NATS down?); retrying in the background");
+            let b = bus.clone();
+            side.push(tokio::spawn(async move {
+                let mut delay = Duration::from_millis(500);
+                loop {
+                    tokio::time::sleep(delay).await;
+                    if b.is_connected() && b.ensure_streams().await.is_ok() {
+                        tracing::info!("streams ensured");
+                        return;
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(10));
+                }
+            }));
+        }
+    }
+    let registry = Registry::new();
+    let metrics = metrics::IngestMetrics::new(&registry);
+    let wake = Arc::new(Notify::new());
+    let (committers, committer_tasks) =
+        committer::Committers::start(pool.clone(), cfg.committers, cfg.batch_max, wake.clone());
+    let state = AppState {
+        pool: pool.clone(),
+        bus: bus.clone(),
+        sources: auth::SourceCache::new(pool.clone(), cfg.secrets.clone(), cfg.secret_cache_ttl),
+        committers,
+        metrics: metrics.clone(),
+        body_limit: cfg.body_limit,
+    };
+
+    let stop_relay = CancellationToken::new();
+    let relay = tokio::spawn(
+        relay::Relay::new(
+            pool.clone(),
+            bus.clone(),
+            cfg.relay.clone(),
+            metrics.clone(),
+        )
+        .run(wake, stop_relay.clone()),
+    );
+
+    let stop_nats = CancellationToken::new();
+    let nats = if cfg.nats_ingest {
+        let st = state.clone();
+        let stop = stop_nats.clone();
+        // Subscribe before returning when NATS is up; otherwise keep trying in the background.
+        let first = if bus.is_connected() {
+            tokio::time::timeout(Duration::from_secs(5), nats_ingest::subscribe(&st))
+                .await
+                .ok()
+                .and_then(Result::ok)
+        } else {
+            None
+        };
+        Some(tokio::spawn(async move {
+            let sub = match first {
+                Some(sub) => sub,
+                None => loop {
+                    match nats_ingest::subscribe(&st).await {
+                        Ok(sub) => break sub,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "NATS ingest subscribe failed; retrying")
+                        }
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = stop.cancelled() => return,
+                    }
+                },
+            };
+            nats_ingest::run(st, sub, stop).await;
+        }))
+    } else {
+        None
+    };
+
+    let app = router_with(state, registry.clone(), cfg.extra_routes.clone());
+    let listener = tokio::net::TcpListener::bind(cfg.common.http_addr).await?;
+    let addr = listener.local_addr()?;
+    let stop_http = CancellationToken::new();
+    let stop = stop_http.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await
+    });
+    tracing::info!(%addr, "booking-ingest listening");
+    Ok(IngestHandle {
+        addr,
+        pool,
+        registry,
+        stop_http,
+        stop_nats,
+        stop_relay,
+        server,
+        nats,
+        committers: committer_tasks,
+        relay,
+        side,
+    })
+}

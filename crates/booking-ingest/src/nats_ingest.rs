@@ -1,0 +1,139 @@
+//! NATS ingest: upstreams inside the trust boundary (authenticated by NATS itself, no HMAC)
+//! publish raw payloads on `ingest.<source>.<tenant>` (namespaced) as a request and get a JSON
+//! reply: `{"status": "accepted", "event_id"}`, `{"status": "superseded", "current_revision"}`
+//! or `{"status": "rejected", "error", "field", "problem"}`. Same normalization, validation and
+//! durable path as the webhooks. The tenant must be registered for the source (its site
+//! defaults apply), else `error: "unknown_tenant"`.
+
+use std::str::FromStr;
+
+use accesshub_domain::{Source, subjects};
+use accesshub_telemetry::propagation;
+use futures::StreamExt as _;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
+
+use crate::{AppState, committer::AnswerKind, error::Reject, http::delivery_key, upstream};
+
+/// Queue group shared by every replica.
+pub const QUEUE_GROUP: &str = "booking-ingest";
+
+/// Subscribes to the namespaced `ingest.*.*` in the queue group (flushed, so a request sent
+/// after this returns finds a responder).
+pub async fn subscribe(
+    st: &AppState,
+) -> Result<async_nats::Subscriber, async_nats::SubscribeError> {
+    // Wildcards by hand: `subjects::ingest` escapes `*` as an identifier.
+    let filter = st.bus.subject("ingest.*.*");
+    let sub = st
+        .bus
+        .client
+        .queue_subscribe(filter, QUEUE_GROUP.to_owned())
+        .await?;
+    let _ = st.bus.client.flush().await;
+    Ok(sub)
+}
+
+/// Serves `sub` until `stop`; each message is handled in its own task.
+pub async fn run(st: AppState, mut sub: async_nats::Subscriber, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            msg = sub.next() => match msg {
+                Some(msg) => {
+                    let st = st.clone();
+                    tokio::spawn(async move { handle_message(st, msg).await });
+                }
+                None => break,
+            },
+            _ = stop.cancelled() => break,
+        }
+    }
+    let _ = sub.unsubscribe().await;
+}
+
+async fn handle_message(st: AppState, msg: async_nats::Message) {
+    let subject = st.bus.ns.strip(msg.subject.as_str()).to_owned();
+    let mut parts = subject.split('.');
+    let (source, tenant) = match (parts.next(), parts.next(), parts.next()) {
+        (Some("ingest"), Some(s), Some(t)) => (subjects::untoken(s), subjects::untoken(t)),
+        _ => return,
+    };
+    let span = tracing::info_span!("nats_ingest", source = %source, tenant = %tenant, otel.kind = "consumer");
+    if let Some(h) = &msg.headers {
+        propagation::set_parent(&span, propagation::extract_nats(h));
+    }
+    let label = match Source::from_str(&source) {
+        Ok(s) if s != Source::Reconciler => s.as_str(),
+        _ => "unknown",
+    };
+    let reply = async {
+        let src = match Source::from_str(&source) {
+            Ok(s) if s != Source::Reconciler => s,
+            _ => return Err(Reject::NotFound),
+        };
+        if msg.payload.len() > st.body_limit {
+            return Err(Reject::TooLarge {
+                limit: st.body_limit,
+            });
+        }
+        let entry = st
+            .sources
+            .get(&tenant, src.as_str())
+            .await
+            .map_err(|_| Reject::Unavailable)?
+            .ok_or(Reject::Unauthorized)?;
+        let given = msg
+            .headers
+            .as_ref()
+            .and_then(|h| h.get("Idempotency-Key"))
+            .map(|v| v.as_str().to_owned());
+        let key = delivery_key(given.as_deref(), &msg.payload)?;
+        let event = upstream::normalize(
+            src,
+            &msg.payload,
+            upstream::Context {
+                tenant: &tenant,
+                site_defaults: &entry.site_defaults,
+            },
+        )?;
+        let subject = st.bus.subject(&event.subject());
+        st.committers
+            .submit(
+                event,
+                src.as_str(),
+                key,
+                subject,
+                propagation::current_traceparent(),
+            )
+            .await
+    }
+    .instrument(span)
+    .await;
+    let body: Value = match reply {
+        Ok(a) => {
+            if a.kind == AnswerKind::Accepted {
+                st.metrics.accepted(label);
+            }
+            a.body
+        }
+        Err(r) => {
+            st.metrics.rejected(label, r.reason());
+            let mut b = r.body();
+            if r == Reject::Unauthorized {
+                b = json!({"error": "unknown_tenant"});
+            }
+            if let Some(o) = b.as_object_mut() {
+                o.insert("status".into(), json!("rejected"));
+            }
+            b
+        }
+    };
+    if let Some(reply_to) = msg.reply {
+        let _ = st
+            .bus
+            .client
+            .publish(reply_to, body.to_string().into())
+            .await;
+    }
+}

@@ -1,0 +1,203 @@
+//! One module per upstream system, each mapping its wire format to [`accesshub_domain::Event`].
+//! Attribute names that the vendors' documentation does not fix are ours; each module's doc
+//! comment lists them (and docs/upstreams.md collects them).
+
+pub mod bex;
+pub mod clock;
+pub mod connecx;
+pub mod native;
+pub mod nexudus;
+
+use accesshub_domain::{Event, Source, Validate};
+use chrono::{DateTime, NaiveDateTime, Utc};
+use serde::{Deserialize, de::DeserializeOwned};
+
+use crate::{auth::SiteDefaults, error::Reject};
+
+/// What a mapping needs besides the body.
+#[derive(Debug, Clone, Copy)]
+pub struct Context<'a> {
+    /// Tenant from the URL or subject (authenticated).
+    pub tenant: &'a str,
+    /// The tenant source's `site_defaults` document.
+    pub site_defaults: &'a serde_json::Value,
+}
+
+impl Context<'_> {
+    /// Defaults of one site.
+    pub fn defaults(&self, site: &str) -> SiteDefaults {
+        SiteDefaults::for_site(self.site_defaults, site)
+    }
+}
+
+/// Longest tenant, site or booking key we accept (they are index keys and subject tokens).
+pub const MAX_KEY_LEN: usize = 200;
+
+/// Maps a body of `source` to a validated event: 400 for a shape problem naming the field,
+/// 422 for a semantic one.
+pub fn normalize(source: Source, body: &[u8], cx: Context<'_>) -> Result<Event, Reject> {
+    let event = match source {
+        Source::Bex => bex::map(parse(body)?, cx)?,
+        Source::Clock => clock::map(parse(body)?, cx)?,
+        Source::Nexudus => nexudus::map(parse(body)?, cx)?,
+        Source::Connecx => connecx::map(parse(body)?, cx)?,
+        Source::Native => native::map(parse(body)?, cx)?,
+        Source::Reconciler => return Err(Reject::NotFound),
+    };
+    check(&event)?;
+    Ok(event)
+}
+
+/// Semantic checks shared by every source: the domain's [`Validate`] plus what storage needs
+/// (bounded keys, no NUL characters, which PostgreSQL text and jsonb refuse).
+fn check(event: &Event) -> Result<(), Reject> {
+    let mut problems = event.problems();
+    for (field, v) in [
+        ("tenant", &event.tenant),
+        ("site", &event.site),
+        ("booking_key", &event.booking_key),
+    ] {
+        if v.len() > MAX_KEY_LEN {
+            problems.push(accesshub_domain::FieldError::new(
+                field,
+                format!("longer than {MAX_KEY_LEN} bytes"),
+            ));
+        }
+    }
+    if problems.is_empty()
+        && serde_json::to_string(event)
+            .map(|s| s.contains("\\u0000"))
+            .unwrap_or(true)
+    {
+        problems.push(accesshub_domain::FieldError::new(
+            "$",
+            "text must not contain NUL characters",
+        ));
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Reject::Unprocessable(problems))
+    }
+}
+
+/// Deserializes with the JSON path of the first problem (`record.attributes.arrival_date`,
+/// `rooms[0]`); a missing field is named by its own path.
+pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, Reject> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let base = if path == "." || path.is_empty() {
+            String::new()
+        } else {
+            path
+        };
+        if inner.is_syntax() || inner.is_eof() {
+            return Reject::field(
+                if base.is_empty() { "$".into() } else { base },
+                format!("invalid JSON: {inner}"),
+            );
+        }
+        let msg = strip_position(&inner.to_string());
+        if let Some(rest) = msg.strip_prefix("missing field `")
+            && let Some(name) = rest.strip_suffix('`')
+        {
+            let field = if base.is_empty() {
+                name.to_owned()
+            } else {
+                format!("{base}.{name}")
+            };
+            return Reject::field(field, "is required");
+        }
+        Reject::field(if base.is_empty() { "$".into() } else { base }, msg)
+    })?;
+    de.end()
+        .map_err(|e| Reject::field("$", format!("invalid JSON: {e}")))?;
+    Ok(value)
+}
+
+fn strip_position(msg: &str) -> String {
+    match msg.rfind(" at line ") {
+        Some(i) => msg[..i].to_owned(),
+        None => msg.to_owned(),
+    }
+}
+
+/// An id that upstreams send as a string or a number.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum Id {
+    /// `"123"`.
+    Str(String),
+    /// `123`.
+    Int(i64),
+}
+
+impl std::fmt::Display for Id {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Id::Str(s) => f.write_str(s),
+            Id::Int(i) => write!(f, "{i}"),
+        }
+    }
+}
+
+/// "Surname, First, Middle" from parts, skipping empty ones.
+pub fn guest_name(last: &str, first: Option<&str>, middle: Option<&str>) -> String {
+    [Some(last), first, middle]
+        .into_iter()
+        .flatten()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Parses an RFC 3339 instant, or a zone-less local time (`2025-06-20T09:15:00`) in `tz`.
+pub fn instant(field: &str, raw: &str, tz: &str) -> Result<DateTime<Utc>, Reject> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(raw) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    let local = NaiveDateTime::parse_from_str(raw, "%Y-%m-%dT%H:%M:%S%.f")
+        .or_else(|_| NaiveDateTime::parse_from_str(raw, "%Y-%m-%d %H:%M:%S%.f"))
+        .map_err(|_| Reject::field(field, "expected a date-time like 2025-06-20T09:15:00Z"))?;
+    let tz = tz.parse::<chrono_tz::Tz>().unwrap_or(chrono_tz::UTC);
+    Ok(accesshub_domain::local_to_utc(tz, local))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct Outer {
+        inner: Inner,
+    }
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct Inner {
+        n: u32,
+        list: Vec<String>,
+    }
+
+    #[test]
+    fn paths_name_the_field() {
+        let e = parse::<Outer>(br#"{"inner":{"n":1}}"#).unwrap_err();
+        assert_eq!(e, Reject::field("inner.list", "is required"));
+        let e = parse::<Outer>(br#"{"inner":{"n":"x","list":[]}}"#).unwrap_err();
+        assert!(
+            matches!(e, Reject::BadRequest { ref field, .. } if field == "inner.n"),
+            "{e:?}"
+        );
+        let e = parse::<Outer>(br#"{"inner":{"n":1,"list":[1]}}"#).unwrap_err();
+        assert!(
+            matches!(e, Reject::BadRequest { ref field, .. } if field == "inner.list[0]"),
+            "{e:?}"
+        );
+        let e = parse::<Outer>(br#"{"inner":"#).unwrap_err();
+        assert!(matches!(e, Reject::BadRequest { .. }));
+        assert_eq!(guest_name("Doe", Some("John"), Some("")), "Doe, John");
+    }
+}

@@ -1,0 +1,495 @@
+//! End-to-end tests of booking-ingest against the real NATS and PostgreSQL.
+
+mod common;
+
+use accesshub_domain::{Event, EventBody, headers};
+use common::*;
+use serde_json::{Value, json};
+
+async fn accept(env: &Env, source: &str, body: &Value) -> String {
+    let (status, answer) = env.post(source, body).await;
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(answer["status"], "accepted", "{answer}");
+    answer["event_id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn every_upstream_format_reaches_jetstream() {
+    let env = Env::new().await;
+    let cases = [
+        (
+            "bex",
+            bex("R-1", "2025-06-20T09:15:00Z", "reservation:created"),
+            "reservation",
+            "R-1",
+        ),
+        (
+            "clock",
+            clock(4711, "2025-06-20T09:15:00Z"),
+            "reservation",
+            "4711",
+        ),
+        (
+            "nexudus",
+            nexudus("pass-uuid-1", "2025-06-20T09:15:00Z"),
+            "pass",
+            "pass-uuid-1",
+        ),
+        (
+            "connecx",
+            connecx("cx-1", "2025-06-20T09:15:00Z"),
+            "facility",
+            "cx-1",
+        ),
+        ("native", native("N-1", 7), "facility", "N-1"),
+    ];
+    let mut ids = Vec::new();
+    for (source, body, _, _) in &cases {
+        ids.push(accept(&env, source, body).await);
+    }
+    let msgs = env.messages(cases.len() as u64).await;
+    for (((source, _, kind, key), id), msg) in cases.iter().zip(&ids).zip(&msgs) {
+        let expected = env
+            .bus
+            .bus
+            .subject(&format!("bookings.{kind}.{TENANT}.{key}"));
+        assert_eq!(msg.subject.as_str(), expected, "{source}");
+        assert_eq!(msg.headers.get(headers::MSG_ID).unwrap().as_str(), id);
+        assert_eq!(msg.headers.get(headers::EVENT_ID).unwrap().as_str(), id);
+        assert_eq!(msg.headers.get(headers::TENANT).unwrap().as_str(), TENANT);
+        assert_eq!(msg.headers.get(headers::KIND).unwrap().as_str(), *kind);
+        assert_eq!(
+            msg.headers.get(headers::SCHEMA_VERSION).unwrap().as_str(),
+            "1"
+        );
+        let event: Event = serde_json::from_slice(&msg.payload).unwrap();
+        assert_eq!(event.id.to_string(), *id);
+        assert_eq!(event.source.as_str(), *source);
+        assert_eq!(event.booking_key, *key);
+        assert_eq!(
+            msg.headers.get(headers::REVISION).unwrap().as_str(),
+            event.revision.to_string()
+        );
+    }
+    // Mapping details.
+    let bex_ev: Event = serde_json::from_slice(&msgs[0].payload).unwrap();
+    assert_eq!(bex_ev.site, "12");
+    assert_eq!(bex_ev.revision, 1_750_410_900_000);
+    let EventBody::Reservation(r) = &bex_ev.body else {
+        panic!()
+    };
+    assert_eq!(r.guest.name, "Doe, John, Paul");
+    assert_eq!(r.check_in_time.to_string(), "16:00:00"); // site default
+    assert_eq!(r.check_out_time.to_string(), "10:30:00");
+    assert_eq!(r.timezone, "Europe/Amsterdam");
+    let clock_ev: Event = serde_json::from_slice(&msgs[1].payload).unwrap();
+    let EventBody::Reservation(r) = &clock_ev.body else {
+        panic!()
+    };
+    assert_eq!(r.check_in_time.to_string(), "14:00:00"); // from the booking
+    assert_eq!(r.check_out_time.to_string(), "11:00:00"); // fallback (site 77 has no entry)
+    let native_ev: Event = serde_json::from_slice(&msgs[4].payload).unwrap();
+    assert_eq!(native_ev.revision, 7);
+    // Desired state with its window.
+    let (rev, starts, ends): (
+        i64,
+        Option<chrono::DateTime<chrono::Utc>>,
+        Option<chrono::DateTime<chrono::Utc>>,
+    ) = sqlx::query_as(
+        "SELECT revision, starts_at, ends_at FROM bookings WHERE booking_key = 'R-1'",
+    )
+    .fetch_one(&env.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(rev, 1_750_410_900_000);
+    assert_eq!(starts.unwrap().to_rfc3339(), "2025-07-14T14:00:00+00:00");
+    assert_eq!(ends.unwrap().to_rfc3339(), "2025-07-18T08:30:00+00:00");
+    // Relay marked everything published.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let (pending,): (i64,) =
+        sqlx::query_as("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+            .fetch_one(&env.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(pending, 0);
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn duplicate_delivery_gets_same_answer_and_one_event() {
+    let env = Env::new().await;
+    let body = bex("R-2", "2025-06-20T09:15:00Z", "reservation:updated");
+    let (s1, a1) = env.post("bex", &body).await;
+    let (s2, a2) = env.post("bex", &body).await;
+    assert_eq!((s1, s2), (202, 202));
+    assert_eq!(a1, a2);
+    // With an Idempotency-Key: a re-sent delivery with the same key, concurrently.
+    let body2 = bex("R-3", "2025-06-20T09:15:00Z", "reservation:updated");
+    let bytes = serde_json::to_vec(&body2).unwrap();
+    let key = [("idempotency-key", "delivery-42".to_owned())];
+    let (r1, r2) = tokio::join!(
+        env.post_signed("bex", TENANT, bytes.clone(), &key),
+        env.post_signed("bex", TENANT, bytes.clone(), &key)
+    );
+    assert_eq!(r1, r2);
+    assert_eq!(r1.1["status"], "accepted");
+    env.messages(2).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(env.stream_count().await, 2);
+    assert_eq!(env.count("outbox").await, 2);
+    assert_eq!(env.count("ingest_receipts").await, 2);
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn out_of_order_revisions_are_superseded() {
+    let env = Env::new().await;
+    let newer = native("N-9", 3);
+    let older = native("N-9", 2);
+    accept(&env, "native", &newer).await;
+    let (status, answer) = env.post("native", &older).await;
+    assert_eq!(status, 202);
+    assert_eq!(
+        answer,
+        json!({"status": "superseded", "current_revision": 3})
+    );
+    // Same revision again (a different delivery) is not newer either.
+    let mut same = native("N-9", 3);
+    same["payload"]["facility_id"] = json!("other");
+    let (_, answer) = env.post("native", &same).await;
+    assert_eq!(answer["status"], "superseded");
+    let (rev,): (i64,) = sqlx::query_as("SELECT revision FROM bookings WHERE booking_key = 'N-9'")
+        .fetch_one(&env.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(rev, 3);
+    assert_eq!(env.count("outbox").await, 1);
+    env.messages(1).await;
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn same_booking_twice_in_one_batch() {
+    let env = Env::new().await;
+    // Many revisions of one booking at once: they share a committer and often a batch.
+    let mut futs = Vec::new();
+    for rev in 1..=40 {
+        let body = serde_json::to_vec(&native("N-B", rev)).unwrap();
+        futs.push(env.post_signed("native", TENANT, body, &[]));
+    }
+    let answers = futures::future::join_all(futs).await;
+    assert!(answers.iter().all(|(s, _)| *s == 202));
+    let accepted = answers
+        .iter()
+        .filter(|(_, a)| a["status"] == "accepted")
+        .count() as i64;
+    assert!(accepted >= 1);
+    let (rev,): (i64,) = sqlx::query_as("SELECT revision FROM bookings WHERE booking_key = 'N-B'")
+        .fetch_one(&env.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(rev, 40);
+    assert_eq!(env.count("outbox").await, accepted);
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn bad_inputs_get_clear_answers_and_store_nothing() {
+    let env = Env::with(|c| c.body_limit = 4096).await;
+    // 400 naming the field.
+    let mut b = bex("R-5", "2025-06-20T09:15:00Z", "reservation:created");
+    b["record"]["attributes"]["arrival_date"] = json!("14-07-2025");
+    let (s, a) = env.post("bex", &b).await;
+    assert_eq!(s, 400, "{a}");
+    assert_eq!(a["error"], "invalid_request");
+    assert_eq!(a["field"], "record.attributes.arrival_date");
+    let mut b = clock(1, "2025-06-20T09:15:00Z");
+    b["booking"].as_object_mut().unwrap().remove("departure");
+    let (s, a) = env.post("clock", &b).await;
+    assert_eq!(
+        (s, a["field"].as_str()),
+        (400, Some("booking.departure")),
+        "{a}"
+    );
+    let (s, a) = env
+        .post_signed("connecx", TENANT, b"{\"booking_id\": ".to_vec(), &[])
+        .await;
+    assert_eq!(
+        (s, a["error"].as_str()),
+        (400, Some("invalid_request")),
+        "{a}"
+    );
+    // 422: departure before arrival.
+    let mut b = bex("R-6", "2025-06-20T09:15:00Z", "reservation:created");
+    b["record"]["attributes"]["departure_date"] = json!("2025-07-01");
+    let (s, a) = env.post("bex", &b).await;
+    assert_eq!(s, 422, "{a}");
+    assert_eq!(a["field"], "payload.departure");
+    assert_eq!(a["problems"][0]["field"], "payload.departure");
+    // 422: connecX end before start; Nexudus without expiry.
+    let mut b = connecx("cx-9", "2025-06-20T09:15:00Z");
+    b["end"] = json!("2025-07-01T07:00:00Z");
+    assert_eq!(env.post("connecx", &b).await.0, 422);
+    let mut b = nexudus("p-9", "2025-06-20T09:15:00Z");
+    b["data"]["ExpireDate"] = Value::Null;
+    assert_eq!(env.post("nexudus", &b).await.1["field"], "data.ExpireDate");
+    // 401: bad, missing, expired signature; unknown tenant.
+    let body = serde_json::to_vec(&connecx("cx-1", "2025-06-20T09:15:00Z")).unwrap();
+    let ts = chrono::Utc::now().timestamp();
+    let ct = ("content-type", "application/json".to_owned());
+    let path = format!("/webhooks/connecx/{TENANT}");
+    let cases: Vec<Vec<(&str, String)>> = vec![
+        vec![ct.clone()],
+        vec![
+            ct.clone(),
+            ("x-accesshub-timestamp", ts.to_string()),
+            (
+                "x-accesshub-signature",
+                booking_ingest::sign("wrong", ts, &body),
+            ),
+        ],
+        vec![
+            ct.clone(),
+            ("x-accesshub-timestamp", (ts - 301).to_string()),
+            (
+                "x-accesshub-signature",
+                booking_ingest::sign(SECRET, ts - 301, &body),
+            ),
+        ],
+        vec![
+            ct.clone(),
+            ("x-accesshub-timestamp", ts.to_string()),
+            ("x-accesshub-signature", "sha256=zz".into()),
+        ],
+        vec![
+            ct.clone(),
+            ("x-accesshub-timestamp", (ts + 1).to_string()),
+            (
+                "x-accesshub-signature",
+                booking_ingest::sign(SECRET, ts, &body),
+            ),
+        ],
+    ];
+    for h in cases {
+        let (s, a) = env.post_raw(&path, body.clone(), &h).await;
+        assert_eq!(s, 401, "{h:?}");
+        assert_eq!(a, json!({"error": "unauthorized"}));
+    }
+    let (s, a) = env
+        .post_signed("connecx", "nobody", body.clone(), &[])
+        .await;
+    assert_eq!((s, a), (401, json!({"error": "unauthorized"})));
+    // 413 and 415.
+    let big = serde_json::to_vec(&json!({"x": "a".repeat(5000)})).unwrap();
+    assert_eq!(env.post_signed("connecx", TENANT, big, &[]).await.0, 413);
+    let (s, _) = env
+        .post_raw(
+            &path,
+            body.clone(),
+            &[("content-type", "text/plain".into())],
+        )
+        .await;
+    assert_eq!(s, 415);
+    // 404 for an unknown source.
+    assert_eq!(
+        env.post_signed("nope", TENANT, body.clone(), &[]).await.0,
+        404
+    );
+    // Nothing stored.
+    for t in ["bookings", "outbox", "ingest_receipts"] {
+        assert_eq!(env.count(t).await, 0, "{t}");
+    }
+    // Metrics count the rejects.
+    let metrics = env
+        .client
+        .get(format!("{}/metrics", env.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(
+            "accesshub_ingest_rejected_total{source=\"connecx\",reason=\"unauthorized\"}"
+        ),
+        "{metrics}"
+    );
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn rotation_accepts_previous_secret_until_it_expires() {
+    let env = Env::new().await;
+    booking_ingest::rotate_secret(
+        &env.db.pool,
+        &env.sbox,
+        TENANT,
+        "connecx",
+        "new-secret",
+        std::time::Duration::from_secs(3600),
+    )
+    .await
+    .unwrap();
+    // A fresh service sees the rotation (the running one caches for 30 s).
+    let handle = env_handle_restart(&env).await;
+    let base = format!("http://{}", handle.addr());
+    let post = |secret: &'static str, id: &'static str| {
+        let body = serde_json::to_vec(&connecx(id, "2025-06-20T09:15:00Z")).unwrap();
+        let ts = chrono::Utc::now().timestamp();
+        env.client
+            .post(format!("{base}/webhooks/connecx/{TENANT}"))
+            .header("content-type", "application/json")
+            .header("x-accesshub-timestamp", ts.to_string())
+            .header(
+                "x-accesshub-signature",
+                booking_ingest::sign(secret, ts, &body),
+            )
+            .body(body)
+            .send()
+    };
+    assert_eq!(post(SECRET, "a").await.unwrap().status(), 202);
+    assert_eq!(post("new-secret", "b").await.unwrap().status(), 202);
+    assert_eq!(post("other", "c").await.unwrap().status(), 401);
+    sqlx::query("UPDATE tenant_sources SET previous_expires = now() - interval '1 second'")
+        .execute(&env.db.pool)
+        .await
+        .unwrap();
+    handle.shutdown().await;
+    let handle = env_handle_restart(&env).await;
+    let base2 = format!("http://{}", handle.addr());
+    let body = serde_json::to_vec(&connecx("d", "2025-06-20T09:15:00Z")).unwrap();
+    let ts = chrono::Utc::now().timestamp();
+    let s = env
+        .client
+        .post(format!("{base2}/webhooks/connecx/{TENANT}"))
+        .header("content-type", "application/json")
+        .header("x-accesshub-timestamp", ts.to_string())
+        .header(
+            "x-accesshub-signature",
+            booking_ingest::sign(SECRET, ts, &body),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(s, 401);
+    handle.shutdown().await;
+    env.finish().await;
+}
+
+async fn env_handle_restart(env: &Env) -> booking_ingest::IngestHandle {
+    let cfg = booking_ingest::IngestConfig::for_test(
+        env.bus.config("booking-ingest", &env.db.url),
+        env.sbox.clone(),
+    );
+    booking_ingest::start(cfg).await.unwrap()
+}
+
+#[tokio::test]
+async fn nats_ingest_replies() {
+    let env = Env::new().await;
+    let client = &env.bus.bus.client;
+    let subject = env
+        .bus
+        .bus
+        .subject(&accesshub_domain::subjects::ingest("connecx", TENANT));
+    let body = serde_json::to_vec(&connecx("cx-nats", "2025-06-20T09:15:00Z")).unwrap();
+    let reply = client
+        .request(subject.clone(), body.clone().into())
+        .await
+        .unwrap();
+    let a: Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert_eq!(a["status"], "accepted", "{a}");
+    let reply = client.request(subject.clone(), body.into()).await.unwrap();
+    let b: Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert_eq!(a, b);
+    let mut bad = connecx("cx-bad", "2025-06-20T09:15:00Z");
+    bad["start"] = json!(5);
+    let reply = client
+        .request(subject, serde_json::to_vec(&bad).unwrap().into())
+        .await
+        .unwrap();
+    let c: Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert_eq!(
+        (
+            c["status"].as_str(),
+            c["error"].as_str(),
+            c["field"].as_str()
+        ),
+        (Some("rejected"), Some("invalid_request"), Some("start")),
+        "{c}"
+    );
+    let other = env
+        .bus
+        .bus
+        .subject(&accesshub_domain::subjects::ingest("connecx", "nobody"));
+    let reply = client.request(other, b"{}".to_vec().into()).await.unwrap();
+    let d: Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert_eq!(d["error"], "unknown_tenant");
+    let msgs = env.messages(1).await;
+    assert_eq!(
+        msgs[0].headers.get(headers::MSG_ID).unwrap().as_str(),
+        a["event_id"].as_str().unwrap()
+    );
+    assert_eq!(env.count("outbox").await, 1);
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn traceparent_travels_to_the_event() {
+    let env = Env::new().await;
+    let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let body = serde_json::to_vec(&connecx("cx-tr", "2025-06-20T09:15:00Z")).unwrap();
+    let (s, _) = env
+        .post_signed("connecx", TENANT, body, &[("traceparent", tp.into())])
+        .await;
+    assert_eq!(s, 202);
+    let msgs = env.messages(1).await;
+    let got = msgs[0]
+        .headers
+        .get(headers::TRACEPARENT)
+        .unwrap()
+        .as_str()
+        .to_owned();
+    assert!(
+        got.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+        "{got}"
+    );
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn ops_endpoints() {
+    let env = Env::new().await;
+    for (p, code) in [("/healthz", 200), ("/readyz", 200), ("/metrics", 200)] {
+        let r = env
+            .client
+            .get(format!("{}{p}", env.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), code, "{p}");
+    }
+    accept(&env, "connecx", &connecx("m-1", "2025-06-20T09:15:00Z")).await;
+    env.messages(1).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    let m = env
+        .client
+        .get(format!("{}/metrics", env.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        m.contains("accesshub_ingest_accepted_total{source=\"connecx\"} 1"),
+        "{m}"
+    );
+    assert!(m.contains("accesshub_outbox_published_total"), "{m}");
+    assert!(m.contains("accesshub_outbox_pending"), "{m}");
+    assert!(m.contains("accesshub_http_requests_total"), "{m}");
+    env.finish().await;
+}
