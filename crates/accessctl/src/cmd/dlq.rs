@@ -492,3 +492,94 @@ impl ReplayObserver for Progress {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+    use crate::{Cli, Command};
+
+    fn parse(args: &[&str]) -> Result<DlqCommand, clap::Error> {
+        let mut v = vec!["accessctl", "dlq"];
+        v.extend_from_slice(args);
+        match Cli::try_parse_from(v)?.command {
+            Command::Dlq(c) => Ok(c),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn rates_and_times_parse() {
+        assert_eq!(parse_rate("50/s"), Ok(50.0));
+        assert_eq!(parse_rate("2.5"), Ok(2.5));
+        assert!(parse_rate("0/s").is_err());
+        assert!(parse_rate("fast").is_err());
+        let t = parse_time("2h").unwrap();
+        let age = Utc::now() - t;
+        assert!(age > chrono::Duration::minutes(119) && age < chrono::Duration::minutes(121));
+        assert_eq!(
+            parse_time("2026-01-02T03:04:05Z").unwrap().to_rfc3339(),
+            "2026-01-02T03:04:05+00:00"
+        );
+        assert!(parse_time("yesterday-ish").is_err());
+    }
+
+    #[test]
+    fn list_flags_become_a_filter() {
+        let DlqCommand::List { filter, limit } = parse(&[
+            "list",
+            "--tenant",
+            "acme",
+            "--vendor",
+            "tapkey",
+            "--kind",
+            "pass",
+            "--booking",
+            "P-1",
+            "--class",
+            "permanent",
+            "--since",
+            "1h",
+            "--reason",
+            "mapping",
+        ])
+        .unwrap() else {
+            panic!()
+        };
+        assert_eq!(limit, 50);
+        let f = filter.to_filter();
+        assert_eq!(f.tenant.as_deref(), Some("acme"));
+        assert_eq!(f.worker.as_deref(), Some("tapkey"));
+        assert_eq!(f.class, Some(ErrorClass::Permanent));
+        assert!(f.since.is_some() && f.until.is_none());
+        assert!(parse(&["list", "--class", "sometimes"]).is_err());
+    }
+
+    #[test]
+    fn replay_forms() {
+        let DlqCommand::Replay(a) = parse(&["replay", "42", "--dry-run"]).unwrap() else {
+            panic!()
+        };
+        assert_eq!(a.id, Some(42));
+        assert!(a.dry_run);
+        assert_eq!(a.max_replays, 5);
+        let DlqCommand::Replay(a) =
+            parse(&["replay", "--worker", "tapkey", "--rate", "20/s", "--yes"]).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(a.rate, Some(20.0));
+        assert!(a.yes && a.id.is_none());
+        assert!(parse(&["replay", "42", "--all"]).is_err());
+        assert!(parse(&["replay", "--rate", "-1"]).is_err());
+    }
+
+    #[test]
+    fn confirm_needs_yes_without_a_terminal() {
+        assert!(confirm("sure?", true).unwrap());
+        if !std::io::stdin().is_terminal() {
+            assert!(confirm("sure?", false).is_err());
+        }
+    }
+}
