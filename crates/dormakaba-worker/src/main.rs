@@ -1,0 +1,3 @@
+//! `dormakaba-worker`: thin binary around the library (see `lib.rs`).
+
+fn main() {}

@@ -1,0 +1,762 @@
+//! The domain logic as plain functions: what the lock system should hold for a reservation,
+//! what we recorded doing there, and the operations that close the gap. No I/O here, so the
+//! rules (surname cut, encoder checks, idempotency after a crash) are testable in isolation.
+
+use accesshub_connections::{DormakabaSettings, EncoderKind};
+use accesshub_domain::{Classify, ErrorClass, KeyAction, KeyRequest, Reservation};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::soap::{AreaMode, BookingRequest, CommonArea};
+
+/// Longest `ReservationID` we send. Messenger documents no limit; PMS reservation numbers are
+/// short, so we stay well inside what lock systems store and hash anything longer.
+pub const RESERVATION_ID_MAX: usize = 32;
+
+/// Encoder id that makes the lock system return key data instead of encoding a card; used
+/// (with `KeyCount` 0) to register or change a booking without producing any card.
+pub const NO_CARD_ENCODER: &str = "0";
+
+/// Why an event cannot be turned into lock-system operations. All permanent: the same event
+/// and connection will always fail the same way.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    /// The reservation has no room.
+    #[error("reservation has no room to put on a key")]
+    NoRoom,
+    /// A common area is not mapped to a pass level in the connection.
+    #[error("common area {0:?} is not mapped to a pass level in the dormakaba connection")]
+    UnmappedCommonArea(String),
+    /// The site timezone is not an IANA zone.
+    #[error("{0}")]
+    Time(String),
+    /// A key request without an encoder.
+    #[error("key request needs an encoder_id from the connection's encoder list")]
+    EncoderRequired,
+    /// The encoder is not in the connection's list.
+    #[error("encoder {0:?} is not in the dormakaba connection's encoder list")]
+    UnknownEncoder(String),
+    /// USB encoders cannot be driven through the web service.
+    #[error(
+        "encoder {0:?} is a USB encoder: USB encoders are not supported by the dormakaba web service; use a network encoder"
+    )]
+    UsbEncoder(String),
+    /// Keys for a reservation that should have no access.
+    #[error("reservation is {0}: no keys can be issued")]
+    NoAccess(&'static str),
+    /// A mobile key without a phone number.
+    #[error("mobile key requested but the guest has no mobile phone number")]
+    NoPhone,
+    /// The connection does not send mobile keys.
+    #[error("mobile keys are not enabled on the dormakaba connection")]
+    MobileKeysDisabled,
+    /// Access wanted again after the lock system checked the reservation out.
+    #[error(
+        "reservation {0} was checked out in the lock system and cannot be reopened; create a new reservation"
+    )]
+    Reopen(String),
+}
+
+impl Classify for PlanError {
+    fn class(&self) -> ErrorClass {
+        ErrorClass::Permanent
+    }
+}
+
+/// Our `ReservationID` for a booking: `<tenant>-<booking_key>`, the same on every call so the
+/// lock system's idempotent `CreateNewBooking` recognises retries. Longer ids keep a prefix and
+/// append a stable hash of the whole id, so two long keys never collide by truncation.
+pub fn reservation_id(tenant: &str, booking_key: &str) -> String {
+    let full = format!("{tenant}-{booking_key}");
+    if full.chars().count() <= RESERVATION_ID_MAX {
+        return full;
+    }
+    let hash = fnv1a(full.as_bytes());
+    let prefix: String = full.chars().take(RESERVATION_ID_MAX - 9).collect();
+    format!("{prefix}~{hash:08x}")
+}
+
+/// FNV-1a (32 bit): stable across builds and platforms, unlike `DefaultHasher`.
+fn fnv1a(bytes: &[u8]) -> u32 {
+    bytes.iter().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
+    })
+}
+
+/// A mobile key target: the app matches the surname and the phone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MobileTarget {
+    /// Lock-system room the key opens.
+    pub room: String,
+    /// Guest name cut at the first comma ([`accesshub_domain::Guest::surname`]).
+    pub surname: String,
+    /// Phone as given upstream (the lock system validates it).
+    pub phone: String,
+}
+
+/// What the lock system should hold for one reservation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Desired {
+    /// Our `ReservationID`.
+    pub reservation_id: String,
+    /// Whether access should exist.
+    pub wants_access: bool,
+    /// Status name (for messages).
+    pub status: &'static str,
+    /// Full guest name ("Surname, First, Middle").
+    pub guest_name: String,
+    /// Main room (lock-system number), if any.
+    pub main_room: Option<String>,
+    /// Further rooms.
+    pub extra_rooms: Vec<String>,
+    /// Pass levels of the common areas.
+    pub pass_levels: Vec<u32>,
+    /// Validity, in the site timezone.
+    pub check_in: DateTime<chrono_tz::Tz>,
+    /// Validity end, in the site timezone.
+    pub check_out: DateTime<chrono_tz::Tz>,
+    /// A mobile key should exist (requested, phone present, enabled on the connection).
+    pub mobile: Option<MobileTarget>,
+}
+
+fn status_name(r: &Reservation) -> &'static str {
+    use accesshub_domain::ReservationStatus as S;
+    match r.status {
+        S::Confirmed => "confirmed",
+        S::CheckedIn => "checked in",
+        S::CheckedOut => "checked out",
+        S::Cancelled => "cancelled",
+        S::NoShow => "a no-show",
+    }
+}
+
+/// Reservation → desired lock-system state: rooms through the connection's room map
+/// (identity when unmapped), common areas through its pass-level map (unmapped → error, as
+/// for every unknown mapping), validity from the check-in/check-out instants in the site
+/// timezone.
+pub fn desired(
+    tenant: &str,
+    booking_key: &str,
+    r: &Reservation,
+    s: &DormakabaSettings,
+) -> Result<Desired, PlanError> {
+    let tz = r.tz().map_err(|e| PlanError::Time(e.to_string()))?;
+    let check_in = r
+        .check_in()
+        .map_err(|e| PlanError::Time(e.to_string()))?
+        .with_timezone(&tz);
+    let check_out = r
+        .check_out()
+        .map_err(|e| PlanError::Time(e.to_string()))?
+        .with_timezone(&tz);
+    let map_room = |room: &String| s.rooms.get(room).cloned().unwrap_or_else(|| room.clone());
+    let rooms: Vec<String> = r.rooms.iter().map(map_room).collect();
+    let mut pass_levels = Vec::new();
+    if r.status.wants_access() {
+        for area in &r.common_areas {
+            let level = s
+                .common_areas
+                .get(area)
+                .ok_or_else(|| PlanError::UnmappedCommonArea(area.clone()))?;
+            if !pass_levels.contains(level) {
+                pass_levels.push(*level);
+            }
+        }
+    }
+    let main_room = rooms.first().cloned();
+    let mobile = match (&main_room, &r.guest.mobile_phone) {
+        (Some(room), Some(phone)) if r.mobile_key && s.mobile_keys => Some(MobileTarget {
+            room: room.clone(),
+            surname: r.guest.surname().to_owned(),
+            phone: phone.clone(),
+        }),
+        _ => None,
+    };
+    Ok(Desired {
+        reservation_id: reservation_id(tenant, booking_key),
+        wants_access: r.status.wants_access(),
+        status: status_name(r),
+        guest_name: r.guest.name.clone(),
+        main_room,
+        extra_rooms: rooms.into_iter().skip(1).collect(),
+        pass_levels,
+        check_in,
+        check_out,
+        mobile,
+    })
+}
+
+/// What we did at the lock system for one reservation; stored as the reservation binding's
+/// `vendor_ids`, read back by the next event (reservation or key request).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockRecord {
+    /// `ReservationID` used at the lock system.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reservation_id: Option<String>,
+    /// `CreateNewBooking` succeeded.
+    #[serde(default)]
+    pub booked: bool,
+    /// `retPMSTransactionNo`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transaction_no: Option<String>,
+    /// Main room on the booking.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub main_room: Option<String>,
+    /// Extra rooms on the booking.
+    #[serde(default)]
+    pub extra_rooms: Vec<String>,
+    /// Pass levels on the booking.
+    #[serde(default)]
+    pub pass_levels: Vec<u32>,
+    /// Guest name on the booking.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guest_name: Option<String>,
+    /// Validity start on the booking.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check_in: Option<DateTime<Utc>>,
+    /// Validity end on the booking.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check_out: Option<DateTime<Utc>>,
+    /// `CheckOutGuest` succeeded: the lock system will refuse this `ReservationID` from now on.
+    #[serde(default)]
+    pub checked_out: bool,
+    /// The mobile key sent (and not cancelled).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mobile_key: Option<MobileTarget>,
+    /// Cards encoded so far (new + duplicates).
+    #[serde(default)]
+    pub keys_encoded: u32,
+}
+
+impl LockRecord {
+    /// Reads a binding's `vendor_ids` (an empty or foreign object is "nothing done yet").
+    pub fn from_json(v: &serde_json::Value) -> Self {
+        serde_json::from_value(v.clone()).unwrap_or_default()
+    }
+
+    /// For the binding.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or_default()
+    }
+
+    /// Whether a live booking exists at the lock system.
+    pub fn live(&self) -> bool {
+        self.booked && !self.checked_out
+    }
+
+    fn access_matches(&self, d: &Desired) -> bool {
+        self.main_room == d.main_room
+            && self.extra_rooms == d.extra_rooms
+            && self.pass_levels == d.pass_levels
+            && self.guest_name.as_deref() == Some(d.guest_name.as_str())
+            && self.check_in == Some(d.check_in.with_timezone(&Utc))
+    }
+}
+
+/// One lock-system operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// `CreateNewBooking` with the desired access on `encoder`, encoding `key_count` cards.
+    CreateBooking {
+        /// Encoder id (`0` with no cards: register only).
+        encoder: String,
+        /// Cards.
+        key_count: u32,
+    },
+    /// `ChangeKeyAccess` to the desired access, encoding `key_count` cards on `encoder`.
+    ChangeAccess {
+        /// Encoder id.
+        encoder: String,
+        /// Cards (0: change access only).
+        key_count: u32,
+    },
+    /// `MakeDuplicateKey`.
+    Duplicate {
+        /// Encoder id.
+        encoder: String,
+        /// Cards.
+        key_count: u32,
+    },
+    /// `ExtendCheckOut` to the desired check-out.
+    ExtendCheckOut,
+    /// The mobile-key operation.
+    IssueMobileKey(MobileTarget),
+    /// `CancelGuestsMobileAccessToRoom`.
+    CancelMobileKey(MobileTarget),
+    /// `CheckOutGuest`.
+    CheckOut,
+}
+
+impl Op {
+    /// Whether this operation encodes physical cards (never repeated blindly after a crash).
+    pub fn encodes_cards(&self) -> bool {
+        match self {
+            Op::CreateBooking { key_count, .. }
+            | Op::ChangeAccess { key_count, .. }
+            | Op::Duplicate { key_count, .. } => *key_count > 0,
+            _ => false,
+        }
+    }
+}
+
+/// Reservation event: desired vs recorded → operations.
+///
+/// A stay needs no lock-system booking until a key is cut (key request) or a mobile key is
+/// sent, so a plain reservation registers nothing. Once a booking exists, changes follow it:
+/// validity-only changes use `ExtendCheckOut`, room/area/name/check-in changes
+/// `ChangeKeyAccess` without cards; check-out, cancellation and no-show cancel the mobile key
+/// (if one was sent) and check the guest out.
+pub fn plan_reservation(d: &Desired, rec: &LockRecord) -> Result<Vec<Op>, PlanError> {
+    let mut ops = Vec::new();
+    if !d.wants_access {
+        if rec.live() {
+            if let Some(m) = &rec.mobile_key {
+                ops.push(Op::CancelMobileKey(m.clone()));
+            }
+            ops.push(Op::CheckOut);
+        }
+        return Ok(ops);
+    }
+    if rec.booked && rec.checked_out {
+        return Err(PlanError::Reopen(d.reservation_id.clone()));
+    }
+    if d.main_room.is_none() && (rec.booked || d.mobile.is_some()) {
+        return Err(PlanError::NoRoom);
+    }
+    if !rec.booked {
+        if d.mobile.is_some() {
+            ops.push(Op::CreateBooking {
+                encoder: NO_CARD_ENCODER.into(),
+                key_count: 0,
+            });
+        }
+    } else if !rec.access_matches(d) {
+        ops.push(Op::ChangeAccess {
+            encoder: NO_CARD_ENCODER.into(),
+            key_count: 0,
+        });
+    } else if rec.check_out != Some(d.check_out.with_timezone(&Utc)) {
+        ops.push(Op::ExtendCheckOut);
+    }
+    if rec.mobile_key != d.mobile {
+        if let Some(old) = &rec.mobile_key {
+            ops.push(Op::CancelMobileKey(old.clone()));
+        }
+        if let Some(new) = &d.mobile {
+            ops.push(Op::IssueMobileKey(new.clone()));
+        }
+    }
+    Ok(ops)
+}
+
+/// Looks an encoder up in the connection: by lock-system id or by display name. Unknown and
+/// USB encoders are clear permanent errors (the web service cannot reach USB encoders).
+pub fn resolve_encoder(
+    s: &DormakabaSettings,
+    requested: Option<&str>,
+) -> Result<String, PlanError> {
+    let want = requested
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .ok_or(PlanError::EncoderRequired)?;
+    let enc = s
+        .encoders
+        .iter()
+        .find(|e| e.id == want)
+        .or_else(|| s.encoders.iter().find(|e| e.name == want))
+        .ok_or_else(|| PlanError::UnknownEncoder(want.to_owned()))?;
+    if enc.kind == EncoderKind::Usb {
+        return Err(PlanError::UsbEncoder(want.to_owned()));
+    }
+    Ok(enc.id.clone())
+}
+
+/// Key request → operations. New key: `CreateNewBooking` on the encoder when the lock system
+/// has no booking yet, otherwise `ChangeKeyAccess` (new cards with the current access; older
+/// cards stop working). Duplicate: `MakeDuplicateKey` (the lock system answers
+/// `ReservationNotFound` when no key was ever made). Mobile: registers the booking without a
+/// card if needed, then sends the key to surname + phone.
+pub fn plan_key_request(
+    req: &KeyRequest,
+    d: &Desired,
+    rec: &LockRecord,
+    s: &DormakabaSettings,
+) -> Result<Vec<Op>, PlanError> {
+    if !d.wants_access {
+        return Err(PlanError::NoAccess(d.status));
+    }
+    if rec.booked && rec.checked_out {
+        return Err(PlanError::Reopen(d.reservation_id.clone()));
+    }
+    if d.main_room.is_none() {
+        return Err(PlanError::NoRoom);
+    }
+    let count = req.key_count.clamp(1, 10);
+    match req.action {
+        KeyAction::NewKey => {
+            let encoder = resolve_encoder(s, req.encoder_id.as_deref())?;
+            Ok(vec![if rec.booked {
+                Op::ChangeAccess {
+                    encoder,
+                    key_count: count,
+                }
+            } else {
+                Op::CreateBooking {
+                    encoder,
+                    key_count: count,
+                }
+            }])
+        }
+        KeyAction::DuplicateKey => {
+            let encoder = resolve_encoder(s, req.encoder_id.as_deref())?;
+            Ok(vec![Op::Duplicate {
+                encoder,
+                key_count: count,
+            }])
+        }
+        KeyAction::MobileKey => {
+            if !s.mobile_keys {
+                return Err(PlanError::MobileKeysDisabled);
+            }
+            let target = d.mobile.clone().ok_or(PlanError::NoPhone)?;
+            let mut ops = Vec::new();
+            if !rec.booked {
+                ops.push(Op::CreateBooking {
+                    encoder: NO_CARD_ENCODER.into(),
+                    key_count: 0,
+                });
+            }
+            ops.push(Op::IssueMobileKey(target));
+            Ok(ops)
+        }
+    }
+}
+
+/// A key request's [`Desired`]: like a reservation's, but the mobile target only needs a
+/// phone (the guest asked at the desk, whatever the reservation's `mobile_key` flag says).
+pub fn desired_for_key_request(
+    tenant: &str,
+    reservation_key: &str,
+    r: &Reservation,
+    s: &DormakabaSettings,
+) -> Result<Desired, PlanError> {
+    let mut d = desired(tenant, reservation_key, r, s)?;
+    if d.mobile.is_none()
+        && let (Some(room), Some(phone)) = (&d.main_room, &r.guest.mobile_phone)
+    {
+        d.mobile = Some(MobileTarget {
+            room: room.clone(),
+            surname: r.guest.surname().to_owned(),
+            phone: phone.clone(),
+        });
+    }
+    Ok(d)
+}
+
+/// The `CreateNewBooking` / `ChangeKeyAccess` fields for the desired access.
+pub fn booking_request(
+    d: &Desired,
+    encoder: &str,
+    key_count: u32,
+    key_size: u32,
+) -> Result<BookingRequest, PlanError> {
+    Ok(BookingRequest {
+        reservation_id: d.reservation_id.clone(),
+        guest_name: d.guest_name.clone(),
+        main_room: d.main_room.clone().ok_or(PlanError::NoRoom)?,
+        extra_rooms: d.extra_rooms.clone(),
+        common_areas: d
+            .pass_levels
+            .iter()
+            .map(|p| CommonArea {
+                pass_level: *p,
+                mode: AreaMode::GrantAccess,
+            })
+            .collect(),
+        check_in: d.check_in,
+        check_out: d.check_out,
+        encoder_id: encoder.to_owned(),
+        key_count,
+        key_size,
+        mobile_number: None,
+    })
+}
+
+/// Records a successful operation in the record, so a retry after a later failure does not
+/// repeat it.
+pub fn record_done(rec: &mut LockRecord, d: &Desired, op: &Op, transaction_no: Option<String>) {
+    let set_access = |rec: &mut LockRecord| {
+        rec.reservation_id = Some(d.reservation_id.clone());
+        rec.main_room = d.main_room.clone();
+        rec.extra_rooms = d.extra_rooms.clone();
+        rec.pass_levels = d.pass_levels.clone();
+        rec.guest_name = Some(d.guest_name.clone());
+        rec.check_in = Some(d.check_in.with_timezone(&Utc));
+        rec.check_out = Some(d.check_out.with_timezone(&Utc));
+    };
+    match op {
+        Op::CreateBooking { key_count, .. } => {
+            set_access(rec);
+            rec.booked = true;
+            rec.checked_out = false;
+            if transaction_no.is_some() {
+                rec.transaction_no = transaction_no;
+            }
+            rec.keys_encoded += key_count;
+        }
+        Op::ChangeAccess { key_count, .. } => {
+            set_access(rec);
+            rec.keys_encoded += key_count;
+        }
+        Op::Duplicate { key_count, .. } => rec.keys_encoded += key_count,
+        Op::ExtendCheckOut => rec.check_out = Some(d.check_out.with_timezone(&Utc)),
+        Op::IssueMobileKey(m) => rec.mobile_key = Some(m.clone()),
+        Op::CancelMobileKey(_) => rec.mobile_key = None,
+        Op::CheckOut => {
+            rec.checked_out = true;
+            rec.mobile_key = None;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use accesshub_connections::{DormakabaProduct, Encoder, Secret};
+    use accesshub_domain::{Guest, ReservationStatus};
+    use chrono::{NaiveDate, NaiveTime};
+    use uuid::Uuid;
+
+    fn settings() -> DormakabaSettings {
+        DormakabaSettings {
+            product: DormakabaProduct::Saflok,
+            host: "h".into(),
+            port: 1,
+            scheme: "http".into(),
+            path: None,
+            namespace: None,
+            username: "u".into(),
+            password: Secret::new("p"),
+            site_name: "S".into(),
+            pms_terminal_id: "T".into(),
+            encoders: vec![
+                Encoder {
+                    name: "Front desk 1".into(),
+                    id: "1".into(),
+                    kind: EncoderKind::Network,
+                },
+                Encoder {
+                    name: "Back office USB".into(),
+                    id: "9".into(),
+                    kind: EncoderKind::Usb,
+                },
+            ],
+            rooms: [("R-101".to_owned(), "101".to_owned())].into(),
+            common_areas: [("gym".to_owned(), 2)].into(),
+            mobile_keys: true,
+            key_size: 0,
+        }
+    }
+
+    fn reservation(status: ReservationStatus) -> Reservation {
+        Reservation {
+            status,
+            guest: Guest {
+                name: "Doe, John, Paul".into(),
+                email: None,
+                mobile_phone: Some("+31612345678".into()),
+            },
+            arrival: NaiveDate::from_ymd_opt(2030, 5, 1).unwrap(),
+            departure: NaiveDate::from_ymd_opt(2030, 5, 3).unwrap(),
+            check_in_time: NaiveTime::from_hms_opt(15, 0, 0).unwrap(),
+            check_out_time: NaiveTime::from_hms_opt(11, 0, 0).unwrap(),
+            timezone: "Europe/Amsterdam".into(),
+            rooms: vec!["R-101".into(), "102".into()],
+            common_areas: vec!["gym".into()],
+            license_plates: vec![],
+            mobile_key: false,
+        }
+    }
+
+    #[test]
+    fn desired_maps_rooms_areas_times_and_surname() {
+        let mut r = reservation(ReservationStatus::Confirmed);
+        r.mobile_key = true;
+        let d = desired("acme", "R1", &r, &settings()).unwrap();
+        assert_eq!(d.reservation_id, "acme-R1");
+        assert_eq!(d.main_room.as_deref(), Some("101"));
+        assert_eq!(d.extra_rooms, vec!["102".to_owned()]);
+        assert_eq!(d.pass_levels, vec![2]);
+        assert_eq!(d.check_in.to_rfc3339(), "2030-05-01T15:00:00+02:00");
+        assert_eq!(d.mobile.as_ref().unwrap().surname, "Doe");
+        r.common_areas.push("spa".into());
+        assert_eq!(
+            desired("acme", "R1", &r, &settings()),
+            Err(PlanError::UnmappedCommonArea("spa".into()))
+        );
+    }
+
+    #[test]
+    fn reservation_ids_are_stable_and_bounded() {
+        let long = "x".repeat(100);
+        let a = reservation_id("tenant", &long);
+        assert_eq!(a.chars().count(), RESERVATION_ID_MAX);
+        assert_eq!(a, reservation_id("tenant", &long));
+        assert_ne!(a, reservation_id("tenant", &format!("{long}y")));
+    }
+
+    #[test]
+    fn reservation_changes() {
+        let s = settings();
+        let r = reservation(ReservationStatus::Confirmed);
+        let d = desired("t", "k", &r, &s).unwrap();
+        // Nothing at the lock system until a key is made.
+        assert_eq!(
+            plan_reservation(&d, &LockRecord::default()).unwrap(),
+            vec![]
+        );
+        let mut rec = LockRecord::default();
+        record_done(
+            &mut rec,
+            &d,
+            &Op::CreateBooking {
+                encoder: "1".into(),
+                key_count: 1,
+            },
+            Some("100001".into()),
+        );
+        assert_eq!(plan_reservation(&d, &rec).unwrap(), vec![]);
+        // Departure moved → ExtendCheckOut.
+        let mut later = r.clone();
+        later.departure = NaiveDate::from_ymd_opt(2030, 5, 5).unwrap();
+        let d2 = desired("t", "k", &later, &s).unwrap();
+        assert_eq!(
+            plan_reservation(&d2, &rec).unwrap(),
+            vec![Op::ExtendCheckOut]
+        );
+        // Room change → ChangeKeyAccess without cards.
+        let mut moved = r.clone();
+        moved.rooms = vec!["201".into()];
+        let d3 = desired("t", "k", &moved, &s).unwrap();
+        assert_eq!(
+            plan_reservation(&d3, &rec).unwrap(),
+            vec![Op::ChangeAccess {
+                encoder: "0".into(),
+                key_count: 0
+            }]
+        );
+        // Mobile key sent, then cancelled → cancel mobile + checkout.
+        rec.mobile_key = d3.mobile.clone().or(Some(MobileTarget {
+            room: "101".into(),
+            surname: "Doe".into(),
+            phone: "+31612345678".into(),
+        }));
+        for st in [
+            ReservationStatus::Cancelled,
+            ReservationStatus::NoShow,
+            ReservationStatus::CheckedOut,
+        ] {
+            let dc = desired("t", "k", &reservation(st), &s).unwrap();
+            let ops = plan_reservation(&dc, &rec).unwrap();
+            assert!(matches!(ops[0], Op::CancelMobileKey(_)));
+            assert_eq!(ops[1], Op::CheckOut);
+        }
+        // Once checked out: nothing more; reopening is refused.
+        record_done(&mut rec, &d, &Op::CheckOut, None);
+        let dc = desired("t", "k", &reservation(ReservationStatus::Cancelled), &s).unwrap();
+        assert_eq!(plan_reservation(&dc, &rec).unwrap(), vec![]);
+        assert!(matches!(
+            plan_reservation(&d, &rec),
+            Err(PlanError::Reopen(_))
+        ));
+    }
+
+    #[test]
+    fn mobile_key_on_reservation() {
+        let s = settings();
+        let mut r = reservation(ReservationStatus::Confirmed);
+        r.mobile_key = true;
+        let d = desired("t", "k", &r, &s).unwrap();
+        let ops = plan_reservation(&d, &LockRecord::default()).unwrap();
+        assert_eq!(
+            ops,
+            vec![
+                Op::CreateBooking {
+                    encoder: "0".into(),
+                    key_count: 0
+                },
+                Op::IssueMobileKey(d.mobile.clone().unwrap())
+            ]
+        );
+        assert!(!ops[0].encodes_cards());
+        let mut off = s.clone();
+        off.mobile_keys = false;
+        let d = desired("t", "k", &r, &off).unwrap();
+        assert!(
+            plan_reservation(&d, &LockRecord::default())
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn key_requests() {
+        let s = settings();
+        let r = reservation(ReservationStatus::CheckedIn);
+        let d = desired_for_key_request("t", "k", &r, &s).unwrap();
+        let mut req = KeyRequest {
+            request_id: Uuid::nil(),
+            reservation_key: "k".into(),
+            action: KeyAction::NewKey,
+            encoder_id: Some("Front desk 1".into()),
+            key_count: 2,
+            requested_by: None,
+        };
+        let rec = LockRecord::default();
+        assert_eq!(
+            plan_key_request(&req, &d, &rec, &s).unwrap(),
+            vec![Op::CreateBooking {
+                encoder: "1".into(),
+                key_count: 2
+            }]
+        );
+        let booked = LockRecord {
+            booked: true,
+            ..LockRecord::default()
+        };
+        assert!(matches!(
+            plan_key_request(&req, &d, &booked, &s).unwrap()[0],
+            Op::ChangeAccess { .. }
+        ));
+        req.encoder_id = Some("9".into());
+        assert!(matches!(
+            plan_key_request(&req, &d, &rec, &s),
+            Err(PlanError::UsbEncoder(_))
+        ));
+        req.encoder_id = Some("7".into());
+        assert!(matches!(
+            plan_key_request(&req, &d, &rec, &s),
+            Err(PlanError::UnknownEncoder(_))
+        ));
+        req.encoder_id = None;
+        assert_eq!(
+            plan_key_request(&req, &d, &rec, &s),
+            Err(PlanError::EncoderRequired)
+        );
+        req.action = KeyAction::MobileKey;
+        let ops = plan_key_request(&req, &d, &rec, &s).unwrap();
+        assert_eq!(
+            ops.last(),
+            Some(&Op::IssueMobileKey(MobileTarget {
+                room: "101".into(),
+                surname: "Doe".into(),
+                phone: "+31612345678".into()
+            }))
+        );
+        let cancelled = desired("t", "k", &reservation(ReservationStatus::Cancelled), &s).unwrap();
+        assert!(matches!(
+            plan_key_request(&req, &cancelled, &rec, &s),
+            Err(PlanError::NoAccess(_))
+        ));
+    }
+}
