@@ -44,6 +44,15 @@ pub async fn register_all(pool: &sqlx::PgPool, sbox: &SecretBox) {
     }
 }
 
+/// No connection reuse: the server closes a connection after answering 413 without reading
+/// the body, and a pooled client would race that close.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap()
+}
+
 impl Env {
     pub async fn new() -> Env {
         Self::with(|_| {}).await
@@ -63,7 +72,7 @@ impl Env {
             bus,
             sbox,
             handle: Some(handle),
-            client: reqwest::Client::new(),
+            client: client(),
             base,
         }
     }
