@@ -1,0 +1,3 @@
+//! The `ipassan-worker` binary (wired to the worker runtime once it lands).
+
+fn main() {}
