@@ -79,6 +79,19 @@ impl Registry {
         fam
     }
 
+    /// Registers an already-built metric, e.g. process-wide families (vendor-http's) that
+    /// several registries expose.
+    pub fn register<M: prometheus_client::registry::Metric>(
+        &self,
+        name: &str,
+        help: &str,
+        metric: M,
+    ) {
+        if let Ok(mut r) = self.inner.lock() {
+            r.register(name, help, metric);
+        }
+    }
+
     /// Text exposition for `/metrics`.
     pub fn encode(&self) -> String {
         let mut out = String::new();

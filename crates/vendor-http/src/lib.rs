@@ -1,0 +1,172 @@
+//! HTTP plumbing every vendor client shares, so timeouts, trace propagation, metrics and —
+//! above all — the transient/permanent classification of HTTP outcomes are decided once
+//! (ARCHITECTURE.md principles 4 and 7), not re-invented per vendor.
+//!
+//! - [`VendorClient`]: a reqwest client with timeouts that injects `traceparent`, records
+//!   `accesshub_vendor_request_duration_seconds{vendor,operation}` and
+//!   `accesshub_vendor_errors_total{vendor,class}`, and turns every non-2xx into a [`VendorError`].
+//! - [`TokenSource`] / [`AuthedClient`]: OAuth2 client-credentials with a cached token that is
+//!   refreshed before expiry and a single retry on 401.
+//! - [`RateLimiter`]: a token bucket, one per connection, applied to every call.
+
+mod error;
+mod limiter;
+mod metrics;
+mod oauth;
+
+use std::{sync::Arc, time::Duration, time::Instant};
+
+use tracing::Instrument as _;
+
+pub use error::{VendorError, parse_retry_after};
+pub use limiter::RateLimiter;
+pub use metrics::register_metrics;
+pub use oauth::{AuthedClient, TokenSource, TokenSourceConfig};
+pub use reqwest::{Method, Response, StatusCode};
+
+/// Timeouts of vendor calls. A hung vendor must become a (transient) timeout, never a stuck
+/// worker.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpSettings {
+    /// Whole-request timeout.
+    pub timeout: Duration,
+    /// TCP/TLS connect timeout.
+    pub connect_timeout: Duration,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings {
+            timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+/// A vendor's HTTP client. Cheap to clone (reqwest's pool is shared).
+#[derive(Clone, Debug)]
+pub struct VendorClient {
+    http: reqwest::Client,
+    vendor: &'static str,
+    limiter: Option<Arc<RateLimiter>>,
+}
+
+impl VendorClient {
+    /// A client for `vendor` (the metrics label, e.g. `tapkey`).
+    pub fn new(vendor: &'static str, settings: HttpSettings) -> Result<Self, VendorError> {
+        let http = reqwest::Client::builder()
+            .timeout(settings.timeout)
+            .connect_timeout(settings.connect_timeout)
+            .pool_max_idle_per_host(64)
+            .build()
+            .map_err(|e| VendorError::Config(format!("HTTP client: {e}")))?;
+        Ok(VendorClient {
+            http,
+            vendor,
+            limiter: None,
+        })
+    }
+
+    /// Every call through this client first takes a token from `limiter` (the connection's
+    /// rate limit, shared by all clients of that connection).
+    pub fn with_rate_limit(mut self, limiter: Arc<RateLimiter>) -> Self {
+        self.limiter = Some(limiter);
+        self
+    }
+
+    /// The vendor label.
+    pub fn vendor(&self) -> &'static str {
+        self.vendor
+    }
+
+    /// The underlying reqwest client, to build requests.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// Starts a request.
+    pub fn request(&self, method: Method, url: &str) -> reqwest::RequestBuilder {
+        self.http.request(method, url)
+    }
+
+    /// Sends a request in a child span carrying `traceparent`, records metrics and returns
+    /// the response only when it is 2xx; anything else is a classified [`VendorError`].
+    pub async fn send(
+        &self,
+        operation: &'static str,
+        req: reqwest::RequestBuilder,
+    ) -> Result<Response, VendorError> {
+        let resp = self.send_raw(operation, req).await?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let err = VendorError::from_response(self.vendor, operation, resp).await;
+        metrics::error(self.vendor, &err);
+        Err(err)
+    }
+
+    /// Like [`send`](Self::send) but hands back any HTTP answer (for callers that map some
+    /// statuses themselves, e.g. 409 "already there"); transport errors still fail.
+    pub async fn send_raw(
+        &self,
+        operation: &'static str,
+        req: reqwest::RequestBuilder,
+    ) -> Result<Response, VendorError> {
+        if let Some(l) = &self.limiter {
+            l.acquire().await;
+        }
+        let span = tracing::info_span!(
+            "vendor.request",
+            vendor = self.vendor,
+            operation,
+            http.status_code = tracing::field::Empty
+        );
+        let mut request = req
+            .build()
+            .map_err(|e| VendorError::Config(format!("{} {operation}: {e}", self.vendor)))?;
+        span.in_scope(|| accesshub_telemetry::inject_http(request.headers_mut()));
+        let start = Instant::now();
+        let result = self.http.execute(request).instrument(span.clone()).await;
+        metrics::duration(self.vendor, operation, start.elapsed());
+        match result {
+            Ok(resp) => {
+                span.record("http.status_code", resp.status().as_u16());
+                Ok(resp)
+            }
+            Err(e) => {
+                let err = VendorError::from_reqwest(self.vendor, operation, &e);
+                metrics::error(self.vendor, &err);
+                tracing::debug!(parent: &span, error = %err, "vendor call failed");
+                Err(err)
+            }
+        }
+    }
+
+    /// [`send`](Self::send) and decode a JSON body.
+    pub async fn send_json<T: serde::de::DeserializeOwned>(
+        &self,
+        operation: &'static str,
+        req: reqwest::RequestBuilder,
+    ) -> Result<T, VendorError> {
+        let resp = self.send(operation, req).await?;
+        decode_json(self.vendor, operation, resp).await
+    }
+}
+
+/// Decodes a JSON body; a body that does not match is a permanent [`VendorError::Decode`]
+/// (the vendor changed its format: retrying will not help).
+pub async fn decode_json<T: serde::de::DeserializeOwned>(
+    vendor: &'static str,
+    operation: &'static str,
+    resp: Response,
+) -> Result<T, VendorError> {
+    let bytes = resp
+        .bytes()
+        .await
+        .map_err(|e| VendorError::from_reqwest(vendor, operation, &e))?;
+    serde_json::from_slice(&bytes).map_err(|e| VendorError::Decode {
+        vendor,
+        operation,
+        message: e.to_string(),
+    })
+}

@@ -1,0 +1,54 @@
+//! Vendor call metrics. The families are process-wide (every client of every connection
+//! reports into the same series, without plumbing) and exposed by each registry that asks.
+
+use std::{sync::OnceLock, time::Duration};
+
+use accesshub_domain::Classify as _;
+use accesshub_telemetry::{
+    Registry,
+    metrics::{CounterVec, HistogramVec, labels},
+};
+
+const DURATION: &str = "accesshub_vendor_request_duration_seconds";
+const DURATION_HELP: &str = "Vendor HTTP call latency by vendor and operation";
+const ERRORS: &str = "accesshub_vendor_errors";
+const ERRORS_HELP: &str = "Vendor call failures by vendor and class (transient|permanent)";
+
+struct Families {
+    duration: HistogramVec,
+    errors: CounterVec,
+}
+
+fn families() -> &'static Families {
+    static F: OnceLock<Families> = OnceLock::new();
+    F.get_or_init(|| {
+        // A scratch registry builds the families with the shared bucket layout.
+        let scratch = Registry::new();
+        Families {
+            duration: scratch.histogram(DURATION, DURATION_HELP),
+            errors: scratch.counter(ERRORS, ERRORS_HELP),
+        }
+    })
+}
+
+/// Exposes `accesshub_vendor_request_duration_seconds{vendor,operation}` and
+/// `accesshub_vendor_errors_total{vendor,class}` in `registry` (once per registry).
+pub fn register_metrics(registry: &Registry) {
+    let f = families();
+    registry.register(DURATION, DURATION_HELP, f.duration.clone());
+    registry.register(ERRORS, ERRORS_HELP, f.errors.clone());
+}
+
+pub(crate) fn duration(vendor: &str, operation: &str, d: Duration) {
+    families()
+        .duration
+        .get_or_create(&labels([("vendor", vendor), ("operation", operation)]))
+        .observe(d.as_secs_f64());
+}
+
+pub(crate) fn error(vendor: &str, e: &crate::VendorError) {
+    families()
+        .errors
+        .get_or_create(&labels([("vendor", vendor), ("class", e.class().as_str())]))
+        .inc();
+}

@@ -1,0 +1,187 @@
+//! OAuth2 client credentials, shared by Tapkey, CloudPass and iPassan: one cached token per
+//! connection, refreshed shortly before it expires, and a single retry when the vendor
+//! answers 401 anyway (revoked or clock-skewed token).
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use reqwest::{RequestBuilder, Response, StatusCode};
+use serde::Deserialize;
+use tokio::sync::Mutex;
+
+use crate::{VendorClient, VendorError, decode_json, metrics};
+
+/// Where and how to get a token.
+#[derive(Clone)]
+pub struct TokenSourceConfig {
+    /// Token endpoint URL.
+    pub token_url: String,
+    /// Client id.
+    pub client_id: String,
+    /// Client secret (never logged).
+    pub client_secret: String,
+    /// Space-separated scopes, if the vendor wants them.
+    pub scope: Option<String>,
+}
+
+impl std::fmt::Debug for TokenSourceConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenSourceConfig")
+            .field("token_url", &self.token_url)
+            .field("client_id", &self.client_id)
+            .field("scope", &self.scope)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    access_token: String,
+    #[serde(default)]
+    expires_in: Option<u64>,
+}
+
+struct Cached {
+    token: String,
+    refresh_at: Instant,
+}
+
+/// A cached client-credentials token. Concurrent callers share one refresh (the mutex).
+pub struct TokenSource {
+    client: VendorClient,
+    cfg: TokenSourceConfig,
+    cache: Mutex<Option<Cached>>,
+}
+
+impl std::fmt::Debug for TokenSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenSource")
+            .field("cfg", &self.cfg)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenSource {
+    /// A token source fetching through `client`.
+    pub fn new(client: VendorClient, cfg: TokenSourceConfig) -> Self {
+        TokenSource {
+            client,
+            cfg,
+            cache: Mutex::new(None),
+        }
+    }
+
+    /// A valid token: the cached one, or a fresh one when it is missing or about to expire
+    /// (refreshed at 90 % of its lifetime, at most one minute early).
+    pub async fn token(&self) -> Result<String, VendorError> {
+        let mut cache = self.cache.lock().await;
+        if let Some(c) = cache.as_ref()
+            && Instant::now() < c.refresh_at
+        {
+            return Ok(c.token.clone());
+        }
+        let mut form = vec![
+            ("grant_type", "client_credentials"),
+            ("client_id", self.cfg.client_id.as_str()),
+            ("client_secret", self.cfg.client_secret.as_str()),
+        ];
+        if let Some(s) = &self.cfg.scope {
+            form.push(("scope", s.as_str()));
+        }
+        let req = self
+            .client
+            .request(reqwest::Method::POST, &self.cfg.token_url)
+            .form(&form);
+        let resp = self.client.send("token", req).await?;
+        let t: TokenResponse = decode_json(self.client.vendor(), "token", resp).await?;
+        let lifetime = Duration::from_secs(t.expires_in.unwrap_or(300));
+        let early = (lifetime / 10).min(Duration::from_secs(60));
+        *cache = Some(Cached {
+            token: t.access_token.clone(),
+            refresh_at: Instant::now() + lifetime.saturating_sub(early),
+        });
+        Ok(t.access_token)
+    }
+
+    /// Forgets `token` if it is still the cached one (the vendor rejected it).
+    pub async fn invalidate(&self, token: &str) {
+        let mut cache = self.cache.lock().await;
+        if cache.as_ref().is_some_and(|c| c.token == token) {
+            *cache = None;
+        }
+    }
+}
+
+/// A vendor client whose calls carry a bearer token from a [`TokenSource`].
+#[derive(Clone, Debug)]
+pub struct AuthedClient {
+    client: VendorClient,
+    tokens: Arc<TokenSource>,
+}
+
+impl AuthedClient {
+    /// Wraps `client`; tokens come from `cfg` through the same client.
+    pub fn new(client: VendorClient, cfg: TokenSourceConfig) -> Self {
+        let tokens = Arc::new(TokenSource::new(client.clone(), cfg));
+        AuthedClient { client, tokens }
+    }
+
+    /// The plain client (for building URLs, vendor label).
+    pub fn client(&self) -> &VendorClient {
+        &self.client
+    }
+
+    /// Sends the request built by `build` with a bearer token; on 401 the token is refreshed
+    /// and the call retried once. Returns any HTTP answer (the caller maps statuses).
+    pub async fn send_raw(
+        &self,
+        operation: &'static str,
+        build: impl Fn(&reqwest::Client) -> RequestBuilder,
+    ) -> Result<Response, VendorError> {
+        let token = self.tokens.token().await?;
+        let resp = self
+            .client
+            .send_raw(operation, build(self.client.http()).bearer_auth(&token))
+            .await?;
+        if resp.status() != StatusCode::UNAUTHORIZED {
+            return Ok(resp);
+        }
+        tracing::debug!(
+            vendor = self.client.vendor(),
+            operation,
+            "401: refreshing token once"
+        );
+        self.tokens.invalidate(&token).await;
+        let token = self.tokens.token().await?;
+        self.client
+            .send_raw(operation, build(self.client.http()).bearer_auth(&token))
+            .await
+    }
+
+    /// [`send_raw`](Self::send_raw), and any non-2xx becomes a classified [`VendorError`].
+    pub async fn send(
+        &self,
+        operation: &'static str,
+        build: impl Fn(&reqwest::Client) -> RequestBuilder,
+    ) -> Result<Response, VendorError> {
+        let resp = self.send_raw(operation, build).await?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let err = VendorError::from_response(self.client.vendor(), operation, resp).await;
+        metrics::error(self.client.vendor(), &err);
+        Err(err)
+    }
+
+    /// [`send`](Self::send) and decode JSON.
+    pub async fn send_json<T: serde::de::DeserializeOwned>(
+        &self,
+        operation: &'static str,
+        build: impl Fn(&reqwest::Client) -> RequestBuilder,
+    ) -> Result<T, VendorError> {
+        let resp = self.send(operation, build).await?;
+        decode_json(self.client.vendor(), operation, resp).await
+    }
+}

@@ -1,0 +1,126 @@
+//! Worker settings, each with a production default and an `ACCESSHUB_WORKER_*` variable.
+
+use std::{sync::Arc, time::Duration};
+
+use accesshub_config::{CommonConfig, ConfigError, env_duration, env_or};
+use accesshub_telemetry::Registry;
+
+use crate::source::ConnectionSource;
+
+/// Everything the runtime needs to run one worker.
+#[derive(Clone)]
+pub struct WorkerConfig {
+    /// NATS, Postgres, namespace, HTTP address.
+    pub common: CommonConfig,
+    /// Where connections come from.
+    pub connections: Arc<dyn ConnectionSource>,
+    /// Metrics registry exposed on `/metrics`.
+    pub registry: Registry,
+    /// Keyed lanes processing in parallel (one booking never in two lanes).
+    pub concurrency: usize,
+    /// Consumer `ack_wait`: how long a message may be unacknowledged before redelivery.
+    pub ack_wait: Duration,
+    /// Consumer `max_deliver`; the last delivery's failure goes to the DLQ.
+    pub max_deliver: i64,
+    /// Consumer `max_ack_pending` (bounds in-flight messages across replicas).
+    pub max_ack_pending: i64,
+    /// Messages per pull request.
+    pub batch: usize,
+    /// Idle heartbeat of pull requests (missed ones are counted and logged).
+    pub heartbeat: Duration,
+    /// First retry delay (the exponential backoff's base).
+    pub backoff_base: Duration,
+    /// Largest computed retry delay.
+    pub backoff_max: Duration,
+    /// Largest `Retry-After` honoured (a broken vendor must not park a message for days).
+    pub retry_after_max: Duration,
+    /// Progress-ack interval during long vendor calls (default `ack_wait / 3`).
+    pub progress_interval: Duration,
+    /// Vendor calls per second per connection (0 = unlimited).
+    pub rate_limit: f64,
+    /// Burst of the per-connection rate limit.
+    pub rate_burst: u32,
+    /// How often consumer info is read (pending gauge, readiness).
+    pub info_interval: Duration,
+    /// Readiness fails when consumer info has not been read for this long.
+    pub ready_max_age: Duration,
+}
+
+impl std::fmt::Debug for WorkerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerConfig")
+            .field("service", &self.common.service)
+            .field("concurrency", &self.concurrency)
+            .field("ack_wait", &self.ack_wait)
+            .field("max_deliver", &self.max_deliver)
+            .field("max_ack_pending", &self.max_ack_pending)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WorkerConfig {
+    /// Production defaults.
+    pub fn new(common: CommonConfig, connections: Arc<dyn ConnectionSource>) -> Self {
+        let ack_wait = Duration::from_secs(30);
+        WorkerConfig {
+            common,
+            connections,
+            registry: Registry::new(),
+            concurrency: 64,
+            ack_wait,
+            max_deliver: 10,
+            max_ack_pending: 2000,
+            batch: 200,
+            heartbeat: Duration::from_secs(5),
+            backoff_base: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(300),
+            retry_after_max: Duration::from_secs(900),
+            progress_interval: ack_wait / 3,
+            rate_limit: 50.0,
+            rate_burst: 50,
+            info_interval: Duration::from_secs(5),
+            ready_max_age: Duration::from_secs(30),
+        }
+    }
+
+    /// Defaults overridden by `ACCESSHUB_WORKER_CONCURRENCY`, `_ACK_WAIT`, `_MAX_DELIVER`,
+    /// `_MAX_ACK_PENDING`, `_BATCH`, `_BACKOFF_BASE`, `_BACKOFF_MAX`, `_RATE_LIMIT`, `_RATE_BURST`.
+    pub fn from_env(
+        common: CommonConfig,
+        connections: Arc<dyn ConnectionSource>,
+    ) -> Result<Self, ConfigError> {
+        let d = Self::new(common, connections);
+        let ack_wait = env_duration("ACCESSHUB_WORKER_ACK_WAIT", d.ack_wait)?;
+        Ok(WorkerConfig {
+            concurrency: env_or("ACCESSHUB_WORKER_CONCURRENCY", d.concurrency)?.max(1),
+            ack_wait,
+            progress_interval: ack_wait / 3,
+            max_deliver: env_or("ACCESSHUB_WORKER_MAX_DELIVER", d.max_deliver)?.max(1),
+            max_ack_pending: env_or("ACCESSHUB_WORKER_MAX_ACK_PENDING", d.max_ack_pending)?,
+            batch: env_or("ACCESSHUB_WORKER_BATCH", d.batch)?.max(1),
+            backoff_base: env_duration("ACCESSHUB_WORKER_BACKOFF_BASE", d.backoff_base)?,
+            backoff_max: env_duration("ACCESSHUB_WORKER_BACKOFF_MAX", d.backoff_max)?,
+            rate_limit: env_or("ACCESSHUB_WORKER_RATE_LIMIT", d.rate_limit)?,
+            rate_burst: env_or("ACCESSHUB_WORKER_RATE_BURST", d.rate_burst)?,
+            ..d
+        })
+    }
+
+    /// Fast settings for tests: short ack wait and backoff, so retries happen in milliseconds.
+    pub fn for_test(common: CommonConfig, connections: Arc<dyn ConnectionSource>) -> Self {
+        WorkerConfig {
+            concurrency: 8,
+            ack_wait: Duration::from_secs(3),
+            progress_interval: Duration::from_secs(1),
+            max_deliver: 5,
+            heartbeat: Duration::from_secs(1),
+            backoff_base: Duration::from_millis(50),
+            backoff_max: Duration::from_millis(400),
+            retry_after_max: Duration::from_secs(10),
+            rate_limit: 0.0,
+            info_interval: Duration::from_millis(500),
+            ready_max_age: Duration::from_secs(5),
+            ..Self::new(common, connections)
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! The worker metrics (names fixed: the dashboard uses them).
+
+use accesshub_telemetry::{
+    Registry,
+    metrics::{CounterVec, GaugeVec, labels},
+};
+
+/// Outcome label of `accesshub_worker_messages_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Vendor now matches the event.
+    Applied,
+    /// Stale/equal revision or a kind this worker does not handle.
+    Skipped,
+    /// Transient failure, NAKed with a delay.
+    Retried,
+    /// Published to the DLQ and terminated.
+    DeadLettered,
+}
+
+impl Outcome {
+    /// Label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Applied => "applied",
+            Outcome::Skipped => "skipped",
+            Outcome::Retried => "retried",
+            Outcome::DeadLettered => "dead_lettered",
+        }
+    }
+}
+
+#[derive(Clone)]
+pub(crate) struct WorkerMetrics {
+    worker: String,
+    messages: CounterVec,
+    in_flight: GaugeVec,
+    pending: GaugeVec,
+    heartbeats: CounterVec,
+}
+
+impl WorkerMetrics {
+    pub(crate) fn new(registry: &Registry, worker: &str) -> Self {
+        vendor_http::register_metrics(registry);
+        WorkerMetrics {
+            worker: worker.to_owned(),
+            messages: registry.counter(
+                "accesshub_worker_messages",
+                "Messages handled by outcome (applied|skipped|retried|dead_lettered)",
+            ),
+            in_flight: registry.gauge("accesshub_worker_in_flight", "Messages being processed"),
+            pending: registry.gauge(
+                "accesshub_consumer_pending",
+                "Messages in the stream not yet delivered to the worker's consumer",
+            ),
+            heartbeats: registry.counter(
+                "accesshub_worker_missed_heartbeats",
+                "Pull requests whose idle heartbeat went missing",
+            ),
+        }
+    }
+
+    pub(crate) fn outcome(&self, o: Outcome) {
+        self.messages
+            .get_or_create(&labels([("worker", &self.worker), ("outcome", o.as_str())]))
+            .inc();
+    }
+
+    pub(crate) fn in_flight(&self, delta: i64) {
+        self.in_flight
+            .get_or_create(&labels([("worker", &self.worker)]))
+            .inc_by(delta);
+    }
+
+    pub(crate) fn pending(&self, n: u64) {
+        self.pending
+            .get_or_create(&labels([("worker", &self.worker)]))
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    pub(crate) fn missed_heartbeat(&self) {
+        self.heartbeats
+            .get_or_create(&labels([("worker", &self.worker)]))
+            .inc();
+    }
+}

@@ -1,0 +1,639 @@
+//! The consume loop: durable pull consumer → keyed lanes → revision check → handler →
+//! binding + double ack, or the error policy (NAK with delay / DLQ + Term).
+
+use std::{
+    collections::HashMap,
+    hash::{DefaultHasher, Hash as _, Hasher as _},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicI64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use accesshub_bus::Bus;
+use accesshub_domain::{ErrorClass, Event, subjects};
+use accesshub_telemetry::ops::ReadinessCheck;
+use async_nats::jetstream::{
+    self, AckKind,
+    consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull},
+};
+use futures::StreamExt as _;
+use sqlx::PgPool;
+use tokio::{sync::mpsc, task::JoinSet};
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument as _, Span};
+use vendor_http::RateLimiter;
+
+use crate::{
+    WorkerError,
+    bindings::{self, BindingKey},
+    config::WorkerConfig,
+    dlq,
+    handler::{ApplyContext, Handler, HandlerError, reference},
+    metrics::{Outcome, WorkerMetrics},
+    policy::{Backoff, Decision},
+};
+
+struct Shared<H> {
+    handler: H,
+    cfg: WorkerConfig,
+    bus: Bus,
+    pool: PgPool,
+    metrics: WorkerMetrics,
+    backoff: Backoff,
+    consumer_name: String,
+    stream_name: String,
+    limiters: Mutex<HashMap<(String, String), Arc<RateLimiter>>>,
+    /// Unix millis of the last successful consumer info (readiness).
+    last_info_ok: AtomicI64,
+    /// Set at shutdown: queued messages are handed back instead of processed.
+    stopping: CancellationToken,
+    /// Set when the consumer must be recreated (deleted, broken pull).
+    recreate: tokio::sync::Notify,
+}
+
+/// A running worker (in-process). Tests start one with [`start`](crate::start).
+pub struct WorkerHandle {
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), WorkerError>>,
+    readiness: ReadinessCheck,
+    registry: accesshub_telemetry::Registry,
+}
+
+impl std::fmt::Debug for WorkerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerHandle").finish_non_exhaustive()
+    }
+}
+
+impl WorkerHandle {
+    /// Graceful stop: no more fetching, in-flight messages finish, queued ones are NAKed for
+    /// immediate redelivery (to another replica), then the worker exits.
+    pub async fn shutdown(self) -> Result<(), WorkerError> {
+        self.shutdown.cancel();
+        self.task
+            .await
+            .map_err(|e| WorkerError::Task(e.to_string()))?
+    }
+
+    /// Stops at once, mid-call if need be — a crash, for tests of at-least-once delivery.
+    pub async fn abort(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+
+    /// The readiness check (consumer reachable recently and Postgres answers).
+    pub fn readiness(&self) -> ReadinessCheck {
+        self.readiness.clone()
+    }
+
+    /// The metrics registry.
+    pub fn registry(&self) -> &accesshub_telemetry::Registry {
+        &self.registry
+    }
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Starts a worker in the background and returns at once (NATS or Postgres being down only
+/// delays consumption and shows in readiness).
+pub async fn start<H: Handler>(cfg: WorkerConfig, handler: H) -> Result<WorkerHandle, WorkerError> {
+    let bus = accesshub_bus::connect(&cfg.common).await?;
+    let pool_size = u32::try_from(cfg.concurrency + 4).unwrap_or(u32::MAX);
+    let pool = accesshub_store::connect_lazy(&cfg.common.database_url, pool_size)?;
+    let name = handler.name();
+    let shared = Arc::new(Shared {
+        metrics: WorkerMetrics::new(&cfg.registry, name),
+        backoff: Backoff {
+            base: cfg.backoff_base,
+            max: cfg.backoff_max,
+            retry_after_max: cfg.retry_after_max,
+        },
+        consumer_name: bus.ns.stream(name),
+        stream_name: bus.stream_name(subjects::BOOKINGS_STREAM),
+        limiters: Mutex::new(HashMap::new()),
+        last_info_ok: AtomicI64::new(0),
+        stopping: CancellationToken::new(),
+        recreate: tokio::sync::Notify::new(),
+        handler,
+        bus,
+        pool,
+        cfg,
+    });
+    let readiness = readiness(shared.clone());
+    let shutdown = CancellationToken::new();
+    let registry = shared.cfg.registry.clone();
+    let task = tokio::spawn(run(shared, shutdown.clone()));
+    Ok(WorkerHandle {
+        shutdown,
+        task,
+        readiness,
+        registry,
+    })
+}
+
+fn readiness<H: Handler>(shared: Arc<Shared<H>>) -> ReadinessCheck {
+    Arc::new(move || {
+        let s = shared.clone();
+        Box::pin(async move {
+            let age = now_ms() - s.last_info_ok.load(Ordering::Relaxed);
+            let max = i64::try_from(s.cfg.ready_max_age.as_millis()).unwrap_or(i64::MAX);
+            if age > max {
+                return Err(format!(
+                    "consumer {} not reachable for {} ms",
+                    s.consumer_name, age
+                ));
+            }
+            accesshub_store::ping(&s.pool)
+                .await
+                .map_err(|e| format!("postgres: {e}"))
+        })
+    })
+}
+
+/// The durable consumer's configuration: one filter subject (nats-server 2.9).
+fn consumer_config<H: Handler>(s: &Shared<H>) -> pull::Config {
+    let kinds = s.handler.kinds();
+    let filter = match kinds {
+        [one] => subjects::bookings_of_kind(*one),
+        _ => subjects::BOOKINGS_SUBJECTS.to_owned(),
+    };
+    pull::Config {
+        durable_name: Some(s.consumer_name.clone()),
+        description: Some(format!("{} (accesshub worker)", s.handler.name())),
+        ack_policy: AckPolicy::Explicit,
+        deliver_policy: DeliverPolicy::All,
+        filter_subject: s.bus.subject(&filter),
+        ack_wait: s.cfg.ack_wait,
+        max_deliver: s.cfg.max_deliver,
+        max_ack_pending: s.cfg.max_ack_pending,
+        ..Default::default()
+    }
+}
+
+/// Creates the consumer or brings it to our settings; falls back to the existing one when
+/// the server refuses the update.
+async fn ensure_consumer<H: Handler>(s: &Shared<H>) -> Result<PullConsumer, String> {
+    let stream = s
+        .bus
+        .js
+        .get_stream(&s.stream_name)
+        .await
+        .map_err(|e| format!("stream {}: {e}", s.stream_name))?;
+    match stream.create_consumer(consumer_config(s)).await {
+        Ok(c) => Ok(c),
+        Err(e) => {
+            tracing::warn!(error = %e, consumer = %s.consumer_name, "consumer create/update refused; using existing");
+            stream
+                .get_consumer(&s.consumer_name)
+                .await
+                .map_err(|e2| format!("consumer {}: {e}; {e2}", s.consumer_name))
+        }
+    }
+}
+
+async fn run<H: Handler>(
+    s: Arc<Shared<H>>,
+    shutdown: CancellationToken,
+) -> Result<(), WorkerError> {
+    // Keyed lanes: a booking always hashes to the same lane, lanes run in parallel.
+    let mut lanes = Vec::with_capacity(s.cfg.concurrency);
+    let mut lane_tasks = JoinSet::new();
+    for _ in 0..s.cfg.concurrency {
+        let (tx, rx) = mpsc::channel::<jetstream::Message>(4);
+        lanes.push(tx);
+        lane_tasks.spawn(lane(s.clone(), rx));
+    }
+    let info_task = tokio::spawn(info_loop(s.clone(), shutdown.clone()));
+    let mut attempt = 0u32;
+    'outer: while !shutdown.is_cancelled() {
+        let consumer = match ensure_consumer(&s).await {
+            Ok(c) => c,
+            Err(e) => {
+                attempt = attempt.saturating_add(1);
+                let wait = Duration::from_millis(200u64 << attempt.min(6));
+                tracing::warn!(error = %e, ?wait, "cannot set up the consumer; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(wait) => continue,
+                }
+            }
+        };
+        attempt = 0;
+        s.last_info_ok.store(now_ms(), Ordering::Relaxed);
+        let messages = consumer
+            .stream()
+            .max_messages_per_batch(s.cfg.batch)
+            .heartbeat(s.cfg.heartbeat)
+            .expires(s.cfg.heartbeat * 6)
+            .messages()
+            .await;
+        let mut messages = match messages {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start pulling; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                }
+            }
+        };
+        let mut missed = 0u32;
+        loop {
+            let next = tokio::select! {
+                _ = shutdown.cancelled() => break 'outer,
+                _ = s.recreate.notified() => {
+                    tracing::warn!("recreating consumer");
+                    continue 'outer;
+                }
+                n = messages.next() => n,
+            };
+            match next {
+                Some(Ok(msg)) => {
+                    missed = 0;
+                    let mut h = DefaultHasher::new();
+                    msg.message.subject.as_str().hash(&mut h);
+                    let idx = usize::try_from(h.finish() % lanes.len() as u64).unwrap_or(0);
+                    tokio::select! {
+                        _ = shutdown.cancelled() => {
+                            let _ = msg.ack_with(AckKind::Nak(None)).await;
+                            break 'outer;
+                        }
+                        permit = lanes[idx].reserve() => match permit {
+                            Ok(p) => p.send(msg),
+                            Err(_) => return Err(WorkerError::Task("a lane stopped".into())),
+                        }
+                    }
+                }
+                Some(Err(e)) => {
+                    use jetstream::consumer::pull::MessagesErrorKind as K;
+                    match e.kind() {
+                        K::MissingHeartbeat => {
+                            missed += 1;
+                            s.metrics.missed_heartbeat();
+                            tracing::warn!(missed, "missed pull heartbeat");
+                            if missed >= 3 {
+                                continue 'outer;
+                            }
+                        }
+                        K::ConsumerDeleted | K::NoResponders | K::RequestLimitExceeded => {
+                            tracing::warn!(error = %e, "consumer gone or refused; recreating");
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                            continue 'outer;
+                        }
+                        _ => {
+                            tracing::warn!(error = %e, "pull error; continuing");
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                    }
+                }
+                None => {
+                    tracing::warn!("message stream ended; recreating");
+                    continue 'outer;
+                }
+            }
+        }
+    }
+    // Drain: lanes finish what they are doing, hand back what is queued, and stop.
+    s.stopping.cancel();
+    drop(lanes);
+    while lane_tasks.join_next().await.is_some() {}
+    info_task.abort();
+    tracing::info!(worker = s.handler.name(), "worker stopped");
+    Ok(())
+}
+
+async fn lane<H: Handler>(s: Arc<Shared<H>>, mut rx: mpsc::Receiver<jetstream::Message>) {
+    while let Some(msg) = rx.recv().await {
+        if s.stopping.is_cancelled() {
+            // Not started: give it back now rather than after ack_wait.
+            let _ = msg.ack_with(AckKind::Nak(None)).await;
+            continue;
+        }
+        s.metrics.in_flight(1);
+        process(&s, msg).await;
+        s.metrics.in_flight(-1);
+    }
+}
+
+/// Reads consumer info periodically: pending gauge, readiness, and recreation when the
+/// consumer was deleted under us.
+async fn info_loop<H: Handler>(s: Arc<Shared<H>>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(s.cfg.info_interval);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let r = s
+            .bus
+            .js
+            .get_consumer_from_stream::<pull::Config, _, _>(&s.consumer_name, &s.stream_name)
+            .await;
+        match r {
+            Ok(mut c) => match c.info().await {
+                Ok(info) => {
+                    s.metrics.pending(info.num_pending);
+                    s.last_info_ok.store(now_ms(), Ordering::Relaxed);
+                }
+                Err(e) => tracing::debug!(error = %e, "consumer info"),
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, consumer = %s.consumer_name, "consumer info unavailable");
+                if e.to_string().to_lowercase().contains("not found") {
+                    s.recreate.notify_one();
+                }
+            }
+        }
+    }
+}
+
+fn limiter<H: Handler>(
+    s: &Shared<H>,
+    conn: &accesshub_connections::Connection,
+) -> Arc<RateLimiter> {
+    let key = (conn.tenant.clone(), conn.name.clone());
+    let mut map = s.limiters.lock().unwrap_or_else(|e| e.into_inner());
+    map.entry(key)
+        .or_insert_with(|| Arc::new(RateLimiter::new(s.cfg.rate_limit, s.cfg.rate_burst)))
+        .clone()
+}
+
+/// Runs `fut`, sending progress acks so a slow vendor call does not trigger a redelivery.
+async fn with_progress<T>(
+    msg: &jetstream::Message,
+    every: Duration,
+    fut: impl std::future::Future<Output = T>,
+) -> T {
+    tokio::pin!(fut);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    loop {
+        tokio::select! {
+            r = &mut fut => return r,
+            _ = tick.tick() => {
+                if let Err(e) = msg.ack_with(AckKind::Progress).await {
+                    tracing::debug!(error = %e, "progress ack");
+                }
+            }
+        }
+    }
+}
+
+async fn process<H: Handler>(s: &Shared<H>, msg: jetstream::Message) {
+    let info = msg.info().ok().map(|i| {
+        (
+            u64::try_from(i.delivered).unwrap_or(1),
+            i.stream_sequence,
+            i.stream.to_owned(),
+        )
+    });
+    let (delivered, seq, stream) = match info {
+        Some((d, seq, st)) => (d.max(1), Some(seq), st),
+        None => (1, None, s.stream_name.clone()),
+    };
+    let subject = s.bus.ns.strip(msg.message.subject.as_str()).to_owned();
+    let span = tracing::info_span!(
+        "worker.message",
+        otel.kind = "consumer",
+        worker = s.handler.name(),
+        subject = %subject,
+        delivered,
+        event_id = tracing::field::Empty,
+        revision = tracing::field::Empty,
+        outcome = tracing::field::Empty,
+    );
+    if let Some(h) = &msg.message.headers {
+        accesshub_telemetry::propagation::set_parent(&span, accesshub_telemetry::extract_nats(h));
+    }
+    let m = Msg {
+        msg: &msg,
+        subject: &subject,
+        delivered,
+        seq,
+        stream,
+    };
+    let outcome = handle(s, &m).instrument(span.clone()).await;
+    span.record("outcome", outcome.as_str());
+    s.metrics.outcome(outcome);
+}
+
+struct Msg<'a> {
+    msg: &'a jetstream::Message,
+    subject: &'a str,
+    delivered: u64,
+    seq: Option<u64>,
+    stream: String,
+}
+
+async fn handle<H: Handler>(s: &Shared<H>, m: &Msg<'_>) -> Outcome {
+    let event: Event = match serde_json::from_slice(&m.msg.message.payload) {
+        Ok(e) => e,
+        Err(e) => {
+            let err = HandlerError::permanent(format!("payload is not a valid event: {e}"));
+            return fail(s, m, None, err).await;
+        }
+    };
+    let span = Span::current();
+    span.record("event_id", tracing::field::display(event.id));
+    span.record("revision", event.revision);
+    if !s.handler.kinds().contains(&event.kind()) {
+        ack(m.msg).await;
+        return Outcome::Skipped;
+    }
+    let vendor = s.handler.vendor();
+    let conn = match s
+        .cfg
+        .connections
+        .for_site(&event.tenant, vendor, &event.site)
+        .await
+    {
+        Ok(Some(c)) => Arc::new(c),
+        Ok(None) => {
+            let err = HandlerError::permanent(format!(
+                "no enabled {vendor} connection for tenant {:?} serving site {:?}: configure one (accessctl connections)",
+                event.tenant, event.site
+            ));
+            return fail(s, m, Some(&event), err).await;
+        }
+        Err(e) => return fail(s, m, Some(&event), e.into()).await,
+    };
+    let key = BindingKey {
+        tenant: event.tenant.clone(),
+        vendor: vendor.as_str().to_owned(),
+        kind: event.kind().as_str().to_owned(),
+        booking_key: event.booking_key.clone(),
+    };
+    let mut tx = match s.pool.begin().await {
+        Ok(tx) => tx,
+        Err(e) => return fail(s, m, Some(&event), db_err(&e, "begin")).await,
+    };
+    let binding = match bindings::lock_and_load(&mut tx, &key).await {
+        Ok(b) => b,
+        Err(e) => return fail(s, m, Some(&event), db_err(&e, "binding")).await,
+    };
+    if let Some(b) = &binding
+        && b.applied_revision >= event.revision
+    {
+        let _ = tx.commit().await;
+        tracing::debug!(
+            applied = b.applied_revision,
+            "stale or duplicate revision; skipped"
+        );
+        ack(m.msg).await;
+        return Outcome::Skipped;
+    }
+    let ctx = ApplyContext {
+        worker: s.handler.name(),
+        reference: reference(&event.tenant, event.kind(), &event.booking_key),
+        rate_limiter: limiter(s, &conn),
+        connection: conn,
+        attempt: m.delivered,
+        last_attempt: i64::try_from(m.delivered).unwrap_or(i64::MAX) >= s.cfg.max_deliver,
+    };
+    let started = Instant::now();
+    let result = with_progress(
+        m.msg,
+        s.cfg.progress_interval,
+        s.handler.apply(&ctx, &event, binding.as_ref()),
+    )
+    .await;
+    match result {
+        Ok(outcome) => {
+            let saved = async {
+                bindings::save_applied(
+                    &mut tx,
+                    &key,
+                    event.revision,
+                    event.id,
+                    &outcome.vendor_ids,
+                    &outcome.status,
+                )
+                .await?;
+                tx.commit().await
+            }
+            .await;
+            if let Err(e) = saved {
+                // The vendor already matches; the retry re-applies idempotently.
+                return fail(s, m, Some(&event), db_err(&e, "save binding")).await;
+            }
+            if let Err(e) = m.msg.double_ack().await {
+                // Redelivery will be skipped by the revision check.
+                tracing::warn!(error = %e, "ack not confirmed");
+            }
+            tracing::debug!(took_ms = started.elapsed().as_millis() as u64, status = %outcome.status, "applied");
+            Outcome::Applied
+        }
+        Err(err) => {
+            let _ = tx.rollback().await;
+            fail(s, m, Some(&event), err).await
+        }
+    }
+}
+
+fn db_err(e: &sqlx::Error, what: &str) -> HandlerError {
+    HandlerError {
+        class: accesshub_store::db_error_class(e),
+        message: format!("database ({what}): {e}"),
+        retry_after: None,
+    }
+}
+
+async fn ack(msg: &jetstream::Message) {
+    if let Err(e) = msg.double_ack().await {
+        tracing::warn!(error = %e, "ack not confirmed");
+    }
+}
+
+/// The error policy: NAK with delay, or DLQ + Term.
+async fn fail<H: Handler>(
+    s: &Shared<H>,
+    m: &Msg<'_>,
+    event: Option<&Event>,
+    err: HandlerError,
+) -> Outcome {
+    let key = event.map(|e| BindingKey {
+        tenant: e.tenant.clone(),
+        vendor: s.handler.vendor().as_str().to_owned(),
+        kind: e.kind().as_str().to_owned(),
+        booking_key: e.booking_key.clone(),
+    });
+    match s.backoff.decide(&err, m.delivered, s.cfg.max_deliver) {
+        Decision::Retry(delay) => {
+            tracing::warn!(error = %err.message, attempt = m.delivered, ?delay, "transient failure; retrying");
+            if let Some(k) = &key
+                && let Err(e) = bindings::record_error(&s.pool, k, &err.message, false).await
+            {
+                tracing::debug!(error = %e, "record last_error");
+            }
+            if let Err(e) = m.msg.ack_with(AckKind::Nak(Some(delay))).await {
+                tracing::warn!(error = %e, "nak failed; redelivery after ack_wait");
+            }
+            Outcome::Retried
+        }
+        Decision::DeadLetter => {
+            let class = if err.class == ErrorClass::Transient {
+                ErrorClass::Transient
+            } else {
+                ErrorClass::Permanent
+            };
+            let reason = if class == ErrorClass::Transient {
+                format!(
+                    "retries exhausted after {} attempts: {}",
+                    m.delivered, err.message
+                )
+            } else {
+                err.message.clone()
+            };
+            let dl = dlq::build(&dlq::Failure {
+                worker: s.handler.name(),
+                msg: m.msg,
+                original_subject: m.subject,
+                event,
+                reason: &reason,
+                class,
+                attempts: m.delivered,
+                stream: m.stream.clone(),
+                stream_sequence: m.seq,
+                // Our span's trace (a child of the publisher's); the header's trace when
+                // spans are filtered out — the same trace id either way.
+                trace_id: accesshub_telemetry::current_trace_id()
+                    .or_else(|| header_trace_id(m.msg)),
+            });
+            if let Err(e) = dlq::publish(&s.bus, &dl).await {
+                // Never Term without a durable copy: try again later.
+                tracing::error!(error = %e, "DLQ publish failed; message kept");
+                let _ = m
+                    .msg
+                    .ack_with(AckKind::Nak(Some(s.backoff.delay(m.delivered))))
+                    .await;
+                return Outcome::Retried;
+            }
+            if let Some(k) = &key
+                && let Err(e) = bindings::record_error(&s.pool, k, &reason, true).await
+            {
+                tracing::warn!(error = %e, "record last_error");
+            }
+            tracing::error!(reason = %reason, class = %class, dlq_id = %dl.id, "dead-lettered");
+            if let Err(e) = m.msg.double_ack_with(AckKind::Term).await {
+                tracing::warn!(error = %e, "term not confirmed");
+            }
+            Outcome::DeadLettered
+        }
+    }
+}
+
+/// Trace id of a W3C `traceparent` header (`00-<trace>-<span>-<flags>`).
+fn header_trace_id(msg: &jetstream::Message) -> Option<String> {
+    let tp = msg
+        .message
+        .headers
+        .as_ref()?
+        .get(accesshub_domain::headers::TRACEPARENT)?
+        .as_str();
+    let trace = tp.split('-').nth(1)?;
+    (trace.len() == 32 && trace.bytes().all(|b| b.is_ascii_hexdigit()) && trace != "0".repeat(32))
+        .then(|| trace.to_owned())
+}

@@ -1,0 +1,109 @@
+//! `serve_main`: everything a worker binary does, so each `main.rs` is a few lines.
+
+use std::{sync::Arc, time::Duration};
+
+use accesshub_config::{CommonConfig, env_opt};
+
+use crate::{
+    Handler, WorkerConfig, WorkerError,
+    runner::start,
+    source::{ConnectionSource, StaticConnections},
+};
+
+/// Installs ring as rustls' process-wide provider (reqwest's and sqlx/async-nats' backends
+/// are both compiled in; rustls refuses to guess). Safe to call more than once.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Resolves on SIGTERM (Kubernetes) or Ctrl-C.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Retries `f` for about a minute: at start-up Postgres or NATS may still be coming up.
+async fn with_retries<T, E: std::fmt::Display>(
+    what: &str,
+    mut f: impl AsyncFnMut() -> Result<T, E>,
+) -> Result<T, E> {
+    let mut wait = Duration::from_millis(250);
+    let mut tries = 0;
+    loop {
+        match f().await {
+            Ok(v) => return Ok(v),
+            Err(e) if tries < 12 => {
+                tracing::warn!(error = %e, ?wait, "{what} failed; retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(8));
+                tries += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The whole life of a worker process: configuration from the environment, telemetry, the
+/// ops server (`/healthz`, `/readyz`, `/metrics` on `ACCESSHUB_HTTP_ADDR`), migrations,
+/// streams, the worker itself, and a graceful stop on SIGTERM.
+///
+/// Connections come from `ACCESSHUB_CONNECTIONS_FILE` (YAML/JSON list) until the Postgres
+/// connection store is wired in here.
+pub async fn serve_main<H, F>(service: &'static str, make_handler: F) -> Result<(), WorkerError>
+where
+    H: Handler,
+    F: FnOnce(&WorkerConfig) -> Result<H, WorkerError>,
+{
+    install_crypto_provider();
+    let common = CommonConfig::from_env(service)?;
+    let _telemetry = accesshub_telemetry::init(service, common.log_format)?;
+    let connections: Arc<dyn ConnectionSource> = match env_opt("ACCESSHUB_CONNECTIONS_FILE") {
+        Some(path) => Arc::new(StaticConnections::from_file(&path)?),
+        None => {
+            tracing::warn!(
+                "ACCESSHUB_CONNECTIONS_FILE not set: no connections, every event will be dead-lettered"
+            );
+            Arc::new(StaticConnections::default())
+        }
+    };
+    let cfg = WorkerConfig::from_env(common, connections)?;
+    let pool = accesshub_store::connect_lazy(&cfg.common.database_url, 2)?;
+    with_retries("migrations", async || accesshub_store::migrate(&pool).await).await?;
+    pool.close().await;
+    let bus = accesshub_bus::connect(&cfg.common).await?;
+    with_retries("streams", async || bus.ensure_streams().await).await?;
+    let handler = make_handler(&cfg)?;
+    let addr = cfg.common.http_addr;
+    let registry = cfg.registry.clone();
+    let handle = start(cfg, handler).await?;
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let app = accesshub_telemetry::ops::ops_router(registry, handle.readiness());
+    let ops = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "ops server stopped");
+        }
+    });
+    tracing::info!(%addr, service, "worker started");
+    shutdown_signal().await;
+    tracing::info!("shutting down: finishing in-flight messages");
+    let result = handle.shutdown().await;
+    ops.abort();
+    result
+}

@@ -1,0 +1,84 @@
+//! Where connections come from. Coded against a small trait so the runtime does not depend on
+//! how connections are stored (the Postgres `ConnectionStore`/`ConnectionCache` of
+//! accesshub-connections implements it once it lands; a file or a fixed list works today).
+
+use std::{future::Future, pin::Pin, sync::Arc};
+
+use accesshub_connections::{Connection, Vendor};
+use accesshub_domain::{Classify, ErrorClass};
+
+/// A boxed future, so the trait stays object-safe (`Arc<dyn ConnectionSource>`).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Looking up a connection failed.
+#[derive(Debug, thiserror::Error)]
+#[error("connections: {message}")]
+pub struct SourceError {
+    /// What failed.
+    pub message: String,
+    /// Database down → transient; bad file → permanent.
+    pub class: ErrorClass,
+}
+
+impl Classify for SourceError {
+    fn class(&self) -> ErrorClass {
+        self.class
+    }
+}
+
+/// Finds the tenant's enabled connection to `vendor` serving `site`.
+pub trait ConnectionSource: Send + Sync + 'static {
+    /// `None` when the tenant has no such connection (the event is then dead-lettered: an
+    /// operator must configure the mapping).
+    fn for_site<'a>(
+        &'a self,
+        tenant: &'a str,
+        vendor: Vendor,
+        site: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Connection>, SourceError>>;
+}
+
+/// A fixed list of connections: tests, and `ACCESSHUB_CONNECTIONS_FILE` until the Postgres
+/// store is wired in.
+#[derive(Debug, Clone, Default)]
+pub struct StaticConnections {
+    list: Arc<Vec<Connection>>,
+}
+
+impl StaticConnections {
+    /// From a list.
+    pub fn new(list: Vec<Connection>) -> Self {
+        StaticConnections {
+            list: Arc::new(list),
+        }
+    }
+
+    /// From a YAML or JSON file holding a list of connections (the `accessctl apply` shape).
+    pub fn from_file(path: &str) -> Result<Self, SourceError> {
+        let text = std::fs::read_to_string(path).map_err(|e| SourceError {
+            message: format!("{path}: {e}"),
+            class: ErrorClass::Permanent,
+        })?;
+        let list: Vec<Connection> = serde_yaml::from_str(&text).map_err(|e| SourceError {
+            message: format!("{path}: {e}"),
+            class: ErrorClass::Permanent,
+        })?;
+        Ok(Self::new(list))
+    }
+}
+
+impl ConnectionSource for StaticConnections {
+    fn for_site<'a>(
+        &'a self,
+        tenant: &'a str,
+        vendor: Vendor,
+        site: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Connection>, SourceError>> {
+        let found = self
+            .list
+            .iter()
+            .find(|c| c.tenant == tenant && c.vendor() == vendor && c.serves_site(site))
+            .cloned();
+        Box::pin(async move { Ok(found) })
+    }
+}

@@ -1,0 +1,606 @@
+//! Runtime behaviour against the real NATS and Postgres, with a tiny scripted handler.
+//! The booking key scripts the handler: `perm-*` fails permanently, `flaky<N>-*` fails
+//! transiently on the first N attempts, `ra-*` asks for Retry-After 1 s once, `slow<ms>-*`
+//! takes that long, `forever-*` always fails transiently.
+
+#![allow(clippy::unwrap_used)] // tests may unwrap (helpers too)
+
+use std::{
+    collections::{BTreeMap, HashSet},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use accesshub_connections::{Connection, TapkeySettings, Vendor, VendorSettings};
+use accesshub_domain::{
+    DeadLetter, ErrorClass, Event, EventBody, EventKind, Pass, PassHolder, PassStatus, Source,
+    headers, subjects,
+};
+use accesshub_testkit::{TestBus, TestDb};
+use async_nats::jetstream::message::PublishMessage;
+use worker_runtime::{
+    ApplyContext, ApplyOutcome, Binding, BindingKey, Handler, HandlerError, StaticConnections,
+    WorkerConfig, WorkerHandle,
+};
+
+/// (key, revision, attempt, when)
+type Calls = Arc<Mutex<Vec<(String, i64, u64, Instant)>>>;
+
+#[derive(Clone, Default)]
+struct Log {
+    /// (key, revision, attempt, when)
+    applied: Calls,
+    calls: Calls,
+    active: Arc<Mutex<HashSet<String>>>,
+    overlap: Arc<Mutex<bool>>,
+}
+
+struct TestHandler {
+    log: Log,
+}
+
+fn num_after(key: &str, prefix: &str) -> Option<u64> {
+    let rest = key.strip_prefix(prefix)?;
+    let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+    digits.parse().ok()
+}
+
+impl Handler for TestHandler {
+    fn name(&self) -> &'static str {
+        "test-worker"
+    }
+    fn vendor(&self) -> Vendor {
+        Vendor::Tapkey
+    }
+    fn kinds(&self) -> &[EventKind] {
+        &[EventKind::Pass]
+    }
+    async fn apply(
+        &self,
+        ctx: &ApplyContext,
+        event: &Event,
+        _binding: Option<&Binding>,
+    ) -> Result<ApplyOutcome, HandlerError> {
+        let key = event.booking_key.clone();
+        {
+            let mut a = self.log.active.lock().unwrap();
+            if !a.insert(key.clone()) {
+                *self.log.overlap.lock().unwrap() = true;
+            }
+        }
+        self.log.calls.lock().unwrap().push((
+            key.clone(),
+            event.revision,
+            ctx.attempt,
+            Instant::now(),
+        ));
+        let ms = num_after(&key, "slow").unwrap_or(5);
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        self.log.active.lock().unwrap().remove(&key);
+        if key.starts_with("perm-") {
+            return Err(HandlerError::permanent("mapping missing for pass type"));
+        }
+        if key.starts_with("forever-") {
+            return Err(HandlerError::transient("vendor busy"));
+        }
+        if let Some(n) = num_after(&key, "flaky")
+            && ctx.attempt <= n
+        {
+            return Err(HandlerError::transient("503 from vendor"));
+        }
+        if key.starts_with("ra-") && ctx.attempt == 1 {
+            let mut e = HandlerError::transient("429");
+            e.retry_after = Some(Duration::from_secs(1));
+            return Err(e);
+        }
+        self.log.applied.lock().unwrap().push((
+            key.clone(),
+            event.revision,
+            ctx.attempt,
+            Instant::now(),
+        ));
+        Ok(ApplyOutcome::new(
+            "active",
+            serde_json::json!({"ref": ctx.reference, "rev": event.revision}),
+        ))
+    }
+}
+
+fn connection() -> Connection {
+    Connection {
+        tenant: "acme".into(),
+        name: "default".into(),
+        enabled: true,
+        sites: vec![],
+        settings: VendorSettings::Tapkey(TapkeySettings {
+            authority_url: "http://127.0.0.1:9".into(),
+            base_url: "http://127.0.0.1:9".into(),
+            client_id: "c".into(),
+            client_secret: accesshub_connections::Secret::new("s"),
+            owner_account_id: "o".into(),
+            pass_types: BTreeMap::new(),
+        }),
+        version: 0,
+    }
+}
+
+struct Env {
+    db: TestDb,
+    tb: TestBus,
+    log: Log,
+}
+
+impl Env {
+    async fn new() -> Env {
+        accesshub_telemetry::init_for_tests();
+        let (db, tb) = accesshub_testkit::isolated().await;
+        Env {
+            db,
+            tb,
+            log: Log::default(),
+        }
+    }
+
+    fn config(&self) -> WorkerConfig {
+        WorkerConfig::for_test(
+            self.tb.config("test-worker", &self.db.url),
+            Arc::new(StaticConnections::new(vec![connection()])),
+        )
+    }
+
+    async fn start_with(&self, cfg: WorkerConfig) -> WorkerHandle {
+        worker_runtime::start(
+            cfg,
+            TestHandler {
+                log: self.log.clone(),
+            },
+        )
+        .await
+        .unwrap()
+    }
+
+    async fn start(&self) -> WorkerHandle {
+        self.start_with(self.config()).await
+    }
+
+    fn event(&self, tenant: &str, key: &str, rev: i64) -> Event {
+        Event::new(
+            tenant,
+            "hq",
+            key,
+            rev,
+            Source::Nexudus,
+            chrono::Utc::now(),
+            EventBody::Pass(Pass {
+                status: PassStatus::Active,
+                holder: PassHolder {
+                    id: "h1".into(),
+                    email: "h@example.com".into(),
+                    name: None,
+                },
+                pass_type: "day".into(),
+                pass_type_name: None,
+                valid_from: None,
+                expires_at: chrono::Utc::now() + chrono::Duration::days(1),
+            }),
+        )
+    }
+
+    async fn publish_raw(&self, subject: &str, payload: Vec<u8>, h: async_nats::HeaderMap) {
+        let msg = PublishMessage::build().payload(payload.into()).headers(h);
+        self.tb
+            .bus
+            .js
+            .send_publish(self.tb.bus.subject(subject), msg)
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+
+    async fn publish(&self, ev: &Event) {
+        let mut h = async_nats::HeaderMap::new();
+        h.insert(headers::MSG_ID, ev.id.to_string().as_str());
+        h.insert(headers::TENANT, ev.tenant.as_str());
+        h.insert(headers::KIND, ev.kind().as_str());
+        self.publish_raw(&ev.subject(), serde_json::to_vec(ev).unwrap(), h)
+            .await;
+    }
+
+    async fn binding(&self, key: &str) -> Option<Binding> {
+        worker_runtime::get_binding(
+            &self.db.pool,
+            &BindingKey {
+                tenant: "acme".into(),
+                vendor: "tapkey".into(),
+                kind: "pass".into(),
+                booking_key: key.into(),
+            },
+        )
+        .await
+        .unwrap()
+    }
+
+    async fn dead_letter(&self, original_subject: &str) -> Option<DeadLetter> {
+        let stream = self
+            .tb
+            .bus
+            .js
+            .get_stream(self.tb.bus.stream_name(subjects::DLQ_STREAM))
+            .await
+            .unwrap();
+        let subj = self
+            .tb
+            .bus
+            .subject(&subjects::dlq("test-worker", original_subject));
+        let m = stream.get_last_raw_message_by_subject(&subj).await.ok()?;
+        Some(serde_json::from_slice(&m.payload).unwrap())
+    }
+
+    async fn finish(self, h: WorkerHandle) {
+        h.shutdown().await.unwrap();
+        self.tb.cleanup().await;
+        self.db.drop_db().await;
+    }
+
+    fn calls_for(&self, key: &str) -> Vec<(i64, u64)> {
+        self.log
+            .calls
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|c| c.0 == key)
+            .map(|c| (c.1, c.2))
+            .collect()
+    }
+}
+
+async fn eventually<F, Fut>(what: &str, timeout: Duration, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn metric(h: &WorkerHandle, outcome: &str) -> u64 {
+    let text = h.registry().encode();
+    let needle = format!("outcome=\"{outcome}\"");
+    text.lines()
+        .find(|l| l.starts_with("accesshub_worker_messages_total") && l.contains(&needle))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .map(|v| v as u64)
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn applies_then_skips_duplicates_and_stale_revisions() {
+    let env = Env::new().await;
+    let h = env.start().await;
+    let r1 = env.event("acme", "b1", 1);
+    let r2 = env.event("acme", "b1", 2);
+    env.publish(&r1).await;
+    env.publish(&r2).await;
+    eventually("revision 2", Duration::from_secs(10), || async {
+        env.binding("b1")
+            .await
+            .is_some_and(|b| b.applied_revision == 2)
+    })
+    .await;
+    // Same revision again (a redelivery / re-publish with a new msg id) and an older one.
+    let mut dup = r2.clone();
+    dup.id = uuid::Uuid::now_v7();
+    env.publish(&dup).await;
+    let mut old = r1.clone();
+    old.id = uuid::Uuid::now_v7();
+    env.publish(&old).await;
+    eventually("two skips", Duration::from_secs(10), || async {
+        metric(&h, "skipped") >= 2
+    })
+    .await;
+    let b = env.binding("b1").await.unwrap();
+    assert_eq!(b.applied_revision, 2);
+    assert_eq!(b.applied_event_id, Some(r2.id));
+    assert_eq!(b.status, "active");
+    assert_eq!(b.vendor_ids["ref"], "ah:acme:pass:b1");
+    let revs: Vec<i64> = env.calls_for("b1").iter().map(|c| c.0).collect();
+    assert!(revs.iter().filter(|r| **r == 2).count() == 1, "{revs:?}");
+    assert!(!revs.contains(&1) || revs[0] == 1, "{revs:?}");
+    // Readiness: consumer reachable and Postgres up.
+    (h.readiness())().await.unwrap();
+    env.finish(h).await;
+}
+
+#[tokio::test]
+async fn revision_3_before_2_applies_3_only() {
+    let env = Env::new().await;
+    // Publish first, start after, so the order in the stream is 3 then 2.
+    env.publish(&env.event("acme", "r1", 3)).await;
+    env.publish(&env.event("acme", "r1", 2)).await;
+    let h = env.start().await;
+    eventually("two messages handled", Duration::from_secs(10), || async {
+        metric(&h, "applied") + metric(&h, "skipped") >= 2
+    })
+    .await;
+    assert_eq!(env.binding("r1").await.unwrap().applied_revision, 3);
+    assert_eq!(env.calls_for("r1"), vec![(3, 1)]);
+    env.finish(h).await;
+}
+
+#[tokio::test]
+async fn one_booking_at_a_time_many_at_once() {
+    let env = Env::new().await;
+    let h = env.start().await;
+    for rev in 1..=8 {
+        for k in 0..12 {
+            env.publish(&env.event("acme", &format!("slow20-k{k}"), rev))
+                .await;
+        }
+    }
+    eventually("all at revision 8", Duration::from_secs(30), || async {
+        let mut ok = true;
+        for k in 0..12 {
+            ok &= env
+                .binding(&format!("slow20-k{k}"))
+                .await
+                .is_some_and(|b| b.applied_revision == 8);
+        }
+        ok
+    })
+    .await;
+    assert!(
+        !*env.log.overlap.lock().unwrap(),
+        "same booking processed concurrently"
+    );
+    // Lanes run in parallel: 96 events × 20 ms would take ~2 s serially.
+    let calls = env.log.calls.lock().unwrap().clone();
+    let first = calls.iter().map(|c| c.3).min().unwrap();
+    let last = calls.iter().map(|c| c.3).max().unwrap();
+    assert!(
+        last - first < Duration::from_millis(1900),
+        "{:?}",
+        last - first
+    );
+    env.finish(h).await;
+}
+
+#[tokio::test]
+async fn transient_failures_retry_with_backoff_then_apply() {
+    let env = Env::new().await;
+    let h = env.start().await;
+    env.publish(&env.event("acme", "flaky2-x", 1)).await;
+    eventually("applied", Duration::from_secs(10), || async {
+        env.binding("flaky2-x")
+            .await
+            .is_some_and(|b| b.applied_revision == 1)
+    })
+    .await;
+    assert_eq!(env.calls_for("flaky2-x"), vec![(1, 1), (1, 2), (1, 3)]);
+    assert_eq!(metric(&h, "retried"), 2);
+    assert_eq!(env.binding("flaky2-x").await.unwrap().last_error, None);
+    env.finish(h).await;
+}
+
+#[tokio::test]
+async fn retry_after_is_honoured() {
+    let env = Env::new().await;
+    let h = env.start().await;
+    env.publish(&env.event("acme", "ra-1", 1)).await;
+    eventually("applied", Duration::from_secs(10), || async {
+        env.binding("ra-1").await.is_some()
+    })
+    .await;
+    let calls = env.log.calls.lock().unwrap().clone();
+    let gap = calls[1].3 - calls[0].3;
+    // backoff_max is 400 ms in the test config: only Retry-After explains a ≥ 1 s gap.
+    assert!(gap >= Duration::from_millis(950), "{gap:?}");
+    env.finish(h).await;
+}
+
+#[tokio::test]
+async fn permanent_failure_goes_to_dlq_with_every_field() {
+    let env = Env::new().await;
+    let h = env.start().await;
+    let ev = env.event("acme", "perm-1", 4);
+    let mut hm = async_nats::HeaderMap::new();
+    hm.insert(headers::MSG_ID, ev.id.to_string().as_str());
+    hm.insert(headers::REPLAY_COUNT, "2");
+    hm.append("X-Multi", "a");
+    hm.append("X-Multi", "b");
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    hm.insert(
+        headers::TRACEPARENT,
+        format!("00-{trace}-00f067aa0ba902b7-01").as_str(),
+    );
+    env.publish_raw(&ev.subject(), serde_json::to_vec(&ev).unwrap(), hm)
+        .await;
+    let subject = ev.subject();
+    eventually("dead letter", Duration::from_secs(10), || async {
+        env.dead_letter(&subject).await.is_some()
+    })
+    .await;
+    let dl = env.dead_letter(&subject).await.unwrap();
+    assert_eq!(dl.worker, "test-worker");
+    assert_eq!(dl.original_subject, subject);
+    assert_eq!(dl.class, ErrorClass::Permanent);
+    assert!(dl.reason.contains("mapping missing"), "{}", dl.reason);
+    assert_eq!(dl.attempts, 1);
+    assert_eq!(dl.stream, env.tb.bus.stream_name(subjects::BOOKINGS_STREAM));
+    assert!(dl.stream_sequence.is_some());
+    assert_eq!(dl.event_id, Some(ev.id));
+    assert_eq!(dl.tenant.as_deref(), Some("acme"));
+    assert_eq!(dl.kind.as_deref(), Some("pass"));
+    assert_eq!(dl.booking_key.as_deref(), Some("perm-1"));
+    assert_eq!(dl.replay_count, 2);
+    assert_eq!(dl.trace_id.as_deref(), Some(trace));
+    assert_eq!(dl.original_headers["X-Multi"], vec!["a", "b"]);
+    assert_eq!(
+        dl.payload_bytes().unwrap(),
+        serde_json::to_vec(&ev).unwrap()
+    );
+    let b = env.binding("perm-1").await.unwrap();
+    assert_eq!(b.status, "dead_lettered");
+    assert!(b.last_error.unwrap().contains("mapping missing"));
+    // Terminated: never redelivered.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(env.calls_for("perm-1").len(), 1);
+    assert_eq!(metric(&h, "dead_lettered"), 1);
+    env.finish(h).await;
+}
+
+#[tokio::test]
+async fn poison_payload_and_missing_connection_are_dead_lettered_without_blocking() {
+    let env = Env::new().await;
+    let h = env.start().await;
+    let poison_subject = subjects::booking(EventKind::Pass, "acme", "poison");
+    let mut hm = async_nats::HeaderMap::new();
+    hm.insert(headers::TENANT, "acme");
+    env.publish_raw(&poison_subject, b"{not json".to_vec(), hm)
+        .await;
+    let other = env.event("globex", "nocon", 1);
+    env.publish(&other).await;
+    env.publish(&env.event("acme", "after", 1)).await;
+    eventually("later event applied", Duration::from_secs(10), || async {
+        env.binding("after").await.is_some()
+    })
+    .await;
+    let ps = poison_subject.clone();
+    eventually("poison dead letter", Duration::from_secs(10), || async {
+        env.dead_letter(&ps).await.is_some()
+    })
+    .await;
+    let dl = env.dead_letter(&poison_subject).await.unwrap();
+    assert!(dl.reason.contains("not a valid event"), "{}", dl.reason);
+    assert_eq!(dl.class, ErrorClass::Permanent);
+    assert_eq!(dl.payload, "{not json");
+    assert_eq!(dl.tenant.as_deref(), Some("acme"));
+    assert_eq!(dl.event_id, None);
+    let os = other.subject();
+    eventually(
+        "no-connection dead letter",
+        Duration::from_secs(10),
+        || async { env.dead_letter(&os).await.is_some() },
+    )
+    .await;
+    let dl = env.dead_letter(&other.subject()).await.unwrap();
+    assert!(
+        dl.reason.contains("no enabled tapkey connection"),
+        "{}",
+        dl.reason
+    );
+    env.finish(h).await;
+}
+
+#[tokio::test]
+async fn transient_on_last_delivery_goes_to_dlq() {
+    let env = Env::new().await;
+    let h = env.start().await;
+    let ev = env.event("acme", "forever-1", 1);
+    env.publish(&ev).await;
+    let s = ev.subject();
+    eventually("dead letter", Duration::from_secs(20), || async {
+        env.dead_letter(&s).await.is_some()
+    })
+    .await;
+    let dl = env.dead_letter(&s).await.unwrap();
+    assert_eq!(dl.class, ErrorClass::Transient);
+    assert_eq!(dl.attempts, 5);
+    assert!(dl.reason.contains("retries exhausted"), "{}", dl.reason);
+    assert_eq!(env.calls_for("forever-1").len(), 5);
+    env.finish(h).await;
+}
+
+#[tokio::test]
+async fn long_calls_keep_the_message_with_progress_acks() {
+    let env = Env::new().await;
+    let mut cfg = env.config();
+    cfg.ack_wait = Duration::from_secs(2);
+    cfg.progress_interval = Duration::from_millis(500);
+    let h = env.start_with(cfg).await;
+    env.publish(&env.event("acme", "slow5000-p", 1)).await;
+    eventually("applied", Duration::from_secs(15), || async {
+        env.binding("slow5000-p").await.is_some()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // No redelivery happened although the call took 2.5 × ack_wait.
+    assert_eq!(env.calls_for("slow5000-p"), vec![(1, 1)]);
+    env.finish(h).await;
+}
+
+#[tokio::test]
+async fn graceful_shutdown_finishes_in_flight_work() {
+    let env = Env::new().await;
+    let h = env.start().await;
+    env.publish(&env.event("acme", "slow1500-g", 1)).await;
+    eventually("in apply", Duration::from_secs(10), || async {
+        !env.calls_for("slow1500-g").is_empty()
+    })
+    .await;
+    h.shutdown().await.unwrap();
+    // Finished and recorded before shutdown returned.
+    assert!(env.binding("slow1500-g").await.is_some());
+    env.tb.cleanup().await;
+    env.db.drop_db().await;
+}
+
+#[tokio::test]
+async fn crash_mid_call_redelivers_and_a_restart_applies() {
+    let env = Env::new().await;
+    let h = env.start().await;
+    env.publish(&env.event("acme", "slow3000-c", 1)).await;
+    eventually("in apply", Duration::from_secs(10), || async {
+        !env.calls_for("slow3000-c").is_empty()
+    })
+    .await;
+    h.abort().await;
+    assert!(env.binding("slow3000-c").await.is_none());
+    let h = env.start().await;
+    eventually("applied after restart", Duration::from_secs(20), || async {
+        env.binding("slow3000-c").await.is_some()
+    })
+    .await;
+    let calls = env.calls_for("slow3000-c");
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert_eq!(calls[1].1, 2, "redelivery is attempt 2");
+    env.finish(h).await;
+}
+
+#[tokio::test]
+async fn deleted_consumer_is_recreated() {
+    let env = Env::new().await;
+    let h = env.start().await;
+    env.publish(&env.event("acme", "d1", 1)).await;
+    eventually("applied", Duration::from_secs(10), || async {
+        env.binding("d1").await.is_some()
+    })
+    .await;
+    let stream = env
+        .tb
+        .bus
+        .js
+        .get_stream(env.tb.bus.stream_name(subjects::BOOKINGS_STREAM))
+        .await
+        .unwrap();
+    stream
+        .delete_consumer(&env.tb.bus.ns.stream("test-worker"))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    env.publish(&env.event("acme", "d2", 1)).await;
+    eventually(
+        "applied after consumer deletion",
+        Duration::from_secs(30),
+        || async { env.binding("d2").await.is_some() },
+    )
+    .await;
+    env.finish(h).await;
+}
