@@ -115,7 +115,7 @@ impl Dlq {
         filter: &Filter,
         limit: Option<usize>,
     ) -> Result<Vec<DlqEntry>, DlqError> {
-        let mut entries = self.scan(filter).await?;
+        let mut entries = self.scan(filter, false).await?;
         entries.sort_by_key(|e| std::cmp::Reverse(e.seq));
         if let Some(l) = limit {
             entries.truncate(l);
@@ -124,7 +124,13 @@ impl Dlq {
         Ok(entries)
     }
 
-    async fn scan(&self, filter: &Filter) -> Result<Vec<DlqEntry>, DlqError> {
+    /// One pass over the stream. `keep_superseded` keeps advisories that a dead letter for the
+    /// same original makes redundant (a purge removes them too; listings hide them).
+    async fn scan(
+        &self,
+        filter: &Filter,
+        keep_superseded: bool,
+    ) -> Result<Vec<DlqEntry>, DlqError> {
         let stream = self.stream(&self.dlq_stream).await?;
         let info = stream
             .get_info()
@@ -192,7 +198,8 @@ impl Dlq {
             }
         }
         out.retain(|e| {
-            e.source != EntrySource::Advisory
+            keep_superseded
+                || e.source != EntrySource::Advisory
                 || e.stream_sequence
                     .is_none_or(|s| !dead_letter_originals.contains(&(e.stream.clone(), s)))
         });
@@ -296,9 +303,23 @@ impl Dlq {
         Ok(report)
     }
 
-    /// Purge: deletes every entry matching `filter` and says how many went.
+    /// What a purge with `filter` would delete (listing plus the hidden advisories), so the
+    /// CLI can show the count and ask before deleting.
+    pub async fn purge_preview(&self, filter: &Filter) -> Result<Vec<DlqEntry>, DlqError> {
+        let mut entries = self.scan(filter, true).await?;
+        entries.sort_by_key(|e| std::cmp::Reverse(e.seq));
+        Ok(entries)
+    }
+
+    /// Purge: deletes every entry matching `filter` (including advisories hidden behind a dead
+    /// letter for the same original) and says how many went.
     pub async fn purge(&self, filter: &Filter) -> Result<PurgeReport, DlqError> {
-        let seqs: Vec<u64> = self.scan(filter).await?.iter().map(|e| e.seq).collect();
+        let seqs: Vec<u64> = self
+            .scan(filter, true)
+            .await?
+            .iter()
+            .map(|e| e.seq)
+            .collect();
         self.delete(&seqs).await
     }
 

@@ -663,6 +663,21 @@ async fn max_deliveries_advisory_is_resolved_and_replayable() {
         entries.iter().all(|e| e.source == EntrySource::DeadLetter),
         "{entries:?}"
     );
+    // A purge also removes the advisory hidden behind that dead letter.
+    let report = dlq
+        .purge(&Filter {
+            booking: Some("P-adv".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(report.deleted, 3, "advisory + both dead letters");
+    assert!(
+        dlq.purge_preview(&Filter::default())
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     tb.cleanup().await;
     db.drop_db().await;

@@ -185,7 +185,7 @@ pub async fn run_with(dlq: &Dlq, cmd: DlqCommand, format: Format) -> anyhow::Res
             if f.is_empty() && !all {
                 bail!("dlq purge needs a filter (--tenant, --worker, ...) or --all");
             }
-            let entries = dlq.list(&f, None).await?;
+            let entries = dlq.purge_preview(&f).await?;
             if entries.is_empty() {
                 println!("no matching entries");
                 return Ok(());
