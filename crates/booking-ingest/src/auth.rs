@@ -153,6 +153,14 @@ impl SourceEntry {
     }
 }
 
+/// `secret_enc, previous_enc, previous_expires, site_defaults`.
+type SourceRow = (
+    String,
+    Option<String>,
+    Option<DateTime<Utc>>,
+    serde_json::Value,
+);
+
 type CacheMap = HashMap<(String, String), (Instant, Option<Arc<SourceEntry>>)>;
 
 /// Decrypted registrations cached for `ttl` (unknown tenants for at most one second), so a
@@ -222,12 +230,7 @@ impl SourceCache {
     }
 
     async fn load(&self, tenant: &str, source: &str) -> Result<Option<SourceEntry>, sqlx::Error> {
-        let row: Option<(
-            String,
-            Option<String>,
-            Option<DateTime<Utc>>,
-            serde_json::Value,
-        )> = sqlx::query_as(
+        let row: Option<SourceRow> = sqlx::query_as(
             "SELECT secret_enc, previous_enc, previous_expires, site_defaults \
                  FROM tenant_sources WHERE tenant_id = $1 AND source = $2",
         )

@@ -1,5 +1,7 @@
 //! End-to-end tests of booking-ingest against the real NATS and PostgreSQL.
 
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
+
 mod common;
 
 use accesshub_domain::{Event, EventBody, headers};

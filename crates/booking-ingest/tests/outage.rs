@@ -1,6 +1,8 @@
 //! NATS outage: webhooks are still accepted (into the outbox) and the events flow once NATS
 //! is back. Runs against a private nats-server this test starts, stops and restarts.
 
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
+
 mod common;
 
 use std::time::{Duration, Instant};

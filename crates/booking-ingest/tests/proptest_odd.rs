@@ -2,6 +2,8 @@
 //! Unicode, missing fields, bad signatures, wrong content types) are all answered 4xx, the
 //! service stays up, and nothing is stored.
 
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
+
 mod common;
 
 use common::*;

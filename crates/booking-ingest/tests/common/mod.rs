@@ -1,6 +1,6 @@
 //! Shared test harness: a fresh database and NATS namespace, booking-ingest in-process, a
 //! registered tenant for every source, signed requests, and stream readers.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 
 use std::time::{Duration, Instant};
 
