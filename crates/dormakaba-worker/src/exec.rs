@@ -1,0 +1,142 @@
+//! Runs planned operations against the lock system, recording each success in the
+//! [`LockRecord`] as it goes so a failure part-way leaves an accurate record.
+
+use crate::plan::{Desired, LockRecord, Op, booking_request, record_done};
+use crate::soap::{SoapClient, SoapError};
+
+/// What a run of operations produced.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecReport {
+    /// Cards encoded by these calls (0 when the lock system answered an idempotent create).
+    pub cards: u32,
+    /// Encoder used for cards.
+    pub encoder: Option<String>,
+    /// A mobile key was sent.
+    pub mobile_sent: bool,
+    /// `CreateNewBooking` found the booking already there (a retry after a crash).
+    pub already_booked: bool,
+    /// Operation names, in order (for logs and tests).
+    pub operations: Vec<&'static str>,
+}
+
+/// A failure part-way: the error plus what had already succeeded.
+#[derive(Debug)]
+pub struct ExecFailure {
+    /// The failing call.
+    pub error: SoapError,
+    /// Calls done before it.
+    pub done: ExecReport,
+}
+
+/// Something to wait on before each vendor call (the connection's rate limiter).
+pub trait Throttle: Sync {
+    /// Waits for a token.
+    fn acquire(&self) -> impl std::future::Future<Output = ()> + Send;
+}
+
+/// No rate limit (tests, lookups).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Unthrottled;
+
+impl Throttle for Unthrottled {
+    async fn acquire(&self) {}
+}
+
+/// Executes `ops` in order; stops at the first failure.
+pub async fn execute<T: Throttle>(
+    client: &SoapClient,
+    throttle: &T,
+    d: &Desired,
+    rec: &mut LockRecord,
+    ops: &[Op],
+    key_size: u32,
+) -> Result<ExecReport, ExecFailure> {
+    let mut report = ExecReport::default();
+    for op in ops {
+        throttle.acquire().await;
+        let result = run_one(client, d, rec, op, key_size).await;
+        match result {
+            Ok((name, tx, message)) => {
+                report.operations.push(name);
+                match op {
+                    Op::CreateBooking {
+                        encoder, key_count, ..
+                    } => {
+                        // The lock system answers an existing ReservationID without encoding.
+                        if message.eq_ignore_ascii_case("Booking already exists") {
+                            report.already_booked = true;
+                        } else if *key_count > 0 {
+                            report.cards += key_count;
+                            report.encoder = Some(encoder.clone());
+                        }
+                    }
+                    Op::ChangeAccess { encoder, key_count }
+                    | Op::Duplicate { encoder, key_count } => {
+                        if *key_count > 0 {
+                            report.cards += key_count;
+                            report.encoder = Some(encoder.clone());
+                        }
+                    }
+                    Op::IssueMobileKey(_) => report.mobile_sent = true,
+                    _ => {}
+                }
+                // After an interrupted first attempt the cards were encoded then and never
+                // recorded: counting the op's cards once here is still right.
+                record_done(rec, d, op, tx);
+            }
+            Err(error) => {
+                return Err(ExecFailure {
+                    error,
+                    done: report,
+                });
+            }
+        }
+    }
+    Ok(report)
+}
+
+async fn run_one(
+    client: &SoapClient,
+    d: &Desired,
+    rec: &LockRecord,
+    op: &Op,
+    key_size: u32,
+) -> Result<(&'static str, Option<String>, String), SoapError> {
+    let rid = &d.reservation_id;
+    let bad_plan = |e: crate::plan::PlanError| SoapError::Config(e.to_string());
+    let r = match op {
+        Op::CreateBooking { encoder, key_count } => {
+            let b = booking_request(d, encoder, *key_count, key_size).map_err(bad_plan)?;
+            ("CreateNewBooking", client.create_new_booking(&b).await?)
+        }
+        Op::ChangeAccess { encoder, key_count } => {
+            let b = booking_request(d, encoder, *key_count, key_size).map_err(bad_plan)?;
+            ("ChangeKeyAccess", client.change_key_access(&b).await?)
+        }
+        Op::Duplicate { encoder, key_count } => {
+            let name = rec.guest_name.as_deref().unwrap_or(&d.guest_name);
+            (
+                "MakeDuplicateKey",
+                client
+                    .make_duplicate_key(rid, name, encoder, *key_count, key_size)
+                    .await?,
+            )
+        }
+        Op::ExtendCheckOut => (
+            "ExtendCheckOut",
+            client.extend_check_out(rid, &d.check_out).await?,
+        ),
+        Op::IssueMobileKey(m) => (
+            "IssueMobileKey",
+            client
+                .issue_mobile_key(rid, &m.room, &m.surname, &m.phone)
+                .await?,
+        ),
+        Op::CancelMobileKey(m) => (
+            "CancelGuestsMobileAccessToRoom",
+            client.cancel_mobile_access(rid, &m.room, &m.phone).await?,
+        ),
+        Op::CheckOut => ("CheckOutGuest", client.check_out_guest(rid).await?),
+    };
+    Ok((r.0, r.1.transaction_no, r.1.message))
+}

@@ -1,0 +1,84 @@
+//! Lookups answered for the admin API / `accessctl` on `lookup.dormakaba`: `encoder-test`
+//! runs `HelloWorldTest` with the connection's credentials (reachability, AuthHeader) and
+//! lists the connection's encoders, flagging USB ones the web service cannot drive.
+
+use accesshub_bus::Bus;
+use accesshub_connections::lookup::{LookupFailure, LookupItem, LookupRequest, serve_lookups};
+use accesshub_connections::{
+    Connection, ConnectionStore, DormakabaSettings, EncoderKind, Vendor, VendorSettings,
+};
+use accesshub_domain::Classify;
+
+use crate::soap::{SoapClient, SoapConfig};
+
+/// `what` values this worker answers.
+pub const ENCODER_TEST: &str = "encoder-test";
+
+/// Runs the encoder test against one connection's lock system.
+pub async fn encoder_test(s: &DormakabaSettings) -> Result<Vec<LookupItem>, LookupFailure> {
+    let client = SoapClient::new(SoapConfig::from_settings(s))
+        .map_err(|e| LookupFailure::vendor(e.to_string(), e.class()))?;
+    let hello = client.hello_world_test().await.map_err(|e| match e.fault_code() {
+        Some("AuthHeaderNotRecognized" | "UserCredentialsNotProvided") => LookupFailure::vendor(
+            format!(
+                "{e}: check the PMS user name and password configured in the lock system's PMS interface settings"
+            ),
+            e.class(),
+        ),
+        _ => LookupFailure::vendor(e.to_string(), e.class()),
+    })?;
+    let mut items = vec![LookupItem {
+        id: "HelloWorldTest".into(),
+        name: format!("{} web service", s.site_name),
+        detail: Some(format!(
+            "reachable, credentials accepted: {}",
+            hello.message
+        )),
+    }];
+    items.extend(s.encoders.iter().map(|e| LookupItem {
+        id: e.id.clone(),
+        name: e.name.clone(),
+        detail: Some(match e.kind {
+            EncoderKind::Network => "network encoder".into(),
+            EncoderKind::Usb => "USB encoder: not supported by the web service".into(),
+        }),
+    }));
+    Ok(items)
+}
+
+/// Answers one lookup with the tenant's stored connection.
+pub async fn answer(
+    store: &ConnectionStore,
+    req: LookupRequest,
+) -> Result<Vec<LookupItem>, LookupFailure> {
+    if req.what != ENCODER_TEST {
+        return Err(LookupFailure::bad_request(format!(
+            "dormakaba answers {ENCODER_TEST:?}, not {:?}",
+            req.what
+        )));
+    }
+    let conn: Option<Connection> = store
+        .get(&req.tenant, Vendor::Dormakaba, &req.connection)
+        .await
+        .map_err(|e| LookupFailure::vendor(e.to_string(), e.class()))?;
+    match conn.map(|c| c.settings) {
+        Some(VendorSettings::Dormakaba(s)) => encoder_test(&s).await,
+        _ => Err(LookupFailure::no_connection(
+            &req.tenant,
+            Vendor::Dormakaba,
+            &req.connection,
+        )),
+    }
+}
+
+/// Subscribes to `lookup.dormakaba` (namespaced) and answers from `store`.
+pub async fn serve(
+    bus: &Bus,
+    store: ConnectionStore,
+) -> Result<tokio::task::JoinHandle<()>, accesshub_connections::lookup::LookupError> {
+    serve_lookups(bus, Vendor::Dormakaba, move |req| {
+        let store = store.clone();
+        async move { answer(&store, req).await }
+    })
+    .await
+}
