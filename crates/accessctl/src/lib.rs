@@ -28,6 +28,9 @@ pub enum Command {
     Dlq(cmd::dlq::DlqCommand),
     /// One-screen health: streams, consumers, DLQ depth per worker, last sync runs.
     Status,
+    /// Sync runs: queue one, follow them, manage schedules.
+    #[command(subcommand)]
+    Sync(cmd::sync::SyncCommand),
 }
 
 /// Runs a parsed command line.
@@ -36,5 +39,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Migrate => cmd::migrate::run().await,
         Command::Dlq(c) => cmd::dlq::run(c, cli.output).await,
         Command::Status => cmd::status::run(cli.output).await,
+        Command::Sync(c) => cmd::sync::run(c, cli.output).await,
     }
 }

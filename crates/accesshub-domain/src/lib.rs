@@ -9,6 +9,7 @@ pub mod dlq;
 pub mod event;
 pub mod headers;
 pub mod subjects;
+pub mod sync;
 pub mod validate;
 
 pub use class::{Classify, ErrorClass};

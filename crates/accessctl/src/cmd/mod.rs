@@ -3,3 +3,4 @@
 pub mod dlq;
 pub mod migrate;
 pub mod status;
+pub mod sync;

@@ -1,0 +1,435 @@
+//! One sync run: list the vendor's objects into a compact index, stream the desired bookings
+//! from Postgres (never loading them all), compare per booking by reference and fingerprint,
+//! and publish repair commands on the SYNC stream for the owning worker.
+//!
+//! Nothing is removed on the strength of a partial listing: if the vendor list fails, the run
+//! fails before any command is sent.
+
+use std::time::{Duration, Instant};
+
+use accesshub_bus::Bus;
+use accesshub_connections::Connection;
+use accesshub_domain::{
+    Event, EventBody, EventKind, SCHEMA_VERSION, Source, headers, subjects,
+    sync::{self, RemoveCommand, SyncAction},
+};
+use async_nats::jetstream::{self, context::PublishAckFuture};
+use chrono::{DateTime, Utc};
+use futures::{StreamExt as _, TryStreamExt as _, stream::FuturesUnordered};
+use sqlx::{PgPool, Row as _};
+
+use crate::{
+    error::ReconcileError,
+    inventory::{Inventory, VendorIndex},
+    model::{Counts, Scope, SyncRun},
+    store,
+};
+
+/// How many repair publishes may await their PubAck at once.
+const MAX_INFLIGHT: usize = 512;
+/// How often progress is written to the run row (also the lease heartbeat).
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
+/// Keys looked up per query when checking whether leftovers belong to out-of-scope bookings.
+const LEFTOVER_CHUNK: usize = 1000;
+
+/// How a run ended when it got to compare at all.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    /// Counts.
+    pub counts: Counts,
+    /// Bookings that could not be judged (first few reasons), for the run's `error`.
+    pub problems: Vec<String>,
+    /// Objects listed at the vendor.
+    pub vendor_objects: usize,
+    /// Heap of the vendor index, for the benchmark.
+    pub index_bytes: usize,
+    /// Time spent listing the vendor.
+    pub list_time: Duration,
+    /// Time spent streaming and comparing.
+    pub compare_time: Duration,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Repair {
+    Create,
+    Update,
+    Remove,
+}
+
+/// Rebuilds the booking's event from its `bookings` row. `payload` is the `EventBody` either
+/// tagged (`{"kind", "payload"}`) or as the bare payload of `kind`.
+pub fn event_from_row(
+    tenant: &str,
+    kind: &str,
+    row: &sqlx::postgres::PgRow,
+) -> Result<Event, String> {
+    let payload: serde_json::Value = row.try_get("payload").map_err(|e| e.to_string())?;
+    let body: EventBody = if payload.get("kind").is_some() && payload.get("payload").is_some() {
+        serde_json::from_value(payload)
+    } else {
+        serde_json::from_value(serde_json::json!({"kind": kind, "payload": payload}))
+    }
+    .map_err(|e| format!("payload: {e}"))?;
+    let source: String = row.try_get("source").map_err(|e| e.to_string())?;
+    Ok(Event {
+        id: row.try_get("event_id").map_err(|e| e.to_string())?,
+        tenant: tenant.to_owned(),
+        site: row.try_get("site").map_err(|e| e.to_string())?,
+        booking_key: row.try_get("booking_key").map_err(|e| e.to_string())?,
+        revision: row.try_get("revision").map_err(|e| e.to_string())?,
+        source: source.parse().unwrap_or(Source::Native),
+        occurred_at: row.try_get("updated_at").map_err(|e| e.to_string())?,
+        schema_version: SCHEMA_VERSION,
+        body,
+    })
+}
+
+/// One repair command to publish.
+struct Command<'a> {
+    repair: Repair,
+    booking_key: &'a str,
+    msg_suffix: &'a str,
+    action: SyncAction,
+    reason: &'a str,
+    extra: &'a [(&'a str, String)],
+    body: Vec<u8>,
+}
+
+struct Publisher<'a> {
+    bus: &'a Bus,
+    run: &'a SyncRun,
+    conn: &'a Connection,
+    vendor: &'static str,
+    inflight: FuturesUnordered<futures::future::BoxFuture<'static, (Repair, bool)>>,
+}
+
+impl Publisher<'_> {
+    async fn send(&mut self, counts: &mut Counts, cmd: Command<'_>) {
+        let Command {
+            repair,
+            booking_key,
+            msg_suffix,
+            action,
+            reason,
+            extra,
+            body,
+        } = cmd;
+        while self.inflight.len() >= MAX_INFLIGHT {
+            if let Some((r, ok)) = self.inflight.next().await {
+                tally(counts, r, ok);
+            }
+        }
+        let subject = self.bus.subject(&subjects::sync(
+            self.vendor,
+            &self.run.connection.tenant,
+            booking_key,
+        ));
+        let mut h = async_nats::HeaderMap::new();
+        h.insert(sync::HEADER_RUN, self.run.id.to_string().as_str());
+        h.insert(sync::HEADER_FORCE, "true");
+        h.insert(sync::HEADER_ACTION, action.as_str());
+        h.insert(sync::HEADER_REASON, reason);
+        h.insert(headers::TENANT, self.conn.tenant.as_str());
+        for (k, v) in extra {
+            h.insert(*k, v.as_str());
+        }
+        accesshub_telemetry::propagation::inject_nats(&mut h);
+        let msg = jetstream::message::PublishMessage::build()
+            .payload(body.into())
+            .headers(h)
+            .message_id(format!("sync-{}-{}", self.run.id, msg_suffix));
+        let fut: Result<PublishAckFuture, _> = self.bus.js.send_publish(subject, msg).await;
+        match fut {
+            Ok(ack) => self.inflight.push(Box::pin(async move {
+                match ack.await {
+                    Ok(_) => (repair, true),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "repair publish not acknowledged");
+                        (repair, false)
+                    }
+                }
+            })),
+            Err(e) => {
+                tracing::warn!(error = %e, "repair publish failed");
+                tally(counts, repair, false);
+            }
+        }
+    }
+
+    async fn apply(&mut self, counts: &mut Counts, repair: Repair, ev: &Event, reason: &str) {
+        let body = match serde_json::to_vec(ev) {
+            Ok(b) => b,
+            Err(_) => {
+                counts.failed += 1;
+                return;
+            }
+        };
+        let extra = [
+            (headers::KIND, ev.kind().as_str().to_owned()),
+            (headers::REVISION, ev.revision.to_string()),
+            (headers::EVENT_ID, ev.id.to_string()),
+            (headers::SCHEMA_VERSION, ev.schema_version.to_string()),
+        ];
+        let suffix = format!("apply-{}-{}", subjects::token(&ev.booking_key), ev.revision);
+        let cmd = Command {
+            repair,
+            booking_key: &ev.booking_key,
+            msg_suffix: &suffix,
+            action: SyncAction::Apply,
+            reason,
+            extra: &extra,
+            body,
+        };
+        self.send(counts, cmd).await;
+    }
+
+    async fn remove(
+        &mut self,
+        counts: &mut Counts,
+        kind: EventKind,
+        booking_key: &str,
+        reference: &str,
+        vendor_id: &str,
+    ) {
+        let cmd = RemoveCommand {
+            run_id: self.run.id,
+            tenant: self.conn.tenant.clone(),
+            vendor: self.vendor.to_owned(),
+            connection: self.conn.name.clone(),
+            kind,
+            booking_key: booking_key.to_owned(),
+            reference: reference.to_owned(),
+            vendor_id: vendor_id.to_owned(),
+        };
+        let body = match serde_json::to_vec(&cmd) {
+            Ok(b) => b,
+            Err(_) => {
+                counts.failed += 1;
+                return;
+            }
+        };
+        let suffix = format!("remove-{}", subjects::token(vendor_id));
+        let extra = [(headers::KIND, kind.as_str().to_owned())];
+        let cmd = Command {
+            repair: Repair::Remove,
+            booking_key,
+            msg_suffix: &suffix,
+            action: SyncAction::Remove,
+            reason: "stray",
+            extra: &extra,
+            body,
+        };
+        self.send(counts, cmd).await;
+    }
+
+    async fn drain(&mut self, counts: &mut Counts) {
+        while let Some((r, ok)) = self.inflight.next().await {
+            tally(counts, r, ok);
+        }
+    }
+}
+
+fn tally(c: &mut Counts, r: Repair, ok: bool) {
+    if !ok {
+        c.failed += 1;
+        return;
+    }
+    match r {
+        Repair::Create => c.created += 1,
+        Repair::Update => c.updated += 1,
+        Repair::Remove => c.removed += 1,
+    }
+}
+
+/// Runs the comparison for one connection and publishes the repairs.
+pub async fn sync_connection(
+    pool: &PgPool,
+    bus: &Bus,
+    inv: &dyn Inventory,
+    conn: &Connection,
+    run: &SyncRun,
+    now: DateTime<Utc>,
+) -> Result<Outcome, ReconcileError> {
+    let mut out = Outcome::default();
+    let t0 = Instant::now();
+
+    // 1. The vendor side, whole, into the compact index.
+    let hint = inv.size_hint(conn).await.unwrap_or(0);
+    let mut index = VendorIndex::with_capacity(hint);
+    let mut objects = inv.list_ours(conn);
+    let mut last_beat = Instant::now();
+    while let Some(o) = objects.try_next().await? {
+        index
+            .push(&o)
+            .map_err(|m| ReconcileError::invalid("vendor object", m))?;
+        if last_beat.elapsed() >= HEARTBEAT_EVERY {
+            store::heartbeat(pool, run.id, &out.counts).await?;
+            last_beat = Instant::now();
+        }
+    }
+    drop(objects);
+    index.finish();
+    out.vendor_objects = index.len();
+    out.index_bytes = index.heap_bytes();
+    out.list_time = t0.elapsed();
+    tracing::info!(
+        run = run.id,
+        objects = index.len(),
+        index_bytes = out.index_bytes,
+        secs = out.list_time.as_secs_f64(),
+        "vendor listed"
+    );
+
+    // 2. The desired side, streamed.
+    let t1 = Instant::now();
+    let kinds: Vec<String> = inv.kinds().iter().map(|k| k.as_str().to_owned()).collect();
+    let (full, horizon) = match run.scope {
+        Scope::Full => (true, now),
+        Scope::Active => (false, now),
+        Scope::Upcoming(d) => (false, now + chrono::Duration::days(i64::from(d))),
+    };
+    let mut publisher = Publisher {
+        bus,
+        run,
+        conn,
+        vendor: inv.vendor(),
+        inflight: FuturesUnordered::new(),
+    };
+    let mut counts = Counts::default();
+    {
+        let mut rows = sqlx::query(
+            "SELECT booking_key, kind, site, revision, source, event_id, payload, updated_at
+               FROM bookings
+              WHERE tenant_id = $1 AND kind = ANY($2)
+                AND ($3 OR ((ends_at IS NULL OR ends_at > $4)
+                            AND (starts_at IS NULL OR starts_at <= $5)))",
+        )
+        .bind(&conn.tenant)
+        .bind(&kinds)
+        .bind(full)
+        .bind(now)
+        .bind(horizon)
+        .fetch(pool);
+        while let Some(row) = rows.try_next().await? {
+            let key: String = row.try_get("booking_key")?;
+            let kind: String = row.try_get("kind")?;
+            let site: String = row.try_get("site")?;
+            let positions: Vec<usize> = index.for_key(&key).map(|o| o.pos).collect();
+            for &p in &positions {
+                index.mark(p);
+            }
+            if !conn.serves_site(&site) {
+                continue;
+            }
+            counts.checked += 1;
+            let judged = event_from_row(&conn.tenant, &kind, &row)
+                .and_then(|ev| inv.desired(conn, &ev, now).map(|d| (ev, d)));
+            let (ev, desired) = match judged {
+                Ok(x) => x,
+                Err(m) => {
+                    counts.failed += 1;
+                    if out.problems.len() < 5 {
+                        out.problems.push(format!("{key}: {m}"));
+                    }
+                    continue;
+                }
+            };
+            let actual: Vec<_> = index.for_key(&key).collect();
+            let mut need_apply: Option<Repair> = None;
+            for d in &desired {
+                let same_ref = actual.iter().filter(|a| a.reference == d.reference);
+                let mut any = false;
+                let mut exact = false;
+                for a in same_ref {
+                    any = true;
+                    exact |= a.fingerprint == d.fingerprint;
+                }
+                if !exact {
+                    let r = if any { Repair::Update } else { Repair::Create };
+                    need_apply = match (need_apply, r) {
+                        (Some(Repair::Update), _) | (_, Repair::Update) => Some(Repair::Update),
+                        _ => Some(r),
+                    };
+                }
+            }
+            // Partly present counts as an update of the booking, wholly absent as a creation.
+            if matches!(need_apply, Some(Repair::Create)) && !actual.is_empty() {
+                need_apply = Some(Repair::Update);
+            }
+            let extras: Vec<(String, String)> = actual
+                .iter()
+                .filter(|a| !desired.iter().any(|d| d.reference == a.reference))
+                .map(|a| (a.reference.to_owned(), a.vendor_id.to_owned()))
+                .collect();
+            if need_apply.is_none() && extras.is_empty() {
+                counts.in_sync += 1;
+            }
+            if let Some(r) = need_apply {
+                let reason = if matches!(r, Repair::Create) {
+                    "missing"
+                } else {
+                    "wrong"
+                };
+                publisher.apply(&mut counts, r, &ev, reason).await;
+            }
+            let kind = ev.kind();
+            for (reference, vendor_id) in extras {
+                publisher
+                    .remove(&mut counts, kind, &key, &reference, &vendor_id)
+                    .await;
+            }
+            if last_beat.elapsed() >= HEARTBEAT_EVERY {
+                store::heartbeat(pool, run.id, &counts).await?;
+                last_beat = Instant::now();
+            }
+        }
+    }
+
+    // 3. Leftovers: objects of bookings not streamed. With scope `full` every one is a stray;
+    //    otherwise only those whose booking is unknown (out-of-scope bookings are not judged).
+    let kind = inv
+        .kinds()
+        .first()
+        .copied()
+        .unwrap_or(EventKind::Reservation);
+    let leftovers: Vec<(String, String, String)> = index
+        .unmarked()
+        .map(|o| {
+            (
+                o.booking_key.to_owned(),
+                o.reference.to_owned(),
+                o.vendor_id.to_owned(),
+            )
+        })
+        .collect();
+    for chunk in leftovers.chunks(LEFTOVER_CHUNK) {
+        let known: std::collections::HashSet<String> = if full {
+            Default::default()
+        } else {
+            let keys: Vec<&str> = chunk.iter().map(|(k, _, _)| k.as_str()).collect();
+            sqlx::query_scalar(
+                "SELECT booking_key FROM bookings
+                  WHERE tenant_id = $1 AND kind = ANY($2) AND booking_key = ANY($3)",
+            )
+            .bind(&conn.tenant)
+            .bind(&kinds)
+            .bind(&keys)
+            .fetch_all(pool)
+            .await?
+            .into_iter()
+            .collect()
+        };
+        for (key, reference, vendor_id) in chunk {
+            if known.contains(key) {
+                continue;
+            }
+            publisher
+                .remove(&mut counts, kind, key, reference, vendor_id)
+                .await;
+        }
+    }
+    publisher.drain(&mut counts).await;
+    out.compare_time = t1.elapsed();
+    out.counts = counts;
+    Ok(out)
+}

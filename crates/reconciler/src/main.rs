@@ -1,0 +1,56 @@
+//! `reconciler`: the service binary. Connections come from the connection store (secrets
+//! unsealed with `ACCESSHUB_ENCRYPTION_KEY`), or from `RECONCILER_CONNECTIONS_FILE` (a YAML
+//! list) for local experiments.
+
+use std::{sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use reconciler::{
+    Reconciler, Settings,
+    connections::{ConnectionSource, StaticConnections},
+    inventory::{Inventory, cloudpass::CloudpassInventory},
+};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cfg = accesshub_config::CommonConfig::from_env("reconciler")?;
+    let _telemetry = accesshub_telemetry::init("reconciler", cfg.log_format)?;
+    let pool = accesshub_store::connect_lazy(&cfg.database_url, 8)?;
+    accesshub_store::migrate(&pool)
+        .await
+        .context("migrations")?;
+    let bus = accesshub_bus::connect(&cfg).await?;
+    bus.ensure_streams().await?;
+    let connections: Arc<dyn ConnectionSource> =
+        match accesshub_config::env_opt("RECONCILER_CONNECTIONS_FILE") {
+            Some(p) => Arc::new(StaticConnections::from_yaml_file(&p)?),
+            None => Arc::new(accesshub_connections::ConnectionStore::new(
+                pool.clone(),
+                accesshub_store::SecretBox::from_env()?,
+            )),
+        };
+    let inventories: Vec<Arc<dyn Inventory>> = vec![Arc::new(CloudpassInventory::new()?)];
+    let settings = Settings {
+        poll_interval: accesshub_config::env_duration(
+            "RECONCILER_POLL_INTERVAL",
+            Duration::from_secs(5),
+        )?,
+        lease: accesshub_config::env_duration("RECONCILER_LEASE", Duration::from_secs(60))?,
+        max_concurrent_runs: accesshub_config::env_or("RECONCILER_MAX_CONCURRENT_RUNS", 2usize)?,
+        default_timezone: accesshub_config::env_or(
+            "RECONCILER_DEFAULT_TIMEZONE",
+            "UTC".to_owned(),
+        )?,
+        ..Settings::default()
+    };
+    let rec = Reconciler::new(pool, bus, connections, inventories, settings);
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let s2 = shutdown.clone();
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        s2.cancel();
+    });
+    rec.serve(shutdown).await;
+    Ok(())
+}

@@ -1,0 +1,264 @@
+//! The long-running service: wakes on `NOTIFY` (or a poll), claims queued runs, fires due
+//! schedules, takes over runs whose replica died, and executes runs under the connection lock.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use accesshub_bus::Bus;
+use chrono::Utc;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    connections::{ConnectionSource, conn_ref},
+    engine::{self, Outcome},
+    error::ReconcileError,
+    inventory::Inventory,
+    lock,
+    model::{RunStatus, SyncRun},
+    store,
+};
+
+/// Tunables.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Name of this replica in `sync_runs.runner`.
+    pub runner: String,
+    /// Poll for queued runs this often even without a `NOTIFY`.
+    pub poll_interval: Duration,
+    /// A running row whose heartbeat is older than this is taken over.
+    pub lease: Duration,
+    /// Runs of different connections executed at once by this replica.
+    pub max_concurrent_runs: usize,
+    /// Timezone of default schedules (connections carry none of their own).
+    pub default_timezone: String,
+    /// Create the default nightly schedule for connections without one.
+    pub default_schedules: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            runner: format!("reconciler-{}", uuid::Uuid::new_v4().simple()),
+            poll_interval: Duration::from_secs(5),
+            lease: Duration::from_secs(60),
+            max_concurrent_runs: 2,
+            default_timezone: "UTC".into(),
+            default_schedules: true,
+        }
+    }
+}
+
+/// The reconciler service.
+#[derive(Clone)]
+pub struct Reconciler {
+    pool: PgPool,
+    bus: Bus,
+    connections: Arc<dyn ConnectionSource>,
+    inventories: Arc<HashMap<&'static str, Arc<dyn Inventory>>>,
+    settings: Settings,
+}
+
+impl std::fmt::Debug for Reconciler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reconciler")
+            .field("runner", &self.settings.runner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Reconciler {
+    /// A reconciler with the given inventories (one per vendor it can sync).
+    pub fn new(
+        pool: PgPool,
+        bus: Bus,
+        connections: Arc<dyn ConnectionSource>,
+        inventories: Vec<Arc<dyn Inventory>>,
+        settings: Settings,
+    ) -> Self {
+        let inventories = inventories.into_iter().map(|i| (i.vendor(), i)).collect();
+        Reconciler {
+            pool,
+            bus,
+            connections,
+            inventories: Arc::new(inventories),
+            settings,
+        }
+    }
+
+    /// The pool (for the API and tests).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Claims and executes queued runs until none is left. Returns the runs executed.
+    pub async fn drain_queue(&self) -> Result<Vec<SyncRun>, ReconcileError> {
+        let mut done = Vec::new();
+        while let Some(run) = store::claim_next(&self.pool, &self.settings.runner).await? {
+            if let Some(r) = self.execute(run).await? {
+                done.push(r);
+            }
+        }
+        Ok(done)
+    }
+
+    /// Executes one claimed run under the connection lock; `None` if the connection is locked
+    /// by another replica (the run is put back in the queue).
+    pub async fn execute(&self, run: SyncRun) -> Result<Option<SyncRun>, ReconcileError> {
+        let Some(guard) = lock::try_lock(&self.pool, &run.connection).await? else {
+            tracing::info!(run = run.id, connection = %run.connection, "connection locked elsewhere; requeued");
+            store::requeue(&self.pool, run.id).await?;
+            return Ok(None);
+        };
+        let result = self.execute_locked(&run).await;
+        let (status, counts, error) = match &result {
+            Ok(o) if o.counts.failed > 0 => (
+                RunStatus::Partial,
+                o.counts,
+                Some(format!(
+                    "{} booking(s) failed: {}",
+                    o.counts.failed,
+                    o.problems.join("; ")
+                )),
+            ),
+            Ok(o) => (RunStatus::Succeeded, o.counts, None),
+            Err(e) => (RunStatus::Failed, Default::default(), Some(e.to_string())),
+        };
+        let fin = store::finish(&self.pool, run.id, status, &counts, error.as_deref()).await;
+        guard.release().await;
+        fin?;
+        match &result {
+            Ok(o) => {
+                tracing::info!(run = run.id, connection = %run.connection, status = status.as_str(),
+                checked = o.counts.checked, in_sync = o.counts.in_sync, created = o.counts.created,
+                updated = o.counts.updated, removed = o.counts.removed, failed = o.counts.failed,
+                "sync run finished")
+            }
+            Err(e) => {
+                tracing::warn!(run = run.id, connection = %run.connection, error = %e, "sync run failed")
+            }
+        }
+        store::get_run(&self.pool, run.id).await
+    }
+
+    async fn execute_locked(&self, run: &SyncRun) -> Result<Outcome, ReconcileError> {
+        let conn = self
+            .connections
+            .get(&run.connection)
+            .await?
+            .ok_or_else(|| ReconcileError::NoConnection {
+                tenant: run.connection.tenant.clone(),
+                vendor: run.connection.vendor.clone(),
+                name: run.connection.name.clone(),
+            })?;
+        if !conn.enabled {
+            return Err(ReconcileError::invalid("connection", "disabled"));
+        }
+        let inv = self
+            .inventories
+            .get(run.connection.vendor.as_str())
+            .ok_or_else(|| ReconcileError::Unsupported(run.connection.vendor.clone()))?;
+        engine::sync_connection(&self.pool, &self.bus, inv.as_ref(), &conn, run, Utc::now()).await
+    }
+
+    /// Requeues running runs whose lease expired and whose connection lock is free (their
+    /// replica is gone). Returns how many were taken over.
+    pub async fn take_over_stale(&self) -> Result<usize, ReconcileError> {
+        let mut n = 0;
+        for run in store::stale_running(&self.pool, self.settings.lease).await? {
+            if let Some(g) = lock::try_lock(&self.pool, &run.connection).await? {
+                store::requeue(&self.pool, run.id).await?;
+                g.release().await;
+                tracing::warn!(run = run.id, connection = %run.connection, "took over a run whose replica stopped");
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Gives every connection without a schedule the default nightly one.
+    pub async fn ensure_default_schedules(&self) -> Result<(), ReconcileError> {
+        for c in self.connections.list().await? {
+            if !self.inventories.contains_key(c.vendor().as_str()) {
+                continue;
+            }
+            store::ensure_default_schedule(
+                &self.pool,
+                &conn_ref(&c),
+                &self.settings.default_timezone,
+                Utc::now(),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// One pass of the housekeeping and the queue.
+    pub async fn tick(&self) -> Result<(), ReconcileError> {
+        self.take_over_stale().await?;
+        store::fire_due_schedules(&self.pool, Utc::now()).await?;
+        self.drain_queue_concurrently().await
+    }
+
+    async fn drain_queue_concurrently(&self) -> Result<(), ReconcileError> {
+        let mut tasks = tokio::task::JoinSet::new();
+        loop {
+            while tasks.len() < self.settings.max_concurrent_runs.max(1) {
+                match store::claim_next(&self.pool, &self.settings.runner).await? {
+                    Some(run) => {
+                        let me = self.clone();
+                        tasks.spawn(async move { me.execute(run).await });
+                    }
+                    None => break,
+                }
+            }
+            match tasks.join_next().await {
+                Some(Ok(Err(e))) => tracing::warn!(error = %e, "sync run bookkeeping failed"),
+                Some(Err(e)) => tracing::error!(error = %e, "sync run task panicked"),
+                Some(Ok(Ok(_))) => {}
+                None => return Ok(()),
+            }
+        }
+    }
+
+    /// Runs until `shutdown`: LISTEN for new runs, poll as a fallback.
+    pub async fn serve(self, shutdown: CancellationToken) {
+        if self.settings.default_schedules
+            && let Err(e) = self.ensure_default_schedules().await
+        {
+            tracing::warn!(error = %e, "default schedules");
+        }
+        let mut listener = match sqlx::postgres::PgListener::connect_with(&self.pool).await {
+            Ok(mut l) => match l.listen(store::NOTIFY_CHANNEL).await {
+                Ok(()) => Some(l),
+                Err(e) => {
+                    tracing::warn!(error = %e, "LISTEN failed; polling only");
+                    None
+                }
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "LISTEN connection failed; polling only");
+                None
+            }
+        };
+        loop {
+            if let Err(e) = self.tick().await {
+                tracing::warn!(error = %e, "reconciler tick failed");
+            }
+            let wait = tokio::time::sleep(self.settings.poll_interval);
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = wait => {}
+                n = async {
+                    match listener.as_mut() {
+                        Some(l) => l.recv().await.map(|_| ()),
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    if let Err(e) = n {
+                        tracing::warn!(error = %e, "LISTEN connection lost; reconnecting");
+                    }
+                }
+            }
+        }
+    }
+}
