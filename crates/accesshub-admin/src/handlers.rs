@@ -1,0 +1,432 @@
+//! Route handlers. Every connection leaves through `redacted()`; request bodies are parsed
+//! with field paths so a 400 names the field.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use accesshub_connections::{
+    ApplyStatus, Change, Connection, Tenant, TenantSource, Vendor,
+    lookup::{self, LookupFailureKind, LookupItem, LookupRequest, LookupResponse},
+    model::Secret,
+    tenants::DEFAULT_PREVIOUS_TTL,
+};
+use axum::{
+    Extension, Json,
+    extract::{Path, Query, State},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::{
+    AdminState,
+    auth::{self, Principal, Scope, TokenInfo},
+    error::{ApiError, parse_json},
+};
+
+fn vendor(v: &str) -> Result<Vendor, ApiError> {
+    v.parse().map_err(|e: String| ApiError::BadRequest {
+        field: Some("vendor".into()),
+        problem: e,
+    })
+}
+
+// ---- tenants ----
+
+/// Body of `POST /tenants` and `PUT /tenants/{id}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantBody {
+    /// Tenant id (required for POST; must match the path for PUT).
+    #[serde(default)]
+    pub id: Option<String>,
+    /// Display name (defaults to the id).
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// A tenant with its sources (secrets redacted).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TenantDetail {
+    /// The tenant.
+    #[serde(flatten)]
+    pub tenant: Tenant,
+    /// Its upstream sources.
+    pub sources: Vec<TenantSource>,
+}
+
+fn check_tenant_id(id: &str) -> Result<(), ApiError> {
+    if id.is_empty()
+        || id.len() > 128
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Err(ApiError::field(
+            "id",
+            "must be 1-128 letters, digits, '-', '_' or '.'",
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) async fn list_tenants(
+    State(s): State<AdminState>,
+) -> Result<Json<Vec<Tenant>>, ApiError> {
+    Ok(Json(s.tenants.list().await?))
+}
+
+pub(crate) async fn create_tenant(
+    State(s): State<AdminState>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let b: TenantBody = parse_json(&body)?;
+    let id = b.id.ok_or_else(|| ApiError::field("id", "is required"))?;
+    check_tenant_id(&id)?;
+    let name = b.name.unwrap_or_else(|| id.clone());
+    let t = s.tenants.create(&id, &name).await?;
+    tracing::info!(tenant = %id, "tenant created");
+    Ok((StatusCode::CREATED, Json(t)).into_response())
+}
+
+pub(crate) async fn put_tenant(
+    State(s): State<AdminState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Tenant>, ApiError> {
+    check_tenant_id(&id)?;
+    let b: TenantBody = parse_json(&body)?;
+    if b.id.as_deref().is_some_and(|x| x != id) {
+        return Err(ApiError::field("id", "does not match the URL"));
+    }
+    let name = b.name.unwrap_or_else(|| id.clone());
+    Ok(Json(s.tenants.upsert(&id, &name).await?))
+}
+
+pub(crate) async fn get_tenant(
+    State(s): State<AdminState>,
+    Path(id): Path<String>,
+) -> Result<Json<TenantDetail>, ApiError> {
+    let tenant = s
+        .tenants
+        .get(&id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("unknown tenant {id:?}")))?;
+    let sources = s.tenants.sources(&id).await?;
+    Ok(Json(TenantDetail { tenant, sources }))
+}
+
+pub(crate) async fn delete_tenant(
+    State(s): State<AdminState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    if s.tenants.delete(&id).await? {
+        tracing::info!(tenant = %id, "tenant deleted");
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::NotFound(format!("unknown tenant {id:?}")))
+    }
+}
+
+/// Body of `PUT .../sources/{source}/secret` and (optional) `POST .../rotate`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretRequest {
+    /// The new secret (PUT); omitted for `rotate`, which generates one.
+    #[serde(default)]
+    pub secret: Option<Secret>,
+    /// How long the previous secret stays valid (default 86400 = 24 h).
+    #[serde(default)]
+    pub previous_ttl_seconds: Option<u64>,
+}
+
+/// Answer of the source-secret routes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SourceSecretResponse {
+    /// The source (secrets redacted).
+    pub source: TenantSource,
+    /// Only after `rotate`: the generated secret, shown this once to hand to the upstream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generated_secret: Option<String>,
+}
+
+async fn set_secret(
+    s: &AdminState,
+    tenant: &str,
+    source: &str,
+    req: SecretRequest,
+    generate: bool,
+) -> Result<SourceSecretResponse, ApiError> {
+    let ttl = req
+        .previous_ttl_seconds
+        .map(Duration::from_secs)
+        .unwrap_or(DEFAULT_PREVIOUS_TTL);
+    let secret = if generate {
+        if req.secret.is_some() {
+            return Err(ApiError::field(
+                "secret",
+                "rotate generates the secret; use PUT .../secret to set a given one",
+            ));
+        }
+        None
+    } else {
+        Some(
+            req.secret
+                .ok_or_else(|| ApiError::field("secret", "is required"))?,
+        )
+    };
+    let (src, new) = s
+        .tenants
+        .set_source_secret(tenant, source, secret, ttl)
+        .await?;
+    Ok(SourceSecretResponse {
+        source: src,
+        generated_secret: generate.then(|| new.expose().to_owned()),
+    })
+}
+
+pub(crate) async fn set_source_secret(
+    State(s): State<AdminState>,
+    Path((tenant, source)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Json<SourceSecretResponse>, ApiError> {
+    let req: SecretRequest = parse_json(&body)?;
+    Ok(Json(set_secret(&s, &tenant, &source, req, false).await?))
+}
+
+pub(crate) async fn rotate_source_secret(
+    State(s): State<AdminState>,
+    Path((tenant, source)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Json<SourceSecretResponse>, ApiError> {
+    let req: SecretRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        SecretRequest::default()
+    } else {
+        parse_json(&body)?
+    };
+    Ok(Json(set_secret(&s, &tenant, &source, req, true).await?))
+}
+
+// ---- connections ----
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct ListQuery {
+    tenant: Option<String>,
+    vendor: Option<String>,
+}
+
+pub(crate) async fn list_connections(
+    State(s): State<AdminState>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Vec<Connection>>, ApiError> {
+    let v = q.vendor.as_deref().map(vendor).transpose()?;
+    Ok(Json(
+        s.connections.list_redacted(q.tenant.as_deref(), v).await?,
+    ))
+}
+
+pub(crate) async fn get_connection(
+    State(s): State<AdminState>,
+    Path((tenant, v, name)): Path<(String, String, String)>,
+) -> Result<Json<Connection>, ApiError> {
+    let v = vendor(&v)?;
+    s.connections
+        .get(&tenant, v, &name)
+        .await?
+        .map(|c| Json(c.redacted()))
+        .ok_or_else(|| {
+            ApiError::NotFound(format!(
+                "tenant {tenant:?} has no {v} connection named {name:?}"
+            ))
+        })
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct ApplyQuery {
+    #[serde(default)]
+    dry_run: bool,
+}
+
+/// Answer of `PUT /connections/{tenant}/{vendor}/{name}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApplyResponse {
+    /// Created, updated or unchanged (what would happen, for a dry run).
+    pub status: ApplyStatus,
+    /// Whether nothing was written.
+    pub dry_run: bool,
+    /// The connection as stored (or as it would be), secrets redacted.
+    pub connection: Connection,
+    /// Field changes (secrets show as `***`).
+    pub changes: Vec<Change>,
+}
+
+pub(crate) async fn put_connection(
+    State(s): State<AdminState>,
+    Path((tenant, v, name)): Path<(String, String, String)>,
+    Query(q): Query<ApplyQuery>,
+    Extension(who): Extension<Principal>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let v = vendor(&v)?;
+    let conn: Connection = parse_json(&body)?;
+    if conn.tenant != tenant {
+        return Err(ApiError::field(
+            "tenant",
+            format!("{:?} does not match the URL ({tenant:?})", conn.tenant),
+        ));
+    }
+    if conn.name != name {
+        return Err(ApiError::field(
+            "name",
+            format!("{:?} does not match the URL ({name:?})", conn.name),
+        ));
+    }
+    if conn.vendor() != v {
+        return Err(ApiError::field(
+            "settings.vendor",
+            format!("{} does not match the URL ({v})", conn.vendor()),
+        ));
+    }
+    let out = s.connections.apply(&conn, q.dry_run).await?;
+    tracing::info!(
+        %tenant, vendor = %v, %name, by = %who.name, status = ?out.status,
+        dry_run = q.dry_run, version = out.connection.version, "connection apply"
+    );
+    let code = if out.status == ApplyStatus::Created && !q.dry_run {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        code,
+        Json(ApplyResponse {
+            status: out.status,
+            dry_run: q.dry_run,
+            connection: out.connection.redacted(),
+            changes: out.changes,
+        }),
+    )
+        .into_response())
+}
+
+pub(crate) async fn delete_connection(
+    State(s): State<AdminState>,
+    Path((tenant, v, name)): Path<(String, String, String)>,
+    Extension(who): Extension<Principal>,
+) -> Result<StatusCode, ApiError> {
+    let v = vendor(&v)?;
+    if s.connections.delete(&tenant, v, &name).await? {
+        tracing::info!(%tenant, vendor = %v, %name, by = %who.name, "connection deleted via API");
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::NotFound(format!(
+            "tenant {tenant:?} has no {v} connection named {name:?}"
+        )))
+    }
+}
+
+// ---- tokens ----
+
+/// Body of `POST /tokens`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTokenRequest {
+    /// Who or what uses it.
+    pub name: String,
+    /// `read` and/or `admin`.
+    pub scopes: Vec<Scope>,
+}
+
+/// Answer of `POST /tokens`: the token is shown this once.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreatedToken {
+    /// Stored info.
+    #[serde(flatten)]
+    pub info: TokenInfo,
+    /// The bearer token.
+    pub token: String,
+}
+
+pub(crate) async fn create_token(
+    State(s): State<AdminState>,
+    Extension(who): Extension<Principal>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let req: CreateTokenRequest = parse_json(&body)?;
+    if req.name.trim().is_empty() {
+        return Err(ApiError::field("name", "must not be empty"));
+    }
+    if req.scopes.is_empty() {
+        return Err(ApiError::field("scopes", "must list read and/or admin"));
+    }
+    let (info, token) = auth::create_token(s.connections.pool(), &req.name, &req.scopes).await?;
+    tracing::info!(token_id = %info.id, name = %info.name, by = %who.name, "API token created");
+    Ok((StatusCode::CREATED, Json(CreatedToken { info, token })).into_response())
+}
+
+pub(crate) async fn list_tokens(
+    State(s): State<AdminState>,
+) -> Result<Json<Vec<TokenInfo>>, ApiError> {
+    Ok(Json(auth::list_tokens(s.connections.pool()).await?))
+}
+
+pub(crate) async fn revoke_token(
+    State(s): State<AdminState>,
+    Path(id): Path<String>,
+    Extension(who): Extension<Principal>,
+) -> Result<StatusCode, ApiError> {
+    let id = Uuid::parse_str(&id).map_err(|_| ApiError::BadRequest {
+        field: Some("id".into()),
+        problem: "not a token id (UUID)".into(),
+    })?;
+    if auth::revoke_token(s.connections.pool(), id).await? {
+        tracing::info!(token_id = %id, by = %who.name, "API token revoked");
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::NotFound(format!("no active token {id}")))
+    }
+}
+
+// ---- lookups ----
+
+/// Answer of a successful lookup.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct LookupItems {
+    items: Vec<LookupItem>,
+}
+
+pub(crate) async fn lookup(
+    State(s): State<AdminState>,
+    Path((v, tenant, what)): Path<(String, String, String)>,
+    Query(mut params): Query<BTreeMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let v = vendor(&v)?;
+    let connection = params
+        .remove("connection")
+        .unwrap_or_else(|| "default".to_owned());
+    if s.connections.get(&tenant, v, &connection).await?.is_none() {
+        return Err(ApiError::NotFound(format!(
+            "tenant {tenant:?} has no {v} connection named {connection:?}"
+        )));
+    }
+    let req = LookupRequest {
+        tenant,
+        connection,
+        what,
+        params,
+    };
+    match lookup::request(&s.bus, v, &req, s.lookup_timeout).await? {
+        LookupResponse::Items { items } => Ok(Json(LookupItems { items }).into_response()),
+        LookupResponse::Error { error } => Err(match error.kind {
+            LookupFailureKind::BadRequest => ApiError::BadRequest {
+                field: None,
+                problem: error.message,
+            },
+            LookupFailureKind::NoConnection => ApiError::NotFound(error.message),
+            LookupFailureKind::Credentials | LookupFailureKind::Vendor => {
+                ApiError::BadGateway(error.message)
+            }
+        }),
+    }
+}

@@ -1,0 +1,130 @@
+//! The admin HTTP API of accesshub as an axum [`Router`]: tenants and their webhook secrets,
+//! vendor connections (idempotent apply with dry-run diffs), API tokens, and vendor lookups
+//! answered by the workers over NATS. booking-ingest mounts it under `/admin/v1`
+//! ([`mounted`]); `accessctl` is its client.
+//!
+//! Secrets are never returned (`***`) and never logged; every write is authenticated with an
+//! `admin` token, every read with `read` or `admin`.
+
+pub mod auth;
+pub mod error;
+mod handlers;
+
+use std::time::Duration;
+
+use accesshub_bus::Bus;
+use accesshub_connections::{ConnectionStore, TenantStore};
+use accesshub_store::SecretBox;
+use axum::{
+    Router, middleware,
+    routing::{get, post, put},
+};
+use sqlx::PgPool;
+
+pub use auth::{Principal, Scope, TokenInfo};
+pub use error::ApiError;
+pub use handlers::{
+    ApplyResponse, CreateTokenRequest, CreatedToken, SecretRequest, SourceSecretResponse,
+    TenantBody, TenantDetail,
+};
+
+/// Path prefix the API is served under.
+pub const PREFIX: &str = "/admin/v1";
+
+/// Settings of the admin API.
+#[derive(Clone, Default)]
+pub struct AdminConfig {
+    /// Bootstrap admin token (`ACCESSHUB_ADMIN_TOKEN`); only its hash is kept.
+    pub bootstrap_token: Option<String>,
+    /// How long a lookup waits for the worker (`ACCESSHUB_LOOKUP_TIMEOUT`, default 10 s).
+    pub lookup_timeout: Option<Duration>,
+}
+
+impl std::fmt::Debug for AdminConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminConfig")
+            .field(
+                "bootstrap_token",
+                &self.bootstrap_token.as_ref().map(|_| "***"),
+            )
+            .field("lookup_timeout", &self.lookup_timeout)
+            .finish()
+    }
+}
+
+impl AdminConfig {
+    /// Reads `ACCESSHUB_ADMIN_TOKEN` and `ACCESSHUB_LOOKUP_TIMEOUT` (humantime-free: seconds).
+    pub fn from_env() -> Self {
+        AdminConfig {
+            bootstrap_token: std::env::var("ACCESSHUB_ADMIN_TOKEN")
+                .ok()
+                .filter(|t| !t.trim().is_empty()),
+            lookup_timeout: std::env::var("ACCESSHUB_LOOKUP_TIMEOUT")
+                .ok()
+                .and_then(|s| s.trim().trim_end_matches('s').parse::<u64>().ok())
+                .map(Duration::from_secs),
+        }
+    }
+}
+
+/// Shared state of the handlers. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct AdminState {
+    pub(crate) connections: ConnectionStore,
+    pub(crate) tenants: TenantStore,
+    pub(crate) bus: Bus,
+    pub(crate) bootstrap_hash: Option<String>,
+    pub(crate) lookup_timeout: Duration,
+}
+
+impl AdminState {
+    /// Builds the state. Connection changes are announced on `bus` so workers reload.
+    pub fn new(pool: PgPool, secrets: SecretBox, bus: Bus, config: AdminConfig) -> Self {
+        AdminState {
+            connections: ConnectionStore::new(pool.clone(), secrets.clone()).with_bus(bus.clone()),
+            tenants: TenantStore::new(pool, secrets),
+            bus,
+            bootstrap_hash: config.bootstrap_token.as_deref().map(auth::hash_token),
+            lookup_timeout: config.lookup_timeout.unwrap_or(Duration::from_secs(10)),
+        }
+    }
+}
+
+/// The API routes (without prefix), authenticated.
+pub fn router(state: AdminState) -> Router {
+    use handlers::*;
+    Router::new()
+        .route("/tenants", get(list_tenants).post(create_tenant))
+        .route(
+            "/tenants/{tenant}",
+            get(get_tenant).put(put_tenant).delete(delete_tenant),
+        )
+        .route(
+            "/tenants/{tenant}/sources/{source}/secret",
+            put(set_source_secret),
+        )
+        .route(
+            "/tenants/{tenant}/sources/{source}/rotate",
+            post(rotate_source_secret),
+        )
+        .route("/connections", get(list_connections))
+        .route(
+            "/connections/{tenant}/{vendor}/{name}",
+            get(get_connection)
+                .put(put_connection)
+                .delete(delete_connection),
+        )
+        .route("/tokens", get(list_tokens).post(create_token))
+        .route("/tokens/{id}", axum::routing::delete(revoke_token))
+        .route("/lookups/{vendor}/{tenant}/{what}", get(lookup))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ))
+        .with_state(state)
+}
+
+/// [`router`] nested under [`PREFIX`] (`/admin/v1`), ready to merge into a service's router.
+pub fn mounted(state: AdminState) -> Router {
+    Router::new().nest(PREFIX, router(state))
+}
