@@ -71,11 +71,11 @@ pub async fn execute<T: Throttle>(
                         }
                     }
                     Op::ChangeAccess { encoder, key_count }
-                    | Op::Duplicate { encoder, key_count } => {
-                        if *key_count > 0 {
-                            report.cards += key_count;
-                            report.encoder = Some(encoder.clone());
-                        }
+                    | Op::Duplicate { encoder, key_count }
+                        if *key_count > 0 =>
+                    {
+                        report.cards += key_count;
+                        report.encoder = Some(encoder.clone());
                     }
                     Op::IssueMobileKey(_) => report.mobile_sent = true,
                     _ => {}
