@@ -1,0 +1,190 @@
+//! The Tapkey Web API client — the only module that knows Tapkey's wire format
+//! (shared/VENDORS.md: contacts by e-mail, grants per bound lock, revoke).
+
+use std::sync::Arc;
+
+use accesshub_connections::TapkeySettings;
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Deserialize;
+use serde_json::json;
+use vendor_http::{
+    AuthedClient, HttpSettings, Method, RateLimiter, StatusCode, TokenSourceConfig, VendorClient,
+    VendorError,
+};
+
+/// Scopes the worker needs (read owners/locks/contacts/grants, write contacts and grants).
+pub const SCOPES: &str =
+    "read:owneraccounts read:core:entities write:core:entities read:grants write:grants";
+
+/// A Tapkey contact (an identity within the owner account).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Contact {
+    /// Contact id.
+    pub id: String,
+    /// E-mail.
+    pub identifier: String,
+}
+
+/// A grant: a contact's access to one bound lock for a time window.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Grant {
+    /// Grant id.
+    pub id: String,
+    /// Lock.
+    pub bound_lock_id: String,
+    /// Holder.
+    pub contact_id: String,
+    /// Start.
+    pub valid_from: DateTime<Utc>,
+    /// End (exclusive); `None` = unlimited.
+    pub valid_before: Option<DateTime<Utc>>,
+    /// Still effective.
+    #[serde(default)]
+    pub active: bool,
+}
+
+/// A lock bound to the owner account.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BoundLock {
+    /// Lock id (what `pass_types` maps to).
+    pub id: String,
+    /// Display name.
+    pub title: String,
+    /// Whether grants can be issued.
+    #[serde(default)]
+    pub active: bool,
+}
+
+/// Tapkey times: ISO-8601 UTC with milliseconds.
+pub fn ts(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// OData string literal (`'` doubled).
+fn lit(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// One owner account of one connection.
+#[derive(Debug)]
+pub struct TapkeyClient {
+    http: AuthedClient,
+    api: String,
+    owner: String,
+}
+
+impl TapkeyClient {
+    /// A client for a connection; tokens are cached inside.
+    pub fn new(s: &TapkeySettings, limiter: Arc<RateLimiter>) -> Result<Self, VendorError> {
+        let client = VendorClient::new("tapkey", HttpSettings::default())?.with_rate_limit(limiter);
+        let http = AuthedClient::new(
+            client,
+            TokenSourceConfig {
+                token_url: format!("{}/connect/token", s.authority_url.trim_end_matches('/')),
+                client_id: s.client_id.clone(),
+                client_secret: s.client_secret.expose().to_owned(),
+                scope: Some(SCOPES.to_owned()),
+            },
+        );
+        Ok(TapkeyClient {
+            http,
+            api: format!("{}/api/v1", s.base_url.trim_end_matches('/')),
+            owner: s.owner_account_id.clone(),
+        })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}/Owners/{}{path}", self.api, self.owner)
+    }
+
+    /// Creates or returns the contact for `email` (PUT is create-or-return).
+    pub async fn put_contact(
+        &self,
+        email: &str,
+        title: Option<&str>,
+    ) -> Result<Contact, VendorError> {
+        let url = self.url("/Contacts");
+        let body = json!({"ipId": "tapkey", "identifier": email, "title": title});
+        self.http
+            .send_json("put_contact", |h| h.request(Method::PUT, &url).json(&body))
+            .await
+    }
+
+    /// The contact for `email`, if it exists (no side effect).
+    pub async fn find_contact(&self, email: &str) -> Result<Option<Contact>, VendorError> {
+        let url = self.url("/Contacts");
+        let filter = format!("identifier eq {}", lit(email));
+        let list: Vec<Contact> = self
+            .http
+            .send_json("list_contacts", |h| {
+                h.request(Method::GET, &url).query(&[("$filter", &filter)])
+            })
+            .await?;
+        Ok(list.into_iter().next())
+    }
+
+    /// Active grants of a contact.
+    pub async fn active_grants(&self, contact_id: &str) -> Result<Vec<Grant>, VendorError> {
+        let url = self.url("/Grants");
+        let filter = format!("contactId eq {} and active eq true", lit(contact_id));
+        self.http
+            .send_json("list_grants", |h| {
+                h.request(Method::GET, &url).query(&[("$filter", &filter)])
+            })
+            .await
+    }
+
+    /// Issues a grant. `Ok(None)` on 409: an identical active grant already exists (the
+    /// caller looks it up).
+    pub async fn create_grant(
+        &self,
+        lock_id: &str,
+        contact_id: &str,
+        from: &DateTime<Utc>,
+        before: &DateTime<Utc>,
+    ) -> Result<Option<Grant>, VendorError> {
+        let url = self.url("/Grants");
+        let body = json!({
+            "boundLockId": lock_id,
+            "contactId": contact_id,
+            "validFrom": ts(from),
+            "validBefore": ts(before),
+        });
+        let resp = self
+            .http
+            .send_raw("create_grant", |h| h.request(Method::PUT, &url).json(&body))
+            .await?;
+        match resp.status() {
+            s if s.is_success() => Ok(Some(
+                vendor_http::decode_json("tapkey", "create_grant", resp).await?,
+            )),
+            StatusCode::CONFLICT => Ok(None),
+            _ => Err(VendorError::from_response("tapkey", "create_grant", resp).await),
+        }
+    }
+
+    /// Revokes a grant; 409 (already revoked) and 404 (gone) mean the desired state holds.
+    pub async fn revoke(&self, grant_id: &str) -> Result<(), VendorError> {
+        let url = self.url(&format!("/Grants/{grant_id}/Revoke"));
+        let resp = self
+            .http
+            .send_raw("revoke_grant", |h| h.request(Method::POST, &url))
+            .await?;
+        match resp.status() {
+            s if s.is_success() => Ok(()),
+            StatusCode::CONFLICT | StatusCode::NOT_FOUND => Ok(()),
+            _ => Err(VendorError::from_response("tapkey", "revoke_grant", resp).await),
+        }
+    }
+
+    /// Locks bound to the owner account (for the lookup dropdown).
+    pub async fn bound_locks(&self) -> Result<Vec<BoundLock>, VendorError> {
+        let url = self.url("/BoundLocks");
+        self.http
+            .send_json("bound_locks", |h| h.request(Method::GET, &url))
+            .await
+    }
+}
