@@ -140,8 +140,12 @@ impl Dlq {
             return Ok(Vec::new());
         }
         let last = info.state.last_sequence;
+        // Named, so it can be deleted right after the pass instead of lingering (and showing
+        // in `accessctl status`) until the server's inactivity timeout.
+        let scan_name = format!("dlq-scan-{}", uuid::Uuid::new_v4().simple());
         let consumer = stream
             .create_consumer(jetstream::consumer::pull::OrderedConfig {
+                name: Some(scan_name.clone()),
                 deliver_policy: DeliverPolicy::All,
                 ..Default::default()
             })
@@ -196,6 +200,10 @@ impl Dlq {
             if seq >= last || pending == 0 {
                 break;
             }
+        }
+        drop(messages);
+        if let Err(e) = stream.delete_consumer(&scan_name).await {
+            tracing::debug!(error = %e, "scan consumer already gone");
         }
         out.retain(|e| {
             keep_superseded

@@ -122,12 +122,21 @@ pub struct ReplayArgs {
     /// With a filter or --all: also replay entries replayed before.
     #[arg(long)]
     pub include_replayed: bool,
-    /// Recorded as who replayed (default: $USER).
-    #[arg(long, env = "USER", default_value = "unknown")]
+    /// Recorded as who replayed (default: $USER, else $LOGNAME).
+    #[arg(long, default_value_t = default_user())]
     pub replayed_by: String,
     /// Do not ask before a bulk replay.
     #[arg(long, short = 'y')]
     pub yes: bool,
+}
+
+/// Who is at the keyboard, for the replay record: `$USER`, else `$LOGNAME`, else "unknown"
+/// (containers often set neither; pass `--replayed-by` there).
+fn default_user() -> String {
+    ["USER", "LOGNAME"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|s| !s.trim().is_empty()))
+        .unwrap_or_else(|| "unknown".to_owned())
 }
 
 /// `2026-01-02T03:04:05Z` or an age (`2h` = two hours ago).
