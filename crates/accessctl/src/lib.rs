@@ -31,6 +31,14 @@ pub enum Command {
     /// Sync runs: queue one, follow them, manage schedules.
     #[command(subcommand)]
     Sync(cmd::sync::SyncCommand),
+    /// Tenants and the webhook secrets of their upstream sources.
+    #[command(subcommand)]
+    Tenants(cmd::tenants::TenantsCommand),
+    /// Vendor connections: list, get, apply -f FILE (idempotent, --dry-run diff), delete.
+    #[command(subcommand)]
+    Connections(cmd::connections::ConnectionsCommand),
+    /// Ask a vendor (through its worker) for sites, time restrictions, assets, locks.
+    Lookup(cmd::lookup::LookupArgs),
 }
 
 /// Runs a parsed command line.
@@ -40,5 +48,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Dlq(c) => cmd::dlq::run(c, cli.output).await,
         Command::Status => cmd::status::run(cli.output).await,
         Command::Sync(c) => cmd::sync::run(c, cli.output).await,
+        Command::Tenants(c) => cmd::tenants::run(c, cli.output).await,
+        Command::Connections(c) => cmd::connections::run(c, cli.output).await,
+        Command::Lookup(a) => cmd::lookup::run(a, cli.output).await,
     }
 }

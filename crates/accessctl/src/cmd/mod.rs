@@ -1,6 +1,9 @@
 //! One module per subcommand.
 
+pub mod connections;
 pub mod dlq;
+pub mod lookup;
 pub mod migrate;
 pub mod status;
 pub mod sync;
+pub mod tenants;

@@ -1,0 +1,68 @@
+//! `accessctl lookup VENDOR TENANT WHAT [key=value…]`: asks the vendor, through its worker,
+//! for what an operator needs to fill a connection (CloudPass `sites` and
+//! `time-restrictions site=ID`, iPassan `assets`, Tapkey `locks`, dormakaba `encoder-test`).
+
+use accesshub_connections::{Vendor, lookup::LookupItem};
+use anyhow::anyhow;
+use serde::{Deserialize, Serialize};
+
+use super::connections::{ApiClient, seg};
+use crate::output::{self, Format};
+
+/// Arguments of `accessctl lookup`.
+#[derive(Debug, clap::Args)]
+pub struct LookupArgs {
+    /// Vendor.
+    pub vendor: Vendor,
+    /// Tenant id.
+    pub tenant: String,
+    /// What to list (sites, time-restrictions, assets, locks, encoder-test).
+    pub what: String,
+    /// Parameters as key=value (e.g. site=site-1).
+    pub params: Vec<String>,
+    /// Connection name.
+    #[arg(long, default_value = "default")]
+    pub connection: String,
+}
+
+/// The API's answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LookupItems {
+    /// Entries.
+    pub items: Vec<LookupItem>,
+}
+
+/// Runs the lookup and returns the items (errors carry the worker's message, e.g. the
+/// CloudPass hint about Settings → Website Users).
+pub async fn fetch(api: &ApiClient, a: &LookupArgs) -> anyhow::Result<Vec<LookupItem>> {
+    let mut query = vec![("connection".to_owned(), a.connection.clone())];
+    for p in &a.params {
+        let (k, v) = p
+            .split_once('=')
+            .ok_or_else(|| anyhow!("parameter {p:?} must be key=value"))?;
+        query.push((k.to_owned(), v.to_owned()));
+    }
+    let path = format!("/lookups/{}/{}/{}", a.vendor, seg(&a.tenant), seg(&a.what));
+    let r: LookupItems = api
+        .get(&path, &query)
+        .await
+        .map_err(|e| anyhow!("lookup {} {} {}: {e}", a.vendor, a.tenant, a.what))?;
+    Ok(r.items)
+}
+
+/// Runs `accessctl lookup`.
+pub async fn run(a: LookupArgs, format: Format) -> anyhow::Result<()> {
+    let api = ApiClient::from_env()?;
+    let items = fetch(&api, &a).await?;
+    let rows = items
+        .iter()
+        .map(|i| {
+            vec![
+                i.id.clone(),
+                i.name.clone(),
+                i.detail.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    output::print(format, &items, &["ID", "NAME", "DETAIL"], rows)
+}

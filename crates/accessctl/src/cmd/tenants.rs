@@ -1,0 +1,192 @@
+//! `accessctl tenants list/get/create` and webhook secrets of a tenant's upstream sources
+//! (`set-secret` reads the secret from an environment variable or stdin, never the command
+//! line; `rotate-secret` generates one and prints it once).
+
+use accesshub_admin::{SourceSecretResponse, TenantDetail};
+use accesshub_connections::Tenant;
+use anyhow::{Context as _, anyhow, bail};
+use clap::Subcommand;
+
+use super::connections::{ApiClient, seg};
+use crate::output::{self, Format};
+
+/// `accessctl tenants …`
+#[derive(Debug, Subcommand)]
+pub enum TenantsCommand {
+    /// List tenants.
+    List,
+    /// Show a tenant with its upstream sources.
+    Get {
+        /// Tenant id.
+        id: String,
+    },
+    /// Create a tenant.
+    Create {
+        /// Tenant id (letters, digits, '-', '_', '.').
+        id: String,
+        /// Display name (defaults to the id).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Set a source's webhook secret; the old one stays valid for `--previous-ttl`.
+    SetSecret {
+        /// Tenant id.
+        tenant: String,
+        /// Source (bex, clock, nexudus, connecx, native).
+        source: String,
+        /// Read the secret from this environment variable (otherwise from stdin).
+        #[arg(long)]
+        from_env: Option<String>,
+        /// How long the previous secret stays valid.
+        #[arg(long, default_value = "24h")]
+        previous_ttl: humantime::Duration,
+    },
+    /// Generate a new webhook secret for a source and print it once.
+    RotateSecret {
+        /// Tenant id.
+        tenant: String,
+        /// Source.
+        source: String,
+        /// How long the previous secret stays valid.
+        #[arg(long, default_value = "24h")]
+        previous_ttl: humantime::Duration,
+    },
+}
+
+/// Runs `accessctl tenants …`.
+pub async fn run(cmd: TenantsCommand, format: Format) -> anyhow::Result<()> {
+    run_with(&ApiClient::from_env()?, cmd, format).await
+}
+
+fn tenant_rows(list: &[Tenant]) -> Vec<Vec<String>> {
+    list.iter()
+        .map(|t| {
+            vec![
+                t.id.clone(),
+                t.name.clone(),
+                t.created_at.format("%Y-%m-%d %H:%M").to_string(),
+            ]
+        })
+        .collect()
+}
+
+/// [`run`] with an explicit client (tests).
+pub async fn run_with(api: &ApiClient, cmd: TenantsCommand, format: Format) -> anyhow::Result<()> {
+    match cmd {
+        TenantsCommand::List => {
+            let list: Vec<Tenant> = api.get("/tenants", &[]).await?;
+            output::print(
+                format,
+                &list,
+                &["ID", "NAME", "CREATED"],
+                tenant_rows(&list),
+            )
+        }
+        TenantsCommand::Get { id } => {
+            let t: TenantDetail = api
+                .get_opt(&format!("/tenants/{}", seg(&id)), &[])
+                .await?
+                .ok_or_else(|| anyhow!("unknown tenant {id:?}"))?;
+            if format != Format::Table {
+                return output::print(format, &t, &[], vec![]);
+            }
+            output::print(
+                format,
+                &t,
+                &["ID", "NAME", "CREATED"],
+                tenant_rows(std::slice::from_ref(&t.tenant)),
+            )?;
+            let rows = t
+                .sources
+                .iter()
+                .map(|s| {
+                    vec![
+                        s.source.clone(),
+                        s.secret.clone(),
+                        match (s.previous_valid, s.previous_expires) {
+                            (true, Some(e)) => format!("until {}", e.format("%Y-%m-%d %H:%M UTC")),
+                            _ => "-".into(),
+                        },
+                    ]
+                })
+                .collect();
+            output::print(
+                Format::Table,
+                &(),
+                &["SOURCE", "SECRET", "PREVIOUS VALID"],
+                rows,
+            )
+        }
+        TenantsCommand::Create { id, name } => {
+            let t: Tenant = api
+                .write(
+                    reqwest::Method::POST,
+                    "/tenants",
+                    &[],
+                    &serde_json::json!({ "id": id, "name": name }),
+                )
+                .await?;
+            output::print(
+                format,
+                &t,
+                &["ID", "NAME", "CREATED"],
+                tenant_rows(std::slice::from_ref(&t)),
+            )
+        }
+        TenantsCommand::SetSecret {
+            tenant,
+            source,
+            from_env,
+            previous_ttl,
+        } => {
+            let secret = match from_env {
+                Some(var) => std::env::var(&var).map_err(|_| anyhow!("{var} is not set"))?,
+                None => std::io::read_to_string(std::io::stdin())
+                    .context("reading the secret from stdin")?
+                    .trim_end_matches(['\r', '\n'])
+                    .to_owned(),
+            };
+            if secret.is_empty() {
+                bail!("the secret is empty");
+            }
+            let r: SourceSecretResponse = api
+                .write(
+                    reqwest::Method::PUT,
+                    &format!("/tenants/{}/sources/{}/secret", seg(&tenant), seg(&source)),
+                    &[],
+                    &serde_json::json!({
+                        "secret": secret,
+                        "previous_ttl_seconds": previous_ttl.as_secs(),
+                    }),
+                )
+                .await?;
+            println!(
+                "webhook secret of {tenant}/{source} set; previous secret valid: {}",
+                if r.source.previous_valid { "yes" } else { "no" }
+            );
+            Ok(())
+        }
+        TenantsCommand::RotateSecret {
+            tenant,
+            source,
+            previous_ttl,
+        } => {
+            let r: SourceSecretResponse = api
+                .write(
+                    reqwest::Method::POST,
+                    &format!("/tenants/{}/sources/{}/rotate", seg(&tenant), seg(&source)),
+                    &[],
+                    &serde_json::json!({ "previous_ttl_seconds": previous_ttl.as_secs() }),
+                )
+                .await?;
+            if format != Format::Table {
+                return output::print(format, &r, &[], vec![]);
+            }
+            println!(
+                "new webhook secret of {tenant}/{source} (shown once, configure it upstream):\n{}",
+                r.generated_secret.unwrap_or_default()
+            );
+            Ok(())
+        }
+    }
+}
