@@ -3,7 +3,7 @@
 use std::{future::Future, sync::Arc, time::Duration};
 
 use accesshub_connections::{Connection, Vendor};
-use accesshub_domain::{Classify, ErrorClass, Event, EventKind};
+use accesshub_domain::{Classify, ErrorClass, Event, EventKind, sync::RemoveCommand};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 use vendor_http::RateLimiter;
@@ -28,6 +28,25 @@ pub trait Handler: Send + Sync + 'static {
         event: &Event,
         binding: Option<&Binding>,
     ) -> impl Future<Output = Result<ApplyOutcome, HandlerError>> + Send;
+
+    /// Removes one vendor object the reconciler found carrying our reference although no
+    /// booking wants it (a "stray", from the SYNC stream). Must treat "already gone" as
+    /// success. The default refuses (permanent → DLQ), so a worker that has not implemented
+    /// removal never deletes anything by accident.
+    fn remove(
+        &self,
+        ctx: &ApplyContext,
+        cmd: &RemoveCommand,
+        binding: Option<&Binding>,
+    ) -> impl Future<Output = Result<(), HandlerError>> + Send {
+        let _ = (cmd, binding);
+        let worker = ctx.worker;
+        async move {
+            Err(HandlerError::permanent(format!(
+                "{worker} does not implement removal of stray vendor objects"
+            )))
+        }
+    }
 }
 
 /// What the handler did, stored in the booking's binding.

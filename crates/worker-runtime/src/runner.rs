@@ -12,7 +12,10 @@ use std::{
 };
 
 use accesshub_bus::Bus;
-use accesshub_domain::{ErrorClass, Event, subjects};
+use accesshub_domain::{
+    ErrorClass, Event, subjects,
+    sync::{self, RemoveCommand, SyncAction},
+};
 use accesshub_telemetry::ops::ReadinessCheck;
 use async_nats::jetstream::{
     self, AckKind,
@@ -44,6 +47,9 @@ struct Shared<H> {
     backoff: Backoff,
     consumer_name: String,
     stream_name: String,
+    /// Durable consumer of the reconciler's repair commands (`sync.<vendor>.>` on SYNC).
+    sync_consumer_name: String,
+    sync_stream_name: String,
     limiters: Mutex<HashMap<(String, String), Arc<RateLimiter>>>,
     /// Unix millis of the last successful consumer info (readiness).
     last_info_ok: AtomicI64,
@@ -114,6 +120,8 @@ pub async fn start<H: Handler>(cfg: WorkerConfig, handler: H) -> Result<WorkerHa
         },
         consumer_name: bus.ns.stream(name),
         stream_name: bus.stream_name(subjects::BOOKINGS_STREAM),
+        sync_consumer_name: bus.ns.stream(&format!("{name}-sync")),
+        sync_stream_name: bus.stream_name(subjects::SYNC_STREAM),
         limiters: Mutex::new(HashMap::new()),
         last_info_ok: AtomicI64::new(0),
         stopping: CancellationToken::new(),
@@ -174,25 +182,74 @@ fn consumer_config<H: Handler>(s: &Shared<H>) -> pull::Config {
     }
 }
 
+/// Which stream a pull loop consumes: booking events, or the reconciler's repair commands.
+/// Both feed the same keyed lanes and the same handler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Feed {
+    Bookings,
+    Sync,
+}
+
+/// The SYNC consumer: this vendor's repair commands, same delivery settings as BOOKINGS.
+fn sync_consumer_config<H: Handler>(s: &Shared<H>) -> pull::Config {
+    pull::Config {
+        durable_name: Some(s.sync_consumer_name.clone()),
+        description: Some(format!(
+            "{} repair commands (accesshub worker)",
+            s.handler.name()
+        )),
+        filter_subject: s.bus.subject(&format!(
+            "sync.{}.>",
+            subjects::token(s.handler.vendor().as_str())
+        )),
+        ..consumer_config(s)
+    }
+}
+
+fn feed_names<H: Handler>(s: &Shared<H>, feed: Feed) -> (&str, &str) {
+    match feed {
+        Feed::Bookings => (&s.stream_name, &s.consumer_name),
+        Feed::Sync => (&s.sync_stream_name, &s.sync_consumer_name),
+    }
+}
+
 /// Creates the consumer or brings it to our settings; falls back to the existing one when
 /// the server refuses the update.
-async fn ensure_consumer<H: Handler>(s: &Shared<H>) -> Result<PullConsumer, String> {
+async fn ensure_consumer<H: Handler>(s: &Shared<H>, feed: Feed) -> Result<PullConsumer, String> {
+    let (stream_name, consumer_name) = feed_names(s, feed);
     let stream = s
         .bus
         .js
-        .get_stream(&s.stream_name)
+        .get_stream(stream_name)
         .await
-        .map_err(|e| format!("stream {}: {e}", s.stream_name))?;
-    match stream.create_consumer(consumer_config(s)).await {
+        .map_err(|e| format!("stream {stream_name}: {e}"))?;
+    let config = match feed {
+        Feed::Bookings => consumer_config(s),
+        Feed::Sync => sync_consumer_config(s),
+    };
+    match stream.create_consumer(config).await {
         Ok(c) => Ok(c),
         Err(e) => {
-            tracing::warn!(error = %e, consumer = %s.consumer_name, "consumer create/update refused; using existing");
+            tracing::warn!(error = %e, consumer = %consumer_name, "consumer create/update refused; using existing");
             stream
-                .get_consumer(&s.consumer_name)
+                .get_consumer(consumer_name)
                 .await
-                .map_err(|e2| format!("consumer {}: {e}; {e2}", s.consumer_name))
+                .map_err(|e2| format!("consumer {consumer_name}: {e}; {e2}"))
         }
     }
+}
+
+/// The lane of a message: the booking's `<tenant>.<key>` (the last two tokens of both
+/// `bookings.<kind>.<tenant>.<key>` and `sync.<vendor>.<tenant>.<key>`), so an event and a
+/// repair command of one booking share a lane.
+fn lane_index(subject: &str, lanes: usize) -> usize {
+    let mut parts = subject.rsplitn(3, '.');
+    let key = parts.next().unwrap_or_default();
+    let tenant = parts.next().unwrap_or_default();
+    let mut h = DefaultHasher::new();
+    tenant.hash(&mut h);
+    key.hash(&mut h);
+    usize::try_from(h.finish() % lanes.max(1) as u64).unwrap_or(0)
 }
 
 async fn run<H: Handler>(
@@ -208,14 +265,42 @@ async fn run<H: Handler>(
         lane_tasks.spawn(lane(s.clone(), rx));
     }
     let info_task = tokio::spawn(info_loop(s.clone(), shutdown.clone()));
+    let sync_feed = tokio::spawn(pull_loop(
+        s.clone(),
+        Feed::Sync,
+        lanes.clone(),
+        shutdown.clone(),
+    ));
+    let result = pull_loop(s.clone(), Feed::Bookings, lanes, shutdown.clone()).await;
+    // Both feeds stop before the lanes drain (the lanes end when every sender is gone).
+    shutdown.cancel();
+    let sync_result = sync_feed
+        .await
+        .map_err(|e| WorkerError::Task(e.to_string()))
+        .and_then(|r| r);
+    // Drain: lanes finish what they are doing, hand back what is queued, and stop.
+    s.stopping.cancel();
+    while lane_tasks.join_next().await.is_some() {}
+    info_task.abort();
+    tracing::info!(worker = s.handler.name(), "worker stopped");
+    result.and(sync_result)
+}
+
+/// Pulls one feed into the lanes until `shutdown`.
+async fn pull_loop<H: Handler>(
+    s: Arc<Shared<H>>,
+    feed: Feed,
+    lanes: Vec<mpsc::Sender<jetstream::Message>>,
+    shutdown: CancellationToken,
+) -> Result<(), WorkerError> {
     let mut attempt = 0u32;
     'outer: while !shutdown.is_cancelled() {
-        let consumer = match ensure_consumer(&s).await {
+        let consumer = match ensure_consumer(&s, feed).await {
             Ok(c) => c,
             Err(e) => {
                 attempt = attempt.saturating_add(1);
                 let wait = Duration::from_millis(200u64 << attempt.min(6));
-                tracing::warn!(error = %e, ?wait, "cannot set up the consumer; retrying");
+                tracing::warn!(error = %e, ?wait, ?feed, "cannot set up the consumer; retrying");
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
                     _ = tokio::time::sleep(wait) => continue,
@@ -223,7 +308,9 @@ async fn run<H: Handler>(
             }
         };
         attempt = 0;
-        s.last_info_ok.store(now_ms(), Ordering::Relaxed);
+        if feed == Feed::Bookings {
+            s.last_info_ok.store(now_ms(), Ordering::Relaxed);
+        }
         let messages = consumer
             .stream()
             .max_messages_per_batch(s.cfg.batch)
@@ -234,7 +321,7 @@ async fn run<H: Handler>(
         let mut messages = match messages {
             Ok(m) => m,
             Err(e) => {
-                tracing::warn!(error = %e, "cannot start pulling; retrying");
+                tracing::warn!(error = %e, ?feed, "cannot start pulling; retrying");
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
                     _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
@@ -243,9 +330,16 @@ async fn run<H: Handler>(
         };
         let mut missed = 0u32;
         loop {
+            // Only the BOOKINGS feed is watched by the info loop (one waiter for its Notify).
+            let recreate = async {
+                match feed {
+                    Feed::Bookings => s.recreate.notified().await,
+                    Feed::Sync => std::future::pending().await,
+                }
+            };
             let next = tokio::select! {
                 _ = shutdown.cancelled() => break 'outer,
-                _ = s.recreate.notified() => {
+                _ = recreate => {
                     tracing::warn!("recreating consumer");
                     continue 'outer;
                 }
@@ -254,9 +348,7 @@ async fn run<H: Handler>(
             match next {
                 Some(Ok(msg)) => {
                     missed = 0;
-                    let mut h = DefaultHasher::new();
-                    msg.message.subject.as_str().hash(&mut h);
-                    let idx = usize::try_from(h.finish() % lanes.len() as u64).unwrap_or(0);
+                    let idx = lane_index(msg.message.subject.as_str(), lanes.len());
                     tokio::select! {
                         _ = shutdown.cancelled() => {
                             let _ = msg.ack_with(AckKind::Nak(None)).await;
@@ -274,35 +366,29 @@ async fn run<H: Handler>(
                         K::MissingHeartbeat => {
                             missed += 1;
                             s.metrics.missed_heartbeat();
-                            tracing::warn!(missed, "missed pull heartbeat");
+                            tracing::warn!(missed, ?feed, "missed pull heartbeat");
                             if missed >= 3 {
                                 continue 'outer;
                             }
                         }
                         K::ConsumerDeleted | K::NoResponders | K::RequestLimitExceeded => {
-                            tracing::warn!(error = %e, "consumer gone or refused; recreating");
+                            tracing::warn!(error = %e, ?feed, "consumer gone or refused; recreating");
                             tokio::time::sleep(Duration::from_millis(200)).await;
                             continue 'outer;
                         }
                         _ => {
-                            tracing::warn!(error = %e, "pull error; continuing");
+                            tracing::warn!(error = %e, ?feed, "pull error; continuing");
                             tokio::time::sleep(Duration::from_millis(100)).await;
                         }
                     }
                 }
                 None => {
-                    tracing::warn!("message stream ended; recreating");
+                    tracing::warn!(?feed, "message stream ended; recreating");
                     continue 'outer;
                 }
             }
         }
     }
-    // Drain: lanes finish what they are doing, hand back what is queued, and stop.
-    s.stopping.cancel();
-    drop(lanes);
-    while lane_tasks.join_next().await.is_some() {}
-    info_task.abort();
-    tracing::info!(worker = s.handler.name(), "worker stopped");
     Ok(())
 }
 
@@ -428,7 +514,19 @@ struct Msg<'a> {
     stream: String,
 }
 
+fn header<'m>(msg: &'m jetstream::Message, name: &str) -> Option<&'m str> {
+    msg.message.headers.as_ref()?.get(name).map(|v| v.as_str())
+}
+
 async fn handle<H: Handler>(s: &Shared<H>, m: &Msg<'_>) -> Outcome {
+    // Repair commands only count as such when they come from the SYNC stream.
+    let from_sync = m.stream == s.sync_stream_name;
+    if from_sync && header(m.msg, sync::HEADER_ACTION) == Some(SyncAction::Remove.as_str()) {
+        return handle_remove(s, m).await;
+    }
+    // The reconciler found the vendor out of step with the revision already applied: apply
+    // again even though the revision equals the binding's (never an older one).
+    let force = from_sync && header(m.msg, sync::HEADER_FORCE) == Some("true");
     let event: Event = match serde_json::from_slice(&m.msg.message.payload) {
         Ok(e) => e,
         Err(e) => {
@@ -475,7 +573,7 @@ async fn handle<H: Handler>(s: &Shared<H>, m: &Msg<'_>) -> Outcome {
         Err(e) => return fail(s, m, Some(&event), db_err(&e, "binding")).await,
     };
     if let Some(b) = &binding
-        && b.applied_revision >= event.revision
+        && (b.applied_revision > event.revision || (b.applied_revision == event.revision && !force))
     {
         let _ = tx.commit().await;
         tracing::debug!(
@@ -529,6 +627,78 @@ async fn handle<H: Handler>(s: &Shared<H>, m: &Msg<'_>) -> Outcome {
         Err(err) => {
             let _ = tx.rollback().await;
             fail(s, m, Some(&event), err).await
+        }
+    }
+}
+
+/// A reconciler removal command: delete one stray vendor object, under the booking's lock.
+async fn handle_remove<H: Handler>(s: &Shared<H>, m: &Msg<'_>) -> Outcome {
+    let cmd: RemoveCommand = match serde_json::from_slice(&m.msg.message.payload) {
+        Ok(c) => c,
+        Err(e) => {
+            let err = HandlerError::permanent(format!("payload is not a removal command: {e}"));
+            return fail(s, m, None, err).await;
+        }
+    };
+    let vendor = s.handler.vendor();
+    if cmd.vendor != vendor.as_str() {
+        ack(m.msg).await;
+        return Outcome::Skipped;
+    }
+    let conn = match s
+        .cfg
+        .connections
+        .by_name(&cmd.tenant, vendor, &cmd.connection)
+        .await
+    {
+        Ok(Some(c)) => Arc::new(c),
+        Ok(None) => {
+            let err = HandlerError::permanent(format!(
+                "no {vendor} connection {:?} for tenant {:?}",
+                cmd.connection, cmd.tenant
+            ));
+            return fail(s, m, None, err).await;
+        }
+        Err(e) => return fail(s, m, None, e.into()).await,
+    };
+    let key = BindingKey {
+        tenant: cmd.tenant.clone(),
+        vendor: vendor.as_str().to_owned(),
+        kind: cmd.kind.as_str().to_owned(),
+        booking_key: cmd.booking_key.clone(),
+    };
+    let mut tx = match s.pool.begin().await {
+        Ok(tx) => tx,
+        Err(e) => return fail(s, m, None, db_err(&e, "begin")).await,
+    };
+    let binding = match bindings::lock_and_load(&mut tx, &key).await {
+        Ok(b) => b,
+        Err(e) => return fail(s, m, None, db_err(&e, "binding")).await,
+    };
+    let ctx = ApplyContext {
+        worker: s.handler.name(),
+        reference: reference(&cmd.tenant, cmd.kind, &cmd.booking_key),
+        rate_limiter: limiter(s, &conn),
+        connection: conn,
+        attempt: m.delivered,
+        last_attempt: i64::try_from(m.delivered).unwrap_or(i64::MAX) >= s.cfg.max_deliver,
+    };
+    let result = with_progress(
+        m.msg,
+        s.cfg.progress_interval,
+        s.handler.remove(&ctx, &cmd, binding.as_ref()),
+    )
+    .await;
+    match result {
+        Ok(()) => {
+            let _ = tx.commit().await;
+            tracing::info!(reference = %cmd.reference, vendor_id = %cmd.vendor_id, run = cmd.run_id, "stray vendor object removed");
+            ack(m.msg).await;
+            Outcome::Applied
+        }
+        Err(err) => {
+            let _ = tx.rollback().await;
+            fail(s, m, None, err).await
         }
     }
 }

@@ -36,6 +36,19 @@ pub trait ConnectionSource: Send + Sync + 'static {
         vendor: Vendor,
         site: &'a str,
     ) -> BoxFuture<'a, Result<Option<Connection>, SourceError>>;
+
+    /// The tenant's connection to `vendor` called `name` (reconciler removal commands name
+    /// the connection, not a site). The default finds none, so such commands dead-letter
+    /// until the source implements it.
+    fn by_name<'a>(
+        &'a self,
+        tenant: &'a str,
+        vendor: Vendor,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Connection>, SourceError>> {
+        let _ = (tenant, vendor, name);
+        Box::pin(async { Ok(None) })
+    }
 }
 
 /// A fixed list of connections: tests, and `ACCESSHUB_CONNECTIONS_FILE` until the Postgres
@@ -78,6 +91,20 @@ impl ConnectionSource for StaticConnections {
             .list
             .iter()
             .find(|c| c.tenant == tenant && c.vendor() == vendor && c.serves_site(site))
+            .cloned();
+        Box::pin(async move { Ok(found) })
+    }
+
+    fn by_name<'a>(
+        &'a self,
+        tenant: &'a str,
+        vendor: Vendor,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Connection>, SourceError>> {
+        let found = self
+            .list
+            .iter()
+            .find(|c| c.tenant == tenant && c.vendor() == vendor && c.name == name)
             .cloned();
         Box::pin(async move { Ok(found) })
     }
