@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use accesshub_connections::{
-    Connection, DormakabaProduct, DormakabaSettings, Encoder, EncoderKind, Secret, VendorSettings,
+    Connection, DormakabaProduct, DormakabaSettings, Encoder, EncoderKind, VendorSettings,
 };
 use accesshub_domain::{
     DeadLetter, Event, EventBody, Guest, KeyAction, KeyRequest, KeyResult, KeyResultStatus,
@@ -25,29 +25,10 @@ use worker_runtime::{StaticConnections, WorkerConfig, WorkerHandle};
 
 const TENANT: &str = "acme";
 
-fn port_of(url: &str) -> u16 {
-    url.rsplit(':')
-        .next()
-        .and_then(|s| s.split('/').next())
-        .and_then(|p| p.parse().ok())
-        .unwrap()
-}
+mod common;
 
 fn settings(sim: &SimHandle, product: DormakabaProduct) -> DormakabaSettings {
     DormakabaSettings {
-        product,
-        host: "127.0.0.1".into(),
-        port: port_of(&sim.dormakaba_url()),
-        scheme: "http".into(),
-        path: None,
-        namespace: None,
-        username: "pms-demo".into(),
-        password: Secret::new("pms-demo-secret"),
-        site_name: match product {
-            DormakabaProduct::Saflok => "DEMO-HOTEL".into(),
-            DormakabaProduct::Ambiance => "DEMO-AMBIANCE".into(),
-        },
-        pms_terminal_id: "accesshub".into(),
         encoders: vec![
             Encoder {
                 name: "Front desk 1".into(),
@@ -67,9 +48,20 @@ fn settings(sim: &SimHandle, product: DormakabaProduct) -> DormakabaSettings {
         ],
         rooms: [("R-101".to_owned(), "101".to_owned())].into(),
         common_areas: [("gym".to_owned(), 2), ("entrance".to_owned(), 1)].into(),
-        mobile_keys: true,
-        key_size: 0,
+        ..common::sim_settings(sim, product)
     }
+}
+
+fn keyreq_event(req: &KeyRequest) -> Event {
+    Event::new(
+        TENANT,
+        "hotel",
+        req.request_id.to_string(),
+        1,
+        Source::Native,
+        Utc::now(),
+        EventBody::KeyRequest(req.clone()),
+    )
 }
 
 struct Env {
@@ -204,16 +196,7 @@ impl Env {
             key_count: count,
             requested_by: Some("desk".into()),
         };
-        let ev = Event::new(
-            TENANT,
-            "hotel",
-            req.request_id.to_string(),
-            1,
-            Source::Native,
-            Utc::now(),
-            EventBody::KeyRequest(req.clone()),
-        );
-        self.publish(&ev).await;
+        self.publish(&keyreq_event(&req)).await;
         req.request_id
     }
 
@@ -617,15 +600,7 @@ async fn no_second_booking_or_card_after_a_crash() {
     assert_eq!(env.sim.state().dormakaba_keys(p).len(), 1);
 
     // Redelivery: CreateNewBooking again → the lock system's idempotent answer.
-    let ev = Event::new(
-        TENANT,
-        "hotel",
-        req.request_id.to_string(),
-        1,
-        Source::Native,
-        Utc::now(),
-        EventBody::KeyRequest(req.clone()),
-    );
+    let ev = keyreq_event(&req);
     env.publish(&ev).await;
     let msg = env
         .wait_status(req.request_id, KeyResultStatus::Encoded)
@@ -655,16 +630,7 @@ async fn no_second_booking_or_card_after_a_crash() {
     dormakaba_worker::keyreq::mark_in_flight(&env.db.pool, TENANT, &req2)
         .await
         .unwrap();
-    env.publish(&Event::new(
-        TENANT,
-        "hotel",
-        req2.request_id.to_string(),
-        1,
-        Source::Native,
-        Utc::now(),
-        EventBody::KeyRequest(req2.clone()),
-    ))
-    .await;
+    env.publish(&keyreq_event(&req2)).await;
     let msg = env
         .wait_status(req2.request_id, KeyResultStatus::Failed)
         .await;

@@ -1,7 +1,7 @@
 //! The SOAP client against the in-process simulator, for both products.
 #![allow(clippy::unwrap_used)]
 
-use accesshub_connections::{DormakabaProduct, DormakabaSettings, Secret};
+use accesshub_connections::{DormakabaProduct, Secret};
 use accesshub_domain::{Classify, ErrorClass};
 use chrono::{Duration, TimeZone, Utc};
 use chrono_tz::Europe::Amsterdam;
@@ -9,36 +9,8 @@ use dormakaba_worker::soap::{AreaMode, BookingRequest, CommonArea, SoapClient, S
 use vendor_sim::dormakaba::{DormakabaFixture, Product};
 use vendor_sim::{FaultKind, FaultRule, SimConfig, SimHandle, Vendor};
 
-fn port_of(url: &str) -> u16 {
-    url.rsplit(':')
-        .next()
-        .and_then(|s| s.split('/').next())
-        .and_then(|p| p.parse().ok())
-        .unwrap()
-}
-
-fn settings(sim: &SimHandle, product: DormakabaProduct) -> DormakabaSettings {
-    DormakabaSettings {
-        product,
-        host: "127.0.0.1".into(),
-        port: port_of(&sim.dormakaba_url()),
-        scheme: "http".into(),
-        path: None,
-        namespace: None,
-        username: "pms-demo".into(),
-        password: Secret::new("pms-demo-secret"),
-        site_name: match product {
-            DormakabaProduct::Saflok => "DEMO-HOTEL".into(),
-            DormakabaProduct::Ambiance => "DEMO-AMBIANCE".into(),
-        },
-        pms_terminal_id: "accesshub-1".into(),
-        encoders: vec![],
-        rooms: Default::default(),
-        common_areas: Default::default(),
-        mobile_keys: true,
-        key_size: 0,
-    }
-}
+mod common;
+use common::{port_of, sim_settings as settings};
 
 fn client(sim: &SimHandle, product: DormakabaProduct) -> SoapClient {
     SoapClient::new(SoapConfig::from_settings(&settings(sim, product))).unwrap()
