@@ -157,3 +157,33 @@ fn redact_serde(msg: &str) -> String {
         _ => msg.to_owned(),
     }
 }
+
+/// Parses a connection body; a problem inside `settings` is reported with its exact path
+/// (`settings.encoders[1].kind`), which serde's tagged enums would otherwise hide.
+pub fn parse_connection(body: &[u8]) -> Result<accesshub_connections::Connection, ApiError> {
+    match parse_json::<accesshub_connections::Connection>(body) {
+        Ok(c) => Ok(c),
+        Err(ApiError::BadRequest {
+            field: Some(f),
+            problem,
+        }) if f == "settings" => {
+            let value: serde_json::Value = parse_json(body)?;
+            let settings = value.get("settings").cloned().unwrap_or_default();
+            match accesshub_connections::settings_from_json(settings) {
+                Err((path, msg)) => Err(ApiError::BadRequest {
+                    field: Some(if path.is_empty() {
+                        "settings".into()
+                    } else {
+                        format!("settings.{path}")
+                    }),
+                    problem: redact_serde(&msg),
+                }),
+                Ok(_) => Err(ApiError::BadRequest {
+                    field: Some(f),
+                    problem,
+                }),
+            }
+        }
+        Err(e) => Err(e),
+    }
+}

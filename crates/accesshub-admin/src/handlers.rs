@@ -22,7 +22,7 @@ use uuid::Uuid;
 use crate::{
     AdminState,
     auth::{self, Principal, Scope, TokenInfo},
-    error::{ApiError, parse_json},
+    error::{ApiError, parse_connection, parse_json},
 };
 
 fn vendor(v: &str) -> Result<Vendor, ApiError> {
@@ -269,7 +269,7 @@ pub(crate) async fn put_connection(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let v = vendor(&v)?;
-    let conn: Connection = parse_json(&body)?;
+    let conn: Connection = parse_connection(&body)?;
     if conn.tenant != tenant {
         return Err(ApiError::field(
             "tenant",

@@ -406,3 +406,44 @@ impl Connection {
             && self.settings == other.settings
     }
 }
+
+/// Decodes vendor settings from JSON, reporting the exact failing path inside them
+/// (`encoders[1].kind`, relative to the settings). serde's internally tagged enums lose the
+/// inner path, so the variant is picked from `vendor` and its struct decoded directly.
+pub fn settings_from_json(value: serde_json::Value) -> Result<VendorSettings, (String, String)> {
+    fn inner<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> Result<T, (String, String)> {
+        serde_path_to_error::deserialize(v).map_err(|e| {
+            let p = e.path().to_string();
+            (
+                if p == "." { String::new() } else { p },
+                e.into_inner().to_string(),
+            )
+        })
+    }
+    let serde_json::Value::Object(mut m) = value else {
+        return Err((
+            String::new(),
+            "must be an object with `vendor` and its settings".into(),
+        ));
+    };
+    let vendor = match m.remove("vendor") {
+        Some(serde_json::Value::String(v)) => v,
+        Some(_) => return Err(("vendor".into(), "must be a string".into())),
+        None => {
+            return Err((
+                "vendor".into(),
+                "is required (cloudpass|dormakaba|ipassan|tapkey)".into(),
+            ));
+        }
+    };
+    let vendor: Vendor = vendor
+        .parse()
+        .map_err(|e: String| ("vendor".to_owned(), e))?;
+    let v = serde_json::Value::Object(m);
+    Ok(match vendor {
+        Vendor::Cloudpass => VendorSettings::Cloudpass(inner(v)?),
+        Vendor::Dormakaba => VendorSettings::Dormakaba(inner(v)?),
+        Vendor::Ipassan => VendorSettings::Ipassan(inner(v)?),
+        Vendor::Tapkey => VendorSettings::Tapkey(inner(v)?),
+    })
+}

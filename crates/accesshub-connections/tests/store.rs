@@ -1,4 +1,5 @@
 //! Against the real Postgres and NATS (isolated per test by accesshub-testkit).
+#![allow(clippy::unwrap_used)]
 
 use std::{sync::Arc, time::Duration};
 
