@@ -389,15 +389,12 @@ pub fn parse_documents(text: &str) -> anyhow::Result<Vec<Resource>> {
                     Some(v) => serde_yaml::from_value(v)
                         .map_err(|e| anyhow!("document {n}: spec.sites: {e}"))?,
                 };
-                let settings: VendorSettings =
-                    serde_path_to_error::deserialize(Value::Mapping(spec)).map_err(|e| {
-                        let p = e.path().to_string();
-                        let p = if p == "." {
-                            String::new()
-                        } else {
-                            format!(".{p}")
-                        };
-                        anyhow!("document {n} ({tenant}/{name}): spec{p}: {}", e.inner())
+                let json = serde_json::to_value(Value::Mapping(spec))
+                    .map_err(|e| anyhow!("document {n} ({tenant}/{name}): spec: {e}"))?;
+                let settings: VendorSettings = accesshub_connections::settings_from_json(json)
+                    .map_err(|(p, msg)| {
+                        let p = if p.is_empty() { p } else { format!(".{p}") };
+                        anyhow!("document {n} ({tenant}/{name}): spec{p}: {msg}")
                     })?;
                 let version = doc
                     .metadata

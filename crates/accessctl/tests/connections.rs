@@ -1,0 +1,281 @@
+//! `accessctl connections apply -f`, `tenants` and `lookup` end to end, in-process, against
+//! the admin API served on an ephemeral port (real Postgres and NATS).
+#![allow(clippy::unwrap_used)]
+
+use accessctl::{
+    cmd::{
+        connections::{self, ApiClient, ConnectionsCommand},
+        lookup::{self, LookupArgs},
+        tenants::{self, TenantsCommand},
+    },
+    output::Format,
+};
+use accesshub_admin::{AdminConfig, AdminState};
+use accesshub_connections::{
+    ApplyStatus, ConnectionStore, Vendor, VendorSettings,
+    lookup::{LookupFailure, LookupItem, LookupRequest, serve_lookups},
+};
+use accesshub_store::SecretBox;
+
+const BOOT: &str = "accessctl-test-admin-token";
+
+const FILE: &str = r#"
+apiVersion: accesshub/v1
+kind: Tenant
+metadata: { name: acme }
+spec: { name: Acme Hotels }
+---
+apiVersion: accesshub/v1
+kind: Connection
+metadata: { tenant: acme }
+spec:
+  vendor: cloudpass
+  base_url: http://127.0.0.1:9
+  client_id: api-user
+  client_secret: cp-secret-1
+  default_time_restriction_id: tr-1
+  administrations:
+    adm-1: { site_id: site-1 }
+---
+apiVersion: accesshub/v1
+kind: Connection
+metadata: { tenant: acme, name: hotel-a }
+spec:
+  vendor: dormakaba
+  sites: [hotel-a]
+  product: saflok
+  host: 10.0.0.5
+  port: 8080
+  username: pms
+  password: pms-pw
+  site_name: HOTEL
+  pms_terminal_id: "1"
+  encoders:
+    - { name: Front desk, id: "1" }
+"#;
+
+#[tokio::test]
+async fn apply_yaml_end_to_end() {
+    let (db, bus) = accesshub_testkit::isolated().await;
+    let secrets = SecretBox::from_spec(&SecretBox::generate_spec()).unwrap();
+    let state = AdminState::new(
+        db.pool.clone(),
+        secrets.clone(),
+        bus.bus.clone(),
+        AdminConfig {
+            bootstrap_token: Some(BOOT.into()),
+            lookup_timeout: None,
+        },
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}/admin/v1", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        axum::serve(listener, accesshub_admin::mounted(state))
+            .await
+            .unwrap()
+    });
+    let api = ApiClient::new(&base, BOOT).unwrap();
+
+    // apply -f FILE through the command itself.
+    let path = std::env::temp_dir().join(format!("accessctl-{}.yaml", uuid_like()));
+    std::fs::write(&path, FILE).unwrap();
+    connections::run_with(
+        &api,
+        ConnectionsCommand::Apply {
+            file: path.to_string_lossy().into_owned(),
+            dry_run: false,
+        },
+        Format::Table,
+    )
+    .await
+    .unwrap();
+    let _ = std::fs::remove_file(&path);
+    let store = ConnectionStore::new(db.pool.clone(), secrets);
+    let cp = store
+        .get("acme", Vendor::Cloudpass, "default")
+        .await
+        .unwrap()
+        .unwrap();
+    let VendorSettings::Cloudpass(s) = &cp.settings else {
+        panic!()
+    };
+    assert_eq!(s.client_secret.expose(), "cp-secret-1");
+    let dk = store
+        .get("acme", Vendor::Dormakaba, "hotel-a")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(dk.sites, ["hotel-a"]);
+
+    // Idempotent: applying again changes nothing.
+    let again = connections::apply_text(&api, FILE, false).await.unwrap();
+    assert!(
+        again.iter().all(|r| r.status == ApplyStatus::Unchanged),
+        "{again:?}"
+    );
+
+    // Dry run of an edit: a diff, nothing written.
+    let edited = FILE.replace("port: 8080", "port: 8443");
+    let plan = connections::apply_text(&api, &edited, true).await.unwrap();
+    let dk_plan = &plan[2];
+    assert_eq!(dk_plan.status, ApplyStatus::Updated);
+    assert_eq!(dk_plan.changes[0].path, "settings.port");
+    assert_eq!(
+        store
+            .get("acme", Vendor::Dormakaba, "hotel-a")
+            .await
+            .unwrap()
+            .unwrap()
+            .version,
+        1
+    );
+    let done = connections::apply_text(&api, &edited, false).await.unwrap();
+    assert_eq!(done[2].version, Some(2));
+
+    // `get -o yaml` output re-applies unchanged (secrets come back as *** and are kept).
+    let c: accesshub_connections::Connection = api
+        .get("/connections/acme/dormakaba/hotel-a", &[])
+        .await
+        .unwrap();
+    let doc = serde_yaml::to_string(&connections::to_document(&c).unwrap()).unwrap();
+    assert!(doc.contains("'***'") && !doc.contains("pms-pw"), "{doc}");
+    let round = connections::apply_text(&api, &doc, false).await.unwrap();
+    assert_eq!(round[0].status, ApplyStatus::Unchanged);
+
+    // Bad documents name the document and field.
+    let usb = FILE.replace(
+        "    - { name: Front desk, id: \"1\" }",
+        "    - { name: Front desk, id: \"1\" }\n    - { name: Back office, id: \"2\", kind: usb }",
+    );
+    let err = connections::apply_text(&api, &usb, false)
+        .await
+        .unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("settings.encoders[1].kind: USB encoders are not supported"),
+        "{msg}"
+    );
+    let typo = FILE.replace("port: 8080", "port: eighty");
+    let msg = format!(
+        "{:#}",
+        connections::apply_text(&api, &typo, false)
+            .await
+            .unwrap_err()
+    );
+    assert!(
+        msg.contains("document 3") && msg.contains("spec.port"),
+        "{msg}"
+    );
+    let unset = FILE.replace("cp-secret-1", "${ACCESSCTL_TEST_UNSET_VAR}");
+    let msg = format!(
+        "{:#}",
+        connections::apply_text(&api, &unset, false)
+            .await
+            .unwrap_err()
+    );
+    assert!(
+        msg.contains(
+            "spec.client_secret: environment variable ACCESSCTL_TEST_UNSET_VAR is not set"
+        ),
+        "{msg}"
+    );
+
+    // Lookup: the CloudPass 403 surfaces with the Website Users hint.
+    let _srv = serve_lookups(&bus.bus, Vendor::Cloudpass, |r: LookupRequest| async move {
+        match r.what.as_str() {
+            "sites" => Err(LookupFailure::credentials(Vendor::Cloudpass, 403)),
+            _ => Ok(vec![LookupItem {
+                id: "tr-1".into(),
+                name: "24/7".into(),
+                detail: r.params.get("site").cloned(),
+            }]),
+        }
+    })
+    .await
+    .unwrap();
+    let args = |what: &str, params: Vec<String>| LookupArgs {
+        vendor: Vendor::Cloudpass,
+        tenant: "acme".into(),
+        what: what.into(),
+        params,
+        connection: "default".into(),
+    };
+    let err = lookup::fetch(&api, &args("sites", vec![]))
+        .await
+        .unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("check the API user's permissions under Settings → Website Users"),
+        "{msg}"
+    );
+    let items = lookup::fetch(&api, &args("time-restrictions", vec!["site=site-1".into()]))
+        .await
+        .unwrap();
+    assert_eq!(items[0].detail.as_deref(), Some("site-1"));
+
+    // Tenants and a read-only token's 403 message.
+    tenants::run_with(&api, TenantsCommand::List, Format::Json)
+        .await
+        .unwrap();
+    tenants::run_with(
+        &api,
+        TenantsCommand::RotateSecret {
+            tenant: "acme".into(),
+            source: "bex".into(),
+            previous_ttl: "1h".parse().unwrap(),
+        },
+        Format::Json,
+    )
+    .await
+    .unwrap();
+    let created: serde_json::Value = api
+        .write(
+            reqwest::Method::POST,
+            "/tokens",
+            &[],
+            &serde_json::json!({"name": "ro", "scopes": ["read"]}),
+        )
+        .await
+        .unwrap();
+    let ro = ApiClient::new(&base, created["token"].as_str().unwrap()).unwrap();
+    let msg = format!(
+        "{:#}",
+        connections::run_with(
+            &ro,
+            ConnectionsCommand::Delete {
+                tenant: "acme".into(),
+                vendor: Vendor::Cloudpass,
+                name: "default".into()
+            },
+            Format::Table
+        )
+        .await
+        .unwrap_err()
+    );
+    assert!(msg.contains("403"), "{msg}");
+    connections::run_with(
+        &api,
+        ConnectionsCommand::Delete {
+            tenant: "acme".into(),
+            vendor: Vendor::Cloudpass,
+            name: "default".into(),
+        },
+        Format::Table,
+    )
+    .await
+    .unwrap();
+
+    bus.cleanup().await;
+    db.drop_db().await;
+}
+
+fn uuid_like() -> String {
+    format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    )
+}
