@@ -67,6 +67,13 @@ impl BookingFields {
 #[derive(Deserialize)]
 struct Page<T> {
     data: Vec<T>,
+    #[serde(default)]
+    meta: Option<PageMeta>,
+}
+
+#[derive(Deserialize)]
+struct PageMeta {
+    total: u64,
 }
 
 /// An id and name (sites, time restrictions).
@@ -142,6 +149,27 @@ impl CloudpassClient {
             .await
             .map_err(map_err)?;
         Ok(page.data.into_iter().next())
+    }
+
+    /// One page of every booking at `site` (the reconciler's inventory), with the total
+    /// number of bookings there.
+    pub async fn list_page(
+        &self,
+        site: &str,
+        page: u64,
+        per_page: u64,
+    ) -> Result<(Vec<VehicleBooking>, u64), VendorError> {
+        let url = self.bookings_url(site);
+        let p: Page<VehicleBooking> = self
+            .http
+            .send_json("list_bookings", |h| {
+                h.request(Method::GET, &url)
+                    .query(&[("page", page), ("per_page", per_page)])
+            })
+            .await
+            .map_err(map_err)?;
+        let total = p.meta.map(|m| m.total).unwrap_or(0);
+        Ok((p.data, total))
     }
 
     /// Creates a booking. `Ok(None)` on 409: one with this reference exists already.

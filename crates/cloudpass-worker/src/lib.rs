@@ -13,7 +13,7 @@ pub mod client;
 use std::collections::{BTreeMap, BTreeSet};
 
 use accesshub_connections::{Vendor, VendorSettings};
-use accesshub_domain::{Event, EventBody, EventKind};
+use accesshub_domain::{Event, EventBody, EventKind, sync::RemoveCommand};
 use serde::{Deserialize, Serialize};
 use worker_runtime::{ApplyContext, ApplyOutcome, Binding, ClientCache, Handler, HandlerError};
 
@@ -204,6 +204,35 @@ impl Handler for CloudpassHandler {
             status,
             serde_json::to_value(&ids).unwrap_or_default(),
         ))
+    }
+
+    /// A stray found by the reconciler: `vendor_id` is `<site>/<booking id>`. Deleting a
+    /// booking that is already gone succeeds.
+    async fn remove(
+        &self,
+        ctx: &ApplyContext,
+        cmd: &RemoveCommand,
+        _binding: Option<&Binding>,
+    ) -> Result<(), HandlerError> {
+        let VendorSettings::Cloudpass(settings) = &ctx.connection.settings else {
+            return Err(HandlerError::permanent(
+                "connection is not a CloudPass connection",
+            ));
+        };
+        let Some((site, id)) = cmd.vendor_id.split_once('/') else {
+            return Err(HandlerError::permanent(format!(
+                "vendor id {:?} is not <site>/<id>",
+                cmd.vendor_id
+            )));
+        };
+        let client = self
+            .clients
+            .get_or_try_init(&ctx.connection, || {
+                CloudpassClient::new(settings, ctx.rate_limiter.clone())
+            })
+            .await?;
+        client.delete(site, id).await?;
+        Ok(())
     }
 }
 

@@ -30,7 +30,11 @@ async fn main() -> anyhow::Result<()> {
                 accesshub_store::SecretBox::from_env()?,
             )),
         };
-    let inventories: Vec<Arc<dyn Inventory>> = vec![Arc::new(CloudpassInventory::new()?)];
+    let rate = accesshub_config::env_or(
+        "RECONCILER_VENDOR_RATE",
+        reconciler::inventory::cloudpass::DEFAULT_RATE,
+    )?;
+    let inventories: Vec<Arc<dyn Inventory>> = vec![Arc::new(CloudpassInventory::with_rate(rate))];
     let settings = Settings {
         poll_interval: accesshub_config::env_duration(
             "RECONCILER_POLL_INTERVAL",

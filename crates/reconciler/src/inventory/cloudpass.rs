@@ -1,20 +1,22 @@
 //! CloudPass: one vehicle booking per license plate of a confirmed reservation, at the
 //! CloudPass site mapped to the reservation's administration.
 //!
-//! Reference format (shared with cloudpass-worker): `ah.<tenant>.<booking key>.<plate>`, tenant
-//! and key escaped as subject tokens so `.` splits unambiguously. Only bookings whose reference
-//! has this shape *and* this tenant are ours; everything else at the site is left alone.
+//! Listing goes through cloudpass-worker's own client (token cache, error classification, rate
+//! limit). The reference is the worker's: `ah:<tenant>:reservation:<booking key>:<PLATE>`
+//! (`worker_runtime::reference` plus the normalized plate). Only bookings whose reference starts
+//! with this tenant's prefix are ours; everything else at the site is left alone.
 //!
-//! Compared fields: site, normalized plate, valid_from, valid_until (UTC, whole seconds) and
-//! time restriction. The guest name is informational and not compared.
+//! Compared fields are exactly those of the worker's `BookingFields::matches`: normalized plate,
+//! valid_from, valid_until (UTC, whole seconds) and time restriction — plus the site. The guest
+//! name is informational and not compared. The desired side ([`desired_objects`]) mirrors the
+//! worker's `apply`; the two must change together (tests in this crate run both).
 
-use std::{collections::BTreeSet, time::Duration};
+use std::{collections::BTreeSet, sync::Arc};
 
 use accesshub_connections::{CloudpassSettings, Connection, VendorSettings};
-use accesshub_domain::{Event, EventBody, EventKind, subjects};
+use accesshub_domain::{Event, EventBody, EventKind};
 use chrono::{DateTime, SecondsFormat, Utc};
 use futures::{StreamExt as _, TryStreamExt as _, stream::BoxStream};
-use serde::Deserialize;
 
 use super::{DesiredObject, Fingerprint, Inventory, InventoryError, VendorObject};
 
@@ -24,38 +26,27 @@ const PER_PAGE: u64 = 100;
 /// Pages fetched concurrently (the vendor's rate limit is the real bound).
 const PAGE_CONCURRENCY: usize = 4;
 
-/// Our reference for one plate of one reservation.
+/// Our reference for one plate of one reservation (what cloudpass-worker sets).
 pub fn reference(tenant: &str, booking_key: &str, plate: &str) -> String {
     format!(
-        "ah.{}.{}.{}",
-        subjects::token(tenant),
-        subjects::token(booking_key),
-        plate
+        "{}:{plate}",
+        worker_runtime::reference(tenant, EventKind::Reservation, booking_key)
     )
 }
 
-/// `(tenant, booking key, plate)` of one of our references; `None` for anything else.
-pub fn parse_reference(r: &str) -> Option<(String, String, &str)> {
-    let mut it = r.splitn(4, '.');
-    if it.next()? != "ah" {
-        return None;
-    }
-    let tenant = it.next()?;
-    let key = it.next()?;
-    let plate = it.next()?;
-    if tenant.is_empty() || key.is_empty() || plate.is_empty() || plate.contains('.') {
-        return None;
-    }
-    Some((subjects::untoken(tenant), subjects::untoken(key), plate))
+/// `(booking key, plate)` of one of `tenant`'s references; `None` for anything else (other
+/// tenants' objects, objects created by hand).
+pub fn parse_reference<'a>(tenant: &str, r: &'a str) -> Option<(&'a str, &'a str)> {
+    let prefix = worker_runtime::reference(tenant, EventKind::Reservation, "");
+    let rest = r.strip_prefix(prefix.as_str())?;
+    let (key, plate) = rest.rsplit_once(':')?;
+    (!key.is_empty() && !plate.is_empty()).then_some((key, plate))
 }
 
-/// CloudPass's plate rule: uppercase, no spaces or dashes, 2–10 ASCII alphanumerics.
+/// The worker's normalization, then CloudPass's plate rule (2–10 ASCII alphanumerics): a plate
+/// the vendor would refuse makes the booking unjudgeable (failed), not a repair every night.
 pub fn normalize_plate(raw: &str) -> Option<String> {
-    let p: String = raw
-        .chars()
-        .filter(|c| !matches!(c, ' ' | '-'))
-        .map(|c| c.to_ascii_uppercase())
-        .collect();
+    let p = cloudpass_worker::normalize_plate(raw);
     let ok = (2..=10).contains(&p.len()) && p.chars().all(|c| c.is_ascii_alphanumeric());
     ok.then_some(p)
 }
@@ -117,8 +108,15 @@ pub fn desired_objects(conn: &Connection, event: &Event) -> Result<Vec<DesiredOb
     let from = trunc(from);
     let until = trunc(until);
     let mut plates = BTreeSet::new();
-    for p in &r.license_plates {
+    for p in r
+        .license_plates
+        .iter()
+        .filter(|p| !cloudpass_worker::normalize_plate(p).is_empty())
+    {
         plates.insert(normalize_plate(p).ok_or_else(|| format!("invalid license plate {p:?}"))?);
+    }
+    if plates.is_empty() {
+        return Ok(Vec::new());
     }
     Ok(plates
         .into_iter()
@@ -133,89 +131,52 @@ fn trunc(t: DateTime<Utc>) -> DateTime<Utc> {
     DateTime::from_timestamp(t.timestamp(), 0).unwrap_or(t)
 }
 
-#[derive(Debug, Deserialize)]
-struct TokenResponse {
-    access_token: String,
-}
+/// (tenant, connection name) → (connection version, client).
+type ClientMap =
+    std::collections::HashMap<(String, String), (i64, Arc<cloudpass_worker::CloudpassClient>)>;
 
-#[derive(Debug, Deserialize)]
-struct Page {
-    data: Vec<WireBooking>,
-    meta: Meta,
-}
-
-#[derive(Debug, Deserialize)]
-struct Meta {
-    total: u64,
-}
-
-#[derive(Debug, Deserialize)]
-struct WireBooking {
-    id: String,
-    reference: String,
-    license_plate: String,
-    valid_from: DateTime<Utc>,
-    valid_until: DateTime<Utc>,
-    time_restriction_id: String,
-}
-
-/// Lists CloudPass vehicle bookings over HTTP.
-#[derive(Debug, Clone)]
+/// Lists CloudPass vehicle bookings with cloudpass-worker's client.
+#[derive(Debug)]
 pub struct CloudpassInventory {
-    http: reqwest::Client,
+    /// List requests per second per connection (the vendor's rate limit is shared with the
+    /// worker: keep this well below it).
+    rate: f64,
+    /// Clients per connection (token cache); replaced when the connection's version changes.
+    clients: std::sync::Mutex<ClientMap>,
 }
 
 impl CloudpassInventory {
-    /// With its own HTTP client (timeouts so a hung vendor fails the run instead of hanging it).
+    /// An inventory listing at most [`DEFAULT_RATE`] pages per second per connection.
     pub fn new() -> Result<Self, InventoryError> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .connect_timeout(Duration::from_secs(5))
-            .build()
-            .map_err(|e| InventoryError::Config {
-                vendor: VENDOR,
-                message: format!("HTTP client: {e}"),
-            })?;
-        Ok(CloudpassInventory { http })
+        Ok(Self::with_rate(DEFAULT_RATE))
     }
 
-    async fn token(&self, s: &CloudpassSettings) -> Result<String, InventoryError> {
-        let url = format!("{}/oauth/token", s.base_url.trim_end_matches('/'));
-        let resp = self
-            .http
-            .post(&url)
-            .form(&[
-                ("grant_type", "client_credentials"),
-                ("client_id", s.client_id.as_str()),
-                ("client_secret", s.client_secret.expose()),
-            ])
-            .send()
-            .await
-            .map_err(transport)?;
-        let t: TokenResponse = decode(resp).await?;
-        Ok(t.access_token)
+    /// An inventory listing at most `rate` pages per second per connection.
+    pub fn with_rate(rate: f64) -> Self {
+        CloudpassInventory {
+            rate: rate.max(0.1),
+            clients: Default::default(),
+        }
     }
 
-    async fn page(
+    fn client(
         &self,
-        s: &CloudpassSettings,
-        token: &str,
-        site: &str,
-        page: u64,
-    ) -> Result<Page, InventoryError> {
-        let url = format!(
-            "{}/api/v1/sites/{site}/vehicle-bookings",
-            s.base_url.trim_end_matches('/')
+        conn: &Connection,
+    ) -> Result<Arc<cloudpass_worker::CloudpassClient>, InventoryError> {
+        let s = settings(conn)?;
+        let key = (conn.tenant.clone(), conn.name.clone());
+        let mut map = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((v, c)) = map.get(&key)
+            && *v == conn.version
+        {
+            return Ok(c.clone());
+        }
+        let limiter = Arc::new(vendor_http::RateLimiter::new(self.rate, 20));
+        let c = Arc::new(
+            cloudpass_worker::CloudpassClient::new(s, limiter).map_err(|e| vendor_err(&e))?,
         );
-        let resp = self
-            .http
-            .get(&url)
-            .bearer_auth(token)
-            .query(&[("page", page), ("per_page", PER_PAGE)])
-            .send()
-            .await
-            .map_err(transport)?;
-        decode(resp).await
+        map.insert(key, (conn.version, c.clone()));
+        Ok(c)
     }
 
     fn sites(s: &CloudpassSettings) -> Vec<String> {
@@ -228,37 +189,31 @@ impl CloudpassInventory {
     }
 }
 
-fn transport(e: reqwest::Error) -> InventoryError {
-    InventoryError::Transport {
-        vendor: VENDOR,
-        message: e.to_string(),
-    }
-}
+/// Default pages per second the listing may request from one connection.
+pub const DEFAULT_RATE: f64 = 50.0;
 
-async fn decode<T: serde::de::DeserializeOwned>(
-    resp: reqwest::Response,
-) -> Result<T, InventoryError> {
-    let status = resp.status();
-    if !status.is_success() {
-        let retry_after = resp
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
-        let body = resp.text().await.unwrap_or_default();
-        return Err(InventoryError::Status {
+fn vendor_err(e: &vendor_http::VendorError) -> InventoryError {
+    use accesshub_domain::{Classify as _, ErrorClass};
+    match e.class() {
+        ErrorClass::Transient => match e.status() {
+            Some(status) => InventoryError::Status {
+                vendor: VENDOR,
+                status,
+                message: e.to_string(),
+                retry_after: e.retry_after(),
+            },
+            None => InventoryError::Transport {
+                vendor: VENDOR,
+                message: e.to_string(),
+            },
+        },
+        ErrorClass::Permanent => InventoryError::Status {
             vendor: VENDOR,
-            status: status.as_u16(),
-            message: body.chars().take(300).collect(),
-            retry_after,
-        });
+            status: e.status().unwrap_or(400),
+            message: e.to_string(),
+            retry_after: None,
+        },
     }
-    let bytes = resp.bytes().await.map_err(transport)?;
-    serde_json::from_slice(&bytes).map_err(|e| InventoryError::Decode {
-        vendor: VENDOR,
-        message: e.to_string(),
-    })
 }
 
 impl Inventory for CloudpassInventory {
@@ -275,11 +230,14 @@ impl Inventory for CloudpassInventory {
         conn: &'a Connection,
     ) -> futures::future::BoxFuture<'a, Result<usize, InventoryError>> {
         Box::pin(async move {
-            let s = settings(conn)?;
-            let token = self.token(s).await?;
+            let client = self.client(conn)?;
             let mut total = 0u64;
-            for site in Self::sites(s) {
-                total += self.page(s, &token, &site, 1).await?.meta.total;
+            for site in Self::sites(settings(conn)?) {
+                total += client
+                    .list_page(&site, 1, 1)
+                    .await
+                    .map_err(|e| vendor_err(&e))?
+                    .1;
             }
             Ok(usize::try_from(total).unwrap_or(usize::MAX))
         })
@@ -290,11 +248,9 @@ impl Inventory for CloudpassInventory {
         conn: &'a Connection,
     ) -> BoxStream<'a, Result<VendorObject, InventoryError>> {
         let tenant = conn.tenant.clone();
-        let stream = async_stream(self, conn).try_filter_map(move |(site, b)| {
-            let key = parse_reference(&b.reference)
-                .filter(|(t, _, _)| *t == tenant)
-                .map(|(_, key, _)| key);
-            let ours = key.map(|key| VendorObject {
+        let stream = all_bookings(self, conn).try_filter_map(move |(site, b)| {
+            let ours = parse_reference(&tenant, &b.reference).map(|(key, _)| key.to_owned());
+            let ours = ours.map(|key| VendorObject {
                 fingerprint: fingerprint(
                     &site,
                     &b.license_plate,
@@ -321,58 +277,47 @@ impl Inventory for CloudpassInventory {
     }
 }
 
-/// Every booking of every mapped site, page by page (first page sequential for the total,
-/// the rest a few at a time, in order).
-fn async_stream<'a>(
+type Booking = cloudpass_worker::client::VehicleBooking;
+
+/// Every booking of every mapped site, page by page: the first page of a site gives the
+/// total, the rest are fetched a few at a time, in order.
+fn all_bookings<'a>(
     inv: &'a CloudpassInventory,
     conn: &'a Connection,
-) -> BoxStream<'a, Result<(String, WireBooking), InventoryError>> {
-    let fut = async move {
+) -> BoxStream<'a, Result<(String, Booking), InventoryError>> {
+    let setup = async move {
         let s = settings(conn)?;
-        let token = inv.token(s).await?;
-        Ok::<_, InventoryError>((s, token))
+        Ok::<_, InventoryError>((inv.client(conn)?, CloudpassInventory::sites(s)))
     };
-    futures::stream::once(fut)
-        .map_ok(move |(s, token)| {
-            let sites = CloudpassInventory::sites(s);
+    futures::stream::once(setup)
+        .map_ok(move |(client, sites)| {
             futures::stream::iter(sites)
-                .then({
-                    let token = token.clone();
-                    move |site| {
-                        let token = token.clone();
-                        async move {
-                            let first = inv.page(s, &token, &site, 1).await?;
-                            Ok::<_, InventoryError>((site, token, first))
-                        }
+                .then(move |site| {
+                    let client = client.clone();
+                    async move {
+                        let (first, total) = client
+                            .list_page(&site, 1, PER_PAGE)
+                            .await
+                            .map_err(|e| vendor_err(&e))?;
+                        Ok::<_, InventoryError>((client, site, first, total))
                     }
                 })
-                .map_ok(move |(site, token, first)| {
-                    let pages = first.meta.total.div_ceil(PER_PAGE).max(1);
-                    let first_items = futures::stream::iter(
-                        first
-                            .data
-                            .into_iter()
-                            .map({
-                                let site = site.clone();
-                                move |b| Ok((site.clone(), b))
-                            })
-                            .collect::<Vec<_>>(),
-                    );
+                .map_ok(move |(client, site, first, total)| {
+                    let pages = total.div_ceil(PER_PAGE).max(1);
+                    let tag = |site: String, v: Vec<Booking>| {
+                        futures::stream::iter(v.into_iter().map(move |b| Ok((site.clone(), b))))
+                    };
+                    let first_items = tag(site.clone(), first);
                     let rest = futures::stream::iter(2..=pages)
-                        .map({
+                        .map(move |p| {
+                            let client = client.clone();
                             let site = site.clone();
-                            move |p| {
-                                let site = site.clone();
-                                let token = token.clone();
-                                async move {
-                                    let page = inv.page(s, &token, &site, p).await?;
-                                    Ok::<_, InventoryError>(futures::stream::iter(
-                                        page.data
-                                            .into_iter()
-                                            .map(move |b| Ok((site.clone(), b)))
-                                            .collect::<Vec<_>>(),
-                                    ))
-                                }
+                            async move {
+                                let (items, _) = client
+                                    .list_page(&site, p, PER_PAGE)
+                                    .await
+                                    .map_err(|e| vendor_err(&e))?;
+                                Ok::<_, InventoryError>(tag(site, items))
                             }
                         })
                         .buffered(PAGE_CONCURRENCY)
@@ -391,13 +336,12 @@ mod tests {
 
     #[test]
     fn references_roundtrip_and_foreign_ones_are_rejected() {
-        let r = reference("acme.nl", "R 1.2", "AB12CD");
-        assert_eq!(
-            parse_reference(&r),
-            Some(("acme.nl".to_owned(), "R 1.2".to_owned(), "AB12CD"))
-        );
-        assert_eq!(parse_reference("MANUAL-123"), None);
-        assert_eq!(parse_reference("ah.t.k"), None);
+        let r = reference("acme", "R:1", "AB12CD");
+        assert_eq!(r, "ah:acme:reservation:R:1:AB12CD");
+        assert_eq!(parse_reference("acme", &r), Some(("R:1", "AB12CD")));
+        assert_eq!(parse_reference("other", &r), None);
+        assert_eq!(parse_reference("acme", "MANUAL-123"), None);
+        assert_eq!(parse_reference("acme", "ah:acme:pass:P1"), None);
         assert_eq!(normalize_plate("ab-12 cd").as_deref(), Some("AB12CD"));
         assert_eq!(normalize_plate("x"), None);
     }

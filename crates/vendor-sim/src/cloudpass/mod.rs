@@ -249,6 +249,13 @@ impl SimState {
         lock(&self.inner.cloudpass).vehicle_bookings.clone()
     }
 
+    /// Appends vehicle bookings as they are, without the API's validation or the per-site
+    /// reference check: for benchmarks that need a million objects without a million POSTs
+    /// (each create scans the site for a duplicate reference).
+    pub fn cloudpass_insert_bookings(&self, bookings: impl IntoIterator<Item = VehicleBooking>) {
+        lock(&self.inner.cloudpass).vehicle_bookings.extend(bookings);
+    }
+
     /// The vehicle booking with this reference at this site, if any.
     pub fn cloudpass_booking_by_reference(
         &self,

@@ -1,0 +1,373 @@
+//! CloudPass end to end: real NATS and Postgres, the simulator and cloudpass-worker in-process.
+//! Drift injected by hand at the vendor (a booking deleted, one edited, one of two plates gone,
+//! strays carrying our reference, foreign bookings) is found, counted, repaired through the
+//! worker via the SYNC stream; a second run finds everything in sync; foreign objects are
+//! never touched.
+
+#![allow(clippy::unwrap_used)]
+
+use std::{
+    collections::BTreeMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use accesshub_connections::{
+    CloudpassAdministration, CloudpassSettings, Connection, Secret, VendorSettings,
+};
+use accesshub_domain::{Event, EventBody, Guest, Reservation, ReservationStatus, Source, headers};
+use async_nats::jetstream::message::PublishMessage;
+use chrono::{NaiveDate, NaiveTime};
+use reconciler::{
+    Counts, Reconciler, RunStatus, Scope, Settings, Trigger,
+    connections::{StaticConnections, conn_ref},
+    inventory::{Inventory, cloudpass::CloudpassInventory},
+    store,
+};
+use serde_json::json;
+use vendor_sim::cloudpass as cp;
+
+const TENANT: &str = "parks";
+const ADMIN: &str = "adm-ams";
+
+fn connection(base: &str) -> Connection {
+    let mut administrations = BTreeMap::new();
+    administrations.insert(
+        ADMIN.to_owned(),
+        CloudpassAdministration {
+            site_id: cp::DEMO_SITE_AMSTERDAM.into(),
+            time_restriction_id: None,
+        },
+    );
+    Connection {
+        tenant: TENANT.into(),
+        name: "default".into(),
+        enabled: true,
+        sites: vec![],
+        settings: VendorSettings::Cloudpass(CloudpassSettings {
+            base_url: base.into(),
+            client_id: cp::DEMO_CLIENT_ID.into(),
+            client_secret: Secret::new(cp::DEMO_CLIENT_SECRET),
+            administrations,
+            default_time_restriction_id: cp::DEMO_TR_AMSTERDAM_24_7.into(),
+            window_before_minutes: 30,
+            window_after_minutes: 30,
+        }),
+        version: 1,
+    }
+}
+
+fn reservation(key: &str, plates: &[&str], status: ReservationStatus) -> Event {
+    let arrival = NaiveDate::from_ymd_opt(2030, 5, 1).unwrap();
+    Event::new(
+        TENANT,
+        ADMIN,
+        key,
+        1,
+        Source::Bex,
+        chrono::Utc::now(),
+        EventBody::Reservation(Reservation {
+            status,
+            guest: Guest {
+                name: "Jansen, Piet".into(),
+                email: None,
+                mobile_phone: None,
+            },
+            arrival,
+            departure: arrival + chrono::Duration::days(3),
+            check_in_time: NaiveTime::from_hms_opt(15, 0, 0).unwrap(),
+            check_out_time: NaiveTime::from_hms_opt(11, 0, 0).unwrap(),
+            timezone: "Europe/Amsterdam".into(),
+            rooms: vec![],
+            common_areas: vec![],
+            license_plates: plates.iter().map(|p| (*p).to_owned()).collect(),
+            mobile_key: false,
+        }),
+    )
+}
+
+/// What booking-ingest does: desired state row + event on BOOKINGS.
+async fn ingest(db: &accesshub_testkit::TestDb, tb: &accesshub_testkit::TestBus, ev: &Event) {
+    let EventBody::Reservation(r) = &ev.body else {
+        unreachable!()
+    };
+    sqlx::query(
+        "INSERT INTO bookings (tenant_id, kind, booking_key, site, revision, source, event_id,
+                               payload, starts_at, ends_at)
+         VALUES ($1, 'reservation', $2, $3, $4, 'bex', $5, $6, $7, $8)",
+    )
+    .bind(&ev.tenant)
+    .bind(&ev.booking_key)
+    .bind(&ev.site)
+    .bind(ev.revision)
+    .bind(ev.id)
+    .bind(serde_json::to_value(&ev.body).unwrap())
+    .bind(r.check_in().unwrap())
+    .bind(r.check_out().unwrap())
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let mut h = async_nats::HeaderMap::new();
+    h.insert(headers::MSG_ID, ev.id.to_string().as_str());
+    let msg = PublishMessage::build()
+        .payload(serde_json::to_vec(ev).unwrap().into())
+        .headers(h);
+    tb.bus
+        .js
+        .send_publish(tb.bus.subject(&ev.subject()), msg)
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+}
+
+/// An operator working in the CloudPass portal (plain HTTP against the simulator).
+struct Portal {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Portal {
+    async fn login(base: &str) -> Portal {
+        let http = reqwest::Client::new();
+        let t: serde_json::Value = http
+            .post(format!("{base}/oauth/token"))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", cp::DEMO_CLIENT_ID),
+                ("client_secret", cp::DEMO_CLIENT_SECRET),
+            ])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        Portal {
+            http,
+            base: base.to_owned(),
+            token: t["access_token"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    fn url(&self, id: Option<&str>) -> String {
+        let site = cp::DEMO_SITE_AMSTERDAM;
+        match id {
+            Some(id) => format!("{}/api/v1/sites/{site}/vehicle-bookings/{id}", self.base),
+            None => format!("{}/api/v1/sites/{site}/vehicle-bookings", self.base),
+        }
+    }
+
+    async fn delete(&self, id: &str) {
+        let r = self
+            .http
+            .delete(self.url(Some(id)))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{}", r.status());
+    }
+
+    async fn patch(&self, id: &str, body: serde_json::Value) {
+        let r = self
+            .http
+            .patch(self.url(Some(id)))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{}", r.status());
+    }
+
+    async fn create(&self, reference: &str, plate: &str) {
+        let r = self
+            .http
+            .post(self.url(None))
+            .bearer_auth(&self.token)
+            .json(&json!({
+                "reference": reference, "license_plate": plate,
+                "valid_from": "2030-05-01T12:00:00Z", "valid_until": "2030-05-04T10:00:00Z",
+                "time_restriction_id": cp::DEMO_TR_AMSTERDAM_24_7, "name": "by hand",
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{}", r.status());
+    }
+}
+
+fn booking(sim: &vendor_sim::SimHandle, reference: &str) -> Option<cp::VehicleBooking> {
+    sim.state()
+        .cloudpass_booking_by_reference(cp::DEMO_SITE_AMSTERDAM, reference)
+}
+
+async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(15) {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn r(key: &str, plate: &str) -> String {
+    format!("ah:{TENANT}:reservation:{key}:{plate}")
+}
+
+#[tokio::test]
+async fn drift_is_found_counted_and_repaired_then_everything_is_in_sync() {
+    accesshub_telemetry::init_for_tests();
+    let (db, tb) = accesshub_testkit::isolated().await;
+    let sim = vendor_sim::start(vendor_sim::SimConfig::ephemeral())
+        .await
+        .unwrap();
+    sim.state().seed_demo();
+    let conn = connection(&sim.cloudpass_url());
+    let worker = worker_runtime::start(
+        worker_runtime::WorkerConfig::for_test(
+            tb.config(cloudpass_worker::NAME, &db.url),
+            Arc::new(worker_runtime::StaticConnections::new(vec![conn.clone()])),
+        ),
+        cloudpass_worker::CloudpassHandler::new(),
+    )
+    .await
+    .unwrap();
+
+    // Desired state, applied by the worker from BOOKINGS.
+    let confirmed = ReservationStatus::Confirmed;
+    for ev in [
+        reservation("R1", &["ab-12 cd"], confirmed),
+        reservation("R2", &["XX99YY"], confirmed),
+        reservation("R3", &["ZZ11ZZ"], confirmed),
+        reservation("R4", &["CC22CC", "DD33DD"], confirmed),
+        reservation("R5", &["EE55EE"], ReservationStatus::Cancelled),
+    ] {
+        ingest(&db, &tb, &ev).await;
+    }
+    eventually("worker applied R1-R4", || {
+        [
+            "R1:AB12CD",
+            "R2:XX99YY",
+            "R3:ZZ11ZZ",
+            "R4:CC22CC",
+            "R4:DD33DD",
+        ]
+        .iter()
+        .all(|k| booking(&sim, &format!("ah:{TENANT}:reservation:{k}")).is_some())
+    })
+    .await;
+    let sql_bindings = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM bindings WHERE applied_revision = 1")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap()
+    };
+    let start = Instant::now();
+    while sql_bindings().await < 5 && start.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let original_r3 = booking(&sim, &r("R3", "ZZ11ZZ")).unwrap();
+
+    // Drift, by hand in the portal.
+    let portal = Portal::login(&sim.cloudpass_url()).await;
+    portal
+        .delete(&booking(&sim, &r("R2", "XX99YY")).unwrap().id)
+        .await;
+    portal
+        .patch(
+            &original_r3.id,
+            json!({"valid_until": "2030-05-10T10:00:00Z"}),
+        )
+        .await;
+    portal
+        .delete(&booking(&sim, &r("R4", "DD33DD")).unwrap().id)
+        .await;
+    portal.create(&r("GONE", "GG44GG"), "GG44GG").await; // our reference, unknown booking
+    portal.create(&r("R5", "EE55EE"), "EE55EE").await; // our reference, cancelled booking
+    portal.create("MANUAL-1", "MM11MM").await; // not ours
+    portal
+        .create("ah:other:reservation:X:OT11OT", "OT11OT")
+        .await; // another tenant's
+
+    // Run 1 (through the queue, as `accessctl sync run` does).
+    let inv: Arc<dyn Inventory> = Arc::new(CloudpassInventory::new().unwrap());
+    let rec = Reconciler::new(
+        db.pool.clone(),
+        tb.bus.clone(),
+        Arc::new(StaticConnections::new(vec![conn.clone()])),
+        vec![inv],
+        Settings {
+            default_schedules: false,
+            ..Settings::default()
+        },
+    );
+    let c = conn_ref(&conn);
+    store::request_run(&db.pool, &c, Scope::Full, Trigger::Manual, Some("test"))
+        .await
+        .unwrap();
+    let run = rec.drain_queue().await.unwrap().pop().unwrap();
+    assert_eq!(run.status, RunStatus::Succeeded, "{:?}", run.error);
+    assert_eq!(
+        run.counts,
+        Counts {
+            checked: 5,
+            in_sync: 1,
+            created: 1,
+            updated: 2,
+            removed: 2,
+            failed: 0
+        }
+    );
+
+    // The worker repairs from SYNC.
+    eventually("repairs applied", || {
+        booking(&sim, &r("R2", "XX99YY")).is_some()
+            && booking(&sim, &r("R4", "DD33DD")).is_some()
+            && booking(&sim, &r("R3", "ZZ11ZZ"))
+                .is_some_and(|b| b.valid_until == original_r3.valid_until)
+            && booking(&sim, &r("GONE", "GG44GG")).is_none()
+            && booking(&sim, &r("R5", "EE55EE")).is_none()
+    })
+    .await;
+    assert!(
+        booking(&sim, "MANUAL-1").is_some(),
+        "foreign booking untouched"
+    );
+    assert!(booking(&sim, "ah:other:reservation:X:OT11OT").is_some());
+    assert_eq!(sim.state().cloudpass_bookings().len(), 5 + 2);
+
+    // Run 2: nothing to do.
+    store::request_run(&db.pool, &c, Scope::Full, Trigger::Api, None)
+        .await
+        .unwrap();
+    let run2 = rec.drain_queue().await.unwrap().pop().unwrap();
+    assert_eq!(run2.status, RunStatus::Succeeded, "{:?}", run2.error);
+    assert_eq!(
+        run2.counts,
+        Counts {
+            checked: 5,
+            in_sync: 5,
+            ..Counts::default()
+        }
+    );
+    // Scope `upcoming` 5 days: the 2030 stays are not in it, and nothing is judged or removed.
+    store::request_run(&db.pool, &c, Scope::Upcoming(5), Trigger::Api, None)
+        .await
+        .unwrap();
+    let run3 = rec.drain_queue().await.unwrap().pop().unwrap();
+    assert_eq!(run3.counts, Counts::default());
+    let listed = store::list_runs(&db.pool, Some(TENANT), Some("cloudpass"), 10)
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 3);
+
+    worker.shutdown().await.unwrap();
+    sim.shutdown().await;
+    tb.cleanup().await;
+    db.drop_db().await;
+}
