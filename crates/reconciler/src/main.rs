@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use reconciler::{
     Reconciler, Settings,
     connections::{ConnectionSource, StaticConnections},
-    inventory::{Inventory, cloudpass::CloudpassInventory},
+    inventory::{Inventory, cloudpass::CloudpassInventory, tapkey::TapkeyInventory},
 };
 
 #[tokio::main]
@@ -34,7 +34,10 @@ async fn main() -> anyhow::Result<()> {
         "RECONCILER_VENDOR_RATE",
         reconciler::inventory::cloudpass::DEFAULT_RATE,
     )?;
-    let inventories: Vec<Arc<dyn Inventory>> = vec![Arc::new(CloudpassInventory::with_rate(rate))];
+    let inventories: Vec<Arc<dyn Inventory>> = vec![
+        Arc::new(CloudpassInventory::with_rate(rate)),
+        Arc::new(TapkeyInventory::new(pool.clone(), rate)),
+    ];
     let settings = Settings {
         poll_interval: accesshub_config::env_duration(
             "RECONCILER_POLL_INTERVAL",

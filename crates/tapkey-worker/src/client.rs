@@ -137,6 +137,21 @@ impl TapkeyClient {
             .await
     }
 
+    /// One page of the owner account's active grants (the reconciler's inventory; OData
+    /// `$top`/`$skip` paging).
+    pub async fn list_active_grants(&self, skip: u64, top: u64) -> Result<Vec<Grant>, VendorError> {
+        let url = self.url("/Grants");
+        self.http
+            .send_json("list_grants", |h| {
+                h.request(Method::GET, &url).query(&[
+                    ("$filter", "active eq true".to_owned()),
+                    ("$skip", skip.to_string()),
+                    ("$top", top.to_string()),
+                ])
+            })
+            .await
+    }
+
     /// Issues a grant. `Ok(None)` on 409: an identical active grant already exists (the
     /// caller looks it up).
     pub async fn create_grant(

@@ -13,7 +13,7 @@ pub mod client;
 use std::collections::BTreeMap;
 
 use accesshub_connections::{Vendor, VendorSettings};
-use accesshub_domain::{Event, EventBody, EventKind, PassStatus};
+use accesshub_domain::{Event, EventBody, EventKind, PassStatus, sync::RemoveCommand};
 use chrono::{DateTime, DurationRound as _, Utc};
 use serde::{Deserialize, Serialize};
 use worker_runtime::{ApplyContext, ApplyOutcome, Binding, ClientCache, Handler, HandlerError};
@@ -192,6 +192,29 @@ impl Handler for TapkeyHandler {
             status_of(pass.status, wants),
             serde_json::to_value(&ids).unwrap_or_default(),
         ))
+    }
+
+    /// A grant the reconciler found active although its pass wants no access (`vendor_id` is
+    /// the grant id): revoke it; already revoked or gone counts as done.
+    async fn remove(
+        &self,
+        ctx: &ApplyContext,
+        cmd: &RemoveCommand,
+        _binding: Option<&Binding>,
+    ) -> Result<(), HandlerError> {
+        let VendorSettings::Tapkey(settings) = &ctx.connection.settings else {
+            return Err(HandlerError::permanent(
+                "connection is not a Tapkey connection",
+            ));
+        };
+        let client = self
+            .clients
+            .get_or_try_init(&ctx.connection, || {
+                TapkeyClient::new(settings, ctx.rate_limiter.clone())
+            })
+            .await?;
+        client.revoke(&cmd.vendor_id).await?;
+        Ok(())
     }
 }
 
