@@ -1,0 +1,546 @@
+//! The whole system as processes for one test: vendor-sim, booking-ingest and workers started
+//! from the workspace binaries, a fresh database and a unique namespace, a tenant with webhook
+//! secrets and connections stored through the libraries, signed upstream webhooks, and
+//! readers for the simulator's state, its call log and the DLQ stream.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::{
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use accesshub_connections::{Connection, ConnectionStore, Secret, TenantStore};
+use accesshub_domain::DeadLetter;
+use accesshub_e2e::{Proc, binary, free_port, wait_port};
+use accesshub_store::SecretBox;
+use accesshub_testkit::TestDb;
+use hmac::{Hmac, Mac};
+use serde_json::{Value, json};
+use sha2::Sha256;
+
+/// Tenant every scenario books for.
+pub const TENANT: &str = "acme";
+
+/// Site defaults of every source: Amsterdam times, as a hotel/coworking in NL would have.
+pub fn site_defaults() -> Value {
+    json!({"*": {"check_in_time": "15:00", "check_out_time": "11:00", "timezone": "Europe/Amsterdam"}})
+}
+
+/// `sha256=<hex HMAC-SHA256(secret, "<ts>.<body>")>`, exactly what an upstream computes.
+pub fn sign(secret: &str, ts: i64, body: &[u8]) -> String {
+    let mut m = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    m.update(ts.to_string().as_bytes());
+    m.update(b".");
+    m.update(body);
+    format!("sha256={}", hex::encode(m.finalize().into_bytes()))
+}
+
+/// A started service with its HTTP (ops) port.
+#[derive(Debug)]
+pub struct Service {
+    /// The process.
+    pub proc: Proc,
+    /// `ACCESSHUB_HTTP_ADDR` port.
+    pub port: u16,
+}
+
+/// The vendor-sim binary on free ports.
+#[derive(Debug)]
+pub struct Sim {
+    /// The process.
+    pub proc: Proc,
+    /// Control API port.
+    pub control: u16,
+    /// CloudPass port.
+    pub cloudpass: u16,
+    /// Tapkey port.
+    pub tapkey: u16,
+    /// iPassan port.
+    pub ipassan: u16,
+    /// dormakaba SOAP port.
+    pub dormakaba: u16,
+    http: reqwest::Client,
+}
+
+fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap()
+}
+
+impl Sim {
+    /// Starts vendor-sim with the demo fixtures and `extra` environment.
+    pub fn start(extra: &[(String, String)]) -> Sim {
+        let (control, cloudpass, tapkey, ipassan, dormakaba) = (
+            free_port(),
+            free_port(),
+            free_port(),
+            free_port(),
+            free_port(),
+        );
+        let ports = [control, cloudpass, tapkey, ipassan, dormakaba].map(|p| p.to_string());
+        let mut env = vec![("RUST_LOG".to_owned(), "info".to_owned())];
+        env.extend(extra.iter().cloned());
+        let proc = Proc::spawn(
+            "vendor-sim",
+            &binary("vendor-sim").unwrap(),
+            &[
+                "--bind-ip",
+                "127.0.0.1",
+                "--control-port",
+                &ports[0],
+                "--cloudpass-port",
+                &ports[1],
+                "--tapkey-port",
+                &ports[2],
+                "--ipassan-port",
+                &ports[3],
+                "--dormakaba-port",
+                &ports[4],
+            ],
+            &env,
+        )
+        .unwrap();
+        for p in [control, cloudpass, tapkey, ipassan, dormakaba] {
+            if let Err(e) = wait_port("vendor-sim", p, Duration::from_secs(20)) {
+                panic!("{e}\n--- vendor-sim log ---\n{}", proc.log());
+            }
+        }
+        Sim {
+            proc,
+            control,
+            cloudpass,
+            tapkey,
+            ipassan,
+            dormakaba,
+            http: http_client(),
+        }
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn url(port: u16) -> String {
+        format!("http://127.0.0.1:{port}")
+    }
+
+    async fn get_json(&self, path: &str) -> Value {
+        let url = format!("{}{path}", Self::url(self.control));
+        let r = self.http.get(&url).send().await.unwrap();
+        r.json().await.unwrap()
+    }
+
+    /// `GET /state/{vendor}`.
+    pub async fn state(&self, vendor: &str) -> Value {
+        self.get_json(&format!("/state/{vendor}")).await
+    }
+
+    /// `GET /calls?vendor=`.
+    pub async fn calls(&self, vendor: &str) -> Vec<Value> {
+        let v = self.get_json(&format!("/calls?vendor={vendor}")).await;
+        v.as_array().cloned().unwrap_or_default()
+    }
+
+    /// Calls with `method` whose path contains `path` (dormakaba: `operation` equal to `path`).
+    pub async fn count(&self, vendor: &str, method: &str, path: &str) -> usize {
+        self.calls(vendor)
+            .await
+            .iter()
+            .filter(|c| {
+                c["method"] == method
+                    && (c["path"].as_str().unwrap_or_default().contains(path)
+                        || c["operation"].as_str() == Some(path))
+            })
+            .count()
+    }
+
+    /// `POST /faults` with one rule or an array.
+    pub async fn add_faults(&self, rules: Value) {
+        let r = self
+            .http
+            .post(format!("{}/faults", Self::url(self.control)))
+            .json(&rules)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status().as_u16(),
+            201,
+            "faults refused: {}",
+            r.text().await.unwrap()
+        );
+    }
+
+    /// `DELETE /faults`.
+    pub async fn clear_faults(&self) {
+        self.http
+            .delete(format!("{}/faults", Self::url(self.control)))
+            .send()
+            .await
+            .unwrap();
+    }
+}
+
+/// Where the stack's NATS and Postgres are.
+#[derive(Debug, Default, Clone)]
+pub struct Options {
+    /// NATS URL (default: the shared local server).
+    pub nats_url: Option<String>,
+    /// Database URL of an already existing database (default: a fresh `TestDb`).
+    pub database_url: Option<String>,
+    /// Extra environment for every accesshub service.
+    pub env: Vec<(String, String)>,
+    /// Extra environment for vendor-sim.
+    pub sim_env: Vec<(String, String)>,
+}
+
+/// One test's system.
+#[derive(Debug)]
+pub struct Stack {
+    /// Namespace of every stream and subject.
+    pub ns: String,
+    /// Database URL.
+    pub db_url: String,
+    /// NATS URL.
+    pub nats_url: String,
+    /// Pool to the database.
+    pub pool: sqlx::PgPool,
+    /// `k1:<base64>` key spec for `ACCESSHUB_ENCRYPTION_KEY`.
+    pub enc_key: String,
+    /// Webhook secret of every source.
+    pub secret: String,
+    /// The simulators.
+    pub sim: Sim,
+    /// booking-ingest, once started.
+    pub ingest: Option<Service>,
+    /// Workers by name.
+    pub workers: Vec<(String, Service)>,
+    db: Option<TestDb>,
+    conns: Vec<Connection>,
+    conns_file: PathBuf,
+    env: Vec<(String, String)>,
+    http: reqwest::Client,
+}
+
+impl Stack {
+    /// Fresh database (migrated), unique namespace, vendor-sim, tenant `acme` with a webhook
+    /// secret for every upstream source.
+    pub async fn new(opts: Options) -> Stack {
+        let (db, db_url) = match opts.database_url {
+            Some(url) => (None, url),
+            None => {
+                let db = TestDb::new().await;
+                let url = db.url.clone();
+                (Some(db), url)
+            }
+        };
+        let pool = accesshub_store::connect_lazy(&db_url, 4).unwrap();
+        accesshub_store::migrate(&pool).await.unwrap();
+        let enc_key = SecretBox::generate_spec();
+        let sbox = SecretBox::from_spec(&enc_key).unwrap();
+        let secret = format!("whsec_{}", uuid::Uuid::new_v4().simple());
+        let tenants = TenantStore::new(pool.clone(), sbox.clone());
+        tenants.upsert(TENANT, "Acme Hospitality").await.unwrap();
+        for source in ["bex", "clock", "nexudus", "connecx", "native"] {
+            tenants
+                .set_source_secret(
+                    TENANT,
+                    source,
+                    Some(Secret::new(secret.clone())),
+                    Duration::from_secs(3600),
+                )
+                .await
+                .unwrap();
+        }
+        // Site defaults have no TenantStore API yet: set them the way an operator's SQL would.
+        sqlx::query("UPDATE tenant_sources SET site_defaults = $1 WHERE tenant_id = $2")
+            .bind(site_defaults())
+            .bind(TENANT)
+            .execute(&pool)
+            .await
+            .unwrap();
+        let ns = format!("e2e{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+        let nats_url = opts
+            .nats_url
+            .unwrap_or_else(|| "nats://127.0.0.1:4222".to_owned());
+        let sim = Sim::start(&opts.sim_env);
+        let conns_file = std::env::temp_dir().join(format!("accesshub-{ns}-connections.json"));
+        Stack {
+            ns,
+            db_url,
+            nats_url,
+            pool,
+            enc_key,
+            secret,
+            sim,
+            ingest: None,
+            workers: Vec::new(),
+            db,
+            conns: Vec::new(),
+            conns_file,
+            env: opts.env,
+            http: http_client(),
+        }
+    }
+
+    /// Stores a connection with `ConnectionStore` and adds it to the connections file the
+    /// worker binaries read (`ACCESSHUB_CONNECTIONS_FILE`; `serve_main` does not read the
+    /// Postgres store yet).
+    pub async fn add_connection(&mut self, conn: Connection) {
+        let sbox = SecretBox::from_spec(&self.enc_key).unwrap();
+        ConnectionStore::new(self.pool.clone(), sbox)
+            .upsert(&conn)
+            .await
+            .unwrap();
+        self.conns.push(conn);
+        std::fs::write(
+            &self.conns_file,
+            serde_json::to_vec_pretty(&self.conns).unwrap(),
+        )
+        .unwrap();
+    }
+
+    fn service_env(&self, port: u16, extra: &[(String, String)]) -> Vec<(String, String)> {
+        let mut env: Vec<(String, String)> = [
+            ("DATABASE_URL", self.db_url.clone()),
+            ("NATS_URL", self.nats_url.clone()),
+            ("ACCESSHUB_NAMESPACE", self.ns.clone()),
+            ("ACCESSHUB_HTTP_ADDR", format!("127.0.0.1:{port}")),
+            ("ACCESSHUB_ENCRYPTION_KEY", self.enc_key.clone()),
+            ("ACCESSHUB_ADMIN_TOKEN", "e2e-admin-token".to_owned()),
+            ("ACCESSHUB_LOG_FORMAT", "pretty".to_owned()),
+            (
+                "ACCESSHUB_CONNECTIONS_FILE",
+                self.conns_file.display().to_string(),
+            ),
+            ("ACCESSHUB_OUTBOX_POLL", "100ms".to_owned()),
+            ("ACCESSHUB_WORKER_BACKOFF_BASE", "200ms".to_owned()),
+            ("ACCESSHUB_WORKER_BACKOFF_MAX", "2s".to_owned()),
+            ("ACCESSHUB_WORKER_ACK_WAIT", "10s".to_owned()),
+            (
+                "RUST_LOG",
+                "info,sqlx=warn,async_nats=warn,hyper=warn".to_owned(),
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        env.extend(self.env.iter().cloned());
+        env.extend(extra.iter().cloned());
+        env
+    }
+
+    async fn wait_ready(&self, svc: &mut Service, timeout: Duration) {
+        let url = format!("http://127.0.0.1:{}/readyz", svc.port);
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if !svc.proc.running() {
+                panic!(
+                    "{} exited during start-up\n--- log ---\n{}",
+                    svc.proc.name,
+                    svc.proc.log()
+                );
+            }
+            if let Ok(r) = self.http.get(&url).send().await
+                && r.status().is_success()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "{} not ready after {timeout:?}\n--- log ---\n{}",
+            svc.proc.name,
+            svc.proc.log()
+        );
+    }
+
+    /// Starts booking-ingest and waits for `/readyz`.
+    pub async fn start_ingest(&mut self, extra: &[(String, String)]) {
+        let port = free_port();
+        let proc = Proc::spawn(
+            "booking-ingest",
+            &binary("booking-ingest").unwrap(),
+            &[],
+            &self.service_env(port, extra),
+        )
+        .unwrap();
+        let mut svc = Service { proc, port };
+        self.wait_ready(&mut svc, Duration::from_secs(30)).await;
+        self.ingest = Some(svc);
+    }
+
+    /// Starts a worker binary and waits for `/readyz`.
+    pub async fn start_worker(&mut self, name: &str, extra: &[(String, String)]) {
+        let port = free_port();
+        let proc = Proc::spawn(
+            name,
+            &binary(name).unwrap(),
+            &[],
+            &self.service_env(port, extra),
+        )
+        .unwrap();
+        let mut svc = Service { proc, port };
+        self.wait_ready(&mut svc, Duration::from_secs(40)).await;
+        self.workers.push((name.to_owned(), svc));
+    }
+
+    /// The worker called `name`.
+    pub fn worker(&mut self, name: &str) -> &mut Service {
+        &mut self
+            .workers
+            .iter_mut()
+            .find(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("worker {name} not started"))
+            .1
+    }
+
+    /// Restarts a (killed) worker and waits until it is ready again.
+    pub async fn restart_worker(&mut self, name: &str) {
+        let idx = self
+            .workers
+            .iter()
+            .position(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("worker {name} not started"));
+        let mut svc = self.workers.remove(idx).1;
+        svc.proc.start().unwrap();
+        self.wait_ready(&mut svc, Duration::from_secs(40)).await;
+        self.workers.insert(idx, (name.to_owned(), svc));
+    }
+
+    /// Every process's log, for failure messages.
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        let mut add = |name: &str, log: String| {
+            let tail: String = {
+                let lines: Vec<&str> = log.lines().collect();
+                let from = lines.len().saturating_sub(150);
+                lines[from..].join("\n")
+            };
+            out.push_str(&format!("\n--- {name} (last 150 lines) ---\n{tail}\n"));
+        };
+        if let Some(i) = &self.ingest {
+            add("booking-ingest", i.proc.log());
+        }
+        for (n, w) in &self.workers {
+            add(n, w.proc.log());
+        }
+        add("vendor-sim", self.sim.proc.log());
+        out
+    }
+
+    /// POSTs a signed webhook; returns status and JSON body.
+    pub async fn webhook(&self, source: &str, body: &Value) -> (u16, Value) {
+        self.webhook_with(source, body, &[]).await
+    }
+
+    /// [`Stack::webhook`] with extra headers (`traceparent`, `Idempotency-Key`).
+    pub async fn webhook_with(
+        &self,
+        source: &str,
+        body: &Value,
+        headers: &[(&str, String)],
+    ) -> (u16, Value) {
+        let port = self.ingest.as_ref().expect("booking-ingest started").port;
+        let bytes = serde_json::to_vec(body).unwrap();
+        let ts = chrono::Utc::now().timestamp();
+        let mut req = self
+            .http
+            .post(format!(
+                "http://127.0.0.1:{port}/webhooks/{source}/{TENANT}"
+            ))
+            .header("content-type", "application/json")
+            .header("x-accesshub-timestamp", ts.to_string())
+            .header("x-accesshub-signature", sign(&self.secret, ts, &bytes))
+            .body(bytes);
+        for (k, v) in headers {
+            req = req.header(*k, v);
+        }
+        match req.send().await {
+            Ok(r) => {
+                let status = r.status().as_u16();
+                let text = r.text().await.unwrap_or_default();
+                (
+                    status,
+                    serde_json::from_str(&text).unwrap_or(Value::String(text)),
+                )
+            }
+            Err(e) => (0, Value::String(e.to_string())),
+        }
+    }
+
+    /// Posts and asserts 202 accepted (not superseded).
+    pub async fn accepted(&self, source: &str, body: &Value) {
+        let (status, answer) = self.webhook(source, body).await;
+        assert!(
+            status == 202 && answer["status"] == "accepted",
+            "webhook {source} answered {status} {answer}\n{}",
+            self.logs()
+        );
+    }
+
+    /// Polls `check` until true; panics with every process's log otherwise.
+    pub async fn wait_until<F, Fut>(&self, what: &str, timeout: Duration, mut check: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if check().await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+        panic!(
+            "timed out after {timeout:?} waiting for {what}\n{}",
+            self.logs()
+        );
+    }
+
+    /// A bus on the stack's namespace (for reading streams).
+    pub async fn bus(&self) -> accesshub_bus::Bus {
+        let mut cfg = accesshub_config::CommonConfig::for_test("e2e", &self.ns, &self.db_url);
+        cfg.nats_url = self.nats_url.clone();
+        accesshub_bus::connect(&cfg).await.unwrap()
+    }
+
+    /// Every dead letter in the namespace's DLQ stream (advisories skipped).
+    pub async fn dead_letters(&self) -> Vec<DeadLetter> {
+        let bus = self.bus().await;
+        let Ok(stream) = bus.js.get_stream(bus.stream_name("DLQ")).await else {
+            return Vec::new();
+        };
+        let Ok(info) = stream.get_info().await else {
+            return Vec::new();
+        };
+        let (first, last) = (info.state.first_sequence, info.state.last_sequence);
+        let mut out = Vec::new();
+        for seq in first.max(1)..=last {
+            if let Ok(m) = stream.get_raw_message(seq).await
+                && let Ok(d) = serde_json::from_slice::<DeadLetter>(&m.payload)
+            {
+                out.push(d);
+            }
+        }
+        out
+    }
+
+    /// Stops every process gracefully, deletes the namespace's streams and the database.
+    pub async fn finish(mut self) {
+        for (_, w) in &mut self.workers {
+            w.proc.terminate(Duration::from_secs(5));
+        }
+        if let Some(i) = &mut self.ingest {
+            i.proc.terminate(Duration::from_secs(5));
+        }
+        if let Ok(bus) = tokio::time::timeout(Duration::from_secs(5), self.bus()).await {
+            let _ = tokio::time::timeout(Duration::from_secs(5), bus.delete_streams()).await;
+        }
+        self.pool.close().await;
+        if let Some(db) = self.db.take() {
+            db.drop_db().await;
+        }
+        let _ = std::fs::remove_file(&self.conns_file);
+    }
+}
