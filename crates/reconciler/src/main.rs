@@ -8,7 +8,10 @@ use anyhow::Context as _;
 use reconciler::{
     Reconciler, Settings,
     connections::{ConnectionSource, StaticConnections},
-    inventory::{Inventory, cloudpass::CloudpassInventory, tapkey::TapkeyInventory},
+    inventory::{
+        Inventory, cloudpass::CloudpassInventory, ipassan::IpassanInventory,
+        tapkey::TapkeyInventory,
+    },
 };
 
 #[tokio::main]
@@ -37,6 +40,7 @@ async fn main() -> anyhow::Result<()> {
     let inventories: Vec<Arc<dyn Inventory>> = vec![
         Arc::new(CloudpassInventory::with_rate(rate)),
         Arc::new(TapkeyInventory::new(pool.clone(), rate)),
+        Arc::new(IpassanInventory::new(rate)),
     ];
     let settings = Settings {
         poll_interval: accesshub_config::env_duration(

@@ -249,20 +249,7 @@ impl Inventory for CloudpassInventory {
     ) -> BoxStream<'a, Result<VendorObject, InventoryError>> {
         let tenant = conn.tenant.clone();
         let stream = all_bookings(self, conn).try_filter_map(move |(site, b)| {
-            let ours = parse_reference(&tenant, &b.reference).map(|(key, _)| key.to_owned());
-            let ours = ours.map(|key| VendorObject {
-                fingerprint: fingerprint(
-                    &site,
-                    &b.license_plate,
-                    &b.valid_from,
-                    &b.valid_until,
-                    &b.time_restriction_id,
-                ),
-                vendor_id: format!("{site}/{}", b.id),
-                booking_key: key,
-                reference: b.reference,
-            });
-            futures::future::ready(Ok(ours))
+            futures::future::ready(Ok(vendor_object(&tenant, &site, b)))
         });
         Box::pin(stream)
     }
@@ -278,6 +265,23 @@ impl Inventory for CloudpassInventory {
 }
 
 type Booking = cloudpass_worker::client::VehicleBooking;
+
+/// The comparison view of one listed booking, if it carries `tenant`'s reference.
+pub fn vendor_object(tenant: &str, site: &str, b: Booking) -> Option<VendorObject> {
+    let key = parse_reference(tenant, &b.reference).map(|(key, _)| key.to_owned())?;
+    Some(VendorObject {
+        fingerprint: fingerprint(
+            site,
+            &b.license_plate,
+            &b.valid_from,
+            &b.valid_until,
+            &b.time_restriction_id,
+        ),
+        vendor_id: format!("{site}/{}", b.id),
+        booking_key: key,
+        reference: b.reference,
+    })
+}
 
 /// Every booking of every mapped site, page by page: the first page of a site gives the
 /// total, the rest are fetched a few at a time, in order.

@@ -3,6 +3,7 @@
 
 pub mod cloudpass;
 pub mod index;
+pub mod ipassan;
 pub mod tapkey;
 
 use std::{hash::Hasher as _, time::Duration};

@@ -1,0 +1,314 @@
+//! iPassan end to end with ipassan-worker in-process: an asset booking moved to the wrong
+//! time by hand is corrected, a deleted one re-created, a stray carrying our reference
+//! removed, a booking made in iPassan by hand left alone; the second run is clean.
+
+#![allow(clippy::unwrap_used)]
+
+use std::{
+    collections::BTreeMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use accesshub_connections::{Connection, IpassanSettings, Secret, VendorSettings};
+use accesshub_domain::{
+    Event, EventBody, FacilityBooking, FacilityStatus, Resident, Source, headers,
+};
+use async_nats::jetstream::message::PublishMessage;
+use reconciler::{
+    Counts, Reconciler, RunStatus, Scope, Settings, Trigger,
+    connections::{StaticConnections, conn_ref},
+    inventory::{Inventory, ipassan::IpassanInventory},
+    store,
+};
+use serde_json::json;
+use vendor_sim::ipassan as ip;
+
+const TENANT: &str = "housing";
+
+fn connection(base: &str) -> Connection {
+    Connection {
+        tenant: TENANT.into(),
+        name: "default".into(),
+        enabled: true,
+        sites: vec![],
+        settings: VendorSettings::Ipassan(IpassanSettings {
+            base_url: base.into(),
+            client_id: ip::DEMO_CLIENT_ID.into(),
+            client_secret: Secret::new(ip::DEMO_CLIENT_SECRET),
+            site_guid: ip::DEMO_SITE.into(),
+            facilities: BTreeMap::from([("bbq".to_owned(), ip::DEMO_ASSET_BBQ.to_owned())]),
+        }),
+        version: 1,
+    }
+}
+
+fn booked(key: &str, start: &str, end: &str) -> Event {
+    Event::new(
+        TENANT,
+        "pijp",
+        key,
+        1,
+        Source::Connecx,
+        chrono::Utc::now(),
+        EventBody::Facility(FacilityBooking {
+            status: FacilityStatus::Booked,
+            facility_id: "bbq".into(),
+            resident: Resident {
+                id: "res-jan".into(),
+                email: "jan@example.com".into(),
+                first_name: "Jan".into(),
+                last_name: "de Vries".into(),
+            },
+            start: start.parse().unwrap(),
+            end: end.parse().unwrap(),
+        }),
+    )
+}
+
+async fn ingest(db: &accesshub_testkit::TestDb, tb: &accesshub_testkit::TestBus, ev: &Event) {
+    let EventBody::Facility(f) = &ev.body else {
+        unreachable!()
+    };
+    sqlx::query(
+        "INSERT INTO bookings (tenant_id, kind, booking_key, site, revision, source, event_id,
+                               payload, starts_at, ends_at)
+         VALUES ($1, 'facility', $2, $3, $4, 'connecx', $5, $6, $7, $8)",
+    )
+    .bind(&ev.tenant)
+    .bind(&ev.booking_key)
+    .bind(&ev.site)
+    .bind(ev.revision)
+    .bind(ev.id)
+    .bind(serde_json::to_value(&ev.body).unwrap())
+    .bind(f.start)
+    .bind(f.end)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let mut h = async_nats::HeaderMap::new();
+    h.insert(headers::MSG_ID, ev.id.to_string().as_str());
+    let msg = PublishMessage::build()
+        .payload(serde_json::to_vec(ev).unwrap().into())
+        .headers(h);
+    tb.bus
+        .js
+        .send_publish(tb.bus.subject(&ev.subject()), msg)
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+}
+
+fn reference(key: &str) -> String {
+    format!("ah:{TENANT}:facility:{key}")
+}
+
+/// (uuid, start, end) of the bookings carrying a reference.
+fn bookings(sim: &vendor_sim::SimHandle, r: &str) -> Vec<(String, String, String)> {
+    sim.state()
+        .ipassan_bookings()
+        .into_iter()
+        .filter(|b| b.reference.as_deref() == Some(r))
+        .map(|b| (b.uuid, b.start.to_rfc3339(), b.end.to_rfc3339()))
+        .collect()
+}
+
+struct Portal {
+    http: reqwest::Client,
+    url: String,
+    token: String,
+}
+
+impl Portal {
+    async fn login(base: &str) -> Portal {
+        let http = reqwest::Client::new();
+        let t: serde_json::Value = http
+            .post(format!("{base}/api/v1/token"))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("scope", "all"),
+                ("client_id", ip::DEMO_CLIENT_ID),
+                ("client_secret", ip::DEMO_CLIENT_SECRET),
+            ])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        Portal {
+            http,
+            url: format!(
+                "{base}/api/v1/access/site/{}/asset/{}/booking",
+                ip::DEMO_SITE,
+                ip::DEMO_ASSET_BBQ
+            ),
+            token: t["access_token"].as_str().unwrap().to_owned(),
+        }
+    }
+    async fn delete(&self, uuid: &str) {
+        let r = self
+            .http
+            .delete(format!("{}/{uuid}", self.url))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{}", r.status());
+    }
+    async fn create(&self, reference: &str, start: &str, end: &str) {
+        let r = self
+            .http
+            .post(&self.url)
+            .bearer_auth(&self.token)
+            .json(
+                &json!({"person_uuid": ip::DEMO_PERSON_JAN, "start": start, "end": end,
+                          "reference": reference, "title": "by hand"}),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            r.status().is_success(),
+            "{}: {}",
+            r.status(),
+            r.text().await.unwrap()
+        );
+    }
+}
+
+async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(15) {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test]
+async fn wrong_time_missing_and_stray_asset_bookings_are_repaired() {
+    accesshub_telemetry::init_for_tests();
+    let (db, tb) = accesshub_testkit::isolated().await;
+    let sim = vendor_sim::start(vendor_sim::SimConfig::ephemeral())
+        .await
+        .unwrap();
+    sim.state().seed_demo();
+    let conn = connection(&sim.ipassan_url());
+    let worker = worker_runtime::start(
+        worker_runtime::WorkerConfig::for_test(
+            tb.config(ipassan_worker::WORKER, &db.url),
+            Arc::new(worker_runtime::StaticConnections::new(vec![conn.clone()])),
+        ),
+        ipassan_worker::IpassanHandler::default(),
+    )
+    .await
+    .unwrap();
+
+    let f1 = booked("F1", "2030-06-01T10:00:00Z", "2030-06-01T11:00:00Z");
+    let f2 = booked("F2", "2030-06-02T10:00:00Z", "2030-06-02T11:00:00Z");
+    let f3 = booked("F3", "2030-06-03T10:00:00Z", "2030-06-03T11:00:00Z");
+    for ev in [&f1, &f2, &f3] {
+        ingest(&db, &tb, ev).await;
+    }
+    eventually("worker applied", || {
+        ["F1", "F2", "F3"]
+            .iter()
+            .all(|k| bookings(&sim, &reference(k)).len() == 1)
+    })
+    .await;
+
+    // Drift by hand: F2 moved to the wrong time, F3 deleted, a stray with our reference for an
+    // unknown booking, and a booking nobody in accesshub made.
+    let portal = Portal::login(&sim.ipassan_url()).await;
+    let f2_id = bookings(&sim, &reference("F2"))[0].0.clone();
+    portal.delete(&f2_id).await;
+    portal
+        .create(
+            &reference("F2"),
+            "2030-06-02T12:00:00Z",
+            "2030-06-02T13:00:00Z",
+        )
+        .await;
+    let f3_id = bookings(&sim, &reference("F3"))[0].0.clone();
+    portal.delete(&f3_id).await;
+    portal
+        .create(
+            &reference("GONE"),
+            "2030-06-05T10:00:00Z",
+            "2030-06-05T11:00:00Z",
+        )
+        .await;
+    portal
+        .create(
+            "someone-else",
+            "2030-06-06T10:00:00Z",
+            "2030-06-06T11:00:00Z",
+        )
+        .await;
+
+    let inv: Arc<dyn Inventory> = Arc::new(IpassanInventory::new(100.0));
+    let rec = Reconciler::new(
+        db.pool.clone(),
+        tb.bus.clone(),
+        Arc::new(StaticConnections::new(vec![conn.clone()])),
+        vec![inv],
+        Settings {
+            default_schedules: false,
+            ..Settings::default()
+        },
+    );
+    let c = conn_ref(&conn);
+    store::request_run(&db.pool, &c, Scope::Full, Trigger::Manual, None)
+        .await
+        .unwrap();
+    let run = rec.drain_queue().await.unwrap().pop().unwrap();
+    assert_eq!(run.status, RunStatus::Succeeded, "{:?}", run.error);
+    assert_eq!(
+        run.counts,
+        Counts {
+            checked: 3,
+            in_sync: 1,
+            created: 1,
+            updated: 1,
+            removed: 1,
+            failed: 0
+        }
+    );
+    eventually("repairs applied", || {
+        let f2 = bookings(&sim, &reference("F2"));
+        f2.len() == 1
+            && f2[0].1.starts_with("2030-06-02T10:00:00")
+            && bookings(&sim, &reference("F3")).len() == 1
+            && bookings(&sim, &reference("GONE")).is_empty()
+    })
+    .await;
+    assert_eq!(
+        bookings(&sim, "someone-else").len(),
+        1,
+        "foreign booking untouched"
+    );
+
+    store::request_run(&db.pool, &c, Scope::Full, Trigger::Manual, None)
+        .await
+        .unwrap();
+    let run2 = rec.drain_queue().await.unwrap().pop().unwrap();
+    assert_eq!(
+        run2.counts,
+        Counts {
+            checked: 3,
+            in_sync: 3,
+            ..Counts::default()
+        },
+        "{:?}",
+        run2.error
+    );
+
+    worker.shutdown().await.unwrap();
+    sim.shutdown().await;
+    tb.cleanup().await;
+    db.drop_db().await;
+}
