@@ -339,12 +339,18 @@ impl PrivatePostgres {
 
     /// Fast shutdown (like a crash from the clients' point of view) and start again.
     pub fn restart(&self) -> Result<(), HarnessError> {
+        self.restart_after(Duration::ZERO)
+    }
+
+    /// Immediate shutdown, `down` without a server, then start again: an outage clients notice.
+    pub fn restart_after(&self, down: Duration) -> Result<(), HarnessError> {
         let _ = as_postgres(&format!(
             "{}/pg_ctl -D {} -m immediate stop >/dev/null",
             self.bin.display(),
             self.dir.display()
         ))
         .status();
+        std::thread::sleep(down);
         self.start_server()
     }
 }

@@ -9,11 +9,17 @@ use std::{
     time::{Duration, Instant},
 };
 
-use accesshub_connections::{Connection, ConnectionStore, Secret, TenantStore};
+use std::collections::BTreeMap;
+
+use accesshub_connections::{
+    CloudpassAdministration, CloudpassSettings, Connection, ConnectionStore, Secret, TenantStore,
+    VendorSettings,
+};
 use accesshub_domain::DeadLetter;
 use accesshub_e2e::{Proc, binary, free_port, wait_port};
 use accesshub_store::SecretBox;
 use accesshub_testkit::TestDb;
+use chrono::Utc;
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
@@ -542,5 +548,112 @@ impl Stack {
             db.drop_db().await;
         }
         let _ = std::fs::remove_file(&self.conns_file);
+    }
+}
+
+/// CloudPass: BEX administration 12 → the demo Amsterdam site, 24/7, ±30 minutes.
+pub fn cloudpass_conn(sim: &Sim) -> Connection {
+    conn(VendorSettings::Cloudpass(CloudpassSettings {
+        base_url: Sim::url(sim.cloudpass),
+        client_id: "demo-cloudpass-client".into(),
+        client_secret: Secret::new("demo-cloudpass-secret"),
+        administrations: BTreeMap::from([(
+            "12".to_owned(),
+            CloudpassAdministration {
+                site_id: "cp-site-amsterdam".into(),
+                time_restriction_id: None,
+            },
+        )]),
+        default_time_restriction_id: "cp-tr-ams-247".into(),
+        window_before_minutes: 30,
+        window_after_minutes: 30,
+    }))
+}
+
+/// A BEX `reservation:*` webhook for administration 12.
+pub fn bex(id: &str, event: &str, updated_at: &str, plates: &[&str]) -> Value {
+    bex_for("12", id, event, updated_at, plates)
+}
+
+/// [`bex`] for another administration.
+pub fn bex_for(admin: &str, id: &str, event: &str, updated_at: &str, plates: &[&str]) -> Value {
+    json!({
+        "event": event,
+        "subscription_id": "sub-e2e",
+        "context": "administration",
+        "context_id": admin,
+        "record": {
+            "id": id,
+            "type": "reservation",
+            "attributes": {
+                "status": "confirmed",
+                "arrival_date": "2030-07-14",
+                "departure_date": "2030-07-18",
+                "guest_first_name": "John",
+                "guest_last_name": "Doe",
+                "guest_email": "john.doe@example.com",
+                "guest_phone": "+31 6 12345678",
+                "rooms": ["101"],
+                "license_plates": plates,
+                "updated_at": updated_at
+            },
+            "relationships": {"administration": {"data": {"id": admin, "type": "administration"}}}
+        },
+        "event_metadata": {"changes": {"status": [null, "confirmed"]}}
+    })
+}
+
+/// Milliseconds-precision RFC 3339 "now + `ms`" (revisions are upstream change times).
+pub fn at(ms: i64) -> String {
+    (Utc::now() + chrono::Duration::milliseconds(ms))
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// CloudPass bookings whose reference starts with `prefix`.
+pub async fn cloudpass_bookings(sim: &Sim, prefix: &str) -> Vec<Value> {
+    let st = sim.state("cloudpass").await;
+    st["vehicle_bookings"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|b| {
+            b["reference"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with(prefix)
+        })
+        .collect()
+}
+
+/// Successful creates (201) of CloudPass vehicle bookings carrying `reference` in the body.
+pub async fn cloudpass_creates(sim: &Sim, reference: &str) -> usize {
+    sim.calls("cloudpass")
+        .await
+        .iter()
+        .filter(|c| {
+            c["method"] == "POST"
+                && c["path"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("/vehicle-bookings")
+                && c["status"] == 201
+                && c["body_summary"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains(&format!("\"{reference}\""))
+        })
+        .count()
+}
+
+/// A connection of tenant `acme` serving every site.
+pub fn conn(settings: VendorSettings) -> Connection {
+    Connection {
+        tenant: TENANT.into(),
+        name: "default".into(),
+        enabled: true,
+        sites: vec![],
+        settings,
+        version: 0,
     }
 }
