@@ -55,7 +55,18 @@ async fn main() -> anyhow::Result<()> {
         )?,
         ..Settings::default()
     };
-    let rec = Reconciler::new(pool, bus, connections, inventories, settings);
+    let registry = accesshub_telemetry::Registry::new();
+    let rec = Reconciler::new(pool, bus, connections, inventories, settings)
+        .with_metrics(reconciler::service::SyncMetrics::new(&registry));
+    let app = accesshub_telemetry::ops::ops_router(registry, rec.readiness());
+    let listener = tokio::net::TcpListener::bind(cfg.http_addr)
+        .await
+        .with_context(|| format!("binding {}", cfg.http_addr))?;
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "ops HTTP server stopped");
+        }
+    });
     let shutdown = tokio_util::sync::CancellationToken::new();
     let s2 = shutdown.clone();
     tokio::spawn(async move {

@@ -48,9 +48,48 @@ impl Default for Settings {
     }
 }
 
+/// `accesshub_sync_runs_total{vendor,status}` and `accesshub_sync_repairs_total{vendor,action}`
+/// (the dashboard shows drift per vendor from the second).
+#[derive(Clone, Default)]
+pub struct SyncMetrics {
+    runs: accesshub_telemetry::metrics::CounterVec,
+    repairs: accesshub_telemetry::metrics::CounterVec,
+}
+
+impl SyncMetrics {
+    /// Registers the families on `registry`.
+    pub fn new(registry: &accesshub_telemetry::Registry) -> Self {
+        SyncMetrics {
+            runs: registry.counter("accesshub_sync_runs", "Sync runs finished, by vendor and status"),
+            repairs: registry.counter(
+                "accesshub_sync_repairs",
+                "Repair commands sent by sync runs, by vendor and action (created, updated, removed, failed)",
+            ),
+        }
+    }
+
+    fn record(&self, vendor: &str, status: RunStatus, c: &crate::model::Counts) {
+        use accesshub_telemetry::metrics::labels;
+        self.runs
+            .get_or_create(&labels([("vendor", vendor), ("status", status.as_str())]))
+            .inc();
+        for (action, n) in [
+            ("created", c.created),
+            ("updated", c.updated),
+            ("removed", c.removed),
+            ("failed", c.failed),
+        ] {
+            self.repairs
+                .get_or_create(&labels([("vendor", vendor), ("action", action)]))
+                .inc_by(u64::try_from(n).unwrap_or(0));
+        }
+    }
+}
+
 /// The reconciler service.
 #[derive(Clone)]
 pub struct Reconciler {
+    metrics: SyncMetrics,
     pool: PgPool,
     bus: Bus,
     connections: Arc<dyn ConnectionSource>,
@@ -77,12 +116,37 @@ impl Reconciler {
     ) -> Self {
         let inventories = inventories.into_iter().map(|i| (i.vendor(), i)).collect();
         Reconciler {
+            metrics: SyncMetrics::default(),
             pool,
             bus,
             connections,
             inventories: Arc::new(inventories),
             settings,
         }
+    }
+
+    /// Records run and repair counts on `metrics` (registered on the service's registry).
+    pub fn with_metrics(mut self, metrics: SyncMetrics) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Ready when Postgres answers and NATS is connected (repairs can be published).
+    pub fn readiness(&self) -> accesshub_telemetry::ops::ReadinessCheck {
+        let pool = self.pool.clone();
+        let bus = self.bus.clone();
+        Arc::new(move || {
+            let pool = pool.clone();
+            let connected = bus.is_connected();
+            Box::pin(async move {
+                if !connected {
+                    return Err("NATS not connected".to_owned());
+                }
+                accesshub_store::ping(&pool)
+                    .await
+                    .map_err(|e| format!("postgres: {e}"))
+            })
+        })
     }
 
     /// The pool (for the API and tests).
@@ -124,6 +188,7 @@ impl Reconciler {
             Err(e) => (RunStatus::Failed, Default::default(), Some(e.to_string())),
         };
         let fin = store::finish(&self.pool, run.id, status, &counts, error.as_deref()).await;
+        self.metrics.record(&run.connection.vendor, status, &counts);
         guard.release().await;
         fin?;
         match &result {

@@ -371,3 +371,93 @@ async fn drift_is_found_counted_and_repaired_then_everything_is_in_sync() {
     tb.cleanup().await;
     db.drop_db().await;
 }
+
+#[tokio::test]
+async fn transient_list_errors_are_retried_and_a_refused_listing_fails_the_run_without_repairs() {
+    let (db, tb) = accesshub_testkit::isolated().await;
+    let sim = vendor_sim::start(vendor_sim::SimConfig::ephemeral())
+        .await
+        .unwrap();
+    sim.state().seed_demo();
+    let conn = connection(&sim.cloudpass_url());
+    ingest(
+        &db,
+        &tb,
+        &reservation("R1", &["AB12CD"], ReservationStatus::Confirmed),
+    )
+    .await;
+    let rec = |conn: Connection| {
+        Reconciler::new(
+            db.pool.clone(),
+            tb.bus.clone(),
+            Arc::new(StaticConnections::new(vec![conn])),
+            vec![Arc::new(CloudpassInventory::new().unwrap()) as Arc<dyn Inventory>],
+            Settings {
+                default_schedules: false,
+                ..Settings::default()
+            },
+        )
+    };
+    // Two 503s on the list endpoint: retried, the run succeeds (R1 is missing → created).
+    sim.state().add_fault(vendor_sim::FaultRule::next_n(
+        vendor_sim::Vendor::CloudPass,
+        vendor_sim::FaultKind::Status503,
+        2,
+    ));
+    store::request_run(
+        &db.pool,
+        &conn_ref(&conn),
+        Scope::Full,
+        Trigger::Manual,
+        None,
+    )
+    .await
+    .unwrap();
+    let run = rec(conn.clone())
+        .drain_queue()
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
+    assert_eq!(run.status, RunStatus::Succeeded, "{:?}", run.error);
+    assert_eq!(run.counts.created, 1);
+
+    // An API user without permission: 403 is permanent, the run fails, nothing is sent.
+    let mut noperm = conn.clone();
+    if let VendorSettings::Cloudpass(s) = &mut noperm.settings {
+        s.client_id = cp::DEMO_NOPERM_CLIENT_ID.into();
+        s.client_secret = Secret::new(cp::DEMO_NOPERM_CLIENT_SECRET);
+    }
+    store::request_run(
+        &db.pool,
+        &conn_ref(&noperm),
+        Scope::Full,
+        Trigger::Manual,
+        None,
+    )
+    .await
+    .unwrap();
+    let run = rec(noperm).drain_queue().await.unwrap().pop().unwrap();
+    assert_eq!(run.status, RunStatus::Failed);
+    assert!(
+        run.error.as_deref().unwrap_or("").contains("permission"),
+        "{:?}",
+        run.error
+    );
+    assert_eq!(run.counts, Counts::default());
+    let stream = tb
+        .bus
+        .js
+        .get_stream(tb.bus.stream_name(accesshub_domain::subjects::SYNC_STREAM))
+        .await
+        .unwrap();
+    assert_eq!(
+        stream.cached_info().state.messages,
+        1,
+        "only the first run's repair"
+    );
+
+    sim.shutdown().await;
+    tb.cleanup().await;
+    db.drop_db().await;
+}

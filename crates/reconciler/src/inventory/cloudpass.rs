@@ -299,10 +299,13 @@ fn all_bookings<'a>(
                 .then(move |site| {
                     let client = client.clone();
                     async move {
-                        let (first, total) = client
-                            .list_page(&site, 1, PER_PAGE)
-                            .await
-                            .map_err(|e| vendor_err(&e))?;
+                        let (first, total) = super::with_retry(|| async {
+                            client
+                                .list_page(&site, 1, PER_PAGE)
+                                .await
+                                .map_err(|e| vendor_err(&e))
+                        })
+                        .await?;
                         Ok::<_, InventoryError>((client, site, first, total))
                     }
                 })
@@ -317,10 +320,13 @@ fn all_bookings<'a>(
                             let client = client.clone();
                             let site = site.clone();
                             async move {
-                                let (items, _) = client
-                                    .list_page(&site, p, PER_PAGE)
-                                    .await
-                                    .map_err(|e| vendor_err(&e))?;
+                                let (items, _) = super::with_retry(|| async {
+                                    client
+                                        .list_page(&site, p, PER_PAGE)
+                                        .await
+                                        .map_err(|e| vendor_err(&e))
+                                })
+                                .await?;
                                 Ok::<_, InventoryError>(tag(site, items))
                             }
                         })

@@ -127,10 +127,10 @@ impl Inventory for IpassanInventory {
                     .then(move |asset| {
                         let client = client.clone();
                         async move {
-                            let list = client
-                                .list_bookings(&asset, None)
-                                .await
-                                .map_err(vendor_err)?;
+                            let list = super::with_retry(|| async {
+                                client.list_bookings(&asset, None).await.map_err(vendor_err)
+                            })
+                            .await?;
                             Ok::<_, InventoryError>((asset, list))
                         }
                     })

@@ -121,6 +121,31 @@ impl Classify for InventoryError {
     }
 }
 
+/// Retries a list call a few times on transient failures (honouring `Retry-After`), so one
+/// 503 in ten thousand pages does not fail a nightly run; permanent errors return at once.
+pub async fn with_retry<T, F, Fut>(mut call: F) -> Result<T, InventoryError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, InventoryError>>,
+{
+    let mut attempt = 0u32;
+    loop {
+        match call().await {
+            Err(e) if e.class() == ErrorClass::Transient && attempt < 4 => {
+                let backoff = Duration::from_millis(250u64 << attempt);
+                let wait = e
+                    .retry_after()
+                    .unwrap_or(backoff)
+                    .min(Duration::from_secs(30));
+                tracing::warn!(error = %e, ?wait, "vendor list call failed; retrying");
+                tokio::time::sleep(wait).await;
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// A vendor's view for the reconciler: list our objects, and say what a booking should look
 /// like there. Implementations must use the same reference and field normalization as the
 /// vendor's worker (ideally by calling the worker crate's own pure function).

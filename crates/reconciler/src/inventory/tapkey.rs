@@ -153,10 +153,13 @@ impl Inventory for TapkeyInventory {
                     let client = client.clone();
                     async move {
                         let Some(skip) = skip else { return Ok(None) };
-                        let page = client
-                            .list_active_grants(skip, PAGE)
-                            .await
-                            .map_err(vendor_err)?;
+                        let page = super::with_retry(|| async {
+                            client
+                                .list_active_grants(skip, PAGE)
+                                .await
+                                .map_err(vendor_err)
+                        })
+                        .await?;
                         let next = (page.len() as u64 == PAGE).then_some(skip + PAGE);
                         Ok(Some((
                             futures::stream::iter(page.into_iter().map(Ok)),
