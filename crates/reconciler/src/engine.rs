@@ -56,14 +56,19 @@ enum Repair {
     Remove,
 }
 
-/// Rebuilds the booking's event from its `bookings` row. `payload` is the `EventBody` either
-/// tagged (`{"kind", "payload"}`) or as the bare payload of `kind`.
+/// Rebuilds the booking's event from its `bookings` row. booking-ingest stores the whole
+/// serialized [`Event`] as `payload` (then the original event, with its id and `occurred_at`,
+/// is what the worker gets again); an `EventBody` — tagged (`{"kind", "payload"}`) or the bare
+/// payload of `kind` — is accepted too, completed from the row's columns.
 pub fn event_from_row(
     tenant: &str,
     kind: &str,
     row: &sqlx::postgres::PgRow,
 ) -> Result<Event, String> {
     let payload: serde_json::Value = row.try_get("payload").map_err(|e| e.to_string())?;
+    if payload.get("booking_key").is_some() {
+        return serde_json::from_value(payload).map_err(|e| format!("payload: {e}"));
+    }
     let body: EventBody = if payload.get("kind").is_some() && payload.get("payload").is_some() {
         serde_json::from_value(payload)
     } else {

@@ -101,7 +101,7 @@ async fn ingest(db: &accesshub_testkit::TestDb, tb: &accesshub_testkit::TestBus,
     .bind(&ev.site)
     .bind(ev.revision)
     .bind(ev.id)
-    .bind(serde_json::to_value(&ev.body).unwrap())
+    .bind(serde_json::to_value(ev).unwrap())
     .bind(r.check_in().unwrap())
     .bind(r.check_out().unwrap())
     .execute(&db.pool)

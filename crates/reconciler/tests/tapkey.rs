@@ -90,7 +90,7 @@ async fn store_desired(db: &accesshub_testkit::TestDb, ev: &Event) {
     .bind(&ev.site)
     .bind(ev.revision)
     .bind(ev.id)
-    .bind(serde_json::to_value(&ev.body).unwrap())
+    .bind(serde_json::to_value(ev).unwrap())
     .bind(p.valid_from)
     .bind(p.expires_at)
     .execute(&db.pool)

@@ -277,9 +277,19 @@ async fn seed_db(pool: &sqlx::PgPool, n: usize) -> anyhow::Result<()> {
             let r = reservation(j);
             starts.push(r.check_in()?);
             ends.push(r.check_out()?);
-            keys.push(key(j));
-            ids.push(uuid::Uuid::now_v7());
-            payloads.push(serde_json::to_value(EventBody::Reservation(r))?);
+            // As booking-ingest stores it: the whole event.
+            let ev = Event::new(
+                TENANT,
+                ADMIN,
+                key(j),
+                3,
+                Source::Bex,
+                Utc::now(),
+                EventBody::Reservation(r),
+            );
+            keys.push(ev.booking_key.clone());
+            ids.push(ev.id);
+            payloads.push(serde_json::to_value(&ev)?);
         }
         sqlx::query(
             "INSERT INTO bookings (tenant_id, kind, booking_key, site, revision, source, event_id,
