@@ -2,7 +2,7 @@
 //! during a stream of webhooks, Postgres restarted, a worker SIGKILLed mid-load, vendors
 //! failing a fifth of their calls. NATS and Postgres are private instances the test starts
 //! itself (the machine's shared ones are never disturbed). The end state is read from the
-//! CloudPass simulator (state and call log) and the DLQ stream: every accepted (202) event
+//! simulators (state and call log) and the DLQ stream: every accepted (202) event
 //! applied, none twice, permanent failures dead-lettered with their reason.
 
 #![allow(clippy::unwrap_used)]
@@ -331,5 +331,111 @@ async fn vendor_failing_a_fifth_of_calls_applies_everything_once_and_dead_letter
         );
     }
     eprintln!("faults injected: {injected}");
+    s.finish().await;
+}
+
+/// A Nexudus day pass (type 8 → two Tapkey locks) for coworker `i`.
+fn pass_event(i: usize) -> Value {
+    let expire = (chrono::Utc::now() + chrono::Duration::days(1))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    json!({
+        "action": "CoworkerTimePassCreate",
+        "data": {
+            "Id": 9000 + i, "UniqueId": format!("kill-pass-{i:03}"), "CoworkerId": 100 + i,
+            "BusinessId": 3, "TimePassId": 8, "TimePassName": "Day pass",
+            "ExpireDate": expire, "Used": false, "UsedDate": null, "RemainingUses": 1,
+            "UpdatedOn": at(0),
+            "CoworkerEmail": format!("member{i:03}@example.com"), "CoworkerFullName": format!("Member {i}")
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tapkey_worker_sigkilled_mid_grant_never_issues_a_second_grant() {
+    let mut s = Stack::new(Options {
+        env: vec![("ACCESSHUB_WORKER_ACK_WAIT".into(), "4s".into())],
+        ..Options::default()
+    })
+    .await;
+    s.add_connection(common::conn(accesshub_connections::VendorSettings::Tapkey(
+        accesshub_connections::TapkeySettings {
+            authority_url: common::Sim::url(s.sim.tapkey),
+            base_url: common::Sim::url(s.sim.tapkey),
+            client_id: "demo-tapkey-client".into(),
+            client_secret: accesshub_connections::Secret::new("demo-tapkey-secret"),
+            owner_account_id: "tk-owner-demo".into(),
+            pass_types: BTreeMap::from([(
+                "8".to_owned(),
+                vec![
+                    "tk-lock-front-door".to_owned(),
+                    "tk-lock-meeting-room".to_owned(),
+                ],
+            )]),
+        },
+    )))
+    .await;
+    s.start_ingest(&[]).await;
+    s.start_worker("tapkey-worker", &[]).await;
+    // Grant creation answers slowly, so the kill lands between Tapkey's work and our ack.
+    s.sim
+        .add_faults(
+            json!({"vendor": "tapkey", "kind": {"type": "latency", "ms": 400},
+                           "mode": {"probability": 1.0}, "path_contains": "/Grants"}),
+        )
+        .await;
+    let n = 15;
+    for i in 0..n {
+        s.accepted("nexudus", &pass_event(i)).await;
+    }
+    s.wait_until(
+        "some grants before the kill",
+        Duration::from_secs(20),
+        || async { s.sim.count("tapkey", "PUT", "/Grants").await >= 4 },
+    )
+    .await;
+    s.worker("tapkey-worker").proc.kill9();
+    s.sim.clear_faults().await;
+    s.restart_worker("tapkey-worker").await;
+
+    // Per member: exactly two active grants (one per lock), and exactly two grants ever
+    // issued for them (no revoked duplicates either).
+    let tally = || async {
+        let st = s.sim.state("tapkey").await;
+        let mut per: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+        for c in st["contacts"].as_array().into_iter().flatten() {
+            let email = c["identifier"].as_str().unwrap_or_default().to_lowercase();
+            if !email.starts_with("member") {
+                continue;
+            }
+            let grants: Vec<&Value> = st["grants"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|g| g["contactId"] == c["id"])
+                .collect();
+            let active = grants.iter().filter(|g| g["active"] == true).count();
+            per.insert(email, (active, grants.len()));
+        }
+        per
+    };
+    let done = accesshub_e2e::eventually(Duration::from_secs(40), || async {
+        let t = tally().await;
+        (t.len() == n && t.values().all(|v| v.0 == 2)).then_some(t)
+    })
+    .await;
+    let t = tally().await;
+    assert!(
+        done.is_some(),
+        "every member gets two grants: {t:?}\n{}",
+        s.logs()
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let t = tally().await;
+    let wrong: Vec<_> = t.iter().filter(|(_, v)| **v != (2, 2)).collect();
+    assert!(
+        wrong.is_empty(),
+        "(active, ever issued) must be (2, 2) per member: {wrong:?}\n{}",
+        s.logs()
+    );
     s.finish().await;
 }
