@@ -360,3 +360,65 @@ async fn cancel(
         deleted: ours.len(),
     })
 }
+
+/// A stray's vendor id: `<asset GUID>/<booking GUID>` (an asset booking is addressed by both).
+pub fn stray_id(asset: &str, booking: &str) -> String {
+    format!("{asset}/{booking}")
+}
+
+/// What [`remove_stray`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StrayOutcome {
+    /// Deleted.
+    Deleted,
+    /// Already gone (success: nothing to remove).
+    Gone,
+    /// Not removed: the booking no longer carries the reference, or the binding now points at
+    /// it (an event re-created it after the reconciler looked). Deleting it would remove
+    /// desired access.
+    Kept,
+}
+
+/// Removes a booking the reconciler found carrying our reference although no booking wants
+/// it. Re-checked here because the reconciler's view may be stale by the time the command
+/// arrives: only a booking that still carries `reference` and is not the one the binding
+/// records (`current`) is deleted.
+pub async fn remove_stray(
+    client: &IpassanClient,
+    vendor_id: &str,
+    reference: &str,
+    current: Option<&VendorIds>,
+) -> Result<StrayOutcome, ApplyError> {
+    let Some((asset, booking)) = vendor_id.split_once('/') else {
+        return Err(RuleError::BadStrayId {
+            vendor_id: vendor_id.to_owned(),
+        }
+        .into());
+    };
+    if current.is_some_and(|c| {
+        c.booking_uuid.as_deref() == Some(booking) && c.asset_uuid.as_deref() == Some(asset)
+    }) {
+        tracing::warn!(
+            asset,
+            booking,
+            "stray is the binding's current booking: kept"
+        );
+        return Ok(StrayOutcome::Kept);
+    }
+    let Some(found) = client.get_booking(asset, booking).await? else {
+        return Ok(StrayOutcome::Gone);
+    };
+    if found.reference.as_deref() != Some(reference) {
+        tracing::warn!(
+            asset,
+            booking,
+            "stray no longer carries our reference: kept"
+        );
+        return Ok(StrayOutcome::Kept);
+    }
+    Ok(if client.delete_booking(asset, booking).await? {
+        StrayOutcome::Deleted
+    } else {
+        StrayOutcome::Gone
+    })
+}

@@ -493,6 +493,31 @@ impl IpassanClient {
             .map_err(self.err("create_booking"))
     }
 
+    /// One asset booking; `None` when it (or its asset) does not exist.
+    pub async fn get_booking(
+        &self,
+        asset: &str,
+        booking: &str,
+    ) -> Result<Option<AssetBooking>, IpassanError> {
+        let url = self.url(&booking_path(&self.site, asset, booking));
+        let resp = self
+            .http
+            .send_raw("get_booking", |c| c.get(&url))
+            .await
+            .map_err(self.err("get_booking"))?;
+        if resp.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !resp.status().is_success() {
+            let e = VendorError::from_response(VENDOR, "get_booking", resp).await;
+            return Err(self.err("get_booking")(e));
+        }
+        vendor_http::decode_json(VENDOR, "get_booking", resp)
+            .await
+            .map(Some)
+            .map_err(IpassanError::Http)
+    }
+
     /// Deletes an asset booking. `Ok(false)` when it was already gone (404): the desired
     /// state — no booking — holds either way.
     pub async fn delete_booking(&self, asset: &str, booking: &str) -> Result<bool, IpassanError> {

@@ -2,7 +2,7 @@
 //! revision check, retries, DLQ, metrics) is the runtime's.
 
 use accesshub_connections::{Connection, IpassanSettings, Vendor, VendorSettings};
-use accesshub_domain::{EventBody, EventKind};
+use accesshub_domain::{EventBody, EventKind, sync::RemoveCommand};
 use vendor_http::{HttpSettings, VendorClient};
 use worker_runtime::{ApplyContext, ApplyOutcome, Binding, ClientCache, Handler, HandlerError};
 
@@ -43,6 +43,23 @@ impl IpassanHandler {
             http,
             page_size: DEFAULT_PAGE_SIZE,
         }
+    }
+
+    /// The cached client of the context's connection.
+    async fn client(
+        &self,
+        ctx: &ApplyContext,
+    ) -> Result<std::sync::Arc<IpassanClient>, HandlerError> {
+        let settings = settings_of(&ctx.connection)?;
+        Ok(self
+            .clients
+            .get_or_try_init(&ctx.connection, || {
+                VendorClient::new(VENDOR, self.http).map(|c| {
+                    IpassanClient::new(c.with_rate_limit(ctx.rate_limiter.clone()), settings)
+                        .with_page_size(self.page_size)
+                })
+            })
+            .await?)
     }
 
     /// Page size of list calls (tests use small pages).
@@ -91,19 +108,8 @@ impl Handler for IpassanHandler {
             )));
         };
         let settings = settings_of(&ctx.connection)?;
-        let client = self
-            .clients
-            .get_or_try_init(&ctx.connection, || {
-                VendorClient::new(VENDOR, self.http).map(|c| {
-                    IpassanClient::new(c.with_rate_limit(ctx.rate_limiter.clone()), settings)
-                        .with_page_size(self.page_size)
-                })
-            })
-            .await?;
-        // A binding written by an older build or after a failure may hold other JSON: then
-        // there is no previous booking to know about, and the reference lookup still finds ours.
-        let previous: Option<VendorIds> =
-            binding.and_then(|b| serde_json::from_value(b.vendor_ids.clone()).ok());
+        let client = self.client(ctx).await?;
+        let previous = previous_ids(binding);
         let applied = apply::apply(
             &client,
             settings,
@@ -120,4 +126,27 @@ impl Handler for IpassanHandler {
             .map_err(|e| HandlerError::permanent(format!("encode vendor ids: {e}")))?;
         Ok(ApplyOutcome::new(applied.status, ids))
     }
+
+    /// Removes a stray asset booking (vendor id `<asset>/<booking>`), unless it is the one
+    /// the binding records or no longer carries our reference.
+    async fn remove(
+        &self,
+        ctx: &ApplyContext,
+        cmd: &RemoveCommand,
+        binding: Option<&Binding>,
+    ) -> Result<(), HandlerError> {
+        let client = self.client(ctx).await?;
+        let current = previous_ids(binding);
+        let outcome =
+            apply::remove_stray(&client, &cmd.vendor_id, &cmd.reference, current.as_ref()).await?;
+        tracing::info!(vendor_id = %cmd.vendor_id, ?outcome, run = cmd.run_id, "stray handled");
+        Ok(())
+    }
+}
+
+/// The ids the binding recorded. A binding written by an older build or after a failure may
+/// hold other JSON: then there is no previous booking to know about, and the reference lookup
+/// still finds ours.
+fn previous_ids(binding: Option<&Binding>) -> Option<VendorIds> {
+    binding.and_then(|b| serde_json::from_value(b.vendor_ids.clone()).ok())
 }

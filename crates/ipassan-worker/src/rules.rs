@@ -108,6 +108,12 @@ pub enum RuleError {
         /// The vendor's message, verbatim.
         vendor_message: String,
     },
+    /// A reconciler removal command whose vendor id is not `<asset>/<booking>`.
+    #[error("stray vendor id {vendor_id:?} is not <asset GUID>/<booking GUID>")]
+    BadStrayId {
+        /// The id received.
+        vendor_id: String,
+    },
     /// The resident cannot become an iPassan person.
     #[error("resident {resident}: {reason}")]
     BadResident {

@@ -722,3 +722,99 @@ async fn vendor_outage_is_transient() {
     assert_eq!(e.class(), ErrorClass::Transient, "{e}");
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn strays_are_removed_only_when_still_ours_and_not_current() {
+    let sim = sim().await;
+    let s = settings(&sim);
+    let c = client(&s);
+    let mk = |reference: &str, start: &str, end: &str| NewBooking {
+        person_uuid: DEMO_PERSON_JAN.into(),
+        start: t(start),
+        end: t(end),
+        reference: reference.into(),
+        title: "x".into(),
+    };
+    let stray = c
+        .create_booking(
+            DEMO_ASSET_BBQ,
+            &mk(REF, "2030-05-01T08:00:00Z", "2030-05-01T09:00:00Z"),
+        )
+        .await
+        .unwrap();
+    let foreign = c
+        .create_booking(
+            DEMO_ASSET_BBQ,
+            &mk(
+                "someone-else",
+                "2030-05-01T10:00:00Z",
+                "2030-05-01T11:00:00Z",
+            ),
+        )
+        .await
+        .unwrap();
+    let current = c
+        .create_booking(
+            DEMO_ASSET_BBQ,
+            &mk(REF, "2030-05-01T12:00:00Z", "2030-05-01T13:00:00Z"),
+        )
+        .await
+        .unwrap();
+    let binding = VendorIds {
+        asset_uuid: Some(DEMO_ASSET_BBQ.into()),
+        booking_uuid: Some(current.uuid.clone()),
+        ..VendorIds::default()
+    };
+    let id = |b: &str| apply::stray_id(DEMO_ASSET_BBQ, b);
+    use apply::StrayOutcome::*;
+    let r = apply::remove_stray(&c, &id(&stray.uuid), REF, Some(&binding))
+        .await
+        .unwrap();
+    assert_eq!(r, Deleted);
+    let r = apply::remove_stray(&c, &id(&stray.uuid), REF, Some(&binding))
+        .await
+        .unwrap();
+    assert_eq!(r, Gone);
+    let r = apply::remove_stray(&c, &id(&foreign.uuid), REF, Some(&binding))
+        .await
+        .unwrap();
+    assert_eq!(r, Kept, "not carrying our reference");
+    let r = apply::remove_stray(&c, &id(&current.uuid), REF, Some(&binding))
+        .await
+        .unwrap();
+    assert_eq!(r, Kept, "the binding's current booking");
+    let e = apply::remove_stray(&c, "no-slash", REF, None)
+        .await
+        .unwrap_err();
+    assert_eq!(e.class(), ErrorClass::Permanent);
+    let left: Vec<String> = sim
+        .state()
+        .ipassan_bookings()
+        .into_iter()
+        .map(|b| b.uuid)
+        .collect();
+    assert_eq!(left, [foreign.uuid, current.uuid]);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn assets_lookup_lists_rules_and_explains_access_denied() {
+    let sim = sim().await;
+    let mut s = settings(&sim);
+    let items = ipassan_worker::lookup::assets(&s).await.unwrap();
+    let bbq = items.iter().find(|i| i.id == DEMO_ASSET_BBQ).unwrap();
+    assert_eq!(bbq.name, "Rooftop BBQ");
+    assert_eq!(
+        bbq.detail.as_deref(),
+        Some("30-minute slots, max 120 minutes, one booking per slot")
+    );
+    assert!(items.iter().any(|i| i.id == GYM));
+    s.site_guid = "00000000-0000-4000-8000-000000000bad".into();
+    let e = ipassan_worker::lookup::assets(&s).await.unwrap_err();
+    assert_eq!(
+        e.kind,
+        accesshub_connections::lookup::LookupFailureKind::Credentials
+    );
+    assert!(e.message.contains("site GUID"), "{}", e.message);
+    sim.shutdown().await;
+}

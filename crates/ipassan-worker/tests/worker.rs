@@ -363,8 +363,13 @@ async fn rule_violations_and_missing_profile_go_to_the_dlq_with_reasons() {
         for n in needles {
             assert!(dl.reason.contains(n), "{:?} lacks {n:?}", dl.reason);
         }
-        let b = env.binding(&ev.booking_key).await.unwrap();
-        assert_eq!(b.status, "dead_lettered");
+        // The DLQ entry is published before the binding records the failure.
+        eventually("binding dead_lettered", || async {
+            env.binding(&ev.booking_key)
+                .await
+                .is_some_and(|b| b.status == "dead_lettered")
+        })
+        .await;
     }
     // One booking per slot: someone else holds 16:00-16:30.
     let other = env
