@@ -510,3 +510,73 @@ async fn vendor_outage_is_retried_then_applied() {
     assert_eq!(env.ours("cx-flaky").len(), 1);
     env.finish(h).await;
 }
+
+#[tokio::test]
+async fn reconciler_removes_a_stray_but_never_the_current_booking() {
+    use accesshub_domain::{EventKind, sync};
+    let env = Env::new().await;
+    let h = env.start(DEMO_SITE, 100).await;
+    env.publish(&booked(
+        "cx-s",
+        1,
+        "2030-05-01T10:00:00Z",
+        "2030-05-01T11:00:00Z",
+    ))
+    .await;
+    let b = env.applied("cx-s", 1).await;
+    let current = b.vendor_ids["booking_uuid"].as_str().unwrap().to_owned();
+    // A leftover with our reference, e.g. from a move whose delete never happened.
+    let stray = env
+        .client()
+        .create_booking(
+            DEMO_ASSET_BBQ,
+            &NewBooking {
+                person_uuid: DEMO_PERSON_JAN.into(),
+                start: t("2030-05-01T14:00:00Z"),
+                end: t("2030-05-01T15:00:00Z"),
+                reference: reference("cx-s"),
+                title: "Jan de Vries".into(),
+            },
+        )
+        .await
+        .unwrap();
+    for id in [&stray.uuid, &current] {
+        let cmd = sync::RemoveCommand {
+            run_id: 1,
+            tenant: TENANT.into(),
+            vendor: "ipassan".into(),
+            connection: "default".into(),
+            kind: EventKind::Facility,
+            booking_key: "cx-s".into(),
+            reference: reference("cx-s"),
+            vendor_id: ipassan_worker::apply::stray_id(DEMO_ASSET_BBQ, id),
+        };
+        let mut hm = async_nats::HeaderMap::new();
+        hm.insert(sync::HEADER_RUN, "1");
+        hm.insert(sync::HEADER_ACTION, "remove");
+        let msg = PublishMessage::build()
+            .payload(serde_json::to_vec(&cmd).unwrap().into())
+            .headers(hm);
+        env.tb
+            .bus
+            .js
+            .send_publish(
+                env.tb
+                    .bus
+                    .subject(&subjects::sync("ipassan", TENANT, "cx-s")),
+                msg,
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    eventually("stray removed", || async {
+        env.ours("cx-s").iter().all(|b| b.uuid != stray.uuid)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let left: Vec<String> = env.ours("cx-s").into_iter().map(|b| b.uuid).collect();
+    assert_eq!(left, [current], "the binding's booking is kept");
+    env.finish(h).await;
+}
