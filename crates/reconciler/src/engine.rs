@@ -65,10 +65,14 @@ pub fn event_from_row(
     kind: &str,
     row: &sqlx::postgres::PgRow,
 ) -> Result<Event, String> {
-    let payload: serde_json::Value = row.try_get("payload").map_err(|e| e.to_string())?;
-    if payload.get("booking_key").is_some() {
-        return serde_json::from_value(payload).map_err(|e| format!("payload: {e}"));
+    // Read as text and parsed straight into the event: no intermediate JSON tree (this is
+    // the hot path of a million-booking sync).
+    let text: String = row.try_get("payload").map_err(|e| e.to_string())?;
+    if let Ok(ev) = serde_json::from_str::<Event>(&text) {
+        return Ok(ev);
     }
+    let payload: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("payload: {e}"))?;
     let body: EventBody = if payload.get("kind").is_some() && payload.get("payload").is_some() {
         serde_json::from_value(payload)
     } else {
@@ -303,7 +307,8 @@ pub async fn sync_connection(
     let mut counts = Counts::default();
     {
         let mut rows = sqlx::query(
-            "SELECT booking_key, kind, site, revision, source, event_id, payload, updated_at
+            "SELECT booking_key, kind, site, revision, source, event_id, payload::text AS payload,
+                    updated_at
                FROM bookings
               WHERE tenant_id = $1 AND kind = ANY($2)
                 AND ($3 OR ((ends_at IS NULL OR ends_at > $4)
