@@ -16,7 +16,7 @@ use accesshub_connections::{
     VendorSettings,
 };
 use accesshub_domain::DeadLetter;
-use accesshub_e2e::{Proc, binary, free_port, wait_port};
+use accesshub_e2e::{Proc, binary, free_port, port_open};
 use accesshub_store::SecretBox;
 use accesshub_testkit::TestDb;
 use chrono::Utc;
@@ -77,52 +77,65 @@ fn http_client() -> reqwest::Client {
 }
 
 impl Sim {
-    /// Starts vendor-sim with the demo fixtures and `extra` environment.
+    /// Starts vendor-sim with the demo fixtures and `extra` environment. Free ports are
+    /// picked by the OS and may be taken again before vendor-sim binds them (other tests run
+    /// in parallel): a start that exits is retried on new ports.
     pub fn start(extra: &[(String, String)]) -> Sim {
-        let (control, cloudpass, tapkey, ipassan, dormakaba) = (
-            free_port(),
-            free_port(),
-            free_port(),
-            free_port(),
-            free_port(),
-        );
-        let ports = [control, cloudpass, tapkey, ipassan, dormakaba].map(|p| p.to_string());
         let mut env = vec![("RUST_LOG".to_owned(), "info".to_owned())];
         env.extend(extra.iter().cloned());
-        let proc = Proc::spawn(
-            "vendor-sim",
-            &binary("vendor-sim").unwrap(),
-            &[
-                "--bind-ip",
-                "127.0.0.1",
-                "--control-port",
-                &ports[0],
-                "--cloudpass-port",
-                &ports[1],
-                "--tapkey-port",
-                &ports[2],
-                "--ipassan-port",
-                &ports[3],
-                "--dormakaba-port",
-                &ports[4],
-            ],
-            &env,
-        )
-        .unwrap();
-        for p in [control, cloudpass, tapkey, ipassan, dormakaba] {
-            if let Err(e) = wait_port("vendor-sim", p, Duration::from_secs(20)) {
-                panic!("{e}\n--- vendor-sim log ---\n{}", proc.log());
+        let mut last_log = String::new();
+        for _attempt in 0..5 {
+            let ports = [
+                free_port(),
+                free_port(),
+                free_port(),
+                free_port(),
+                free_port(),
+            ];
+            let p = ports.map(|p| p.to_string());
+            let mut proc = Proc::spawn(
+                "vendor-sim",
+                &binary("vendor-sim").unwrap(),
+                &[
+                    "--bind-ip",
+                    "127.0.0.1",
+                    "--control-port",
+                    &p[0],
+                    "--cloudpass-port",
+                    &p[1],
+                    "--tapkey-port",
+                    &p[2],
+                    "--ipassan-port",
+                    &p[3],
+                    "--dormakaba-port",
+                    &p[4],
+                ],
+                &env,
+            )
+            .unwrap();
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(20) && proc.running() {
+                if ports.iter().all(|p| port_open(*p)) {
+                    std::thread::sleep(Duration::from_millis(100));
+                    if proc.running() {
+                        let [control, cloudpass, tapkey, ipassan, dormakaba] = ports;
+                        return Sim {
+                            proc,
+                            control,
+                            cloudpass,
+                            tapkey,
+                            ipassan,
+                            dormakaba,
+                            http: http_client(),
+                        };
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(50));
             }
+            last_log = proc.log();
+            proc.kill9();
         }
-        Sim {
-            proc,
-            control,
-            cloudpass,
-            tapkey,
-            ipassan,
-            dormakaba,
-            http: http_client(),
-        }
+        panic!("vendor-sim did not start (5 attempts)\n--- last log ---\n{last_log}");
     }
 
     /// `http://127.0.0.1:<port>`.
@@ -336,21 +349,18 @@ impl Stack {
         env
     }
 
-    async fn wait_ready(&self, svc: &mut Service, timeout: Duration) {
+    /// Waits for `/readyz`; `Err(log)` when the process exits first.
+    async fn wait_ready(&self, svc: &mut Service, timeout: Duration) -> Result<(), String> {
         let url = format!("http://127.0.0.1:{}/readyz", svc.port);
         let start = Instant::now();
         while start.elapsed() < timeout {
             if !svc.proc.running() {
-                panic!(
-                    "{} exited during start-up\n--- log ---\n{}",
-                    svc.proc.name,
-                    svc.proc.log()
-                );
+                return Err(svc.proc.log());
             }
             if let Ok(r) = self.http.get(&url).send().await
                 && r.status().is_success()
             {
-                return;
+                return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -361,33 +371,36 @@ impl Stack {
         );
     }
 
-    /// Starts booking-ingest and waits for `/readyz`.
-    pub async fn start_ingest(&mut self, extra: &[(String, String)]) {
-        let port = free_port();
-        let proc = Proc::spawn(
-            "booking-ingest",
-            &binary("booking-ingest").unwrap(),
-            &[],
-            &self.service_env(port, extra),
-        )
-        .unwrap();
-        let mut svc = Service { proc, port };
-        self.wait_ready(&mut svc, Duration::from_secs(30)).await;
-        self.ingest = Some(svc);
+    /// Spawns `name` on a free port and waits until ready; an exit during start-up because
+    /// the port was taken meanwhile is retried on another port.
+    async fn spawn_ready(&self, name: &str, extra: &[(String, String)]) -> Service {
+        for _attempt in 0..4 {
+            let port = free_port();
+            let proc = Proc::spawn(
+                name,
+                &binary(name).unwrap(),
+                &[],
+                &self.service_env(port, extra),
+            )
+            .unwrap();
+            let mut svc = Service { proc, port };
+            match self.wait_ready(&mut svc, Duration::from_secs(40)).await {
+                Ok(()) => return svc,
+                Err(log) if log.contains("in use") => continue,
+                Err(log) => panic!("{name} exited during start-up\n--- log ---\n{log}"),
+            }
+        }
+        panic!("{name}: no free port after 4 attempts");
     }
 
-    /// Starts a worker binary and waits for `/readyz`.
+    /// Starts booking-ingest and waits for `/readyz`.
+    pub async fn start_ingest(&mut self, extra: &[(String, String)]) {
+        self.ingest = Some(self.spawn_ready("booking-ingest", extra).await);
+    }
+
+    /// Starts a worker binary (or any service binary with an ops port) and waits for `/readyz`.
     pub async fn start_worker(&mut self, name: &str, extra: &[(String, String)]) {
-        let port = free_port();
-        let proc = Proc::spawn(
-            name,
-            &binary(name).unwrap(),
-            &[],
-            &self.service_env(port, extra),
-        )
-        .unwrap();
-        let mut svc = Service { proc, port };
-        self.wait_ready(&mut svc, Duration::from_secs(40)).await;
+        let svc = self.spawn_ready(name, extra).await;
         self.workers.push((name.to_owned(), svc));
     }
 
@@ -410,7 +423,9 @@ impl Stack {
             .unwrap_or_else(|| panic!("worker {name} not started"));
         let mut svc = self.workers.remove(idx).1;
         svc.proc.start().unwrap();
-        self.wait_ready(&mut svc, Duration::from_secs(40)).await;
+        if let Err(log) = self.wait_ready(&mut svc, Duration::from_secs(40)).await {
+            panic!("{name} exited after restart\n--- log ---\n{log}");
+        }
         self.workers.insert(idx, (name.to_owned(), svc));
     }
 
