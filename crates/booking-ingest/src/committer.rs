@@ -172,8 +172,14 @@ async fn run(pool: PgPool, mut rx: mpsc::Receiver<Job>, batch_max: usize, wake: 
 async fn process(pool: &PgPool, batch: Vec<Job>, wake: &Notify) {
     let mut attempt = 0u32;
     loop {
+        let started = std::time::Instant::now();
         match write_batch(pool, &batch).await {
             Ok((answers, any)) => {
+                tracing::debug!(
+                    n = batch.len(),
+                    ms = started.elapsed().as_millis() as u64,
+                    "batch committed"
+                );
                 if any {
                     wake.notify_one();
                 }

@@ -83,6 +83,9 @@ async fn raw_commits(pool: &sqlx::PgPool, secs: u64) -> anyhow::Result<f64> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
+    if std::env::var("BENCH_LOG").is_ok() {
+        let _ = accesshub_telemetry::init("ingest-bench", accesshub_config::LogFormat::Pretty);
+    }
     let secs: u64 = std::env::var("BENCH_SECS")
         .ok()
         .and_then(|v| v.parse().ok())
