@@ -253,7 +253,9 @@ impl SimState {
     /// reference check: for benchmarks that need a million objects without a million POSTs
     /// (each create scans the site for a duplicate reference).
     pub fn cloudpass_insert_bookings(&self, bookings: impl IntoIterator<Item = VehicleBooking>) {
-        lock(&self.inner.cloudpass).vehicle_bookings.extend(bookings);
+        lock(&self.inner.cloudpass)
+            .vehicle_bookings
+            .extend(bookings);
     }
 
     /// The vehicle booking with this reference at this site, if any.
