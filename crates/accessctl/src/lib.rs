@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand};
 
 /// Command-line interface.
 #[derive(Debug, Parser)]
-#[command(name = "accessctl", version, about = "Operate accesshub: connections, syncs, dead letters, status")]
+#[command(
+    name = "accessctl",
+    version,
+    about = "Operate accesshub: connections, syncs, dead letters, status"
+)]
 pub struct Cli {
     /// Output format.
     #[arg(short = 'o', long, global = true, value_enum, default_value_t = output::Format::Table)]
