@@ -59,22 +59,39 @@ echo "starting:"
 start vendor-sim 18080
 wait_ready vendor-sim http://127.0.0.1:18080/healthz
 start booking-ingest 8080
-wait_ready booking-ingest http://127.0.0.1:8080/readyz || true
+wait_ready booking-ingest http://127.0.0.1:8080/readyz
 start cloudpass-worker 8081
 start dormakaba-worker 8082
 start ipassan-worker 8083
 start tapkey-worker 8084
 start reconciler 8085
 
-if [ -f deploy/dev/demo.yaml ]; then
-  "$BIN/accessctl" apply -f deploy/dev/demo.yaml || "$BIN/accessctl" connections apply -f deploy/dev/demo.yaml || true
-fi
+# The demo tenant: its connections to the simulators, then a webhook secret and site defaults
+# for every upstream source (through the admin API that booking-ingest serves).
+echo "configuring the demo tenant:"
+"$BIN/accessctl" connections apply -f deploy/dev/demo.yaml
+for source in bex clock nexudus connecx native; do
+  "$BIN/accessctl" tenants set-secret demo "$source" --from-env ACCESSHUB_DEMO_WEBHOOK_SECRET >/dev/null
+  curl -fsS -X PUT "$ACCESSHUB_API_URL/tenants/demo/sources/$source/site-defaults" \
+    -H "Authorization: Bearer $ACCESSHUB_TOKEN" -H 'Content-Type: application/json' \
+    --data-binary @deploy/dev/site-defaults.json >/dev/null
+done
+echo "  tenant demo: webhook secret \$ACCESSHUB_DEMO_WEBHOOK_SECRET and site defaults for bex clock nexudus connecx native"
+# The simulators start empty while Postgres keeps the desired state of earlier sessions: a
+# full sync per connection (admin API, reconciler) puts those bookings back at the vendors.
+for vendor in cloudpass tapkey ipassan; do
+  curl -fsS -X POST "$ACCESSHUB_API_URL/syncs" \
+    -H "Authorization: Bearer $ACCESSHUB_TOKEN" -H 'Content-Type: application/json' \
+    -d "{\"tenant\":\"demo\",\"vendor\":\"$vendor\",\"scope\":\"full\"}" >/dev/null
+done
+echo "  full syncs queued for demo/cloudpass, tapkey, ipassan (restores earlier sessions' bookings)"
 
 cat <<MSG
 
 accesshub is running with the vendor simulators (control API http://127.0.0.1:18080).
   send a demo BEX reservation:   deploy/dev/send-webhook.sh bex demo deploy/dev/bex-reservation.json
   see what CloudPass holds:      curl -s http://127.0.0.1:18080/state/cloudpass | jq
+  more demo webhooks:            deploy/dev/send-webhook.sh clock|nexudus|connecx demo deploy/dev/<file>.json
   operate:                       $BIN/accessctl status · $BIN/accessctl dlq list
 Ctrl-C stops everything.
 MSG

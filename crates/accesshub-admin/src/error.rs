@@ -93,6 +93,34 @@ impl From<LookupError> for ApiError {
     }
 }
 
+impl From<reconciler::ReconcileError> for ApiError {
+    fn from(e: reconciler::ReconcileError) -> Self {
+        use accesshub_domain::{Classify, ErrorClass};
+        use reconciler::ReconcileError as R;
+        match e {
+            R::Invalid { what, message } => {
+                let field = match what {
+                    "scope" => "scope",
+                    "scope days" => "days",
+                    other => other,
+                };
+                ApiError::field(field, message)
+            }
+            R::Db(e) => e.into(),
+            e @ R::NoConnection { .. } => ApiError::NotFound(e.to_string()),
+            e @ R::Busy => ApiError::Conflict(e.to_string()),
+            e if e.class() == ErrorClass::Transient => {
+                tracing::warn!(error = %e, "admin API: sync bookkeeping unavailable");
+                ApiError::Unavailable("database unavailable, retry".into())
+            }
+            e => {
+                tracing::error!(error = %e, "admin API: internal error");
+                ApiError::Internal
+            }
+        }
+    }
+}
+
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
         ConnectionError::Db(e).into()

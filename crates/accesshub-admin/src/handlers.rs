@@ -430,3 +430,175 @@ pub(crate) async fn lookup(
         }),
     }
 }
+
+// ---- site defaults ----
+
+pub(crate) async fn put_site_defaults(
+    State(s): State<AdminState>,
+    Path((tenant, source)): Path<(String, String)>,
+    Extension(who): Extension<Principal>,
+    body: Bytes,
+) -> Result<Json<TenantSource>, ApiError> {
+    let doc: serde_json::Value = parse_json(&body)?;
+    let Some(sites) = doc.as_object() else {
+        return Err(ApiError::field(
+            "site_defaults",
+            "must be an object keyed by site id (\"*\" for every site)",
+        ));
+    };
+    let mut errors = Vec::new();
+    for (site, entry) in sites {
+        let Some(fields) = entry.as_object() else {
+            errors.push(accesshub_domain::FieldError::new(
+                site.clone(),
+                "must be an object with check_in_time, check_out_time and/or timezone",
+            ));
+            continue;
+        };
+        for (k, v) in fields {
+            let path = format!("{site}.{k}");
+            match (k.as_str(), v.as_str()) {
+                ("check_in_time" | "check_out_time", Some(t))
+                    if chrono::NaiveTime::parse_from_str(t, "%H:%M").is_ok()
+                        || chrono::NaiveTime::parse_from_str(t, "%H:%M:%S").is_ok() => {}
+                ("check_in_time" | "check_out_time", _) => errors.push(
+                    accesshub_domain::FieldError::new(path, "must be a time like \"15:00\""),
+                ),
+                ("timezone", Some(tz)) if !tz.trim().is_empty() && !tz.contains(' ') => {}
+                ("timezone", _) => errors.push(accesshub_domain::FieldError::new(
+                    path,
+                    "must be an IANA timezone like \"Europe/Amsterdam\"",
+                )),
+                _ => errors.push(accesshub_domain::FieldError::new(
+                    path,
+                    "unknown field (check_in_time, check_out_time, timezone)",
+                )),
+            }
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::Invalid(errors));
+    }
+    let src = s
+        .tenants
+        .set_site_defaults(&tenant, &source, &doc)
+        .await?
+        .ok_or_else(|| {
+            ApiError::NotFound(format!(
+                "tenant {tenant:?} has no source {source:?} (set its webhook secret first)"
+            ))
+        })?;
+    tracing::info!(%tenant, %source, by = %who.name, "site defaults set");
+    Ok(Json(src))
+}
+
+// ---- syncs ----
+
+/// Body of `POST /syncs`: queue a sync run of one connection (the "Sync" buttons).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncRequest {
+    /// Tenant.
+    pub tenant: String,
+    /// Vendor wire name.
+    pub vendor: String,
+    /// Connection name (default `default`).
+    #[serde(default)]
+    pub connection: Option<String>,
+    /// `upcoming`, `active` or `full`.
+    pub scope: String,
+    /// Days of an `upcoming` scope (default 5).
+    #[serde(default)]
+    pub days: Option<i64>,
+}
+
+/// Answer of `POST /syncs`: 202 when a run was queued, 200 when the connection already had
+/// a queued or running one (that run is returned: one run per connection at a time).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SyncQueued {
+    /// Id of the run to follow (`GET /syncs`, `accessctl sync status`).
+    pub run_id: i64,
+    /// Whether this request queued it (false: an active run already existed).
+    pub queued: bool,
+    /// The run.
+    pub run: reconciler::SyncRun,
+}
+
+pub(crate) async fn request_sync(
+    State(s): State<AdminState>,
+    Extension(who): Extension<Principal>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let req: SyncRequest = parse_json(&body)?;
+    let v = vendor(&req.vendor)?;
+    let scope = reconciler::Scope::parse(&req.scope, req.days)?;
+    if req.days.is_some() && !matches!(scope, reconciler::Scope::Upcoming(_)) {
+        return Err(ApiError::field(
+            "days",
+            "only applies to scope \"upcoming\"",
+        ));
+    }
+    let name = req.connection.unwrap_or_else(|| "default".to_owned());
+    if s.connections.get(&req.tenant, v, &name).await?.is_none() {
+        return Err(ApiError::NotFound(format!(
+            "tenant {:?} has no {v} connection named {name:?}",
+            req.tenant
+        )));
+    }
+    let conn = reconciler::ConnectionRef {
+        tenant: req.tenant,
+        vendor: v.to_string(),
+        name,
+    };
+    let out = reconciler::store::request_run(
+        s.connections.pool(),
+        &conn,
+        scope,
+        reconciler::Trigger::Api,
+        Some(&who.name),
+    )
+    .await?;
+    let (code, queued) = match out {
+        reconciler::store::RequestOutcome::Queued(_) => (StatusCode::ACCEPTED, true),
+        reconciler::store::RequestOutcome::AlreadyActive(_) => (StatusCode::OK, false),
+    };
+    let run = out.run().clone();
+    tracing::info!(connection = %conn, run_id = run.id, %scope, by = %who.name, queued, "sync requested via API");
+    Ok((
+        code,
+        Json(SyncQueued {
+            run_id: run.id,
+            queued,
+            run,
+        }),
+    )
+        .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct SyncListQuery {
+    tenant: Option<String>,
+    vendor: Option<String>,
+    limit: Option<i64>,
+}
+
+pub(crate) async fn list_syncs(
+    State(s): State<AdminState>,
+    Query(q): Query<SyncListQuery>,
+) -> Result<Json<Vec<reconciler::SyncRun>>, ApiError> {
+    let v = q.vendor.as_deref().map(vendor).transpose()?;
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::field("limit", "must be 1..=500"));
+    }
+    let v = v.map(|v| v.to_string());
+    Ok(Json(
+        reconciler::store::list_runs(
+            s.connections.pool(),
+            q.tenant.as_deref(),
+            v.as_deref(),
+            limit,
+        )
+        .await?,
+    ))
+}

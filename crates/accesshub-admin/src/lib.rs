@@ -1,6 +1,7 @@
 //! The admin HTTP API of accesshub as an axum [`Router`]: tenants and their webhook secrets,
 //! vendor connections (idempotent apply with dry-run diffs), API tokens, and vendor lookups
-//! answered by the workers over NATS. booking-ingest mounts it under `/admin/v1`
+//! answered by the workers over NATS, sync runs (queued for the reconciler) and per-source
+//! site defaults. booking-ingest mounts it under `/admin/v1`
 //! ([`mounted`]); `accessctl` is its client.
 //!
 //! Secrets are never returned (`***`) and never logged; every write is authenticated with an
@@ -25,7 +26,7 @@ pub use auth::{Principal, Scope, TokenInfo};
 pub use error::ApiError;
 pub use handlers::{
     ApplyResponse, CreateTokenRequest, CreatedToken, SecretRequest, SourceSecretResponse,
-    TenantBody, TenantDetail,
+    SyncQueued, SyncRequest, TenantBody, TenantDetail,
 };
 
 /// Path prefix the API is served under.
@@ -107,6 +108,11 @@ pub fn router(state: AdminState) -> Router {
             "/tenants/{tenant}/sources/{source}/rotate",
             post(rotate_source_secret),
         )
+        .route(
+            "/tenants/{tenant}/sources/{source}/site-defaults",
+            put(put_site_defaults),
+        )
+        .route("/syncs", get(list_syncs).post(request_sync))
         .route("/connections", get(list_connections))
         .route(
             "/connections/{tenant}/{vendor}/{name}",

@@ -218,6 +218,29 @@ impl TenantStore {
         Ok((source_from(&row)?, secret))
     }
 
+    /// Replaces the `site_defaults` document of an existing source (the ingest mapping's
+    /// check-in/out times and timezones). `None` if the tenant has no such source: a source
+    /// exists once its webhook secret is set.
+    pub async fn set_site_defaults(
+        &self,
+        tenant: &str,
+        source: &str,
+        site_defaults: &serde_json::Value,
+    ) -> Result<Option<TenantSource>, ConnectionError> {
+        let sql = format!(
+            "UPDATE tenant_sources SET site_defaults = $3, updated_at = now()
+              WHERE tenant_id = $1 AND source = $2
+             RETURNING {SOURCE_COLS}"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(tenant)
+            .bind(source)
+            .bind(site_defaults)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(source_from).transpose()?)
+    }
+
     /// The secrets a signature of `source` may be made with now (booking-ingest).
     pub async fn webhook_secrets(
         &self,
