@@ -36,6 +36,7 @@ pub(crate) struct WorkerMetrics {
     messages: CounterVec,
     in_flight: GaugeVec,
     pending: GaugeVec,
+    dlq_depth: GaugeVec,
     heartbeats: CounterVec,
 }
 
@@ -52,6 +53,10 @@ impl WorkerMetrics {
             pending: registry.gauge(
                 "accesshub_consumer_pending",
                 "Messages in the stream not yet delivered to the worker's consumer",
+            ),
+            dlq_depth: registry.gauge(
+                "accesshub_dlq_depth",
+                "Dead letters of this worker currently held in the DLQ stream",
             ),
             heartbeats: registry.counter(
                 "accesshub_worker_missed_heartbeats",
@@ -74,6 +79,12 @@ impl WorkerMetrics {
 
     pub(crate) fn pending(&self, n: u64) {
         self.pending
+            .get_or_create(&labels([("worker", &self.worker)]))
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    pub(crate) fn dlq_depth(&self, n: u64) {
+        self.dlq_depth
             .get_or_create(&labels([("worker", &self.worker)]))
             .set(i64::try_from(n).unwrap_or(i64::MAX));
     }

@@ -424,6 +424,9 @@ async fn info_loop<H: Handler>(s: Arc<Shared<H>>, shutdown: CancellationToken) {
                 Ok(info) => {
                     s.metrics.pending(info.num_pending);
                     s.last_info_ok.store(now_ms(), Ordering::Relaxed);
+                    if let Some(depth) = dlq_depth(&s).await {
+                        s.metrics.dlq_depth(depth);
+                    }
                 }
                 Err(e) => tracing::debug!(error = %e, "consumer info"),
             },
@@ -435,6 +438,27 @@ async fn info_loop<H: Handler>(s: Arc<Shared<H>>, shutdown: CancellationToken) {
             }
         }
     }
+}
+
+/// Dead letters this worker has in the DLQ stream (per-subject counts of `dlq.<worker>.>`),
+/// so an alert can fire on a growing DLQ without anyone running `accessctl`.
+async fn dlq_depth<H: Handler>(s: &Shared<H>) -> Option<u64> {
+    use futures::TryStreamExt as _;
+    let stream = s
+        .bus
+        .js
+        .get_stream(s.bus.stream_name(accesshub_domain::subjects::DLQ_STREAM))
+        .await
+        .ok()?;
+    let filter = s
+        .bus
+        .subject(&accesshub_domain::subjects::dlq_of_worker(s.handler.name()));
+    let mut subjects = stream.info_with_subjects(filter).await.ok()?;
+    let mut total = 0u64;
+    while let Ok(Some((_, count))) = subjects.try_next().await {
+        total += count as u64;
+    }
+    Some(total)
 }
 
 fn limiter<H: Handler>(
