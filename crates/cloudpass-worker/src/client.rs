@@ -224,25 +224,25 @@ impl CloudpassClient {
         }
     }
 
-    /// Sites (lookup dropdown: administration → site).
+    /// Sites (lookup dropdown: administration → site). Errors keep the HTTP status, so the
+    /// lookup can answer 401/403 with `LookupFailure::credentials`.
     pub async fn sites(&self) -> Result<Vec<IdName>, VendorError> {
         let url = format!("{}/sites", self.api);
         let p: Page<IdName> = self
             .http
             .send_json("sites", |h| h.request(Method::GET, &url))
-            .await
-            .map_err(map_err)?;
+            .await?;
         Ok(p.data)
     }
 
-    /// Time restrictions of a site (lookup dropdown: default time restriction).
+    /// Time restrictions of a site (lookup dropdown: default time restriction). Errors keep
+    /// the HTTP status, like [`sites`](Self::sites).
     pub async fn time_restrictions(&self, site: &str) -> Result<Vec<IdName>, VendorError> {
         let url = format!("{}/sites/{site}/time-restrictions", self.api);
         let p: Page<IdName> = self
             .http
             .send_json("time_restrictions", |h| h.request(Method::GET, &url))
-            .await
-            .map_err(map_err)?;
+            .await?;
         Ok(p.data)
     }
 }

@@ -9,6 +9,7 @@
 //! is our idempotency key: looked up before every create, and a 409 on create means "exists".
 
 pub mod client;
+pub mod lookup;
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -1,8 +1,17 @@
-//! cloudpass-worker binary: everything is in `worker_runtime::serve_main`.
+//! cloudpass-worker binary: everything is in `worker_runtime::serve_main`; lookups (`sites`,
+//! `time-restrictions`) are answered with the worker's own connections.
+
+use accesshub_connections::Vendor;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    worker_runtime::serve_main(cloudpass_worker::NAME, |_| {
+    worker_runtime::serve_main(cloudpass_worker::NAME, |cfg| {
+        worker_runtime::lookups::spawn(
+            cfg.common.clone(),
+            Vendor::Cloudpass,
+            cfg.connections.clone(),
+            cloudpass_worker::lookup::answer,
+        );
         Ok(cloudpass_worker::CloudpassHandler::new())
     })
     .await?;

@@ -2,10 +2,13 @@
 //! runs `HelloWorldTest` with the connection's credentials (reachability, AuthHeader) and
 //! lists the connection's encoders, flagging USB ones the web service cannot drive.
 
+use std::{sync::Arc, time::Duration};
+
 use accesshub_bus::Bus;
-use accesshub_connections::lookup::{LookupFailure, LookupItem, LookupRequest, serve_lookups};
+use accesshub_connections::lookup::{LookupFailure, LookupItem, LookupRequest};
 use accesshub_connections::{
-    Connection, ConnectionStore, DormakabaSettings, EncoderKind, Vendor, VendorSettings,
+    Connection, ConnectionCache, ConnectionStore, DormakabaSettings, EncoderKind, Vendor,
+    VendorSettings,
 };
 use accesshub_domain::Classify;
 
@@ -46,9 +49,10 @@ pub async fn encoder_test(s: &DormakabaSettings) -> Result<Vec<LookupItem>, Look
     Ok(items)
 }
 
-/// Answers one lookup with the tenant's stored connection.
+/// Answers one lookup with `conn` (found by the runtime from the request's tenant and
+/// connection name).
 pub async fn answer(
-    store: &ConnectionStore,
+    conn: Connection,
     req: LookupRequest,
 ) -> Result<Vec<LookupItem>, LookupFailure> {
     if req.what != ENCODER_TEST {
@@ -57,12 +61,8 @@ pub async fn answer(
             req.what
         )));
     }
-    let conn: Option<Connection> = store
-        .get(&req.tenant, Vendor::Dormakaba, &req.connection)
-        .await
-        .map_err(|e| LookupFailure::vendor(e.to_string(), e.class()))?;
-    match conn.map(|c| c.settings) {
-        Some(VendorSettings::Dormakaba(s)) => encoder_test(&s).await,
+    match conn.settings {
+        VendorSettings::Dormakaba(s) => encoder_test(&s).await,
         _ => Err(LookupFailure::no_connection(
             &req.tenant,
             Vendor::Dormakaba,
@@ -71,14 +71,13 @@ pub async fn answer(
     }
 }
 
-/// Subscribes to `lookup.dormakaba` (namespaced) and answers from `store`.
+/// Subscribes to `lookup.dormakaba` (namespaced) and answers from `store` (uncached; the
+/// worker binary uses its own connections through `worker_runtime::lookups::spawn`).
 pub async fn serve(
     bus: &Bus,
     store: ConnectionStore,
 ) -> Result<tokio::task::JoinHandle<()>, accesshub_connections::lookup::LookupError> {
-    serve_lookups(bus, Vendor::Dormakaba, move |req| {
-        let store = store.clone();
-        async move { answer(&store, req).await }
-    })
-    .await
+    // TTL zero: every lookup reads the store, so a saved change is seen at once.
+    let connections = Arc::new(ConnectionCache::new(store, Duration::ZERO));
+    worker_runtime::lookups::serve(bus, Vendor::Dormakaba, connections, answer).await
 }

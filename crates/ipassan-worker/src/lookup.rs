@@ -1,11 +1,13 @@
 //! Lookups answered for the admin API / `accessctl` on `lookup.ipassan`: `assets` lists the
 //! site's bookable assets with their rules, so an operator can map facilities to asset GUIDs.
 
+use std::{sync::Arc, time::Duration};
+
 use accesshub_bus::Bus;
-use accesshub_connections::lookup::{
-    LookupError, LookupFailure, LookupItem, LookupRequest, serve_lookups,
+use accesshub_connections::lookup::{LookupError, LookupFailure, LookupItem, LookupRequest};
+use accesshub_connections::{
+    Connection, ConnectionCache, ConnectionStore, IpassanSettings, Vendor, VendorSettings,
 };
-use accesshub_connections::{ConnectionStore, IpassanSettings, Vendor, VendorSettings};
 use accesshub_domain::Classify;
 use vendor_http::{HttpSettings, VendorClient};
 
@@ -45,9 +47,10 @@ pub async fn assets(s: &IpassanSettings) -> Result<Vec<LookupItem>, LookupFailur
         .collect())
 }
 
-/// Answers one lookup with the tenant's stored connection.
+/// Answers one lookup with `conn` (found by the runtime from the request's tenant and
+/// connection name).
 pub async fn answer(
-    store: &ConnectionStore,
+    conn: Connection,
     req: LookupRequest,
 ) -> Result<Vec<LookupItem>, LookupFailure> {
     if req.what != ASSETS {
@@ -56,12 +59,8 @@ pub async fn answer(
             req.what
         )));
     }
-    let conn = store
-        .get(&req.tenant, Vendor::Ipassan, &req.connection)
-        .await
-        .map_err(|e| LookupFailure::vendor(e.to_string(), e.class()))?;
-    match conn.map(|c| c.settings) {
-        Some(VendorSettings::Ipassan(s)) => assets(&s).await,
+    match conn.settings {
+        VendorSettings::Ipassan(s) => assets(&s).await,
         _ => Err(LookupFailure::no_connection(
             &req.tenant,
             Vendor::Ipassan,
@@ -70,14 +69,13 @@ pub async fn answer(
     }
 }
 
-/// Subscribes to `lookup.ipassan` (namespaced) and answers from `store`.
+/// Subscribes to `lookup.ipassan` (namespaced) and answers from `store` (uncached; the
+/// worker binary uses its own connections through `worker_runtime::lookups::spawn`).
 pub async fn serve(
     bus: &Bus,
     store: ConnectionStore,
 ) -> Result<tokio::task::JoinHandle<()>, LookupError> {
-    serve_lookups(bus, Vendor::Ipassan, move |req| {
-        let store = store.clone();
-        async move { answer(&store, req).await }
-    })
-    .await
+    // TTL zero: every lookup reads the store, so a saved change is seen at once.
+    let connections = Arc::new(ConnectionCache::new(store, Duration::ZERO));
+    worker_runtime::lookups::serve(bus, Vendor::Ipassan, connections, answer).await
 }

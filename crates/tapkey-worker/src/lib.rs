@@ -9,6 +9,7 @@
 //! grant is adopted instead of issuing a second one (principle 3).
 
 pub mod client;
+pub mod lookup;
 
 use std::collections::BTreeMap;
 

@@ -1,8 +1,17 @@
-//! tapkey-worker binary: everything is in `worker_runtime::serve_main`.
+//! tapkey-worker binary: everything is in `worker_runtime::serve_main`; `locks` lookups are
+//! answered with the worker's own connections.
+
+use accesshub_connections::Vendor;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    worker_runtime::serve_main(tapkey_worker::NAME, |_| {
+    worker_runtime::serve_main(tapkey_worker::NAME, |cfg| {
+        worker_runtime::lookups::spawn(
+            cfg.common.clone(),
+            Vendor::Tapkey,
+            cfg.connections.clone(),
+            tapkey_worker::lookup::answer,
+        );
         Ok(tapkey_worker::TapkeyHandler::new())
     })
     .await?;

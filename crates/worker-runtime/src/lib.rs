@@ -23,6 +23,7 @@ mod cache;
 mod config;
 mod dlq;
 mod handler;
+pub mod lookups;
 mod metrics;
 pub mod policy;
 mod runner;

@@ -3,11 +3,14 @@
 use std::{sync::Arc, time::Duration};
 
 use accesshub_config::{CommonConfig, env_opt};
+use accesshub_connections::{ConnectionCache, ConnectionStore, DEFAULT_TTL};
+use accesshub_domain::ErrorClass;
+use accesshub_store::SecretBox;
 
 use crate::{
     Handler, WorkerConfig, WorkerError,
     runner::start,
-    source::{ConnectionSource, StaticConnections},
+    source::{ConnectionSource, SourceError, StaticConnections},
 };
 
 /// Installs ring as rustls' process-wide provider (reqwest's and sqlx/async-nats' backends
@@ -60,12 +63,58 @@ async fn with_retries<T, E: std::fmt::Display>(
     }
 }
 
+/// Where a worker reads connections, from the environment:
+///
+/// - `ACCESSHUB_CONNECTIONS_FILE` set: that YAML/JSON list, read once (local or static setups
+///   without the admin API; changes need a restart);
+/// - otherwise the Postgres connection store (what the admin API and `accessctl apply` write),
+///   through a [`ConnectionCache`] kept fresh by change notifications (see [`serve_main`]).
+///   Secrets are sealed at rest, so `ACCESSHUB_ENCRYPTION_KEY` is then required.
+enum Connections {
+    File(StaticConnections),
+    Store(Arc<ConnectionCache>),
+}
+
+impl Connections {
+    fn from_env(database_url: &str) -> Result<Self, WorkerError> {
+        if let Some(path) = env_opt("ACCESSHUB_CONNECTIONS_FILE") {
+            tracing::info!(%path, "connections from ACCESSHUB_CONNECTIONS_FILE (static: restart to apply changes)");
+            return Ok(Connections::File(StaticConnections::from_file(&path)?));
+        }
+        let secrets = SecretBox::from_env().map_err(|e| SourceError {
+            message: format!(
+                "{e}: the worker reads connections from the Postgres connection store, whose \
+                 secrets are encrypted with this key (set it to the admin API's key, or set \
+                 ACCESSHUB_CONNECTIONS_FILE for a static connections file)"
+            ),
+            class: ErrorClass::Permanent,
+        })?;
+        let pool = accesshub_store::connect_lazy(database_url, 4)?;
+        let store = ConnectionStore::new(pool, secrets);
+        tracing::info!("connections from the Postgres connection store");
+        Ok(Connections::Store(Arc::new(ConnectionCache::new(
+            store,
+            DEFAULT_TTL,
+        ))))
+    }
+
+    fn source(&self) -> Arc<dyn ConnectionSource> {
+        match self {
+            Connections::File(f) => Arc::new(f.clone()),
+            Connections::Store(c) => c.clone(),
+        }
+    }
+}
+
 /// The whole life of a worker process: configuration from the environment, telemetry, the
 /// ops server (`/healthz`, `/readyz`, `/metrics` on `ACCESSHUB_HTTP_ADDR`), migrations,
 /// streams, the worker itself, and a graceful stop on SIGTERM.
 ///
-/// Connections come from `ACCESSHUB_CONNECTIONS_FILE` (YAML/JSON list) until the Postgres
-/// connection store is wired in here.
+/// Connections come from the Postgres connection store (needs `ACCESSHUB_ENCRYPTION_KEY`;
+/// the start fails with a clear error without it), cached and invalidated by the store's
+/// `config.connection.<vendor>.*` notifications, so changes made through the admin API apply
+/// without a restart. For local or static setups `ACCESSHUB_CONNECTIONS_FILE` (YAML/JSON
+/// list) replaces the store.
 pub async fn serve_main<H, F>(service: &'static str, make_handler: F) -> Result<(), WorkerError>
 where
     H: Handler,
@@ -74,22 +123,24 @@ where
     install_crypto_provider();
     let common = CommonConfig::from_env(service)?;
     let _telemetry = accesshub_telemetry::init(service, common.log_format)?;
-    let connections: Arc<dyn ConnectionSource> = match env_opt("ACCESSHUB_CONNECTIONS_FILE") {
-        Some(path) => Arc::new(StaticConnections::from_file(&path)?),
-        None => {
-            tracing::warn!(
-                "ACCESSHUB_CONNECTIONS_FILE not set: no connections, every event will be dead-lettered"
-            );
-            Arc::new(StaticConnections::default())
-        }
-    };
-    let cfg = WorkerConfig::from_env(common, connections)?;
+    let connections = Connections::from_env(&common.database_url)?;
+    let cfg = WorkerConfig::from_env(common, connections.source())?;
     let pool = accesshub_store::connect_lazy(&cfg.common.database_url, 2)?;
     with_retries("migrations", async || accesshub_store::migrate(&pool).await).await?;
     pool.close().await;
     let bus = accesshub_bus::connect(&cfg.common).await?;
     with_retries("streams", async || bus.ensure_streams().await).await?;
     let handler = make_handler(&cfg)?;
+    let listener_task = match &connections {
+        Connections::Store(cache) => Some(
+            with_retries("connection change subscription", async || {
+                cache.listen(&bus, Some(handler.vendor())).await
+            })
+            .await
+            .map_err(SourceError::from)?,
+        ),
+        Connections::File(_) => None,
+    };
     let addr = cfg.common.http_addr;
     let registry = cfg.registry.clone();
     let handle = start(cfg, handler).await?;
@@ -105,5 +156,8 @@ where
     tracing::info!("shutting down: finishing in-flight messages");
     let result = handle.shutdown().await;
     ops.abort();
+    if let Some(t) = listener_task {
+        t.abort();
+    }
     result
 }

@@ -1,10 +1,11 @@
 //! Where connections come from. Coded against a small trait so the runtime does not depend on
-//! how connections are stored (the Postgres `ConnectionStore`/`ConnectionCache` of
-//! accesshub-connections implements it once it lands; a file or a fixed list works today).
+//! how connections are stored: in production the Postgres `ConnectionStore` behind a
+//! [`ConnectionCache`] (what the admin API and `accessctl apply` write); for local or static
+//! setups a file or a fixed list ([`StaticConnections`]).
 
 use std::{future::Future, pin::Pin, sync::Arc};
 
-use accesshub_connections::{Connection, Vendor};
+use accesshub_connections::{Connection, ConnectionCache, ConnectionError, Vendor};
 use accesshub_domain::{Classify, ErrorClass};
 
 /// A boxed future, so the trait stays object-safe (`Arc<dyn ConnectionSource>`).
@@ -51,8 +52,8 @@ pub trait ConnectionSource: Send + Sync + 'static {
     }
 }
 
-/// A fixed list of connections: tests, and `ACCESSHUB_CONNECTIONS_FILE` until the Postgres
-/// store is wired in.
+/// A fixed list of connections: tests, and `ACCESSHUB_CONNECTIONS_FILE` for local or static
+/// setups without the admin API (changes need a restart).
 #[derive(Debug, Clone, Default)]
 pub struct StaticConnections {
     list: Arc<Vec<Connection>>,
@@ -107,5 +108,37 @@ impl ConnectionSource for StaticConnections {
             .find(|c| c.tenant == tenant && c.vendor() == vendor && c.name == name)
             .cloned();
         Box::pin(async move { Ok(found) })
+    }
+}
+
+impl From<ConnectionError> for SourceError {
+    fn from(e: ConnectionError) -> Self {
+        SourceError {
+            class: e.class(),
+            message: e.to_string(),
+        }
+    }
+}
+
+/// The Postgres store, read through the cache: what operators save through the admin API or
+/// `accessctl apply` reaches the worker within the cache TTL, or at once when the store's
+/// change notification arrives (when [`ConnectionCache::listen`] runs, as in `serve_main`).
+impl ConnectionSource for ConnectionCache {
+    fn for_site<'a>(
+        &'a self,
+        tenant: &'a str,
+        vendor: Vendor,
+        site: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Connection>, SourceError>> {
+        Box::pin(async move { Ok(self.get_for_site(tenant, vendor, site).await?) })
+    }
+
+    fn by_name<'a>(
+        &'a self,
+        tenant: &'a str,
+        vendor: Vendor,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Connection>, SourceError>> {
+        Box::pin(async move { Ok(self.get(tenant, vendor, name).await?) })
     }
 }
