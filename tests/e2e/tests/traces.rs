@@ -60,13 +60,21 @@ async fn webhook_event_worker_and_vendor_call_share_one_trace() {
             .filter(|s| s.trace_id == trace_id)
             .collect()
     };
+    // Complete = every hop has arrived: the exporters flush independently, so the worker's
+    // message span (closed after its vendor calls) may arrive after them.
     let complete = |spans: &[ReceivedSpan]| {
-        let services: BTreeSet<&str> = spans.iter().map(|s| s.service.as_str()).collect();
-        services.contains("booking-ingest")
-            && services.contains("cloudpass-worker")
+        let ingest_ids: BTreeSet<&str> = spans
+            .iter()
+            .filter(|s| s.service == "booking-ingest")
+            .map(|s| s.span_id.as_str())
+            .collect();
+        !ingest_ids.is_empty()
+            && spans.iter().any(|s| {
+                s.service == "cloudpass-worker" && ingest_ids.contains(s.parent_span_id.as_str())
+            })
             && spans.iter().any(|s| s.name == "vendor.request")
     };
-    let arrived = accesshub_e2e::eventually(Duration::from_secs(5), || async {
+    let arrived = accesshub_e2e::eventually(Duration::from_secs(15), || async {
         complete(&in_trace(&receiver)).then_some(())
     })
     .await;
