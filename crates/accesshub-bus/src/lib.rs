@@ -201,3 +201,20 @@ impl Bus {
         }
     }
 }
+
+/// Copies NATS headers into a sorted multimap, keeping every value: the shape dead letters
+/// store (`DeadLetter::original_headers`) and `accessctl dlq show` prints.
+pub fn header_map(
+    h: Option<&async_nats::HeaderMap>,
+) -> std::collections::BTreeMap<String, Vec<String>> {
+    let mut out = std::collections::BTreeMap::new();
+    if let Some(h) = h {
+        for (name, values) in h.iter() {
+            out.insert(
+                name.to_string(),
+                values.iter().map(|v| v.as_str().to_owned()).collect(),
+            );
+        }
+    }
+    out
+}

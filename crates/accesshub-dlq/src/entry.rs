@@ -183,19 +183,7 @@ pub struct MaxDeliveriesAdvisory {
     pub deliveries: u64,
 }
 
-/// Headers as a sorted multimap (JSON-friendly, deterministic).
-pub fn header_map(h: Option<&HeaderMap>) -> BTreeMap<String, Vec<String>> {
-    let mut out = BTreeMap::new();
-    if let Some(h) = h {
-        for (name, values) in h.iter() {
-            out.insert(
-                name.to_string(),
-                values.iter().map(|v| v.as_str().to_owned()).collect(),
-            );
-        }
-    }
-    out
-}
+pub use accesshub_bus::header_map;
 
 /// Turns a message read from the DLQ stream into an entry. Advisories come back without the
 /// original (see [`crate::Dlq`] for the resolution against BOOKINGS).

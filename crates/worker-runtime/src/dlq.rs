@@ -1,25 +1,9 @@
 //! Building and publishing dead letters. The [`DeadLetter`] envelope is the contract with
 //! `accessctl dlq`: every field is filled whenever it is knowable.
 
-use std::collections::BTreeMap;
-
-use accesshub_bus::{Bus, BusError};
+use accesshub_bus::{Bus, BusError, header_map};
 use accesshub_domain::{DeadLetter, ErrorClass, Event, headers, subjects};
 use async_nats::jetstream::{self, message::PublishMessage};
-
-/// Copies every header with every value.
-pub(crate) fn header_map(h: Option<&async_nats::HeaderMap>) -> BTreeMap<String, Vec<String>> {
-    let mut out = BTreeMap::new();
-    if let Some(h) = h {
-        for (name, values) in h.iter() {
-            out.insert(
-                name.to_string(),
-                values.iter().map(|v| v.as_str().to_owned()).collect(),
-            );
-        }
-    }
-    out
-}
 
 /// What is known about the failed message.
 pub(crate) struct Failure<'a> {
