@@ -446,6 +446,18 @@ async fn permanent_failure_goes_to_dlq_with_every_field() {
         dl.payload_bytes().unwrap(),
         serde_json::to_vec(&ev).unwrap()
     );
+    // The runtime records the failure after the DLQ PubAck, so the entry can be visible a
+    // moment before the binding row.
+    eventually(
+        "binding marked dead_lettered",
+        Duration::from_secs(5),
+        || async {
+            env.binding("perm-1")
+                .await
+                .is_some_and(|b| b.status == "dead_lettered")
+        },
+    )
+    .await;
     let b = env.binding("perm-1").await.unwrap();
     assert_eq!(b.status, "dead_lettered");
     assert!(b.last_error.unwrap().contains("mapping missing"));
