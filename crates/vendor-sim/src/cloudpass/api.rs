@@ -194,20 +194,24 @@ async fn list_bookings(
         }
         Err(r) => return r,
     };
-    let matching: Vec<&VehicleBooking> = s
-        .vehicle_bookings
-        .iter()
-        .filter(|b| b.site_id == site)
-        .filter(|b| q.get("reference").is_none_or(|r| &b.reference == r))
-        .collect();
-    let total = matching.len();
     let skip = usize::try_from((page - 1).saturating_mul(per_page)).unwrap_or(usize::MAX);
-    let data: Vec<_> = matching
-        .into_iter()
-        .skip(skip)
-        .take(usize::try_from(per_page).unwrap_or(100))
-        .map(wire)
-        .collect();
+    let per_page_n = usize::try_from(per_page).unwrap_or(100);
+    // Indexed: a page costs O(log N + per_page), not a scan of every booking.
+    let (total, data): (usize, Vec<_>) = match q.get("reference") {
+        // References are unique per site: zero or one match.
+        Some(r) => {
+            let one = s.vehicle_bookings.by_reference(&site, r);
+            let data = one.iter().skip(skip).take(per_page_n).map(|b| wire(b));
+            (usize::from(one.is_some()), data.collect())
+        }
+        None => (
+            s.vehicle_bookings.count(&site),
+            s.vehicle_bookings
+                .page(&site, skip, per_page_n)
+                .map(wire)
+                .collect(),
+        ),
+    };
     Json(json!({"data": data, "meta": {"page": page, "per_page": per_page, "total": total}}))
         .into_response()
 }
@@ -331,11 +335,7 @@ async fn create_booking(
     ) else {
         return invalid("missing required fields");
     };
-    if let Some(existing) = s
-        .vehicle_bookings
-        .iter()
-        .find(|x| x.site_id == site && x.reference == reference)
-    {
+    if let Some(existing) = s.vehicle_bookings.by_reference(&site, &reference) {
         return conflict(existing);
     }
     let (plate, from_ts, until_ts) = match validate(&s, &site, &plate, &from, &until, &tr) {
@@ -354,7 +354,7 @@ async fn create_booking(
         created_at: now,
     };
     let out = wire(&booking);
-    s.vehicle_bookings.push(booking);
+    s.vehicle_bookings.insert(booking);
     (StatusCode::CREATED, Json(out)).into_response()
 }
 
@@ -367,11 +367,7 @@ async fn get_booking(
     if let Err(r) = authorize(&st, &s, &headers).and_then(|()| site_exists(&s, &site)) {
         return r;
     }
-    match s
-        .vehicle_bookings
-        .iter()
-        .find(|b| b.site_id == site && b.id == id)
-    {
+    match s.vehicle_bookings.get(&site, &id) {
         Some(b) => Json(wire(b)).into_response(),
         None => error(
             StatusCode::NOT_FOUND,
@@ -395,26 +391,21 @@ async fn patch_booking(
         Ok(b) => b,
         Err(r) => return r,
     };
-    let Some(idx) = s
-        .vehicle_bookings
-        .iter()
-        .position(|x| x.site_id == site && x.id == id)
-    else {
+    let Some(cur) = s.vehicle_bookings.get(&site, &id).cloned() else {
         return error(
             StatusCode::NOT_FOUND,
             "not_found",
             &format!("vehicle booking {id} not found"),
         );
     };
-    let cur = s.vehicle_bookings[idx].clone();
     if let Some(r) = &b.reference {
         if r.trim().is_empty() {
             return invalid("reference must not be empty");
         }
         if let Some(other) = s
             .vehicle_bookings
-            .iter()
-            .find(|x| x.site_id == site && &x.reference == r && x.id != id)
+            .by_reference(&site, r)
+            .filter(|x| x.id != id)
         {
             return conflict(other);
         }
@@ -429,18 +420,26 @@ async fn patch_booking(
         Ok(v) => v,
         Err(r) => return r,
     };
-    let entry = &mut s.vehicle_bookings[idx];
-    if let Some(r) = b.reference {
-        entry.reference = r;
+    let updated = s.vehicle_bookings.update(&site, &id, |entry| {
+        if let Some(r) = b.reference {
+            entry.reference = r;
+        }
+        entry.license_plate = plate;
+        entry.valid_from = from_ts;
+        entry.valid_until = until_ts;
+        entry.time_restriction_id = tr;
+        if b.name.is_some() {
+            entry.name = b.name;
+        }
+    });
+    match updated {
+        Some(entry) => Json(wire(entry)).into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            &format!("vehicle booking {id} not found"),
+        ),
     }
-    entry.license_plate = plate;
-    entry.valid_from = from_ts;
-    entry.valid_until = until_ts;
-    entry.time_restriction_id = tr;
-    if b.name.is_some() {
-        entry.name = b.name;
-    }
-    Json(wire(entry)).into_response()
 }
 
 async fn delete_booking(
@@ -452,10 +451,7 @@ async fn delete_booking(
     if let Err(r) = authorize(&st, &s, &headers).and_then(|()| site_exists(&s, &site)) {
         return r;
     }
-    let before = s.vehicle_bookings.len();
-    s.vehicle_bookings
-        .retain(|x| !(x.site_id == site && x.id == id));
-    if s.vehicle_bookings.len() == before {
+    if s.vehicle_bookings.remove(&site, &id).is_none() {
         return error(
             StatusCode::NOT_FOUND,
             "not_found",

@@ -9,6 +9,7 @@
 //! (1–100, default 25).
 
 mod api;
+pub(crate) mod paged;
 
 use std::collections::HashMap;
 
@@ -96,10 +97,107 @@ pub struct CloudPassState {
     pub sites: Vec<Site>,
     /// Time restrictions of all sites.
     pub time_restrictions: Vec<TimeRestriction>,
-    /// Vehicle bookings of all sites, in creation order.
-    pub vehicle_bookings: Vec<VehicleBooking>,
+    /// Vehicle bookings of all sites (serialized as one list in creation order).
+    pub vehicle_bookings: VehicleBookings,
     #[serde(skip)]
     pub(crate) tokens: HashMap<String, Token>,
+}
+
+/// Vehicle bookings indexed the way a real API pages them: per site in creation order
+/// ([`paged::Paged`], O(log N + page) per list page), by id and by per-site reference (O(1)).
+/// Before this, every list page filtered all bookings: O(N²) to list N.
+#[derive(Debug, Default)]
+pub struct VehicleBookings {
+    items: paged::Grouped<VehicleBooking>,
+    /// site → reference → sequence number.
+    by_ref: HashMap<String, HashMap<String, u64>>,
+}
+
+impl VehicleBookings {
+    /// Number of bookings at all sites.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.items.len() == 0
+    }
+
+    /// Appends a booking (no validation: the API checks the reference before calling this).
+    pub fn insert(&mut self, b: VehicleBooking) {
+        let (site, id, reference) = (b.site_id.clone(), b.id.clone(), b.reference.clone());
+        let seq = self.items.insert(&site, &id, b);
+        self.by_ref.entry(site).or_default().insert(reference, seq);
+    }
+
+    /// The booking with this reference at this site.
+    pub fn by_reference(&self, site: &str, reference: &str) -> Option<&VehicleBooking> {
+        let seq = *self.by_ref.get(site)?.get(reference)?;
+        self.items.get_seq(site, seq)
+    }
+
+    /// The booking with this id at this site.
+    pub fn get(&self, site: &str, id: &str) -> Option<&VehicleBooking> {
+        self.items.get(site, id)
+    }
+
+    /// Changes a booking in place (creation order kept); keeps the reference index right.
+    pub fn update(
+        &mut self,
+        site: &str,
+        id: &str,
+        f: impl FnOnce(&mut VehicleBooking),
+    ) -> Option<&VehicleBooking> {
+        let (seq, b) = self.items.get_mut(site, id)?;
+        let old_ref = b.reference.clone();
+        f(b);
+        if b.reference != old_ref {
+            let refs = self.by_ref.entry(site.to_owned()).or_default();
+            if refs.get(&old_ref) == Some(&seq) {
+                refs.remove(&old_ref);
+            }
+            refs.insert(b.reference.clone(), seq);
+        }
+        self.items.get_seq(site, seq)
+    }
+
+    /// Removes the booking with this id at this site.
+    pub fn remove(&mut self, site: &str, id: &str) -> Option<VehicleBooking> {
+        let (seq, b) = self.items.remove(site, id)?;
+        if let Some(refs) = self.by_ref.get_mut(site)
+            && refs.get(&b.reference) == Some(&seq)
+        {
+            refs.remove(&b.reference);
+        }
+        Some(b)
+    }
+
+    /// Bookings at a site.
+    pub fn count(&self, site: &str) -> usize {
+        self.items.count(site)
+    }
+
+    /// Bookings `offset..offset + limit` of a site, in creation order: O(log N + limit).
+    pub fn page(
+        &self,
+        site: &str,
+        offset: usize,
+        limit: usize,
+    ) -> impl Iterator<Item = &VehicleBooking> {
+        self.items.page(site, offset, limit)
+    }
+
+    /// All bookings of all sites in creation order (O(N log N); snapshots and tests).
+    pub fn all(&self) -> Vec<&VehicleBooking> {
+        self.items.all()
+    }
+}
+
+impl Serialize for VehicleBookings {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        ser.collect_seq(self.all())
+    }
 }
 
 /// Fixture document for [`SimState::seed_cloudpass`] / `POST /seed/cloudpass`.
@@ -246,16 +344,22 @@ impl SimState {
 
     /// All vehicle bookings (every site), in creation order.
     pub fn cloudpass_bookings(&self) -> Vec<VehicleBooking> {
-        lock(&self.inner.cloudpass).vehicle_bookings.clone()
+        lock(&self.inner.cloudpass)
+            .vehicle_bookings
+            .all()
+            .into_iter()
+            .cloned()
+            .collect()
     }
 
     /// Appends vehicle bookings as they are, without the API's validation or the per-site
-    /// reference check: for benchmarks that need a million objects without a million POSTs
-    /// (each create scans the site for a duplicate reference).
+    /// reference check (a duplicate reference shadows the earlier one in reference lookups):
+    /// for benchmarks that need a million objects without a million POSTs.
     pub fn cloudpass_insert_bookings(&self, bookings: impl IntoIterator<Item = VehicleBooking>) {
-        lock(&self.inner.cloudpass)
-            .vehicle_bookings
-            .extend(bookings);
+        let mut s = lock(&self.inner.cloudpass);
+        for b in bookings {
+            s.vehicle_bookings.insert(b);
+        }
     }
 
     /// The vehicle booking with this reference at this site, if any.
@@ -266,8 +370,7 @@ impl SimState {
     ) -> Option<VehicleBooking> {
         lock(&self.inner.cloudpass)
             .vehicle_bookings
-            .iter()
-            .find(|b| b.site_id == site_id && b.reference == reference)
+            .by_reference(site_id, reference)
             .cloned()
     }
 
@@ -328,4 +431,52 @@ pub(crate) fn error(status: StatusCode, code: &str, message: &str) -> Response {
         axum::Json(serde_json::json!({"error": {"code": code, "message": message}})),
     )
         .into_response()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn booking(i: usize, site: &str) -> VehicleBooking {
+        let t = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        VehicleBooking {
+            id: format!("id-{i}"),
+            site_id: site.to_owned(),
+            reference: format!("ref-{i}"),
+            license_plate: format!("PL{i}"),
+            valid_from: t,
+            valid_until: t + chrono::Duration::hours(1),
+            time_restriction_id: "tr".into(),
+            name: None,
+            created_at: t,
+        }
+    }
+
+    #[test]
+    fn bookings_page_per_site_in_creation_order_and_keep_indexes_right() {
+        let mut v = VehicleBookings::default();
+        for i in 0..1000 {
+            v.insert(booking(i, if i % 2 == 0 { "a" } else { "b" }));
+        }
+        assert_eq!(v.count("a"), 500);
+        let page: Vec<&str> = v.page("a", 250, 3).map(|b| b.id.as_str()).collect();
+        assert_eq!(page, ["id-500", "id-502", "id-504"]);
+        assert!(v.remove("a", "id-1").is_none(), "wrong site");
+        assert!(v.remove("a", "id-502").is_some());
+        let page: Vec<&str> = v.page("a", 250, 3).map(|b| b.id.as_str()).collect();
+        assert_eq!(page, ["id-500", "id-504", "id-506"]);
+        assert!(v.by_reference("a", "ref-502").is_none());
+        v.update("b", "id-3", |b| b.reference = "renamed".into())
+            .unwrap();
+        assert!(v.by_reference("b", "ref-3").is_none());
+        assert_eq!(v.by_reference("b", "renamed").unwrap().id, "id-3");
+        assert_eq!(v.len(), 999);
+        let all = v.all();
+        assert_eq!(all[0].id, "id-0");
+        assert_eq!(all[1].id, "id-1");
+        assert_eq!(all[998].id, "id-999");
+        assert_eq!(v.page("b", 499, 10).count(), 1);
+        assert_eq!(v.page("c", 0, 10).count(), 0);
+    }
 }

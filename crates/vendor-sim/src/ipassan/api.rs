@@ -142,8 +142,8 @@ fn site_access(
     }
 }
 
-/// `{data, next_cursor}` from `limit` (1–500, default 50) and `offset` (or `cursor`).
-fn paginate(items: Vec<Value>, q: &HashMap<String, String>) -> Result<Response, Response> {
+/// `limit` (1–500, default 50) and `offset` (or `cursor`) of a list request.
+fn page_params(q: &HashMap<String, String>) -> Result<(usize, usize), Response> {
     let num = |k: &str| -> Result<Option<usize>, Response> {
         q.get(k)
             .filter(|v| !v.is_empty())
@@ -168,15 +168,26 @@ fn paginate(items: Vec<Value>, q: &HashMap<String, String>) -> Result<Response, 
         Some(o) => o,
         None => num("cursor")?.unwrap_or(0),
     };
-    let total = items.len();
-    let data: Vec<Value> = items.into_iter().skip(offset).take(limit).collect();
+    Ok((limit, offset))
+}
+
+/// `{data, next_cursor}` for one page of `total` items.
+fn page_response(data: Vec<Value>, offset: usize, limit: usize, total: usize) -> Response {
     let next = offset.saturating_add(limit);
     let next_cursor = if next < total {
         json!(next)
     } else {
         Value::Null
     };
-    Ok(Json(json!({"data": data, "next_cursor": next_cursor})).into_response())
+    Json(json!({"data": data, "next_cursor": next_cursor})).into_response()
+}
+
+/// `{data, next_cursor}` from `limit` (1–500, default 50) and `offset` (or `cursor`).
+fn paginate(items: Vec<Value>, q: &HashMap<String, String>) -> Result<Response, Response> {
+    let (limit, offset) = page_params(q)?;
+    let total = items.len();
+    let data: Vec<Value> = items.into_iter().skip(offset).take(limit).collect();
+    Ok(page_response(data, offset, limit, total))
 }
 
 async fn bases(
@@ -459,18 +470,36 @@ async fn bookings(
     let s = lock(&st.inner.ipassan);
     try_resp!(site_access(&st, &s, &headers, &site));
     try_resp!(asset_exists(&s, &site, &asset));
-    let items = s
-        .asset_bookings
-        .iter()
-        .filter(|b| b.asset_uuid == asset)
-        .filter(|b| {
-            q.get("reference")
-                .is_none_or(|r| b.reference.as_ref() == Some(r))
-        })
-        .filter(|b| q.get("person_uuid").is_none_or(|p| &b.person_uuid == p))
-        .map(booking_json)
-        .collect();
-    paginate(items, &q).unwrap_or_else(|r| r)
+    let (limit, offset) = try_resp!(page_params(&q));
+    let person = q.get("person_uuid");
+    match q.get("reference") {
+        // Unfiltered: straight from the index, O(log N + limit) per page.
+        None if person.is_none() => {
+            let data = s
+                .asset_bookings
+                .page(&asset, offset, limit)
+                .map(booking_json)
+                .collect();
+            page_response(data, offset, limit, s.asset_bookings.count(&asset))
+        }
+        r => {
+            let matching: Vec<&AssetBooking> = match r {
+                Some(r) => s.asset_bookings.with_reference(&asset, r),
+                None => s.asset_bookings.of_asset(&asset).collect(),
+            };
+            let matching: Vec<&AssetBooking> = matching
+                .into_iter()
+                .filter(|b| person.is_none_or(|p| &b.person_uuid == p))
+                .collect();
+            let data = matching
+                .iter()
+                .skip(offset)
+                .take(limit)
+                .map(|b| booking_json(b))
+                .collect();
+            page_response(data, offset, limit, matching.len())
+        }
+    }
 }
 
 async fn one_booking(
@@ -481,11 +510,7 @@ async fn one_booking(
     let s = lock(&st.inner.ipassan);
     try_resp!(site_access(&st, &s, &headers, &site));
     try_resp!(asset_exists(&s, &site, &asset));
-    match s
-        .asset_bookings
-        .iter()
-        .find(|b| b.asset_uuid == asset && b.uuid == id)
-    {
+    match s.asset_bookings.get(&asset, &id) {
         Some(b) => Json(booking_json(b)).into_response(),
         None => error(StatusCode::NOT_FOUND, &format!("booking {id} not found")),
     }
@@ -581,8 +606,8 @@ fn check_booking(
     if asset.one_booking_per_slot
         && let Some(other) = s
             .asset_bookings
-            .iter()
-            .find(|x| x.asset_uuid == asset_id && x.start < end && start < x.end)
+            .of_asset(asset_id)
+            .find(|x| x.start < end && start < x.end)
     {
         return Err(format!(
             "asset {} allows one booking per time slot and booking {} already holds {} - {}",
@@ -625,7 +650,7 @@ async fn create_booking(
         created_at: now,
     };
     let out = booking_json(&booking);
-    s.asset_bookings.push(booking);
+    s.asset_bookings.insert(booking);
     (StatusCode::CREATED, Json(out)).into_response()
 }
 
@@ -637,10 +662,7 @@ async fn delete_booking(
     let mut s = lock(&st.inner.ipassan);
     try_resp!(site_access(&st, &s, &headers, &site));
     try_resp!(asset_exists(&s, &site, &asset));
-    let before = s.asset_bookings.len();
-    s.asset_bookings
-        .retain(|b| !(b.asset_uuid == asset && b.uuid == id));
-    if s.asset_bookings.len() == before {
+    if s.asset_bookings.remove(&asset, &id).is_none() {
         return error(StatusCode::NOT_FOUND, &format!("booking {id} not found"));
     }
     StatusCode::NO_CONTENT.into_response()

@@ -18,6 +18,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::SimError;
+use crate::cloudpass::paged::Grouped;
 use crate::state::{SimState, lock};
 
 pub(crate) use api::router;
@@ -180,6 +181,95 @@ pub struct AssetBooking {
     pub created_at: DateTime<Utc>,
 }
 
+/// Asset bookings indexed like a real API pages them: per asset in creation order
+/// (O(log N + limit) per cursor page), by id and by reference. Before this every page built
+/// the JSON of every booking of the asset: O(N²) to list N.
+#[derive(Debug, Default)]
+pub struct AssetBookings {
+    items: Grouped<AssetBooking>,
+    /// asset → reference → sequence numbers (references are not unique at iPassan).
+    by_ref: HashMap<String, HashMap<String, Vec<u64>>>,
+}
+
+impl AssetBookings {
+    /// Bookings of all assets.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.items.len() == 0
+    }
+
+    /// Appends a booking (the API validates before).
+    pub fn insert(&mut self, b: AssetBooking) {
+        let (asset, id, reference) = (b.asset_uuid.clone(), b.uuid.clone(), b.reference.clone());
+        let seq = self.items.insert(&asset, &id, b);
+        if let Some(r) = reference {
+            let refs = self.by_ref.entry(asset).or_default();
+            refs.entry(r).or_default().push(seq);
+        }
+    }
+
+    /// The booking with this id of this asset.
+    pub fn get(&self, asset: &str, id: &str) -> Option<&AssetBooking> {
+        self.items.get(asset, id)
+    }
+
+    /// Removes the booking with this id of this asset.
+    pub fn remove(&mut self, asset: &str, id: &str) -> Option<AssetBooking> {
+        let (seq, b) = self.items.remove(asset, id)?;
+        if let Some(r) = &b.reference
+            && let Some(refs) = self.by_ref.get_mut(asset)
+            && let Some(v) = refs.get_mut(r)
+        {
+            v.retain(|s| *s != seq);
+            if v.is_empty() {
+                refs.remove(r);
+            }
+        }
+        Some(b)
+    }
+
+    /// Every booking of an asset, in creation order.
+    pub fn of_asset(&self, asset: &str) -> impl Iterator<Item = &AssetBooking> {
+        self.items.of_group(asset)
+    }
+
+    /// Bookings of an asset with this reference, in creation order.
+    pub fn with_reference(&self, asset: &str, reference: &str) -> Vec<&AssetBooking> {
+        self.by_ref
+            .get(asset)
+            .and_then(|m| m.get(reference))
+            .into_iter()
+            .flatten()
+            .filter_map(|s| self.items.get_seq(asset, *s))
+            .collect()
+    }
+
+    /// Bookings of an asset.
+    pub fn count(&self, asset: &str) -> usize {
+        self.items.count(asset)
+    }
+
+    /// Bookings `offset..offset + limit` of an asset, in creation order: O(log N + limit).
+    pub fn page(
+        &self,
+        asset: &str,
+        offset: usize,
+        limit: usize,
+    ) -> impl Iterator<Item = &AssetBooking> {
+        self.items.page(asset, offset, limit)
+    }
+}
+
+impl Serialize for AssetBookings {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        ser.collect_seq(self.items.all())
+    }
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct Token {
     pub(crate) client_id: String,
@@ -201,8 +291,8 @@ pub struct IpassanState {
     pub persons: Vec<Person>,
     /// Assets.
     pub assets: Vec<Asset>,
-    /// Asset bookings, in creation order.
-    pub asset_bookings: Vec<AssetBooking>,
+    /// Asset bookings (serialized as one list in creation order).
+    pub asset_bookings: AssetBookings,
     #[serde(skip)]
     pub(crate) tokens: HashMap<String, Token>,
 }
@@ -314,7 +404,13 @@ impl SimState {
 
     /// All asset bookings (every site), in creation order.
     pub fn ipassan_bookings(&self) -> Vec<AssetBooking> {
-        lock(&self.inner.ipassan).asset_bookings.clone()
+        lock(&self.inner.ipassan)
+            .asset_bookings
+            .items
+            .all()
+            .into_iter()
+            .cloned()
+            .collect()
     }
 
     /// All persons (every site).
