@@ -34,7 +34,8 @@ clean-test-dbs:
 	@psql -h 127.0.0.1 -U postgres -d test -tAc "select datname from pg_database where datname like 'ah_t_%'" 2>/dev/null \
 	  | while read -r db; do [ -n "$$db" ] && psql -h 127.0.0.1 -U postgres -d test -qc "drop database if exists \"$$db\" with (force)" >/dev/null 2>&1; done; true
 
-## Benchmarks: raw baselines and accesshub's figures, printed and written to BENCHMARKS.md.
+## Benchmarks: raw baselines and accesshub's figures, printed and written to BENCHMARKS.md,
+## then one summary table (baselines, figures, targets met/missed, ratios) at its top.
 bench: services
 	deploy/bench.sh
 

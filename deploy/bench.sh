@@ -1,18 +1,27 @@
 #!/usr/bin/env bash
 # `make bench`: raw baselines and accesshub's own figures in one run on this machine.
-# Every benchmark prints its table and replaces its section of BENCHMARKS.md.
+# Every benchmark prints its table, replaces its section of BENCHMARKS.md and writes its key
+# figures to target/bench/<name>.json; bench-summary then prints baselines, figures, targets
+# and ratios in one table and writes it as the "## Summary" section at the top of BENCHMARKS.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 deploy/dev-services.sh
 cargo build --release --workspace --bins
 BIN=target/release
+export BENCH_FIGURES_DIR="$PWD/target/bench"
+# Figures of earlier runs must not pass for this one's.
+mkdir -p "$BENCH_FIGURES_DIR"
+rm -f "$BENCH_FIGURES_DIR"/*.json
+failed=()
 run() {
   local bin=$1; shift
   if [ -x "$BIN/$bin" ]; then
     echo "=== $bin $*"
-    "$BIN/$bin" "$@"
+    # A failing benchmark does not stop the others; the summary shows it as not run.
+    "$BIN/$bin" "$@" || failed+=("$bin")
   else
     echo "=== $bin: not built (skipped)"
+    failed+=("$bin")
   fi
 }
 run baselines
@@ -21,4 +30,10 @@ run worker-bench
 run dlq-bench
 run sync-bench
 echo
+echo "=== bench-summary"
+"$BIN/bench-summary"
 echo "Figures written to BENCHMARKS.md"
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "benchmarks that failed or were not built: ${failed[*]}" >&2
+  exit 1
+fi

@@ -1,7 +1,12 @@
 //! Shared benchmark plumbing: machine description, latency percentiles and the writer that
 //! keeps one section per benchmark in BENCHMARKS.md (each `make bench` run replaces them).
 
-use std::{path::PathBuf, time::Duration};
+pub mod summary;
+
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 /// `nproc`, CPU model and memory, so figures are read against the machine that made them.
 pub fn machine() -> String {
@@ -55,6 +60,16 @@ pub fn benchmarks_file() -> PathBuf {
 /// Replaces (or appends) the section `## {title}` of BENCHMARKS.md with `body`, stamped with
 /// the date and machine; also prints it.
 pub fn write_section(title: &str, body: &str) -> std::io::Result<()> {
+    write_section_at(title, body, false)
+}
+
+/// [`write_section`], but a new section goes first (right after the file's preamble), where the
+/// summary of the whole run belongs.
+pub fn write_section_first(title: &str, body: &str) -> std::io::Result<()> {
+    write_section_at(title, body, true)
+}
+
+fn write_section_at(title: &str, body: &str, first: bool) -> std::io::Result<()> {
     let stamp = format!(
         "_Measured {} on {}._\n\n",
         chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
@@ -67,17 +82,129 @@ pub fn write_section(title: &str, body: &str) -> std::io::Result<()> {
         "# Benchmarks\n\nWritten by `make bench`; each section is replaced by its latest run.\n\n"
             .to_owned()
     });
+    std::fs::write(path, upsert_section(&current, title, &section, first))
+}
+
+/// `current` with its `## {title}` section replaced by `section`; a missing one is appended, or
+/// with `first` put before the first `## ` section.
+pub fn upsert_section(current: &str, title: &str, section: &str, first: bool) -> String {
     let header = format!("## {title}\n");
-    let updated = match current.find(&header) {
+    let at_line_start = |i: usize| i == 0 || current.as_bytes()[i - 1] == b'\n';
+    let found = current
+        .match_indices(&header)
+        .map(|(i, _)| i)
+        .find(|i| at_line_start(*i));
+    match found {
         Some(start) => {
             let rest = &current[start + header.len()..];
             let end = rest
                 .find("\n## ")
                 .map(|i| start + header.len() + i + 1)
                 .unwrap_or(current.len());
-            format!("{}{}{}", &current[..start], section, &current[end..])
+            let rest = &current[end..];
+            let gap = if rest.is_empty() { "" } else { "\n" };
+            format!("{}{}\n{gap}{rest}", &current[..start], section.trim_end())
         }
+        None if first => match current.find("\n## ") {
+            Some(i) => format!(
+                "{}\n\n{section}\n{}",
+                current[..i].trim_end(),
+                &current[i + 1..]
+            ),
+            None => format!("{}\n\n{section}", current.trim_end()),
+        },
         None => format!("{}\n\n{section}", current.trim_end()),
+    }
+}
+
+/// One benchmark's key figures as written to `target/bench/<bench>.json`; `bench-summary`
+/// reads them back to print baselines, figures and their ratios side by side.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct FiguresFile {
+    /// Benchmark name (`baselines`, `ingest`, `worker`, `dlq`, `sync`).
+    pub bench: String,
+    /// When it was measured (RFC 3339, UTC).
+    pub measured_at: String,
+    /// [`machine`] at that time.
+    pub machine: String,
+    /// Figure name → value (rates per second, times in ms or s, memory in MB; the name says).
+    pub figures: std::collections::BTreeMap<String, f64>,
+}
+
+/// Directory of the figures files: `BENCH_FIGURES_DIR`, else `target/bench` at the workspace
+/// root.
+pub fn figures_dir() -> PathBuf {
+    if let Ok(p) = std::env::var("BENCH_FIGURES_DIR") {
+        return PathBuf::from(p);
+    }
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/bench")
+}
+
+/// Writes `bench`'s key figures to `<figures_dir>/<bench>.json` for `bench-summary`. Called once
+/// at the end of each benchmark's `main`, after its BENCHMARKS.md section.
+pub fn record_figures(bench: &str, figures: &[(&str, f64)]) -> std::io::Result<()> {
+    record_figures_in(&figures_dir(), bench, figures)
+}
+
+/// [`record_figures`] into `dir`.
+pub fn record_figures_in(dir: &Path, bench: &str, figures: &[(&str, f64)]) -> std::io::Result<()> {
+    let file = FiguresFile {
+        bench: bench.to_owned(),
+        measured_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        machine: machine(),
+        figures: figures
+            .iter()
+            .filter(|(_, v)| v.is_finite())
+            .map(|(k, v)| ((*k).to_owned(), *v))
+            .collect(),
     };
-    std::fs::write(path, updated)
+    std::fs::create_dir_all(dir)?;
+    let json = serde_json::to_vec_pretty(&file).map_err(std::io::Error::other)?;
+    std::fs::write(dir.join(format!("{bench}.json")), json)
+}
+
+/// A duration in milliseconds, for [`record_figures`].
+pub fn millis(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    const DOC: &str = "# Benchmarks\n\nIntro.\n\n## A\n\na1\n## B\n\nb1\n";
+
+    #[test]
+    fn sections_are_replaced_in_place_or_added() {
+        let s = upsert_section(DOC, "A", "## A\n\na2\n", false);
+        assert_eq!(s, "# Benchmarks\n\nIntro.\n\n## A\n\na2\n\n## B\n\nb1\n");
+        let s = upsert_section(DOC, "C", "## C\n\nc1\n", false);
+        assert!(s.ends_with("b1\n\n## C\n\nc1\n"), "{s}");
+        let s = upsert_section(DOC, "Summary", "## Summary\n\ns1\n", true);
+        assert_eq!(
+            s,
+            "# Benchmarks\n\nIntro.\n\n## Summary\n\ns1\n\n## A\n\na1\n## B\n\nb1\n"
+        );
+        // Once there, the summary is replaced where it is.
+        let again = upsert_section(&s, "Summary", "## Summary\n\ns2\n", true);
+        assert_eq!(again, s.replace("s1", "s2"));
+    }
+
+    #[test]
+    fn figures_round_trip_through_the_summary_loader() {
+        let dir = std::env::temp_dir().join(format!("bench-rt-{}", std::process::id()));
+        record_figures_in(&dir, "dlq", &[("replay_per_s", 4_565.0), ("nan", f64::NAN)]).unwrap();
+        std::fs::write(dir.join("broken.json"), b"{").unwrap();
+        let (figs, problems) = summary::load(&dir);
+        assert_eq!(
+            problems.len(),
+            1,
+            "an unreadable file is reported: {problems:?}"
+        );
+        let f = &figs["dlq"].figures;
+        assert_eq!(f.get("replay_per_s"), Some(&4_565.0));
+        assert!(!f.contains_key("nan"), "non-finite figures are left out");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -188,5 +188,22 @@ async fn main() -> anyhow::Result<()> {
         ms(percentile(&lats, 99.0)),
     );
     write_section("Baselines (raw NATS and PostgreSQL)", &body)?;
+    accesshub_bench::record_figures(
+        "baselines",
+        &[
+            ("js_publish_per_s", publish_rate),
+            ("js_consume_per_s", consume_rate),
+            (
+                "js_latency_p50_ms",
+                accesshub_bench::millis(percentile(&lats, 50.0)),
+            ),
+            (
+                "js_latency_p99_ms",
+                accesshub_bench::millis(percentile(&lats, 99.0)),
+            ),
+            ("pg_commits_per_s", commit_rate),
+            ("pg_unnest_rows_per_s", unnest_rate),
+        ],
+    )?;
     Ok(())
 }

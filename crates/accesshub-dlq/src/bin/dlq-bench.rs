@@ -177,6 +177,14 @@ async fn main() -> anyhow::Result<()> {
         rate(purged.deleted, purge_secs),
     );
     accesshub_bench::write_section("DLQ replay", &body)?;
+    accesshub_bench::record_figures(
+        "dlq",
+        &[
+            ("entries", n as f64),
+            ("replay_per_s", n as f64 / replay_secs.max(1e-9)),
+            ("publish_per_s", n as f64 / fill.max(1e-9)),
+        ],
+    )?;
     tb.cleanup().await;
     db.drop_db().await;
     Ok(())

@@ -242,5 +242,16 @@ async fn main() -> anyhow::Result<()> {
         max = ms(max),
     );
     write_section("Ingest", &body)?;
+    accesshub_bench::record_figures(
+        "ingest",
+        &[
+            ("accepted_per_s", rate),
+            ("pg_commits_per_s", commit_rate),
+            ("fixed_rate_offered_per_s", 2_000.0),
+            ("fixed_rate_achieved_per_s", achieved),
+            ("p50_ms", accesshub_bench::millis(p50)),
+            ("p99_ms", accesshub_bench::millis(p99)),
+        ],
+    )?;
     Ok(())
 }

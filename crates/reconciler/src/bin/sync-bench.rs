@@ -549,6 +549,16 @@ async fn parent(n: usize) -> anyhow::Result<()> {
         seed_sim_time.as_secs_f64(),
     );
     accesshub_bench::write_section("Reconciler full sync", &body)?;
+    accesshub_bench::record_figures(
+        "sync",
+        &[
+            ("bookings", n as f64),
+            ("wall_s", r.wall_ms as f64 / 1000.0),
+            ("peak_rss_mb", r.vm_hwm_kb as f64 / 1024.0),
+            ("counts_match", if ok { 1.0 } else { 0.0 }),
+            ("listing_s", list_s),
+        ],
+    )?;
     sim.shutdown().await;
     tb.cleanup().await;
     db.drop_db().await;

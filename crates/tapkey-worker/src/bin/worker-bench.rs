@@ -242,5 +242,15 @@ Target (issue 5): ≥ 5,000 events/s and p99 < 100 ms.\n",
         backlog + total,
     );
     accesshub_bench::write_section("Workers", &body)?;
+    accesshub_bench::record_figures(
+        "worker",
+        &[
+            ("events_per_s", throughput),
+            ("offered_per_s", rate as f64),
+            ("achieved_per_s", achieved),
+            ("p50_ms", accesshub_bench::millis(percentile(&lat, 50.0))),
+            ("p99_ms", accesshub_bench::millis(percentile(&lat, 99.0))),
+        ],
+    )?;
     Ok(())
 }
