@@ -1,10 +1,9 @@
 //! The `bindings` table: per (tenant, vendor, kind, booking) the revision applied and the
-//! vendor's object ids. Read under a transaction-scoped advisory lock, so two replicas never
-//! apply events of the same booking at once (principle 5); the lock also covers bookings that
-//! have no row yet, which `SELECT … FOR UPDATE` would not.
+//! vendor's object ids. Read under an advisory lock on the booking (see [`crate::store`]), so
+//! two replicas never apply events of the same booking at once (principle 5); the lock also
+//! covers bookings that have no row yet, which `SELECT … FOR UPDATE` would not.
 
-use sqlx::{PgConnection, PgPool};
-use uuid::Uuid;
+use sqlx::PgPool;
 
 use crate::handler::Binding;
 
@@ -22,7 +21,8 @@ pub struct BindingKey {
 }
 
 impl BindingKey {
-    fn lock_key(&self) -> String {
+    /// The advisory-lock key (hashed server-side with `hashtextextended`).
+    pub(crate) fn lock_key(&self) -> String {
         format!(
             "binding\x1f{}\x1f{}\x1f{}\x1f{}",
             self.tenant, self.vendor, self.kind, self.booking_key
@@ -33,55 +33,6 @@ impl BindingKey {
 const SELECT: &str = "SELECT tenant_id, vendor, kind, booking_key, applied_revision, applied_event_id, \
      vendor_ids, status, last_error, updated_at FROM bindings \
      WHERE tenant_id = $1 AND vendor = $2 AND kind = $3 AND booking_key = $4";
-
-/// Takes the booking's advisory lock for the rest of the transaction, then reads its binding.
-pub(crate) async fn lock_and_load(
-    conn: &mut PgConnection,
-    key: &BindingKey,
-) -> Result<Option<Binding>, sqlx::Error> {
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-        .bind(key.lock_key())
-        .execute(&mut *conn)
-        .await?;
-    sqlx::query_as::<_, Binding>(SELECT)
-        .bind(&key.tenant)
-        .bind(&key.vendor)
-        .bind(&key.kind)
-        .bind(&key.booking_key)
-        .fetch_optional(&mut *conn)
-        .await
-}
-
-/// Records a successful apply.
-pub(crate) async fn save_applied(
-    conn: &mut PgConnection,
-    key: &BindingKey,
-    revision: i64,
-    event_id: Uuid,
-    vendor_ids: &serde_json::Value,
-    status: &str,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO bindings (tenant_id, vendor, kind, booking_key, applied_revision, \
-           applied_event_id, vendor_ids, status, last_error, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, now()) \
-         ON CONFLICT (tenant_id, vendor, kind, booking_key) DO UPDATE SET \
-           applied_revision = EXCLUDED.applied_revision, applied_event_id = EXCLUDED.applied_event_id, \
-           vendor_ids = EXCLUDED.vendor_ids, status = EXCLUDED.status, last_error = NULL, \
-           last_error_at = NULL, updated_at = now()",
-    )
-    .bind(&key.tenant)
-    .bind(&key.vendor)
-    .bind(&key.kind)
-    .bind(&key.booking_key)
-    .bind(revision)
-    .bind(event_id)
-    .bind(vendor_ids)
-    .bind(status)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
 
 /// Records a failure. A dead letter creates the row if needed (status `dead_lettered`, so
 /// `accessctl status` shows it); a retry only annotates an existing row.

@@ -7,7 +7,8 @@
 //!   advisory lock on the booking's binding (never twice across replicas), and a
 //!   per-connection token bucket for vendor calls;
 //! - the revision check against `bindings` (stale/equal → ack + skip), binding update and
-//!   double ack only after the vendor call succeeded, progress acks during long calls;
+//!   double ack only after the vendor call succeeded, progress acks during long calls; locks,
+//!   binding reads and binding writes are batched across lanes (group commit, `store`);
 //! - one error policy ([`policy`]): transient → NAK with exponential full-jitter delay or the
 //!   vendor's `Retry-After`; permanent or last attempt → full [`DeadLetter`] on
 //!   `dlq.<worker>.<subject>` (PubAck awaited), `last_error` recorded, then Term;
@@ -29,6 +30,7 @@ pub mod policy;
 mod runner;
 mod serve;
 mod source;
+mod store;
 
 use accesshub_domain::{Classify, ErrorClass};
 use tokio_util::sync::CancellationToken;

@@ -36,6 +36,7 @@ use crate::{
     handler::{ApplyContext, Handler, HandlerError, reference},
     metrics::{Outcome, WorkerMetrics},
     policy::{Backoff, Decision},
+    store::{BindingStore, Committed, Record},
 };
 
 struct Shared<H> {
@@ -43,6 +44,8 @@ struct Shared<H> {
     cfg: WorkerConfig,
     bus: Bus,
     pool: PgPool,
+    /// Booking locks, binding reads and group commit (batched across lanes).
+    store: BindingStore,
     metrics: WorkerMetrics,
     backoff: Backoff,
     consumer_name: String,
@@ -108,8 +111,12 @@ fn now_ms() -> i64 {
 /// delays consumption and shows in readiness).
 pub async fn start<H: Handler>(cfg: WorkerConfig, handler: H) -> Result<WorkerHandle, WorkerError> {
     let bus = accesshub_bus::connect(&cfg.common).await?;
-    let pool_size = u32::try_from(cfg.concurrency + 4).unwrap_or(u32::MAX);
-    let pool = accesshub_store::connect_lazy(&cfg.common.database_url, pool_size)?;
+    // Lanes no longer hold a connection across the vendor call: the lock task's connection,
+    // the committer, error records and readiness share a few. Batch statements → custom plans.
+    let pool_size = u32::try_from(cfg.concurrency.min(12) + 4).unwrap_or(u32::MAX);
+    let pool = accesshub_store::connect_lazy_batched(&cfg.common.database_url, pool_size)?;
+    let mut db_tasks = JoinSet::new();
+    let store = BindingStore::start(pool.clone(), &mut db_tasks);
     let name = handler.name();
     let shared = Arc::new(Shared {
         metrics: WorkerMetrics::new(&cfg.registry, name),
@@ -129,12 +136,13 @@ pub async fn start<H: Handler>(cfg: WorkerConfig, handler: H) -> Result<WorkerHa
         handler,
         bus,
         pool,
+        store,
         cfg,
     });
     let readiness = readiness(shared.clone());
     let shutdown = CancellationToken::new();
     let registry = shared.cfg.registry.clone();
-    let task = tokio::spawn(run(shared, shutdown.clone()));
+    let task = tokio::spawn(run(shared, shutdown.clone(), db_tasks));
     Ok(WorkerHandle {
         shutdown,
         task,
@@ -255,6 +263,8 @@ fn lane_index(subject: &str, lanes: usize) -> usize {
 async fn run<H: Handler>(
     s: Arc<Shared<H>>,
     shutdown: CancellationToken,
+    // The binding store's tasks: aborted with this future (a crash), or after the lanes.
+    db_tasks: JoinSet<()>,
 ) -> Result<(), WorkerError> {
     // Keyed lanes: a booking always hashes to the same lane, lanes run in parallel.
     let mut lanes = Vec::with_capacity(s.cfg.concurrency);
@@ -281,6 +291,7 @@ async fn run<H: Handler>(
     // Drain: lanes finish what they are doing, hand back what is queued, and stop.
     s.stopping.cancel();
     while lane_tasks.join_next().await.is_some() {}
+    drop(db_tasks);
     info_task.abort();
     tracing::info!(worker = s.handler.name(), "worker stopped");
     result.and(sync_result)
@@ -588,18 +599,15 @@ async fn handle<H: Handler>(s: &Shared<H>, m: &Msg<'_>) -> Outcome {
         kind: event.kind().as_str().to_owned(),
         booking_key: event.booking_key.clone(),
     };
-    let mut tx = match s.pool.begin().await {
-        Ok(tx) => tx,
-        Err(e) => return fail(s, m, Some(&event), db_err(&e, "begin")).await,
-    };
-    let binding = match bindings::lock_and_load(&mut tx, &key).await {
-        Ok(b) => b,
-        Err(e) => return fail(s, m, Some(&event), db_err(&e, "binding")).await,
+    let locked = with_progress(m.msg, s.cfg.progress_interval, s.store.lock(&key)).await;
+    let (guard, binding) = match locked {
+        Ok(l) => l,
+        Err(e) => return fail(s, m, Some(&event), e.context("binding")).await,
     };
     if let Some(b) = &binding
         && (b.applied_revision > event.revision || (b.applied_revision == event.revision && !force))
     {
-        let _ = tx.commit().await;
+        drop(guard);
         tracing::debug!(
             applied = b.applied_revision,
             "stale or duplicate revision; skipped"
@@ -624,22 +632,33 @@ async fn handle<H: Handler>(s: &Shared<H>, m: &Msg<'_>) -> Outcome {
     .await;
     match result {
         Ok(outcome) => {
-            let saved = async {
-                bindings::save_applied(
-                    &mut tx,
-                    &key,
-                    event.revision,
-                    event.id,
-                    &outcome.vendor_ids,
-                    &outcome.status,
-                )
-                .await?;
-                tx.commit().await
+            if !guard.still_held() {
+                // The lock's session broke during the call: another replica may be on this
+                // booking. Do not record; the redelivery re-checks the revision.
+                drop(guard);
+                let err = HandlerError::transient("lost the booking lock during the vendor call");
+                return fail(s, m, Some(&event), err).await;
             }
-            .await;
-            if let Err(e) = saved {
+            let rec = Record {
+                key: key.clone(),
+                revision: event.revision,
+                event_id: event.id,
+                vendor_ids: outcome.vendor_ids.clone(),
+                status: outcome.status.clone(),
+            };
+            let saved = with_progress(m.msg, s.cfg.progress_interval, s.store.commit(rec)).await;
+            drop(guard);
+            match saved {
+                Ok(Committed::Recorded) => {}
+                Ok(Committed::Superseded) => {
+                    // Only possible after a lost lock: a newer revision was recorded meanwhile.
+                    let err = HandlerError::transient(
+                        "a newer revision was recorded by another worker during the vendor call",
+                    );
+                    return fail(s, m, Some(&event), err).await;
+                }
                 // The vendor already matches; the retry re-applies idempotently.
-                return fail(s, m, Some(&event), db_err(&e, "save binding")).await;
+                Err(e) => return fail(s, m, Some(&event), e).await,
             }
             if let Err(e) = m.msg.double_ack().await {
                 // Redelivery will be skipped by the revision check.
@@ -649,7 +668,7 @@ async fn handle<H: Handler>(s: &Shared<H>, m: &Msg<'_>) -> Outcome {
             Outcome::Applied
         }
         Err(err) => {
-            let _ = tx.rollback().await;
+            drop(guard);
             fail(s, m, Some(&event), err).await
         }
     }
@@ -691,13 +710,10 @@ async fn handle_remove<H: Handler>(s: &Shared<H>, m: &Msg<'_>) -> Outcome {
         kind: cmd.kind.as_str().to_owned(),
         booking_key: cmd.booking_key.clone(),
     };
-    let mut tx = match s.pool.begin().await {
-        Ok(tx) => tx,
-        Err(e) => return fail(s, m, None, db_err(&e, "begin")).await,
-    };
-    let binding = match bindings::lock_and_load(&mut tx, &key).await {
-        Ok(b) => b,
-        Err(e) => return fail(s, m, None, db_err(&e, "binding")).await,
+    let locked = with_progress(m.msg, s.cfg.progress_interval, s.store.lock(&key)).await;
+    let (guard, binding) = match locked {
+        Ok(l) => l,
+        Err(e) => return fail(s, m, None, e.context("binding")).await,
     };
     let ctx = ApplyContext {
         worker: s.handler.name(),
@@ -715,23 +731,15 @@ async fn handle_remove<H: Handler>(s: &Shared<H>, m: &Msg<'_>) -> Outcome {
     .await;
     match result {
         Ok(()) => {
-            let _ = tx.commit().await;
+            drop(guard);
             tracing::info!(reference = %cmd.reference, vendor_id = %cmd.vendor_id, run = cmd.run_id, "stray vendor object removed");
             ack(m.msg).await;
             Outcome::Applied
         }
         Err(err) => {
-            let _ = tx.rollback().await;
+            drop(guard);
             fail(s, m, None, err).await
         }
-    }
-}
-
-fn db_err(e: &sqlx::Error, what: &str) -> HandlerError {
-    HandlerError {
-        class: accesshub_store::db_error_class(e),
-        message: format!("database ({what}): {e}"),
-        retry_after: None,
     }
 }
 

@@ -1,0 +1,549 @@
+//! Batched access to `bindings` for all lanes of a worker: booking locks with the binding
+//! read, group commit of applied records, unlocks.
+//!
+//! Why: one Postgres transaction per event (advisory lock, select, upsert, commit = one WAL
+//! flush, five round trips, a pooled connection held across the vendor call) capped a worker
+//! at the database's single-row commit rate. Here the lanes hand their requests to two tasks
+//! that each execute whatever has queued as one statement:
+//!
+//! - The **lock task** owns one dedicated connection. It takes *session-level* advisory locks
+//!   (`pg_try_advisory_lock`, the same key as before) for a batch of bookings in one
+//!   statement, then reads the locked bookings' bindings in a second statement — a snapshot
+//!   taken after the locks, so a record another replica committed before releasing its lock
+//!   is seen. The lock is held across the vendor call and released only after the record is
+//!   committed (principle 5 across replicas, as with the transaction-scoped lock before).
+//!   Session locks die with the connection, so a crashed worker releases them exactly as it
+//!   released its open transactions. Try-locks, not blocking ones: one booking held by
+//!   another replica must not stall the shared connection; its lane retries with backoff.
+//!   A broken connection bumps the lock *epoch*: lanes holding locks of an older epoch do not
+//!   record (transient failure → redelivery → revision check), as a lost transaction failed
+//!   its commit before.
+//! - The **committer** writes the records of a batch of lanes with one
+//!   `INSERT … SELECT FROM unnest(…) ON CONFLICT DO UPDATE … WHERE applied_revision <=
+//!   EXCLUDED.applied_revision`: one statement, one WAL flush for the batch. The guard keeps
+//!   records monotonic even if a lock was lost unnoticed (a guarded-out row is reported, not
+//!   recorded). A failing batch is retried row by row, so one bad row fails alone. Each lane
+//!   waits for its own row before it acks: vendor call → durable record → ack.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use sqlx::{PgConnection, PgPool};
+use tokio::{
+    sync::{mpsc, oneshot},
+    task::JoinSet,
+};
+use uuid::Uuid;
+
+use crate::{
+    bindings::BindingKey,
+    handler::{Binding, HandlerError},
+};
+
+/// Most requests one statement carries.
+const MAX_BATCH: usize = 512;
+
+type LockReply = oneshot::Sender<Result<(bool, Option<Binding>, u64), HandlerError>>;
+
+enum LockMsg {
+    Lock(BindingKey, LockReply),
+    Unlock(BindingKey, u64),
+}
+
+/// One applied record for the committer.
+#[derive(Debug, Clone)]
+pub(crate) struct Record {
+    pub(crate) key: BindingKey,
+    pub(crate) revision: i64,
+    pub(crate) event_id: Uuid,
+    pub(crate) vendor_ids: serde_json::Value,
+    pub(crate) status: String,
+}
+
+/// Result of a commit: recorded, or refused by the revision guard (a newer record exists).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Committed {
+    Recorded,
+    Superseded,
+}
+
+type CommitReply = oneshot::Sender<Result<Committed, HandlerError>>;
+
+/// Handle to the lock task and the committer (cheap to clone).
+#[derive(Clone)]
+pub(crate) struct BindingStore {
+    locks: mpsc::UnboundedSender<LockMsg>,
+    commits: mpsc::UnboundedSender<(Record, CommitReply)>,
+    epoch: Arc<AtomicU64>,
+}
+
+/// Holds one booking's lock; dropping it queues the unlock (also on cancellation or panic).
+#[derive(Debug)]
+pub(crate) struct LockGuard {
+    key: Option<BindingKey>,
+    epoch: u64,
+    tx: mpsc::UnboundedSender<LockMsg>,
+    current: Arc<AtomicU64>,
+}
+
+impl LockGuard {
+    /// Whether the session that granted the lock is still the lock task's session.
+    pub(crate) fn still_held(&self) -> bool {
+        self.current.load(Ordering::SeqCst) == self.epoch
+    }
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            let _ = self.tx.send(LockMsg::Unlock(key, self.epoch));
+        }
+    }
+}
+
+fn db_err(e: &sqlx::Error, what: &str) -> HandlerError {
+    HandlerError {
+        class: accesshub_store::db_error_class(e),
+        message: format!("database ({what}): {e}"),
+        retry_after: None,
+    }
+}
+
+fn gone() -> HandlerError {
+    HandlerError::transient("binding store stopped")
+}
+
+impl BindingStore {
+    /// Starts the two tasks in `tasks` (they stop when every handle is dropped, or with the
+    /// set).
+    pub(crate) fn start(pool: PgPool, tasks: &mut JoinSet<()>) -> Self {
+        let (locks, lock_rx) = mpsc::unbounded_channel();
+        let (commits, commit_rx) = mpsc::unbounded_channel();
+        let epoch = Arc::new(AtomicU64::new(0));
+        tasks.spawn(lock_task(pool.clone(), lock_rx, epoch.clone()));
+        tasks.spawn(commit_task(pool, commit_rx));
+        BindingStore {
+            locks,
+            commits,
+            epoch,
+        }
+    }
+
+    /// Tries once to lock `key` and read its binding; `None` while another session (replica)
+    /// holds it.
+    pub(crate) async fn try_lock(
+        &self,
+        key: &BindingKey,
+    ) -> Result<Option<(LockGuard, Option<Binding>)>, HandlerError> {
+        let (tx, rx) = oneshot::channel();
+        self.locks
+            .send(LockMsg::Lock(key.clone(), tx))
+            .map_err(|_| gone())?;
+        let (held, binding, epoch) = rx.await.map_err(|_| gone())??;
+        if !held {
+            return Ok(None);
+        }
+        let guard = LockGuard {
+            key: Some(key.clone()),
+            epoch,
+            tx: self.locks.clone(),
+            current: self.epoch.clone(),
+        };
+        Ok(Some((guard, binding)))
+    }
+
+    /// Locks `key`, waiting (with backoff) while another replica holds it.
+    pub(crate) async fn lock(
+        &self,
+        key: &BindingKey,
+    ) -> Result<(LockGuard, Option<Binding>), HandlerError> {
+        let mut wait = Duration::from_millis(5);
+        loop {
+            match self.try_lock(key).await? {
+                Some(held) => return Ok(held),
+                None => {
+                    tracing::debug!(?wait, booking = %key.booking_key, "booking locked by another replica; waiting");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_millis(500));
+                }
+            }
+        }
+    }
+
+    /// Writes `rec` with the next group commit and waits until it is durable.
+    pub(crate) async fn commit(&self, rec: Record) -> Result<Committed, HandlerError> {
+        let (tx, rx) = oneshot::channel();
+        self.commits.send((rec, tx)).map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?
+    }
+}
+
+const TRY_LOCK: &str = "SELECT pg_try_advisory_lock(hashtextextended(k, 0)) \
+     FROM unnest($1::text[]) WITH ORDINALITY AS t(k, i) ORDER BY i";
+
+const UNLOCK: &str =
+    "SELECT pg_advisory_unlock(hashtextextended(k, 0)) FROM unnest($1::text[]) AS t(k)";
+
+const LOAD_MANY: &str = "SELECT b.tenant_id, b.vendor, b.kind, b.booking_key, b.applied_revision, \
+       b.applied_event_id, b.vendor_ids, b.status, b.last_error, b.updated_at \
+     FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) \
+       AS k(tenant_id, vendor, kind, booking_key) \
+     JOIN bindings b ON b.tenant_id = k.tenant_id AND b.vendor = k.vendor \
+       AND b.kind = k.kind AND b.booking_key = k.booking_key";
+
+/// Locks and reads a batch on `conn`: per request whether it is held, and its binding.
+async fn lock_batch(
+    conn: &mut PgConnection,
+    unlocks: &[String],
+    keys: &[&BindingKey],
+) -> Result<Vec<(bool, Option<Binding>)>, sqlx::Error> {
+    if !unlocks.is_empty() {
+        sqlx::query(UNLOCK)
+            .bind(unlocks)
+            .execute(&mut *conn)
+            .await?;
+    }
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let lock_keys: Vec<String> = keys.iter().map(|k| k.lock_key()).collect();
+    let held: Vec<bool> = sqlx::query_scalar(TRY_LOCK)
+        .bind(&lock_keys)
+        .fetch_all(&mut *conn)
+        .await?;
+    let locked: Vec<&BindingKey> = keys
+        .iter()
+        .zip(&held)
+        .filter(|(_, h)| **h)
+        .map(|(k, _)| *k)
+        .collect();
+    let mut found: HashMap<BindingKey, Binding> = HashMap::new();
+    if !locked.is_empty() {
+        let col = |f: fn(&BindingKey) -> &String| -> Vec<&str> {
+            locked.iter().map(|k| f(k).as_str()).collect()
+        };
+        let rows: Vec<Binding> = sqlx::query_as(LOAD_MANY)
+            .bind(col(|k| &k.tenant))
+            .bind(col(|k| &k.vendor))
+            .bind(col(|k| &k.kind))
+            .bind(col(|k| &k.booking_key))
+            .fetch_all(&mut *conn)
+            .await?;
+        for b in rows {
+            let key = BindingKey {
+                tenant: b.tenant_id.clone(),
+                vendor: b.vendor.clone(),
+                kind: b.kind.clone(),
+                booking_key: b.booking_key.clone(),
+            };
+            found.insert(key, b);
+        }
+    }
+    Ok(keys
+        .iter()
+        .zip(held)
+        .map(|(k, h)| (h, if h { found.get(*k).cloned() } else { None }))
+        .collect())
+}
+
+async fn lock_task(pool: PgPool, mut rx: mpsc::UnboundedReceiver<LockMsg>, epoch: Arc<AtomicU64>) {
+    let mut conn: Option<PgConnection> = None;
+    let mut buf = Vec::with_capacity(MAX_BATCH);
+    let mut orphaned: Vec<String> = Vec::new();
+    while rx.recv_many(&mut buf, MAX_BATCH).await > 0 {
+        let current = epoch.load(Ordering::SeqCst);
+        let mut unlocks = std::mem::take(&mut orphaned);
+        let mut requests = Vec::new();
+        for m in buf.drain(..) {
+            match m {
+                // A lock of a lost session is already released.
+                LockMsg::Unlock(k, e) if e == current => unlocks.push(k.lock_key()),
+                LockMsg::Unlock(..) => {}
+                LockMsg::Lock(k, reply) => requests.push((k, reply)),
+            }
+        }
+        if conn.is_none() {
+            if requests.is_empty() {
+                continue; // nothing held, nothing asked
+            }
+            match pool.acquire().await {
+                Ok(c) => conn = Some(c.detach()),
+                Err(e) => {
+                    let err = db_err(&e, "lock connection");
+                    for (_, reply) in requests {
+                        let _ = reply.send(Err(err.clone()));
+                    }
+                    continue;
+                }
+            }
+        }
+        let Some(c) = conn.as_mut() else { continue };
+        let keys: Vec<&BindingKey> = requests.iter().map(|(k, _)| k).collect();
+        match lock_batch(c, &unlocks, &keys).await {
+            Ok(results) => {
+                for ((key, reply), (held, binding)) in requests.into_iter().zip(results) {
+                    if reply.send(Ok((held, binding, current))).is_err() && held {
+                        // The lane is gone (cancelled): nobody will release this lock.
+                        orphaned.push(key.lock_key());
+                    }
+                }
+            }
+            Err(e) => {
+                // Whatever this session held is released with it; lanes still holding a
+                // guard of this epoch see `still_held() == false` and do not record.
+                tracing::warn!(error = %e, "booking lock connection failed; reconnecting");
+                conn = None;
+                orphaned.clear();
+                epoch.fetch_add(1, Ordering::SeqCst);
+                let err = db_err(&e, "booking lock");
+                for (_, reply) in requests {
+                    let _ = reply.send(Err(err.clone()));
+                }
+            }
+        }
+    }
+}
+
+const UPSERT_MANY: &str = "INSERT INTO bindings (tenant_id, vendor, kind, booking_key, \
+       applied_revision, applied_event_id, vendor_ids, status, last_error, updated_at) \
+     SELECT t.tenant_id, t.vendor, t.kind, t.booking_key, t.applied_revision, \
+       t.applied_event_id, t.vendor_ids, t.status, NULL, now() \
+     FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::uuid[], \
+       $7::jsonb[], $8::text[]) AS t(tenant_id, vendor, kind, booking_key, applied_revision, \
+       applied_event_id, vendor_ids, status) \
+     ON CONFLICT (tenant_id, vendor, kind, booking_key) DO UPDATE SET \
+       applied_revision = EXCLUDED.applied_revision, applied_event_id = EXCLUDED.applied_event_id, \
+       vendor_ids = EXCLUDED.vendor_ids, status = EXCLUDED.status, last_error = NULL, \
+       last_error_at = NULL, updated_at = now() \
+     WHERE bindings.applied_revision <= EXCLUDED.applied_revision \
+     RETURNING tenant_id, vendor, kind, booking_key";
+
+/// One statement (autocommit: one WAL flush) for records with distinct keys; returns the
+/// keys recorded (the others were refused by the revision guard).
+async fn write(pool: &PgPool, recs: &[&Record]) -> Result<HashSet<BindingKey>, sqlx::Error> {
+    let col = |f: fn(&Record) -> &str| -> Vec<&str> { recs.iter().map(|r| f(r)).collect() };
+    let rows: Vec<(String, String, String, String)> = sqlx::query_as(UPSERT_MANY)
+        .bind(col(|r| &r.key.tenant))
+        .bind(col(|r| &r.key.vendor))
+        .bind(col(|r| &r.key.kind))
+        .bind(col(|r| &r.key.booking_key))
+        .bind(recs.iter().map(|r| r.revision).collect::<Vec<i64>>())
+        .bind(recs.iter().map(|r| r.event_id).collect::<Vec<Uuid>>())
+        .bind(
+            recs.iter()
+                .map(|r| r.vendor_ids.clone())
+                .collect::<Vec<serde_json::Value>>(),
+        )
+        .bind(col(|r| &r.status))
+        .fetch_all(pool)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(tenant, vendor, kind, booking_key)| BindingKey {
+            tenant,
+            vendor,
+            kind,
+            booking_key,
+        })
+        .collect())
+}
+
+fn outcome(recorded: &HashSet<BindingKey>, key: &BindingKey) -> Committed {
+    if recorded.contains(key) {
+        Committed::Recorded
+    } else {
+        Committed::Superseded
+    }
+}
+
+async fn commit_task(pool: PgPool, mut rx: mpsc::UnboundedReceiver<(Record, CommitReply)>) {
+    let mut buf = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut buf, MAX_BATCH).await > 0 {
+        // A lane has at most one record in flight, so keys are distinct; should one repeat
+        // anyway, it goes into the next statement (one row may be upserted once per statement).
+        let mut rest: Vec<(Record, CommitReply)> = std::mem::take(&mut buf);
+        while !rest.is_empty() {
+            let mut seen = HashSet::new();
+            let (chunk, later): (Vec<_>, Vec<_>) = rest
+                .into_iter()
+                .partition(|(r, _)| seen.insert(r.key.clone()));
+            rest = later;
+            commit_chunk(&pool, chunk).await;
+        }
+    }
+}
+
+async fn commit_chunk(pool: &PgPool, chunk: Vec<(Record, CommitReply)>) {
+    let recs: Vec<&Record> = chunk.iter().map(|(r, _)| r).collect();
+    match write(pool, &recs).await {
+        Ok(recorded) => {
+            for (r, reply) in chunk {
+                let _ = reply.send(Ok(outcome(&recorded, &r.key)));
+            }
+        }
+        Err(e) if chunk.len() == 1 => {
+            for (_, reply) in chunk {
+                let _ = reply.send(Err(db_err(&e, "save binding")));
+            }
+        }
+        Err(e) => {
+            // One bad row must not fail the others: each on its own.
+            tracing::warn!(error = %e, rows = chunk.len(), "group commit failed; writing rows one by one");
+            for (r, reply) in chunk {
+                let res = write(pool, &[&r])
+                    .await
+                    .map(|rec| outcome(&rec, &r.key))
+                    .map_err(|e| db_err(&e, "save binding"));
+                let _ = reply.send(res);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may unwrap
+mod tests {
+    use super::*;
+    use accesshub_testkit::TestDb;
+
+    fn key(k: &str) -> BindingKey {
+        BindingKey {
+            tenant: "acme".into(),
+            vendor: "tapkey".into(),
+            kind: "pass".into(),
+            booking_key: k.into(),
+        }
+    }
+
+    fn rec(k: &str, revision: i64, vendor_ids: serde_json::Value) -> Record {
+        Record {
+            key: key(k),
+            revision,
+            event_id: Uuid::now_v7(),
+            vendor_ids,
+            status: "active".into(),
+        }
+    }
+
+    async fn store(db: &TestDb) -> (BindingStore, JoinSet<()>) {
+        let pool = accesshub_store::connect_lazy_batched(&db.url, 4).unwrap();
+        let mut tasks = JoinSet::new();
+        let s = BindingStore::start(pool, &mut tasks);
+        (s, tasks)
+    }
+
+    async fn revision(db: &TestDb, k: &str) -> Option<i64> {
+        crate::get_binding(&db.pool, &key(k))
+            .await
+            .unwrap()
+            .map(|b| b.applied_revision)
+    }
+
+    #[tokio::test]
+    async fn a_bad_row_fails_alone_in_a_group_commit() {
+        let db = TestDb::new().await;
+        let pool = accesshub_store::connect_lazy_batched(&db.url, 2).unwrap();
+        // jsonb refuses \u0000: that row's statement fails, which fails the whole batch.
+        let mut chunk = Vec::new();
+        let mut replies = Vec::new();
+        for (k, ids) in [
+            ("good1", serde_json::json!({"g": 1})),
+            ("bad", serde_json::json!({"g": "nul\u{0}"})),
+            ("good2", serde_json::json!({"g": 2})),
+        ] {
+            let (tx, rx) = oneshot::channel();
+            chunk.push((rec(k, 1, ids), tx));
+            replies.push((k, rx));
+        }
+        commit_chunk(&pool, chunk).await;
+        for (k, rx) in replies {
+            let r = rx.await.unwrap();
+            if k == "bad" {
+                let e = r.unwrap_err();
+                assert_eq!(e.class, accesshub_domain::ErrorClass::Permanent, "{e}");
+                assert_eq!(revision(&db, k).await, None);
+            } else {
+                assert_eq!(r.unwrap(), Committed::Recorded);
+                assert_eq!(revision(&db, k).await, Some(1));
+            }
+        }
+        db.drop_db().await;
+    }
+
+    #[tokio::test]
+    async fn many_lanes_commit_together_and_the_guard_keeps_records_monotonic() {
+        let db = TestDb::new().await;
+        let (s, tasks) = store(&db).await;
+        let mut joins = JoinSet::new();
+        for i in 0..200 {
+            let s = s.clone();
+            joins.spawn(async move {
+                let k = format!("b{i}");
+                let (guard, binding) = s.lock(&key(&k)).await.unwrap();
+                assert!(binding.is_none());
+                let r = s.commit(rec(&k, 2, serde_json::json!({"i": i}))).await;
+                drop(guard);
+                r.unwrap()
+            });
+        }
+        while let Some(r) = joins.join_next().await {
+            assert_eq!(r.unwrap(), Committed::Recorded);
+        }
+        for i in 0..200 {
+            assert_eq!(revision(&db, &format!("b{i}")).await, Some(2));
+        }
+        // An older revision is refused, an equal one (a forced re-apply) recorded.
+        assert_eq!(
+            s.commit(rec("b0", 1, serde_json::json!({}))).await.unwrap(),
+            Committed::Superseded
+        );
+        assert_eq!(
+            s.commit(rec("b0", 2, serde_json::json!({"again": true})))
+                .await
+                .unwrap(),
+            Committed::Recorded
+        );
+        let (_g, b) = s.lock(&key("b0")).await.unwrap();
+        assert_eq!(b.unwrap().vendor_ids, serde_json::json!({"again": true}));
+        drop(tasks);
+        db.drop_db().await;
+    }
+
+    #[tokio::test]
+    async fn a_booking_lock_excludes_other_replicas_until_released_or_crashed() {
+        let db = TestDb::new().await;
+        let (a, a_tasks) = store(&db).await;
+        let (b, _b_tasks) = store(&db).await;
+        let (guard, _) = a.lock(&key("k")).await.unwrap();
+        assert!(guard.still_held());
+        assert!(
+            b.try_lock(&key("k")).await.unwrap().is_none(),
+            "B got A's booking"
+        );
+        // Another booking is not blocked.
+        assert!(b.try_lock(&key("other")).await.unwrap().is_some());
+        // A records, releases; B then sees A's record.
+        a.commit(rec("k", 3, serde_json::json!({"by": "a"})))
+            .await
+            .unwrap();
+        drop(guard);
+        let (g2, seen) = b.lock(&key("k")).await.unwrap();
+        assert_eq!(seen.unwrap().applied_revision, 3);
+        drop(g2);
+        // A crashes while holding the lock (tasks die, guard never dropped): its session ends
+        // and B gets the booking.
+        let (held, _) = a.lock(&key("k")).await.unwrap();
+        assert!(b.try_lock(&key("k")).await.unwrap().is_none());
+        drop(a_tasks);
+        std::mem::forget(held);
+        let got = tokio::time::timeout(Duration::from_secs(10), b.lock(&key("k"))).await;
+        assert!(got.unwrap().is_ok());
+        db.drop_db().await;
+    }
+}
