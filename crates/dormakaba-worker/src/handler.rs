@@ -15,7 +15,7 @@ use accesshub_config::CommonConfig;
 use accesshub_connections::{DormakabaSettings, Vendor, VendorSettings};
 use accesshub_domain::{
     Classify, ErrorClass, Event, EventBody, EventKind, KeyAction, KeyRequest, KeyResult,
-    KeyResultStatus, Reservation,
+    KeyResultStatus, Reservation, sync::RemoveCommand,
 };
 use accesshub_store::StoreError;
 use chrono::Utc;
@@ -124,15 +124,98 @@ impl DormakabaHandler {
         let mut rec = binding
             .map(|b| LockRecord::from_json(&b.vendor_ids))
             .unwrap_or_default();
-        let ops = plan::plan_reservation(&d, &rec)?;
+        let mut ops = plan::plan_reservation(&d, &rec)?;
+        // The runtime only hands over an event whose revision equals the binding's when the
+        // reconciler forced it (SYNC `apply`): it found the lock system out of step although
+        // our record matches. Re-assert, so a booking lost at the lock system is noticed and
+        // re-created below.
+        let forced = binding.is_some_and(|b| b.applied_revision == event.revision);
+        if forced && ops.is_empty() && plan::access_wanted(&d, Utc::now()) && rec.live() {
+            ops.push(Op::ExtendCheckOut);
+        }
         let limiter = Limiter(&ctx.rate_limiter);
-        match execute(&client, &limiter, &d, &mut rec, &ops, s.key_size).await {
+        let result = match execute(&client, &limiter, &d, &mut rec, &ops, s.key_size).await {
+            // The lock system lost the booking our record says exists (removed by hand at the
+            // front desk): create it again, without a card, and re-send the mobile key.
+            Err(f)
+                if plan::is_gone(&f.error)
+                    && d.wants_access
+                    && rec.booked
+                    && !matches!(
+                        ops.get(f.done.operations.len()),
+                        Some(Op::CreateBooking { .. })
+                    ) =>
+            {
+                tracing::warn!(error = %f.error, reservation_id = %d.reservation_id,
+                    "booking gone at the lock system; re-creating it");
+                rec.booked = false;
+                rec.mobile_key = None;
+                let again = plan::plan_recreate(&d)?;
+                execute(&client, &limiter, &d, &mut rec, &again, s.key_size).await
+            }
+            other => other,
+        };
+        match result {
             Ok(report) => {
                 tracing::info!(operations = ?report.operations, reservation_id = %d.reservation_id, "reservation applied");
                 Ok(ApplyOutcome::new(record_status(&rec), rec.to_json()))
             }
             Err(f) => Err(HandlerError::from(f.error)),
         }
+    }
+
+    /// A reconciler removal (SYNC `remove`): our booking for a reservation that no longer
+    /// wants access. Cancels the mobile key and checks the guest out; "already gone" at the
+    /// lock system is success. The runtime holds the reservation's advisory lock meanwhile.
+    async fn remove_reservation(
+        &self,
+        ctx: &ApplyContext,
+        cmd: &RemoveCommand,
+        binding: Option<&Binding>,
+    ) -> Result<(), HandlerError> {
+        let mut rec = binding
+            .map(|b| LockRecord::from_json(&b.vendor_ids))
+            .unwrap_or_default();
+        if !rec.live() {
+            return Ok(());
+        }
+        let rid = rec
+            .reservation_id
+            .clone()
+            .unwrap_or_else(|| plan::reservation_id(&cmd.tenant, &cmd.booking_key));
+        if cmd.reference != rid {
+            tracing::warn!(reference = %cmd.reference, reservation_id = %rid,
+                "removal names another ReservationID than the binding holds; nothing done");
+            return Ok(());
+        }
+        let (client, s) = self.client(ctx).await?;
+        // Wanted again since the run looked (re-confirmed, extended)? Then keep it.
+        if let Some(r) = load_reservation(&self.pool, &cmd.tenant, &cmd.booking_key).await? {
+            let d = plan::desired(&cmd.tenant, &cmd.booking_key, &r, s)?;
+            if plan::access_wanted(&d, Utc::now()) {
+                tracing::info!(reservation_id = %rid, "reservation wants access again; not checked out");
+                return Ok(());
+            }
+        }
+        let gone_ok = |r: Result<_, SoapError>| match r {
+            Err(e) if !plan::is_gone(&e) => Err(HandlerError::from(e)),
+            _ => Ok(()),
+        };
+        if let Some(m) = rec.mobile_key.clone() {
+            ctx.rate_limiter.acquire().await;
+            gone_ok(client.cancel_mobile_access(&rid, &m.room, &m.phone).await)?;
+            rec.mobile_key = None;
+        }
+        ctx.rate_limiter.acquire().await;
+        gone_ok(client.check_out_guest(&rid).await)?;
+        rec.checked_out = true;
+        // Not under the advisory lock here: the runtime's transaction holds it.
+        let mut conn = self.pool.acquire().await.map_err(StoreError::from)?;
+        save_record(&mut conn, &cmd.tenant, &cmd.booking_key, &rec)
+            .await
+            .map_err(StoreError::from)?;
+        tracing::info!(reservation_id = %rid, run = cmd.run_id, "stale lock-system booking checked out");
+        Ok(())
     }
 
     async fn apply_key_request(
@@ -292,6 +375,21 @@ impl Handler for DormakabaHandler {
             EventBody::KeyRequest(k) => self.apply_key_request(ctx, event, k).await,
             _ => Ok(ApplyOutcome::new("ignored", serde_json::json!({}))),
         }
+    }
+
+    async fn remove(
+        &self,
+        ctx: &ApplyContext,
+        cmd: &RemoveCommand,
+        binding: Option<&Binding>,
+    ) -> Result<(), HandlerError> {
+        if cmd.kind != EventKind::Reservation {
+            return Err(HandlerError::permanent(format!(
+                "dormakaba removals are reservation check-outs, not {}",
+                cmd.kind.as_str()
+            )));
+        }
+        self.remove_reservation(ctx, cmd, binding).await
     }
 }
 

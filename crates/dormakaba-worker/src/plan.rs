@@ -244,6 +244,14 @@ impl LockRecord {
         self.booked && !self.checked_out
     }
 
+    /// Whether what we last set at the lock system is exactly the desired state (access,
+    /// validity and mobile key).
+    pub fn matches(&self, d: &Desired) -> bool {
+        self.access_matches(d)
+            && self.check_out == Some(d.check_out.with_timezone(&Utc))
+            && self.mobile_key == d.mobile
+    }
+
     fn access_matches(&self, d: &Desired) -> bool {
         self.main_room == d.main_room
             && self.extra_rooms == d.extra_rooms
@@ -347,6 +355,105 @@ pub fn plan_reservation(d: &Desired, rec: &LockRecord) -> Result<Vec<Op>, PlanEr
         }
     }
     Ok(ops)
+}
+
+/// Fault reasons meaning the lock system holds no live booking for the `ReservationID`:
+/// removed by hand at the front desk (`ReservationNotFound`) or checked out
+/// (`ReservationCheckedOut`).
+pub const GONE_FAULTS: &[&str] = &["ReservationNotFound", "ReservationCheckedOut"];
+
+/// Whether `e` says the booking is gone at the lock system (see [`GONE_FAULTS`]).
+pub fn is_gone(e: &crate::soap::SoapError) -> bool {
+    e.fault_code()
+        .is_some_and(|c| GONE_FAULTS.iter().any(|g| g.eq_ignore_ascii_case(c.trim())))
+}
+
+/// Whether the reservation should have access at the lock system at `now`: its status wants
+/// access and its check-out has not passed (departed stays are no longer desired).
+pub fn access_wanted(d: &Desired, now: DateTime<Utc>) -> bool {
+    d.wants_access && d.check_out > now
+}
+
+/// Re-creating a booking the lock system lost: `CreateNewBooking` on encoder 0 (key data
+/// returned, no card encoded, no guest or encoder needed) with the desired access, then the
+/// mobile key again if the stay has one.
+pub fn plan_recreate(d: &Desired) -> Result<Vec<Op>, PlanError> {
+    if d.main_room.is_none() {
+        return Err(PlanError::NoRoom);
+    }
+    let mut ops = vec![Op::CreateBooking {
+        encoder: NO_CARD_ENCODER.into(),
+        key_count: 0,
+    }];
+    if let Some(m) = &d.mobile {
+        ops.push(Op::IssueMobileKey(m.clone()));
+    }
+    Ok(ops)
+}
+
+/// What a sync (the reconciler's re-assertion probe) does for one reservation. Messenger and
+/// Ambiance cannot list or read bookings, so the desired state (the reservation) and our
+/// record of what we set (the binding) are all there is to compare; the lock system's answer
+/// to an idempotent re-assertion tells whether our booking still exists there.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SyncCheck {
+    /// Nothing to do: no access wanted and none live, or access wanted but nothing is
+    /// registered at the lock system yet and nothing needs to be (no key cut, no mobile key).
+    InSync,
+    /// Our record matches the desired state: send `ExtendCheckOut` with this (desired)
+    /// check-out. Success: in sync. A [`GONE_FAULTS`] answer: the access was removed at the
+    /// lock system and must be re-created.
+    Reassert(DateTime<chrono_tz::Tz>),
+    /// Our record differs from the desired state (a missed event): the worker must apply
+    /// it. `create`: nothing is registered at the lock system yet.
+    Apply {
+        /// Nothing registered yet (counted as created, else updated).
+        create: bool,
+    },
+    /// We created access that is no longer wanted (cancelled, checked out, no-show,
+    /// departed): check the guest out. `probe`: the check-out to re-assert first, to tell a
+    /// live booking (removed) from one already gone (in sync); `None` when it has passed (the
+    /// lock system refuses past dates), then the check-out itself decides.
+    Remove {
+        /// `ExtendCheckOut` probe value, if still in the future.
+        probe: Option<DateTime<chrono_tz::Tz>>,
+    },
+    /// Cannot be repaired automatically; the reason.
+    Unrepairable(String),
+}
+
+/// Desired state vs our record → what a sync does (pure; the reconciler and this worker's
+/// `apply` share [`desired`], [`LockRecord`] and these rules).
+pub fn sync_check(d: &Desired, rec: &LockRecord, now: DateTime<Utc>) -> SyncCheck {
+    if !access_wanted(d, now) {
+        if !rec.live() {
+            return SyncCheck::InSync;
+        }
+        let tz = d.check_out.timezone();
+        let probe = rec
+            .check_out
+            .filter(|c| *c > now)
+            .map(|c| c.with_timezone(&tz));
+        return SyncCheck::Remove { probe };
+    }
+    if rec.booked && rec.checked_out {
+        return SyncCheck::Unrepairable(format!(
+            "reservation {} was checked out at the lock system; its ReservationID cannot be reused: cut a new key at the front desk",
+            d.reservation_id
+        ));
+    }
+    if !rec.booked {
+        return if d.mobile.is_some() {
+            SyncCheck::Apply { create: true }
+        } else {
+            SyncCheck::InSync
+        };
+    }
+    if rec.matches(d) {
+        SyncCheck::Reassert(d.check_out)
+    } else {
+        SyncCheck::Apply { create: false }
+    }
 }
 
 /// Looks an encoder up in the connection: by lock-system id or by display name. Unknown and

@@ -289,6 +289,33 @@ pub struct DormakabaFixture {
     /// Maximum shared guests per reservation.
     #[serde(default)]
     pub max_shared: Option<u32>,
+    /// Front-desk action: these reservations' keys are cancelled by hand at the lock system
+    /// (booking deleted, its mobile keys cancelled, an event logged), so the PMS interface
+    /// answers `ReservationNotFound` for them from now on. `POST /seed/dormakaba` with
+    /// `{"product": "saflok", "cancel_reservations": ["acme-R1"]}`.
+    #[serde(default)]
+    pub cancel_reservations: Vec<String>,
+}
+
+fn cancel_by_hand(s: &mut LockSystem, reservation_id: &str, now: DateTime<Utc>) -> bool {
+    let before = s.bookings.len();
+    s.bookings.retain(|b| b.reservation_id != reservation_id);
+    if s.bookings.len() == before {
+        return false;
+    }
+    for m in s
+        .mobile_keys
+        .iter_mut()
+        .filter(|m| m.reservation_id == reservation_id)
+    {
+        m.cancelled = true;
+    }
+    s.events.push(LockEvent {
+        at: now,
+        code: "KeysCancelledAtFrontDesk".to_owned(),
+        message: format!("keys of reservation {reservation_id} cancelled at the front desk"),
+    });
+    true
 }
 
 /// Demo Saflok site name.
@@ -303,6 +330,7 @@ pub const DEMO_PASSWORD: &str = "pms-demo-secret";
 impl SimState {
     /// Applies a dormakaba fixture to one product.
     pub fn seed_dormakaba(&self, f: DormakabaFixture) -> Result<(), SimError> {
+        let now = self.now();
         let mut st = lock(&self.inner.dormakaba);
         let s = st.system(f.product);
         if let Some(v) = f.site_name {
@@ -346,7 +374,26 @@ impl SimState {
                 .retain(|x| !(x.surname == g.surname && x.phone == g.phone));
             s.app_guests.push(g);
         }
+        for id in &f.cancel_reservations {
+            if !s.bookings.iter().any(|b| &b.reservation_id == id) {
+                return Err(SimError::InvalidFixture(format!(
+                    "no {:?} booking {id} to cancel",
+                    f.product
+                )));
+            }
+        }
+        for id in f.cancel_reservations {
+            cancel_by_hand(s, &id, now);
+        }
         Ok(())
+    }
+
+    /// The front desk cancels a reservation's keys by hand (see
+    /// [`DormakabaFixture::cancel_reservations`]); `false` if there is no such booking.
+    pub fn dormakaba_cancel_by_hand(&self, product: Product, reservation_id: &str) -> bool {
+        let now = self.now();
+        let mut st = lock(&self.inner.dormakaba);
+        cancel_by_hand(st.system(product), reservation_id, now)
     }
 
     /// Sets an encoder's online / busy state (adding it if unknown).
@@ -449,6 +496,7 @@ impl SimState {
                 }],
                 max_duplicates: None,
                 max_shared: None,
+                cancel_reservations: Vec::new(),
             });
         }
     }
