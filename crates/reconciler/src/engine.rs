@@ -49,8 +49,9 @@ pub struct Outcome {
     pub compare_time: Duration,
 }
 
+/// Which count a repair command lands in once the SYNC stream acknowledged it.
 #[derive(Debug, Clone, Copy)]
-enum Repair {
+pub(crate) enum Repair {
     Create,
     Update,
     Remove,
@@ -104,7 +105,9 @@ struct Command<'a> {
     body: Vec<u8>,
 }
 
-struct Publisher<'a> {
+/// Publishes repair commands on the SYNC stream with bounded in-flight PubAcks and tallies
+/// them (also used by the dormakaba probe).
+pub(crate) struct Publisher<'a> {
     bus: &'a Bus,
     run: &'a SyncRun,
     conn: &'a Connection,
@@ -112,7 +115,23 @@ struct Publisher<'a> {
     inflight: FuturesUnordered<futures::future::BoxFuture<'static, (Repair, bool)>>,
 }
 
-impl Publisher<'_> {
+impl<'a> Publisher<'a> {
+    /// A publisher for one run of one connection.
+    pub(crate) fn new(
+        bus: &'a Bus,
+        run: &'a SyncRun,
+        conn: &'a Connection,
+        vendor: &'static str,
+    ) -> Self {
+        Publisher {
+            bus,
+            run,
+            conn,
+            vendor,
+            inflight: FuturesUnordered::new(),
+        }
+    }
+
     async fn send(&mut self, counts: &mut Counts, cmd: Command<'_>) {
         let Command {
             repair,
@@ -165,7 +184,14 @@ impl Publisher<'_> {
         }
     }
 
-    async fn apply(&mut self, counts: &mut Counts, repair: Repair, ev: &Event, reason: &str) {
+    /// `apply`: the worker re-applies `ev` although its binding holds that revision.
+    pub(crate) async fn apply(
+        &mut self,
+        counts: &mut Counts,
+        repair: Repair,
+        ev: &Event,
+        reason: &str,
+    ) {
         let body = match serde_json::to_vec(ev) {
             Ok(b) => b,
             Err(_) => {
@@ -192,7 +218,8 @@ impl Publisher<'_> {
         self.send(counts, cmd).await;
     }
 
-    async fn remove(
+    /// `remove`: the worker removes exactly this vendor object.
+    pub(crate) async fn remove(
         &mut self,
         counts: &mut Counts,
         kind: EventKind,
@@ -231,7 +258,8 @@ impl Publisher<'_> {
         self.send(counts, cmd).await;
     }
 
-    async fn drain(&mut self, counts: &mut Counts) {
+    /// Waits for every outstanding PubAck.
+    pub(crate) async fn drain(&mut self, counts: &mut Counts) {
         while let Some((r, ok)) = self.inflight.next().await {
             tally(counts, r, ok);
         }
@@ -259,6 +287,10 @@ pub async fn sync_connection(
     run: &SyncRun,
     now: DateTime<Utc>,
 ) -> Result<Outcome, ReconcileError> {
+    // Vendors without a list API run their own comparison.
+    if let Some(p) = inv.prober() {
+        return p.sync(pool, bus, conn, run, now).await;
+    }
     let mut out = Outcome::default();
     let t0 = Instant::now();
 
@@ -297,13 +329,7 @@ pub async fn sync_connection(
         Scope::Active => (false, now),
         Scope::Upcoming(d) => (false, now + chrono::Duration::days(i64::from(d))),
     };
-    let mut publisher = Publisher {
-        bus,
-        run,
-        conn,
-        vendor: inv.vendor(),
-        inflight: FuturesUnordered::new(),
-    };
+    let mut publisher = Publisher::new(bus, run, conn, inv.vendor());
     let mut counts = Counts::default();
     {
         let mut rows = sqlx::query(

@@ -41,6 +41,13 @@ async fn main() -> anyhow::Result<()> {
         Arc::new(CloudpassInventory::with_rate(rate)),
         Arc::new(TapkeyInventory::new(pool.clone(), rate)),
         Arc::new(IpassanInventory::new(rate)),
+        // Lock systems are on-premises servers: probes get their own, lower rate.
+        Arc::new(reconciler::inventory::dormakaba::DormakabaInventory::new(
+            accesshub_config::env_or(
+                "RECONCILER_DORMAKABA_RATE",
+                reconciler::inventory::dormakaba::DEFAULT_RATE,
+            )?,
+        )),
     ];
     let settings = Settings {
         poll_interval: accesshub_config::env_duration(

@@ -2,6 +2,7 @@
 //! vendor's paginated list APIs and reduced to what the comparison needs.
 
 pub mod cloudpass;
+pub mod dormakaba;
 pub mod index;
 pub mod ipassan;
 pub mod tapkey;
@@ -179,4 +180,24 @@ pub trait Inventory: Send + Sync {
 
     /// Which event kind this vendor serves (the bookings streamed for it).
     fn kinds(&self) -> &'static [accesshub_domain::EventKind];
+
+    /// For vendors that cannot list what they hold (dormakaba): the whole comparison is the
+    /// vendor's own ([`Prober`]); `list_ours` and `desired` are then not used.
+    fn prober(&self) -> Option<&dyn Prober> {
+        None
+    }
+}
+
+/// A sync that cannot list the vendor's objects and asks the vendor per booking instead
+/// (see [`dormakaba`]). Counts land in the same run record as a listing sync's.
+pub trait Prober: Send + Sync {
+    /// Compares and repairs one connection for `run`.
+    fn sync<'a>(
+        &'a self,
+        pool: &'a sqlx::PgPool,
+        bus: &'a accesshub_bus::Bus,
+        conn: &'a Connection,
+        run: &'a crate::model::SyncRun,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> futures::future::BoxFuture<'a, Result<crate::engine::Outcome, crate::ReconcileError>>;
 }

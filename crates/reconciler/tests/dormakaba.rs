@@ -1,0 +1,329 @@
+//! dormakaba end to end with dormakaba-worker in-process and the Saflok simulator: the lock
+//! system cannot list, so the sync re-asserts each reservation's access (module
+//! `reconciler::inventory::dormakaba`). A key cancelled by hand at the front desk (simulator
+//! control API) is re-created and counted as created; a reservation cancelled upstream whose
+//! event was missed is checked out and counted as removed; a stay without a key is in sync;
+//! the second run finds everything in sync.
+
+#![allow(clippy::unwrap_used)]
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use accesshub_connections::{
+    Connection, DormakabaProduct, DormakabaSettings, Secret, VendorSettings,
+};
+use accesshub_domain::{Event, EventBody, Guest, Reservation, ReservationStatus, Source, headers};
+use async_nats::jetstream::message::PublishMessage;
+use chrono::{Days, NaiveTime, Utc};
+use reconciler::{
+    Counts, Reconciler, RunStatus, Scope, Settings, Trigger,
+    connections::{StaticConnections, conn_ref},
+    inventory::{Inventory, dormakaba::DormakabaInventory},
+    store,
+};
+use vendor_sim::dormakaba::Product;
+
+const TENANT: &str = "hotelco";
+
+fn connection(sim: &vendor_sim::SimHandle) -> Connection {
+    let port = sim
+        .dormakaba_url()
+        .rsplit(':')
+        .next()
+        .and_then(|s| s.split('/').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap();
+    Connection {
+        tenant: TENANT.into(),
+        name: "default".into(),
+        enabled: true,
+        sites: vec![],
+        settings: VendorSettings::Dormakaba(DormakabaSettings {
+            product: DormakabaProduct::Saflok,
+            host: "127.0.0.1".into(),
+            port,
+            scheme: "http".into(),
+            path: None,
+            namespace: None,
+            username: "pms-demo".into(),
+            password: Secret::new("pms-demo-secret"),
+            site_name: "DEMO-HOTEL".into(),
+            pms_terminal_id: "accesshub".into(),
+            encoders: vec![],
+            rooms: Default::default(),
+            common_areas: Default::default(),
+            mobile_keys: true,
+            key_size: 0,
+        }),
+        version: 1,
+    }
+}
+
+fn stay(status: ReservationStatus, room: &str, mobile: bool) -> Reservation {
+    let arrival = Utc::now().date_naive();
+    Reservation {
+        status,
+        guest: Guest {
+            name: "Jansen, Jan".into(),
+            email: None,
+            mobile_phone: Some("+31612345678".into()),
+        },
+        arrival,
+        departure: arrival.checked_add_days(Days::new(3)).unwrap(),
+        check_in_time: NaiveTime::from_hms_opt(0, 0, 0).unwrap(),
+        check_out_time: NaiveTime::from_hms_opt(11, 0, 0).unwrap(),
+        timezone: "Europe/Amsterdam".into(),
+        rooms: vec![room.into()],
+        common_areas: vec![],
+        license_plates: vec![],
+        mobile_key: mobile,
+    }
+}
+
+/// Stores the desired state as booking-ingest does; publishes the event unless `missed`.
+async fn ingest(
+    db: &accesshub_testkit::TestDb,
+    tb: &accesshub_testkit::TestBus,
+    key: &str,
+    rev: i64,
+    r: Reservation,
+    missed: bool,
+) {
+    let ev = Event::new(
+        TENANT,
+        "hotel",
+        key,
+        rev,
+        Source::Native,
+        Utc::now(),
+        EventBody::Reservation(r),
+    );
+    sqlx::query(
+        "INSERT INTO bookings (tenant_id, kind, booking_key, site, revision, source, event_id, payload) \
+         VALUES ($1, 'reservation', $2, 'hotel', $3, 'native', $4, $5) \
+         ON CONFLICT (tenant_id, kind, booking_key) DO UPDATE SET revision = EXCLUDED.revision, \
+         event_id = EXCLUDED.event_id, payload = EXCLUDED.payload",
+    )
+    .bind(TENANT)
+    .bind(key)
+    .bind(rev)
+    .bind(ev.id)
+    .bind(serde_json::to_value(&ev).unwrap())
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    if missed {
+        return;
+    }
+    let mut h = async_nats::HeaderMap::new();
+    h.insert(headers::MSG_ID, ev.id.to_string().as_str());
+    let msg = PublishMessage::build()
+        .payload(serde_json::to_vec(&ev).unwrap().into())
+        .headers(h);
+    tb.bus
+        .js
+        .send_publish(tb.bus.subject(&ev.subject()), msg)
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+}
+
+fn rid(key: &str) -> String {
+    dormakaba_worker::plan::reservation_id(TENANT, key)
+}
+
+fn booking(sim: &vendor_sim::SimHandle, key: &str) -> Option<vendor_sim::dormakaba::Booking> {
+    sim.state()
+        .dormakaba_bookings(Product::Saflok)
+        .into_iter()
+        .find(|b| b.reservation_id == rid(key))
+}
+
+fn live_mobile_keys(sim: &vendor_sim::SimHandle, key: &str) -> usize {
+    sim.state()
+        .dormakaba_mobile_keys(Product::Saflok)
+        .iter()
+        .filter(|m| m.reservation_id == rid(key) && !m.cancelled)
+        .count()
+}
+
+async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(15) {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+async fn binding_status(db: &accesshub_testkit::TestDb, key: &str) -> Option<String> {
+    sqlx::query_scalar(
+        "SELECT status FROM bindings WHERE tenant_id = $1 AND vendor = 'dormakaba' \
+         AND kind = 'reservation' AND booking_key = $2",
+    )
+    .bind(TENANT)
+    .bind(key)
+    .fetch_optional(&db.pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn key_cancelled_by_hand_is_recreated_and_stale_access_checked_out() {
+    accesshub_telemetry::init_for_tests();
+    let (db, tb) = accesshub_testkit::isolated().await;
+    let sim = vendor_sim::start(vendor_sim::SimConfig::ephemeral())
+        .await
+        .unwrap();
+    sim.state().seed_demo();
+    let conn = connection(&sim);
+    let common = tb.config(dormakaba_worker::WORKER, &db.url);
+    let worker = worker_runtime::start(
+        worker_runtime::WorkerConfig::for_test(
+            common.clone(),
+            Arc::new(worker_runtime::StaticConnections::new(vec![conn.clone()])),
+        ),
+        dormakaba_worker::DormakabaHandler::with(db.pool.clone(), tb.bus.clone(), &common),
+    )
+    .await
+    .unwrap();
+
+    // R1 and R2 get a lock-system booking (mobile key); R3 needs none (no key cut yet).
+    ingest(
+        &db,
+        &tb,
+        "R1",
+        1,
+        stay(ReservationStatus::Confirmed, "101", true),
+        false,
+    )
+    .await;
+    ingest(
+        &db,
+        &tb,
+        "R2",
+        1,
+        stay(ReservationStatus::Confirmed, "102", true),
+        false,
+    )
+    .await;
+    ingest(
+        &db,
+        &tb,
+        "R3",
+        1,
+        stay(ReservationStatus::Confirmed, "103", false),
+        false,
+    )
+    .await;
+    eventually("worker booked R1 and R2 with mobile keys", || {
+        live_mobile_keys(&sim, "R1") == 1 && live_mobile_keys(&sim, "R2") == 1
+    })
+    .await;
+    let r1_before = booking(&sim, "R1").unwrap();
+    let start = Instant::now();
+    while binding_status(&db, "R3").await.is_none() {
+        assert!(start.elapsed() < Duration::from_secs(15), "R3 applied");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Drift: R1's keys cancelled by hand at the front desk, through the simulator's control
+    // API; R2 cancelled upstream but the event never reached the worker.
+    let r = reqwest::Client::new()
+        .post(format!("{}/seed/dormakaba", sim.control_url()))
+        .json(&serde_json::json!({"product": "saflok", "cancel_reservations": [rid("R1")]}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    assert!(booking(&sim, "R1").is_none());
+    assert_eq!(live_mobile_keys(&sim, "R1"), 0);
+    ingest(
+        &db,
+        &tb,
+        "R2",
+        2,
+        stay(ReservationStatus::Cancelled, "102", true),
+        true,
+    )
+    .await;
+
+    let inv: Arc<dyn Inventory> = Arc::new(DormakabaInventory::new(100.0));
+    let rec = Reconciler::new(
+        db.pool.clone(),
+        tb.bus.clone(),
+        Arc::new(StaticConnections::new(vec![conn.clone()])),
+        vec![inv],
+        Settings {
+            default_schedules: false,
+            ..Settings::default()
+        },
+    );
+    let c = conn_ref(&conn);
+    store::request_run(&db.pool, &c, Scope::Full, Trigger::Manual, None)
+        .await
+        .unwrap();
+    let run = rec.drain_queue().await.unwrap().pop().unwrap();
+    assert_eq!(run.status, RunStatus::Succeeded, "{:?}", run.error);
+    assert_eq!(
+        run.counts,
+        Counts {
+            checked: 3,
+            in_sync: 1,
+            created: 1,
+            updated: 0,
+            removed: 1,
+            failed: 0
+        }
+    );
+    eventually("R1 re-created with its mobile key, R2 checked out", || {
+        booking(&sim, "R1").is_some_and(|b| !b.checked_out)
+            && live_mobile_keys(&sim, "R1") == 1
+            && booking(&sim, "R2").is_some_and(|b| b.checked_out)
+            && live_mobile_keys(&sim, "R2") == 0
+    })
+    .await;
+    let r1 = booking(&sim, "R1").unwrap();
+    assert_eq!(r1.main_room, "101");
+    assert_eq!(r1.check_out, r1_before.check_out);
+    let keys = sim.state().dormakaba_keys(Product::Saflok);
+    assert!(
+        keys.iter()
+            .filter(|k| k.reservation_id == rid("R1"))
+            .all(|k| k.encoder_id == 0 && k.key_count == 0),
+        "re-created without encoding a card: {keys:?}"
+    );
+    assert!(booking(&sim, "R3").is_none(), "R3 still needs nothing");
+    // The worker has recorded the check-out before the second run reads it.
+    let start = Instant::now();
+    while binding_status(&db, "R2").await.as_deref() != Some("checked_out") {
+        assert!(start.elapsed() < Duration::from_secs(15), "R2 recorded");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    store::request_run(&db.pool, &c, Scope::Full, Trigger::Manual, None)
+        .await
+        .unwrap();
+    let run2 = rec.drain_queue().await.unwrap().pop().unwrap();
+    assert_eq!(
+        run2.counts,
+        Counts {
+            checked: 3,
+            in_sync: 3,
+            ..Counts::default()
+        },
+        "{:?}",
+        run2.error
+    );
+
+    worker.shutdown().await.unwrap();
+    sim.shutdown().await;
+    tb.cleanup().await;
+    db.drop_db().await;
+}
