@@ -6,84 +6,16 @@
 
 mod common;
 
-use std::{collections::BTreeMap, time::Duration};
+use std::time::Duration;
 
-use accesshub_connections::{
-    Connection, DormakabaProduct, DormakabaSettings, Encoder, EncoderKind, IpassanSettings, Secret,
-    TapkeySettings, VendorSettings,
-};
-use chrono::{Days, Utc};
+use chrono::Utc;
 use common::{
-    Options, Sim, Stack, TENANT, at, bex, cloudpass_bookings, cloudpass_conn, cloudpass_creates,
-    conn,
+    Options, Stack, TENANT, at, bex, clock, cloudpass_bookings, cloudpass_conn, cloudpass_creates,
+    connecx, dormakaba_conn, ipassan_conn, tapkey_conn,
 };
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-/// Tapkey: Nexudus time pass 8 ("Day pass") opens the front door and the meeting room.
-fn tapkey_conn(sim: &Sim) -> Connection {
-    conn(VendorSettings::Tapkey(TapkeySettings {
-        authority_url: Sim::url(sim.tapkey),
-        base_url: Sim::url(sim.tapkey),
-        client_id: "demo-tapkey-client".into(),
-        client_secret: Secret::new("demo-tapkey-secret"),
-        owner_account_id: "tk-owner-demo".into(),
-        pass_types: BTreeMap::from([(
-            "8".to_owned(),
-            vec![
-                "tk-lock-front-door".to_owned(),
-                "tk-lock-meeting-room".to_owned(),
-            ],
-        )]),
-    }))
-}
-
-const IPASSAN_SITE: &str = "6b1f3c9e-0000-4000-8000-0000000051e1";
-const IPASSAN_BBQ: &str = "6b1f3c9e-0000-4000-8000-0000000a55e1";
-
-/// iPassan: connecX facility `rooftop-bbq` → the demo "Rooftop BBQ" asset.
-fn ipassan_conn(sim: &Sim) -> Connection {
-    conn(VendorSettings::Ipassan(IpassanSettings {
-        base_url: Sim::url(sim.ipassan),
-        client_id: "demo-ipassan-client".into(),
-        client_secret: Secret::new("demo-ipassan-secret"),
-        site_guid: IPASSAN_SITE.into(),
-        facilities: BTreeMap::from([("rooftop-bbq".to_owned(), IPASSAN_BBQ.to_owned())]),
-    }))
-}
-
-/// dormakaba: the demo Saflok lock system, two network encoders, mobile keys on.
-fn dormakaba_conn(sim: &Sim) -> Connection {
-    conn(VendorSettings::Dormakaba(DormakabaSettings {
-        product: DormakabaProduct::Saflok,
-        host: "127.0.0.1".into(),
-        port: sim.dormakaba,
-        scheme: "http".into(),
-        path: None,
-        namespace: None,
-        username: "pms-demo".into(),
-        password: Secret::new("pms-demo-secret"),
-        site_name: "DEMO-HOTEL".into(),
-        pms_terminal_id: "accesshub".into(),
-        encoders: vec![
-            Encoder {
-                name: "Front desk 1".into(),
-                id: "1".into(),
-                kind: EncoderKind::Network,
-            },
-            Encoder {
-                name: "Front desk 2".into(),
-                id: "2".into(),
-                kind: EncoderKind::Network,
-            },
-        ],
-        rooms: BTreeMap::new(),
-        common_areas: BTreeMap::from([("fitness".to_owned(), 2)]),
-        mobile_keys: true,
-        key_size: 0,
-    }))
-}
 
 #[tokio::test]
 async fn bex_reservation_with_two_plates_gives_two_cloudpass_bookings_with_the_window() {
@@ -269,15 +201,6 @@ async fn nexudus_pass_used_early_revokes_the_tapkey_grants() {
     s.finish().await;
 }
 
-/// A connecX facility booking of the rooftop BBQ by Jan de Vries (known to iPassan).
-fn connecx(id: &str, start: &str, end: &str, status: &str, updated_at: &str) -> Value {
-    json!({
-        "booking_id": id, "facility_id": "rooftop-bbq", "building_id": "pijp",
-        "resident": {"id": "res-17", "email": "jan@example.com", "first_name": "Jan", "last_name": "de Vries"},
-        "start": start, "end": end, "status": status, "updated_at": updated_at
-    })
-}
-
 fn ipassan_ours(state: &Value, reference: &str) -> Vec<(String, String)> {
     state["asset_bookings"]
         .as_array()
@@ -363,26 +286,6 @@ async fn connecx_facility_booking_moved_then_cancelled_follows_at_ipassan() {
         "nothing left"
     );
     s.finish().await;
-}
-
-/// A Clock PMS+ booking in room 101 for Mr Jansen (registered in the dormakaba app).
-fn clock(id: i64, event: &str, updated_at: &str) -> Value {
-    let today = Utc::now().date_naive();
-    let departure = today.checked_add_days(Days::new(2)).unwrap();
-    json!({
-        "event": event,
-        "booking": {
-            "id": id, "account_id": 77, "number": format!("CL-{id}"),
-            "arrival": today.to_string(), "arrival_time": "00:00",
-            "departure": departure.to_string(),
-            "status": "expected", "status_changed_at": updated_at,
-            "updated_at": updated_at,
-            "guest": {"last_name": "Jansen", "first_name": "Piet", "email": "piet@example.com",
-                      "phone": "+31612345678"},
-            "rooms": ["101"], "common_areas": ["fitness"], "license_plates": [],
-            "mobile_key": true
-        }
-    })
 }
 
 /// A front-desk key request (native format): encode one card on encoder 1.

@@ -12,14 +12,15 @@ use std::{
 use std::collections::BTreeMap;
 
 use accesshub_connections::{
-    CloudpassAdministration, CloudpassSettings, Connection, ConnectionStore, Secret, TenantStore,
+    CloudpassAdministration, CloudpassSettings, Connection, ConnectionStore, DormakabaProduct,
+    DormakabaSettings, Encoder, EncoderKind, IpassanSettings, Secret, TapkeySettings, TenantStore,
     VendorSettings,
 };
 use accesshub_domain::DeadLetter;
 use accesshub_e2e::{Proc, binary, free_port, port_open};
 use accesshub_store::SecretBox;
 use accesshub_testkit::TestDb;
-use chrono::Utc;
+use chrono::{Days, Utc};
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
@@ -671,4 +672,126 @@ pub fn conn(settings: VendorSettings) -> Connection {
         settings,
         version: 0,
     }
+}
+
+/// Tapkey: Nexudus time pass 8 ("Day pass") opens the front door and the meeting room.
+pub fn tapkey_conn(sim: &Sim) -> Connection {
+    conn(VendorSettings::Tapkey(TapkeySettings {
+        authority_url: Sim::url(sim.tapkey),
+        base_url: Sim::url(sim.tapkey),
+        client_id: "demo-tapkey-client".into(),
+        client_secret: Secret::new("demo-tapkey-secret"),
+        owner_account_id: "tk-owner-demo".into(),
+        pass_types: BTreeMap::from([(
+            "8".to_owned(),
+            vec![
+                "tk-lock-front-door".to_owned(),
+                "tk-lock-meeting-room".to_owned(),
+            ],
+        )]),
+    }))
+}
+
+/// The demo iPassan site ("Residence De Pijp").
+pub const IPASSAN_SITE: &str = "6b1f3c9e-0000-4000-8000-0000000051e1";
+/// The demo "Rooftop BBQ" asset: 30-minute slots, one booking per slot.
+pub const IPASSAN_BBQ: &str = "6b1f3c9e-0000-4000-8000-0000000a55e1";
+
+/// iPassan: connecX facility `rooftop-bbq` → the demo "Rooftop BBQ" asset.
+pub fn ipassan_conn(sim: &Sim) -> Connection {
+    conn(VendorSettings::Ipassan(IpassanSettings {
+        base_url: Sim::url(sim.ipassan),
+        client_id: "demo-ipassan-client".into(),
+        client_secret: Secret::new("demo-ipassan-secret"),
+        site_guid: IPASSAN_SITE.into(),
+        facilities: BTreeMap::from([("rooftop-bbq".to_owned(), IPASSAN_BBQ.to_owned())]),
+    }))
+}
+
+/// dormakaba: the demo Saflok lock system, two network encoders, mobile keys on.
+pub fn dormakaba_conn(sim: &Sim) -> Connection {
+    conn(VendorSettings::Dormakaba(DormakabaSettings {
+        product: DormakabaProduct::Saflok,
+        host: "127.0.0.1".into(),
+        port: sim.dormakaba,
+        scheme: "http".into(),
+        path: None,
+        namespace: None,
+        username: "pms-demo".into(),
+        password: Secret::new("pms-demo-secret"),
+        site_name: "DEMO-HOTEL".into(),
+        pms_terminal_id: "accesshub".into(),
+        encoders: vec![
+            Encoder {
+                name: "Front desk 1".into(),
+                id: "1".into(),
+                kind: EncoderKind::Network,
+            },
+            Encoder {
+                name: "Front desk 2".into(),
+                id: "2".into(),
+                kind: EncoderKind::Network,
+            },
+        ],
+        rooms: BTreeMap::new(),
+        common_areas: BTreeMap::from([("fitness".to_owned(), 2)]),
+        mobile_keys: true,
+        key_size: 0,
+    }))
+}
+
+/// Jan de Vries: known to iPassan with both profiles the rooftop BBQ needs.
+pub fn resident_jan() -> Value {
+    json!({"id": "res-17", "email": "jan@example.com", "first_name": "Jan", "last_name": "de Vries"})
+}
+
+/// Eva Visser: known to iPassan with the door profile only (bookings → 422 naming "Floor 7").
+pub fn resident_eva() -> Value {
+    json!({"id": "res-18", "email": "eva@example.com", "first_name": "Eva", "last_name": "Visser"})
+}
+
+/// A connecX facility booking of the rooftop BBQ by Jan de Vries (known to iPassan).
+pub fn connecx(id: &str, start: &str, end: &str, status: &str, updated_at: &str) -> Value {
+    connecx_for(&resident_jan(), id, start, end, status, updated_at)
+}
+
+/// [`connecx`] for another resident.
+pub fn connecx_for(
+    resident: &Value,
+    id: &str,
+    start: &str,
+    end: &str,
+    status: &str,
+    updated_at: &str,
+) -> Value {
+    json!({
+        "booking_id": id, "facility_id": "rooftop-bbq", "building_id": "pijp",
+        "resident": resident,
+        "start": start, "end": end, "status": status, "updated_at": updated_at
+    })
+}
+
+/// A Clock PMS+ booking in room 101 for Mr Jansen (registered in the dormakaba app).
+pub fn clock(id: i64, event: &str, updated_at: &str) -> Value {
+    clock_in_room(id, "101", event, updated_at)
+}
+
+/// [`clock`] in another room (one the lock system may not know).
+pub fn clock_in_room(id: i64, room: &str, event: &str, updated_at: &str) -> Value {
+    let today = Utc::now().date_naive();
+    let departure = today.checked_add_days(Days::new(2)).unwrap();
+    json!({
+        "event": event,
+        "booking": {
+            "id": id, "account_id": 77, "number": format!("CL-{id}"),
+            "arrival": today.to_string(), "arrival_time": "00:00",
+            "departure": departure.to_string(),
+            "status": "expected", "status_changed_at": updated_at,
+            "updated_at": updated_at,
+            "guest": {"last_name": "Jansen", "first_name": "Piet", "email": "piet@example.com",
+                      "phone": "+31612345678"},
+            "rooms": [room], "common_areas": ["fitness"], "license_plates": [],
+            "mobile_key": true
+        }
+    })
 }
