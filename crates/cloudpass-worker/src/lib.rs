@@ -13,8 +13,8 @@ pub mod lookup;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use accesshub_connections::{Vendor, VendorSettings};
-use accesshub_domain::{Event, EventBody, EventKind, sync::RemoveCommand};
+use accesshub_connections::{CloudpassSettings, Vendor, VendorSettings};
+use accesshub_domain::{Event, EventBody, EventKind, Reservation, sync::RemoveCommand};
 use serde::{Deserialize, Serialize};
 use worker_runtime::{ApplyContext, ApplyOutcome, Binding, ClientCache, Handler, HandlerError};
 
@@ -41,6 +41,90 @@ pub fn normalize_plate(raw: &str) -> String {
         .filter(|c| !c.is_whitespace() && *c != '-')
         .flat_map(char::to_uppercase)
         .collect()
+}
+
+/// Why a reservation's desired CloudPass state cannot be computed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DesiredError {
+    /// The reservation's administration is not mapped to a CloudPass site.
+    Unmapped(String),
+    /// Check-in/check-out cannot be computed (bad timezone or times).
+    Time(String),
+}
+
+impl std::fmt::Display for DesiredError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DesiredError::Unmapped(site) => {
+                write!(
+                    f,
+                    "administration {site:?} is not mapped to a CloudPass site"
+                )
+            }
+            DesiredError::Time(m) => f.write_str(m),
+        }
+    }
+}
+
+impl std::error::Error for DesiredError {}
+
+impl accesshub_domain::Classify for DesiredError {
+    /// Both need a change of the connection or the booking: retrying gives the same answer.
+    fn class(&self) -> accesshub_domain::ErrorClass {
+        accesshub_domain::ErrorClass::Permanent
+    }
+}
+
+/// The reservation's plates, normalized, without empty ones.
+pub fn plates(r: &Reservation) -> BTreeSet<String> {
+    r.license_plates
+        .iter()
+        .map(|p| normalize_plate(p))
+        .filter(|p| !p.is_empty())
+        .collect()
+}
+
+/// What CloudPass should hold for a reservation at administration `site`: the CloudPass site
+/// and one booking per normalized plate, valid from check-in minus the window to check-out
+/// plus the window, with the administration's time restriction or the default; no bookings
+/// when the status wants no access. `reference_base` is the booking's reference
+/// (`ah:<tenant>:reservation:<key>`). Pure: the worker applies it, the reconciler compares
+/// the vendor with it.
+pub fn desired_bookings(
+    settings: &CloudpassSettings,
+    site: &str,
+    reference_base: &str,
+    r: &Reservation,
+) -> Result<(String, Vec<BookingFields>), DesiredError> {
+    let admin = settings
+        .administrations
+        .get(site)
+        .ok_or_else(|| DesiredError::Unmapped(site.to_owned()))?;
+    let plates = plates(r);
+    if !r.status.wants_access() || plates.is_empty() {
+        return Ok((admin.site_id.clone(), Vec::new()));
+    }
+    let bad_time = |e: accesshub_domain::TimeError| DesiredError::Time(e.to_string());
+    let from = r.check_in().map_err(bad_time)?
+        - chrono::Duration::minutes(i64::from(settings.window_before_minutes));
+    let until = r.check_out().map_err(bad_time)?
+        + chrono::Duration::minutes(i64::from(settings.window_after_minutes));
+    let tr = admin
+        .time_restriction_id
+        .clone()
+        .unwrap_or_else(|| settings.default_time_restriction_id.clone());
+    let bookings = plates
+        .into_iter()
+        .map(|plate| BookingFields {
+            reference: format!("{reference_base}:{plate}"),
+            license_plate: plate,
+            valid_from: from,
+            valid_until: until,
+            time_restriction_id: tr.clone(),
+            name: r.guest.name.clone(),
+        })
+        .collect();
+    Ok((admin.site_id.clone(), bookings))
 }
 
 /// The CloudPass adapter.
@@ -85,12 +169,14 @@ impl Handler for CloudpassHandler {
                 "connection is not a CloudPass connection",
             ));
         };
-        let Some(admin) = settings.administrations.get(&event.site) else {
-            return Err(HandlerError::permanent(format!(
-                "administration {:?} is not mapped to a CloudPass site in connection {:?} (administrations)",
-                event.site, ctx.connection.name
-            )));
-        };
+        let (site, wanted) =
+            desired_bookings(settings, &event.site, &ctx.reference, r).map_err(|e| match e {
+                DesiredError::Unmapped(_) => HandlerError::permanent(format!(
+                    "{e} in connection {:?} (administrations)",
+                    ctx.connection.name
+                )),
+                DesiredError::Time(_) => HandlerError::permanent(e.to_string()),
+            })?;
         let client = self
             .clients
             .get_or_try_init(&ctx.connection, || {
@@ -100,36 +186,14 @@ impl Handler for CloudpassHandler {
         let prev: CloudpassIds = binding
             .and_then(|b| serde_json::from_value(b.vendor_ids.clone()).ok())
             .unwrap_or_default();
-        let site = admin.site_id.clone();
-        let plates: BTreeSet<String> = r
-            .license_plates
-            .iter()
-            .map(|p| normalize_plate(p))
-            .filter(|p| !p.is_empty())
-            .collect();
+        let plates = plates(r);
         let wants = r.status.wants_access();
         let reference = |plate: &str| format!("{}:{plate}", ctx.reference);
 
         let mut kept = BTreeMap::new();
-        if wants && !plates.is_empty() {
-            let bad_time = |e: accesshub_domain::TimeError| HandlerError::permanent(e.to_string());
-            let from = r.check_in().map_err(bad_time)?
-                - chrono::Duration::minutes(i64::from(settings.window_before_minutes));
-            let until = r.check_out().map_err(bad_time)?
-                + chrono::Duration::minutes(i64::from(settings.window_after_minutes));
-            let tr = admin
-                .time_restriction_id
-                .clone()
-                .unwrap_or_else(|| settings.default_time_restriction_id.clone());
-            for plate in &plates {
-                let fields = BookingFields {
-                    reference: reference(plate),
-                    license_plate: plate.clone(),
-                    valid_from: from,
-                    valid_until: until,
-                    time_restriction_id: tr.clone(),
-                    name: r.guest.name.clone(),
-                };
+        {
+            for fields in wanted {
+                let plate = fields.license_plate.clone();
                 let ctx_err = |e: vendor_http::VendorError| {
                     HandlerError::from(e).context(format!("plate {plate}"))
                 };
@@ -172,7 +236,7 @@ impl Handler for CloudpassHandler {
                         }
                     },
                 };
-                kept.insert(plate.clone(), id);
+                kept.insert(plate, id);
             }
         }
         // Remove bookings no longer wanted: those we recorded, plus — when nothing is wanted —

@@ -8,8 +8,8 @@
 //!
 //! Compared fields are exactly those of the worker's `BookingFields::matches`: normalized plate,
 //! valid_from, valid_until (UTC, whole seconds) and time restriction — plus the site. The guest
-//! name is informational and not compared. The desired side ([`desired_objects`]) mirrors the
-//! worker's `apply`; the two must change together (tests in this crate run both).
+//! name is informational and not compared. The desired side ([`desired_objects`]) is the
+//! worker's own pure [`cloudpass_worker::desired_bookings`], the function its `apply` sets.
 
 use std::{collections::BTreeSet, sync::Arc};
 
@@ -23,8 +23,9 @@ use super::{DesiredObject, Fingerprint, Inventory, InventoryError, VendorObject}
 const VENDOR: &str = "cloudpass";
 /// CloudPass's largest page.
 const PER_PAGE: u64 = 100;
-/// Pages fetched concurrently (the vendor's rate limit is the real bound).
-const PAGE_CONCURRENCY: usize = 4;
+/// Offset pages fetched concurrently (the vendor's rate limit is the real bound). Offset
+/// pages are independent requests, so they can be in flight together, unlike cursor pages.
+pub const PAGE_CONCURRENCY: usize = 4;
 
 /// Our reference for one plate of one reservation (what cloudpass-worker sets).
 pub fn reference(tenant: &str, booking_key: &str, plate: &str) -> String {
@@ -82,49 +83,34 @@ fn settings(conn: &Connection) -> Result<&CloudpassSettings, InventoryError> {
     }
 }
 
-/// The vehicle bookings a reservation should have (pure; mirrors cloudpass-worker).
+/// The vehicle bookings a reservation should have: cloudpass-worker's own
+/// [`cloudpass_worker::desired_bookings`] (what its `apply` sets), reduced to reference and
+/// fingerprint. A plate CloudPass would refuse makes the booking unjudgeable.
 pub fn desired_objects(conn: &Connection, event: &Event) -> Result<Vec<DesiredObject>, String> {
     let s = settings(conn).map_err(|e| e.to_string())?;
     let EventBody::Reservation(r) = &event.body else {
         return Ok(Vec::new());
     };
-    if !r.status.wants_access() || r.license_plates.is_empty() {
-        return Ok(Vec::new());
-    }
-    let admin = s.administrations.get(&event.site).ok_or_else(|| {
-        format!(
-            "administration {:?} is not mapped to a CloudPass site",
-            event.site
-        )
-    })?;
-    let tr = admin
-        .time_restriction_id
-        .as_deref()
-        .unwrap_or(&s.default_time_restriction_id);
-    let from = r.check_in().map_err(|e| e.to_string())?
-        - chrono::Duration::minutes(i64::from(s.window_before_minutes));
-    let until = r.check_out().map_err(|e| e.to_string())?
-        + chrono::Duration::minutes(i64::from(s.window_after_minutes));
-    let from = trunc(from);
-    let until = trunc(until);
-    let mut plates = BTreeSet::new();
-    for p in r
-        .license_plates
-        .iter()
-        .filter(|p| !cloudpass_worker::normalize_plate(p).is_empty())
-    {
-        plates.insert(normalize_plate(p).ok_or_else(|| format!("invalid license plate {p:?}"))?);
-    }
-    if plates.is_empty() {
-        return Ok(Vec::new());
-    }
-    Ok(plates
+    let base = worker_runtime::reference(&event.tenant, EventKind::Reservation, &event.booking_key);
+    let (site, bookings) =
+        cloudpass_worker::desired_bookings(s, &event.site, &base, r).map_err(|e| e.to_string())?;
+    bookings
         .into_iter()
-        .map(|p| DesiredObject {
-            reference: reference(&event.tenant, &event.booking_key, &p),
-            fingerprint: fingerprint(&admin.site_id, &p, &from, &until, tr),
+        .map(|b| {
+            let plate = normalize_plate(&b.license_plate)
+                .ok_or_else(|| format!("invalid license plate {:?}", b.license_plate))?;
+            Ok(DesiredObject {
+                fingerprint: fingerprint(
+                    &site,
+                    &plate,
+                    &trunc(b.valid_from),
+                    &trunc(b.valid_until),
+                    &b.time_restriction_id,
+                ),
+                reference: b.reference,
+            })
         })
-        .collect())
+        .collect()
 }
 
 fn trunc(t: DateTime<Utc>) -> DateTime<Utc> {
