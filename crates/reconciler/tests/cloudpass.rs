@@ -6,6 +6,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::{
     collections::BTreeMap,
     sync::Arc,
@@ -204,17 +206,6 @@ fn booking(sim: &vendor_sim::SimHandle, reference: &str) -> Option<cp::VehicleBo
         .cloudpass_booking_by_reference(cp::DEMO_SITE_AMSTERDAM, reference)
 }
 
-async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(15) {
-        if f() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
-
 fn r(key: &str, plate: &str) -> String {
     format!("ah:{TENANT}:reservation:{key}:{plate}")
 }
@@ -249,7 +240,7 @@ async fn drift_is_found_counted_and_repaired_then_everything_is_in_sync() {
     ] {
         ingest(&db, &tb, &ev).await;
     }
-    eventually("worker applied R1-R4", || {
+    common::eventually("worker applied R1-R4", || {
         [
             "R1:AB12CD",
             "R2:XX99YY",
@@ -296,16 +287,7 @@ async fn drift_is_found_counted_and_repaired_then_everything_is_in_sync() {
 
     // Run 1 (through the queue, as `accessctl sync run` does).
     let inv: Arc<dyn Inventory> = Arc::new(CloudpassInventory::new().unwrap());
-    let rec = Reconciler::new(
-        db.pool.clone(),
-        tb.bus.clone(),
-        Arc::new(StaticConnections::new(vec![conn.clone()])),
-        vec![inv],
-        Settings {
-            default_schedules: false,
-            ..Settings::default()
-        },
-    );
+    let rec = common::reconciler(&db, &tb, &conn, inv);
     let c = conn_ref(&conn);
     store::request_run(&db.pool, &c, Scope::Full, Trigger::Manual, Some("test"))
         .await
@@ -325,7 +307,7 @@ async fn drift_is_found_counted_and_repaired_then_everything_is_in_sync() {
     );
 
     // The worker repairs from SYNC.
-    eventually("repairs applied", || {
+    common::eventually("repairs applied", || {
         booking(&sim, &r("R2", "XX99YY")).is_some()
             && booking(&sim, &r("R4", "DD33DD")).is_some()
             && booking(&sim, &r("R3", "ZZ11ZZ"))

@@ -7,6 +7,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::{
     sync::Arc,
     time::{Duration, Instant},
@@ -19,10 +21,8 @@ use accesshub_domain::{Event, EventBody, Guest, Reservation, ReservationStatus, 
 use async_nats::jetstream::message::PublishMessage;
 use chrono::{Days, NaiveTime, Utc};
 use reconciler::{
-    Counts, Reconciler, RunStatus, Scope, Settings, Trigger,
-    connections::{StaticConnections, conn_ref},
+    Counts, RunStatus, Scope,
     inventory::{Inventory, dormakaba::DormakabaInventory},
-    store,
 };
 use vendor_sim::dormakaba::Product;
 
@@ -151,17 +151,6 @@ fn live_mobile_keys(sim: &vendor_sim::SimHandle, key: &str) -> usize {
         .count()
 }
 
-async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(15) {
-        if f() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
-
 async fn binding_status(db: &accesshub_testkit::TestDb, key: &str) -> Option<String> {
     sqlx::query_scalar(
         "SELECT status FROM bindings WHERE tenant_id = $1 AND vendor = 'dormakaba' \
@@ -222,7 +211,7 @@ async fn key_cancelled_by_hand_is_recreated_and_stale_access_checked_out() {
         false,
     )
     .await;
-    eventually("worker booked R1 and R2 with mobile keys", || {
+    common::eventually("worker booked R1 and R2 with mobile keys", || {
         live_mobile_keys(&sim, "R1") == 1 && live_mobile_keys(&sim, "R2") == 1
     })
     .await;
@@ -255,21 +244,8 @@ async fn key_cancelled_by_hand_is_recreated_and_stale_access_checked_out() {
     .await;
 
     let inv: Arc<dyn Inventory> = Arc::new(DormakabaInventory::new(100.0));
-    let rec = Reconciler::new(
-        db.pool.clone(),
-        tb.bus.clone(),
-        Arc::new(StaticConnections::new(vec![conn.clone()])),
-        vec![inv],
-        Settings {
-            default_schedules: false,
-            ..Settings::default()
-        },
-    );
-    let c = conn_ref(&conn);
-    store::request_run(&db.pool, &c, Scope::Full, Trigger::Manual, None)
-        .await
-        .unwrap();
-    let run = rec.drain_queue().await.unwrap().pop().unwrap();
+    let rec = common::reconciler(&db, &tb, &conn, inv);
+    let run = common::run(&rec, &db, &conn, Scope::Full).await;
     assert_eq!(run.status, RunStatus::Succeeded, "{:?}", run.error);
     assert_eq!(
         run.counts,
@@ -282,7 +258,7 @@ async fn key_cancelled_by_hand_is_recreated_and_stale_access_checked_out() {
             failed: 0
         }
     );
-    eventually("R1 re-created with its mobile key, R2 checked out", || {
+    common::eventually("R1 re-created with its mobile key, R2 checked out", || {
         booking(&sim, "R1").is_some_and(|b| !b.checked_out)
             && live_mobile_keys(&sim, "R1") == 1
             && booking(&sim, "R2").is_some_and(|b| b.checked_out)
@@ -307,10 +283,7 @@ async fn key_cancelled_by_hand_is_recreated_and_stale_access_checked_out() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    store::request_run(&db.pool, &c, Scope::Full, Trigger::Manual, None)
-        .await
-        .unwrap();
-    let run2 = rec.drain_queue().await.unwrap().pop().unwrap();
+    let run2 = common::run(&rec, &db, &conn, Scope::Full).await;
     assert_eq!(
         run2.counts,
         Counts {

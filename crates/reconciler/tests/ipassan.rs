@@ -4,11 +4,9 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::{
-    collections::BTreeMap,
-    sync::Arc,
-    time::{Duration, Instant},
-};
+mod common;
+
+use std::{collections::BTreeMap, sync::Arc};
 
 use accesshub_connections::{Connection, IpassanSettings, Secret, VendorSettings};
 use accesshub_domain::{
@@ -16,10 +14,8 @@ use accesshub_domain::{
 };
 use async_nats::jetstream::message::PublishMessage;
 use reconciler::{
-    Counts, Reconciler, RunStatus, Scope, Settings, Trigger,
-    connections::{StaticConnections, conn_ref},
+    Counts, RunStatus, Scope,
     inventory::{Inventory, ipassan::IpassanInventory},
-    store,
 };
 use serde_json::json;
 use vendor_sim::ipassan as ip;
@@ -178,17 +174,6 @@ impl Portal {
     }
 }
 
-async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(15) {
-        if f() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
-
 #[tokio::test]
 async fn wrong_time_missing_and_stray_asset_bookings_are_repaired() {
     accesshub_telemetry::init_for_tests();
@@ -214,7 +199,7 @@ async fn wrong_time_missing_and_stray_asset_bookings_are_repaired() {
     for ev in [&f1, &f2, &f3] {
         ingest(&db, &tb, ev).await;
     }
-    eventually("worker applied", || {
+    common::eventually("worker applied", || {
         ["F1", "F2", "F3"]
             .iter()
             .all(|k| bookings(&sim, &reference(k)).len() == 1)
@@ -251,21 +236,8 @@ async fn wrong_time_missing_and_stray_asset_bookings_are_repaired() {
         .await;
 
     let inv: Arc<dyn Inventory> = Arc::new(IpassanInventory::new(100.0));
-    let rec = Reconciler::new(
-        db.pool.clone(),
-        tb.bus.clone(),
-        Arc::new(StaticConnections::new(vec![conn.clone()])),
-        vec![inv],
-        Settings {
-            default_schedules: false,
-            ..Settings::default()
-        },
-    );
-    let c = conn_ref(&conn);
-    store::request_run(&db.pool, &c, Scope::Full, Trigger::Manual, None)
-        .await
-        .unwrap();
-    let run = rec.drain_queue().await.unwrap().pop().unwrap();
+    let rec = common::reconciler(&db, &tb, &conn, inv);
+    let run = common::run(&rec, &db, &conn, Scope::Full).await;
     assert_eq!(run.status, RunStatus::Succeeded, "{:?}", run.error);
     assert_eq!(
         run.counts,
@@ -278,7 +250,7 @@ async fn wrong_time_missing_and_stray_asset_bookings_are_repaired() {
             failed: 0
         }
     );
-    eventually("repairs applied", || {
+    common::eventually("repairs applied", || {
         let f2 = bookings(&sim, &reference("F2"));
         f2.len() == 1
             && f2[0].1.starts_with("2030-06-02T10:00:00")
@@ -292,10 +264,7 @@ async fn wrong_time_missing_and_stray_asset_bookings_are_repaired() {
         "foreign booking untouched"
     );
 
-    store::request_run(&db.pool, &c, Scope::Full, Trigger::Manual, None)
-        .await
-        .unwrap();
-    let run2 = rec.drain_queue().await.unwrap().pop().unwrap();
+    let run2 = common::run(&rec, &db, &conn, Scope::Full).await;
     assert_eq!(
         run2.counts,
         Counts {

@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::{
     collections::BTreeMap,
     sync::Arc,
@@ -14,8 +16,8 @@ use accesshub_connections::{Connection, Secret, TapkeySettings, VendorSettings};
 use accesshub_domain::{Event, EventBody, Pass, PassHolder, PassStatus, Source, headers};
 use async_nats::jetstream::message::PublishMessage;
 use reconciler::{
-    Counts, Reconciler, RunStatus, Scope, Settings, Trigger,
-    connections::{StaticConnections, conn_ref},
+    Counts, RunStatus, Scope, Trigger,
+    connections::conn_ref,
     inventory::{Inventory, tapkey::TapkeyInventory},
     store,
 };
@@ -257,16 +259,7 @@ async fn revoked_grant_reissued_lost_removal_revoked_foreign_untouched() {
     let foreign = portal.grant("visitor@example.com").await;
 
     let inv: Arc<dyn Inventory> = Arc::new(TapkeyInventory::new(db.pool.clone(), 100.0));
-    let rec = Reconciler::new(
-        db.pool.clone(),
-        tb.bus.clone(),
-        Arc::new(StaticConnections::new(vec![conn.clone()])),
-        vec![inv],
-        Settings {
-            default_schedules: false,
-            ..Settings::default()
-        },
-    );
+    let rec = common::reconciler(&db, &tb, &conn, inv);
     let c = conn_ref(&conn);
     store::request_run(&db.pool, &c, Scope::Active, Trigger::Api, Some("sync now"))
         .await

@@ -1,0 +1,60 @@
+//! Helpers shared by the reconciler's end-to-end tests.
+
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use accesshub_connections::Connection;
+use reconciler::{
+    Reconciler, Scope, Settings, SyncRun, Trigger,
+    connections::{StaticConnections, conn_ref},
+    inventory::Inventory,
+    store,
+};
+
+/// Polls `f` every 100 ms for up to 15 s.
+pub async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(15) {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// A reconciler for one connection and one inventory, without default schedules.
+pub fn reconciler(
+    db: &accesshub_testkit::TestDb,
+    tb: &accesshub_testkit::TestBus,
+    conn: &Connection,
+    inv: Arc<dyn Inventory>,
+) -> Reconciler {
+    Reconciler::new(
+        db.pool.clone(),
+        tb.bus.clone(),
+        Arc::new(StaticConnections::new(vec![conn.clone()])),
+        vec![inv],
+        Settings {
+            default_schedules: false,
+            ..Settings::default()
+        },
+    )
+}
+
+/// Queues a manual run of `scope` for `conn` and executes it.
+pub async fn run(
+    rec: &Reconciler,
+    db: &accesshub_testkit::TestDb,
+    conn: &Connection,
+    scope: Scope,
+) -> SyncRun {
+    store::request_run(&db.pool, &conn_ref(conn), scope, Trigger::Manual, None)
+        .await
+        .unwrap();
+    rec.drain_queue().await.unwrap().pop().unwrap()
+}
