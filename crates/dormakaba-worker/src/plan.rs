@@ -866,4 +866,73 @@ mod tests {
             Err(PlanError::NoAccess(_))
         ));
     }
+
+    #[test]
+    fn sync_check_covers_every_case() {
+        let s = settings();
+        let now = "2030-04-01T00:00:00Z".parse::<DateTime<Utc>>().unwrap();
+        let d = desired("t", "K", &reservation(ReservationStatus::Confirmed), &s).unwrap();
+        let none = LockRecord::default();
+        assert_eq!(
+            sync_check(&d, &none, now),
+            SyncCheck::InSync,
+            "no key cut yet"
+        );
+        let mut mobile = d.clone();
+        mobile.mobile = Some(MobileTarget {
+            room: "101".into(),
+            surname: "Doe".into(),
+            phone: "+31612345678".into(),
+        });
+        assert_eq!(
+            sync_check(&mobile, &none, now),
+            SyncCheck::Apply { create: true }
+        );
+        let mut rec = LockRecord::default();
+        record_done(
+            &mut rec,
+            &d,
+            &Op::CreateBooking {
+                encoder: NO_CARD_ENCODER.into(),
+                key_count: 0,
+            },
+            None,
+        );
+        assert_eq!(sync_check(&d, &rec, now), SyncCheck::Reassert(d.check_out));
+        assert_eq!(
+            sync_check(&mobile, &rec, now),
+            SyncCheck::Apply { create: false },
+            "record differs: a missed event"
+        );
+        // Departed: no longer wanted, the recorded check-out has passed → remove, no probe.
+        let later = d.check_out.with_timezone(&Utc) + chrono::Duration::hours(1);
+        assert_eq!(
+            sync_check(&d, &rec, later),
+            SyncCheck::Remove { probe: None }
+        );
+        let cancelled = desired("t", "K", &reservation(ReservationStatus::Cancelled), &s).unwrap();
+        assert_eq!(
+            sync_check(&cancelled, &rec, now),
+            SyncCheck::Remove {
+                probe: Some(d.check_out)
+            }
+        );
+        let mut out = rec.clone();
+        record_done(&mut out, &d, &Op::CheckOut, None);
+        assert_eq!(sync_check(&cancelled, &out, now), SyncCheck::InSync);
+        assert!(matches!(
+            sync_check(&d, &out, now),
+            SyncCheck::Unrepairable(_)
+        ));
+        assert_eq!(
+            plan_recreate(&mobile).unwrap(),
+            vec![
+                Op::CreateBooking {
+                    encoder: "0".into(),
+                    key_count: 0
+                },
+                Op::IssueMobileKey(mobile.mobile.clone().unwrap())
+            ]
+        );
+    }
 }
