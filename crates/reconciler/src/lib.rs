@@ -6,7 +6,10 @@
 //!   ([`store::request_run`]), claimed by any replica, executed under a per-connection advisory
 //!   lock ([`lock`]), recorded with counts.
 //! - [`engine::sync_connection`] does one comparison; vendors plug in through
-//!   [`inventory::Inventory`].
+//!   [`inventory::Inventory`] (list the vendor, compare by reference and fingerprint).
+//! - Vendors that cannot list what they hold (dormakaba Saflok / Ambiance) implement
+//!   [`inventory::Prober`] instead: a re-assertion probe per reservation
+//!   ([`inventory::dormakaba`], docs/sync.md), same SYNC repairs and run counts.
 
 pub mod connections;
 pub mod engine;
