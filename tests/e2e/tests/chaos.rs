@@ -458,6 +458,15 @@ async fn assert_applied_once(s: &Stack, flow: Flow, tag: &str, items: usize, tim
                 .then(|| format!("{id}: (live, created) = {t:?}, want {w:?}"))
         })
         .collect();
+    let unexpected: Vec<(&String, &(usize, usize))> = tally
+        .iter()
+        .filter(|(id, t)| t.0 > 0 && !want.iter().any(|(w, _)| w == *id))
+        .collect();
+    assert!(
+        unexpected.is_empty(),
+        "{flow:?}: live objects no event asked for: {unexpected:?}\n{}",
+        s.logs()
+    );
     assert!(
         wrong.is_empty(),
         "{flow:?}: every object live as wanted and created at most once:\n{}\n{}",
