@@ -210,7 +210,7 @@ fn grant_json(s: &TapkeyState, g: &Grant) -> Json_ {
         "ownerAccountId": g.owner_account_id,
         "boundLockId": g.bound_lock_id,
         "contactId": g.contact_id,
-        "contact": s.contacts.iter().find(|c| c.id == g.contact_id).map(contact_json),
+        "contact": s.contact_by_id(&g.owner_account_id, &g.contact_id).map(contact_json),
         "boundLock": s.bound_locks.iter().find(|l| l.id == g.bound_lock_id).map(lock_json),
         "validFrom": ts_millis(&g.valid_from),
         "validBefore": g.valid_before.as_ref().map(ts_millis),
@@ -260,8 +260,8 @@ fn parse_filter(q: &HashMap<String, String>) -> Result<Vec<odata::Clause>, Respo
     }
 }
 
-/// Applies `$skip` / `$top` (OData paging).
-fn page(q: &HashMap<String, String>, items: Vec<Json_>) -> Result<Vec<Json_>, Response> {
+/// `$skip` / `$top` (OData paging), checked before any item is rendered.
+fn paging(q: &HashMap<String, String>) -> Result<(usize, usize), Response> {
     let num = |k: &str| -> Result<Option<usize>, Response> {
         q.get(k)
             .map(|v| {
@@ -277,7 +277,44 @@ fn page(q: &HashMap<String, String>, items: Vec<Json_>) -> Result<Vec<Json_>, Re
     };
     let skip = num("$skip")?.unwrap_or(0);
     let top = num("$top")?.unwrap_or(usize::MAX);
-    Ok(items.into_iter().skip(skip).take(top).collect())
+    Ok((skip, top))
+}
+
+/// The candidates matching every clause, `$skip`/`$top` applied before rendering. A field
+/// not in `fields` is a 400 whether or not anything would match; `test` answers `None` for a
+/// value of the wrong type (400 as well).
+fn select<'a, T: 'a>(
+    q: &HashMap<String, String>,
+    clauses: &[odata::Clause],
+    fields: &[&str],
+    candidates: impl Iterator<Item = &'a T>,
+    test: impl Fn(&T, &odata::Clause) -> Option<bool>,
+    render: impl Fn(&T) -> Json_,
+) -> Result<Vec<Json_>, Response> {
+    if let Some(cl) = clauses
+        .iter()
+        .find(|cl| !fields.contains(&cl.field.as_str()))
+    {
+        return Err(unsupported(&cl.field));
+    }
+    let (skip, top) = paging(q)?;
+    let mut out = Vec::new();
+    let mut skipped = 0;
+    for item in candidates {
+        let mut keep = true;
+        for cl in clauses {
+            keep &= test(item, cl).ok_or_else(|| unsupported(&cl.field))?;
+        }
+        if !keep {
+            continue;
+        }
+        if skipped < skip {
+            skipped += 1;
+        } else if out.len() < top {
+            out.push(render(item));
+        }
+    }
+    Ok(out)
 }
 
 fn unsupported(field: &str) -> Response {
@@ -297,22 +334,32 @@ async fn contacts(
     let s = lock(&st.inner.tapkey);
     try_resp!(authorize(&st, &s, &headers, "read:core:entities", Some(&o)));
     let clauses = try_resp!(parse_filter(&q));
-    let mut out = Vec::new();
-    for c in s.contacts.iter().filter(|c| c.owner_id == o) {
-        let mut keep = true;
-        for cl in &clauses {
-            keep &= match (cl.field.as_str(), &cl.value) {
-                ("identifier", Value::Str(v)) => c.identifier.eq_ignore_ascii_case(v),
-                ("id", Value::Str(v)) => &c.id == v,
-                ("ipId", Value::Str(v)) => &c.ip_id == v,
-                (f, _) => return unsupported(f),
-            };
-        }
-        if keep {
-            out.push(contact_json(c));
-        }
-    }
-    Json(try_resp!(page(&q, out))).into_response()
+    // An identifier or id clause narrows the candidates to at most one contact.
+    let narrowed = clauses
+        .iter()
+        .find_map(|cl| match (cl.field.as_str(), &cl.value) {
+            ("identifier", Value::Str(v)) => Some(s.contact_by_identifier(&o, v)),
+            ("id", Value::Str(v)) => Some(s.contact_position(&o, v)),
+            _ => None,
+        });
+    let candidates: Box<dyn Iterator<Item = &Contact>> = match narrowed {
+        Some(at) => Box::new(at.and_then(|i| s.contacts.get(i)).into_iter()),
+        None => Box::new(s.contacts.iter()),
+    };
+    let out = try_resp!(select(
+        &q,
+        &clauses,
+        &["identifier", "id", "ipId"],
+        candidates.filter(|c| c.owner_id == o),
+        |c, cl| match (cl.field.as_str(), &cl.value) {
+            ("identifier", Value::Str(v)) => Some(c.identifier.eq_ignore_ascii_case(v)),
+            ("id", Value::Str(v)) => Some(&c.id == v),
+            ("ipId", Value::Str(v)) => Some(&c.ip_id == v),
+            _ => None,
+        },
+        contact_json,
+    ));
+    Json(out).into_response()
 }
 
 async fn one_contact(
@@ -322,7 +369,7 @@ async fn one_contact(
 ) -> Response {
     let s = lock(&st.inner.tapkey);
     try_resp!(authorize(&st, &s, &headers, "read:core:entities", Some(&o)));
-    match s.contacts.iter().find(|c| c.owner_id == o && c.id == id) {
+    match s.contact_by_id(&o, &id) {
         Some(c) => Json(contact_json(c)).into_response(),
         None => error(
             StatusCode::NOT_FOUND,
@@ -359,9 +406,8 @@ fn upsert_contact(
     comment: Option<String>,
 ) -> Contact {
     if let Some(c) = s
-        .contacts
-        .iter_mut()
-        .find(|c| c.owner_id == owner && c.identifier.eq_ignore_ascii_case(identifier))
+        .contact_by_identifier(owner, identifier)
+        .and_then(|at| s.contacts.get_mut(at))
     {
         if title.is_some() {
             c.title = title;
@@ -379,7 +425,7 @@ fn upsert_contact(
         title,
         comment,
     };
-    s.contacts.push(c.clone());
+    s.push_contact(c.clone());
     c
 }
 
@@ -420,24 +466,35 @@ async fn grants(
     let s = lock(&st.inner.tapkey);
     try_resp!(authorize(&st, &s, &headers, "read:grants", Some(&o)));
     let clauses = try_resp!(parse_filter(&q));
-    let mut out = Vec::new();
-    for g in s.grants.iter().filter(|g| g.owner_account_id == o) {
-        let mut keep = true;
-        for cl in &clauses {
-            keep &= match (cl.field.as_str(), &cl.value) {
-                ("active", Value::Bool(b)) => g.active == *b,
-                ("contactId", Value::Str(v)) => &g.contact_id == v,
-                ("boundLockId", Value::Str(v)) => &g.bound_lock_id == v,
-                ("state", Value::Str(v)) => &g.state == v,
-                ("id", Value::Str(v)) => &g.id == v,
-                (f, _) => return unsupported(f),
-            };
-        }
-        if keep {
-            out.push(grant_json(&s, g));
-        }
-    }
-    Json(try_resp!(page(&q, out))).into_response()
+    // A contactId or id clause narrows the candidates (in creation order, as without it).
+    let narrowed: Option<Vec<usize>> =
+        clauses
+            .iter()
+            .find_map(|cl| match (cl.field.as_str(), &cl.value) {
+                ("id", Value::Str(v)) => Some(s.grant_by_id(&o, v).into_iter().collect()),
+                ("contactId", Value::Str(v)) => Some(s.grants_of_contact(v).to_vec()),
+                _ => None,
+            });
+    let candidates: Box<dyn Iterator<Item = &Grant>> = match narrowed {
+        Some(at) => Box::new(at.into_iter().filter_map(|i| s.grants.get(i))),
+        None => Box::new(s.grants.iter()),
+    };
+    let out = try_resp!(select(
+        &q,
+        &clauses,
+        &["active", "contactId", "boundLockId", "state", "id"],
+        candidates.filter(|g| g.owner_account_id == o),
+        |g, cl| match (cl.field.as_str(), &cl.value) {
+            ("active", Value::Bool(b)) => Some(g.active == *b),
+            ("contactId", Value::Str(v)) => Some(&g.contact_id == v),
+            ("boundLockId", Value::Str(v)) => Some(&g.bound_lock_id == v),
+            ("state", Value::Str(v)) => Some(&g.state == v),
+            ("id", Value::Str(v)) => Some(&g.id == v),
+            _ => None,
+        },
+        |g| grant_json(&s, g),
+    ));
+    Json(out).into_response()
 }
 
 async fn one_grant(
@@ -447,11 +504,7 @@ async fn one_grant(
 ) -> Response {
     let s = lock(&st.inner.tapkey);
     try_resp!(authorize(&st, &s, &headers, "read:grants", Some(&o)));
-    match s
-        .grants
-        .iter()
-        .find(|g| g.owner_account_id == o && g.id == id)
-    {
+    match s.grant_by_id(&o, &id).and_then(|at| s.grants.get(at)) {
         Some(g) => Json(grant_json(&s, g)).into_response(),
         None => error(
             StatusCode::NOT_FOUND,
@@ -522,7 +575,7 @@ async fn put_grant(
     // Resolve the contact before any mutation, so a rejected grant leaves no trace.
     let contact = match (b.contact_id, b.contact.and_then(|c| c.identifier)) {
         (Some(id), _) => {
-            if !s.contacts.iter().any(|c| c.owner_id == o && c.id == id) {
+            if s.contact_by_id(&o, &id).is_none() {
                 return bad_request(&format!("contact {id} does not exist"));
             }
             ContactRef::Existing(id)
@@ -532,9 +585,8 @@ async fn put_grant(
                 return bad_request("contact.identifier must be an e-mail address");
             }
             match s
-                .contacts
-                .iter()
-                .find(|c| c.owner_id == o && c.identifier.eq_ignore_ascii_case(&ident))
+                .contact_by_identifier(&o, &ident)
+                .and_then(|at| s.contacts.get(at))
             {
                 Some(c) => ContactRef::Existing(c.id.clone()),
                 None => ContactRef::New(ident),
@@ -546,15 +598,20 @@ async fn put_grant(
         ContactRef::Existing(id) => Some(id.as_str()),
         ContactRef::New(_) => None,
     };
-    let identical = s.grants.iter().find(|g| {
-        g.owner_account_id == o
-            && g.active
-            && g.bound_lock_id == lock_id
-            && existing_contact.is_some_and(|c| g.contact_id == c)
-            && g.valid_from == from
-            && g.valid_before == before
-            && g.time_restriction_ical == b.time_restriction_ical
-    });
+    let identical = existing_contact
+        .map(|c| s.grants_of_contact(c))
+        .unwrap_or(&[])
+        .iter()
+        .filter_map(|at| s.grants.get(*at))
+        .find(|g| {
+            g.owner_account_id == o
+                && g.active
+                && g.bound_lock_id == lock_id
+                && existing_contact.is_some_and(|c| g.contact_id == c)
+                && g.valid_from == from
+                && g.valid_before == before
+                && g.time_restriction_ical == b.time_restriction_ical
+        });
     if let Some(g) = identical {
         return error(
             StatusCode::CONFLICT,
@@ -567,11 +624,7 @@ async fn put_grant(
         .iter()
         .find(|x| x.id == o)
         .and_then(|x| x.grant_limit);
-    let active_count = s
-        .grants
-        .iter()
-        .filter(|g| g.owner_account_id == o && g.active)
-        .count();
+    let active_count = s.active_grants_of_owner(&o);
     if limit.is_some_and(|l| active_count >= l) {
         return error(
             StatusCode::PAYMENT_REQUIRED,
@@ -595,7 +648,7 @@ async fn put_grant(
         active: true,
     };
     let out = grant_json(&s, &g);
-    s.grants.push(g);
+    s.push_grant(g);
     Json(out).into_response()
 }
 
@@ -612,28 +665,28 @@ async fn revoke_grant(
 ) -> Response {
     let mut s = lock(&st.inner.tapkey);
     try_resp!(authorize(&st, &s, &headers, "write:grants", Some(&o)));
-    let Some(g) = s
-        .grants
-        .iter_mut()
-        .find(|g| g.owner_account_id == o && g.id == id)
-    else {
+    let Some(at) = s.grant_by_id(&o, &id) else {
         return error(
             StatusCode::NOT_FOUND,
             "NotFound",
             &format!("grant {id} not found"),
         );
     };
-    if !g.active {
+    if !s.revoke_at(at) {
         return error(
             StatusCode::CONFLICT,
             "Conflict",
             "desired state already present: the grant is already revoked",
         );
     }
-    g.active = false;
-    g.state = "Revoked".to_owned();
-    let g = g.clone();
-    Json(grant_json(&s, &g)).into_response()
+    match s.grants.get(at) {
+        Some(g) => Json(grant_json(&s, g)).into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            &format!("grant {id} not found"),
+        ),
+    }
 }
 
 async fn revoke_contact_grants(
@@ -643,7 +696,7 @@ async fn revoke_contact_grants(
 ) -> Response {
     let mut s = lock(&st.inner.tapkey);
     try_resp!(authorize(&st, &s, &headers, "write:grants", Some(&o)));
-    if !s.contacts.iter().any(|c| c.owner_id == o && c.id == id) {
+    if s.contact_by_id(&o, &id).is_none() {
         return error(
             StatusCode::NOT_FOUND,
             "NotFound",
@@ -651,15 +704,15 @@ async fn revoke_contact_grants(
         );
     }
     let mut revoked = Vec::new();
-    for g in s
-        .grants
-        .iter_mut()
-        .filter(|g| g.owner_account_id == o && g.contact_id == id && g.active)
-    {
-        g.active = false;
-        g.state = "Revoked".to_owned();
-        revoked.push(g.clone());
+    for at in s.grants_of_contact(&id).to_vec() {
+        if s.grants.get(at).is_some_and(|g| g.owner_account_id == o) && s.revoke_at(at) {
+            revoked.push(at);
+        }
     }
-    let out: Vec<_> = revoked.iter().map(|g| grant_json(&s, g)).collect();
+    let out: Vec<_> = revoked
+        .iter()
+        .filter_map(|at| s.grants.get(*at))
+        .map(|g| grant_json(&s, g))
+        .collect();
     Json(out).into_response()
 }

@@ -158,6 +158,107 @@ pub struct TapkeyState {
     pub grants: Vec<Grant>,
     #[serde(skip)]
     pub(crate) tokens: HashMap<String, Token>,
+    /// Lookups by id, e-mail and contact, so a request costs the same with 100,000 grants as
+    /// with ten (the simulator is a test peer: it must not be what a benchmark measures).
+    #[serde(skip)]
+    index: Index,
+}
+
+/// Positions in [`TapkeyState::contacts`] / [`TapkeyState::grants`] (neither ever shrinks:
+/// grants are revoked, not deleted) plus the active-grant count per owner (the 402 limit).
+#[derive(Debug, Default)]
+struct Index {
+    contact_by_ident: HashMap<(String, String), usize>,
+    contact_by_id: HashMap<String, usize>,
+    grant_by_id: HashMap<String, usize>,
+    grants_by_contact: HashMap<String, Vec<usize>>,
+    active_by_owner: HashMap<String, usize>,
+}
+
+impl TapkeyState {
+    /// The owner's contact with this identifier (e-mail, case-insensitive).
+    pub(crate) fn contact_by_identifier(&self, owner: &str, identifier: &str) -> Option<usize> {
+        self.index
+            .contact_by_ident
+            .get(&(owner.to_owned(), identifier.to_ascii_lowercase()))
+            .copied()
+    }
+
+    /// Position of the owner's contact with this id.
+    pub(crate) fn contact_position(&self, owner: &str, id: &str) -> Option<usize> {
+        let at = *self.index.contact_by_id.get(id)?;
+        (self.contacts.get(at)?.owner_id == owner).then_some(at)
+    }
+
+    /// The owner's contact with this id.
+    pub(crate) fn contact_by_id(&self, owner: &str, id: &str) -> Option<&Contact> {
+        self.contacts.get(self.contact_position(owner, id)?)
+    }
+
+    /// Adds a contact (the caller checked that its identifier is new for the owner).
+    pub(crate) fn push_contact(&mut self, c: Contact) {
+        let at = self.contacts.len();
+        self.index
+            .contact_by_ident
+            .insert((c.owner_id.clone(), c.identifier.to_ascii_lowercase()), at);
+        self.index.contact_by_id.insert(c.id.clone(), at);
+        self.contacts.push(c);
+    }
+
+    /// Positions of a contact's grants, oldest first.
+    pub(crate) fn grants_of_contact(&self, contact_id: &str) -> &[usize] {
+        self.index
+            .grants_by_contact
+            .get(contact_id)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+    }
+
+    /// Position of the owner's grant with this id.
+    pub(crate) fn grant_by_id(&self, owner: &str, id: &str) -> Option<usize> {
+        let at = *self.index.grant_by_id.get(id)?;
+        (self.grants.get(at)?.owner_account_id == owner).then_some(at)
+    }
+
+    /// Active grants of an owner.
+    pub(crate) fn active_grants_of_owner(&self, owner: &str) -> usize {
+        self.index.active_by_owner.get(owner).copied().unwrap_or(0)
+    }
+
+    /// Adds a grant.
+    pub(crate) fn push_grant(&mut self, g: Grant) {
+        let at = self.grants.len();
+        self.index.grant_by_id.insert(g.id.clone(), at);
+        self.index
+            .grants_by_contact
+            .entry(g.contact_id.clone())
+            .or_default()
+            .push(at);
+        if g.active {
+            *self
+                .index
+                .active_by_owner
+                .entry(g.owner_account_id.clone())
+                .or_default() += 1;
+        }
+        self.grants.push(g);
+    }
+
+    /// Revokes the grant at `at`; false when it was not active.
+    pub(crate) fn revoke_at(&mut self, at: usize) -> bool {
+        let Some(g) = self.grants.get_mut(at) else {
+            return false;
+        };
+        if !g.active {
+            return false;
+        }
+        g.active = false;
+        g.state = "Revoked".to_owned();
+        if let Some(n) = self.index.active_by_owner.get_mut(&g.owner_account_id) {
+            *n = n.saturating_sub(1);
+        }
+        true
+    }
 }
 
 /// Fixture document for [`SimState::seed_tapkey`] / `POST /seed/tapkey` (upsert by id).
