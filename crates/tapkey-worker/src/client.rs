@@ -1,7 +1,7 @@
 //! The Tapkey Web API client — the only module that knows Tapkey's wire format
 //! (shared/VENDORS.md: contacts by e-mail, grants per bound lock, revoke).
 
-use std::sync::Arc;
+use std::{collections::HashMap, sync::Arc};
 
 use accesshub_connections::TapkeySettings;
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -68,12 +68,23 @@ fn lit(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
+/// Most cached contact ids per client (the cache is cleared when it is full).
+const CONTACT_CACHE_MAX: usize = 100_000;
+
+/// (lower-case e-mail, title) → contact id.
+type ContactCache = std::sync::Mutex<HashMap<(String, Option<String>), String>>;
+
 /// One owner account of one connection.
 #[derive(Debug)]
 pub struct TapkeyClient {
     http: AuthedClient,
     api: String,
     owner: String,
+    /// Contacts this client has created or confirmed (PUT answered), keyed with the title
+    /// sent, so a repeat holder costs no PUT and a changed name still updates the title.
+    /// A PUT is create-or-return, so skipping it for a known contact changes nothing at
+    /// Tapkey; a contact deleted there makes the grant PUT fail, and the caller forgets it.
+    contacts: ContactCache,
 }
 
 impl TapkeyClient {
@@ -93,7 +104,45 @@ impl TapkeyClient {
             http,
             api: format!("{}/api/v1", s.base_url.trim_end_matches('/')),
             owner: s.owner_account_id.clone(),
+            contacts: ContactCache::default(),
         })
+    }
+
+    fn contact_key(email: &str, title: Option<&str>) -> (String, Option<String>) {
+        (email.to_ascii_lowercase(), title.map(str::to_owned))
+    }
+
+    /// The contact id for `email` (and `title`): from the cache, else by [`Self::put_contact`].
+    /// The flag says whether it came from the cache (see [`Self::forget_contact`]).
+    pub async fn ensure_contact(
+        &self,
+        email: &str,
+        title: Option<&str>,
+    ) -> Result<(String, bool), VendorError> {
+        let key = Self::contact_key(email, title);
+        if let Some(id) = self
+            .contacts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
+            return Ok((id.clone(), true));
+        }
+        let c = self.put_contact(email, title).await?;
+        let mut map = self.contacts.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= CONTACT_CACHE_MAX {
+            map.clear();
+        }
+        map.insert(key, c.id.clone());
+        Ok((c.id, false))
+    }
+
+    /// Drops a cached contact id Tapkey no longer knows.
+    pub fn forget_contact(&self, email: &str, title: Option<&str>) {
+        self.contacts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&Self::contact_key(email, title));
     }
 
     fn url(&self, path: &str) -> String {

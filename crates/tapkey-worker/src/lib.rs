@@ -103,13 +103,13 @@ impl Handler for TapkeyHandler {
         let now = Utc::now();
         let wants = pass.wants_access(now);
 
+        let mut cached_contact = false;
         let contact_id = if wants {
-            Some(
-                client
-                    .put_contact(&pass.holder.email, pass.holder.name.as_deref())
-                    .await?
-                    .id,
-            )
+            let (id, cached) = client
+                .ensure_contact(&pass.holder.email, pass.holder.name.as_deref())
+                .await?;
+            cached_contact = cached;
+            Some(id)
         } else {
             match &prev.contact_id {
                 Some(id) => Some(id.clone()),
@@ -172,6 +172,14 @@ impl Handler for TapkeyHandler {
                                     "Tapkey answered 409 for lock {lock} but the grant is not listed yet"
                                 ))
                             })?,
+                        Err(e) if cached_contact && matches!(e.status(), Some(400 | 404)) => {
+                            // The cached contact may be gone at Tapkey: resolve it again on
+                            // the retry (a PUT), instead of dead-lettering a good event.
+                            client.forget_contact(&pass.holder.email, pass.holder.name.as_deref());
+                            return Err(HandlerError::transient(format!(
+                                "grant on lock {lock} refused for cached contact {contact_id}: {e}; resolving the contact again"
+                            )));
+                        }
                         Err(e) => return Err(HandlerError::from(e).context(format!("grant on lock {lock}"))),
                     },
                 };
