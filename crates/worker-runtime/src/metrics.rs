@@ -2,7 +2,7 @@
 
 use accesshub_telemetry::{
     Registry,
-    metrics::{CounterVec, GaugeVec, labels},
+    metrics::{CounterVec, GaugeVec, HistogramVec, labels},
 };
 
 /// Outcome label of `accesshub_worker_messages_total`.
@@ -38,6 +38,7 @@ pub(crate) struct WorkerMetrics {
     pending: GaugeVec,
     dlq_depth: GaugeVec,
     heartbeats: CounterVec,
+    binding_steps: HistogramVec,
 }
 
 impl WorkerMetrics {
@@ -61,6 +62,11 @@ impl WorkerMetrics {
             heartbeats: registry.counter(
                 "accesshub_worker_missed_heartbeats",
                 "Pull requests whose idle heartbeat went missing",
+            ),
+            binding_steps: registry.histogram(
+                "accesshub_worker_binding_step_seconds",
+                "Time a message waited for its booking lock + binding read (step=lock) and for \
+                 its group commit (step=commit), queueing included",
             ),
         }
     }
@@ -87,6 +93,12 @@ impl WorkerMetrics {
         self.dlq_depth
             .get_or_create(&labels([("worker", &self.worker)]))
             .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    pub(crate) fn binding_step(&self, step: &str, d: std::time::Duration) {
+        self.binding_steps
+            .get_or_create(&labels([("worker", &self.worker), ("step", step)]))
+            .observe(d.as_secs_f64());
     }
 
     pub(crate) fn missed_heartbeat(&self) {

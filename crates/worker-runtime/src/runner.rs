@@ -599,7 +599,9 @@ async fn handle<H: Handler>(s: &Shared<H>, m: &Msg<'_>) -> Outcome {
         kind: event.kind().as_str().to_owned(),
         booking_key: event.booking_key.clone(),
     };
+    let asked = Instant::now();
     let locked = with_progress(m.msg, s.cfg.progress_interval, s.store.lock(&key)).await;
+    s.metrics.binding_step("lock", asked.elapsed());
     let (guard, binding) = match locked {
         Ok(l) => l,
         Err(e) => return fail(s, m, Some(&event), e.context("binding")).await,
@@ -646,7 +648,9 @@ async fn handle<H: Handler>(s: &Shared<H>, m: &Msg<'_>) -> Outcome {
                 vendor_ids: outcome.vendor_ids.clone(),
                 status: outcome.status.clone(),
             };
+            let asked = Instant::now();
             let saved = with_progress(m.msg, s.cfg.progress_interval, s.store.commit(rec)).await;
+            s.metrics.binding_step("commit", asked.elapsed());
             drop(guard);
             match saved {
                 Ok(Committed::Recorded) => {}
