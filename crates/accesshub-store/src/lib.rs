@@ -73,6 +73,25 @@ pub fn connect_lazy(database_url: &str, max_connections: u32) -> Result<PgPool, 
         .connect_lazy_with(opts))
 }
 
+/// [`connect_lazy`] for services whose statements carry whole batches as arrays (`UNNEST`,
+/// `= ANY($1)`): every execution is planned with its real parameters. A prepared statement's
+/// generic plan, cached while the tables were empty, picks sequential scans and hash joins
+/// and keeps them after the tables hold millions of rows (until an ANALYZE happens to
+/// invalidate it); planning a batch statement costs far less than one such scan.
+pub fn connect_lazy_batched(
+    database_url: &str,
+    max_connections: u32,
+) -> Result<PgPool, StoreError> {
+    let opts: PgConnectOptions = database_url
+        .parse()
+        .map_err(|e: sqlx::Error| StoreError::Url(e.to_string()))?;
+    let opts = opts.options([("plan_cache_mode", "force_custom_plan")]);
+    Ok(PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_lazy_with(opts))
+}
+
 /// Applies pending migrations.
 pub async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
     MIGRATOR.run(pool).await?;

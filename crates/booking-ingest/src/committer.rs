@@ -22,9 +22,10 @@ use sqlx::PgPool;
 use tokio::sync::{Notify, mpsc, oneshot};
 use uuid::Uuid;
 
-use crate::error::Reject;
+use crate::{error::Reject, metrics::IngestMetrics};
 
-/// Postgres NOTIFY channel that wakes the relays of every replica.
+/// Postgres NOTIFY channel that wakes the relays of every replica (raised by the `outbox`
+/// table's statement trigger, migration `outbox_notify_trigger`).
 pub const OUTBOX_CHANNEL: &str = "accesshub_outbox";
 
 /// How a delivery was answered.
@@ -106,6 +107,7 @@ impl Committers {
         n: usize,
         batch_max: usize,
         wake: Arc<Notify>,
+        metrics: IngestMetrics,
     ) -> (Committers, Vec<tokio::task::JoinHandle<()>>) {
         let mut shards = Vec::new();
         let mut tasks = Vec::new();
@@ -117,6 +119,7 @@ impl Committers {
                 rx,
                 batch_max.max(1),
                 wake.clone(),
+                metrics.clone(),
             )));
         }
         (
@@ -158,13 +161,20 @@ impl Committers {
     }
 }
 
-async fn run(pool: PgPool, mut rx: mpsc::Receiver<Job>, batch_max: usize, wake: Arc<Notify>) {
+async fn run(
+    pool: PgPool,
+    mut rx: mpsc::Receiver<Job>,
+    batch_max: usize,
+    wake: Arc<Notify>,
+    metrics: IngestMetrics,
+) {
     let mut buf = Vec::with_capacity(batch_max);
     loop {
         if rx.recv_many(&mut buf, batch_max).await == 0 {
             break; // every sender dropped: drained
         }
         let batch = std::mem::take(&mut buf);
+        metrics.commit_batch.observe(batch.len() as f64);
         process(&pool, batch, &wake).await;
     }
 }
@@ -462,12 +472,7 @@ async fn write_batch(pool: &PgPool, jobs: &[Job]) -> Result<(Vec<Answer>, bool),
         .await?;
     }
 
-    if !outbox.is_empty() {
-        sqlx::query("SELECT pg_notify($1, '')")
-            .bind(OUTBOX_CHANNEL)
-            .execute(&mut *tx)
-            .await?;
-    }
+    // The outbox's statement trigger NOTIFYs the other replicas' relays at commit.
     tx.commit().await?;
 
     let mut out = Vec::with_capacity(n);

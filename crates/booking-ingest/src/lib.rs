@@ -50,8 +50,8 @@ pub struct IngestConfig {
     pub db_connections: u32,
     /// How long decrypted secrets are cached (`ACCESSHUB_INGEST_SECRET_CACHE`, default 30s).
     pub secret_cache_ttl: Duration,
-    /// Relay settings (`ACCESSHUB_OUTBOX_RETENTION` default 7 days,
-    /// `ACCESSHUB_OUTBOX_POLL` default 500ms).
+    /// Relay settings (`ACCESSHUB_OUTBOX_POLL` default 500ms, `ACCESSHUB_OUTBOX_LINGER`
+    /// default 2ms).
     pub relay: relay::RelayConfig,
     /// Run migrations at start-up (`ACCESSHUB_MIGRATE_ON_START`, default true).
     pub migrate: bool,
@@ -91,8 +91,8 @@ impl IngestConfig {
                 Duration::from_secs(30),
             )?,
             relay: relay::RelayConfig {
-                retention: env_duration("ACCESSHUB_OUTBOX_RETENTION", defaults.retention)?,
                 poll: env_duration("ACCESSHUB_OUTBOX_POLL", defaults.poll)?,
+                linger: env_duration("ACCESSHUB_OUTBOX_LINGER", defaults.linger)?,
                 ..defaults
             },
             migrate: env_or("ACCESSHUB_MIGRATE_ON_START", true)?,
@@ -111,10 +111,7 @@ impl IngestConfig {
             batch_max: 500,
             db_connections: 10,
             secret_cache_ttl: Duration::from_secs(30),
-            relay: relay::RelayConfig {
-                retention: Duration::from_secs(3600),
-                ..relay::RelayConfig::default()
-            },
+            relay: relay::RelayConfig::default(),
             migrate: false,
             nats_ingest: true,
             extra_routes: None,
@@ -236,7 +233,7 @@ impl IngestHandle {
 /// Starts booking-ingest: pool (and migrations), NATS (streams ensured in the background if
 /// NATS is down), committers, relay, NATS ingest and the HTTP server.
 pub async fn start(cfg: IngestConfig) -> Result<IngestHandle, IngestError> {
-    let pool = accesshub_store::connect_lazy(&cfg.common.database_url, cfg.db_connections)?;
+    let pool = accesshub_store::connect_lazy_batched(&cfg.common.database_url, cfg.db_connections)?;
     if cfg.migrate {
         accesshub_store::migrate(&pool).await?;
     }
@@ -263,8 +260,13 @@ pub async fn start(cfg: IngestConfig) -> Result<IngestHandle, IngestError> {
     let registry = Registry::new();
     let metrics = metrics::IngestMetrics::new(&registry);
     let wake = Arc::new(Notify::new());
-    let (committers, committer_tasks) =
-        committer::Committers::start(pool.clone(), cfg.committers, cfg.batch_max, wake.clone());
+    let (committers, committer_tasks) = committer::Committers::start(
+        pool.clone(),
+        cfg.committers,
+        cfg.batch_max,
+        wake.clone(),
+        metrics.clone(),
+    );
     let state = AppState {
         pool: pool.clone(),
         bus: bus.clone(),

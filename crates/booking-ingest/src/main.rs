@@ -2,6 +2,11 @@
 
 use anyhow::Context as _;
 
+/// mimalloc: glibc's malloc (fastbin consolidation under many small, short-lived request
+/// buffers) cost ~20 % of the service's CPU in the ingest profile.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();

@@ -4,7 +4,11 @@ use accesshub_telemetry::{
     Registry,
     metrics::{CounterVec, GaugeVec, labels},
 };
-use prometheus_client::metrics::{counter::Counter, gauge::Gauge};
+use prometheus_client::metrics::{
+    counter::Counter,
+    gauge::Gauge,
+    histogram::{Histogram, exponential_buckets},
+};
 
 /// Counters and gauges of ingest and the outbox.
 #[derive(Clone, Debug)]
@@ -15,6 +19,15 @@ pub struct IngestMetrics {
     pub outbox_published: Counter,
     /// `accesshub_outbox_pending`.
     pub outbox_pending: Gauge,
+    /// `accesshub_ingest_commit_batch_size`: deliveries per group-commit transaction. Small
+    /// batches at high load mean the committers are not amortizing the commit.
+    pub commit_batch: Histogram,
+    /// `accesshub_outbox_relay_batch_size`: rows published per relay pass.
+    pub relay_batch: Histogram,
+}
+
+fn batch_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(1.0, 2.0, 11))
 }
 
 impl IngestMetrics {
@@ -39,6 +52,24 @@ impl IngestMetrics {
             ),
             outbox_published: published.get_or_create(&Vec::new()).clone(),
             outbox_pending: pending.get_or_create(&Vec::new()).clone(),
+            commit_batch: {
+                let h = batch_histogram();
+                registry.register(
+                    "accesshub_ingest_commit_batch_size",
+                    "Deliveries written per group-commit transaction",
+                    h.clone(),
+                );
+                h
+            },
+            relay_batch: {
+                let h = batch_histogram();
+                registry.register(
+                    "accesshub_outbox_relay_batch_size",
+                    "Outbox rows published per relay pass",
+                    h.clone(),
+                );
+                h
+            },
         }
     }
 

@@ -1,6 +1,8 @@
 //! Outbox relay: publishes pending outbox rows in id order to JetStream with `Nats-Msg-Id` =
 //! event id and the event's headers, pipelining the publishes and awaiting every PubAck, then
-//! marks the rows published. Woken at once by this process's committers (a [`Notify`]) and by
+//! deletes the rows (a delete is the cheapest write Postgres has: no new row version and no
+//! index entries, where marking them published copied every payload; the booking's desired
+//! state, which the reconciler repairs from, stays in `bookings`). Woken at once by this process's committers (a [`Notify`]) and by
 //! other replicas' commits (Postgres `LISTEN`), with a fallback poll. Replicas claim rows with
 //! `FOR UPDATE SKIP LOCKED`; a crash after publish and before the mark re-publishes, which
 //! JetStream's de-duplication absorbs. With NATS down rows wait and the relay backs off.
@@ -29,12 +31,13 @@ pub struct RelayConfig {
     pub batch: i64,
     /// Fallback poll when no wake-up arrives.
     pub poll: Duration,
-    /// Published rows older than this are deleted.
-    pub retention: Duration,
     /// Longest backoff while NATS or Postgres is failing.
     pub max_backoff: Duration,
     /// How long to wait for a PubAck.
     pub ack_timeout: Duration,
+    /// Least time between two passes started by wake-ups: under load one pass carries the
+    /// rows of many commits instead of one pass (four statements) per commit.
+    pub linger: Duration,
 }
 
 impl Default for RelayConfig {
@@ -42,9 +45,9 @@ impl Default for RelayConfig {
         RelayConfig {
             batch: 1000,
             poll: Duration::from_millis(500),
-            retention: Duration::from_secs(7 * 24 * 3600),
             max_backoff: Duration::from_secs(5),
             ack_timeout: Duration::from_secs(5),
+            linger: Duration::from_millis(2),
         }
     }
 }
@@ -97,7 +100,6 @@ pub struct Relay {
     cfg: RelayConfig,
     metrics: IngestMetrics,
     last_gauge: Option<Instant>,
-    last_cleanup: Option<Instant>,
 }
 
 impl std::fmt::Debug for Relay {
@@ -121,7 +123,6 @@ impl Relay {
             cfg,
             metrics,
             last_gauge: None,
-            last_cleanup: None,
         }
     }
 
@@ -129,7 +130,14 @@ impl Relay {
     pub async fn run(mut self, wake: Arc<Notify>, stop: CancellationToken) {
         let listener = tokio::spawn(listen(self.pool.clone(), wake.clone(), stop.clone()));
         let mut backoff = Duration::from_millis(100);
+        let mut last_pass: Option<Instant> = None;
         loop {
+            if let Some(since) = last_pass.map(|t| t.elapsed())
+                && since < self.cfg.linger
+            {
+                tokio::time::sleep(self.cfg.linger - since).await;
+            }
+            last_pass = Some(Instant::now());
             let mut wait = self.cfg.poll;
             match self.pass().await {
                 Ok(n) if n as i64 >= self.cfg.batch => {
@@ -237,7 +245,7 @@ impl Relay {
             .filter_map(|(id, e)| e.map(|e| (id, e)))
             .collect();
         if !ok.is_empty() {
-            sqlx::query("UPDATE outbox SET published_at = now() WHERE id = ANY($1)")
+            sqlx::query("DELETE FROM outbox WHERE id = ANY($1)")
                 .bind(&ok)
                 .execute(&mut *tx)
                 .await?;
@@ -254,6 +262,7 @@ impl Relay {
         }
         tx.commit().await?;
         self.metrics.outbox_published.inc_by(ok.len() as u64);
+        self.metrics.relay_batch.observe(total as f64);
         if let Some((_, first)) = failed.first() {
             return Err(RelayError::Publish {
                 failed: failed.len(),
@@ -277,27 +286,6 @@ impl Relay {
             .await
             {
                 self.metrics.outbox_pending.set(n);
-            }
-        }
-        if self
-            .last_cleanup
-            .is_none_or(|t| t.elapsed() > Duration::from_secs(60))
-        {
-            self.last_cleanup = Some(Instant::now());
-            let secs = self.cfg.retention.as_secs_f64();
-            match sqlx::query(
-                "DELETE FROM outbox WHERE published_at IS NOT NULL \
-                 AND published_at < now() - make_interval(secs => $1)",
-            )
-            .bind(secs)
-            .execute(&self.pool)
-            .await
-            {
-                Ok(r) if r.rows_affected() > 0 => {
-                    tracing::info!(deleted = r.rows_affected(), "outbox retention cleanup");
-                }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "outbox retention cleanup failed"),
             }
         }
     }

@@ -5,6 +5,7 @@
 //! `BENCH_SECS` (default 10) and `BENCH_CONCURRENCY` (default 256) tune it.
 
 use std::{
+    collections::HashMap,
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -16,6 +17,11 @@ use accesshub_bench::{ms, percentile, write_section};
 use accesshub_store::SecretBox;
 use anyhow::Context as _;
 use booking_ingest::{IngestConfig, SourceRegistration};
+
+/// mimalloc: glibc's malloc (fastbin consolidation under many small, short-lived request
+/// buffers) cost ~20 % of the service's CPU in the ingest profile.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const SECRET: &str = "bench-secret";
 const TENANT: &str = "bench";
@@ -80,6 +86,55 @@ async fn raw_commits(pool: &sqlx::PgPool, secs: u64) -> anyhow::Result<f64> {
     Ok(count.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64())
 }
 
+/// CPU seconds (user + system) a process has used so far, from `/proc/<pid>/stat`.
+fn proc_cpu_secs(pid: &str) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the command name (which may hold spaces): state is the 1st, utime the 12th.
+    let rest = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0 // USER_HZ is 100 on Linux
+}
+
+/// CPU used so far by this process, by the Postgres backends serving this database, and by
+/// nats-server: per-request CPU is what the machine's other load does not distort.
+async fn cpu_snapshot(pool: &sqlx::PgPool) -> (f64, HashMap<String, f64>, f64) {
+    let own = proc_cpu_secs("self");
+    let pids: Vec<(i32,)> =
+        sqlx::query_as("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
+            .fetch_all(pool)
+            .await
+            .unwrap_or_default();
+    let pg = pids
+        .into_iter()
+        .map(|(p,)| (p.to_string(), proc_cpu_secs(&p.to_string())))
+        .collect();
+    let nats = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            std::fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim() == "nats-server")
+        })
+        .map(|e| proc_cpu_secs(&e.file_name().to_string_lossy()))
+        .sum();
+    (own, pg, nats)
+}
+
+/// CPU seconds between two snapshots: (this process, Postgres backends, nats-server).
+fn cpu_delta(
+    a: &(f64, HashMap<String, f64>, f64),
+    b: &(f64, HashMap<String, f64>, f64),
+) -> (f64, f64, f64) {
+    let pg =
+        b.1.iter()
+            .map(|(pid, v)| v - a.1.get(pid).copied().unwrap_or(0.0))
+            .sum();
+    (b.0 - a.0, pg, b.2 - a.2)
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -117,7 +172,10 @@ async fn main() -> anyhow::Result<()> {
     let commit_rate = raw_commits(&db.pool, secs.min(5)).await?;
 
     let mut cfg = IngestConfig::for_test(common.clone(), sbox);
-    cfg.committers = 4;
+    cfg.committers = std::env::var("BENCH_COMMITTERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(cfg.committers);
     cfg.db_connections = 16;
     let handle = booking_ingest::start(cfg).await.context("start ingest")?;
     let url = format!("http://{}/webhooks/connecx/{TENANT}", handle.addr());
@@ -156,6 +214,7 @@ async fn main() -> anyhow::Result<()> {
             }
         }));
     }
+    let cpu_before = cpu_snapshot(&db.pool).await;
     let start = Instant::now();
     tokio::time::sleep(Duration::from_secs(secs)).await;
     stop.store(true, Ordering::Relaxed);
@@ -163,7 +222,30 @@ async fn main() -> anyhow::Result<()> {
         let _ = t.await;
     }
     let elapsed = start.elapsed().as_secs_f64();
+    let cpu_after = cpu_snapshot(&db.pool).await;
+    let metrics_text = handle.registry().encode();
+    let mean = |name: &str| {
+        let get = |suffix: &str| {
+            metrics_text
+                .lines()
+                .find(|l| l.starts_with(&format!("{name}_{suffix} ")))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        get("sum") / get("count").max(1.0)
+    };
+    let commit_batch = mean("accesshub_ingest_commit_batch_size");
+    let relay_batch = mean("accesshub_outbox_relay_batch_size");
     let accepted = ok.load(Ordering::Relaxed);
+    let (cpu_own, cpu_pg, cpu_nats) = cpu_delta(&cpu_before, &cpu_after);
+    let per_req = |cpu: f64| cpu * 1e6 / (accepted.max(1) as f64);
+    let cpu_total_us = per_req(cpu_own + cpu_pg + cpu_nats);
+    let capacity = 2.0 * 1e6 / cpu_total_us.max(1.0);
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_default();
     let rate = accepted as f64 / elapsed;
     let failed = bad.load(Ordering::Relaxed);
 
@@ -233,10 +315,17 @@ async fn main() -> anyhow::Result<()> {
          | measure | result |\n|---|---|\n\
          | PostgreSQL single-row INSERT + COMMIT (8 connections, same run) | {commit_rate:.0} commits/s |\n\
          | durable webhook accepts, {conc} concurrent clients, {secs} s | **{rate:.0} accepted/s** ({accepted} accepted, {failed} not 202) |\n\
+         | CPU per accepted webhook during the burst: bench process (clients + service) / Postgres backends / nats-server | {own:.0} µs / {pg:.0} µs / {nats:.0} µs |\n\
+         | mean deliveries per commit / rows per relay pass (whole run) | {commit_batch:.1} / {relay_batch:.1} |\n\
+         | → ceiling on 2 otherwise idle cores (2 CPU-s ÷ CPU per webhook) | {capacity:.0} accepted/s |\n\
+         | load average (1 min) at the end of the burst | {load} |\n\
          | outbox drained to JetStream after the burst | {drain} |\n\
          | fixed rate 2,000 req/s ({achieved:.0}/s achieved), {secs} s: p50 / p99 / max | {p50} / {p99} / {max} ({lat_fail} not 202) |\n\
          | events in BOOKINGS at the end (file storage) | {events} |\n",
         drain = ms(drain),
+        own = per_req(cpu_own),
+        pg = per_req(cpu_pg),
+        nats = per_req(cpu_nats),
         p50 = ms(p50),
         p99 = ms(p99),
         max = ms(max),

@@ -156,6 +156,18 @@ impl Env {
         out
     }
 
+    /// Events the service wrote to its outbox, once the relay has published them all: the
+    /// relay deletes a row after its PubAck, so this waits for an empty outbox and counts
+    /// BOOKINGS (event ids are unique, so JetStream's dedupe folds nothing here).
+    pub async fn events_written(&self) -> u64 {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.count("outbox").await > 0 {
+            assert!(Instant::now() < deadline, "outbox not drained");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.stream_count().await
+    }
+
     pub async fn stream_count(&self) -> u64 {
         let name = self.bus.bus.stream_name("BOOKINGS");
         let stream = self.bus.bus.js.get_stream(&name).await.unwrap();
