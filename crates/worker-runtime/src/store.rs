@@ -6,8 +6,7 @@
 //! at the database's single-row commit rate. Here the lanes hand their requests to two tasks
 //! that each execute whatever has queued as one statement:
 //!
-//! - The **lock tasks** (a few; a booking always goes to the same one) each own a dedicated
-//!   connection. One takes *session-level* advisory locks
+//! - The **lock task** owns one dedicated connection. It takes *session-level* advisory locks
 //!   (`pg_try_advisory_lock`, the same key as before) for a batch of bookings in one
 //!   statement, then reads the locked bookings' bindings in a second statement — a snapshot
 //!   taken after the locks, so a record another replica committed before releasing its lock
@@ -21,7 +20,7 @@
 //!   its commit before.
 //! - The **committer** writes the records of a batch of lanes with one
 //!   `INSERT … SELECT FROM unnest(…) ON CONFLICT DO UPDATE … WHERE applied_revision <=
-//!   EXCLUDED.applied_revision`: one statement, one WAL flush for the batch (a few batches in flight at once). The guard keeps
+//!   EXCLUDED.applied_revision`: one statement, one WAL flush for the batch. The guard keeps
 //!   records monotonic even if a lock was lost unnoticed (a guarded-out row is reported, not
 //!   recorded). A failing batch is retried row by row, so one bad row fails alone. Each lane
 //!   waits for its own row before it acks: vendor call → durable record → ack.
@@ -49,12 +48,6 @@ use crate::{
 
 /// Most requests one statement carries.
 const MAX_BATCH: usize = 512;
-/// Lock connections; a booking always maps to the same one (its unlock must reach the session
-/// holding it), so batches of different bookings are locked in parallel.
-const LOCK_SHARDS: usize = 4;
-/// Group commits in flight at once: while one waits for its WAL flush the next batch is
-/// already on its way (Postgres flushes concurrent commits together).
-const COMMITS_IN_FLIGHT: usize = 4;
 
 type LockReply = oneshot::Sender<Result<(bool, Option<Binding>, u64), HandlerError>>;
 
@@ -82,18 +75,12 @@ pub(crate) enum Committed {
 
 type CommitReply = oneshot::Sender<Result<Committed, HandlerError>>;
 
-/// One lock connection's task: its queue and its session epoch.
-#[derive(Clone)]
-struct LockShard {
-    tx: mpsc::UnboundedSender<LockMsg>,
-    epoch: Arc<AtomicU64>,
-}
-
-/// Handle to the lock tasks and the committer (cheap to clone).
+/// Handle to the lock task and the committer (cheap to clone).
 #[derive(Clone)]
 pub(crate) struct BindingStore {
-    shards: Vec<LockShard>,
+    locks: mpsc::UnboundedSender<LockMsg>,
     commits: mpsc::UnboundedSender<(Record, CommitReply)>,
+    epoch: Arc<AtomicU64>,
 }
 
 /// Holds one booking's lock; dropping it queues the unlock (also on cancellation or panic).
@@ -136,26 +123,16 @@ impl BindingStore {
     /// Starts the two tasks in `tasks` (they stop when every handle is dropped, or with the
     /// set).
     pub(crate) fn start(pool: PgPool, tasks: &mut JoinSet<()>) -> Self {
-        let shards = (0..LOCK_SHARDS)
-            .map(|_| {
-                let (tx, rx) = mpsc::unbounded_channel();
-                let epoch = Arc::new(AtomicU64::new(0));
-                tasks.spawn(lock_task(pool.clone(), rx, epoch.clone()));
-                LockShard { tx, epoch }
-            })
-            .collect();
+        let (locks, lock_rx) = mpsc::unbounded_channel();
         let (commits, commit_rx) = mpsc::unbounded_channel();
+        let epoch = Arc::new(AtomicU64::new(0));
+        tasks.spawn(lock_task(pool.clone(), lock_rx, epoch.clone()));
         tasks.spawn(commit_task(pool, commit_rx));
-        BindingStore { shards, commits }
-    }
-
-    fn shard(&self, key: &BindingKey) -> Option<&LockShard> {
-        use std::hash::{Hash as _, Hasher as _};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        key.hash(&mut h);
-        let n = u64::try_from(self.shards.len()).unwrap_or(1).max(1);
-        self.shards
-            .get(usize::try_from(h.finish() % n).unwrap_or(0))
+        BindingStore {
+            locks,
+            commits,
+            epoch,
+        }
     }
 
     /// Tries once to lock `key` and read its binding; `None` while another session (replica)
@@ -164,10 +141,8 @@ impl BindingStore {
         &self,
         key: &BindingKey,
     ) -> Result<Option<(LockGuard, Option<Binding>)>, HandlerError> {
-        let shard = self.shard(key).ok_or_else(gone)?;
         let (tx, rx) = oneshot::channel();
-        shard
-            .tx
+        self.locks
             .send(LockMsg::Lock(key.clone(), tx))
             .map_err(|_| gone())?;
         let (held, binding, epoch) = rx.await.map_err(|_| gone())??;
@@ -177,8 +152,8 @@ impl BindingStore {
         let guard = LockGuard {
             key: Some(key.clone()),
             epoch,
-            tx: shard.tx.clone(),
-            current: shard.epoch.clone(),
+            tx: self.locks.clone(),
+            current: self.epoch.clone(),
         };
         Ok(Some((guard, binding)))
     }
@@ -388,38 +363,20 @@ fn outcome(recorded: &HashSet<BindingKey>, key: &BindingKey) -> Committed {
 }
 
 async fn commit_task(pool: PgPool, mut rx: mpsc::UnboundedReceiver<(Record, CommitReply)>) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(COMMITS_IN_FLIGHT));
-    // Dropped (aborting the writes) with this task, like a crash would.
-    let mut writes = JoinSet::new();
     let mut buf = Vec::with_capacity(MAX_BATCH);
-    loop {
-        // Take a slot first: while every slot is busy, requests pile up into a bigger batch.
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            return;
-        };
-        while writes.try_join_next().is_some() {}
-        if rx.recv_many(&mut buf, MAX_BATCH).await == 0 {
-            break;
+    while rx.recv_many(&mut buf, MAX_BATCH).await > 0 {
+        // A lane has at most one record in flight, so keys are distinct; should one repeat
+        // anyway, it goes into the next statement (one row may be upserted once per statement).
+        let mut rest: Vec<(Record, CommitReply)> = std::mem::take(&mut buf);
+        while !rest.is_empty() {
+            let mut seen = HashSet::new();
+            let (chunk, later): (Vec<_>, Vec<_>) = rest
+                .into_iter()
+                .partition(|(r, _)| seen.insert(r.key.clone()));
+            rest = later;
+            commit_chunk(&pool, chunk).await;
         }
-        let batch: Vec<(Record, CommitReply)> = std::mem::take(&mut buf);
-        let pool = pool.clone();
-        writes.spawn(async move {
-            // A lane has at most one record in flight, so keys are distinct (also across the
-            // batches in flight); should one repeat anyway, it goes into the next statement
-            // (a row may be upserted once per statement).
-            let mut rest = batch;
-            while !rest.is_empty() {
-                let mut seen = HashSet::new();
-                let (chunk, later): (Vec<_>, Vec<_>) = rest
-                    .into_iter()
-                    .partition(|(r, _)| seen.insert(r.key.clone()));
-                rest = later;
-                commit_chunk(&pool, chunk).await;
-            }
-            drop(slot);
-        });
     }
-    while writes.join_next().await.is_some() {}
 }
 
 async fn commit_chunk(pool: &PgPool, chunk: Vec<(Record, CommitReply)>) {
