@@ -133,6 +133,9 @@ impl DormakabaHandler {
         if forced && ops.is_empty() && plan::access_wanted(&d, Utc::now()) && rec.live() {
             ops.push(Op::ExtendCheckOut);
         }
+        if ctx.attempt > 1 {
+            plan::cancel_before_resend(&mut ops);
+        }
         let limiter = Limiter(&ctx.rate_limiter);
         let result = match execute(&client, &limiter, &d, &mut rec, &ops, s.key_size).await {
             // The lock system lost the booking our record says exists (removed by hand at the
@@ -256,7 +259,7 @@ impl DormakabaHandler {
         let mut rec = load_record(&mut tx, tenant, &req.reservation_key)
             .await
             .map_err(StoreError::from)?;
-        let ops = match plan::plan_key_request(req, &d, &rec, s) {
+        let mut ops = match plan::plan_key_request(req, &d, &rec, s) {
             Ok(ops) => ops,
             Err(e) => return Err(self.fail(ctx, tenant, req, e.into()).await),
         };
@@ -275,6 +278,9 @@ impl DormakabaHandler {
             return Err(self
                 .fail(ctx, tenant, req, HandlerError::permanent(msg))
                 .await);
+        }
+        if interrupted {
+            plan::cancel_before_resend(&mut ops);
         }
         keyreq::mark_in_flight(&self.pool, tenant, req).await?;
         let limiter = Limiter(&ctx.rate_limiter);

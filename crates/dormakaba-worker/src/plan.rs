@@ -357,6 +357,24 @@ pub fn plan_reservation(d: &Desired, rec: &LockRecord) -> Result<Vec<Op>, PlanEr
     Ok(ops)
 }
 
+/// Messenger cannot say whether a mobile key was sent. A redelivered event may follow an
+/// attempt that sent the key and then could not record it (worker killed, Postgres down), so
+/// on a redelivery every `IssueMobileKey` is preceded by a `CancelMobileKey` of the same
+/// target: the guest ends with exactly one working key (at worst notified twice) instead of
+/// two live ones. Cancelling a key that was never sent is a no-op at the lock system.
+pub fn cancel_before_resend(ops: &mut Vec<Op>) {
+    let mut out = Vec::with_capacity(ops.len() + 1);
+    for op in ops.drain(..) {
+        if let Op::IssueMobileKey(m) = &op
+            && !matches!(out.last(), Some(Op::CancelMobileKey(c)) if c == m)
+        {
+            out.push(Op::CancelMobileKey(m.clone()));
+        }
+        out.push(op);
+    }
+    *ops = out;
+}
+
 /// Fault reasons meaning the lock system holds no live booking for the `ReservationID`:
 /// removed by hand at the front desk (`ReservationNotFound`) or checked out
 /// (`ReservationCheckedOut`).
@@ -934,5 +952,36 @@ mod tests {
                 Op::IssueMobileKey(mobile.mobile.clone().unwrap())
             ]
         );
+    }
+
+    #[test]
+    fn a_resent_mobile_key_cancels_the_possibly_sent_one_first() {
+        let m = MobileTarget {
+            room: "101".into(),
+            surname: "Doe".into(),
+            phone: "+31612345678".into(),
+        };
+        let mut ops = vec![
+            Op::CreateBooking {
+                encoder: NO_CARD_ENCODER.into(),
+                key_count: 0,
+            },
+            Op::IssueMobileKey(m.clone()),
+        ];
+        cancel_before_resend(&mut ops);
+        assert_eq!(ops[1], Op::CancelMobileKey(m.clone()));
+        assert_eq!(ops[2], Op::IssueMobileKey(m.clone()));
+        assert_eq!(ops.len(), 3);
+        // Already cancelling that target (a changed key): no second cancel.
+        let mut ops = vec![
+            Op::CancelMobileKey(m.clone()),
+            Op::IssueMobileKey(m.clone()),
+        ];
+        cancel_before_resend(&mut ops);
+        assert_eq!(ops.len(), 2);
+        // Nothing to resend: unchanged.
+        let mut ops = vec![Op::ExtendCheckOut];
+        cancel_before_resend(&mut ops);
+        assert_eq!(ops, vec![Op::ExtendCheckOut]);
     }
 }

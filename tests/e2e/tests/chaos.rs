@@ -60,6 +60,14 @@ const GONE: Want = Want {
     created: 0..=1,
 };
 
+/// A mobile key: exactly one live. Messenger cannot say whether a key was sent, so after an
+/// attempt that sent it and could not record it (worker killed, Postgres down) the worker
+/// cancels that key and sends it again: sent at most twice, never two live.
+const MOBILE_KEY: Want = Want {
+    live: 1,
+    created: 1..=2,
+};
+
 /// Per vendor object: (live now, ever created).
 type Tally = BTreeMap<String, (usize, usize)>;
 
@@ -165,7 +173,7 @@ impl Flow {
             Flow::Cloudpass => vec![(format!("ah:{TENANT}:reservation:{key}:{}", plate(i)), ONCE)],
             Flow::Dormakaba => {
                 let rid = format!("{TENANT}-{key}");
-                vec![(format!("{rid} mobile key"), ONCE), (rid, ONCE)]
+                vec![(format!("{rid} mobile key"), MOBILE_KEY), (rid, ONCE)]
             }
             Flow::Ipassan => {
                 let at_slot = |n| format!("ah:{TENANT}:facility:{key}@{}", slot(n).0);
