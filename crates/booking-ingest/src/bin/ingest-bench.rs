@@ -2,7 +2,8 @@
 //! raw PostgreSQL single-row commits measured in the same run. Starts booking-ingest
 //! in-process on a fresh database and NATS namespace; writes the "## Ingest" section of
 //! BENCHMARKS.md. Run in release: `cargo run --release -p booking-ingest --bin ingest-bench`.
-//! `BENCH_SECS` (default 10) and `BENCH_CONCURRENCY` (default 256) tune it.
+//! `BENCH_SECS` (default 10), `BENCH_CONCURRENCY` (default 512) and `BENCH_COMMITTERS`
+//! (default 8, the service's default) tune it.
 
 use std::{
     collections::HashMap,
@@ -148,7 +149,7 @@ async fn main() -> anyhow::Result<()> {
     let conc: usize = std::env::var("BENCH_CONCURRENCY")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(256);
+        .unwrap_or(512);
     let db = accesshub_testkit::TestDb::new().await;
     let namespace = format!("bench{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let mut common =
@@ -175,7 +176,8 @@ async fn main() -> anyhow::Result<()> {
     cfg.committers = std::env::var("BENCH_COMMITTERS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(cfg.committers);
+        .unwrap_or(8);
+    let committers = cfg.committers;
     cfg.db_connections = 16;
     let handle = booking_ingest::start(cfg).await.context("start ingest")?;
     let url = format!("http://{}/webhooks/connecx/{TENANT}", handle.addr());
@@ -310,7 +312,7 @@ async fn main() -> anyhow::Result<()> {
 
     let body = format!(
         "`cargo run --release -p booking-ingest --bin ingest-bench` — booking-ingest in-process \
-         (4 committers, batches ≤ 500, 16 DB connections), connecX webhooks signed per request, \
+         ({committers} committers, batches ≤ 500, 16 DB connections), connecX webhooks signed per request, \
          HTTP/1.1 over loopback; clients, service, PostgreSQL and NATS share the machine.\n\n\
          | measure | result |\n|---|---|\n\
          | PostgreSQL single-row INSERT + COMMIT (8 connections, same run) | {commit_rate:.0} commits/s |\n\
