@@ -87,6 +87,11 @@ impl ConnectionCache {
         Ok(pick_for_site(&list, site).cloned())
     }
 
+    /// Whether the tenant has any connection to `vendor`, enabled or not.
+    pub async fn has_any(&self, tenant: &str, vendor: Vendor) -> Result<bool, ConnectionError> {
+        Ok(!self.load(tenant, vendor).await?.is_empty())
+    }
+
     /// One connection by name (enabled or not).
     pub async fn get(
         &self,

@@ -585,6 +585,15 @@ async fn handle<H: Handler>(s: &Shared<H>, m: &Msg<'_>) -> Outcome {
     {
         Ok(Some(c)) => Arc::new(c),
         Ok(None) => {
+            match s.cfg.connections.uses_vendor(&event.tenant, vendor).await {
+                Ok(false) => {
+                    tracing::debug!(tenant = %event.tenant, "tenant has no connection to this vendor; skipped");
+                    ack(m.msg).await;
+                    return Outcome::Skipped;
+                }
+                Ok(true) => {}
+                Err(e) => return fail(s, m, Some(&event), e.into()).await,
+            }
             let err = HandlerError::permanent(format!(
                 "no enabled {vendor} connection for tenant {:?} serving site {:?}: configure one (accessctl connections)",
                 event.tenant, event.site

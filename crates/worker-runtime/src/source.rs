@@ -29,14 +29,29 @@ impl Classify for SourceError {
 
 /// Finds the tenant's enabled connection to `vendor` serving `site`.
 pub trait ConnectionSource: Send + Sync + 'static {
-    /// `None` when the tenant has no such connection (the event is then dead-lettered: an
-    /// operator must configure the mapping).
+    /// `None` when the tenant has no such connection: the event is then dead-lettered (an
+    /// operator must configure the mapping), unless the tenant does not use this vendor at
+    /// all ([`ConnectionSource::uses_vendor`]).
     fn for_site<'a>(
         &'a self,
         tenant: &'a str,
         vendor: Vendor,
         site: &'a str,
     ) -> BoxFuture<'a, Result<Option<Connection>, SourceError>>;
+
+    /// Whether the tenant has any connection (enabled or not) to `vendor`. Every worker sees
+    /// every booking of its kinds: a tenant that does not use this vendor at all is skipped,
+    /// not dead-lettered; one that has a connection but none serving the site (or only a
+    /// disabled one) is dead-lettered so the event can be replayed once it is configured.
+    /// The default says yes, which keeps dead-lettering.
+    fn uses_vendor<'a>(
+        &'a self,
+        tenant: &'a str,
+        vendor: Vendor,
+    ) -> BoxFuture<'a, Result<bool, SourceError>> {
+        let _ = (tenant, vendor);
+        Box::pin(async { Ok(true) })
+    }
 
     /// The tenant's connection to `vendor` called `name` (reconciler removal commands name
     /// the connection, not a site). The default finds none, so such commands dead-letter
@@ -82,6 +97,18 @@ impl StaticConnections {
 }
 
 impl ConnectionSource for StaticConnections {
+    fn uses_vendor<'a>(
+        &'a self,
+        tenant: &'a str,
+        vendor: Vendor,
+    ) -> BoxFuture<'a, Result<bool, SourceError>> {
+        let any = self
+            .list
+            .iter()
+            .any(|c| c.tenant == tenant && c.vendor() == vendor);
+        Box::pin(async move { Ok(any) })
+    }
+
     fn for_site<'a>(
         &'a self,
         tenant: &'a str,
@@ -124,6 +151,14 @@ impl From<ConnectionError> for SourceError {
 /// `accessctl apply` reaches the worker within the cache TTL, or at once when the store's
 /// change notification arrives (when [`ConnectionCache::listen`] runs, as in `serve_main`).
 impl ConnectionSource for ConnectionCache {
+    fn uses_vendor<'a>(
+        &'a self,
+        tenant: &'a str,
+        vendor: Vendor,
+    ) -> BoxFuture<'a, Result<bool, SourceError>> {
+        Box::pin(async move { Ok(self.has_any(tenant, vendor).await?) })
+    }
+
     fn for_site<'a>(
         &'a self,
         tenant: &'a str,

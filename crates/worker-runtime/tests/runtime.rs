@@ -144,7 +144,16 @@ impl Env {
     fn config(&self) -> WorkerConfig {
         WorkerConfig::for_test(
             self.tb.config("test-worker", &self.db.url),
-            Arc::new(StaticConnections::new(vec![connection()])),
+            Arc::new(StaticConnections::new(vec![
+                connection(),
+                // initech uses Tapkey, but only at its annex: its events at "hq" have no
+                // connection serving them.
+                Connection {
+                    tenant: "initech".into(),
+                    sites: vec!["annex".into()],
+                    ..connection()
+                },
+            ])),
         )
     }
 
@@ -477,7 +486,11 @@ async fn poison_payload_and_missing_connection_are_dead_lettered_without_blockin
     hm.insert(headers::TENANT, "acme");
     env.publish_raw(&poison_subject, b"{not json".to_vec(), hm)
         .await;
-    let other = env.event("globex", "nocon", 1);
+    // globex has no Tapkey connection at all (it uses other vendors): skipped, not a dead
+    // letter. initech has one, but not for this site: dead-lettered, to replay once mapped.
+    let unused = env.event("globex", "other-vendor", 1);
+    env.publish(&unused).await;
+    let other = env.event("initech", "nocon", 1);
     env.publish(&other).await;
     env.publish(&env.event("acme", "after", 1)).await;
     eventually("later event applied", Duration::from_secs(10), || async {
@@ -508,6 +521,20 @@ async fn poison_payload_and_missing_connection_are_dead_lettered_without_blockin
         "{}",
         dl.reason
     );
+    eventually(
+        "the unused vendor's event skipped",
+        Duration::from_secs(10),
+        || async {
+            h.registry().encode().lines().any(|l| {
+                l.starts_with("accesshub_worker_messages_total")
+                    && l.contains("outcome=\"skipped\"")
+                    && !l.ends_with(" 0")
+            })
+        },
+    )
+    .await;
+    assert!(env.dead_letter(&unused.subject()).await.is_none());
+    assert!(env.binding("other-vendor").await.is_none());
     env.finish(h).await;
 }
 
