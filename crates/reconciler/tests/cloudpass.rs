@@ -17,8 +17,7 @@ use std::{
 use accesshub_connections::{
     CloudpassAdministration, CloudpassSettings, Connection, Secret, VendorSettings,
 };
-use accesshub_domain::{Event, EventBody, Guest, Reservation, ReservationStatus, Source, headers};
-use async_nats::jetstream::message::PublishMessage;
+use accesshub_domain::{Event, EventBody, Guest, Reservation, ReservationStatus, Source};
 use chrono::{NaiveDate, NaiveTime};
 use reconciler::{
     Counts, Reconciler, RunStatus, Scope, Settings, Trigger,
@@ -109,18 +108,7 @@ async fn ingest(db: &accesshub_testkit::TestDb, tb: &accesshub_testkit::TestBus,
     .execute(&db.pool)
     .await
     .unwrap();
-    let mut h = async_nats::HeaderMap::new();
-    h.insert(headers::MSG_ID, ev.id.to_string().as_str());
-    let msg = PublishMessage::build()
-        .payload(serde_json::to_vec(ev).unwrap().into())
-        .headers(h);
-    tb.bus
-        .js
-        .send_publish(tb.bus.subject(&ev.subject()), msg)
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+    common::publish(tb, ev).await;
 }
 
 /// An operator working in the CloudPass portal (plain HTTP against the simulator).

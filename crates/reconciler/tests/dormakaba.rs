@@ -17,8 +17,7 @@ use std::{
 use accesshub_connections::{
     Connection, DormakabaProduct, DormakabaSettings, Secret, VendorSettings,
 };
-use accesshub_domain::{Event, EventBody, Guest, Reservation, ReservationStatus, Source, headers};
-use async_nats::jetstream::message::PublishMessage;
+use accesshub_domain::{Event, EventBody, Guest, Reservation, ReservationStatus, Source};
 use chrono::{Days, NaiveTime, Utc};
 use reconciler::{
     Counts, RunStatus, Scope,
@@ -118,18 +117,7 @@ async fn ingest(
     if missed {
         return;
     }
-    let mut h = async_nats::HeaderMap::new();
-    h.insert(headers::MSG_ID, ev.id.to_string().as_str());
-    let msg = PublishMessage::build()
-        .payload(serde_json::to_vec(&ev).unwrap().into())
-        .headers(h);
-    tb.bus
-        .js
-        .send_publish(tb.bus.subject(&ev.subject()), msg)
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+    common::publish(tb, &ev).await;
 }
 
 fn rid(key: &str) -> String {

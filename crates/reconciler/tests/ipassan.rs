@@ -9,10 +9,7 @@ mod common;
 use std::{collections::BTreeMap, sync::Arc};
 
 use accesshub_connections::{Connection, IpassanSettings, Secret, VendorSettings};
-use accesshub_domain::{
-    Event, EventBody, FacilityBooking, FacilityStatus, Resident, Source, headers,
-};
-use async_nats::jetstream::message::PublishMessage;
+use accesshub_domain::{Event, EventBody, FacilityBooking, FacilityStatus, Resident, Source};
 use reconciler::{
     Counts, RunStatus, Scope,
     inventory::{Inventory, ipassan::IpassanInventory},
@@ -82,18 +79,7 @@ async fn ingest(db: &accesshub_testkit::TestDb, tb: &accesshub_testkit::TestBus,
     .execute(&db.pool)
     .await
     .unwrap();
-    let mut h = async_nats::HeaderMap::new();
-    h.insert(headers::MSG_ID, ev.id.to_string().as_str());
-    let msg = PublishMessage::build()
-        .payload(serde_json::to_vec(ev).unwrap().into())
-        .headers(h);
-    tb.bus
-        .js
-        .send_publish(tb.bus.subject(&ev.subject()), msg)
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+    common::publish(tb, ev).await;
 }
 
 fn reference(key: &str) -> String {

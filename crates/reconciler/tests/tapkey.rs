@@ -13,8 +13,7 @@ use std::{
 };
 
 use accesshub_connections::{Connection, Secret, TapkeySettings, VendorSettings};
-use accesshub_domain::{Event, EventBody, Pass, PassHolder, PassStatus, Source, headers};
-use async_nats::jetstream::message::PublishMessage;
+use accesshub_domain::{Event, EventBody, Pass, PassHolder, PassStatus, Source};
 use reconciler::{
     Counts, RunStatus, Scope, Trigger,
     connections::conn_ref,
@@ -98,21 +97,6 @@ async fn store_desired(db: &accesshub_testkit::TestDb, ev: &Event) {
     .execute(&db.pool)
     .await
     .unwrap();
-}
-
-async fn publish(tb: &accesshub_testkit::TestBus, ev: &Event) {
-    let mut h = async_nats::HeaderMap::new();
-    h.insert(headers::MSG_ID, ev.id.to_string().as_str());
-    let msg = PublishMessage::build()
-        .payload(serde_json::to_vec(ev).unwrap().into())
-        .headers(h);
-    tb.bus
-        .js
-        .send_publish(tb.bus.subject(&ev.subject()), msg)
-        .await
-        .unwrap()
-        .await
-        .unwrap();
 }
 
 async fn grants_of(db: &accesshub_testkit::TestDb, key: &str) -> BTreeMap<String, String> {
@@ -236,7 +220,7 @@ async fn revoked_grant_reissued_lost_removal_revoked_foreign_untouched() {
         pass("P4", 1, "day", PassStatus::Active),
     ] {
         store_desired(&db, &ev).await;
-        publish(&tb, &ev).await;
+        common::publish(&tb, &ev).await;
     }
     eventually("grants issued", || async {
         let mut n = 0;

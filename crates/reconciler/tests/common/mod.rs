@@ -58,3 +58,22 @@ pub async fn run(
         .unwrap();
     rec.drain_queue().await.unwrap().pop().unwrap()
 }
+
+/// Publishes `ev` on the namespaced BOOKINGS subject (Msg-Id = event id), as the relay does.
+pub async fn publish(tb: &accesshub_testkit::TestBus, ev: &accesshub_domain::Event) {
+    let mut h = async_nats::HeaderMap::new();
+    h.insert(
+        accesshub_domain::headers::MSG_ID,
+        ev.id.to_string().as_str(),
+    );
+    let msg = async_nats::jetstream::message::PublishMessage::build()
+        .payload(serde_json::to_vec(ev).unwrap().into())
+        .headers(h);
+    tb.bus
+        .js
+        .send_publish(tb.bus.subject(&ev.subject()), msg)
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+}
