@@ -35,6 +35,15 @@ pub fn machine() -> String {
     format!("{cpus} cores ({model}), {mem}")
 }
 
+/// `/proc/loadavg`'s 1/5/15-minute averages, so a figure can be read against how busy the
+/// shared machine was while it was measured.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|| "?".into())
+}
+
 /// Percentile of sorted samples (p in 0..=100).
 pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {

@@ -64,13 +64,20 @@ pub fn db_error_class(e: &sqlx::Error) -> ErrorClass {
 /// Opens a pool. Connections are made lazily so a service starts (and reports not-ready)
 /// while Postgres is down, instead of crash-looping.
 pub fn connect_lazy(database_url: &str, max_connections: u32) -> Result<PgPool, StoreError> {
-    let opts: PgConnectOptions = database_url
+    Ok(lazy_pool(parse_url(database_url)?, max_connections))
+}
+
+fn parse_url(database_url: &str) -> Result<PgConnectOptions, StoreError> {
+    database_url
         .parse()
-        .map_err(|e: sqlx::Error| StoreError::Url(e.to_string()))?;
-    Ok(PgPoolOptions::new()
+        .map_err(|e: sqlx::Error| StoreError::Url(e.to_string()))
+}
+
+fn lazy_pool(opts: PgConnectOptions, max_connections: u32) -> PgPool {
+    PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(5))
-        .connect_lazy_with(opts))
+        .connect_lazy_with(opts)
 }
 
 /// [`connect_lazy`] for services whose statements carry whole batches as arrays (`UNNEST`,
@@ -82,14 +89,8 @@ pub fn connect_lazy_batched(
     database_url: &str,
     max_connections: u32,
 ) -> Result<PgPool, StoreError> {
-    let opts: PgConnectOptions = database_url
-        .parse()
-        .map_err(|e: sqlx::Error| StoreError::Url(e.to_string()))?;
-    let opts = opts.options([("plan_cache_mode", "force_custom_plan")]);
-    Ok(PgPoolOptions::new()
-        .max_connections(max_connections)
-        .acquire_timeout(Duration::from_secs(5))
-        .connect_lazy_with(opts))
+    let opts = parse_url(database_url)?.options([("plan_cache_mode", "force_custom_plan")]);
+    Ok(lazy_pool(opts, max_connections))
 }
 
 /// Applies pending migrations.

@@ -523,3 +523,17 @@ async fn outbox_rows_of_other_replicas_wake_the_relay() {
     assert_eq!(env.events_written().await, 2);
     env.finish().await;
 }
+
+/// The committers' batch statements are planned per execution: a generic plan cached while
+/// the tables were empty would keep sequential scans once they hold millions of rows.
+#[tokio::test]
+async fn ingest_pool_plans_every_execution() {
+    let env = Env::new().await;
+    let pool = env.handle.as_ref().unwrap().pool().clone();
+    let (mode,): (String,) = sqlx::query_as("SHOW plan_cache_mode")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(mode, "force_custom_plan");
+    env.finish().await;
+}

@@ -244,10 +244,7 @@ async fn main() -> anyhow::Result<()> {
     let per_req = |cpu: f64| cpu * 1e6 / (accepted.max(1) as f64);
     let cpu_total_us = per_req(cpu_own + cpu_pg + cpu_nats);
     let capacity = 2.0 * 1e6 / cpu_total_us.max(1.0);
-    let load = std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
-        .unwrap_or_default();
+    let load = accesshub_bench::load_average();
     let rate = accepted as f64 / elapsed;
     let failed = bad.load(Ordering::Relaxed);
 
@@ -320,7 +317,7 @@ async fn main() -> anyhow::Result<()> {
          | CPU per accepted webhook during the burst: bench process (clients + service) / Postgres backends / nats-server | {own:.0} µs / {pg:.0} µs / {nats:.0} µs |\n\
          | mean deliveries per commit / rows per relay pass (whole run) | {commit_batch:.1} / {relay_batch:.1} |\n\
          | → ceiling on 2 otherwise idle cores (2 CPU-s ÷ CPU per webhook) | {capacity:.0} accepted/s |\n\
-         | load average (1 min) at the end of the burst | {load} |\n\
+         | load average (1/5/15 min) at the end of the burst | {load} |\n\
          | outbox drained to JetStream after the burst | {drain} |\n\
          | fixed rate 2,000 req/s ({achieved:.0}/s achieved), {secs} s: p50 / p99 / max | {p50} / {p99} / {max} ({lat_fail} not 202) |\n\
          | events in BOOKINGS at the end (file storage) | {events} |\n",

@@ -313,14 +313,6 @@ fn rss_kb() -> u64 {
         .unwrap_or(0)
 }
 
-/// `/proc/loadavg`'s three averages.
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|| "?".into())
-}
-
 /// Mean time of one list page at the simulator, over 30 pages spread across the range.
 async fn sim_page_cost(base: &str, pages: usize) -> anyhow::Result<std::time::Duration> {
     let http = reqwest::Client::new();
@@ -385,7 +377,7 @@ async fn parent(n: usize) -> anyhow::Result<()> {
     let page_cost = sim_page_cost(&sim.cloudpass_url(), pages).await?;
 
     // The reconciler, listing over HTTP from the simulator in this process.
-    let load_before = loadavg();
+    let load_before = accesshub_bench::load_average();
     let exe = std::env::current_exe()?;
     let output = tokio::process::Command::new(exe)
         .arg("--child")
@@ -395,7 +387,7 @@ async fn parent(n: usize) -> anyhow::Result<()> {
         .stderr(std::process::Stdio::inherit())
         .output()
         .await?;
-    let load_after = loadavg();
+    let load_after = accesshub_bench::load_average();
     let stdout = String::from_utf8_lossy(&output.stdout);
     let line = stdout
         .lines()
