@@ -1,6 +1,8 @@
 //! Shared benchmark plumbing: machine description, latency percentiles and the writer that
 //! keeps one section per benchmark in BENCHMARKS.md (each `make bench` run replaces them).
 
+pub mod cpu;
+pub mod http_load;
 pub mod summary;
 
 use std::{

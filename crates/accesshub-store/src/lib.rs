@@ -89,7 +89,26 @@ pub fn connect_lazy_batched(
     database_url: &str,
     max_connections: u32,
 ) -> Result<PgPool, StoreError> {
-    let opts = parse_url(database_url)?.options([("plan_cache_mode", "force_custom_plan")]);
+    lazy_pool_planning(database_url, max_connections, "force_custom_plan")
+}
+
+/// [`connect_lazy`] whose prepared statements always run on their cached generic plan. For a
+/// pool that runs a large fixed-shape statement written so that its plan does not depend on
+/// statistics (primary-key probes): planning such a statement on every execution (as
+/// [`connect_lazy_batched`] does) costs more than running it.
+pub fn connect_lazy_generic(
+    database_url: &str,
+    max_connections: u32,
+) -> Result<PgPool, StoreError> {
+    lazy_pool_planning(database_url, max_connections, "force_generic_plan")
+}
+
+fn lazy_pool_planning(
+    database_url: &str,
+    max_connections: u32,
+    plan_cache_mode: &str,
+) -> Result<PgPool, StoreError> {
+    let opts = parse_url(database_url)?.options([("plan_cache_mode", plan_cache_mode)]);
     Ok(lazy_pool(opts, max_connections))
 }
 

@@ -7,16 +7,23 @@ use accesshub_config::CommonConfig;
 use sqlx::{Connection, Executor, PgConnection, PgPool};
 
 /// Base URL of the server tests create their databases on (`TEST_DATABASE_URL` or local).
+/// Loopback needs no TLS: `sslmode=prefer` would encrypt every statement on both sides and
+/// show up in every profile.
 pub fn admin_url() -> String {
     std::env::var("TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test?sslmode=disable".to_owned())
 }
 
+/// `admin_url()` with its database replaced by `db` (query parameters kept).
 fn url_for(db: &str) -> String {
     let base = admin_url();
-    match base.rfind('/') {
-        Some(i) => format!("{}/{db}", &base[..i]),
-        None => format!("{base}/{db}"),
+    let (path, query) = match base.split_once('?') {
+        Some((p, q)) => (p, format!("?{q}")),
+        None => (base.as_str(), String::new()),
+    };
+    match path.rfind('/') {
+        Some(i) => format!("{}/{db}{query}", &path[..i]),
+        None => format!("{path}/{db}{query}"),
     }
 }
 

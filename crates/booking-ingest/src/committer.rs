@@ -1,15 +1,16 @@
 //! Group commit: request handlers hand their normalized event to a committer task over a
 //! channel and wait on a oneshot; the committer takes everything queued (up to the batch
-//! limit), writes bookings, outbox rows and receipts for the whole batch in ONE transaction
-//! with `UNNEST` multi-row statements, commits, and answers every waiter. One fsync serves
-//! hundreds of webhooks.
+//! limit), writes bookings, outbox rows and receipts for the whole batch in ONE statement
+//! (one round trip, its own transaction) over `UNNEST`ed column arrays, and answers every
+//! waiter after the commit. One fsync serves the whole batch, and with no NOTIFY in the
+//! transaction the committers' commits share WAL flushes too.
 //!
 //! Events are sharded over the committers by booking, so one booking is never in two
 //! concurrent transactions of this process (no deadlocks between our own committers), and the
 //! same delivery (same body → same booking) always meets its twin in the same committer.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashMap,
     hash::{Hash, Hasher},
     sync::Arc,
     time::Duration,
@@ -23,10 +24,6 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::{error::Reject, metrics::IngestMetrics};
-
-/// Postgres NOTIFY channel that wakes the relays of every replica (raised by the `outbox`
-/// table's statement trigger, migration `outbox_notify_trigger`).
-pub const OUTBOX_CHANNEL: &str = "accesshub_outbox";
 
 /// How a delivery was answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,14 +66,6 @@ pub struct Job {
 }
 
 impl Job {
-    fn booking(&self) -> (&str, &'static str, &str) {
-        (
-            &self.event.tenant,
-            self.event.kind().as_str(),
-            &self.event.booking_key,
-        )
-    }
-
     fn delivery(&self) -> (&str, &str, &str) {
         (&self.event.tenant, &self.source, &self.delivery_key)
     }
@@ -101,7 +90,8 @@ pub struct Committers {
 }
 
 impl Committers {
-    /// Starts `n` committer tasks; each notifies `wake` after a commit that wrote outbox rows.
+    /// Starts `n` committer tasks; each notifies `wake` (this process's relay) after a commit
+    /// that wrote outbox rows.
     pub fn start(
         pool: PgPool,
         n: usize,
@@ -224,19 +214,75 @@ async fn process(pool: &PgPool, batch: Vec<Job>, wake: &Notify) {
     }
 }
 
-fn accepted_body(id: Uuid) -> Value {
-    json!({"event_id": id, "status": "accepted"})
-}
+/// The whole batch in one statement, so one round trip and one implicit transaction:
+/// receipts of deliveries answered before (→ duplicate), the highest revision of each booking
+/// among the rest upserted (→ accepted where newer, with its outbox row), the others answered
+/// with the revision now current (→ superseded), and a receipt for every new delivery.
+///
+/// The upsert writes a candidate that is not newer back unchanged, so that `RETURNING` yields
+/// every booking's current revision without a second lookup (a rare case: reordered or
+/// repeated revisions). That matters for the plan: the statement runs on a generic plan
+/// (planning it per execution cost more than running it), and a lookup by booking cached
+/// while `bookings` was never analysed took `bookings_starts_idx` and filtered on the key, a
+/// scan of the tenant's every booking. The receipt probe is a `LATERAL … LIMIT 1` on the
+/// primary key, the only index of its table. `ORDER BY t, k, b` keeps one lock order across
+/// transactions.
+pub const WRITE_BATCH: &str = "\
+WITH input AS MATERIALIZED (
+    SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                         $7::int8[], $8::text[], $9::uuid[], $10::bytea[], $11::timestamptz[],
+                         $12::timestamptz[], $13::text[], $14::text[])
+        WITH ORDINALITY AS u(t, src, d, k, b, site, rev, esrc, id, p, st, en, subj, tp, i)
+), seen AS MATERIALIZED (
+    SELECT u.i, r.response FROM input u
+    CROSS JOIN LATERAL (SELECT response FROM ingest_receipts r
+        WHERE r.tenant_id = u.t AND r.source = u.src AND r.delivery_key = u.d
+        ORDER BY r.tenant_id, r.source, r.delivery_key LIMIT 1) r
+), todo AS MATERIALIZED (
+    SELECT u.* FROM input u WHERE NOT EXISTS (SELECT 1 FROM seen WHERE seen.i = u.i)
+), cand AS MATERIALIZED (
+    SELECT DISTINCT ON (t, k, b) * FROM todo ORDER BY t, k, b, rev DESC, i
+), up AS (
+    INSERT INTO bookings AS bk (tenant_id, kind, booking_key, site, revision, source, event_id,
+                                payload, starts_at, ends_at)
+    SELECT t, k, b, site, rev, esrc, id, convert_from(p, 'UTF8')::jsonb, st, en
+    FROM cand ORDER BY t, k, b
+    ON CONFLICT (tenant_id, kind, booking_key) DO UPDATE SET
+        (site, revision, source, event_id, payload, starts_at, ends_at, updated_at) =
+        (SELECT n.* FROM (SELECT EXCLUDED.site, EXCLUDED.revision, EXCLUDED.source,
+                EXCLUDED.event_id, EXCLUDED.payload, EXCLUDED.starts_at, EXCLUDED.ends_at, now()
+            WHERE bk.revision < EXCLUDED.revision
+            UNION ALL
+            SELECT bk.site, bk.revision, bk.source, bk.event_id, bk.payload, bk.starts_at,
+                bk.ends_at, bk.updated_at
+            WHERE bk.revision >= EXCLUDED.revision) n)
+    RETURNING bk.tenant_id, bk.kind, bk.booking_key, bk.revision, bk.event_id
+), ob AS (
+    INSERT INTO outbox (event_id, subject, payload, traceparent)
+    SELECT c.id, c.subj, c.p, c.tp FROM cand c JOIN up ON up.event_id = c.id ORDER BY c.i
+), ans AS MATERIALIZED (
+    SELECT u.i, u.t, u.src, u.d, u.id, (a.event_id IS NOT NULL) AS accepted,
+        CASE WHEN a.event_id IS NOT NULL
+             THEN jsonb_build_object('event_id', u.id, 'status', 'accepted')
+             ELSE jsonb_build_object('status', 'superseded',
+                                     'current_revision', COALESCE(w.revision, u.rev))
+        END AS body
+    FROM todo u
+    LEFT JOIN up a ON a.event_id = u.id
+    LEFT JOIN up w ON w.tenant_id = u.t AND w.kind = u.k AND w.booking_key = u.b
+), rc AS (
+    INSERT INTO ingest_receipts (tenant_id, source, delivery_key, event_id, status_code, response)
+    SELECT t, src, d, id, 202, body FROM ans
+    ON CONFLICT DO NOTHING
+)
+SELECT i, CASE WHEN accepted THEN 0 ELSE 1 END::int2, body FROM ans
+UNION ALL
+SELECT i, 2::int2, response FROM seen";
 
-fn superseded_body(current: i64) -> Value {
-    json!({"status": "superseded", "current_revision": current})
-}
-
-/// Writes one batch in one transaction. Returns the answers (aligned with `jobs`) and whether
-/// any outbox row was written.
+/// Writes one batch in one statement ([`WRITE_BATCH`]). Returns the answers (aligned with
+/// `jobs`) and whether any outbox row was written.
 async fn write_batch(pool: &PgPool, jobs: &[Job]) -> Result<(Vec<Answer>, bool), sqlx::Error> {
     let n = jobs.len();
-    let mut answers: Vec<Option<Answer>> = vec![None; n];
 
     // Same delivery twice in the batch: the later ones follow the first.
     let mut first_of: HashMap<(&str, &str, &str), usize> = HashMap::new();
@@ -251,229 +297,46 @@ async fn write_batch(pool: &PgPool, jobs: &[Job]) -> Result<(Vec<Answer>, bool),
     }
     let leaders: Vec<usize> = (0..n).filter(|i| follower[*i].is_none()).collect();
 
-    let mut tx = pool.begin().await?;
-
-    // Deliveries answered before.
-    let (t, s, d): (Vec<&str>, Vec<&str>, Vec<&str>) = {
-        let mut t = Vec::new();
-        let mut s = Vec::new();
-        let mut d = Vec::new();
-        for &i in &leaders {
-            let (a, b, c) = jobs[i].delivery();
-            t.push(a);
-            s.push(b);
-            d.push(c);
-        }
-        (t, s, d)
-    };
-    let seen: Vec<(String, String, String, Value)> = sqlx::query_as(
-        "SELECT r.tenant_id, r.source, r.delivery_key, r.response FROM ingest_receipts r \
-         JOIN UNNEST($1::text[], $2::text[], $3::text[]) AS k(t, s, d) \
-           ON r.tenant_id = k.t AND r.source = k.s AND r.delivery_key = k.d",
-    )
-    .bind(&t)
-    .bind(&s)
-    .bind(&d)
-    .fetch_all(&mut *tx)
-    .await?;
-    for (t, s, d, body) in seen {
-        if let Some(&i) = first_of.get(&(t.as_str(), s.as_str(), d.as_str())) {
-            answers[i] = Some(Answer {
-                kind: AnswerKind::Duplicate,
-                body,
-            });
-        }
+    let m = leaders.len();
+    let mut c = BatchColumns::with_capacity(m);
+    for &i in &leaders {
+        c.push(&jobs[i]);
     }
-    let todo: Vec<usize> = leaders
-        .iter()
-        .copied()
-        .filter(|&i| answers[i].is_none())
-        .collect();
+    let rows: Vec<(i64, i16, Value)> = sqlx::query_as(WRITE_BATCH)
+        .bind(&c.tenant)
+        .bind(&c.source)
+        .bind(&c.delivery)
+        .bind(&c.kind)
+        .bind(&c.booking)
+        .bind(&c.site)
+        .bind(&c.revision)
+        .bind(&c.event_source)
+        .bind(&c.id)
+        .bind(&c.payload)
+        .bind(&c.starts)
+        .bind(&c.ends)
+        .bind(&c.subject)
+        .bind(&c.traceparent)
+        .fetch_all(pool)
+        .await?;
 
-    // Group by booking; the highest revision of each group is the candidate.
-    let mut groups: HashMap<(&str, &str, &str), Vec<usize>> = HashMap::new();
-    for &i in &todo {
-        groups.entry(jobs[i].booking()).or_default().push(i);
-    }
-    let mut winners: Vec<usize> = groups
-        .values()
-        .map(|g| {
-            let mut best = g[0];
-            for &i in &g[1..] {
-                if jobs[i].event.revision > jobs[best].event.revision {
-                    best = i;
-                }
+    let mut answers: Vec<Option<Answer>> = vec![None; n];
+    let mut any_accepted = false;
+    for (ord, kind, body) in rows {
+        // WITH ORDINALITY counts from 1 over the leaders.
+        let Some(&i) = usize::try_from(ord - 1).ok().and_then(|o| leaders.get(o)) else {
+            continue;
+        };
+        let kind = match kind {
+            0 => {
+                any_accepted = true;
+                AnswerKind::Accepted
             }
-            best
-        })
-        .collect();
-    // A stable lock order across transactions.
-    winners.sort_by(|&a, &b| jobs[a].booking().cmp(&jobs[b].booking()));
-
-    let mut accepted: HashSet<usize> = HashSet::new();
-    if !winners.is_empty() {
-        let mut c_t = Vec::new();
-        let mut c_k = Vec::new();
-        let mut c_key = Vec::new();
-        let mut c_site = Vec::new();
-        let mut c_rev = Vec::new();
-        let mut c_src = Vec::new();
-        let mut c_id = Vec::new();
-        let mut c_payload = Vec::new();
-        let mut c_start = Vec::new();
-        let mut c_end = Vec::new();
-        for &i in &winners {
-            let j = &jobs[i];
-            let (st, en) = j.window();
-            c_t.push(j.event.tenant.as_str());
-            c_k.push(j.event.kind().as_str());
-            c_key.push(j.event.booking_key.as_str());
-            c_site.push(j.event.site.as_str());
-            c_rev.push(j.event.revision);
-            c_src.push(j.event.source.as_str());
-            c_id.push(j.event.id);
-            c_payload.push(j.payload.as_str());
-            c_start.push(st);
-            c_end.push(en);
-        }
-        let written: Vec<(Uuid,)> = sqlx::query_as(
-            "INSERT INTO bookings (tenant_id, kind, booking_key, site, revision, source, event_id, \
-                                   payload, starts_at, ends_at) \
-             SELECT t, k, b, s, r, src, id, p::jsonb, st, en FROM UNNEST($1::text[], $2::text[], \
-                 $3::text[], $4::text[], $5::int8[], $6::text[], $7::uuid[], $8::text[], \
-                 $9::timestamptz[], $10::timestamptz[]) AS u(t, k, b, s, r, src, id, p, st, en) \
-             ON CONFLICT (tenant_id, kind, booking_key) DO UPDATE SET site = EXCLUDED.site, \
-                 revision = EXCLUDED.revision, source = EXCLUDED.source, \
-                 event_id = EXCLUDED.event_id, payload = EXCLUDED.payload, \
-                 starts_at = EXCLUDED.starts_at, ends_at = EXCLUDED.ends_at, updated_at = now() \
-             WHERE bookings.revision < EXCLUDED.revision \
-             RETURNING event_id",
-        )
-        .bind(&c_t)
-        .bind(&c_k)
-        .bind(&c_key)
-        .bind(&c_site)
-        .bind(&c_rev)
-        .bind(&c_src)
-        .bind(&c_id)
-        .bind(&c_payload)
-        .bind(&c_start)
-        .bind(&c_end)
-        .fetch_all(&mut *tx)
-        .await?;
-        let ids: HashSet<Uuid> = written.into_iter().map(|(id,)| id).collect();
-        for &i in &winners {
-            if ids.contains(&jobs[i].event.id) {
-                accepted.insert(i);
-                answers[i] = Some(Answer {
-                    kind: AnswerKind::Accepted,
-                    body: accepted_body(jobs[i].event.id),
-                });
-            }
-        }
+            1 => AnswerKind::Superseded,
+            _ => AnswerKind::Duplicate,
+        };
+        answers[i] = Some(Answer { kind, body });
     }
-
-    // Everything else in `todo` is superseded: read the (now) current revisions.
-    let losers: Vec<usize> = todo
-        .iter()
-        .copied()
-        .filter(|i| !accepted.contains(i))
-        .collect();
-    if !losers.is_empty() {
-        let mut keys: Vec<(&str, &str, &str)> = losers.iter().map(|&i| jobs[i].booking()).collect();
-        keys.sort();
-        keys.dedup();
-        let q_t: Vec<&str> = keys.iter().map(|k| k.0).collect();
-        let q_k: Vec<&str> = keys.iter().map(|k| k.1).collect();
-        let q_b: Vec<&str> = keys.iter().map(|k| k.2).collect();
-        let revs: Vec<(String, String, String, i64)> = sqlx::query_as(
-            "SELECT b.tenant_id, b.kind, b.booking_key, b.revision FROM bookings b \
-             JOIN UNNEST($1::text[], $2::text[], $3::text[]) AS k(t, kd, bk) \
-               ON b.tenant_id = k.t AND b.kind = k.kd AND b.booking_key = k.bk",
-        )
-        .bind(&q_t)
-        .bind(&q_k)
-        .bind(&q_b)
-        .fetch_all(&mut *tx)
-        .await?;
-        let current: HashMap<(String, String, String), i64> = revs
-            .into_iter()
-            .map(|(t, k, b, r)| ((t, k, b), r))
-            .collect();
-        for &i in &losers {
-            let (t, k, b) = jobs[i].booking();
-            let rev = current
-                .get(&(t.to_owned(), k.to_owned(), b.to_owned()))
-                .copied()
-                .unwrap_or(jobs[i].event.revision);
-            answers[i] = Some(Answer {
-                kind: AnswerKind::Superseded,
-                body: superseded_body(rev),
-            });
-        }
-    }
-
-    // Outbox rows, in arrival order.
-    let mut outbox: Vec<usize> = accepted.iter().copied().collect();
-    outbox.sort_unstable();
-    if !outbox.is_empty() {
-        let ids: Vec<Uuid> = outbox.iter().map(|&i| jobs[i].event.id).collect();
-        let subjects: Vec<&str> = outbox.iter().map(|&i| jobs[i].subject.as_str()).collect();
-        let payloads: Vec<&[u8]> = outbox.iter().map(|&i| jobs[i].payload.as_bytes()).collect();
-        let tps: Vec<Option<&str>> = outbox
-            .iter()
-            .map(|&i| jobs[i].traceparent.as_deref())
-            .collect();
-        sqlx::query(
-            "INSERT INTO outbox (event_id, subject, payload, traceparent) \
-             SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::bytea[], $4::text[])",
-        )
-        .bind(&ids)
-        .bind(&subjects)
-        .bind(&payloads)
-        .bind(&tps)
-        .execute(&mut *tx)
-        .await?;
-    }
-
-    // Receipts for every new delivery.
-    if !todo.is_empty() {
-        let mut r_t = Vec::new();
-        let mut r_s = Vec::new();
-        let mut r_d = Vec::new();
-        let mut r_id = Vec::new();
-        let mut r_body = Vec::new();
-        for &i in &todo {
-            let (t, s, d) = jobs[i].delivery();
-            r_t.push(t);
-            r_s.push(s);
-            r_d.push(d);
-            r_id.push(jobs[i].event.id);
-            r_body.push(
-                answers[i]
-                    .as_ref()
-                    .map(|a| a.body.to_string())
-                    .unwrap_or_default(),
-            );
-        }
-        sqlx::query(
-            "INSERT INTO ingest_receipts (tenant_id, source, delivery_key, event_id, status_code, \
-                                         response) \
-             SELECT t, s, d, id, 202, r::jsonb FROM UNNEST($1::text[], $2::text[], $3::text[], \
-                 $4::uuid[], $5::text[]) AS u(t, s, d, id, r) \
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(&r_t)
-        .bind(&r_s)
-        .bind(&r_d)
-        .bind(&r_id)
-        .bind(&r_body)
-        .execute(&mut *tx)
-        .await?;
-    }
-
-    // The outbox's statement trigger NOTIFYs the other replicas' relays at commit.
-    tx.commit().await?;
 
     let mut out = Vec::with_capacity(n);
     for i in 0..n {
@@ -489,5 +352,62 @@ async fn write_batch(pool: &PgPool, jobs: &[Job]) -> Result<(Vec<Answer>, bool),
             body: json!({"status": "unknown"}),
         }));
     }
-    Ok((out, !outbox.is_empty()))
+    Ok((out, any_accepted))
+}
+
+/// The leaders of a batch as the statement's column arrays.
+struct BatchColumns<'a> {
+    tenant: Vec<&'a str>,
+    source: Vec<&'a str>,
+    delivery: Vec<&'a str>,
+    kind: Vec<&'a str>,
+    booking: Vec<&'a str>,
+    site: Vec<&'a str>,
+    revision: Vec<i64>,
+    event_source: Vec<&'a str>,
+    id: Vec<Uuid>,
+    payload: Vec<&'a [u8]>,
+    starts: Vec<Option<DateTime<Utc>>>,
+    ends: Vec<Option<DateTime<Utc>>>,
+    subject: Vec<&'a str>,
+    traceparent: Vec<Option<&'a str>>,
+}
+
+impl<'a> BatchColumns<'a> {
+    fn with_capacity(m: usize) -> Self {
+        BatchColumns {
+            tenant: Vec::with_capacity(m),
+            source: Vec::with_capacity(m),
+            delivery: Vec::with_capacity(m),
+            kind: Vec::with_capacity(m),
+            booking: Vec::with_capacity(m),
+            site: Vec::with_capacity(m),
+            revision: Vec::with_capacity(m),
+            event_source: Vec::with_capacity(m),
+            id: Vec::with_capacity(m),
+            payload: Vec::with_capacity(m),
+            starts: Vec::with_capacity(m),
+            ends: Vec::with_capacity(m),
+            subject: Vec::with_capacity(m),
+            traceparent: Vec::with_capacity(m),
+        }
+    }
+
+    fn push(&mut self, j: &'a Job) {
+        let (st, en) = j.window();
+        self.tenant.push(&j.event.tenant);
+        self.source.push(&j.source);
+        self.delivery.push(&j.delivery_key);
+        self.kind.push(j.event.kind().as_str());
+        self.booking.push(&j.event.booking_key);
+        self.site.push(&j.event.site);
+        self.revision.push(j.event.revision);
+        self.event_source.push(j.event.source.as_str());
+        self.id.push(j.event.id);
+        self.payload.push(j.payload.as_bytes());
+        self.starts.push(st);
+        self.ends.push(en);
+        self.subject.push(&j.subject);
+        self.traceparent.push(j.traceparent.as_deref());
+    }
 }

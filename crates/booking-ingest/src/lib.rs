@@ -48,11 +48,12 @@ pub struct IngestConfig {
     pub committers: usize,
     /// Most deliveries per transaction (`ACCESSHUB_INGEST_BATCH`, default 500).
     pub batch_max: usize,
-    /// Postgres pool size (`ACCESSHUB_INGEST_DB_CONNECTIONS`, default 16).
+    /// Postgres connections besides the committers' own (one each): relay, secrets, probes
+    /// (`ACCESSHUB_INGEST_DB_CONNECTIONS`, default 4).
     pub db_connections: u32,
     /// How long decrypted secrets are cached (`ACCESSHUB_INGEST_SECRET_CACHE`, default 30s).
     pub secret_cache_ttl: Duration,
-    /// Relay settings (`ACCESSHUB_OUTBOX_POLL` default 500ms, `ACCESSHUB_OUTBOX_LINGER`
+    /// Relay settings (`ACCESSHUB_OUTBOX_POLL` default 250ms, `ACCESSHUB_OUTBOX_LINGER`
     /// default 2ms).
     pub relay: relay::RelayConfig,
     /// Run migrations at start-up (`ACCESSHUB_MIGRATE_ON_START`, default true).
@@ -87,7 +88,7 @@ impl IngestConfig {
             body_limit: env_or("ACCESSHUB_INGEST_BODY_LIMIT", 1024 * 1024)?,
             committers: env_or("ACCESSHUB_INGEST_COMMITTERS", 8)?,
             batch_max: env_or("ACCESSHUB_INGEST_BATCH", 500)?,
-            db_connections: env_or("ACCESSHUB_INGEST_DB_CONNECTIONS", 16)?,
+            db_connections: env_or("ACCESSHUB_INGEST_DB_CONNECTIONS", 4)?,
             secret_cache_ttl: env_duration(
                 "ACCESSHUB_INGEST_SECRET_CACHE",
                 Duration::from_secs(30),
@@ -111,7 +112,7 @@ impl IngestConfig {
             body_limit: 1024 * 1024,
             committers: 2,
             batch_max: 500,
-            db_connections: 10,
+            db_connections: 4,
             secret_cache_ttl: Duration::from_secs(30),
             relay: relay::RelayConfig::default(),
             migrate: false,
@@ -179,6 +180,7 @@ pub fn router_with(state: AppState, registry: Registry, extra: Option<Router>) -
 pub struct IngestHandle {
     addr: SocketAddr,
     pool: PgPool,
+    commit_pool: PgPool,
     registry: Registry,
     stop_http: CancellationToken,
     stop_nats: CancellationToken,
@@ -199,6 +201,11 @@ impl IngestHandle {
     /// The database pool (for tests and tools).
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// The committers' pool (for tests: its plan cache mode).
+    pub fn commit_pool(&self) -> &PgPool {
+        &self.commit_pool
     }
 
     /// The metrics registry.
@@ -236,6 +243,11 @@ impl IngestHandle {
 /// NATS is down), committers, relay, NATS ingest and the HTTP server.
 pub async fn start(cfg: IngestConfig) -> Result<IngestHandle, IngestError> {
     let pool = accesshub_store::connect_lazy_batched(&cfg.common.database_url, cfg.db_connections)?;
+    // One connection per committer, each running one statement on its generic plan.
+    let commit_pool = accesshub_store::connect_lazy_generic(
+        &cfg.common.database_url,
+        u32::try_from(cfg.committers.max(1)).unwrap_or(u32::MAX),
+    )?;
     if cfg.migrate {
         accesshub_store::migrate(&pool).await?;
     }
@@ -263,7 +275,7 @@ pub async fn start(cfg: IngestConfig) -> Result<IngestHandle, IngestError> {
     let metrics = metrics::IngestMetrics::new(&registry);
     let wake = Arc::new(Notify::new());
     let (committers, committer_tasks) = committer::Committers::start(
-        pool.clone(),
+        commit_pool.clone(),
         cfg.committers,
         cfg.batch_max,
         wake.clone(),
@@ -338,6 +350,7 @@ pub async fn start(cfg: IngestConfig) -> Result<IngestHandle, IngestError> {
     Ok(IngestHandle {
         addr,
         pool,
+        commit_pool,
         registry,
         stop_http,
         stop_nats,

@@ -2,8 +2,10 @@
 //! event id and the event's headers, pipelining the publishes and awaiting every PubAck, then
 //! deletes the rows (a delete is the cheapest write Postgres has: no new row version and no
 //! index entries, where marking them published copied every payload; the booking's desired
-//! state, which the reconciler repairs from, stays in `bookings`). Woken at once by this process's committers (a [`Notify`]) and by
-//! other replicas' commits (Postgres `LISTEN`), with a fallback poll. Replicas claim rows with
+//! state, which the reconciler repairs from, stays in `bookings`). Woken at once by this
+//! process's committers (a [`Notify`]); a poll picks up rows a replica wrote and did not
+//! relay (it died in between). No NOTIFY: Postgres serialises the commits of notifying
+//! transactions behind one lock, which would undo group commit. Replicas claim rows with
 //! `FOR UPDATE SKIP LOCKED`; a crash after publish and before the mark re-publishes, which
 //! JetStream's de-duplication absorbs. With NATS down rows wait and the relay backs off.
 
@@ -22,14 +24,15 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::{committer::OUTBOX_CHANNEL, metrics::IngestMetrics};
+use crate::metrics::IngestMetrics;
 
 /// Relay settings.
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
     /// Rows claimed per pass.
     pub batch: i64,
-    /// Fallback poll when no wake-up arrives.
+    /// Poll when no wake-up arrives: how soon rows left by a replica that died between its
+    /// commit and its relay pass are published by another.
     pub poll: Duration,
     /// Longest backoff while NATS or Postgres is failing.
     pub max_backoff: Duration,
@@ -44,7 +47,7 @@ impl Default for RelayConfig {
     fn default() -> Self {
         RelayConfig {
             batch: 1000,
-            poll: Duration::from_millis(500),
+            poll: Duration::from_millis(250),
             max_backoff: Duration::from_secs(5),
             ack_timeout: Duration::from_secs(5),
             linger: Duration::from_millis(2),
@@ -128,7 +131,6 @@ impl Relay {
 
     /// Runs until `stop`, then makes a final pass (bounded) so accepted events leave promptly.
     pub async fn run(mut self, wake: Arc<Notify>, stop: CancellationToken) {
-        let listener = tokio::spawn(listen(self.pool.clone(), wake.clone(), stop.clone()));
         let mut backoff = Duration::from_millis(100);
         let mut last_pass: Option<Instant> = None;
         loop {
@@ -175,7 +177,6 @@ impl Relay {
                 _ => break,
             }
         }
-        listener.abort();
     }
 
     /// Publishes one batch of pending rows; returns how many were published.
@@ -186,7 +187,7 @@ impl Relay {
         let mut tx = self.pool.begin().await?;
         let rows: Vec<Row> = sqlx::query_as(
             "SELECT id, event_id, subject, payload, traceparent FROM outbox \
-             WHERE published_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+             ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
         )
         .bind(self.cfg.batch)
         .fetch_all(&mut *tx)
@@ -279,42 +280,12 @@ impl Relay {
             .is_none_or(|t| t.elapsed() > Duration::from_secs(1))
         {
             self.last_gauge = Some(Instant::now());
-            if let Ok((n,)) = sqlx::query_as::<_, (i64,)>(
-                "SELECT count(*) FROM outbox WHERE published_at IS NULL",
-            )
-            .fetch_one(&self.pool)
-            .await
+            if let Ok((n,)) = sqlx::query_as::<_, (i64,)>("SELECT count(*) FROM outbox")
+                .fetch_one(&self.pool)
+                .await
             {
                 self.metrics.outbox_pending.set(n);
             }
-        }
-    }
-}
-
-/// Forwards Postgres notifications (other replicas' commits) to `wake`; reconnects on error.
-async fn listen(pool: PgPool, wake: Arc<Notify>, stop: CancellationToken) {
-    while !stop.is_cancelled() {
-        match sqlx::postgres::PgListener::connect_with(&pool).await {
-            Ok(mut l) => {
-                if let Err(e) = l.listen(OUTBOX_CHANNEL).await {
-                    tracing::warn!(error = %e, "LISTEN failed");
-                } else {
-                    loop {
-                        tokio::select! {
-                            r = l.recv() => match r {
-                                Ok(_) => wake.notify_one(),
-                                Err(e) => { tracing::warn!(error = %e, "LISTEN connection lost"); break; }
-                            },
-                            _ = stop.cancelled() => return,
-                        }
-                    }
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "LISTEN connect failed"),
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-            _ = stop.cancelled() => return,
         }
     }
 }

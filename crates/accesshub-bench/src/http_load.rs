@@ -1,0 +1,161 @@
+//! A lean HTTP/1.1 keep-alive client for load generation. The load generator shares the
+//! machine's cores with the service it measures; a general-purpose client (reqwest: pool,
+//! header maps, body streams, per-request futures) spent about a third of the CPU the ingest
+//! benchmark attributed to "the bench process". This one writes pre-built request bytes and
+//! reads the status line, `content-length` and body: what `wrk`-style generators do.
+
+use std::{io, net::SocketAddr};
+
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    net::TcpStream,
+};
+
+/// One keep-alive connection.
+#[derive(Debug)]
+pub struct RawHttpConn {
+    stream: TcpStream,
+    buf: Vec<u8>,
+    filled: usize,
+}
+
+/// A `POST` request as bytes, ready to write.
+pub fn post_request(host: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
+    let mut req = Vec::with_capacity(256 + body.len());
+    req.extend_from_slice(format!("POST {path} HTTP/1.1\r\nhost: {host}\r\n").as_bytes());
+    for (k, v) in headers {
+        req.extend_from_slice(k.as_bytes());
+        req.extend_from_slice(b": ");
+        req.extend_from_slice(v.as_bytes());
+        req.extend_from_slice(b"\r\n");
+    }
+    req.extend_from_slice(format!("content-length: {}\r\n\r\n", body.len()).as_bytes());
+    req.extend_from_slice(body);
+    req
+}
+
+fn bad(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, what.to_owned())
+}
+
+impl RawHttpConn {
+    /// Opens a connection (TCP_NODELAY: requests are single writes).
+    pub async fn connect(addr: SocketAddr) -> io::Result<RawHttpConn> {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        Ok(RawHttpConn {
+            stream,
+            buf: vec![0; 16 * 1024],
+            filled: 0,
+        })
+    }
+
+    /// Sends one request and reads its response; returns the status code. The response must
+    /// carry `content-length` (axum's JSON and error responses do); anything else is an error
+    /// and the connection should be dropped.
+    pub async fn send(&mut self, request: &[u8]) -> io::Result<u16> {
+        self.stream.write_all(request).await?;
+        loop {
+            if let Some(head_end) = find(&self.buf[..self.filled], b"\r\n\r\n") {
+                let head = &self.buf[..head_end];
+                let status = head
+                    .get(9..12)
+                    .and_then(|s| std::str::from_utf8(s).ok())
+                    .and_then(|s| s.parse::<u16>().ok())
+                    .ok_or_else(|| bad("no status line"))?;
+                let len = content_length(head).ok_or_else(|| bad("no content-length"))?;
+                let total = head_end + 4 + len;
+                if total > self.buf.len() {
+                    self.buf.resize(total, 0);
+                }
+                while self.filled < total {
+                    self.read_more().await?;
+                }
+                self.buf.copy_within(total..self.filled, 0);
+                self.filled -= total;
+                return Ok(status);
+            }
+            if self.filled == self.buf.len() {
+                return Err(bad("response head too large"));
+            }
+            self.read_more().await?;
+        }
+    }
+
+    async fn read_more(&mut self) -> io::Result<()> {
+        let n = self.stream.read(&mut self.buf[self.filled..]).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        self.filled += n;
+        Ok(())
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+fn content_length(head: &[u8]) -> Option<usize> {
+    let text = std::str::from_utf8(head).ok()?;
+    text.split("\r\n").skip(1).find_map(|line| {
+        let (k, v) = line.split_once(':')?;
+        k.trim()
+            .eq_ignore_ascii_case("content-length")
+            .then(|| v.trim().parse().ok())?
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_content_length_case_insensitively() {
+        let head = b"HTTP/1.1 202 Accepted\r\nContent-Type: application/json\r\nContent-Length: 57";
+        assert_eq!(content_length(head), Some(57));
+        assert_eq!(content_length(b"HTTP/1.1 204 No Content\r\nx: y"), None);
+    }
+
+    #[tokio::test]
+    async fn round_trips_keep_alive_requests_against_a_real_server() {
+        use tokio::io::AsyncBufReadExt as _;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (s, _) = listener.accept().await.unwrap();
+            let mut r = tokio::io::BufReader::new(s);
+            for status in [202, 400] {
+                let mut len = 0usize;
+                loop {
+                    let mut line = String::new();
+                    r.read_line(&mut line).await.unwrap();
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap();
+                    }
+                    if line == "\r\n" {
+                        break;
+                    }
+                }
+                let mut body = vec![0; len];
+                r.read_exact(&mut body).await.unwrap();
+                let reply = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-length: {}\r\n\r\n{}",
+                    body.len(),
+                    String::from_utf8(body).unwrap()
+                );
+                r.get_mut().write_all(reply.as_bytes()).await.unwrap();
+            }
+        });
+        let mut c = RawHttpConn::connect(addr).await.unwrap();
+        let req = post_request(
+            "h",
+            "/p",
+            &[("content-type", "application/json")],
+            b"{\"a\":1}",
+        );
+        assert_eq!(c.send(&req).await.unwrap(), 202);
+        assert_eq!(c.send(&req).await.unwrap(), 400);
+        server.await.unwrap();
+    }
+}
