@@ -5,8 +5,7 @@ use std::{collections::HashMap, sync::Arc};
 
 use accesshub_connections::TapkeySettings;
 use chrono::{DateTime, SecondsFormat, Utc};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use vendor_http::{
     AuthedClient, HttpSettings, Method, RateLimiter, StatusCode, TokenSourceConfig, VendorClient,
     VendorError,
@@ -74,12 +73,51 @@ const CONTACT_CACHE_MAX: usize = 100_000;
 /// (lower-case e-mail, title) → contact id.
 type ContactCache = std::sync::Mutex<HashMap<(String, Option<String>), String>>;
 
+/// `PUT /Contacts` body (borrowed: no JSON tree built per call).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ContactBody<'a> {
+    ip_id: &'static str,
+    identifier: &'a str,
+    title: Option<&'a str>,
+}
+
+/// Who a new grant is for.
+#[derive(Debug, Clone, Copy)]
+pub enum GrantHolder<'a> {
+    /// A known contact id.
+    Contact(&'a str),
+    /// The contact with this e-mail, created by Tapkey if it does not exist (no title).
+    Email(&'a str),
+}
+
+#[derive(Serialize)]
+struct GrantContact<'a> {
+    identifier: &'a str,
+}
+
+/// `PUT /Grants` body: `contactId`, or `contact: {identifier}`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct GrantBody<'a> {
+    bound_lock_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    contact_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    contact: Option<GrantContact<'a>>,
+    valid_from: String,
+    valid_before: String,
+}
+
 /// One owner account of one connection.
 #[derive(Debug)]
 pub struct TapkeyClient {
     http: AuthedClient,
     api: String,
     owner: String,
+    /// `{api}/Owners/{owner}/Contacts` and `.../Grants`, built once.
+    contacts_url: String,
+    grants_url: String,
     /// Contacts this client has created or confirmed (PUT answered), keyed with the title
     /// sent, so a repeat holder costs no PUT and a changed name still updates the title.
     /// A PUT is create-or-return, so skipping it for a known contact changes nothing at
@@ -100,10 +138,14 @@ impl TapkeyClient {
                 scope: Some(SCOPES.to_owned()),
             },
         );
+        let api = format!("{}/api/v1", s.base_url.trim_end_matches('/'));
+        let owner = s.owner_account_id.clone();
         Ok(TapkeyClient {
             http,
-            api: format!("{}/api/v1", s.base_url.trim_end_matches('/')),
-            owner: s.owner_account_id.clone(),
+            contacts_url: format!("{api}/Owners/{owner}/Contacts"),
+            grants_url: format!("{api}/Owners/{owner}/Grants"),
+            api,
+            owner,
             contacts: ContactCache::default(),
         })
     }
@@ -137,6 +179,23 @@ impl TapkeyClient {
         Ok((c.id, false))
     }
 
+    /// Whether the contact of `email` (with `title`) is cached.
+    pub fn knows_contact(&self, email: &str, title: Option<&str>) -> bool {
+        self.contacts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(&Self::contact_key(email, title))
+    }
+
+    /// Caches a contact id Tapkey reported (e.g. in a grant created by e-mail).
+    pub fn remember_contact(&self, email: &str, title: Option<&str>, id: &str) {
+        let mut map = self.contacts.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= CONTACT_CACHE_MAX {
+            map.clear();
+        }
+        map.insert(Self::contact_key(email, title), id.to_owned());
+    }
+
     /// Drops a cached contact id Tapkey no longer knows.
     pub fn forget_contact(&self, email: &str, title: Option<&str>) {
         self.contacts
@@ -155,21 +214,25 @@ impl TapkeyClient {
         email: &str,
         title: Option<&str>,
     ) -> Result<Contact, VendorError> {
-        let url = self.url("/Contacts");
-        let body = json!({"ipId": "tapkey", "identifier": email, "title": title});
+        let url = &self.contacts_url;
+        let body = ContactBody {
+            ip_id: "tapkey",
+            identifier: email,
+            title,
+        };
         self.http
-            .send_json("put_contact", |h| h.request(Method::PUT, &url).json(&body))
+            .send_json("put_contact", |h| h.request(Method::PUT, url).json(&body))
             .await
     }
 
     /// The contact for `email`, if it exists (no side effect).
     pub async fn find_contact(&self, email: &str) -> Result<Option<Contact>, VendorError> {
-        let url = self.url("/Contacts");
+        let url = &self.contacts_url;
         let filter = format!("identifier eq {}", lit(email));
         let list: Vec<Contact> = self
             .http
             .send_json("list_contacts", |h| {
-                h.request(Method::GET, &url).query(&[("$filter", &filter)])
+                h.request(Method::GET, url).query(&[("$filter", &filter)])
             })
             .await?;
         Ok(list.into_iter().next())
@@ -177,11 +240,11 @@ impl TapkeyClient {
 
     /// Active grants of a contact.
     pub async fn active_grants(&self, contact_id: &str) -> Result<Vec<Grant>, VendorError> {
-        let url = self.url("/Grants");
+        let url = &self.grants_url;
         let filter = format!("contactId eq {} and active eq true", lit(contact_id));
         self.http
             .send_json("list_grants", |h| {
-                h.request(Method::GET, &url).query(&[("$filter", &filter)])
+                h.request(Method::GET, url).query(&[("$filter", &filter)])
             })
             .await
     }
@@ -206,20 +269,25 @@ impl TapkeyClient {
     pub async fn create_grant(
         &self,
         lock_id: &str,
-        contact_id: &str,
+        holder: GrantHolder<'_>,
         from: &DateTime<Utc>,
         before: &DateTime<Utc>,
     ) -> Result<Option<Grant>, VendorError> {
-        let url = self.url("/Grants");
-        let body = json!({
-            "boundLockId": lock_id,
-            "contactId": contact_id,
-            "validFrom": ts(from),
-            "validBefore": ts(before),
-        });
+        let url = &self.grants_url;
+        let (contact_id, contact) = match holder {
+            GrantHolder::Contact(id) => (Some(id), None),
+            GrantHolder::Email(identifier) => (None, Some(GrantContact { identifier })),
+        };
+        let body = GrantBody {
+            bound_lock_id: lock_id,
+            contact_id,
+            contact,
+            valid_from: ts(from),
+            valid_before: ts(before),
+        };
         let resp = self
             .http
-            .send_raw("create_grant", |h| h.request(Method::PUT, &url).json(&body))
+            .send_raw("create_grant", |h| h.request(Method::PUT, url).json(&body))
             .await?;
         match resp.status() {
             s if s.is_success() => Ok(Some(

@@ -6,7 +6,10 @@
 //! (no gap in access). Tapkey grants carry no reference field, so a grant is "ours" when its
 //! id is in the binding or — after a crash before the binding was saved — when it is an active
 //! grant of the holder on a mapped lock starting at the pass's stable start time; such a
-//! grant is adopted instead of issuing a second one (principle 3).
+//! grant is adopted instead of issuing a second one (principle 3). That search (the grants
+//! list) is skipped only when the runtime proves that no attempt for the booking has reached
+//! Tapkey before ([`worker_runtime::ApplyContext::first_attempt`], a durable marker written
+//! before the first call).
 
 pub mod client;
 pub mod lookup;
@@ -69,6 +72,11 @@ impl Handler for TapkeyHandler {
         &[EventKind::Pass]
     }
 
+    /// Yes: a new pass's first attempt then skips the grants list (see `apply`).
+    fn marks_attempts(&self) -> bool {
+        true
+    }
+
     async fn apply(
         &self,
         ctx: &ApplyContext,
@@ -103,27 +111,53 @@ impl Handler for TapkeyHandler {
         let now = Utc::now();
         let wants = pass.wants_access(now);
 
+        // Nothing of this booking can be at Tapkey yet (no binding, and the runtime's durable
+        // attempt marker says no earlier attempt started): no grants of ours to find.
+        let nothing_there = binding.is_none() && ctx.first_attempt;
+        if nothing_there && !wants {
+            return Ok(ApplyOutcome::new(
+                status_of(pass.status, wants),
+                serde_json::json!({}),
+            ));
+        }
+        // A holder without a name, new to this client, on a first attempt: the grant PUT names
+        // the contact by e-mail and Tapkey creates or finds it — one call per lock instead of
+        // a contact PUT first. (A named holder's PUT also sets the contact's title.)
+        let by_email = nothing_there
+            && wants
+            && pass.holder.name.is_none()
+            && !client.knows_contact(&pass.holder.email, None);
         let mut cached_contact = false;
-        let contact_id = if wants {
+        let mut contact_id = if by_email {
+            None
+        } else if wants {
             let (id, cached) = client
                 .ensure_contact(&pass.holder.email, pass.holder.name.as_deref())
                 .await?;
             cached_contact = cached;
             Some(id)
         } else {
-            match &prev.contact_id {
+            let found = match &prev.contact_id {
                 Some(id) => Some(id.clone()),
                 None => client.find_contact(&pass.holder.email).await?.map(|c| c.id),
+            };
+            if found.is_none() {
+                // Never had access at Tapkey: nothing to revoke.
+                return Ok(ApplyOutcome::new(
+                    status_of(pass.status, wants),
+                    serde_json::json!({}),
+                ));
             }
+            found
         };
-        let Some(contact_id) = contact_id else {
-            // Never had access at Tapkey: nothing to revoke.
-            return Ok(ApplyOutcome::new(
-                status_of(pass.status, wants),
-                serde_json::json!({}),
-            ));
+        let active = match &contact_id {
+            // Skipping the list is what makes a new holder cost one or two calls instead of
+            // three. Should a grant exist anyway (a concurrent identical one), the PUT answers
+            // 409 and the grant is looked up below.
+            _ if nothing_there => Vec::new(),
+            Some(id) => client.active_grants(id).await?,
+            None => Vec::new(),
         };
-        let active = client.active_grants(&contact_id).await?;
         let known: Vec<&String> = prev.grants.values().collect();
         let ours: Vec<&client::Grant> = active
             .iter()
@@ -154,34 +188,69 @@ impl Handler for TapkeyHandler {
                 });
                 let id = match existing {
                     Some(g) => g.id.clone(),
-                    None => match client.create_grant(lock, &contact_id, &from, &before).await {
-                        Ok(Some(g)) => g.id,
-                        // 409: an identical grant exists (created by an earlier attempt).
-                        Ok(None) => client
-                            .active_grants(&contact_id)
-                            .await?
-                            .into_iter()
-                            .find(|g| {
-                                &g.bound_lock_id == lock
-                                    && g.valid_from == from
-                                    && g.valid_before == Some(before)
-                            })
-                            .map(|g| g.id)
-                            .ok_or_else(|| {
-                                HandlerError::transient(format!(
-                                    "Tapkey answered 409 for lock {lock} but the grant is not listed yet"
-                                ))
-                            })?,
-                        Err(e) if cached_contact && matches!(e.status(), Some(400 | 404)) => {
-                            // The cached contact may be gone at Tapkey: resolve it again on
-                            // the retry (a PUT), instead of dead-lettering a good event.
-                            client.forget_contact(&pass.holder.email, pass.holder.name.as_deref());
-                            return Err(HandlerError::transient(format!(
-                                "grant on lock {lock} refused for cached contact {contact_id}: {e}; resolving the contact again"
-                            )));
+                    None => {
+                        let holder = match &contact_id {
+                            Some(id) => client::GrantHolder::Contact(id),
+                            None => client::GrantHolder::Email(&pass.holder.email),
+                        };
+                        match client.create_grant(lock, holder, &from, &before).await {
+                            Ok(Some(g)) => {
+                                if contact_id.is_none() {
+                                    client.remember_contact(
+                                        &pass.holder.email,
+                                        None,
+                                        &g.contact_id,
+                                    );
+                                    contact_id = Some(g.contact_id.clone());
+                                }
+                                g.id
+                            }
+                            // 409: an identical grant exists (created by an earlier attempt).
+                            Ok(None) => {
+                                let cid = match &contact_id {
+                                    Some(id) => id.clone(),
+                                    None => {
+                                        let (id, _) =
+                                            client.ensure_contact(&pass.holder.email, None).await?;
+                                        contact_id = Some(id.clone());
+                                        id
+                                    }
+                                };
+                                client
+                                    .active_grants(&cid)
+                                    .await?
+                                    .into_iter()
+                                    .find(|g| {
+                                        &g.bound_lock_id == lock
+                                            && g.valid_from == from
+                                            && g.valid_before == Some(before)
+                                    })
+                                    .map(|g| g.id)
+                                    .ok_or_else(|| {
+                                        HandlerError::transient(format!(
+                                            "Tapkey answered 409 for lock {lock} but the grant is not listed yet"
+                                        ))
+                                    })?
+                            }
+                            Err(e) if cached_contact && matches!(e.status(), Some(400 | 404)) => {
+                                // The cached contact may be gone at Tapkey: resolve it again on
+                                // the retry (a PUT), instead of dead-lettering a good event.
+                                client.forget_contact(
+                                    &pass.holder.email,
+                                    pass.holder.name.as_deref(),
+                                );
+                                return Err(HandlerError::transient(format!(
+                                    "grant on lock {lock} refused for cached contact {}: {e}; resolving the contact again",
+                                    contact_id.as_deref().unwrap_or_default()
+                                )));
+                            }
+                            Err(e) => {
+                                return Err(
+                                    HandlerError::from(e).context(format!("grant on lock {lock}"))
+                                );
+                            }
                         }
-                        Err(e) => return Err(HandlerError::from(e).context(format!("grant on lock {lock}"))),
-                    },
+                    }
                 };
                 kept.insert(lock.clone(), id);
             }
@@ -193,7 +262,7 @@ impl Handler for TapkeyHandler {
             }
         }
         let ids = TapkeyIds {
-            contact_id: Some(contact_id),
+            contact_id,
             valid_from: Some(from),
             grants: kept,
         };

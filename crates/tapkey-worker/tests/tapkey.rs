@@ -353,6 +353,9 @@ impl Handler for CrashAfterApply {
     fn kinds(&self) -> &[accesshub_domain::EventKind] {
         self.inner.kinds()
     }
+    fn marks_attempts(&self) -> bool {
+        self.inner.marks_attempts()
+    }
     async fn apply(
         &self,
         ctx: &ApplyContext,
@@ -365,41 +368,66 @@ impl Handler for CrashAfterApply {
     }
 }
 
-#[tokio::test]
-async fn crash_between_vendor_call_and_ack_creates_no_second_grant() {
-    let env = Env::new().await;
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let h = env
-        .start(CrashAfterApply {
-            inner: TapkeyHandler::new(),
-            applied: tx,
-        })
-        .await;
-    env.publish(&pass_event("c1", 1, PassStatus::Active, "day", expiry(2)))
-        .await;
+impl Env {
+    /// Grant lists received by the simulator.
+    fn lists(&self) -> usize {
+        self.sim
+            .state()
+            .count_calls(Vendor::Tapkey, "GET", "/Grants")
+    }
+
+    /// A worker whose handler crashes right after applying, and news of each apply.
+    async fn start_crashing(&self) -> (WorkerHandle, tokio::sync::mpsc::UnboundedReceiver<()>) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let h = self
+            .start(CrashAfterApply {
+                inner: TapkeyHandler::new(),
+                applied: tx,
+            })
+            .await;
+        (h, rx)
+    }
+}
+
+async fn applied(rx: &mut tokio::sync::mpsc::UnboundedReceiver<()>) {
     tokio::time::timeout(Duration::from_secs(10), rx.recv())
         .await
         .unwrap();
+}
+
+async fn binding_of(env: &Env, key: &str) -> Option<worker_runtime::Binding> {
+    worker_runtime::get_binding(
+        &env.db.pool,
+        &worker_runtime::BindingKey {
+            tenant: "cowork".into(),
+            vendor: "tapkey".into(),
+            kind: "pass".into(),
+            booking_key: key.into(),
+        },
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn crash_between_vendor_call_and_ack_creates_no_second_grant() {
+    let env = Env::new().await;
+    let (h, mut rx) = env.start_crashing().await;
+    env.publish(&pass_event("c1", 1, PassStatus::Active, "day", expiry(2)))
+        .await;
+    applied(&mut rx).await;
     assert_eq!(env.grants_of("c1@example.com").len(), 2);
+    assert_eq!(
+        env.lists(),
+        0,
+        "a new pass's first attempt skips the grants list"
+    );
     h.abort().await; // no binding, no ack
     let h = env.start(TapkeyHandler::new()).await;
     eventually(
         "redelivered and recorded",
         Duration::from_secs(20),
-        || async {
-            worker_runtime::get_binding(
-                &env.db.pool,
-                &worker_runtime::BindingKey {
-                    tenant: "cowork".into(),
-                    vendor: "tapkey".into(),
-                    kind: "pass".into(),
-                    booking_key: "c1".into(),
-                },
-            )
-            .await
-            .unwrap()
-            .is_some()
-        },
+        || async { binding_of(&env, "c1").await.is_some() },
     )
     .await;
     assert_eq!(env.sim.state().tapkey_grants().len(), 2, "no second grant");
@@ -409,6 +437,111 @@ async fn crash_between_vendor_call_and_ack_creates_no_second_grant() {
             .count_calls(Vendor::Tapkey, "PUT", "/Grants"),
         2
     );
+    env.finish(h).await;
+}
+
+/// The grants list is skipped only on a booking's provably first attempt: after a crash
+/// between the grant PUT and the record, a *newer* revision (a first delivery, no binding yet)
+/// must still find and replace the crashed attempt's grants — a plain "no binding and first
+/// delivery" rule would leave them active next to new ones.
+#[tokio::test]
+async fn after_a_crash_a_newer_revision_still_finds_the_crashed_attempts_grants() {
+    use chrono::DurationRound as _;
+    let env = Env::new().await;
+    let (h, mut rx) = env.start_crashing().await;
+    let from = (Utc::now() - chrono::Duration::hours(1))
+        .duration_trunc(chrono::Duration::seconds(1))
+        .unwrap();
+    let with_from = |rev: i64, exp: DateTime<Utc>| {
+        let mut ev = pass_event("c2", rev, PassStatus::Active, "day", exp);
+        if let EventBody::Pass(p) = &mut ev.body {
+            p.valid_from = Some(from);
+        }
+        ev
+    };
+    env.publish(&with_from(1, expiry(2))).await;
+    applied(&mut rx).await;
+    assert_eq!(env.grants_of("c2@example.com").len(), 2);
+    assert_eq!(env.lists(), 0);
+    h.abort().await; // crashed: grants at Tapkey, no binding, no ack
+    let exp2 = expiry(5);
+    env.publish(&with_from(2, exp2)).await;
+    let h = env.start(TapkeyHandler::new()).await;
+    eventually(
+        "revision 2 applied, revision 1 skipped",
+        Duration::from_secs(20),
+        || async {
+            let skipped = h.registry().encode().lines().any(|l| {
+                l.starts_with("accesshub_worker_messages_total")
+                    && l.contains("outcome=\"skipped\"")
+                    && !l.ends_with(" 0")
+            });
+            let g = env.grants_of("c2@example.com");
+            g.len() == 2 && g.iter().all(|x| x.1 == Some(exp2)) && skipped
+        },
+    )
+    .await;
+    let all = env.sim.state().tapkey_grants();
+    assert_eq!(
+        all.iter().filter(|g| g.active).count(),
+        2,
+        "one grant per lock"
+    );
+    assert_eq!(all.iter().filter(|g| g.state == "Revoked").count(), 2);
+    env.finish(h).await;
+}
+
+fn nameless(key: &str) -> Event {
+    let mut ev = pass_event(key, 1, PassStatus::Active, "day", expiry(2));
+    if let EventBody::Pass(p) = &mut ev.body {
+        p.holder.name = None;
+    }
+    ev
+}
+
+/// A new holder without a name, on the booking's first attempt: one grant PUT per lock that
+/// names the contact by e-mail (no contact PUT, no grants list). A crash right after still
+/// ends with one grant per lock, and the contact id Tapkey reported is recorded.
+#[tokio::test]
+async fn a_nameless_new_holder_costs_one_call_per_lock_even_across_a_crash() {
+    let env = Env::new().await;
+    let st = env.sim.state().clone();
+    let (h, mut rx) = env.start_crashing().await;
+    env.publish(&nameless("n1")).await;
+    applied(&mut rx).await;
+    assert_eq!(st.count_calls(Vendor::Tapkey, "PUT", "/Contacts"), 0);
+    assert_eq!(env.lists(), 0);
+    assert_eq!(st.count_calls(Vendor::Tapkey, "PUT", "/Grants"), 2);
+    assert_eq!(
+        env.grants_of("n1@example.com").len(),
+        2,
+        "contact made by Tapkey"
+    );
+    h.abort().await;
+    let h = env.start(TapkeyHandler::new()).await;
+    env.publish(&nameless("n2")).await;
+    eventually("both recorded", Duration::from_secs(20), || async {
+        binding_of(&env, "n1").await.is_some() && binding_of(&env, "n2").await.is_some()
+    })
+    .await;
+    assert_eq!(env.grants_of("n1@example.com").len(), 2);
+    assert_eq!(env.grants_of("n2@example.com").len(), 2);
+    assert_eq!(
+        st.tapkey_grants().len(),
+        4,
+        "no second grant after the crash"
+    );
+    assert_eq!(st.count_calls(Vendor::Tapkey, "PUT", "/Grants"), 4);
+    for key in ["n1", "n2"] {
+        let b = binding_of(&env, key).await.unwrap();
+        let contact = st
+            .tapkey_contacts()
+            .into_iter()
+            .find(|c| c.identifier == format!("{key}@example.com"))
+            .unwrap();
+        assert_eq!(b.vendor_ids["contact_id"], contact.id.as_str(), "{key}");
+        assert_eq!(b.vendor_ids["grants"].as_object().unwrap().len(), 2);
+    }
     env.finish(h).await;
 }
 

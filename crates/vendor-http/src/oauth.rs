@@ -3,11 +3,14 @@
 //! answers 401 anyway (revoked or clock-skewed token).
 
 use std::{
-    sync::Arc,
+    sync::{Arc, RwLock},
     time::{Duration, Instant},
 };
 
-use reqwest::{RequestBuilder, Response, StatusCode};
+use reqwest::{
+    RequestBuilder, Response, StatusCode,
+    header::{AUTHORIZATION, HeaderValue},
+};
 use serde::Deserialize;
 use tokio::sync::Mutex;
 
@@ -45,14 +48,18 @@ struct TokenResponse {
 
 struct Cached {
     token: String,
+    /// `Bearer <token>`, built once per token instead of once per request.
+    header: HeaderValue,
     refresh_at: Instant,
 }
 
-/// A cached client-credentials token. Concurrent callers share one refresh (the mutex).
+/// A cached client-credentials token. Requests read it without waiting (a read lock and an
+/// `Arc` clone); concurrent callers that find it missing or stale share one refresh.
 pub struct TokenSource {
     client: VendorClient,
     cfg: TokenSourceConfig,
-    cache: Mutex<Option<Cached>>,
+    cache: RwLock<Option<Arc<Cached>>>,
+    refresh: Mutex<()>,
 }
 
 impl std::fmt::Debug for TokenSource {
@@ -69,18 +76,30 @@ impl TokenSource {
         TokenSource {
             client,
             cfg,
-            cache: Mutex::new(None),
+            cache: RwLock::new(None),
+            refresh: Mutex::new(()),
         }
+    }
+
+    /// The cached token while it is not due for refresh.
+    fn current(&self) -> Option<Arc<Cached>> {
+        let cache = self.cache.read().unwrap_or_else(|e| e.into_inner());
+        cache
+            .as_ref()
+            .filter(|c| Instant::now() < c.refresh_at)
+            .cloned()
     }
 
     /// A valid token: the cached one, or a fresh one when it is missing or about to expire
     /// (refreshed at 90 % of its lifetime, at most one minute early).
-    pub async fn token(&self) -> Result<String, VendorError> {
-        let mut cache = self.cache.lock().await;
-        if let Some(c) = cache.as_ref()
-            && Instant::now() < c.refresh_at
-        {
-            return Ok(c.token.clone());
+    async fn fresh(&self) -> Result<Arc<Cached>, VendorError> {
+        if let Some(c) = self.current() {
+            return Ok(c);
+        }
+        let _refreshing = self.refresh.lock().await;
+        // Another caller may have refreshed while this one waited.
+        if let Some(c) = self.current() {
+            return Ok(c);
         }
         let mut form = vec![
             ("grant_type", "client_credentials"),
@@ -98,16 +117,33 @@ impl TokenSource {
         let t: TokenResponse = decode_json(self.client.vendor(), "token", resp).await?;
         let lifetime = Duration::from_secs(t.expires_in.unwrap_or(300));
         let early = (lifetime / 10).min(Duration::from_secs(60));
-        *cache = Some(Cached {
-            token: t.access_token.clone(),
+        let mut header =
+            HeaderValue::from_str(&format!("Bearer {}", t.access_token)).map_err(|_| {
+                VendorError::Decode {
+                    vendor: self.client.vendor(),
+                    operation: "token",
+                    message: "the access token is not a valid header value".into(),
+                }
+            })?;
+        header.set_sensitive(true);
+        let c = Arc::new(Cached {
+            token: t.access_token,
+            header,
             refresh_at: Instant::now() + lifetime.saturating_sub(early),
         });
-        Ok(t.access_token)
+        *self.cache.write().unwrap_or_else(|e| e.into_inner()) = Some(c.clone());
+        Ok(c)
+    }
+
+    /// A valid token: the cached one, or a fresh one when it is missing or about to expire
+    /// (refreshed at 90 % of its lifetime, at most one minute early).
+    pub async fn token(&self) -> Result<String, VendorError> {
+        Ok(self.fresh().await?.token.clone())
     }
 
     /// Forgets `token` if it is still the cached one (the vendor rejected it).
     pub async fn invalidate(&self, token: &str) {
-        let mut cache = self.cache.lock().await;
+        let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
         if cache.as_ref().is_some_and(|c| c.token == token) {
             *cache = None;
         }
@@ -140,10 +176,13 @@ impl AuthedClient {
         operation: &'static str,
         build: impl Fn(&reqwest::Client) -> RequestBuilder,
     ) -> Result<Response, VendorError> {
-        let token = self.tokens.token().await?;
+        let token = self.tokens.fresh().await?;
         let resp = self
             .client
-            .send_raw(operation, build(self.client.http()).bearer_auth(&token))
+            .send_raw(
+                operation,
+                build(self.client.http()).header(AUTHORIZATION, token.header.clone()),
+            )
             .await?;
         if resp.status() != StatusCode::UNAUTHORIZED {
             return Ok(resp);
@@ -153,10 +192,13 @@ impl AuthedClient {
             operation,
             "401: refreshing token once"
         );
-        self.tokens.invalidate(&token).await;
-        let token = self.tokens.token().await?;
+        self.tokens.invalidate(&token.token).await;
+        let token = self.tokens.fresh().await?;
         self.client
-            .send_raw(operation, build(self.client.http()).bearer_auth(&token))
+            .send_raw(
+                operation,
+                build(self.client.http()).header(AUTHORIZATION, token.header.clone()),
+            )
             .await
     }
 

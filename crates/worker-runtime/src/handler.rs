@@ -29,6 +29,14 @@ pub trait Handler: Send + Sync + 'static {
         binding: Option<&Binding>,
     ) -> impl Future<Output = Result<ApplyOutcome, HandlerError>> + Send;
 
+    /// Opt in to [`ApplyContext::first_attempt`]: before the vendor call of a booking that has
+    /// no binding yet, the runtime then records durably (one small row per new booking,
+    /// `vendor_attempts`) that an attempt may reach the vendor, so every later attempt knows
+    /// it must look for what an earlier one created. Off by default (no extra write).
+    fn marks_attempts(&self) -> bool {
+        false
+    }
+
     /// Removes one vendor object the reconciler found carrying our reference although no
     /// booking wants it (a "stray", from the SYNC stream). Must treat "already gone" as
     /// success. The default refuses (permanent → DLQ), so a worker that has not implemented
@@ -163,6 +171,12 @@ pub struct ApplyContext {
     pub attempt: u64,
     /// Whether a transient failure now goes to the DLQ (last allowed delivery).
     pub last_attempt: bool,
+    /// No attempt of any event of this booking can have reached the vendor before this one:
+    /// the booking has no binding, this is the message's first delivery, and this attempt
+    /// wrote the booking's durable attempt marker (committed before `apply` runs). Lookups
+    /// that only exist to find objects an earlier, crashed attempt created may be skipped.
+    /// Always false unless the handler opts in with [`Handler::marks_attempts`].
+    pub first_attempt: bool,
 }
 
 impl ApplyContext {

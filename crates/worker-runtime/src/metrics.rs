@@ -4,6 +4,7 @@ use accesshub_telemetry::{
     Registry,
     metrics::{CounterVec, GaugeVec, HistogramVec, labels},
 };
+use prometheus_client::metrics::{counter::Counter, gauge::Gauge, histogram::Histogram};
 
 /// Outcome label of `accesshub_worker_messages_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,24 +34,43 @@ impl Outcome {
 #[derive(Clone)]
 pub(crate) struct WorkerMetrics {
     worker: String,
-    messages: CounterVec,
-    in_flight: GaugeVec,
     pending: GaugeVec,
     dlq_depth: GaugeVec,
     heartbeats: CounterVec,
-    binding_steps: HistogramVec,
+    /// Series touched for every message, resolved once: building and hashing label strings
+    /// per message cost more than the counting.
+    by_outcome: [Counter; 4],
+    in_flight: Gauge,
+    lock_step: Histogram,
+    commit_step: Histogram,
 }
 
 impl WorkerMetrics {
     pub(crate) fn new(registry: &Registry, worker: &str) -> Self {
         vendor_http::register_metrics(registry);
+        let messages: CounterVec = registry.counter(
+            "accesshub_worker_messages",
+            "Messages handled by outcome (applied|skipped|retried|dead_lettered)",
+        );
+        let in_flight: GaugeVec =
+            registry.gauge("accesshub_worker_in_flight", "Messages being processed");
+        let binding_steps: HistogramVec = registry.histogram(
+            "accesshub_worker_binding_step_seconds",
+            "Time a message waited for its booking lock + binding read (step=lock) and for \
+             its group commit (step=commit), queueing included",
+        );
+        let outcome = |o: Outcome| {
+            messages
+                .get_or_create(&labels([("worker", worker), ("outcome", o.as_str())]))
+                .clone()
+        };
+        let step = |st: &str| {
+            binding_steps
+                .get_or_create(&labels([("worker", worker), ("step", st)]))
+                .clone()
+        };
         WorkerMetrics {
             worker: worker.to_owned(),
-            messages: registry.counter(
-                "accesshub_worker_messages",
-                "Messages handled by outcome (applied|skipped|retried|dead_lettered)",
-            ),
-            in_flight: registry.gauge("accesshub_worker_in_flight", "Messages being processed"),
             pending: registry.gauge(
                 "accesshub_consumer_pending",
                 "Messages in the stream not yet delivered to the worker's consumer",
@@ -63,24 +83,32 @@ impl WorkerMetrics {
                 "accesshub_worker_missed_heartbeats",
                 "Pull requests whose idle heartbeat went missing",
             ),
-            binding_steps: registry.histogram(
-                "accesshub_worker_binding_step_seconds",
-                "Time a message waited for its booking lock + binding read (step=lock) and for \
-                 its group commit (step=commit), queueing included",
-            ),
+            by_outcome: [
+                outcome(Outcome::Applied),
+                outcome(Outcome::Skipped),
+                outcome(Outcome::Retried),
+                outcome(Outcome::DeadLettered),
+            ],
+            in_flight: in_flight
+                .get_or_create(&labels([("worker", worker)]))
+                .clone(),
+            lock_step: step("lock"),
+            commit_step: step("commit"),
         }
     }
 
     pub(crate) fn outcome(&self, o: Outcome) {
-        self.messages
-            .get_or_create(&labels([("worker", &self.worker), ("outcome", o.as_str())]))
-            .inc();
+        let i = match o {
+            Outcome::Applied => 0,
+            Outcome::Skipped => 1,
+            Outcome::Retried => 2,
+            Outcome::DeadLettered => 3,
+        };
+        self.by_outcome[i].inc();
     }
 
     pub(crate) fn in_flight(&self, delta: i64) {
-        self.in_flight
-            .get_or_create(&labels([("worker", &self.worker)]))
-            .inc_by(delta);
+        self.in_flight.inc_by(delta);
     }
 
     pub(crate) fn pending(&self, n: u64) {
@@ -95,10 +123,14 @@ impl WorkerMetrics {
             .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
+    /// `step` is `lock` or `commit`.
     pub(crate) fn binding_step(&self, step: &str, d: std::time::Duration) {
-        self.binding_steps
-            .get_or_create(&labels([("worker", &self.worker), ("step", step)]))
-            .observe(d.as_secs_f64());
+        let h = if step == "lock" {
+            &self.lock_step
+        } else {
+            &self.commit_step
+        };
+        h.observe(d.as_secs_f64());
     }
 
     pub(crate) fn missed_heartbeat(&self) {

@@ -36,7 +36,7 @@ use crate::{
     handler::{ApplyContext, Handler, HandlerError, reference},
     metrics::{Outcome, WorkerMetrics},
     policy::{Backoff, Decision},
-    store::{BindingStore, Committed, Record},
+    store::{BindingStore, Committed, Held, Record},
 };
 
 struct Shared<H> {
@@ -609,9 +609,14 @@ async fn handle<H: Handler>(s: &Shared<H>, m: &Msg<'_>) -> Outcome {
         booking_key: event.booking_key.clone(),
     };
     let asked = Instant::now();
-    let locked = with_progress(m.msg, s.cfg.progress_interval, s.store.lock(&key)).await;
+    let mark = s.handler.marks_attempts();
+    let locked = with_progress(m.msg, s.cfg.progress_interval, s.store.lock(&key, mark)).await;
     s.metrics.binding_step("lock", asked.elapsed());
-    let (guard, binding) = match locked {
+    let Held {
+        guard,
+        binding,
+        first_attempt,
+    } = match locked {
         Ok(l) => l,
         Err(e) => return fail(s, m, Some(&event), e.context("binding")).await,
     };
@@ -633,6 +638,9 @@ async fn handle<H: Handler>(s: &Shared<H>, m: &Msg<'_>) -> Outcome {
         connection: conn,
         attempt: m.delivered,
         last_attempt: i64::try_from(m.delivered).unwrap_or(i64::MAX) >= s.cfg.max_deliver,
+        // The marker proves no earlier attempt of this booking; a redelivery is never first
+        // (belt and braces for attempts made before markers existed).
+        first_attempt: first_attempt && m.delivered == 1,
     };
     let started = Instant::now();
     let result = with_progress(
@@ -723,8 +731,8 @@ async fn handle_remove<H: Handler>(s: &Shared<H>, m: &Msg<'_>) -> Outcome {
         kind: cmd.kind.as_str().to_owned(),
         booking_key: cmd.booking_key.clone(),
     };
-    let locked = with_progress(m.msg, s.cfg.progress_interval, s.store.lock(&key)).await;
-    let (guard, binding) = match locked {
+    let locked = with_progress(m.msg, s.cfg.progress_interval, s.store.lock(&key, false)).await;
+    let Held { guard, binding, .. } = match locked {
         Ok(l) => l,
         Err(e) => return fail(s, m, None, e.context("binding")).await,
     };
@@ -735,6 +743,7 @@ async fn handle_remove<H: Handler>(s: &Shared<H>, m: &Msg<'_>) -> Outcome {
         connection: conn,
         attempt: m.delivered,
         last_attempt: i64::try_from(m.delivered).unwrap_or(i64::MAX) >= s.cfg.max_deliver,
+        first_attempt: false,
     };
     let result = with_progress(
         m.msg,

@@ -13,7 +13,11 @@
 //!   is seen. The lock is held across the vendor call and released only after the record is
 //!   committed (principle 5 across replicas, as with the transaction-scoped lock before).
 //!   Session locks die with the connection, so a crashed worker releases them exactly as it
-//!   released its open transactions. Try-locks, not blocking ones: one booking held by
+//!   released its open transactions.
+//!   For handlers that ask for it, a third statement then records in `vendor_attempts` that a
+//!   vendor call may start for each locked booking that has no binding yet (committed before
+//!   the lock is answered). A booking whose marker this batch inserted has provably never
+//!   reached the vendor: the handler may skip looking for objects of an earlier attempt. Try-locks, not blocking ones: one booking held by
 //!   another replica must not stall the shared connection; its lane retries with backoff.
 //!   A broken connection bumps the lock *epoch*: lanes holding locks of an older epoch do not
 //!   record (transient failure → redelivery → revision check), as a lost transaction failed
@@ -49,11 +53,39 @@ use crate::{
 /// Most requests one statement carries.
 const MAX_BATCH: usize = 512;
 
-type LockReply = oneshot::Sender<Result<(bool, Option<Binding>, u64), HandlerError>>;
+/// The lock task's answer to one request.
+#[derive(Debug)]
+struct Locked {
+    /// Whether this session holds the booking's lock now.
+    held: bool,
+    /// The booking's binding (read after the lock).
+    binding: Option<Binding>,
+    /// The attempt marker was inserted by this request: no earlier attempt exists.
+    first: bool,
+    /// Lock session epoch.
+    epoch: u64,
+}
+
+type LockReply = oneshot::Sender<Result<Locked, HandlerError>>;
 
 enum LockMsg {
-    Lock(BindingKey, LockReply),
+    /// Lock a booking (and, with `mark`, record the attempt when it has no binding).
+    Lock {
+        key: BindingKey,
+        mark: bool,
+        reply: LockReply,
+    },
     Unlock(BindingKey, u64),
+}
+
+/// What [`BindingStore::lock`] hands a lane.
+#[derive(Debug)]
+pub(crate) struct Held {
+    pub(crate) guard: LockGuard,
+    pub(crate) binding: Option<Binding>,
+    /// No attempt of any event of this booking has reached the vendor before: there was no
+    /// binding and this lock inserted the booking's durable attempt marker (only with `mark`).
+    pub(crate) first_attempt: bool,
 }
 
 /// One applied record for the committer.
@@ -136,36 +168,43 @@ impl BindingStore {
     }
 
     /// Tries once to lock `key` and read its binding; `None` while another session (replica)
-    /// holds it.
+    /// holds it. With `mark`, a booking without a binding gets its attempt marker (see
+    /// [`Held::first_attempt`]).
     pub(crate) async fn try_lock(
         &self,
         key: &BindingKey,
-    ) -> Result<Option<(LockGuard, Option<Binding>)>, HandlerError> {
+        mark: bool,
+    ) -> Result<Option<Held>, HandlerError> {
         let (tx, rx) = oneshot::channel();
         self.locks
-            .send(LockMsg::Lock(key.clone(), tx))
+            .send(LockMsg::Lock {
+                key: key.clone(),
+                mark,
+                reply: tx,
+            })
             .map_err(|_| gone())?;
-        let (held, binding, epoch) = rx.await.map_err(|_| gone())??;
-        if !held {
+        let l = rx.await.map_err(|_| gone())??;
+        if !l.held {
             return Ok(None);
         }
         let guard = LockGuard {
             key: Some(key.clone()),
-            epoch,
+            epoch: l.epoch,
             tx: self.locks.clone(),
             current: self.epoch.clone(),
         };
-        Ok(Some((guard, binding)))
+        Ok(Some(Held {
+            guard,
+            binding: l.binding,
+            first_attempt: l.first,
+        }))
     }
 
     /// Locks `key`, waiting (with backoff) while another replica holds it.
-    pub(crate) async fn lock(
-        &self,
-        key: &BindingKey,
-    ) -> Result<(LockGuard, Option<Binding>), HandlerError> {
+    pub(crate) async fn lock(&self, key: &BindingKey, mark: bool) -> Result<Held, HandlerError> {
         let mut wait = Duration::from_millis(5);
         loop {
-            match self.try_lock(key).await? {
+            match self.try_lock(key, mark).await? {
                 Some(held) => return Ok(held),
                 None => {
                     tracing::debug!(?wait, booking = %key.booking_key, "booking locked by another replica; waiting");
@@ -197,12 +236,17 @@ const LOAD_MANY: &str = "SELECT b.tenant_id, b.vendor, b.kind, b.booking_key, b.
      JOIN bindings b ON b.tenant_id = k.tenant_id AND b.vendor = k.vendor \
        AND b.kind = k.kind AND b.booking_key = k.booking_key";
 
-/// Locks and reads a batch on `conn`: per request whether it is held, and its binding.
+const MARK_ATTEMPTS: &str = "INSERT INTO vendor_attempts (tenant_id, vendor, kind, booking_key) \
+     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) \
+     ON CONFLICT DO NOTHING RETURNING tenant_id, vendor, kind, booking_key";
+
+/// Locks and reads a batch on `conn`: per request whether it is held, its binding, and
+/// whether its attempt marker was inserted now (requests with `mark` and no binding).
 async fn lock_batch(
     conn: &mut PgConnection,
     unlocks: &[String],
-    keys: &[&BindingKey],
-) -> Result<Vec<(bool, Option<Binding>)>, sqlx::Error> {
+    keys: &[(&BindingKey, bool)],
+) -> Result<Vec<(bool, Option<Binding>, bool)>, sqlx::Error> {
     if !unlocks.is_empty() {
         sqlx::query(UNLOCK)
             .bind(unlocks)
@@ -212,7 +256,7 @@ async fn lock_batch(
     if keys.is_empty() {
         return Ok(Vec::new());
     }
-    let lock_keys: Vec<String> = keys.iter().map(|k| k.lock_key()).collect();
+    let lock_keys: Vec<String> = keys.iter().map(|(k, _)| k.lock_key()).collect();
     let held: Vec<bool> = sqlx::query_scalar(TRY_LOCK)
         .bind(&lock_keys)
         .fetch_all(&mut *conn)
@@ -221,7 +265,7 @@ async fn lock_batch(
         .iter()
         .zip(&held)
         .filter(|(_, h)| **h)
-        .map(|(k, _)| *k)
+        .map(|((k, _), _)| *k)
         .collect();
     let mut found: HashMap<BindingKey, Binding> = HashMap::new();
     if !locked.is_empty() {
@@ -245,10 +289,59 @@ async fn lock_batch(
             found.insert(key, b);
         }
     }
+    // Markers for the locked, unbound bookings whose handler wants them; committed (this
+    // autocommit statement's WAL flush) before any lane hears back, so before its vendor call.
+    let mut marked: Vec<&BindingKey> = keys
+        .iter()
+        .zip(&held)
+        .filter(|((k, mark), h)| **h && *mark && !found.contains_key(*k))
+        .map(|((k, _), _)| *k)
+        .collect();
+    // One row per statement: a booking asked twice in a batch (not possible from the lanes,
+    // which hold one message per booking) must not make ON CONFLICT see its own row.
+    let mut seen = HashSet::new();
+    marked.retain(|k| seen.insert(*k));
+    let mut first: HashSet<BindingKey> = HashSet::new();
+    if !marked.is_empty() {
+        let col = |f: fn(&BindingKey) -> &String| -> Vec<&str> {
+            marked.iter().map(|k| f(k).as_str()).collect()
+        };
+        let res: Result<Vec<(String, String, String, String)>, sqlx::Error> =
+            sqlx::query_as(MARK_ATTEMPTS)
+                .bind(col(|k| &k.tenant))
+                .bind(col(|k| &k.vendor))
+                .bind(col(|k| &k.kind))
+                .bind(col(|k| &k.booking_key))
+                .fetch_all(&mut *conn)
+                .await;
+        let rows = match res {
+            Ok(rows) => rows,
+            // Not migrated yet: nothing is "first", which only costs the lookups it saves.
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P01") => {
+                tracing::warn!(error = %e, "vendor_attempts missing (run migrations); no attempt markers");
+                Vec::new()
+            }
+            Err(e) => return Err(e),
+        };
+        first.extend(
+            rows.into_iter()
+                .map(|(tenant, vendor, kind, booking_key)| BindingKey {
+                    tenant,
+                    vendor,
+                    kind,
+                    booking_key,
+                }),
+        );
+    }
+    // A key asked twice in one batch: only the first request can be the first attempt.
     Ok(keys
         .iter()
         .zip(held)
-        .map(|(k, h)| (h, if h { found.get(*k).cloned() } else { None }))
+        .map(|((k, mark), h)| {
+            let binding = if h { found.get(*k).cloned() } else { None };
+            let is_first = h && *mark && first.remove(*k);
+            (h, binding, is_first)
+        })
         .collect())
 }
 
@@ -265,7 +358,7 @@ async fn lock_task(pool: PgPool, mut rx: mpsc::UnboundedReceiver<LockMsg>, epoch
                 // A lock of a lost session is already released.
                 LockMsg::Unlock(k, e) if e == current => unlocks.push(k.lock_key()),
                 LockMsg::Unlock(..) => {}
-                LockMsg::Lock(k, reply) => requests.push((k, reply)),
+                LockMsg::Lock { key, mark, reply } => requests.push((key, mark, reply)),
             }
         }
         if conn.is_none() {
@@ -276,7 +369,7 @@ async fn lock_task(pool: PgPool, mut rx: mpsc::UnboundedReceiver<LockMsg>, epoch
                 Ok(c) => conn = Some(c.detach()),
                 Err(e) => {
                     let err = db_err(&e, "lock connection");
-                    for (_, reply) in requests {
+                    for (_, _, reply) in requests {
                         let _ = reply.send(Err(err.clone()));
                     }
                     continue;
@@ -284,11 +377,17 @@ async fn lock_task(pool: PgPool, mut rx: mpsc::UnboundedReceiver<LockMsg>, epoch
             }
         }
         let Some(c) = conn.as_mut() else { continue };
-        let keys: Vec<&BindingKey> = requests.iter().map(|(k, _)| k).collect();
+        let keys: Vec<(&BindingKey, bool)> = requests.iter().map(|(k, m, _)| (k, *m)).collect();
         match lock_batch(c, &unlocks, &keys).await {
             Ok(results) => {
-                for ((key, reply), (held, binding)) in requests.into_iter().zip(results) {
-                    if reply.send(Ok((held, binding, current))).is_err() && held {
+                for ((key, _, reply), (held, binding, first)) in requests.into_iter().zip(results) {
+                    let answer = Locked {
+                        held,
+                        binding,
+                        first,
+                        epoch: current,
+                    };
+                    if reply.send(Ok(answer)).is_err() && held {
                         // The lane is gone (cancelled): nobody will release this lock.
                         orphaned.push(key.lock_key());
                     }
@@ -302,7 +401,7 @@ async fn lock_task(pool: PgPool, mut rx: mpsc::UnboundedReceiver<LockMsg>, epoch
                 orphaned.clear();
                 epoch.fetch_add(1, Ordering::SeqCst);
                 let err = db_err(&e, "booking lock");
-                for (_, reply) in requests {
+                for (_, _, reply) in requests {
                     let _ = reply.send(Err(err.clone()));
                 }
             }
@@ -485,7 +584,7 @@ mod tests {
             let s = s.clone();
             joins.spawn(async move {
                 let k = format!("b{i}");
-                let (guard, binding) = s.lock(&key(&k)).await.unwrap();
+                let Held { guard, binding, .. } = s.lock(&key(&k), false).await.unwrap();
                 assert!(binding.is_none());
                 let r = s.commit(rec(&k, 2, serde_json::json!({"i": i}))).await;
                 drop(guard);
@@ -509,7 +608,7 @@ mod tests {
                 .unwrap(),
             Committed::Recorded
         );
-        let (_g, b) = s.lock(&key("b0")).await.unwrap();
+        let b = s.lock(&key("b0"), false).await.unwrap().binding;
         assert_eq!(b.unwrap().vendor_ids, serde_json::json!({"again": true}));
         drop(tasks);
         db.drop_db().await;
@@ -520,30 +619,90 @@ mod tests {
         let db = TestDb::new().await;
         let (a, a_tasks) = store(&db).await;
         let (b, _b_tasks) = store(&db).await;
-        let (guard, _) = a.lock(&key("k")).await.unwrap();
+        let guard = a.lock(&key("k"), false).await.unwrap().guard;
         assert!(guard.still_held());
         assert!(
-            b.try_lock(&key("k")).await.unwrap().is_none(),
+            b.try_lock(&key("k"), false).await.unwrap().is_none(),
             "B got A's booking"
         );
         // Another booking is not blocked.
-        assert!(b.try_lock(&key("other")).await.unwrap().is_some());
+        assert!(b.try_lock(&key("other"), false).await.unwrap().is_some());
         // A records, releases; B then sees A's record.
         a.commit(rec("k", 3, serde_json::json!({"by": "a"})))
             .await
             .unwrap();
         drop(guard);
-        let (g2, seen) = b.lock(&key("k")).await.unwrap();
+        let Held {
+            guard: g2,
+            binding: seen,
+            ..
+        } = b.lock(&key("k"), false).await.unwrap();
         assert_eq!(seen.unwrap().applied_revision, 3);
         drop(g2);
         // A crashes while holding the lock (tasks die, guard never dropped): its session ends
         // and B gets the booking.
-        let (held, _) = a.lock(&key("k")).await.unwrap();
-        assert!(b.try_lock(&key("k")).await.unwrap().is_none());
+        let held = a.lock(&key("k"), false).await.unwrap();
+        assert!(b.try_lock(&key("k"), false).await.unwrap().is_none());
         drop(a_tasks);
         std::mem::forget(held);
-        let got = tokio::time::timeout(Duration::from_secs(10), b.lock(&key("k"))).await;
+        let got = tokio::time::timeout(Duration::from_secs(10), b.lock(&key("k"), false)).await;
         assert!(got.unwrap().is_ok());
+        db.drop_db().await;
+    }
+
+    async fn marked(db: &TestDb, k: &str) -> bool {
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM vendor_attempts WHERE booking_key = $1)")
+            .bind(k)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn only_the_first_attempt_of_an_unbound_booking_is_first() {
+        let db = TestDb::new().await;
+        let (s, tasks) = store(&db).await;
+        // A new booking: the marker is written by this lock, so nothing reached the vendor.
+        let h = s.lock(&key("n"), true).await.unwrap();
+        assert!(h.first_attempt && h.binding.is_none());
+        // The attempt "crashes" (no record): every later attempt must look for its objects.
+        drop(h);
+        let h = s.lock(&key("n"), true).await.unwrap();
+        assert!(!h.first_attempt, "a second attempt is never first");
+        drop(h);
+        let (a, _a_tasks) = store(&db).await;
+        assert!(
+            !a.lock(&key("n"), true).await.unwrap().first_attempt,
+            "nor on another replica"
+        );
+        // Without asking, nothing is marked and nothing is first.
+        let h = s.lock(&key("quiet"), false).await.unwrap();
+        assert!(!h.first_attempt);
+        drop(h);
+        assert!(!marked(&db, "quiet").await);
+        // A booking with a binding is not first, and gets no marker.
+        s.commit(rec("bound", 1, serde_json::json!({})))
+            .await
+            .unwrap();
+        let h = s.lock(&key("bound"), true).await.unwrap();
+        assert!(!h.first_attempt && h.binding.is_some());
+        drop(h);
+        assert!(!marked(&db, "bound").await);
+        // Many new bookings at once: each is first exactly once.
+        let mut joins = JoinSet::new();
+        for i in 0..100 {
+            let s = s.clone();
+            joins.spawn(async move {
+                s.lock(&key(&format!("m{i}")), true)
+                    .await
+                    .unwrap()
+                    .first_attempt
+            });
+        }
+        while let Some(r) = joins.join_next().await {
+            assert!(r.unwrap());
+        }
+        drop(tasks);
         db.drop_db().await;
     }
 }

@@ -11,6 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use accesshub_bench::cpu::{CpuSnapshot, cores};
 use accesshub_connections::{Connection, Secret, TapkeySettings, VendorSettings};
 use accesshub_domain::{Event, EventBody, Pass, PassHolder, PassStatus, Source, headers};
 use anyhow::Context as _;
@@ -35,6 +36,9 @@ impl Handler for Timed {
     }
     fn kinds(&self) -> &[accesshub_domain::EventKind] {
         self.inner.kinds()
+    }
+    fn marks_attempts(&self) -> bool {
+        self.inner.marks_attempts()
     }
     async fn apply(
         &self,
@@ -88,6 +92,11 @@ async fn publish(bus: &accesshub_bus::Bus, ev: &Event) -> anyhow::Result<()> {
         .context("puback")?;
     Ok(())
 }
+
+/// mimalloc: glibc's malloc costs a worker (many small, short-lived allocations per message
+/// and vendor call, across threads) noticeably more CPU per event.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -149,6 +158,9 @@ async fn main() -> anyhow::Result<()> {
         p.await??;
     }
     eprintln!("backlog of {backlog} published in {:?}", t.elapsed());
+    // CPU of the drain: worker + simulator (this process), Postgres, nats-server. Rates move
+    // with whatever else runs on the shared machine; CPU per event does not.
+    let cpu_before = CpuSnapshot::take();
     let handle = worker_runtime::start(
         cfg,
         Timed {
@@ -181,8 +193,20 @@ async fn main() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let recorded = start.elapsed();
+    let cpu = CpuSnapshot::take().since(&cpu_before);
+    let load_drain = accesshub_bench::load_average();
     let recorded_rate = backlog as f64 / recorded.as_secs_f64();
     eprintln!("recorded {backlog} in {recorded:?}: {recorded_rate:.0}/s");
+    let per = cpu.per_item_us(backlog);
+    let ceiling = cpu.ceiling_per_s(backlog, cores());
+    eprintln!(
+        "CPU per event: bench process {:.0} µs, Postgres {:.0} µs, nats-server {:.0} µs, total {:.0} µs → ceiling {ceiling:.0}/s on {} cores (load {load_drain})",
+        per.own,
+        per.postgres,
+        per.nats,
+        per.total(),
+        cores()
+    );
 
     // 2. Latency at a paced rate.
     let total = rate * secs;
@@ -231,6 +255,7 @@ async fn main() -> anyhow::Result<()> {
     };
     lat.sort();
     let applied = lat.len();
+    let load_paced = accesshub_bench::load_average();
     if std::env::var_os("BENCH_METRICS").is_some() {
         // Diagnostics: where a message's time goes (vendor calls, lock, group commit).
         for line in handle.registry().encode().lines() {
@@ -259,18 +284,35 @@ calls for a new holder (contact PUT, grants list, grant PUT), binding upsert by 
 | publish → grant at vendor, p50 | {} |\n\
 | publish → grant at vendor, p99 | {} |\n\
 | publish → grant at vendor, max | {} |\n\
-| grants at the simulator (no duplicates expected: {}) | {grants} |\n\n\
-Target (issue 5): ≥ 5,000 events/s and p99 < 100 ms.\n",
+| grants at the simulator (no duplicates expected: {}) | {grants} |\n\
+| CPU per event while draining: bench process (worker + simulator) | {:.0} µs |\n\
+| CPU per event while draining: Postgres (all processes) | {:.0} µs |\n\
+| CPU per event while draining: nats-server | {:.0} µs |\n\
+| CPU per event while draining: total | {:.0} µs |\n\
+| CPU ceiling at that cost ({} cores, nothing else running) | {ceiling:.0}/s |\n\
+| load average (1/5/15 min) after the drain / after the paced run | {load_drain} / {load_paced} |\n\n\
+Target (issue 5): ≥ 5,000 events/s and p99 < 100 ms. The simulator runs in the bench \
+process, so its CPU counts in \"bench process\".\n",
         ms(percentile(&lat, 50.0)),
         ms(percentile(&lat, 99.0)),
         ms(lat.last().copied().unwrap_or_default()),
         backlog + total,
+        per.own,
+        per.postgres,
+        per.nats,
+        per.total(),
+        cores(),
     );
     accesshub_bench::write_section("Workers", &body)?;
     accesshub_bench::record_figures(
         "worker",
         &[
             ("events_per_s", throughput),
+            ("cpu_us_per_event", per.total()),
+            ("cpu_us_per_event_own", per.own),
+            ("cpu_us_per_event_postgres", per.postgres),
+            ("cpu_us_per_event_nats", per.nats),
+            ("cpu_ceiling_per_s", ceiling),
             ("offered_per_s", rate as f64),
             ("achieved_per_s", achieved),
             ("p50_ms", accesshub_bench::millis(percentile(&lat, 50.0))),
