@@ -13,6 +13,7 @@ pub mod http;
 pub mod metrics;
 pub mod nats_ingest;
 pub mod relay;
+pub mod retention;
 pub mod upstream;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
@@ -56,6 +57,9 @@ pub struct IngestConfig {
     /// Relay settings (`ACCESSHUB_OUTBOX_POLL` default 250ms, `ACCESSHUB_OUTBOX_LINGER`
     /// default 2ms).
     pub relay: relay::RelayConfig,
+    /// Receipt retention (`ACCESSHUB_INGEST_RECEIPT_RETENTION`, default 7 days): how long a
+    /// repeated delivery still gets its first answer.
+    pub retention: retention::RetentionConfig,
     /// Run migrations at start-up (`ACCESSHUB_MIGRATE_ON_START`, default true).
     pub migrate: bool,
     /// Serve the NATS ingest subjects (`ACCESSHUB_NATS_INGEST`, default true).
@@ -98,6 +102,13 @@ impl IngestConfig {
                 linger: env_duration("ACCESSHUB_OUTBOX_LINGER", defaults.linger)?,
                 ..defaults
             },
+            retention: retention::RetentionConfig {
+                keep: env_duration(
+                    "ACCESSHUB_INGEST_RECEIPT_RETENTION",
+                    retention::RetentionConfig::default().keep,
+                )?,
+                ..Default::default()
+            },
             migrate: env_or("ACCESSHUB_MIGRATE_ON_START", true)?,
             nats_ingest: env_or("ACCESSHUB_NATS_INGEST", true)?,
             extra_routes: None,
@@ -115,6 +126,7 @@ impl IngestConfig {
             db_connections: 4,
             secret_cache_ttl: Duration::from_secs(30),
             relay: relay::RelayConfig::default(),
+            retention: retention::RetentionConfig::default(),
             migrate: false,
             nats_ingest: true,
             extra_routes: None,
@@ -300,6 +312,13 @@ pub async fn start(cfg: IngestConfig) -> Result<IngestHandle, IngestError> {
         )
         .run(wake, stop_relay.clone()),
     );
+
+    side.push(tokio::spawn(retention::run(
+        pool.clone(),
+        cfg.retention.clone(),
+        metrics.clone(),
+        stop_relay.clone(),
+    )));
 
     let stop_nats = CancellationToken::new();
     let nats = if cfg.nats_ingest {

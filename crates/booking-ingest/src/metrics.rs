@@ -24,6 +24,8 @@ pub struct IngestMetrics {
     pub commit_batch: Histogram,
     /// `accesshub_outbox_relay_batch_size`: rows published per relay pass.
     pub relay_batch: Histogram,
+    /// `accesshub_ingest_receipts_pruned_total`: receipts deleted after their retention.
+    pub receipts_pruned: Counter,
 }
 
 fn batch_histogram() -> Histogram {
@@ -51,6 +53,13 @@ impl IngestMetrics {
                 "Deliveries rejected, by reason",
             ),
             outbox_published: published.get_or_create(&Vec::new()).clone(),
+            receipts_pruned: {
+                let c: CounterVec = registry.counter(
+                    "accesshub_ingest_receipts_pruned",
+                    "Delivery receipts deleted after their retention",
+                );
+                c.get_or_create(&Vec::new()).clone()
+            },
             outbox_pending: pending.get_or_create(&Vec::new()).clone(),
             commit_batch: {
                 let h = batch_histogram();

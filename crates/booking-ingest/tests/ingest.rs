@@ -589,3 +589,45 @@ async fn committer_statement_probes_primary_keys_on_a_generic_plan() {
     drop(conn);
     env.finish().await;
 }
+
+/// Receipts older than the retention are pruned (in batches); younger ones stay and keep
+/// answering repeats with their first answer. A repeat after its receipt expired is taken as
+/// a new delivery and answered from the booking's revision: superseded, no second event.
+#[tokio::test]
+async fn expired_receipts_are_pruned_in_batches() {
+    let env = Env::new().await;
+    let mut bodies = Vec::new();
+    for i in 0..5 {
+        let b = native(&format!("N-P{i}"), 1);
+        accept(&env, "native", &b).await;
+        bodies.push(b);
+    }
+    let fresh = native("N-FRESH", 1);
+    let fresh_id = accept(&env, "native", &fresh).await;
+    sqlx::query(
+        "UPDATE ingest_receipts SET created_at = now() - interval '8 days' \
+         WHERE event_id IN (SELECT event_id FROM bookings WHERE booking_key LIKE 'N-P%')",
+    )
+    .execute(&env.db.pool)
+    .await
+    .unwrap();
+    let week = std::time::Duration::from_secs(7 * 24 * 3600);
+    let pruned = booking_ingest::retention::prune_receipts(&env.db.pool, week, 2)
+        .await
+        .unwrap();
+    assert_eq!(pruned, 5);
+    let (left,): (i64,) = sqlx::query_as("SELECT count(*) FROM ingest_receipts")
+        .fetch_one(&env.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(left, 1);
+    // The fresh receipt still gives the first answer.
+    let (_, again) = env.post("native", &fresh).await;
+    assert_eq!(again["event_id"], fresh_id);
+    // An expired one is a new delivery of an already stored revision.
+    let (status, late) = env.post("native", &bodies[0]).await;
+    assert_eq!(status, 202);
+    assert_eq!(late, json!({"status": "superseded", "current_revision": 1}));
+    assert_eq!(env.events_written().await, 6);
+    env.finish().await;
+}
