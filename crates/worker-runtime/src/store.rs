@@ -14,9 +14,9 @@
 //!   committed (principle 5 across replicas, as with the transaction-scoped lock before).
 //!   Session locks die with the connection, so a crashed worker releases them exactly as it
 //!   released its open transactions.
-//!   For handlers that ask for it, a third statement then records in `vendor_attempts` that a
-//!   vendor call may start for each locked booking that has no binding yet (committed before
-//!   the lock is answered). A booking whose marker this batch inserted has provably never
+//!   For handlers that ask for it, the read also records in `vendor_attempts` that a vendor
+//!   call may start for each locked booking that has no binding yet (committed before the
+//!   lock is answered). Unlocks of finished bookings ride along with the next lock statement. A booking whose marker this batch inserted has provably never
 //!   reached the vendor: the handler may skip looking for objects of an earlier attempt. Try-locks, not blocking ones: one booking held by
 //!   another replica must not stall the shared connection; its lane retries with backoff.
 //!   A broken connection bumps the lock *epoch*: lanes holding locks of an older epoch do not
@@ -226,114 +226,148 @@ impl BindingStore {
 const TRY_LOCK: &str = "SELECT pg_try_advisory_lock(hashtextextended(k, 0)) \
      FROM unnest($1::text[]) WITH ORDINALITY AS t(k, i) ORDER BY i";
 
+/// [`TRY_LOCK`] that first releases the finished bookings' locks ($1): one round trip and one
+/// statement instead of two. The uncorrelated sub-select is a one-time filter, evaluated (all
+/// unlocks done) before the first lock is tried; releasing and taking the same key in one
+/// batch gives the same result in either order (session locks count).
+const UNLOCK_AND_TRY_LOCK: &str = "WITH u AS (SELECT pg_advisory_unlock(hashtextextended(k, 0)) \
+       FROM unnest($1::text[]) AS t(k)) \
+     SELECT pg_try_advisory_lock(hashtextextended(k, 0)) \
+     FROM unnest($2::text[]) WITH ORDINALITY AS t(k, i) \
+     WHERE (SELECT count(*) FROM u) >= 0 ORDER BY i";
+
 const UNLOCK: &str =
     "SELECT pg_advisory_unlock(hashtextextended(k, 0)) FROM unnest($1::text[]) AS t(k)";
 
 const LOAD_MANY: &str = "SELECT b.tenant_id, b.vendor, b.kind, b.booking_key, b.applied_revision, \
-       b.applied_event_id, b.vendor_ids, b.status, b.last_error, b.updated_at \
+       b.applied_event_id, b.vendor_ids, b.status, b.last_error, b.updated_at, false AS first \
      FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) \
        AS k(tenant_id, vendor, kind, booking_key) \
      JOIN bindings b ON b.tenant_id = k.tenant_id AND b.vendor = k.vendor \
        AND b.kind = k.kind AND b.booking_key = k.booking_key";
 
-const MARK_ATTEMPTS: &str = "INSERT INTO vendor_attempts (tenant_id, vendor, kind, booking_key) \
-     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) \
-     ON CONFLICT DO NOTHING RETURNING tenant_id, vendor, kind, booking_key";
+/// [`LOAD_MANY`] that also inserts the attempt markers of the bookings with `mark` ($5) and
+/// no binding, in the same statement (its snapshot is taken after the locks, like the read's;
+/// autocommit: the markers are durable before any lane hears back, so before its vendor
+/// call). Binding rows come back with `first = false`; a marker this statement inserted comes
+/// back as a placeholder row with `first = true`.
+const LOAD_AND_MARK: &str = "WITH k AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], \
+       $4::text[], $5::bool[]) AS k(tenant_id, vendor, kind, booking_key, mark)), \
+     ins AS (INSERT INTO vendor_attempts (tenant_id, vendor, kind, booking_key) \
+       SELECT k.tenant_id, k.vendor, k.kind, k.booking_key FROM k WHERE k.mark AND NOT EXISTS \
+         (SELECT 1 FROM bindings x WHERE x.tenant_id = k.tenant_id AND x.vendor = k.vendor \
+           AND x.kind = k.kind AND x.booking_key = k.booking_key) \
+       ON CONFLICT DO NOTHING RETURNING tenant_id, vendor, kind, booking_key) \
+     SELECT b.tenant_id, b.vendor, b.kind, b.booking_key, b.applied_revision, \
+       b.applied_event_id, b.vendor_ids, b.status, b.last_error, b.updated_at, false AS first \
+     FROM k JOIN bindings b ON b.tenant_id = k.tenant_id AND b.vendor = k.vendor \
+       AND b.kind = k.kind AND b.booking_key = k.booking_key \
+     UNION ALL \
+     SELECT tenant_id, vendor, kind, booking_key, 0::int8, NULL::uuid, '{}'::jsonb, '', \
+       NULL::text, now(), true FROM ins";
+
+/// A row of [`LOAD_MANY`] / [`LOAD_AND_MARK`].
+#[derive(sqlx::FromRow)]
+struct Loaded {
+    #[sqlx(flatten)]
+    binding: Binding,
+    first: bool,
+}
 
 /// Locks and reads a batch on `conn`: per request whether it is held, its binding, and
 /// whether its attempt marker was inserted now (requests with `mark` and no binding).
+/// `markers` turns false for good when the table is missing (not migrated yet): nothing is
+/// then "first", which only costs the lookups the markers save.
 async fn lock_batch(
     conn: &mut PgConnection,
     unlocks: &[String],
     keys: &[(&BindingKey, bool)],
+    markers: &mut bool,
 ) -> Result<Vec<(bool, Option<Binding>, bool)>, sqlx::Error> {
-    if !unlocks.is_empty() {
-        sqlx::query(UNLOCK)
-            .bind(unlocks)
-            .execute(&mut *conn)
-            .await?;
-    }
     if keys.is_empty() {
+        if !unlocks.is_empty() {
+            sqlx::query(UNLOCK)
+                .bind(unlocks)
+                .execute(&mut *conn)
+                .await?;
+        }
         return Ok(Vec::new());
     }
     let lock_keys: Vec<String> = keys.iter().map(|(k, _)| k.lock_key()).collect();
-    let held: Vec<bool> = sqlx::query_scalar(TRY_LOCK)
-        .bind(&lock_keys)
-        .fetch_all(&mut *conn)
-        .await?;
-    let locked: Vec<&BindingKey> = keys
+    let held: Vec<bool> = if unlocks.is_empty() {
+        sqlx::query_scalar(TRY_LOCK).bind(&lock_keys)
+    } else {
+        sqlx::query_scalar(UNLOCK_AND_TRY_LOCK)
+            .bind(unlocks)
+            .bind(&lock_keys)
+    }
+    .fetch_all(&mut *conn)
+    .await?;
+    let locked: Vec<(&BindingKey, bool)> = keys
         .iter()
         .zip(&held)
         .filter(|(_, h)| **h)
-        .map(|((k, _), _)| *k)
+        .map(|((k, m), _)| (*k, *m))
         .collect();
     let mut found: HashMap<BindingKey, Binding> = HashMap::new();
+    let mut first: HashSet<BindingKey> = HashSet::new();
     if !locked.is_empty() {
         let col = |f: fn(&BindingKey) -> &String| -> Vec<&str> {
-            locked.iter().map(|k| f(k).as_str()).collect()
+            locked.iter().map(|(k, _)| f(k).as_str()).collect()
         };
-        let rows: Vec<Binding> = sqlx::query_as(LOAD_MANY)
-            .bind(col(|k| &k.tenant))
-            .bind(col(|k| &k.vendor))
-            .bind(col(|k| &k.kind))
-            .bind(col(|k| &k.booking_key))
-            .fetch_all(&mut *conn)
-            .await?;
-        for b in rows {
+        let mark = *markers && locked.iter().any(|(_, m)| *m);
+        let rows: Vec<Loaded> = if mark {
+            let res = sqlx::query_as(LOAD_AND_MARK)
+                .bind(col(|k| &k.tenant))
+                .bind(col(|k| &k.vendor))
+                .bind(col(|k| &k.kind))
+                .bind(col(|k| &k.booking_key))
+                .bind(locked.iter().map(|(_, m)| *m).collect::<Vec<bool>>())
+                .fetch_all(&mut *conn)
+                .await;
+            match res {
+                Ok(rows) => rows,
+                Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P01") => {
+                    tracing::warn!(error = %e, "vendor_attempts missing (run migrations); no attempt markers");
+                    *markers = false;
+                    Vec::new()
+                }
+                Err(e) => return Err(e),
+            }
+        } else {
+            Vec::new()
+        };
+        let rows = if mark && *markers {
+            rows
+        } else {
+            sqlx::query_as(LOAD_MANY)
+                .bind(col(|k| &k.tenant))
+                .bind(col(|k| &k.vendor))
+                .bind(col(|k| &k.kind))
+                .bind(col(|k| &k.booking_key))
+                .fetch_all(&mut *conn)
+                .await?
+        };
+        for Loaded {
+            binding: b,
+            first: f,
+        } in rows
+        {
             let key = BindingKey {
                 tenant: b.tenant_id.clone(),
                 vendor: b.vendor.clone(),
                 kind: b.kind.clone(),
                 booking_key: b.booking_key.clone(),
             };
-            found.insert(key, b);
+            if f {
+                first.insert(key);
+            } else {
+                found.insert(key, b);
+            }
         }
     }
-    // Markers for the locked, unbound bookings whose handler wants them; committed (this
-    // autocommit statement's WAL flush) before any lane hears back, so before its vendor call.
-    let mut marked: Vec<&BindingKey> = keys
-        .iter()
-        .zip(&held)
-        .filter(|((k, mark), h)| **h && *mark && !found.contains_key(*k))
-        .map(|((k, _), _)| *k)
-        .collect();
-    // One row per statement: a booking asked twice in a batch (not possible from the lanes,
-    // which hold one message per booking) must not make ON CONFLICT see its own row.
-    let mut seen = HashSet::new();
-    marked.retain(|k| seen.insert(*k));
-    let mut first: HashSet<BindingKey> = HashSet::new();
-    if !marked.is_empty() {
-        let col = |f: fn(&BindingKey) -> &String| -> Vec<&str> {
-            marked.iter().map(|k| f(k).as_str()).collect()
-        };
-        let res: Result<Vec<(String, String, String, String)>, sqlx::Error> =
-            sqlx::query_as(MARK_ATTEMPTS)
-                .bind(col(|k| &k.tenant))
-                .bind(col(|k| &k.vendor))
-                .bind(col(|k| &k.kind))
-                .bind(col(|k| &k.booking_key))
-                .fetch_all(&mut *conn)
-                .await;
-        let rows = match res {
-            Ok(rows) => rows,
-            // Not migrated yet: nothing is "first", which only costs the lookups it saves.
-            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P01") => {
-                tracing::warn!(error = %e, "vendor_attempts missing (run migrations); no attempt markers");
-                Vec::new()
-            }
-            Err(e) => return Err(e),
-        };
-        first.extend(
-            rows.into_iter()
-                .map(|(tenant, vendor, kind, booking_key)| BindingKey {
-                    tenant,
-                    vendor,
-                    kind,
-                    booking_key,
-                }),
-        );
-    }
-    // A key asked twice in one batch: only the first request can be the first attempt.
+    // A key asked twice in one batch (not possible from the lanes, which hold one message per
+    // booking): only the first request can be the first attempt.
     Ok(keys
         .iter()
         .zip(held)
@@ -349,6 +383,7 @@ async fn lock_task(pool: PgPool, mut rx: mpsc::UnboundedReceiver<LockMsg>, epoch
     let mut conn: Option<PgConnection> = None;
     let mut buf = Vec::with_capacity(MAX_BATCH);
     let mut orphaned: Vec<String> = Vec::new();
+    let mut markers = true;
     while rx.recv_many(&mut buf, MAX_BATCH).await > 0 {
         let current = epoch.load(Ordering::SeqCst);
         let mut unlocks = std::mem::take(&mut orphaned);
@@ -378,7 +413,7 @@ async fn lock_task(pool: PgPool, mut rx: mpsc::UnboundedReceiver<LockMsg>, epoch
         }
         let Some(c) = conn.as_mut() else { continue };
         let keys: Vec<(&BindingKey, bool)> = requests.iter().map(|(k, m, _)| (k, *m)).collect();
-        match lock_batch(c, &unlocks, &keys).await {
+        match lock_batch(c, &unlocks, &keys, &mut markers).await {
             Ok(results) => {
                 for ((key, _, reply), (held, binding, first)) in requests.into_iter().zip(results) {
                     let answer = Locked {
@@ -701,6 +736,28 @@ mod tests {
         }
         while let Some(r) = joins.join_next().await {
             assert!(r.unwrap());
+        }
+        drop(tasks);
+        db.drop_db().await;
+    }
+
+    #[tokio::test]
+    async fn without_the_markers_table_locks_still_work_and_nothing_is_first() {
+        let db = TestDb::new().await;
+        sqlx::query("DROP TABLE vendor_attempts")
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        let (s, tasks) = store(&db).await;
+        s.commit(rec("bound", 4, serde_json::json!({"g": 1})))
+            .await
+            .unwrap();
+        for _ in 0..2 {
+            let new = s.lock(&key("new"), true).await.unwrap();
+            let bound = s.lock(&key("bound"), true).await.unwrap();
+            assert!(!new.first_attempt && new.binding.is_none());
+            assert!(!bound.first_attempt);
+            assert_eq!(bound.binding.unwrap().applied_revision, 4);
         }
         drop(tasks);
         db.drop_db().await;
