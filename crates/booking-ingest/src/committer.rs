@@ -165,16 +165,19 @@ async fn run(
         }
         let batch = std::mem::take(&mut buf);
         metrics.commit_batch.observe(batch.len() as f64);
-        process(&pool, batch, &wake).await;
+        process(&pool, batch, &wake, &metrics).await;
     }
 }
 
-async fn process(pool: &PgPool, batch: Vec<Job>, wake: &Notify) {
+async fn process(pool: &PgPool, batch: Vec<Job>, wake: &Notify, metrics: &IngestMetrics) {
     let mut attempt = 0u32;
     loop {
         let started = std::time::Instant::now();
         match write_batch(pool, &batch).await {
             Ok((answers, any)) => {
+                metrics
+                    .commit_seconds
+                    .observe(started.elapsed().as_secs_f64());
                 tracing::debug!(
                     n = batch.len(),
                     ms = started.elapsed().as_millis() as u64,
@@ -200,7 +203,7 @@ async fn process(pool: &PgPool, batch: Vec<Job>, wake: &Notify) {
                     // One bad row must not fail its neighbours: commit one by one.
                     tracing::warn!(n = batch.len(), "batch commit refused, committing singly");
                     for job in batch {
-                        Box::pin(process(pool, vec![job], wake)).await;
+                        Box::pin(process(pool, vec![job], wake, metrics)).await;
                     }
                     return;
                 }

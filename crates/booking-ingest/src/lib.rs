@@ -43,9 +43,11 @@ pub struct IngestConfig {
     pub secrets: SecretBox,
     /// Largest accepted body in bytes (`ACCESSHUB_INGEST_BODY_LIMIT`, default 1 MiB).
     pub body_limit: usize,
-    /// Parallel committer tasks (`ACCESSHUB_INGEST_COMMITTERS`, default 8). A commit cycle is
-    /// bound by round trips and the WAL flush, not CPU: on 2 cores 8 committers accepted
-    /// 3.5k webhooks/s where 2 managed 1.3k and 4 managed 1.9k (ingest-bench, 2026-11-23).
+    /// Parallel committer tasks, one Postgres connection each (`ACCESSHUB_INGEST_COMMITTERS`,
+    /// default 4). With one statement per batch and no NOTIFY lock, 2, 4 and 8 committers
+    /// accepted about the same rate on 2 cores; at 2,000/s fewer committers make fewer, larger
+    /// commits (fewer fsyncs) and a shorter tail: p99 31 ms with 4, 50 ms with 8 under the same
+    /// background load (ingest-bench, 2026-11-23).
     pub committers: usize,
     /// Most deliveries per transaction (`ACCESSHUB_INGEST_BATCH`, default 500).
     pub batch_max: usize,
@@ -90,7 +92,7 @@ impl IngestConfig {
             common,
             secrets,
             body_limit: env_or("ACCESSHUB_INGEST_BODY_LIMIT", 1024 * 1024)?,
-            committers: env_or("ACCESSHUB_INGEST_COMMITTERS", 8)?,
+            committers: env_or("ACCESSHUB_INGEST_COMMITTERS", 4)?,
             batch_max: env_or("ACCESSHUB_INGEST_BATCH", 500)?,
             db_connections: env_or("ACCESSHUB_INGEST_DB_CONNECTIONS", 4)?,
             secret_cache_ttl: env_duration(

@@ -24,6 +24,9 @@ pub struct IngestMetrics {
     pub commit_batch: Histogram,
     /// `accesshub_outbox_relay_batch_size`: rows published per relay pass.
     pub relay_batch: Histogram,
+    /// `accesshub_ingest_commit_seconds`: how long one batch statement took, commit
+    /// included: the floor of every webhook's latency.
+    pub commit_seconds: Histogram,
     /// `accesshub_ingest_receipts_pruned_total`: receipts deleted after their retention.
     pub receipts_pruned: Counter,
 }
@@ -66,6 +69,15 @@ impl IngestMetrics {
                 registry.register(
                     "accesshub_ingest_commit_batch_size",
                     "Deliveries written per group-commit transaction",
+                    h.clone(),
+                );
+                h
+            },
+            commit_seconds: {
+                let h = Histogram::new(exponential_buckets(0.000_25, 2.0, 14));
+                registry.register(
+                    "accesshub_ingest_commit_seconds",
+                    "Time to write and commit one batch of deliveries",
                     h.clone(),
                 );
                 h

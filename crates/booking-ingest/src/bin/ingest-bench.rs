@@ -3,7 +3,7 @@
 //! in-process on a fresh database and NATS namespace; writes the "## Ingest" section of
 //! BENCHMARKS.md. Run in release: `cargo run --release -p booking-ingest --bin ingest-bench`.
 //! `BENCH_SECS` (default 10), `BENCH_CONCURRENCY` (default 512) and `BENCH_COMMITTERS`
-//! (default 8, the service's default) tune it.
+//! (default 4, the service's default) tune it.
 
 use std::{
     sync::{
@@ -92,6 +92,19 @@ async fn raw_commits(pool: &sqlx::PgPool, secs: u64) -> anyhow::Result<f64> {
     Ok(count.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64())
 }
 
+/// Mean of a Prometheus histogram in `text` (`_sum` / `_count`), since `earlier` if given.
+fn hist_mean(text: &str, earlier: Option<&str>, name: &str) -> f64 {
+    let get = |t: &str, suffix: &str| {
+        t.lines()
+            .find(|l| l.starts_with(&format!("{name}_{suffix} ")))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let (s0, c0) = earlier.map_or((0.0, 0.0), |e| (get(e, "sum"), get(e, "count")));
+    (get(text, "sum") - s0) / (get(text, "count") - c0).max(1.0)
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -132,9 +145,8 @@ async fn main() -> anyhow::Result<()> {
     cfg.committers = std::env::var("BENCH_COMMITTERS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(8);
+        .unwrap_or(4);
     let committers = cfg.committers;
-    cfg.db_connections = 16;
     let handle = booking_ingest::start(cfg).await.context("start ingest")?;
     let addr = handle.addr();
     let host = addr.to_string();
@@ -197,20 +209,10 @@ async fn main() -> anyhow::Result<()> {
     }
     let elapsed = start.elapsed().as_secs_f64();
     let cpu = accesshub_bench::cpu::CpuSnapshot::take().since(&cpu_before);
-    let metrics_text = handle.registry().encode();
-    let mean = |name: &str| {
-        let get = |suffix: &str| {
-            metrics_text
-                .lines()
-                .find(|l| l.starts_with(&format!("{name}_{suffix} ")))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<f64>().ok())
-                .unwrap_or(0.0)
-        };
-        get("sum") / get("count").max(1.0)
-    };
-    let commit_batch = mean("accesshub_ingest_commit_batch_size");
-    let relay_batch = mean("accesshub_outbox_relay_batch_size");
+    let burst_metrics = handle.registry().encode();
+    let commit_batch = hist_mean(&burst_metrics, None, "accesshub_ingest_commit_batch_size");
+    let relay_batch = hist_mean(&burst_metrics, None, "accesshub_outbox_relay_batch_size");
+    let commit_ms = 1e3 * hist_mean(&burst_metrics, None, "accesshub_ingest_commit_seconds");
     let accepted = ok.load(Ordering::Relaxed);
     let per_req = cpu.per_item_us(accepted);
     let capacity = cpu.ceiling_per_s(accepted, accesshub_bench::cpu::cores());
@@ -230,6 +232,7 @@ async fn main() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let drain = drain_start.elapsed();
+    let drained_metrics = handle.registry().encode();
 
     eprintln!("latency at a fixed {FIXED_RATE} req/s ({secs}s)…");
     // Open loop: request i is due at start + i/rate and its latency counts from then, so a
@@ -280,6 +283,18 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let achieved = total as f64 / fixed_start.elapsed().as_secs_f64();
+    let fixed_metrics = handle.registry().encode();
+    let fixed_batch = hist_mean(
+        &fixed_metrics,
+        Some(&drained_metrics),
+        "accesshub_ingest_commit_batch_size",
+    );
+    let fixed_commit_ms = 1e3
+        * hist_mean(
+            &fixed_metrics,
+            Some(&drained_metrics),
+            "accesshub_ingest_commit_seconds",
+        );
     lat.sort();
     let (p50, p99, max) = (
         percentile(&lat, 50.0),
@@ -299,17 +314,18 @@ async fn main() -> anyhow::Result<()> {
 
     let body = format!(
         "`cargo run --release -p booking-ingest --bin ingest-bench` — booking-ingest in-process \
-         ({committers} committers, batches ≤ 500, 16 DB connections), connecX webhooks signed per request, \
+         ({committers} committers with a connection each, batches ≤ 500), connecX webhooks signed per request, \
          HTTP/1.1 keep-alive over loopback from a lean client (`accesshub_bench::http_load`: pre-built request bytes, as `wrk` does); clients, service, PostgreSQL and NATS share the machine.\n\n\
          | measure | result |\n|---|---|\n\
          | PostgreSQL single-row INSERT + COMMIT (8 connections, same run) | {commit_rate:.0} commits/s |\n\
          | durable webhook accepts, {conc} concurrent clients, {secs} s | **{rate:.0} accepted/s** ({accepted} accepted, {failed} not 202) |\n\
          | CPU per accepted webhook during the burst: bench process (clients + service) / Postgres (all processes) / nats-server | {own:.0} µs / {pg:.0} µs / {nats:.0} µs |\n\
-         | mean deliveries per commit / rows per relay pass (whole run) | {commit_batch:.1} / {relay_batch:.1} |\n\
+         | during the burst: mean deliveries per commit / mean time per commit / rows per relay pass | {commit_batch:.1} / {commit_ms:.1} ms / {relay_batch:.1} |\n\
          | → ceiling on this machine's otherwise idle cores (cores ÷ CPU per webhook) | {capacity:.0} accepted/s |\n\
          | load average (1/5/15 min) at the end of the burst | {load} |\n\
          | outbox drained to JetStream after the burst | {drain} |\n\
          | fixed rate {FIXED_RATE} req/s, open loop over {LATENCY_CONNS} connections, latency from each request's due time ({achieved:.0}/s achieved), {secs} s: p50 / p99 / max | {p50} / {p99} / {max} ({lat_fail} not 202) |\n\
+         | during the fixed rate: mean deliveries per commit / mean time per commit | {fixed_batch:.1} / {fixed_commit_ms:.1} ms |\n\
          | events in BOOKINGS at the end (file storage) | {events} |\n",
         drain = ms(drain),
         own = per_req.own,
