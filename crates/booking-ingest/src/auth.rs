@@ -161,10 +161,14 @@ type SourceRow = (
     serde_json::Value,
 );
 
-type CacheMap = HashMap<(String, String), (Instant, Option<Arc<SourceEntry>>)>;
+/// Per (tenant, source): when it was loaded, the registration (None: unknown), and whether a
+/// refresh is under way.
+type CacheMap = HashMap<(String, String), (Instant, Option<Arc<SourceEntry>>, bool)>;
 
 /// Decrypted registrations cached for `ttl` (unknown tenants for at most one second), so a
-/// webhook costs no database round trip for its secret.
+/// webhook costs no database round trip for its secret. A known registration past its `ttl`
+/// is served once more while one background load refreshes it: without that, every request
+/// in flight when it expired (hundreds under load) queued for its own load at once.
 #[derive(Clone)]
 pub struct SourceCache {
     pool: PgPool,
@@ -181,6 +185,17 @@ impl std::fmt::Debug for SourceCache {
     }
 }
 
+/// What the cache holds for a key.
+enum Cached {
+    Fresh(Option<Arc<SourceEntry>>),
+    /// A known registration past its ttl; `refresh` when this caller should start the reload.
+    Stale {
+        entry: Arc<SourceEntry>,
+        refresh: bool,
+    },
+    Missing,
+}
+
 impl SourceCache {
     /// A cache over the `tenant_sources` table.
     pub fn new(pool: PgPool, secrets: SecretBox, ttl: Duration) -> Self {
@@ -192,6 +207,62 @@ impl SourceCache {
         }
     }
 
+    fn lookup(&self, key: &(String, String)) -> Cached {
+        let state = match self.map.read() {
+            Ok(map) => match map.get(key) {
+                Some((at, entry, refreshing)) => {
+                    let ttl = if entry.is_some() {
+                        self.ttl
+                    } else {
+                        Duration::from_secs(1).min(self.ttl)
+                    };
+                    match entry {
+                        _ if at.elapsed() < ttl => return Cached::Fresh(entry.clone()),
+                        Some(e) if *refreshing => {
+                            return Cached::Stale {
+                                entry: e.clone(),
+                                refresh: false,
+                            };
+                        }
+                        Some(e) => Some(e.clone()),
+                        None => None,
+                    }
+                }
+                None => None,
+            },
+            Err(_) => None,
+        };
+        let Some(entry) = state else {
+            return Cached::Missing;
+        };
+        // Claim the refresh under the write lock: exactly one caller starts it.
+        match self.map.write() {
+            Ok(mut map) => match map.get_mut(key) {
+                Some((_, _, refreshing)) if !*refreshing => {
+                    *refreshing = true;
+                    Cached::Stale {
+                        entry,
+                        refresh: true,
+                    }
+                }
+                _ => Cached::Stale {
+                    entry,
+                    refresh: false,
+                },
+            },
+            Err(_) => Cached::Missing,
+        }
+    }
+
+    fn store(&self, key: (String, String), entry: Option<Arc<SourceEntry>>) {
+        if let Ok(mut map) = self.map.write() {
+            if map.len() > 100_000 {
+                map.clear();
+            }
+            map.insert(key, (Instant::now(), entry, false));
+        }
+    }
+
     /// The registration of `tenant` for `source`, `None` when there is none (or it cannot be
     /// decrypted: treated as unknown, and logged).
     pub async fn get(
@@ -200,26 +271,34 @@ impl SourceCache {
         source: &str,
     ) -> Result<Option<Arc<SourceEntry>>, sqlx::Error> {
         let key = (tenant.to_owned(), source.to_owned());
-        if let Ok(map) = self.map.read()
-            && let Some((at, entry)) = map.get(&key)
-        {
-            let ttl = if entry.is_some() {
-                self.ttl
-            } else {
-                Duration::from_secs(1).min(self.ttl)
-            };
-            if at.elapsed() < ttl {
-                return Ok(entry.clone());
+        match self.lookup(&key) {
+            Cached::Fresh(entry) => Ok(entry),
+            Cached::Stale { entry, refresh } => {
+                if refresh {
+                    let this = self.clone();
+                    tokio::spawn(async move {
+                        match this.load(&key.0, &key.1).await {
+                            Ok(e) => this.store(key, e.map(Arc::new)),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "refreshing a source registration failed");
+                                // Let the next request past the ttl try again.
+                                if let Ok(mut map) = this.map.write()
+                                    && let Some((_, _, refreshing)) = map.get_mut(&key)
+                                {
+                                    *refreshing = false;
+                                }
+                            }
+                        }
+                    });
+                }
+                Ok(Some(entry))
+            }
+            Cached::Missing => {
+                let entry = self.load(tenant, source).await?.map(Arc::new);
+                self.store(key, entry.clone());
+                Ok(entry)
             }
         }
-        let entry = self.load(tenant, source).await?.map(Arc::new);
-        if let Ok(mut map) = self.map.write() {
-            if map.len() > 100_000 {
-                map.clear();
-            }
-            map.insert(key, (Instant::now(), entry.clone()));
-        }
-        Ok(entry)
     }
 
     /// Forgets cached registrations (after a registration change in this process).

@@ -631,3 +631,55 @@ async fn expired_receipts_are_pruned_in_batches() {
     assert_eq!(env.events_written().await, 6);
     env.finish().await;
 }
+
+/// A registration past its ttl is served once more while ONE background load refreshes it
+/// (no stampede of loads when it expires under load); the refreshed secret then applies.
+#[tokio::test]
+async fn expired_source_registrations_refresh_in_the_background() {
+    let env = Env::new().await;
+    let ttl = std::time::Duration::from_millis(300);
+    let cache = booking_ingest::auth::SourceCache::new(env.db.pool.clone(), env.sbox.clone(), ttl);
+    let first = cache.get(TENANT, "native").await.unwrap().unwrap();
+    let now = chrono::Utc::now();
+    assert_eq!(first.secrets(now), vec![SECRET.as_bytes().to_vec()]);
+    // Re-registered with a new secret (and no previous one) by another replica.
+    booking_ingest::register_source(
+        &env.db.pool,
+        &env.sbox,
+        &booking_ingest::SourceRegistration {
+            tenant: TENANT.into(),
+            tenant_name: None,
+            source: "native".into(),
+            secret: "rotated".into(),
+            site_defaults: None,
+        },
+    )
+    .await
+    .unwrap();
+    // Within the ttl: still the cached one.
+    let cached = cache.get(TENANT, "native").await.unwrap().unwrap();
+    assert!(std::sync::Arc::ptr_eq(&first, &cached));
+    tokio::time::sleep(ttl + std::time::Duration::from_millis(50)).await;
+    // Past it: many concurrent callers all get an answer at once (the stale one)...
+    let all = futures::future::join_all((0..50).map(|_| cache.get(TENANT, "native"))).await;
+    for e in &all {
+        assert_eq!(
+            e.as_ref().unwrap().as_ref().unwrap().secrets(now),
+            vec![SECRET.as_bytes().to_vec()]
+        );
+    }
+    // ...and the refresh lands shortly after.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let e = cache.get(TENANT, "native").await.unwrap().unwrap();
+        if e.secrets(now) == vec![b"rotated".to_vec()] {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the refresh never landed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    env.finish().await;
+}
