@@ -116,7 +116,7 @@ pub async fn start<H: Handler>(cfg: WorkerConfig, handler: H) -> Result<WorkerHa
     let pool_size = u32::try_from(cfg.concurrency.min(12) + 4).unwrap_or(u32::MAX);
     let pool = accesshub_store::connect_lazy_batched(&cfg.common.database_url, pool_size)?;
     let mut db_tasks = JoinSet::new();
-    let store = BindingStore::start(pool.clone(), &mut db_tasks);
+    let store = BindingStore::start(pool.clone(), cfg.store_linger, &mut db_tasks);
     let name = handler.name();
     let shared = Arc::new(Shared {
         metrics: WorkerMetrics::new(&cfg.registry, name),
