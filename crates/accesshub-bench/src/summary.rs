@@ -209,6 +209,14 @@ pub fn rows(f: &Figures) -> Vec<Row> {
         ),
         row(
             "ingest",
+            "CPU-bound ceiling (cores ÷ CPU per webhook, all processes)",
+            get(f, "ingest", "cpu_ceiling_per_s"),
+            Unit::PerSec,
+            None,
+            None,
+        ),
+        row(
+            "ingest",
             "durable webhook accepts vs bus",
             accepted,
             Unit::PerSec,
@@ -238,6 +246,14 @@ pub fn rows(f: &Figures) -> Vec<Row> {
             Unit::PerSec,
             Some(Target::AtLeast(5_000.0)),
             ratio(events, js_con, "JetStream consume/s"),
+        ),
+        row(
+            "worker",
+            "CPU-bound ceiling (cores ÷ CPU per event, all processes)",
+            get(f, "worker", "cpu_ceiling_per_s"),
+            Unit::PerSec,
+            None,
+            None,
         ),
         row(
             "worker",

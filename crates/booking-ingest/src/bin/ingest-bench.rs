@@ -340,6 +340,11 @@ async fn main() -> anyhow::Result<()> {
         "ingest",
         &[
             ("accepted_per_s", rate),
+            ("cpu_us_per_webhook", per_req.total()),
+            ("cpu_us_per_webhook_own", per_req.own),
+            ("cpu_us_per_webhook_postgres", per_req.postgres),
+            ("cpu_us_per_webhook_nats", per_req.nats),
+            ("cpu_ceiling_per_s", capacity),
             ("pg_commits_per_s", commit_rate),
             ("fixed_rate_offered_per_s", FIXED_RATE as f64),
             ("fixed_rate_achieved_per_s", achieved),
