@@ -7,8 +7,8 @@ use accesshub_connections::TapkeySettings;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use vendor_http::{
-    AuthedClient, HttpSettings, Method, RateLimiter, StatusCode, TokenSourceConfig, VendorClient,
-    VendorError,
+    AuthedClient, HttpSettings, Method, RateLimiter, StatusCode, TokenSourceConfig, Url,
+    VendorClient, VendorError,
 };
 
 /// Scopes the worker needs (read owners/locks/contacts/grants, write contacts and grants).
@@ -115,9 +115,10 @@ pub struct TapkeyClient {
     http: AuthedClient,
     api: String,
     owner: String,
-    /// `{api}/Owners/{owner}/Contacts` and `.../Grants`, built once.
-    contacts_url: String,
-    grants_url: String,
+    /// `{api}/Owners/{owner}/Contacts` and `.../Grants`, parsed once (a request built from
+    /// a string parses it again every time).
+    contacts_url: Url,
+    grants_url: Url,
     /// Contacts this client has created or confirmed (PUT answered), keyed with the title
     /// sent, so a repeat holder costs no PUT and a changed name still updates the title.
     /// A PUT is create-or-return, so skipping it for a known contact changes nothing at
@@ -140,10 +141,13 @@ impl TapkeyClient {
         );
         let api = format!("{}/api/v1", s.base_url.trim_end_matches('/'));
         let owner = s.owner_account_id.clone();
+        let parse = |u: String| {
+            Url::parse(&u).map_err(|e| VendorError::Config(format!("Tapkey URL {u:?}: {e}")))
+        };
         Ok(TapkeyClient {
             http,
-            contacts_url: format!("{api}/Owners/{owner}/Contacts"),
-            grants_url: format!("{api}/Owners/{owner}/Grants"),
+            contacts_url: parse(format!("{api}/Owners/{owner}/Contacts"))?,
+            grants_url: parse(format!("{api}/Owners/{owner}/Grants"))?,
             api,
             owner,
             contacts: ContactCache::default(),
@@ -221,7 +225,9 @@ impl TapkeyClient {
             title,
         };
         self.http
-            .send_json("put_contact", |h| h.request(Method::PUT, url).json(&body))
+            .send_json("put_contact", |h| {
+                h.request(Method::PUT, url.clone()).json(&body)
+            })
             .await
     }
 
@@ -232,7 +238,8 @@ impl TapkeyClient {
         let list: Vec<Contact> = self
             .http
             .send_json("list_contacts", |h| {
-                h.request(Method::GET, url).query(&[("$filter", &filter)])
+                h.request(Method::GET, url.clone())
+                    .query(&[("$filter", &filter)])
             })
             .await?;
         Ok(list.into_iter().next())
@@ -244,7 +251,8 @@ impl TapkeyClient {
         let filter = format!("contactId eq {} and active eq true", lit(contact_id));
         self.http
             .send_json("list_grants", |h| {
-                h.request(Method::GET, url).query(&[("$filter", &filter)])
+                h.request(Method::GET, url.clone())
+                    .query(&[("$filter", &filter)])
             })
             .await
     }
@@ -287,7 +295,9 @@ impl TapkeyClient {
         };
         let resp = self
             .http
-            .send_raw("create_grant", |h| h.request(Method::PUT, url).json(&body))
+            .send_raw("create_grant", |h| {
+                h.request(Method::PUT, url.clone()).json(&body)
+            })
             .await?;
         match resp.status() {
             s if s.is_success() => Ok(Some(

@@ -22,7 +22,7 @@ pub use error::{VendorError, parse_retry_after};
 pub use limiter::RateLimiter;
 pub use metrics::register_metrics;
 pub use oauth::{AuthedClient, TokenSource, TokenSourceConfig};
-pub use reqwest::{Method, Response, StatusCode};
+pub use reqwest::{Method, Response, StatusCode, Url};
 
 /// Timeouts of vendor calls. A hung vendor must become a (transient) timeout, never a stuck
 /// worker.
