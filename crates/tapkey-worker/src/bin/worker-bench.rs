@@ -138,7 +138,12 @@ async fn main() -> anyhow::Result<()> {
         Arc::new(StaticConnections::new(vec![conn])),
     );
     cfg.rate_limit = 0.0; // measure the runtime, not the configured vendor limit
-    cfg.concurrency = 64;
+    // Lanes: the production default unless BENCH_LANES says otherwise (experiments).
+    cfg.concurrency = std::env::var("BENCH_LANES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(64);
+    let lanes = cfg.concurrency;
     let done = Arc::new(Mutex::new(HashMap::new()));
 
     // 1. Throughput: drain a backlog.
@@ -273,7 +278,7 @@ async fn main() -> anyhow::Result<()> {
     use accesshub_bench::{ms, percentile};
     let body = format!(
         "tapkey-worker (runtime + Tapkey client) against the in-process Tapkey simulator; real \
-NATS JetStream (memory streams) and PostgreSQL; one worker process, 64 lanes, no vendor rate \
+NATS JetStream (memory streams) and PostgreSQL; one worker process, {lanes} lanes, no vendor rate \
 limit. Per event: session advisory lock, then binding read + durable attempt marker in one \
 statement (both batched across lanes; a batch under 32 lingers 1 ms), one vendor HTTP call for \
 a new holder without a name (grant PUT naming the contact by e-mail; the grants list is \
