@@ -108,7 +108,21 @@ fn lazy_pool_planning(
     max_connections: u32,
     plan_cache_mode: &str,
 ) -> Result<PgPool, StoreError> {
-    let opts = parse_url(database_url)?.options([("plan_cache_mode", plan_cache_mode)]);
+    connect_lazy_with(
+        database_url,
+        max_connections,
+        &[("plan_cache_mode", plan_cache_mode)],
+    )
+}
+
+/// [`connect_lazy`] with session settings of the caller's choosing, for a pool with one
+/// narrow job (e.g. `synchronous_commit = off` for writes that are safe to lose in a crash).
+pub fn connect_lazy_with(
+    database_url: &str,
+    max_connections: u32,
+    settings: &[(&str, &str)],
+) -> Result<PgPool, StoreError> {
+    let opts = parse_url(database_url)?.options(settings.iter().copied());
     Ok(lazy_pool(opts, max_connections))
 }
 

@@ -51,8 +51,8 @@ pub struct IngestConfig {
     pub committers: usize,
     /// Most deliveries per transaction (`ACCESSHUB_INGEST_BATCH`, default 500).
     pub batch_max: usize,
-    /// Postgres connections besides the committers' own (one each): relay, secrets, probes
-    /// (`ACCESSHUB_INGEST_DB_CONNECTIONS`, default 4).
+    /// Postgres connections besides the committers' own (one each) and the relay's two:
+    /// secrets, readiness (`ACCESSHUB_INGEST_DB_CONNECTIONS`, default 4).
     pub db_connections: u32,
     /// How long decrypted secrets are cached (`ACCESSHUB_INGEST_SECRET_CACHE`, default 30s).
     pub secret_cache_ttl: Duration,
@@ -195,6 +195,7 @@ pub struct IngestHandle {
     addr: SocketAddr,
     pool: PgPool,
     commit_pool: PgPool,
+    relay_pool: PgPool,
     registry: Registry,
     stop_http: CancellationToken,
     stop_nats: CancellationToken,
@@ -220,6 +221,11 @@ impl IngestHandle {
     /// The committers' pool (for tests: its plan cache mode).
     pub fn commit_pool(&self) -> &PgPool {
         &self.commit_pool
+    }
+
+    /// The relay's and the receipt pruner's pool (for tests: its session settings).
+    pub fn relay_pool(&self) -> &PgPool {
+        &self.relay_pool
     }
 
     /// The metrics registry.
@@ -257,6 +263,19 @@ impl IngestHandle {
 /// NATS is down), committers, relay, NATS ingest and the HTTP server.
 pub async fn start(cfg: IngestConfig) -> Result<IngestHandle, IngestError> {
     let pool = accesshub_store::connect_lazy_batched(&cfg.common.database_url, cfg.db_connections)?;
+    // The relay and the receipt pruner only delete rows whose loss in a crash is harmless (a
+    // published outbox row comes back and is re-published, which JetStream's de-duplication
+    // absorbs; an expired receipt is pruned again): their commits need not wait for the WAL
+    // flush, which is the committers' bottleneck at steady rates (a relay pass every few ms
+    // otherwise added one fsync each).
+    let relay_pool = accesshub_store::connect_lazy_with(
+        &cfg.common.database_url,
+        2,
+        &[
+            ("plan_cache_mode", "force_custom_plan"),
+            ("synchronous_commit", "off"),
+        ],
+    )?;
     // One connection per committer, each running one statement on its generic plan.
     let commit_pool = accesshub_store::connect_lazy_generic(
         &cfg.common.database_url,
@@ -307,7 +326,7 @@ pub async fn start(cfg: IngestConfig) -> Result<IngestHandle, IngestError> {
     let stop_relay = CancellationToken::new();
     let relay = tokio::spawn(
         relay::Relay::new(
-            pool.clone(),
+            relay_pool.clone(),
             bus.clone(),
             cfg.relay.clone(),
             metrics.clone(),
@@ -316,7 +335,7 @@ pub async fn start(cfg: IngestConfig) -> Result<IngestHandle, IngestError> {
     );
 
     side.push(tokio::spawn(retention::run(
-        pool.clone(),
+        relay_pool.clone(),
         cfg.retention.clone(),
         metrics.clone(),
         stop_relay.clone(),
@@ -372,6 +391,7 @@ pub async fn start(cfg: IngestConfig) -> Result<IngestHandle, IngestError> {
         addr,
         pool,
         commit_pool,
+        relay_pool,
         registry,
         stop_http,
         stop_nats,

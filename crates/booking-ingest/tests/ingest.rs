@@ -562,6 +562,17 @@ async fn committer_statement_probes_primary_keys_on_a_generic_plan() {
         "force_generic_plan"
     );
     assert_eq!(mode(handle.pool().clone()).await, "force_custom_plan");
+    assert_eq!(mode(handle.relay_pool().clone()).await, "force_custom_plan");
+    // Accepting a webhook waits for the WAL flush; the relay's deletes do not need to.
+    let sync = |pool: sqlx::PgPool| async move {
+        let (m,): (String,) = sqlx::query_as("SHOW synchronous_commit")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        m
+    };
+    assert_eq!(sync(handle.commit_pool().clone()).await, "on");
+    assert_eq!(sync(handle.relay_pool().clone()).await, "off");
 
     let mut conn = handle.commit_pool().acquire().await.unwrap();
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
