@@ -16,7 +16,11 @@ pub struct WorkerConfig {
     pub connections: Arc<dyn ConnectionSource>,
     /// Metrics registry exposed on `/metrics`.
     pub registry: Registry,
-    /// Keyed lanes processing in parallel (one booking never in two lanes).
+    /// Keyed lanes processing in parallel (one booking never in two lanes). Lanes are cheap
+    /// tasks; what they buy is messages in flight while each waits on its lock batch, vendor
+    /// call, group commit and double ack (rate ≈ lanes ÷ that time). Default 256: the worker
+    /// bench drained 3.1k events/s with 256 lanes where 64 managed 2.0k, p99 at 1k/s about the
+    /// same (27 vs 25 ms; 2026-11-23). The vendor's rate limit still bounds vendor calls.
     pub concurrency: usize,
     /// Consumer `ack_wait`: how long a message may be unacknowledged before redelivery.
     pub ack_wait: Duration,
@@ -69,7 +73,7 @@ impl WorkerConfig {
             common,
             connections,
             registry: Registry::new(),
-            concurrency: 64,
+            concurrency: 256,
             ack_wait,
             max_deliver: 10,
             max_ack_pending: 2000,

@@ -142,7 +142,7 @@ async fn main() -> anyhow::Result<()> {
     cfg.concurrency = std::env::var("BENCH_LANES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(64);
+        .unwrap_or(cfg.concurrency);
     let lanes = cfg.concurrency;
     let done = Arc::new(Mutex::new(HashMap::new()));
 
