@@ -78,6 +78,7 @@ impl std::fmt::Debug for IngestConfig {
             .field("committers", &self.committers)
             .field("batch_max", &self.batch_max)
             .field("relay", &self.relay)
+            .field("retention", &self.retention)
             .finish_non_exhaustive()
     }
 }
