@@ -4,13 +4,14 @@
 
 #![allow(clippy::unwrap_used)]
 
+use accesshub_testkit::eventually;
 use std::{
     collections::{BTreeMap, HashMap},
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering},
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use accesshub_connections::{Connection, TapkeySettings, Vendor, VendorSettings};
@@ -121,21 +122,6 @@ async fn publish(bus: &accesshub_bus::Bus, ev: &Event) {
         .unwrap();
 }
 
-async fn eventually<F, Fut>(what: &str, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(20) {
-        if f().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
-
 #[tokio::test]
 async fn poison_and_outage_dead_letter_then_replay_applies_exactly_once() {
     accesshub_telemetry::init_for_tests();
@@ -155,7 +141,7 @@ async fn poison_and_outage_dead_letter_then_replay_applies_exactly_once() {
     let outage = event("outage-1");
     publish(&tb.bus, &poison).await;
     publish(&tb.bus, &outage).await;
-    eventually("both dead-lettered", || async {
+    eventually("both dead-lettered", Duration::from_secs(20), || async {
         dlq.list(&Filter::default(), None).await.unwrap().len() >= 2
     })
     .await;
@@ -209,7 +195,7 @@ async fn poison_and_outage_dead_letter_then_replay_applies_exactly_once() {
         .await
         .unwrap();
     assert_eq!(report.replayed, 2);
-    eventually("both applied", || async {
+    eventually("both applied", Duration::from_secs(20), || async {
         let a = script.applied.lock().unwrap();
         a.get("poison-1") == Some(&1) && a.get("outage-1") == Some(&1)
     })
@@ -265,7 +251,7 @@ async fn an_event_that_keeps_failing_returns_with_history_and_hits_the_loop_limi
         let dlq = dlq.clone();
         async move { dlq.list(&Filter::default(), None).await.unwrap().len() >= n }
     };
-    eventually("first failure", || n_entries(1)).await;
+    eventually("first failure", Duration::from_secs(20), || n_entries(1)).await;
 
     let opts = ReplayOptions {
         replayed_by: "sre".into(),
@@ -281,7 +267,10 @@ async fn an_event_that_keeps_failing_returns_with_history_and_hits_the_loop_limi
         dlq.replay(&ReplayTarget::One(newest.seq), &opts, &mut NoProgress)
             .await
             .unwrap();
-        eventually("failure after replay", || n_entries(1 + round as usize)).await;
+        eventually("failure after replay", Duration::from_secs(20), || {
+            n_entries(1 + round as usize)
+        })
+        .await;
         let again = dlq
             .list(&Filter::default(), Some(1))
             .await

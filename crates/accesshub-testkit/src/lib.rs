@@ -113,3 +113,20 @@ pub async fn isolated() -> (TestDb, TestBus) {
     let bus = TestBus::new(&db.url).await;
     (db, bus)
 }
+
+/// Polls `f` every 50 ms until it holds; panics naming `what` after `timeout`. Tests settle on
+/// observed state this way instead of sleeping for a guessed time.
+pub async fn eventually<F, Fut>(what: &str, timeout: std::time::Duration, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = std::time::Instant::now();
+    while start.elapsed() < timeout {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}");
+}

@@ -3,11 +3,8 @@
 
 #![allow(clippy::unwrap_used)] // tests may unwrap (helpers too)
 
-use std::{
-    collections::BTreeMap,
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use accesshub_testkit::eventually;
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use accesshub_connections::{
     CloudpassAdministration, CloudpassSettings, Connection, Secret, VendorSettings,
@@ -187,21 +184,6 @@ fn reservation(
             mobile_key: false,
         }),
     )
-}
-
-async fn eventually<F, Fut>(what: &str, timeout: Duration, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while start.elapsed() < timeout {
-        if f().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out waiting for {what}");
 }
 
 use ReservationStatus::{Cancelled, Confirmed};

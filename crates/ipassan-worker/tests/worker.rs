@@ -4,7 +4,8 @@
 
 #![allow(clippy::unwrap_used)] // tests may unwrap (helpers too)
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration, time::Instant};
+use accesshub_testkit::eventually;
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use accesshub_connections::{Connection, IpassanSettings, Secret, VendorSettings};
 use accesshub_domain::{
@@ -116,11 +117,15 @@ impl Env {
     }
 
     async fn applied(&self, key: &str, rev: i64) -> Binding {
-        eventually(&format!("{key} revision {rev}"), || async {
-            self.binding(key)
-                .await
-                .is_some_and(|b| b.applied_revision == rev)
-        })
+        eventually(
+            &format!("{key} revision {rev}"),
+            Duration::from_secs(15),
+            || async {
+                self.binding(key)
+                    .await
+                    .is_some_and(|b| b.applied_revision == rev)
+            },
+        )
         .await;
         self.binding(key).await.unwrap()
     }
@@ -137,7 +142,7 @@ impl Env {
             .tb
             .bus
             .subject(&subjects::dlq("ipassan-worker", &ev.subject()));
-        eventually("dead letter", || async {
+        eventually("dead letter", Duration::from_secs(15), || async {
             stream.get_last_raw_message_by_subject(&subj).await.is_ok()
         })
         .await;
@@ -199,21 +204,6 @@ fn booked(key: &str, rev: i64, start: &str, end: &str) -> Event {
         start,
         end,
     )
-}
-
-async fn eventually<F, Fut>(what: &str, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(15) {
-        if f().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out waiting for {what}");
 }
 
 #[tokio::test]
@@ -364,7 +354,7 @@ async fn rule_violations_and_missing_profile_go_to_the_dlq_with_reasons() {
             assert!(dl.reason.contains(n), "{:?} lacks {n:?}", dl.reason);
         }
         // The DLQ entry is published before the binding records the failure.
-        eventually("binding dead_lettered", || async {
+        eventually("binding dead_lettered", Duration::from_secs(15), || async {
             env.binding(&ev.booking_key)
                 .await
                 .is_some_and(|b| b.status == "dead_lettered")
@@ -571,7 +561,7 @@ async fn reconciler_removes_a_stray_but_never_the_current_booking() {
             .await
             .unwrap();
     }
-    eventually("stray removed", || async {
+    eventually("stray removed", Duration::from_secs(15), || async {
         env.ours("cx-s").iter().all(|b| b.uuid != stray.uuid)
     })
     .await;

@@ -6,11 +6,8 @@
 
 mod common;
 
-use std::{
-    collections::BTreeMap,
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use accesshub_testkit::eventually;
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use accesshub_connections::{Connection, Secret, TapkeySettings, VendorSettings};
 use accesshub_domain::{Event, EventBody, Pass, PassHolder, PassStatus, Source};
@@ -179,21 +176,6 @@ impl Portal {
     }
 }
 
-async fn eventually<F, Fut>(what: &str, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(15) {
-        if f().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
-
 #[tokio::test]
 async fn revoked_grant_reissued_lost_removal_revoked_foreign_untouched() {
     accesshub_telemetry::init_for_tests();
@@ -222,7 +204,7 @@ async fn revoked_grant_reissued_lost_removal_revoked_foreign_untouched() {
         store_desired(&db, &ev).await;
         common::publish(&tb, &ev).await;
     }
-    eventually("grants issued", || async {
+    eventually("grants issued", Duration::from_secs(15), || async {
         let mut n = 0;
         for k in ["P1", "P2", "P3", "P4"] {
             n += grants_of(&db, k).await.len();
@@ -262,7 +244,7 @@ async fn revoked_grant_reissued_lost_removal_revoked_foreign_untouched() {
         }
     );
 
-    eventually("repairs applied", || async {
+    eventually("repairs applied", Duration::from_secs(15), || async {
         let p2 = grants_of(&db, "P2").await;
         let p3 = grants_of(&db, "P3").await;
         p2.values().all(|g| active(&sim, g))

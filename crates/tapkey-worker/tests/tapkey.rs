@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used)] // tests may unwrap (helpers too)
 
+use accesshub_testkit::eventually;
 use std::{
     collections::BTreeMap,
     sync::Arc,
@@ -152,21 +153,6 @@ fn pass_event(
             expires_at: exp,
         }),
     )
-}
-
-async fn eventually<F, Fut>(what: &str, timeout: Duration, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while start.elapsed() < timeout {
-        if f().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out waiting for {what}");
 }
 
 fn locks() -> Vec<String> {

@@ -5,6 +5,7 @@
 
 #![allow(clippy::unwrap_used)] // tests may unwrap (helpers too)
 
+use accesshub_testkit::eventually;
 use std::{
     collections::{BTreeMap, HashSet},
     sync::{Arc, Mutex},
@@ -262,21 +263,6 @@ impl Env {
             .map(|c| (c.1, c.2))
             .collect()
     }
-}
-
-async fn eventually<F, Fut>(what: &str, timeout: Duration, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while start.elapsed() < timeout {
-        if f().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out waiting for {what}");
 }
 
 fn metric(h: &WorkerHandle, outcome: &str) -> u64 {

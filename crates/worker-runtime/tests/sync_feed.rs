@@ -7,7 +7,7 @@
 use std::{
     collections::BTreeMap,
     sync::{Arc, Mutex},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use accesshub_connections::{Connection, TapkeySettings, Vendor, VendorSettings};
@@ -140,15 +140,9 @@ fn sync_headers(action: &str, force: bool) -> async_nats::HeaderMap {
     h
 }
 
+/// `accesshub_testkit::eventually` for a synchronous check, up to 10 s.
 async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(10) {
-        if f() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out waiting for {what}");
+    accesshub_testkit::eventually(what, Duration::from_secs(10), || std::future::ready(f())).await;
 }
 
 #[tokio::test]

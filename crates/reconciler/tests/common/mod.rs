@@ -2,10 +2,7 @@
 
 #![allow(dead_code, clippy::unwrap_used)]
 
-use std::{
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{sync::Arc, time::Duration};
 
 use accesshub_connections::Connection;
 use reconciler::{
@@ -15,16 +12,9 @@ use reconciler::{
     store,
 };
 
-/// Polls `f` every 100 ms for up to 15 s.
+/// `accesshub_testkit::eventually` for a synchronous check, up to 15 s.
 pub async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(15) {
-        if f() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting for {what}");
+    accesshub_testkit::eventually(what, Duration::from_secs(15), || std::future::ready(f())).await;
 }
 
 /// A reconciler for one connection and one inventory, without default schedules.
