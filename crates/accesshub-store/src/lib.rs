@@ -89,7 +89,11 @@ pub fn connect_lazy_batched(
     database_url: &str,
     max_connections: u32,
 ) -> Result<PgPool, StoreError> {
-    lazy_pool_planning(database_url, max_connections, "force_custom_plan")
+    connect_lazy_with(
+        database_url,
+        max_connections,
+        &[("plan_cache_mode", "force_custom_plan")],
+    )
 }
 
 /// [`connect_lazy`] whose prepared statements always run on their cached generic plan. For a
@@ -100,18 +104,10 @@ pub fn connect_lazy_generic(
     database_url: &str,
     max_connections: u32,
 ) -> Result<PgPool, StoreError> {
-    lazy_pool_planning(database_url, max_connections, "force_generic_plan")
-}
-
-fn lazy_pool_planning(
-    database_url: &str,
-    max_connections: u32,
-    plan_cache_mode: &str,
-) -> Result<PgPool, StoreError> {
     connect_lazy_with(
         database_url,
         max_connections,
-        &[("plan_cache_mode", plan_cache_mode)],
+        &[("plan_cache_mode", "force_generic_plan")],
     )
 }
 

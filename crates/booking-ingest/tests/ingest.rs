@@ -497,6 +497,8 @@ async fn ops_endpoints() {
     );
     assert!(m.contains("accesshub_outbox_published_total"), "{m}");
     assert!(m.contains("accesshub_outbox_pending"), "{m}");
+    assert!(m.contains("accesshub_ingest_commit_seconds_count"), "{m}");
+    assert!(m.contains("accesshub_ingest_receipts_pruned_total"), "{m}");
     assert!(m.contains("accesshub_http_requests_total"), "{m}");
     env.finish().await;
 }
