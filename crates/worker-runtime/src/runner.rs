@@ -111,12 +111,14 @@ fn now_ms() -> i64 {
 /// delays consumption and shows in readiness).
 pub async fn start<H: Handler>(cfg: WorkerConfig, handler: H) -> Result<WorkerHandle, WorkerError> {
     let bus = accesshub_bus::connect(&cfg.common).await?;
-    // Lanes no longer hold a connection across the vendor call: the lock task's connection,
-    // the committer, error records and readiness share a few. Batch statements → custom plans.
-    let pool_size = u32::try_from(cfg.concurrency.min(12) + 4).unwrap_or(u32::MAX);
+    // Lanes hold no connection across the vendor call. Error records and readiness share a
+    // few; the binding store has its own two (the lock task's and the committer's), whose
+    // fixed batch statements run on cached generic plans (see `store`).
+    let pool_size = u32::try_from(cfg.concurrency.min(4) + 2).unwrap_or(u32::MAX);
     let pool = accesshub_store::connect_lazy_batched(&cfg.common.database_url, pool_size)?;
+    let store_pool = accesshub_store::connect_lazy_generic(&cfg.common.database_url, 2)?;
     let mut db_tasks = JoinSet::new();
-    let store = BindingStore::start(pool.clone(), cfg.store_linger, &mut db_tasks);
+    let store = BindingStore::start(store_pool, cfg.store_linger, &mut db_tasks);
     let name = handler.name();
     let shared = Arc::new(Shared {
         metrics: WorkerMetrics::new(&cfg.registry, name),
@@ -536,7 +538,11 @@ async fn process<H: Handler>(s: &Shared<H>, msg: jetstream::Message) {
         seq,
         stream,
     };
-    let outcome = handle(s, &m).instrument(span.clone()).await;
+    // One progress timer for the whole message (lock wait, vendor call, record, DLQ copy):
+    // a slow step must not let ack_wait expire and the message be redelivered meanwhile.
+    let outcome = with_progress(&msg, s.cfg.progress_interval, handle(s, &m))
+        .instrument(span.clone())
+        .await;
     span.record("outcome", outcome.as_str());
     s.metrics.outcome(outcome);
 }
@@ -610,7 +616,7 @@ async fn handle<H: Handler>(s: &Shared<H>, m: &Msg<'_>) -> Outcome {
     };
     let asked = Instant::now();
     let mark = s.handler.marks_attempts();
-    let locked = with_progress(m.msg, s.cfg.progress_interval, s.store.lock(&key, mark)).await;
+    let locked = s.store.lock(&key, mark).await;
     s.metrics.binding_step("lock", asked.elapsed());
     let Held {
         guard,
@@ -643,12 +649,7 @@ async fn handle<H: Handler>(s: &Shared<H>, m: &Msg<'_>) -> Outcome {
         first_attempt: first_attempt && m.delivered == 1,
     };
     let started = Instant::now();
-    let result = with_progress(
-        m.msg,
-        s.cfg.progress_interval,
-        s.handler.apply(&ctx, &event, binding.as_ref()),
-    )
-    .await;
+    let result = s.handler.apply(&ctx, &event, binding.as_ref()).await;
     match result {
         Ok(outcome) => {
             if !guard.still_held() {
@@ -666,7 +667,7 @@ async fn handle<H: Handler>(s: &Shared<H>, m: &Msg<'_>) -> Outcome {
                 status: outcome.status.clone(),
             };
             let asked = Instant::now();
-            let saved = with_progress(m.msg, s.cfg.progress_interval, s.store.commit(rec)).await;
+            let saved = s.store.commit(rec).await;
             s.metrics.binding_step("commit", asked.elapsed());
             drop(guard);
             match saved {
@@ -731,7 +732,7 @@ async fn handle_remove<H: Handler>(s: &Shared<H>, m: &Msg<'_>) -> Outcome {
         kind: cmd.kind.as_str().to_owned(),
         booking_key: cmd.booking_key.clone(),
     };
-    let locked = with_progress(m.msg, s.cfg.progress_interval, s.store.lock(&key, false)).await;
+    let locked = s.store.lock(&key, false).await;
     let Held { guard, binding, .. } = match locked {
         Ok(l) => l,
         Err(e) => return fail(s, m, None, e.context("binding")).await,
@@ -745,12 +746,7 @@ async fn handle_remove<H: Handler>(s: &Shared<H>, m: &Msg<'_>) -> Outcome {
         last_attempt: i64::try_from(m.delivered).unwrap_or(i64::MAX) >= s.cfg.max_deliver,
         first_attempt: false,
     };
-    let result = with_progress(
-        m.msg,
-        s.cfg.progress_interval,
-        s.handler.remove(&ctx, &cmd, binding.as_ref()),
-    )
-    .await;
+    let result = s.handler.remove(&ctx, &cmd, binding.as_ref()).await;
     match result {
         Ok(()) => {
             drop(guard);

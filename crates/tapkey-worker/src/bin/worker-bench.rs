@@ -105,7 +105,9 @@ async fn main() -> anyhow::Result<()> {
         .skip(1)
         .filter_map(|a| a.parse().ok())
         .collect();
-    let backlog = args.first().copied().unwrap_or(5_000);
+    // 20,000: a drain of a few seconds, so start-up (consumer, token, connections) and the
+    // last stragglers weigh little in the rate.
+    let backlog = args.first().copied().unwrap_or(20_000);
     let rate = args.get(1).copied().unwrap_or(1_000);
     let secs = args.get(2).copied().unwrap_or(10);
 
