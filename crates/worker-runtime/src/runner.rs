@@ -540,7 +540,10 @@ async fn process<H: Handler>(s: &Shared<H>, msg: jetstream::Message) {
     };
     // One progress timer for the whole message (lock wait, vendor call, record, DLQ copy):
     // a slow step must not let ack_wait expire and the message be redelivered meanwhile.
-    let outcome = with_progress(&msg, s.cfg.progress_interval, handle(s, &m))
+    // Boxed: the handling future embeds the handler's vendor calls (tens of KB); by value it
+    // was copied whole at each wrapper and await — memcpy was ~15 % of the worker's
+    // instructions (callgrind of worker-bench).
+    let outcome = with_progress(&msg, s.cfg.progress_interval, Box::pin(handle(s, &m)))
         .instrument(span.clone())
         .await;
     span.record("outcome", outcome.as_str());
