@@ -51,13 +51,42 @@ pub fn db_error_class(e: &sqlx::Error) -> ErrorClass {
         | sqlx::Error::WorkerCrashed
         | sqlx::Error::Protocol(_)
         | sqlx::Error::Tls(_) => ErrorClass::Transient,
-        sqlx::Error::Database(db) => match db.code().as_deref() {
-            // serialization_failure, deadlock_detected, admin shutdown, cannot connect now, too many connections
-            Some("40001" | "40P01" | "57P01" | "57P03" | "53300") => ErrorClass::Transient,
-            Some(c) if c.starts_with("08") => ErrorClass::Transient,
-            _ => ErrorClass::Permanent,
-        },
+        sqlx::Error::Database(db) => sqlstate_class(db.code().as_deref()),
         _ => ErrorClass::Permanent,
+    }
+}
+
+/// The class of a Postgres error by its SQLSTATE: conflicts between transactions, a server
+/// going away and exhausted resources pass; everything else (constraints, bad data, missing
+/// tables) fails the same way again.
+fn sqlstate_class(code: Option<&str>) -> ErrorClass {
+    match code {
+        // serialization_failure, deadlock_detected, admin shutdown, cannot connect now
+        Some("40001" | "40P01" | "57P01" | "57P03") => ErrorClass::Transient,
+        // connection exceptions
+        Some(c) if c.starts_with("08") => ErrorClass::Transient,
+        // insufficient resources: too many connections, out of (shared) memory — e.g. a full
+        // lock table while the workers hold many booking locks — disk full
+        Some(c) if c.starts_with("53") => ErrorClass::Transient,
+        _ => ErrorClass::Permanent,
+    }
+}
+
+#[cfg(test)]
+mod sqlstate_tests {
+    use super::*;
+
+    #[test]
+    fn resource_and_connection_errors_pass_the_rest_do_not() {
+        for code in [
+            "40001", "40P01", "57P01", "57P03", "08006", "53200", "53300", "53100",
+        ] {
+            assert_eq!(sqlstate_class(Some(code)), ErrorClass::Transient, "{code}");
+        }
+        for code in ["23505", "22P02", "42P01", "42703"] {
+            assert_eq!(sqlstate_class(Some(code)), ErrorClass::Permanent, "{code}");
+        }
+        assert_eq!(sqlstate_class(None), ErrorClass::Permanent);
     }
 }
 
