@@ -72,24 +72,6 @@ fn sqlstate_class(code: Option<&str>) -> ErrorClass {
     }
 }
 
-#[cfg(test)]
-mod sqlstate_tests {
-    use super::*;
-
-    #[test]
-    fn resource_and_connection_errors_pass_the_rest_do_not() {
-        for code in [
-            "40001", "40P01", "57P01", "57P03", "08006", "53200", "53300", "53100",
-        ] {
-            assert_eq!(sqlstate_class(Some(code)), ErrorClass::Transient, "{code}");
-        }
-        for code in ["23505", "22P02", "42P01", "42703"] {
-            assert_eq!(sqlstate_class(Some(code)), ErrorClass::Permanent, "{code}");
-        }
-        assert_eq!(sqlstate_class(None), ErrorClass::Permanent);
-    }
-}
-
 /// Opens a pool. Connections are made lazily so a service starts (and reports not-ready)
 /// while Postgres is down, instead of crash-looping.
 pub fn connect_lazy(database_url: &str, max_connections: u32) -> Result<PgPool, StoreError> {
@@ -161,4 +143,22 @@ pub async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
 pub async fn ping(pool: &PgPool) -> Result<(), StoreError> {
     sqlx::query("SELECT 1").execute(pool).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod sqlstate_tests {
+    use super::*;
+
+    #[test]
+    fn resource_and_connection_errors_pass_the_rest_do_not() {
+        for code in [
+            "40001", "40P01", "57P01", "57P03", "08006", "53200", "53300", "53100",
+        ] {
+            assert_eq!(sqlstate_class(Some(code)), ErrorClass::Transient, "{code}");
+        }
+        for code in ["23505", "22P02", "42P01", "42703"] {
+            assert_eq!(sqlstate_class(Some(code)), ErrorClass::Permanent, "{code}");
+        }
+        assert_eq!(sqlstate_class(None), ErrorClass::Permanent);
+    }
 }
