@@ -13,9 +13,24 @@ export BENCH_FIGURES_DIR="$PWD/target/bench"
 mkdir -p "$BENCH_FIGURES_DIR"
 rm -f "$BENCH_FIGURES_DIR"/*.json
 failed=()
+# Each benchmark starts on a quiet machine: the one before it leaves Postgres with dirty
+# buffers to checkpoint and tables for autovacuum (a 50k-webhook burst does), which on 2
+# cores lands in the next benchmark's latency tail. Checkpoint now and wait (at most 60 s)
+# until no autovacuum worker is busy.
+settle() {
+  psql -h 127.0.0.1 -U postgres -d test -qc "CHECKPOINT" >/dev/null 2>&1 || true
+  for _ in $(seq 60); do
+    busy=$(psql -h 127.0.0.1 -U postgres -d test -tAc \
+      "select count(*) from pg_stat_activity where backend_type = 'autovacuum worker'" 2>/dev/null || echo 0)
+    [ "${busy:-0}" = "0" ] && break
+    sleep 1
+  done
+  sleep 2
+}
 run() {
   local bin=$1; shift
   if [ -x "$BIN/$bin" ]; then
+    settle
     echo "=== $bin $*"
     # A failing benchmark does not stop the others; the summary shows it as not run.
     "$BIN/$bin" "$@" || failed+=("$bin")
