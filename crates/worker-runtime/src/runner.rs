@@ -111,11 +111,10 @@ fn now_ms() -> i64 {
 /// delays consumption and shows in readiness).
 pub async fn start<H: Handler>(cfg: WorkerConfig, handler: H) -> Result<WorkerHandle, WorkerError> {
     let bus = accesshub_bus::connect(&cfg.common).await?;
-    // Lanes hold no connection across the vendor call. Error records and readiness share a
-    // few; the binding store has its own two (the lock task's and the committer's), whose
-    // fixed batch statements run on cached generic plans (see `store`).
-    let pool_size = u32::try_from(cfg.concurrency.min(4) + 2).unwrap_or(u32::MAX);
-    let pool = accesshub_store::connect_lazy_batched(&cfg.common.database_url, pool_size)?;
+    // Lanes hold no connection across the vendor call. Error records and readiness (single-row
+    // statements) share a few; the binding store has its own two (the lock task's and the
+    // committer's), whose fixed batch statements run on cached generic plans (see `store`).
+    let pool = accesshub_store::connect_lazy(&cfg.common.database_url, 6)?;
     let store_pool = accesshub_store::connect_lazy_generic(&cfg.common.database_url, 2)?;
     let mut db_tasks = JoinSet::new();
     let store = BindingStore::start(store_pool, cfg.store_linger, &mut db_tasks);
