@@ -77,6 +77,16 @@ pub enum Source {
 }
 
 impl Source {
+    /// Every source, for lookups and per-source metrics.
+    pub const ALL: [Source; 6] = [
+        Source::Bex,
+        Source::Clock,
+        Source::Nexudus,
+        Source::Connecx,
+        Source::Native,
+        Source::Reconciler,
+    ];
+
     /// Wire name; also used in URLs (`/webhooks/<source>/<tenant>`) and subjects.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -93,17 +103,10 @@ impl Source {
 impl std::str::FromStr for Source {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        [
-            Source::Bex,
-            Source::Clock,
-            Source::Nexudus,
-            Source::Connecx,
-            Source::Native,
-            Source::Reconciler,
-        ]
-        .into_iter()
-        .find(|k| k.as_str() == s)
-        .ok_or_else(|| format!("unknown source {s:?}"))
+        Source::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| format!("unknown source {s:?}"))
     }
 }
 

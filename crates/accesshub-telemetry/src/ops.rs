@@ -1,6 +1,12 @@
 //! `/healthz`, `/readyz`, `/metrics` and HTTP request metrics, mounted by every service.
 
-use std::{future::Future, pin::Pin, sync::Arc, time::Instant};
+use std::{
+    collections::HashMap,
+    future::Future,
+    pin::Pin,
+    sync::{Arc, RwLock},
+    time::Instant,
+};
 
 use axum::{
     Router,
@@ -10,6 +16,8 @@ use axum::{
     response::{IntoResponse, Response},
     routing::get,
 };
+
+use prometheus_client::metrics::{counter::Counter, histogram::Histogram};
 
 use crate::metrics::{CounterVec, HistogramVec, Registry, labels};
 
@@ -57,6 +65,15 @@ pub struct HttpMetrics {
     service: String,
     requests: CounterVec,
     duration: HistogramVec,
+    /// Handles per route already looked up: the families' label sets (owned strings, hashed
+    /// under the family's lock) are built once per route and status, not once per request.
+    routes: Arc<RwLock<HashMap<String, RouteHandles>>>,
+}
+
+#[derive(Clone)]
+struct RouteHandles {
+    duration: Histogram,
+    by_status: Vec<(u16, Counter)>,
 }
 
 impl HttpMetrics {
@@ -69,29 +86,88 @@ impl HttpMetrics {
                 "accesshub_http_request_duration_seconds",
                 "HTTP request latency",
             ),
+            routes: Arc::default(),
         }
+    }
+
+    /// Counts one request of `route` answered with `status` that took `secs`.
+    pub fn observe(&self, route: &str, status: u16, secs: f64) {
+        let cached = self.routes.read().ok().and_then(|m| {
+            m.get(route).and_then(|h| {
+                h.by_status
+                    .iter()
+                    .find(|(s, _)| *s == status)
+                    .map(|(_, c)| (h.duration.clone(), c.clone()))
+            })
+        });
+        let (duration, counter) = match cached {
+            Some(handles) => handles,
+            None => self.handles(route, status),
+        };
+        counter.inc();
+        duration.observe(secs);
+    }
+
+    fn handles(&self, route: &str, status: u16) -> (Histogram, Counter) {
+        let counter = self
+            .requests
+            .get_or_create(&labels([
+                ("service", &self.service),
+                ("route", route),
+                ("status", &status.to_string()),
+            ]))
+            .clone();
+        let duration = self
+            .duration
+            .get_or_create(&labels([("service", &self.service), ("route", route)]))
+            .clone();
+        if let Ok(mut m) = self.routes.write() {
+            let h = m.entry(route.to_owned()).or_insert_with(|| RouteHandles {
+                duration: duration.clone(),
+                by_status: Vec::new(),
+            });
+            if !h.by_status.iter().any(|(s, _)| *s == status) {
+                h.by_status.push((status, counter.clone()));
+            }
+        }
+        (duration, counter)
     }
 }
 
 /// axum middleware recording [`HttpMetrics`]; use with `middleware::from_fn_with_state`.
 pub async fn track_http(State(m): State<HttpMetrics>, req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
+    let route = req.extensions().get::<MatchedPath>().cloned();
     let start = Instant::now();
     let resp = next.run(req).await;
-    let status = resp.status().as_u16().to_string();
-    m.requests
-        .get_or_create(&labels([
-            ("service", &m.service),
-            ("route", &route),
-            ("status", &status),
-        ]))
-        .inc();
-    m.duration
-        .get_or_create(&labels([("service", &m.service), ("route", &route)]))
-        .observe(start.elapsed().as_secs_f64());
+    m.observe(
+        route.as_ref().map_or("unmatched", MatchedPath::as_str),
+        resp.status().as_u16(),
+        start.elapsed().as_secs_f64(),
+    );
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cached_handles_count_into_the_registered_families() {
+        let registry = Registry::default();
+        let m = HttpMetrics::new(&registry, "svc");
+        m.observe("/a", 202, 0.001);
+        m.clone().observe("/a", 202, 0.002);
+        m.observe("/a", 401, 0.001);
+        m.observe("/b", 202, 0.001);
+        let text = registry.encode();
+        for line in [
+            r#"accesshub_http_requests_total{service="svc",route="/a",status="202"} 2"#,
+            r#"accesshub_http_requests_total{service="svc",route="/a",status="401"} 1"#,
+            r#"accesshub_http_requests_total{service="svc",route="/b",status="202"} 1"#,
+            r#"accesshub_http_request_duration_seconds_count{service="svc",route="/a"} 3"#,
+            r#"accesshub_http_request_duration_seconds_count{service="svc",route="/b"} 1"#,
+        ] {
+            assert!(text.contains(line), "missing {line}:\n{text}");
+        }
+    }
 }

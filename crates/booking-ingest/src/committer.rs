@@ -123,13 +123,16 @@ impl Committers {
     /// Queues a job and waits for its answer (after the commit).
     pub async fn submit(
         &self,
-        event: Event,
+        normalized: crate::upstream::Normalized,
         source: &str,
         delivery_key: String,
         subject: String,
         traceparent: Option<String>,
     ) -> Result<Answer, Reject> {
-        let payload = serde_json::to_string(&event).map_err(|_| Reject::Unavailable)?;
+        let crate::upstream::Normalized {
+            event,
+            json: payload,
+        } = normalized;
         let mut h = std::collections::hash_map::DefaultHasher::new();
         (&event.tenant, event.kind().as_str(), &event.booking_key).hash(&mut h);
         let shard = (h.finish() % self.shards.len() as u64) as usize;
@@ -248,7 +251,7 @@ WITH input AS MATERIALIZED (
 ), up AS (
     INSERT INTO bookings AS bk (tenant_id, kind, booking_key, site, revision, source, event_id,
                                 payload, starts_at, ends_at)
-    SELECT t, k, b, site, rev, esrc, id, convert_from(p, 'UTF8')::jsonb, st, en
+    SELECT t, k, b, site, rev, esrc, id, convert_from(p, 'UTF8')::json, st, en
     FROM cand ORDER BY t, k, b
     ON CONFLICT (tenant_id, kind, booking_key) DO UPDATE SET
         (site, revision, source, event_id, payload, starts_at, ends_at, updated_at) =
@@ -264,14 +267,13 @@ WITH input AS MATERIALIZED (
     INSERT INTO outbox (event_id, subject, payload, traceparent)
     SELECT c.id, c.subj, c.p, c.tp FROM cand c JOIN up ON up.event_id = c.id ORDER BY c.i
 ), ans AS MATERIALIZED (
-    SELECT u.i, u.t, u.src, u.d, u.id, (a.event_id IS NOT NULL) AS accepted,
-        CASE WHEN a.event_id IS NOT NULL
+    SELECT u.i, u.t, u.src, u.d, u.id, (w.event_id IS NOT DISTINCT FROM u.id) AS accepted,
+        CASE WHEN w.event_id IS NOT DISTINCT FROM u.id
              THEN jsonb_build_object('event_id', u.id, 'status', 'accepted')
              ELSE jsonb_build_object('status', 'superseded',
                                      'current_revision', COALESCE(w.revision, u.rev))
         END AS body
     FROM todo u
-    LEFT JOIN up a ON a.event_id = u.id
     LEFT JOIN up w ON w.tenant_id = u.t AND w.kind = u.k AND w.booking_key = u.b
 ), rc AS (
     INSERT INTO ingest_receipts (tenant_id, source, delivery_key, event_id, status_code, response)

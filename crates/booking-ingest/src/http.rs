@@ -4,7 +4,7 @@
 //! not JSON → 415; body over the limit → 413; unknown tenant/source or bad signature → 401;
 //! shape → 400; semantics → 422; then the durable write → 202.
 
-use std::str::FromStr;
+use std::{str::FromStr, sync::Arc};
 
 use accesshub_domain::Source;
 use accesshub_telemetry::propagation;
@@ -28,7 +28,7 @@ pub const MAX_IDEMPOTENCY_KEY: usize = 200;
 
 /// `POST /webhooks/{source}/{tenant}`.
 pub async fn webhook(
-    State(st): State<AppState>,
+    State(st): State<Arc<AppState>>,
     Path((source, tenant)): Path<(String, String)>,
     headers: HeaderMap,
     body: Body,
@@ -100,7 +100,7 @@ async fn handle(
         headers.get(IDEMPOTENCY_KEY).and_then(|v| v.to_str().ok()),
         &bytes,
     )?;
-    let event = upstream::normalize(
+    let normalized = upstream::normalize(
         src,
         &bytes,
         upstream::Context {
@@ -108,10 +108,10 @@ async fn handle(
             site_defaults: &entry.site_defaults,
         },
     )?;
-    let subject = st.bus.subject(&event.subject());
+    let subject = st.bus.subject(&normalized.event.subject());
     st.committers
         .submit(
-            event,
+            normalized,
             src.as_str(),
             delivery_key,
             subject,

@@ -44,10 +44,11 @@ pub struct IngestConfig {
     /// Largest accepted body in bytes (`ACCESSHUB_INGEST_BODY_LIMIT`, default 1 MiB).
     pub body_limit: usize,
     /// Parallel committer tasks, one Postgres connection each (`ACCESSHUB_INGEST_COMMITTERS`,
-    /// default 4). With one statement per batch and no NOTIFY lock, 2, 4 and 8 committers
-    /// accepted about the same rate on 2 cores; at 2,000/s fewer committers make fewer, larger
-    /// commits (fewer fsyncs) and a shorter tail: p99 31 ms with 4, 50 ms with 8 under the same
-    /// background load (ingest-bench, 2026-11-23).
+    /// default 2). Fewer committers make larger batches, and a batch's statement, plan and
+    /// commit are paid once: in interleaved ingest-bench runs on 2 cores (2026-11-24), 2
+    /// committers used 169 µs of CPU per webhook against 185 µs with 4, for a slightly higher
+    /// rate and no worse p99 at 2,000/s (5.0–5.4 ms against 5.3–9.4 ms). 8 had a longer tail
+    /// than 4 (2026-11-23).
     pub committers: usize,
     /// Most deliveries per transaction (`ACCESSHUB_INGEST_BATCH`, default 500).
     pub batch_max: usize,
@@ -93,7 +94,7 @@ impl IngestConfig {
             common,
             secrets,
             body_limit: env_or("ACCESSHUB_INGEST_BODY_LIMIT", 1024 * 1024)?,
-            committers: env_or("ACCESSHUB_INGEST_COMMITTERS", 4)?,
+            committers: env_or("ACCESSHUB_INGEST_COMMITTERS", 2)?,
             batch_max: env_or("ACCESSHUB_INGEST_BATCH", 500)?,
             db_connections: env_or("ACCESSHUB_INGEST_DB_CONNECTIONS", 4)?,
             secret_cache_ttl: env_duration(
@@ -179,7 +180,8 @@ pub fn router_with(state: AppState, registry: Registry, extra: Option<Router>) -
     });
     let mut app = Router::new()
         .route("/webhooks/{source}/{tenant}", post(http::webhook))
-        .with_state(state)
+        // One Arc per request instead of a clone of every pool, client and metric handle.
+        .with_state(Arc::new(state))
         .merge(ops::ops_router(registry, readiness));
     if let Some(extra) = extra {
         app = app.merge(extra);
@@ -371,7 +373,7 @@ pub async fn start(cfg: IngestConfig) -> Result<IngestHandle, IngestError> {
                     }
                 },
             };
-            nats_ingest::run(st, sub, stop).await;
+            nats_ingest::run(Arc::new(st), sub, stop).await;
         }))
     } else {
         None

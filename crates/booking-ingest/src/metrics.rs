@@ -14,6 +14,9 @@ use prometheus_client::metrics::{
 #[derive(Clone, Debug)]
 pub struct IngestMetrics {
     accepted: CounterVec,
+    /// `accepted`'s child per upstream, looked up once: one per webhook otherwise built and
+    /// hashed a label set of owned strings.
+    accepted_by_source: std::sync::Arc<Vec<(&'static str, Counter)>>,
     rejected: CounterVec,
     /// `accesshub_outbox_published_total`.
     pub outbox_published: Counter,
@@ -46,11 +49,21 @@ impl IngestMetrics {
             "accesshub_outbox_pending",
             "Outbox rows waiting to be published",
         );
+        let accepted: CounterVec = registry.counter(
+            "accesshub_ingest_accepted",
+            "Deliveries accepted as new events",
+        );
+        let accepted_by_source = accesshub_domain::Source::ALL
+            .into_iter()
+            .filter(|s| *s != accesshub_domain::Source::Reconciler)
+            .map(|s| {
+                let s = s.as_str();
+                (s, accepted.get_or_create(&labels([("source", s)])).clone())
+            })
+            .collect();
         IngestMetrics {
-            accepted: registry.counter(
-                "accesshub_ingest_accepted",
-                "Deliveries accepted as new events",
-            ),
+            accepted,
+            accepted_by_source: std::sync::Arc::new(accepted_by_source),
             rejected: registry.counter(
                 "accesshub_ingest_rejected",
                 "Deliveries rejected, by reason",
@@ -96,9 +109,16 @@ impl IngestMetrics {
 
     /// One accepted delivery of `source`.
     pub fn accepted(&self, source: &str) {
-        self.accepted
-            .get_or_create(&labels([("source", source)]))
-            .inc();
+        match self.accepted_by_source.iter().find(|(s, _)| *s == source) {
+            Some((_, c)) => {
+                c.inc();
+            }
+            None => {
+                self.accepted
+                    .get_or_create(&labels([("source", source)]))
+                    .inc();
+            }
+        }
     }
 
     /// One rejected delivery of `source` for `reason`.

@@ -5,7 +5,7 @@
 //! durable path as the webhooks. The tenant must be registered for the source (its site
 //! defaults apply), else `error: "unknown_tenant"`.
 
-use std::str::FromStr;
+use std::{str::FromStr, sync::Arc};
 
 use accesshub_domain::{Source, subjects};
 use accesshub_telemetry::propagation;
@@ -36,7 +36,7 @@ pub async fn subscribe(
 }
 
 /// Serves `sub` until `stop`; each message is handled in its own task.
-pub async fn run(st: AppState, mut sub: async_nats::Subscriber, stop: CancellationToken) {
+pub async fn run(st: Arc<AppState>, mut sub: async_nats::Subscriber, stop: CancellationToken) {
     loop {
         tokio::select! {
             msg = sub.next() => match msg {
@@ -52,7 +52,7 @@ pub async fn run(st: AppState, mut sub: async_nats::Subscriber, stop: Cancellati
     let _ = sub.unsubscribe().await;
 }
 
-async fn handle_message(st: AppState, msg: async_nats::Message) {
+async fn handle_message(st: Arc<AppState>, msg: async_nats::Message) {
     let subject = st.bus.ns.strip(msg.subject.as_str()).to_owned();
     let mut parts = subject.split('.');
     let (source, tenant) = match (parts.next(), parts.next(), parts.next()) {
@@ -89,7 +89,7 @@ async fn handle_message(st: AppState, msg: async_nats::Message) {
             .and_then(|h| h.get("Idempotency-Key"))
             .map(|v| v.as_str().to_owned());
         let key = delivery_key(given.as_deref(), &msg.payload)?;
-        let event = upstream::normalize(
+        let normalized = upstream::normalize(
             src,
             &msg.payload,
             upstream::Context {
@@ -97,10 +97,10 @@ async fn handle_message(st: AppState, msg: async_nats::Message) {
                 site_defaults: &entry.site_defaults,
             },
         )?;
-        let subject = st.bus.subject(&event.subject());
+        let subject = st.bus.subject(&normalized.event.subject());
         st.committers
             .submit(
-                event,
+                normalized,
                 src.as_str(),
                 key,
                 subject,

@@ -72,6 +72,17 @@ async fn every_upstream_format_reaches_jetstream() {
             msg.headers.get(headers::REVISION).unwrap().as_str(),
             event.revision.to_string()
         );
+        // The desired state is the published event byte for byte (a json column keeps the
+        // text as serialized; jsonb would reorder and respace it).
+        let (stored,): (String,) = sqlx::query_as(
+            "SELECT payload::text FROM bookings WHERE kind = $1 AND booking_key = $2",
+        )
+        .bind(kind)
+        .bind(key)
+        .fetch_one(&env.db.pool)
+        .await
+        .unwrap();
+        assert_eq!(stored.as_bytes(), &msg.payload[..], "{source}");
     }
     // Mapping details.
     let bex_ev: Event = serde_json::from_slice(&msgs[0].payload).unwrap();
@@ -240,6 +251,11 @@ async fn bad_inputs_get_clear_answers_and_store_nothing() {
     let mut b = nexudus("p-9", "2025-06-20T09:15:00Z");
     b["data"]["ExpireDate"] = Value::Null;
     assert_eq!(env.post("nexudus", &b).await.1["field"], "data.ExpireDate");
+    // 422: a NUL character, which PostgreSQL text refuses, anywhere in the event.
+    let mut b = connecx("cx-10", "2025-06-20T09:15:00Z");
+    b["resident"]["first_name"] = json!("Ann\u{0}e");
+    let (s, a) = env.post("connecx", &b).await;
+    assert_eq!((s, a["field"].as_str()), (422, Some("$")), "{a}");
     // 401: bad, missing, expired signature; unknown tenant.
     let body = serde_json::to_vec(&connecx("cx-1", "2025-06-20T09:15:00Z")).unwrap();
     let ts = chrono::Utc::now().timestamp();

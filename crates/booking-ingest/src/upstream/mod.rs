@@ -33,9 +33,19 @@ impl Context<'_> {
 /// Longest tenant, site or booking key we accept (they are index keys and subject tokens).
 pub const MAX_KEY_LEN: usize = 200;
 
+/// A validated event with its JSON, serialized once: the NUL check reads it and the committer
+/// stores it (outbox payload and booking state).
+#[derive(Debug)]
+pub struct Normalized {
+    /// The event.
+    pub event: Event,
+    /// `event` as JSON.
+    pub json: String,
+}
+
 /// Maps a body of `source` to a validated event: 400 for a shape problem naming the field,
 /// 422 for a semantic one.
-pub fn normalize(source: Source, body: &[u8], cx: Context<'_>) -> Result<Event, Reject> {
+pub fn normalize(source: Source, body: &[u8], cx: Context<'_>) -> Result<Normalized, Reject> {
     let event = match source {
         Source::Bex => bex::map(parse(body)?, cx)?,
         Source::Clock => clock::map(parse(body)?, cx)?,
@@ -44,13 +54,12 @@ pub fn normalize(source: Source, body: &[u8], cx: Context<'_>) -> Result<Event, 
         Source::Native => native::map(parse(body)?, cx)?,
         Source::Reconciler => return Err(Reject::NotFound),
     };
-    check(&event)?;
-    Ok(event)
+    check(event)
 }
 
 /// Semantic checks shared by every source: the domain's [`Validate`] plus what storage needs
 /// (bounded keys, no NUL characters, which PostgreSQL text and jsonb refuse).
-fn check(event: &Event) -> Result<(), Reject> {
+fn check(event: Event) -> Result<Normalized, Reject> {
     let mut problems = event.problems();
     for (field, v) in [
         ("tenant", &event.tenant),
@@ -64,21 +73,16 @@ fn check(event: &Event) -> Result<(), Reject> {
             ));
         }
     }
-    if problems.is_empty()
-        && serde_json::to_string(event)
-            .map(|s| s.contains("\\u0000"))
-            .unwrap_or(true)
-    {
-        problems.push(accesshub_domain::FieldError::new(
-            "$",
-            "text must not contain NUL characters",
-        ));
+    if !problems.is_empty() {
+        return Err(Reject::Unprocessable(problems));
     }
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(Reject::Unprocessable(problems))
+    let json = serde_json::to_string(&event).map_err(|_| Reject::Unavailable)?;
+    if json.contains("\\u0000") {
+        return Err(Reject::Unprocessable(vec![
+            accesshub_domain::FieldError::new("$", "text must not contain NUL characters"),
+        ]));
     }
+    Ok(Normalized { event, json })
 }
 
 /// Deserializes with the JSON path of the first problem (`record.attributes.arrival_date`,
