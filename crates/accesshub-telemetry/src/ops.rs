@@ -92,18 +92,15 @@ impl HttpMetrics {
 
     /// Counts one request of `route` answered with `status` that took `secs`.
     pub fn observe(&self, route: &str, status: u16, secs: f64) {
-        let cached = self.routes.read().ok().and_then(|m| {
-            m.get(route).and_then(|h| {
-                h.by_status
-                    .iter()
-                    .find(|(s, _)| *s == status)
-                    .map(|(_, c)| (h.duration.clone(), c.clone()))
-            })
-        });
-        let (duration, counter) = match cached {
-            Some(handles) => handles,
-            None => self.handles(route, status),
-        };
+        if let Ok(m) = self.routes.read()
+            && let Some(h) = m.get(route)
+            && let Some((_, counter)) = h.by_status.iter().find(|(s, _)| *s == status)
+        {
+            counter.inc();
+            h.duration.observe(secs);
+            return;
+        }
+        let (duration, counter) = self.handles(route, status);
         counter.inc();
         duration.observe(secs);
     }

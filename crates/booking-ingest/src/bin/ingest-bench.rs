@@ -325,7 +325,7 @@ async fn main() -> anyhow::Result<()> {
         lat.last().copied().unwrap_or_default(),
     );
 
-    // Freed only now: returning ~100 MB to the OS between the burst and the latency run put
+    // Freed only now: returning ~140 MB to the OS between the burst and the latency run put
     // the allocator's purging into the latency run's tail.
     drop(prebuilt);
     handle.shutdown().await;
