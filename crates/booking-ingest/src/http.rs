@@ -4,7 +4,7 @@
 //! not JSON → 415; body over the limit → 413; unknown tenant/source or bad signature → 401;
 //! shape → 400; semantics → 422; then the durable write → 202.
 
-use std::{str::FromStr, sync::Arc};
+use std::sync::Arc;
 
 use accesshub_domain::Source;
 use accesshub_telemetry::propagation;
@@ -36,11 +36,9 @@ pub async fn webhook(
     let span =
         tracing::info_span!("webhook", source = %source, tenant = %tenant, otel.kind = "server");
     propagation::set_parent(&span, propagation::extract_http(&headers));
-    let label = match Source::from_str(&source) {
-        Ok(s) if s != Source::Reconciler => s.as_str(),
-        _ => "unknown",
-    };
-    let result = handle(&st, &source, &tenant, &headers, body)
+    let src = upstream::inbound_source(&source);
+    let label = src.map_or("unknown", Source::as_str);
+    let result = handle(&st, src, &tenant, &headers, body)
         .instrument(span)
         .await;
     match result {
@@ -59,15 +57,12 @@ pub async fn webhook(
 
 async fn handle(
     st: &AppState,
-    source: &str,
+    src: Option<Source>,
     tenant: &str,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<crate::committer::Answer, Reject> {
-    let src = match Source::from_str(source) {
-        Ok(s) if s != Source::Reconciler => s,
-        _ => return Err(Reject::NotFound),
-    };
+    let src = src.ok_or(Reject::NotFound)?;
     let limit = st.body_limit;
     if headers
         .get(header::CONTENT_LENGTH)

@@ -5,7 +5,7 @@
 //! durable path as the webhooks. The tenant must be registered for the source (its site
 //! defaults apply), else `error: "unknown_tenant"`.
 
-use std::{str::FromStr, sync::Arc};
+use std::sync::Arc;
 
 use accesshub_domain::{Source, subjects};
 use accesshub_telemetry::propagation;
@@ -63,15 +63,10 @@ async fn handle_message(st: Arc<AppState>, msg: async_nats::Message) {
     if let Some(h) = &msg.headers {
         propagation::set_parent(&span, propagation::extract_nats(h));
     }
-    let label = match Source::from_str(&source) {
-        Ok(s) if s != Source::Reconciler => s.as_str(),
-        _ => "unknown",
-    };
+    let src = upstream::inbound_source(&source);
+    let label = src.map_or("unknown", Source::as_str);
     let reply = async {
-        let src = match Source::from_str(&source) {
-            Ok(s) if s != Source::Reconciler => s,
-            _ => return Err(Reject::NotFound),
-        };
+        let src = src.ok_or(Reject::NotFound)?;
         if msg.payload.len() > st.body_limit {
             return Err(Reject::TooLarge {
                 limit: st.body_limit,

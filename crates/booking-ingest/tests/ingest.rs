@@ -313,11 +313,14 @@ async fn bad_inputs_get_clear_answers_and_store_nothing() {
         )
         .await;
     assert_eq!(s, 415);
-    // 404 for an unknown source.
-    assert_eq!(
-        env.post_signed("nope", TENANT, body.clone(), &[]).await.0,
-        404
-    );
+    // 404 for an unknown source, and for the reconciler's (it never comes in through ingest).
+    for source in ["nope", "reconciler"] {
+        assert_eq!(
+            env.post_signed(source, TENANT, body.clone(), &[]).await.0,
+            404,
+            "{source}"
+        );
+    }
     // Nothing stored.
     for t in ["bookings", "outbox", "ingest_receipts"] {
         assert_eq!(env.count(t).await, 0, "{t}");
@@ -335,6 +338,12 @@ async fn bad_inputs_get_clear_answers_and_store_nothing() {
     assert!(
         metrics.contains(
             "accesshub_ingest_rejected_total{source=\"connecx\",reason=\"unauthorized\"}"
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            "accesshub_ingest_rejected_total{source=\"unknown\",reason=\"not_found\"} 2\n"
         ),
         "{metrics}"
     );

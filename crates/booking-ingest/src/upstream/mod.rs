@@ -43,6 +43,14 @@ pub struct Normalized {
     pub json: String,
 }
 
+/// The upstream a webhook path or ingest subject names; `None` for an unknown name and for
+/// the reconciler, whose events never come in through ingest.
+pub fn inbound_source(name: &str) -> Option<Source> {
+    name.parse::<Source>()
+        .ok()
+        .filter(|s| *s != Source::Reconciler)
+}
+
 /// Maps a body of `source` to a validated event: 400 for a shape problem naming the field,
 /// 422 for a semantic one.
 pub fn normalize(source: Source, body: &[u8], cx: Context<'_>) -> Result<Normalized, Reject> {
@@ -184,6 +192,16 @@ mod tests {
     struct Inner {
         n: u32,
         list: Vec<String>,
+    }
+
+    #[test]
+    fn inbound_sources_are_the_upstreams_only() {
+        for s in Source::ALL {
+            let expected = (s != Source::Reconciler).then_some(s);
+            assert_eq!(inbound_source(s.as_str()), expected, "{s:?}");
+        }
+        assert_eq!(inbound_source("nope"), None);
+        assert_eq!(inbound_source(""), None);
     }
 
     #[test]
