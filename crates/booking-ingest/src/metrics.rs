@@ -53,9 +53,7 @@ impl IngestMetrics {
             "accesshub_ingest_accepted",
             "Deliveries accepted as new events",
         );
-        let accepted_by_source = accesshub_domain::Source::ALL
-            .into_iter()
-            .filter(|s| *s != accesshub_domain::Source::Reconciler)
+        let accepted_by_source = crate::upstream::inbound_sources()
             .map(|s| {
                 let s = s.as_str();
                 (s, accepted.get_or_create(&labels([("source", s)])).clone())

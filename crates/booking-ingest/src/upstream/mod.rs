@@ -43,12 +43,16 @@ pub struct Normalized {
     pub json: String,
 }
 
+/// The sources that come in through ingest: every one but the reconciler, which publishes
+/// its own events.
+pub fn inbound_sources() -> impl Iterator<Item = Source> {
+    Source::ALL.into_iter().filter(|s| *s != Source::Reconciler)
+}
+
 /// The upstream a webhook path or ingest subject names; `None` for an unknown name and for
-/// the reconciler, whose events never come in through ingest.
+/// the reconciler.
 pub fn inbound_source(name: &str) -> Option<Source> {
-    name.parse::<Source>()
-        .ok()
-        .filter(|s| *s != Source::Reconciler)
+    inbound_sources().find(|s| s.as_str() == name)
 }
 
 /// Maps a body of `source` to a validated event: 400 for a shape problem naming the field,
