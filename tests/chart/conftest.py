@@ -17,15 +17,26 @@ CHART = REPO / "helm" / "accesshub"
 RELEASE = "ah"
 NAMESPACE = "accesshub"
 
-# values key -> service (= binary, OTEL_SERVICE_NAME, component label)
+# values key -> service (= binary in /usr/local/bin, OTEL_SERVICE_NAME)
 SERVICES = {
     "bookingIngest": "booking-ingest",
+    "admin": "accesshub-admin",
     "cloudpassWorker": "cloudpass-worker",
     "dormakabaWorker": "dormakaba-worker",
     "ipassanWorker": "ipassan-worker",
     "tapkeyWorker": "tapkey-worker",
     "reconciler": "reconciler",
 }
+
+
+
+def component(service: str) -> str:
+    """app.kubernetes.io/component label and object-name suffix of a service."""
+    return service.removeprefix("accesshub-")
+
+
+# component label -> service
+BY_COMPONENT = {component(svc): svc for svc in SERVICES.values()}
 
 VALUES_FILES = {
     "defaults": None,

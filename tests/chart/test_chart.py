@@ -3,24 +3,30 @@ from __future__ import annotations
 
 import copy
 import json
+import re
+import shutil
 
 import helm_python
 import kubernetes_validate
 import pytest
 import yaml
 
-from conftest import (CHART, NAMESPACE, RELEASE, SERVICES, VALUES_FILES, load_values, objects,
-                      of_kind, render)
+from conftest import (BY_COMPONENT, CHART, NAMESPACE, RELEASE, SERVICES, VALUES_FILES, component,
+                      load_values, objects, of_kind, render)
 
 # Kubernetes version whose OpenAPI schemas the rendered objects are checked against.
 KUBE_VERSION = "1.35.0"
 
+# What every service container gets. ACCESSHUB_ADMIN_TOKEN is not in it: only accesshub-admin
+# gets the bootstrap admin token (test_admin_token_only_in_the_admin_api).
 ENV_CONTRACT = [
-    "DATABASE_URL", "NATS_URL", "ACCESSHUB_ENCRYPTION_KEY", "ACCESSHUB_ADMIN_TOKEN",
+    "DATABASE_URL", "NATS_URL", "ACCESSHUB_ENCRYPTION_KEY",
     "ACCESSHUB_HTTP_ADDR", "ACCESSHUB_STREAM_REPLICAS", "ACCESSHUB_LOG_FORMAT", "RUST_LOG",
     "OTEL_SERVICE_NAME", "OTEL_RESOURCE_ATTRIBUTES",
 ]
 HOOK = "helm.sh/hook"
+ADMIN = f"{RELEASE}-accesshub-admin"                      # the admin API's Deployment and Service
+INGEST = f"{RELEASE}-accesshub-booking-ingest"
 
 
 # ---------------------------------------------------------------- lint
@@ -81,12 +87,15 @@ def test_deployment_per_enabled_service(variant, objs):
     values = load_values(variant)
     deployments = {d["metadata"]["labels"]["app.kubernetes.io/component"]: d
                    for d in of_kind(objs, "Deployment")}
-    expected = {svc for key, svc in SERVICES.items()
+    expected = {component(svc) for key, svc in SERVICES.items()
                 if values.get("services", {}).get(key, {}).get("enabled", True)}
     assert set(deployments) == expected
+    assert "admin" in expected                      # every variant runs the admin API
     for comp, d in deployments.items():
+        assert d["metadata"]["name"] == f"{RELEASE}-accesshub-{comp}"
         container = d["spec"]["template"]["spec"]["containers"][0]
-        assert container["command"] == [f"/usr/local/bin/{comp}"]
+        assert container["name"] == BY_COMPONENT[comp]
+        assert container["command"] == [f"/usr/local/bin/{BY_COMPONENT[comp]}"]
         sel = d["spec"]["selector"]["matchLabels"]
         pod_labels = d["spec"]["template"]["metadata"]["labels"]
         assert sel.items() <= pod_labels.items()
@@ -150,15 +159,16 @@ def test_env_contract(variant, objs):
         env = env_names(c, objs)
         for name in ENV_CONTRACT:
             assert name in env, (comp, name)
-        assert env["OTEL_SERVICE_NAME"] == comp
+        assert env["OTEL_SERVICE_NAME"] == BY_COMPONENT[comp]
         assert env["ACCESSHUB_HTTP_ADDR"] == "0.0.0.0:8080"
         assert env["ACCESSHUB_LOG_FORMAT"] == "json"
         assert "k8s.pod.name=$(POD_NAME)" in env["OTEL_RESOURCE_ATTRIBUTES"]
         names = [e["name"] for e in c["env"]]
         # $(VAR) references only resolve to variables defined earlier in the list.
         assert names.index("POD_NAME") < names.index("OTEL_RESOURCE_ATTRIBUTES")
-        for secret_var in ("DATABASE_URL", "ACCESSHUB_ENCRYPTION_KEY", "ACCESSHUB_ADMIN_TOKEN"):
+        for secret_var in ("DATABASE_URL", "ACCESSHUB_ENCRYPTION_KEY"):
             assert "secretKeyRef" in env[secret_var], secret_var
+        assert ("ACCESSHUB_ADMIN_TOKEN" in env) == (comp == "admin"), comp
         if values.get("otel", {}).get("endpoint"):
             assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == values["otel"]["endpoint"]
         else:
@@ -275,6 +285,9 @@ def test_all_features_render_everything():
     pdb = {p["metadata"]["name"]: p["spec"] for p in of_kind(objs, "PodDisruptionBudget")}
     assert pdb[f"{RELEASE}-accesshub-booking-ingest"]["minAvailable"] == 1
     assert pdb[f"{RELEASE}-accesshub-tapkey-worker"]["maxUnavailable"] == "50%"
+    assert pdb[ADMIN]["minAvailable"] == 1
+    assert {h["spec"]["scaleTargetRef"]["name"]: h["spec"]["maxReplicas"]
+            for h in of_kind(objs, "HorizontalPodAutoscaler")}[ADMIN] == 3
     sm = of_kind(objs, "ServiceMonitor")[0]
     assert sm["spec"]["endpoints"][0]["port"] == "http"
     assert sm["spec"]["endpoints"][0]["path"] == "/metrics"
@@ -304,7 +317,12 @@ def test_disabled_service_renders_nothing():
 
 def test_release_name_containing_chart_name():
     objs = objects(render({}, name="accesshub"))
-    assert "accesshub-booking-ingest" in {d["metadata"]["name"] for d in of_kind(objs, "Deployment")}
+    deployments = {d["metadata"]["name"] for d in of_kind(objs, "Deployment")}
+    assert {"accesshub-booking-ingest", "accesshub-admin"} <= deployments
+    assert "accesshub-admin" in {s["metadata"]["name"] for s in of_kind(objs, "Service")}
+    reconciler = next(d for d in of_kind(objs, "Deployment") if d["metadata"]["name"] == "accesshub-reconciler")
+    env = {e["name"]: e for e in reconciler["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["ACCESSHUB_API_URL"]["value"] == "http://accesshub-admin:8080/admin/v1"
 
 
 def test_notes_mention_every_enabled_service():
@@ -312,6 +330,274 @@ def test_notes_mention_every_enabled_service():
     for svc in SERVICES.values():
         assert svc in notes
     assert "sync_interval: always" in notes
+    # The admin API is announced at its own Service, not at booking-ingest.
+    assert f"http://{ADMIN}:8080/admin/v1" in notes
+    assert f"port-forward svc/{ADMIN} " in notes
+
+
+# ---------------------------------------------------------------- admin API (accesshub-admin)
+
+
+def deployment(objs: list[dict], name: str) -> dict:
+    found = [d for d in of_kind(objs, "Deployment") if d["metadata"]["name"] == name]
+    assert len(found) == 1, name
+    return found[0]
+
+
+def container_env(d: dict) -> dict[str, dict]:
+    return {e["name"]: e for e in d["spec"]["template"]["spec"]["containers"][0]["env"]}
+
+
+def test_admin_deployment_and_cluster_internal_service(variant, objs):
+    values = load_values(variant)
+    port = values.get("adminService", {}).get("port", 8080)
+    d = deployment(objs, ADMIN)
+    assert d["metadata"]["labels"]["app.kubernetes.io/component"] == "admin"
+    c = d["spec"]["template"]["spec"]["containers"][0]
+    assert c["command"] == ["/usr/local/bin/accesshub-admin"]
+    assert c["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    env = env_names(c, objs)
+    assert env["OTEL_SERVICE_NAME"] == "accesshub-admin"
+    assert env["ACCESSHUB_HTTP_ADDR"] == "0.0.0.0:8080"       # /admin/v1, probes and /metrics
+    if "autoscaling" not in values.get("services", {}).get("admin", {}):
+        assert d["spec"]["replicas"] == 1
+
+    services = {s["metadata"]["name"]: s for s in of_kind(objs, "Service")}
+    svc = services[ADMIN]
+    assert svc["spec"]["type"] == "ClusterIP"
+    assert "clusterIP" not in svc["spec"]                      # a real virtual IP, not headless
+    assert not {"externalIPs", "loadBalancerIP", "externalName"} & set(svc["spec"])
+    assert svc["spec"]["ports"] == [{"name": "http", "port": port, "targetPort": "http",
+                                     "protocol": "TCP"}]
+    # It selects the admin pods and nothing else (booking-ingest is not behind it).
+    assert svc["spec"]["selector"] == d["spec"]["selector"]["matchLabels"]
+    assert svc["spec"]["selector"]["app.kubernetes.io/component"] == "admin"
+    assert svc["metadata"]["labels"]["accesshub.io/metrics"] == "true"
+    if values.get("adminService", {}).get("annotations"):
+        assert svc["metadata"]["annotations"] == values["adminService"]["annotations"]
+
+
+def test_admin_service_stays_cluster_ip_whatever_booking_ingest_uses():
+    objs = objects(render({"service": {"type": "LoadBalancer"}, "adminService": {"port": 9443}}))
+    services = {s["metadata"]["name"]: s["spec"] for s in of_kind(objs, "Service")}
+    assert services[INGEST]["type"] == "LoadBalancer"
+    assert services[ADMIN]["type"] == "ClusterIP"
+    assert services[ADMIN]["ports"][0]["port"] == 9443
+    env = container_env(deployment(objs, f"{RELEASE}-accesshub-reconciler"))
+    assert env["ACCESSHUB_API_URL"]["value"] == f"http://{ADMIN}:9443/admin/v1"
+
+
+def test_admin_token_only_in_the_admin_api(variant, objs):
+    existing = load_values(variant).get("secrets", {}).get("existingSecret")
+    secret = existing or f"{RELEASE}-accesshub"
+    for d in of_kind(objs, "Deployment"):
+        comp = d["metadata"]["labels"]["app.kubernetes.io/component"]
+        c = d["spec"]["template"]["spec"]["containers"][0]
+        env = env_names(c, objs)
+        if comp == "admin":
+            assert env["ACCESSHUB_ADMIN_TOKEN"] == {
+                "secretKeyRef": {"name": secret, "key": "ACCESSHUB_ADMIN_TOKEN"}}
+        else:
+            assert "ACCESSHUB_ADMIN_TOKEN" not in env, comp
+        # No container reads the token from anywhere but a Secret.
+        for e in c["env"]:
+            if e["name"] in ("ACCESSHUB_ADMIN_TOKEN", "ACCESSHUB_TOKEN"):
+                assert "value" not in e and e["valueFrom"]["secretKeyRef"]["key"] == \
+                    "ACCESSHUB_ADMIN_TOKEN", (comp, e)
+    # booking-ingest faces the internet: it holds no admin credential at all.
+    ingest = env_names(deployment(objs, INGEST)["spec"]["template"]["spec"]["containers"][0], objs)
+    assert not {"ACCESSHUB_ADMIN_TOKEN", "ACCESSHUB_TOKEN", "ACCESSHUB_API_URL"} & set(ingest)
+    for cm in of_kind(objs, "ConfigMap"):
+        assert not {"ACCESSHUB_ADMIN_TOKEN", "ACCESSHUB_TOKEN"} & set(cm["data"])
+    # Nor does the migrations Job.
+    job = of_kind(objs, "Job")[0]
+    assert "ACCESSHUB_ADMIN_TOKEN" not in {e["name"] for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+
+
+def test_accessctl_pods_point_at_the_admin_service(variant, objs):
+    existing = load_values(variant).get("secrets", {}).get("existingSecret")
+    secret = existing or f"{RELEASE}-accesshub"
+    port = load_values(variant).get("adminService", {}).get("port", 8080)
+    for d in of_kind(objs, "Deployment"):
+        comp = d["metadata"]["labels"]["app.kubernetes.io/component"]
+        env = container_env(d)
+        if comp in ("reconciler", "admin"):           # the runbooks' `kubectl exec` target, and admin
+            assert env["ACCESSHUB_API_URL"] == {"name": "ACCESSHUB_API_URL",
+                                                "value": f"http://{ADMIN}:{port}/admin/v1"}
+            assert env["ACCESSHUB_TOKEN"]["valueFrom"] == {
+                "secretKeyRef": {"name": secret, "key": "ACCESSHUB_ADMIN_TOKEN"}}
+        else:
+            assert "ACCESSHUB_API_URL" not in env and "ACCESSHUB_TOKEN" not in env, comp
+
+
+def test_nothing_points_at_booking_ingest_for_the_admin_api(variant, rendered):
+    # Every admin API URL the chart writes (env, NOTES) is the admin Service's.
+    text = "\n".join(rendered.values())
+    urls = re.findall(r"https?://[^\s/\"']+(?::\d+)?/admin/v1", text)
+    assert urls
+    for url in urls:
+        host = url.split("://", 1)[1].split("/", 1)[0].split(":", 1)[0]
+        assert host in (ADMIN, "127.0.0.1"), url            # 127.0.0.1: NOTES' port-forward
+    assert not re.search(r"booking-ingest[^\n]*/admin", text)
+
+
+def test_accessctl_admin_api_pods_are_configurable():
+    objs = objects(render({"accessctl": {"adminApiIn": ["cloudpassWorker"]}}))
+    with_api = {d["metadata"]["labels"]["app.kubernetes.io/component"]
+                for d in of_kind(objs, "Deployment") if "ACCESSHUB_TOKEN" in container_env(d)}
+    assert with_api == {"cloudpass-worker"}
+    # The admin API keeps its bootstrap token regardless.
+    assert "ACCESSHUB_ADMIN_TOKEN" in container_env(deployment(objs, ADMIN))
+
+
+def test_admin_disabled_leaves_no_admin_objects_or_urls():
+    values = load_values("all-features")
+    values["services"]["admin"]["enabled"] = False
+    rendered = render(values)
+    objs = objects(rendered)
+    assert not [o for o in objs if o["metadata"]["name"].startswith(ADMIN)]
+    for d in of_kind(objs, "Deployment"):
+        env = container_env(d)
+        assert not {"ACCESSHUB_API_URL", "ACCESSHUB_TOKEN", "ACCESSHUB_ADMIN_TOKEN"} & set(env)
+    for np in of_kind(objs, "NetworkPolicy"):
+        assert "admin" not in json.dumps(np["spec"]["egress"])
+    assert "/admin/v1" not in rendered["accesshub/templates/NOTES.txt"]
+
+
+def test_per_service_probe_timings():
+    objs = objects(render(load_values("all-features")))
+    admin = deployment(objs, ADMIN)["spec"]["template"]["spec"]["containers"][0]
+    # Own values win, the rest comes from the global probes.
+    assert admin["livenessProbe"] == {"httpGet": {"path": "/healthz", "port": "http"},
+                                      "initialDelaySeconds": 5, "periodSeconds": 20,
+                                      "timeoutSeconds": 2, "failureThreshold": 3}
+    assert admin["readinessProbe"] == {"httpGet": {"path": "/readyz", "port": "http"},
+                                       "initialDelaySeconds": 2, "periodSeconds": 5,
+                                       "timeoutSeconds": 2, "failureThreshold": 3}
+    ingest = deployment(objs, INGEST)["spec"]["template"]["spec"]["containers"][0]
+    assert ingest["livenessProbe"]["periodSeconds"] == 10
+    assert ingest["livenessProbe"]["failureThreshold"] == 6
+    # The values of one release are not modified by another's override (deepCopy, not merge in place).
+    assert yaml.safe_load((CHART / "values.yaml").read_text())["probes"]["liveness"]["periodSeconds"] == 10
+
+
+# ---------------------------------------------------------------- ingress: webhooks only
+
+
+def test_ingress_routes_only_webhooks_to_booking_ingest(variant, objs):
+    values = load_values(variant)
+    ingresses = of_kind(objs, "Ingress")
+    assert len(ingresses) == values.get("ingress", {}).get("enabled", False)
+    for ing in ingresses:
+        paths = [p for rule in ing["spec"]["rules"] for p in rule["http"]["paths"]]
+        assert paths
+        for p in paths:
+            assert p["path"] == "/webhooks" or p["path"].startswith("/webhooks/"), p
+            assert "admin" not in p["path"]
+            assert p["backend"]["service"] == {"name": INGEST, "port": {"name": "http"}}
+        assert "defaultBackend" not in ing["spec"]
+
+
+def test_ingress_with_several_webhook_paths():
+    values = load_values("all-features")
+    values["ingress"]["hosts"] = [
+        {"host": "hooks.example.com", "paths": [{"path": "/webhooks/bex"}, {"path": "/webhooks/clock/", "pathType": "Exact"}]},
+        {"host": "hooks.example.net", "paths": [{"path": "/webhooks"}]},
+    ]
+    ing = of_kind(objects(render(values)), "Ingress")[0]
+    got = [(r["host"], p["path"], p["pathType"]) for r in ing["spec"]["rules"] for p in r["http"]["paths"]]
+    assert got == [("hooks.example.com", "/webhooks/bex", "Prefix"),
+                   ("hooks.example.com", "/webhooks/clock/", "Exact"),
+                   ("hooks.example.net", "/webhooks", "Prefix")]
+
+
+@pytest.mark.parametrize("path", ["/", "/admin", "/admin/v1", "/webhooksx", "/api/webhooks", "/webhook"])
+def test_ingress_refuses_anything_but_webhooks(path):
+    values = {"ingress": {"enabled": True, "hosts": [{"host": "h.example.com", "paths": [{"path": path}]}]}}
+    with pytest.raises(helm_python.HelmValuesError, match="schema"):
+        render(values)
+
+
+def test_ingress_template_refuses_admin_paths_without_the_schema(tmp_path):
+    # `helm install --skip-schema-validation` bypasses values.schema.json: the template itself
+    # still refuses to route anything but webhooks.
+    chart = tmp_path / "accesshub"
+    shutil.copytree(CHART, chart)
+    (chart / "values.schema.json").unlink()
+    values = {"ingress": {"enabled": True, "hosts": [{"host": "h.example.com", "paths": [{"path": "/admin/v1"}]}]}}
+    with helm_python.Chart.load(str(chart)) as c:
+        with pytest.raises(helm_python.HelmError, match="routes webhooks only"):
+            c.render(values=values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+        values["ingress"]["hosts"][0]["paths"][0]["path"] = "/webhooks"
+        assert "ingress.yaml" in "".join(c.render(values=values, name=RELEASE, namespace=NAMESPACE, is_install=True))
+
+
+# ---------------------------------------------------------------- network policies
+
+
+def policies(objs: list[dict]) -> dict[str, dict]:
+    return {np["metadata"]["labels"]["app.kubernetes.io/component"]: np["spec"]
+            for np in of_kind(objs, "NetworkPolicy")}
+
+
+def test_networkpolicy_admin_only_from_configured_peers():
+    values = load_values("all-features")
+    np = policies(objects(render(values)))["admin"]
+    assert np["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "admin"
+    release_pods = {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "accesshub",
+                                                    "app.kubernetes.io/instance": RELEASE}}}
+    api_rule = {"ports": [{"port": "http", "protocol": "TCP"}],
+                "from": [release_pods] + values["networkPolicy"]["adminFrom"]}
+    metrics_rule = {"ports": [{"port": "http", "protocol": "TCP"}],
+                    "from": values["networkPolicy"]["metricsFrom"]}
+    assert np["ingress"] == [api_rule, metrics_rule]
+    # booking-ingest's webhook peers (the ingress controller) do not reach the admin API.
+    for peer in values["networkPolicy"]["ingressFrom"]:
+        assert all(peer not in rule["from"] for rule in np["ingress"])
+
+
+def test_networkpolicy_admin_defaults_to_the_release_namespace():
+    # No peers configured anywhere: booking-ingest is open to every source (webhooks), the
+    # admin API only to pods of the namespace, never to every source.
+    pols = policies(objects(render({"networkPolicy": {"enabled": True}})))
+    assert pols["admin"]["ingress"] == [{"ports": [{"port": "http", "protocol": "TCP"}],
+                                         "from": [{"podSelector": {}}]}]
+    assert pols["booking-ingest"]["ingress"] == [{"ports": [{"port": "http", "protocol": "TCP"}]}]
+    for comp, spec in pols.items():
+        if comp == "admin":
+            continue
+        assert all("from" not in rule for rule in spec["ingress"]), comp
+    # Only the metrics peers are added on top, as for the other services.
+    monitoring = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
+    pols = policies(objects(render({"networkPolicy": {"enabled": True, "metricsFrom": monitoring}})))
+    assert [r["from"] for r in pols["admin"]["ingress"]] == [[{"podSelector": {}}], monitoring]
+    assert pols["cloudpass-worker"]["ingress"] == [{"ports": [{"port": "http", "protocol": "TCP"}],
+                                                    "from": monitoring}]
+
+
+def test_networkpolicy_egress_lets_accessctl_reach_the_admin_api():
+    pols = policies(objects(render(load_values("all-features"))))
+    to_admin = {"to": [{"podSelector": {"matchLabels": {
+        "app.kubernetes.io/name": "accesshub", "app.kubernetes.io/instance": RELEASE,
+        "app.kubernetes.io/component": "admin"}}}],
+        "ports": [{"port": 8080, "protocol": "TCP"}]}
+    for comp, spec in pols.items():
+        assert (to_admin in spec["egress"]) == (comp in ("reconciler", "admin")), comp
+
+
+@pytest.mark.parametrize("bad", [
+    {"networkPolicy": {"adminFrom": [{}]}},                                 # an empty peer
+    {"networkPolicy": {"adminFrom": [{"podSelector": {}, "ports": [80]}]}},  # not a peer
+    {"accessctl": {"adminApiIn": ["bookingIngest"]}},                       # internet-facing pod
+    {"accessctl": {"adminApiIn": ["billingWorker"]}},
+    {"adminService": {"type": "LoadBalancer"}},                             # always ClusterIP
+    {"services": {"admin": {"probes": {"liveness": {"path": "/"}}}}},        # paths are fixed
+])
+def test_schema_rejects_bad_admin_values(bad):
+    with pytest.raises(helm_python.HelmValuesError, match="schema"):
+        render(bad)
 
 
 # ---------------------------------------------------------------- values.schema.json

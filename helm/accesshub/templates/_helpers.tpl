@@ -24,15 +24,45 @@
 {{- end -}}
 
 {{/*
-The services: values key -> service name (= binary name = OTEL_SERVICE_NAME = component label).
+The services: values key -> service name (= binary name in /usr/local/bin = OTEL_SERVICE_NAME).
 */}}
 {{- define "accesshub.serviceNames" -}}
 bookingIngest: booking-ingest
+admin: accesshub-admin
 cloudpassWorker: cloudpass-worker
 dormakabaWorker: dormakaba-worker
 ipassanWorker: ipassan-worker
 tapkeyWorker: tapkey-worker
 reconciler: reconciler
+{{- end -}}
+
+{{/*
+Component of a service (app.kubernetes.io/component label and object-name suffix): the service
+name without the "accesshub-" prefix, so accesshub-admin's objects are <fullname>-admin rather
+than <fullname>-accesshub-admin. Call with the service name.
+*/}}
+{{- define "accesshub.component" -}}
+{{- trimPrefix "accesshub-" . -}}
+{{- end -}}
+
+{{/* Name of the admin API's Service (<fullname>-admin). */}}
+{{- define "accesshub.adminServiceName" -}}
+{{- include "accesshub.componentFullname" (dict "root" . "component" "admin") -}}
+{{- end -}}
+
+{{/* Base URL of the admin API inside the cluster, as accessctl expects it (ACCESSHUB_API_URL). */}}
+{{- define "accesshub.adminApiUrl" -}}
+{{- printf "http://%s:%v/admin/v1" (include "accesshub.adminServiceName" .) .Values.adminService.port -}}
+{{- end -}}
+
+{{/*
+Probes of a service container: the global probes.liveness / probes.readiness timings with the
+service's own services.<svc>.probes on top. Call with (dict "root" $ "svc" <service values>
+"kind" "liveness"|"readiness").
+*/}}
+{{- define "accesshub.probeTimings" -}}
+{{- $own := index (default (dict) .svc.probes) .kind | default (dict) -}}
+{{- toYaml (merge (deepCopy $own) (index .root.Values.probes .kind)) -}}
 {{- end -}}
 
 {{/* Standard labels on every object. */}}
@@ -139,7 +169,9 @@ OTEL_EXPORTER_OTLP_ENDPOINT: {{ . | quote }}
 {{/*
 Environment of one container (besides envFrom the ConfigMap).
 Call with (dict "root" $ "component" "booking-ingest" "svc" <service values or empty dict> "secretName" <name>
-"withNats" <bool> ["workloadAttr" "k8s.job.name=..."]).
+"withNats" <bool> ["service" <OTEL_SERVICE_NAME, default: component>] ["workloadAttr" "k8s.job.name=..."]
+["adminToken" <bool>: ACCESSHUB_ADMIN_TOKEN, the admin API's bootstrap token (accesshub-admin only)]
+["accessctlApi" <bool>: ACCESSHUB_API_URL + ACCESSHUB_TOKEN, accessctl's admin API client]).
 */}}
 {{- define "accesshub.env" -}}
 {{- $root := .root -}}
@@ -156,7 +188,7 @@ Call with (dict "root" $ "component" "booking-ingest" "svc" <service values or e
     fieldRef:
       fieldPath: spec.nodeName
 - name: OTEL_SERVICE_NAME
-  value: {{ .component | quote }}
+  value: {{ default .component .service | quote }}
 {{- $attrs := list "service.namespace=accesshub" (printf "service.version=%s" $root.Chart.AppVersion) "k8s.namespace.name=$(POD_NAMESPACE)" "k8s.pod.name=$(POD_NAME)" "k8s.node.name=$(NODE_NAME)" (default (printf "k8s.deployment.name=%s" (include "accesshub.componentFullname" .)) .workloadAttr) }}
 {{- range $k, $v := $root.Values.otel.resourceAttributes }}
 {{- $attrs = append $attrs (printf "%s=%v" $k $v) }}
@@ -177,11 +209,22 @@ Call with (dict "root" $ "component" "booking-ingest" "svc" <service values or e
     secretKeyRef:
       name: {{ .secretName }}
       key: ACCESSHUB_ENCRYPTION_KEY
+{{- if .adminToken }}
 - name: ACCESSHUB_ADMIN_TOKEN
   valueFrom:
     secretKeyRef:
       name: {{ .secretName }}
       key: ACCESSHUB_ADMIN_TOKEN
+{{- end }}
+{{- if .accessctlApi }}
+- name: ACCESSHUB_API_URL
+  value: {{ include "accesshub.adminApiUrl" $root | quote }}
+- name: ACCESSHUB_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ .secretName }}
+      key: ACCESSHUB_ADMIN_TOKEN
+{{- end }}
 {{- if .withNats }}
 {{- if eq $root.Values.nats.auth.mode "userPassword" }}
 - name: NATS_USER
