@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# `make dev`: the whole system locally — vendor simulators, booking-ingest (with the admin API),
-# the four workers and the reconciler — wired to a demo tenant. Ctrl-C stops everything.
+# `make dev`: the whole system locally — vendor simulators, booking-ingest (webhooks), the admin
+# API service, the four workers and the reconciler — wired to a demo tenant. Ctrl-C stops everything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,7 +25,7 @@ export NATS_URL="${NATS_URL:-nats://127.0.0.1:4222}"
 export ACCESSHUB_LOG_FORMAT="${ACCESSHUB_LOG_FORMAT:-pretty}"
 export ACCESSHUB_STREAM_REPLICAS=1
 export RUST_LOG="${RUST_LOG:-info}"
-export ACCESSHUB_API_URL="http://127.0.0.1:8080/admin/v1"
+export ACCESSHUB_API_URL="http://127.0.0.1:8086/admin/v1"
 export ACCESSHUB_TOKEN="$ACCESSHUB_ADMIN_TOKEN"
 
 pids=()
@@ -60,6 +60,8 @@ start vendor-sim 18080
 wait_ready vendor-sim http://127.0.0.1:18080/healthz
 start booking-ingest 8080
 wait_ready booking-ingest http://127.0.0.1:8080/readyz
+start accesshub-admin 8086
+wait_ready accesshub-admin http://127.0.0.1:8086/readyz
 start cloudpass-worker 8081
 start dormakaba-worker 8082
 start ipassan-worker 8083
@@ -67,7 +69,7 @@ start tapkey-worker 8084
 start reconciler 8085
 
 # The demo tenant: its connections to the simulators, then a webhook secret and site defaults
-# for every upstream source (through the admin API that booking-ingest serves).
+# for every upstream source (through the admin API service).
 echo "configuring the demo tenant:"
 "$BIN/accessctl" connections apply -f deploy/dev/demo.yaml
 for source in bex clock nexudus connecx native; do
@@ -92,6 +94,7 @@ accesshub is running with the vendor simulators (control API http://127.0.0.1:18
   send a demo BEX reservation:   deploy/dev/send-webhook.sh bex demo deploy/dev/bex-reservation.json
   see what CloudPass holds:      curl -s http://127.0.0.1:18080/state/cloudpass | jq
   more demo webhooks:            deploy/dev/send-webhook.sh clock|nexudus|connecx demo deploy/dev/<file>.json
+  admin API:                     $ACCESSHUB_API_URL (token \$ACCESSHUB_ADMIN_TOKEN)
   operate:                       $BIN/accessctl status · $BIN/accessctl dlq list
 Ctrl-C stops everything.
 MSG

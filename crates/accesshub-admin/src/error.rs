@@ -93,10 +93,9 @@ impl From<LookupError> for ApiError {
     }
 }
 
-impl From<reconciler::ReconcileError> for ApiError {
-    fn from(e: reconciler::ReconcileError) -> Self {
-        use accesshub_domain::{Classify, ErrorClass};
-        use reconciler::ReconcileError as R;
+impl From<accesshub_sync_runs::SyncRunError> for ApiError {
+    fn from(e: accesshub_sync_runs::SyncRunError) -> Self {
+        use accesshub_sync_runs::SyncRunError as R;
         match e {
             R::Invalid { what, message } => {
                 let field = match what {
@@ -107,16 +106,7 @@ impl From<reconciler::ReconcileError> for ApiError {
                 ApiError::field(field, message)
             }
             R::Db(e) => e.into(),
-            e @ R::NoConnection { .. } => ApiError::NotFound(e.to_string()),
             e @ R::Busy => ApiError::Conflict(e.to_string()),
-            e if e.class() == ErrorClass::Transient => {
-                tracing::warn!(error = %e, "admin API: sync bookkeeping unavailable");
-                ApiError::Unavailable("database unavailable, retry".into())
-            }
-            e => {
-                tracing::error!(error = %e, "admin API: internal error");
-                ApiError::Internal
-            }
         }
     }
 }

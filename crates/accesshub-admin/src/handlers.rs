@@ -521,7 +521,7 @@ pub struct SyncQueued {
     /// Whether this request queued it (false: an active run already existed).
     pub queued: bool,
     /// The run.
-    pub run: reconciler::SyncRun,
+    pub run: accesshub_sync_runs::SyncRun,
 }
 
 pub(crate) async fn request_sync(
@@ -531,8 +531,8 @@ pub(crate) async fn request_sync(
 ) -> Result<Response, ApiError> {
     let req: SyncRequest = parse_json(&body)?;
     let v = vendor(&req.vendor)?;
-    let scope = reconciler::Scope::parse(&req.scope, req.days)?;
-    if req.days.is_some() && !matches!(scope, reconciler::Scope::Upcoming(_)) {
+    let scope = accesshub_sync_runs::Scope::parse(&req.scope, req.days)?;
+    if req.days.is_some() && !matches!(scope, accesshub_sync_runs::Scope::Upcoming(_)) {
         return Err(ApiError::field(
             "days",
             "only applies to scope \"upcoming\"",
@@ -545,22 +545,22 @@ pub(crate) async fn request_sync(
             req.tenant
         )));
     }
-    let conn = reconciler::ConnectionRef {
+    let conn = accesshub_sync_runs::ConnectionRef {
         tenant: req.tenant,
         vendor: v.to_string(),
         name,
     };
-    let out = reconciler::store::request_run(
+    let out = accesshub_sync_runs::store::request_run(
         s.connections.pool(),
         &conn,
         scope,
-        reconciler::Trigger::Api,
+        accesshub_sync_runs::Trigger::Api,
         Some(&who.name),
     )
     .await?;
     let (code, queued) = match out {
-        reconciler::store::RequestOutcome::Queued(_) => (StatusCode::ACCEPTED, true),
-        reconciler::store::RequestOutcome::AlreadyActive(_) => (StatusCode::OK, false),
+        accesshub_sync_runs::store::RequestOutcome::Queued(_) => (StatusCode::ACCEPTED, true),
+        accesshub_sync_runs::store::RequestOutcome::AlreadyActive(_) => (StatusCode::OK, false),
     };
     let run = out.run().clone();
     tracing::info!(connection = %conn, run_id = run.id, %scope, by = %who.name, queued, "sync requested via API");
@@ -585,7 +585,7 @@ pub(crate) struct SyncListQuery {
 pub(crate) async fn list_syncs(
     State(s): State<AdminState>,
     Query(q): Query<SyncListQuery>,
-) -> Result<Json<Vec<reconciler::SyncRun>>, ApiError> {
+) -> Result<Json<Vec<accesshub_sync_runs::SyncRun>>, ApiError> {
     let v = q.vendor.as_deref().map(vendor).transpose()?;
     let limit = q.limit.unwrap_or(50);
     if !(1..=500).contains(&limit) {
@@ -593,7 +593,7 @@ pub(crate) async fn list_syncs(
     }
     let v = v.map(|v| v.to_string());
     Ok(Json(
-        reconciler::store::list_runs(
+        accesshub_sync_runs::store::list_runs(
             s.connections.pool(),
             q.tenant.as_deref(),
             v.as_deref(),

@@ -1,8 +1,8 @@
 //! The admin HTTP API of accesshub as an axum [`Router`]: tenants and their webhook secrets,
 //! vendor connections (idempotent apply with dry-run diffs), API tokens, and vendor lookups
 //! answered by the workers over NATS, sync runs (queued for the reconciler) and per-source
-//! site defaults. booking-ingest mounts it under `/admin/v1`
-//! ([`mounted`]); `accessctl` is its client.
+//! site defaults, under `/admin/v1` ([`mounted`]). It runs as its own cluster-internal service
+//! ([`service`], binary `accesshub-admin`); `accessctl` is its client.
 //!
 //! Secrets are never returned (`***`) and never logged; every write is authenticated with an
 //! `admin` token, every read with `read` or `admin`.
@@ -10,6 +10,7 @@
 pub mod auth;
 pub mod error;
 mod handlers;
+pub mod service;
 
 use std::time::Duration;
 

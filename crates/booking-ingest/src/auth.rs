@@ -16,8 +16,6 @@ use sha2::Sha256;
 use sqlx::PgPool;
 use subtle::ConstantTimeEq;
 
-use crate::error::IngestError;
-
 /// Header carrying the unix timestamp (seconds) the signature covers.
 pub const TIMESTAMP_HEADER: &str = "x-accesshub-timestamp";
 /// Header carrying `sha256=<hex>`.
@@ -340,90 +338,6 @@ impl SourceCache {
             site_defaults: defaults,
         }))
     }
-}
-
-/// A tenant's registration for one upstream source.
-#[derive(Debug, Clone)]
-pub struct SourceRegistration {
-    /// Tenant id (created if new).
-    pub tenant: String,
-    /// Tenant display name (defaults to the id).
-    pub tenant_name: Option<String>,
-    /// Upstream source (`bex`, `clock`, `nexudus`, `connecx`, `native`).
-    pub source: String,
-    /// Webhook signing secret (plaintext; stored sealed).
-    pub secret: String,
-    /// Site defaults document, see [`SiteDefaults`]; `None` keeps the stored one.
-    pub site_defaults: Option<serde_json::Value>,
-}
-
-/// Creates the tenant if needed and sets the source's secret (replacing any previous ones)
-/// and site defaults. Used by tests, the admin API and `make dev`.
-pub async fn register_source(
-    pool: &PgPool,
-    secrets: &SecretBox,
-    reg: &SourceRegistration,
-) -> Result<(), IngestError> {
-    if let Some(d) = &reg.site_defaults
-        && !d.is_object()
-    {
-        return Err(IngestError::SiteDefaults(
-            "must be a JSON object keyed by site id".into(),
-        ));
-    }
-    let sealed = secrets.seal(&reg.secret)?;
-    let mut tx = pool.begin().await?;
-    sqlx::query(
-        "INSERT INTO tenants (id, name) VALUES ($1, $2) \
-         ON CONFLICT (id) DO UPDATE SET name = COALESCE($3, tenants.name), updated_at = now()",
-    )
-    .bind(&reg.tenant)
-    .bind(reg.tenant_name.as_deref().unwrap_or(&reg.tenant))
-    .bind(reg.tenant_name.as_deref())
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query(
-        "INSERT INTO tenant_sources (tenant_id, source, secret_enc, site_defaults) \
-         VALUES ($1, $2, $3, COALESCE($4, '{}'::jsonb)) \
-         ON CONFLICT (tenant_id, source) DO UPDATE SET secret_enc = EXCLUDED.secret_enc, \
-           previous_enc = NULL, previous_expires = NULL, \
-           site_defaults = COALESCE($4, tenant_sources.site_defaults), updated_at = now()",
-    )
-    .bind(&reg.tenant)
-    .bind(&reg.source)
-    .bind(&sealed)
-    .bind(&reg.site_defaults)
-    .execute(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    Ok(())
-}
-
-/// Rotates a source's secret: `new_secret` becomes current, the old current stays valid for
-/// `previous_valid_for` (so upstreams can switch without a failed delivery).
-/// Returns false when the tenant/source is not registered.
-pub async fn rotate_secret(
-    pool: &PgPool,
-    secrets: &SecretBox,
-    tenant: &str,
-    source: &str,
-    new_secret: &str,
-    previous_valid_for: Duration,
-) -> Result<bool, IngestError> {
-    let sealed = secrets.seal(new_secret)?;
-    let expires = Utc::now()
-        + chrono::Duration::from_std(previous_valid_for).unwrap_or(chrono::Duration::days(1));
-    let done = sqlx::query(
-        "UPDATE tenant_sources SET previous_enc = secret_enc, previous_expires = $3, \
-         secret_enc = $4, updated_at = now() WHERE tenant_id = $1 AND source = $2",
-    )
-    .bind(tenant)
-    .bind(source)
-    .bind(expires)
-    .bind(&sealed)
-    .execute(pool)
-    .await?;
-    Ok(done.rows_affected() == 1)
 }
 
 #[cfg(test)]

@@ -27,7 +27,7 @@ use sqlx::PgPool;
 use tokio::{sync::Notify, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
-pub use auth::{SourceRegistration, register_source, rotate_secret, sign};
+pub use auth::sign;
 pub use committer::{Answer, AnswerKind};
 pub use error::{IngestError, Reject};
 
@@ -67,8 +67,6 @@ pub struct IngestConfig {
     pub migrate: bool,
     /// Serve the NATS ingest subjects (`ACCESSHUB_NATS_INGEST`, default true).
     pub nats_ingest: bool,
-    /// Extra routes merged into the router (e.g. the admin API under `/admin/v1`).
-    pub extra_routes: Option<Router>,
 }
 
 impl std::fmt::Debug for IngestConfig {
@@ -115,7 +113,6 @@ impl IngestConfig {
             },
             migrate: env_or("ACCESSHUB_MIGRATE_ON_START", true)?,
             nats_ingest: env_or("ACCESSHUB_NATS_INGEST", true)?,
-            extra_routes: None,
         })
     }
 
@@ -133,7 +130,6 @@ impl IngestConfig {
             retention: retention::RetentionConfig::default(),
             migrate: false,
             nats_ingest: true,
-            extra_routes: None,
         }
     }
 }
@@ -155,14 +151,9 @@ pub struct AppState {
     pub body_limit: usize,
 }
 
-/// The webhook routes plus `/healthz`, `/readyz`, `/metrics`, with request metrics. Merge
-/// more routes (e.g. the admin API) with [`router_with`].
+/// The webhook routes plus `/healthz`, `/readyz`, `/metrics`, with request metrics. Nothing
+/// else: the admin API is a service of its own (`accesshub-admin`), never on this public port.
 pub fn router(state: AppState, registry: Registry) -> Router {
-    router_with(state, registry, None)
-}
-
-/// [`router`] with `extra` merged in before the request-metrics layer.
-pub fn router_with(state: AppState, registry: Registry, extra: Option<Router>) -> Router {
     let http_metrics = ops::HttpMetrics::new(&registry, SERVICE);
     let ready_pool = state.pool.clone();
     let ready_bus = state.bus.clone();
@@ -178,18 +169,15 @@ pub fn router_with(state: AppState, registry: Registry, extra: Option<Router>) -
                 .map_err(|_| "PostgreSQL not reachable".to_owned())
         })
     });
-    let mut app = Router::new()
+    Router::new()
         .route("/webhooks/{source}/{tenant}", post(http::webhook))
         // One Arc per request instead of a clone of every pool, client and metric handle.
         .with_state(Arc::new(state))
-        .merge(ops::ops_router(registry, readiness));
-    if let Some(extra) = extra {
-        app = app.merge(extra);
-    }
-    app.layer(middleware::from_fn_with_state(
-        http_metrics,
-        ops::track_http,
-    ))
+        .merge(ops::ops_router(registry, readiness))
+        .layer(middleware::from_fn_with_state(
+            http_metrics,
+            ops::track_http,
+        ))
 }
 
 /// A running booking-ingest.
@@ -379,7 +367,7 @@ pub async fn start(cfg: IngestConfig) -> Result<IngestHandle, IngestError> {
         None
     };
 
-    let app = router_with(state, registry.clone(), cfg.extra_routes.clone());
+    let app = router(state, registry.clone());
     let listener = tokio::net::TcpListener::bind(cfg.common.http_addr).await?;
     let addr = listener.local_addr()?;
     let stop_http = CancellationToken::new();

@@ -353,16 +353,16 @@ async fn bad_inputs_get_clear_answers_and_store_nothing() {
 #[tokio::test]
 async fn rotation_accepts_previous_secret_until_it_expires() {
     let env = Env::new().await;
-    booking_ingest::rotate_secret(
-        &env.db.pool,
-        &env.sbox,
-        TENANT,
-        "connecx",
-        "new-secret",
-        std::time::Duration::from_secs(3600),
-    )
-    .await
-    .unwrap();
+    // The admin API's rotation: the old secret stays valid for an hour.
+    accesshub_connections::TenantStore::new(env.db.pool.clone(), env.sbox.clone())
+        .set_source_secret(
+            TENANT,
+            "connecx",
+            Some(accesshub_connections::Secret::new("new-secret")),
+            std::time::Duration::from_secs(3600),
+        )
+        .await
+        .unwrap();
     // A fresh service sees the rotation (the running one caches for 30 s).
     let handle = env_handle_restart(&env).await;
     let base = format!("http://{}", handle.addr());
@@ -681,19 +681,8 @@ async fn expired_source_registrations_refresh_in_the_background() {
     let now = chrono::Utc::now();
     assert_eq!(first.secrets(now), vec![SECRET.as_bytes().to_vec()]);
     // Re-registered with a new secret (and no previous one) by another replica.
-    booking_ingest::register_source(
-        &env.db.pool,
-        &env.sbox,
-        &booking_ingest::SourceRegistration {
-            tenant: TENANT.into(),
-            tenant_name: None,
-            source: "native".into(),
-            secret: "rotated".into(),
-            site_defaults: None,
-        },
-    )
-    .await
-    .unwrap();
+    let tenants = accesshub_connections::TenantStore::new(env.db.pool.clone(), env.sbox.clone());
+    common::set_secret(&tenants, "native", "rotated").await;
     // Within the ttl: still the cached one.
     let cached = cache.get(TENANT, "native").await.unwrap().unwrap();
     assert!(std::sync::Arc::ptr_eq(&first, &cached));
@@ -710,7 +699,7 @@ async fn expired_source_registrations_refresh_in_the_background() {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     loop {
         let e = cache.get(TENANT, "native").await.unwrap().unwrap();
-        if e.secrets(now) == vec![b"rotated".to_vec()] {
+        if e.secrets(chrono::Utc::now()) == vec![b"rotated".to_vec()] {
             break;
         }
         assert!(
@@ -719,5 +708,34 @@ async fn expired_source_registrations_refresh_in_the_background() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+    env.finish().await;
+}
+
+/// The public port serves webhooks and probes only: the admin API is a service of its own
+/// and must never be reachable through the webhook ingress.
+#[tokio::test]
+async fn the_admin_api_is_not_served_on_the_webhook_port() {
+    let env = Env::new().await;
+    for path in [
+        "/admin/v1/tenants",
+        "/admin/v1/syncs",
+        "/admin/v1/connections",
+    ] {
+        let r = env
+            .client
+            .get(format!("{}{path}", env.base))
+            .bearer_auth("any-token")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404, "{path}");
+    }
+    let r = env
+        .client
+        .get(format!("{}/healthz", env.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
     env.finish().await;
 }

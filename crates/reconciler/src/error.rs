@@ -43,6 +43,17 @@ pub enum ReconcileError {
     Busy,
 }
 
+impl From<accesshub_sync_runs::SyncRunError> for ReconcileError {
+    fn from(e: accesshub_sync_runs::SyncRunError) -> Self {
+        use accesshub_sync_runs::SyncRunError as S;
+        match e {
+            S::Db(e) => ReconcileError::Db(e),
+            S::Invalid { what, message } => ReconcileError::Invalid { what, message },
+            S::Busy => ReconcileError::Busy,
+        }
+    }
+}
+
 impl ReconcileError {
     /// Shorthand for [`ReconcileError::Invalid`].
     pub fn invalid(what: &'static str, message: impl Into<String>) -> Self {

@@ -16,10 +16,11 @@ pub mod engine;
 pub mod error;
 pub mod inventory;
 pub mod lock;
-pub mod model;
-pub mod schedule;
 pub mod service;
-pub mod store;
+
+/// The run model and bookkeeping live in `accesshub-sync-runs` (shared with the admin API and
+/// `accessctl`, which queue runs without depending on the reconciler).
+pub use accesshub_sync_runs::{model, schedule, store};
 
 pub use error::ReconcileError;
 pub use model::{ConnectionRef, Counts, RunStatus, Scope, SyncRun, SyncSchedule, Trigger};

@@ -202,7 +202,7 @@ impl Reconciler {
                 tracing::warn!(run = run.id, connection = %run.connection, error = %e, "sync run failed")
             }
         }
-        store::get_run(&self.pool, run.id).await
+        Ok(store::get_run(&self.pool, run.id).await?)
     }
 
     async fn execute_locked(&self, run: &SyncRun) -> Result<Outcome, ReconcileError> {

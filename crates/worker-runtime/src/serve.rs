@@ -6,6 +6,7 @@ use accesshub_config::{CommonConfig, env_opt};
 use accesshub_connections::{ConnectionCache, ConnectionStore, DEFAULT_TTL};
 use accesshub_domain::ErrorClass;
 use accesshub_store::SecretBox;
+pub use accesshub_telemetry::ops::shutdown_signal;
 
 use crate::{
     Handler, WorkerConfig, WorkerError,
@@ -17,29 +18,6 @@ use crate::{
 /// are both compiled in; rustls refuses to guess). Safe to call more than once.
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
-}
-
-/// Resolves on SIGTERM (Kubernetes) or Ctrl-C.
-pub async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }
 
 /// Retries `f` for about a minute: at start-up Postgres or NATS may still be coming up.

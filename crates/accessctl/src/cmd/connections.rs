@@ -26,7 +26,7 @@ use serde_yaml::Value;
 use crate::output::{self, Format};
 
 /// Default admin API base URL.
-pub const DEFAULT_API_URL: &str = "http://127.0.0.1:8080/admin/v1";
+pub const DEFAULT_API_URL: &str = "http://127.0.0.1:8086/admin/v1";
 
 /// A client of the admin API (`ACCESSHUB_API_URL`, `ACCESSHUB_TOKEN`).
 #[derive(Clone)]
@@ -65,7 +65,7 @@ struct WireFieldError {
 }
 
 impl ApiClient {
-    /// A client for `base` (e.g. `http://127.0.0.1:8080/admin/v1`) with a bearer token.
+    /// A client for `base` (e.g. `http://127.0.0.1:8086/admin/v1`) with a bearer token.
     pub fn new(base: &str, token: &str) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(60))

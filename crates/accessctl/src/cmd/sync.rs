@@ -1,17 +1,17 @@
 //! `accessctl sync`: ask for a sync run, follow it, list runs and manage schedules.
 //!
-//! Runs are requested by inserting a queued row (the reconciler library's `request_run`),
+//! Runs are requested by inserting a queued row (`accesshub_sync_runs::store::request_run`),
 //! which the reconciler picks up at once (LISTEN/NOTIFY) or on its next poll: the command
 //! works, and returns the run id, even while every reconciler replica is restarting.
 
 use std::time::Duration;
 
-use anyhow::{Context as _, bail};
-use clap::{Args, Subcommand};
-use reconciler::{
+use accesshub_sync_runs::{
     ConnectionRef, Scope, SyncRun, Trigger,
     store::{self, RequestOutcome},
 };
+use anyhow::{Context as _, bail};
+use clap::{Args, Subcommand};
 
 use crate::output::{self, Format};
 
@@ -63,7 +63,7 @@ pub enum ScheduleCommand {
         #[command(flatten)]
         conn: ConnArgs,
         /// Cron expression (`min hour dom mon dow`, e.g. "0 3 * * *").
-        #[arg(long, default_value = reconciler::schedule::DEFAULT_CRON)]
+        #[arg(long, default_value = accesshub_sync_runs::DEFAULT_CRON)]
         cron: String,
         /// IANA timezone the expression is read in.
         #[arg(long, default_value = "UTC")]
@@ -279,7 +279,10 @@ pub async fn run(cmd: SyncCommand, format: Format) -> anyhow::Result<()> {
     }
 }
 
-fn schedules_table(format: Format, list: &[reconciler::SyncSchedule]) -> anyhow::Result<()> {
+fn schedules_table(
+    format: Format,
+    list: &[accesshub_sync_runs::SyncSchedule],
+) -> anyhow::Result<()> {
     let rows = list
         .iter()
         .map(|s| {

@@ -4,9 +4,10 @@
 
 use std::time::{Duration, Instant};
 
+use accesshub_connections::{Secret, TenantStore};
 use accesshub_store::SecretBox;
 use accesshub_testkit::{TestBus, TestDb};
-use booking_ingest::{IngestConfig, IngestHandle, SourceRegistration};
+use booking_ingest::{IngestConfig, IngestHandle};
 use serde_json::{Value, json};
 
 pub const TENANT: &str = "acme";
@@ -26,22 +27,27 @@ pub fn site_defaults() -> Value {
            "*": {"timezone": "Europe/Amsterdam"}})
 }
 
+/// Registers every source of [`TENANT`] through the tenant store, the one owner of
+/// `tenant_sources` (what the admin API and `accessctl tenants set-secret` use).
 pub async fn register_all(pool: &sqlx::PgPool, sbox: &SecretBox) {
+    let tenants = TenantStore::new(pool.clone(), sbox.clone());
+    tenants.upsert(TENANT, TENANT).await.unwrap();
     for source in ["bex", "clock", "nexudus", "connecx", "native"] {
-        booking_ingest::register_source(
-            pool,
-            sbox,
-            &SourceRegistration {
-                tenant: TENANT.into(),
-                tenant_name: None,
-                source: source.into(),
-                secret: SECRET.into(),
-                site_defaults: Some(site_defaults()),
-            },
-        )
+        set_secret(&tenants, source, SECRET).await;
+        tenants
+            .set_site_defaults(TENANT, source, &site_defaults())
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}
+
+/// Replaces `source`'s secret at once (no previous secret left valid).
+pub async fn set_secret(tenants: &TenantStore, source: &str, secret: &str) {
+    tenants
+        .set_source_secret(TENANT, source, Some(Secret::new(secret)), Duration::ZERO)
         .await
         .unwrap();
-    }
 }
 
 /// No connection reuse: the server closes a connection after answering 413 without reading

@@ -17,9 +17,10 @@ use std::{
 };
 
 use accesshub_bench::{http_load::RawHttpConn, ms, percentile, write_section};
+use accesshub_connections::{Secret, TenantStore};
 use accesshub_store::SecretBox;
 use anyhow::Context as _;
-use booking_ingest::{IngestConfig, SourceRegistration};
+use booking_ingest::IngestConfig;
 
 /// mimalloc: glibc's malloc (fastbin consolidation under many small, short-lived request
 /// buffers) cost ~20 % of the service's CPU in the ingest profile.
@@ -128,18 +129,16 @@ async fn main() -> anyhow::Result<()> {
         accesshub_config::CommonConfig::for_test("booking-ingest", &namespace, &db.url);
     common.streams.file_storage = true;
     let sbox = SecretBox::from_spec(&SecretBox::generate_spec())?;
-    booking_ingest::register_source(
-        &db.pool,
-        &sbox,
-        &SourceRegistration {
-            tenant: TENANT.into(),
-            tenant_name: None,
-            source: "connecx".into(),
-            secret: SECRET.into(),
-            site_defaults: None,
-        },
-    )
-    .await?;
+    let tenants = TenantStore::new(db.pool.clone(), sbox.clone());
+    tenants.upsert(TENANT, TENANT).await?;
+    tenants
+        .set_source_secret(
+            TENANT,
+            "connecx",
+            Some(Secret::new(SECRET)),
+            std::time::Duration::ZERO,
+        )
+        .await?;
 
     eprintln!("raw PostgreSQL single-row commits ({secs}s)…");
     let commit_rate = raw_commits(&db.pool, secs.min(5)).await?;

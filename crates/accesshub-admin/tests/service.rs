@@ -1,30 +1,30 @@
-//! booking-ingest started with the admin API mounted, as its binary does: the admin routes
-//! answer on the same port as the webhooks, authenticated.
+//! The admin service started as its binary does: the API under `/admin/v1`, authenticated,
+//! next to its own probes and metrics on one listener.
 #![allow(clippy::unwrap_used)]
 
-use accesshub_admin::{AdminConfig, AdminState};
+use accesshub_admin::{
+    AdminConfig,
+    service::{self, ServiceConfig},
+};
 use accesshub_store::SecretBox;
-use booking_ingest::IngestConfig;
 use serde_json::{Value, json};
 
-const TOKEN: &str = "ingest-mounted-admin-token";
+const TOKEN: &str = "admin-service-token";
 
 #[tokio::test]
-async fn admin_api_is_served_next_to_the_webhooks() {
+async fn admin_service_serves_the_api_probes_and_metrics() {
     accesshub_telemetry::init_for_tests();
     let (db, bus) = accesshub_testkit::isolated().await;
     let sbox = SecretBox::from_spec(&SecretBox::generate_spec()).unwrap();
-    let mut cfg = IngestConfig::for_test(bus.config("booking-ingest", &db.url), sbox.clone());
-    cfg.extra_routes = Some(accesshub_admin::mounted(AdminState::new(
-        db.pool.clone(),
+    let cfg = ServiceConfig::for_test(
+        bus.config(service::SERVICE, &db.url),
         sbox,
-        bus.bus.clone(),
         AdminConfig {
             bootstrap_token: Some(TOKEN.into()),
             lookup_timeout: None,
         },
-    )));
-    let handle = booking_ingest::start(cfg).await.unwrap();
+    );
+    let handle = service::start(cfg).await.unwrap();
     let base = format!("http://{}", handle.addr());
     let http = reqwest::Client::new();
 
@@ -56,9 +56,18 @@ async fn admin_api_is_served_next_to_the_webhooks() {
     assert_eq!(list[0]["id"], "demo");
     assert_eq!(list[0]["name"], "Demo Hotels");
 
-    // The service's own routes are still there.
+    // Its own probes and metrics, unauthenticated like every service's.
     let r = http.get(format!("{base}/healthz")).send().await.unwrap();
     assert_eq!(r.status(), 200);
+    let r = http.get(format!("{base}/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let r = http.get(format!("{base}/metrics")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    assert!(
+        text.contains("service=\"accesshub-admin\"") && text.contains("/admin/v1/tenants"),
+        "the admin requests above are counted under the admin service: {text}"
+    );
 
     handle.shutdown().await;
     bus.cleanup().await;

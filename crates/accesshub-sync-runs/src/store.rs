@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Row, postgres::PgRow};
 
 use crate::{
-    error::ReconcileError,
+    error::SyncRunError,
     model::{ConnectionRef, Counts, RunStatus, Scope, SyncRun, SyncSchedule, Trigger},
     schedule::CronSchedule,
 };
@@ -21,7 +21,7 @@ const RUN_COLUMNS: &str = "id, tenant_id, vendor, connection_name, scope, scope_
      requested_by, status, created_at, started_at, finished_at, checked, in_sync, created, \
      updated, removed, failed, error";
 
-fn run_from_row(r: &PgRow) -> Result<SyncRun, ReconcileError> {
+fn run_from_row(r: &PgRow) -> Result<SyncRun, SyncRunError> {
     let scope: String = r.try_get("scope")?;
     let days: Option<i32> = r.try_get("scope_days")?;
     let trigger: String = r.try_get("trigger")?;
@@ -78,7 +78,7 @@ async fn insert_queued(
     scope: Scope,
     trigger: Trigger,
     requested_by: Option<&str>,
-) -> Result<Option<SyncRun>, ReconcileError> {
+) -> Result<Option<SyncRun>, SyncRunError> {
     let sql = format!(
         "INSERT INTO sync_runs (tenant_id, vendor, connection_name, scope, scope_days, trigger, requested_by)
          VALUES ($1, $2, $3, $4, $5, $6, $7)
@@ -114,7 +114,7 @@ pub async fn request_run(
     scope: Scope,
     trigger: Trigger,
     requested_by: Option<&str>,
-) -> Result<RequestOutcome, ReconcileError> {
+) -> Result<RequestOutcome, SyncRunError> {
     // The active run may finish between the refused insert and the read: then try again.
     for _ in 0..3 {
         let mut tx = pool.begin().await?;
@@ -138,11 +138,11 @@ pub async fn request_run(
             return Ok(RequestOutcome::AlreadyActive(run_from_row(&r)?));
         }
     }
-    Err(ReconcileError::Busy)
+    Err(SyncRunError::Busy)
 }
 
 /// Claims the oldest queued run (skipping rows another replica is claiming right now).
-pub async fn claim_next(pool: &PgPool, runner: &str) -> Result<Option<SyncRun>, ReconcileError> {
+pub async fn claim_next(pool: &PgPool, runner: &str) -> Result<Option<SyncRun>, SyncRunError> {
     let sql = format!(
         "UPDATE sync_runs SET status = 'running', started_at = now(), heartbeat_at = now(),
                 runner = $1, attempts = attempts + 1
@@ -158,7 +158,7 @@ pub async fn claim_next(pool: &PgPool, runner: &str) -> Result<Option<SyncRun>, 
 }
 
 /// Puts a claimed run back in the queue (its connection turned out to be locked elsewhere).
-pub async fn requeue(pool: &PgPool, id: i64) -> Result<(), ReconcileError> {
+pub async fn requeue(pool: &PgPool, id: i64) -> Result<(), SyncRunError> {
     sqlx::query(
         "UPDATE sync_runs SET status = 'queued', started_at = NULL, heartbeat_at = NULL, runner = NULL
           WHERE id = $1 AND status = 'running'",
@@ -170,7 +170,7 @@ pub async fn requeue(pool: &PgPool, id: i64) -> Result<(), ReconcileError> {
 }
 
 /// Records progress and refreshes the lease.
-pub async fn heartbeat(pool: &PgPool, id: i64, c: &Counts) -> Result<(), ReconcileError> {
+pub async fn heartbeat(pool: &PgPool, id: i64, c: &Counts) -> Result<(), SyncRunError> {
     sqlx::query(
         "UPDATE sync_runs SET heartbeat_at = now(), checked = $2, in_sync = $3, created = $4,
                 updated = $5, removed = $6, failed = $7
@@ -195,7 +195,7 @@ pub async fn finish(
     status: RunStatus,
     c: &Counts,
     error: Option<&str>,
-) -> Result<(), ReconcileError> {
+) -> Result<(), SyncRunError> {
     sqlx::query(
         "UPDATE sync_runs SET status = $2, finished_at = now(), heartbeat_at = now(),
                 checked = $3, in_sync = $4, created = $5, updated = $6, removed = $7, failed = $8,
@@ -220,7 +220,7 @@ pub async fn finish(
 pub async fn stale_running(
     pool: &PgPool,
     lease: std::time::Duration,
-) -> Result<Vec<SyncRun>, ReconcileError> {
+) -> Result<Vec<SyncRun>, SyncRunError> {
     let sql = format!(
         "SELECT {RUN_COLUMNS} FROM sync_runs
           WHERE status = 'running' AND heartbeat_at < now() - make_interval(secs => $1)
@@ -234,7 +234,7 @@ pub async fn stale_running(
 }
 
 /// One run.
-pub async fn get_run(pool: &PgPool, id: i64) -> Result<Option<SyncRun>, ReconcileError> {
+pub async fn get_run(pool: &PgPool, id: i64) -> Result<Option<SyncRun>, SyncRunError> {
     let sql = format!("SELECT {RUN_COLUMNS} FROM sync_runs WHERE id = $1");
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(id)
@@ -249,7 +249,7 @@ pub async fn list_runs(
     tenant: Option<&str>,
     vendor: Option<&str>,
     limit: i64,
-) -> Result<Vec<SyncRun>, ReconcileError> {
+) -> Result<Vec<SyncRun>, SyncRunError> {
     let sql = format!(
         "SELECT {RUN_COLUMNS} FROM sync_runs
           WHERE ($1::text IS NULL OR tenant_id = $1) AND ($2::text IS NULL OR vendor = $2)
@@ -264,7 +264,7 @@ pub async fn list_runs(
     rows.iter().map(run_from_row).collect()
 }
 
-fn schedule_from_row(r: &PgRow) -> Result<SyncSchedule, ReconcileError> {
+fn schedule_from_row(r: &PgRow) -> Result<SyncSchedule, SyncRunError> {
     let scope: String = r.try_get("scope")?;
     let days: Option<i32> = r.try_get("scope_days")?;
     Ok(SyncSchedule {
@@ -295,10 +295,10 @@ pub async fn set_schedule(
     scope: Scope,
     enabled: bool,
     now: DateTime<Utc>,
-) -> Result<SyncSchedule, ReconcileError> {
+) -> Result<SyncSchedule, SyncRunError> {
     let next = CronSchedule::parse(cron, timezone)?
         .next_after(now)
-        .ok_or_else(|| ReconcileError::invalid("cron expression", "never fires"))?;
+        .ok_or_else(|| SyncRunError::invalid("cron expression", "never fires"))?;
     let sql = format!(
         "INSERT INTO sync_schedules (tenant_id, vendor, connection_name, cron, timezone, scope,
                                      scope_days, enabled, next_run_at)
@@ -330,10 +330,10 @@ pub async fn ensure_default_schedule(
     conn: &ConnectionRef,
     timezone: &str,
     now: DateTime<Utc>,
-) -> Result<(), ReconcileError> {
+) -> Result<(), SyncRunError> {
     let next = CronSchedule::parse(crate::schedule::DEFAULT_CRON, timezone)?
         .next_after(now)
-        .ok_or_else(|| ReconcileError::invalid("cron expression", "never fires"))?;
+        .ok_or_else(|| SyncRunError::invalid("cron expression", "never fires"))?;
     sqlx::query(
         "INSERT INTO sync_schedules (tenant_id, vendor, connection_name, cron, timezone, scope, next_run_at)
          VALUES ($1, $2, $3, $4, $5, 'full', $6)
@@ -354,7 +354,7 @@ pub async fn ensure_default_schedule(
 pub async fn list_schedules(
     pool: &PgPool,
     tenant: Option<&str>,
-) -> Result<Vec<SyncSchedule>, ReconcileError> {
+) -> Result<Vec<SyncSchedule>, SyncRunError> {
     let sql = format!(
         "SELECT {SCHEDULE_COLUMNS} FROM sync_schedules
           WHERE ($1::text IS NULL OR tenant_id = $1)
@@ -373,7 +373,7 @@ pub async fn list_schedules(
 pub async fn fire_due_schedules(
     pool: &PgPool,
     now: DateTime<Utc>,
-) -> Result<Vec<SyncRun>, ReconcileError> {
+) -> Result<Vec<SyncRun>, SyncRunError> {
     let mut queued = Vec::new();
     loop {
         let mut tx = pool.begin().await?;

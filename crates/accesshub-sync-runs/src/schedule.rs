@@ -10,7 +10,7 @@ use std::str::FromStr;
 use chrono::{DateTime, TimeZone as _, Utc};
 use chrono_tz::Tz;
 
-use crate::error::ReconcileError;
+use crate::error::SyncRunError;
 
 /// Default schedule for a connection without one: nightly at 03:00 local time.
 pub const DEFAULT_CRON: &str = "0 3 * * *";
@@ -35,12 +35,12 @@ pub fn normalize_cron(expr: &str) -> String {
 
 impl CronSchedule {
     /// Parses an expression and an IANA timezone.
-    pub fn parse(expr: &str, timezone: &str) -> Result<Self, ReconcileError> {
+    pub fn parse(expr: &str, timezone: &str) -> Result<Self, SyncRunError> {
         let schedule = cron::Schedule::from_str(&normalize_cron(expr))
-            .map_err(|e| ReconcileError::invalid("cron expression", format!("{expr:?}: {e}")))?;
+            .map_err(|e| SyncRunError::invalid("cron expression", format!("{expr:?}: {e}")))?;
         let tz = timezone
             .parse::<Tz>()
-            .map_err(|_| ReconcileError::invalid("timezone", format!("{timezone:?}")))?;
+            .map_err(|_| SyncRunError::invalid("timezone", format!("{timezone:?}")))?;
         Ok(CronSchedule { schedule, tz })
     }
 

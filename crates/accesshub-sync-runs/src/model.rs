@@ -5,7 +5,7 @@ use std::str::FromStr;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::error::ReconcileError;
+use crate::error::SyncRunError;
 
 /// Which bookings a run compares. The vendor side is always listed whole (list APIs cannot
 /// filter by our booking window), but only objects of in-scope bookings are judged.
@@ -42,7 +42,7 @@ impl Scope {
     }
 
     /// From the two columns (or CLI flags).
-    pub fn parse(name: &str, days: Option<i64>) -> Result<Scope, ReconcileError> {
+    pub fn parse(name: &str, days: Option<i64>) -> Result<Scope, SyncRunError> {
         match name {
             "upcoming" => {
                 let d = days.unwrap_or(i64::from(Scope::DEFAULT_DAYS));
@@ -50,13 +50,13 @@ impl Scope {
                     .ok()
                     .filter(|d| (1..=3650).contains(d))
                     .ok_or_else(|| {
-                        ReconcileError::invalid("scope days", format!("{d} (1..=3650)"))
+                        SyncRunError::invalid("scope days", format!("{d} (1..=3650)"))
                     })?;
                 Ok(Scope::Upcoming(d))
             }
             "active" => Ok(Scope::Active),
             "full" => Ok(Scope::Full),
-            other => Err(ReconcileError::invalid(
+            other => Err(SyncRunError::invalid(
                 "scope",
                 format!("{other:?} (upcoming|active|full)"),
             )),
@@ -97,13 +97,13 @@ impl Trigger {
 }
 
 impl FromStr for Trigger {
-    type Err = ReconcileError;
+    type Err = SyncRunError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "schedule" => Ok(Trigger::Schedule),
             "manual" => Ok(Trigger::Manual),
             "api" => Ok(Trigger::Api),
-            other => Err(ReconcileError::invalid("trigger", other.to_owned())),
+            other => Err(SyncRunError::invalid("trigger", other.to_owned())),
         }
     }
 }
@@ -146,7 +146,7 @@ impl RunStatus {
 }
 
 impl FromStr for RunStatus {
-    type Err = ReconcileError;
+    type Err = SyncRunError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "queued" => Ok(RunStatus::Queued),
@@ -154,7 +154,7 @@ impl FromStr for RunStatus {
             "succeeded" => Ok(RunStatus::Succeeded),
             "failed" => Ok(RunStatus::Failed),
             "partial" => Ok(RunStatus::Partial),
-            other => Err(ReconcileError::invalid("status", other.to_owned())),
+            other => Err(SyncRunError::invalid("status", other.to_owned())),
         }
     }
 }
