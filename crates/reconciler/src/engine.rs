@@ -18,9 +18,11 @@ use chrono::{DateTime, Utc};
 use futures::{StreamExt as _, TryStreamExt as _, stream::FuturesUnordered};
 use sqlx::{PgPool, Row as _};
 
+use accesshub_inventory::{Inventory, Records};
+
 use crate::{
     error::ReconcileError,
-    inventory::{Inventory, VendorIndex},
+    index::VendorIndex,
     model::{Counts, Scope, SyncRun},
     store,
 };
@@ -28,7 +30,7 @@ use crate::{
 /// How many repair publishes may await their PubAck at once.
 const MAX_INFLIGHT: usize = 512;
 /// How often progress is written to the run row (also the lease heartbeat).
-const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
+pub(crate) const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
 /// Keys looked up per query when checking whether leftovers belong to out-of-scope bookings.
 const LEFTOVER_CHUNK: usize = 1000;
 
@@ -55,6 +57,25 @@ pub(crate) enum Repair {
     Create,
     Update,
     Remove,
+}
+
+impl From<accesshub_inventory::Repair> for Repair {
+    fn from(r: accesshub_inventory::Repair) -> Self {
+        match r {
+            accesshub_inventory::Repair::Create => Repair::Create,
+            accesshub_inventory::Repair::Update => Repair::Update,
+        }
+    }
+}
+
+/// The bookings of a run's scope: `(full, horizon)` for the `bookings` queries (with `full`
+/// every booking; otherwise those with access now or starting before the horizon).
+pub(crate) fn scope_bounds(scope: Scope, now: DateTime<Utc>) -> (bool, DateTime<Utc>) {
+    match scope {
+        Scope::Full => (true, now),
+        Scope::Active => (false, now),
+        Scope::Upcoming(d) => (false, now + chrono::Duration::days(i64::from(d))),
+    }
 }
 
 /// Rebuilds the booking's event from its `bookings` row. booking-ingest stores the whole
@@ -287,17 +308,22 @@ pub async fn sync_connection(
     run: &SyncRun,
     now: DateTime<Utc>,
 ) -> Result<Outcome, ReconcileError> {
-    // Vendors without a list API run their own comparison.
+    // Vendors without a list API are asked per booking.
     if let Some(p) = inv.prober() {
-        return p.sync(pool, bus, conn, run, now).await;
+        return crate::probe::probe_connection(pool, bus, inv, p, conn, run, now).await;
     }
     let mut out = Outcome::default();
     let t0 = Instant::now();
 
     // 1. The vendor side, whole, into the compact index.
+    let records = if inv.needs_records() {
+        load_records(pool, inv.vendor(), &conn.tenant).await?
+    } else {
+        Records::new()
+    };
     let hint = inv.size_hint(conn).await.unwrap_or(0);
     let mut index = VendorIndex::with_capacity(hint);
-    let mut objects = inv.list_ours(conn);
+    let mut objects = inv.list_ours(conn, &records);
     let mut last_beat = Instant::now();
     while let Some(o) = objects.try_next().await? {
         index
@@ -324,11 +350,7 @@ pub async fn sync_connection(
     // 2. The desired side, streamed.
     let t1 = Instant::now();
     let kinds: Vec<String> = inv.kinds().iter().map(|k| k.as_str().to_owned()).collect();
-    let (full, horizon) = match run.scope {
-        Scope::Full => (true, now),
-        Scope::Active => (false, now),
-        Scope::Upcoming(d) => (false, now + chrono::Duration::days(i64::from(d))),
-    };
+    let (full, horizon) = scope_bounds(run.scope, now);
     let mut publisher = Publisher::new(bus, run, conn, inv.vendor());
     let mut counts = Counts::default();
     {
@@ -468,4 +490,23 @@ pub async fn sync_connection(
     out.compare_time = t1.elapsed();
     out.counts = counts;
     Ok(out)
+}
+
+/// The worker's records (binding vendor ids) of every booking of `tenant` at `vendor`.
+async fn load_records(
+    pool: &PgPool,
+    vendor: &str,
+    tenant: &str,
+) -> Result<Records, ReconcileError> {
+    let mut rows = sqlx::query_as::<_, (String, serde_json::Value)>(
+        "SELECT booking_key, vendor_ids FROM bindings WHERE tenant_id = $1 AND vendor = $2",
+    )
+    .bind(tenant)
+    .bind(vendor)
+    .fetch(pool);
+    let mut records = Records::new();
+    while let Some((key, ids)) = rows.try_next().await? {
+        records.insert(key, ids);
+    }
+    Ok(records)
 }

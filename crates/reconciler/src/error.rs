@@ -13,7 +13,7 @@ pub enum ReconcileError {
     Publish(String),
     /// The vendor's list API failed.
     #[error("vendor inventory: {0}")]
-    Inventory(#[from] crate::inventory::InventoryError),
+    Inventory(#[from] accesshub_inventory::InventoryError),
     /// No connection with that tenant, vendor and name.
     #[error("no connection {tenant}/{vendor}/{name}")]
     NoConnection {

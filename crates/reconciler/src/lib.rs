@@ -6,17 +6,22 @@
 //!   ([`store::request_run`]), claimed by any replica, executed under a per-connection advisory
 //!   lock ([`lock`]), recorded with counts.
 //! - [`engine::sync_connection`] does one comparison; vendors plug in through
-//!   [`inventory::Inventory`] (list the vendor, compare by reference and fingerprint).
+//!   [`accesshub_inventory::Inventory`], implemented in each vendor's crate next to its
+//!   worker (list the vendor, compare by reference and fingerprint). The reconciler itself
+//!   knows no vendor: it holds the generic engine, the [`index`] and the run bookkeeping.
 //! - Vendors that cannot list what they hold (dormakaba Saflok / Ambiance) implement
-//!   [`inventory::Prober`] instead: a re-assertion probe per reservation
-//!   ([`inventory::dormakaba`], docs/sync.md), same SYNC repairs and run counts.
+//!   [`accesshub_inventory::Prober`] instead: the engine ([`probe`]) streams the bookings and
+//!   the vendor judges each one, with the same SYNC repairs and run counts (docs/sync.md).
 
 pub mod connections;
 pub mod engine;
 pub mod error;
-pub mod inventory;
+pub mod index;
 pub mod lock;
+pub mod probe;
 pub mod service;
+
+pub use accesshub_inventory as inventory;
 
 /// The run model and bookkeeping live in `accesshub-sync-runs` (shared with the admin API and
 /// `accessctl`, which queue runs without depending on the reconciler).

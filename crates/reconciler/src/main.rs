@@ -5,14 +5,15 @@
 use std::{sync::Arc, time::Duration};
 
 use anyhow::Context as _;
+use cloudpass_adapter::inventory::CloudpassInventory;
+use dormakaba_adapter::inventory::DormakabaInventory;
+use ipassan_adapter::inventory::IpassanInventory;
 use reconciler::{
     Reconciler, Settings,
     connections::{ConnectionSource, StaticConnections},
-    inventory::{
-        Inventory, cloudpass::CloudpassInventory, ipassan::IpassanInventory,
-        tapkey::TapkeyInventory,
-    },
+    inventory::Inventory,
 };
+use tapkey_adapter::inventory::TapkeyInventory;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -35,19 +36,17 @@ async fn main() -> anyhow::Result<()> {
         };
     let rate = accesshub_config::env_or(
         "RECONCILER_VENDOR_RATE",
-        reconciler::inventory::cloudpass::DEFAULT_RATE,
+        cloudpass_adapter::inventory::DEFAULT_RATE,
     )?;
     let inventories: Vec<Arc<dyn Inventory>> = vec![
         Arc::new(CloudpassInventory::with_rate(rate)),
-        Arc::new(TapkeyInventory::new(pool.clone(), rate)),
+        Arc::new(TapkeyInventory::new(rate)),
         Arc::new(IpassanInventory::new(rate)),
         // Lock systems are on-premises servers: probes get their own, lower rate.
-        Arc::new(reconciler::inventory::dormakaba::DormakabaInventory::new(
-            accesshub_config::env_or(
-                "RECONCILER_DORMAKABA_RATE",
-                reconciler::inventory::dormakaba::DEFAULT_RATE,
-            )?,
-        )),
+        Arc::new(DormakabaInventory::new(accesshub_config::env_or(
+            "RECONCILER_DORMAKABA_RATE",
+            dormakaba_adapter::inventory::DEFAULT_RATE,
+        )?)),
     ];
     let settings = Settings {
         poll_interval: accesshub_config::env_duration(
@@ -77,7 +76,8 @@ async fn main() -> anyhow::Result<()> {
     let shutdown = tokio_util::sync::CancellationToken::new();
     let s2 = shutdown.clone();
     tokio::spawn(async move {
-        let _ = tokio::signal::ctrl_c().await;
+        // SIGTERM (Kubernetes) as well as Ctrl-C: a run in progress is requeued, not lost.
+        accesshub_telemetry::ops::shutdown_signal().await;
         s2.cancel();
     });
     rec.serve(shutdown).await;

@@ -19,10 +19,11 @@ use accesshub_connections::{
 };
 use accesshub_domain::{Event, EventBody, Guest, Reservation, ReservationStatus, Source};
 use chrono::{NaiveDate, NaiveTime};
+use cloudpass_adapter::inventory::CloudpassInventory;
 use reconciler::{
     Counts, Reconciler, RunStatus, Scope, Settings, Trigger,
     connections::{StaticConnections, conn_ref},
-    inventory::{Inventory, cloudpass::CloudpassInventory},
+    inventory::Inventory,
     store,
 };
 use serde_json::json;
@@ -209,10 +210,10 @@ async fn drift_is_found_counted_and_repaired_then_everything_is_in_sync() {
     let conn = connection(&sim.cloudpass_url());
     let worker = worker_runtime::start(
         worker_runtime::WorkerConfig::for_test(
-            tb.config(cloudpass_worker::NAME, &db.url),
+            tb.config(cloudpass_adapter::NAME, &db.url),
             Arc::new(worker_runtime::StaticConnections::new(vec![conn.clone()])),
         ),
-        cloudpass_worker::CloudpassHandler::new(),
+        cloudpass_adapter::CloudpassHandler::new(),
     )
     .await
     .unwrap();

@@ -1,6 +1,6 @@
 //! dormakaba end to end with dormakaba-worker in-process and the Saflok simulator: the lock
 //! system cannot list, so the sync re-asserts each reservation's access (module
-//! `reconciler::inventory::dormakaba`). A key cancelled by hand at the front desk (simulator
+//! `dormakaba_adapter::inventory`). A key cancelled by hand at the front desk (simulator
 //! control API) is re-created and counted as created; a reservation cancelled upstream whose
 //! event was missed is checked out and counted as removed; a stay without a key is in sync;
 //! the second run finds everything in sync.
@@ -19,10 +19,8 @@ use accesshub_connections::{
 };
 use accesshub_domain::{Event, EventBody, Guest, Reservation, ReservationStatus, Source};
 use chrono::{Days, NaiveTime, Utc};
-use reconciler::{
-    Counts, RunStatus, Scope,
-    inventory::{Inventory, dormakaba::DormakabaInventory},
-};
+use dormakaba_adapter::inventory::DormakabaInventory;
+use reconciler::{Counts, RunStatus, Scope, inventory::Inventory};
 use vendor_sim::dormakaba::Product;
 
 const TENANT: &str = "hotelco";
@@ -121,7 +119,7 @@ async fn ingest(
 }
 
 fn rid(key: &str) -> String {
-    dormakaba_worker::plan::reservation_id(TENANT, key)
+    dormakaba_adapter::plan::reservation_id(TENANT, key)
 }
 
 fn booking(sim: &vendor_sim::SimHandle, key: &str) -> Option<vendor_sim::dormakaba::Booking> {
@@ -160,13 +158,13 @@ async fn key_cancelled_by_hand_is_recreated_and_stale_access_checked_out() {
         .unwrap();
     sim.state().seed_demo();
     let conn = connection(&sim);
-    let common = tb.config(dormakaba_worker::WORKER, &db.url);
+    let common = tb.config(dormakaba_adapter::WORKER, &db.url);
     let worker = worker_runtime::start(
         worker_runtime::WorkerConfig::for_test(
             common.clone(),
             Arc::new(worker_runtime::StaticConnections::new(vec![conn.clone()])),
         ),
-        dormakaba_worker::DormakabaHandler::with(db.pool.clone(), tb.bus.clone(), &common),
+        dormakaba_adapter::DormakabaHandler::with(db.pool.clone(), tb.bus.clone(), &common),
     )
     .await
     .unwrap();

@@ -10,10 +10,8 @@ use std::{collections::BTreeMap, sync::Arc};
 
 use accesshub_connections::{Connection, IpassanSettings, Secret, VendorSettings};
 use accesshub_domain::{Event, EventBody, FacilityBooking, FacilityStatus, Resident, Source};
-use reconciler::{
-    Counts, RunStatus, Scope,
-    inventory::{Inventory, ipassan::IpassanInventory},
-};
+use ipassan_adapter::inventory::IpassanInventory;
+use reconciler::{Counts, RunStatus, Scope, inventory::Inventory};
 use serde_json::json;
 use vendor_sim::ipassan as ip;
 
@@ -171,10 +169,10 @@ async fn wrong_time_missing_and_stray_asset_bookings_are_repaired() {
     let conn = connection(&sim.ipassan_url());
     let worker = worker_runtime::start(
         worker_runtime::WorkerConfig::for_test(
-            tb.config(ipassan_worker::WORKER, &db.url),
+            tb.config(ipassan_adapter::WORKER, &db.url),
             Arc::new(worker_runtime::StaticConnections::new(vec![conn.clone()])),
         ),
-        ipassan_worker::IpassanHandler::default(),
+        ipassan_adapter::IpassanHandler::default(),
     )
     .await
     .unwrap();

@@ -8,10 +8,11 @@ use accesshub_connections::{
     CloudpassAdministration, CloudpassSettings, Connection, Secret, VendorSettings,
 };
 use chrono::Utc;
+use cloudpass_adapter::inventory::CloudpassInventory;
 use reconciler::{
     ConnectionRef, Reconciler, RunStatus, Scope, Settings, Trigger,
     connections::StaticConnections,
-    inventory::{Inventory, cloudpass::CloudpassInventory},
+    inventory::Inventory,
     lock,
     store::{self, RequestOutcome},
 };

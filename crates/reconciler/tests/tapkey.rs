@@ -12,12 +12,10 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 use accesshub_connections::{Connection, Secret, TapkeySettings, VendorSettings};
 use accesshub_domain::{Event, EventBody, Pass, PassHolder, PassStatus, Source};
 use reconciler::{
-    Counts, RunStatus, Scope, Trigger,
-    connections::conn_ref,
-    inventory::{Inventory, tapkey::TapkeyInventory},
-    store,
+    Counts, RunStatus, Scope, Trigger, connections::conn_ref, inventory::Inventory, store,
 };
 use serde_json::json;
+use tapkey_adapter::inventory::TapkeyInventory;
 use vendor_sim::tapkey as tk;
 
 const TENANT: &str = "cowork";
@@ -187,10 +185,10 @@ async fn revoked_grant_reissued_lost_removal_revoked_foreign_untouched() {
     let conn = connection(&sim.tapkey_url());
     let worker = worker_runtime::start(
         worker_runtime::WorkerConfig::for_test(
-            tb.config(tapkey_worker::NAME, &db.url),
+            tb.config(tapkey_adapter::NAME, &db.url),
             Arc::new(worker_runtime::StaticConnections::new(vec![conn.clone()])),
         ),
-        tapkey_worker::TapkeyHandler::new(),
+        tapkey_adapter::TapkeyHandler::new(),
     )
     .await
     .unwrap();
@@ -224,7 +222,7 @@ async fn revoked_grant_reissued_lost_removal_revoked_foreign_untouched() {
     let p4 = grants_of(&db, "P4").await;
     let foreign = portal.grant("visitor@example.com").await;
 
-    let inv: Arc<dyn Inventory> = Arc::new(TapkeyInventory::new(db.pool.clone(), 100.0));
+    let inv: Arc<dyn Inventory> = Arc::new(TapkeyInventory::new(100.0));
     let rec = common::reconciler(&db, &tb, &conn, inv);
     let c = conn_ref(&conn);
     store::request_run(&db.pool, &c, Scope::Active, Trigger::Api, Some("sync now"))

@@ -20,11 +20,8 @@ use accesshub_connections::{
 use accesshub_domain::{Event, EventBody, Guest, Reservation, ReservationStatus, Source};
 use anyhow::{Context as _, bail};
 use chrono::{NaiveTime, Utc};
-use reconciler::{
-    Scope, Trigger,
-    inventory::{Inventory, cloudpass},
-    store,
-};
+use cloudpass_adapter::inventory as cloudpass;
+use reconciler::{Scope, Trigger, inventory::Inventory, store};
 use serde::{Deserialize, Serialize};
 use vendor_sim::cloudpass::{
     DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, DEMO_SITE_AMSTERDAM, DEMO_TR_AMSTERDAM_24_7,

@@ -16,7 +16,7 @@ use accesshub_connections::{Connection, Secret, TapkeySettings, VendorSettings};
 use accesshub_domain::{Event, EventBody, Pass, PassHolder, PassStatus, Source, headers};
 use anyhow::Context as _;
 use async_nats::jetstream::message::PublishMessage;
-use tapkey_worker::TapkeyHandler;
+use tapkey_adapter::TapkeyHandler;
 use worker_runtime::{
     ApplyContext, ApplyOutcome, Binding, Handler, HandlerError, StaticConnections, WorkerConfig,
 };
@@ -29,7 +29,7 @@ struct Timed {
 
 impl Handler for Timed {
     fn name(&self) -> &'static str {
-        tapkey_worker::NAME
+        tapkey_adapter::NAME
     }
     fn vendor(&self) -> accesshub_connections::Vendor {
         self.inner.vendor()
@@ -136,7 +136,7 @@ async fn main() -> anyhow::Result<()> {
         version: 1,
     };
     let mut cfg = WorkerConfig::new(
-        tb.config(tapkey_worker::NAME, &db.url),
+        tb.config(tapkey_adapter::NAME, &db.url),
         Arc::new(StaticConnections::new(vec![conn])),
     );
     cfg.rate_limit = 0.0; // measure the runtime, not the configured vendor limit

@@ -1,0 +1,317 @@
+//! CloudPass: one vehicle booking per license plate of a confirmed reservation, at the
+//! CloudPass site mapped to the reservation's administration.
+//!
+//! Listing goes through cloudpass-worker's own client (token cache, error classification, rate
+//! limit). The reference is the worker's: `ah:<tenant>:reservation:<booking key>:<PLATE>`
+//! (`worker_runtime::reference` plus the normalized plate). Only bookings whose reference starts
+//! with this tenant's prefix are ours; everything else at the site is left alone.
+//!
+//! Compared fields are exactly those of the worker's `BookingFields::matches`: normalized plate,
+//! valid_from, valid_until (UTC, whole seconds) and time restriction — plus the site. The guest
+//! name is informational and not compared. The desired side ([`desired_objects`]) is the
+//! worker's own pure [`crate::desired_bookings`], the function its `apply` sets.
+
+use std::{collections::BTreeSet, sync::Arc};
+
+use accesshub_connections::{CloudpassSettings, Connection, VendorSettings};
+use accesshub_domain::{Event, EventBody, EventKind};
+use chrono::{DateTime, SecondsFormat, Utc};
+use futures::{StreamExt as _, TryStreamExt as _, stream::BoxStream};
+
+use accesshub_inventory::{
+    DesiredObject, Fingerprint, Inventory, InventoryError, Records, VendorObject, with_retry,
+};
+use worker_runtime::ClientCache;
+
+const VENDOR: &str = "cloudpass";
+/// CloudPass's largest page.
+const PER_PAGE: u64 = 100;
+/// Offset pages fetched concurrently (the vendor's rate limit is the real bound). Offset
+/// pages are independent requests, so they can be in flight together, unlike cursor pages.
+pub const PAGE_CONCURRENCY: usize = 4;
+
+/// Our reference for one plate of one reservation (what cloudpass-worker sets).
+pub fn reference(tenant: &str, booking_key: &str, plate: &str) -> String {
+    format!(
+        "{}:{plate}",
+        worker_runtime::reference(tenant, EventKind::Reservation, booking_key)
+    )
+}
+
+/// `(booking key, plate)` of one of `tenant`'s references; `None` for anything else (other
+/// tenants' objects, objects created by hand).
+pub fn parse_reference<'a>(tenant: &str, r: &'a str) -> Option<(&'a str, &'a str)> {
+    let prefix = worker_runtime::reference(tenant, EventKind::Reservation, "");
+    let rest = r.strip_prefix(prefix.as_str())?;
+    let (key, plate) = rest.rsplit_once(':')?;
+    (!key.is_empty() && !plate.is_empty()).then_some((key, plate))
+}
+
+/// The worker's normalization, then CloudPass's plate rule (2–10 ASCII alphanumerics): a plate
+/// the vendor would refuse makes the booking unjudgeable (failed), not a repair every night.
+pub fn normalize_plate(raw: &str) -> Option<String> {
+    let p = crate::normalize_plate(raw);
+    let ok = (2..=10).contains(&p.len()) && p.chars().all(|c| c.is_ascii_alphanumeric());
+    ok.then_some(p)
+}
+
+fn ts(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// Fingerprint of the compared fields.
+pub fn fingerprint(
+    site_id: &str,
+    plate: &str,
+    valid_from: &DateTime<Utc>,
+    valid_until: &DateTime<Utc>,
+    time_restriction_id: &str,
+) -> u64 {
+    Fingerprint::new()
+        .field(site_id)
+        .field(plate)
+        .field(&ts(valid_from))
+        .field(&ts(valid_until))
+        .field(time_restriction_id)
+        .finish()
+}
+
+fn settings(conn: &Connection) -> Result<&CloudpassSettings, InventoryError> {
+    match &conn.settings {
+        VendorSettings::Cloudpass(s) => Ok(s),
+        _ => Err(InventoryError::Config {
+            vendor: VENDOR,
+            message: "not a CloudPass connection".into(),
+        }),
+    }
+}
+
+/// The vehicle bookings a reservation should have: cloudpass-worker's own
+/// [`crate::desired_bookings`] (what its `apply` sets), reduced to reference and
+/// fingerprint. A plate CloudPass would refuse makes the booking unjudgeable.
+pub fn desired_objects(conn: &Connection, event: &Event) -> Result<Vec<DesiredObject>, String> {
+    let s = settings(conn).map_err(|e| e.to_string())?;
+    let EventBody::Reservation(r) = &event.body else {
+        return Ok(Vec::new());
+    };
+    let base = worker_runtime::reference(&event.tenant, EventKind::Reservation, &event.booking_key);
+    let (site, bookings) =
+        crate::desired_bookings(s, &event.site, &base, r).map_err(|e| e.to_string())?;
+    bookings
+        .into_iter()
+        .map(|b| {
+            let plate = normalize_plate(&b.license_plate)
+                .ok_or_else(|| format!("invalid license plate {:?}", b.license_plate))?;
+            Ok(DesiredObject {
+                fingerprint: fingerprint(
+                    &site,
+                    &plate,
+                    &trunc(b.valid_from),
+                    &trunc(b.valid_until),
+                    &b.time_restriction_id,
+                ),
+                reference: b.reference,
+            })
+        })
+        .collect()
+}
+
+fn trunc(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp(t.timestamp(), 0).unwrap_or(t)
+}
+
+/// Lists CloudPass vehicle bookings with cloudpass-worker's client.
+#[derive(Debug)]
+pub struct CloudpassInventory {
+    /// List requests per second per connection (the vendor's rate limit is shared with the
+    /// worker: keep this well below it).
+    rate: f64,
+    /// Clients per connection (token cache); replaced when the connection's version changes.
+    clients: ClientCache<crate::CloudpassClient>,
+}
+
+impl CloudpassInventory {
+    /// An inventory listing at most [`DEFAULT_RATE`] pages per second per connection.
+    pub fn new() -> Result<Self, InventoryError> {
+        Ok(Self::with_rate(DEFAULT_RATE))
+    }
+
+    /// An inventory listing at most `rate` pages per second per connection.
+    pub fn with_rate(rate: f64) -> Self {
+        CloudpassInventory {
+            rate: rate.max(0.1),
+            clients: Default::default(),
+        }
+    }
+
+    async fn client(
+        &self,
+        conn: &Connection,
+    ) -> Result<Arc<crate::CloudpassClient>, InventoryError> {
+        let s = settings(conn)?;
+        self.clients
+            .get_or_try_init(conn, || {
+                let limiter = Arc::new(vendor_http::RateLimiter::new(self.rate, 20));
+                crate::CloudpassClient::new(s, limiter).map_err(|e| vendor_err(&e))
+            })
+            .await
+    }
+
+    fn sites(s: &CloudpassSettings) -> Vec<String> {
+        let set: BTreeSet<&str> = s
+            .administrations
+            .values()
+            .map(|a| a.site_id.as_str())
+            .collect();
+        set.into_iter().map(str::to_owned).collect()
+    }
+}
+
+/// Default pages per second the listing may request from one connection.
+pub const DEFAULT_RATE: f64 = 50.0;
+
+fn vendor_err(e: &vendor_http::VendorError) -> InventoryError {
+    InventoryError::call(VENDOR, e)
+}
+
+impl Inventory for CloudpassInventory {
+    fn vendor(&self) -> &'static str {
+        VENDOR
+    }
+
+    fn kinds(&self) -> &'static [EventKind] {
+        &[EventKind::Reservation]
+    }
+
+    fn size_hint<'a>(
+        &'a self,
+        conn: &'a Connection,
+    ) -> futures::future::BoxFuture<'a, Result<usize, InventoryError>> {
+        Box::pin(async move {
+            let client = self.client(conn).await?;
+            let mut total = 0u64;
+            for site in Self::sites(settings(conn)?) {
+                total += client
+                    .list_page(&site, 1, 1)
+                    .await
+                    .map_err(|e| vendor_err(&e))?
+                    .1;
+            }
+            Ok(usize::try_from(total).unwrap_or(usize::MAX))
+        })
+    }
+
+    fn list_ours<'a>(
+        &'a self,
+        conn: &'a Connection,
+        _records: &'a Records,
+    ) -> BoxStream<'a, Result<VendorObject, InventoryError>> {
+        let tenant = conn.tenant.clone();
+        let stream = all_bookings(self, conn).try_filter_map(move |(site, b)| {
+            futures::future::ready(Ok(vendor_object(&tenant, &site, b)))
+        });
+        Box::pin(stream)
+    }
+
+    fn desired(
+        &self,
+        conn: &Connection,
+        event: &Event,
+        _now: DateTime<Utc>,
+    ) -> Result<Vec<DesiredObject>, String> {
+        desired_objects(conn, event)
+    }
+}
+
+type Booking = crate::client::VehicleBooking;
+
+/// The comparison view of one listed booking, if it carries `tenant`'s reference.
+pub fn vendor_object(tenant: &str, site: &str, b: Booking) -> Option<VendorObject> {
+    let key = parse_reference(tenant, &b.reference).map(|(key, _)| key.to_owned())?;
+    Some(VendorObject {
+        fingerprint: fingerprint(
+            site,
+            &b.license_plate,
+            &b.valid_from,
+            &b.valid_until,
+            &b.time_restriction_id,
+        ),
+        vendor_id: format!("{site}/{}", b.id),
+        booking_key: key,
+        reference: b.reference,
+    })
+}
+
+/// Every booking of every mapped site, page by page: the first page of a site gives the
+/// total, the rest are fetched a few at a time, in order.
+fn all_bookings<'a>(
+    inv: &'a CloudpassInventory,
+    conn: &'a Connection,
+) -> BoxStream<'a, Result<(String, Booking), InventoryError>> {
+    let setup = async move {
+        let s = settings(conn)?;
+        Ok::<_, InventoryError>((inv.client(conn).await?, CloudpassInventory::sites(s)))
+    };
+    futures::stream::once(setup)
+        .map_ok(move |(client, sites)| {
+            futures::stream::iter(sites)
+                .then(move |site| {
+                    let client = client.clone();
+                    async move {
+                        let (first, total) = with_retry(|| async {
+                            client
+                                .list_page(&site, 1, PER_PAGE)
+                                .await
+                                .map_err(|e| vendor_err(&e))
+                        })
+                        .await?;
+                        Ok::<_, InventoryError>((client, site, first, total))
+                    }
+                })
+                .map_ok(move |(client, site, first, total)| {
+                    let pages = total.div_ceil(PER_PAGE).max(1);
+                    let tag = |site: String, v: Vec<Booking>| {
+                        futures::stream::iter(v.into_iter().map(move |b| Ok((site.clone(), b))))
+                    };
+                    let first_items = tag(site.clone(), first);
+                    let rest = futures::stream::iter(2..=pages)
+                        .map(move |p| {
+                            let client = client.clone();
+                            let site = site.clone();
+                            async move {
+                                let (items, _) = with_retry(|| async {
+                                    client
+                                        .list_page(&site, p, PER_PAGE)
+                                        .await
+                                        .map_err(|e| vendor_err(&e))
+                                })
+                                .await?;
+                                Ok::<_, InventoryError>(tag(site, items))
+                            }
+                        })
+                        .buffered(PAGE_CONCURRENCY)
+                        .try_flatten();
+                    first_items.chain(rest)
+                })
+                .try_flatten()
+        })
+        .try_flatten()
+        .boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_roundtrip_and_foreign_ones_are_rejected() {
+        let r = reference("acme", "R:1", "AB12CD");
+        assert_eq!(r, "ah:acme:reservation:R:1:AB12CD");
+        assert_eq!(parse_reference("acme", &r), Some(("R:1", "AB12CD")));
+        assert_eq!(parse_reference("other", &r), None);
+        assert_eq!(parse_reference("acme", "MANUAL-123"), None);
+        assert_eq!(parse_reference("acme", "ah:acme:pass:P1"), None);
+        assert_eq!(normalize_plate("ab-12 cd").as_deref(), Some("AB12CD"));
+        assert_eq!(normalize_plate("x"), None);
+    }
+}

@@ -1,0 +1,652 @@
+//! The worker end to end: real NATS + Postgres (accesshub-testkit), the dormakaba simulator
+//! in-process, events published on the namespaced BOOKINGS stream.
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use accesshub_connections::{
+    Connection, DormakabaProduct, DormakabaSettings, Encoder, EncoderKind, VendorSettings,
+};
+use accesshub_domain::{
+    DeadLetter, Event, EventBody, Guest, KeyAction, KeyRequest, KeyResult, KeyResultStatus,
+    Reservation, ReservationStatus, Source, headers, subjects,
+};
+use accesshub_testkit::{TestBus, TestDb};
+use async_nats::jetstream::message::PublishMessage;
+use chrono::{Days, NaiveTime, Utc};
+use dormakaba_adapter::soap::{SoapClient, SoapConfig};
+use dormakaba_adapter::{DormakabaHandler, StoredStatus, WORKER, key_request_status, plan};
+use uuid::Uuid;
+use vendor_sim::dormakaba::Product;
+use vendor_sim::{FaultKind, FaultRule, SimConfig, SimHandle, Vendor};
+use worker_runtime::{StaticConnections, WorkerConfig, WorkerHandle};
+
+const TENANT: &str = "acme";
+
+mod common;
+
+fn settings(sim: &SimHandle, product: DormakabaProduct) -> DormakabaSettings {
+    DormakabaSettings {
+        encoders: vec![
+            Encoder {
+                name: "Front desk 1".into(),
+                id: "1".into(),
+                kind: EncoderKind::Network,
+            },
+            Encoder {
+                name: "Front desk 2".into(),
+                id: "2".into(),
+                kind: EncoderKind::Network,
+            },
+            Encoder {
+                name: "Back office".into(),
+                id: "9".into(),
+                kind: EncoderKind::Usb,
+            },
+        ],
+        rooms: [("R-101".to_owned(), "101".to_owned())].into(),
+        common_areas: [("gym".to_owned(), 2), ("entrance".to_owned(), 1)].into(),
+        ..common::sim_settings(sim, product)
+    }
+}
+
+fn keyreq_event(req: &KeyRequest) -> Event {
+    Event::new(
+        TENANT,
+        "hotel",
+        req.request_id.to_string(),
+        1,
+        Source::Native,
+        Utc::now(),
+        EventBody::KeyRequest(req.clone()),
+    )
+}
+
+struct Env {
+    sim: SimHandle,
+    db: TestDb,
+    tb: TestBus,
+    product: Product,
+    settings: DormakabaSettings,
+    worker: Option<WorkerHandle>,
+    rev: i64,
+}
+
+impl Env {
+    async fn new(product: DormakabaProduct) -> Env {
+        accesshub_telemetry::init_for_tests();
+        let sim = vendor_sim::start(SimConfig::ephemeral()).await.unwrap();
+        sim.state().seed_demo();
+        let (db, tb) = accesshub_testkit::isolated().await;
+        let settings = settings(&sim, product);
+        let mut env = Env {
+            sim,
+            db,
+            tb,
+            product: match product {
+                DormakabaProduct::Saflok => Product::Saflok,
+                DormakabaProduct::Ambiance => Product::Ambiance,
+            },
+            settings,
+            worker: None,
+            rev: 0,
+        };
+        env.start().await;
+        env
+    }
+
+    async fn start(&mut self) {
+        let conn = Connection {
+            tenant: TENANT.into(),
+            name: "default".into(),
+            enabled: true,
+            sites: vec![],
+            settings: VendorSettings::Dormakaba(self.settings.clone()),
+            version: 1,
+        };
+        let common = self.tb.config(WORKER, &self.db.url);
+        let mut cfg =
+            WorkerConfig::for_test(common.clone(), Arc::new(StaticConnections::new(vec![conn])));
+        cfg.max_deliver = 6;
+        let handler = DormakabaHandler::with(self.db.pool.clone(), self.tb.bus.clone(), &common);
+        self.worker = Some(worker_runtime::start(cfg, handler).await.unwrap());
+    }
+
+    fn reservation(&self, status: ReservationStatus, name: &str, nights: u64) -> Reservation {
+        let today = Utc::now().date_naive();
+        Reservation {
+            status,
+            guest: Guest {
+                name: name.into(),
+                email: None,
+                mobile_phone: Some("+31612345678".into()),
+            },
+            arrival: today,
+            departure: today.checked_add_days(Days::new(nights)).unwrap(),
+            check_in_time: NaiveTime::from_hms_opt(0, 0, 0).unwrap(),
+            check_out_time: NaiveTime::from_hms_opt(11, 0, 0).unwrap(),
+            timezone: "Europe/Amsterdam".into(),
+            rooms: vec!["R-101".into(), "102".into()],
+            common_areas: vec!["gym".into(), "entrance".into()],
+            license_plates: vec![],
+            mobile_key: false,
+        }
+    }
+
+    async fn publish(&self, ev: &Event) {
+        let mut h = async_nats::HeaderMap::new();
+        h.insert(headers::MSG_ID, ev.id.to_string().as_str());
+        let msg = PublishMessage::build()
+            .payload(serde_json::to_vec(ev).unwrap().into())
+            .headers(h);
+        self.tb
+            .bus
+            .js
+            .send_publish(self.tb.bus.subject(&ev.subject()), msg)
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+
+    /// Stores the reservation as booking-ingest would (desired state) and publishes it.
+    async fn reservation_event(&mut self, key: &str, r: Reservation) -> Event {
+        self.rev += 1;
+        let ev = Event::new(
+            TENANT,
+            "hotel",
+            key,
+            self.rev,
+            Source::Native,
+            Utc::now(),
+            EventBody::Reservation(r),
+        );
+        sqlx::query(
+            "INSERT INTO bookings (tenant_id, kind, booking_key, site, revision, source, event_id, payload) \
+             VALUES ($1, 'reservation', $2, 'hotel', $3, 'native', $4, $5) \
+             ON CONFLICT (tenant_id, kind, booking_key) DO UPDATE SET revision = EXCLUDED.revision, \
+             payload = EXCLUDED.payload",
+        )
+        .bind(TENANT)
+        .bind(key)
+        .bind(self.rev)
+        .bind(ev.id)
+        .bind(serde_json::to_value(&ev).unwrap())
+        .execute(&self.db.pool)
+        .await
+        .unwrap();
+        self.publish(&ev).await;
+        ev
+    }
+
+    async fn key_request(
+        &self,
+        reservation_key: &str,
+        action: KeyAction,
+        encoder: Option<&str>,
+        count: u32,
+    ) -> Uuid {
+        let req = KeyRequest {
+            request_id: Uuid::now_v7(),
+            reservation_key: reservation_key.into(),
+            action,
+            encoder_id: encoder.map(str::to_owned),
+            key_count: count,
+            requested_by: Some("desk".into()),
+        };
+        self.publish(&keyreq_event(&req)).await;
+        req.request_id
+    }
+
+    async fn wait_status(&self, id: Uuid, want: KeyResultStatus) -> String {
+        let start = Instant::now();
+        loop {
+            if let Some(s) = key_request_status(&self.db.pool, id).await.unwrap()
+                && s.status == StoredStatus::Result(want)
+            {
+                return s.message.unwrap_or_default();
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "key request {id} never reached {want:?}: {:?}",
+                key_request_status(&self.db.pool, id).await.unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn published_result(&self, id: Uuid) -> KeyResult {
+        let stream = self
+            .tb
+            .bus
+            .js
+            .get_stream(self.tb.bus.stream_name(subjects::RESULTS_STREAM))
+            .await
+            .unwrap();
+        let subj = self
+            .tb
+            .bus
+            .subject(&subjects::key_result(TENANT, &id.to_string()));
+        let m = stream.get_last_raw_message_by_subject(&subj).await.unwrap();
+        serde_json::from_slice(&m.payload).unwrap()
+    }
+
+    async fn dead_letter(&self, kind: &str, key: &str) -> DeadLetter {
+        let stream = self
+            .tb
+            .bus
+            .js
+            .get_stream(self.tb.bus.stream_name(subjects::DLQ_STREAM))
+            .await
+            .unwrap();
+        let original = subjects::booking(kind.parse().unwrap(), TENANT, key);
+        let subj = self.tb.bus.subject(&subjects::dlq(WORKER, &original));
+        let start = Instant::now();
+        loop {
+            if let Ok(m) = stream.get_last_raw_message_by_subject(&subj).await {
+                return serde_json::from_slice(&m.payload).unwrap();
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "no dead letter for {key}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn calls(&self, op: &str) -> usize {
+        self.sim
+            .state()
+            .calls_for(Vendor::Dormakaba)
+            .iter()
+            .filter(|c| c.operation.as_deref() == Some(op) && c.status == 200)
+            .count()
+    }
+
+    async fn eventually(&self, what: &str, mut f: impl FnMut(&Env) -> bool) {
+        let start = Instant::now();
+        while !f(self) {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "timed out waiting for {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn finish(mut self) {
+        if let Some(w) = self.worker.take() {
+            w.shutdown().await.unwrap();
+        }
+        self.tb.cleanup().await;
+        self.db.drop_db().await;
+        self.sim.shutdown().await;
+    }
+}
+
+const NASTY: &str = "O'Brien & <Søns> \"Zoë\", Jürgen, 東京";
+
+async fn cards_flow(product: DormakabaProduct) {
+    let mut env = Env::new(product).await;
+    let p = env.product;
+    let r = env.reservation(ReservationStatus::Confirmed, NASTY, 2);
+    env.reservation_event("R1", r.clone()).await;
+    // A plain reservation registers nothing until a key is cut.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(env.sim.state().dormakaba_bookings(p).is_empty());
+
+    // New key on "Front desk 1" (by name) → CreateNewBooking, 2 cards.
+    let id = env
+        .key_request("R1", KeyAction::NewKey, Some("Front desk 1"), 2)
+        .await;
+    let msg = env.wait_status(id, KeyResultStatus::Encoded).await;
+    assert!(msg.contains("2 card(s) encoded on encoder 1"), "{msg}");
+    assert_eq!(
+        env.published_result(id).await.status,
+        KeyResultStatus::Encoded
+    );
+    let b = &env.sim.state().dormakaba_bookings(p)[0];
+    assert_eq!(b.reservation_id, "acme-R1");
+    assert_eq!(b.guest_name, NASTY, "escaping: the name arrives intact");
+    assert_eq!(b.main_room, "101");
+    assert_eq!(b.variable_rooms, vec!["102".to_owned()]);
+    let mut levels: Vec<u32> = b.common_areas.iter().map(|a| a.pass_level_no).collect();
+    levels.sort();
+    assert_eq!(levels, vec![1, 2]);
+    assert_eq!(b.check_out, r.check_out().unwrap());
+    let keys = env.sim.state().dormakaba_keys(p);
+    assert_eq!(
+        (keys.len(), keys[0].key_count, keys[0].encoder_id),
+        (1, 2, 1)
+    );
+
+    // Duplicate on encoder 2.
+    let id = env
+        .key_request("R1", KeyAction::DuplicateKey, Some("2"), 1)
+        .await;
+    env.wait_status(id, KeyResultStatus::Encoded).await;
+    assert_eq!(env.sim.state().dormakaba_keys(p)[1].kind, "duplicate");
+
+    // A second new key re-encodes through ChangeKeyAccess (no second booking).
+    let id = env.key_request("R1", KeyAction::NewKey, Some("1"), 1).await;
+    env.wait_status(id, KeyResultStatus::Encoded).await;
+    assert_eq!(env.sim.state().dormakaba_bookings(p).len(), 1);
+    assert_eq!(env.sim.state().dormakaba_keys(p)[2].kind, "change");
+
+    // Departure moved → ExtendCheckOut.
+    let later = env.reservation(ReservationStatus::CheckedIn, NASTY, 4);
+    env.reservation_event("R1", later.clone()).await;
+    env.eventually("ExtendCheckOut", |e| e.calls("ExtendCheckOut") == 1)
+        .await;
+    env.eventually("new checkout", |e| {
+        e.sim.state().dormakaba_bookings(p)[0].check_out == later.check_out().unwrap()
+    })
+    .await;
+
+    // Room moved → ChangeKeyAccess without cards.
+    let mut moved = later.clone();
+    moved.rooms = vec!["201".into()];
+    env.reservation_event("R1", moved).await;
+    env.eventually("room change", |e| {
+        e.sim.state().dormakaba_bookings(p)[0].main_room == "201"
+    })
+    .await;
+    assert_eq!(
+        env.sim.state().dormakaba_keys(p).last().unwrap().key_count,
+        0
+    );
+
+    // Checked out → CheckOutGuest; a key request afterwards fails permanently.
+    let out = env.reservation(ReservationStatus::CheckedOut, NASTY, 4);
+    env.reservation_event("R1", out).await;
+    env.eventually("checkout", |e| {
+        e.sim.state().dormakaba_bookings(p)[0].checked_out
+    })
+    .await;
+    let id = env
+        .key_request("R1", KeyAction::DuplicateKey, Some("1"), 1)
+        .await;
+    let msg = env.wait_status(id, KeyResultStatus::Failed).await;
+    assert!(msg.contains("checked out"), "{msg}");
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn saflok_cards_changes_and_checkout() {
+    cards_flow(DormakabaProduct::Saflok).await;
+}
+
+#[tokio::test]
+async fn ambiance_cards_changes_and_checkout() {
+    cards_flow(DormakabaProduct::Ambiance).await;
+}
+
+#[tokio::test]
+async fn mobile_keys_surname_rule_mismatch_and_cancellation() {
+    let mut env = Env::new(DormakabaProduct::Ambiance).await;
+    let p = env.product;
+    // Registered in the app as surname "Jansen" + +31612345678.
+    let mut r = env.reservation(ReservationStatus::Confirmed, "Jansen, Piet, K.", 2);
+    r.mobile_key = true;
+    env.reservation_event("M1", r.clone()).await;
+    env.eventually("mobile key", |e| {
+        !e.sim.state().dormakaba_mobile_keys(p).is_empty()
+    })
+    .await;
+    let mk = &env.sim.state().dormakaba_mobile_keys(p)[0];
+    assert_eq!(mk.surname, "Jansen");
+    assert!(mk.delivered);
+    assert!(
+        env.sim
+            .state()
+            .dormakaba_keys(p)
+            .iter()
+            .all(|k| k.key_count == 0),
+        "registering for a mobile key encodes no card"
+    );
+
+    // App-guest mismatch: the lock system accepts, delivers nothing and logs it.
+    let mut other = env.reservation(ReservationStatus::Confirmed, "Doe, John", 2);
+    other.mobile_key = true;
+    other.rooms = vec!["103".into()];
+    other.common_areas.clear();
+    env.reservation_event("M2", other).await;
+    env.eventually("second mobile key", |e| {
+        e.sim.state().dormakaba_mobile_keys(p).len() == 2
+    })
+    .await;
+    let mk = &env.sim.state().dormakaba_mobile_keys(p)[1];
+    assert_eq!(mk.surname, "Doe");
+    assert!(!mk.delivered);
+    assert!(
+        env.sim
+            .state()
+            .dormakaba_events(p)
+            .iter()
+            .any(|e| e.code == "MobileKeyNotDelivered" && e.message.contains("Doe"))
+    );
+
+    // Mobile key by key request: sent.
+    let id = env.key_request("M2", KeyAction::MobileKey, None, 1).await;
+    env.wait_status(id, KeyResultStatus::Sent).await;
+
+    // Cancelled → mobile access cancelled, guest checked out.
+    let mut cancelled = r.clone();
+    cancelled.status = ReservationStatus::Cancelled;
+    env.reservation_event("M1", cancelled).await;
+    env.eventually("cancellation", |e| {
+        let s = e.sim.state();
+        s.dormakaba_mobile_keys(p)[0].cancelled
+            && s.dormakaba_bookings(p)
+                .iter()
+                .any(|b| b.reservation_id == "acme-M1" && b.checked_out)
+    })
+    .await;
+    assert_eq!(env.calls("CancelGuestsMobileAccessToRoom"), 1);
+
+    // Phone validation faults go to the DLQ with the fault's name.
+    let mut bad = env.reservation(ReservationStatus::Confirmed, "Smit, Anna", 2);
+    bad.mobile_key = true;
+    bad.rooms = vec!["202".into()];
+    bad.guest.mobile_phone = Some("0612345678".into());
+    env.reservation_event("M3", bad).await;
+    let dl = env.dead_letter("reservation", "M3").await;
+    assert!(
+        dl.reason.contains("UnableToDeliverToPhone"),
+        "{}",
+        dl.reason
+    );
+    assert_eq!(dl.class, accesshub_domain::ErrorClass::Permanent);
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn transient_faults_retry_then_succeed_and_permanent_ones_dead_letter() {
+    let mut env = Env::new(DormakabaProduct::Saflok).await;
+    let p = env.product;
+    let st = env.sim.state().clone();
+    env.reservation_event(
+        "F1",
+        env.reservation(ReservationStatus::CheckedIn, "Doe, J", 2),
+    )
+    .await;
+
+    // Encoder busy: the desk sees "encoder busy, retrying", then the key.
+    st.dormakaba_set_encoder(Product::Saflok, 1, true, true)
+        .unwrap();
+    let id = env.key_request("F1", KeyAction::NewKey, Some("1"), 1).await;
+    let msg = env.wait_status(id, KeyResultStatus::Pending).await;
+    assert_eq!(msg, "encoder busy, retrying");
+    st.dormakaba_set_encoder(Product::Saflok, 1, true, false)
+        .unwrap();
+    env.wait_status(id, KeyResultStatus::Encoded).await;
+    assert_eq!(st.dormakaba_keys(p).len(), 1);
+
+    // Injected transient faults (KeyJammed, 503, dropped connection) are retried.
+    for kind in [
+        FaultKind::SoapFault("KeyJammed".into()),
+        FaultKind::Status503,
+        FaultKind::DropConnection,
+        FaultKind::SoapFault("BusyProcessingPreviousRequest".into()),
+    ] {
+        st.add_fault(FaultRule::next_n(Vendor::Dormakaba, kind, 1).on_path("#MakeDuplicateKey"));
+        let id = env
+            .key_request("F1", KeyAction::DuplicateKey, Some("2"), 1)
+            .await;
+        env.wait_status(id, KeyResultStatus::Encoded).await;
+    }
+    assert_eq!(st.dormakaba_keys(p).len(), 5);
+
+    // Permanent: unknown room → DLQ naming the fault; the desk sees it too.
+    let mut bad = env.reservation(ReservationStatus::CheckedIn, "Doe, J", 2);
+    bad.rooms = vec!["999".into()];
+    env.reservation_event("F2", bad).await;
+    let id = env.key_request("F2", KeyAction::NewKey, Some("1"), 1).await;
+    let msg = env.wait_status(id, KeyResultStatus::Failed).await;
+    assert!(msg.contains("RoomNumberNotFound"), "{msg}");
+    assert_eq!(
+        env.published_result(id).await.status,
+        KeyResultStatus::Failed
+    );
+    let dl = env.dead_letter("keyreq", &id.to_string()).await;
+    assert!(dl.reason.contains("RoomNumberNotFound"), "{}", dl.reason);
+    assert_eq!(dl.attempts, 1, "permanent: no retries");
+
+    // USB and unknown encoders: refused before any call.
+    let before = st.calls_for(Vendor::Dormakaba).len();
+    let id = env
+        .key_request("F1", KeyAction::NewKey, Some("Back office"), 1)
+        .await;
+    let msg = env.wait_status(id, KeyResultStatus::Failed).await;
+    assert!(msg.contains("USB"), "{msg}");
+    let dl = env.dead_letter("keyreq", &id.to_string()).await;
+    assert!(dl.reason.contains("USB encoder"), "{}", dl.reason);
+    let id = env.key_request("F1", KeyAction::NewKey, Some("7"), 1).await;
+    let msg = env.wait_status(id, KeyResultStatus::Failed).await;
+    assert!(
+        msg.contains("not in the dormakaba connection's encoder list"),
+        "{msg}"
+    );
+    assert_eq!(st.calls_for(Vendor::Dormakaba).len(), before);
+
+    // Credentials: permanent, named.
+    st.add_fault(
+        FaultRule::next_n(
+            Vendor::Dormakaba,
+            FaultKind::SoapFault("AuthHeaderNotRecognized".into()),
+            1,
+        )
+        .on_path("#MakeDuplicateKey"),
+    );
+    let id = env
+        .key_request("F1", KeyAction::DuplicateKey, Some("1"), 1)
+        .await;
+    let dl = env.dead_letter("keyreq", &id.to_string()).await;
+    assert!(
+        dl.reason.contains("AuthHeaderNotRecognized"),
+        "{}",
+        dl.reason
+    );
+
+    // A transient fault that never clears ends in the DLQ after max_deliver, and the desk
+    // sees `failed`.
+    st.add_fault(
+        FaultRule::next_n(
+            Vendor::Dormakaba,
+            FaultKind::SoapFault("EncoderBusy".into()),
+            100,
+        )
+        .on_path("#MakeDuplicateKey"),
+    );
+    let id = env
+        .key_request("F1", KeyAction::DuplicateKey, Some("1"), 1)
+        .await;
+    let dl = env.dead_letter("keyreq", &id.to_string()).await;
+    assert!(dl.reason.contains("EncoderBusy"), "{}", dl.reason);
+    assert_eq!(dl.class, accesshub_domain::ErrorClass::Transient);
+    env.wait_status(id, KeyResultStatus::Failed).await;
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn no_second_booking_or_card_after_a_crash() {
+    let mut env = Env::new(DormakabaProduct::Saflok).await;
+    let p = env.product;
+    let r = env.reservation(ReservationStatus::CheckedIn, "Doe, J", 2);
+    env.reservation_event("C1", r.clone()).await;
+
+    // The first attempt's CreateNewBooking reached the lock system (card encoded), then the
+    // worker died before recording anything: the binding has no record, the request is
+    // marked in flight.
+    let req = KeyRequest {
+        request_id: Uuid::now_v7(),
+        reservation_key: "C1".into(),
+        action: KeyAction::NewKey,
+        encoder_id: Some("1".into()),
+        key_count: 1,
+        requested_by: None,
+    };
+    dormakaba_adapter::keyreq::mark_in_flight(&env.db.pool, TENANT, &req)
+        .await
+        .unwrap();
+    let d = plan::desired_for_key_request(TENANT, "C1", &r, &env.settings).unwrap();
+    let client = SoapClient::new(SoapConfig::from_settings(&env.settings)).unwrap();
+    client
+        .create_new_booking(&plan::booking_request(&d, "1", 1, 0).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(env.sim.state().dormakaba_keys(p).len(), 1);
+
+    // Redelivery: CreateNewBooking again → the lock system's idempotent answer.
+    let ev = keyreq_event(&req);
+    env.publish(&ev).await;
+    let msg = env
+        .wait_status(req.request_id, KeyResultStatus::Encoded)
+        .await;
+    assert!(msg.contains("earlier attempt"), "{msg}");
+    assert_eq!(
+        env.sim.state().dormakaba_bookings(p).len(),
+        1,
+        "no second booking"
+    );
+    assert_eq!(env.sim.state().dormakaba_keys(p).len(), 1, "no extra card");
+    assert_eq!(env.calls("CreateNewBooking"), 2);
+    // The same event delivered again: skipped (revision check / final outcome).
+    let mut again = ev.clone();
+    again.id = Uuid::now_v7();
+    env.publish(&again).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(env.calls("CreateNewBooking"), 2);
+
+    // Interrupted during a card-encoding call that is not idempotent (a second new key, via
+    // ChangeKeyAccess): never guessed, the desk is asked to check the encoder.
+    let req2 = KeyRequest {
+        request_id: Uuid::now_v7(),
+        action: KeyAction::NewKey,
+        ..req.clone()
+    };
+    dormakaba_adapter::keyreq::mark_in_flight(&env.db.pool, TENANT, &req2)
+        .await
+        .unwrap();
+    env.publish(&keyreq_event(&req2)).await;
+    let msg = env
+        .wait_status(req2.request_id, KeyResultStatus::Failed)
+        .await;
+    assert!(msg.contains("interrupted"), "{msg}");
+    assert_eq!(env.sim.state().dormakaba_keys(p).len(), 1, "no extra card");
+    assert_eq!(env.calls("ChangeKeyAccess"), 0);
+
+    // A restarted worker carries on from the binding.
+    if let Some(w) = env.worker.take() {
+        w.shutdown().await.unwrap();
+    }
+    env.start().await;
+    let id = env
+        .key_request("C1", KeyAction::DuplicateKey, Some("2"), 1)
+        .await;
+    env.wait_status(id, KeyResultStatus::Encoded).await;
+    assert_eq!(env.sim.state().dormakaba_bookings(p).len(), 1);
+    env.finish().await;
+}

@@ -1,0 +1,572 @@
+//! The whole worker: real NATS and Postgres (accesshub-testkit), the worker runtime, and the
+//! iPassan simulator in-process. Events go in on the BOOKINGS stream; we look at the
+//! simulator's state and call log, the `bindings` table and the DLQ.
+
+#![allow(clippy::unwrap_used)] // tests may unwrap (helpers too)
+
+use accesshub_testkit::eventually;
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use accesshub_connections::{Connection, IpassanSettings, Secret, VendorSettings};
+use accesshub_domain::{
+    DeadLetter, ErrorClass, Event, EventBody, FacilityBooking, FacilityStatus, Resident, Source,
+    headers, subjects,
+};
+use accesshub_testkit::{TestBus, TestDb};
+use async_nats::jetstream::message::PublishMessage;
+use chrono::{DateTime, Utc};
+use ipassan_adapter::IpassanHandler;
+use ipassan_adapter::client::{IpassanClient, NewBooking};
+use vendor_http::{HttpSettings, VendorClient};
+use vendor_sim::ipassan::{
+    Asset, DEMO_ASSET_BBQ, DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, DEMO_PERSON_JAN, DEMO_SITE,
+    IpassanFixture,
+};
+use vendor_sim::{SimConfig, SimHandle, Vendor};
+use worker_runtime::{Binding, BindingKey, StaticConnections, WorkerConfig, WorkerHandle};
+
+const TENANT: &str = "residence";
+
+fn t(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+}
+
+struct Env {
+    db: TestDb,
+    tb: TestBus,
+    sim: SimHandle,
+}
+
+impl Env {
+    async fn new() -> Env {
+        accesshub_telemetry::init_for_tests();
+        let (db, tb) = accesshub_testkit::isolated().await;
+        let sim = vendor_sim::start(SimConfig::ephemeral()).await.unwrap();
+        sim.state().seed_demo();
+        Env { db, tb, sim }
+    }
+
+    fn settings(&self, site: &str) -> IpassanSettings {
+        IpassanSettings {
+            base_url: self.sim.ipassan_url(),
+            client_id: DEMO_CLIENT_ID.into(),
+            client_secret: Secret::new(DEMO_CLIENT_SECRET),
+            site_guid: site.into(),
+            facilities: BTreeMap::from([("rooftop-bbq".to_owned(), DEMO_ASSET_BBQ.to_owned())]),
+        }
+    }
+
+    async fn start(&self, site: &str, page_size: u32) -> WorkerHandle {
+        let conn = Connection {
+            tenant: TENANT.into(),
+            name: "default".into(),
+            enabled: true,
+            sites: vec![],
+            settings: VendorSettings::Ipassan(self.settings(site)),
+            version: 1,
+        };
+        let cfg = WorkerConfig::for_test(
+            self.tb.config("ipassan-worker", &self.db.url),
+            Arc::new(StaticConnections::new(vec![conn])),
+        );
+        worker_runtime::start(
+            cfg,
+            IpassanHandler::new(HttpSettings::default()).with_page_size(page_size),
+        )
+        .await
+        .unwrap()
+    }
+
+    fn client(&self) -> IpassanClient {
+        IpassanClient::new(
+            VendorClient::new("ipassan", HttpSettings::default()).unwrap(),
+            &self.settings(DEMO_SITE),
+        )
+    }
+
+    async fn publish(&self, ev: &Event) {
+        let mut h = async_nats::HeaderMap::new();
+        h.insert(headers::MSG_ID, ev.id.to_string().as_str());
+        h.insert(headers::TENANT, ev.tenant.as_str());
+        h.insert(headers::KIND, ev.kind().as_str());
+        let msg = PublishMessage::build()
+            .payload(serde_json::to_vec(ev).unwrap().into())
+            .headers(h);
+        self.tb
+            .bus
+            .js
+            .send_publish(self.tb.bus.subject(&ev.subject()), msg)
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+
+    async fn binding(&self, key: &str) -> Option<Binding> {
+        worker_runtime::get_binding(
+            &self.db.pool,
+            &BindingKey {
+                tenant: TENANT.into(),
+                vendor: "ipassan".into(),
+                kind: "facility".into(),
+                booking_key: key.into(),
+            },
+        )
+        .await
+        .unwrap()
+    }
+
+    async fn applied(&self, key: &str, rev: i64) -> Binding {
+        eventually(
+            &format!("{key} revision {rev}"),
+            Duration::from_secs(15),
+            || async {
+                self.binding(key)
+                    .await
+                    .is_some_and(|b| b.applied_revision == rev)
+            },
+        )
+        .await;
+        self.binding(key).await.unwrap()
+    }
+
+    async fn dead_letter(&self, ev: &Event) -> DeadLetter {
+        let stream = self
+            .tb
+            .bus
+            .js
+            .get_stream(self.tb.bus.stream_name(subjects::DLQ_STREAM))
+            .await
+            .unwrap();
+        let subj = self
+            .tb
+            .bus
+            .subject(&subjects::dlq("ipassan-worker", &ev.subject()));
+        eventually("dead letter", Duration::from_secs(15), || async {
+            stream.get_last_raw_message_by_subject(&subj).await.is_ok()
+        })
+        .await;
+        let m = stream.get_last_raw_message_by_subject(&subj).await.unwrap();
+        serde_json::from_slice(&m.payload).unwrap()
+    }
+
+    fn ours(&self, key: &str) -> Vec<vendor_sim::ipassan::AssetBooking> {
+        let r = reference(key);
+        self.sim
+            .state()
+            .ipassan_bookings()
+            .into_iter()
+            .filter(|b| b.reference.as_deref() == Some(r.as_str()))
+            .collect()
+    }
+
+    async fn finish(self, h: WorkerHandle) {
+        h.shutdown().await.unwrap();
+        self.tb.cleanup().await;
+        self.db.drop_db().await;
+        self.sim.shutdown().await;
+    }
+}
+
+fn reference(key: &str) -> String {
+    format!("ah:{TENANT}:facility:{key}")
+}
+
+fn event(key: &str, rev: i64, status: FacilityStatus, mail: &str, start: &str, end: &str) -> Event {
+    Event::new(
+        TENANT,
+        "de-pijp",
+        key,
+        rev,
+        Source::Connecx,
+        Utc::now(),
+        EventBody::Facility(FacilityBooking {
+            status,
+            facility_id: "rooftop-bbq".into(),
+            resident: Resident {
+                id: format!("res-{mail}"),
+                email: mail.into(),
+                first_name: "Jan".into(),
+                last_name: "de Vries".into(),
+            },
+            start: t(start),
+            end: t(end),
+        }),
+    )
+}
+
+fn booked(key: &str, rev: i64, start: &str, end: &str) -> Event {
+    event(
+        key,
+        rev,
+        FacilityStatus::Booked,
+        "jan@example.com",
+        start,
+        end,
+    )
+}
+
+#[tokio::test]
+async fn create_move_cancel() {
+    let env = Env::new().await;
+    // 25 more assets: at 10 a page the asset list takes three pages per event.
+    let assets: Vec<Asset> = (0..25)
+        .map(|i| Asset {
+            uuid: format!("filler-asset-{i:02}"),
+            site_uuid: DEMO_SITE.into(),
+            name: format!("Room {i}"),
+            display: "week".into(),
+            door_profile_uuid: None,
+            floor_profile_uuid: None,
+            time_slot_minutes: 15,
+            max_booking_minutes: 60,
+            one_booking_per_slot: false,
+        })
+        .collect();
+    env.sim
+        .state()
+        .seed_ipassan(IpassanFixture {
+            assets,
+            ..Default::default()
+        })
+        .unwrap();
+    let h = env.start(DEMO_SITE, 10).await;
+
+    env.publish(&booked(
+        "cx-1",
+        1,
+        "2030-05-01T10:00:00Z",
+        "2030-05-01T11:00:00Z",
+    ))
+    .await;
+    let b = env.applied("cx-1", 1).await;
+    assert_eq!(b.status, "booked");
+    let list = env.ours("cx-1");
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].person_uuid, DEMO_PERSON_JAN);
+    assert_eq!(b.vendor_ids["booking_uuid"], list[0].uuid.as_str());
+    assert_eq!(b.vendor_ids["asset_uuid"], DEMO_ASSET_BBQ);
+    assert_eq!(
+        env.sim
+            .state()
+            .count_calls(Vendor::IPassan, "GET", "/asset?"),
+        3,
+        "26 assets at 10 a page"
+    );
+
+    // Moved to an overlapping window on the one-booking-per-slot BBQ.
+    env.publish(&booked(
+        "cx-1",
+        2,
+        "2030-05-01T10:30:00Z",
+        "2030-05-01T12:30:00Z",
+    ))
+    .await;
+    env.applied("cx-1", 2).await;
+    let list = env.ours("cx-1");
+    assert_eq!(list.len(), 1);
+    assert_eq!(
+        (list[0].start, list[0].end),
+        (t("2030-05-01T10:30:00Z"), t("2030-05-01T12:30:00Z"))
+    );
+
+    // Moved to a later, separate window: created before the old one is deleted.
+    env.sim.state().clear_calls();
+    env.publish(&booked(
+        "cx-1",
+        3,
+        "2030-05-02T18:00:00Z",
+        "2030-05-02T19:00:00Z",
+    ))
+    .await;
+    env.applied("cx-1", 3).await;
+    let writes: Vec<String> = env
+        .sim
+        .state()
+        .calls_for(Vendor::IPassan)
+        .into_iter()
+        .filter(|c| c.path.contains("/booking") && c.method != "GET")
+        .map(|c| c.method)
+        .collect();
+    assert_eq!(writes, ["POST", "DELETE"]);
+    assert_eq!(env.ours("cx-1").len(), 1);
+
+    env.publish(&event(
+        "cx-1",
+        4,
+        FacilityStatus::Cancelled,
+        "jan@example.com",
+        "2030-05-02T18:00:00Z",
+        "2030-05-02T19:00:00Z",
+    ))
+    .await;
+    let b = env.applied("cx-1", 4).await;
+    assert_eq!(b.status, "cancelled");
+    assert!(env.ours("cx-1").is_empty());
+    env.finish(h).await;
+}
+
+#[tokio::test]
+async fn rule_violations_and_missing_profile_go_to_the_dlq_with_reasons() {
+    let env = Env::new().await;
+    let h = env.start(DEMO_SITE, 100).await;
+    let cases = [
+        (
+            booked(
+                "off-slot",
+                1,
+                "2030-05-01T10:10:00Z",
+                "2030-05-01T11:00:00Z",
+            ),
+            vec![
+                "time slot boundaries",
+                "start 2030-05-01T10:10:00Z",
+                "30-minute",
+            ],
+        ),
+        (
+            booked(
+                "too-long",
+                1,
+                "2030-05-01T10:00:00Z",
+                "2030-05-01T13:00:00Z",
+            ),
+            vec!["max booking time", "180 minutes", "maximum of 120"],
+        ),
+        (
+            event(
+                "eva",
+                1,
+                FacilityStatus::Booked,
+                "eva@example.com",
+                "2030-05-01T14:00:00Z",
+                "2030-05-01T15:00:00Z",
+            ),
+            vec!["access profiles", "floor access profile 'Floor 7'"],
+        ),
+    ];
+    for (ev, needles) in &cases {
+        env.publish(ev).await;
+        let dl = env.dead_letter(ev).await;
+        assert_eq!(dl.class, ErrorClass::Permanent);
+        assert_eq!(dl.attempts, 1, "permanent: no retries");
+        for n in needles {
+            assert!(dl.reason.contains(n), "{:?} lacks {n:?}", dl.reason);
+        }
+        // The DLQ entry is published before the binding records the failure.
+        eventually("binding dead_lettered", Duration::from_secs(15), || async {
+            env.binding(&ev.booking_key)
+                .await
+                .is_some_and(|b| b.status == "dead_lettered")
+        })
+        .await;
+    }
+    // One booking per slot: someone else holds 16:00-16:30.
+    let other = env
+        .client()
+        .create_booking(
+            DEMO_ASSET_BBQ,
+            &NewBooking {
+                person_uuid: DEMO_PERSON_JAN.into(),
+                start: t("2030-05-01T16:00:00Z"),
+                end: t("2030-05-01T16:30:00Z"),
+                reference: "manual".into(),
+                title: "Manual".into(),
+            },
+        )
+        .await
+        .unwrap();
+    let ev = booked("overlap", 1, "2030-05-01T15:30:00Z", "2030-05-01T16:30:00Z");
+    env.publish(&ev).await;
+    let dl = env.dead_letter(&ev).await;
+    assert!(
+        dl.reason.contains("one booking per time slot"),
+        "{}",
+        dl.reason
+    );
+    assert!(dl.reason.contains(&other.uuid), "{}", dl.reason);
+    assert!(
+        dl.reason
+            .contains("2030-05-01T16:00:00Z - 2030-05-01T16:30:00Z"),
+        "{}",
+        dl.reason
+    );
+    // Unmapped facility.
+    let mut ev = booked(
+        "unmapped",
+        1,
+        "2030-05-01T10:00:00Z",
+        "2030-05-01T11:00:00Z",
+    );
+    if let EventBody::Facility(f) = &mut ev.body {
+        f.facility_id = "sauna".into();
+    }
+    env.publish(&ev).await;
+    let dl = env.dead_letter(&ev).await;
+    assert!(
+        dl.reason.contains(
+            "facility sauna is not mapped to an iPassan asset in connection residence/default"
+        ),
+        "{}",
+        dl.reason
+    );
+    // None of them reached the booking endpoint except our manual one.
+    assert_eq!(
+        env.sim
+            .state()
+            .count_calls(Vendor::IPassan, "POST", "/booking"),
+        2,
+        "manual booking + the one iPassan refused for the missing profile"
+    );
+    env.finish(h).await;
+}
+
+#[tokio::test]
+async fn retry_after_crash_adopts_the_booking_instead_of_creating_another() {
+    let env = Env::new().await;
+    // A previous run created the booking at iPassan and crashed before recording the binding.
+    let pre = env
+        .client()
+        .create_booking(
+            DEMO_ASSET_BBQ,
+            &NewBooking {
+                person_uuid: DEMO_PERSON_JAN.into(),
+                start: t("2030-05-01T10:00:00Z"),
+                end: t("2030-05-01T11:00:00Z"),
+                reference: reference("cx-crash"),
+                title: "Jan de Vries".into(),
+            },
+        )
+        .await
+        .unwrap();
+    assert!(env.binding("cx-crash").await.is_none());
+    env.sim.state().clear_calls();
+    let h = env.start(DEMO_SITE, 100).await;
+    env.publish(&booked(
+        "cx-crash",
+        1,
+        "2030-05-01T10:00:00Z",
+        "2030-05-01T11:00:00Z",
+    ))
+    .await;
+    let b = env.applied("cx-crash", 1).await;
+    assert_eq!(b.vendor_ids["booking_uuid"], pre.uuid.as_str());
+    assert_eq!(env.ours("cx-crash").len(), 1);
+    assert_eq!(
+        env.sim
+            .state()
+            .count_calls(Vendor::IPassan, "POST", "/booking"),
+        0
+    );
+    env.finish(h).await;
+}
+
+#[tokio::test]
+async fn wrong_site_guid_is_dead_lettered_with_a_clear_reason() {
+    let env = Env::new().await;
+    let h = env.start("00000000-0000-4000-8000-000000000bad", 100).await;
+    let ev = booked("cx-site", 1, "2030-05-01T10:00:00Z", "2030-05-01T11:00:00Z");
+    env.publish(&ev).await;
+    let dl = env.dead_letter(&ev).await;
+    assert_eq!(dl.class, ErrorClass::Permanent);
+    assert_eq!(dl.attempts, 1);
+    assert!(dl.reason.contains("Access Denied"), "{}", dl.reason);
+    assert!(
+        dl.reason.contains("00000000-0000-4000-8000-000000000bad"),
+        "{}",
+        dl.reason
+    );
+    assert!(dl.reason.contains("site_guid"), "{}", dl.reason);
+    env.finish(h).await;
+}
+
+#[tokio::test]
+async fn vendor_outage_is_retried_then_applied() {
+    let env = Env::new().await;
+    let mut rule =
+        vendor_sim::FaultRule::next_n(Vendor::IPassan, vendor_sim::FaultKind::Status503, 2);
+    rule.path_contains = Some("/asset".into());
+    env.sim.state().add_fault(rule);
+    let h = env.start(DEMO_SITE, 100).await;
+    env.publish(&booked(
+        "cx-flaky",
+        1,
+        "2030-05-01T10:00:00Z",
+        "2030-05-01T11:00:00Z",
+    ))
+    .await;
+    let b = env.applied("cx-flaky", 1).await;
+    assert_eq!(b.status, "booked");
+    assert_eq!(env.ours("cx-flaky").len(), 1);
+    env.finish(h).await;
+}
+
+#[tokio::test]
+async fn reconciler_removes_a_stray_but_never_the_current_booking() {
+    use accesshub_domain::{EventKind, sync};
+    let env = Env::new().await;
+    let h = env.start(DEMO_SITE, 100).await;
+    env.publish(&booked(
+        "cx-s",
+        1,
+        "2030-05-01T10:00:00Z",
+        "2030-05-01T11:00:00Z",
+    ))
+    .await;
+    let b = env.applied("cx-s", 1).await;
+    let current = b.vendor_ids["booking_uuid"].as_str().unwrap().to_owned();
+    // A leftover with our reference, e.g. from a move whose delete never happened.
+    let stray = env
+        .client()
+        .create_booking(
+            DEMO_ASSET_BBQ,
+            &NewBooking {
+                person_uuid: DEMO_PERSON_JAN.into(),
+                start: t("2030-05-01T14:00:00Z"),
+                end: t("2030-05-01T15:00:00Z"),
+                reference: reference("cx-s"),
+                title: "Jan de Vries".into(),
+            },
+        )
+        .await
+        .unwrap();
+    for id in [&stray.uuid, &current] {
+        let cmd = sync::RemoveCommand {
+            run_id: 1,
+            tenant: TENANT.into(),
+            vendor: "ipassan".into(),
+            connection: "default".into(),
+            kind: EventKind::Facility,
+            booking_key: "cx-s".into(),
+            reference: reference("cx-s"),
+            vendor_id: ipassan_adapter::apply::stray_id(DEMO_ASSET_BBQ, id),
+        };
+        let mut hm = async_nats::HeaderMap::new();
+        hm.insert(sync::HEADER_RUN, "1");
+        hm.insert(sync::HEADER_ACTION, "remove");
+        let msg = PublishMessage::build()
+            .payload(serde_json::to_vec(&cmd).unwrap().into())
+            .headers(hm);
+        env.tb
+            .bus
+            .js
+            .send_publish(
+                env.tb
+                    .bus
+                    .subject(&subjects::sync("ipassan", TENANT, "cx-s")),
+                msg,
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    eventually("stray removed", Duration::from_secs(15), || async {
+        env.ours("cx-s").iter().all(|b| b.uuid != stray.uuid)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let left: Vec<String> = env.ours("cx-s").into_iter().map(|b| b.uuid).collect();
+    assert_eq!(left, [current], "the binding's booking is kept");
+    env.finish(h).await;
+}

@@ -1,0 +1,602 @@
+//! tapkey-worker end to end: events on the namespaced BOOKINGS stream → worker → Tapkey
+//! simulator, against the real NATS and Postgres.
+
+#![allow(clippy::unwrap_used)] // tests may unwrap (helpers too)
+
+use accesshub_testkit::eventually;
+use std::{
+    collections::BTreeMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use accesshub_connections::{Connection, Secret, TapkeySettings, VendorSettings};
+use accesshub_domain::{
+    DeadLetter, ErrorClass, Event, EventBody, Pass, PassHolder, PassStatus, Source, headers,
+    subjects,
+};
+use accesshub_testkit::{TestBus, TestDb};
+use async_nats::jetstream::message::PublishMessage;
+use chrono::{DateTime, Utc};
+use tapkey_adapter::TapkeyHandler;
+use vendor_sim::{FaultKind, FaultRule, SimConfig, SimHandle, Vendor, tapkey as tk};
+use worker_runtime::{
+    ApplyContext, ApplyOutcome, Binding, Handler, HandlerError, StaticConnections, WorkerConfig,
+    WorkerHandle,
+};
+
+struct Env {
+    db: TestDb,
+    tb: TestBus,
+    sim: SimHandle,
+}
+
+fn connection(sim: &SimHandle) -> Connection {
+    let mut pass_types = BTreeMap::new();
+    pass_types.insert(
+        "day".to_owned(),
+        vec![
+            tk::DEMO_LOCK_FRONT.to_owned(),
+            tk::DEMO_LOCK_MEETING.to_owned(),
+        ],
+    );
+    Connection {
+        tenant: "cowork".into(),
+        name: "default".into(),
+        enabled: true,
+        sites: vec![],
+        settings: VendorSettings::Tapkey(TapkeySettings {
+            authority_url: sim.tapkey_url(),
+            base_url: sim.tapkey_url(),
+            client_id: tk::DEMO_CLIENT_ID.into(),
+            client_secret: Secret::new(tk::DEMO_CLIENT_SECRET),
+            owner_account_id: tk::DEMO_OWNER_ID.into(),
+            pass_types,
+        }),
+        version: 1,
+    }
+}
+
+impl Env {
+    async fn new() -> Env {
+        accesshub_telemetry::init_for_tests();
+        let (db, tb) = accesshub_testkit::isolated().await;
+        let sim = vendor_sim::start(SimConfig::ephemeral()).await.unwrap();
+        sim.state().seed_demo();
+        Env { db, tb, sim }
+    }
+
+    fn config(&self) -> WorkerConfig {
+        WorkerConfig::for_test(
+            self.tb.config(tapkey_adapter::NAME, &self.db.url),
+            Arc::new(StaticConnections::new(vec![connection(&self.sim)])),
+        )
+    }
+
+    async fn start<H: Handler>(&self, h: H) -> WorkerHandle {
+        worker_runtime::start(self.config(), h).await.unwrap()
+    }
+
+    async fn publish(&self, ev: &Event) {
+        let mut h = async_nats::HeaderMap::new();
+        h.insert(headers::MSG_ID, ev.id.to_string().as_str());
+        let msg = PublishMessage::build()
+            .payload(serde_json::to_vec(ev).unwrap().into())
+            .headers(h);
+        self.tb
+            .bus
+            .js
+            .send_publish(self.tb.bus.subject(&ev.subject()), msg)
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+
+    /// Active grants of `email` as (lock, validBefore).
+    fn grants_of(&self, email: &str) -> Vec<(String, Option<DateTime<Utc>>)> {
+        let contacts = self.sim.state().tapkey_contacts();
+        let Some(c) = contacts.iter().find(|c| c.identifier == email) else {
+            return vec![];
+        };
+        let mut v: Vec<_> = self
+            .sim
+            .state()
+            .tapkey_grants()
+            .into_iter()
+            .filter(|g| g.contact_id == c.id && g.active)
+            .map(|g| (g.bound_lock_id, g.valid_before))
+            .collect();
+        v.sort();
+        v
+    }
+
+    async fn finish(self, h: WorkerHandle) {
+        h.shutdown().await.unwrap();
+        self.sim.shutdown().await;
+        self.tb.cleanup().await;
+        self.db.drop_db().await;
+    }
+}
+
+fn expiry(days: i64) -> DateTime<Utc> {
+    use chrono::DurationRound as _;
+    (Utc::now() + chrono::Duration::days(days))
+        .duration_trunc(chrono::Duration::seconds(1))
+        .unwrap()
+}
+
+fn pass_event(
+    key: &str,
+    rev: i64,
+    status: PassStatus,
+    pass_type: &str,
+    exp: DateTime<Utc>,
+) -> Event {
+    Event::new(
+        "cowork",
+        "hq",
+        key,
+        rev,
+        Source::Nexudus,
+        Utc::now(),
+        EventBody::Pass(Pass {
+            status,
+            holder: PassHolder {
+                id: format!("cw-{key}"),
+                email: format!("{key}@example.com"),
+                name: Some(format!("Member {key}")),
+            },
+            pass_type: pass_type.into(),
+            pass_type_name: None,
+            valid_from: None,
+            expires_at: exp,
+        }),
+    )
+}
+
+fn locks() -> Vec<String> {
+    let mut v = vec![
+        tk::DEMO_LOCK_FRONT.to_owned(),
+        tk::DEMO_LOCK_MEETING.to_owned(),
+    ];
+    v.sort();
+    v
+}
+
+#[tokio::test]
+async fn pass_lifecycle_grants_reissues_and_revokes() {
+    let env = Env::new().await;
+    let h = env.start(TapkeyHandler::new()).await;
+    let exp1 = expiry(3);
+    env.publish(&pass_event("m1", 1, PassStatus::Active, "day", exp1))
+        .await;
+    eventually("grants on both locks", Duration::from_secs(10), || async {
+        env.grants_of("m1@example.com").len() == 2
+    })
+    .await;
+    let g = env.grants_of("m1@example.com");
+    assert_eq!(g.iter().map(|x| x.0.clone()).collect::<Vec<_>>(), locks());
+    assert!(g.iter().all(|x| x.1 == Some(exp1)));
+    // Contact created by e-mail.
+    assert!(
+        env.sim
+            .state()
+            .tapkey_contacts()
+            .iter()
+            .any(|c| c.identifier == "m1@example.com")
+    );
+
+    // Expiry moved: grants re-issued to match, old ones revoked.
+    let exp2 = expiry(10);
+    env.publish(&pass_event("m1", 2, PassStatus::Active, "day", exp2))
+        .await;
+    eventually("re-issued", Duration::from_secs(10), || async {
+        let g = env.grants_of("m1@example.com");
+        g.len() == 2 && g.iter().all(|x| x.1 == Some(exp2))
+    })
+    .await;
+    let all: Vec<_> = env.sim.state().tapkey_grants();
+    assert_eq!(all.len(), 4);
+    assert_eq!(all.iter().filter(|g| g.state == "Revoked").count(), 2);
+
+    // Used → revoked.
+    env.publish(&pass_event("m1", 3, PassStatus::Used, "day", exp2))
+        .await;
+    eventually("revoked", Duration::from_secs(10), || async {
+        env.grants_of("m1@example.com").is_empty()
+    })
+    .await;
+    // Removed and expired passes end up revoked as well.
+    env.publish(&pass_event("m2", 1, PassStatus::Active, "day", expiry(1)))
+        .await;
+    eventually("m2 granted", Duration::from_secs(10), || async {
+        env.grants_of("m2@example.com").len() == 2
+    })
+    .await;
+    env.publish(&pass_event("m2", 2, PassStatus::Removed, "day", expiry(1)))
+        .await;
+    env.publish(&pass_event("m3", 1, PassStatus::Active, "day", expiry(2)))
+        .await;
+    eventually("m3 granted", Duration::from_secs(10), || async {
+        env.grants_of("m3@example.com").len() == 2
+    })
+    .await;
+    env.publish(&pass_event(
+        "m3",
+        2,
+        PassStatus::Active,
+        "day",
+        Utc::now() - chrono::Duration::hours(1),
+    ))
+    .await;
+    eventually(
+        "m2 removed, m3 expired",
+        Duration::from_secs(10),
+        || async {
+            env.grants_of("m2@example.com").is_empty() && env.grants_of("m3@example.com").is_empty()
+        },
+    )
+    .await;
+    env.finish(h).await;
+}
+
+#[tokio::test]
+async fn duplicates_and_reordering_create_no_extra_grants() {
+    let env = Env::new().await;
+    let h = env.start(TapkeyHandler::new()).await;
+    let exp = expiry(5);
+    let r2 = pass_event("d1", 2, PassStatus::Active, "day", exp);
+    let r1 = pass_event("d1", 1, PassStatus::Active, "day", expiry(1));
+    env.publish(&r2).await;
+    env.publish(&r2).await; // same Nats-Msg-Id: deduplicated by JetStream
+    let mut again = r2.clone();
+    again.id = uuid::Uuid::now_v7();
+    env.publish(&again).await; // same revision, new id: skipped by the revision check
+    env.publish(&r1).await; // older revision arriving late: skipped
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let g = env.grants_of("d1@example.com");
+    assert_eq!(g.len(), 2);
+    assert!(g.iter().all(|x| x.1 == Some(exp)));
+    assert_eq!(
+        env.sim
+            .state()
+            .count_calls(Vendor::Tapkey, "PUT", "/Grants"),
+        2
+    );
+    env.finish(h).await;
+}
+
+#[tokio::test]
+async fn converges_under_20_percent_vendor_faults_without_duplicates() {
+    let env = Env::new().await;
+    let st = env.sim.state();
+    st.add_fault(
+        FaultRule::probability(Vendor::Tapkey, FaultKind::Status503, 0.08).on_path("/api/v1"),
+    );
+    st.add_fault(
+        FaultRule::probability(Vendor::Tapkey, FaultKind::Status500, 0.04).on_path("/api/v1"),
+    );
+    st.add_fault(
+        FaultRule::probability(
+            Vendor::Tapkey,
+            FaultKind::Status429 {
+                retry_after_secs: 0,
+            },
+            0.04,
+        )
+        .on_path("/api/v1"),
+    );
+    st.add_fault(
+        FaultRule::probability(Vendor::Tapkey, FaultKind::DropConnection, 0.04).on_path("/api/v1"),
+    );
+    let mut cfg = env.config();
+    cfg.max_deliver = 30;
+    let h = worker_runtime::start(cfg, TapkeyHandler::new())
+        .await
+        .unwrap();
+    let n = 40;
+    for i in 0..n {
+        env.publish(&pass_event(
+            &format!("f{i}"),
+            1,
+            PassStatus::Active,
+            "day",
+            expiry(2),
+        ))
+        .await;
+    }
+    eventually("all converge", Duration::from_secs(60), || async {
+        (0..n).all(|i| env.grants_of(&format!("f{i}@example.com")).len() == 2)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let grants = st.tapkey_grants();
+    // Exactly one grant per (member, lock): no duplicates created by retries.
+    assert_eq!(grants.len(), 2 * n, "grants: {}", grants.len());
+    assert!(grants.iter().all(|g| g.active));
+    assert!(
+        st.calls_for(Vendor::Tapkey)
+            .iter()
+            .any(|c| c.injected_fault)
+    );
+    env.finish(h).await;
+}
+
+/// Applies for real, then "crashes" before the runtime can record the binding and ack.
+struct CrashAfterApply {
+    inner: TapkeyHandler,
+    applied: tokio::sync::mpsc::UnboundedSender<()>,
+}
+
+impl Handler for CrashAfterApply {
+    fn name(&self) -> &'static str {
+        tapkey_adapter::NAME
+    }
+    fn vendor(&self) -> accesshub_connections::Vendor {
+        self.inner.vendor()
+    }
+    fn kinds(&self) -> &[accesshub_domain::EventKind] {
+        self.inner.kinds()
+    }
+    fn marks_attempts(&self) -> bool {
+        self.inner.marks_attempts()
+    }
+    async fn apply(
+        &self,
+        ctx: &ApplyContext,
+        event: &Event,
+        binding: Option<&Binding>,
+    ) -> Result<ApplyOutcome, HandlerError> {
+        self.inner.apply(ctx, event, binding).await?;
+        let _ = self.applied.send(());
+        std::future::pending().await
+    }
+}
+
+impl Env {
+    /// Grant lists received by the simulator.
+    fn lists(&self) -> usize {
+        self.sim
+            .state()
+            .count_calls(Vendor::Tapkey, "GET", "/Grants")
+    }
+
+    /// A worker whose handler crashes right after applying, and news of each apply.
+    async fn start_crashing(&self) -> (WorkerHandle, tokio::sync::mpsc::UnboundedReceiver<()>) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let h = self
+            .start(CrashAfterApply {
+                inner: TapkeyHandler::new(),
+                applied: tx,
+            })
+            .await;
+        (h, rx)
+    }
+}
+
+async fn applied(rx: &mut tokio::sync::mpsc::UnboundedReceiver<()>) {
+    tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .unwrap();
+}
+
+async fn binding_of(env: &Env, key: &str) -> Option<worker_runtime::Binding> {
+    worker_runtime::get_binding(
+        &env.db.pool,
+        &worker_runtime::BindingKey {
+            tenant: "cowork".into(),
+            vendor: "tapkey".into(),
+            kind: "pass".into(),
+            booking_key: key.into(),
+        },
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn crash_between_vendor_call_and_ack_creates_no_second_grant() {
+    let env = Env::new().await;
+    let (h, mut rx) = env.start_crashing().await;
+    env.publish(&pass_event("c1", 1, PassStatus::Active, "day", expiry(2)))
+        .await;
+    applied(&mut rx).await;
+    assert_eq!(env.grants_of("c1@example.com").len(), 2);
+    assert_eq!(
+        env.lists(),
+        0,
+        "a new pass's first attempt skips the grants list"
+    );
+    h.abort().await; // no binding, no ack
+    let h = env.start(TapkeyHandler::new()).await;
+    eventually(
+        "redelivered and recorded",
+        Duration::from_secs(20),
+        || async { binding_of(&env, "c1").await.is_some() },
+    )
+    .await;
+    assert_eq!(env.sim.state().tapkey_grants().len(), 2, "no second grant");
+    assert_eq!(
+        env.sim
+            .state()
+            .count_calls(Vendor::Tapkey, "PUT", "/Grants"),
+        2
+    );
+    env.finish(h).await;
+}
+
+/// The grants list is skipped only on a booking's provably first attempt: after a crash
+/// between the grant PUT and the record, a *newer* revision (a first delivery, no binding yet)
+/// must still find and replace the crashed attempt's grants — a plain "no binding and first
+/// delivery" rule would leave them active next to new ones.
+#[tokio::test]
+async fn after_a_crash_a_newer_revision_still_finds_the_crashed_attempts_grants() {
+    use chrono::DurationRound as _;
+    let env = Env::new().await;
+    let (h, mut rx) = env.start_crashing().await;
+    let from = (Utc::now() - chrono::Duration::hours(1))
+        .duration_trunc(chrono::Duration::seconds(1))
+        .unwrap();
+    let with_from = |rev: i64, exp: DateTime<Utc>| {
+        let mut ev = pass_event("c2", rev, PassStatus::Active, "day", exp);
+        if let EventBody::Pass(p) = &mut ev.body {
+            p.valid_from = Some(from);
+        }
+        ev
+    };
+    env.publish(&with_from(1, expiry(2))).await;
+    applied(&mut rx).await;
+    assert_eq!(env.grants_of("c2@example.com").len(), 2);
+    assert_eq!(env.lists(), 0);
+    h.abort().await; // crashed: grants at Tapkey, no binding, no ack
+    let exp2 = expiry(5);
+    env.publish(&with_from(2, exp2)).await;
+    let h = env.start(TapkeyHandler::new()).await;
+    eventually(
+        "revision 2 applied, revision 1 skipped",
+        Duration::from_secs(20),
+        || async {
+            let skipped = h.registry().encode().lines().any(|l| {
+                l.starts_with("accesshub_worker_messages_total")
+                    && l.contains("outcome=\"skipped\"")
+                    && !l.ends_with(" 0")
+            });
+            let g = env.grants_of("c2@example.com");
+            g.len() == 2 && g.iter().all(|x| x.1 == Some(exp2)) && skipped
+        },
+    )
+    .await;
+    let all = env.sim.state().tapkey_grants();
+    assert_eq!(
+        all.iter().filter(|g| g.active).count(),
+        2,
+        "one grant per lock"
+    );
+    assert_eq!(all.iter().filter(|g| g.state == "Revoked").count(), 2);
+    env.finish(h).await;
+}
+
+fn nameless(key: &str) -> Event {
+    let mut ev = pass_event(key, 1, PassStatus::Active, "day", expiry(2));
+    if let EventBody::Pass(p) = &mut ev.body {
+        p.holder.name = None;
+    }
+    ev
+}
+
+/// A new holder without a name, on the booking's first attempt: one grant PUT per lock that
+/// names the contact by e-mail (no contact PUT, no grants list). A crash right after still
+/// ends with one grant per lock, and the contact id Tapkey reported is recorded.
+#[tokio::test]
+async fn a_nameless_new_holder_costs_one_call_per_lock_even_across_a_crash() {
+    let env = Env::new().await;
+    let st = env.sim.state().clone();
+    let (h, mut rx) = env.start_crashing().await;
+    env.publish(&nameless("n1")).await;
+    applied(&mut rx).await;
+    assert_eq!(st.count_calls(Vendor::Tapkey, "PUT", "/Contacts"), 0);
+    assert_eq!(env.lists(), 0);
+    assert_eq!(st.count_calls(Vendor::Tapkey, "PUT", "/Grants"), 2);
+    assert_eq!(
+        env.grants_of("n1@example.com").len(),
+        2,
+        "contact made by Tapkey"
+    );
+    h.abort().await;
+    let h = env.start(TapkeyHandler::new()).await;
+    env.publish(&nameless("n2")).await;
+    eventually("both recorded", Duration::from_secs(20), || async {
+        binding_of(&env, "n1").await.is_some() && binding_of(&env, "n2").await.is_some()
+    })
+    .await;
+    assert_eq!(env.grants_of("n1@example.com").len(), 2);
+    assert_eq!(env.grants_of("n2@example.com").len(), 2);
+    assert_eq!(
+        st.tapkey_grants().len(),
+        4,
+        "no second grant after the crash"
+    );
+    assert_eq!(st.count_calls(Vendor::Tapkey, "PUT", "/Grants"), 4);
+    for key in ["n1", "n2"] {
+        let b = binding_of(&env, key).await.unwrap();
+        let contact = st
+            .tapkey_contacts()
+            .into_iter()
+            .find(|c| c.identifier == format!("{key}@example.com"))
+            .unwrap();
+        assert_eq!(b.vendor_ids["contact_id"], contact.id.as_str(), "{key}");
+        assert_eq!(b.vendor_ids["grants"].as_object().unwrap().len(), 2);
+    }
+    env.finish(h).await;
+}
+
+#[tokio::test]
+async fn retry_after_is_honoured_and_tokens_refresh() {
+    let env = Env::new().await;
+    let st = env.sim.state();
+    st.add_fault(
+        FaultRule::next_n(
+            Vendor::Tapkey,
+            FaultKind::Status429 {
+                retry_after_secs: 2,
+            },
+            1,
+        )
+        .on_path("/Grants"),
+    );
+    let h = env.start(TapkeyHandler::new()).await;
+    let t0 = Instant::now();
+    env.publish(&pass_event("ra", 1, PassStatus::Active, "day", expiry(2)))
+        .await;
+    eventually("granted", Duration::from_secs(15), || async {
+        env.grants_of("ra@example.com").len() == 2
+    })
+    .await;
+    assert!(t0.elapsed() >= Duration::from_secs(2), "{:?}", t0.elapsed());
+    assert_eq!(st.count_calls(Vendor::Tapkey, "POST", "/connect/token"), 1);
+    // Tokens expire at the vendor: the next event refreshes once and succeeds.
+    st.advance_clock(Duration::from_secs(2 * 3600));
+    env.publish(&pass_event("tr", 1, PassStatus::Active, "day", expiry(2)))
+        .await;
+    eventually("granted after refresh", Duration::from_secs(15), || async {
+        env.grants_of("tr@example.com").len() == 2
+    })
+    .await;
+    assert_eq!(st.count_calls(Vendor::Tapkey, "POST", "/connect/token"), 2);
+    env.finish(h).await;
+}
+
+#[tokio::test]
+async fn unmapped_pass_type_is_dead_lettered_with_reason() {
+    let env = Env::new().await;
+    let h = env.start(TapkeyHandler::new()).await;
+    let ev = pass_event("u1", 1, PassStatus::Active, "weekend", expiry(2));
+    env.publish(&ev).await;
+    let stream = env
+        .tb
+        .bus
+        .js
+        .get_stream(env.tb.bus.stream_name(subjects::DLQ_STREAM))
+        .await
+        .unwrap();
+    let subj = env
+        .tb
+        .bus
+        .subject(&subjects::dlq(tapkey_adapter::NAME, &ev.subject()));
+    eventually("dead letter", Duration::from_secs(10), || async {
+        stream.get_last_raw_message_by_subject(&subj).await.is_ok()
+    })
+    .await;
+    let m = stream.get_last_raw_message_by_subject(&subj).await.unwrap();
+    let dl: DeadLetter = serde_json::from_slice(&m.payload).unwrap();
+    assert_eq!(dl.class, ErrorClass::Permanent);
+    assert!(
+        dl.reason.contains("\"weekend\" is not mapped"),
+        "{}",
+        dl.reason
+    );
+    assert_eq!(dl.booking_key.as_deref(), Some("u1"));
+    assert!(env.grants_of("u1@example.com").is_empty());
+    env.finish(h).await;
+}
