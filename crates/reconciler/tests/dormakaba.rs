@@ -119,7 +119,7 @@ async fn ingest(
 }
 
 fn rid(key: &str) -> String {
-    dormakaba_adapter::plan::reservation_id(TENANT, key)
+    dormakaba_adapter::desired::reservation_id(TENANT, key)
 }
 
 fn booking(sim: &vendor_sim::SimHandle, key: &str) -> Option<vendor_sim::dormakaba::Booking> {

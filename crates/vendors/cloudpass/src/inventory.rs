@@ -9,7 +9,7 @@
 //! Compared fields are exactly those of the worker's `BookingFields::matches`: normalized plate,
 //! valid_from, valid_until (UTC, whole seconds) and time restriction — plus the site. The guest
 //! name is informational and not compared. The desired side ([`desired_objects`]) is the
-//! worker's own pure [`crate::desired_bookings`], the function its `apply` sets.
+//! worker's own pure [`crate::desired::desired_bookings`], the function its `apply` sets.
 
 use std::{collections::BTreeSet, sync::Arc};
 
@@ -32,9 +32,9 @@ pub const PAGE_CONCURRENCY: usize = 4;
 
 /// Our reference for one plate of one reservation (what cloudpass-worker sets).
 pub fn reference(tenant: &str, booking_key: &str, plate: &str) -> String {
-    format!(
-        "{}:{plate}",
-        worker_runtime::reference(tenant, EventKind::Reservation, booking_key)
+    crate::desired::plate_reference(
+        &worker_runtime::reference(tenant, EventKind::Reservation, booking_key),
+        plate,
     )
 }
 

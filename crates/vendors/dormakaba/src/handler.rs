@@ -24,10 +24,10 @@ use tokio::sync::OnceCell;
 use vendor_http::RateLimiter;
 use worker_runtime::{ApplyContext, ApplyOutcome, Binding, ClientCache, Handler, HandlerError};
 
-use crate::exec::{ExecReport, Throttle, execute};
+use crate::apply::{ExecReport, Throttle, execute};
+use crate::client::{SoapClient, SoapConfig, SoapError};
+use crate::desired::{self, LockRecord, Op};
 use crate::keyreq::{self, StoredStatus};
-use crate::plan::{self, LockRecord, Op};
-use crate::soap::{SoapClient, SoapConfig, SoapError};
 
 /// Worker and durable consumer name.
 pub const WORKER: &str = "dormakaba-worker";
@@ -120,28 +120,28 @@ impl DormakabaHandler {
         binding: Option<&Binding>,
     ) -> Result<ApplyOutcome, HandlerError> {
         let (client, s) = self.client(ctx).await?;
-        let d = plan::desired(&event.tenant, &event.booking_key, r, s)?;
+        let d = desired::desired(&event.tenant, &event.booking_key, r, s)?;
         let mut rec = binding
             .map(|b| LockRecord::from_json(&b.vendor_ids))
             .unwrap_or_default();
-        let mut ops = plan::plan_reservation(&d, &rec)?;
+        let mut ops = desired::plan_reservation(&d, &rec)?;
         // The runtime only hands over an event whose revision equals the binding's when the
         // reconciler forced it (SYNC `apply`): it found the lock system out of step although
         // our record matches. Re-assert, so a booking lost at the lock system is noticed and
         // re-created below.
         let forced = binding.is_some_and(|b| b.applied_revision == event.revision);
-        if forced && ops.is_empty() && plan::access_wanted(&d, Utc::now()) && rec.live() {
+        if forced && ops.is_empty() && desired::access_wanted(&d, Utc::now()) && rec.live() {
             ops.push(Op::ExtendCheckOut);
         }
         if ctx.attempt > 1 {
-            plan::cancel_before_resend(&mut ops);
+            desired::cancel_before_resend(&mut ops);
         }
         let limiter = Limiter(&ctx.rate_limiter);
         let result = match execute(&client, &limiter, &d, &mut rec, &ops, s.key_size).await {
             // The lock system lost the booking our record says exists (removed by hand at the
             // front desk): create it again, without a card, and re-send the mobile key.
             Err(f)
-                if plan::is_gone(&f.error)
+                if desired::is_gone(&f.error)
                     && d.wants_access
                     && rec.booked
                     && !matches!(
@@ -153,7 +153,7 @@ impl DormakabaHandler {
                     "booking gone at the lock system; re-creating it");
                 rec.booked = false;
                 rec.mobile_key = None;
-                let again = plan::plan_recreate(&d)?;
+                let again = desired::plan_recreate(&d)?;
                 execute(&client, &limiter, &d, &mut rec, &again, s.key_size).await
             }
             other => other,
@@ -185,7 +185,7 @@ impl DormakabaHandler {
         let rid = rec
             .reservation_id
             .clone()
-            .unwrap_or_else(|| plan::reservation_id(&cmd.tenant, &cmd.booking_key));
+            .unwrap_or_else(|| desired::reservation_id(&cmd.tenant, &cmd.booking_key));
         if cmd.reference != rid {
             tracing::warn!(reference = %cmd.reference, reservation_id = %rid,
                 "removal names another ReservationID than the binding holds; nothing done");
@@ -194,14 +194,14 @@ impl DormakabaHandler {
         let (client, s) = self.client(ctx).await?;
         // Wanted again since the run looked (re-confirmed, extended)? Then keep it.
         if let Some(r) = load_reservation(&self.pool, &cmd.tenant, &cmd.booking_key).await? {
-            let d = plan::desired(&cmd.tenant, &cmd.booking_key, &r, s)?;
-            if plan::access_wanted(&d, Utc::now()) {
+            let d = desired::desired(&cmd.tenant, &cmd.booking_key, &r, s)?;
+            if desired::access_wanted(&d, Utc::now()) {
                 tracing::info!(reservation_id = %rid, "reservation wants access again; not checked out");
                 return Ok(());
             }
         }
         let gone_ok = |r: Result<_, SoapError>| match r {
-            Err(e) if !plan::is_gone(&e) => Err(HandlerError::from(e)),
+            Err(e) if !desired::is_gone(&e) => Err(HandlerError::from(e)),
             _ => Ok(()),
         };
         if let Some(m) = rec.mobile_key.clone() {
@@ -247,7 +247,7 @@ impl DormakabaHandler {
                 .await);
         };
         let (client, s) = self.client(ctx).await?;
-        let d = match plan::desired_for_key_request(tenant, &req.reservation_key, &r, s) {
+        let d = match desired::desired_for_key_request(tenant, &req.reservation_key, &r, s) {
             Ok(d) => d,
             Err(e) => return Err(self.fail(ctx, tenant, req, e.into()).await),
         };
@@ -259,7 +259,7 @@ impl DormakabaHandler {
         let mut rec = load_record(&mut tx, tenant, &req.reservation_key)
             .await
             .map_err(StoreError::from)?;
-        let mut ops = match plan::plan_key_request(req, &d, &rec, s) {
+        let mut ops = match desired::plan_key_request(req, &d, &rec, s) {
             Ok(ops) => ops,
             Err(e) => return Err(self.fail(ctx, tenant, req, e.into()).await),
         };
@@ -280,7 +280,7 @@ impl DormakabaHandler {
                 .await);
         }
         if interrupted {
-            plan::cancel_before_resend(&mut ops);
+            desired::cancel_before_resend(&mut ops);
         }
         keyreq::mark_in_flight(&self.pool, tenant, req).await?;
         let limiter = Limiter(&ctx.rate_limiter);

@@ -5,7 +5,7 @@
 //! booking is gone. A sync therefore walks the desired side — the reservations in Postgres
 //! joined with dormakaba-worker's binding records (what the worker set at the lock system), as
 //! the reconciler's probing engine streams them — and, per reservation, applies the worker's own
-//! rules ([`plan::sync_check`]):
+//! rules ([`desired::sync_check`]):
 //!
 //! | desired state vs record | probe / repair | counted |
 //! | --- | --- | --- |
@@ -47,8 +47,8 @@ use futures::{FutureExt as _, StreamExt as _, future::BoxFuture, stream::BoxStre
 use vendor_http::RateLimiter;
 
 use crate::{
-    plan::{self, LockRecord, SyncCheck},
-    soap::{SoapClient, SoapConfig, SoapError},
+    client::{SoapClient, SoapConfig, SoapError},
+    desired::{self, LockRecord, SyncCheck},
 };
 
 const VENDOR: &str = "dormakaba";
@@ -159,7 +159,7 @@ struct ProbeJob {
     on_gone: Verdict,
 }
 
-/// The worker's rules ([`plan::sync_check`]) on the desired state and the record.
+/// The worker's rules ([`desired::sync_check`]) on the desired state and the record.
 fn plan_job(
     conn: &Connection,
     s: &DormakabaSettings,
@@ -172,7 +172,7 @@ fn plan_job(
     let EventBody::Reservation(r) = &event.body else {
         return fail("not a reservation".into());
     };
-    let d = match plan::desired(&conn.tenant, key, r, s) {
+    let d = match desired::desired(&conn.tenant, key, r, s) {
         Ok(d) => d,
         Err(e) => return fail(e.to_string()),
     };
@@ -185,7 +185,7 @@ fn plan_job(
         reference: rid.to_owned(),
         vendor_id: rid.to_owned(),
     };
-    match plan::sync_check(&d, &rec, now) {
+    match desired::sync_check(&d, &rec, now) {
         SyncCheck::InSync => Job::Done(Verdict::InSync),
         SyncCheck::Unrepairable(m) => fail(m),
         SyncCheck::Apply { create } => Job::Done(Verdict::Apply(if create {
@@ -230,7 +230,7 @@ async fn probe(client: &SoapClient, limiter: &RateLimiter, job: ProbeJob) -> Ver
                     "{rid}: checked out at the lock system by hand; the ReservationID cannot be reused, cut a new key at the front desk"
                 ));
             }
-            Err(e) if plan::is_gone(&e) => return on_gone,
+            Err(e) if desired::is_gone(&e) => return on_gone,
             Err(e) if e.class() == ErrorClass::Transient && attempt + 1 < PROBE_ATTEMPTS => {
                 attempt += 1;
                 let wait = e

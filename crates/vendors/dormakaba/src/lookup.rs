@@ -12,7 +12,7 @@ use accesshub_connections::{
 };
 use accesshub_domain::Classify;
 
-use crate::soap::{SoapClient, SoapConfig};
+use crate::client::{SoapClient, SoapConfig};
 
 /// `what` values this worker answers.
 pub const ENCODER_TEST: &str = "encoder-test";

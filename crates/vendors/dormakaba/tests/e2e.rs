@@ -16,8 +16,8 @@ use accesshub_domain::{
 use accesshub_testkit::{TestBus, TestDb};
 use async_nats::jetstream::message::PublishMessage;
 use chrono::{Days, NaiveTime, Utc};
-use dormakaba_adapter::soap::{SoapClient, SoapConfig};
-use dormakaba_adapter::{DormakabaHandler, StoredStatus, WORKER, key_request_status, plan};
+use dormakaba_adapter::client::{SoapClient, SoapConfig};
+use dormakaba_adapter::{DormakabaHandler, StoredStatus, WORKER, desired, key_request_status};
 use uuid::Uuid;
 use vendor_sim::dormakaba::Product;
 use vendor_sim::{FaultKind, FaultRule, SimConfig, SimHandle, Vendor};
@@ -591,10 +591,10 @@ async fn no_second_booking_or_card_after_a_crash() {
     dormakaba_adapter::keyreq::mark_in_flight(&env.db.pool, TENANT, &req)
         .await
         .unwrap();
-    let d = plan::desired_for_key_request(TENANT, "C1", &r, &env.settings).unwrap();
+    let d = desired::desired_for_key_request(TENANT, "C1", &r, &env.settings).unwrap();
     let client = SoapClient::new(SoapConfig::from_settings(&env.settings)).unwrap();
     client
-        .create_new_booking(&plan::booking_request(&d, "1", 1, 0).unwrap())
+        .create_new_booking(&desired::booking_request(&d, "1", 1, 0).unwrap())
         .await
         .unwrap();
     assert_eq!(env.sim.state().dormakaba_keys(p).len(), 1);

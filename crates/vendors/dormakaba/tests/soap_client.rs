@@ -5,7 +5,7 @@ use accesshub_connections::{DormakabaProduct, Secret};
 use accesshub_domain::{Classify, ErrorClass};
 use chrono::{Duration, TimeZone, Utc};
 use chrono_tz::Europe::Amsterdam;
-use dormakaba_adapter::soap::{AreaMode, BookingRequest, CommonArea, SoapClient, SoapConfig};
+use dormakaba_adapter::client::{AreaMode, BookingRequest, CommonArea, SoapClient, SoapConfig};
 use vendor_sim::dormakaba::{DormakabaFixture, Product};
 use vendor_sim::{FaultKind, FaultRule, SimConfig, SimHandle, Vendor};
 

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::client::{
     Asset, IpassanClient, IpassanError, NewBooking, NewPerson, PERSON_TYPE_RESIDENT, Person,
 };
-use crate::rules::{self, Desired, Ours, RuleError};
+use crate::desired::{self, Desired, Ours, RuleError};
 
 /// What we hold at iPassan for one booking; stored in the binding so the next event knows
 /// where the previous booking lives (the facility, and so the asset, may change).
@@ -219,10 +219,10 @@ async fn book(
     b: &FacilityBooking,
     previous: Option<&VendorIds>,
 ) -> Result<Applied, ApplyError> {
-    let asset_id = rules::asset_for(settings, target.tenant, target.connection, &b.facility_id)?;
+    let asset_id = desired::asset_for(settings, target.tenant, target.connection, &b.facility_id)?;
     let asset = asset_of(client, &b.facility_id, asset_id).await?;
     // Rules first: a window iPassan would refuse must not cost the current booking.
-    rules::check_window(&asset, b.start, b.end)?;
+    desired::check_window(&asset, b.start, b.end)?;
     let person = person_for(client, &b.resident).await?;
     let desired = Desired {
         asset: asset.uuid.clone(),
@@ -231,13 +231,13 @@ async fn book(
         end: b.end,
     };
     let ours = all_ours(client, Some(&asset.uuid), previous, target.reference).await?;
-    let plan = rules::plan(&desired, &ours, asset.one_booking_per_slot);
+    let plan = desired::plan(&desired, &ours, asset.one_booking_per_slot);
 
     let mut booked = plan.keep.as_ref().map(|k| k.booking.clone());
     if plan.create {
         if asset.one_booking_per_slot {
             let all = client.list_bookings(&asset.uuid, None).await?;
-            rules::check_overlap(&asset, &all, target.reference, b.start, b.end)?;
+            desired::check_overlap(&asset, &all, target.reference, b.start, b.end)?;
         }
         for o in &plan.delete_first {
             delete(client, o).await?;
@@ -254,8 +254,8 @@ async fn book(
                 tracing::info!(
                     asset = %asset.uuid,
                     booking = %created.uuid,
-                    start = %rules::ts(&b.start),
-                    end = %rules::ts(&b.end),
+                    start = %desired::ts(&b.start),
+                    end = %desired::ts(&b.end),
                     "ipassan asset booking created"
                 );
                 booked = Some(created);
@@ -322,7 +322,7 @@ fn classify_create_error(
     if e.status() == Some(422)
         && let Some(r) = e
             .vendor_message()
-            .and_then(|m| rules::missing_profile(m, asset, resident.email.trim(), &person.uuid))
+            .and_then(|m| desired::missing_profile(m, asset, resident.email.trim(), &person.uuid))
     {
         return r.into();
     }

@@ -48,7 +48,7 @@ pub fn desired_objects(conn: &Connection, event: &Event) -> Result<Vec<DesiredOb
     if f.status != FacilityStatus::Booked {
         return Ok(Vec::new());
     }
-    let asset = crate::rules::asset_for(s, &event.tenant, &conn.name, &f.facility_id)
+    let asset = crate::desired::asset_for(s, &event.tenant, &conn.name, &f.facility_id)
         .map_err(|e| e.to_string())?;
     Ok(vec![DesiredObject {
         reference: worker_runtime::reference(

@@ -9,7 +9,7 @@ use accesshub_domain::{Classify, ErrorClass, FacilityBooking, FacilityStatus, Re
 use chrono::{DateTime, Utc};
 use ipassan_adapter::apply::{self, ApplyError, Target, VendorIds};
 use ipassan_adapter::client::{IpassanClient, IpassanError, NewBooking};
-use ipassan_adapter::rules::RuleError;
+use ipassan_adapter::desired::RuleError;
 use vendor_http::{HttpSettings, VendorClient};
 use vendor_sim::ipassan::{
     Asset, DEMO_ASSET_BBQ, DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, DEMO_PERSON_JAN, DEMO_SITE,

@@ -21,6 +21,7 @@ use accesshub_domain::{Event, EventBody, EventKind};
 use chrono::{DateTime, SecondsFormat, Utc};
 use futures::{StreamExt as _, TryStreamExt as _, stream::BoxStream};
 
+use crate::desired::desired_grants;
 use accesshub_inventory::{
     DesiredObject, Fingerprint, Inventory, InventoryError, Records, VendorObject, with_retry,
 };
@@ -50,7 +51,8 @@ fn settings(conn: &Connection) -> Result<&TapkeySettings, InventoryError> {
     }
 }
 
-/// The grants a pass should have (pure; mirrors tapkey-worker's `apply`).
+/// The grants a pass should have: the worker's own [`desired_grants`], reduced to reference
+/// and fingerprint.
 pub fn desired_objects(
     conn: &Connection,
     event: &Event,
@@ -60,22 +62,13 @@ pub fn desired_objects(
     let EventBody::Pass(pass) = &event.body else {
         return Ok(Vec::new());
     };
-    if !pass.wants_access(now) {
-        return Ok(Vec::new());
-    }
-    let locks = s.pass_types.get(&pass.pass_type).ok_or_else(|| {
-        format!(
-            "pass type {:?} is not mapped to any Tapkey lock",
-            pass.pass_type
-        )
-    })?;
-    let before = DateTime::from_timestamp_millis(pass.expires_at.timestamp_millis())
-        .unwrap_or(pass.expires_at);
+    let d = desired_grants(s, pass, now);
+    let locks = d.wanted_locks(&pass.pass_type).map_err(|e| e.to_string())?;
     Ok(locks
         .iter()
         .map(|lock| DesiredObject {
             reference: reference(&event.booking_key, lock),
-            fingerprint: fingerprint(lock, Some(&before)),
+            fingerprint: fingerprint(lock, Some(&d.valid_before)),
         })
         .collect())
 }

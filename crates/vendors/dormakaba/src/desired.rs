@@ -7,7 +7,7 @@ use accesshub_domain::{Classify, ErrorClass, KeyAction, KeyRequest, Reservation}
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::soap::{AreaMode, BookingRequest, CommonArea};
+use crate::client::{AreaMode, BookingRequest, CommonArea};
 
 /// Longest `ReservationID` we send. Messenger documents no limit; PMS reservation numbers are
 /// short, so we stay well inside what lock systems store and hash anything longer.
@@ -381,7 +381,7 @@ pub fn cancel_before_resend(ops: &mut Vec<Op>) {
 pub const GONE_FAULTS: &[&str] = &["ReservationNotFound", "ReservationCheckedOut"];
 
 /// Whether `e` says the booking is gone at the lock system (see [`GONE_FAULTS`]).
-pub fn is_gone(e: &crate::soap::SoapError) -> bool {
+pub fn is_gone(e: &crate::client::SoapError) -> bool {
     e.fault_code()
         .is_some_and(|c| GONE_FAULTS.iter().any(|g| g.eq_ignore_ascii_case(c.trim())))
 }

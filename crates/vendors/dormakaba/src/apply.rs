@@ -1,8 +1,8 @@
 //! Runs planned operations against the lock system, recording each success in the
 //! [`LockRecord`] as it goes so a failure part-way leaves an accurate record.
 
-use crate::plan::{Desired, LockRecord, Op, booking_request, record_done};
-use crate::soap::{SoapClient, SoapError};
+use crate::client::{SoapClient, SoapError};
+use crate::desired::{Desired, LockRecord, Op, booking_request, record_done};
 
 /// What a run of operations produced.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -57,7 +57,7 @@ pub async fn execute<T: Throttle>(
         let result = match run_one(client, d, rec, op, key_size).await {
             // Ending access the lock system no longer has (checked out or deleted by hand at
             // the front desk) is done already.
-            Err(e) if crate::plan::is_gone(&e) => match op {
+            Err(e) if crate::desired::is_gone(&e) => match op {
                 Op::CheckOut => Ok(("CheckOutGuest (already gone)", None, String::new())),
                 Op::CancelMobileKey(_) => Ok((
                     "CancelGuestsMobileAccessToRoom (already gone)",
@@ -116,7 +116,7 @@ async fn run_one(
     key_size: u32,
 ) -> Result<(&'static str, Option<String>, String), SoapError> {
     let rid = &d.reservation_id;
-    let bad_plan = |e: crate::plan::PlanError| SoapError::Config(e.to_string());
+    let bad_plan = |e: crate::desired::PlanError| SoapError::Config(e.to_string());
     let r = match op {
         Op::CreateBooking { encoder, key_count } => {
             let b = booking_request(d, encoder, *key_count, key_size).map_err(bad_plan)?;
