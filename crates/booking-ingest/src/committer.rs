@@ -17,6 +17,7 @@ use std::{
 };
 
 use accesshub_domain::{Classify as _, ErrorClass, Event, EventBody};
+use accesshub_retry::{Backoff, RetryPolicy};
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -172,8 +173,15 @@ async fn run(
     }
 }
 
+/// A failed group commit: three quick retries (20 ms doubling to 80 ms, jittered) on transient
+/// errors, since the webhook senders are waiting for the answer; then 503 and they retry.
+const COMMIT_RETRY: RetryPolicy = RetryPolicy::limited(
+    Backoff::new(Duration::from_millis(20), Duration::from_millis(80)),
+    3,
+);
+
 async fn process(pool: &PgPool, batch: Vec<Job>, wake: &Notify, metrics: &IngestMetrics) {
-    let mut attempt = 0u32;
+    let mut retries = COMMIT_RETRY.attempts();
     loop {
         let started = std::time::Instant::now();
         match write_batch(pool, &batch).await {
@@ -195,11 +203,11 @@ async fn process(pool: &PgPool, batch: Vec<Job>, wake: &Notify, metrics: &Ingest
                 return;
             }
             Err(e) => {
-                let class = accesshub_store::StoreError::Db(e).class();
-                attempt += 1;
-                if class == ErrorClass::Transient && attempt < 4 {
-                    tracing::warn!(attempt, "batch commit failed, retrying");
-                    tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt))).await;
+                let err = accesshub_store::StoreError::Db(e);
+                let class = err.class();
+                if let Some(wait) = retries.next_wait_after(&err) {
+                    tracing::warn!(attempt = retries.retries(), ?wait, error = %err, "batch commit failed, retrying");
+                    tokio::time::sleep(wait).await;
                     continue;
                 }
                 if batch.len() > 1 && class == ErrorClass::Permanent {

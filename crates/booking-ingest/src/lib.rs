@@ -20,6 +20,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use accesshub_bus::Bus;
 use accesshub_config::{CommonConfig, env_duration, env_or};
+use accesshub_retry::{Backoff, RetryPolicy, sleep_unless_cancelled};
 use accesshub_store::SecretBox;
 use accesshub_telemetry::{Registry, ops};
 use axum::{Router, middleware, routing::post};
@@ -250,6 +251,13 @@ impl IngestHandle {
     }
 }
 
+/// Waiting for NATS in the background (streams, the ingest subscription): until it answers or
+/// the service stops.
+const NATS_WAIT: RetryPolicy = RetryPolicy::forever(Backoff::new(
+    Duration::from_millis(500),
+    Duration::from_secs(10),
+));
+
 /// Starts booking-ingest: pool (and migrations), NATS (streams ensured in the background if
 /// NATS is down), committers, relay, NATS ingest and the HTTP server.
 pub async fn start(cfg: IngestConfig) -> Result<IngestHandle, IngestError> {
@@ -277,23 +285,25 @@ pub async fn start(cfg: IngestConfig) -> Result<IngestHandle, IngestError> {
     }
     let bus = accesshub_bus::connect(&cfg.common).await?;
     let mut side = Vec::new();
-    match tokio::time::timeout(Duration::from_secs(5), bus.ensure_streams()).await {
-        Ok(Ok(())) => {}
-        other => {
-            tracing::warn!(result = ?other.err().map(|_| "timeout"), "streams not ensured yet (NATS down?); retrying in the background");
-            let b = bus.clone();
-            side.push(tokio::spawn(async move {
-                let mut delay = Duration::from_millis(500);
-                loop {
-                    tokio::time::sleep(delay).await;
-                    if b.is_connected() && b.ensure_streams().await.is_ok() {
-                        tracing::info!("streams ensured");
-                        return;
-                    }
-                    delay = (delay * 2).min(Duration::from_secs(10));
+    let ensured = match tokio::time::timeout(Duration::from_secs(5), bus.ensure_streams()).await {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(e.to_string()),
+        Err(_) => Some("timed out after 5 s".to_owned()),
+    };
+    if let Some(error) = ensured {
+        tracing::warn!(%error, "streams not ensured yet (NATS down?); retrying in the background");
+        let b = bus.clone();
+        // Until they exist (the task is aborted at shutdown).
+        side.push(tokio::spawn(async move {
+            let mut waits = NATS_WAIT.attempts();
+            loop {
+                tokio::time::sleep(waits.next_wait().unwrap_or(NATS_WAIT.backoff.max)).await;
+                if b.is_connected() && b.ensure_streams().await.is_ok() {
+                    tracing::info!("streams ensured");
+                    return;
                 }
-            }));
-        }
+            }
+        }));
     }
     let registry = Registry::new();
     let metrics = metrics::IngestMetrics::new(&registry);
@@ -348,18 +358,21 @@ pub async fn start(cfg: IngestConfig) -> Result<IngestHandle, IngestError> {
         Some(tokio::spawn(async move {
             let sub = match first {
                 Some(sub) => sub,
-                None => loop {
-                    match nats_ingest::subscribe(&st).await {
-                        Ok(sub) => break sub,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "NATS ingest subscribe failed; retrying")
+                None => {
+                    let mut waits = NATS_WAIT.attempts();
+                    loop {
+                        match nats_ingest::subscribe(&st).await {
+                            Ok(sub) => break sub,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "NATS ingest subscribe failed; retrying")
+                            }
+                        }
+                        let wait = waits.next_wait().unwrap_or(NATS_WAIT.backoff.max);
+                        if !sleep_unless_cancelled(wait, &stop).await {
+                            return;
                         }
                     }
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                        _ = stop.cancelled() => return,
-                    }
-                },
+                }
             };
             nats_ingest::run(Arc::new(st), sub, stop).await;
         }))

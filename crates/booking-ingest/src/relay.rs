@@ -16,6 +16,7 @@ use std::{
 
 use accesshub_bus::Bus;
 use accesshub_domain::headers;
+use accesshub_retry::{Backoff, RetryPolicy};
 use async_nats::jetstream::{self, context::PublishAckFuture, message::PublishMessage};
 use bytes::Bytes;
 use serde::Deserialize;
@@ -131,7 +132,12 @@ impl Relay {
 
     /// Runs until `stop`, then makes a final pass (bounded) so accepted events leave promptly.
     pub async fn run(mut self, wake: Arc<Notify>, stop: CancellationToken) {
-        let mut backoff = Duration::from_millis(100);
+        // Retried until `stop`: accepted events wait in the outbox, never dropped.
+        let mut failures = RetryPolicy::forever(Backoff::new(
+            Duration::from_millis(100),
+            self.cfg.max_backoff,
+        ))
+        .attempts();
         let mut last_pass: Option<Instant> = None;
         loop {
             if let Some(since) = last_pass.map(|t| t.elapsed())
@@ -143,14 +149,13 @@ impl Relay {
             let mut wait = self.cfg.poll;
             match self.pass().await {
                 Ok(n) if n as i64 >= self.cfg.batch => {
-                    backoff = Duration::from_millis(100);
+                    failures.reset();
                     wait = Duration::ZERO;
                 }
-                Ok(_) => backoff = Duration::from_millis(100),
+                Ok(_) => failures.reset(),
                 Err(e) => {
-                    tracing::warn!(error = %e, backoff_ms = backoff.as_millis() as u64, "outbox relay pass failed");
-                    wait = backoff;
-                    backoff = (backoff * 2).min(self.cfg.max_backoff);
+                    wait = failures.next_wait().unwrap_or(self.cfg.max_backoff);
+                    tracing::warn!(error = %e, backoff_ms = wait.as_millis() as u64, "outbox relay pass failed");
                 }
             }
             self.housekeeping().await;

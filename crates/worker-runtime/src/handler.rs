@@ -120,6 +120,16 @@ impl std::fmt::Display for HandlerError {
     }
 }
 
+/// So the shared retry policy can decide on a handler's failure like on any library error.
+impl Classify for HandlerError {
+    fn class(&self) -> ErrorClass {
+        self.class
+    }
+    fn retry_after(&self) -> Option<Duration> {
+        self.retry_after
+    }
+}
+
 impl<E: Classify + std::error::Error> From<E> for HandlerError {
     fn from(e: E) -> Self {
         HandlerError {

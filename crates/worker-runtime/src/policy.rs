@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use accesshub_domain::ErrorClass;
-use rand::Rng as _;
+pub use accesshub_retry::Backoff;
+use accesshub_retry::RetryPolicy;
 
 use crate::handler::HandlerError;
 
@@ -16,42 +16,35 @@ pub enum Decision {
     DeadLetter,
 }
 
-/// Retry timing.
+/// Retry timing: the shared [`Backoff`] (full jitter, capped) and the largest `Retry-After`
+/// honoured. Kept as the runtime's own type so its configuration stays in one place.
 #[derive(Debug, Clone, Copy)]
-pub struct Backoff {
-    /// Delay cap of the first retry.
-    pub base: Duration,
-    /// Largest computed delay.
-    pub max: Duration,
+pub struct NakPolicy {
+    /// Delays of NAKs when the vendor names none.
+    pub backoff: Backoff,
     /// Largest `Retry-After` honoured.
     pub retry_after_max: Duration,
 }
 
-impl Backoff {
-    /// Exponential backoff with full jitter (AWS architecture blog): uniform in
-    /// `[cap/10, cap]` with `cap = min(max, base * 2^(delivered-1))`. The small floor keeps a
-    /// failing message from spinning when the draw is near zero.
+impl NakPolicy {
+    /// The jittered delay after `delivered` attempts (see [`Backoff::delay`]).
     pub fn delay(&self, delivered: u64) -> Duration {
-        let exp = u32::try_from(delivered.saturating_sub(1))
-            .unwrap_or(u32::MAX)
-            .min(20);
-        let cap = self.base.saturating_mul(1u32 << exp).min(self.max);
-        let cap_ms = u64::try_from(cap.as_millis()).unwrap_or(u64::MAX).max(1);
-        let ms = rand::rng().random_range(cap_ms / 10..=cap_ms);
-        Duration::from_millis(ms)
+        self.backoff.delay(delivered)
     }
 
     /// Transient failures retry until the last allowed delivery; permanent ones (and the last
     /// attempt) go to the DLQ. A vendor's `Retry-After` wins over our backoff (capped).
     pub fn decide(&self, err: &HandlerError, delivered: u64, max_deliver: i64) -> Decision {
-        let last = i64::try_from(delivered).unwrap_or(i64::MAX) >= max_deliver;
-        match err.class {
-            ErrorClass::Permanent => Decision::DeadLetter,
-            ErrorClass::Transient if last => Decision::DeadLetter,
-            ErrorClass::Transient => Decision::Retry(match err.retry_after {
-                Some(d) => d.min(self.retry_after_max),
-                None => self.delay(delivered),
-            }),
+        // Retries left after `delivered` attempts: `max_deliver - 1` retries in all.
+        let policy = RetryPolicy {
+            backoff: self.backoff,
+            max_retries: Some(u32::try_from(max_deliver.saturating_sub(1)).unwrap_or(0)),
+            retry_after_max: self.retry_after_max,
+        };
+        let retry = u32::try_from(delivered).unwrap_or(u32::MAX);
+        match policy.wait_after(err, retry) {
+            Some(d) => Decision::Retry(d),
+            None => Decision::DeadLetter,
         }
     }
 }
@@ -60,10 +53,9 @@ impl Backoff {
 mod tests {
     use super::*;
 
-    fn b() -> Backoff {
-        Backoff {
-            base: Duration::from_secs(1),
-            max: Duration::from_secs(60),
+    fn b() -> NakPolicy {
+        NakPolicy {
+            backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(60)),
             retry_after_max: Duration::from_secs(120),
         }
     }
@@ -74,10 +66,7 @@ mod tests {
             let cap = Duration::from_secs(1u64 << (d - 1).min(20)).min(Duration::from_secs(60));
             for _ in 0..20 {
                 let x = b().delay(d);
-                assert!(
-                    x <= cap && x >= cap / 10 - Duration::from_millis(1),
-                    "{d}: {x:?}"
-                );
+                assert!(x <= cap && x >= cap / 10, "{d}: {x:?}");
             }
         }
     }

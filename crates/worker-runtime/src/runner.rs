@@ -16,6 +16,7 @@ use accesshub_domain::{
     ErrorClass, Event, subjects,
     sync::{self, RemoveCommand, SyncAction},
 };
+use accesshub_retry::{Backoff, RetryPolicy, sleep_unless_cancelled};
 use accesshub_telemetry::ops::ReadinessCheck;
 use async_nats::jetstream::{
     self, AckKind,
@@ -35,7 +36,7 @@ use crate::{
     dlq,
     handler::{ApplyContext, Handler, HandlerError, reference},
     metrics::{Outcome, WorkerMetrics},
-    policy::{Backoff, Decision},
+    policy::{Decision, NakPolicy},
     store::{BindingStore, Committed, Held, Record},
 };
 
@@ -47,7 +48,7 @@ struct Shared<H> {
     /// Booking locks, binding reads and group commit (batched across lanes).
     store: BindingStore,
     metrics: WorkerMetrics,
-    backoff: Backoff,
+    backoff: NakPolicy,
     consumer_name: String,
     stream_name: String,
     /// Durable consumer of the reconciler's repair commands (`sync.<vendor>.>` on SYNC).
@@ -121,9 +122,8 @@ pub async fn start<H: Handler>(cfg: WorkerConfig, handler: H) -> Result<WorkerHa
     let name = handler.name();
     let shared = Arc::new(Shared {
         metrics: WorkerMetrics::new(&cfg.registry, name),
-        backoff: Backoff {
-            base: cfg.backoff_base,
-            max: cfg.backoff_max,
+        backoff: NakPolicy {
+            backoff: Backoff::new(cfg.backoff_base, cfg.backoff_max),
             retry_after_max: cfg.retry_after_max,
         },
         consumer_name: bus.ns.stream(name),
@@ -298,6 +298,12 @@ async fn run<H: Handler>(
     result.and(sync_result)
 }
 
+/// Setting up a consumer while NATS is away: retried until shutdown, 400 ms doubling to 12.8 s.
+const CONSUMER_SETUP: RetryPolicy = RetryPolicy::forever(Backoff::new(
+    Duration::from_millis(400),
+    Duration::from_millis(12_800),
+));
+
 /// Pulls one feed into the lanes until `shutdown`.
 async fn pull_loop<H: Handler>(
     s: Arc<Shared<H>>,
@@ -305,21 +311,19 @@ async fn pull_loop<H: Handler>(
     lanes: Vec<mpsc::Sender<jetstream::Message>>,
     shutdown: CancellationToken,
 ) -> Result<(), WorkerError> {
-    let mut attempt = 0u32;
+    let mut setup = CONSUMER_SETUP.attempts();
     'outer: while !shutdown.is_cancelled() {
         let consumer = match ensure_consumer(&s, feed).await {
             Ok(c) => c,
             Err(e) => {
-                attempt = attempt.saturating_add(1);
-                let wait = Duration::from_millis(200u64 << attempt.min(6));
+                let wait = setup.next_wait().unwrap_or(CONSUMER_SETUP.backoff.max);
                 tracing::warn!(error = %e, ?wait, ?feed, "cannot set up the consumer; retrying");
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = tokio::time::sleep(wait) => continue,
+                if sleep_unless_cancelled(wait, &shutdown).await {
+                    continue;
                 }
+                break;
             }
         };
-        attempt = 0;
         if feed == Feed::Bookings {
             s.last_info_ok.store(now_ms(), Ordering::Relaxed);
         }
@@ -333,13 +337,15 @@ async fn pull_loop<H: Handler>(
         let mut messages = match messages {
             Ok(m) => m,
             Err(e) => {
-                tracing::warn!(error = %e, ?feed, "cannot start pulling; retrying");
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                let wait = setup.next_wait().unwrap_or(CONSUMER_SETUP.backoff.max);
+                tracing::warn!(error = %e, ?wait, ?feed, "cannot start pulling; retrying");
+                if sleep_unless_cancelled(wait, &shutdown).await {
+                    continue;
                 }
+                break;
             }
         };
+        setup.reset();
         let mut missed = 0u32;
         loop {
             // Only the BOOKINGS feed is watched by the info loop (one waiter for its Notify).

@@ -5,6 +5,7 @@ use std::{sync::Arc, time::Duration};
 use accesshub_config::{CommonConfig, env_opt};
 use accesshub_connections::{ConnectionCache, ConnectionStore, DEFAULT_TTL};
 use accesshub_domain::ErrorClass;
+use accesshub_retry::{Backoff, RetryPolicy, retry_notify};
 use accesshub_store::SecretBox;
 pub use accesshub_telemetry::ops::shutdown_signal;
 
@@ -20,25 +21,23 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-/// Retries `f` for about a minute: at start-up Postgres or NATS may still be coming up.
+/// Start-up waits: Postgres or NATS may still be coming up. 250 ms doubling to 8 s, 18 retries:
+/// about a minute on average with full jitter (the caps add up to ~110 s).
+const START_UP: RetryPolicy = RetryPolicy::limited(
+    Backoff::new(Duration::from_millis(250), Duration::from_secs(8)),
+    18,
+);
+
+/// Retries `f` under [`START_UP`], whatever the error (a fresh cluster answers with errors
+/// that look permanent until it is up).
 async fn with_retries<T, E: std::fmt::Display>(
     what: &str,
-    mut f: impl AsyncFnMut() -> Result<T, E>,
+    f: impl AsyncFnMut() -> Result<T, E>,
 ) -> Result<T, E> {
-    let mut wait = Duration::from_millis(250);
-    let mut tries = 0;
-    loop {
-        match f().await {
-            Ok(v) => return Ok(v),
-            Err(e) if tries < 12 => {
-                tracing::warn!(error = %e, ?wait, "{what} failed; retrying");
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_secs(8));
-                tries += 1;
-            }
-            Err(e) => return Err(e),
-        }
-    }
+    retry_notify(&START_UP, f, |e, wait| {
+        tracing::warn!(error = %e, ?wait, "{what} failed; retrying");
+    })
+    .await
 }
 
 /// Where a worker reads connections, from the environment:

@@ -44,6 +44,7 @@ use std::{
     time::Duration,
 };
 
+use accesshub_retry::{Backoff, RetryPolicy};
 use sqlx::{PgConnection, PgPool};
 use tokio::{
     sync::{mpsc, oneshot},
@@ -233,18 +234,18 @@ impl BindingStore {
         }))
     }
 
-    /// Locks `key`, waiting (with backoff) while another replica holds it.
+    /// Locks `key`, waiting (jittered backoff, 5 ms doubling to 500 ms) while another replica
+    /// holds it. No limit: the holder's lock goes with its session, and the message's own
+    /// progress acks keep it from being redelivered meanwhile.
     pub(crate) async fn lock(&self, key: &BindingKey, mark: bool) -> Result<Held, HandlerError> {
-        let mut wait = Duration::from_millis(5);
+        let mut waits = LOCK_WAIT.attempts();
         loop {
-            match self.try_lock(key, mark).await? {
-                Some(held) => return Ok(held),
-                None => {
-                    tracing::debug!(?wait, booking = %key.booking_key, "booking locked by another replica; waiting");
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(Duration::from_millis(500));
-                }
+            if let Some(held) = self.try_lock(key, mark).await? {
+                return Ok(held);
             }
+            let wait = waits.next_wait().unwrap_or(LOCK_WAIT.backoff.max);
+            tracing::debug!(?wait, booking = %key.booking_key, "booking locked by another replica; waiting");
+            tokio::time::sleep(wait).await;
         }
     }
 
@@ -255,6 +256,12 @@ impl BindingStore {
         rx.await.map_err(|_| gone())?
     }
 }
+
+/// Waits for a booking another replica holds.
+const LOCK_WAIT: RetryPolicy = RetryPolicy::forever(Backoff::new(
+    Duration::from_millis(5),
+    Duration::from_millis(500),
+));
 
 const TRY_LOCK: &str = "SELECT pg_try_advisory_lock(hashtextextended(k, 0)) \
      FROM unnest($1::text[]) WITH ORDINALITY AS t(k, i) ORDER BY i";
