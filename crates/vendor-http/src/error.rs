@@ -97,11 +97,7 @@ impl VendorError {
         resp: reqwest::Response,
     ) -> Self {
         let status = resp.status().as_u16();
-        let retry_after = resp
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| parse_retry_after(v, chrono::Utc::now()));
+        let retry_after = retry_after(resp.headers());
         let mut body = resp.text().await.unwrap_or_default();
         if body.len() > MAX_BODY {
             let mut cut = MAX_BODY;
@@ -146,10 +142,7 @@ impl Classify for VendorError {
     fn class(&self) -> ErrorClass {
         match self {
             VendorError::Timeout { .. } | VendorError::Connect { .. } => ErrorClass::Transient,
-            VendorError::Status { status, .. } => match *status {
-                408 | 429 | 500..=599 => ErrorClass::Transient,
-                _ => ErrorClass::Permanent,
-            },
+            VendorError::Status { status, .. } => class_of_status(*status),
             VendorError::Decode { .. } | VendorError::Config(_) | VendorError::Permanent(_) => {
                 ErrorClass::Permanent
             }
@@ -162,6 +155,24 @@ impl Classify for VendorError {
             _ => None,
         }
     }
+}
+
+/// The one rule for vendor HTTP statuses: 408 (request timeout), 429 (too many requests) and
+/// 5xx are transient — the same request can succeed later; every other status is permanent
+/// (callers that treat a status as success, e.g. 409 "already there", map it before asking).
+/// Shared by [`VendorError`], the SOAP transport and the reconciler's list calls.
+pub fn class_of_status(status: u16) -> ErrorClass {
+    match status {
+        408 | 429 | 500..=599 => ErrorClass::Transient,
+        _ => ErrorClass::Permanent,
+    }
+}
+
+/// The delay a response's `Retry-After` header asks for (seconds or HTTP-date, see
+/// [`parse_retry_after`]), relative to now; `None` without a readable header.
+pub fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
+    let value = headers.get(http::header::RETRY_AFTER)?.to_str().ok()?;
+    parse_retry_after(value, chrono::Utc::now())
 }
 
 /// Parses `Retry-After`: delay-seconds or an HTTP-date (RFC 9110 §10.2.3), relative to `now`.
@@ -203,6 +214,39 @@ mod tests {
             operation: "o",
         };
         assert_eq!(t.class(), ErrorClass::Transient);
+    }
+
+    #[test]
+    fn status_rule_covers_every_status() {
+        for code in 100..=599u16 {
+            let expected = if code == 408 || code == 429 || code >= 500 {
+                ErrorClass::Transient
+            } else {
+                ErrorClass::Permanent
+            };
+            assert_eq!(class_of_status(code), expected, "{code}");
+            assert_eq!(status(code).class(), expected, "{code}");
+        }
+    }
+
+    #[test]
+    fn retry_after_header() {
+        let mut h = http::HeaderMap::new();
+        assert_eq!(retry_after(&h), None);
+        h.insert(
+            http::header::RETRY_AFTER,
+            http::HeaderValue::from_static(" 12 "),
+        );
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(12)));
+        h.insert(
+            http::header::RETRY_AFTER,
+            http::HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
+        );
+        assert_eq!(
+            retry_after(&h),
+            Some(Duration::ZERO),
+            "a past date means now"
+        );
     }
 
     #[test]

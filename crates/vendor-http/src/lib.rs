@@ -4,7 +4,11 @@
 //!
 //! - [`VendorClient`]: a reqwest client with timeouts that injects `traceparent`, records
 //!   `accesshub_vendor_request_duration_seconds{vendor,operation}` and
-//!   `accesshub_vendor_errors_total{vendor,class}`, and turns every non-2xx into a [`VendorError`].
+//!   `accesshub_vendor_errors_total{vendor,class}`, and turns every non-2xx into a [`VendorError`];
+//!   [`VendorClient::send_bytes`] is the same call for transports that read every answer
+//!   themselves (SOAP).
+//! - [`class_of_status`] / [`retry_after`]: HTTP status → transient/permanent and the
+//!   `Retry-After` delay, for every caller that classifies an HTTP answer.
 //! - [`TokenSource`] / [`AuthedClient`]: OAuth2 client-credentials with a cached token that is
 //!   refreshed before expiry and a single retry on 401.
 //! - [`RateLimiter`]: a token bucket, one per connection, applied to every call.
@@ -16,9 +20,11 @@ mod oauth;
 
 use std::{sync::Arc, time::Duration, time::Instant};
 
+use accesshub_domain::{Classify as _, ErrorClass};
 use tracing::Instrument as _;
 
-pub use error::{VendorError, parse_retry_after};
+pub use bytes::Bytes;
+pub use error::{VendorError, class_of_status, parse_retry_after, retry_after};
 pub use limiter::RateLimiter;
 pub use metrics::register_metrics;
 pub use oauth::{AuthedClient, TokenSource, TokenSourceConfig};
@@ -104,12 +110,14 @@ impl VendorClient {
             return Ok(resp);
         }
         let err = VendorError::from_response(self.vendor, operation, resp).await;
-        metrics::error(self.vendor, &err);
+        metrics::error(self.vendor, err.class());
         Err(err)
     }
 
     /// Like [`send`](Self::send) but hands back any HTTP answer (for callers that map some
-    /// statuses themselves, e.g. 409 "already there"); transport errors still fail.
+    /// statuses themselves, e.g. 409 "already there"); transport errors still fail. Rate limit,
+    /// span, `traceparent` and the duration metric apply as for [`send`](Self::send); a non-2xx
+    /// answer is the caller's to count (see [`send_bytes`](Self::send_bytes)).
     pub async fn send_raw(
         &self,
         operation: &'static str,
@@ -138,11 +146,45 @@ impl VendorClient {
             }
             Err(e) => {
                 let err = VendorError::from_reqwest(self.vendor, operation, &e);
-                metrics::error(self.vendor, &err);
+                metrics::error(self.vendor, err.class());
                 tracing::debug!(parent: &span, error = %err, "vendor call failed");
                 Err(err)
             }
         }
+    }
+
+    /// The entry point of non-JSON transports (SOAP): sends `req` — any method, body, content
+    /// type and headers (e.g. `POST`, `text/xml`, `SOAPAction`) — through
+    /// [`send_raw`](Self::send_raw), reads the whole body and hands back status, headers and
+    /// body whatever the status, because a SOAP fault arrives as HTTP 500 with an envelope the
+    /// caller must read. A non-2xx answer is counted in `accesshub_vendor_errors_total` with
+    /// [`class_of_status`], as [`send`](Self::send) counts it; a body that cannot be read is a
+    /// classified transport [`VendorError`] (counted too). Classify with [`class_of_status`]
+    /// and [`RawReply::retry_after`] when the body says nothing more specific.
+    pub async fn send_bytes(
+        &self,
+        operation: &'static str,
+        req: reqwest::RequestBuilder,
+    ) -> Result<RawReply, VendorError> {
+        let resp = self.send_raw(operation, req).await?;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = match resp.bytes().await {
+            Ok(b) => b,
+            Err(e) => {
+                let err = VendorError::from_reqwest(self.vendor, operation, &e);
+                metrics::error(self.vendor, err.class());
+                return Err(err);
+            }
+        };
+        if !status.is_success() {
+            metrics::error(self.vendor, class_of_status(status.as_u16()));
+        }
+        Ok(RawReply {
+            status,
+            headers,
+            body,
+        })
     }
 
     /// [`send`](Self::send) and decode a JSON body.
@@ -153,6 +195,29 @@ impl VendorClient {
     ) -> Result<T, VendorError> {
         let resp = self.send(operation, req).await?;
         decode_json(self.vendor, operation, resp).await
+    }
+}
+
+/// A whole vendor answer of any status, from [`VendorClient::send_bytes`].
+#[derive(Debug, Clone)]
+pub struct RawReply {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Response headers.
+    pub headers: http::HeaderMap,
+    /// The whole body.
+    pub body: Bytes,
+}
+
+impl RawReply {
+    /// The class of a non-2xx status ([`class_of_status`]); `None` for 2xx.
+    pub fn status_class(&self) -> Option<ErrorClass> {
+        (!self.status.is_success()).then(|| class_of_status(self.status.as_u16()))
+    }
+
+    /// The delay the vendor's `Retry-After` asks for ([`retry_after`]).
+    pub fn retry_after(&self) -> Option<Duration> {
+        retry_after(&self.headers)
     }
 }
 

@@ -7,7 +7,7 @@ use std::{
     time::Duration,
 };
 
-use accesshub_domain::Classify as _;
+use accesshub_domain::ErrorClass;
 use accesshub_telemetry::{
     Registry,
     metrics::{CounterVec, HistogramVec, labels},
@@ -70,9 +70,9 @@ pub(crate) fn duration(vendor: &'static str, operation: &'static str, d: Duratio
     h.observe(d.as_secs_f64());
 }
 
-pub(crate) fn error(vendor: &str, e: &crate::VendorError) {
+pub(crate) fn error(vendor: &str, class: ErrorClass) {
     families()
         .errors
-        .get_or_create(&labels([("vendor", vendor), ("class", e.class().as_str())]))
+        .get_or_create(&labels([("vendor", vendor), ("class", class.as_str())]))
         .inc();
 }

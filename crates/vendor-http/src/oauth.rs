@@ -7,6 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use accesshub_domain::Classify as _;
 use reqwest::{
     RequestBuilder, Response, StatusCode,
     header::{AUTHORIZATION, HeaderValue},
@@ -213,7 +214,7 @@ impl AuthedClient {
             return Ok(resp);
         }
         let err = VendorError::from_response(self.client.vendor(), operation, resp).await;
-        metrics::error(self.client.vendor(), &err);
+        metrics::error(self.client.vendor(), err.class());
         Err(err)
     }
 
