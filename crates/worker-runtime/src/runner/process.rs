@@ -1,0 +1,396 @@
+//! One message: decode, revision check under the booking's lock, the handler's apply (or a
+//! reconciler's removal), the binding record and double ack — or the error policy (NAK with
+//! delay, or DLQ + Term).
+
+use std::{sync::Arc, time::Instant};
+
+use accesshub_domain::{
+    ErrorClass, Event, EventKind,
+    sync::{self, RemoveCommand, SyncAction},
+};
+use async_nats::jetstream::{self, AckKind};
+use tracing::{Instrument as _, Span};
+
+use super::{Shared, limiter, progress::with_progress};
+use crate::{
+    bindings::{self, BindingKey},
+    dlq,
+    handler::{ApplyContext, Handler, HandlerError, reference},
+    metrics::Outcome,
+    policy::Decision,
+    store::{Committed, Held, Record},
+};
+
+pub(super) async fn process<H: Handler>(s: &Shared<H>, msg: jetstream::Message) {
+    let info = msg.info().ok().map(|i| {
+        (
+            u64::try_from(i.delivered).unwrap_or(1),
+            i.stream_sequence,
+            i.stream.to_owned(),
+        )
+    });
+    let (delivered, seq, stream) = match info {
+        Some((d, seq, st)) => (d.max(1), Some(seq), st),
+        None => (1, None, s.stream_name.clone()),
+    };
+    let subject = s.bus.ns.strip(msg.message.subject.as_str()).to_owned();
+    let span = tracing::info_span!(
+        "worker.message",
+        otel.kind = "consumer",
+        worker = s.handler.name(),
+        subject = %subject,
+        delivered,
+        event_id = tracing::field::Empty,
+        revision = tracing::field::Empty,
+        outcome = tracing::field::Empty,
+    );
+    if let Some(h) = &msg.message.headers {
+        accesshub_telemetry::propagation::set_parent(&span, accesshub_telemetry::extract_nats(h));
+    }
+    let m = Msg {
+        msg: &msg,
+        subject: &subject,
+        delivered,
+        seq,
+        stream,
+    };
+    // One progress timer for the whole message (lock wait, vendor call, record, DLQ copy):
+    // a slow step must not let ack_wait expire and the message be redelivered meanwhile.
+    // Boxed: the handling future embeds the handler's vendor calls (tens of KB); by value it
+    // was copied whole at each wrapper and await — memcpy was ~15 % of the worker's
+    // instructions (callgrind of worker-bench).
+    let outcome = with_progress(&msg, s.cfg.progress_interval, Box::pin(handle(s, &m)))
+        .instrument(span.clone())
+        .await;
+    span.record("outcome", outcome.as_str());
+    s.metrics.outcome(outcome);
+}
+
+/// The booking a message is about: its binding key and vendor reference derive from it.
+struct Booking<'a> {
+    tenant: &'a str,
+    kind: EventKind,
+    key: &'a str,
+}
+
+impl<'a> Booking<'a> {
+    fn of(event: &'a Event) -> Self {
+        Booking {
+            tenant: &event.tenant,
+            kind: event.kind(),
+            key: &event.booking_key,
+        }
+    }
+
+    /// This worker's binding key of the booking.
+    fn binding_key<H: Handler>(&self, s: &Shared<H>) -> BindingKey {
+        BindingKey {
+            tenant: self.tenant.to_owned(),
+            vendor: s.handler.vendor().as_str().to_owned(),
+            kind: self.kind.as_str().to_owned(),
+            booking_key: self.key.to_owned(),
+        }
+    }
+}
+
+/// What the handler gets for one attempt on `booking` through `conn`.
+fn apply_context<H: Handler>(
+    s: &Shared<H>,
+    m: &Msg<'_>,
+    conn: Arc<accesshub_connections::Connection>,
+    booking: &Booking<'_>,
+    first_attempt: bool,
+) -> ApplyContext {
+    ApplyContext {
+        worker: s.handler.name(),
+        reference: reference(booking.tenant, booking.kind, booking.key),
+        rate_limiter: limiter(s, &conn),
+        connection: conn,
+        attempt: m.delivered,
+        last_attempt: i64::try_from(m.delivered).unwrap_or(i64::MAX) >= s.cfg.max_deliver,
+        first_attempt,
+    }
+}
+
+struct Msg<'a> {
+    msg: &'a jetstream::Message,
+    subject: &'a str,
+    delivered: u64,
+    seq: Option<u64>,
+    stream: String,
+}
+
+fn header<'m>(msg: &'m jetstream::Message, name: &str) -> Option<&'m str> {
+    msg.message.headers.as_ref()?.get(name).map(|v| v.as_str())
+}
+
+async fn handle<H: Handler>(s: &Shared<H>, m: &Msg<'_>) -> Outcome {
+    // Repair commands only count as such when they come from the SYNC stream.
+    let from_sync = m.stream == s.sync_stream_name;
+    if from_sync && header(m.msg, sync::HEADER_ACTION) == Some(SyncAction::Remove.as_str()) {
+        return handle_remove(s, m).await;
+    }
+    // The reconciler found the vendor out of step with the revision already applied: apply
+    // again even though the revision equals the binding's (never an older one).
+    let force = from_sync && header(m.msg, sync::HEADER_FORCE) == Some("true");
+    let event: Event = match serde_json::from_slice(&m.msg.message.payload) {
+        Ok(e) => e,
+        Err(e) => {
+            let err = HandlerError::permanent(format!("payload is not a valid event: {e}"));
+            return fail(s, m, None, err).await;
+        }
+    };
+    let span = Span::current();
+    span.record("event_id", tracing::field::display(event.id));
+    span.record("revision", event.revision);
+    if !s.handler.kinds().contains(&event.kind()) {
+        ack(m.msg).await;
+        return Outcome::Skipped;
+    }
+    let vendor = s.handler.vendor();
+    let conn = match s
+        .cfg
+        .connections
+        .for_site(&event.tenant, vendor, &event.site)
+        .await
+    {
+        Ok(Some(c)) => Arc::new(c),
+        Ok(None) => {
+            match s.cfg.connections.uses_vendor(&event.tenant, vendor).await {
+                Ok(false) => {
+                    tracing::debug!(tenant = %event.tenant, "tenant has no connection to this vendor; skipped");
+                    ack(m.msg).await;
+                    return Outcome::Skipped;
+                }
+                Ok(true) => {}
+                Err(e) => return fail(s, m, Some(&event), e.into()).await,
+            }
+            let err = HandlerError::permanent(format!(
+                "no enabled {vendor} connection for tenant {:?} serving site {:?}: configure one (accessctl connections)",
+                event.tenant, event.site
+            ));
+            return fail(s, m, Some(&event), err).await;
+        }
+        Err(e) => return fail(s, m, Some(&event), e.into()).await,
+    };
+    let booking = Booking::of(&event);
+    let key = booking.binding_key(s);
+    let asked = Instant::now();
+    let mark = s.handler.marks_attempts();
+    let locked = s.store.lock(&key, mark).await;
+    s.metrics.binding_step("lock", asked.elapsed());
+    let Held {
+        guard,
+        binding,
+        first_attempt,
+    } = match locked {
+        Ok(l) => l,
+        Err(e) => return fail(s, m, Some(&event), e.context("binding")).await,
+    };
+    if let Some(b) = &binding
+        && (b.applied_revision > event.revision || (b.applied_revision == event.revision && !force))
+    {
+        drop(guard);
+        tracing::debug!(
+            applied = b.applied_revision,
+            "stale or duplicate revision; skipped"
+        );
+        ack(m.msg).await;
+        return Outcome::Skipped;
+    }
+    // The marker proves no earlier attempt of this booking; a redelivery is never first
+    // (belt and braces for attempts made before markers existed).
+    let first_attempt = first_attempt && m.delivered == 1;
+    let ctx = apply_context(s, m, conn, &booking, first_attempt);
+    let started = Instant::now();
+    let result = s.handler.apply(&ctx, &event, binding.as_ref()).await;
+    match result {
+        Ok(outcome) => {
+            if !guard.still_held() {
+                // The lock's session broke during the call: another replica may be on this
+                // booking. Do not record; the redelivery re-checks the revision.
+                drop(guard);
+                let err = HandlerError::transient("lost the booking lock during the vendor call");
+                return fail(s, m, Some(&event), err).await;
+            }
+            let rec = Record {
+                key: key.clone(),
+                revision: event.revision,
+                event_id: event.id,
+                vendor_ids: outcome.vendor_ids.clone(),
+                status: outcome.status.clone(),
+            };
+            let asked = Instant::now();
+            let saved = s.store.commit(rec).await;
+            s.metrics.binding_step("commit", asked.elapsed());
+            drop(guard);
+            match saved {
+                Ok(Committed::Recorded) => {}
+                Ok(Committed::Superseded) => {
+                    // Only possible after a lost lock: a newer revision was recorded meanwhile.
+                    let err = HandlerError::transient(
+                        "a newer revision was recorded by another worker during the vendor call",
+                    );
+                    return fail(s, m, Some(&event), err).await;
+                }
+                // The vendor already matches; the retry re-applies idempotently.
+                Err(e) => return fail(s, m, Some(&event), e).await,
+            }
+            if let Err(e) = m.msg.double_ack().await {
+                // Redelivery will be skipped by the revision check.
+                tracing::warn!(error = %e, "ack not confirmed");
+            }
+            tracing::debug!(took_ms = started.elapsed().as_millis() as u64, status = %outcome.status, "applied");
+            Outcome::Applied
+        }
+        Err(err) => {
+            drop(guard);
+            fail(s, m, Some(&event), err).await
+        }
+    }
+}
+
+/// A reconciler removal command: delete one stray vendor object, under the booking's lock.
+async fn handle_remove<H: Handler>(s: &Shared<H>, m: &Msg<'_>) -> Outcome {
+    let cmd: RemoveCommand = match serde_json::from_slice(&m.msg.message.payload) {
+        Ok(c) => c,
+        Err(e) => {
+            let err = HandlerError::permanent(format!("payload is not a removal command: {e}"));
+            return fail(s, m, None, err).await;
+        }
+    };
+    let vendor = s.handler.vendor();
+    if cmd.vendor != vendor.as_str() {
+        ack(m.msg).await;
+        return Outcome::Skipped;
+    }
+    let conn = match s
+        .cfg
+        .connections
+        .by_name(&cmd.tenant, vendor, &cmd.connection)
+        .await
+    {
+        Ok(Some(c)) => Arc::new(c),
+        Ok(None) => {
+            let err = HandlerError::permanent(format!(
+                "no {vendor} connection {:?} for tenant {:?}",
+                cmd.connection, cmd.tenant
+            ));
+            return fail(s, m, None, err).await;
+        }
+        Err(e) => return fail(s, m, None, e.into()).await,
+    };
+    let booking = Booking {
+        tenant: &cmd.tenant,
+        kind: cmd.kind,
+        key: &cmd.booking_key,
+    };
+    let key = booking.binding_key(s);
+    let locked = s.store.lock(&key, false).await;
+    let Held { guard, binding, .. } = match locked {
+        Ok(l) => l,
+        Err(e) => return fail(s, m, None, e.context("binding")).await,
+    };
+    let ctx = apply_context(s, m, conn, &booking, false);
+    let result = s.handler.remove(&ctx, &cmd, binding.as_ref()).await;
+    match result {
+        Ok(()) => {
+            drop(guard);
+            tracing::info!(reference = %cmd.reference, vendor_id = %cmd.vendor_id, run = cmd.run_id, "stray vendor object removed");
+            ack(m.msg).await;
+            Outcome::Applied
+        }
+        Err(err) => {
+            drop(guard);
+            fail(s, m, None, err).await
+        }
+    }
+}
+
+async fn ack(msg: &jetstream::Message) {
+    if let Err(e) = msg.double_ack().await {
+        tracing::warn!(error = %e, "ack not confirmed");
+    }
+}
+
+/// The error policy: NAK with delay, or DLQ + Term.
+async fn fail<H: Handler>(
+    s: &Shared<H>,
+    m: &Msg<'_>,
+    event: Option<&Event>,
+    err: HandlerError,
+) -> Outcome {
+    let key = event.map(|e| Booking::of(e).binding_key(s));
+    match s.backoff.decide(&err, m.delivered, s.cfg.max_deliver) {
+        Decision::Retry(delay) => {
+            tracing::warn!(error = %err.message, attempt = m.delivered, ?delay, "transient failure; retrying");
+            if let Some(k) = &key
+                && let Err(e) = bindings::record_error(&s.pool, k, &err.message, false).await
+            {
+                tracing::debug!(error = %e, "record last_error");
+            }
+            if let Err(e) = m.msg.ack_with(AckKind::Nak(Some(delay))).await {
+                tracing::warn!(error = %e, "nak failed; redelivery after ack_wait");
+            }
+            Outcome::Retried
+        }
+        Decision::DeadLetter => {
+            let class = err.class;
+            let reason = if class == ErrorClass::Transient {
+                format!(
+                    "retries exhausted after {} attempts: {}",
+                    m.delivered, err.message
+                )
+            } else {
+                err.message.clone()
+            };
+            let dl = dlq::build(&dlq::Failure {
+                worker: s.handler.name(),
+                msg: m.msg,
+                original_subject: m.subject,
+                event,
+                reason: &reason,
+                class,
+                attempts: m.delivered,
+                stream: m.stream.clone(),
+                stream_sequence: m.seq,
+                // Our span's trace (a child of the publisher's); the header's trace when
+                // spans are filtered out — the same trace id either way.
+                trace_id: accesshub_telemetry::current_trace_id()
+                    .or_else(|| header_trace_id(m.msg)),
+            });
+            if let Err(e) = dlq::publish(&s.bus, &dl).await {
+                // Never Term without a durable copy: try again later.
+                tracing::error!(error = %e, "DLQ publish failed; message kept");
+                let _ = m
+                    .msg
+                    .ack_with(AckKind::Nak(Some(s.backoff.delay(m.delivered))))
+                    .await;
+                return Outcome::Retried;
+            }
+            if let Some(k) = &key
+                && let Err(e) = bindings::record_error(&s.pool, k, &reason, true).await
+            {
+                tracing::warn!(error = %e, "record last_error");
+            }
+            tracing::error!(reason = %reason, class = %class, dlq_id = %dl.id, "dead-lettered");
+            if let Err(e) = m.msg.double_ack_with(AckKind::Term).await {
+                tracing::warn!(error = %e, "term not confirmed");
+            }
+            Outcome::DeadLettered
+        }
+    }
+}
+
+/// Trace id of a W3C `traceparent` header (`00-<trace>-<span>-<flags>`).
+fn header_trace_id(msg: &jetstream::Message) -> Option<String> {
+    let tp = msg
+        .message
+        .headers
+        .as_ref()?
+        .get(accesshub_domain::headers::TRACEPARENT)?
+        .as_str();
+    let trace = tp.split('-').nth(1)?;
+    (trace.len() == 32 && trace.bytes().all(|b| b.is_ascii_hexdigit()) && trace != "0".repeat(32))
+        .then(|| trace.to_owned())
+}

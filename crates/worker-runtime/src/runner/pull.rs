@@ -1,0 +1,159 @@
+//! The pull loops (one per feed) and the keyed lanes they feed: a booking always hashes to the
+//! same lane, so one booking is never processed twice at once in-process while lanes run in
+//! parallel.
+
+use std::{
+    hash::{DefaultHasher, Hash as _, Hasher as _},
+    sync::{Arc, atomic::Ordering},
+    time::Duration,
+};
+
+use accesshub_retry::{Backoff, RetryPolicy, sleep_unless_cancelled};
+use async_nats::jetstream::{self, AckKind, consumer::pull};
+use futures::StreamExt as _;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    Shared,
+    consumer::{Feed, ensure_consumer},
+    now_ms,
+    process::process,
+};
+use crate::{WorkerError, handler::Handler};
+
+/// Setting up a consumer while NATS is away: retried until shutdown, 400 ms doubling to 12.8 s.
+const CONSUMER_SETUP: RetryPolicy = RetryPolicy::forever(Backoff::new(
+    Duration::from_millis(400),
+    Duration::from_millis(12_800),
+));
+
+/// Sets up `feed`'s consumer and starts a pull on it (heartbeats, batch size from the config).
+async fn start_pulling<H: Handler>(s: &Shared<H>, feed: Feed) -> Result<pull::Stream, String> {
+    let consumer = ensure_consumer(s, feed).await?;
+    if feed == Feed::Bookings {
+        s.last_info_ok.store(now_ms(), Ordering::Relaxed);
+    }
+    consumer
+        .stream()
+        .max_messages_per_batch(s.cfg.batch)
+        .heartbeat(s.cfg.heartbeat)
+        .expires(s.cfg.heartbeat * 6)
+        .messages()
+        .await
+        .map_err(|e| format!("cannot start pulling: {e}"))
+}
+
+/// Pulls one feed into the lanes until `shutdown`.
+pub(super) async fn pull_loop<H: Handler>(
+    s: Arc<Shared<H>>,
+    feed: Feed,
+    lanes: Vec<mpsc::Sender<jetstream::Message>>,
+    shutdown: CancellationToken,
+) -> Result<(), WorkerError> {
+    let mut setup = CONSUMER_SETUP.attempts();
+    'outer: while !shutdown.is_cancelled() {
+        let mut messages = match start_pulling(&s, feed).await {
+            Ok(m) => m,
+            Err(e) => {
+                let wait = setup.next_wait().unwrap_or(CONSUMER_SETUP.backoff.max);
+                tracing::warn!(error = %e, ?wait, ?feed, "cannot pull from the consumer; retrying");
+                if sleep_unless_cancelled(wait, &shutdown).await {
+                    continue;
+                }
+                break;
+            }
+        };
+        setup.reset();
+        let mut missed = 0u32;
+        loop {
+            // Only the BOOKINGS feed is watched by the info loop (one waiter for its Notify).
+            let recreate = async {
+                match feed {
+                    Feed::Bookings => s.recreate.notified().await,
+                    Feed::Sync => std::future::pending().await,
+                }
+            };
+            let next = tokio::select! {
+                _ = shutdown.cancelled() => break 'outer,
+                _ = recreate => {
+                    tracing::warn!("recreating consumer");
+                    continue 'outer;
+                }
+                n = messages.next() => n,
+            };
+            match next {
+                Some(Ok(msg)) => {
+                    missed = 0;
+                    let idx = lane_index(msg.message.subject.as_str(), lanes.len());
+                    tokio::select! {
+                        _ = shutdown.cancelled() => {
+                            let _ = msg.ack_with(AckKind::Nak(None)).await;
+                            break 'outer;
+                        }
+                        permit = lanes[idx].reserve() => match permit {
+                            Ok(p) => p.send(msg),
+                            Err(_) => return Err(WorkerError::Task("a lane stopped".into())),
+                        }
+                    }
+                }
+                Some(Err(e)) => {
+                    use jetstream::consumer::pull::MessagesErrorKind as K;
+                    match e.kind() {
+                        K::MissingHeartbeat => {
+                            missed += 1;
+                            s.metrics.missed_heartbeat();
+                            tracing::warn!(missed, ?feed, "missed pull heartbeat");
+                            if missed >= 3 {
+                                continue 'outer;
+                            }
+                        }
+                        K::ConsumerDeleted | K::NoResponders | K::RequestLimitExceeded => {
+                            tracing::warn!(error = %e, ?feed, "consumer gone or refused; recreating");
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                            continue 'outer;
+                        }
+                        _ => {
+                            tracing::warn!(error = %e, ?feed, "pull error; continuing");
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                    }
+                }
+                None => {
+                    tracing::warn!(?feed, "message stream ended; recreating");
+                    continue 'outer;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The lane of a message: the booking's `<tenant>.<key>` (the last two tokens of both
+/// `bookings.<kind>.<tenant>.<key>` and `sync.<vendor>.<tenant>.<key>`), so an event and a
+/// repair command of one booking share a lane.
+fn lane_index(subject: &str, lanes: usize) -> usize {
+    let mut parts = subject.rsplitn(3, '.');
+    let key = parts.next().unwrap_or_default();
+    let tenant = parts.next().unwrap_or_default();
+    let mut h = DefaultHasher::new();
+    tenant.hash(&mut h);
+    key.hash(&mut h);
+    usize::try_from(h.finish() % lanes.max(1) as u64).unwrap_or(0)
+}
+
+pub(super) async fn lane<H: Handler>(
+    s: Arc<Shared<H>>,
+    mut rx: mpsc::Receiver<jetstream::Message>,
+) {
+    while let Some(msg) = rx.recv().await {
+        if s.stopping.is_cancelled() {
+            // Not started: give it back now rather than after ack_wait.
+            let _ = msg.ack_with(AckKind::Nak(None)).await;
+            continue;
+        }
+        s.metrics.in_flight(1);
+        process(&s, msg).await;
+        s.metrics.in_flight(-1);
+    }
+}
