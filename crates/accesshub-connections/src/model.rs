@@ -164,6 +164,63 @@ impl VendorSettings {
             VendorSettings::Tapkey(_) => Vendor::Tapkey,
         }
     }
+
+    /// The CloudPass settings, or which vendor the connection is for instead.
+    pub fn cloudpass(&self) -> Result<&CloudpassSettings, WrongVendor> {
+        match self {
+            VendorSettings::Cloudpass(s) => Ok(s),
+            other => Err(WrongVendor::new(Vendor::Cloudpass, other)),
+        }
+    }
+
+    /// The dormakaba settings, or which vendor the connection is for instead.
+    pub fn dormakaba(&self) -> Result<&DormakabaSettings, WrongVendor> {
+        match self {
+            VendorSettings::Dormakaba(s) => Ok(s),
+            other => Err(WrongVendor::new(Vendor::Dormakaba, other)),
+        }
+    }
+
+    /// The iPassan settings, or which vendor the connection is for instead.
+    pub fn ipassan(&self) -> Result<&IpassanSettings, WrongVendor> {
+        match self {
+            VendorSettings::Ipassan(s) => Ok(s),
+            other => Err(WrongVendor::new(Vendor::Ipassan, other)),
+        }
+    }
+
+    /// The Tapkey settings, or which vendor the connection is for instead.
+    pub fn tapkey(&self) -> Result<&TapkeySettings, WrongVendor> {
+        match self {
+            VendorSettings::Tapkey(s) => Ok(s),
+            other => Err(WrongVendor::new(Vendor::Tapkey, other)),
+        }
+    }
+}
+
+/// A connection handed to the adapter of another vendor: a wiring mistake no retry fixes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the connection is a {actual} connection, not {expected}")]
+pub struct WrongVendor {
+    /// The adapter's vendor.
+    pub expected: Vendor,
+    /// The connection's vendor.
+    pub actual: Vendor,
+}
+
+impl WrongVendor {
+    fn new(expected: Vendor, settings: &VendorSettings) -> Self {
+        WrongVendor {
+            expected,
+            actual: settings.vendor(),
+        }
+    }
+}
+
+impl accesshub_domain::Classify for WrongVendor {
+    fn class(&self) -> accesshub_domain::ErrorClass {
+        accesshub_domain::ErrorClass::Permanent
+    }
 }
 
 /// CloudPass: an API user's client credentials and administration → site mapping.

@@ -21,7 +21,8 @@ use accesshub_domain::{
 };
 use async_nats::jetstream::message::PublishMessage;
 use worker_runtime::{
-    ApplyContext, ApplyOutcome, Binding, Handler, HandlerError, StaticConnections, WorkerConfig,
+    ApplyContext, ApplyOutcome, Handler, HandlerError, Recorded, StaticConnections, Status,
+    WorkerConfig,
 };
 
 /// `poison-*` fails permanently until `fixed`; `outage-*` fails transiently while `outage`.
@@ -35,6 +36,16 @@ struct Script {
 struct E2eHandler(Script);
 
 impl Handler for E2eHandler {
+    type Ids = serde_json::Value;
+    type Client = ();
+
+    fn client(
+        &self,
+        _conn: &Connection,
+        _limiter: std::sync::Arc<vendor_http::RateLimiter>,
+    ) -> Result<(), HandlerError> {
+        Ok(())
+    }
     fn name(&self) -> &'static str {
         "e2e-worker"
     }
@@ -46,10 +57,10 @@ impl Handler for E2eHandler {
     }
     async fn apply(
         &self,
-        ctx: &ApplyContext,
+        ctx: &ApplyContext<()>,
         event: &Event,
-        _binding: Option<&Binding>,
-    ) -> Result<ApplyOutcome, HandlerError> {
+        _prev: Option<&Recorded<serde_json::Value>>,
+    ) -> Result<ApplyOutcome<serde_json::Value>, HandlerError> {
         let key = event.booking_key.clone();
         if key.starts_with("poison-") && !self.0.fixed.load(Ordering::SeqCst) {
             return Err(HandlerError::permanent(
@@ -61,7 +72,7 @@ impl Handler for E2eHandler {
         }
         *self.0.applied.lock().unwrap().entry(key).or_default() += 1;
         Ok(ApplyOutcome::new(
-            "active",
+            Status::Active,
             serde_json::json!({"ref": ctx.reference}),
         ))
     }

@@ -164,7 +164,7 @@ async fn key_cancelled_by_hand_is_recreated_and_stale_access_checked_out() {
             common.clone(),
             Arc::new(worker_runtime::StaticConnections::new(vec![conn.clone()])),
         ),
-        dormakaba_adapter::DormakabaHandler::with(db.pool.clone(), tb.bus.clone(), &common),
+        dormakaba_adapter::DormakabaHandler::new(),
     )
     .await
     .unwrap();

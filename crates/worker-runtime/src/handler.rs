@@ -5,29 +5,51 @@ use std::{future::Future, sync::Arc, time::Duration};
 use accesshub_connections::{Connection, Vendor};
 use accesshub_domain::{Classify, ErrorClass, Event, EventKind, sync::RemoveCommand};
 use chrono::{DateTime, Utc};
+use serde::{Serialize, de::DeserializeOwned};
 use uuid::Uuid;
 use vendor_http::RateLimiter;
 
 /// A vendor adapter. The runtime does everything else (consuming, ordering, revision check,
-/// retries, DLQ, tracing, metrics); the handler only makes the vendor match the event.
+/// retries, DLQ, tracing, metrics, one vendor client per connection); the handler only makes
+/// the vendor match the event.
 ///
 /// `apply` must be idempotent: it may run again after a crash between the vendor call and
-/// the ack, so it looks up objects by our reference (or the binding's vendor ids) before
-/// creating them (principle 3).
+/// the ack, so it looks up objects by our reference (or the recorded ids) before creating
+/// them (principle 3).
 pub trait Handler: Send + Sync + 'static {
+    /// What the booking's binding records of the vendor's objects (stored as JSON). Decoded
+    /// by the runtime; a record that does not decode (an older build's shape, a row written by
+    /// hand) reaches the handler as `Ids::default()` with a warning — the handler then finds
+    /// its objects by reference, as after a crash before the record was written.
+    type Ids: Serialize + DeserializeOwned + Default + Send + Sync + 'static;
+
+    /// The vendor client of one connection (HTTP pool, OAuth token, rate limit). The runtime
+    /// builds it once per connection version ([`Handler::client`]) and hands it over in the
+    /// context, so adapters never cache clients themselves.
+    type Client: Send + Sync + 'static;
+
     /// Worker (and durable consumer) name, e.g. `tapkey-worker`.
     fn name(&self) -> &'static str;
     /// The vendor, for connections, bindings and metrics.
     fn vendor(&self) -> Vendor;
     /// Event kinds handled; other kinds on the consumer's subjects are acked and skipped.
     fn kinds(&self) -> &[EventKind];
-    /// Makes the vendor match `event`. `binding` is what was applied before (vendor ids).
+
+    /// Builds the client for `conn`; every call it makes takes a token from `limiter`, the
+    /// connection's rate limit. A connection that does not fit this vendor is permanent.
+    fn client(
+        &self,
+        conn: &Connection,
+        limiter: Arc<RateLimiter>,
+    ) -> Result<Self::Client, HandlerError>;
+
+    /// Makes the vendor match `event`. `prev` is what was recorded before.
     fn apply(
         &self,
-        ctx: &ApplyContext,
+        ctx: &ApplyContext<Self::Client>,
         event: &Event,
-        binding: Option<&Binding>,
-    ) -> impl Future<Output = Result<ApplyOutcome, HandlerError>> + Send;
+        prev: Option<&Recorded<Self::Ids>>,
+    ) -> impl Future<Output = Result<ApplyOutcome<Self::Ids>, HandlerError>> + Send;
 
     /// Opt in to [`ApplyContext::first_attempt`]: before the vendor call of a booking that has
     /// no binding yet, the runtime then records durably (one small row per new booking,
@@ -39,15 +61,17 @@ pub trait Handler: Send + Sync + 'static {
 
     /// Removes one vendor object the reconciler found carrying our reference although no
     /// booking wants it (a "stray", from the SYNC stream). Must treat "already gone" as
-    /// success. The default refuses (permanent → DLQ), so a worker that has not implemented
-    /// removal never deletes anything by accident.
+    /// success. Returns the booking's new record when the removal changed what it holds
+    /// (recorded without touching the applied revision), `None` otherwise. The default
+    /// refuses (permanent → DLQ), so a worker that has not implemented removal never deletes
+    /// anything by accident.
     fn remove(
         &self,
-        ctx: &ApplyContext,
+        ctx: &ApplyContext<Self::Client>,
         cmd: &RemoveCommand,
-        binding: Option<&Binding>,
-    ) -> impl Future<Output = Result<(), HandlerError>> + Send {
-        let _ = (cmd, binding);
+        prev: Option<&Recorded<Self::Ids>>,
+    ) -> impl Future<Output = Result<Option<ApplyOutcome<Self::Ids>>, HandlerError>> + Send {
+        let _ = (cmd, prev);
         let worker = ctx.worker;
         async move {
             Err(HandlerError::permanent(format!(
@@ -57,21 +81,142 @@ pub trait Handler: Send + Sync + 'static {
     }
 }
 
-/// What the handler did, stored in the booking's binding.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ApplyOutcome {
-    /// Vendor object ids (the next event's handler reads them back).
-    pub vendor_ids: serde_json::Value,
-    /// Short status, e.g. `active`, `revoked`, `cancelled`.
-    pub status: String,
+/// The short status a binding records: what the vendor holds for the booking now. Stored as
+/// text (`bindings.status`); [`Status::as_str`] gives the column value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Status {
+    /// Access exists at the vendor (CloudPass bookings, Tapkey grants).
+    Active,
+    /// A booking exists at the vendor (iPassan asset booking, lock-system booking).
+    Booked,
+    /// Access is wanted but there is nothing to hold (a reservation without plates).
+    NoPlates,
+    /// No lock-system booking yet (a stay registers nothing until a key is cut).
+    NoLockBooking,
+    /// The booking was cancelled: nothing is held.
+    Cancelled,
+    /// The guest was checked out at the lock system.
+    CheckedOut,
+    /// The pass expired: its grants are revoked.
+    Expired,
+    /// The pass was used: its grants are revoked.
+    Used,
+    /// The pass was removed: its grants are revoked.
+    Removed,
+    /// A key request waits for a retry (encoder busy, lock system unreachable).
+    Pending,
+    /// A key request's vendor call is under way (or was interrupted by a crash).
+    InFlight,
+    /// Key cards were encoded.
+    Encoded,
+    /// A mobile key was sent.
+    Sent,
+    /// The request failed for good.
+    Failed,
+    /// The event needs nothing at this vendor.
+    Ignored,
+    /// The runtime dead-lettered the booking's last event.
+    DeadLettered,
 }
 
-impl ApplyOutcome {
+impl Status {
+    /// Every status, for parsing.
+    pub const ALL: [Status; 16] = [
+        Status::Active,
+        Status::Booked,
+        Status::NoPlates,
+        Status::NoLockBooking,
+        Status::Cancelled,
+        Status::CheckedOut,
+        Status::Expired,
+        Status::Used,
+        Status::Removed,
+        Status::Pending,
+        Status::InFlight,
+        Status::Encoded,
+        Status::Sent,
+        Status::Failed,
+        Status::Ignored,
+        Status::DeadLettered,
+    ];
+
+    /// Column value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Active => "active",
+            Status::Booked => "booked",
+            Status::NoPlates => "no_plates",
+            Status::NoLockBooking => "no_lock_booking",
+            Status::Cancelled => "cancelled",
+            Status::CheckedOut => "checked_out",
+            Status::Expired => "expired",
+            Status::Used => "used",
+            Status::Removed => "removed",
+            Status::Pending => "pending",
+            Status::InFlight => "in_flight",
+            Status::Encoded => "encoded",
+            Status::Sent => "sent",
+            Status::Failed => "failed",
+            Status::Ignored => "ignored",
+            Status::DeadLettered => "dead_lettered",
+        }
+    }
+
+    /// From the column value; `None` for one this build does not know.
+    pub fn parse(s: &str) -> Option<Status> {
+        Status::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What the handler did, stored in the booking's binding.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApplyOutcome<I> {
+    /// What the vendor holds now.
+    pub status: Status,
+    /// Vendor object ids (the next event's handler reads them back).
+    pub ids: I,
+}
+
+impl<I> ApplyOutcome<I> {
     /// Convenience constructor.
-    pub fn new(status: impl Into<String>, vendor_ids: serde_json::Value) -> Self {
-        ApplyOutcome {
-            vendor_ids,
-            status: status.into(),
+    pub fn new(status: Status, ids: I) -> Self {
+        ApplyOutcome { status, ids }
+    }
+}
+
+/// A booking's record at this vendor, as the handler sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recorded<I> {
+    /// Last revision applied (0: only progress or an error recorded so far).
+    pub applied_revision: i64,
+    /// The recorded status (`None`: one this build does not know).
+    pub status: Option<Status>,
+    /// The recorded vendor ids (default when none or unreadable).
+    pub ids: I,
+}
+
+impl<I: DeserializeOwned + Default> Recorded<I> {
+    /// Decodes a binding row's record (unreadable ids become the default, with a warning).
+    pub fn from_binding(b: &Binding) -> Self {
+        let ids = match &b.vendor_ids {
+            serde_json::Value::Null => I::default(),
+            v => serde_json::from_value(v.clone()).unwrap_or_else(|e| {
+                tracing::warn!(booking = %b.booking_key, error = %e,
+                    "recorded vendor ids unreadable; treated as none (objects are found by reference)");
+                I::default()
+            }),
+        };
+        Recorded {
+            applied_revision: b.applied_revision,
+            status: Status::parse(&b.status),
+            ids,
         }
     }
 }
@@ -166,17 +311,16 @@ pub struct Binding {
 }
 
 /// Everything a handler needs besides the event.
-#[derive(Debug, Clone)]
-pub struct ApplyContext {
+pub struct ApplyContext<C> {
     /// Worker name.
     pub worker: &'static str,
     /// The tenant's connection serving the event's site.
     pub connection: Arc<Connection>,
+    /// The connection's vendor client (built by [`Handler::client`], cached per version).
+    pub client: Arc<C>,
     /// Our stable reference for this booking, `ah:<tenant>:<kind>:<key>`: put on every
     /// vendor object so a retry finds it instead of creating a second one.
     pub reference: String,
-    /// The connection's rate limiter; vendor clients take a token per call.
-    pub rate_limiter: Arc<RateLimiter>,
     /// Delivery attempt (1 = first).
     pub attempt: u64,
     /// Whether a transient failure now goes to the DLQ (last allowed delivery).
@@ -187,9 +331,26 @@ pub struct ApplyContext {
     /// that only exist to find objects an earlier, crashed attempt created may be skipped.
     /// Always false unless the handler opts in with [`Handler::marks_attempts`].
     pub first_attempt: bool,
+    /// The runtime's own services (records, locks, desired state, publishing).
+    pub(crate) services: crate::services::Services,
+    /// This booking's binding key.
+    pub(crate) key: crate::bindings::BindingKey,
 }
 
-impl ApplyContext {
+impl<C> std::fmt::Debug for ApplyContext<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApplyContext")
+            .field("worker", &self.worker)
+            .field("connection", &self.connection.name)
+            .field("reference", &self.reference)
+            .field("attempt", &self.attempt)
+            .field("last_attempt", &self.last_attempt)
+            .field("first_attempt", &self.first_attempt)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<C> ApplyContext<C> {
     /// Our reference for this booking (see [`reference`]).
     pub fn reference(&self) -> &str {
         &self.reference

@@ -29,8 +29,10 @@ mod metrics;
 pub mod policy;
 mod runner;
 mod serve;
+mod services;
 mod source;
 mod store;
+mod wrap;
 
 use accesshub_domain::{Classify, ErrorClass};
 use tokio_util::sync::CancellationToken;
@@ -38,11 +40,15 @@ use tokio_util::sync::CancellationToken;
 pub use bindings::{BindingKey, get_binding};
 pub use cache::ClientCache;
 pub use config::WorkerConfig;
-pub use handler::{ApplyContext, ApplyOutcome, Binding, Handler, HandlerError, reference};
+pub use handler::{
+    ApplyContext, ApplyOutcome, Binding, Handler, HandlerError, Recorded, Status, reference,
+};
 pub use metrics::Outcome;
 pub use runner::{WorkerHandle, start};
 pub use serve::{install_crypto_provider, serve_main, shutdown_signal};
+pub use services::Related;
 pub use source::{BoxFuture, ConnectionSource, SourceError, StaticConnections};
+pub use wrap::AfterApply;
 
 /// The worker could not start or stopped abnormally.
 #[derive(Debug, thiserror::Error)]

@@ -127,7 +127,9 @@ pub(crate) struct Held {
 pub(crate) struct Record {
     pub(crate) key: BindingKey,
     pub(crate) revision: i64,
-    pub(crate) event_id: Uuid,
+    /// The event applied; `None` for a record-only write (progress, a related booking's
+    /// record), which keeps the row's applied event.
+    pub(crate) event_id: Option<Uuid>,
     pub(crate) vendor_ids: serde_json::Value,
     pub(crate) status: String,
 }
@@ -451,6 +453,11 @@ async fn lock_task(
     let mut buf = Vec::with_capacity(MAX_BATCH);
     let mut orphaned: Vec<String> = Vec::new();
     let mut markers = true;
+    // Session advisory locks are re-entrant within the session, so the session alone does
+    // not keep two lanes of this process off one booking (a handler may lock a related
+    // booking, see `ApplyContext::lock_related`): the keys this session holds are tracked
+    // here, and a second request for one of them is answered "held elsewhere".
+    let mut local: HashSet<BindingKey> = HashSet::new();
     while next_batch(&mut rx, &mut buf, linger).await > 0 {
         let current = epoch.load(Ordering::SeqCst);
         let mut unlocks = std::mem::take(&mut orphaned);
@@ -458,9 +465,25 @@ async fn lock_task(
         for m in buf.drain(..) {
             match m {
                 // A lock of a lost session is already released.
-                LockMsg::Unlock(k, e) if e == current => unlocks.push(k.lock_key()),
+                LockMsg::Unlock(k, e) if e == current => {
+                    unlocks.push(k.lock_key());
+                    local.remove(&k);
+                }
                 LockMsg::Unlock(..) => {}
-                LockMsg::Lock { key, mark, reply } => requests.push((key, mark, reply)),
+                LockMsg::Lock { key, reply, .. } if local.contains(&key) => {
+                    let _ = reply.send(Ok(Locked {
+                        held: false,
+                        binding: None,
+                        first: false,
+                        epoch: current,
+                    }));
+                }
+                LockMsg::Lock { key, mark, reply } => {
+                    // Held from here on for later requests of this batch and later batches;
+                    // removed again below if the session does not get it.
+                    local.insert(key.clone());
+                    requests.push((key, mark, reply));
+                }
             }
         }
         if conn.is_none() {
@@ -471,7 +494,8 @@ async fn lock_task(
                 Ok(c) => conn = Some(c.detach()),
                 Err(e) => {
                     let err = db_err(&e, "lock connection");
-                    for (_, _, reply) in requests {
+                    for (key, _, reply) in requests {
+                        local.remove(&key);
                         let _ = reply.send(Err(err.clone()));
                     }
                     continue;
@@ -483,6 +507,9 @@ async fn lock_task(
         match lock_batch(c, &unlocks, &keys, &mut markers).await {
             Ok(results) => {
                 for ((key, _, reply), (held, binding, first)) in requests.into_iter().zip(results) {
+                    if !held {
+                        local.remove(&key);
+                    }
                     let answer = Locked {
                         held,
                         binding,
@@ -492,6 +519,7 @@ async fn lock_task(
                     if reply.send(Ok(answer)).is_err() && held {
                         // The lane is gone (cancelled): nobody will release this lock.
                         orphaned.push(key.lock_key());
+                        local.remove(&key);
                     }
                 }
             }
@@ -501,6 +529,7 @@ async fn lock_task(
                 tracing::warn!(error = %e, "booking lock connection failed; reconnecting");
                 conn = None;
                 orphaned.clear();
+                local.clear();
                 epoch.fetch_add(1, Ordering::SeqCst);
                 let err = db_err(&e, "booking lock");
                 for (_, _, reply) in requests {
@@ -519,7 +548,8 @@ const UPSERT_MANY: &str = "INSERT INTO bindings (tenant_id, vendor, kind, bookin
        $7::jsonb[], $8::text[]) AS t(tenant_id, vendor, kind, booking_key, applied_revision, \
        applied_event_id, vendor_ids, status) \
      ON CONFLICT (tenant_id, vendor, kind, booking_key) DO UPDATE SET \
-       applied_revision = EXCLUDED.applied_revision, applied_event_id = EXCLUDED.applied_event_id, \
+       applied_revision = EXCLUDED.applied_revision, \
+       applied_event_id = COALESCE(EXCLUDED.applied_event_id, bindings.applied_event_id), \
        vendor_ids = EXCLUDED.vendor_ids, status = EXCLUDED.status, last_error = NULL, \
        last_error_at = NULL, updated_at = now() \
      WHERE bindings.applied_revision <= EXCLUDED.applied_revision \
@@ -535,7 +565,11 @@ async fn write(pool: &PgPool, recs: &[&Record]) -> Result<HashSet<BindingKey>, s
         .bind(col(|r| &r.key.kind))
         .bind(col(|r| &r.key.booking_key))
         .bind(recs.iter().map(|r| r.revision).collect::<Vec<i64>>())
-        .bind(recs.iter().map(|r| r.event_id).collect::<Vec<Uuid>>())
+        .bind(
+            recs.iter()
+                .map(|r| r.event_id)
+                .collect::<Vec<Option<Uuid>>>(),
+        )
         .bind(
             recs.iter()
                 .map(|r| r.vendor_ids.clone())
@@ -630,7 +664,7 @@ mod tests {
         Record {
             key: key(k),
             revision,
-            event_id: Uuid::now_v7(),
+            event_id: Some(Uuid::now_v7()),
             vendor_ids,
             status: "active".into(),
         }
@@ -762,6 +796,75 @@ mod tests {
             .fetch_one(&db.pool)
             .await
             .unwrap()
+    }
+
+    /// Session advisory locks are re-entrant: without the lock task's own bookkeeping a
+    /// second lane of this process (a handler locking a related booking) would be granted a
+    /// booking another lane holds.
+    #[tokio::test]
+    async fn a_booking_held_by_one_lane_is_refused_to_another_lane_of_the_same_process() {
+        let db = TestDb::new().await;
+        let (s, tasks) = store(&db).await;
+        let first = s.lock(&key("r"), false).await.unwrap();
+        assert!(
+            s.try_lock(&key("r"), false).await.unwrap().is_none(),
+            "a second lane got a held booking"
+        );
+        // Two requests for one free booking in the same batch: only one gets it.
+        let q = key("q");
+        let (a, b) = tokio::join!(s.try_lock(&q, false), s.try_lock(&q, false));
+        let granted = [a.unwrap(), b.unwrap()].into_iter().flatten().count();
+        assert_eq!(granted, 1);
+        drop(first);
+        let again = eventually_locked(&s, "r").await;
+        assert!(again.guard.still_held());
+        drop(again);
+        drop(tasks);
+        db.drop_db().await;
+    }
+
+    async fn eventually_locked(s: &BindingStore, k: &str) -> Held {
+        for _ in 0..200 {
+            if let Some(h) = s.try_lock(&key(k), false).await.unwrap() {
+                return h;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{k} was never released");
+    }
+
+    /// Progress and a related booking's record are written without an event: the applied
+    /// revision and event stay, so the booking's next event is still applied.
+    #[tokio::test]
+    async fn a_record_only_write_keeps_the_applied_revision_and_event() {
+        let db = TestDb::new().await;
+        let (s, tasks) = store(&db).await;
+        let applied = rec("k", 3, serde_json::json!({"v": 1}));
+        let event = applied.event_id;
+        assert_eq!(s.commit(applied).await.unwrap(), Committed::Recorded);
+        let progress = Record {
+            event_id: None,
+            status: "in_flight".into(),
+            ..rec("k", 3, serde_json::json!({"v": 2}))
+        };
+        assert_eq!(s.commit(progress).await.unwrap(), Committed::Recorded);
+        let b = crate::get_binding(&db.pool, &key("k"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(b.applied_revision, 3);
+        assert_eq!(b.applied_event_id, event);
+        assert_eq!(b.status, "in_flight");
+        assert_eq!(b.vendor_ids, serde_json::json!({"v": 2}));
+        // A booking without a binding gets a row at revision 0: nothing counts as applied.
+        let first = Record {
+            event_id: None,
+            ..rec("new", 0, serde_json::json!({}))
+        };
+        assert_eq!(s.commit(first).await.unwrap(), Committed::Recorded);
+        assert_eq!(revision(&db, "new").await, Some(0));
+        drop(tasks);
+        db.drop_db().await;
     }
 
     #[tokio::test]

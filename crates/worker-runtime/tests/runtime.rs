@@ -20,8 +20,8 @@ use accesshub_domain::{
 use accesshub_testkit::{TestBus, TestDb};
 use async_nats::jetstream::message::PublishMessage;
 use worker_runtime::{
-    ApplyContext, ApplyOutcome, Binding, BindingKey, Handler, HandlerError, StaticConnections,
-    WorkerConfig, WorkerHandle,
+    ApplyContext, ApplyOutcome, BindingKey, Handler, HandlerError, Recorded, StaticConnections,
+    Status, WorkerConfig, WorkerHandle,
 };
 
 /// (key, revision, attempt, when)
@@ -47,6 +47,16 @@ fn num_after(key: &str, prefix: &str) -> Option<u64> {
 }
 
 impl Handler for TestHandler {
+    type Ids = serde_json::Value;
+    type Client = ();
+
+    fn client(
+        &self,
+        _conn: &Connection,
+        _limiter: std::sync::Arc<vendor_http::RateLimiter>,
+    ) -> Result<(), HandlerError> {
+        Ok(())
+    }
     fn name(&self) -> &'static str {
         "test-worker"
     }
@@ -58,10 +68,10 @@ impl Handler for TestHandler {
     }
     async fn apply(
         &self,
-        ctx: &ApplyContext,
+        ctx: &ApplyContext<()>,
         event: &Event,
-        _binding: Option<&Binding>,
-    ) -> Result<ApplyOutcome, HandlerError> {
+        _prev: Option<&Recorded<serde_json::Value>>,
+    ) -> Result<ApplyOutcome<serde_json::Value>, HandlerError> {
         let key = event.booking_key.clone();
         {
             let mut a = self.log.active.lock().unwrap();
@@ -101,7 +111,7 @@ impl Handler for TestHandler {
             Instant::now(),
         ));
         Ok(ApplyOutcome::new(
-            "active",
+            Status::Active,
             serde_json::json!({"ref": ctx.reference, "rev": event.revision}),
         ))
     }
@@ -217,7 +227,7 @@ impl Env {
             .await;
     }
 
-    async fn binding(&self, key: &str) -> Option<Binding> {
+    async fn binding(&self, key: &str) -> Option<worker_runtime::Binding> {
         worker_runtime::get_binding(
             &self.db.pool,
             &BindingKey {

@@ -17,8 +17,8 @@ use accesshub_domain::{
 };
 use async_nats::jetstream::message::PublishMessage;
 use worker_runtime::{
-    ApplyContext, ApplyOutcome, Binding, BindingKey, Handler, HandlerError, StaticConnections,
-    WorkerConfig,
+    ApplyContext, ApplyOutcome, BindingKey, Handler, HandlerError, Recorded, StaticConnections,
+    Status, WorkerConfig,
 };
 
 /// (booking key, vendor id, revision in the binding)
@@ -33,6 +33,16 @@ struct Log {
 struct H(Log);
 
 impl Handler for H {
+    type Ids = serde_json::Value;
+    type Client = ();
+
+    fn client(
+        &self,
+        _conn: &Connection,
+        _limiter: std::sync::Arc<vendor_http::RateLimiter>,
+    ) -> Result<(), HandlerError> {
+        Ok(())
+    }
     fn name(&self) -> &'static str {
         "sync-test-worker"
     }
@@ -44,32 +54,32 @@ impl Handler for H {
     }
     async fn apply(
         &self,
-        _ctx: &ApplyContext,
+        _ctx: &ApplyContext<()>,
         event: &Event,
-        _binding: Option<&Binding>,
-    ) -> Result<ApplyOutcome, HandlerError> {
+        _prev: Option<&Recorded<serde_json::Value>>,
+    ) -> Result<ApplyOutcome<serde_json::Value>, HandlerError> {
         self.0
             .applied
             .lock()
             .unwrap()
             .push((event.booking_key.clone(), event.revision));
         Ok(ApplyOutcome::new(
-            "active",
+            Status::Active,
             serde_json::json!({"grants": ["g1"]}),
         ))
     }
     async fn remove(
         &self,
-        _ctx: &ApplyContext,
+        _ctx: &ApplyContext<()>,
         cmd: &RemoveCommand,
-        binding: Option<&Binding>,
-    ) -> Result<(), HandlerError> {
+        prev: Option<&Recorded<serde_json::Value>>,
+    ) -> Result<Option<ApplyOutcome<serde_json::Value>>, HandlerError> {
         self.0.removed.lock().unwrap().push((
             cmd.booking_key.clone(),
             cmd.vendor_id.clone(),
-            binding.map(|b| b.applied_revision),
+            prev.map(|b| b.applied_revision),
         ));
-        Ok(())
+        Ok(None)
     }
 }
 

@@ -17,41 +17,16 @@ use accesshub_domain::{Event, EventBody, Pass, PassHolder, PassStatus, Source, h
 use anyhow::Context as _;
 use async_nats::jetstream::message::PublishMessage;
 use tapkey_adapter::TapkeyHandler;
-use worker_runtime::{
-    ApplyContext, ApplyOutcome, Binding, Handler, HandlerError, StaticConnections, WorkerConfig,
-};
+use worker_runtime::{AfterApply, Handler, StaticConnections, WorkerConfig};
 
-/// Records when each booking's grant became visible (the PUT returned), keyed by booking.
-struct Timed {
-    inner: TapkeyHandler,
-    done: Arc<Mutex<HashMap<String, Instant>>>,
-}
-
-impl Handler for Timed {
-    fn name(&self) -> &'static str {
-        tapkey_adapter::NAME
-    }
-    fn vendor(&self) -> accesshub_connections::Vendor {
-        self.inner.vendor()
-    }
-    fn kinds(&self) -> &[accesshub_domain::EventKind] {
-        self.inner.kinds()
-    }
-    fn marks_attempts(&self) -> bool {
-        self.inner.marks_attempts()
-    }
-    async fn apply(
-        &self,
-        ctx: &ApplyContext,
-        event: &Event,
-        binding: Option<&Binding>,
-    ) -> Result<ApplyOutcome, HandlerError> {
-        let out = self.inner.apply(ctx, event, binding).await?;
-        if let Ok(mut d) = self.done.lock() {
+/// Tapkey's handler, recording when each booking's grant became visible (the PUT returned).
+fn timed(done: Arc<Mutex<HashMap<String, Instant>>>) -> impl Handler {
+    AfterApply::new(TapkeyHandler::new(), move |event: &Event| {
+        if let Ok(mut d) = done.lock() {
             d.insert(event.booking_key.clone(), Instant::now());
         }
-        Ok(out)
-    }
+        std::future::ready(())
+    })
 }
 
 fn event(key: &str) -> Event {
@@ -168,14 +143,7 @@ async fn main() -> anyhow::Result<()> {
     // CPU of the drain: worker + simulator (this process), Postgres, nats-server. Rates move
     // with whatever else runs on the shared machine; CPU per event does not.
     let cpu_before = CpuSnapshot::take();
-    let handle = worker_runtime::start(
-        cfg,
-        Timed {
-            inner: TapkeyHandler::new(),
-            done: done.clone(),
-        },
-    )
-    .await?;
+    let handle = worker_runtime::start(cfg, timed(done.clone())).await?;
     let start = Instant::now();
     loop {
         let n = done.lock().map(|d| d.len()).unwrap_or(0) as u64;

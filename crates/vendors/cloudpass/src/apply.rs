@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use worker_runtime::HandlerError;
+use worker_runtime::{HandlerError, Status};
 
 use crate::{CloudpassClient, CloudpassIds, client::BookingFields, desired::plate_reference};
 
@@ -25,13 +25,13 @@ pub struct Target<'a> {
 }
 
 /// Short status of the binding after [`apply`].
-pub fn status(wants: bool, ids: &CloudpassIds) -> &'static str {
+pub fn status(wants: bool, ids: &CloudpassIds) -> Status {
     if !wants {
-        "cancelled"
+        Status::Cancelled
     } else if ids.bookings.is_empty() {
-        "no_plates"
+        Status::NoPlates
     } else {
-        "active"
+        Status::Active
     }
 }
 

@@ -1,12 +1,13 @@
 //! The worker-runtime [`Handler`]: everything else (consuming, ordering, revision check,
 //! retries, DLQ, metrics) is the runtime's.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
-use accesshub_connections::{Vendor, VendorSettings};
+use accesshub_connections::{Connection, Vendor};
 use accesshub_domain::{Event, EventBody, EventKind, sync::RemoveCommand};
 use serde::{Deserialize, Serialize};
-use worker_runtime::{ApplyContext, ApplyOutcome, Binding, ClientCache, Handler, HandlerError};
+use vendor_http::RateLimiter;
+use worker_runtime::{ApplyContext, ApplyOutcome, Handler, HandlerError, Recorded};
 
 use crate::{
     CloudpassClient,
@@ -30,18 +31,19 @@ pub struct CloudpassIds {
 
 /// The CloudPass adapter.
 #[derive(Debug, Default)]
-pub struct CloudpassHandler {
-    clients: ClientCache<CloudpassClient>,
-}
+pub struct CloudpassHandler;
 
 impl CloudpassHandler {
-    /// A handler with an empty client cache.
+    /// The handler (stateless: the runtime caches the clients).
     pub fn new() -> Self {
-        Self::default()
+        CloudpassHandler
     }
 }
 
 impl Handler for CloudpassHandler {
+    type Ids = CloudpassIds;
+    type Client = CloudpassClient;
+
     fn name(&self) -> &'static str {
         NAME
     }
@@ -54,22 +56,26 @@ impl Handler for CloudpassHandler {
         &[EventKind::Reservation]
     }
 
+    fn client(
+        &self,
+        conn: &Connection,
+        limiter: Arc<RateLimiter>,
+    ) -> Result<CloudpassClient, HandlerError> {
+        Ok(CloudpassClient::new(conn.settings.cloudpass()?, limiter)?)
+    }
+
     async fn apply(
         &self,
-        ctx: &ApplyContext,
+        ctx: &ApplyContext<CloudpassClient>,
         event: &Event,
-        binding: Option<&Binding>,
-    ) -> Result<ApplyOutcome, HandlerError> {
+        prev: Option<&Recorded<CloudpassIds>>,
+    ) -> Result<ApplyOutcome<CloudpassIds>, HandlerError> {
         let EventBody::Reservation(r) = &event.body else {
             return Err(HandlerError::permanent(
                 "cloudpass-worker handles reservations only",
             ));
         };
-        let VendorSettings::Cloudpass(settings) = &ctx.connection.settings else {
-            return Err(HandlerError::permanent(
-                "connection is not a CloudPass connection",
-            ));
-        };
+        let settings = ctx.connection.settings.cloudpass()?;
         let (site, wanted) =
             desired_bookings(settings, &event.site, &ctx.reference, r).map_err(|e| match e {
                 DesiredError::Unmapped(_) => HandlerError::permanent(format!(
@@ -78,15 +84,6 @@ impl Handler for CloudpassHandler {
                 )),
                 DesiredError::Time(_) => HandlerError::permanent(e.to_string()),
             })?;
-        let client = self
-            .clients
-            .get_or_try_init(&ctx.connection, || {
-                CloudpassClient::new(settings, ctx.rate_limiter.clone())
-            })
-            .await?;
-        let prev: CloudpassIds = binding
-            .and_then(|b| serde_json::from_value(b.vendor_ids.clone()).ok())
-            .unwrap_or_default();
         let wants = r.status.wants_access();
         let target = Target {
             site,
@@ -95,38 +92,27 @@ impl Handler for CloudpassHandler {
             wants,
             reference_base: &ctx.reference,
         };
-        let ids = apply::apply(&client, target, &prev).await?;
-        let ids_json = serde_json::to_value(&ids)
-            .map_err(|e| HandlerError::permanent(format!("encode vendor ids: {e}")))?;
-        Ok(ApplyOutcome::new(apply::status(wants, &ids), ids_json))
+        let none = CloudpassIds::default();
+        let prev = prev.map_or(&none, |p| &p.ids);
+        let ids = apply::apply(&ctx.client, target, prev).await?;
+        Ok(ApplyOutcome::new(apply::status(wants, &ids), ids))
     }
 
     /// A stray found by the reconciler: `vendor_id` is `<site>/<booking id>`. Deleting a
     /// booking that is already gone succeeds.
     async fn remove(
         &self,
-        ctx: &ApplyContext,
+        ctx: &ApplyContext<CloudpassClient>,
         cmd: &RemoveCommand,
-        _binding: Option<&Binding>,
-    ) -> Result<(), HandlerError> {
-        let VendorSettings::Cloudpass(settings) = &ctx.connection.settings else {
-            return Err(HandlerError::permanent(
-                "connection is not a CloudPass connection",
-            ));
-        };
+        _prev: Option<&Recorded<CloudpassIds>>,
+    ) -> Result<Option<ApplyOutcome<CloudpassIds>>, HandlerError> {
         let Some((site, id)) = cmd.vendor_id.split_once('/') else {
             return Err(HandlerError::permanent(format!(
                 "vendor id {:?} is not <site>/<id>",
                 cmd.vendor_id
             )));
         };
-        let client = self
-            .clients
-            .get_or_try_init(&ctx.connection, || {
-                CloudpassClient::new(settings, ctx.rate_limiter.clone())
-            })
-            .await?;
-        client.delete(site, id).await?;
-        Ok(())
+        ctx.client.delete(site, id).await?;
+        Ok(None)
     }
 }

@@ -18,10 +18,7 @@ use async_nats::jetstream::message::PublishMessage;
 use chrono::{NaiveDate, NaiveTime, Utc};
 use cloudpass_adapter::CloudpassHandler;
 use vendor_sim::{FaultKind, FaultRule, SimConfig, SimHandle, Vendor, cloudpass as cp};
-use worker_runtime::{
-    ApplyContext, ApplyOutcome, Binding, Handler, HandlerError, StaticConnections, WorkerConfig,
-    WorkerHandle,
-};
+use worker_runtime::{Handler, StaticConnections, WorkerConfig, WorkerHandle};
 
 struct Env {
     db: TestDb,
@@ -404,43 +401,21 @@ async fn converges_under_20_percent_faults_without_duplicate_bookings() {
     env.finish(h).await;
 }
 
-struct CrashAfterApply {
-    inner: CloudpassHandler,
+/// Applies for real, then "crashes" before the runtime can record the binding and ack.
+fn crash_after_apply(
     applied: tokio::sync::mpsc::UnboundedSender<()>,
-}
-
-impl Handler for CrashAfterApply {
-    fn name(&self) -> &'static str {
-        cloudpass_adapter::NAME
-    }
-    fn vendor(&self) -> accesshub_connections::Vendor {
-        self.inner.vendor()
-    }
-    fn kinds(&self) -> &[accesshub_domain::EventKind] {
-        self.inner.kinds()
-    }
-    async fn apply(
-        &self,
-        ctx: &ApplyContext,
-        event: &Event,
-        binding: Option<&Binding>,
-    ) -> Result<ApplyOutcome, HandlerError> {
-        self.inner.apply(ctx, event, binding).await?;
-        let _ = self.applied.send(());
-        std::future::pending().await
-    }
+) -> impl Handler<Ids = <CloudpassHandler as Handler>::Ids> {
+    worker_runtime::AfterApply::new(CloudpassHandler::new(), move |_: &Event| {
+        let _ = applied.send(());
+        std::future::pending::<()>()
+    })
 }
 
 #[tokio::test]
 async fn crash_between_vendor_call_and_ack_creates_no_second_booking() {
     let env = Env::new().await;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let h = env
-        .start(CrashAfterApply {
-            inner: CloudpassHandler::new(),
-            applied: tx,
-        })
-        .await;
+    let h = env.start(crash_after_apply(tx)).await;
     env.publish(&reservation(
         "c1",
         1,

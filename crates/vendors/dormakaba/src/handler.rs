@@ -1,143 +1,117 @@
 //! The worker-runtime [`Handler`] for reservations and key requests.
 //!
-//! Reservations: the runtime hands us the reservation's binding (what we did before) under
-//! its advisory lock; we plan, call the lock system and return the new record.
+//! Reservations: the runtime hands us the reservation's record (what we did before) under
+//! its booking lock; we plan, call the lock system and return the new record.
 //!
-//! Key requests act on the *reservation's* lock-system booking, so they take the same
-//! advisory lock the runtime takes for the reservation's binding, read and update that
-//! binding's record themselves, and report the outcome in `key_requests` and on
-//! `results.keyreq.<tenant>.<id>`.
+//! Key requests act on the *reservation's* lock-system booking, so they take the
+//! reservation's lock and record through the runtime ([`ApplyContext::lock_related`]), read
+//! the reservation's desired state from it ([`ApplyContext::stored_body`]), record their own
+//! progress ([`ApplyContext::record_progress`]) and publish their outcome on
+//! `results.keyreq.<tenant>.<id>` ([`ApplyContext::publish`]). No database, NATS connection
+//! or SQL of the adapter's own, and no transaction held across a lock-system call.
 
 use std::sync::Arc;
 
-use accesshub_bus::Bus;
-use accesshub_config::CommonConfig;
-use accesshub_connections::{DormakabaSettings, Vendor, VendorSettings};
+use accesshub_connections::{Connection, Vendor};
 use accesshub_domain::{
     Classify, ErrorClass, Event, EventBody, EventKind, KeyAction, KeyRequest, KeyResult,
     KeyResultStatus, Reservation, sync::RemoveCommand,
 };
-use accesshub_store::StoreError;
 use chrono::Utc;
-use sqlx::PgPool;
-use tokio::sync::OnceCell;
+use serde::{Deserialize, Serialize};
 use vendor_http::RateLimiter;
-use worker_runtime::{ApplyContext, ApplyOutcome, Binding, ClientCache, Handler, HandlerError};
+use worker_runtime::{ApplyContext, ApplyOutcome, Handler, HandlerError, Recorded, Status};
 
 use crate::apply::{ExecReport, Throttle, execute};
 use crate::client::{SoapClient, SoapConfig, SoapError};
 use crate::desired::{self, LockRecord, Op};
-use crate::keyreq::{self, StoredStatus};
+use crate::keyreq::{self, KeyRequestRecord, StoredStatus};
 
 /// Worker and durable consumer name.
 pub const WORKER: &str = "dormakaba-worker";
 
 const KINDS: [EventKind; 2] = [EventKind::Reservation, EventKind::KeyRequest];
 
-/// The dormakaba handler. Cheap to share: clients are cached per connection version.
-pub struct DormakabaHandler {
-    pool: PgPool,
-    common: CommonConfig,
-    bus: OnceCell<Bus>,
-    clients: ClientCache<SoapClient>,
+/// What a binding of this adapter records: a key request's outcome, or what we set at the
+/// lock system for a reservation (the shape reservation bindings have always had).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum DormakabaIds {
+    /// A key request's binding (it has a `request_id`; a lock record never does).
+    KeyRequest(KeyRequestRecord),
+    /// A reservation's binding.
+    Reservation(LockRecord),
 }
 
-impl std::fmt::Debug for DormakabaHandler {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DormakabaHandler").finish_non_exhaustive()
+impl Default for DormakabaIds {
+    fn default() -> Self {
+        DormakabaIds::Reservation(LockRecord::default())
     }
 }
 
-/// The handler could not be built.
-#[derive(Debug, thiserror::Error)]
-#[error("dormakaba handler: {0}")]
-pub struct SetupError(String);
-
-impl Classify for SetupError {
-    fn class(&self) -> ErrorClass {
-        ErrorClass::Permanent
-    }
-}
-
-impl DormakabaHandler {
-    /// A handler with its own (lazy) pool; NATS for key results is connected on first use.
-    pub fn new(common: &CommonConfig) -> Result<Self, SetupError> {
-        let pool = accesshub_store::connect_lazy(&common.database_url, 8)
-            .map_err(|e| SetupError(e.to_string()))?;
-        Ok(DormakabaHandler {
-            pool,
-            common: common.clone(),
-            bus: OnceCell::new(),
-            clients: ClientCache::new(),
-        })
-    }
-
-    /// A handler with an existing pool and bus (tests).
-    pub fn with(pool: PgPool, bus: Bus, common: &CommonConfig) -> Self {
-        DormakabaHandler {
-            pool,
-            common: common.clone(),
-            bus: OnceCell::new_with(Some(bus)),
-            clients: ClientCache::new(),
+impl DormakabaIds {
+    /// The reservation's lock record (empty for anything else).
+    pub fn lock_record(&self) -> LockRecord {
+        match self {
+            DormakabaIds::Reservation(r) => r.clone(),
+            DormakabaIds::KeyRequest(_) => LockRecord::default(),
         }
     }
+}
 
-    /// The pool (for [`keyreq::key_request_status`]).
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
+fn lock_record(prev: Option<&Recorded<DormakabaIds>>) -> LockRecord {
+    prev.map(|p| p.ids.lock_record()).unwrap_or_default()
+}
+
+/// The lock system of one connection: the SOAP client and the connection's rate limit.
+#[derive(Debug)]
+pub struct LockSystem {
+    /// The Messenger PMS web service.
+    pub soap: SoapClient,
+    /// The connection's rate limit, one token per call.
+    pub limiter: Arc<RateLimiter>,
+}
+
+impl Throttle for LockSystem {
+    async fn acquire(&self) {
+        self.limiter.acquire().await;
     }
+}
 
-    async fn bus(&self) -> Result<&Bus, HandlerError> {
-        self.bus
-            .get_or_try_init(|| accesshub_bus::connect(&self.common))
-            .await
-            .map_err(HandlerError::from)
-    }
+/// The dormakaba handler (stateless: the runtime caches the clients).
+#[derive(Debug, Default)]
+pub struct DormakabaHandler;
 
-    async fn client<'c>(
-        &self,
-        ctx: &'c ApplyContext,
-    ) -> Result<(Arc<SoapClient>, &'c DormakabaSettings), HandlerError> {
-        let VendorSettings::Dormakaba(s) = &ctx.connection.settings else {
-            return Err(HandlerError::permanent(
-                "the connection is not a dormakaba connection",
-            ));
-        };
-        let client = self
-            .clients
-            .get_or_try_init(&ctx.connection, || {
-                SoapClient::new(SoapConfig::from_settings(s))
-            })
-            .await?;
-        Ok((client, s))
+impl DormakabaHandler {
+    /// The handler.
+    pub fn new() -> Self {
+        DormakabaHandler
     }
 
     async fn apply_reservation(
         &self,
-        ctx: &ApplyContext,
+        ctx: &ApplyContext<LockSystem>,
         event: &Event,
         r: &Reservation,
-        binding: Option<&Binding>,
-    ) -> Result<ApplyOutcome, HandlerError> {
-        let (client, s) = self.client(ctx).await?;
+        prev: Option<&Recorded<DormakabaIds>>,
+    ) -> Result<ApplyOutcome<DormakabaIds>, HandlerError> {
+        let s = ctx.connection.settings.dormakaba()?;
+        let lock: &LockSystem = &ctx.client;
         let d = desired::desired(&event.tenant, &event.booking_key, r, s)?;
-        let mut rec = binding
-            .map(|b| LockRecord::from_json(&b.vendor_ids))
-            .unwrap_or_default();
+        let mut rec = lock_record(prev);
         let mut ops = desired::plan_reservation(&d, &rec)?;
         // The runtime only hands over an event whose revision equals the binding's when the
         // reconciler forced it (SYNC `apply`): it found the lock system out of step although
         // our record matches. Re-assert, so a booking lost at the lock system is noticed and
         // re-created below.
-        let forced = binding.is_some_and(|b| b.applied_revision == event.revision);
+        let forced = prev.is_some_and(|b| b.applied_revision == event.revision);
         if forced && ops.is_empty() && desired::access_wanted(&d, Utc::now()) && rec.live() {
             ops.push(Op::ExtendCheckOut);
         }
         if ctx.attempt > 1 {
             desired::cancel_before_resend(&mut ops);
         }
-        let limiter = Limiter(&ctx.rate_limiter);
-        let result = match execute(&client, &limiter, &d, &mut rec, &ops, s.key_size).await {
+        let result = match execute(&lock.soap, lock, &d, &mut rec, &ops, s.key_size).await {
             // The lock system lost the booking our record says exists (removed by hand at the
             // front desk): create it again, without a card, and re-send the mobile key.
             Err(f)
@@ -154,14 +128,17 @@ impl DormakabaHandler {
                 rec.booked = false;
                 rec.mobile_key = None;
                 let again = desired::plan_recreate(&d)?;
-                execute(&client, &limiter, &d, &mut rec, &again, s.key_size).await
+                execute(&lock.soap, lock, &d, &mut rec, &again, s.key_size).await
             }
             other => other,
         };
         match result {
             Ok(report) => {
                 tracing::info!(operations = ?report.operations, reservation_id = %d.reservation_id, "reservation applied");
-                Ok(ApplyOutcome::new(record_status(&rec), rec.to_json()))
+                Ok(ApplyOutcome::new(
+                    record_status(&rec),
+                    DormakabaIds::Reservation(rec),
+                ))
             }
             Err(f) => Err(HandlerError::from(f.error)),
         }
@@ -169,18 +146,17 @@ impl DormakabaHandler {
 
     /// A reconciler removal (SYNC `remove`): our booking for a reservation that no longer
     /// wants access. Cancels the mobile key and checks the guest out; "already gone" at the
-    /// lock system is success. The runtime holds the reservation's advisory lock meanwhile.
+    /// lock system is success. The runtime holds the reservation's lock meanwhile and records
+    /// the returned record.
     async fn remove_reservation(
         &self,
-        ctx: &ApplyContext,
+        ctx: &ApplyContext<LockSystem>,
         cmd: &RemoveCommand,
-        binding: Option<&Binding>,
-    ) -> Result<(), HandlerError> {
-        let mut rec = binding
-            .map(|b| LockRecord::from_json(&b.vendor_ids))
-            .unwrap_or_default();
+        prev: Option<&Recorded<DormakabaIds>>,
+    ) -> Result<Option<ApplyOutcome<DormakabaIds>>, HandlerError> {
+        let mut rec = lock_record(prev);
         if !rec.live() {
-            return Ok(());
+            return Ok(None);
         }
         let rid = rec
             .reservation_id
@@ -189,83 +165,98 @@ impl DormakabaHandler {
         if cmd.reference != rid {
             tracing::warn!(reference = %cmd.reference, reservation_id = %rid,
                 "removal names another ReservationID than the binding holds; nothing done");
-            return Ok(());
+            return Ok(None);
         }
-        let (client, s) = self.client(ctx).await?;
+        let s = ctx.connection.settings.dormakaba()?;
         // Wanted again since the run looked (re-confirmed, extended)? Then keep it.
-        if let Some(r) = load_reservation(&self.pool, &cmd.tenant, &cmd.booking_key).await? {
+        if let Some(EventBody::Reservation(r)) = ctx
+            .stored_body(EventKind::Reservation, &cmd.booking_key)
+            .await?
+        {
             let d = desired::desired(&cmd.tenant, &cmd.booking_key, &r, s)?;
             if desired::access_wanted(&d, Utc::now()) {
                 tracing::info!(reservation_id = %rid, "reservation wants access again; not checked out");
-                return Ok(());
+                return Ok(None);
             }
         }
+        let lock: &LockSystem = &ctx.client;
         let gone_ok = |r: Result<_, SoapError>| match r {
             Err(e) if !desired::is_gone(&e) => Err(HandlerError::from(e)),
             _ => Ok(()),
         };
         if let Some(m) = rec.mobile_key.clone() {
-            ctx.rate_limiter.acquire().await;
-            gone_ok(client.cancel_mobile_access(&rid, &m.room, &m.phone).await)?;
+            lock.acquire().await;
+            gone_ok(
+                lock.soap
+                    .cancel_mobile_access(&rid, &m.room, &m.phone)
+                    .await,
+            )?;
             rec.mobile_key = None;
         }
-        ctx.rate_limiter.acquire().await;
-        gone_ok(client.check_out_guest(&rid).await)?;
+        lock.acquire().await;
+        gone_ok(lock.soap.check_out_guest(&rid).await)?;
         rec.checked_out = true;
-        // Not under the advisory lock here: the runtime's transaction holds it.
-        let mut conn = self.pool.acquire().await.map_err(StoreError::from)?;
-        save_record(&mut conn, &cmd.tenant, &cmd.booking_key, &rec)
-            .await
-            .map_err(StoreError::from)?;
         tracing::info!(reservation_id = %rid, run = cmd.run_id, "stale lock-system booking checked out");
-        Ok(())
+        Ok(Some(ApplyOutcome::new(
+            record_status(&rec),
+            DormakabaIds::Reservation(rec),
+        )))
     }
 
     async fn apply_key_request(
         &self,
-        ctx: &ApplyContext,
+        ctx: &ApplyContext<LockSystem>,
         event: &Event,
         req: &KeyRequest,
-    ) -> Result<ApplyOutcome, HandlerError> {
+        prev: Option<&Recorded<DormakabaIds>>,
+    ) -> Result<ApplyOutcome<DormakabaIds>, HandlerError> {
         let tenant = event.tenant.as_str();
-        let previous = keyreq::key_request_status(&self.pool, req.request_id).await?;
-        if let Some(p) = &previous
-            && let StoredStatus::Result(status) = p.status
-            && p.status.is_final()
+        let previous = prev
+            .and_then(|p| p.status)
+            .and_then(StoredStatus::from_status);
+        if let Some(StoredStatus::Result(status)) = previous
+            && previous.is_some_and(StoredStatus::is_final)
         {
-            // Done before (the ack or binding save was lost): publish again, change nothing.
-            self.publish(tenant, req, status, p.message.clone()).await?;
-            return Ok(keyreq_outcome(req, status));
+            // Done before (only a forced re-delivery gets here): publish again, change nothing.
+            let message = prev.and_then(|p| match &p.ids {
+                DormakabaIds::KeyRequest(k) => k.message.clone(),
+                DormakabaIds::Reservation(_) => None,
+            });
+            publish(ctx, tenant, req, status, message.clone()).await?;
+            return Ok(keyreq_outcome(req, status, message));
         }
-        let Some(r) = load_reservation(&self.pool, tenant, &req.reservation_key).await? else {
-            let msg = format!(
-                "reservation {:?} is unknown to accesshub: no key can be made",
-                req.reservation_key
-            );
-            return Err(self
-                .fail(ctx, tenant, req, HandlerError::permanent(msg))
-                .await);
+        let reservation = match ctx
+            .stored_body(EventKind::Reservation, &req.reservation_key)
+            .await?
+        {
+            Some(EventBody::Reservation(r)) => r,
+            _ => {
+                let msg = format!(
+                    "reservation {:?} is unknown to accesshub: no key can be made",
+                    req.reservation_key
+                );
+                return Err(fail(ctx, tenant, req, HandlerError::permanent(msg)).await);
+            }
         };
-        let (client, s) = self.client(ctx).await?;
-        let d = match desired::desired_for_key_request(tenant, &req.reservation_key, &r, s) {
-            Ok(d) => d,
-            Err(e) => return Err(self.fail(ctx, tenant, req, e.into()).await),
-        };
-
-        let mut tx = self.pool.begin().await.map_err(StoreError::from)?;
-        lock_reservation_binding(&mut tx, tenant, &req.reservation_key)
-            .await
-            .map_err(StoreError::from)?;
-        let mut rec = load_record(&mut tx, tenant, &req.reservation_key)
-            .await
-            .map_err(StoreError::from)?;
+        let s = ctx.connection.settings.dormakaba()?;
+        let d =
+            match desired::desired_for_key_request(tenant, &req.reservation_key, &reservation, s) {
+                Ok(d) => d,
+                Err(e) => return Err(fail(ctx, tenant, req, e.into()).await),
+            };
+        // The reservation's lock and record: its own events wait until the keys are made.
+        let related = ctx
+            .lock_related::<DormakabaIds>(EventKind::Reservation, &req.reservation_key)
+            .await?;
+        let mut rec = related
+            .record()
+            .map(|r| r.ids.lock_record())
+            .unwrap_or_default();
         let mut ops = match desired::plan_key_request(req, &d, &rec, s) {
             Ok(ops) => ops,
-            Err(e) => return Err(self.fail(ctx, tenant, req, e.into()).await),
+            Err(e) => return Err(fail(ctx, tenant, req, e.into()).await),
         };
-        let interrupted = previous
-            .as_ref()
-            .is_some_and(|p| p.status == StoredStatus::InFlight);
+        let interrupted = previous == Some(StoredStatus::InFlight);
         // CreateNewBooking is idempotent at the lock system; anything else that encodes cards
         // is not, so after a crash mid-call we must not guess: a second card is worse than
         // asking the desk to check the encoder and request again.
@@ -275,89 +266,111 @@ impl DormakabaHandler {
                 .any(|o| o.encodes_cards() && !matches!(o, Op::CreateBooking { .. }))
         {
             let msg = "a previous attempt was interrupted during the lock-system call, so the card may already have been encoded; check the encoder and send a new request if no card came out";
-            return Err(self
-                .fail(ctx, tenant, req, HandlerError::permanent(msg))
-                .await);
+            return Err(fail(ctx, tenant, req, HandlerError::permanent(msg)).await);
         }
         if interrupted {
             desired::cancel_before_resend(&mut ops);
         }
-        keyreq::mark_in_flight(&self.pool, tenant, req).await?;
-        let limiter = Limiter(&ctx.rate_limiter);
-        let result = execute(&client, &limiter, &d, &mut rec, &ops, s.key_size).await;
-        save_record(&mut tx, tenant, &req.reservation_key, &rec)
-            .await
-            .map_err(StoreError::from)?;
-        tx.commit().await.map_err(StoreError::from)?;
+        // Recorded before the call, so a crash during it leaves a trace for the next attempt.
+        ctx.record_progress(Status::InFlight, &key_record(req, None))
+            .await?;
+        let lock: &LockSystem = &ctx.client;
+        let result = execute(&lock.soap, lock, &d, &mut rec, &ops, s.key_size).await;
+        related
+            .save(record_status(&rec), &DormakabaIds::Reservation(rec))
+            .await?;
         match result {
             Ok(report) => {
                 let (status, message) = success_message(req, &report);
-                keyreq::store_outcome(&self.pool, tenant, req, status, Some(&message)).await?;
-                self.publish(tenant, req, status, Some(message)).await?;
+                publish(ctx, tenant, req, status, Some(message.clone())).await?;
                 tracing::info!(request_id = %req.request_id, operations = ?report.operations, "key request done");
-                Ok(keyreq_outcome(req, status))
+                Ok(keyreq_outcome(req, status, Some(message)))
             }
             Err(f) => {
                 let pending = f.error.class() == ErrorClass::Transient && !ctx.last_attempt;
                 if pending {
                     let message = retry_message(&f.error);
-                    self.report(tenant, req, KeyResultStatus::Pending, message)
-                        .await;
+                    report(ctx, tenant, req, KeyResultStatus::Pending, message).await;
                     Err(HandlerError::from(f.error))
                 } else {
-                    Err(self
-                        .fail(ctx, tenant, req, HandlerError::from(f.error))
-                        .await)
+                    Err(fail(ctx, tenant, req, HandlerError::from(f.error)).await)
                 }
             }
         }
     }
+}
 
-    /// Records and publishes `failed`, then hands the error back for the runtime's DLQ.
-    async fn fail(
-        &self,
-        _ctx: &ApplyContext,
-        tenant: &str,
-        req: &KeyRequest,
-        err: HandlerError,
-    ) -> HandlerError {
-        self.report(tenant, req, KeyResultStatus::Failed, err.message.clone())
-            .await;
-        err
-    }
-
-    /// Stores and publishes an outcome; failures are logged, not raised, so they never hide
-    /// the lock system's own answer.
-    async fn report(&self, tenant: &str, req: &KeyRequest, status: KeyResultStatus, msg: String) {
-        if let Err(e) = keyreq::store_outcome(&self.pool, tenant, req, status, Some(&msg)).await {
-            tracing::warn!(error = %e, "storing key request outcome failed");
-        }
-        if let Err(e) = self.publish(tenant, req, status, Some(msg)).await {
-            tracing::warn!(error = %e, "publishing key request outcome failed");
-        }
-    }
-
-    async fn publish(
-        &self,
-        tenant: &str,
-        req: &KeyRequest,
-        status: KeyResultStatus,
-        message: Option<String>,
-    ) -> Result<(), HandlerError> {
-        let bus = self.bus().await?;
-        let result = KeyResult {
-            request_id: req.request_id,
-            tenant: tenant.to_owned(),
-            status,
-            message,
-            at: Utc::now(),
-        };
-        keyreq::publish_result(&bus.js, &bus.ns, &result).await?;
-        Ok(())
+fn key_record(req: &KeyRequest, message: Option<String>) -> KeyRequestRecord {
+    KeyRequestRecord {
+        request_id: req.request_id,
+        reservation_key: req.reservation_key.clone(),
+        message,
     }
 }
 
+/// Records and publishes `failed`, then hands the error back for the runtime's DLQ (which
+/// records the request's binding as dead-lettered with the reason).
+async fn fail(
+    ctx: &ApplyContext<LockSystem>,
+    tenant: &str,
+    req: &KeyRequest,
+    err: HandlerError,
+) -> HandlerError {
+    report(
+        ctx,
+        tenant,
+        req,
+        KeyResultStatus::Failed,
+        err.message.clone(),
+    )
+    .await;
+    err
+}
+
+/// Records and publishes an outcome; failures are logged, not raised, so they never hide the
+/// lock system's own answer.
+async fn report(
+    ctx: &ApplyContext<LockSystem>,
+    tenant: &str,
+    req: &KeyRequest,
+    status: KeyResultStatus,
+    msg: String,
+) {
+    let rec = key_record(req, Some(msg.clone()));
+    if let Err(e) = ctx
+        .record_progress(keyreq::result_status(status), &rec)
+        .await
+    {
+        tracing::warn!(error = %e, "recording key request outcome failed");
+    }
+    if let Err(e) = publish(ctx, tenant, req, status, Some(msg)).await {
+        tracing::warn!(error = %e, "publishing key request outcome failed");
+    }
+}
+
+async fn publish(
+    ctx: &ApplyContext<LockSystem>,
+    tenant: &str,
+    req: &KeyRequest,
+    status: KeyResultStatus,
+    message: Option<String>,
+) -> Result<(), HandlerError> {
+    let result = KeyResult {
+        request_id: req.request_id,
+        tenant: tenant.to_owned(),
+        status,
+        message,
+        at: Utc::now(),
+    };
+    let (subject, body, msg_id) = keyreq::result_message(&result)
+        .map_err(|e| HandlerError::permanent(format!("encode key result: {e}")))?;
+    ctx.publish(&subject, body, msg_id).await
+}
+
 impl Handler for DormakabaHandler {
+    type Ids = DormakabaIds;
+    type Client = LockSystem;
+
     fn name(&self) -> &'static str {
         WORKER
     }
@@ -370,66 +383,66 @@ impl Handler for DormakabaHandler {
         &KINDS
     }
 
+    fn client(
+        &self,
+        conn: &Connection,
+        limiter: Arc<RateLimiter>,
+    ) -> Result<LockSystem, HandlerError> {
+        let s = conn.settings.dormakaba()?;
+        Ok(LockSystem {
+            soap: SoapClient::new(SoapConfig::from_settings(s))?,
+            limiter,
+        })
+    }
+
     async fn apply(
         &self,
-        ctx: &ApplyContext,
+        ctx: &ApplyContext<LockSystem>,
         event: &Event,
-        binding: Option<&Binding>,
-    ) -> Result<ApplyOutcome, HandlerError> {
+        prev: Option<&Recorded<DormakabaIds>>,
+    ) -> Result<ApplyOutcome<DormakabaIds>, HandlerError> {
         match &event.body {
-            EventBody::Reservation(r) => self.apply_reservation(ctx, event, r, binding).await,
-            EventBody::KeyRequest(k) => self.apply_key_request(ctx, event, k).await,
-            _ => Ok(ApplyOutcome::new("ignored", serde_json::json!({}))),
+            EventBody::Reservation(r) => self.apply_reservation(ctx, event, r, prev).await,
+            EventBody::KeyRequest(k) => self.apply_key_request(ctx, event, k, prev).await,
+            _ => Ok(ApplyOutcome::new(Status::Ignored, DormakabaIds::default())),
         }
     }
 
     async fn remove(
         &self,
-        ctx: &ApplyContext,
+        ctx: &ApplyContext<LockSystem>,
         cmd: &RemoveCommand,
-        binding: Option<&Binding>,
-    ) -> Result<(), HandlerError> {
+        prev: Option<&Recorded<DormakabaIds>>,
+    ) -> Result<Option<ApplyOutcome<DormakabaIds>>, HandlerError> {
         if cmd.kind != EventKind::Reservation {
             return Err(HandlerError::permanent(format!(
                 "dormakaba removals are reservation check-outs, not {}",
                 cmd.kind.as_str()
             )));
         }
-        self.remove_reservation(ctx, cmd, binding).await
+        self.remove_reservation(ctx, cmd, prev).await
     }
 }
 
-struct Limiter<'a>(&'a RateLimiter);
-
-impl Throttle for Limiter<'_> {
-    async fn acquire(&self) {
-        self.0.acquire().await;
-    }
-}
-
-fn record_status(rec: &LockRecord) -> &'static str {
+/// What a reservation's record says the lock system holds.
+pub fn record_status(rec: &LockRecord) -> Status {
     if rec.checked_out {
-        "checked_out"
+        Status::CheckedOut
     } else if rec.booked {
-        "booked"
+        Status::Booked
     } else {
-        "no_lock_booking"
+        Status::NoLockBooking
     }
 }
 
-fn keyreq_outcome(req: &KeyRequest, status: KeyResultStatus) -> ApplyOutcome {
-    let status = match status {
-        KeyResultStatus::Pending => "pending",
-        KeyResultStatus::Encoded => "encoded",
-        KeyResultStatus::Sent => "sent",
-        KeyResultStatus::Failed => "failed",
-    };
+fn keyreq_outcome(
+    req: &KeyRequest,
+    status: KeyResultStatus,
+    message: Option<String>,
+) -> ApplyOutcome<DormakabaIds> {
     ApplyOutcome::new(
-        status,
-        serde_json::json!({
-            "request_id": req.request_id,
-            "reservation_key": req.reservation_key,
-        }),
+        keyreq::result_status(status),
+        DormakabaIds::KeyRequest(key_record(req, message)),
     )
 }
 
@@ -469,91 +482,4 @@ fn retry_message(e: &SoapError) -> String {
         None => "lock system unreachable".to_owned(),
     };
     format!("{what}, retrying")
-}
-
-/// The reservation's desired state as booking-ingest stored it (`bookings.payload` holds the
-/// whole event).
-async fn load_reservation(
-    pool: &PgPool,
-    tenant: &str,
-    key: &str,
-) -> Result<Option<Reservation>, HandlerError> {
-    let row: Option<(serde_json::Value,)> = sqlx::query_as(
-        "SELECT payload FROM bookings WHERE tenant_id = $1 AND kind = 'reservation' AND booking_key = $2",
-    )
-    .bind(tenant)
-    .bind(key)
-    .fetch_optional(pool)
-    .await
-    .map_err(StoreError::from)?;
-    let Some((payload,)) = row else {
-        return Ok(None);
-    };
-    if let Ok(ev) = serde_json::from_value::<Event>(payload.clone())
-        && let EventBody::Reservation(r) = ev.body
-    {
-        return Ok(Some(r));
-    }
-    serde_json::from_value::<Reservation>(payload)
-        .map(Some)
-        .map_err(|e| {
-            HandlerError::permanent(format!("stored reservation {key:?} is unreadable: {e}"))
-        })
-}
-
-/// The advisory lock the runtime takes for the reservation's binding (same key format as
-/// worker-runtime's `BindingKey::lock_key`), so a key request and a reservation event of the
-/// same stay never change the lock-system booking at once.
-async fn lock_reservation_binding(
-    conn: &mut sqlx::PgConnection,
-    tenant: &str,
-    key: &str,
-) -> Result<(), sqlx::Error> {
-    let lock_key = format!("binding\x1f{tenant}\x1fdormakaba\x1freservation\x1f{key}");
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-        .bind(lock_key)
-        .execute(conn)
-        .await?;
-    Ok(())
-}
-
-async fn load_record(
-    conn: &mut sqlx::PgConnection,
-    tenant: &str,
-    key: &str,
-) -> Result<LockRecord, sqlx::Error> {
-    let row: Option<(serde_json::Value,)> = sqlx::query_as(
-        "SELECT vendor_ids FROM bindings WHERE tenant_id = $1 AND vendor = 'dormakaba' \
-         AND kind = 'reservation' AND booking_key = $2",
-    )
-    .bind(tenant)
-    .bind(key)
-    .fetch_optional(conn)
-    .await?;
-    Ok(row
-        .map(|(v,)| LockRecord::from_json(&v))
-        .unwrap_or_default())
-}
-
-/// Updates the record only: the reservation's applied revision stays the runtime's (0 when
-/// no reservation event was applied yet, so the next one is still applied).
-async fn save_record(
-    conn: &mut sqlx::PgConnection,
-    tenant: &str,
-    key: &str,
-    rec: &LockRecord,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO bindings (tenant_id, vendor, kind, booking_key, applied_revision, vendor_ids, \
-           status, updated_at) VALUES ($1, 'dormakaba', 'reservation', $2, 0, $3, $4, now()) \
-         ON CONFLICT (tenant_id, vendor, kind, booking_key) DO UPDATE SET \
-           vendor_ids = EXCLUDED.vendor_ids, status = EXCLUDED.status, updated_at = now()",
-    )
-    .bind(tenant)
-    .bind(key)
-    .bind(rec.to_json())
-    .bind(record_status(rec))
-    .execute(conn)
-    .await?;
-    Ok(())
 }

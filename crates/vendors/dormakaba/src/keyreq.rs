@@ -1,14 +1,29 @@
-//! Key-request outcomes: stored in `key_requests` (queryable by id, so a front desk can poll
-//! "key ready" or "encoder busy, retrying") and published as [`KeyResult`] on
-//! `results.keyreq.<tenant>.<request_id>` for whoever listens live.
+//! Key-request outcomes: recorded as the key request's own binding (kind `keyreq`, booking
+//! key = request id; queryable, so a front desk can poll "key ready" or "encoder busy,
+//! retrying") and published as [`KeyResult`] on `results.keyreq.<tenant>.<request_id>` for
+//! whoever listens live. Both go through the runtime (`ApplyContext::record_progress`,
+//! `ApplyContext::publish`): the adapter has no database or NATS connection of its own.
 
-use accesshub_domain::{Classify, ErrorClass, KeyAction, KeyResult, KeyResultStatus, subjects};
-use async_nats::jetstream::{self, message::PublishMessage};
+use accesshub_domain::{KeyResult, KeyResultStatus, subjects};
 use chrono::{DateTime, Utc};
-use sqlx::PgPool;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
+use worker_runtime::{Binding, Status};
 
-/// Status of a key request as stored (the published statuses plus `in_flight`).
+/// What a key request's binding records besides its status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyRequestRecord {
+    /// The request.
+    pub request_id: Uuid,
+    /// The reservation whose lock-system booking the keys are for.
+    pub reservation_key: String,
+    /// The outcome in the desk's words ("key ready: 1 card(s) encoded on encoder 2").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// Status of a key request as recorded (the published statuses plus `in_flight`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoredStatus {
     /// A vendor call is under way (or the worker died during one: outcome unknown).
@@ -18,21 +33,22 @@ pub enum StoredStatus {
 }
 
 impl StoredStatus {
-    /// Column value.
-    pub fn as_str(self) -> &'static str {
+    /// The binding status recording it.
+    pub fn status(self) -> Status {
         match self {
-            StoredStatus::InFlight => "in_flight",
-            StoredStatus::Result(s) => status_str(s),
+            StoredStatus::InFlight => Status::InFlight,
+            StoredStatus::Result(s) => result_status(s),
         }
     }
 
-    fn parse(s: &str) -> Option<Self> {
+    /// From a binding status (a dead-lettered request has failed).
+    pub fn from_status(s: Status) -> Option<Self> {
         Some(match s {
-            "in_flight" => StoredStatus::InFlight,
-            "pending" => StoredStatus::Result(KeyResultStatus::Pending),
-            "encoded" => StoredStatus::Result(KeyResultStatus::Encoded),
-            "sent" => StoredStatus::Result(KeyResultStatus::Sent),
-            "failed" => StoredStatus::Result(KeyResultStatus::Failed),
+            Status::InFlight => StoredStatus::InFlight,
+            Status::Pending => StoredStatus::Result(KeyResultStatus::Pending),
+            Status::Encoded => StoredStatus::Result(KeyResultStatus::Encoded),
+            Status::Sent => StoredStatus::Result(KeyResultStatus::Sent),
+            Status::Failed | Status::DeadLettered => StoredStatus::Result(KeyResultStatus::Failed),
             _ => return None,
         })
     }
@@ -48,179 +64,71 @@ impl StoredStatus {
     }
 }
 
-fn status_str(s: KeyResultStatus) -> &'static str {
+/// The binding status of a published result status.
+pub fn result_status(s: KeyResultStatus) -> Status {
     match s {
-        KeyResultStatus::Pending => "pending",
-        KeyResultStatus::Encoded => "encoded",
-        KeyResultStatus::Sent => "sent",
-        KeyResultStatus::Failed => "failed",
+        KeyResultStatus::Pending => Status::Pending,
+        KeyResultStatus::Encoded => Status::Encoded,
+        KeyResultStatus::Sent => Status::Sent,
+        KeyResultStatus::Failed => Status::Failed,
     }
 }
 
-fn action_str(a: KeyAction) -> &'static str {
-    match a {
-        KeyAction::NewKey => "new_key",
-        KeyAction::DuplicateKey => "duplicate_key",
-        KeyAction::MobileKey => "mobile_key",
-    }
-}
-
-/// One key request's stored outcome.
+/// One key request's recorded outcome.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyRequestStatus {
     /// The request.
     pub request_id: Uuid,
     /// Tenant.
     pub tenant: String,
-    /// Reservation booking key.
+    /// Reservation booking key (empty when the request failed before it was recorded).
     pub reservation_key: String,
-    /// `new_key`, `duplicate_key` or `mobile_key`.
-    pub action: String,
     /// Current status.
     pub status: StoredStatus,
-    /// Detail ("encoder busy, retrying", the fault name).
+    /// Detail ("encoder busy, retrying", the fault, the dead-letter reason).
     pub message: Option<String>,
-    /// Vendor attempts so far.
-    pub attempts: i32,
     /// Last change.
     pub updated_at: DateTime<Utc>,
 }
 
-/// Storing or publishing an outcome failed (both transient: the database or NATS is away).
-#[derive(Debug, thiserror::Error)]
-pub enum OutcomeError {
-    /// Postgres.
-    #[error("key_requests: {0}")]
-    Db(#[from] sqlx::Error),
-    /// NATS.
-    #[error("publishing key result: {0}")]
-    Publish(String),
-    /// A stored status we do not know (a newer worker wrote it).
-    #[error("key_requests: unknown status {0:?}")]
-    UnknownStatus(String),
-}
-
-impl Classify for OutcomeError {
-    fn class(&self) -> ErrorClass {
-        match self {
-            OutcomeError::Db(e) => accesshub_store::db_error_class(e),
-            OutcomeError::Publish(_) => ErrorClass::Transient,
-            OutcomeError::UnknownStatus(_) => ErrorClass::Permanent,
-        }
-    }
-}
-
-type Row = (
-    Uuid,
-    String,
-    String,
-    String,
-    String,
-    Option<String>,
-    i32,
-    DateTime<Utc>,
-);
-
-/// The stored outcome of a key request, if the worker has seen it.
-pub async fn key_request_status(
-    pool: &PgPool,
-    request_id: Uuid,
-) -> Result<Option<KeyRequestStatus>, OutcomeError> {
-    let row: Option<Row> = sqlx::query_as(
-        "SELECT request_id, tenant, reservation_key, action, status, message, attempts, updated_at \
-         FROM key_requests WHERE request_id = $1",
-    )
-    .bind(request_id)
-    .fetch_optional(pool)
-    .await?;
-    let Some((request_id, tenant, reservation_key, action, status, message, attempts, updated_at)) =
-        row
-    else {
-        return Ok(None);
+/// The key request's outcome as its binding records it (`None`: not a key request's
+/// binding, or a status this build does not know).
+pub fn key_request_status(b: &Binding) -> Option<KeyRequestStatus> {
+    let status = StoredStatus::from_status(Status::parse(&b.status)?)?;
+    let rec = serde_json::from_value::<KeyRequestRecord>(b.vendor_ids.clone()).ok();
+    let request_id = match &rec {
+        Some(r) => r.request_id,
+        None => b.booking_key.parse().ok()?,
     };
-    let status = StoredStatus::parse(&status).ok_or(OutcomeError::UnknownStatus(status))?;
-    Ok(Some(KeyRequestStatus {
+    // A dead-lettered request's reason is the runtime's last error.
+    let message = match status {
+        StoredStatus::Result(KeyResultStatus::Failed) => b
+            .last_error
+            .clone()
+            .or_else(|| rec.as_ref().and_then(|r| r.message.clone())),
+        _ => rec.as_ref().and_then(|r| r.message.clone()),
+    };
+    Some(KeyRequestStatus {
         request_id,
-        tenant,
-        reservation_key,
-        action,
+        tenant: b.tenant_id.clone(),
+        reservation_key: rec.map(|r| r.reservation_key).unwrap_or_default(),
         status,
         message,
-        attempts,
-        updated_at,
-    }))
+        updated_at: b.updated_at,
+    })
 }
 
-/// Marks a vendor call as under way (committed before the call, so a crash leaves a trace).
-pub async fn mark_in_flight(
-    pool: &PgPool,
-    tenant: &str,
-    req: &accesshub_domain::KeyRequest,
-) -> Result<(), OutcomeError> {
-    sqlx::query(
-        "INSERT INTO key_requests (request_id, tenant, reservation_key, action, status, attempts) \
-         VALUES ($1, $2, $3, $4, 'in_flight', 1) \
-         ON CONFLICT (request_id) DO UPDATE SET status = 'in_flight', \
-           attempts = key_requests.attempts + 1, updated_at = now()",
-    )
-    .bind(req.request_id)
-    .bind(tenant)
-    .bind(&req.reservation_key)
-    .bind(action_str(req.action))
-    .execute(pool)
-    .await?;
-    Ok(())
-}
-
-/// Stores an outcome (creating the row if the request failed before any vendor call).
-pub async fn store_outcome(
-    pool: &PgPool,
-    tenant: &str,
-    req: &accesshub_domain::KeyRequest,
-    status: KeyResultStatus,
-    message: Option<&str>,
-) -> Result<(), OutcomeError> {
-    sqlx::query(
-        "INSERT INTO key_requests (request_id, tenant, reservation_key, action, status, message) \
-         VALUES ($1, $2, $3, $4, $5, $6) \
-         ON CONFLICT (request_id) DO UPDATE SET status = EXCLUDED.status, \
-           message = EXCLUDED.message, updated_at = now()",
-    )
-    .bind(req.request_id)
-    .bind(tenant)
-    .bind(&req.reservation_key)
-    .bind(action_str(req.action))
-    .bind(status_str(status))
-    .bind(message)
-    .execute(pool)
-    .await?;
-    Ok(())
-}
-
-/// Publishes a [`KeyResult`] on the namespaced `results.keyreq.<tenant>.<id>` and waits for
-/// the PubAck. Final outcomes carry a `Nats-Msg-Id` so a retried publish is deduplicated.
-pub async fn publish_result(
-    js: &jetstream::Context,
-    ns: &accesshub_domain::subjects::Namespace,
-    result: &KeyResult,
-) -> Result<(), OutcomeError> {
-    let subject = ns.subject(&subjects::key_result(
-        &result.tenant,
-        &result.request_id.to_string(),
-    ));
-    let body = serde_json::to_vec(result).map_err(|e| OutcomeError::Publish(e.to_string()))?;
-    let mut msg = PublishMessage::build().payload(body.into());
-    if result.status != KeyResultStatus::Pending {
-        msg = msg.message_id(format!(
+/// A [`KeyResult`] as published: the un-namespaced subject `results.keyreq.<tenant>.<id>`,
+/// the body, and for final outcomes a `Nats-Msg-Id` so a retried publish is de-duplicated.
+pub fn result_message(result: &KeyResult) -> Result<(String, Vec<u8>, Option<String>), String> {
+    let subject = subjects::key_result(&result.tenant, &result.request_id.to_string());
+    let body = serde_json::to_vec(result).map_err(|e| e.to_string())?;
+    let msg_id = (result.status != KeyResultStatus::Pending).then(|| {
+        format!(
             "keyreq:{}:{}",
             result.request_id,
-            status_str(result.status)
-        ));
-    }
-    js.send_publish(subject, msg)
-        .await
-        .map_err(|e| OutcomeError::Publish(e.to_string()))?
-        .await
-        .map_err(|e| OutcomeError::Publish(e.to_string()))?;
-    Ok(())
+            result_status(result.status).as_str()
+        )
+    });
+    Ok((subject, body, msg_id))
 }

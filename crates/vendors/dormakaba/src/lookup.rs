@@ -2,14 +2,8 @@
 //! runs `HelloWorldTest` with the connection's credentials (reachability, AuthHeader) and
 //! lists the connection's encoders, flagging USB ones the web service cannot drive.
 
-use std::{sync::Arc, time::Duration};
-
-use accesshub_bus::Bus;
 use accesshub_connections::lookup::{LookupFailure, LookupItem, LookupRequest};
-use accesshub_connections::{
-    Connection, ConnectionCache, ConnectionStore, DormakabaSettings, EncoderKind, Vendor,
-    VendorSettings,
-};
+use accesshub_connections::{Connection, DormakabaSettings, EncoderKind, Vendor, VendorSettings};
 use accesshub_domain::Classify;
 
 use crate::client::{SoapClient, SoapConfig};
@@ -69,15 +63,4 @@ pub async fn answer(
             &req.connection,
         )),
     }
-}
-
-/// Subscribes to `lookup.dormakaba` (namespaced) and answers from `store` (uncached; the
-/// worker binary uses its own connections through `worker_runtime::lookups::spawn`).
-pub async fn serve(
-    bus: &Bus,
-    store: ConnectionStore,
-) -> Result<tokio::task::JoinHandle<()>, accesshub_connections::lookup::LookupError> {
-    // TTL zero: every lookup reads the store, so a saved change is seen at once.
-    let connections = Arc::new(ConnectionCache::new(store, Duration::ZERO));
-    worker_runtime::lookups::serve(bus, Vendor::Dormakaba, connections, answer).await
 }

@@ -4,20 +4,17 @@
 
 use accesshub_connections::Vendor;
 use dormakaba_adapter::{DormakabaHandler, WORKER};
-use worker_runtime::WorkerError;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     worker_runtime::serve_main(WORKER, |cfg| {
-        let handler =
-            DormakabaHandler::new(&cfg.common).map_err(|e| WorkerError::Handler(e.to_string()))?;
         worker_runtime::lookups::spawn(
             cfg.common.clone(),
             Vendor::Dormakaba,
             cfg.connections.clone(),
             dormakaba_adapter::lookup::answer,
         );
-        Ok(handler)
+        Ok(DormakabaHandler::new())
     })
     .await?;
     Ok(())

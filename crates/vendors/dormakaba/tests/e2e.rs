@@ -17,7 +17,10 @@ use accesshub_testkit::{TestBus, TestDb};
 use async_nats::jetstream::message::PublishMessage;
 use chrono::{Days, NaiveTime, Utc};
 use dormakaba_adapter::client::{SoapClient, SoapConfig};
-use dormakaba_adapter::{DormakabaHandler, StoredStatus, WORKER, desired, key_request_status};
+use dormakaba_adapter::{
+    DormakabaHandler, StoredStatus, WORKER, desired,
+    keyreq::{KeyRequestStatus, key_request_status},
+};
 use uuid::Uuid;
 use vendor_sim::dormakaba::Product;
 use vendor_sim::{FaultKind, FaultRule, SimConfig, SimHandle, Vendor};
@@ -110,7 +113,7 @@ impl Env {
         let mut cfg =
             WorkerConfig::for_test(common.clone(), Arc::new(StaticConnections::new(vec![conn])));
         cfg.max_deliver = 6;
-        let handler = DormakabaHandler::with(self.db.pool.clone(), self.tb.bus.clone(), &common);
+        let handler = DormakabaHandler::new();
         self.worker = Some(worker_runtime::start(cfg, handler).await.unwrap());
     }
 
@@ -200,10 +203,46 @@ impl Env {
         req.request_id
     }
 
+    /// What an attempt that died during its lock-system call leaves: the request's binding
+    /// recorded `in_flight` (the worker records it before the call), nothing applied.
+    async fn mark_in_flight(&self, req: &KeyRequest) {
+        let rec = dormakaba_adapter::keyreq::KeyRequestRecord {
+            request_id: req.request_id,
+            reservation_key: req.reservation_key.clone(),
+            message: None,
+        };
+        sqlx::query(
+            "INSERT INTO bindings (tenant_id, vendor, kind, booking_key, applied_revision, \
+               vendor_ids, status, updated_at) \
+             VALUES ($1, 'dormakaba', 'keyreq', $2, 0, $3, 'in_flight', now())",
+        )
+        .bind(TENANT)
+        .bind(req.request_id.to_string())
+        .bind(serde_json::to_value(&rec).unwrap())
+        .execute(&self.db.pool)
+        .await
+        .unwrap();
+    }
+
+    /// The key request's outcome, as its binding records it.
+    async fn key_request_outcome(&self, id: Uuid) -> Option<KeyRequestStatus> {
+        let key = worker_runtime::BindingKey {
+            tenant: TENANT.into(),
+            vendor: "dormakaba".into(),
+            kind: "keyreq".into(),
+            booking_key: id.to_string(),
+        };
+        worker_runtime::get_binding(&self.db.pool, &key)
+            .await
+            .unwrap()
+            .as_ref()
+            .and_then(key_request_status)
+    }
+
     async fn wait_status(&self, id: Uuid, want: KeyResultStatus) -> String {
         let start = Instant::now();
         loop {
-            if let Some(s) = key_request_status(&self.db.pool, id).await.unwrap()
+            if let Some(s) = self.key_request_outcome(id).await
                 && s.status == StoredStatus::Result(want)
             {
                 return s.message.unwrap_or_default();
@@ -211,7 +250,7 @@ impl Env {
             assert!(
                 start.elapsed() < Duration::from_secs(20),
                 "key request {id} never reached {want:?}: {:?}",
-                key_request_status(&self.db.pool, id).await.unwrap()
+                self.key_request_outcome(id).await
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -588,9 +627,7 @@ async fn no_second_booking_or_card_after_a_crash() {
         key_count: 1,
         requested_by: None,
     };
-    dormakaba_adapter::keyreq::mark_in_flight(&env.db.pool, TENANT, &req)
-        .await
-        .unwrap();
+    env.mark_in_flight(&req).await;
     let d = desired::desired_for_key_request(TENANT, "C1", &r, &env.settings).unwrap();
     let client = SoapClient::new(SoapConfig::from_settings(&env.settings)).unwrap();
     client
@@ -627,9 +664,7 @@ async fn no_second_booking_or_card_after_a_crash() {
         action: KeyAction::NewKey,
         ..req.clone()
     };
-    dormakaba_adapter::keyreq::mark_in_flight(&env.db.pool, TENANT, &req2)
-        .await
-        .unwrap();
+    env.mark_in_flight(&req2).await;
     env.publish(&keyreq_event(&req2)).await;
     let msg = env
         .wait_status(req2.request_id, KeyResultStatus::Failed)

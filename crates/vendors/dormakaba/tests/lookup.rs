@@ -50,9 +50,20 @@ async fn encoder_test_lookup() {
         .await
         .unwrap();
     store.upsert(&conn).await.unwrap();
-    let task = dormakaba_adapter::lookup::serve(&tb.bus, store.clone())
-        .await
-        .unwrap();
+    // As the worker binary serves lookups, from the store (TTL zero: a saved change is seen
+    // at once).
+    let connections = std::sync::Arc::new(accesshub_connections::ConnectionCache::new(
+        store.clone(),
+        std::time::Duration::ZERO,
+    ));
+    let task = worker_runtime::lookups::serve(
+        &tb.bus,
+        accesshub_connections::Vendor::Dormakaba,
+        connections,
+        dormakaba_adapter::lookup::answer,
+    )
+    .await
+    .unwrap();
     let ask = |what: &str| LookupRequest {
         tenant: "acme".into(),
         connection: "default".into(),

@@ -8,6 +8,7 @@ use accesshub_connections::IpassanSettings;
 use accesshub_domain::{Classify, ErrorClass, FacilityBooking, FacilityStatus, Resident};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use worker_runtime::Status;
 
 use crate::client::{
     Asset, IpassanClient, IpassanError, NewBooking, NewPerson, PERSON_TYPE_RESIDENT, Person,
@@ -38,8 +39,8 @@ pub struct VendorIds {
 /// Result of applying an event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Applied {
-    /// `booked` or `cancelled`.
-    pub status: &'static str,
+    /// `Booked` or `Cancelled`.
+    pub status: Status,
     /// What we now hold.
     pub ids: VendorIds,
     /// Whether a new asset booking was created (false: an existing one matched).
@@ -271,7 +272,7 @@ async fn book(
     }
     let deleted = plan.delete_first.len() + plan.delete_after.len();
     Ok(Applied {
-        status: "booked",
+        status: Status::Booked,
         ids: VendorIds {
             asset_uuid: Some(asset.uuid.clone()),
             booking_uuid: booked.map(|x| x.uuid),
@@ -348,7 +349,7 @@ async fn cancel(
         delete(client, o).await?;
     }
     Ok(Applied {
-        status: "cancelled",
+        status: Status::Cancelled,
         ids: VendorIds {
             asset_uuid: asset
                 .map(str::to_owned)

@@ -415,7 +415,7 @@ async fn cancel_deletes_and_is_idempotent() {
     let a = run(&c, &s, &b, None).await.unwrap();
     b.status = FacilityStatus::Cancelled;
     let x = run(&c, &s, &b, Some(&a.ids)).await.unwrap();
-    assert_eq!(x.status, "cancelled");
+    assert_eq!(x.status, worker_runtime::Status::Cancelled);
     assert_eq!(x.deleted, 1);
     assert!(ours(&sim).is_empty());
     let y = run(&c, &s, &b, Some(&x.ids)).await.unwrap();

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use accesshub_domain::{Pass, PassStatus};
 use chrono::{DateTime, Utc};
-use worker_runtime::HandlerError;
+use worker_runtime::{HandlerError, Status};
 
 use crate::{
     TapkeyClient, TapkeyIds, client,
@@ -34,12 +34,12 @@ pub struct Target<'a> {
 }
 
 /// Short status of the binding after [`apply`].
-pub fn status_of(status: PassStatus, wants: bool) -> &'static str {
+pub fn status_of(status: PassStatus, wants: bool) -> Status {
     match (wants, status) {
-        (true, _) => "active",
-        (false, PassStatus::Active) => "expired",
-        (false, PassStatus::Used) => "used",
-        (false, PassStatus::Removed) => "removed",
+        (true, _) => Status::Active,
+        (false, PassStatus::Active) => Status::Expired,
+        (false, PassStatus::Used) => Status::Used,
+        (false, PassStatus::Removed) => Status::Removed,
     }
 }
 

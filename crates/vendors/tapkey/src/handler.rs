@@ -1,13 +1,14 @@
 //! The worker-runtime [`Handler`]: everything else (consuming, ordering, revision check,
 //! retries, DLQ, metrics) is the runtime's.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
-use accesshub_connections::{Vendor, VendorSettings};
+use accesshub_connections::{Connection, Vendor};
 use accesshub_domain::{Event, EventBody, EventKind, sync::RemoveCommand};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use worker_runtime::{ApplyContext, ApplyOutcome, Binding, ClientCache, Handler, HandlerError};
+use vendor_http::RateLimiter;
+use worker_runtime::{ApplyContext, ApplyOutcome, Handler, HandlerError, Recorded};
 
 use crate::{
     TapkeyClient,
@@ -34,18 +35,19 @@ pub struct TapkeyIds {
 
 /// The Tapkey adapter.
 #[derive(Debug, Default)]
-pub struct TapkeyHandler {
-    clients: ClientCache<TapkeyClient>,
-}
+pub struct TapkeyHandler;
 
 impl TapkeyHandler {
-    /// A handler with an empty client cache.
+    /// The handler (stateless: the runtime caches the clients).
     pub fn new() -> Self {
-        Self::default()
+        TapkeyHandler
     }
 }
 
 impl Handler for TapkeyHandler {
+    type Ids = TapkeyIds;
+    type Client = TapkeyClient;
+
     fn name(&self) -> &'static str {
         NAME
     }
@@ -63,29 +65,24 @@ impl Handler for TapkeyHandler {
         true
     }
 
+    fn client(
+        &self,
+        conn: &Connection,
+        limiter: Arc<RateLimiter>,
+    ) -> Result<TapkeyClient, HandlerError> {
+        Ok(TapkeyClient::new(conn.settings.tapkey()?, limiter)?)
+    }
+
     async fn apply(
         &self,
-        ctx: &ApplyContext,
+        ctx: &ApplyContext<TapkeyClient>,
         event: &Event,
-        binding: Option<&Binding>,
-    ) -> Result<ApplyOutcome, HandlerError> {
+        prev: Option<&Recorded<TapkeyIds>>,
+    ) -> Result<ApplyOutcome<TapkeyIds>, HandlerError> {
         let EventBody::Pass(pass) = &event.body else {
             return Err(HandlerError::permanent("tapkey-worker handles passes only"));
         };
-        let VendorSettings::Tapkey(settings) = &ctx.connection.settings else {
-            return Err(HandlerError::permanent(
-                "connection is not a Tapkey connection",
-            ));
-        };
-        let client = self
-            .clients
-            .get_or_try_init(&ctx.connection, || {
-                TapkeyClient::new(settings, ctx.rate_limiter.clone())
-            })
-            .await?;
-        let prev: TapkeyIds = binding
-            .and_then(|b| serde_json::from_value(b.vendor_ids.clone()).ok())
-            .unwrap_or_default();
+        let settings = ctx.connection.settings.tapkey()?;
         let desired = desired_grants(settings, pass, Utc::now());
         let wants = desired.wants;
         let target = Target {
@@ -93,38 +90,23 @@ impl Handler for TapkeyHandler {
             desired,
             occurred_at: event.occurred_at,
             connection: &ctx.connection.name,
-            recorded: binding.is_some(),
+            recorded: prev.is_some(),
             first_attempt: ctx.first_attempt,
         };
-        let ids = apply::apply(&client, target, &prev).await?;
-        let ids_json = serde_json::to_value(&ids)
-            .map_err(|e| HandlerError::permanent(format!("encode vendor ids: {e}")))?;
-        Ok(ApplyOutcome::new(
-            apply::status_of(pass.status, wants),
-            ids_json,
-        ))
+        let none = TapkeyIds::default();
+        let ids = apply::apply(&ctx.client, target, prev.map_or(&none, |p| &p.ids)).await?;
+        Ok(ApplyOutcome::new(apply::status_of(pass.status, wants), ids))
     }
 
     /// A grant the reconciler found active although its pass wants no access (`vendor_id` is
     /// the grant id): revoke it; already revoked or gone counts as done.
     async fn remove(
         &self,
-        ctx: &ApplyContext,
+        ctx: &ApplyContext<TapkeyClient>,
         cmd: &RemoveCommand,
-        _binding: Option<&Binding>,
-    ) -> Result<(), HandlerError> {
-        let VendorSettings::Tapkey(settings) = &ctx.connection.settings else {
-            return Err(HandlerError::permanent(
-                "connection is not a Tapkey connection",
-            ));
-        };
-        let client = self
-            .clients
-            .get_or_try_init(&ctx.connection, || {
-                TapkeyClient::new(settings, ctx.rate_limiter.clone())
-            })
-            .await?;
-        client.revoke(&cmd.vendor_id).await?;
-        Ok(())
+        _prev: Option<&Recorded<TapkeyIds>>,
+    ) -> Result<Option<ApplyOutcome<TapkeyIds>>, HandlerError> {
+        ctx.client.revoke(&cmd.vendor_id).await?;
+        Ok(None)
     }
 }

@@ -20,10 +20,7 @@ use async_nats::jetstream::message::PublishMessage;
 use chrono::{DateTime, Utc};
 use tapkey_adapter::TapkeyHandler;
 use vendor_sim::{FaultKind, FaultRule, SimConfig, SimHandle, Vendor, tapkey as tk};
-use worker_runtime::{
-    ApplyContext, ApplyOutcome, Binding, Handler, HandlerError, StaticConnections, WorkerConfig,
-    WorkerHandle,
-};
+use worker_runtime::{Handler, StaticConnections, WorkerConfig, WorkerHandle};
 
 struct Env {
     db: TestDb,
@@ -324,34 +321,13 @@ async fn converges_under_20_percent_vendor_faults_without_duplicates() {
 }
 
 /// Applies for real, then "crashes" before the runtime can record the binding and ack.
-struct CrashAfterApply {
-    inner: TapkeyHandler,
+fn crash_after_apply(
     applied: tokio::sync::mpsc::UnboundedSender<()>,
-}
-
-impl Handler for CrashAfterApply {
-    fn name(&self) -> &'static str {
-        tapkey_adapter::NAME
-    }
-    fn vendor(&self) -> accesshub_connections::Vendor {
-        self.inner.vendor()
-    }
-    fn kinds(&self) -> &[accesshub_domain::EventKind] {
-        self.inner.kinds()
-    }
-    fn marks_attempts(&self) -> bool {
-        self.inner.marks_attempts()
-    }
-    async fn apply(
-        &self,
-        ctx: &ApplyContext,
-        event: &Event,
-        binding: Option<&Binding>,
-    ) -> Result<ApplyOutcome, HandlerError> {
-        self.inner.apply(ctx, event, binding).await?;
-        let _ = self.applied.send(());
-        std::future::pending().await
-    }
+) -> impl Handler<Ids = <TapkeyHandler as Handler>::Ids> {
+    worker_runtime::AfterApply::new(TapkeyHandler::new(), move |_: &Event| {
+        let _ = applied.send(());
+        std::future::pending::<()>()
+    })
 }
 
 impl Env {
@@ -365,12 +341,7 @@ impl Env {
     /// A worker whose handler crashes right after applying, and news of each apply.
     async fn start_crashing(&self) -> (WorkerHandle, tokio::sync::mpsc::UnboundedReceiver<()>) {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let h = self
-            .start(CrashAfterApply {
-                inner: TapkeyHandler::new(),
-                applied: tx,
-            })
-            .await;
+        let h = self.start(crash_after_apply(tx)).await;
         (h, rx)
     }
 }

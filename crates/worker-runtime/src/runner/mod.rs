@@ -35,7 +35,7 @@ use consumer::Feed;
 use progress::info_loop;
 use pull::{lane, pull_loop};
 
-struct Shared<H> {
+struct Shared<H: Handler> {
     handler: H,
     cfg: WorkerConfig,
     bus: Bus,
@@ -50,6 +50,8 @@ struct Shared<H> {
     sync_consumer_name: String,
     sync_stream_name: String,
     limiters: Mutex<HashMap<(String, String), Arc<RateLimiter>>>,
+    /// The handler's vendor client per connection (rebuilt when the connection changes).
+    clients: crate::cache::ClientCache<H::Client>,
     /// Unix millis of the last successful consumer info (readiness).
     last_info_ok: AtomicI64,
     /// Set at shutdown: queued messages are handed back instead of processed.
@@ -126,6 +128,7 @@ pub async fn start<H: Handler>(cfg: WorkerConfig, handler: H) -> Result<WorkerHa
         sync_consumer_name: bus.ns.stream(&format!("{name}-sync")),
         sync_stream_name: bus.stream_name(subjects::SYNC_STREAM),
         limiters: Mutex::new(HashMap::new()),
+        clients: crate::cache::ClientCache::new(),
         last_info_ok: AtomicI64::new(0),
         stopping: CancellationToken::new(),
         recreate: tokio::sync::Notify::new(),

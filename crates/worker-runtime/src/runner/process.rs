@@ -15,9 +15,10 @@ use super::{Shared, limiter, progress::with_progress};
 use crate::{
     bindings::{self, BindingKey},
     dlq,
-    handler::{ApplyContext, Handler, HandlerError, reference},
+    handler::{ApplyContext, Binding, Handler, HandlerError, Recorded, reference},
     metrics::Outcome,
     policy::Decision,
+    services::Services,
     store::{Committed, Held, Record},
 };
 
@@ -93,23 +94,58 @@ impl<'a> Booking<'a> {
     }
 }
 
-/// What the handler gets for one attempt on `booking` through `conn`.
-fn apply_context<H: Handler>(
+/// What the handler gets for one attempt on `booking` through `conn`: the connection's
+/// client (built once per connection version) and the runtime's services.
+async fn apply_context<H: Handler>(
     s: &Shared<H>,
     m: &Msg<'_>,
     conn: Arc<accesshub_connections::Connection>,
     booking: &Booking<'_>,
+    binding: Option<&Binding>,
     first_attempt: bool,
-) -> ApplyContext {
-    ApplyContext {
+) -> Result<ApplyContext<H::Client>, HandlerError> {
+    let client = s
+        .clients
+        .get_or_try_init(&conn, || s.handler.client(&conn, limiter(s, &conn)))
+        .await?;
+    Ok(ApplyContext {
         worker: s.handler.name(),
         reference: reference(booking.tenant, booking.kind, booking.key),
-        rate_limiter: limiter(s, &conn),
+        client,
         connection: conn,
         attempt: m.delivered,
         last_attempt: i64::try_from(m.delivered).unwrap_or(i64::MAX) >= s.cfg.max_deliver,
         first_attempt,
-    }
+        services: Services {
+            pool: s.pool.clone(),
+            bus: s.bus.clone(),
+            store: s.store.clone(),
+            recorded_revision: binding.map_or(0, |b| b.applied_revision),
+        },
+        key: booking.binding_key(s),
+    })
+}
+
+/// The handler's view of the booking's record.
+fn recorded<H: Handler>(binding: Option<&Binding>) -> Option<Recorded<H::Ids>> {
+    binding.map(Recorded::from_binding)
+}
+
+/// The binding record of a handler's outcome.
+fn record_of<H: Handler>(
+    key: BindingKey,
+    revision: i64,
+    event_id: Option<uuid::Uuid>,
+    outcome: &crate::handler::ApplyOutcome<H::Ids>,
+) -> Result<Record, HandlerError> {
+    Ok(Record {
+        key,
+        revision,
+        event_id,
+        vendor_ids: serde_json::to_value(&outcome.ids)
+            .map_err(|e| HandlerError::permanent(format!("encode vendor ids: {e}")))?,
+        status: outcome.status.as_str().to_owned(),
+    })
 }
 
 struct Msg<'a> {
@@ -201,9 +237,16 @@ async fn handle<H: Handler>(s: &Shared<H>, m: &Msg<'_>) -> Outcome {
     // The marker proves no earlier attempt of this booking; a redelivery is never first
     // (belt and braces for attempts made before markers existed).
     let first_attempt = first_attempt && m.delivered == 1;
-    let ctx = apply_context(s, m, conn, &booking, first_attempt);
+    let ctx = match apply_context(s, m, conn, &booking, binding.as_ref(), first_attempt).await {
+        Ok(c) => c,
+        Err(e) => {
+            drop(guard);
+            return fail(s, m, Some(&event), e).await;
+        }
+    };
     let started = Instant::now();
-    let result = s.handler.apply(&ctx, &event, binding.as_ref()).await;
+    let prev = recorded::<H>(binding.as_ref());
+    let result = s.handler.apply(&ctx, &event, prev.as_ref()).await;
     match result {
         Ok(outcome) => {
             if !guard.still_held() {
@@ -213,12 +256,12 @@ async fn handle<H: Handler>(s: &Shared<H>, m: &Msg<'_>) -> Outcome {
                 let err = HandlerError::transient("lost the booking lock during the vendor call");
                 return fail(s, m, Some(&event), err).await;
             }
-            let rec = Record {
-                key: key.clone(),
-                revision: event.revision,
-                event_id: event.id,
-                vendor_ids: outcome.vendor_ids.clone(),
-                status: outcome.status.clone(),
+            let rec = match record_of::<H>(key.clone(), event.revision, Some(event.id), &outcome) {
+                Ok(r) => r,
+                Err(e) => {
+                    drop(guard);
+                    return fail(s, m, Some(&event), e).await;
+                }
             };
             let asked = Instant::now();
             let saved = s.store.commit(rec).await;
@@ -291,8 +334,40 @@ async fn handle_remove<H: Handler>(s: &Shared<H>, m: &Msg<'_>) -> Outcome {
         Ok(l) => l,
         Err(e) => return fail(s, m, None, e.context("binding")).await,
     };
-    let ctx = apply_context(s, m, conn, &booking, false);
-    let result = s.handler.remove(&ctx, &cmd, binding.as_ref()).await;
+    let ctx = match apply_context(s, m, conn, &booking, binding.as_ref(), false).await {
+        Ok(c) => c,
+        Err(e) => {
+            drop(guard);
+            return fail(s, m, None, e).await;
+        }
+    };
+    let prev = recorded::<H>(binding.as_ref());
+    let result = s.handler.remove(&ctx, &cmd, prev.as_ref()).await;
+    // A removal that changed what the booking holds is recorded under the same lock, its
+    // applied revision unchanged (the next event of the booking is still applied).
+    let result = match result {
+        Ok(Some(outcome)) if !guard.still_held() => {
+            let _ = outcome;
+            Err(HandlerError::transient(
+                "lost the booking lock during the vendor call",
+            ))
+        }
+        Ok(Some(outcome)) => {
+            let revision = binding.as_ref().map_or(0, |b| b.applied_revision);
+            match record_of::<H>(key.clone(), revision, None, &outcome) {
+                Ok(rec) => match s.store.commit(rec).await {
+                    Ok(Committed::Recorded) => Ok(()),
+                    Ok(Committed::Superseded) => Err(HandlerError::transient(
+                        "a newer revision was recorded during the removal",
+                    )),
+                    Err(e) => Err(e),
+                },
+                Err(e) => Err(e),
+            }
+        }
+        Ok(None) => Ok(()),
+        Err(e) => Err(e),
+    };
     match result {
         Ok(()) => {
             drop(guard);

@@ -1,0 +1,220 @@
+//! What the runtime offers a handler besides the event, through [`ApplyContext`]: the stored
+//! desired state of another booking, progress records, the lock and record of a related
+//! booking, and publishing on the bus. A handler that needs more than one booking's vendor
+//! state (dormakaba's key requests act on their reservation's lock-system booking) gets it
+//! here — the runtime's lock, the runtime's records, the runtime's connections — instead of
+//! opening a pool, a NATS connection or SQL of its own.
+
+use accesshub_bus::Bus;
+use accesshub_domain::{Event, EventBody, EventKind};
+use async_nats::jetstream::message::PublishMessage;
+use serde::{Serialize, de::DeserializeOwned};
+use sqlx::PgPool;
+
+use crate::{
+    bindings::BindingKey,
+    handler::{ApplyContext, HandlerError, Recorded, Status},
+    store::{BindingStore, Committed, LockGuard, Record},
+};
+
+/// The runtime's handles a context carries (cheap to clone).
+#[derive(Clone)]
+pub(crate) struct Services {
+    pub(crate) pool: PgPool,
+    pub(crate) bus: Bus,
+    pub(crate) store: BindingStore,
+    /// Revision recorded for the context's own booking (0: none yet).
+    pub(crate) recorded_revision: i64,
+}
+
+fn db(e: sqlx::Error, what: &str) -> HandlerError {
+    HandlerError {
+        class: accesshub_store::db_error_class(&e),
+        message: format!("database ({what}): {e}"),
+        retry_after: None,
+    }
+}
+
+fn encode<I: Serialize>(ids: &I) -> Result<serde_json::Value, HandlerError> {
+    serde_json::to_value(ids)
+        .map_err(|e| HandlerError::permanent(format!("encode vendor ids: {e}")))
+}
+
+/// Writes a record without marking any revision applied: `revision` is the one the binding
+/// already has (0 when there is none), so the next event is still applied.
+async fn record_only(
+    store: &BindingStore,
+    key: BindingKey,
+    revision: i64,
+    status: Status,
+    ids: serde_json::Value,
+) -> Result<(), HandlerError> {
+    let rec = Record {
+        key,
+        revision,
+        event_id: None,
+        vendor_ids: ids,
+        status: status.as_str().to_owned(),
+    };
+    match store.commit(rec).await? {
+        Committed::Recorded => Ok(()),
+        Committed::Superseded => Err(HandlerError::transient(
+            "a newer revision was recorded meanwhile; retrying",
+        )),
+    }
+}
+
+/// The desired state stored for a booking: a whole [`Event`] (what booking-ingest writes),
+/// a tagged body, or the bare payload of `kind`.
+fn body_from_payload(kind: EventKind, text: &str) -> Result<EventBody, String> {
+    if let Ok(ev) = serde_json::from_str::<Event>(text) {
+        return Ok(ev.body);
+    }
+    let v: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    if v.get("kind").is_some() && v.get("payload").is_some() {
+        return serde_json::from_value(v).map_err(|e| e.to_string());
+    }
+    serde_json::from_value(serde_json::json!({"kind": kind.as_str(), "payload": v}))
+        .map_err(|e| e.to_string())
+}
+
+impl<C> ApplyContext<C> {
+    /// The desired state booking-ingest stored for a booking of this tenant (`None`: unknown
+    /// to accesshub). Removals re-check it before deleting; key requests read their
+    /// reservation from it.
+    pub async fn stored_body(
+        &self,
+        kind: EventKind,
+        booking_key: &str,
+    ) -> Result<Option<EventBody>, HandlerError> {
+        let text: Option<String> = sqlx::query_scalar(
+            "SELECT payload::text FROM bookings \
+             WHERE tenant_id = $1 AND kind = $2 AND booking_key = $3",
+        )
+        .bind(&self.key.tenant)
+        .bind(kind.as_str())
+        .bind(booking_key)
+        .fetch_optional(&self.services.pool)
+        .await
+        .map_err(|e| db(e, "stored booking"))?;
+        text.map(|t| {
+            body_from_payload(kind, &t).map_err(|e| {
+                HandlerError::permanent(format!(
+                    "stored {} {booking_key:?} is unreadable: {e}",
+                    kind.as_str()
+                ))
+            })
+        })
+        .transpose()
+    }
+
+    /// Records `status` and `ids` for this booking now, durably, without marking the event
+    /// applied: progress that a later attempt must see (a vendor call under way, a pending
+    /// outcome). The booking's lock is the runtime's, held for the whole attempt.
+    pub async fn record_progress<I: Serialize>(
+        &self,
+        status: Status,
+        ids: &I,
+    ) -> Result<(), HandlerError> {
+        record_only(
+            &self.services.store,
+            self.key.clone(),
+            self.services.recorded_revision,
+            status,
+            encode(ids)?,
+        )
+        .await
+    }
+
+    /// Locks another booking of this vendor (the same lock the runtime takes for it, so its
+    /// own events wait meanwhile, in this process and in every replica) and reads its record.
+    /// No transaction is held: the lock is a session lock of the runtime's lock task.
+    pub async fn lock_related<I: DeserializeOwned + Default>(
+        &self,
+        kind: EventKind,
+        booking_key: &str,
+    ) -> Result<Related<I>, HandlerError> {
+        let key = BindingKey {
+            tenant: self.key.tenant.clone(),
+            vendor: self.key.vendor.clone(),
+            kind: kind.as_str().to_owned(),
+            booking_key: booking_key.to_owned(),
+        };
+        let held = self.services.store.lock(&key, false).await?;
+        let record = held.binding.as_ref().map(Recorded::from_binding);
+        Ok(Related {
+            guard: held.guard,
+            key,
+            store: self.services.store.clone(),
+            record,
+        })
+    }
+
+    /// Publishes `payload` on the namespaced `subject` and waits for the stream's PubAck;
+    /// `msg_id` de-duplicates a retried publish.
+    pub async fn publish(
+        &self,
+        subject: &str,
+        payload: Vec<u8>,
+        msg_id: Option<String>,
+    ) -> Result<(), HandlerError> {
+        let bus = &self.services.bus;
+        let mut msg = PublishMessage::build().payload(payload.into());
+        if let Some(id) = msg_id {
+            msg = msg.message_id(id);
+        }
+        bus.js
+            .send_publish(bus.subject(subject), msg)
+            .await
+            .map_err(|e| HandlerError::transient(format!("publish {subject}: {e}")))?
+            .await
+            .map_err(|e| HandlerError::transient(format!("publish {subject}: {e}")))?;
+        Ok(())
+    }
+}
+
+/// Another booking's lock and record, from [`ApplyContext::lock_related`]; dropping it
+/// releases the lock.
+pub struct Related<I> {
+    guard: LockGuard,
+    key: BindingKey,
+    store: BindingStore,
+    record: Option<Recorded<I>>,
+}
+
+impl<I> std::fmt::Debug for Related<I> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Related")
+            .field("booking", &self.key.booking_key)
+            .field("recorded", &self.record.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<I: Serialize> Related<I> {
+    /// The booking's record, if it has one.
+    pub fn record(&self) -> Option<&Recorded<I>> {
+        self.record.as_ref()
+    }
+
+    /// Records the booking's new vendor state (its applied revision unchanged), then releases
+    /// the lock. Refused if the lock's session broke meanwhile (another replica may hold it).
+    pub async fn save(self, status: Status, ids: &I) -> Result<(), HandlerError> {
+        if !self.guard.still_held() {
+            return Err(HandlerError::transient(
+                "lost the related booking's lock during the vendor call",
+            ));
+        }
+        let revision = self.record.as_ref().map_or(0, |r| r.applied_revision);
+        let result = record_only(
+            &self.store,
+            self.key.clone(),
+            revision,
+            status,
+            encode(ids)?,
+        )
+        .await;
+        drop(self.guard);
+        result
+    }
+}
