@@ -12,6 +12,7 @@ use std::{collections::HashMap, hash::Hasher as _, time::Duration};
 
 use accesshub_connections::Connection;
 use accesshub_domain::{Classify, ErrorClass, Event, EventKind};
+use accesshub_retry::{Backoff, RetryPolicy};
 use chrono::{DateTime, Utc};
 use futures::{future::BoxFuture, stream::BoxStream};
 
@@ -120,6 +121,14 @@ impl Classify for InventoryError {
     }
 }
 
+/// The list calls' retries: up to 4, jittered from at most 250 ms doubling to 2 s, a vendor's
+/// `Retry-After` honoured up to 30 s — enough to ride out a blip without stalling a run.
+const LIST_RETRY: RetryPolicy = RetryPolicy::limited(
+    Backoff::new(Duration::from_millis(250), Duration::from_secs(2)),
+    4,
+)
+.with_retry_after_max(Duration::from_secs(30));
+
 /// Retries a list call a few times on transient failures (honouring `Retry-After`), so one
 /// 503 in ten thousand pages does not fail a nightly run; permanent errors return at once.
 pub async fn with_retry<T, F, Fut>(mut call: F) -> Result<T, InventoryError>
@@ -127,21 +136,20 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, InventoryError>>,
 {
-    let mut attempt = 0u32;
+    // The policy's own count rather than `retry_transient_notify`: that takes an `AsyncFnMut`,
+    // whose future rustc cannot prove `Send` for every lifetime, and list streams are boxed
+    // `Send` (cloudpass' inventory did not compile).
+    let mut attempts = LIST_RETRY.attempts();
     loop {
-        match call().await {
-            Err(e) if e.class() == ErrorClass::Transient && attempt < 4 => {
-                let backoff = Duration::from_millis(250u64 << attempt);
-                let wait = e
-                    .retry_after()
-                    .unwrap_or(backoff)
-                    .min(Duration::from_secs(30));
-                tracing::warn!(error = %e, ?wait, "vendor list call failed; retrying");
-                tokio::time::sleep(wait).await;
-                attempt += 1;
-            }
-            other => return other,
-        }
+        let e = match call().await {
+            Ok(v) => return Ok(v),
+            Err(e) => e,
+        };
+        let Some(wait) = attempts.next_wait_after(&e) else {
+            return Err(e);
+        };
+        tracing::warn!(error = %e, ?wait, "vendor list call failed; retrying");
+        tokio::time::sleep(wait).await;
     }
 }
 
@@ -277,4 +285,87 @@ pub trait Prober: Send + Sync {
         record: Option<&'a serde_json::Value>,
         now: DateTime<Utc>,
     ) -> BoxFuture<'a, Judged>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failure(class: ErrorClass, retry_after: Option<Duration>) -> InventoryError {
+        InventoryError::Call {
+            vendor: "test",
+            message: "list failed".into(),
+            class,
+            retry_after,
+        }
+    }
+
+    /// Calls `with_retry` with a call that fails with `err` every time; the calls made and
+    /// the (paused) time it took.
+    async fn always_failing(err: fn() -> InventoryError) -> (u32, Duration) {
+        let start = tokio::time::Instant::now();
+        let mut calls = 0u32;
+        let r: Result<(), _> = with_retry(|| {
+            calls += 1;
+            std::future::ready(Err(err()))
+        })
+        .await;
+        assert!(r.is_err());
+        (calls, start.elapsed())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn transient_failures_are_retried_four_times_with_capped_backoff() {
+        let (calls, took) = always_failing(|| failure(ErrorClass::Transient, None)).await;
+        assert_eq!(calls, 5, "one try and four retries");
+        // Jittered waits of at most 250 ms, 500 ms, 1 s, 2 s; at least a tenth of each.
+        assert!(took <= Duration::from_millis(3750), "{took:?}");
+        assert!(took >= Duration::from_millis(375), "{took:?}");
+    }
+
+    /// Listing streams are boxed `Send` and hold borrowed settings across the retry.
+    #[test]
+    fn a_retried_call_over_borrowed_state_is_send() {
+        fn send<T: Send>(_: &T) {}
+        fn list<'a>(
+            conn: &'a String,
+        ) -> futures::stream::BoxStream<'a, Result<usize, InventoryError>> {
+            use futures::{StreamExt as _, TryStreamExt as _};
+            futures::stream::once(async move { Ok::<_, InventoryError>(conn) })
+                .map_ok(move |c| {
+                    futures::stream::iter([1usize, 2])
+                        .then(move |page| with_retry(move || async move { Ok(c.len() + page) }))
+                })
+                .try_flatten()
+                .boxed()
+        }
+        let conn = String::from("c");
+        send(&list(&conn));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn permanent_failures_return_at_once() {
+        let (calls, took) = always_failing(|| failure(ErrorClass::Permanent, None)).await;
+        assert_eq!((calls, took), (1, Duration::ZERO));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_after_is_honoured_up_to_thirty_seconds() {
+        let (calls, took) =
+            always_failing(|| failure(ErrorClass::Transient, Some(Duration::from_secs(3600))))
+                .await;
+        assert_eq!(calls, 5);
+        assert_eq!(took, Duration::from_secs(4 * 30));
+        let mut calls = 0u32;
+        let r = with_retry(|| {
+            calls += 1;
+            std::future::ready(if calls < 3 {
+                Err(failure(ErrorClass::Transient, Some(Duration::from_secs(7))))
+            } else {
+                Ok(calls)
+            })
+        })
+        .await;
+        assert_eq!(r.ok(), Some(3));
+    }
 }

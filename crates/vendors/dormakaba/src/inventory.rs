@@ -35,13 +35,14 @@
 //! (there is no list to find strays in). Re-sending `ChangeKeyAccess` would correct the first
 //! group but can invalidate cards already handed out, so the probe does not.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use accesshub_connections::{Connection, DormakabaSettings, VendorSettings};
-use accesshub_domain::{Classify as _, ErrorClass, Event, EventBody, EventKind};
+use accesshub_domain::{Event, EventBody, EventKind};
 use accesshub_inventory::{
     DesiredObject, Inventory, InventoryError, Judged, Prober, Repair, VendorObject, Verdict,
 };
+use accesshub_retry::{Backoff, RetryPolicy};
 use chrono::{DateTime, Utc};
 use futures::{FutureExt as _, StreamExt as _, future::BoxFuture, stream::BoxStream};
 use vendor_http::RateLimiter;
@@ -58,6 +59,14 @@ pub const DEFAULT_RATE: f64 = 5.0;
 pub const PROBE_CONCURRENCY: usize = 4;
 /// Probe attempts on transient faults (busy lock system, unreachable).
 const PROBE_ATTEMPTS: u32 = 3;
+/// The probe's retries: jittered waits of at most 0.5 s then 1 s, a lock system's
+/// `Retry-After` honoured up to 10 s, so one busy encoder does not fail a run but a dead lock
+/// server cannot stall it.
+const PROBE_RETRY: RetryPolicy = RetryPolicy::limited(
+    Backoff::new(Duration::from_millis(500), Duration::from_secs(1)),
+    PROBE_ATTEMPTS - 1,
+)
+.with_retry_after_max(Duration::from_secs(10));
 
 /// (tenant, connection name) → (connection version, client, probe limiter).
 type ClientMap = HashMap<(String, String), (i64, Arc<SoapClient>, Arc<RateLimiter>)>;
@@ -217,7 +226,7 @@ async fn probe(client: &SoapClient, limiter: &RateLimiter, job: ProbeJob) -> Ver
         on_ok,
         on_gone,
     } = job;
-    let mut attempt = 0;
+    let mut attempts = PROBE_RETRY.attempts();
     loop {
         limiter.acquire().await;
         match client.extend_check_out(&rid, &check_out).await {
@@ -231,15 +240,13 @@ async fn probe(client: &SoapClient, limiter: &RateLimiter, job: ProbeJob) -> Ver
                 ));
             }
             Err(e) if desired::is_gone(&e) => return on_gone,
-            Err(e) if e.class() == ErrorClass::Transient && attempt + 1 < PROBE_ATTEMPTS => {
-                attempt += 1;
-                let wait = e
-                    .retry_after()
-                    .unwrap_or(std::time::Duration::from_millis(250 << attempt));
-                tracing::warn!(error = %e, ?wait, "dormakaba probe failed; retrying");
-                tokio::time::sleep(wait.min(std::time::Duration::from_secs(10))).await;
-            }
-            Err(e) => return Verdict::Failed(probe_error(&rid, &e)),
+            Err(e) => match attempts.next_wait_after(&e) {
+                Some(wait) => {
+                    tracing::warn!(error = %e, ?wait, "dormakaba probe failed; retrying");
+                    tokio::time::sleep(wait).await;
+                }
+                None => return Verdict::Failed(probe_error(&rid, &e)),
+            },
         }
     }
 }

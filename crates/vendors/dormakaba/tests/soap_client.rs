@@ -1,4 +1,5 @@
-//! The SOAP client against the in-process simulator, for both products.
+//! The SOAP client against the in-process simulator, for both products, and against a
+//! recording server for what the simulator cannot show (request headers, metrics, limits).
 #![allow(clippy::unwrap_used)]
 
 use accesshub_connections::{DormakabaProduct, Secret};
@@ -311,5 +312,185 @@ async fn namespace_and_path_are_configurable() {
         .unwrap_err();
     assert_eq!(e.class(), ErrorClass::Permanent, "{e}");
     let _ = Utc.timestamp_opt(0, 0);
+    sim.shutdown().await;
+}
+
+/// A lock server that answers its n-th request with `answers[n]` (a whole HTTP/1.1 answer)
+/// and sends each request's head, lower-cased, to the test.
+async fn recording_server(
+    answers: Vec<String>,
+) -> (u16, tokio::sync::mpsc::UnboundedReceiver<String>) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        for answer in answers {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            let (head, body_start) = loop {
+                let n = sock.read(&mut chunk).await.unwrap();
+                assert!(n > 0, "client closed before the request ended");
+                buf.extend_from_slice(&chunk[..n]);
+                if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    break (String::from_utf8_lossy(&buf[..end]).to_lowercase(), end + 4);
+                }
+            };
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .map(|v| v.trim().parse().unwrap())
+                .unwrap_or(0);
+            while buf.len() < body_start + len {
+                let n = sock.read(&mut chunk).await.unwrap();
+                assert!(n > 0, "client closed before the body ended");
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            tx.send(head).unwrap();
+            sock.write_all(answer.as_bytes()).await.unwrap();
+            sock.shutdown().await.unwrap();
+        }
+    });
+    (port, rx)
+}
+
+fn http_answer(status: &str, extra: &str, body: &str) -> String {
+    format!(
+        "HTTP/1.1 {status}\r\ncontent-type: text/xml; charset=utf-8\r\n{extra}content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+const HELLO_OK: &str = r#"<soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/"><soap:Body><HelloWorldTestResponse xmlns="http://tempuri.org"><HelloWorldTestResult><bSuccess>true</bSuccess><ResponseCode>0</ResponseCode><ResponseMessage>Hello World</ResponseMessage></HelloWorldTestResult></HelloWorldTestResponse></soap:Body></soap:Envelope>"#;
+
+/// A client of the Saflok demo connection pointed at `port` on localhost.
+fn local_client(sim: &SimHandle, port: u16) -> SoapClient {
+    let mut s = settings(sim, DormakabaProduct::Saflok);
+    s.port = port;
+    SoapClient::new(SoapConfig::from_settings(&s)).unwrap()
+}
+
+/// Spans at info level with OpenTelemetry ids on this thread (the default test subscriber
+/// keeps only warnings, which disables the `vendor.request` span and so its `traceparent`).
+fn traced() -> tracing::subscriber::DefaultGuard {
+    use opentelemetry::trace::TracerProvider as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    accesshub_telemetry::init_for_tests(); // the W3C propagator
+    let provider = accesshub_telemetry::tracer_provider("dormakaba-test").unwrap();
+    let subscriber = tracing_subscriber::registry()
+        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+    tracing::subscriber::set_default(subscriber)
+}
+
+/// The value of the first `accesshub_vendor_*` sample line starting with `series` that has
+/// every one of `labels` (0 when absent).
+fn vendor_metric(series: &str, labels: &[&str]) -> u64 {
+    let reg = accesshub_telemetry::Registry::new();
+    vendor_http::register_metrics(&reg);
+    let text = reg.encode();
+    text.lines()
+        .find(|l| l.starts_with(series) && labels.iter().all(|want| l.contains(want)))
+        .and_then(|l| l.rsplit(' ').next())
+        .map_or(0, |v| v.parse().unwrap())
+}
+
+fn hello_calls() -> u64 {
+    vendor_metric(
+        "accesshub_vendor_request_duration_seconds_count",
+        &["vendor=\"dormakaba\"", "operation=\"HelloWorldTest\""],
+    )
+}
+
+fn transient_errors() -> u64 {
+    vendor_metric(
+        "accesshub_vendor_errors_total",
+        &["vendor=\"dormakaba\"", "class=\"transient\""],
+    )
+}
+
+#[tokio::test]
+async fn calls_carry_traceparent_are_counted_and_read_http_date_retry_after() {
+    let _traced = traced();
+    let sim = sim().await;
+    let retry_at = (Utc::now() + Duration::seconds(60))
+        .format("%a, %d %b %Y %H:%M:%S GMT")
+        .to_string();
+    let (port, mut heads) = recording_server(vec![
+        http_answer("200 OK", "", HELLO_OK),
+        http_answer(
+            "503 Service Unavailable",
+            &format!("retry-after: {retry_at}\r\n"),
+            "busy",
+        ),
+    ])
+    .await;
+    let c = local_client(&sim, port);
+    let (calls, errors) = (hello_calls(), transient_errors());
+
+    let hello = c.hello_world_test().await.unwrap();
+    assert_eq!(hello.message, "Hello World");
+    let head = heads.recv().await.unwrap();
+    assert!(head.starts_with("post /messengerpmsws "), "{head}");
+    assert!(
+        head.contains("\r\nsoapaction: \"http://tempuri.org/helloworldtest\""),
+        "{head}"
+    );
+    let traceparent = head
+        .lines()
+        .find_map(|l| l.strip_prefix("traceparent: "))
+        .unwrap_or_else(|| panic!("no traceparent in {head}"));
+    let parts: Vec<&str> = traceparent.split('-').collect();
+    assert_eq!(parts.len(), 4, "{traceparent}");
+    assert_ne!(parts[1], "0".repeat(32), "{traceparent}");
+
+    // A 503 with an HTTP-date Retry-After: transient, and the date is read (vendor-http's
+    // one Retry-After rule; the old SOAP transport read only delay-seconds).
+    let e = c.hello_world_test().await.unwrap_err();
+    assert_eq!(e.class(), ErrorClass::Transient, "{e}");
+    let wait = e
+        .retry_after()
+        .unwrap_or_else(|| panic!("no Retry-After in {e:?}"));
+    assert!(
+        (std::time::Duration::from_secs(50)..=std::time::Duration::from_secs(60)).contains(&wait),
+        "{wait:?}"
+    );
+    assert!(heads.recv().await.unwrap().contains("\r\ntraceparent: 00-"));
+
+    // Both calls timed under vendor="dormakaba"; the 503 counted as a transient error.
+    // (At least: other tests of this binary may call too when run by `cargo test`.)
+    assert!(hello_calls() >= calls + 2, "{calls} → {}", hello_calls());
+    assert!(
+        transient_errors() > errors,
+        "{errors} → {}",
+        transient_errors()
+    );
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_client_with_a_rate_limit_waits_for_a_token() {
+    let sim = sim().await;
+    let (port, mut heads) = recording_server(vec![
+        http_answer("200 OK", "", HELLO_OK),
+        http_answer("200 OK", "", HELLO_OK),
+    ])
+    .await;
+    // One call at once, then one every 10 s.
+    let limiter = std::sync::Arc::new(vendor_http::RateLimiter::new(0.1, 1));
+    let c = local_client(&sim, port).with_rate_limit(limiter);
+    c.hello_world_test().await.unwrap();
+    heads.recv().await.unwrap();
+    let second =
+        tokio::time::timeout(std::time::Duration::from_millis(300), c.hello_world_test()).await;
+    assert!(second.is_err(), "the second call did not wait for a token");
+    assert!(
+        heads.try_recv().is_err(),
+        "the second call reached the server"
+    );
+    // Without the limiter the same endpoint answers at once.
+    local_client(&sim, port).hello_world_test().await.unwrap();
     sim.shutdown().await;
 }

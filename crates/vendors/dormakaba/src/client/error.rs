@@ -3,25 +3,35 @@
 use std::time::Duration;
 
 use accesshub_domain::{Classify, ErrorClass};
+use vendor_http::{VendorError, class_of_status};
 
-/// Fault reasons of the Messenger PMS web service (VENDORS.md) that retrying can cure: the
-/// encoder or room is momentarily unavailable, or the lock system is busy. Everything else
-/// (credentials, parameters, not-found, limits, phone validation) gives the same answer again.
-pub const TRANSIENT_FAULTS: &[&str] = &[
-    "EncoderBusy",
-    "EncoderNotOnlineOrNotExist",
-    "TimeoutWaitingKey",
-    "KeyJammed",
-    "RoomOFFLine",
-    "BusyProcessingPreviousRequest",
+/// Fault reasons of the Messenger PMS web service (VENDORS.md) that retrying can cure — the
+/// encoder or room is momentarily unavailable, or the lock system is busy — each with the
+/// front desk's words for it. Everything else (credentials, parameters, not-found, limits,
+/// phone validation) gives the same answer again. The one list: [`fault_class`] and
+/// [`fault_description`] both read it.
+pub const TRANSIENT_FAULTS: &[(&str, &str)] = &[
+    ("EncoderBusy", "encoder busy"),
+    ("EncoderNotOnlineOrNotExist", "encoder offline"),
+    ("TimeoutWaitingKey", "timed out waiting for a card"),
+    ("KeyJammed", "card jammed in the encoder"),
+    ("RoomOFFLine", "room offline"),
+    ("BusyProcessingPreviousRequest", "lock system busy"),
 ];
+
+/// The front desk's words for a transient fault reason (`EncoderBusy` → "encoder busy");
+/// `None` for any other reason.
+pub fn fault_description(code: &str) -> Option<&'static str> {
+    let code = code.trim();
+    TRANSIENT_FAULTS
+        .iter()
+        .find(|(f, _)| f.eq_ignore_ascii_case(code))
+        .map(|(_, words)| *words)
+}
 
 /// Whether a fault reason (the `faultcode` inside the result) is transient.
 pub fn fault_class(code: &str) -> ErrorClass {
-    if TRANSIENT_FAULTS
-        .iter()
-        .any(|f| f.eq_ignore_ascii_case(code.trim()))
-    {
+    if fault_description(code).is_some() {
         ErrorClass::Transient
     } else {
         ErrorClass::Permanent
@@ -84,6 +94,9 @@ pub enum SoapError {
         operation: &'static str,
         /// What happened.
         message: String,
+        /// The class vendor-http gave the failure (timeouts and broken connections are
+        /// transient).
+        class: ErrorClass,
     },
     /// A 200 answer we cannot read (the service changed its format).
     #[error("dormakaba {operation}: unreadable reply: {message}")]
@@ -114,6 +127,48 @@ impl SoapError {
             _ => None,
         }
     }
+
+    /// What the front desk is told while a transient failure is retried, e.g. "encoder busy,
+    /// retrying" (a fault reason without words of its own is shown as is; no fault at all
+    /// means the lock system could not be reached).
+    pub fn desk_message(&self) -> String {
+        let what = match self.fault_code() {
+            Some(code) => fault_description(code).unwrap_or(code),
+            None => "lock system unreachable",
+        };
+        format!("{what}, retrying")
+    }
+
+    /// A vendor-http failure without an answer (timeout, connection, request building),
+    /// keeping vendor-http's class.
+    pub(crate) fn from_vendor(operation: &'static str, e: VendorError) -> Self {
+        let class = e.class();
+        let message = match e {
+            VendorError::Config(message) => return SoapError::Config(message),
+            VendorError::Timeout { .. } => "timed out".to_owned(),
+            VendorError::Connect { message, .. } => format!("connection failed: {message}"),
+            VendorError::Status {
+                status,
+                body,
+                retry_after,
+                ..
+            } => {
+                // `send_bytes` hands every answer back; kept total should that change.
+                return SoapError::Http {
+                    operation,
+                    status,
+                    body,
+                    retry_after,
+                };
+            }
+            other => other.to_string(),
+        };
+        SoapError::Transport {
+            operation,
+            message,
+            class,
+        }
+    }
 }
 
 impl Classify for SoapError {
@@ -129,14 +184,8 @@ impl Classify for SoapError {
                     ErrorClass::Permanent
                 }
             }
-            SoapError::Http { status, .. } => {
-                if *status >= 500 || *status == 429 || *status == 408 {
-                    ErrorClass::Transient
-                } else {
-                    ErrorClass::Permanent
-                }
-            }
-            SoapError::Transport { .. } => ErrorClass::Transient,
+            SoapError::Http { status, .. } => class_of_status(*status),
+            SoapError::Transport { class, .. } => *class,
             SoapError::Unsuccessful { .. } | SoapError::Decode { .. } | SoapError::Config(_) => {
                 ErrorClass::Permanent
             }
@@ -201,8 +250,79 @@ mod tests {
             body: String::new(),
             retry_after: None,
         };
-        assert_eq!(http(503).class(), ErrorClass::Transient);
-        assert_eq!(http(429).class(), ErrorClass::Transient);
-        assert_eq!(http(404).class(), ErrorClass::Permanent);
+        for status in [400, 404, 408, 429, 500, 503, 599] {
+            assert_eq!(http(status).class(), class_of_status(status), "{status}");
+        }
+    }
+
+    #[test]
+    fn desk_message_words_every_transient_fault() {
+        // The front desk's wording the dormakaba handler has always shown.
+        for (code, words) in [
+            ("EncoderBusy", "encoder busy, retrying"),
+            ("EncoderNotOnlineOrNotExist", "encoder offline, retrying"),
+            (
+                "TimeoutWaitingKey",
+                "timed out waiting for a card, retrying",
+            ),
+            ("KeyJammed", "card jammed in the encoder, retrying"),
+            ("RoomOFFLine", "room offline, retrying"),
+            (
+                "BusyProcessingPreviousRequest",
+                "lock system busy, retrying",
+            ),
+            ("SomethingNew", "SomethingNew, retrying"),
+        ] {
+            assert_eq!(fault(code).desk_message(), words, "{code}");
+        }
+        assert_eq!(TRANSIENT_FAULTS.len(), 6);
+        assert_eq!(fault_description(" roomoffline "), Some("room offline"));
+        assert_eq!(fault_description("ReservationNotFound"), None);
+        let down = SoapError::from_vendor(
+            "HelloWorldTest",
+            VendorError::Timeout {
+                vendor: "dormakaba",
+                operation: "HelloWorldTest",
+            },
+        );
+        assert_eq!(down.desk_message(), "lock system unreachable, retrying");
+    }
+
+    #[test]
+    fn vendor_http_failures_keep_their_class() {
+        let timeout = SoapError::from_vendor(
+            "CheckOutGuest",
+            VendorError::Timeout {
+                vendor: "dormakaba",
+                operation: "CheckOutGuest",
+            },
+        );
+        assert!(
+            matches!(
+                &timeout,
+                SoapError::Transport {
+                    class: ErrorClass::Transient,
+                    ..
+                }
+            ),
+            "{timeout:?}"
+        );
+        assert_eq!(timeout.to_string(), "dormakaba CheckOutGuest: timed out");
+        let refused = SoapError::from_vendor(
+            "CheckOutGuest",
+            VendorError::Connect {
+                vendor: "dormakaba",
+                operation: "CheckOutGuest",
+                message: "refused".into(),
+            },
+        );
+        assert_eq!(refused.class(), ErrorClass::Transient);
+        assert_eq!(
+            refused.to_string(),
+            "dormakaba CheckOutGuest: connection failed: refused"
+        );
+        let bad = SoapError::from_vendor("X", VendorError::Config("bad URL".into()));
+        assert!(matches!(bad, SoapError::Config(_)), "{bad:?}");
+        assert_eq!(bad.class(), ErrorClass::Permanent);
     }
 }

@@ -6,20 +6,28 @@
 //! upstream PMSs). Replies are `<OpResult>` holding the `CMessengerResponse` fields or a
 //! `<Fault>` **inside the result** with HTTP 200; faults become [`SoapError::Fault`] and are
 //! classified by their reason ([`error::fault_class`]).
+//!
+//! The transport is vendor-http's [`VendorClient::send_bytes`], as for every other vendor:
+//! rate limit, `vendor.request` span, `traceparent`, `accesshub_vendor_*` metrics, and the one
+//! HTTP status / `Retry-After` rule ([`vendor_http::class_of_status`]).
 
 pub mod error;
 mod xml;
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use accesshub_connections::{DormakabaProduct, DormakabaSettings, Secret};
 use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
-use tracing::Instrument as _;
+use vendor_http::{HttpSettings, Method, RateLimiter, VendorClient};
 
-pub use error::{SoapError, TRANSIENT_FAULTS, fault_class};
+pub use error::{SoapError, TRANSIENT_FAULTS, fault_class, fault_description};
 use xml::{Element, XmlWriter};
 
 const SOAP_ENV: &str = "http://schemas.xmlsoap.org/soap/envelope/";
+/// Vendor label of the `accesshub_vendor_*` metrics and the `vendor.request` span.
+const VENDOR: &str = "dormakaba";
+/// TCP/TLS connect timeout: a lock server that does not accept within this is unreachable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Endpoint path used when the connection does not set one.
 pub fn default_path(product: DormakabaProduct) -> &'static str {
@@ -178,11 +186,11 @@ where
 #[derive(Debug, Clone)]
 pub struct SoapClient {
     cfg: SoapConfig,
-    http: reqwest::Client,
+    http: VendorClient,
 }
 
 impl SoapClient {
-    /// A client with its own connection pool.
+    /// A client with its own connection pool and no rate limit.
     pub fn new(cfg: SoapConfig) -> Result<Self, SoapError> {
         if !(cfg.endpoint.starts_with("http://") || cfg.endpoint.starts_with("https://")) {
             return Err(SoapError::Config(format!(
@@ -190,12 +198,22 @@ impl SoapClient {
                 cfg.endpoint
             )));
         }
-        let http = reqwest::Client::builder()
-            .timeout(cfg.timeout)
-            .connect_timeout(Duration::from_secs(5))
-            .build()
-            .map_err(|e| SoapError::Config(format!("HTTP client: {e}")))?;
+        let http = VendorClient::new(
+            VENDOR,
+            HttpSettings {
+                timeout: cfg.timeout,
+                connect_timeout: CONNECT_TIMEOUT,
+            },
+        )
+        .map_err(|e| SoapError::Config(e.to_string()))?;
         Ok(SoapClient { cfg, http })
+    }
+
+    /// Every call of this client (and its clones) first takes a token from `limiter`, the
+    /// connection's rate limit — so callers need not acquire tokens themselves.
+    pub fn with_rate_limit(mut self, limiter: Arc<RateLimiter>) -> Self {
+        self.http = self.http.with_rate_limit(limiter);
+        self
     }
 
     /// The configuration.
@@ -401,40 +419,25 @@ impl SoapClient {
             "\"{}/{operation}\"",
             self.cfg.namespace.trim_end_matches('/')
         );
-        let span = tracing::info_span!(
-            "vendor.request",
-            vendor = "dormakaba",
-            operation,
-            http.status_code = tracing::field::Empty
-        );
-        let sent = self
+        let request = self
             .http
-            .post(&self.cfg.endpoint)
+            .request(Method::POST, &self.cfg.endpoint)
             .header("Content-Type", "text/xml; charset=utf-8")
             .header("SOAPAction", action)
-            .body(envelope)
-            .send()
-            .instrument(span.clone())
-            .await;
-        let resp = sent.map_err(|e| SoapError::Transport {
+            .body(envelope);
+        let reply = self
+            .http
+            .send_bytes(operation, request)
+            .await
+            .map_err(|e| SoapError::from_vendor(operation, e))?;
+        let result = parse_reply(
             operation,
-            message: transport_message(&e),
-        })?;
-        let status = resp.status().as_u16();
-        span.record("http.status_code", status);
-        let retry_after = resp
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
-        let bytes = resp.bytes().await.map_err(|e| SoapError::Transport {
-            operation,
-            message: transport_message(&e),
-        })?;
-        let result = parse_reply(operation, status, &bytes, retry_after);
+            reply.status.as_u16(),
+            &reply.body,
+            reply.retry_after(),
+        );
         if let Err(e) = &result {
-            tracing::debug!(parent: &span, error = %e, "dormakaba call failed");
+            tracing::debug!(operation, error = %e, "dormakaba call failed");
         }
         result
     }
@@ -477,24 +480,6 @@ fn write_rooms_and_areas(w: &mut XmlWriterHandle<'_>, rooms: &[String], areas: &
         }
         w.close();
     }
-}
-
-fn transport_message(e: &reqwest::Error) -> String {
-    let kind = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "connection failed"
-    } else {
-        "request failed"
-    };
-    // Walk the source chain: reqwest's own message hides the useful part.
-    let mut msg = format!("{kind}: {e}");
-    let mut src = std::error::Error::source(e);
-    while let Some(s) = src {
-        msg.push_str(&format!(": {s}"));
-        src = s.source();
-    }
-    msg
 }
 
 fn snippet(bytes: &[u8]) -> String {
