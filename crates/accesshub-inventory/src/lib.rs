@@ -106,6 +106,16 @@ impl InventoryError {
     }
 }
 
+/// A connection of another vendor handed to this vendor's inventory.
+impl From<accesshub_connections::WrongVendor> for InventoryError {
+    fn from(e: accesshub_connections::WrongVendor) -> Self {
+        InventoryError::Config {
+            vendor: e.expected.as_str(),
+            message: e.to_string(),
+        }
+    }
+}
+
 impl Classify for InventoryError {
     fn class(&self) -> ErrorClass {
         match self {

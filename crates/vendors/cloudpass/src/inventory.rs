@@ -13,7 +13,7 @@
 
 use std::{collections::BTreeSet, sync::Arc};
 
-use accesshub_connections::{CloudpassSettings, Connection, VendorSettings};
+use accesshub_connections::{CloudpassSettings, Connection};
 use accesshub_domain::{Event, EventBody, EventKind};
 use chrono::{DateTime, SecondsFormat, Utc};
 use futures::{StreamExt as _, TryStreamExt as _, stream::BoxStream};
@@ -76,21 +76,11 @@ pub fn fingerprint(
         .finish()
 }
 
-fn settings(conn: &Connection) -> Result<&CloudpassSettings, InventoryError> {
-    match &conn.settings {
-        VendorSettings::Cloudpass(s) => Ok(s),
-        _ => Err(InventoryError::Config {
-            vendor: VENDOR,
-            message: "not a CloudPass connection".into(),
-        }),
-    }
-}
-
 /// The vehicle bookings a reservation should have: cloudpass-worker's own
 /// [`crate::desired_bookings`] (what its `apply` sets), reduced to reference and
 /// fingerprint. A plate CloudPass would refuse makes the booking unjudgeable.
 pub fn desired_objects(conn: &Connection, event: &Event) -> Result<Vec<DesiredObject>, String> {
-    let s = settings(conn).map_err(|e| e.to_string())?;
+    let s = conn.settings.cloudpass().map_err(|e| e.to_string())?;
     let EventBody::Reservation(r) = &event.body else {
         return Ok(Vec::new());
     };
@@ -148,7 +138,7 @@ impl CloudpassInventory {
         &self,
         conn: &Connection,
     ) -> Result<Arc<crate::CloudpassClient>, InventoryError> {
-        let s = settings(conn)?;
+        let s = conn.settings.cloudpass()?;
         self.clients
             .get_or_try_init(conn, || {
                 let limiter = Arc::new(vendor_http::RateLimiter::new(self.rate, 20));
@@ -190,7 +180,7 @@ impl Inventory for CloudpassInventory {
         Box::pin(async move {
             let client = self.client(conn).await?;
             let mut total = 0u64;
-            for site in Self::sites(settings(conn)?) {
+            for site in Self::sites(conn.settings.cloudpass()?) {
                 total += client
                     .list_page(&site, 1, 1)
                     .await
@@ -249,7 +239,7 @@ fn all_bookings<'a>(
     conn: &'a Connection,
 ) -> BoxStream<'a, Result<(String, Booking), InventoryError>> {
     let setup = async move {
-        let s = settings(conn)?;
+        let s = conn.settings.cloudpass()?;
         Ok::<_, InventoryError>((inv.client(conn).await?, CloudpassInventory::sites(s)))
     };
     futures::stream::once(setup)

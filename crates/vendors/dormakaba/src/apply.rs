@@ -28,24 +28,8 @@ pub struct ExecFailure {
     pub done: ExecReport,
 }
 
-/// Something to wait on before each vendor call (the connection's rate limiter).
-pub trait Throttle: Sync {
-    /// Waits for a token.
-    fn acquire(&self) -> impl std::future::Future<Output = ()> + Send;
-}
-
-/// No rate limit (tests, lookups).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Unthrottled;
-
-impl Throttle for Unthrottled {
-    async fn acquire(&self) {}
-}
-
-/// Executes `ops` in order; stops at the first failure.
-pub async fn execute<T: Throttle>(
+pub async fn execute(
     client: &SoapClient,
-    throttle: &T,
     d: &Desired,
     rec: &mut LockRecord,
     ops: &[Op],
@@ -53,7 +37,6 @@ pub async fn execute<T: Throttle>(
 ) -> Result<ExecReport, ExecFailure> {
     let mut report = ExecReport::default();
     for op in ops {
-        throttle.acquire().await;
         let result = match run_one(client, d, rec, op, key_size).await {
             // Ending access the lock system no longer has (checked out or deleted by hand at
             // the front desk) is done already.

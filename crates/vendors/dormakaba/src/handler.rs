@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use vendor_http::RateLimiter;
 use worker_runtime::{ApplyContext, ApplyOutcome, Handler, HandlerError, Recorded, Status};
 
-use crate::apply::{ExecReport, Throttle, execute};
+use crate::apply::{ExecReport, execute};
 use crate::client::{SoapClient, SoapConfig, SoapError};
 use crate::desired::{self, LockRecord, Op};
 use crate::keyreq::{self, KeyRequestRecord, StoredStatus};
@@ -63,21 +63,6 @@ fn lock_record(prev: Option<&Recorded<DormakabaIds>>) -> LockRecord {
     prev.map(|p| p.ids.lock_record()).unwrap_or_default()
 }
 
-/// The lock system of one connection: the SOAP client and the connection's rate limit.
-#[derive(Debug)]
-pub struct LockSystem {
-    /// The Messenger PMS web service.
-    pub soap: SoapClient,
-    /// The connection's rate limit, one token per call.
-    pub limiter: Arc<RateLimiter>,
-}
-
-impl Throttle for LockSystem {
-    async fn acquire(&self) {
-        self.limiter.acquire().await;
-    }
-}
-
 /// The dormakaba handler (stateless: the runtime caches the clients).
 #[derive(Debug, Default)]
 pub struct DormakabaHandler;
@@ -90,13 +75,13 @@ impl DormakabaHandler {
 
     async fn apply_reservation(
         &self,
-        ctx: &ApplyContext<LockSystem>,
+        ctx: &ApplyContext<SoapClient>,
         event: &Event,
         r: &Reservation,
         prev: Option<&Recorded<DormakabaIds>>,
     ) -> Result<ApplyOutcome<DormakabaIds>, HandlerError> {
         let s = ctx.connection.settings.dormakaba()?;
-        let lock: &LockSystem = &ctx.client;
+        let lock: &SoapClient = &ctx.client;
         let d = desired::desired(&event.tenant, &event.booking_key, r, s)?;
         let mut rec = lock_record(prev);
         let mut ops = desired::plan_reservation(&d, &rec)?;
@@ -111,7 +96,7 @@ impl DormakabaHandler {
         if ctx.attempt > 1 {
             desired::cancel_before_resend(&mut ops);
         }
-        let result = match execute(&lock.soap, lock, &d, &mut rec, &ops, s.key_size).await {
+        let result = match execute(lock, &d, &mut rec, &ops, s.key_size).await {
             // The lock system lost the booking our record says exists (removed by hand at the
             // front desk): create it again, without a card, and re-send the mobile key.
             Err(f)
@@ -128,7 +113,7 @@ impl DormakabaHandler {
                 rec.booked = false;
                 rec.mobile_key = None;
                 let again = desired::plan_recreate(&d)?;
-                execute(&lock.soap, lock, &d, &mut rec, &again, s.key_size).await
+                execute(lock, &d, &mut rec, &again, s.key_size).await
             }
             other => other,
         };
@@ -150,7 +135,7 @@ impl DormakabaHandler {
     /// the returned record.
     async fn remove_reservation(
         &self,
-        ctx: &ApplyContext<LockSystem>,
+        ctx: &ApplyContext<SoapClient>,
         cmd: &RemoveCommand,
         prev: Option<&Recorded<DormakabaIds>>,
     ) -> Result<Option<ApplyOutcome<DormakabaIds>>, HandlerError> {
@@ -179,22 +164,16 @@ impl DormakabaHandler {
                 return Ok(None);
             }
         }
-        let lock: &LockSystem = &ctx.client;
+        let lock: &SoapClient = &ctx.client;
         let gone_ok = |r: Result<_, SoapError>| match r {
             Err(e) if !desired::is_gone(&e) => Err(HandlerError::from(e)),
             _ => Ok(()),
         };
         if let Some(m) = rec.mobile_key.clone() {
-            lock.acquire().await;
-            gone_ok(
-                lock.soap
-                    .cancel_mobile_access(&rid, &m.room, &m.phone)
-                    .await,
-            )?;
+            gone_ok(lock.cancel_mobile_access(&rid, &m.room, &m.phone).await)?;
             rec.mobile_key = None;
         }
-        lock.acquire().await;
-        gone_ok(lock.soap.check_out_guest(&rid).await)?;
+        gone_ok(lock.check_out_guest(&rid).await)?;
         rec.checked_out = true;
         tracing::info!(reservation_id = %rid, run = cmd.run_id, "stale lock-system booking checked out");
         Ok(Some(ApplyOutcome::new(
@@ -205,7 +184,7 @@ impl DormakabaHandler {
 
     async fn apply_key_request(
         &self,
-        ctx: &ApplyContext<LockSystem>,
+        ctx: &ApplyContext<SoapClient>,
         event: &Event,
         req: &KeyRequest,
         prev: Option<&Recorded<DormakabaIds>>,
@@ -274,8 +253,8 @@ impl DormakabaHandler {
         // Recorded before the call, so a crash during it leaves a trace for the next attempt.
         ctx.record_progress(Status::InFlight, &key_record(req, None))
             .await?;
-        let lock: &LockSystem = &ctx.client;
-        let result = execute(&lock.soap, lock, &d, &mut rec, &ops, s.key_size).await;
+        let lock: &SoapClient = &ctx.client;
+        let result = execute(lock, &d, &mut rec, &ops, s.key_size).await;
         related
             .save(record_status(&rec), &DormakabaIds::Reservation(rec))
             .await?;
@@ -289,7 +268,7 @@ impl DormakabaHandler {
             Err(f) => {
                 let pending = f.error.class() == ErrorClass::Transient && !ctx.last_attempt;
                 if pending {
-                    let message = retry_message(&f.error);
+                    let message = f.error.desk_message();
                     report(ctx, tenant, req, KeyResultStatus::Pending, message).await;
                     Err(HandlerError::from(f.error))
                 } else {
@@ -311,7 +290,7 @@ fn key_record(req: &KeyRequest, message: Option<String>) -> KeyRequestRecord {
 /// Records and publishes `failed`, then hands the error back for the runtime's DLQ (which
 /// records the request's binding as dead-lettered with the reason).
 async fn fail(
-    ctx: &ApplyContext<LockSystem>,
+    ctx: &ApplyContext<SoapClient>,
     tenant: &str,
     req: &KeyRequest,
     err: HandlerError,
@@ -330,7 +309,7 @@ async fn fail(
 /// Records and publishes an outcome; failures are logged, not raised, so they never hide the
 /// lock system's own answer.
 async fn report(
-    ctx: &ApplyContext<LockSystem>,
+    ctx: &ApplyContext<SoapClient>,
     tenant: &str,
     req: &KeyRequest,
     status: KeyResultStatus,
@@ -349,7 +328,7 @@ async fn report(
 }
 
 async fn publish(
-    ctx: &ApplyContext<LockSystem>,
+    ctx: &ApplyContext<SoapClient>,
     tenant: &str,
     req: &KeyRequest,
     status: KeyResultStatus,
@@ -369,7 +348,7 @@ async fn publish(
 
 impl Handler for DormakabaHandler {
     type Ids = DormakabaIds;
-    type Client = LockSystem;
+    type Client = SoapClient;
 
     fn name(&self) -> &'static str {
         WORKER
@@ -387,17 +366,14 @@ impl Handler for DormakabaHandler {
         &self,
         conn: &Connection,
         limiter: Arc<RateLimiter>,
-    ) -> Result<LockSystem, HandlerError> {
+    ) -> Result<SoapClient, HandlerError> {
         let s = conn.settings.dormakaba()?;
-        Ok(LockSystem {
-            soap: SoapClient::new(SoapConfig::from_settings(s))?,
-            limiter,
-        })
+        Ok(SoapClient::new(SoapConfig::from_settings(s))?.with_rate_limit(limiter))
     }
 
     async fn apply(
         &self,
-        ctx: &ApplyContext<LockSystem>,
+        ctx: &ApplyContext<SoapClient>,
         event: &Event,
         prev: Option<&Recorded<DormakabaIds>>,
     ) -> Result<ApplyOutcome<DormakabaIds>, HandlerError> {
@@ -410,7 +386,7 @@ impl Handler for DormakabaHandler {
 
     async fn remove(
         &self,
-        ctx: &ApplyContext<LockSystem>,
+        ctx: &ApplyContext<SoapClient>,
         cmd: &RemoveCommand,
         prev: Option<&Recorded<DormakabaIds>>,
     ) -> Result<Option<ApplyOutcome<DormakabaIds>>, HandlerError> {
@@ -467,19 +443,4 @@ fn success_message(req: &KeyRequest, report: &ExecReport) -> (KeyResultStatus, S
             (KeyResultStatus::Encoded, msg)
         }
     }
-}
-
-/// The front desk's "encoder busy, retrying".
-fn retry_message(e: &SoapError) -> String {
-    let what = match e.fault_code() {
-        Some("EncoderBusy") => "encoder busy".to_owned(),
-        Some("EncoderNotOnlineOrNotExist") => "encoder offline".to_owned(),
-        Some("TimeoutWaitingKey") => "timed out waiting for a card".to_owned(),
-        Some("KeyJammed") => "card jammed in the encoder".to_owned(),
-        Some("RoomOFFLine") => "room offline".to_owned(),
-        Some("BusyProcessingPreviousRequest") => "lock system busy".to_owned(),
-        Some(other) => other.to_owned(),
-        None => "lock system unreachable".to_owned(),
-    };
-    format!("{what}, retrying")
 }

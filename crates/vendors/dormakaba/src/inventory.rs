@@ -35,9 +35,9 @@
 //! (there is no list to find strays in). Re-sending `ChangeKeyAccess` would correct the first
 //! group but can invalidate cards already handed out, so the probe does not.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
-use accesshub_connections::{Connection, DormakabaSettings, VendorSettings};
+use accesshub_connections::{Connection, DormakabaSettings};
 use accesshub_domain::{Event, EventBody, EventKind};
 use accesshub_inventory::{
     DesiredObject, Inventory, InventoryError, Judged, Prober, Repair, VendorObject, Verdict,
@@ -46,6 +46,7 @@ use accesshub_retry::{Backoff, RetryPolicy};
 use chrono::{DateTime, Utc};
 use futures::{FutureExt as _, StreamExt as _, future::BoxFuture, stream::BoxStream};
 use vendor_http::RateLimiter;
+use worker_runtime::ClientCache;
 
 use crate::{
     client::{SoapClient, SoapConfig, SoapError},
@@ -68,14 +69,13 @@ const PROBE_RETRY: RetryPolicy = RetryPolicy::limited(
 )
 .with_retry_after_max(Duration::from_secs(10));
 
-/// (tenant, connection name) → (connection version, client, probe limiter).
-type ClientMap = HashMap<(String, String), (i64, Arc<SoapClient>, Arc<RateLimiter>)>;
-
 /// The dormakaba sync: no listing, a re-assertion probe per reservation (module docs).
 #[derive(Debug)]
 pub struct DormakabaInventory {
     rate: f64,
-    clients: std::sync::Mutex<ClientMap>,
+    /// The probes' client per connection, with its own rate limit (rebuilt when the
+    /// connection changes).
+    clients: ClientCache<SoapClient>,
 }
 
 impl DormakabaInventory {
@@ -83,42 +83,27 @@ impl DormakabaInventory {
     pub fn new(rate: f64) -> Self {
         DormakabaInventory {
             rate: rate.max(0.1),
-            clients: Default::default(),
+            clients: ClientCache::new(),
         }
     }
 
-    fn client(
+    async fn client(
         &self,
         conn: &Connection,
         s: &DormakabaSettings,
-    ) -> Result<(Arc<SoapClient>, Arc<RateLimiter>), InventoryError> {
-        let key = (conn.tenant.clone(), conn.name.clone());
-        let mut map = self.clients.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((v, c, l)) = map.get(&key)
-            && *v == conn.version
-        {
-            return Ok((c.clone(), l.clone()));
-        }
-        let c = Arc::new(SoapClient::new(SoapConfig::from_settings(s)).map_err(|e| {
-            InventoryError::Config {
-                vendor: VENDOR,
-                message: e.to_string(),
-            }
-        })?);
-        let burst = u32::try_from(PROBE_CONCURRENCY).unwrap_or(4);
-        let l = Arc::new(RateLimiter::new(self.rate, burst));
-        map.insert(key, (conn.version, c.clone(), l.clone()));
-        Ok((c, l))
-    }
-}
-
-fn settings(conn: &Connection) -> Result<&DormakabaSettings, InventoryError> {
-    match &conn.settings {
-        VendorSettings::Dormakaba(s) => Ok(s),
-        _ => Err(InventoryError::Config {
-            vendor: VENDOR,
-            message: "not a dormakaba connection".into(),
-        }),
+    ) -> Result<Arc<SoapClient>, InventoryError> {
+        self.clients
+            .get_or_try_init(conn, || {
+                let burst = u32::try_from(PROBE_CONCURRENCY).unwrap_or(4);
+                let limiter = Arc::new(RateLimiter::new(self.rate, burst));
+                SoapClient::new(SoapConfig::from_settings(s))
+                    .map(|c| c.with_rate_limit(limiter))
+                    .map_err(|e| InventoryError::Config {
+                        vendor: VENDOR,
+                        message: e.to_string(),
+                    })
+            })
+            .await
     }
 }
 
@@ -219,7 +204,7 @@ fn plan_job(
 }
 
 /// Runs a probe: `ExtendCheckOut(rid, check_out)`, retried a few times on transient faults.
-async fn probe(client: &SoapClient, limiter: &RateLimiter, job: ProbeJob) -> Verdict {
+async fn probe(client: &SoapClient, job: ProbeJob) -> Verdict {
     let ProbeJob {
         rid,
         check_out,
@@ -228,7 +213,6 @@ async fn probe(client: &SoapClient, limiter: &RateLimiter, job: ProbeJob) -> Ver
     } = job;
     let mut attempts = PROBE_RETRY.attempts();
     loop {
-        limiter.acquire().await;
         match client.extend_check_out(&rid, &check_out).await {
             Ok(_) => return on_ok,
             Err(e)
@@ -273,14 +257,16 @@ impl Prober for DormakabaInventory {
         now: DateTime<Utc>,
     ) -> BoxFuture<'a, Judged> {
         async move {
-            let prepared = settings(conn).and_then(|s| Ok((s, self.client(conn, s)?)));
-            let (s, (client, limiter)) = match prepared {
-                Ok(x) => x,
+            let s = match conn.settings.dormakaba() {
+                Ok(s) => s,
                 Err(e) => return Judged::decided(Verdict::Failed(e.to_string())),
             };
             match plan_job(conn, s, event, record, now) {
                 Job::Done(v) => Judged::decided(v),
-                Job::Probe(p) => Judged::probed(probe(&client, &limiter, p).await),
+                Job::Probe(p) => match self.client(conn, s).await {
+                    Ok(client) => Judged::probed(probe(&client, p).await),
+                    Err(e) => Judged::decided(Verdict::Failed(e.to_string())),
+                },
             }
         }
         .boxed()

@@ -9,7 +9,7 @@
 
 use std::{collections::BTreeSet, sync::Arc};
 
-use accesshub_connections::{Connection, IpassanSettings, VendorSettings};
+use accesshub_connections::Connection;
 use accesshub_domain::{Event, EventBody, EventKind, FacilityStatus};
 use chrono::{DateTime, SecondsFormat, Utc};
 use futures::{StreamExt as _, TryStreamExt as _, stream::BoxStream};
@@ -29,19 +29,9 @@ fn fingerprint(asset: &str, start: &DateTime<Utc>, end: &DateTime<Utc>) -> u64 {
         .finish()
 }
 
-fn settings(conn: &Connection) -> Result<&IpassanSettings, InventoryError> {
-    match &conn.settings {
-        VendorSettings::Ipassan(s) => Ok(s),
-        _ => Err(InventoryError::Config {
-            vendor: VENDOR,
-            message: "not an iPassan connection".into(),
-        }),
-    }
-}
-
 /// The asset booking a facility booking should have (pure; mirrors ipassan-worker).
 pub fn desired_objects(conn: &Connection, event: &Event) -> Result<Vec<DesiredObject>, String> {
-    let s = settings(conn).map_err(|e| e.to_string())?;
+    let s = conn.settings.ipassan().map_err(|e| e.to_string())?;
     let EventBody::Facility(f) = &event.body else {
         return Ok(Vec::new());
     };
@@ -95,7 +85,7 @@ impl Inventory for IpassanInventory {
     ) -> BoxStream<'a, Result<VendorObject, InventoryError>> {
         let prefix = worker_runtime::reference(&conn.tenant, EventKind::Facility, "");
         let setup = async move {
-            let s = settings(conn)?;
+            let s = conn.settings.ipassan()?;
             let http = vendor_http::VendorClient::new(VENDOR, vendor_http::HttpSettings::default())
                 .map_err(|e| InventoryError::Config {
                     vendor: VENDOR,

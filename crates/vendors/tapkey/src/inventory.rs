@@ -16,7 +16,7 @@
 
 use std::{collections::HashMap, sync::Arc};
 
-use accesshub_connections::{Connection, TapkeySettings, VendorSettings};
+use accesshub_connections::Connection;
 use accesshub_domain::{Event, EventBody, EventKind};
 use chrono::{DateTime, SecondsFormat, Utc};
 use futures::{StreamExt as _, TryStreamExt as _, stream::BoxStream};
@@ -41,16 +41,6 @@ fn fingerprint(lock: &str, valid_before: Option<&DateTime<Utc>>) -> u64 {
     Fingerprint::new().field(lock).field(&before).finish()
 }
 
-fn settings(conn: &Connection) -> Result<&TapkeySettings, InventoryError> {
-    match &conn.settings {
-        VendorSettings::Tapkey(s) => Ok(s),
-        _ => Err(InventoryError::Config {
-            vendor: VENDOR,
-            message: "not a Tapkey connection".into(),
-        }),
-    }
-}
-
 /// The grants a pass should have: the worker's own [`desired_grants`], reduced to reference
 /// and fingerprint.
 pub fn desired_objects(
@@ -58,7 +48,7 @@ pub fn desired_objects(
     event: &Event,
     now: DateTime<Utc>,
 ) -> Result<Vec<DesiredObject>, String> {
-    let s = settings(conn).map_err(|e| e.to_string())?;
+    let s = conn.settings.tapkey().map_err(|e| e.to_string())?;
     let EventBody::Pass(pass) = &event.body else {
         return Ok(Vec::new());
     };
@@ -125,7 +115,7 @@ impl Inventory for TapkeyInventory {
         records: &'a Records,
     ) -> BoxStream<'a, Result<VendorObject, InventoryError>> {
         let setup = async move {
-            let s = settings(conn)?;
+            let s = conn.settings.tapkey()?;
             let limiter = Arc::new(vendor_http::RateLimiter::new(self.rate, 20));
             let client = Arc::new(crate::TapkeyClient::new(s, limiter).map_err(vendor_err)?);
             let owned = Arc::new(owned(records));
@@ -136,7 +126,9 @@ impl Inventory for TapkeyInventory {
                 futures::stream::try_unfold(Some(0u64), move |skip| {
                     let client = client.clone();
                     async move {
-                        let Some(skip) = skip else { return Ok(None) };
+                        let Some(skip) = skip else {
+                            return Ok::<_, InventoryError>(None);
+                        };
                         let page = with_retry(|| async {
                             client
                                 .list_active_grants(skip, PAGE)

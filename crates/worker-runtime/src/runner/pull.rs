@@ -28,6 +28,13 @@ const CONSUMER_SETUP: RetryPolicy = RetryPolicy::forever(Backoff::new(
     Duration::from_millis(12_800),
 ));
 
+/// Pauses after pull errors (a refused or deleted consumer, a broken pull), so a consumer that
+/// keeps failing is not hammered: 100 ms doubling to 5 s, jittered, reset by the next message.
+const PULL_ERRORS: RetryPolicy = RetryPolicy::forever(Backoff::new(
+    Duration::from_millis(100),
+    Duration::from_secs(5),
+));
+
 /// Sets up `feed`'s consumer and starts a pull on it (heartbeats, batch size from the config).
 async fn start_pulling<H: Handler>(s: &Shared<H>, feed: Feed) -> Result<pull::Stream, String> {
     let consumer = ensure_consumer(s, feed).await?;
@@ -52,6 +59,7 @@ pub(super) async fn pull_loop<H: Handler>(
     shutdown: CancellationToken,
 ) -> Result<(), WorkerError> {
     let mut setup = CONSUMER_SETUP.attempts();
+    let mut pull_errors = PULL_ERRORS.attempts();
     'outer: while !shutdown.is_cancelled() {
         let mut messages = match start_pulling(&s, feed).await {
             Ok(m) => m,
@@ -85,6 +93,7 @@ pub(super) async fn pull_loop<H: Handler>(
             match next {
                 Some(Ok(msg)) => {
                     missed = 0;
+                    pull_errors.reset();
                     let idx = lane_index(msg.message.subject.as_str(), lanes.len());
                     tokio::select! {
                         _ = shutdown.cancelled() => {
@@ -109,13 +118,19 @@ pub(super) async fn pull_loop<H: Handler>(
                             }
                         }
                         K::ConsumerDeleted | K::NoResponders | K::RequestLimitExceeded => {
-                            tracing::warn!(error = %e, ?feed, "consumer gone or refused; recreating");
-                            tokio::time::sleep(Duration::from_millis(200)).await;
+                            let wait = pull_errors.next_wait().unwrap_or_default();
+                            tracing::warn!(error = %e, ?feed, ?wait, "consumer gone or refused; recreating");
+                            if !sleep_unless_cancelled(wait, &shutdown).await {
+                                break 'outer;
+                            }
                             continue 'outer;
                         }
                         _ => {
-                            tracing::warn!(error = %e, ?feed, "pull error; continuing");
-                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            let wait = pull_errors.next_wait().unwrap_or_default();
+                            tracing::warn!(error = %e, ?feed, ?wait, "pull error; continuing");
+                            if !sleep_unless_cancelled(wait, &shutdown).await {
+                                break 'outer;
+                            }
                         }
                     }
                 }
