@@ -17,12 +17,18 @@ use crate::{
     store::{BindingStore, Committed, LockGuard, Record},
 };
 
-/// The runtime's handles a context carries (cheap to clone).
-#[derive(Clone)]
-pub(crate) struct Services {
+/// The worker's handles every context shares (one per worker, behind an `Arc`).
+pub(crate) struct Handles {
     pub(crate) pool: PgPool,
     pub(crate) bus: Bus,
     pub(crate) store: BindingStore,
+}
+
+/// What a context carries: the shared handles (one `Arc` clone per message) and the booking's
+/// recorded revision.
+#[derive(Clone)]
+pub(crate) struct Services {
+    pub(crate) handles: std::sync::Arc<Handles>,
     /// Revision recorded for the context's own booking (0: none yet).
     pub(crate) recorded_revision: i64,
 }
@@ -94,7 +100,7 @@ impl<C> ApplyContext<C> {
         .bind(&self.key.tenant)
         .bind(kind.as_str())
         .bind(booking_key)
-        .fetch_optional(&self.services.pool)
+        .fetch_optional(&self.services.handles.pool)
         .await
         .map_err(|e| db(e, "stored booking"))?;
         text.map(|t| {
@@ -117,7 +123,7 @@ impl<C> ApplyContext<C> {
         ids: &I,
     ) -> Result<(), HandlerError> {
         record_only(
-            &self.services.store,
+            &self.services.handles.store,
             self.key.clone(),
             self.services.recorded_revision,
             status,
@@ -140,12 +146,12 @@ impl<C> ApplyContext<C> {
             kind: kind.as_str().to_owned(),
             booking_key: booking_key.to_owned(),
         };
-        let held = self.services.store.lock(&key, false).await?;
+        let held = self.services.handles.store.lock(&key, false).await?;
         let record = held.binding.as_ref().map(Recorded::from_binding);
         Ok(Related {
             guard: held.guard,
             key,
-            store: self.services.store.clone(),
+            store: self.services.handles.store.clone(),
             record,
         })
     }
@@ -158,7 +164,7 @@ impl<C> ApplyContext<C> {
         payload: Vec<u8>,
         msg_id: Option<String>,
     ) -> Result<(), HandlerError> {
-        let bus = &self.services.bus;
+        let bus = &self.services.handles.bus;
         let mut msg = PublishMessage::build().payload(payload.into());
         if let Some(id) = msg_id {
             msg = msg.message_id(id);

@@ -52,6 +52,8 @@ struct Shared<H: Handler> {
     limiters: Mutex<HashMap<(String, String), Arc<RateLimiter>>>,
     /// The handler's vendor client per connection (rebuilt when the connection changes).
     clients: crate::cache::ClientCache<H::Client>,
+    /// What handler contexts share (pool, bus, binding store), cloned once per message.
+    handles: Arc<crate::services::Handles>,
     /// Unix millis of the last successful consumer info (readiness).
     last_info_ok: AtomicI64,
     /// Set at shutdown: queued messages are handed back instead of processed.
@@ -129,6 +131,11 @@ pub async fn start<H: Handler>(cfg: WorkerConfig, handler: H) -> Result<WorkerHa
         sync_stream_name: bus.stream_name(subjects::SYNC_STREAM),
         limiters: Mutex::new(HashMap::new()),
         clients: crate::cache::ClientCache::new(),
+        handles: Arc::new(crate::services::Handles {
+            pool: pool.clone(),
+            bus: bus.clone(),
+            store: store.clone(),
+        }),
         last_info_ok: AtomicI64::new(0),
         stopping: CancellationToken::new(),
         recreate: tokio::sync::Notify::new(),

@@ -117,9 +117,7 @@ async fn apply_context<H: Handler>(
         last_attempt: i64::try_from(m.delivered).unwrap_or(i64::MAX) >= s.cfg.max_deliver,
         first_attempt,
         services: Services {
-            pool: s.pool.clone(),
-            bus: s.bus.clone(),
-            store: s.store.clone(),
+            handles: s.handles.clone(),
             recorded_revision: binding.map_or(0, |b| b.applied_revision),
         },
         key: booking.binding_key(s),
