@@ -261,6 +261,13 @@ impl DormakabaHandler {
         match result {
             Ok(report) => {
                 let (status, message) = success_message(req, &report);
+                // Recorded final before it is published: if the publish fails, the retry finds
+                // the outcome and publishes it again instead of touching the lock system.
+                ctx.record_progress(
+                    keyreq::result_status(status),
+                    &key_record(req, Some(message.clone())),
+                )
+                .await?;
                 publish(ctx, tenant, req, status, Some(message.clone())).await?;
                 tracing::info!(request_id = %req.request_id, operations = ?report.operations, "key request done");
                 Ok(keyreq_outcome(req, status, Some(message)))
