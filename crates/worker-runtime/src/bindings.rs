@@ -31,7 +31,7 @@ impl BindingKey {
 }
 
 const SELECT: &str = "SELECT tenant_id, vendor, kind, booking_key, applied_revision, applied_event_id, \
-     vendor_ids, status, last_error, updated_at FROM bindings \
+     vendor_ids, ids_version, status, last_error, updated_at FROM bindings \
      WHERE tenant_id = $1 AND vendor = $2 AND kind = $3 AND booking_key = $4";
 
 /// Records a failure. A dead letter creates the row if needed (status `dead_lettered`, so

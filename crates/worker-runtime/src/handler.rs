@@ -23,6 +23,12 @@ pub trait Handler: Send + Sync + 'static {
     /// its objects by reference, as after a crash before the record was written.
     type Ids: Serialize + DeserializeOwned + Default + Send + Sync + 'static;
 
+    /// Shape version of [`Handler::Ids`], stored with every record. Bump it when a change of
+    /// `Ids` is not read correctly by serde's defaults alone: a record written by a newer
+    /// version (after a rollback) then reaches this build as "nothing recorded" (objects are
+    /// found by reference) instead of being misread.
+    const IDS_VERSION: i16 = 1;
+
     /// The vendor client of one connection (HTTP pool, OAuth token, rate limit). The runtime
     /// builds it once per connection version ([`Handler::client`]) and hands it over in the
     /// context, so adapters never cache clients themselves.
@@ -194,6 +200,9 @@ impl<I> ApplyOutcome<I> {
 /// A booking's record at this vendor, as the handler sees it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Recorded<I> {
+    /// Shape version the ids were written with (at most the handler's own; a newer one is
+    /// not decoded).
+    pub ids_version: i16,
     /// Last revision applied (0: only progress or an error recorded so far).
     pub applied_revision: i64,
     /// The recorded status (`None`: one this build does not know).
@@ -203,10 +212,16 @@ pub struct Recorded<I> {
 }
 
 impl<I: DeserializeOwned + Default> Recorded<I> {
-    /// Decodes a binding row's record (unreadable ids become the default, with a warning).
-    pub fn from_binding(b: &Binding) -> Self {
+    /// Decodes a binding row's record for a handler whose ids are at `version`: ids written by
+    /// a newer version, or unreadable ones, become the default, with a warning.
+    pub fn from_binding(b: &Binding, version: i16) -> Self {
         let ids = match &b.vendor_ids {
             serde_json::Value::Null => I::default(),
+            _ if b.ids_version > version => {
+                tracing::warn!(booking = %b.booking_key, recorded = b.ids_version, ours = version,
+                    "vendor ids recorded by a newer build; treated as none (objects are found by reference)");
+                I::default()
+            }
             v => serde_json::from_value(v.clone()).unwrap_or_else(|e| {
                 tracing::warn!(booking = %b.booking_key, error = %e,
                     "recorded vendor ids unreadable; treated as none (objects are found by reference)");
@@ -214,6 +229,7 @@ impl<I: DeserializeOwned + Default> Recorded<I> {
             }),
         };
         Recorded {
+            ids_version: b.ids_version,
             applied_revision: b.applied_revision,
             status: Status::parse(&b.status),
             ids,
@@ -302,6 +318,8 @@ pub struct Binding {
     pub applied_event_id: Option<Uuid>,
     /// Vendor object ids, as the handler returned them.
     pub vendor_ids: serde_json::Value,
+    /// Shape version of `vendor_ids` ([`Handler::IDS_VERSION`] of the build that wrote it).
+    pub ids_version: i16,
     /// Handler status, or `dead_lettered`.
     pub status: String,
     /// Last failure.
@@ -360,4 +378,60 @@ impl<C> ApplyContext<C> {
 /// `ah:<tenant>:<kind>:<booking_key>`: the vendor idempotency key of a booking.
 pub fn reference(tenant: &str, kind: EventKind, booking_key: &str) -> String {
     format!("ah:{tenant}:{}:{booking_key}", kind.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Default, PartialEq, serde::Deserialize, serde::Serialize)]
+    struct Ids {
+        #[serde(default)]
+        grants: Vec<String>,
+    }
+
+    fn binding(ids: serde_json::Value, ids_version: i16) -> Binding {
+        Binding {
+            tenant_id: "t".into(),
+            vendor: "tapkey".into(),
+            kind: "pass".into(),
+            booking_key: "k".into(),
+            applied_revision: 3,
+            applied_event_id: None,
+            vendor_ids: ids,
+            ids_version,
+            status: "active".into(),
+            last_error: None,
+            updated_at: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn records_of_this_version_or_older_are_decoded() {
+        let b = binding(serde_json::json!({"grants": ["g1"]}), 1);
+        let r = Recorded::<Ids>::from_binding(&b, 2);
+        assert_eq!(r.ids.grants, vec!["g1".to_owned()]);
+        assert_eq!(r.status, Some(Status::Active));
+        assert_eq!((r.applied_revision, r.ids_version), (3, 1));
+    }
+
+    /// After a rollback, a record a newer adapter wrote is not misread as this one's shape.
+    #[test]
+    fn records_of_a_newer_version_or_unreadable_ones_count_as_none() {
+        let newer = binding(serde_json::json!({"grants": ["g1"]}), 2);
+        assert_eq!(Recorded::<Ids>::from_binding(&newer, 1).ids, Ids::default());
+        let unreadable = binding(serde_json::json!({"grants": "not a list"}), 1);
+        assert_eq!(
+            Recorded::<Ids>::from_binding(&unreadable, 1).ids,
+            Ids::default()
+        );
+    }
+
+    #[test]
+    fn statuses_round_trip_through_their_column_value() {
+        for s in Status::ALL {
+            assert_eq!(Status::parse(s.as_str()), Some(s));
+        }
+        assert_eq!(Status::parse("something_newer"), None);
+    }
 }

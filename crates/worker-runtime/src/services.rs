@@ -31,6 +31,8 @@ pub(crate) struct Services {
     pub(crate) handles: std::sync::Arc<Handles>,
     /// Revision recorded for the context's own booking (0: none yet).
     pub(crate) recorded_revision: i64,
+    /// The handler's `IDS_VERSION`, written with every record.
+    pub(crate) ids_version: i16,
 }
 
 fn db(e: sqlx::Error, what: &str) -> HandlerError {
@@ -52,14 +54,14 @@ async fn record_only(
     store: &BindingStore,
     key: BindingKey,
     revision: i64,
-    status: Status,
-    ids: serde_json::Value,
+    (status, ids, ids_version): (Status, serde_json::Value, i16),
 ) -> Result<(), HandlerError> {
     let rec = Record {
         key,
         revision,
         event_id: None,
         vendor_ids: ids,
+        ids_version,
         status: status.as_str().to_owned(),
     };
     match store.commit(rec).await? {
@@ -126,8 +128,7 @@ impl<C> ApplyContext<C> {
             &self.services.handles.store,
             self.key.clone(),
             self.services.recorded_revision,
-            status,
-            encode(ids)?,
+            (status, encode(ids)?, self.services.ids_version),
         )
         .await
     }
@@ -147,12 +148,17 @@ impl<C> ApplyContext<C> {
             booking_key: booking_key.to_owned(),
         };
         let held = self.services.handles.store.lock(&key, false).await?;
-        let record = held.binding.as_ref().map(Recorded::from_binding);
+        let version = self.services.ids_version;
+        let record = held
+            .binding
+            .as_ref()
+            .map(|b| Recorded::from_binding(b, version));
         Ok(Related {
             guard: held.guard,
             key,
             store: self.services.handles.store.clone(),
             record,
+            ids_version: version,
         })
     }
 
@@ -186,6 +192,7 @@ pub struct Related<I> {
     key: BindingKey,
     store: BindingStore,
     record: Option<Recorded<I>>,
+    ids_version: i16,
 }
 
 impl<I> std::fmt::Debug for Related<I> {
@@ -216,8 +223,7 @@ impl<I: Serialize> Related<I> {
             &self.store,
             self.key.clone(),
             revision,
-            status,
-            encode(ids)?,
+            (status, encode(ids)?, self.ids_version),
         )
         .await;
         drop(self.guard);

@@ -131,6 +131,8 @@ pub(crate) struct Record {
     /// record), which keeps the row's applied event.
     pub(crate) event_id: Option<Uuid>,
     pub(crate) vendor_ids: serde_json::Value,
+    /// Shape version of `vendor_ids` (the handler's `IDS_VERSION`).
+    pub(crate) ids_version: i16,
     pub(crate) status: String,
 }
 
@@ -291,8 +293,8 @@ const UNLOCK: &str =
 macro_rules! binding_probe {
     () => {
         "LEFT JOIN LATERAL (SELECT x.tenant_id, x.vendor, x.kind, x.booking_key, \
-           x.applied_revision, x.applied_event_id, x.vendor_ids, x.status, x.last_error, \
-           x.updated_at FROM bindings x \
+           x.applied_revision, x.applied_event_id, x.vendor_ids, x.ids_version, x.status, \
+           x.last_error, x.updated_at FROM bindings x \
          WHERE x.tenant_id = k.tenant_id AND x.vendor = k.vendor AND x.kind = k.kind \
            AND x.booking_key = k.booking_key LIMIT 1) b ON true"
     };
@@ -300,7 +302,8 @@ macro_rules! binding_probe {
 
 const LOAD_MANY: &str = concat!(
     "SELECT b.tenant_id, b.vendor, b.kind, b.booking_key, b.applied_revision, \
-       b.applied_event_id, b.vendor_ids, b.status, b.last_error, b.updated_at, false AS first \
+       b.applied_event_id, b.vendor_ids, b.ids_version, b.status, b.last_error, b.updated_at, \
+       false AS first \
      FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) \
        AS k(tenant_id, vendor, kind, booking_key) ",
     binding_probe!(),
@@ -314,8 +317,8 @@ const LOAD_MANY: &str = concat!(
 /// back as a placeholder row with `first = true`.
 const LOAD_AND_MARK: &str = concat!(
     "WITH k AS MATERIALIZED (SELECT k.tenant_id, k.vendor, k.kind, k.booking_key, k.mark, \
-       b.applied_revision, b.applied_event_id, b.vendor_ids, b.status, b.last_error, \
-       b.updated_at, b.tenant_id IS NOT NULL AS bound \
+       b.applied_revision, b.applied_event_id, b.vendor_ids, b.ids_version, b.status, \
+       b.last_error, b.updated_at, b.tenant_id IS NOT NULL AS bound \
      FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bool[]) \
        AS k(tenant_id, vendor, kind, booking_key, mark) ",
     binding_probe!(),
@@ -324,9 +327,9 @@ const LOAD_AND_MARK: &str = concat!(
        SELECT tenant_id, vendor, kind, booking_key FROM k WHERE mark AND NOT bound \
        ON CONFLICT DO NOTHING RETURNING tenant_id, vendor, kind, booking_key) \
      SELECT tenant_id, vendor, kind, booking_key, applied_revision, applied_event_id, \
-       vendor_ids, status, last_error, updated_at, false AS first FROM k WHERE bound \
+       vendor_ids, ids_version, status, last_error, updated_at, false AS first FROM k WHERE bound \
      UNION ALL \
-     SELECT tenant_id, vendor, kind, booking_key, 0::int8, NULL::uuid, '{}'::jsonb, '', \
+     SELECT tenant_id, vendor, kind, booking_key, 0::int8, NULL::uuid, '{}'::jsonb, 1::int2, '', \
        NULL::text, now(), true FROM ins"
 );
 
@@ -541,16 +544,18 @@ async fn lock_task(
 }
 
 const UPSERT_MANY: &str = "INSERT INTO bindings (tenant_id, vendor, kind, booking_key, \
-       applied_revision, applied_event_id, vendor_ids, status, last_error, updated_at) \
+       applied_revision, applied_event_id, vendor_ids, ids_version, status, last_error, \
+       updated_at) \
      SELECT t.tenant_id, t.vendor, t.kind, t.booking_key, t.applied_revision, \
-       t.applied_event_id, t.vendor_ids, t.status, NULL, now() \
+       t.applied_event_id, t.vendor_ids, t.ids_version, t.status, NULL, now() \
      FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::uuid[], \
-       $7::jsonb[], $8::text[]) AS t(tenant_id, vendor, kind, booking_key, applied_revision, \
-       applied_event_id, vendor_ids, status) \
+       $7::jsonb[], $8::text[], $9::int2[]) AS t(tenant_id, vendor, kind, booking_key, \
+       applied_revision, applied_event_id, vendor_ids, status, ids_version) \
      ON CONFLICT (tenant_id, vendor, kind, booking_key) DO UPDATE SET \
        applied_revision = EXCLUDED.applied_revision, \
        applied_event_id = COALESCE(EXCLUDED.applied_event_id, bindings.applied_event_id), \
-       vendor_ids = EXCLUDED.vendor_ids, status = EXCLUDED.status, last_error = NULL, \
+       vendor_ids = EXCLUDED.vendor_ids, ids_version = EXCLUDED.ids_version, \
+       status = EXCLUDED.status, last_error = NULL, \
        last_error_at = NULL, updated_at = now() \
      WHERE bindings.applied_revision <= EXCLUDED.applied_revision \
      RETURNING tenant_id, vendor, kind, booking_key";
@@ -576,6 +581,7 @@ async fn write(pool: &PgPool, recs: &[&Record]) -> Result<HashSet<BindingKey>, s
                 .collect::<Vec<serde_json::Value>>(),
         )
         .bind(col(|r| &r.status))
+        .bind(recs.iter().map(|r| r.ids_version).collect::<Vec<i16>>())
         .fetch_all(pool)
         .await?;
     Ok(rows
@@ -666,6 +672,7 @@ mod tests {
             revision,
             event_id: Some(Uuid::now_v7()),
             vendor_ids,
+            ids_version: 1,
             status: "active".into(),
         }
     }
@@ -856,6 +863,18 @@ mod tests {
         assert_eq!(b.applied_event_id, event);
         assert_eq!(b.status, "in_flight");
         assert_eq!(b.vendor_ids, serde_json::json!({"v": 2}));
+        assert_eq!(b.ids_version, 1);
+        // The record's shape version is stored with it.
+        let newer = Record {
+            ids_version: 2,
+            ..rec("k", 3, serde_json::json!({"v": 3}))
+        };
+        assert_eq!(s.commit(newer).await.unwrap(), Committed::Recorded);
+        let b = crate::get_binding(&db.pool, &key("k"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(b.ids_version, 2);
         // A booking without a binding gets a row at revision 0: nothing counts as applied.
         let first = Record {
             event_id: None,
@@ -947,7 +966,7 @@ mod tests {
         for (name, sql, args) in [
             ("load_many", LOAD_MANY, 4),
             ("load_and_mark", LOAD_AND_MARK, 5),
-            ("upsert_many", UPSERT_MANY, 8),
+            ("upsert_many", UPSERT_MANY, 9),
             ("try_lock", TRY_LOCK, 1),
             ("unlock_and_try_lock", UNLOCK_AND_TRY_LOCK, 2),
         ] {

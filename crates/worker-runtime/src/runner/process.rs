@@ -119,6 +119,7 @@ async fn apply_context<H: Handler>(
         services: Services {
             handles: s.handles.clone(),
             recorded_revision: binding.map_or(0, |b| b.applied_revision),
+            ids_version: H::IDS_VERSION,
         },
         key: booking.binding_key(s),
     })
@@ -126,7 +127,7 @@ async fn apply_context<H: Handler>(
 
 /// The handler's view of the booking's record.
 fn recorded<H: Handler>(binding: Option<&Binding>) -> Option<Recorded<H::Ids>> {
-    binding.map(Recorded::from_binding)
+    binding.map(|b| Recorded::from_binding(b, H::IDS_VERSION))
 }
 
 /// The binding record of a handler's outcome.
@@ -142,6 +143,7 @@ fn record_of<H: Handler>(
         event_id,
         vendor_ids: serde_json::to_value(&outcome.ids)
             .map_err(|e| HandlerError::permanent(format!("encode vendor ids: {e}")))?,
+        ids_version: H::IDS_VERSION,
         status: outcome.status.as_str().to_owned(),
     })
 }
