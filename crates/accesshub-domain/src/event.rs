@@ -197,6 +197,19 @@ impl Event {
         self.body.kind()
     }
 
+    /// Whether this event's state ends access (by status alone, whatever the time): such an
+    /// event wins over a state of the same revision that does not, at ingest and in the
+    /// worker — deletions and cancellations need not bump the upstream's revision, and must
+    /// never lose to an equal one. A reactivation still needs a strictly newer revision.
+    pub fn ends_access(&self) -> bool {
+        match &self.body {
+            EventBody::Reservation(r) => !r.status.wants_access(),
+            EventBody::Facility(f) => f.status == FacilityStatus::Cancelled,
+            EventBody::Pass(p) => p.status != PassStatus::Active,
+            EventBody::KeyRequest(_) => false,
+        }
+    }
+
     /// The subject this event is published on.
     pub fn subject(&self) -> String {
         crate::subjects::booking(self.kind(), &self.tenant, &self.booking_key)

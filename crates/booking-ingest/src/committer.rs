@@ -245,8 +245,8 @@ pub const WRITE_BATCH: &str = "\
 WITH input AS MATERIALIZED (
     SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
                          $7::int8[], $8::text[], $9::uuid[], $10::bytea[], $11::timestamptz[],
-                         $12::timestamptz[], $13::text[], $14::text[])
-        WITH ORDINALITY AS u(t, src, d, k, b, site, rev, esrc, id, p, st, en, subj, tp, i)
+                         $12::timestamptz[], $13::text[], $14::text[], $15::bool[])
+        WITH ORDINALITY AS u(t, src, d, k, b, site, rev, esrc, id, p, st, en, subj, tp, ea, i)
 ), seen AS MATERIALIZED (
     SELECT u.i, r.response FROM input u
     CROSS JOIN LATERAL (SELECT response FROM ingest_receipts r
@@ -255,21 +255,27 @@ WITH input AS MATERIALIZED (
 ), todo AS MATERIALIZED (
     SELECT u.* FROM input u WHERE NOT EXISTS (SELECT 1 FROM seen WHERE seen.i = u.i)
 ), cand AS MATERIALIZED (
-    SELECT DISTINCT ON (t, k, b) * FROM todo ORDER BY t, k, b, rev DESC, i
+    SELECT DISTINCT ON (t, k, b) * FROM todo ORDER BY t, k, b, rev DESC, ea DESC, i
 ), up AS (
     INSERT INTO bookings AS bk (tenant_id, kind, booking_key, site, revision, source, event_id,
-                                payload, starts_at, ends_at)
-    SELECT t, k, b, site, rev, esrc, id, convert_from(p, 'UTF8')::json, st, en
+                                payload, starts_at, ends_at, ends_access)
+    SELECT t, k, b, site, rev, esrc, id, convert_from(p, 'UTF8')::json, st, en, ea
     FROM cand ORDER BY t, k, b
     ON CONFLICT (tenant_id, kind, booking_key) DO UPDATE SET
-        (site, revision, source, event_id, payload, starts_at, ends_at, updated_at) =
+        (site, revision, source, event_id, payload, starts_at, ends_at, ends_access,
+         updated_at) =
         (SELECT n.* FROM (SELECT EXCLUDED.site, EXCLUDED.revision, EXCLUDED.source,
-                EXCLUDED.event_id, EXCLUDED.payload, EXCLUDED.starts_at, EXCLUDED.ends_at, now()
+                EXCLUDED.event_id, EXCLUDED.payload, EXCLUDED.starts_at, EXCLUDED.ends_at,
+                EXCLUDED.ends_access, now()
             WHERE bk.revision < EXCLUDED.revision
+               OR (bk.revision = EXCLUDED.revision AND EXCLUDED.ends_access
+                   AND NOT bk.ends_access)
             UNION ALL
             SELECT bk.site, bk.revision, bk.source, bk.event_id, bk.payload, bk.starts_at,
-                bk.ends_at, bk.updated_at
-            WHERE bk.revision >= EXCLUDED.revision) n)
+                bk.ends_at, bk.ends_access, bk.updated_at
+            WHERE NOT (bk.revision < EXCLUDED.revision
+               OR (bk.revision = EXCLUDED.revision AND EXCLUDED.ends_access
+                   AND NOT bk.ends_access))) n)
     RETURNING bk.tenant_id, bk.kind, bk.booking_key, bk.revision, bk.event_id
 ), ob AS (
     INSERT INTO outbox (event_id, subject, payload, traceparent)
@@ -330,6 +336,7 @@ async fn write_batch(pool: &PgPool, jobs: &[Job]) -> Result<(Vec<Answer>, bool),
         .bind(&c.ends)
         .bind(&c.subject)
         .bind(&c.traceparent)
+        .bind(&c.ends_access)
         .fetch_all(pool)
         .await?;
 
@@ -384,6 +391,7 @@ struct BatchColumns<'a> {
     ends: Vec<Option<DateTime<Utc>>>,
     subject: Vec<&'a str>,
     traceparent: Vec<Option<&'a str>>,
+    ends_access: Vec<bool>,
 }
 
 impl<'a> BatchColumns<'a> {
@@ -403,6 +411,7 @@ impl<'a> BatchColumns<'a> {
             ends: Vec::with_capacity(m),
             subject: Vec::with_capacity(m),
             traceparent: Vec::with_capacity(m),
+            ends_access: Vec::with_capacity(m),
         }
     }
 
@@ -422,5 +431,6 @@ impl<'a> BatchColumns<'a> {
         self.ends.push(en);
         self.subject.push(&j.subject);
         self.traceparent.push(j.traceparent.as_deref());
+        self.ends_access.push(j.event.ends_access());
     }
 }

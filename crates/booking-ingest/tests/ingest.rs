@@ -186,6 +186,68 @@ async fn out_of_order_revisions_are_superseded() {
     env.finish().await;
 }
 
+/// A cancellation that does not bump the revision (a delete need not change an upstream's
+/// last-change time) still wins over the stored state of that revision and is published; a
+/// reactivation at the same revision stays superseded, and so does a second cancellation.
+#[tokio::test]
+async fn an_equal_revision_that_ends_access_wins_and_a_reactivation_does_not() {
+    let env = Env::new().await;
+    let with = |status: &str, n: u32| {
+        let mut b = native("N-T", 5);
+        b["id"] = json!(format!("01977a4e-2c10-7b3a-9f21-5d8c4e6a1b{n:02}"));
+        b["payload"]["status"] = json!(status);
+        b
+    };
+    accept(&env, "native", &with("booked", 10)).await;
+    let cancelled = accept(&env, "native", &with("cancelled", 11)).await;
+    for (status, n) in [("booked", 12), ("cancelled", 13)] {
+        let (code, answer) = env.post("native", &with(status, n)).await;
+        assert_eq!(code, 202);
+        assert_eq!(
+            answer,
+            json!({"status": "superseded", "current_revision": 5}),
+            "{status}"
+        );
+    }
+    let (event_id, status, ends): (uuid::Uuid, Option<String>, bool) = sqlx::query_as(
+        "SELECT event_id, payload #>> '{payload,status}', ends_access FROM bookings \
+         WHERE booking_key = 'N-T'",
+    )
+    .fetch_one(&env.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(event_id.to_string(), cancelled);
+    assert_eq!(status.as_deref(), Some("cancelled"));
+    assert!(ends);
+    assert_eq!(
+        env.events_written().await,
+        2,
+        "the booking and its cancellation"
+    );
+    env.finish().await;
+}
+
+/// The scenario reported against the real Nexudus shape: a `CoworkerTimePassDelete` carrying
+/// the pass's last `UpdatedOn` was answered "superseded" and never revoked.
+#[tokio::test]
+async fn a_nexudus_delete_with_the_same_updated_on_is_accepted() {
+    let env = Env::new().await;
+    let at = "2025-06-20T09:15:00";
+    accept(&env, "nexudus", &nexudus("tp-del", at)).await;
+    let mut delete = nexudus("tp-del", at);
+    delete["action"] = json!("CoworkerTimePassDelete");
+    accept(&env, "nexudus", &delete).await;
+    let status: Option<String> = sqlx::query_scalar(
+        "SELECT payload #>> '{payload,status}' FROM bookings WHERE kind = 'pass'",
+    )
+    .fetch_one(&env.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(status.as_deref(), Some("removed"));
+    assert_eq!(env.events_written().await, 2);
+    env.finish().await;
+}
+
 #[tokio::test]
 async fn same_booking_twice_in_one_batch() {
     let env = Env::new().await;
@@ -609,7 +671,7 @@ async fn committer_statement_probes_primary_keys_on_a_generic_plan() {
     .execute(&mut *conn)
     .await
     .unwrap();
-    let nulls = vec!["NULL"; 14].join(", ");
+    let nulls = vec!["NULL"; 15].join(", ");
     let plan: Vec<(String,)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "EXPLAIN (COSTS OFF) EXECUTE write_batch({nulls})"
     )))

@@ -169,6 +169,22 @@ impl Status {
         }
     }
 
+    /// Whether the vendor holds nothing for the booking in this state (access ended, or none
+    /// needed): an event that ends access at the same revision has nothing to do then.
+    pub fn holds_nothing(self) -> bool {
+        matches!(
+            self,
+            Status::NoPlates
+                | Status::NoLockBooking
+                | Status::Cancelled
+                | Status::CheckedOut
+                | Status::Expired
+                | Status::Used
+                | Status::Removed
+                | Status::Ignored
+        )
+    }
+
     /// From the column value; `None` for one this build does not know.
     pub fn parse(s: &str) -> Option<Status> {
         Status::ALL.into_iter().find(|x| x.as_str() == s)

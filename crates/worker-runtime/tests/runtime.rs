@@ -110,8 +110,12 @@ impl Handler for TestHandler {
             ctx.attempt,
             Instant::now(),
         ));
+        let status = match &event.body {
+            EventBody::Pass(p) if p.status != PassStatus::Active => Status::Removed,
+            _ => Status::Active,
+        };
         Ok(ApplyOutcome::new(
-            Status::Active,
+            status,
             serde_json::json!({"ref": ctx.reference, "rev": event.revision}),
         ))
     }
@@ -321,6 +325,53 @@ async fn applies_then_skips_duplicates_and_stale_revisions() {
     assert!(!revs.contains(&1) || revs[0] == 1, "{revs:?}");
     // Readiness: consumer reachable and Postgres up.
     (h.readiness())().await.unwrap();
+    env.finish(h).await;
+}
+
+/// An event that ends access wins over the applied state of the same revision (a delete need
+/// not bump the upstream's revision); a reactivation at that revision does not, nor does the
+/// same end once the record says nothing is held.
+#[tokio::test]
+async fn an_equal_revision_that_ends_access_is_applied_and_a_reactivation_is_not() {
+    let env = Env::new().await;
+    let h = env.start().await;
+    let active = env.event("acme", "t1", 4);
+    env.publish(&active).await;
+    eventually("applied", Duration::from_secs(10), || async {
+        env.binding("t1")
+            .await
+            .is_some_and(|b| b.applied_revision == 4)
+    })
+    .await;
+    let mut removed = env.event("acme", "t1", 4);
+    if let EventBody::Pass(p) = &mut removed.body {
+        p.status = PassStatus::Removed;
+    }
+    env.publish(&removed).await;
+    eventually("the removal applied", Duration::from_secs(10), || async {
+        env.binding("t1")
+            .await
+            .is_some_and(|b| b.applied_event_id == Some(removed.id))
+    })
+    .await;
+    assert_eq!(env.binding("t1").await.unwrap().status, "removed");
+    // Booked again at the same revision, and the same removal again: both skipped.
+    let reactivated = env.event("acme", "t1", 4);
+    env.publish(&reactivated).await;
+    let mut again = removed.clone();
+    again.id = uuid::Uuid::now_v7();
+    env.publish(&again).await;
+    eventually("two skips", Duration::from_secs(10), || async {
+        metric(&h, "skipped") >= 2
+    })
+    .await;
+    let b = env.binding("t1").await.unwrap();
+    assert_eq!(b.applied_event_id, Some(removed.id));
+    assert_eq!(
+        env.calls_for("t1").len(),
+        2,
+        "the first event and the removal only"
+    );
     env.finish(h).await;
 }
 

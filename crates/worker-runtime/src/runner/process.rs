@@ -224,7 +224,8 @@ async fn handle<H: Handler>(s: &Shared<H>, m: &Msg<'_>) -> Outcome {
         Err(e) => return fail(s, m, Some(&event), e.context("binding")).await,
     };
     if let Some(b) = &binding
-        && (b.applied_revision > event.revision || (b.applied_revision == event.revision && !force))
+        && (b.applied_revision > event.revision
+            || (b.applied_revision == event.revision && !force && !ends_held_access(b, &event)))
     {
         drop(guard);
         tracing::debug!(
@@ -291,6 +292,16 @@ async fn handle<H: Handler>(s: &Shared<H>, m: &Msg<'_>) -> Outcome {
             fail(s, m, Some(&event), err).await
         }
     }
+}
+
+/// Deletions and cancellations win ties: an event that ends access is applied even at the
+/// revision already applied (an upstream's delete need not bump its last-change time), unless
+/// the record says the vendor holds nothing for the booking. A reactivation still needs a
+/// strictly newer revision.
+fn ends_held_access(b: &Binding, event: &Event) -> bool {
+    event.ends_access()
+        && !crate::handler::Status::parse(&b.status)
+            .is_some_and(crate::handler::Status::holds_nothing)
 }
 
 /// A reconciler removal command: delete one stray vendor object, under the booking's lock.
