@@ -184,6 +184,8 @@ impl Dlq {
 
         let event_ids: Vec<String> = entries.iter().filter_map(|e| e.event_id.clone()).collect();
         let mut per_event = store::per_event(&self.pool, &event_ids).await?;
+        let bookings: Vec<store::BookingRef> = entries.iter().filter_map(booking_of).collect();
+        let stored = store::stored_states(&self.pool, &bookings).await?;
 
         let mut ticker = opts.rate.filter(|r| *r > 0.0).map(|r| {
             let mut t = tokio::time::interval(Duration::from_secs_f64(1.0 / r));
@@ -201,8 +203,8 @@ impl Dlq {
                 .as_deref()
                 .map(|s| self.bus.subject(self.bus.ns.strip(s)));
             let payload = entry.payload_bytes();
-            let refuse = self
-                .refusal(&entry, opts, bulk, &per_event)
+            let refuse = stale(&entry, &stored)
+                .or_else(|| self.refusal(&entry, opts, bulk, &per_event))
                 .or_else(|| {
                     subject
                         .is_none()
@@ -344,6 +346,7 @@ impl Dlq {
     }
 
     /// Why an entry must not be replayed now, if it must not.
+    /// Why `entry` must not be replayed (loop limit, already replayed, unparseable).
     fn refusal(
         &self,
         entry: &DlqEntry,
@@ -479,4 +482,30 @@ pub fn replay_headers(entry: &DlqEntry, replayed_by: &str, prior: u32) -> Header
         h.insert(headers::EVENT_ID, ev.as_str());
     }
     h
+}
+
+/// The booking a dead-lettered event is about (entries without one are not checked).
+fn booking_of(e: &DlqEntry) -> Option<store::BookingRef> {
+    Some((e.tenant.clone()?, e.kind.clone()?, e.booking_key.clone()?))
+}
+
+/// A replay never pushes a state older than the booking's stored desired state: not an older
+/// revision, nor one of the same revision that would undo an ending (the cancellation won the
+/// tie). Not overridable with `--force`: replay the newer event instead. Entries whose
+/// payload is not an event (removal commands) are not checked.
+fn stale(entry: &DlqEntry, stored: &HashMap<store::BookingRef, (i64, bool)>) -> Option<String> {
+    let ev: accesshub_domain::Event = serde_json::from_slice(&entry.payload_bytes()?.ok()?).ok()?;
+    let &(current, current_ends) = stored.get(&booking_of(entry)?)?;
+    if current > ev.revision || (current == ev.revision && current_ends && !ev.ends_access()) {
+        let ends = if current_ends {
+            ", which ends access"
+        } else {
+            ""
+        };
+        return Some(format!(
+            "older than the booking's stored desired state (revision {} vs {current}{ends}): replaying it would push a stale state; replay the newer event instead",
+            ev.revision
+        ));
+    }
+    None
 }

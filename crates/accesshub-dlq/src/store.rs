@@ -146,6 +146,36 @@ pub(crate) async fn per_entry(
 }
 
 /// Per event: recorded real replays (loop protection across DLQ entries of one event).
+/// A booking: (tenant, kind, booking key).
+pub(crate) type BookingRef = (String, String, String);
+
+/// The stored desired state of these bookings: revision and whether it ends access.
+pub(crate) async fn stored_states(
+    pool: &PgPool,
+    bookings: &[BookingRef],
+) -> Result<HashMap<BookingRef, (i64, bool)>, sqlx::Error> {
+    if bookings.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let col = |f: fn(&BookingRef) -> &String| -> Vec<&str> {
+        bookings.iter().map(|b| f(b).as_str()).collect()
+    };
+    let rows: Vec<(String, String, String, i64, bool)> = sqlx::query_as(
+        "SELECT k.tenant_id, k.kind, k.booking_key, k.revision, k.ends_access
+           FROM unnest($1::text[], $2::text[], $3::text[]) AS u(t, kd, b)
+           JOIN bookings k ON k.tenant_id = u.t AND k.kind = u.kd AND k.booking_key = u.b",
+    )
+    .bind(col(|b| &b.0))
+    .bind(col(|b| &b.1))
+    .bind(col(|b| &b.2))
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(t, k, b, rev, ends)| ((t, k, b), (rev, ends)))
+        .collect())
+}
+
 pub(crate) async fn per_event(
     pool: &PgPool,
     event_ids: &[String],

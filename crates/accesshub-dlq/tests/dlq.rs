@@ -28,6 +28,8 @@ struct Spec<'a> {
     failed_at: DateTime<Utc>,
     event_id: Uuid,
     replay_count: u32,
+    /// The dead-lettered message's payload (default: a small stand-in, not an event).
+    payload: Option<String>,
 }
 
 impl Default for Spec<'_> {
@@ -42,6 +44,7 @@ impl Default for Spec<'_> {
             failed_at: Utc::now(),
             event_id: Uuid::now_v7(),
             replay_count: 0,
+            payload: None,
         }
     }
 }
@@ -50,10 +53,12 @@ impl Default for Spec<'_> {
 /// `dlq.<worker>.<original subject>`, PubAck awaited.
 async fn publish_dead_letter(bus: &Bus, s: &Spec<'_>) -> DeadLetter {
     let original_subject = bus.subject(&subjects::booking(s.kind, s.tenant, s.key));
-    let payload = serde_json::json!({
-        "id": s.event_id, "tenant": s.tenant, "kind": s.kind.as_str(), "key": s.key
-    })
-    .to_string();
+    let payload = s.payload.clone().unwrap_or_else(|| {
+        serde_json::json!({
+            "id": s.event_id, "tenant": s.tenant, "kind": s.kind.as_str(), "key": s.key
+        })
+        .to_string()
+    });
     let mut h = BTreeMap::new();
     h.insert(headers::MSG_ID.to_owned(), vec![s.event_id.to_string()]);
     h.insert(headers::TENANT.to_owned(), vec![s.tenant.to_owned()]);
@@ -759,6 +764,120 @@ async fn status_reports_streams_consumers_depth_and_sync_runs() {
     let c1 = runs.iter().find(|r| r.connection == "c1").unwrap();
     assert_eq!(c1.status.as_deref(), Some("ok"));
 
+    tb.cleanup().await;
+    db.drop_db().await;
+}
+
+/// A pass event of booking `key` at `revision`.
+fn pass(key: &str, revision: i64, status: accesshub_domain::PassStatus) -> accesshub_domain::Event {
+    accesshub_domain::Event::new(
+        "acme",
+        "hq",
+        key,
+        revision,
+        accesshub_domain::Source::Nexudus,
+        Utc::now(),
+        accesshub_domain::EventBody::Pass(accesshub_domain::Pass {
+            status,
+            holder: accesshub_domain::PassHolder {
+                id: "h1".into(),
+                email: "h@example.com".into(),
+                name: None,
+            },
+            pass_type: "day".into(),
+            pass_type_name: None,
+            valid_from: None,
+            expires_at: Utc::now() + chrono::Duration::days(1),
+        }),
+    )
+}
+
+/// A replay never pushes a state older than the stored desired state: an older revision, or
+/// one of the same revision that would undo the cancellation stored for it, is refused (even
+/// with --force); the event the booking stands at is replayed.
+#[tokio::test]
+async fn replay_never_pushes_a_state_older_than_the_stored_one() {
+    use accesshub_domain::PassStatus::Active;
+    let (db, tb, dlq) = setup().await;
+    let bus = &tb.bus;
+    // Stored desired state: S-OLD at revision 3, S-TIE at revision 5 removed, S-OK at 2.
+    for (key, rev, ends) in [("S-OLD", 3, false), ("S-TIE", 5, true), ("S-OK", 2, false)] {
+        sqlx::query(
+            "INSERT INTO bookings (tenant_id, kind, booking_key, site, revision, source, \
+               event_id, payload, ends_access) \
+             VALUES ('acme', 'pass', $1, 'hq', $2, 'nexudus', $3, '{}'::json, $4)",
+        )
+        .bind(key)
+        .bind(rev)
+        .bind(Uuid::now_v7())
+        .bind(ends)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    }
+    for (key, ev) in [
+        ("S-OLD", pass("S-OLD", 2, Active)),
+        ("S-TIE", pass("S-TIE", 5, Active)),
+        ("S-OK", pass("S-OK", 2, Active)),
+    ] {
+        let spec = Spec {
+            key,
+            event_id: ev.id,
+            payload: Some(serde_json::to_string(&ev).unwrap()),
+            ..Spec::default()
+        };
+        publish_dead_letter(bus, &spec).await;
+    }
+    let entries = dlq.list(&Filter::default(), None).await.unwrap();
+    let seq_of = |key: &str| {
+        entries
+            .iter()
+            .find(|e| e.booking_key.as_deref() == Some(key))
+            .unwrap()
+            .seq
+    };
+    // One by one: refused with the reason, even forced.
+    let forced = ReplayOptions {
+        force: true,
+        ..opts()
+    };
+    for key in ["S-OLD", "S-TIE"] {
+        match dlq
+            .replay(&ReplayTarget::One(seq_of(key)), &forced, &mut NoProgress)
+            .await
+        {
+            Err(DlqError::Refused { reason, .. }) => {
+                assert!(
+                    reason.contains("older than the booking's stored desired state"),
+                    "{reason}"
+                )
+            }
+            other => panic!("{key}: {other:?}"),
+        }
+    }
+    // In bulk: the stale ones skipped, the current one replayed.
+    let report = dlq
+        .replay(
+            &ReplayTarget::Filter(Filter::default()),
+            &opts(),
+            &mut NoProgress,
+        )
+        .await
+        .unwrap();
+    assert_eq!(report.replayed, 1, "{report:?}");
+    let skipped = report
+        .outcomes
+        .iter()
+        .filter(
+            |o| matches!(&o.status, ReplayStatus::Skipped { reason } if reason.contains("older")),
+        )
+        .count();
+    assert_eq!(skipped, 2, "{report:?}");
+    assert_eq!(
+        bookings_last_seq(bus).await,
+        1,
+        "only S-OK's event was published"
+    );
     tb.cleanup().await;
     db.drop_db().await;
 }
