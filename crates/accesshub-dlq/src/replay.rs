@@ -496,7 +496,7 @@ fn booking_of(e: &DlqEntry) -> Option<store::BookingRef> {
 fn stale(entry: &DlqEntry, stored: &HashMap<store::BookingRef, (i64, bool)>) -> Option<String> {
     let ev: accesshub_domain::Event = serde_json::from_slice(&entry.payload_bytes()?.ok()?).ok()?;
     let &(current, current_ends) = stored.get(&booking_of(entry)?)?;
-    if current > ev.revision || (current == ev.revision && current_ends && !ev.ends_access()) {
+    if accesshub_domain::supersedes((current, current_ends), (ev.revision, ev.ends_access())) {
         let ends = if current_ends {
             ", which ends access"
         } else {

@@ -216,6 +216,15 @@ impl Event {
     }
 }
 
+/// The revision rule between two states of one booking, each `(revision, ends access)`:
+/// whether `a` replaces `b`. Newer wins; at the same revision an ending wins over a state that
+/// does not end access (an upstream's delete need not bump its last-change time); a
+/// reactivation needs a strictly newer revision. booking-ingest's batch upsert (`WRITE_BATCH`)
+/// applies the same rule in SQL; DLQ replay refuses an event the stored state supersedes.
+pub fn supersedes(a: (i64, bool), b: (i64, bool)) -> bool {
+    a.0 > b.0 || (a.0 == b.0 && a.1 && !b.1)
+}
+
 /// Lifecycle of a stay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -506,4 +515,28 @@ pub enum KeyResultStatus {
     Sent,
     /// Gave up; see message.
     Failed,
+}
+
+#[cfg(test)]
+mod revision_rule_tests {
+    use super::supersedes;
+
+    #[test]
+    fn newer_wins_and_an_ending_wins_a_tie_but_a_reactivation_does_not() {
+        assert!(
+            supersedes((3, false), (2, true)),
+            "newer wins, ending or not"
+        );
+        assert!(!supersedes((2, true), (3, false)), "older never wins");
+        assert!(supersedes((5, true), (5, false)), "an ending wins the tie");
+        assert!(
+            !supersedes((5, false), (5, true)),
+            "a reactivation needs a newer revision"
+        );
+        assert!(
+            !supersedes((5, true), (5, true)),
+            "the same ending again is not newer"
+        );
+        assert!(!supersedes((5, false), (5, false)));
+    }
 }

@@ -233,6 +233,9 @@ async fn process(pool: &PgPool, batch: Vec<Job>, wake: &Notify, metrics: &Ingest
 /// among the rest upserted (→ accepted where newer, with its outbox row), the others answered
 /// with the revision now current (→ superseded), and a receipt for every new delivery.
 ///
+/// "Newer" is `accesshub_domain::supersedes`: a higher revision, or the same revision ending
+/// access where the stored state did not (`ends_access`).
+///
 /// The upsert writes a candidate that is not newer back unchanged, so that `RETURNING` yields
 /// every booking's current revision without a second lookup (a rare case: reordered or
 /// repeated revisions). That matters for the plan: the statement runs on a generic plan

@@ -238,7 +238,8 @@ impl<I: DeserializeOwned + Default> Recorded<I> {
                     "vendor ids recorded by a newer build; treated as none (objects are found by reference)");
                 I::default()
             }
-            v => serde_json::from_value(v.clone()).unwrap_or_else(|e| {
+            // Decoded from the borrowed tree: no copy of the record per message.
+            v => I::deserialize(v).unwrap_or_else(|e| {
                 tracing::warn!(booking = %b.booking_key, error = %e,
                     "recorded vendor ids unreadable; treated as none (objects are found by reference)");
                 I::default()

@@ -33,14 +33,6 @@ pub enum StoredStatus {
 }
 
 impl StoredStatus {
-    /// The binding status recording it.
-    pub fn status(self) -> Status {
-        match self {
-            StoredStatus::InFlight => Status::InFlight,
-            StoredStatus::Result(s) => result_status(s),
-        }
-    }
-
     /// From a binding status (a dead-lettered request has failed).
     pub fn from_status(s: Status) -> Option<Self> {
         Some(match s {
