@@ -2,6 +2,8 @@
 //! (migrated) and its own NATS namespace (stream names and subjects prefixed), so tests run in
 //! parallel on the shared local NATS and Postgres without seeing each other.
 
+pub mod http;
+
 use accesshub_bus::Bus;
 use accesshub_config::CommonConfig;
 use sqlx::{Connection, Executor, PgConnection, PgPool};

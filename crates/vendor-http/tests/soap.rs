@@ -7,63 +7,19 @@
 use std::time::Duration;
 
 use accesshub_domain::ErrorClass;
-use tokio::{
-    io::{AsyncReadExt as _, AsyncWriteExt as _},
-    net::TcpListener,
-    sync::mpsc,
-};
+use tokio::sync::mpsc;
 use vendor_http::{HttpSettings, Method, VendorClient};
 
 const FAULT: &str = "<soap:Envelope><soap:Body><soap:Fault><faultcode>soap:Server</faultcode>\
                      </soap:Fault></soap:Body></soap:Envelope>";
 const OK: &str = "<soap:Envelope><soap:Body><HelloWorldTestResponse/></soap:Body></soap:Envelope>";
 
-/// An HTTP/1.1 server that answers its n-th request with `answers[n]` and sends each
-/// request's head (lower-cased) and body to the test.
 async fn soap_server(answers: Vec<String>) -> (String, mpsc::UnboundedReceiver<(String, String)>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/Messenger.asmx", listener.local_addr().unwrap());
-    let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        for answer in answers {
-            let Ok((mut sock, _)) = listener.accept().await else {
-                return;
-            };
-            let mut buf = Vec::new();
-            let mut chunk = [0u8; 4096];
-            let (head, body_start) = loop {
-                let n = sock.read(&mut chunk).await.unwrap();
-                assert!(n > 0, "client closed before the request ended");
-                buf.extend_from_slice(&chunk[..n]);
-                if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                    break (String::from_utf8_lossy(&buf[..end]).to_lowercase(), end + 4);
-                }
-            };
-            let len: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .map(|v| v.trim().parse().unwrap())
-                .unwrap_or(0);
-            while buf.len() < body_start + len {
-                let n = sock.read(&mut chunk).await.unwrap();
-                assert!(n > 0, "client closed before the body ended");
-                buf.extend_from_slice(&chunk[..n]);
-            }
-            let body = String::from_utf8_lossy(&buf[body_start..body_start + len]).into_owned();
-            tx.send((head, body)).unwrap();
-            sock.write_all(answer.as_bytes()).await.unwrap();
-            sock.shutdown().await.unwrap();
-        }
-    });
-    (url, rx)
+    let (addr, rx) = accesshub_testkit::http::recording_server(answers).await;
+    (format!("http://{addr}/Messenger.asmx"), rx)
 }
 
-fn answer(status: &str, extra: &str, body: &str) -> String {
-    format!(
-        "HTTP/1.1 {status}\r\ncontent-type: text/xml; charset=utf-8\r\n{extra}content-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    )
-}
+use accesshub_testkit::http::xml_answer as answer;
 
 /// Spans at info level with OpenTelemetry ids on this thread (the shared test subscriber
 /// keeps only warnings, which disables the `vendor.request` span and so its header).

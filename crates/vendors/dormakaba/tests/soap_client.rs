@@ -317,52 +317,15 @@ async fn namespace_and_path_are_configurable() {
 
 /// A lock server that answers its n-th request with `answers[n]` (a whole HTTP/1.1 answer)
 /// and sends each request's head, lower-cased, to the test.
+/// The testkit's recording server; the tests look at the request heads.
 async fn recording_server(
     answers: Vec<String>,
-) -> (u16, tokio::sync::mpsc::UnboundedReceiver<String>) {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        for answer in answers {
-            let Ok((mut sock, _)) = listener.accept().await else {
-                return;
-            };
-            let mut buf = Vec::new();
-            let mut chunk = [0u8; 4096];
-            let (head, body_start) = loop {
-                let n = sock.read(&mut chunk).await.unwrap();
-                assert!(n > 0, "client closed before the request ended");
-                buf.extend_from_slice(&chunk[..n]);
-                if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                    break (String::from_utf8_lossy(&buf[..end]).to_lowercase(), end + 4);
-                }
-            };
-            let len: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .map(|v| v.trim().parse().unwrap())
-                .unwrap_or(0);
-            while buf.len() < body_start + len {
-                let n = sock.read(&mut chunk).await.unwrap();
-                assert!(n > 0, "client closed before the body ended");
-                buf.extend_from_slice(&chunk[..n]);
-            }
-            tx.send(head).unwrap();
-            sock.write_all(answer.as_bytes()).await.unwrap();
-            sock.shutdown().await.unwrap();
-        }
-    });
-    (port, rx)
+) -> (u16, tokio::sync::mpsc::UnboundedReceiver<(String, String)>) {
+    let (addr, rx) = accesshub_testkit::http::recording_server(answers).await;
+    (addr.port(), rx)
 }
 
-fn http_answer(status: &str, extra: &str, body: &str) -> String {
-    format!(
-        "HTTP/1.1 {status}\r\ncontent-type: text/xml; charset=utf-8\r\n{extra}content-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    )
-}
+use accesshub_testkit::http::xml_answer as http_answer;
 
 const HELLO_OK: &str = r#"<soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/"><soap:Body><HelloWorldTestResponse xmlns="http://tempuri.org"><HelloWorldTestResult><bSuccess>true</bSuccess><ResponseCode>0</ResponseCode><ResponseMessage>Hello World</ResponseMessage></HelloWorldTestResult></HelloWorldTestResponse></soap:Body></soap:Envelope>"#;
 
@@ -432,7 +395,7 @@ async fn calls_carry_traceparent_are_counted_and_read_http_date_retry_after() {
 
     let hello = c.hello_world_test().await.unwrap();
     assert_eq!(hello.message, "Hello World");
-    let head = heads.recv().await.unwrap();
+    let (head, _) = heads.recv().await.unwrap();
     assert!(head.starts_with("post /messengerpmsws "), "{head}");
     assert!(
         head.contains("\r\nsoapaction: \"http://tempuri.org/helloworldtest\""),
@@ -457,7 +420,14 @@ async fn calls_carry_traceparent_are_counted_and_read_http_date_retry_after() {
         (std::time::Duration::from_secs(50)..=std::time::Duration::from_secs(60)).contains(&wait),
         "{wait:?}"
     );
-    assert!(heads.recv().await.unwrap().contains("\r\ntraceparent: 00-"));
+    assert!(
+        heads
+            .recv()
+            .await
+            .unwrap()
+            .0
+            .contains("\r\ntraceparent: 00-")
+    );
 
     // Both calls timed under vendor="dormakaba"; the 503 counted as a transient error.
     // (At least: other tests of this binary may call too when run by `cargo test`.)
