@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: dev test test-rust test-chart bench lint fmt services build clean-test-dbs
+.PHONY: dev test test-rust test-chart bench soak lint fmt services build clean-test-dbs
 
 ## Start NATS + PostgreSQL (installing them if needed), the vendor simulators and every
 ## accesshub service locally, with a demo tenant wired to the simulators. Ctrl-C stops it.
@@ -38,6 +38,13 @@ clean-test-dbs:
 ## then one summary table (baselines, figures, targets met/missed, ratios) at its top.
 bench: services
 	deploy/bench.sh
+
+## The long convergence run (issue 20): thousands of seeded histories per vendor with crashes
+## and vendor faults; prints histories, faults injected and failures (seed + shrunk history).
+## SOAK_HISTORIES (default 1000 per vendor) and SOAK_ARGS (e.g. --vendor tapkey) tune it.
+SOAK_HISTORIES ?= 1000
+soak: services
+	$(CARGO) run --release -p accesshub-convergence --bin convergence-soak -- --histories $(SOAK_HISTORIES) $(SOAK_ARGS)
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -24,7 +24,7 @@ use accesshub_telemetry::ops::ReadinessCheck;
 use async_nats::jetstream;
 use sqlx::PgPool;
 use tokio::{sync::mpsc, task::JoinSet};
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::AbortOnDropHandle};
 use vendor_http::RateLimiter;
 
 use crate::{
@@ -190,13 +190,14 @@ async fn run<H: Handler>(
         lanes.push(tx);
         lane_tasks.spawn(lane(s.clone(), rx));
     }
-    let info_task = tokio::spawn(info_loop(s.clone(), shutdown.clone()));
-    let sync_feed = tokio::spawn(pull_loop(
+    // Aborted with this future (a crash must not leave a feed pulling for dead lanes).
+    let info_task = AbortOnDropHandle::new(tokio::spawn(info_loop(s.clone(), shutdown.clone())));
+    let sync_feed = AbortOnDropHandle::new(tokio::spawn(pull_loop(
         s.clone(),
         Feed::Sync,
         lanes.clone(),
         shutdown.clone(),
-    ));
+    )));
     let result = pull_loop(s.clone(), Feed::Bookings, lanes, shutdown.clone()).await;
     // Both feeds stop before the lanes drain (the lanes end when every sender is gone).
     shutdown.cancel();

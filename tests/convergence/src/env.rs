@@ -1,0 +1,520 @@
+//! One checker environment: its own database and NATS namespace, the vendor simulators,
+//! booking-ingest, the vendor's worker (restarted after each injected crash) and the
+//! reconciler, all in-process against the real NATS and Postgres. Histories run one after the
+//! other, each with its own tenant and a freshly reset simulator.
+
+use std::{
+    collections::BTreeMap,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use accesshub_connections::{Connection, Secret, TenantStore};
+use accesshub_domain::{DeadLetter, ErrorClass, Event, subjects};
+use accesshub_store::SecretBox;
+use accesshub_testkit::{TestBus, TestDb};
+use booking_ingest::{IngestConfig, IngestHandle};
+use rand::{Rng as _, SeedableRng as _, rngs::StdRng};
+use reconciler::{Reconciler, Scope, Settings, Trigger, connections::conn_ref};
+use tokio::sync::mpsc;
+use vendor_sim::{FaultKind, FaultRule, SimConfig, SimHandle};
+use worker_runtime::{AfterApply, Handler, WorkerConfig, WorkerHandle};
+
+use crate::{
+    CheckError,
+    history::{History, Op},
+    model::{Desired, Model, Object},
+};
+
+const SECRET: &str = "convergence-webhook-secret";
+/// Longest a history may take to settle before it counts as failed.
+const SETTLE: Duration = Duration::from_secs(90);
+
+/// What one history came to.
+#[derive(Debug, Default, Clone)]
+pub struct Outcome {
+    /// Wanted and not at the vendor.
+    pub missing: Vec<Object>,
+    /// At the vendor and wanted by no booking.
+    pub leaked: Vec<Object>,
+    /// At the vendor more often than bookings want it.
+    pub duplicates: Vec<Object>,
+    /// Dead letters of this history classed permanent (the histories hold only valid events,
+    /// so every one is a failure), with their reasons.
+    pub permanent_dlq: Vec<String>,
+    /// Dead letters of this history classed transient (retries exhausted under faults: the
+    /// reconciler must have repaired what they left).
+    pub transient_dlq: usize,
+    /// Worker crashes injected.
+    pub crashes: usize,
+    /// Vendor calls answered with an injected fault.
+    pub faults_injected: usize,
+    /// Differences the workers alone left (before the reconciler ran).
+    pub drift_before_sync: usize,
+    /// Objects the reconciler created, updated or removed.
+    pub repaired: i64,
+}
+
+impl Outcome {
+    /// Vendor state equals desired state and nothing failed permanently.
+    pub fn converged(&self) -> bool {
+        self.missing.is_empty()
+            && self.leaked.is_empty()
+            && self.duplicates.is_empty()
+            && self.permanent_dlq.is_empty()
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (what, list) in [
+            ("missing", &self.missing),
+            ("leaked", &self.leaked),
+            ("duplicate", &self.duplicates),
+            ("permanent dead letter", &self.permanent_dlq),
+        ] {
+            for o in list {
+                writeln!(f, "  {what}: {o}")?;
+            }
+        }
+        write!(
+            f,
+            "  ({} crashes, {} faults injected, {} differences before the sync, {} repaired by it)",
+            self.crashes, self.faults_injected, self.drift_before_sync, self.repaired
+        )
+    }
+}
+
+/// Compares what the bookings want with what the vendor holds: an object required by `n`
+/// bookings must be live at least once and at most `n` times; an optional one at most as often
+/// as it is listed; anything else live is a leak.
+pub fn compare(desired: &Desired, observed: &[Object]) -> (Vec<Object>, Vec<Object>, Vec<Object>) {
+    let count = |v: &[Object]| {
+        let mut m: BTreeMap<Object, usize> = BTreeMap::new();
+        for o in v {
+            *m.entry(o.clone()).or_default() += 1;
+        }
+        m
+    };
+    let required = count(&desired.required);
+    let optional = count(&desired.optional);
+    let got = count(observed);
+    let mut missing = Vec::new();
+    let mut leaked = Vec::new();
+    let mut dup = Vec::new();
+    for o in required.keys() {
+        if got.get(o).copied().unwrap_or(0) == 0 {
+            missing.push(o.clone());
+        }
+    }
+    for (o, &g) in &got {
+        let allowed = required.get(o).copied().unwrap_or(0) + optional.get(o).copied().unwrap_or(0);
+        if allowed == 0 {
+            leaked.push(if g > 1 {
+                format!("{o} ×{g}")
+            } else {
+                o.clone()
+            });
+        } else if g > allowed {
+            dup.push(format!("{o} ×{g} (wanted {allowed} times at most)"));
+        }
+    }
+    (missing, leaked, dup)
+}
+
+/// A running environment.
+pub struct Env {
+    db: TestDb,
+    bus: TestBus,
+    sim: SimHandle,
+    sbox: SecretBox,
+    ingest: Option<IngestHandle>,
+    http: reqwest::Client,
+    base: String,
+    /// DLQ sequence read up to.
+    dlq_seen: u64,
+}
+
+fn err<E: std::fmt::Display>(what: &'static str) -> impl FnOnce(E) -> CheckError {
+    move |e| CheckError::Setup(format!("{what}: {e}"))
+}
+
+impl Env {
+    /// Database, namespace, simulators and booking-ingest.
+    pub async fn new() -> Result<Env, CheckError> {
+        accesshub_telemetry::init_for_tests();
+        let (db, bus) = accesshub_testkit::isolated().await;
+        let sim = vendor_sim::start(SimConfig::ephemeral())
+            .await
+            .map_err(err("simulator"))?;
+        let sbox = SecretBox::from_spec(&SecretBox::generate_spec()).map_err(err("secret box"))?;
+        let cfg = IngestConfig::for_test(bus.config("booking-ingest", &db.url), sbox.clone());
+        let ingest = booking_ingest::start(cfg)
+            .await
+            .map_err(err("booking-ingest"))?;
+        let base = format!("http://{}", ingest.addr());
+        Ok(Env {
+            db,
+            bus,
+            sim,
+            sbox,
+            ingest: Some(ingest),
+            http: reqwest::Client::new(),
+            base,
+            dlq_seen: 0,
+        })
+    }
+
+    /// Stops everything and drops the database and namespace.
+    pub async fn finish(mut self) {
+        if let Some(i) = self.ingest.take() {
+            i.shutdown().await;
+        }
+        self.sim.shutdown().await;
+        self.bus.cleanup().await;
+        self.db.drop_db().await;
+    }
+
+    fn worker_config(&self, conns: &[Connection], name: &str) -> WorkerConfig {
+        let mut cfg = WorkerConfig::for_test(
+            self.bus.config(name, &self.db.url),
+            Arc::new(worker_runtime::StaticConnections::new(conns.to_vec())),
+        );
+        // Faults are injected for a while; exhausting retries is not what is checked here
+        // (the reconciler repairs it), so allow plenty.
+        cfg.max_deliver = 30;
+        cfg
+    }
+
+    /// Runs one history and judges the end state.
+    pub async fn run<M: Model>(&mut self, model: &M, h: &History) -> Result<Outcome, CheckError> {
+        let sim = self.sim.state();
+        sim.reset();
+        sim.seed_demo();
+        sim.reseed_faults(h.seed);
+        let tenants = TenantStore::new(self.db.pool.clone(), self.sbox.clone());
+        tenants
+            .upsert(&h.tenant, &h.tenant)
+            .await
+            .map_err(err("tenant"))?;
+        tenants
+            .set_source_secret(
+                &h.tenant,
+                "native",
+                Some(Secret::new(SECRET)),
+                Duration::ZERO,
+            )
+            .await
+            .map_err(err("source secret"))?;
+        let conns = model.connections(&h.tenant, &self.sim);
+        let cfg = self.worker_config(&conns, M::WORKER);
+
+        let armed = Arc::new(AtomicUsize::new(0));
+        let (crash_tx, mut crash_rx) = mpsc::unbounded_channel();
+        let start = |armed: Arc<AtomicUsize>, tx: mpsc::UnboundedSender<()>| {
+            worker_runtime::start(cfg.clone(), crashing(model.handler(), armed, tx))
+        };
+        let mut worker = Some(
+            start(armed.clone(), crash_tx.clone())
+                .await
+                .map_err(err("worker"))?,
+        );
+        let mut out = Outcome::default();
+        let mut rng = StdRng::seed_from_u64(h.seed ^ 0x5eed);
+
+        for i in 0..h.ops.len() {
+            self.restart_crashed(&mut worker, &mut crash_rx, &mut out, || {
+                start(armed.clone(), crash_tx.clone())
+            })
+            .await?;
+            match &h.ops[i] {
+                Op::Send { .. } | Op::Resend { .. } => {
+                    if let Some(ev) = h.event(i) {
+                        self.post(&ev).await?;
+                    }
+                }
+                Op::Crash => {
+                    armed.fetch_add(1, Ordering::SeqCst);
+                }
+                Op::Fail {
+                    calls,
+                    after_commit: _,
+                } => {
+                    let kind = match rng.random_range(0..3) {
+                        0 => FaultKind::Status500,
+                        1 => FaultKind::Status503,
+                        _ => FaultKind::Status429 {
+                            retry_after_secs: 1,
+                        },
+                    };
+                    sim.add_fault(FaultRule::next_n(M::SIM, kind, u32::from(*calls)));
+                }
+            }
+        }
+        // The history is over: armed crashes are disarmed (pending call faults still fire),
+        // things settle.
+        armed.store(0, Ordering::SeqCst);
+        let name = M::WORKER;
+        self.settle(&mut worker, &mut crash_rx, &mut out, name, || {
+            start(armed.clone(), crash_tx.clone())
+        })
+        .await?;
+
+        let winners = h.winners();
+        let (m, l, d) = compare(&model.desired(&winners), &model.observed(&self.sim));
+        out.drift_before_sync = m.len() + l.len() + d.len();
+        sim.clear_faults();
+
+        // One reconciler run per connection.
+        let rec = Reconciler::new(
+            self.db.pool.clone(),
+            self.bus.bus.clone(),
+            Arc::new(reconciler::connections::StaticConnections::new(
+                conns.clone(),
+            )),
+            vec![model.inventory()],
+            Settings {
+                default_schedules: false,
+                ..Settings::default()
+            },
+        );
+        for c in &conns {
+            reconciler::store::request_run(
+                &self.db.pool,
+                &conn_ref(c),
+                Scope::Full,
+                Trigger::Manual,
+                None,
+            )
+            .await
+            .map_err(err("sync request"))?;
+        }
+        for run in rec.drain_queue().await.map_err(err("sync run"))? {
+            out.repaired += run.counts.created + run.counts.updated + run.counts.removed;
+            if let Some(e) = run.error
+                && !model.documented_refusal(&e)
+            {
+                out.permanent_dlq.push(format!("sync run failed: {e}"));
+            }
+        }
+        self.settle(&mut worker, &mut crash_rx, &mut out, name, || {
+            start(armed.clone(), crash_tx.clone())
+        })
+        .await?;
+
+        let refused = self.read_dlq(model, &h.tenant, &mut out).await?;
+        // A booking the vendor refuses for a documented reason may hold its objects or not.
+        let (kept, gone): (Vec<Event>, Vec<Event>) = winners
+            .into_iter()
+            .partition(|ev| !refused.contains(&ev.booking_key));
+        let mut desired = model.desired(&kept);
+        let gone = model.desired(&gone);
+        desired.optional.extend(gone.required);
+        desired.optional.extend(gone.optional);
+        let (missing, leaked, duplicates) = compare(&desired, &model.observed(&self.sim));
+        out.missing = missing;
+        out.leaked = leaked;
+        out.duplicates = duplicates;
+        out.faults_injected = self
+            .sim
+            .state()
+            .calls_for(M::SIM)
+            .iter()
+            .filter(|c| c.injected_fault)
+            .count();
+        if let Some(w) = worker.take() {
+            w.shutdown().await.map_err(err("worker shutdown"))?;
+        }
+        Ok(out)
+    }
+
+    /// Replaces a worker that "crashed" (its handler hangs after a vendor call, unrecorded)
+    /// by a fresh one, as a restarted pod would be.
+    async fn restart_crashed<F, Fut>(
+        &self,
+        worker: &mut Option<WorkerHandle>,
+        crashes: &mut mpsc::UnboundedReceiver<()>,
+        out: &mut Outcome,
+        start: F,
+    ) -> Result<(), CheckError>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<WorkerHandle, worker_runtime::WorkerError>>,
+    {
+        while crashes.try_recv().is_ok() {
+            out.crashes += 1;
+            if let Some(w) = worker.take() {
+                w.abort().await;
+            }
+            *worker = Some(start().await.map_err(err("worker restart"))?);
+        }
+        Ok(())
+    }
+
+    /// Waits until nothing is left to do (restarting crashed workers meanwhile).
+    async fn settle<F, Fut>(
+        &self,
+        worker: &mut Option<WorkerHandle>,
+        crashes: &mut mpsc::UnboundedReceiver<()>,
+        out: &mut Outcome,
+        name: &str,
+        start: F,
+    ) -> Result<(), CheckError>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<WorkerHandle, worker_runtime::WorkerError>>,
+    {
+        let deadline = Instant::now() + SETTLE;
+        let mut quiet_in_a_row = 0;
+        while quiet_in_a_row < 3 {
+            if Instant::now() > deadline {
+                return Err(CheckError::Stuck(format!(
+                    "nothing settled within {SETTLE:?}"
+                )));
+            }
+            self.restart_crashed(worker, crashes, out, &start).await?;
+            if self.quiet(name).await {
+                quiet_in_a_row += 1;
+            } else {
+                quiet_in_a_row = 0;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(())
+    }
+
+    /// Nothing in the outbox, nothing pending or unacknowledged for the worker.
+    async fn quiet(&self, worker: &str) -> bool {
+        let outbox: Result<i64, _> = sqlx::query_scalar("SELECT count(*) FROM outbox")
+            .fetch_one(&self.db.pool)
+            .await;
+        if !matches!(outbox, Ok(0)) {
+            return false;
+        }
+        for (stream, consumer) in [
+            (subjects::BOOKINGS_STREAM, worker.to_owned()),
+            (subjects::SYNC_STREAM, format!("{worker}-sync")),
+        ] {
+            let bus = &self.bus.bus;
+            let Ok(s) = bus.js.get_stream(bus.stream_name(stream)).await else {
+                return false;
+            };
+            let Ok(mut c) = s
+                .get_consumer::<async_nats::jetstream::consumer::pull::Config>(
+                    &bus.ns.stream(&consumer),
+                )
+                .await
+            else {
+                return false;
+            };
+            if !c
+                .info()
+                .await
+                .is_ok_and(|i| i.num_pending == 0 && i.num_ack_pending == 0)
+            {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Delivers one event through booking-ingest's webhook, as an upstream would (retrying a
+    /// 503 as upstreams do).
+    async fn post(&self, ev: &Event) -> Result<(), CheckError> {
+        let body = serde_json::to_vec(ev).map_err(err("event json"))?;
+        let url = format!("{}/webhooks/native/{}", self.base, ev.tenant);
+        for _ in 0..50 {
+            let ts = chrono::Utc::now().timestamp();
+            let resp = self
+                .http
+                .post(&url)
+                .header("content-type", "application/json")
+                .header("x-accesshub-timestamp", ts.to_string())
+                .header(
+                    "x-accesshub-signature",
+                    booking_ingest::sign(SECRET, ts, &body),
+                )
+                .body(body.clone())
+                .send()
+                .await
+                .map_err(err("webhook"))?;
+            let status = resp.status();
+            if status.is_success() {
+                return Ok(());
+            }
+            let text = resp.text().await.unwrap_or_default();
+            if status.as_u16() != 503 {
+                return Err(CheckError::Refused(format!("{status}: {text}")));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(CheckError::Refused("ingest unavailable".into()))
+    }
+
+    /// This history's dead letters, by class; returns the bookings the vendor refused for a
+    /// documented reason.
+    async fn read_dlq<M: Model>(
+        &mut self,
+        model: &M,
+        tenant: &str,
+        out: &mut Outcome,
+    ) -> Result<std::collections::BTreeSet<String>, CheckError> {
+        let mut refused = std::collections::BTreeSet::new();
+        let bus = &self.bus.bus;
+        let mut s = bus
+            .js
+            .get_stream(bus.stream_name(subjects::DLQ_STREAM))
+            .await
+            .map_err(err("dlq stream"))?;
+        let last = s.info().await.map_err(err("dlq info"))?.state.last_sequence;
+        let marker = format!(".{tenant}.");
+        for seq in self.dlq_seen + 1..=last {
+            let Ok(msg) = s.get_raw_message(seq).await else {
+                continue;
+            };
+            let Ok(dl) = serde_json::from_slice::<DeadLetter>(&msg.payload) else {
+                continue;
+            };
+            if !dl.original_subject.contains(&marker) {
+                continue;
+            }
+            match dl.class {
+                ErrorClass::Permanent if model.documented_refusal(&dl.reason) => {
+                    if let Some((_, key)) = dl.original_subject.split_once(&marker) {
+                        refused.insert(key.to_owned());
+                    }
+                }
+                ErrorClass::Permanent => out
+                    .permanent_dlq
+                    .push(format!("{}: {}", dl.original_subject, dl.reason)),
+                _ => out.transient_dlq += 1,
+            }
+        }
+        self.dlq_seen = last;
+        Ok(refused)
+    }
+}
+
+/// The model's handler, made to "crash" (hang, unrecorded, unacknowledged) right after its
+/// next successful apply whenever a crash is armed.
+fn crashing<H: Handler>(
+    inner: H,
+    armed: Arc<AtomicUsize>,
+    crashed: mpsc::UnboundedSender<()>,
+) -> impl Handler<Ids = H::Ids> {
+    AfterApply::new(inner, move |_: &Event| {
+        let fire = armed
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        let crashed = crashed.clone();
+        async move {
+            if fire {
+                let _ = crashed.send(());
+                std::future::pending::<()>().await;
+            }
+        }
+    })
+}
