@@ -155,3 +155,161 @@ pub fn judge_stray(grant: Option<&Grant>, b: StrayContext<'_>) -> StrayVerdict {
     }
     StrayVerdict::Revoke
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::client::Contact;
+    use accesshub_connections::Secret;
+
+    /// A connection mapping pass type `day` to locks `L1` and `L2`.
+    pub(crate) fn settings() -> TapkeySettings {
+        TapkeySettings {
+            authority_url: "http://t".into(),
+            base_url: "http://t".into(),
+            client_id: "c".into(),
+            client_secret: Secret::new("s"),
+            owner_account_id: "o".into(),
+            pass_types: [("day".to_owned(), vec!["L1".to_owned(), "L2".to_owned()])].into(),
+        }
+    }
+
+    fn t(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    /// An active grant from 2030-01-01 until `before`, for contact `contact` (e-mail
+    /// `<contact>@x.example`) with `comment`.
+    pub(crate) fn grant_of(
+        id: &str,
+        lock: &str,
+        contact: &str,
+        before: &str,
+        comment: Option<&str>,
+    ) -> Grant {
+        Grant {
+            id: id.into(),
+            bound_lock_id: lock.into(),
+            contact_id: contact.into(),
+            valid_from: t("2030-01-01T00:00:00Z"),
+            valid_before: Some(t(before)),
+            active: true,
+            time_restriction_ical: None,
+            contact: Some(Contact {
+                id: contact.into(),
+                identifier: format!("{contact}@x.example"),
+                comment: comment.map(str::to_owned),
+            }),
+        }
+    }
+
+    fn grant(id: &str, lock: &str, comment: Option<&str>) -> Grant {
+        grant_of(id, lock, "M", "2030-02-01T00:00:00Z", comment)
+    }
+
+    #[test]
+    fn the_marker_is_a_whole_word_of_the_comment() {
+        assert!(is_marked(Some("accesshub:acme"), "acme"));
+        assert!(is_marked(Some("VIP  accesshub:acme\nfront desk"), "acme"));
+        assert!(!is_marked(Some("accesshub:acme2"), "acme"));
+        assert!(!is_marked(Some("accesshub:acme"), "acm"));
+        assert!(!is_marked(None, "acme"));
+    }
+
+    #[test]
+    fn only_pass_shaped_grants_of_marked_contacts_on_mapped_locks_bear_our_mark() {
+        let s = settings();
+        let ours = grant("g", "L1", Some("accesshub:acme"));
+        assert!(bears_our_mark(&ours, "acme", &s));
+        assert!(!bears_our_mark(&ours, "other", &s), "another tenant's");
+        assert!(!bears_our_mark(&grant("g", "L1", None), "acme", &s));
+        assert!(!bears_our_mark(
+            &grant("g", "L9", Some("accesshub:acme")),
+            "acme",
+            &s
+        ));
+        let mut open_ended = ours.clone();
+        open_ended.valid_before = None;
+        assert!(!bears_our_mark(&open_ended, "acme", &s));
+        let mut restricted = ours.clone();
+        restricted.time_restriction_ical = Some("RRULE:FREQ=DAILY".into());
+        assert!(!bears_our_mark(&restricted, "acme", &s));
+        let mut revoked = ours;
+        revoked.active = false;
+        assert!(!bears_our_mark(&revoked, "acme", &s));
+    }
+
+    #[test]
+    fn a_stray_is_revoked_only_when_ours_and_unwanted() {
+        let s = settings();
+        let pass = |wants: bool| DesiredGrants {
+            locks: s.pass_types.get("day").map(Vec::as_slice),
+            wants,
+            valid_before: t("2030-02-01T00:00:00Z"),
+        };
+        let (wanted, unwanted) = (pass(true), pass(false));
+        let g = grant("g1", "L1", Some("accesshub:acme"));
+        let rec = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(l, i)| ((*l).to_owned(), (*i).to_owned()))
+                .collect()
+        };
+        let judge = |g: Option<&Grant>, recorded: &BTreeMap<String, String>, d, marked| {
+            judge_stray(
+                g,
+                StrayContext {
+                    recorded,
+                    recorded_contact: Some("M"),
+                    wanted: d,
+                    marked,
+                },
+            )
+        };
+        let held = rec(&[("L1", "g1")]);
+        let other = rec(&[("L1", "g0")]);
+        let none = rec(&[]);
+        let w = Some((&wanted, "m@x.example"));
+        assert!(matches!(
+            judge(Some(&g), &held, w, true),
+            StrayVerdict::Keep(_)
+        ));
+        assert!(matches!(
+            judge(Some(&g), &none, w, true),
+            StrayVerdict::Keep(_)
+        ));
+        assert_eq!(
+            judge(Some(&g), &other, w, true),
+            StrayVerdict::Revoke,
+            "a duplicate"
+        );
+        assert_eq!(
+            judge(Some(&g), &held, Some((&wanted, "new@x.example")), true),
+            StrayVerdict::Revoke,
+            "an old holder's"
+        );
+        assert_eq!(
+            judge(Some(&g), &held, Some((&unwanted, "m@x.example")), true),
+            StrayVerdict::Revoke
+        );
+        assert_eq!(
+            judge(Some(&g), &none, None, true),
+            StrayVerdict::Revoke,
+            "no pass"
+        );
+        assert!(matches!(
+            judge(Some(&g), &none, None, false),
+            StrayVerdict::Keep(_)
+        ));
+        assert_eq!(
+            judge(Some(&g), &held, None, false),
+            StrayVerdict::Revoke,
+            "recorded"
+        );
+        assert_eq!(judge(None, &held, None, true), StrayVerdict::Gone);
+        let mut revoked = g;
+        revoked.active = false;
+        assert_eq!(judge(Some(&revoked), &held, w, true), StrayVerdict::Gone);
+    }
+}

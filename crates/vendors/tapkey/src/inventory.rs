@@ -250,3 +250,74 @@ impl Inventory for TapkeyInventory {
         desired_objects(conn, event, now)
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::desired::tests::{grant_of, settings};
+    use serde_json::json;
+
+    fn grant(id: &str, contact: &str, before: &str, comment: Option<&str>) -> Grant {
+        grant_of(id, "L1", contact, before, comment)
+    }
+
+    #[test]
+    fn grants_are_tied_to_passes_by_id_then_contact_and_expiry_else_stray() {
+        let records: Records = [
+            (
+                "K1".to_owned(),
+                json!({"contact_id": "A", "valid_before": "2030-02-01T00:00:00Z",
+                "grants": {"L1": "g1"}}),
+            ),
+            (
+                "K2".to_owned(),
+                json!({"contact_id": "B", "valid_before": "2030-03-01T00:00:00Z",
+                "former_contacts": ["A"]}),
+            ),
+            ("K3".to_owned(), json!({"contact_id": "D"})),
+        ]
+        .into();
+        let o = Owned::new(&records);
+        let s = settings();
+        let m = Some("accesshub:t");
+        let key = |g: &Grant| o.key_of(g, "t", &s);
+        // Recorded id: ours even without the mark.
+        assert_eq!(
+            key(&grant("g1", "A", "2030-02-01T00:00:00Z", None)),
+            Some("K1".into())
+        );
+        // Marked: by contact and expiry (here a former holder's), or a record without expiry.
+        assert_eq!(
+            key(&grant("g2", "A", "2030-03-01T00:00:00Z", m)),
+            Some("K2".into())
+        );
+        assert_eq!(
+            key(&grant("g3", "D", "2031-01-01T00:00:00Z", m)),
+            Some("K3".into())
+        );
+        // Marked, but no record explains it: a stray of no pass.
+        assert_eq!(
+            key(&grant("g4", "A", "2031-01-01T00:00:00Z", m)),
+            Some(stray_key("A"))
+        );
+        assert_eq!(
+            key(&grant("g5", "Z", "2031-01-01T00:00:00Z", m)),
+            Some(stray_key("Z"))
+        );
+        // Neither recorded nor marked: not ours.
+        assert_eq!(key(&grant("g6", "A", "2030-02-01T00:00:00Z", None)), None);
+    }
+
+    #[test]
+    fn the_reference_tells_holders_apart_whatever_the_case() {
+        assert_eq!(
+            reference("K", "L", "M@x.example"),
+            reference("K", "L", "m@X.example")
+        );
+        assert_ne!(
+            reference("K", "L", "a@x.example"),
+            reference("K", "L", "b@x.example")
+        );
+    }
+}
