@@ -250,10 +250,11 @@ async fn main() -> anyhow::Result<()> {
         "tapkey-worker (runtime + Tapkey client) against the in-process Tapkey simulator; real \
 NATS JetStream (memory streams) and PostgreSQL; one worker process, {lanes} lanes, no vendor rate \
 limit. Per event: session advisory lock, then binding read + durable attempt marker in one \
-statement (both batched across lanes; a batch under 32 lingers 1 ms), one vendor HTTP call for \
-a new holder without a name (grant PUT naming the contact by e-mail; the grants list is \
-skipped because the marker proves no earlier attempt; a named holder adds a contact PUT), \
-binding upsert by group commit (one statement per batch), double ack after the commit. CPU \
+statement (both batched across lanes; a batch under 32 lingers 1 ms), two vendor HTTP calls \
+for a new holder (a contact PUT marking the contact as ours, then the grant PUT by contact \
+id; the grants list is skipped because the marker proves no earlier attempt), a progress \
+record of the contact and the grant's window before the grant PUT and the binding upsert \
+after it, both by group commit (one statement per batch), double ack after the commit. CPU \
 per event counts every Postgres and nats-server process, so work of others sharing them at \
 the time is included.\n\n\
 | measure | value |\n| --- | --- |\n\

@@ -492,7 +492,7 @@ fn valid_email(s: &str) -> bool {
 }
 
 /// Finds or creates the contact with this identifier (case-insensitive, ipId `tapkey`).
-fn upsert_contact(
+pub(crate) fn upsert_contact(
     s: &mut TapkeyState,
     owner: &str,
     identifier: &str,

@@ -6,6 +6,8 @@
 //! unknown owner → 404, owner not linked to the client → 403; grants need a known bound lock
 //! and `validBefore > validFrom` (400); an identical active grant → 409; revoking a revoked
 //! grant → 409 ("desired state already present"); an owner's optional grant limit → 402.
+//! Contacts keep their `comment` (returned in contact and in embedded grant documents); it is
+//! not an OData filter field (400), as filtering on it is not documented.
 //! Error bodies are `{errorCode, message}` (our choice; the public docs do not fix one).
 
 mod api;
@@ -359,6 +361,38 @@ impl SimState {
     /// All grants (every owner), in creation order.
     pub fn tapkey_grants(&self) -> Vec<Grant> {
         lock(&self.inner.tapkey).grants.clone()
+    }
+
+    /// A contact made by hand in the portal (create-or-return by e-mail; `comment` set when
+    /// given); its id.
+    pub fn tapkey_add_contact(&self, owner_id: &str, email: &str, comment: Option<&str>) -> String {
+        let mut s = lock(&self.inner.tapkey);
+        api::upsert_contact(&mut s, owner_id, email, None, comment.map(str::to_owned)).id
+    }
+
+    /// A grant issued by hand in the portal (no checks: the portal's own); its id.
+    pub fn tapkey_add_grant(
+        &self,
+        owner_id: &str,
+        lock_id: &str,
+        contact_id: &str,
+        valid_from: DateTime<Utc>,
+        valid_before: Option<DateTime<Utc>>,
+    ) -> String {
+        let g = Grant {
+            id: crate::state::new_token(),
+            owner_account_id: owner_id.to_owned(),
+            bound_lock_id: lock_id.to_owned(),
+            contact_id: contact_id.to_owned(),
+            valid_from,
+            valid_before,
+            time_restriction_ical: None,
+            state: "Ok".to_owned(),
+            active: true,
+        };
+        let id = g.id.clone();
+        lock(&self.inner.tapkey).push_grant(g);
+        id
     }
 
     /// All contacts (every owner).

@@ -1,14 +1,31 @@
-//! Makes Tapkey hold exactly the desired grants of one pass. Tapkey grants carry no
-//! reference field, so a grant is ours when its id is in the binding or — after a crash before
-//! the binding was saved — when it is an active grant of the holder on a mapped lock starting
-//! at the pass's stable start time; such a grant is adopted instead of issuing a second one.
+//! Makes Tapkey hold exactly the desired grants of one pass.
+//!
+//! Tapkey grants carry no reference field, so ownership rests on the contact: the holder's
+//! contact is PUT with our marker in its `comment` ([`crate::desired::marker`]) before any
+//! grant is issued to it, and grants are always issued by contact id (never by e-mail, which
+//! would let Tapkey create an unmarked contact). A grant is this pass's when its id is in the
+//! binding or — after a crash before the binding was saved — when it is an active grant of
+//! one of the pass's contacts on a mapped lock starting at the pass's stable start time; such
+//! a grant is adopted instead of issuing a second one (principle 3).
+//!
+//! The pass's contacts are the holder's, the recorded one and recorded former ones: a holder
+//! change (new e-mail) searches and revokes the old holder's grants too. Before the first
+//! grant PUT of an attempt the binding records (durably, without marking the event applied)
+//! the contact, the start and end the grants get, and the former contacts still to clear, so
+//! a later revision — whose `occurred_at`, the start when upstream gives none, differs —
+//! still recognises a crashed attempt's grants.
+//!
+//! Calls: a new holder's first attempt costs one contact PUT and one grant PUT per lock (the
+//! grants list is skipped: the runtime's durable attempt marker proves nothing can be there),
+//! plus one local progress write. A known holder (cached contact) with a recorded binding
+//! costs one grants list per contact searched, plus the PUTs/revokes that differ.
 //! New grants are issued before old ones are revoked (no gap in access).
 
 use std::collections::BTreeMap;
 
 use accesshub_domain::{Pass, PassStatus};
 use chrono::{DateTime, Utc};
-use worker_runtime::{HandlerError, Status};
+use worker_runtime::{ApplyContext, HandlerError, Status};
 
 use crate::{
     TapkeyClient, TapkeyIds, client,
@@ -43,13 +60,27 @@ pub fn status_of(status: PassStatus, wants: bool) -> Status {
     }
 }
 
+/// The contacts whose grants may be this pass's: the holder's (when access is wanted), the
+/// recorded one and recorded former ones, each once, the holder's first.
+pub fn contacts_to_search(holder: Option<&str>, prev: &TapkeyIds) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let recorded = prev.contact_id.iter().chain(&prev.former_contacts);
+    for c in holder.into_iter().chain(recorded.map(String::as_str)) {
+        if !out.iter().any(|x| x == c) {
+            out.push(c.to_owned());
+        }
+    }
+    out
+}
+
 /// Issues, adopts and revokes grants until Tapkey holds `target`; `prev` is what the binding
 /// recorded.
 pub async fn apply(
-    client: &TapkeyClient,
+    ctx: &ApplyContext<TapkeyClient>,
     target: Target<'_>,
     prev: &TapkeyIds,
 ) -> Result<TapkeyIds, HandlerError> {
+    let client: &TapkeyClient = &ctx.client;
     let Target {
         pass,
         desired,
@@ -58,8 +89,8 @@ pub async fn apply(
         recorded,
         first_attempt,
     } = target;
-    // Stable start: upstream's, else the one used before, else this event's time (a retry
-    // of the same event computes the same value, so crash recovery can match it).
+    // Stable start: upstream's, else the one used (or recorded as about to be used) before,
+    // else this event's time (a retry of the same event computes the same value).
     let from = ms(pass.valid_from.or(prev.valid_from).unwrap_or(occurred_at));
     let before = desired.valid_before;
     let locks = desired.locks;
@@ -71,52 +102,48 @@ pub async fn apply(
     if nothing_there && !wants {
         return Ok(TapkeyIds::default());
     }
-    // A holder without a name, new to this client, on a first attempt: the grant PUT names
-    // the contact by e-mail and Tapkey creates or finds it — one call per lock instead of
-    // a contact PUT first. (A named holder's PUT also sets the contact's title.)
-    let by_email = nothing_there
-        && wants
-        && pass.holder.name.is_none()
-        && !client.knows_contact(&pass.holder.email, None);
+    // The holder's contact, created or confirmed with our marker, when access is wanted.
     let mut cached_contact = false;
-    let mut contact_id = if by_email {
-        None
-    } else if wants {
+    let holder = if wants {
         let (id, cached) = client
             .ensure_contact(&pass.holder.email, pass.holder.name.as_deref())
             .await?;
         cached_contact = cached;
         Some(id)
     } else {
-        let found = match &prev.contact_id {
-            Some(id) => Some(id.clone()),
-            None => client.find_contact(&pass.holder.email).await?.map(|c| c.id),
-        };
-        if found.is_none() {
+        None
+    };
+    let mut contacts = contacts_to_search(holder.as_deref(), prev);
+    if contacts.is_empty() {
+        // No access wanted and nothing recorded: the holder's contact, if Tapkey has one.
+        match client.find_contact(&pass.holder.email).await? {
+            Some(c) => contacts.push(c.id),
             // Never had access at Tapkey: nothing to revoke.
-            return Ok(TapkeyIds::default());
+            None => return Ok(TapkeyIds::default()),
         }
-        found
-    };
-    let active = match &contact_id {
-        // Skipping the list is what makes a new holder cost one or two calls instead of
-        // three. Should a grant exist anyway (a concurrent identical one), the PUT answers
-        // 409 and the grant is looked up below.
-        _ if nothing_there => Vec::new(),
-        Some(id) => client.active_grants(id).await?,
-        None => Vec::new(),
-    };
+    }
+    // Skipping the list is what keeps a new holder's first attempt at one contact PUT plus
+    // one PUT per lock. Should a grant exist anyway (a concurrent identical one), the PUT
+    // answers 409 and the grant is looked up below.
+    let mut active = Vec::new();
+    if !nothing_there {
+        for c in &contacts {
+            active.extend(client.active_grants(c).await?);
+        }
+    }
     let known: Vec<&String> = prev.grants.values().collect();
     let ours: Vec<&client::Grant> = active
         .iter()
         .filter(|g| {
-            known.contains(&&g.id)
-                || (locks.is_some_and(|l| l.contains(&g.bound_lock_id)) && g.valid_from == from)
+            g.active
+                && (known.contains(&&g.id)
+                    || (locks.is_some_and(|l| l.contains(&g.bound_lock_id))
+                        && g.valid_from == from))
         })
         .collect();
 
     let mut kept = BTreeMap::new();
-    if wants {
+    if let Some(contact_id) = &holder {
         let locks = desired.wanted_locks(&pass.pass_type).map_err(|e| {
             HandlerError::permanent(format!("{e} in connection {connection:?} (pass_types)"))
         })?;
@@ -125,67 +152,42 @@ pub async fn apply(
                 "pass expires ({before}) before it starts ({from})"
             )));
         }
+        // Written once, before this attempt's first grant PUT (unless already recorded).
+        let progress = TapkeyIds {
+            contact_id: Some(contact_id.clone()),
+            valid_from: Some(from),
+            valid_before: Some(before),
+            grants: prev.grants.clone(),
+            former_contacts: contacts
+                .iter()
+                .filter(|c| *c != contact_id)
+                .cloned()
+                .collect(),
+        };
+        let mut progress_recorded = progress == *prev;
         for lock in locks {
             let existing = ours.iter().find(|g| {
-                &g.bound_lock_id == lock && g.valid_from == from && g.valid_before == Some(before)
+                &g.contact_id == contact_id
+                    && &g.bound_lock_id == lock
+                    && g.valid_from == from
+                    && g.valid_before == Some(before)
             });
             let id = match existing {
                 Some(g) => g.id.clone(),
                 None => {
-                    let holder = match &contact_id {
-                        Some(id) => client::GrantHolder::Contact(id),
-                        None => client::GrantHolder::Email(&pass.holder.email),
-                    };
-                    match client.create_grant(lock, holder, &from, &before).await {
-                        Ok(Some(g)) => {
-                            if contact_id.is_none() {
-                                client.remember_contact(&pass.holder.email, None, &g.contact_id);
-                                contact_id = Some(g.contact_id.clone());
-                            }
-                            g.id
-                        }
-                        // 409: an identical grant exists (created by an earlier attempt).
-                        Ok(None) => {
-                            let cid = match &contact_id {
-                                Some(id) => id.clone(),
-                                None => {
-                                    let (id, _) =
-                                        client.ensure_contact(&pass.holder.email, None).await?;
-                                    contact_id = Some(id.clone());
-                                    id
-                                }
-                            };
-                            client
-                                .active_grants(&cid)
-                                .await?
-                                .into_iter()
-                                .find(|g| {
-                                    &g.bound_lock_id == lock
-                                        && g.valid_from == from
-                                        && g.valid_before == Some(before)
-                                })
-                                .map(|g| g.id)
-                                .ok_or_else(|| {
-                                    HandlerError::transient(format!(
-                                        "Tapkey answered 409 for lock {lock} but the grant is not listed yet"
-                                    ))
-                                })?
-                        }
-                        Err(e) if cached_contact && matches!(e.status(), Some(400 | 404)) => {
-                            // The cached contact may be gone at Tapkey: resolve it again on
-                            // the retry (a PUT), instead of dead-lettering a good event.
-                            client.forget_contact(&pass.holder.email, pass.holder.name.as_deref());
-                            return Err(HandlerError::transient(format!(
-                                "grant on lock {lock} refused for cached contact {}: {e}; resolving the contact again",
-                                contact_id.as_deref().unwrap_or_default()
-                            )));
-                        }
-                        Err(e) => {
-                            return Err(
-                                HandlerError::from(e).context(format!("grant on lock {lock}"))
-                            );
-                        }
+                    if !progress_recorded {
+                        ctx.record_progress(Status::InFlight, &progress).await?;
+                        progress_recorded = true;
                     }
+                    issue(
+                        client,
+                        lock,
+                        contact_id,
+                        (&from, &before),
+                        cached_contact,
+                        pass,
+                    )
+                    .await?
                 }
             };
             kept.insert(lock.clone(), id);
@@ -198,8 +200,65 @@ pub async fn apply(
         }
     }
     Ok(TapkeyIds {
-        contact_id,
+        contact_id: holder.or_else(|| prev.contact_id.clone().or(contacts.into_iter().next())),
         valid_from: Some(from),
+        valid_before: Some(before),
         grants: kept,
+        former_contacts: Vec::new(),
     })
+}
+
+/// Issues one grant on `lock` for `contact_id`; a 409 (identical grant present, from an
+/// earlier attempt) is answered with that grant's id.
+async fn issue(
+    client: &TapkeyClient,
+    lock: &str,
+    contact_id: &str,
+    (from, before): (&DateTime<Utc>, &DateTime<Utc>),
+    cached_contact: bool,
+    pass: &Pass,
+) -> Result<String, HandlerError> {
+    match client.create_grant(lock, contact_id, from, before).await {
+        Ok(Some(g)) => Ok(g.id),
+        // 409: an identical grant exists (created by an earlier attempt).
+        Ok(None) => client
+            .active_grants(contact_id)
+            .await?
+            .into_iter()
+            .find(|g| {
+                g.bound_lock_id == lock && &g.valid_from == from && g.valid_before == Some(*before)
+            })
+            .map(|g| g.id)
+            .ok_or_else(|| {
+                HandlerError::transient(format!(
+                    "Tapkey answered 409 for lock {lock} but the grant is not listed yet"
+                ))
+            }),
+        Err(e) if cached_contact && matches!(e.status(), Some(400 | 404)) => {
+            // The cached contact may be gone at Tapkey: resolve it again on the retry (a
+            // PUT), instead of dead-lettering a good event.
+            client.forget_contact(&pass.holder.email, pass.holder.name.as_deref());
+            Err(HandlerError::transient(format!(
+                "grant on lock {lock} refused for cached contact {contact_id}: {e}; resolving the contact again"
+            )))
+        }
+        Err(e) => Err(HandlerError::from(e).context(format!("grant on lock {lock}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_holder_change_searches_the_old_holders_contact_too() {
+        let prev = TapkeyIds {
+            contact_id: Some("a".into()),
+            former_contacts: vec!["z".into(), "b".into()],
+            ..TapkeyIds::default()
+        };
+        assert_eq!(contacts_to_search(Some("b"), &prev), ["b", "a", "z"]);
+        assert_eq!(contacts_to_search(None, &prev), ["a", "z", "b"]);
+        assert!(contacts_to_search(None, &TapkeyIds::default()).is_empty());
+    }
 }

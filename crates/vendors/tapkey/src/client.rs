@@ -23,6 +23,10 @@ pub struct Contact {
     pub id: String,
     /// E-mail.
     pub identifier: String,
+    /// Free text; ours carry [`crate::desired::marker`] (how a contact is recognised as
+    /// accesshub's without our records).
+    #[serde(default)]
+    pub comment: Option<String>,
 }
 
 /// A grant: a contact's access to one bound lock for a time window.
@@ -42,6 +46,13 @@ pub struct Grant {
     /// Still effective.
     #[serde(default)]
     pub active: bool,
+    /// Recurrence restriction (we never set one).
+    #[serde(default)]
+    pub time_restriction_ical: Option<String>,
+    /// The holder as Tapkey embeds it in grant documents (its `comment` says whether the
+    /// contact is ours); absent if the server does not embed it.
+    #[serde(default)]
+    pub contact: Option<Contact>,
 }
 
 /// A lock bound to the owner account.
@@ -80,31 +91,16 @@ struct ContactBody<'a> {
     ip_id: &'static str,
     identifier: &'a str,
     title: Option<&'a str>,
+    comment: &'a str,
 }
 
-/// Who a new grant is for.
-#[derive(Debug, Clone, Copy)]
-pub enum GrantHolder<'a> {
-    /// A known contact id.
-    Contact(&'a str),
-    /// The contact with this e-mail, created by Tapkey if it does not exist (no title).
-    Email(&'a str),
-}
-
-#[derive(Serialize)]
-struct GrantContact<'a> {
-    identifier: &'a str,
-}
-
-/// `PUT /Grants` body: `contactId`, or `contact: {identifier}`.
+/// `PUT /Grants` body. Always by `contactId`: a grant naming `contact: {identifier}` would
+/// let Tapkey create the contact without our marker.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct GrantBody<'a> {
     bound_lock_id: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    contact_id: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    contact: Option<GrantContact<'a>>,
+    contact_id: &'a str,
     valid_from: String,
     valid_before: String,
 }
@@ -119,6 +115,8 @@ pub struct TapkeyClient {
     /// a string parses it again every time).
     contacts_url: Url,
     grants_url: Url,
+    /// The comment every contact we PUT carries ([`crate::desired::marker`] of the tenant).
+    marker: String,
     /// Contacts this client has created or confirmed (PUT answered), keyed with the title
     /// sent, so a repeat holder costs no PUT and a changed name still updates the title.
     /// A PUT is create-or-return, so skipping it for a known contact changes nothing at
@@ -127,8 +125,12 @@ pub struct TapkeyClient {
 }
 
 impl TapkeyClient {
-    /// A client for a connection; tokens are cached inside.
-    pub fn new(s: &TapkeySettings, limiter: Arc<RateLimiter>) -> Result<Self, VendorError> {
+    /// A client for a connection of `tenant`; tokens are cached inside.
+    pub fn new(
+        s: &TapkeySettings,
+        tenant: &str,
+        limiter: Arc<RateLimiter>,
+    ) -> Result<Self, VendorError> {
         let client = VendorClient::new("tapkey", HttpSettings::default())?.with_rate_limit(limiter);
         let http = AuthedClient::new(
             client,
@@ -150,6 +152,7 @@ impl TapkeyClient {
             grants_url: parse(format!("{api}/Owners/{owner}/Grants"))?,
             api,
             owner,
+            marker: crate::desired::marker(tenant),
             contacts: ContactCache::default(),
         })
     }
@@ -191,15 +194,6 @@ impl TapkeyClient {
             .contains_key(&Self::contact_key(email, title))
     }
 
-    /// Caches a contact id Tapkey reported (e.g. in a grant created by e-mail).
-    pub fn remember_contact(&self, email: &str, title: Option<&str>, id: &str) {
-        let mut map = self.contacts.lock().unwrap_or_else(|e| e.into_inner());
-        if map.len() >= CONTACT_CACHE_MAX {
-            map.clear();
-        }
-        map.insert(Self::contact_key(email, title), id.to_owned());
-    }
-
     /// Drops a cached contact id Tapkey no longer knows.
     pub fn forget_contact(&self, email: &str, title: Option<&str>) {
         self.contacts
@@ -212,7 +206,8 @@ impl TapkeyClient {
         format!("{}/Owners/{}{path}", self.api, self.owner)
     }
 
-    /// Creates or returns the contact for `email` (PUT is create-or-return).
+    /// Creates or returns the contact for `email` (PUT is create-or-return), marked as ours
+    /// in its `comment`.
     pub async fn put_contact(
         &self,
         email: &str,
@@ -223,6 +218,7 @@ impl TapkeyClient {
             ip_id: "tapkey",
             identifier: email,
             title,
+            comment: &self.marker,
         };
         self.http
             .send_json("put_contact", |h| {
@@ -272,24 +268,35 @@ impl TapkeyClient {
             .await
     }
 
-    /// Issues a grant. `Ok(None)` on 409: an identical active grant already exists (the
-    /// caller looks it up).
+    /// One grant by id (`None`: unknown to Tapkey), with its contact embedded.
+    pub async fn grant(&self, grant_id: &str) -> Result<Option<Grant>, VendorError> {
+        let url = self.url(&format!("/Grants/{grant_id}"));
+        let resp = self
+            .http
+            .send_raw("get_grant", |h| h.request(Method::GET, &url))
+            .await?;
+        match resp.status() {
+            s if s.is_success() => Ok(Some(
+                vendor_http::decode_json("tapkey", "get_grant", resp).await?,
+            )),
+            StatusCode::NOT_FOUND => Ok(None),
+            _ => Err(VendorError::from_response("tapkey", "get_grant", resp).await),
+        }
+    }
+
+    /// Issues a grant to a contact. `Ok(None)` on 409: an identical active grant already
+    /// exists (the caller looks it up).
     pub async fn create_grant(
         &self,
         lock_id: &str,
-        holder: GrantHolder<'_>,
+        contact_id: &str,
         from: &DateTime<Utc>,
         before: &DateTime<Utc>,
     ) -> Result<Option<Grant>, VendorError> {
         let url = &self.grants_url;
-        let (contact_id, contact) = match holder {
-            GrantHolder::Contact(id) => (Some(id), None),
-            GrantHolder::Email(identifier) => (None, Some(GrantContact { identifier })),
-        };
         let body = GrantBody {
             bound_lock_id: lock_id,
             contact_id,
-            contact,
             valid_from: ts(from),
             valid_before: ts(before),
         };

@@ -4,6 +4,9 @@
 use accesshub_connections::TapkeySettings;
 use accesshub_domain::Pass;
 use chrono::{DateTime, DurationRound as _, Utc};
+use std::collections::BTreeMap;
+
+use crate::client::Grant;
 
 /// Millisecond precision, as Tapkey stores grant times (comparisons must match it).
 pub fn ms(t: DateTime<Utc>) -> DateTime<Utc> {
@@ -49,5 +52,264 @@ pub fn desired_grants<'s>(
         locks: settings.pass_types.get(&pass.pass_type).map(Vec::as_slice),
         wants: pass.wants_access(now),
         valid_before: ms(pass.expires_at),
+    }
+}
+
+// What is ours. Tapkey grants carry no free-text field, so ownership rests on the contact:
+// every contact tapkey-worker PUTs carries `accesshub:<tenant>` in its `comment`, and every
+// grant it issues has a finite `validBefore` (the pass's expiry) and no time restriction.
+
+/// The `comment` every contact we create or confirm carries: `accesshub:<tenant>`.
+pub fn marker(tenant: &str) -> String {
+    format!("accesshub:{tenant}")
+}
+
+/// Whether a contact's comment carries the tenant's marker, as a whole whitespace-separated
+/// word (so tenant `acme` never claims `accesshub:acme2`'s contacts).
+pub fn is_marked(comment: Option<&str>, tenant: &str) -> bool {
+    let m = marker(tenant);
+    comment.is_some_and(|c| c.split_whitespace().any(|w| w == m))
+}
+
+/// Whether the connection maps `lock` to any pass type.
+pub fn is_mapped(settings: &TapkeySettings, lock: &str) -> bool {
+    settings
+        .pass_types
+        .values()
+        .any(|locks| locks.iter().any(|l| l == lock))
+}
+
+/// Whether an active grant has the shape of one tapkey-worker issues for `tenant` on this
+/// connection, without asking our records: its (embedded) contact carries the tenant's
+/// marker, its lock is mapped by the connection, it ends (`validBefore`) after it starts and
+/// has no time restriction. A hand-made grant of a marked contact on a mapped lock with the
+/// same shape is indistinguishable (docs/sync.md, "What is ours").
+pub fn bears_our_mark(g: &Grant, tenant: &str, settings: &TapkeySettings) -> bool {
+    g.active
+        && g.contact
+            .as_ref()
+            .is_some_and(|c| is_marked(c.comment.as_deref(), tenant))
+        && is_mapped(settings, &g.bound_lock_id)
+        && g.valid_before.is_some_and(|b| b > g.valid_from)
+        && g.time_restriction_ical.as_deref().is_none_or(str::is_empty)
+}
+
+/// What to do with a grant the reconciler reported as a stray (SYNC `remove`), decided on
+/// the grant as Tapkey holds it now and the booking's current record and desired state — the
+/// run that reported it may be older than both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StrayVerdict {
+    /// Revoked or unknown at Tapkey already.
+    Gone,
+    /// Left alone, with the reason.
+    Keep(&'static str),
+    /// Revoke it.
+    Revoke,
+}
+
+/// The booking's side of [`judge_stray`].
+#[derive(Debug, Clone, Copy)]
+pub struct StrayContext<'a> {
+    /// Grants recorded for the booking (lock → grant id) and its recorded contact.
+    pub recorded: &'a BTreeMap<String, String>,
+    /// The booking's recorded contact.
+    pub recorded_contact: Option<&'a str>,
+    /// The pass's current desired grants and holder e-mail (`None`: no such pass).
+    pub wanted: Option<(&'a DesiredGrants<'a>, &'a str)>,
+    /// Whether the grant bears our mark ([`bears_our_mark`]).
+    pub marked: bool,
+}
+
+/// Revoke a stray only when it is ours (recorded for the booking, or bearing our mark) and
+/// its pass — if any — does not want it now: a pass that still wants a grant on that lock,
+/// for that holder and expiry keeps the one its record holds, or, when the record holds
+/// none for the lock, this one (an unrecorded attempt's, adopted by the next apply). Any
+/// other grant of ours on the lock is a duplicate and goes.
+pub fn judge_stray(grant: Option<&Grant>, b: StrayContext<'_>) -> StrayVerdict {
+    let Some(g) = grant.filter(|g| g.active) else {
+        return StrayVerdict::Gone;
+    };
+    let held = b.recorded.values().any(|id| id == &g.id);
+    if !held && !b.marked {
+        return StrayVerdict::Keep("not ours: no record holds it and it does not bear our mark");
+    }
+    if let Some((d, email)) = b.wanted {
+        let lock_wanted = d.wants && d.locks.is_some_and(|l| l.contains(&g.bound_lock_id));
+        let holder = match &g.contact {
+            Some(c) => c.identifier.eq_ignore_ascii_case(email),
+            None => b.recorded_contact == Some(g.contact_id.as_str()),
+        };
+        if lock_wanted && holder && g.valid_before == Some(d.valid_before) {
+            match b.recorded.get(&g.bound_lock_id) {
+                Some(id) if id == &g.id => {
+                    return StrayVerdict::Keep("its pass still wants it and the record holds it");
+                }
+                None => {
+                    return StrayVerdict::Keep(
+                        "its pass still wants a grant like it and the record holds none for the lock",
+                    );
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    StrayVerdict::Revoke
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::client::Contact;
+    use accesshub_connections::Secret;
+
+    /// A connection mapping pass type `day` to locks `L1` and `L2`.
+    pub(crate) fn settings() -> TapkeySettings {
+        TapkeySettings {
+            authority_url: "http://t".into(),
+            base_url: "http://t".into(),
+            client_id: "c".into(),
+            client_secret: Secret::new("s"),
+            owner_account_id: "o".into(),
+            pass_types: [("day".to_owned(), vec!["L1".to_owned(), "L2".to_owned()])].into(),
+        }
+    }
+
+    fn t(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    /// An active grant from 2030-01-01 until `before`, for contact `contact` (e-mail
+    /// `<contact>@x.example`) with `comment`.
+    pub(crate) fn grant_of(
+        id: &str,
+        lock: &str,
+        contact: &str,
+        before: &str,
+        comment: Option<&str>,
+    ) -> Grant {
+        Grant {
+            id: id.into(),
+            bound_lock_id: lock.into(),
+            contact_id: contact.into(),
+            valid_from: t("2030-01-01T00:00:00Z"),
+            valid_before: Some(t(before)),
+            active: true,
+            time_restriction_ical: None,
+            contact: Some(Contact {
+                id: contact.into(),
+                identifier: format!("{contact}@x.example"),
+                comment: comment.map(str::to_owned),
+            }),
+        }
+    }
+
+    fn grant(id: &str, lock: &str, comment: Option<&str>) -> Grant {
+        grant_of(id, lock, "M", "2030-02-01T00:00:00Z", comment)
+    }
+
+    #[test]
+    fn the_marker_is_a_whole_word_of_the_comment() {
+        assert!(is_marked(Some("accesshub:acme"), "acme"));
+        assert!(is_marked(Some("VIP  accesshub:acme\nfront desk"), "acme"));
+        assert!(!is_marked(Some("accesshub:acme2"), "acme"));
+        assert!(!is_marked(Some("accesshub:acme"), "acm"));
+        assert!(!is_marked(None, "acme"));
+    }
+
+    #[test]
+    fn only_pass_shaped_grants_of_marked_contacts_on_mapped_locks_bear_our_mark() {
+        let s = settings();
+        let ours = grant("g", "L1", Some("accesshub:acme"));
+        assert!(bears_our_mark(&ours, "acme", &s));
+        assert!(!bears_our_mark(&ours, "other", &s), "another tenant's");
+        assert!(!bears_our_mark(&grant("g", "L1", None), "acme", &s));
+        assert!(!bears_our_mark(
+            &grant("g", "L9", Some("accesshub:acme")),
+            "acme",
+            &s
+        ));
+        let mut open_ended = ours.clone();
+        open_ended.valid_before = None;
+        assert!(!bears_our_mark(&open_ended, "acme", &s));
+        let mut restricted = ours.clone();
+        restricted.time_restriction_ical = Some("RRULE:FREQ=DAILY".into());
+        assert!(!bears_our_mark(&restricted, "acme", &s));
+        let mut revoked = ours;
+        revoked.active = false;
+        assert!(!bears_our_mark(&revoked, "acme", &s));
+    }
+
+    #[test]
+    fn a_stray_is_revoked_only_when_ours_and_unwanted() {
+        let s = settings();
+        let pass = |wants: bool| DesiredGrants {
+            locks: s.pass_types.get("day").map(Vec::as_slice),
+            wants,
+            valid_before: t("2030-02-01T00:00:00Z"),
+        };
+        let (wanted, unwanted) = (pass(true), pass(false));
+        let g = grant("g1", "L1", Some("accesshub:acme"));
+        let rec = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(l, i)| ((*l).to_owned(), (*i).to_owned()))
+                .collect()
+        };
+        let judge = |g: Option<&Grant>, recorded: &BTreeMap<String, String>, d, marked| {
+            judge_stray(
+                g,
+                StrayContext {
+                    recorded,
+                    recorded_contact: Some("M"),
+                    wanted: d,
+                    marked,
+                },
+            )
+        };
+        let held = rec(&[("L1", "g1")]);
+        let other = rec(&[("L1", "g0")]);
+        let none = rec(&[]);
+        let w = Some((&wanted, "m@x.example"));
+        assert!(matches!(
+            judge(Some(&g), &held, w, true),
+            StrayVerdict::Keep(_)
+        ));
+        assert!(matches!(
+            judge(Some(&g), &none, w, true),
+            StrayVerdict::Keep(_)
+        ));
+        assert_eq!(
+            judge(Some(&g), &other, w, true),
+            StrayVerdict::Revoke,
+            "a duplicate"
+        );
+        assert_eq!(
+            judge(Some(&g), &held, Some((&wanted, "new@x.example")), true),
+            StrayVerdict::Revoke,
+            "an old holder's"
+        );
+        assert_eq!(
+            judge(Some(&g), &held, Some((&unwanted, "m@x.example")), true),
+            StrayVerdict::Revoke
+        );
+        assert_eq!(
+            judge(Some(&g), &none, None, true),
+            StrayVerdict::Revoke,
+            "no pass"
+        );
+        assert!(matches!(
+            judge(Some(&g), &none, None, false),
+            StrayVerdict::Keep(_)
+        ));
+        assert_eq!(
+            judge(Some(&g), &held, None, false),
+            StrayVerdict::Revoke,
+            "recorded"
+        );
+        assert_eq!(judge(None, &held, None, true), StrayVerdict::Gone);
+        let mut revoked = g;
+        revoked.active = false;
+        assert_eq!(judge(Some(&revoked), &held, w, true), StrayVerdict::Gone);
     }
 }

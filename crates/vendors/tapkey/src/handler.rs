@@ -8,12 +8,12 @@ use accesshub_domain::{Event, EventBody, EventKind, sync::RemoveCommand};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use vendor_http::RateLimiter;
-use worker_runtime::{ApplyContext, ApplyOutcome, Handler, HandlerError, Recorded};
+use worker_runtime::{ApplyContext, ApplyOutcome, Handler, HandlerError, Recorded, Status};
 
 use crate::{
     TapkeyClient,
     apply::{self, Target},
-    desired::desired_grants,
+    desired::{self, StrayVerdict, desired_grants},
 };
 
 /// Worker name (consumer, metrics, DLQ subject).
@@ -28,9 +28,18 @@ pub struct TapkeyIds {
     /// Start of the grants (kept stable across revisions when upstream gives none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub valid_from: Option<DateTime<Utc>>,
+    /// End of the grants (the pass's expiry): with the contact, how the reconciler ties a
+    /// grant it finds by our contact marker to this pass when no record holds its id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_before: Option<DateTime<Utc>>,
     /// Lock id → grant id of the active grants.
     #[serde(default)]
     pub grants: BTreeMap<String, String>,
+    /// Contacts of earlier holders whose grants may still be active: a holder change (new
+    /// e-mail) under way, recorded before the new holder's first grant so that a crash
+    /// cannot make us forget the old holder's access. Empty once they are revoked.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub former_contacts: Vec<String>,
 }
 
 /// The Tapkey adapter.
@@ -70,7 +79,11 @@ impl Handler for TapkeyHandler {
         conn: &Connection,
         limiter: Arc<RateLimiter>,
     ) -> Result<TapkeyClient, HandlerError> {
-        Ok(TapkeyClient::new(conn.settings.tapkey()?, limiter)?)
+        Ok(TapkeyClient::new(
+            conn.settings.tapkey()?,
+            &conn.tenant,
+            limiter,
+        )?)
     }
 
     async fn apply(
@@ -94,19 +107,66 @@ impl Handler for TapkeyHandler {
             first_attempt: ctx.first_attempt,
         };
         let none = TapkeyIds::default();
-        let ids = apply::apply(&ctx.client, target, prev.map_or(&none, |p| &p.ids)).await?;
+        let ids = apply::apply(ctx, target, prev.map_or(&none, |p| &p.ids)).await?;
         Ok(ApplyOutcome::new(apply::status_of(pass.status, wants), ids))
     }
 
-    /// A grant the reconciler found active although its pass wants no access (`vendor_id` is
-    /// the grant id): revoke it; already revoked or gone counts as done.
+    /// A grant the reconciler reported as a stray (`vendor_id` is the grant id; the booking
+    /// key is a pass's, or [`crate::inventory::stray_key`] for a grant of no known pass).
+    /// The run may be older than the pass's latest event, so the grant is fetched again and
+    /// judged against the pass's current desired state and record
+    /// ([`crate::desired::judge_stray`]): kept while the pass wants it, revoked otherwise;
+    /// already revoked or gone counts as done.
     async fn remove(
         &self,
         ctx: &ApplyContext<TapkeyClient>,
         cmd: &RemoveCommand,
-        _prev: Option<&Recorded<TapkeyIds>>,
+        prev: Option<&Recorded<TapkeyIds>>,
     ) -> Result<Option<ApplyOutcome<TapkeyIds>>, HandlerError> {
-        ctx.client.revoke(&cmd.vendor_id).await?;
-        Ok(None)
+        let settings = ctx.connection.settings.tapkey()?;
+        let none = TapkeyIds::default();
+        let ids = prev.map_or(&none, |p| &p.ids);
+        let grant = ctx.client.grant(&cmd.vendor_id).await?;
+        let pass = match ctx.stored_body(EventKind::Pass, &cmd.booking_key).await? {
+            Some(EventBody::Pass(p)) => Some(p),
+            _ => None,
+        };
+        let desired = pass
+            .as_ref()
+            .map(|p| desired_grants(settings, p, Utc::now()));
+        let verdict = desired::judge_stray(
+            grant.as_ref(),
+            desired::StrayContext {
+                recorded: &ids.grants,
+                recorded_contact: ids.contact_id.as_deref(),
+                wanted: desired
+                    .as_ref()
+                    .zip(pass.as_ref())
+                    .map(|(d, p)| (d, p.holder.email.as_str())),
+                marked: grant
+                    .as_ref()
+                    .is_some_and(|g| desired::bears_our_mark(g, &cmd.tenant, settings)),
+            },
+        );
+        match verdict {
+            StrayVerdict::Keep(why) => {
+                tracing::info!(grant = %cmd.vendor_id, run = cmd.run_id, why, "stray grant kept");
+                return Ok(None);
+            }
+            StrayVerdict::Gone => {}
+            StrayVerdict::Revoke => ctx.client.revoke(&cmd.vendor_id).await?,
+        }
+        // The record no longer holds a grant that is revoked now.
+        if !ids.grants.values().any(|id| id == &cmd.vendor_id) {
+            return Ok(None);
+        }
+        let mut left = ids.clone();
+        left.grants.retain(|_, id| id != &cmd.vendor_id);
+        let status = match (&pass, &desired) {
+            _ if !left.grants.is_empty() => Status::Active,
+            (Some(p), Some(d)) => apply::status_of(p.status, d.wants),
+            _ => Status::Removed,
+        };
+        Ok(Some(ApplyOutcome::new(status, left)))
     }
 }

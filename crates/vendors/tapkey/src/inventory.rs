@@ -1,27 +1,45 @@
 //! Tapkey: one grant per lock mapped to the pass type, valid until the pass expires.
 //!
-//! Tapkey grants carry no reference field. tapkey-worker records the grant ids it issued in the
-//! booking's binding (`vendor_ids.grants`: lock → grant id), so a grant is *ours* exactly when
-//! its id is in one of this tenant's Tapkey bindings; every other grant of the owner account is
-//! never returned, never touched. The comparison key is `<booking key>#<lock>`.
+//! Tapkey grants carry no reference field; a grant is *ours* (listed here, compared, removable)
+//! when it is active and either
+//! - its id is recorded in one of this tenant's Tapkey bindings (`vendor_ids.grants`), or
+//! - it bears our mark ([`crate::desired::bears_our_mark`]): its contact's `comment` carries
+//!   `accesshub:<tenant>`, its lock is mapped by the connection (any pass type), and it has a
+//!   finite `validBefore` after its `validFrom` and no time restriction — the shape of every
+//!   grant tapkey-worker issues. Found without our records: grants a crash, a holder change
+//!   or a lost binding made us forget.
 //!
-//! Compared fields: lock and `validBefore` (the pass's expiry, millisecond precision). The
-//! start is not compared: when upstream gives none the worker keeps the first event's time,
-//! which the desired state in Postgres does not carry.
+//! Every other grant of the owner account is never returned, never touched.
 //!
-//! Ownership comes from the worker's records, which the engine hands over (grant id → booking
-//! key):
-//! ~100 bytes per grant, fine for the pass volumes Tapkey owner accounts hold (tens of
+//! Each grant of ours is tied to a pass: by the binding that records its id; else by the
+//! binding that records its contact (current or former holder) with the same `validBefore`
+//! (or none recorded, as older builds wrote); else it belongs to no known pass and gets the
+//! booking key [`stray_key`] — a key no booking has, so the engine reports it as a stray and
+//! tapkey-worker's removal (which re-checks, see `TapkeyHandler::remove`) revokes it.
+//!
+//! The comparison key is `<booking key>#<lock>#<holder tag>` (the tag a hash of the holder's
+//! e-mail, lower-cased): an old holder's grant never passes for the new holder's. Compared
+//! fields: lock and `validBefore` (the pass's expiry, millisecond precision). The start is
+//! not compared: when upstream gives none the worker keeps the first event's time, which the
+//! desired state in Postgres does not carry.
+//!
+//! Records are held as grant id → booking key and contact id → (booking key, expiry):
+//! ~150 bytes per pass, fine for the pass volumes Tapkey owner accounts hold (tens of
 //! thousands), not meant for a million.
 
 use std::{collections::HashMap, sync::Arc};
 
-use accesshub_connections::Connection;
+use accesshub_connections::{Connection, TapkeySettings};
 use accesshub_domain::{Event, EventBody, EventKind};
 use chrono::{DateTime, SecondsFormat, Utc};
 use futures::{StreamExt as _, TryStreamExt as _, stream::BoxStream};
+use serde::Deserialize as _;
 
-use crate::desired::desired_grants;
+use crate::{
+    TapkeyIds,
+    client::Grant,
+    desired::{bears_our_mark, desired_grants},
+};
 use accesshub_inventory::{
     DesiredObject, Fingerprint, Inventory, InventoryError, Records, VendorObject, with_retry,
 };
@@ -29,9 +47,18 @@ use accesshub_inventory::{
 const VENDOR: &str = "tapkey";
 const PAGE: u64 = 500;
 
-/// Comparison key of one grant of one pass.
-pub fn reference(booking_key: &str, lock: &str) -> String {
-    format!("{booking_key}#{lock}")
+/// Comparison key of one grant of one pass for one holder.
+pub fn reference(booking_key: &str, lock: &str, holder_email: &str) -> String {
+    let tag = Fingerprint::new()
+        .field(&holder_email.to_lowercase())
+        .finish();
+    format!("{booking_key}#{lock}#{tag:016x}")
+}
+
+/// Booking key of a grant of ours that no record ties to a pass (`~` + contact id: no
+/// upstream key looks like it, and the worker finds no desired state under it).
+pub fn stray_key(contact_id: &str) -> String {
+    format!("~tapkey-contact:{contact_id}")
 }
 
 fn fingerprint(lock: &str, valid_before: Option<&DateTime<Utc>>) -> u64 {
@@ -57,7 +84,7 @@ pub fn desired_objects(
     Ok(locks
         .iter()
         .map(|lock| DesiredObject {
-            reference: reference(&event.booking_key, lock),
+            reference: reference(&event.booking_key, lock, &pass.holder.email),
             fingerprint: fingerprint(lock, Some(&d.valid_before)),
         })
         .collect())
@@ -78,17 +105,62 @@ impl TapkeyInventory {
     }
 }
 
-/// Grant id → booking key, from the worker's records (`grants`: lock → grant id).
-fn owned(records: &Records) -> HashMap<String, String> {
-    let mut map = HashMap::new();
-    for (key, ids) in records {
-        if let Some(grants) = ids.get("grants").and_then(|g| g.as_object()) {
-            for id in grants.values().filter_map(|v| v.as_str()) {
-                map.insert(id.to_owned(), key.clone());
+/// A pass recording a contact: its booking key and recorded expiry.
+type PassOfContact = (String, Option<DateTime<Utc>>);
+
+/// The worker's records, indexed for tying grants to passes.
+#[derive(Debug, Default)]
+struct Owned {
+    /// Grant id → booking key.
+    by_grant: HashMap<String, String>,
+    /// Contact id → (booking key, recorded expiry) of every pass recording it (as holder or
+    /// former holder).
+    by_contact: HashMap<String, Vec<PassOfContact>>,
+}
+
+impl Owned {
+    fn new(records: &Records) -> Self {
+        let mut o = Owned::default();
+        for (key, ids) in records {
+            // Unreadable records hold nothing usable; their grants may still bear our mark.
+            let Ok(ids) = TapkeyIds::deserialize(ids) else {
+                continue;
+            };
+            for id in ids.grants.values() {
+                o.by_grant.insert(id.clone(), key.clone());
+            }
+            for c in ids.contact_id.iter().chain(&ids.former_contacts) {
+                o.by_contact
+                    .entry(c.clone())
+                    .or_default()
+                    .push((key.clone(), ids.valid_before));
             }
         }
+        for passes in o.by_contact.values_mut() {
+            passes.sort();
+        }
+        o
     }
-    map
+
+    /// The booking key `g` belongs to, if it is ours (see the module doc).
+    fn key_of(&self, g: &Grant, tenant: &str, s: &TapkeySettings) -> Option<String> {
+        if let Some(k) = self.by_grant.get(&g.id) {
+            return Some(k.clone());
+        }
+        if !bears_our_mark(g, tenant, s) {
+            return None;
+        }
+        let pass = self.by_contact.get(&g.contact_id).and_then(|passes| {
+            passes
+                .iter()
+                .find(|(_, before)| *before == g.valid_before)
+                .or_else(|| passes.iter().find(|(_, before)| before.is_none()))
+        });
+        Some(match pass {
+            Some((k, _)) => k.clone(),
+            None => stray_key(&g.contact_id),
+        })
+    }
 }
 
 fn vendor_err(e: vendor_http::VendorError) -> InventoryError {
@@ -104,7 +176,8 @@ impl Inventory for TapkeyInventory {
         &[EventKind::Pass]
     }
 
-    /// Grants carry no reference: ours are those the worker recorded.
+    /// Grants carry no reference: the records tie grants to passes (and find grants of
+    /// contacts that predate the marker).
     fn needs_records(&self) -> bool {
         true
     }
@@ -117,12 +190,13 @@ impl Inventory for TapkeyInventory {
         let setup = async move {
             let s = conn.settings.tapkey()?;
             let limiter = Arc::new(vendor_http::RateLimiter::new(self.rate, 20));
-            let client = Arc::new(crate::TapkeyClient::new(s, limiter).map_err(vendor_err)?);
-            let owned = Arc::new(owned(records));
-            Ok::<_, InventoryError>((client, owned))
+            let client =
+                Arc::new(crate::TapkeyClient::new(s, &conn.tenant, limiter).map_err(vendor_err)?);
+            let owned = Arc::new(Owned::new(records));
+            Ok::<_, InventoryError>((client, owned, s))
         };
         futures::stream::once(setup)
-            .map_ok(|(client, owned)| {
+            .map_ok(move |(client, owned, settings)| {
                 futures::stream::try_unfold(Some(0u64), move |skip| {
                     let client = client.clone();
                     async move {
@@ -145,11 +219,20 @@ impl Inventory for TapkeyInventory {
                 })
                 .try_flatten()
                 .try_filter_map(move |g| {
-                    let ours = owned.get(&g.id).map(|key| VendorObject {
-                        reference: reference(key, &g.bound_lock_id),
-                        booking_key: key.clone(),
-                        fingerprint: fingerprint(&g.bound_lock_id, g.valid_before.as_ref()),
-                        vendor_id: g.id,
+                    // The `active` filter is applied here too: OData filtering of grants is
+                    // not documented, a server may ignore it.
+                    let key = g
+                        .active
+                        .then(|| owned.key_of(&g, &conn.tenant, settings))
+                        .flatten();
+                    let ours = key.map(|key| {
+                        let holder = g.contact.as_ref().map_or("", |c| c.identifier.as_str());
+                        VendorObject {
+                            reference: reference(&key, &g.bound_lock_id, holder),
+                            booking_key: key,
+                            fingerprint: fingerprint(&g.bound_lock_id, g.valid_before.as_ref()),
+                            vendor_id: g.id,
+                        }
                     });
                     futures::future::ready(Ok(ours))
                 })
@@ -165,5 +248,76 @@ impl Inventory for TapkeyInventory {
         now: DateTime<Utc>,
     ) -> Result<Vec<DesiredObject>, String> {
         desired_objects(conn, event, now)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::desired::tests::{grant_of, settings};
+    use serde_json::json;
+
+    fn grant(id: &str, contact: &str, before: &str, comment: Option<&str>) -> Grant {
+        grant_of(id, "L1", contact, before, comment)
+    }
+
+    #[test]
+    fn grants_are_tied_to_passes_by_id_then_contact_and_expiry_else_stray() {
+        let records: Records = [
+            (
+                "K1".to_owned(),
+                json!({"contact_id": "A", "valid_before": "2030-02-01T00:00:00Z",
+                "grants": {"L1": "g1"}}),
+            ),
+            (
+                "K2".to_owned(),
+                json!({"contact_id": "B", "valid_before": "2030-03-01T00:00:00Z",
+                "former_contacts": ["A"]}),
+            ),
+            ("K3".to_owned(), json!({"contact_id": "D"})),
+        ]
+        .into();
+        let o = Owned::new(&records);
+        let s = settings();
+        let m = Some("accesshub:t");
+        let key = |g: &Grant| o.key_of(g, "t", &s);
+        // Recorded id: ours even without the mark.
+        assert_eq!(
+            key(&grant("g1", "A", "2030-02-01T00:00:00Z", None)),
+            Some("K1".into())
+        );
+        // Marked: by contact and expiry (here a former holder's), or a record without expiry.
+        assert_eq!(
+            key(&grant("g2", "A", "2030-03-01T00:00:00Z", m)),
+            Some("K2".into())
+        );
+        assert_eq!(
+            key(&grant("g3", "D", "2031-01-01T00:00:00Z", m)),
+            Some("K3".into())
+        );
+        // Marked, but no record explains it: a stray of no pass.
+        assert_eq!(
+            key(&grant("g4", "A", "2031-01-01T00:00:00Z", m)),
+            Some(stray_key("A"))
+        );
+        assert_eq!(
+            key(&grant("g5", "Z", "2031-01-01T00:00:00Z", m)),
+            Some(stray_key("Z"))
+        );
+        // Neither recorded nor marked: not ours.
+        assert_eq!(key(&grant("g6", "A", "2030-02-01T00:00:00Z", None)), None);
+    }
+
+    #[test]
+    fn the_reference_tells_holders_apart_whatever_the_case() {
+        assert_eq!(
+            reference("K", "L", "M@x.example"),
+            reference("K", "L", "m@X.example")
+        );
+        assert_ne!(
+            reference("K", "L", "a@x.example"),
+            reference("K", "L", "b@x.example")
+        );
     }
 }

@@ -37,7 +37,7 @@ pub async fn answer(
         )));
     }
     // Lookups are rare operator clicks: no rate limit of their own.
-    let client = TapkeyClient::new(s, Arc::new(RateLimiter::new(0.0, 1)))
+    let client = TapkeyClient::new(s, &conn.tenant, Arc::new(RateLimiter::new(0.0, 1)))
         .map_err(|e| LookupFailure::vendor(e.to_string(), e.class()))?;
     let locks = client
         .bound_locks()

@@ -384,7 +384,11 @@ async fn crash_between_vendor_call_and_ack_creates_no_second_grant() {
     eventually(
         "redelivered and recorded",
         Duration::from_secs(20),
-        || async { binding_of(&env, "c1").await.is_some() },
+        || async {
+            binding_of(&env, "c1")
+                .await
+                .is_some_and(|b| b.applied_revision == 1)
+        },
     )
     .await;
     assert_eq!(env.sim.state().tapkey_grants().len(), 2, "no second grant");
@@ -456,17 +460,18 @@ fn nameless(key: &str) -> Event {
     ev
 }
 
-/// A new holder without a name, on the booking's first attempt: one grant PUT per lock that
-/// names the contact by e-mail (no contact PUT, no grants list). A crash right after still
-/// ends with one grant per lock, and the contact id Tapkey reported is recorded.
+/// A new holder without a name, on the booking's first attempt: one contact PUT (which marks
+/// the contact as ours — a grant PUT naming the contact by e-mail would let Tapkey create it
+/// unmarked) and one grant PUT per lock, no grants list. A crash right after still ends with
+/// one grant per lock, and the contact id is recorded.
 #[tokio::test]
-async fn a_nameless_new_holder_costs_one_call_per_lock_even_across_a_crash() {
+async fn a_new_holder_costs_a_contact_put_and_one_call_per_lock_even_across_a_crash() {
     let env = Env::new().await;
     let st = env.sim.state().clone();
     let (h, mut rx) = env.start_crashing().await;
     env.publish(&nameless("n1")).await;
     applied(&mut rx).await;
-    assert_eq!(st.count_calls(Vendor::Tapkey, "PUT", "/Contacts"), 0);
+    assert_eq!(st.count_calls(Vendor::Tapkey, "PUT", "/Contacts"), 1);
     assert_eq!(env.lists(), 0);
     assert_eq!(st.count_calls(Vendor::Tapkey, "PUT", "/Grants"), 2);
     assert_eq!(
@@ -477,8 +482,16 @@ async fn a_nameless_new_holder_costs_one_call_per_lock_even_across_a_crash() {
     h.abort().await;
     let h = env.start(TapkeyHandler::new()).await;
     env.publish(&nameless("n2")).await;
-    eventually("both recorded", Duration::from_secs(20), || async {
-        binding_of(&env, "n1").await.is_some() && binding_of(&env, "n2").await.is_some()
+    let applied = |key: &'static str| {
+        let env = &env;
+        async move {
+            binding_of(env, key)
+                .await
+                .is_some_and(|b| b.applied_revision == 1)
+        }
+    };
+    eventually("both applied", Duration::from_secs(20), || async {
+        applied("n1").await && applied("n2").await
     })
     .await;
     assert_eq!(env.grants_of("n1@example.com").len(), 2);
@@ -497,6 +510,11 @@ async fn a_nameless_new_holder_costs_one_call_per_lock_even_across_a_crash() {
             .find(|c| c.identifier == format!("{key}@example.com"))
             .unwrap();
         assert_eq!(b.vendor_ids["contact_id"], contact.id.as_str(), "{key}");
+        assert_eq!(
+            contact.comment.as_deref(),
+            Some("accesshub:cowork"),
+            "marked as ours"
+        );
         assert_eq!(b.vendor_ids["grants"].as_object().unwrap().len(), 2);
     }
     env.finish(h).await;
@@ -569,5 +587,235 @@ async fn unmapped_pass_type_is_dead_lettered_with_reason() {
     );
     assert_eq!(dl.booking_key.as_deref(), Some("u1"));
     assert!(env.grants_of("u1@example.com").is_empty());
+    env.finish(h).await;
+}
+
+impl Env {
+    /// Stores `ev` as the booking's desired state (what booking-ingest writes) and publishes it.
+    async fn ingest(&self, ev: &Event) {
+        sqlx::query(
+            "INSERT INTO bookings (tenant_id, kind, booking_key, site, revision, source, event_id, payload) \
+             VALUES ($1, 'pass', $2, $3, $4, 'nexudus', $5, $6) \
+             ON CONFLICT (tenant_id, kind, booking_key) DO UPDATE SET revision = EXCLUDED.revision, \
+             event_id = EXCLUDED.event_id, payload = EXCLUDED.payload",
+        )
+        .bind(&ev.tenant)
+        .bind(&ev.booking_key)
+        .bind(&ev.site)
+        .bind(ev.revision)
+        .bind(ev.id)
+        .bind(serde_json::to_value(ev).unwrap())
+        .execute(&self.db.pool)
+        .await
+        .unwrap();
+        self.publish(ev).await;
+    }
+
+    /// Publishes a reconciler removal of grant `vendor_id` for booking `key`.
+    async fn publish_remove(&self, key: &str, vendor_id: &str) {
+        use accesshub_domain::sync;
+        let cmd = sync::RemoveCommand {
+            run_id: 1,
+            tenant: "cowork".into(),
+            vendor: "tapkey".into(),
+            connection: "default".into(),
+            kind: accesshub_domain::EventKind::Pass,
+            booking_key: key.into(),
+            reference: format!("{key}#stray"),
+            vendor_id: vendor_id.into(),
+        };
+        let mut hm = async_nats::HeaderMap::new();
+        hm.insert(sync::HEADER_RUN, "1");
+        hm.insert(sync::HEADER_ACTION, "remove");
+        let msg = PublishMessage::build()
+            .payload(serde_json::to_vec(&cmd).unwrap().into())
+            .headers(hm);
+        self.tb
+            .bus
+            .js
+            .send_publish(
+                self.tb
+                    .bus
+                    .subject(&subjects::sync("tapkey", "cowork", key)),
+                msg,
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+
+    /// Active grant ids of every contact.
+    fn active_ids(&self) -> Vec<String> {
+        let g = self.sim.state().tapkey_grants();
+        g.into_iter().filter(|g| g.active).map(|g| g.id).collect()
+    }
+
+    /// The worker's `accesshub_worker_messages_total` for `outcome`.
+    fn outcomes(h: &WorkerHandle, outcome: &str) -> u64 {
+        h.registry()
+            .encode()
+            .lines()
+            .filter(|l| {
+                l.starts_with("accesshub_worker_messages_total")
+                    && l.contains(&format!("outcome=\"{outcome}\""))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64
+    }
+}
+
+fn with_holder(mut ev: Event, email: &str) -> Event {
+    if let EventBody::Pass(p) = &mut ev.body {
+        p.holder.email = email.into();
+    }
+    ev
+}
+
+/// Issue item 2: a Nexudus update with a new `CoworkerEmail` moves the pass to the new holder;
+/// the old holder's grants are revoked, not dropped from the binding and forgotten.
+#[tokio::test]
+async fn a_holder_email_change_revokes_the_old_holders_grants() {
+    let env = Env::new().await;
+    let h = env.start(TapkeyHandler::new()).await;
+    let exp = expiry(3);
+    env.publish(&with_holder(
+        pass_event("hc", 1, PassStatus::Active, "day", exp),
+        "a@x.example",
+    ))
+    .await;
+    eventually("a@x granted", Duration::from_secs(10), || async {
+        env.grants_of("a@x.example").len() == 2
+    })
+    .await;
+    env.publish(&with_holder(
+        pass_event("hc", 2, PassStatus::Active, "day", exp),
+        "b@x.example",
+    ))
+    .await;
+    eventually("b@x granted", Duration::from_secs(10), || async {
+        env.grants_of("b@x.example").len() == 2
+            && binding_of(&env, "hc")
+                .await
+                .is_some_and(|b| b.applied_revision == 2)
+    })
+    .await;
+    assert_eq!(
+        env.grants_of("a@x.example"),
+        vec![],
+        "old holder keeps no access"
+    );
+    let g = env.grants_of("b@x.example");
+    assert_eq!(g.iter().map(|x| x.0.clone()).collect::<Vec<_>>(), locks());
+    assert!(g.iter().all(|x| x.1 == Some(exp)));
+    env.finish(h).await;
+}
+
+/// Crashes after applying revision 1 of `key` (Active, no `valid_from`: as from Nexudus),
+/// then publishes revision 2 with `status` and a later `occurred_at`, restarts the worker and
+/// waits until revision 2 is applied.
+async fn crash_then(env: &Env, key: &str, status: PassStatus) -> WorkerHandle {
+    let (h, mut rx) = env.start_crashing().await;
+    let exp = expiry(2);
+    let rev1 = pass_event(key, 1, PassStatus::Active, "day", exp);
+    env.publish(&rev1).await;
+    applied(&mut rx).await;
+    assert_eq!(env.grants_of(&format!("{key}@example.com")).len(), 2);
+    h.abort().await; // grants at Tapkey, no applied revision, no ack
+    let mut rev2 = pass_event(key, 2, status, "day", exp);
+    rev2.occurred_at = rev1.occurred_at + chrono::Duration::seconds(7);
+    env.publish(&rev2).await;
+    let h = env.start(TapkeyHandler::new()).await;
+    eventually("revision 2 applied", Duration::from_secs(20), || async {
+        binding_of(env, key)
+            .await
+            .is_some_and(|b| b.applied_revision == 2)
+    })
+    .await;
+    h
+}
+
+/// H2(b): Nexudus never sends `valid_from`, so the start falls back to the event's
+/// `occurred_at`, which differs per revision. A crash between the grant PUTs and the binding
+/// write, then a later `Removed` revision: the crashed attempt's grants are revoked.
+#[tokio::test]
+async fn after_a_crash_a_later_removal_revokes_the_crashed_attempts_grants() {
+    let env = Env::new().await;
+    let h = crash_then(&env, "cr", PassStatus::Removed).await;
+    assert_eq!(env.grants_of("cr@example.com"), vec![], "no access left");
+    env.finish(h).await;
+}
+
+/// The same crash, then a later `Active` revision: the crashed attempt's grants are adopted —
+/// exactly one grant per lock, no second PUT.
+#[tokio::test]
+async fn after_a_crash_a_later_active_revision_adopts_the_crashed_attempts_grants() {
+    let env = Env::new().await;
+    let h = crash_then(&env, "ca", PassStatus::Active).await;
+    let all = env.sim.state().tapkey_grants();
+    assert_eq!(all.len(), 2, "no second grant: {all:?}");
+    assert!(all.iter().all(|g| g.active));
+    let b = binding_of(&env, "ca").await.unwrap();
+    let mut recorded: Vec<String> = b.vendor_ids["grants"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect();
+    recorded.sort();
+    let mut ids = env.active_ids();
+    ids.sort();
+    assert_eq!(recorded, ids, "the binding holds the adopted grants");
+    env.finish(h).await;
+}
+
+/// M4: a removal the reconciler decided before a newer event re-confirmed the pass must not
+/// revoke the grant the pass holds now; a removal of a grant of ours that no pass wants does;
+/// a grant that is not ours is never touched.
+#[tokio::test]
+async fn a_stale_removal_keeps_a_grant_its_pass_still_wants() {
+    let env = Env::new().await;
+    let h = env.start(TapkeyHandler::new()).await;
+    let exp = expiry(3);
+    env.ingest(&pass_event("st", 1, PassStatus::Active, "day", exp))
+        .await;
+    eventually("granted", Duration::from_secs(10), || async {
+        binding_of(&env, "st")
+            .await
+            .is_some_and(|b| b.applied_revision == 1)
+    })
+    .await;
+    let b = binding_of(&env, "st").await.unwrap();
+    let kept = b.vendor_ids["grants"][tk::DEMO_LOCK_FRONT]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // A grant of ours (the holder's marked contact, mapped lock, a pass-shaped validity) that
+    // no pass wants, reported under a key no booking has.
+    let contact = b.vendor_ids["contact_id"].as_str().unwrap().to_owned();
+    let st = env.sim.state();
+    let hand = |contact: &str, lock: &str| {
+        let from = Utc::now() - chrono::Duration::days(1);
+        st.tapkey_add_grant(tk::DEMO_OWNER_ID, lock, contact, from, Some(expiry(9)))
+    };
+    let stray = hand(&contact, tk::DEMO_LOCK_MEETING);
+    // Someone else's grant on a mapped lock: not ours.
+    let visitor = st.tapkey_add_contact(tk::DEMO_OWNER_ID, "visitor@example.com", None);
+    let foreign = hand(&visitor, tk::DEMO_LOCK_FRONT);
+    env.publish_remove("st", &kept).await;
+    env.publish_remove(&tapkey_adapter::inventory::stray_key(&contact), &stray)
+        .await;
+    env.publish_remove("st", &foreign).await;
+    eventually(
+        "three removals handled",
+        Duration::from_secs(15),
+        || async { Env::outcomes(&h, "applied") >= 4 },
+    )
+    .await;
+    let active = env.active_ids();
+    assert!(active.contains(&kept), "the pass still wants it");
+    assert!(!active.contains(&stray), "ours and unwanted: revoked");
+    assert!(active.contains(&foreign), "not ours: untouched");
+    assert_eq!(env.grants_of("st@example.com").len(), 2);
     env.finish(h).await;
 }
