@@ -28,7 +28,6 @@ async fn converges<M: Model>(model: M) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 20: Tapkey grants of a changed or shared holder leak (seeds 2, 5, 6, 8); un-ignored with the Tapkey fix"]
 async fn tapkey_converges() {
     converges(vendors::Tapkey).await;
 }
