@@ -224,13 +224,10 @@ impl Reconciler {
             .ok_or_else(|| ReconcileError::Unsupported(run.connection.vendor.clone()))?;
         // The tenant's other connections to this vendor: a booking that moved to one of them
         // leaves objects here that only this run can see.
-        let peers: Vec<_> = self
+        let peers = self
             .connections
-            .list()
-            .await?
-            .into_iter()
-            .filter(|c| c.tenant == conn.tenant && c.vendor() == conn.vendor())
-            .collect();
+            .list_for(&conn.tenant, conn.vendor())
+            .await?;
         engine::sync_connection(
             &self.pool,
             &self.bus,
