@@ -17,6 +17,22 @@ pub trait ConnectionSource: Send + Sync {
     ) -> BoxFuture<'a, Result<Option<Connection>, ReconcileError>>;
     /// Every connection (for default schedules).
     fn list(&self) -> BoxFuture<'_, Result<Vec<Connection>, ReconcileError>>;
+    /// One tenant's connections to one vendor (a run's peers: where its bookings may have
+    /// moved). The default filters [`ConnectionSource::list`].
+    fn list_for<'a>(
+        &'a self,
+        tenant: &'a str,
+        vendor: accesshub_connections::Vendor,
+    ) -> BoxFuture<'a, Result<Vec<Connection>, ReconcileError>> {
+        Box::pin(async move {
+            Ok(self
+                .list()
+                .await?
+                .into_iter()
+                .filter(|c| c.tenant == tenant && c.vendor() == vendor)
+                .collect())
+        })
+    }
 }
 
 /// A fixed, in-memory set (tests, benchmark, or a YAML file).
@@ -92,6 +108,18 @@ impl ConnectionSource for accesshub_connections::ConnectionStore {
     fn list(&self) -> BoxFuture<'_, Result<Vec<Connection>, ReconcileError>> {
         Box::pin(async move {
             accesshub_connections::ConnectionStore::list(self, None, None)
+                .await
+                .map_err(|e| ReconcileError::Connections(e.to_string()))
+        })
+    }
+
+    fn list_for<'a>(
+        &'a self,
+        tenant: &'a str,
+        vendor: accesshub_connections::Vendor,
+    ) -> BoxFuture<'a, Result<Vec<Connection>, ReconcileError>> {
+        Box::pin(async move {
+            accesshub_connections::ConnectionStore::list(self, Some(tenant), Some(vendor))
                 .await
                 .map_err(|e| ReconcileError::Connections(e.to_string()))
         })

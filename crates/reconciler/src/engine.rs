@@ -52,10 +52,13 @@ pub struct Outcome {
 }
 
 /// Which count a repair command lands in once the SYNC stream acknowledged it.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Repair {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Repair {
+    /// The booking's objects are missing.
     Create,
+    /// Some are wrong or missing.
     Update,
+    /// A stray or duplicate.
     Remove,
 }
 
@@ -299,12 +302,87 @@ fn tally(c: &mut Counts, r: Repair, ok: bool) {
     }
 }
 
-/// Runs the comparison for one connection and publishes the repairs.
+/// Which connection serves a booking's site now.
+#[derive(Debug, Clone, Copy)]
+pub enum Owner<'a> {
+    /// The connection being synced.
+    This,
+    /// Another of the tenant's connections to this vendor (the booking moved there).
+    Other(&'a Connection),
+    /// None: no enabled connection serves the site.
+    Nobody,
+}
+
+/// The owner of `site` among `peers` (the tenant's connections to this vendor, `conn`
+/// included), chosen as the workers choose ([`accesshub_connections::pick_for_site`]).
+/// Without peers, `conn` owns what it serves.
+pub fn owner<'a>(conn: &Connection, peers: &'a [Connection], site: &str) -> Owner<'a> {
+    if peers.is_empty() {
+        return if conn.serves_site(site) {
+            Owner::This
+        } else {
+            Owner::Nobody
+        };
+    }
+    match accesshub_connections::pick_for_site(peers, site) {
+        Some(c) if c.name == conn.name => Owner::This,
+        Some(c) => Owner::Other(c),
+        None => Owner::Nobody,
+    }
+}
+
+/// The pure comparison of one booking: which objects to remove (by vendor id) and whether the
+/// booking must be applied again. For each desired reference one copy is kept — the first
+/// listed that matches exactly, else the first listed (the vendor's order, oldest first where
+/// it lists by creation); every further copy is a duplicate and removed, as is every object
+/// whose reference is not desired.
+pub fn judge<'a>(
+    desired: &[accesshub_inventory::DesiredObject],
+    actual: &[crate::index::IndexedObject<'a>],
+) -> (Option<Repair>, Vec<(&'a str, &'a str)>) {
+    let mut need_apply: Option<Repair> = None;
+    let mut kept: Vec<usize> = Vec::new();
+    for d in desired {
+        let same = |a: &&crate::index::IndexedObject<'_>| a.reference == d.reference;
+        let first = actual
+            .iter()
+            .position(|a| same(&a) && a.fingerprint == d.fingerprint)
+            .or_else(|| actual.iter().position(|a| same(&a)));
+        let r = match first {
+            Some(i) => {
+                kept.push(i);
+                (actual[i].fingerprint != d.fingerprint).then_some(Repair::Update)
+            }
+            None => Some(Repair::Create),
+        };
+        need_apply = match (need_apply, r) {
+            (Some(Repair::Update), _) | (_, Some(Repair::Update)) => Some(Repair::Update),
+            (a, b) => a.or(b),
+        };
+    }
+    // Partly present counts as an update of the booking, wholly absent as a creation.
+    if matches!(need_apply, Some(Repair::Create)) && !actual.is_empty() {
+        need_apply = Some(Repair::Update);
+    }
+    let extras = actual
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !kept.contains(i))
+        .map(|(_, a)| (a.reference, a.vendor_id))
+        .collect();
+    (need_apply, extras)
+}
+
+/// Runs the comparison for one connection and publishes the repairs. `peers` are the
+/// tenant's connections to this vendor (`conn` included; empty: `conn` alone): objects listed
+/// here of a booking another connection serves now are removed, unless they are exactly what
+/// that connection wants (two connections reaching the same vendor account and place).
 pub async fn sync_connection(
     pool: &PgPool,
     bus: &Bus,
     inv: &dyn Inventory,
     conn: &Connection,
+    peers: &[Connection],
     run: &SyncRun,
     now: DateTime<Utc>,
 ) -> Result<Outcome, ReconcileError> {
@@ -376,8 +454,31 @@ pub async fn sync_connection(
             for &p in &positions {
                 index.mark(p);
             }
-            if !conn.serves_site(&site) {
-                continue;
+            match owner(conn, peers, &site) {
+                Owner::This => {}
+                // Offboarding decides what becomes of a site no connection serves.
+                Owner::Nobody => continue,
+                Owner::Other(o) => {
+                    let theirs = event_from_row(&conn.tenant, &kind, &row)
+                        .and_then(|ev| inv.desired(o, &ev, now).map(|d| (ev.kind(), d)));
+                    // Not judgeable under its owner: nothing is removed on a guess.
+                    let Ok((kind, theirs)) = theirs else { continue };
+                    let strays: Vec<(String, String)> = index
+                        .for_key(&key)
+                        .filter(|a| {
+                            !theirs.iter().any(|d| {
+                                d.reference == a.reference && d.fingerprint == a.fingerprint
+                            })
+                        })
+                        .map(|a| (a.reference.to_owned(), a.vendor_id.to_owned()))
+                        .collect();
+                    for (reference, vendor_id) in strays {
+                        publisher
+                            .remove(&mut counts, kind, &key, &reference, &vendor_id)
+                            .await;
+                    }
+                    continue;
+                }
             }
             counts.checked += 1;
             let judged = event_from_row(&conn.tenant, &kind, &row)
@@ -393,31 +494,10 @@ pub async fn sync_connection(
                 }
             };
             let actual: Vec<_> = index.for_key(&key).collect();
-            let mut need_apply: Option<Repair> = None;
-            for d in &desired {
-                let same_ref = actual.iter().filter(|a| a.reference == d.reference);
-                let mut any = false;
-                let mut exact = false;
-                for a in same_ref {
-                    any = true;
-                    exact |= a.fingerprint == d.fingerprint;
-                }
-                if !exact {
-                    let r = if any { Repair::Update } else { Repair::Create };
-                    need_apply = match (need_apply, r) {
-                        (Some(Repair::Update), _) | (_, Repair::Update) => Some(Repair::Update),
-                        _ => Some(r),
-                    };
-                }
-            }
-            // Partly present counts as an update of the booking, wholly absent as a creation.
-            if matches!(need_apply, Some(Repair::Create)) && !actual.is_empty() {
-                need_apply = Some(Repair::Update);
-            }
-            let extras: Vec<(String, String)> = actual
-                .iter()
-                .filter(|a| !desired.iter().any(|d| d.reference == a.reference))
-                .map(|a| (a.reference.to_owned(), a.vendor_id.to_owned()))
+            let (need_apply, extras) = judge(&desired, &actual);
+            let extras: Vec<(String, String)> = extras
+                .into_iter()
+                .map(|(r, id)| (r.to_owned(), id.to_owned()))
                 .collect();
             if need_apply.is_none() && extras.is_empty() {
                 counts.in_sync += 1;
@@ -509,4 +589,49 @@ async fn load_records(
         records.insert(key, ids);
     }
     Ok(records)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::index::IndexedObject;
+    use accesshub_inventory::DesiredObject;
+
+    fn obj<'a>(pos: usize, reference: &'a str, id: &'a str, fp: u64) -> IndexedObject<'a> {
+        IndexedObject {
+            pos,
+            booking_key: "k",
+            reference,
+            vendor_id: id,
+            fingerprint: fp,
+        }
+    }
+
+    fn want(reference: &str, fp: u64) -> DesiredObject {
+        DesiredObject {
+            reference: reference.into(),
+            fingerprint: fp,
+        }
+    }
+
+    #[test]
+    fn a_second_copy_of_a_desired_reference_is_a_duplicate_and_the_exact_one_is_kept() {
+        let actual = [
+            obj(0, "r1", "a", 9),
+            obj(1, "r1", "b", 1),
+            obj(2, "r1", "c", 1),
+        ];
+        let (apply, remove) = judge(&[want("r1", 1)], &actual);
+        assert_eq!(apply, None);
+        assert_eq!(remove, vec![("r1", "a"), ("r1", "c")]);
+        // No exact copy: the first listed is kept and updated.
+        let (apply, remove) = judge(&[want("r1", 5)], &actual);
+        assert_eq!(apply, Some(Repair::Update));
+        assert_eq!(remove, vec![("r1", "b"), ("r1", "c")]);
+        // Not desired at all: every copy goes; missing desired: created.
+        let (apply, remove) = judge(&[want("r2", 1)], &actual[..1]);
+        assert_eq!(apply, Some(Repair::Update), "partly present");
+        assert_eq!(remove, vec![("r1", "a")]);
+        assert_eq!(judge(&[want("r2", 1)], &[]).0, Some(Repair::Create));
+    }
 }

@@ -222,7 +222,22 @@ impl Reconciler {
             .inventories
             .get(run.connection.vendor.as_str())
             .ok_or_else(|| ReconcileError::Unsupported(run.connection.vendor.clone()))?;
-        engine::sync_connection(&self.pool, &self.bus, inv.as_ref(), &conn, run, Utc::now()).await
+        // The tenant's other connections to this vendor: a booking that moved to one of them
+        // leaves objects here that only this run can see.
+        let peers = self
+            .connections
+            .list_for(&conn.tenant, conn.vendor())
+            .await?;
+        engine::sync_connection(
+            &self.pool,
+            &self.bus,
+            inv.as_ref(),
+            &conn,
+            &peers,
+            run,
+            Utc::now(),
+        )
+        .await
     }
 
     /// Requeues running runs whose lease expired and whose connection lock is free (their

@@ -201,12 +201,7 @@ fn r(key: &str, plate: &str) -> String {
 
 #[tokio::test]
 async fn drift_is_found_counted_and_repaired_then_everything_is_in_sync() {
-    accesshub_telemetry::init_for_tests();
-    let (db, tb) = accesshub_testkit::isolated().await;
-    let sim = vendor_sim::start(vendor_sim::SimConfig::ephemeral())
-        .await
-        .unwrap();
-    sim.state().seed_demo();
+    let (db, tb, sim) = common::setup().await;
     let conn = connection(&sim.cloudpass_url());
     let worker = worker_runtime::start(
         worker_runtime::WorkerConfig::for_test(
@@ -431,4 +426,230 @@ async fn transient_list_errors_are_retried_and_a_refused_listing_fails_the_run_w
     sim.shutdown().await;
     tb.cleanup().await;
     db.drop_db().await;
+}
+
+/// A worker and a reconciler sharing `conns`.
+async fn worker_for(
+    db: &accesshub_testkit::TestDb,
+    tb: &accesshub_testkit::TestBus,
+    conns: Vec<Connection>,
+) -> worker_runtime::WorkerHandle {
+    worker_runtime::start(
+        worker_runtime::WorkerConfig::for_test(
+            tb.config(cloudpass_adapter::NAME, &db.url),
+            Arc::new(worker_runtime::StaticConnections::new(conns)),
+        ),
+        cloudpass_adapter::CloudpassHandler::new(),
+    )
+    .await
+    .unwrap()
+}
+
+fn reconciler_for(
+    db: &accesshub_testkit::TestDb,
+    tb: &accesshub_testkit::TestBus,
+    conns: Vec<Connection>,
+) -> Reconciler {
+    common::reconciler_with(db, tb, conns, Arc::new(CloudpassInventory::new().unwrap()))
+}
+
+async fn applied(db: &accesshub_testkit::TestDb, key: &str, revision: i64) {
+    accesshub_testkit::eventually("applied", Duration::from_secs(15), || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT applied_revision FROM bindings WHERE booking_key = $1 AND vendor = 'cloudpass'",
+        )
+        .bind(key)
+        .fetch_optional(&db.pool)
+        .await
+        .unwrap()
+            == Some(revision)
+    })
+    .await;
+}
+
+fn copies(sim: &vendor_sim::SimHandle, reference: &str) -> Vec<cp::VehicleBooking> {
+    sim.state()
+        .cloudpass_bookings()
+        .into_iter()
+        .filter(|b| b.reference == reference)
+        .collect()
+}
+
+/// M5(a): a second booking carrying a desired reference (an exact copy, as a crash or a
+/// vendor without de-duplication leaves) is a duplicate: flagged, and removed by the worker,
+/// which keeps the copy its binding records.
+#[tokio::test]
+async fn a_second_copy_of_a_desired_reference_is_removed_as_a_duplicate() {
+    let (db, tb, sim) = common::setup().await;
+    let conn = connection(&sim.cloudpass_url());
+    let worker = worker_for(&db, &tb, vec![conn.clone()]).await;
+    ingest(
+        &db,
+        &tb,
+        &reservation("D1", &["AB12CD"], ReservationStatus::Confirmed),
+    )
+    .await;
+    applied(&db, "D1", 1).await;
+    let reference = r("D1", "AB12CD");
+    let original = booking(&sim, &reference).unwrap();
+    // The duplicate (an exact copy, listed after the original).
+    let dup = cp::VehicleBooking {
+        id: "dup-1".into(),
+        ..original.clone()
+    };
+    sim.state().cloudpass_insert_bookings([dup]);
+    assert_eq!(copies(&sim, &reference).len(), 2);
+
+    let rec = reconciler_for(&db, &tb, vec![conn.clone()]);
+    let run = common::run(&rec, &db, &conn, Scope::Full).await;
+    assert_eq!(run.status, RunStatus::Succeeded, "{:?}", run.error);
+    assert_eq!(
+        run.counts,
+        Counts {
+            checked: 1,
+            removed: 1,
+            ..Counts::default()
+        }
+    );
+    common::eventually("one copy left", || copies(&sim, &reference).len() == 1).await;
+    assert_eq!(
+        copies(&sim, &reference)[0].id,
+        original.id,
+        "the recorded copy is kept"
+    );
+    let run2 = common::run(&rec, &db, &conn, Scope::Full).await;
+    assert_eq!(
+        run2.counts,
+        Counts {
+            checked: 1,
+            in_sync: 1,
+            ..Counts::default()
+        }
+    );
+    worker.shutdown().await.unwrap();
+    common::teardown(db, tb, sim).await;
+}
+
+/// M5(b): the booking's administration moved to another connection; a booking left at the
+/// old connection's site is removed by the old connection's sync (and by its worker).
+#[tokio::test]
+async fn a_booking_left_under_the_connection_a_reservation_moved_away_from_is_removed() {
+    let (db, tb, sim) = common::setup().await;
+    let ams = Connection {
+        name: "ams".into(),
+        sites: vec![ADMIN.into()],
+        ..connection(&sim.cloudpass_url())
+    };
+    let mut utr = Connection {
+        name: "utr".into(),
+        sites: vec!["adm-utr".into()],
+        ..connection(&sim.cloudpass_url())
+    };
+    if let VendorSettings::Cloudpass(s) = &mut utr.settings {
+        s.administrations.clear();
+        s.administrations.insert(
+            "adm-utr".into(),
+            CloudpassAdministration {
+                site_id: cp::DEMO_SITE_UTRECHT.into(),
+                time_restriction_id: Some("cp-tr-utr-247".into()),
+            },
+        );
+    }
+    let conns = vec![ams.clone(), utr.clone()];
+    let worker = worker_for(&db, &tb, conns.clone()).await;
+    let mut ev = reservation("MV", &["MV11"], ReservationStatus::Confirmed);
+    ev.site = "adm-utr".into();
+    ingest(&db, &tb, &ev).await;
+    applied(&db, "MV", 1).await;
+    let reference = r("MV", "MV11");
+    let at = |site: &str| copies(&sim, &reference).iter().any(|b| b.site_id == site);
+    assert!(at(cp::DEMO_SITE_UTRECHT));
+    // What the move left behind at Amsterdam (e.g. a crash before the record).
+    let utrecht = copies(&sim, &reference).remove(0);
+    sim.state().cloudpass_insert_bookings([cp::VehicleBooking {
+        id: "left-behind".into(),
+        site_id: cp::DEMO_SITE_AMSTERDAM.into(),
+        time_restriction_id: cp::DEMO_TR_AMSTERDAM_24_7.into(),
+        ..utrecht
+    }]);
+
+    let rec = reconciler_for(&db, &tb, conns);
+    let run = common::run(&rec, &db, &ams, Scope::Full).await;
+    assert_eq!(run.status, RunStatus::Succeeded, "{:?}", run.error);
+    assert_eq!(run.counts.removed, 1, "{:?}", run.counts);
+    common::eventually("left-behind booking removed", || {
+        !at(cp::DEMO_SITE_AMSTERDAM)
+    })
+    .await;
+    assert!(at(cp::DEMO_SITE_UTRECHT), "the current booking stays");
+    let run = common::run(&rec, &db, &utr, Scope::Full).await;
+    assert_eq!(run.counts.in_sync, 1, "{:?}", run.counts);
+    worker.shutdown().await.unwrap();
+    common::teardown(db, tb, sim).await;
+}
+
+/// M4: a stale removal (the reconciler saw the booking cancelled; it was re-confirmed before
+/// the command ran) does not delete the booking the current desired state wants.
+#[tokio::test]
+async fn a_stale_removal_does_not_delete_a_booking_the_current_state_wants() {
+    let (db, tb, sim) = common::setup().await;
+    let conn = connection(&sim.cloudpass_url());
+    let worker = worker_for(&db, &tb, vec![conn.clone()]).await;
+    let confirmed = reservation("K", &["KK11"], ReservationStatus::Confirmed);
+    ingest(&db, &tb, &confirmed).await;
+    applied(&db, "K", 1).await;
+    worker.shutdown().await.unwrap();
+    let reference = r("K", "KK11");
+    let o = booking(&sim, &reference).unwrap();
+
+    // The reconciler sees K cancelled (stored, its event not applied yet) → remove(O).
+    let set = |ev: Event| {
+        let pool = db.pool.clone();
+        async move {
+            sqlx::query("UPDATE bookings SET payload = $1, revision = $2 WHERE booking_key = 'K'")
+                .bind(serde_json::to_value(&ev).unwrap())
+                .bind(ev.revision)
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+    };
+    let mut cancelled = reservation("K", &["KK11"], ReservationStatus::Cancelled);
+    cancelled.revision = 2;
+    set(cancelled).await;
+    let rec = reconciler_for(&db, &tb, vec![conn.clone()]);
+    let run = common::run(&rec, &db, &conn, Scope::Full).await;
+    assert_eq!(run.counts.removed, 1, "{:?}", run.counts);
+    // Re-confirmed before the worker gets to the command.
+    let mut again = reservation("K", &["KK11"], ReservationStatus::Confirmed);
+    again.revision = 3;
+    set(again).await;
+
+    let worker = worker_for(&db, &tb, vec![conn.clone()]).await;
+    let consumer: async_nats::jetstream::consumer::PullConsumer = tb
+        .bus
+        .js
+        .get_consumer_from_stream(
+            tb.bus
+                .ns
+                .stream(&format!("{}-sync", cloudpass_adapter::NAME)),
+            tb.bus.stream_name(accesshub_domain::subjects::SYNC_STREAM),
+        )
+        .await
+        .unwrap();
+    accesshub_testkit::eventually("removal handled", Duration::from_secs(15), || {
+        let mut c = consumer.clone();
+        async move {
+            let i = c.info().await.unwrap();
+            i.ack_floor.stream_sequence >= 1 && i.num_ack_pending == 0 && i.num_pending == 0
+        }
+    })
+    .await;
+    assert_eq!(
+        booking(&sim, &reference).map(|b| b.id),
+        Some(o.id),
+        "the wanted booking was deleted"
+    );
+    worker.shutdown().await.unwrap();
+    common::teardown(db, tb, sim).await;
 }

@@ -370,6 +370,8 @@ pub struct ApplyContext<C> {
     pub(crate) services: crate::services::Services,
     /// This booking's binding key.
     pub(crate) key: crate::bindings::BindingKey,
+    /// The tenant's other connections of this vendor and their clients.
+    pub(crate) peers: Arc<dyn crate::services::Peers<C>>,
 }
 
 impl<C> std::fmt::Debug for ApplyContext<C> {

@@ -46,7 +46,7 @@ pub use handler::{
 pub use metrics::Outcome;
 pub use runner::{WorkerHandle, start};
 pub use serve::{install_crypto_provider, serve_main, shutdown_signal};
-pub use services::Related;
+pub use services::{Peer, Related};
 pub use source::{BoxFuture, ConnectionSource, SourceError, StaticConnections};
 pub use wrap::AfterApply;
 

@@ -17,6 +17,40 @@ use crate::{
     store::{BindingStore, Committed, LockGuard, Record},
 };
 
+/// Another connection of the context's tenant and vendor, with the runtime's client for it
+/// (the same cached client its own events use).
+pub struct Peer<C> {
+    /// The connection.
+    pub connection: std::sync::Arc<accesshub_connections::Connection>,
+    /// Its vendor client.
+    pub client: std::sync::Arc<C>,
+}
+
+impl<C> std::fmt::Debug for Peer<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Peer")
+            .field("connection", &self.connection.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How a context reaches the tenant's other connections of its vendor (implemented by the
+/// runner, which owns the connection source and the client cache).
+pub(crate) trait Peers<C>: Send + Sync {
+    /// The enabled connection serving `site` (as for an event of that site).
+    fn for_site<'a>(
+        &'a self,
+        tenant: &'a str,
+        site: &'a str,
+    ) -> crate::BoxFuture<'a, Result<Option<Peer<C>>, HandlerError>>;
+    /// The connection called `name`, enabled or not.
+    fn by_name<'a>(
+        &'a self,
+        tenant: &'a str,
+        name: &'a str,
+    ) -> crate::BoxFuture<'a, Result<Option<Peer<C>>, HandlerError>>;
+}
+
 /// The worker's handles every context shares (one per worker, behind an `Arc`).
 pub(crate) struct Handles {
     pub(crate) pool: PgPool,
@@ -95,8 +129,21 @@ impl<C> ApplyContext<C> {
         kind: EventKind,
         booking_key: &str,
     ) -> Result<Option<EventBody>, HandlerError> {
-        let text: Option<String> = sqlx::query_scalar(
-            "SELECT payload::text FROM bookings \
+        Ok(self
+            .stored_booking(kind, booking_key)
+            .await?
+            .map(|(_, body)| body))
+    }
+
+    /// [`stored_body`](Self::stored_body) with the booking's upstream site: which connection
+    /// serves the booking now ([`connection_for_site`](Self::connection_for_site)).
+    pub async fn stored_booking(
+        &self,
+        kind: EventKind,
+        booking_key: &str,
+    ) -> Result<Option<(String, EventBody)>, HandlerError> {
+        let row: Option<(String, String)> = sqlx::query_as(
+            "SELECT site, payload::text FROM bookings \
              WHERE tenant_id = $1 AND kind = $2 AND booking_key = $3",
         )
         .bind(&self.key.tenant)
@@ -105,15 +152,30 @@ impl<C> ApplyContext<C> {
         .fetch_optional(&self.services.handles.pool)
         .await
         .map_err(|e| db(e, "stored booking"))?;
-        text.map(|t| {
-            body_from_payload(kind, &t).map_err(|e| {
+        row.map(|(site, t)| {
+            let body = body_from_payload(kind, &t).map_err(|e| {
                 HandlerError::permanent(format!(
                     "stored {} {booking_key:?} is unreadable: {e}",
                     kind.as_str()
                 ))
-            })
+            })?;
+            Ok((site, body))
         })
         .transpose()
+    }
+
+    /// The tenant's enabled connection of this vendor serving `site` now, with its client:
+    /// a removal re-checks whether the booking is still this connection's, and objects left
+    /// under the connection a booking moved away from are deleted through that connection.
+    pub async fn connection_for_site(&self, site: &str) -> Result<Option<Peer<C>>, HandlerError> {
+        self.peers.for_site(&self.key.tenant, site).await
+    }
+
+    /// The tenant's connection of this vendor called `name` (enabled or not), with its
+    /// client: objects recorded under a connection the booking no longer uses are deleted
+    /// through the connection that created them, not the current one.
+    pub async fn connection_named(&self, name: &str) -> Result<Option<Peer<C>>, HandlerError> {
+        self.peers.by_name(&self.key.tenant, name).await
     }
 
     /// Records `status` and `ids` for this booking now, durably, without marking the event

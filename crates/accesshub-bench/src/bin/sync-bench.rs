@@ -150,9 +150,16 @@ async fn child(db_url: &str, namespace: &str, cloudpass_url: &str) -> anyhow::Re
     let lock = reconciler::lock::try_lock(&pool, &run.connection)
         .await?
         .context("connection locked")?;
-    let out =
-        reconciler::engine::sync_connection(&pool, &bus, inv.as_ref(), &conn, &run, Utc::now())
-            .await;
+    let out = reconciler::engine::sync_connection(
+        &pool,
+        &bus,
+        inv.as_ref(),
+        &conn,
+        &[],
+        &run,
+        Utc::now(),
+    )
+    .await;
     let wall = t0.elapsed();
     let (status, error, out) = match out {
         Ok(o) => ("succeeded", None, o),

@@ -24,16 +24,52 @@ pub fn reconciler(
     conn: &Connection,
     inv: Arc<dyn Inventory>,
 ) -> Reconciler {
+    reconciler_with(db, tb, vec![conn.clone()], inv)
+}
+
+/// A reconciler for a tenant's connections (a run's peers) and one inventory.
+pub fn reconciler_with(
+    db: &accesshub_testkit::TestDb,
+    tb: &accesshub_testkit::TestBus,
+    conns: Vec<Connection>,
+    inv: Arc<dyn Inventory>,
+) -> Reconciler {
     Reconciler::new(
         db.pool.clone(),
         tb.bus.clone(),
-        Arc::new(StaticConnections::new(vec![conn.clone()])),
+        Arc::new(StaticConnections::new(conns)),
         vec![inv],
         Settings {
             default_schedules: false,
             ..Settings::default()
         },
     )
+}
+
+/// An isolated database and bus, and the simulators with their demo fixtures.
+pub async fn setup() -> (
+    accesshub_testkit::TestDb,
+    accesshub_testkit::TestBus,
+    vendor_sim::SimHandle,
+) {
+    accesshub_telemetry::init_for_tests();
+    let (db, tb) = accesshub_testkit::isolated().await;
+    let sim = vendor_sim::start(vendor_sim::SimConfig::ephemeral())
+        .await
+        .unwrap();
+    sim.state().seed_demo();
+    (db, tb, sim)
+}
+
+/// Undoes [`setup`].
+pub async fn teardown(
+    db: accesshub_testkit::TestDb,
+    tb: accesshub_testkit::TestBus,
+    sim: vendor_sim::SimHandle,
+) {
+    sim.shutdown().await;
+    tb.cleanup().await;
+    db.drop_db().await;
 }
 
 /// Queues a manual run of `scope` for `conn` and executes it.

@@ -11,7 +11,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{CloudPassState, Token, VehicleBooking, error, normalize_plate};
+use super::{ApiUser, CloudPassState, Token, VehicleBooking, error, normalize_plate};
 use crate::faults::{LayerCtx, vendor_layer};
 use crate::state::{SimState, Vendor, lock, new_token};
 use crate::util::{bearer, client_credentials, parse_form, parse_ts, ts_secs};
@@ -74,8 +74,12 @@ async fn token(State(st): State<SimState>, body: Bytes) -> Response {
         .into_response()
 }
 
-/// Checks the bearer token and the API user's permission.
-fn authorize(st: &SimState, s: &CloudPassState, headers: &HeaderMap) -> Result<(), Response> {
+/// Checks the bearer token and the API user's permission; the user, for its sites.
+fn authorize<'s>(
+    st: &SimState,
+    s: &'s CloudPassState,
+    headers: &HeaderMap,
+) -> Result<&'s ApiUser, Response> {
     let unauthorized = |m: &str| error(StatusCode::UNAUTHORIZED, "unauthorized", m);
     let tok = bearer(headers).ok_or_else(|| unauthorized("missing bearer token"))?;
     let t = s
@@ -97,11 +101,12 @@ fn authorize(st: &SimState, s: &CloudPassState, headers: &HeaderMap) -> Result<(
             "the API user lacks the permission for this action; check the API user's permissions on the CloudPass website",
         ));
     }
-    Ok(())
+    Ok(user)
 }
 
-fn site_exists(s: &CloudPassState, site: &str) -> Result<(), Response> {
-    if s.sites.iter().any(|x| x.id == site) {
+/// The site, if it exists in the API user's account: another account's site is "not found".
+fn site_exists(s: &CloudPassState, user: &ApiUser, site: &str) -> Result<(), Response> {
+    if s.sites.iter().any(|x| x.id == site) && user.sees(site) {
         Ok(())
     } else {
         Err(error(
@@ -127,12 +132,14 @@ fn wire(b: &VehicleBooking) -> serde_json::Value {
 
 async fn sites(State(st): State<SimState>, headers: HeaderMap) -> Response {
     let s = lock(&st.inner.cloudpass);
-    if let Err(r) = authorize(&st, &s, &headers) {
-        return r;
-    }
+    let user = match authorize(&st, &s, &headers) {
+        Ok(u) => u,
+        Err(r) => return r,
+    };
     let data: Vec<_> = s
         .sites
         .iter()
+        .filter(|x| user.sees(&x.id))
         .map(|x| json!({"id": x.id, "name": x.name}))
         .collect();
     Json(json!({ "data": data })).into_response()
@@ -144,7 +151,7 @@ async fn time_restrictions(
     Path(site): Path<String>,
 ) -> Response {
     let s = lock(&st.inner.cloudpass);
-    if let Err(r) = authorize(&st, &s, &headers).and_then(|()| site_exists(&s, &site)) {
+    if let Err(r) = authorize(&st, &s, &headers).and_then(|u| site_exists(&s, u, &site)) {
         return r;
     }
     let data: Vec<_> = s
@@ -176,7 +183,7 @@ async fn list_bookings(
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
     let s = lock(&st.inner.cloudpass);
-    if let Err(r) = authorize(&st, &s, &headers).and_then(|()| site_exists(&s, &site)) {
+    if let Err(r) = authorize(&st, &s, &headers).and_then(|u| site_exists(&s, u, &site)) {
         return r;
     }
     let page = match parse_positive(&q, "page", 1) {
@@ -197,12 +204,15 @@ async fn list_bookings(
     let skip = usize::try_from((page - 1).saturating_mul(per_page)).unwrap_or(usize::MAX);
     let per_page_n = usize::try_from(per_page).unwrap_or(100);
     // Indexed: a page costs O(log N + per_page), not a scan of every booking.
-    let (total, data): (usize, Vec<_>) = match q.get("reference") {
-        // References are unique per site: zero or one match.
+    let filter = q
+        .get("reference")
+        .filter(|_| !s.modes.ignore_reference_filter);
+    let (total, data): (usize, Vec<_>) = match filter {
+        // Unique per site through the API; copies inserted around it are all listed.
         Some(r) => {
-            let one = s.vehicle_bookings.by_reference(&site, r);
-            let data = one.iter().skip(skip).take(per_page_n).map(|b| wire(b));
-            (usize::from(one.is_some()), data.collect())
+            let all = s.vehicle_bookings.all_by_reference(&site, r);
+            let data = all.iter().skip(skip).take(per_page_n).map(|b| wire(b));
+            (all.len(), data.collect())
         }
         None => (
             s.vehicle_bookings.count(&site),
@@ -305,7 +315,7 @@ async fn create_booking(
 ) -> Response {
     let now = st.now();
     let mut s = lock(&st.inner.cloudpass);
-    if let Err(r) = authorize(&st, &s, &headers).and_then(|()| site_exists(&s, &site)) {
+    if let Err(r) = authorize(&st, &s, &headers).and_then(|u| site_exists(&s, u, &site)) {
         return r;
     }
     let b = match parse_body(&body) {
@@ -364,7 +374,7 @@ async fn get_booking(
     Path((site, id)): Path<(String, String)>,
 ) -> Response {
     let s = lock(&st.inner.cloudpass);
-    if let Err(r) = authorize(&st, &s, &headers).and_then(|()| site_exists(&s, &site)) {
+    if let Err(r) = authorize(&st, &s, &headers).and_then(|u| site_exists(&s, u, &site)) {
         return r;
     }
     match s.vehicle_bookings.get(&site, &id) {
@@ -384,7 +394,7 @@ async fn patch_booking(
     body: Bytes,
 ) -> Response {
     let mut s = lock(&st.inner.cloudpass);
-    if let Err(r) = authorize(&st, &s, &headers).and_then(|()| site_exists(&s, &site)) {
+    if let Err(r) = authorize(&st, &s, &headers).and_then(|u| site_exists(&s, u, &site)) {
         return r;
     }
     let b = match parse_body(&body) {
@@ -448,7 +458,7 @@ async fn delete_booking(
     Path((site, id)): Path<(String, String)>,
 ) -> Response {
     let mut s = lock(&st.inner.cloudpass);
-    if let Err(r) = authorize(&st, &s, &headers).and_then(|()| site_exists(&s, &site)) {
+    if let Err(r) = authorize(&st, &s, &headers).and_then(|u| site_exists(&s, u, &site)) {
         return r;
     }
     if s.vehicle_bookings.remove(&site, &id).is_none() {

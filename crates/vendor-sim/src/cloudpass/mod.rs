@@ -2,7 +2,8 @@
 //! (API users with permissions, sites, time restrictions, vehicle bookings) is CloudPass's.
 //!
 //! Rules enforced: client-credentials tokens; an API user without permission gets 403
-//! `forbidden` on every API call; `reference` is unique per site (409 `conflict` carrying
+//! `forbidden` on every API call; an API user sees only its account's sites (another
+//! account's site is 404, as if it did not exist); `reference` is unique per site (409 `conflict` carrying
 //! `existing_id`); plates are uppercased and stripped of spaces and dashes, then must be 2–10
 //! ASCII alphanumerics (422); `valid_until` must be after `valid_from` (422); the
 //! `time_restriction_id` must exist at the site (422); lists paginate with `page`/`per_page`
@@ -33,6 +34,17 @@ pub struct ApiUser {
     /// Whether the user has the API permission; without it every API call answers 403.
     #[serde(default = "yes")]
     pub has_permission: bool,
+    /// The sites of the user's account; another account's site answers 404 as if it did not
+    /// exist. Empty: every site.
+    #[serde(default)]
+    pub sites: Vec<String>,
+}
+
+impl ApiUser {
+    /// Whether `site` belongs to the user's account.
+    pub fn sees(&self, site: &str) -> bool {
+        self.sites.is_empty() || self.sites.iter().any(|s| s == site)
+    }
 }
 
 fn yes() -> bool {
@@ -101,6 +113,30 @@ pub struct CloudPassState {
     pub vehicle_bookings: VehicleBookings,
     #[serde(skip)]
     pub(crate) tokens: HashMap<String, Token>,
+    /// Deliberate deviations, switched on by tests (off after a reset).
+    #[serde(skip)]
+    pub(crate) modes: CloudPassModes,
+}
+
+/// Ways the simulator can behave worse than documented, to prove the client does not rely on
+/// the vendor for its safety (`PUT /modes/cloudpass` on the control API).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CloudPassModes {
+    /// `GET …/vehicle-bookings?reference=` ignores the filter and lists the whole site (as an
+    /// API that does not know the parameter would): a client that trusts the filter takes
+    /// another guest's booking for its own.
+    #[serde(default)]
+    pub ignore_reference_filter: bool,
+}
+
+impl CloudPassState {
+    fn api_user_mut(&mut self, client_id: &str) -> Result<&mut ApiUser, SimError> {
+        self.api_users
+            .iter_mut()
+            .find(|u| u.client_id == client_id)
+            .ok_or_else(|| SimError::InvalidFixture(format!("no CloudPass API user {client_id}")))
+    }
 }
 
 /// Vehicle bookings indexed the way a real API pages them: per site in creation order
@@ -109,8 +145,9 @@ pub struct CloudPassState {
 #[derive(Debug, Default)]
 pub struct VehicleBookings {
     items: paged::Grouped<VehicleBooking>,
-    /// site → reference → sequence number.
-    by_ref: HashMap<String, HashMap<String, u64>>,
+    /// site → reference → sequence numbers in creation order (more than one only when
+    /// bookings were inserted without the API's reference check).
+    by_ref: HashMap<String, HashMap<String, Vec<u64>>>,
 }
 
 impl VehicleBookings {
@@ -128,13 +165,41 @@ impl VehicleBookings {
     pub fn insert(&mut self, b: VehicleBooking) {
         let (site, id, reference) = (b.site_id.clone(), b.id.clone(), b.reference.clone());
         let seq = self.items.insert(&site, &id, b);
-        self.by_ref.entry(site).or_default().insert(reference, seq);
+        self.by_ref
+            .entry(site)
+            .or_default()
+            .entry(reference)
+            .or_default()
+            .push(seq);
     }
 
-    /// The booking with this reference at this site.
+    /// The (first created) booking with this reference at this site.
     pub fn by_reference(&self, site: &str, reference: &str) -> Option<&VehicleBooking> {
-        let seq = *self.by_ref.get(site)?.get(reference)?;
-        self.items.get_seq(site, seq)
+        self.all_by_reference(site, reference).into_iter().next()
+    }
+
+    /// Every booking with this reference at this site, in creation order.
+    pub fn all_by_reference(&self, site: &str, reference: &str) -> Vec<&VehicleBooking> {
+        let seqs = self
+            .by_ref
+            .get(site)
+            .and_then(|r| r.get(reference))
+            .map(|v| v.as_slice())
+            .unwrap_or_default();
+        seqs.iter()
+            .filter_map(|&seq| self.items.get_seq(site, seq))
+            .collect()
+    }
+
+    fn unindex(&mut self, site: &str, reference: &str, seq: u64) {
+        if let Some(refs) = self.by_ref.get_mut(site)
+            && let Some(seqs) = refs.get_mut(reference)
+        {
+            seqs.retain(|&s| s != seq);
+            if seqs.is_empty() {
+                refs.remove(reference);
+            }
+        }
     }
 
     /// The booking with this id at this site.
@@ -152,12 +217,17 @@ impl VehicleBookings {
         let (seq, b) = self.items.get_mut(site, id)?;
         let old_ref = b.reference.clone();
         f(b);
-        if b.reference != old_ref {
-            let refs = self.by_ref.entry(site.to_owned()).or_default();
-            if refs.get(&old_ref) == Some(&seq) {
-                refs.remove(&old_ref);
-            }
-            refs.insert(b.reference.clone(), seq);
+        let new_ref = (b.reference != old_ref).then(|| b.reference.clone());
+        if let Some(new_ref) = new_ref {
+            self.unindex(site, &old_ref, seq);
+            let seqs = self
+                .by_ref
+                .entry(site.to_owned())
+                .or_default()
+                .entry(new_ref)
+                .or_default();
+            seqs.push(seq);
+            seqs.sort_unstable();
         }
         self.items.get_seq(site, seq)
     }
@@ -165,11 +235,7 @@ impl VehicleBookings {
     /// Removes the booking with this id at this site.
     pub fn remove(&mut self, site: &str, id: &str) -> Option<VehicleBooking> {
         let (seq, b) = self.items.remove(site, id)?;
-        if let Some(refs) = self.by_ref.get_mut(site)
-            && refs.get(&b.reference) == Some(&seq)
-        {
-            refs.remove(&b.reference);
-        }
+        self.unindex(site, &b.reference, seq);
         Some(b)
     }
 
@@ -288,7 +354,19 @@ impl SimState {
             client_id: client_id.to_owned(),
             client_secret: client_secret.to_owned(),
             has_permission,
+            sites: Vec::new(),
         });
+    }
+
+    /// Limits an API user's account to `sites` (empty: every site).
+    pub fn cloudpass_set_user_sites(
+        &self,
+        client_id: &str,
+        sites: &[&str],
+    ) -> Result<(), SimError> {
+        lock(&self.inner.cloudpass).api_user_mut(client_id)?.sites =
+            sites.iter().map(|x| (*x).to_owned()).collect();
+        Ok(())
     }
 
     /// Grants or withdraws an API user's permission (existing tokens are affected at once).
@@ -297,15 +375,9 @@ impl SimState {
         client_id: &str,
         has_permission: bool,
     ) -> Result<(), SimError> {
-        let mut s = lock(&self.inner.cloudpass);
-        let u = s
-            .api_users
-            .iter_mut()
-            .find(|u| u.client_id == client_id)
-            .ok_or_else(|| {
-                SimError::InvalidFixture(format!("no CloudPass API user {client_id}"))
-            })?;
-        u.has_permission = has_permission;
+        lock(&self.inner.cloudpass)
+            .api_user_mut(client_id)?
+            .has_permission = has_permission;
         Ok(())
     }
 
@@ -353,8 +425,9 @@ impl SimState {
     }
 
     /// Appends vehicle bookings as they are, without the API's validation or the per-site
-    /// reference check (a duplicate reference shadows the earlier one in reference lookups):
-    /// for benchmarks that need a million objects without a million POSTs.
+    /// reference check (a duplicate reference is kept: the reference filter then lists every
+    /// copy, oldest first): for benchmarks that need a million objects without a million
+    /// POSTs, and for tests that need a duplicate the API would refuse.
     pub fn cloudpass_insert_bookings(&self, bookings: impl IntoIterator<Item = VehicleBooking>) {
         let mut s = lock(&self.inner.cloudpass);
         for b in bookings {
@@ -362,7 +435,17 @@ impl SimState {
         }
     }
 
-    /// The vehicle booking with this reference at this site, if any.
+    /// Switches the deliberate deviations of [`CloudPassModes`].
+    pub fn cloudpass_set_modes(&self, modes: CloudPassModes) {
+        lock(&self.inner.cloudpass).modes = modes;
+    }
+
+    /// The deviations in force.
+    pub fn cloudpass_modes(&self) -> CloudPassModes {
+        lock(&self.inner.cloudpass).modes
+    }
+
+    /// The (first created) vehicle booking with this reference at this site, if any.
     pub fn cloudpass_booking_by_reference(
         &self,
         site_id: &str,
@@ -385,11 +468,13 @@ impl SimState {
                     client_id: DEMO_CLIENT_ID.into(),
                     client_secret: DEMO_CLIENT_SECRET.into(),
                     has_permission: true,
+                    sites: Vec::new(),
                 },
                 ApiUser {
                     client_id: DEMO_NOPERM_CLIENT_ID.into(),
                     client_secret: DEMO_NOPERM_CLIENT_SECRET.into(),
                     has_permission: false,
+                    sites: Vec::new(),
                 },
             ],
             sites: vec![

@@ -8,6 +8,7 @@
 //! | DELETE | `/calls` | [`SimState::clear_calls`] |
 //! | GET / POST / DELETE | `/faults` | list / add (one rule or an array) / clear |
 //! | POST | `/seed/{vendor}` (`demo` as vendor seeds all demo fixtures) | [`SimState::seed_json`] |
+//! | GET / PUT | `/modes/cloudpass` | [`SimState::cloudpass_modes`] / [`SimState::cloudpass_set_modes`] |
 //! | GET | `/healthz` | `ok` |
 
 use std::collections::HashMap;
@@ -32,6 +33,10 @@ pub(crate) fn router(state: SimState) -> Router {
         .route("/calls", get(calls).delete(clear_calls))
         .route("/faults", get(faults).post(add_faults).delete(clear_faults))
         .route("/seed/{vendor}", post(seed))
+        .route(
+            "/modes/cloudpass",
+            get(cloudpass_modes).put(set_cloudpass_modes),
+        )
         .with_state(state)
 }
 
@@ -118,5 +123,22 @@ async fn seed(State(st): State<SimState>, Path(v): Path<String>, body: Bytes) ->
     match st.seed_json(v, doc) {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => bad(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
+    }
+}
+
+async fn cloudpass_modes(State(st): State<SimState>) -> Response {
+    Json(st.cloudpass_modes()).into_response()
+}
+
+async fn set_cloudpass_modes(State(st): State<SimState>, body: Bytes) -> Response {
+    match serde_json::from_slice::<crate::cloudpass::CloudPassModes>(&body) {
+        Ok(m) => {
+            st.cloudpass_set_modes(m);
+            Json(m).into_response()
+        }
+        Err(e) => bad(
+            StatusCode::BAD_REQUEST,
+            format!("expected CloudPass modes: {e}"),
+        ),
     }
 }

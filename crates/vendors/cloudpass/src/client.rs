@@ -14,6 +14,9 @@ use vendor_http::{
 /// What the operator must do about a 403 (the API user lacks permissions).
 pub const PERMISSION_HINT: &str = "CloudPass refused the request (403): check the API user's permissions on the CloudPass website (Settings → Website Users)";
 
+/// Page size of [`CloudpassClient::find_all`]: the vendor's largest.
+const FIND_PER_PAGE: u64 = 100;
+
 /// A vehicle booking.
 #[derive(Debug, Clone, Deserialize)]
 pub struct VehicleBooking {
@@ -133,22 +136,39 @@ impl CloudpassClient {
         format!("{}/sites/{site}/vehicle-bookings", self.api)
     }
 
-    /// The booking carrying our `reference` at `site`, if any.
-    pub async fn find(
+    /// Every booking carrying exactly our `reference` at `site`, in the vendor's (creation)
+    /// order. The `reference` filter narrows the listing, but each row is checked here too and
+    /// every page is read: were the filter ignored or fuzzy, trusting it would make us update
+    /// or delete another guest's booking. Usually one row, or none.
+    pub async fn find_all(
         &self,
         site: &str,
         reference: &str,
-    ) -> Result<Option<VehicleBooking>, VendorError> {
+    ) -> Result<Vec<VehicleBooking>, VendorError> {
         let url = self.bookings_url(site);
-        let page: Page<VehicleBooking> = self
-            .http
-            .send_json("find_booking", |h| {
-                h.request(Method::GET, &url)
-                    .query(&[("reference", reference), ("per_page", "1")])
-            })
-            .await
-            .map_err(map_err)?;
-        Ok(page.data.into_iter().next())
+        let mut ours = Vec::new();
+        let mut seen = 0u64;
+        for page in 1u64.. {
+            let p: Page<VehicleBooking> = self
+                .http
+                .send_json("find_booking", |h| {
+                    h.request(Method::GET, &url).query(&[
+                        ("reference", reference),
+                        ("page", &page.to_string()),
+                        ("per_page", &FIND_PER_PAGE.to_string()),
+                    ])
+                })
+                .await
+                .map_err(map_err)?;
+            let total = p.meta.map_or(0, |m| m.total);
+            let rows = p.data.len() as u64;
+            seen += rows;
+            ours.extend(p.data.into_iter().filter(|b| b.reference == reference));
+            if rows < FIND_PER_PAGE || seen >= total {
+                break;
+            }
+        }
+        Ok(ours)
     }
 
     /// One page of every booking at `site` (the reconciler's inventory), with the total

@@ -1,32 +1,45 @@
 //! The worker-runtime [`Handler`]: everything else (consuming, ordering, revision check,
 //! retries, DLQ, metrics) is the runtime's.
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+};
 
 use accesshub_connections::{Connection, Vendor};
 use accesshub_domain::{Event, EventBody, EventKind, sync::RemoveCommand};
 use serde::{Deserialize, Serialize};
 use vendor_http::RateLimiter;
-use worker_runtime::{ApplyContext, ApplyOutcome, Handler, HandlerError, Recorded};
+use worker_runtime::{ApplyContext, ApplyOutcome, Handler, HandlerError, Recorded, Status};
 
 use crate::{
     CloudpassClient,
-    apply::{self, Target},
+    apply::{self, Clients, Target, keeper, same_account},
     desired::{DesiredError, desired_bookings, plates},
 };
 
 /// Worker name (consumer, metrics, DLQ subject).
 pub const NAME: &str = "cloudpass-worker";
 
-/// What the binding remembers: the site and the booking id per plate.
+/// What the binding remembers: where the bookings live (site and connection), the booking id
+/// per plate, and the plates an attempt may have created without recording their id.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct CloudpassIds {
     /// CloudPass site the bookings live at.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub site_id: Option<String>,
+    /// Name of the connection the bookings were created through: after the administration
+    /// moves to another connection they are deleted through this one (`None`: records of
+    /// older builds, taken as the current connection).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection: Option<String>,
     /// Normalized plate → booking id.
     #[serde(default)]
     pub bookings: BTreeMap<String, String>,
+    /// Plates whose create may have reached CloudPass without its id being recorded: written
+    /// before the calls, so an attempt after a crash looks them up by reference.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub pending: BTreeSet<String>,
 }
 
 /// The CloudPass adapter.
@@ -87,24 +100,55 @@ impl Handler for CloudpassHandler {
         let wants = r.status.wants_access();
         let target = Target {
             site,
+            connection: &ctx.connection.name,
             wanted,
             plates: plates(r),
+            listed: r
+                .license_plates
+                .iter()
+                .map(|p| crate::normalize_plate(p))
+                .collect(),
             wants,
             reference_base: &ctx.reference,
         };
         let none = CloudpassIds::default();
         let prev = prev.map_or(&none, |p| &p.ids);
-        let ids = apply::apply(&ctx.client, target, prev).await?;
+        // Bookings recorded under another connection are deleted through that one.
+        let other = match prev.connection.as_deref() {
+            Some(name) if name != ctx.connection.name => Some(ctx.connection_named(name).await?),
+            _ => None,
+        };
+        let clients = Clients {
+            current: &ctx.client,
+            recorded: match &other {
+                Some(peer) => peer.as_ref().map(|p| p.client.as_ref()),
+                None => Some(&ctx.client),
+            },
+        };
+        let record = |ids: CloudpassIds| async move {
+            let status = if ids.pending.is_empty() {
+                apply::status(wants, &ids)
+            } else {
+                Status::InFlight
+            };
+            ctx.record_progress(status, &ids).await
+        };
+        let ids = apply::apply(clients, target, prev, record).await?;
         Ok(ApplyOutcome::new(apply::status(wants, &ids), ids))
     }
 
-    /// A stray found by the reconciler: `vendor_id` is `<site>/<booking id>`. Deleting a
-    /// booking that is already gone succeeds.
+    /// A stray found by the reconciler: `vendor_id` is `<site>/<booking id>`. Re-checked here,
+    /// because the reconciler's view may be stale by the time the command arrives (a newer
+    /// event may have re-adopted the booking): a booking is deleted unless the reservation's
+    /// current desired state wants its reference at this place, and, when it does, only a
+    /// duplicate is deleted — the copy kept is the one the binding records, else the oldest
+    /// (whichever copy the command names, the others go, so the reference ends with one).
+    /// Deleting one that is already gone, or no longer carries our reference, does nothing.
     async fn remove(
         &self,
         ctx: &ApplyContext<CloudpassClient>,
         cmd: &RemoveCommand,
-        _prev: Option<&Recorded<CloudpassIds>>,
+        prev: Option<&Recorded<CloudpassIds>>,
     ) -> Result<Option<ApplyOutcome<CloudpassIds>>, HandlerError> {
         let Some((site, id)) = cmd.vendor_id.split_once('/') else {
             return Err(HandlerError::permanent(format!(
@@ -112,7 +156,69 @@ impl Handler for CloudpassHandler {
                 cmd.vendor_id
             )));
         };
-        ctx.client.delete(site, id).await?;
+        let copies = ctx.client.find_all(site, &cmd.reference).await?;
+        if !copies.iter().any(|b| b.id == id) {
+            return Ok(None);
+        }
+        let doomed: Vec<&str> = match wanted_plate(ctx, cmd, site).await? {
+            None => vec![id],
+            Some(plate) => {
+                let recorded = prev
+                    .map(|p| &p.ids)
+                    .filter(|ids| {
+                        ids.site_id.as_deref() == Some(site)
+                            && ids
+                                .connection
+                                .as_deref()
+                                .is_none_or(|c| c == ctx.connection.name)
+                    })
+                    .and_then(|ids| ids.bookings.get(&plate))
+                    .map(String::as_str);
+                let keep = keeper(&copies, recorded);
+                copies
+                    .iter()
+                    .map(|b| b.id.as_str())
+                    .filter(|b| Some(*b) != keep)
+                    .collect()
+            }
+        };
+        for doomed in doomed {
+            ctx.client.delete(site, doomed).await?;
+        }
         Ok(None)
+    }
+}
+
+/// The plate whose booking the reservation's current desired state wants under `reference`
+/// at `site` of this connection's account, if any: the stored booking, served by its current
+/// connection (another one counts only if it reaches the same account), mapped to this
+/// CloudPass site.
+async fn wanted_plate(
+    ctx: &ApplyContext<CloudpassClient>,
+    cmd: &RemoveCommand,
+    site: &str,
+) -> Result<Option<String>, HandlerError> {
+    let Some((admin, EventBody::Reservation(r))) = ctx
+        .stored_booking(EventKind::Reservation, &cmd.booking_key)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let Some(owner) = ctx.connection_for_site(&admin).await? else {
+        return Ok(None);
+    };
+    if !same_account(&owner.connection, &ctx.connection) {
+        return Ok(None);
+    }
+    let settings = owner.connection.settings.cloudpass()?;
+    match desired_bookings(settings, &admin, &ctx.reference, &r) {
+        Ok((cp_site, wanted)) if cp_site == site => Ok(wanted
+            .into_iter()
+            .find(|f| f.reference == cmd.reference)
+            .map(|f| f.license_plate)),
+        Ok(_) | Err(DesiredError::Unmapped(_)) => Ok(None),
+        Err(e @ DesiredError::Time(_)) => Err(HandlerError::permanent(format!(
+            "cannot judge the stray: {e}"
+        ))),
     }
 }

@@ -7,7 +7,10 @@
 //! check-out plus the window, computed in the site's timezone (DST-correct, via
 //! `Reservation::check_in/check_out`). Plates added or removed, dates moved, cancellation:
 //! the bookings follow. Each booking's `reference` (`ah:<tenant>:reservation:<key>:<PLATE>`)
-//! is our idempotency key: looked up before every create, and a 409 on create means "exists".
+//! is our idempotency key: looked up before every create (each returned row checked for
+//! `reference ==`, not trusting the vendor's filter), and a 409 on create means "exists".
+//! What is ours and how crashes, moves, refused plates and stray removals are handled:
+//! docs/sync.md "What is ours, per vendor".
 //!
 //! - [`client`]: the CloudPass API (paths, fields, OAuth, classification) and nothing else.
 //! - [`desired`]: reservation → the vehicle bookings CloudPass should hold (pure).

@@ -431,25 +431,8 @@ async fn crash_between_vendor_call_and_ack_creates_no_second_booking() {
         .unwrap();
     h.abort().await;
     let h = env.start(CloudpassHandler::new()).await;
-    eventually(
-        "recorded after restart",
-        Duration::from_secs(20),
-        || async {
-            worker_runtime::get_binding(
-                &env.db.pool,
-                &worker_runtime::BindingKey {
-                    tenant: "parks".into(),
-                    vendor: "cloudpass".into(),
-                    kind: "reservation".into(),
-                    booking_key: "c1".into(),
-                },
-            )
-            .await
-            .unwrap()
-            .is_some()
-        },
-    )
-    .await;
+    // Applied, not only the plates recorded as pending before the crash.
+    env.applied("c1", 1).await;
     assert_eq!(env.bookings_of("c1").len(), 2);
     assert_eq!(
         env.sim
@@ -457,5 +440,293 @@ async fn crash_between_vendor_call_and_ack_creates_no_second_booking() {
             .count_calls(Vendor::CloudPass, "POST", "/vehicle-bookings"),
         2
     );
+    env.finish(h).await;
+}
+
+fn key(booking: &str) -> worker_runtime::BindingKey {
+    worker_runtime::BindingKey {
+        tenant: "parks".into(),
+        vendor: "cloudpass".into(),
+        kind: "reservation".into(),
+        booking_key: booking.into(),
+    }
+}
+
+impl Env {
+    async fn binding(&self, booking: &str) -> Option<worker_runtime::Binding> {
+        worker_runtime::get_binding(&self.db.pool, &key(booking))
+            .await
+            .unwrap()
+    }
+
+    /// Waits until the booking's binding records `revision` as applied.
+    async fn applied(&self, booking: &str, revision: i64) {
+        eventually("applied", Duration::from_secs(15), || async {
+            self.binding(booking)
+                .await
+                .is_some_and(|b| b.applied_revision == revision)
+        })
+        .await;
+    }
+}
+
+fn vehicle_booking(reference: &str, plate: &str, site: &str) -> cp::VehicleBooking {
+    let t = chrono::DateTime::parse_from_rfc3339("2030-01-01T10:00:00Z")
+        .unwrap()
+        .with_timezone(&Utc);
+    cp::VehicleBooking {
+        id: uuid::Uuid::new_v4().to_string(),
+        site_id: site.into(),
+        reference: reference.into(),
+        license_plate: plate.into(),
+        valid_from: t,
+        valid_until: t + chrono::Duration::days(2),
+        time_restriction_id: cp::DEMO_TR_AMSTERDAM_24_7.into(),
+        name: Some("another guest".into()),
+        created_at: t,
+    }
+}
+
+/// M7: a vendor that ignores the `reference` filter lists another guest's booking first; the
+/// worker must neither patch it into ours nor delete it on cancellation.
+#[tokio::test]
+async fn a_foreign_booking_is_never_taken_for_ours_when_the_reference_filter_is_ignored() {
+    let env = Env::new().await;
+    let st = env.sim.state();
+    st.cloudpass_set_modes(cp::CloudPassModes {
+        ignore_reference_filter: true,
+    });
+    let foreign = vehicle_booking("MANUAL-7", "FO11RN", cp::DEMO_SITE_AMSTERDAM);
+    st.cloudpass_insert_bookings([foreign.clone()]);
+    let h = env.start(CloudpassHandler::new()).await;
+    let ev = |rev, status| {
+        reservation(
+            "m7",
+            rev,
+            status,
+            "2030-06-01",
+            "2030-06-03",
+            &["AB12CD"],
+            "adm-ams",
+        )
+    };
+    env.publish(&ev(1, Confirmed)).await;
+    env.applied("m7", 1).await;
+    let unchanged = |st: &vendor_sim::SimState| {
+        st.cloudpass_bookings()
+            .into_iter()
+            .find(|b| b.id == foreign.id)
+            .is_some_and(|b| b == foreign)
+    };
+    assert!(unchanged(st), "the foreign booking was changed");
+    assert_eq!(env.bookings_of("m7").len(), 1);
+    env.publish(&ev(2, Cancelled)).await;
+    env.applied("m7", 2).await;
+    assert!(unchanged(st), "the foreign booking was changed or deleted");
+    assert!(env.bookings_of("m7").is_empty());
+    env.finish(h).await;
+}
+
+/// One plate CloudPass refuses (422) does not keep the others from access: they are applied
+/// and recorded, and the event dead-letters naming the refused plate by position only.
+#[tokio::test]
+async fn an_invalid_plate_does_not_stop_the_others_and_dead_letters_naming_it() {
+    let env = Env::new().await;
+    let h = env.start(CloudpassHandler::new()).await;
+    let ev = reservation(
+        "p422",
+        1,
+        Confirmed,
+        "2030-06-01",
+        "2030-06-03",
+        &["ZZ99", "bad!plate", "AA11"],
+        "adm-ams",
+    );
+    env.publish(&ev).await;
+    let dl = env.dead_letter(&ev).await;
+    assert_eq!(dl.class, ErrorClass::Permanent);
+    assert!(dl.reason.contains("plate #2 of 3"), "{}", dl.reason);
+    assert!(
+        !dl.reason.to_uppercase().contains("BAD!PLATE"),
+        "{}",
+        dl.reason
+    );
+    let plates: Vec<String> = env.bookings_of("p422").into_iter().map(|b| b.0).collect();
+    assert_eq!(plates, ["AA11", "ZZ99"]);
+    let b = env.binding("p422").await.unwrap();
+    let ids: cloudpass_adapter::CloudpassIds = serde_json::from_value(b.vendor_ids).unwrap();
+    assert_eq!(
+        ids.bookings.keys().collect::<Vec<_>>(),
+        ["AA11", "ZZ99"],
+        "the plates applied are recorded"
+    );
+    env.finish(h).await;
+}
+
+/// Config whose `ack_wait` outlasts the test: a crashed attempt's message is not redelivered
+/// (and applied in order) before the next revision, which is what happens when the crash was
+/// the last delivery or the next revision simply comes first.
+fn slow_redelivery(mut cfg: WorkerConfig) -> WorkerConfig {
+    cfg.ack_wait = Duration::from_secs(60);
+    cfg.progress_interval = Duration::from_secs(20);
+    cfg
+}
+
+/// M6: crash after creating plates {A, B}, before the record; the next revision has only A →
+/// the worker itself deletes B (not only the next sync).
+#[tokio::test]
+async fn a_plate_removed_after_a_crash_before_the_record_is_deleted() {
+    let env = Env::new().await;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let h = worker_runtime::start(slow_redelivery(env.config()), crash_after_apply(tx))
+        .await
+        .unwrap();
+    let ev = |rev, plates: &[&str]| {
+        reservation(
+            "m6",
+            rev,
+            Confirmed,
+            "2030-06-01",
+            "2030-06-03",
+            plates,
+            "adm-ams",
+        )
+    };
+    env.publish(&ev(1, &["KA11", "KB22"])).await;
+    tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .unwrap();
+    h.abort().await;
+    assert_eq!(env.bookings_of("m6").len(), 2);
+    env.publish(&ev(2, &["KA11"])).await;
+    let h = worker_runtime::start(slow_redelivery(env.config()), CloudpassHandler::new())
+        .await
+        .unwrap();
+    env.applied("m6", 2).await;
+    let plates: Vec<String> = env.bookings_of("m6").into_iter().map(|b| b.0).collect();
+    assert_eq!(plates, ["KA11"]);
+    env.finish(h).await;
+}
+
+/// Two connections of one tenant: `ams` serves adm-ams (Amsterdam), `utr` serves adm-utr
+/// (Utrecht), each with the API user of its own CloudPass account (which sees only its site).
+fn two_connections(sim: &SimHandle) -> Vec<Connection> {
+    let st = sim.state();
+    st.cloudpass_add_api_user("ams-client", "ams-secret", true);
+    st.cloudpass_set_user_sites("ams-client", &[cp::DEMO_SITE_AMSTERDAM])
+        .unwrap();
+    st.cloudpass_add_api_user("utr-client", "utr-secret", true);
+    st.cloudpass_set_user_sites("utr-client", &[cp::DEMO_SITE_UTRECHT])
+        .unwrap();
+    let ams = Connection {
+        name: "ams".into(),
+        sites: vec!["adm-ams".into()],
+        ..connection(sim, ("ams-client", "ams-secret"))
+    };
+    let mut utr = Connection {
+        name: "utr".into(),
+        sites: vec!["adm-utr".into()],
+        ..connection(sim, ("utr-client", "utr-secret"))
+    };
+    if let VendorSettings::Cloudpass(s) = &mut utr.settings {
+        s.administrations.clear();
+        s.administrations.insert(
+            "adm-utr".into(),
+            CloudpassAdministration {
+                site_id: cp::DEMO_SITE_UTRECHT.into(),
+                time_restriction_id: Some("cp-tr-utr-247".into()),
+            },
+        );
+    }
+    vec![ams, utr]
+}
+
+/// M6: the administration moves to another connection after a crash before the record: the
+/// old site's booking is deleted through the old connection.
+#[tokio::test]
+async fn a_move_to_another_connection_after_a_crash_before_the_record_deletes_the_old_booking() {
+    let env = Env::new().await;
+    let conns = two_connections(&env.sim);
+    let cfg = || {
+        slow_redelivery(WorkerConfig::for_test(
+            env.tb.config(cloudpass_adapter::NAME, &env.db.url),
+            Arc::new(StaticConnections::new(conns.clone())),
+        ))
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let h = worker_runtime::start(cfg(), crash_after_apply(tx))
+        .await
+        .unwrap();
+    let ev = |rev, site| {
+        reservation(
+            "mv",
+            rev,
+            Confirmed,
+            "2030-06-01",
+            "2030-06-03",
+            &["MV11"],
+            site,
+        )
+    };
+    env.publish(&ev(1, "adm-ams")).await;
+    tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .unwrap();
+    h.abort().await;
+    env.publish(&ev(2, "adm-utr")).await;
+    let h = worker_runtime::start(cfg(), CloudpassHandler::new())
+        .await
+        .unwrap();
+    env.applied("mv", 2).await;
+    let sites: Vec<String> = env
+        .sim
+        .state()
+        .cloudpass_bookings()
+        .into_iter()
+        .filter(|b| b.reference == "ah:parks:reservation:mv:MV11")
+        .map(|b| b.site_id)
+        .collect();
+    assert_eq!(sites, [cp::DEMO_SITE_UTRECHT]);
+    env.finish(h).await;
+}
+
+/// The administration moves to a connection of another CloudPass account: the old booking is
+/// deleted through the old connection (the new one's API user cannot even see that site, so
+/// deleting through it answers 404, which must not count as "gone").
+#[tokio::test]
+async fn a_move_to_another_connection_deletes_the_old_booking_through_the_old_connection() {
+    let env = Env::new().await;
+    let conns = two_connections(&env.sim);
+    let cfg = WorkerConfig::for_test(
+        env.tb.config(cloudpass_adapter::NAME, &env.db.url),
+        Arc::new(StaticConnections::new(conns)),
+    );
+    let h = worker_runtime::start(cfg, CloudpassHandler::new())
+        .await
+        .unwrap();
+    let ev = |rev, site| {
+        reservation(
+            "mv2",
+            rev,
+            Confirmed,
+            "2030-06-01",
+            "2030-06-03",
+            &["MV22"],
+            site,
+        )
+    };
+    env.publish(&ev(1, "adm-ams")).await;
+    env.applied("mv2", 1).await;
+    env.publish(&ev(2, "adm-utr")).await;
+    env.applied("mv2", 2).await;
+    let sites: Vec<String> = env
+        .sim
+        .state()
+        .cloudpass_bookings()
+        .into_iter()
+        .filter(|b| b.reference == "ah:parks:reservation:mv2:MV22")
+        .map(|b| b.site_id)
+        .collect();
+    assert_eq!(sites, [cp::DEMO_SITE_UTRECHT]);
     env.finish(h).await;
 }

@@ -22,7 +22,7 @@ use crate::{
     store::{Committed, Held, Record},
 };
 
-pub(super) async fn process<H: Handler>(s: &Shared<H>, msg: jetstream::Message) {
+pub(super) async fn process<H: Handler>(s: &Arc<Shared<H>>, msg: jetstream::Message) {
     let info = msg.info().ok().map(|i| {
         (
             u64::try_from(i.delivered).unwrap_or(1),
@@ -97,7 +97,7 @@ impl<'a> Booking<'a> {
 /// What the handler gets for one attempt on `booking` through `conn`: the connection's
 /// client (built once per connection version) and the runtime's services.
 async fn apply_context<H: Handler>(
-    s: &Shared<H>,
+    s: &Arc<Shared<H>>,
     m: &Msg<'_>,
     conn: Arc<accesshub_connections::Connection>,
     booking: &Booking<'_>,
@@ -122,7 +122,53 @@ async fn apply_context<H: Handler>(
             ids_version: H::IDS_VERSION,
         },
         key: booking.binding_key(s),
+        peers: s.clone(),
     })
+}
+
+/// A context's view of the tenant's other connections: resolved like an event's (the
+/// connection source), clients from the same cache.
+impl<H: Handler> crate::services::Peers<H::Client> for Shared<H> {
+    fn for_site<'a>(
+        &'a self,
+        tenant: &'a str,
+        site: &'a str,
+    ) -> crate::BoxFuture<'a, Result<Option<crate::Peer<H::Client>>, HandlerError>> {
+        let vendor = self.handler.vendor();
+        Box::pin(self.peer(self.cfg.connections.for_site(tenant, vendor, site)))
+    }
+
+    fn by_name<'a>(
+        &'a self,
+        tenant: &'a str,
+        name: &'a str,
+    ) -> crate::BoxFuture<'a, Result<Option<crate::Peer<H::Client>>, HandlerError>> {
+        let vendor = self.handler.vendor();
+        Box::pin(self.peer(self.cfg.connections.by_name(tenant, vendor, name)))
+    }
+}
+
+impl<H: Handler> Shared<H> {
+    /// The connection `found` resolves to, with its cached client.
+    async fn peer(
+        &self,
+        found: crate::BoxFuture<
+            '_,
+            Result<Option<accesshub_connections::Connection>, crate::SourceError>,
+        >,
+    ) -> Result<Option<crate::Peer<H::Client>>, HandlerError> {
+        let Some(conn) = found.await? else {
+            return Ok(None);
+        };
+        let client = self
+            .clients
+            .get_or_try_init(&conn, || self.handler.client(&conn, limiter(self, &conn)))
+            .await?;
+        Ok(Some(crate::Peer {
+            connection: Arc::new(conn),
+            client,
+        }))
+    }
 }
 
 /// The handler's view of the booking's record.
@@ -160,7 +206,7 @@ fn header<'m>(msg: &'m jetstream::Message, name: &str) -> Option<&'m str> {
     msg.message.headers.as_ref()?.get(name).map(|v| v.as_str())
 }
 
-async fn handle<H: Handler>(s: &Shared<H>, m: &Msg<'_>) -> Outcome {
+async fn handle<H: Handler>(s: &Arc<Shared<H>>, m: &Msg<'_>) -> Outcome {
     // Repair commands only count as such when they come from the SYNC stream.
     let from_sync = m.stream == s.sync_stream_name;
     if from_sync && header(m.msg, sync::HEADER_ACTION) == Some(SyncAction::Remove.as_str()) {
@@ -305,7 +351,7 @@ fn ends_held_access(b: &Binding, event: &Event) -> bool {
 }
 
 /// A reconciler removal command: delete one stray vendor object, under the booking's lock.
-async fn handle_remove<H: Handler>(s: &Shared<H>, m: &Msg<'_>) -> Outcome {
+async fn handle_remove<H: Handler>(s: &Arc<Shared<H>>, m: &Msg<'_>) -> Outcome {
     let cmd: RemoveCommand = match serde_json::from_slice(&m.msg.message.payload) {
         Ok(c) => c,
         Err(e) => {
