@@ -198,11 +198,11 @@ async fn list_bookings(
     let per_page_n = usize::try_from(per_page).unwrap_or(100);
     // Indexed: a page costs O(log N + per_page), not a scan of every booking.
     let (total, data): (usize, Vec<_>) = match q.get("reference") {
-        // References are unique per site: zero or one match.
+        // Zero or one match, unless de-duplication is off.
         Some(r) => {
-            let one = s.vehicle_bookings.by_reference(&site, r);
-            let data = one.iter().skip(skip).take(per_page_n).map(|b| wire(b));
-            (usize::from(one.is_some()), data.collect())
+            let all = s.vehicle_bookings.with_reference(&site, r);
+            let data = all.iter().skip(skip).take(per_page_n).map(|b| wire(b));
+            (all.len(), data.collect())
         }
         None => (
             s.vehicle_bookings.count(&site),
@@ -304,6 +304,7 @@ async fn create_booking(
     body: Bytes,
 ) -> Response {
     let now = st.now();
+    let dedupe = st.dedupe(Vendor::CloudPass);
     let mut s = lock(&st.inner.cloudpass);
     if let Err(r) = authorize(&st, &s, &headers).and_then(|()| site_exists(&s, &site)) {
         return r;
@@ -335,7 +336,7 @@ async fn create_booking(
     ) else {
         return invalid("missing required fields");
     };
-    if let Some(existing) = s.vehicle_bookings.by_reference(&site, &reference) {
+    if dedupe && let Some(existing) = s.vehicle_bookings.by_reference(&site, &reference) {
         return conflict(existing);
     }
     let (plate, from_ts, until_ts) = match validate(&s, &site, &plate, &from, &until, &tr) {
@@ -383,6 +384,7 @@ async fn patch_booking(
     Path((site, id)): Path<(String, String)>,
     body: Bytes,
 ) -> Response {
+    let dedupe = st.dedupe(Vendor::CloudPass);
     let mut s = lock(&st.inner.cloudpass);
     if let Err(r) = authorize(&st, &s, &headers).and_then(|()| site_exists(&s, &site)) {
         return r;
@@ -404,8 +406,9 @@ async fn patch_booking(
         }
         if let Some(other) = s
             .vehicle_bookings
-            .by_reference(&site, r)
-            .filter(|x| x.id != id)
+            .with_reference(&site, r)
+            .into_iter()
+            .find(|x| dedupe && x.id != id)
         {
             return conflict(other);
         }

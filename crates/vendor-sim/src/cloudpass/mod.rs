@@ -3,7 +3,7 @@
 //!
 //! Rules enforced: client-credentials tokens; an API user without permission gets 403
 //! `forbidden` on every API call; `reference` is unique per site (409 `conflict` carrying
-//! `existing_id`); plates are uppercased and stripped of spaces and dashes, then must be 2–10
+//! `existing_id`; not with de-duplication off, see [`crate::SimState::set_dedupe`]); plates are uppercased and stripped of spaces and dashes, then must be 2–10
 //! ASCII alphanumerics (422); `valid_until` must be after `valid_from` (422); the
 //! `time_restriction_id` must exist at the site (422); lists paginate with `page`/`per_page`
 //! (1–100, default 25).
@@ -109,8 +109,9 @@ pub struct CloudPassState {
 #[derive(Debug, Default)]
 pub struct VehicleBookings {
     items: paged::Grouped<VehicleBooking>,
-    /// site → reference → sequence number.
-    by_ref: HashMap<String, HashMap<String, u64>>,
+    /// site → reference → sequence numbers, oldest first (more than one only when
+    /// de-duplication is off or bookings were inserted raw).
+    by_ref: HashMap<String, HashMap<String, Vec<u64>>>,
 }
 
 impl VehicleBookings {
@@ -128,13 +129,46 @@ impl VehicleBookings {
     pub fn insert(&mut self, b: VehicleBooking) {
         let (site, id, reference) = (b.site_id.clone(), b.id.clone(), b.reference.clone());
         let seq = self.items.insert(&site, &id, b);
-        self.by_ref.entry(site).or_default().insert(reference, seq);
+        self.index_ref(&site, reference, seq);
     }
 
-    /// The booking with this reference at this site.
+    fn index_ref(&mut self, site: &str, reference: String, seq: u64) {
+        let seqs = self
+            .by_ref
+            .entry(site.to_owned())
+            .or_default()
+            .entry(reference)
+            .or_default();
+        let at = seqs.partition_point(|s| *s < seq);
+        seqs.insert(at, seq);
+    }
+
+    fn unindex_ref(&mut self, site: &str, reference: &str, seq: u64) {
+        if let Some(refs) = self.by_ref.get_mut(site)
+            && let Some(seqs) = refs.get_mut(reference)
+        {
+            seqs.retain(|s| *s != seq);
+            if seqs.is_empty() {
+                refs.remove(reference);
+            }
+        }
+    }
+
+    /// The oldest booking with this reference at this site.
     pub fn by_reference(&self, site: &str, reference: &str) -> Option<&VehicleBooking> {
-        let seq = *self.by_ref.get(site)?.get(reference)?;
+        let seq = *self.by_ref.get(site)?.get(reference)?.first()?;
         self.items.get_seq(site, seq)
+    }
+
+    /// Every booking with this reference at this site, oldest first.
+    pub fn with_reference(&self, site: &str, reference: &str) -> Vec<&VehicleBooking> {
+        self.by_ref
+            .get(site)
+            .and_then(|m| m.get(reference))
+            .into_iter()
+            .flatten()
+            .filter_map(|s| self.items.get_seq(site, *s))
+            .collect()
     }
 
     /// The booking with this id at this site.
@@ -152,12 +186,10 @@ impl VehicleBookings {
         let (seq, b) = self.items.get_mut(site, id)?;
         let old_ref = b.reference.clone();
         f(b);
-        if b.reference != old_ref {
-            let refs = self.by_ref.entry(site.to_owned()).or_default();
-            if refs.get(&old_ref) == Some(&seq) {
-                refs.remove(&old_ref);
-            }
-            refs.insert(b.reference.clone(), seq);
+        let new_ref = b.reference.clone();
+        if new_ref != old_ref {
+            self.unindex_ref(site, &old_ref, seq);
+            self.index_ref(site, new_ref, seq);
         }
         self.items.get_seq(site, seq)
     }
@@ -165,11 +197,7 @@ impl VehicleBookings {
     /// Removes the booking with this id at this site.
     pub fn remove(&mut self, site: &str, id: &str) -> Option<VehicleBooking> {
         let (seq, b) = self.items.remove(site, id)?;
-        if let Some(refs) = self.by_ref.get_mut(site)
-            && refs.get(&b.reference) == Some(&seq)
-        {
-            refs.remove(&b.reference);
-        }
+        self.unindex_ref(site, &b.reference, seq);
         Some(b)
     }
 
@@ -353,7 +381,7 @@ impl SimState {
     }
 
     /// Appends vehicle bookings as they are, without the API's validation or the per-site
-    /// reference check (a duplicate reference shadows the earlier one in reference lookups):
+    /// reference check (a duplicate reference is listed with the earlier one):
     /// for benchmarks that need a million objects without a million POSTs.
     pub fn cloudpass_insert_bookings(&self, bookings: impl IntoIterator<Item = VehicleBooking>) {
         let mut s = lock(&self.inner.cloudpass);
