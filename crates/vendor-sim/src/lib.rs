@@ -27,7 +27,39 @@
 //! ```
 //!
 //! The shared [`SimState`] lets tests seed fixtures, read what the vendors hold, read the
-//! call log and inject faults ([`FaultRule`]) without going through HTTP.
+//! call log and inject faults ([`FaultRule`]) without going through HTTP; the control API
+//! ([`control`]) offers the same over JSON to tests that run the binary.
+//!
+//! # Testing for duplicates and leaks
+//!
+//! Three features exist so that a test can see a duplicate or a leak that accesshub causes,
+//! instead of the simulator hiding it:
+//! - **Faults after commit** ([`FaultKind::TimeoutAfterCommit`], [`FaultKind::ResetAfterCommit`],
+//!   [`FaultKind::Status500AfterCommit`], [`FaultKind::Status503AfterCommit`]): the vendor
+//!   applies the call, then the answer is lost. Every other fault fires before the vendor
+//!   does anything, so retrying after it is always safe. They match like every rule (vendor,
+//!   path substring, dormakaba `path#Operation`, probability or next-N); the call log
+//!   records the status the vendor really answered in [`CallRecord::committed_status`].
+//! - **No server-side de-duplication** ([`SimState::set_dedupe`], `PUT /dedupe/{vendor}`): a
+//!   repeated create becomes a second object, as with a vendor that has no idempotency.
+//! - **Live objects** ([`SimState::live_objects`], [`SimState::live_duplicates`],
+//!   `GET /live/{vendor}`): what opens a door right now, in one canonical form
+//!   ([`LiveObject`]) a checker compares with the desired set. Count these, never calls.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), vendor_sim::SimError> {
+//! use vendor_sim::{FaultKind, FaultRule, Vendor};
+//! let sim = vendor_sim::start(vendor_sim::SimConfig::ephemeral()).await?;
+//! sim.state().seed_demo();
+//! sim.state().set_dedupe(Vendor::CloudPass, false);
+//! sim.state().add_fault(
+//!     FaultRule::probability(Vendor::CloudPass, FaultKind::Status503AfterCommit, 0.2)
+//!         .on_path("/vehicle-bookings"),
+//! );
+//! // ... drive accesshub ...
+//! assert!(sim.state().live_duplicates(Vendor::CloudPass).is_empty());
+//! # Ok(()) }
+//! ```
 
 // Handlers use `Result<_, Response>` so that an early error *is* the vendor's answer; boxing
 // every response to please this lint would only add noise in a test simulator.
@@ -38,6 +70,7 @@ pub mod control;
 pub mod dormakaba;
 pub mod faults;
 pub mod ipassan;
+pub mod live;
 mod server;
 mod state;
 pub mod tapkey;
@@ -50,6 +83,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use faults::{FaultKind, FaultMode, FaultRule};
+pub use live::{LiveKind, LiveObject};
 pub use state::{CallRecord, SimState, Vendor};
 
 /// Errors of the simulator itself (not vendor errors, which are HTTP/SOAP responses).

@@ -1,6 +1,7 @@
 //! The shared, in-memory state of all simulators: vendor objects, the call log, the fault
 //! rules and the simulated clock. Cheap to clone (an `Arc`).
 
+use std::collections::HashSet;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -13,7 +14,7 @@ use crate::faults::{FaultEngine, FaultRule};
 use crate::{SimConfig, SimError, cloudpass, dormakaba, ipassan, tapkey};
 
 /// The four simulated vendors (dormakaba covers both Saflok and Ambiance).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Vendor {
     /// CloudPass vehicle bookings.
@@ -88,6 +89,10 @@ pub struct CallRecord {
     pub response_summary: String,
     /// Whether an injected fault decided the answer (not latency alone).
     pub injected_fault: bool,
+    /// For an after-commit fault: the status the vendor really answered (its change is
+    /// applied) before the fault lost that answer; `None` otherwise.
+    #[serde(default)]
+    pub committed_status: Option<u16>,
 }
 
 /// Shared simulator state. Clone freely: all clones see the same data.
@@ -113,6 +118,8 @@ pub(crate) struct Inner {
     pub(crate) dormakaba: Mutex<dormakaba::DormakabaState>,
     pub(crate) calls: Mutex<Vec<CallRecord>>,
     pub(crate) faults: Mutex<FaultEngine>,
+    /// Vendors whose server-side de-duplication is switched off ([`SimState::set_dedupe`]).
+    pub(crate) no_dedupe: Mutex<HashSet<Vendor>>,
 }
 
 /// Locks a mutex, recovering from poisoning (a panicking test must not wedge the simulator).
@@ -135,6 +142,7 @@ impl SimState {
                 dormakaba: Mutex::new(dormakaba::DormakabaState::new(cfg.seed)),
                 calls: Mutex::new(Vec::new()),
                 faults: Mutex::new(FaultEngine::new(cfg.seed)),
+                no_dedupe: Mutex::new(HashSet::new()),
             }),
         }
     }
@@ -161,6 +169,35 @@ impl SimState {
         *lock(&self.inner.dormakaba) = dormakaba::DormakabaState::new(self.inner.seed);
         lock(&self.inner.calls).clear();
         *lock(&self.inner.faults) = FaultEngine::new(self.inner.seed);
+        lock(&self.inner.no_dedupe).clear();
+    }
+
+    /// Switches a vendor's server-side de-duplication on (the default) or off.
+    ///
+    /// Off, the simulator behaves as a real vendor may: it does not refuse or absorb a
+    /// repeated create, so a duplicate accesshub causes becomes a second live object that
+    /// [`SimState::live_objects`] shows. Per vendor:
+    /// - CloudPass: a second create with the same `reference` at a site is accepted (no 409);
+    ///   a list filtered by `reference` returns every match.
+    /// - Tapkey: an identical active grant is issued again (no 409).
+    /// - dormakaba: `CreateNewBooking` on a live `ReservationID` creates a second booking
+    ///   record (and encodes a new key) instead of answering the existing one; operations on
+    ///   the reservation act on its oldest live record.
+    /// - iPassan: nothing changes — the simulator never de-duplicates asset bookings by
+    ///   reference; "one booking per time slot" stays, it is documented asset configuration
+    ///   (use an asset without it to see duplicates).
+    pub fn set_dedupe(&self, vendor: Vendor, enabled: bool) {
+        let mut off = lock(&self.inner.no_dedupe);
+        if enabled {
+            off.remove(&vendor);
+        } else {
+            off.insert(vendor);
+        }
+    }
+
+    /// Whether the vendor's server-side de-duplication is on (see [`SimState::set_dedupe`]).
+    pub fn dedupe(&self, vendor: Vendor) -> bool {
+        !lock(&self.inner.no_dedupe).contains(&vendor)
     }
 
     /// Seeds the demo fixtures of every vendor (documented in `docs/simulators.md`);

@@ -2,11 +2,19 @@
 //! during a stream of webhooks, Postgres restarted, a worker SIGKILLed mid-load, vendors
 //! failing a fifth of their calls. NATS and Postgres are private instances the test starts
 //! itself (the machine's shared ones are never disturbed). The end state is read from the
-//! simulators (state and call log) and the DLQ stream: every accepted (202) event
-//! applied, none twice, permanent failures dead-lettered with their reason.
+//! simulators' **live objects** (`GET /live/{vendor}`) and the DLQ stream: every accepted
+//! (202) event applied, no object twice, nothing live that no event asked for, permanent
+//! failures dead-lettered with their reason and nothing else in the DLQ.
 //!
-//! Each scenario runs for three vendor paths ([`Flow`]): BEX → CloudPass, Clock PMS+ →
-//! dormakaba Saflok (booking + mobile key) and connecX → iPassan (bookings, moves, cancels).
+//! The simulators run with their server-side de-duplication **off** (as a real vendor may
+//! be): a repeated create is a second live object, not a 409 or an idempotent answer, so a
+//! duplicate accesshub causes cannot hide. One scenario loses the vendor's answers *after*
+//! the vendor applied the call (5xx, connection reset, timeout after commit), and the SIGKILL
+//! scenario kills the worker while applied creates are still waiting for their answer.
+//!
+//! Each scenario runs for the vendor paths ([`Flow`]): BEX → CloudPass, Clock PMS+ →
+//! dormakaba Saflok (booking + mobile key), connecX → iPassan (bookings, moves, cancels) and,
+//! for the after-commit scenario, Nexudus → Tapkey (two grants per pass).
 
 #![allow(clippy::unwrap_used)]
 
@@ -14,7 +22,6 @@ mod common;
 
 use std::{
     collections::BTreeMap,
-    ops::RangeInclusive,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -22,8 +29,8 @@ use std::{
 use accesshub_domain::ErrorClass;
 use accesshub_e2e::{PrivateNats, PrivatePostgres};
 use common::{
-    Options, Stack, TENANT, at, bex, bex_for, clock, clock_in_room, cloudpass_conn, connecx,
-    connecx_for, dormakaba_conn, ipassan_conn, resident_eva,
+    IPASSAN_SITE, Options, Stack, TENANT, at, bex, bex_for, clock, clock_in_room, cloudpass_conn,
+    connecx, connecx_for, dormakaba_conn, ipassan_conn_to, resident_eva, tapkey_conn,
 };
 use serde_json::{Value, json};
 
@@ -38,41 +45,38 @@ enum Flow {
     /// connecX facility bookings → iPassan asset bookings; every third one is moved to the next
     /// slot, every third cancelled.
     Ipassan,
+    /// Nexudus day passes → two Tapkey grants each (front door, meeting room).
+    Tapkey,
 }
 
-/// What one vendor object must be in the end.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Want {
-    /// Live at the vendor (1: applied; 0: moved away or cancelled).
-    live: usize,
-    /// How often it may have been created at the vendor (never twice).
-    created: RangeInclusive<usize>,
+/// Whether the simulator de-duplicates repeated creates itself (a vendor's own idempotency).
+/// `Off` everywhere unless a test says why not: only then is a duplicate accesshub causes a
+/// second live object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum VendorDedupe {
+    Off,
+    On,
 }
 
-const ONCE: Want = Want {
-    live: 1,
-    created: 1..=1,
-};
-/// Superseded (moved or cancelled): gone, created at most once (a newer revision may have
-/// overtaken it before it was applied).
-const GONE: Want = Want {
-    live: 0,
-    created: 0..=1,
-};
+/// How many live copies of one object the end state must hold: 1 applied, 0 moved away or
+/// cancelled. More than one is a duplicate, whatever the call log says.
+type Want = usize;
+const ONCE: Want = 1;
+const GONE: Want = 0;
 
-/// A mobile key: exactly one live. Messenger cannot say whether a key was sent, so after an
-/// attempt that sent it and could not record it (worker killed, Postgres down) the worker
-/// cancels that key and sends it again: sent at most twice, never two live.
-const MOBILE_KEY: Want = Want {
-    live: 1,
-    created: 1..=2,
-};
-
-/// Per vendor object: (live now, ever created).
-type Tally = BTreeMap<String, (usize, usize)>;
+/// Live objects at the vendor, per canonical name (see [`Flow::tally`]).
+type Tally = BTreeMap<String, usize>;
 
 /// The first of the 30-minute iPassan slots used by the load.
 const SLOT0: &str = "2030-06-01T00:00:00Z";
+
+/// An iPassan asset like the demo "Rooftop BBQ" (same profiles, 30-minute slots, at most
+/// 120 minutes) that does **not** limit itself to one booking per slot: the BBQ's documented
+/// rule would refuse a duplicate booking with 422 and so hide it.
+const LOUNGE: &str = "6b1f3c9e-0000-4000-8000-0000000a55e3";
+
+/// The Tapkey locks Nexudus time pass 8 opens (see `common::tapkey_conn`).
+const TAPKEY_LOCKS: [&str; 2] = ["tk-lock-front-door", "tk-lock-meeting-room"];
 
 /// iPassan slot `n` (30 minutes each from [`SLOT0`]) as (start, end).
 fn slot(n: usize) -> (String, String) {
@@ -96,12 +100,33 @@ fn norm_time(t: &str) -> String {
         .unwrap_or_else(|_| t.to_owned())
 }
 
+/// A Nexudus day pass (type 8 → two Tapkey locks) for member `i` of a scenario.
+fn pass_event(tag: &str, i: usize) -> Value {
+    let expire = (chrono::Utc::now() + chrono::Duration::days(1))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    json!({
+        "action": "CoworkerTimePassCreate",
+        "data": {
+            "Id": 9000 + i, "UniqueId": format!("{tag}-pass-{i:03}"), "CoworkerId": 100 + i,
+            "BusinessId": 3, "TimePassId": 8, "TimePassName": "Day pass",
+            "ExpireDate": expire, "Used": false, "UsedDate": null, "RemainingUses": 1,
+            "UpdatedOn": at(0),
+            "CoworkerEmail": pass_email(tag, i), "CoworkerFullName": format!("Member {i}")
+        }
+    })
+}
+
+fn pass_email(tag: &str, i: usize) -> String {
+    format!("{tag}-member{i:03}@example.com")
+}
+
 impl Flow {
     fn worker(self) -> &'static str {
         match self {
             Flow::Cloudpass => "cloudpass-worker",
             Flow::Dormakaba => "dormakaba-worker",
             Flow::Ipassan => "ipassan-worker",
+            Flow::Tapkey => "tapkey-worker",
         }
     }
 
@@ -111,6 +136,7 @@ impl Flow {
             Flow::Cloudpass => "cloudpass",
             Flow::Dormakaba => "dormakaba",
             Flow::Ipassan => "ipassan",
+            Flow::Tapkey => "tapkey",
         }
     }
 
@@ -119,16 +145,36 @@ impl Flow {
             Flow::Cloudpass => "bex",
             Flow::Dormakaba => "clock",
             Flow::Ipassan => "connecx",
+            Flow::Tapkey => "nexudus",
         }
     }
 
-    /// booking-ingest and the flow's worker on `opts`, with the demo connection.
-    async fn stack(self, opts: Options) -> Stack {
+    /// booking-ingest and the flow's worker on `opts`, with the demo connection, against a
+    /// simulator that de-duplicates or not.
+    async fn stack(self, opts: Options, dedupe: VendorDedupe) -> Stack {
         let mut s = Stack::new(opts).await;
+        s.sim
+            .set_dedupe(self.vendor(), dedupe == VendorDedupe::On)
+            .await;
         let conn = match self {
             Flow::Cloudpass => cloudpass_conn(&s.sim),
             Flow::Dormakaba => dormakaba_conn(&s.sim),
-            Flow::Ipassan => ipassan_conn(&s.sim),
+            Flow::Ipassan => {
+                s.sim
+                    .seed(
+                        "ipassan",
+                        &json!({"assets": [{
+                            "uuid": LOUNGE, "site_uuid": IPASSAN_SITE, "name": "Rooftop lounge",
+                            "door_profile_uuid": "6b1f3c9e-0000-4000-8000-00000000d001",
+                            "floor_profile_uuid": "6b1f3c9e-0000-4000-8000-00000000f007",
+                            "time_slot_minutes": 30, "max_booking_minutes": 120,
+                            "one_booking_per_slot": false
+                        }]}),
+                    )
+                    .await;
+                ipassan_conn_to(&s.sim, LOUNGE)
+            }
+            Flow::Tapkey => tapkey_conn(&s.sim),
         };
         s.add_connection(conn).await;
         s.start_ingest(&[]).await;
@@ -142,6 +188,7 @@ impl Flow {
             Flow::Cloudpass => format!("{tag}-{i:03}"),
             Flow::Dormakaba => (700_000 + i).to_string(),
             Flow::Ipassan => format!("cx-{tag}-{i:03}"),
+            Flow::Tapkey => format!("{tag}-pass-{i:03}"),
         }
     }
 
@@ -163,6 +210,7 @@ impl Flow {
                     _ => vec![first, connecx(&key, &a, &b, "cancelled", &at(0))],
                 }
             }
+            Flow::Tapkey => vec![pass_event(tag, i)],
         }
     }
 
@@ -173,7 +221,7 @@ impl Flow {
             Flow::Cloudpass => vec![(format!("ah:{TENANT}:reservation:{key}:{}", plate(i)), ONCE)],
             Flow::Dormakaba => {
                 let rid = format!("{TENANT}-{key}");
-                vec![(format!("{rid} mobile key"), MOBILE_KEY), (rid, ONCE)]
+                vec![(format!("{rid} mobile key"), ONCE), (rid, ONCE)]
             }
             Flow::Ipassan => {
                 let at_slot = |n| format!("ah:{TENANT}:facility:{key}@{}", slot(n).0);
@@ -183,96 +231,67 @@ impl Flow {
                     _ => vec![(at_slot(2 * i), GONE)],
                 }
             }
+            Flow::Tapkey => TAPKEY_LOCKS
+                .iter()
+                .map(|l| (format!("{}@{l}", pass_email(tag, i)), ONCE))
+                .collect(),
         }
     }
 
-    /// What the simulator holds and how often it created each object (from its state and, for
-    /// CloudPass and iPassan, its call log).
+    /// The simulator's live objects, counted per canonical name: the reference (CloudPass,
+    /// dormakaba reservations), `<reservation> mobile key`, `<reference>@<start>` (iPassan),
+    /// `<e-mail>@<lock>` (Tapkey grants).
     async fn tally(self, s: &Stack) -> Tally {
         let mut out = Tally::new();
-        let st = s.sim.state(self.vendor()).await;
-        match self {
-            Flow::Cloudpass => {
-                for b in st["vehicle_bookings"].as_array().into_iter().flatten() {
-                    if let Some(r) = b["reference"].as_str() {
-                        out.entry(r.to_owned()).or_default().0 += 1;
-                    }
+        for o in s.sim.live(self.vendor()).await {
+            let reference = str_of(&o["reference"]);
+            let name = match (self, o["kind"].as_str().unwrap_or_default()) {
+                (Flow::Dormakaba, "mobile_key") => format!("{reference} mobile key"),
+                (Flow::Ipassan, _) => {
+                    format!("{reference}@{}", norm_time(&str_of(&o["valid_from"])))
                 }
-                for body in created_bodies(s, self, "POST", "/vehicle-bookings", &[201]).await {
-                    if let Some(r) = body["reference"].as_str() {
-                        out.entry(r.to_owned()).or_default().1 += 1;
-                    }
-                }
-            }
-            Flow::Dormakaba => {
-                // The lock system answers a repeated CreateNewBooking with the existing booking
-                // and records a "new" key issue only for a real create; every mobile key sent is
-                // recorded, a repeated one too.
-                let sys = &st["saflok"];
-                let list = |name: &str| sys[name].as_array().cloned().unwrap_or_default();
-                for b in list("bookings") {
-                    let e = out.entry(str_of(&b["reservation_id"])).or_default();
-                    e.0 += usize::from(b["checked_out"] != true);
-                }
-                for k in list("keys") {
-                    if k["kind"] == "new" {
-                        out.entry(str_of(&k["reservation_id"])).or_default().1 += 1;
-                    }
-                }
-                for m in list("mobile_keys") {
-                    let e = out
-                        .entry(format!("{} mobile key", str_of(&m["reservation_id"])))
-                        .or_default();
-                    e.0 += usize::from(m["cancelled"] != true);
-                    e.1 += 1;
-                }
-            }
-            Flow::Ipassan => {
-                let bookings = st["asset_bookings"]
-                    .as_array()
-                    .or_else(|| st["bookings"].as_array())
-                    .cloned()
-                    .unwrap_or_default();
-                let id = |b: &Value| {
-                    format!(
-                        "{}@{}",
-                        str_of(&b["reference"]),
-                        norm_time(b["start"].as_str().unwrap_or_default())
-                    )
-                };
-                for b in bookings {
-                    out.entry(id(&b)).or_default().0 += 1;
-                }
-                for body in created_bodies(s, self, "POST", "/booking", &[200, 201]).await {
-                    out.entry(id(&body)).or_default().1 += 1;
-                }
-            }
+                (Flow::Tapkey, _) => format!("{}@{}", str_of(&o["holder"]), str_of(&o["place"])),
+                _ => reference,
+            };
+            *out.entry(name).or_default() += 1;
         }
         out
     }
 
-    /// Slow answers on the calls that create, so a SIGKILL lands while they are in flight.
-    fn slow_calls(self) -> Value {
-        let path = match self {
+    /// The vendor calls that create (path substring; dormakaba `path#Operation`).
+    fn create_path(self) -> &'static str {
+        match self {
             Flow::Cloudpass => "/vehicle-bookings",
-            Flow::Dormakaba => "/MessengerPMSWS",
+            Flow::Dormakaba => "#CreateNewBooking",
             Flow::Ipassan => "/booking",
-        };
-        json!({"vendor": self.vendor(), "kind": {"type": "latency", "ms": 400},
-               "mode": {"probability": 1.0}, "path_contains": path})
+            Flow::Tapkey => "/Grants",
+        }
     }
 
-    /// Calls that create so far (successful or not).
-    async fn creates_attempted(self, s: &Stack) -> usize {
-        let (method, path) = match self {
-            Flow::Cloudpass => ("POST", "/vehicle-bookings"),
-            Flow::Dormakaba => ("POST", "CreateNewBooking"),
-            Flow::Ipassan => ("POST", "/booking"),
-        };
-        s.sim.count(self.vendor(), method, path).await
+    /// The HTTP method of the calls that create.
+    fn create_method(self) -> &'static str {
+        if self == Flow::Tapkey { "PUT" } else { "POST" }
     }
 
-    /// ≈ 20 % of all the vendor's calls fail, transiently: busy, 5xx, 429, no answer.
+    /// Creates that the vendor applied but whose answer an after-commit fault has not (yet)
+    /// delivered: the calls a SIGKILL must cut between the vendor's work and our record.
+    async fn applied_unanswered(self, s: &Stack) -> usize {
+        let path = self.create_path().trim_start_matches('#');
+        s.sim
+            .calls(self.vendor())
+            .await
+            .iter()
+            .filter(|c| {
+                c["method"] == self.create_method()
+                    && (str_of(&c["path"]).contains(path) || str_of(&c["operation"]) == path)
+                    && c["status"] == 0
+                    && c["committed_status"].as_u64().is_some_and(|st| st < 300)
+            })
+            .count()
+    }
+
+    /// ≈ 20 % of all the vendor's calls fail, transiently, before the vendor does anything:
+    /// busy, 5xx, 429, no answer.
     fn flaky_faults(self) -> Value {
         let v = self.vendor();
         let p =
@@ -295,12 +314,45 @@ impl Flow {
                 p(json!({"type": "status500"}), 0.02),
                 p(json!({"type": "drop_connection"}), 0.03)
             ]),
-            Flow::Cloudpass | Flow::Ipassan => json!([
+            Flow::Cloudpass | Flow::Ipassan | Flow::Tapkey => json!([
                 p(json!({"type": "status503"}), 0.09),
                 p(json!({"type": "status429", "retry_after_secs": 1}), 0.08),
                 p(json!({"type": "hang"}), 0.03)
             ]),
         }
+    }
+
+    /// ≈ 25 % of the calls that change something are applied by the vendor and then lose
+    /// their answer: 5xx after commit, connection reset after commit, (REST vendors) a
+    /// timeout after commit.
+    fn after_commit_faults(self) -> Value {
+        let v = self.vendor();
+        // Every call that changes something (dormakaba: every SOAP operation is a POST).
+        let (path, methods): (&str, &[&str]) = match self {
+            Flow::Cloudpass => ("/vehicle-bookings", &["POST", "PATCH", "DELETE"]),
+            Flow::Dormakaba => ("/MessengerPMSWS#", &["POST"]),
+            Flow::Ipassan => ("/booking", &["POST", "DELETE"]),
+            Flow::Tapkey => ("/Owners/", &["PUT", "POST", "PATCH"]),
+        };
+        let mut kinds = vec![
+            ("status503_after_commit", 0.12),
+            ("status500_after_commit", 0.05),
+            ("reset_after_commit", 0.06),
+        ];
+        // The SOAP client waits a fixed 30 s for an answer, the REST clients 10 s.
+        if self != Flow::Dormakaba {
+            kinds.push(("timeout_after_commit", 0.02));
+        }
+        let rules: Vec<Value> = methods
+            .iter()
+            .flat_map(|m| {
+                kinds.iter().map(move |(kind, p)| {
+                    json!({"vendor": v, "kind": {"type": kind}, "mode": {"probability": p},
+                           "path_contains": path, "method": m})
+                })
+            })
+            .collect();
+        Value::Array(rules)
     }
 
     /// Webhooks that can never be applied, keyed by booking key, and what their dead letter's
@@ -331,7 +383,7 @@ impl Flow {
                     .into(),
                 "RoomNumberNotFound",
             ),
-            // Eva lacks the floor profile the rooftop BBQ needs: 422 naming it.
+            // Eva lacks the floor profile the rooftop assets need: 422 naming it.
             Flow::Ipassan => (
                 [1, 2]
                     .map(|n| {
@@ -343,6 +395,7 @@ impl Flow {
                     .into(),
                 "Floor 7",
             ),
+            Flow::Tapkey => (Vec::new(), ""),
         }
     }
 }
@@ -351,44 +404,32 @@ fn str_of(v: &Value) -> String {
     v.as_str().unwrap_or_default().to_owned()
 }
 
-/// The JSON bodies of the vendor's calls that created something (`method`, path containing
-/// `path`, one of `statuses`).
-async fn created_bodies(
-    s: &Stack,
-    flow: Flow,
-    method: &str,
-    path: &str,
-    statuses: &[u16],
-) -> Vec<Value> {
-    s.sim
-        .calls(flow.vendor())
-        .await
-        .into_iter()
-        .filter(|c| {
-            c["method"] == method
-                && c["path"].as_str().unwrap_or_default().contains(path)
-                && statuses.iter().any(|st| c["status"] == *st)
-        })
-        .map(|c| {
-            serde_json::from_str(c["body_summary"].as_str().unwrap_or_default()).unwrap_or_default()
-        })
-        .collect()
-}
-
 /// The one plate of CloudPass load item `i` (already normalized).
 fn plate(i: usize) -> String {
     format!("E2E{i:03}")
 }
 
+/// What an upstream's delivery of one webhook came to.
+#[derive(Debug, Clone, Copy)]
+struct Delivered {
+    /// Answered 202 `accepted` (not `superseded`, not refused).
+    accepted: bool,
+    /// Attempts answered 503 or refused before that.
+    failed: u32,
+}
+
 /// Posts like an upstream does: retries (same body) on anything but a 2xx for up to
-/// `patience`. Returns whether it was accepted and how many attempts failed.
-async fn deliver(s: &Stack, source: &str, body: &Value, patience: Duration) -> (bool, u32) {
+/// `patience`. Panics when it is never answered 202.
+async fn deliver(s: &Stack, source: &str, body: &Value, patience: Duration) -> Delivered {
     let start = Instant::now();
     let mut failed = 0;
     loop {
         let (status, answer) = s.webhook(source, body).await;
         if status == 202 {
-            return (true, failed);
+            return Delivered {
+                accepted: answer["status"] == "accepted",
+                failed,
+            };
         }
         assert!(
             status == 0 || status == 503,
@@ -396,27 +437,36 @@ async fn deliver(s: &Stack, source: &str, body: &Value, patience: Duration) -> (
             s.logs()
         );
         failed += 1;
-        if start.elapsed() > patience {
-            return (false, failed);
-        }
+        assert!(
+            start.elapsed() <= patience,
+            "{source} webhook never accepted within {patience:?}: {body}\n{}",
+            s.logs()
+        );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
 
-/// Delivers every webhook of load item `i` in order (each retried until accepted); returns
-/// the failed attempts.
-async fn deliver_item(s: &Stack, flow: Flow, tag: &str, i: usize, patience: Duration) -> u32 {
-    let mut failed = 0;
+/// Delivers every webhook of load item `i` in order (each retried until answered 202).
+async fn deliver_item(
+    s: &Stack,
+    flow: Flow,
+    tag: &str,
+    i: usize,
+    patience: Duration,
+) -> Vec<Delivered> {
+    let mut out = Vec::new();
     for body in flow.webhooks(tag, i) {
-        let (ok, f) = deliver(s, flow.source(), &body, patience).await;
-        assert!(ok, "{flow:?} item {i} never accepted: {body}\n{}", s.logs());
-        failed += f;
+        out.push(deliver(s, flow.source(), &body, patience).await);
     }
-    failed
+    out
 }
 
-/// Whether the worker's consumer has nothing left to deliver or waiting for an ack.
+/// Whether everything accepted has reached the worker and been settled: no outbox row left to
+/// publish, nothing pending or unacknowledged at the worker's consumer.
 async fn quiescent(s: &Stack, worker: &str) -> bool {
+    if s.outbox_pending().await != 0 {
+        return false;
+    }
     let bus = s.bus().await;
     let Ok(stream) = bus.js.get_stream(bus.stream_name("BOOKINGS")).await else {
         return false;
@@ -433,8 +483,10 @@ async fn quiescent(s: &Stack, worker: &str) -> bool {
         .is_ok_and(|i| i.num_pending == 0 && i.num_ack_pending == 0)
 }
 
-/// Waits until every load item's objects are live as wanted and the worker is idle, then
-/// asserts the whole end state: every accepted event applied, nothing created twice.
+/// Waits until every load item's objects are live as wanted and the system is quiescent
+/// (positive signals only), then asserts the whole end state from the vendor's live objects:
+/// each wanted object live exactly as often as wanted (never twice), nothing live that no
+/// event asked for, no duplicate group at the vendor.
 async fn assert_applied_once(s: &Stack, flow: Flow, tag: &str, items: usize, timeout: Duration) {
     let want: Vec<(String, Want)> = (0..items).flat_map(|i| flow.wants(tag, i)).collect();
     let start = Instant::now();
@@ -442,7 +494,7 @@ async fn assert_applied_once(s: &Stack, flow: Flow, tag: &str, items: usize, tim
         let tally = flow.tally(s).await;
         let waiting: Vec<&String> = want
             .iter()
-            .filter(|(id, w)| tally.get(id).map_or(0, |t| t.0) != w.live)
+            .filter(|(id, w)| tally.get(id).copied().unwrap_or(0) != *w)
             .map(|(id, _)| id)
             .collect();
         if waiting.is_empty() && quiescent(s, flow.worker()).await {
@@ -461,14 +513,13 @@ async fn assert_applied_once(s: &Stack, flow: Flow, tag: &str, items: usize, tim
     let wrong: Vec<String> = want
         .iter()
         .filter_map(|(id, w)| {
-            let t = tally.get(id).copied().unwrap_or_default();
-            (t.0 != w.live || !w.created.contains(&t.1))
-                .then(|| format!("{id}: (live, created) = {t:?}, want {w:?}"))
+            let live = tally.get(id).copied().unwrap_or(0);
+            (live != *w).then(|| format!("{id}: {live} live, want {w}"))
         })
         .collect();
-    let unexpected: Vec<(&String, &(usize, usize))> = tally
+    let unexpected: Vec<(&String, &usize)> = tally
         .iter()
-        .filter(|(id, t)| t.0 > 0 && !want.iter().any(|(w, _)| w == *id))
+        .filter(|(id, n)| **n > 0 && !want.iter().any(|(w, _)| w == *id))
         .collect();
     assert!(
         unexpected.is_empty(),
@@ -477,50 +528,85 @@ async fn assert_applied_once(s: &Stack, flow: Flow, tag: &str, items: usize, tim
     );
     assert!(
         wrong.is_empty(),
-        "{flow:?}: every object live as wanted and created at most once:\n{}\n{}",
+        "{flow:?}: every object live exactly as often as wanted:\n{}\n{}",
         wrong.join("\n"),
+        s.logs()
+    );
+    let dups = s.sim.live_duplicates(flow.vendor()).await;
+    assert!(
+        dups.is_empty(),
+        "{flow:?}: the same access twice at the vendor: {dups:?}\n{}",
         s.logs()
     );
 }
 
-async fn nats_killed_and_restarted(flow: Flow) {
+/// Nothing in the DLQ stream: no dead letter, no MAX_DELIVERIES advisory. Called once the
+/// flow is quiescent ([`assert_applied_once`]), when a dead letter would already be stored.
+async fn assert_no_dead_letters(s: &Stack, flow: Flow) {
+    let n = s.dlq_messages().await;
+    assert_eq!(
+        n,
+        0,
+        "{flow:?}: nothing may be dead-lettered: {:?}\n{}",
+        s.dead_letters().await,
+        s.logs()
+    );
+}
+
+async fn nats_killed_and_restarted(flow: Flow, dedupe: VendorDedupe) {
     let mut nats = PrivateNats::start().unwrap();
     let s = flow
-        .stack(Options {
-            nats_url: Some(nats.url()),
-            ..Options::default()
-        })
+        .stack(
+            Options {
+                nats_url: Some(nats.url()),
+                ..Options::default()
+            },
+            dedupe,
+        )
         .await;
-    let mut during_outage = 0;
-    let mut down = false;
     let items = 45;
+    let (mut sent_while_down, mut accepted_while_down) = (0, 0);
+    let mut waiting_at_restart = 0;
     for i in 0..items {
         if i == 15 {
             nats.kill();
-            down = true;
         }
         if i == 30 {
+            // Everything accepted meanwhile waits in the outbox: proof that NATS was down.
+            waiting_at_restart = s.outbox_pending().await;
             nats.restart().unwrap();
-            down = false;
         }
-        deliver_item(&s, flow, "nats", i, Duration::from_secs(10)).await;
-        if down {
-            during_outage += 1;
+        let answers = deliver_item(&s, flow, "nats", i, Duration::from_secs(10)).await;
+        if (15..30).contains(&i) {
+            sent_while_down += answers.len();
+            accepted_while_down += answers.iter().filter(|d| d.accepted).count();
         }
         tokio::time::sleep(Duration::from_millis(60)).await;
     }
-    assert_eq!(during_outage, 15, "webhooks accepted while NATS was down");
+    assert!(sent_while_down > 0);
+    assert_eq!(
+        accepted_while_down, sent_while_down,
+        "{flow:?}: every webhook sent while NATS was down answered 202 accepted"
+    );
+    assert!(
+        waiting_at_restart >= accepted_while_down as i64,
+        "{flow:?}: the {accepted_while_down} events accepted while NATS was down waited in the outbox ({waiting_at_restart} rows)"
+    );
     assert_applied_once(&s, flow, "nats", items, Duration::from_secs(40)).await;
+    assert_no_dead_letters(&s, flow).await;
     s.finish().await;
 }
 
-async fn postgres_restarted(flow: Flow) {
+async fn postgres_restarted(flow: Flow, dedupe: VendorDedupe) {
     let pg = Arc::new(PrivatePostgres::start().unwrap());
     let s = flow
-        .stack(Options {
-            database_url: Some(pg.url()),
-            ..Options::default()
-        })
+        .stack(
+            Options {
+                database_url: Some(pg.url()),
+                ..Options::default()
+            },
+            dedupe,
+        )
         .await;
 
     // Webhooks every 60 ms, each item delivered concurrently (an upstream does not wait for
@@ -542,32 +628,55 @@ async fn postgres_restarted(flow: Flow) {
         async move {
             tokio::time::sleep(Duration::from_millis(60 * i as u64)).await;
             let sent = load_start.elapsed();
-            let failed = deliver_item(s, flow, "pg", i, Duration::from_secs(25)).await;
-            (failed, sent)
+            let answers = deliver_item(s, flow, "pg", i, Duration::from_secs(25)).await;
+            (answers, sent, load_start.elapsed() - sent)
         }
     }))
     .await;
     let outage_from = restart.await.unwrap() - load_start;
     let outage = outage_from..outage_from + Duration::from_secs(3);
-    let refused: u32 = results.iter().map(|r| r.0).sum();
+    let refused: u32 = results.iter().flat_map(|r| &r.0).map(|d| d.failed).sum();
     let sent_during_outage = results.iter().filter(|r| outage.contains(&r.1)).count();
+    // booking-ingest may hold a webhook until the database is back instead of refusing it.
+    let held = results
+        .iter()
+        .filter(|r| r.2 >= Duration::from_secs(1))
+        .count();
     eprintln!(
-        "{flow:?}: {sent_during_outage} items sent while Postgres was down; {refused} answers were 503/refused and retried by the upstream"
+        "{flow:?}: {sent_during_outage} items sent while Postgres was down; {refused} answers were 503/refused and retried by the upstream; {held} items waited ≥ 1 s for their 202"
     );
     assert!(sent_during_outage > 0, "the outage overlapped the load");
+    assert!(
+        refused > 0 || held > 0,
+        "{flow:?}: the outage was felt (webhooks refused, or held until the database was back)"
+    );
     assert_applied_once(&s, flow, "pg", items, Duration::from_secs(40)).await;
+    assert_no_dead_letters(&s, flow).await;
     s.finish().await;
 }
 
-async fn worker_sigkilled_mid_load(flow: Flow) {
+async fn worker_sigkilled_mid_load(flow: Flow, dedupe: VendorDedupe) {
     let mut s = flow
-        .stack(Options {
-            env: vec![("ACCESSHUB_WORKER_ACK_WAIT".into(), "4s".into())],
-            ..Options::default()
-        })
+        .stack(
+            Options {
+                env: vec![("ACCESSHUB_WORKER_ACK_WAIT".into(), "4s".into())],
+                ..Options::default()
+            },
+            dedupe,
+        )
         .await;
-    // Slow creates so the kill lands while calls are in flight.
-    s.sim.add_faults(flow.slow_calls()).await;
+    // Half the creates are applied by the vendor and then never answered, the others answer
+    // slowly: the kill lands between the vendor's work and the worker's record.
+    s.sim
+        .add_faults(json!([
+            {"vendor": flow.vendor(), "kind": {"type": "timeout_after_commit"},
+             "mode": {"probability": 0.5}, "path_contains": flow.create_path(),
+             "method": flow.create_method()},
+            {"vendor": flow.vendor(), "kind": {"type": "latency", "ms": 400},
+             "mode": {"probability": 1.0}, "path_contains": flow.create_path(),
+             "method": flow.create_method()}
+        ]))
+        .await;
     let items = 30;
     for i in 0..items {
         for body in flow.webhooks("kill", i) {
@@ -575,48 +684,24 @@ async fn worker_sigkilled_mid_load(flow: Flow) {
         }
     }
     s.wait_until(
-        "some creates before the kill",
+        "creates applied and still unanswered before the kill",
         Duration::from_secs(20),
-        || async { flow.creates_attempted(&s).await >= 5 },
+        || async { flow.applied_unanswered(&s).await >= 3 },
     )
     .await;
     s.worker(flow.worker()).proc.kill9();
-    let at_kill = flow.creates_attempted(&s).await;
+    let cut = flow.applied_unanswered(&s).await;
     s.sim.clear_faults().await;
     s.restart_worker(flow.worker()).await;
-    eprintln!("{flow:?}: creates attempted before SIGKILL: {at_kill} for {items} items");
-    assert_applied_once(&s, flow, "kill", items, Duration::from_secs(40)).await;
+    eprintln!("{flow:?}: creates applied but unanswered at the SIGKILL: {cut} of {items} items");
+    assert_applied_once(&s, flow, "kill", items, Duration::from_secs(60)).await;
+    assert_no_dead_letters(&s, flow).await;
     s.finish().await;
 }
 
-async fn vendor_failing_a_fifth_of_calls(flow: Flow) {
-    let s = flow
-        .stack(Options {
-            env: vec![("ACCESSHUB_WORKER_MAX_DELIVER".into(), "25".into())],
-            ..Options::default()
-        })
-        .await;
-    s.sim.add_faults(flow.flaky_faults()).await;
-    let items = 30;
-    for i in 0..items {
-        for body in flow.webhooks("flaky", i) {
-            s.accepted(flow.source(), &body).await;
-        }
-    }
+/// Every dead letter is one of the permanent failures, each exactly once, with its reason.
+async fn assert_permanent_failures_dead_lettered(s: &Stack, flow: Flow) {
     let (permanent, reason) = flow.permanent_failures();
-    for (_, body) in &permanent {
-        s.accepted(flow.source(), body).await;
-    }
-    assert_applied_once(&s, flow, "flaky", items, Duration::from_secs(60)).await;
-
-    let injected = s
-        .sim
-        .calls(flow.vendor())
-        .await
-        .iter()
-        .filter(|c| c["injected_fault"] == true)
-        .count();
-    assert!(injected > 0, "faults were injected");
     let dead = accesshub_e2e::eventually(Duration::from_secs(20), || async {
         let d = s.dead_letters().await;
         (d.len() >= permanent.len()).then_some(d)
@@ -640,6 +725,11 @@ async fn vendor_failing_a_fifth_of_calls(flow: Flow) {
         "{flow:?}: only the permanent failures are dead-lettered: {dead:?}\n{}",
         s.logs()
     );
+    assert_eq!(
+        s.dlq_messages().await,
+        permanent.len() as u64,
+        "{flow:?}: no MAX_DELIVERIES advisory either"
+    );
     for d in &dead {
         assert_eq!(d.class, ErrorClass::Permanent, "{d:?}");
         assert_eq!(d.worker, flow.worker());
@@ -649,17 +739,100 @@ async fn vendor_failing_a_fifth_of_calls(flow: Flow) {
             d.reason
         );
     }
+}
+
+/// A stack whose vendor injects `faults` for the whole run (retries raised to 25): `items`
+/// load items and then `extra` webhooks delivered, then [`assert_applied_once`].
+async fn under_vendor_faults(
+    flow: Flow,
+    dedupe: VendorDedupe,
+    faults: Value,
+    (tag, items, extra): (&str, usize, &[Value]),
+    timeout: Duration,
+) -> Stack {
+    let s = flow
+        .stack(
+            Options {
+                env: vec![("ACCESSHUB_WORKER_MAX_DELIVER".into(), "25".into())],
+                ..Options::default()
+            },
+            dedupe,
+        )
+        .await;
+    s.sim.add_faults(faults).await;
+    for i in 0..items {
+        for body in flow.webhooks(tag, i) {
+            s.accepted(flow.source(), &body).await;
+        }
+    }
+    for body in extra {
+        s.accepted(flow.source(), body).await;
+    }
+    assert_applied_once(&s, flow, tag, items, timeout).await;
+    s
+}
+
+async fn vendor_failing_a_fifth_of_calls(flow: Flow, dedupe: VendorDedupe) {
+    let permanent: Vec<Value> = flow
+        .permanent_failures()
+        .0
+        .into_iter()
+        .map(|p| p.1)
+        .collect();
+    let s = under_vendor_faults(
+        flow,
+        dedupe,
+        flow.flaky_faults(),
+        ("flaky", 30, &permanent),
+        Duration::from_secs(60),
+    )
+    .await;
+    let injected = s
+        .sim
+        .calls(flow.vendor())
+        .await
+        .iter()
+        .filter(|c| c["injected_fault"] == true)
+        .count();
+    assert!(injected > 0, "faults were injected");
+    assert_permanent_failures_dead_lettered(&s, flow).await;
     eprintln!("{flow:?}: faults injected: {injected}");
     s.finish().await;
 }
 
-/// One `#[tokio::test]` per flow for a scenario function.
+async fn vendor_losing_answers_after_commit(flow: Flow, dedupe: VendorDedupe) {
+    let s = under_vendor_faults(
+        flow,
+        dedupe,
+        flow.after_commit_faults(),
+        ("lost", 20, &[]),
+        Duration::from_secs(90),
+    )
+    .await;
+    let lost = s
+        .sim
+        .calls(flow.vendor())
+        .await
+        .iter()
+        .filter(|c| c["committed_status"].as_u64().is_some_and(|st| st < 300))
+        .count();
+    assert!(lost > 0, "{flow:?}: some applied calls lost their answer");
+    assert_no_dead_letters(&s, flow).await;
+    eprintln!("{flow:?}: applied calls whose answer was lost: {lost}");
+    s.finish().await;
+}
+
+/// One `#[tokio::test]` per flow for a scenario function; `=> Flow / On` runs it against a
+/// simulator that de-duplicates (default: `Off`).
 macro_rules! per_flow {
-    ($scenario:ident: $($name:ident => $flow:ident),+ $(,)?) => {
+    (@dedupe) => { VendorDedupe::Off };
+    (@dedupe $d:ident) => { VendorDedupe::$d };
+    ($scenario:ident: $($(#[$attr:meta])* $name:ident => $flow:ident $(/ $dedupe:ident)?),+ $(,)?) => {
         $(
+            $(#[$attr])*
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
-                $scenario(Flow::$flow).await;
+                $scenario(Flow::$flow, per_flow!(@dedupe $($dedupe)?)).await;
             }
         )+
     };
@@ -677,105 +850,24 @@ per_flow!(postgres_restarted:
 );
 per_flow!(worker_sigkilled_mid_load:
     cloudpass_worker_sigkilled_mid_load_and_restarted => Cloudpass,
+    #[ignore = "issue 20: dormakaba-worker re-sends CreateNewBooking after a lost answer, relying on the lock system's undocumented idempotency: a second live reservation"]
     dormakaba_worker_sigkilled_mid_load_and_restarted => Dormakaba,
+    dormakaba_worker_sigkilled_mid_load_and_restarted_with_an_idempotent_lock_system => Dormakaba / On,
     ipassan_worker_sigkilled_mid_load_and_restarted => Ipassan,
+    tapkey_worker_sigkilled_mid_grant_never_issues_a_second_grant => Tapkey,
 );
 per_flow!(vendor_failing_a_fifth_of_calls:
     cloudpass_failing_a_fifth_of_calls_applies_everything_once_and_dead_letters_the_permanent => Cloudpass,
+    #[ignore = "issue 20: dormakaba-worker retries a failed IssueMobileKey by calling CreateNewBooking again, relying on the lock system's undocumented idempotency: a second live reservation"]
     dormakaba_failing_a_fifth_of_calls_applies_everything_once_and_dead_letters_the_permanent => Dormakaba,
+    dormakaba_failing_a_fifth_of_calls_with_an_idempotent_lock_system => Dormakaba / On,
     ipassan_failing_a_fifth_of_calls_applies_everything_once_and_dead_letters_the_permanent => Ipassan,
 );
-
-/// A Nexudus day pass (type 8 → two Tapkey locks) for coworker `i`.
-fn pass_event(i: usize) -> Value {
-    let expire = (chrono::Utc::now() + chrono::Duration::days(1))
-        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    json!({
-        "action": "CoworkerTimePassCreate",
-        "data": {
-            "Id": 9000 + i, "UniqueId": format!("kill-pass-{i:03}"), "CoworkerId": 100 + i,
-            "BusinessId": 3, "TimePassId": 8, "TimePassName": "Day pass",
-            "ExpireDate": expire, "Used": false, "UsedDate": null, "RemainingUses": 1,
-            "UpdatedOn": at(0),
-            "CoworkerEmail": format!("member{i:03}@example.com"), "CoworkerFullName": format!("Member {i}")
-        }
-    })
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tapkey_worker_sigkilled_mid_grant_never_issues_a_second_grant() {
-    let mut s = Stack::new(Options {
-        env: vec![("ACCESSHUB_WORKER_ACK_WAIT".into(), "4s".into())],
-        ..Options::default()
-    })
-    .await;
-    s.add_connection(common::tapkey_conn(&s.sim)).await;
-    s.start_ingest(&[]).await;
-    s.start_worker("tapkey-worker", &[]).await;
-    // Grant creation answers slowly, so the kill lands between Tapkey's work and our ack.
-    s.sim
-        .add_faults(
-            json!({"vendor": "tapkey", "kind": {"type": "latency", "ms": 400},
-                           "mode": {"probability": 1.0}, "path_contains": "/Grants"}),
-        )
-        .await;
-    let n = 15;
-    for i in 0..n {
-        s.accepted("nexudus", &pass_event(i)).await;
-    }
-    s.wait_until(
-        "some grants before the kill",
-        Duration::from_secs(20),
-        || async { s.sim.count("tapkey", "PUT", "/Grants").await >= 4 },
-    )
-    .await;
-    s.worker("tapkey-worker").proc.kill9();
-    s.sim.clear_faults().await;
-    s.restart_worker("tapkey-worker").await;
-
-    // Per member: exactly two active grants (one per lock), and exactly two grants ever
-    // issued for them (no revoked duplicates either).
-    let tally = || async {
-        let st = s.sim.state("tapkey").await;
-        let mut per: BTreeMap<String, (usize, usize)> = BTreeMap::new();
-        for c in st["contacts"].as_array().into_iter().flatten() {
-            let email = c["identifier"].as_str().unwrap_or_default().to_lowercase();
-            if !email.starts_with("member") {
-                continue;
-            }
-            let grants: Vec<&Value> = st["grants"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter(|g| g["contactId"] == c["id"])
-                .collect();
-            let active = grants.iter().filter(|g| g["active"] == true).count();
-            per.insert(email, (active, grants.len()));
-        }
-        per
-    };
-    let done = accesshub_e2e::eventually(Duration::from_secs(40), || async {
-        let t = tally().await;
-        (t.len() == n && t.values().all(|v| v.0 == 2)).then_some(t)
-    })
-    .await;
-    let t = tally().await;
-    assert!(
-        done.is_some(),
-        "every member gets two grants: {t:?}\n{}",
-        s.logs()
-    );
-    // Redeliveries still in flight would show themselves before the worker is idle.
-    s.wait_until("tapkey-worker idle", Duration::from_secs(20), || {
-        quiescent(&s, "tapkey-worker")
-    })
-    .await;
-    let t = tally().await;
-    let wrong: Vec<_> = t.iter().filter(|(_, v)| **v != (2, 2)).collect();
-    assert!(
-        wrong.is_empty(),
-        "(active, ever issued) must be (2, 2) per member: {wrong:?}\n{}",
-        s.logs()
-    );
-    s.finish().await;
-}
+per_flow!(vendor_losing_answers_after_commit:
+    cloudpass_answers_lost_after_commit_leave_exactly_one_booking => Cloudpass,
+    #[ignore = "issue 20: dormakaba-worker re-sends CreateNewBooking after a lost answer, relying on the lock system's undocumented idempotency: a second live reservation"]
+    dormakaba_answers_lost_after_commit_leave_exactly_one_reservation => Dormakaba,
+    dormakaba_answers_lost_after_commit_with_an_idempotent_lock_system => Dormakaba / On,
+    ipassan_answers_lost_after_commit_leave_exactly_one_booking => Ipassan,
+    tapkey_answers_lost_after_commit_leave_exactly_one_grant_per_lock => Tapkey,
+);

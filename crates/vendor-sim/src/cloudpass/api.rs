@@ -208,9 +208,9 @@ async fn list_bookings(
         .get("reference")
         .filter(|_| !s.modes.ignore_reference_filter);
     let (total, data): (usize, Vec<_>) = match filter {
-        // Unique per site through the API; copies inserted around it are all listed.
+        // Zero or one match, unless de-duplication is off (or copies were inserted raw).
         Some(r) => {
-            let all = s.vehicle_bookings.all_by_reference(&site, r);
+            let all = s.vehicle_bookings.with_reference(&site, r);
             let data = all.iter().skip(skip).take(per_page_n).map(|b| wire(b));
             (all.len(), data.collect())
         }
@@ -314,6 +314,7 @@ async fn create_booking(
     body: Bytes,
 ) -> Response {
     let now = st.now();
+    let dedupe = st.dedupe(Vendor::CloudPass);
     let mut s = lock(&st.inner.cloudpass);
     if let Err(r) = authorize(&st, &s, &headers).and_then(|u| site_exists(&s, u, &site)) {
         return r;
@@ -345,7 +346,7 @@ async fn create_booking(
     ) else {
         return invalid("missing required fields");
     };
-    if let Some(existing) = s.vehicle_bookings.by_reference(&site, &reference) {
+    if dedupe && let Some(existing) = s.vehicle_bookings.by_reference(&site, &reference) {
         return conflict(existing);
     }
     let (plate, from_ts, until_ts) = match validate(&s, &site, &plate, &from, &until, &tr) {
@@ -393,6 +394,7 @@ async fn patch_booking(
     Path((site, id)): Path<(String, String)>,
     body: Bytes,
 ) -> Response {
+    let dedupe = st.dedupe(Vendor::CloudPass);
     let mut s = lock(&st.inner.cloudpass);
     if let Err(r) = authorize(&st, &s, &headers).and_then(|u| site_exists(&s, u, &site)) {
         return r;
@@ -414,8 +416,9 @@ async fn patch_booking(
         }
         if let Some(other) = s
             .vehicle_bookings
-            .by_reference(&site, r)
-            .filter(|x| x.id != id)
+            .with_reference(&site, r)
+            .into_iter()
+            .find(|x| dedupe && x.id != id)
         {
             return conflict(other);
         }

@@ -4,7 +4,7 @@
 //! Rules enforced: client-credentials tokens; an API user without permission gets 403
 //! `forbidden` on every API call; an API user sees only its account's sites (another
 //! account's site is 404, as if it did not exist); `reference` is unique per site (409 `conflict` carrying
-//! `existing_id`); plates are uppercased and stripped of spaces and dashes, then must be 2–10
+//! `existing_id`; not with de-duplication off, see [`crate::SimState::set_dedupe`]); plates are uppercased and stripped of spaces and dashes, then must be 2–10
 //! ASCII alphanumerics (422); `valid_until` must be after `valid_from` (422); the
 //! `time_restriction_id` must exist at the site (422); lists paginate with `page`/`per_page`
 //! (1–100, default 25).
@@ -145,8 +145,8 @@ impl CloudPassState {
 #[derive(Debug, Default)]
 pub struct VehicleBookings {
     items: paged::Grouped<VehicleBooking>,
-    /// site → reference → sequence numbers in creation order (more than one only when
-    /// bookings were inserted without the API's reference check).
+    /// site → reference → sequence numbers, oldest first (more than one only when
+    /// de-duplication is off or bookings were inserted raw).
     by_ref: HashMap<String, HashMap<String, Vec<u64>>>,
 }
 
@@ -165,41 +165,46 @@ impl VehicleBookings {
     pub fn insert(&mut self, b: VehicleBooking) {
         let (site, id, reference) = (b.site_id.clone(), b.id.clone(), b.reference.clone());
         let seq = self.items.insert(&site, &id, b);
-        self.by_ref
-            .entry(site)
-            .or_default()
-            .entry(reference)
-            .or_default()
-            .push(seq);
+        self.index_ref(&site, reference, seq);
     }
 
-    /// The (first created) booking with this reference at this site.
-    pub fn by_reference(&self, site: &str, reference: &str) -> Option<&VehicleBooking> {
-        self.all_by_reference(site, reference).into_iter().next()
-    }
-
-    /// Every booking with this reference at this site, in creation order.
-    pub fn all_by_reference(&self, site: &str, reference: &str) -> Vec<&VehicleBooking> {
+    fn index_ref(&mut self, site: &str, reference: String, seq: u64) {
         let seqs = self
             .by_ref
-            .get(site)
-            .and_then(|r| r.get(reference))
-            .map(|v| v.as_slice())
-            .unwrap_or_default();
-        seqs.iter()
-            .filter_map(|&seq| self.items.get_seq(site, seq))
-            .collect()
+            .entry(site.to_owned())
+            .or_default()
+            .entry(reference)
+            .or_default();
+        let at = seqs.partition_point(|s| *s < seq);
+        seqs.insert(at, seq);
     }
 
-    fn unindex(&mut self, site: &str, reference: &str, seq: u64) {
+    fn unindex_ref(&mut self, site: &str, reference: &str, seq: u64) {
         if let Some(refs) = self.by_ref.get_mut(site)
             && let Some(seqs) = refs.get_mut(reference)
         {
-            seqs.retain(|&s| s != seq);
+            seqs.retain(|s| *s != seq);
             if seqs.is_empty() {
                 refs.remove(reference);
             }
         }
+    }
+
+    /// The oldest booking with this reference at this site.
+    pub fn by_reference(&self, site: &str, reference: &str) -> Option<&VehicleBooking> {
+        let seq = *self.by_ref.get(site)?.get(reference)?.first()?;
+        self.items.get_seq(site, seq)
+    }
+
+    /// Every booking with this reference at this site, oldest first.
+    pub fn with_reference(&self, site: &str, reference: &str) -> Vec<&VehicleBooking> {
+        self.by_ref
+            .get(site)
+            .and_then(|m| m.get(reference))
+            .into_iter()
+            .flatten()
+            .filter_map(|s| self.items.get_seq(site, *s))
+            .collect()
     }
 
     /// The booking with this id at this site.
@@ -217,17 +222,10 @@ impl VehicleBookings {
         let (seq, b) = self.items.get_mut(site, id)?;
         let old_ref = b.reference.clone();
         f(b);
-        let new_ref = (b.reference != old_ref).then(|| b.reference.clone());
-        if let Some(new_ref) = new_ref {
-            self.unindex(site, &old_ref, seq);
-            let seqs = self
-                .by_ref
-                .entry(site.to_owned())
-                .or_default()
-                .entry(new_ref)
-                .or_default();
-            seqs.push(seq);
-            seqs.sort_unstable();
+        let new_ref = b.reference.clone();
+        if new_ref != old_ref {
+            self.unindex_ref(site, &old_ref, seq);
+            self.index_ref(site, new_ref, seq);
         }
         self.items.get_seq(site, seq)
     }
@@ -235,7 +233,7 @@ impl VehicleBookings {
     /// Removes the booking with this id at this site.
     pub fn remove(&mut self, site: &str, id: &str) -> Option<VehicleBooking> {
         let (seq, b) = self.items.remove(site, id)?;
-        self.unindex(site, &b.reference, seq);
+        self.unindex_ref(site, &b.reference, seq);
         Some(b)
     }
 

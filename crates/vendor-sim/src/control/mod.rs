@@ -9,6 +9,10 @@
 //! | GET / POST / DELETE | `/faults` | list / add (one rule or an array) / clear |
 //! | POST | `/seed/{vendor}` (`demo` as vendor seeds all demo fixtures) | [`SimState::seed_json`] |
 //! | GET / PUT | `/modes/cloudpass` | [`SimState::cloudpass_modes`] / [`SimState::cloudpass_set_modes`] |
+//! | GET | `/dedupe` | `{"cloudpass": true, ...}`: each vendor's de-duplication ([`SimState::dedupe`]) |
+//! | PUT | `/dedupe/{vendor}` with `{"enabled": false}` | [`SimState::set_dedupe`]; answers the map |
+//! | GET | `/live/{vendor}` | [`SimState::live_objects`]: the live objects, sorted |
+//! | GET | `/live/{vendor}/duplicates` | [`SimState::live_duplicates`]: groups of two or more |
 //! | GET | `/healthz` | `ok` |
 
 use std::collections::HashMap;
@@ -37,6 +41,10 @@ pub(crate) fn router(state: SimState) -> Router {
             "/modes/cloudpass",
             get(cloudpass_modes).put(set_cloudpass_modes),
         )
+        .route("/dedupe", get(dedupe_modes))
+        .route("/dedupe/{vendor}", axum::routing::put(set_dedupe))
+        .route("/live/{vendor}", get(live))
+        .route("/live/{vendor}/duplicates", get(live_duplicates))
         .with_state(state)
 }
 
@@ -140,5 +148,54 @@ async fn set_cloudpass_modes(State(st): State<SimState>, body: Bytes) -> Respons
             StatusCode::BAD_REQUEST,
             format!("expected CloudPass modes: {e}"),
         ),
+    }
+}
+
+fn dedupe_map(st: &SimState) -> serde_json::Value {
+    let map: serde_json::Map<String, serde_json::Value> = Vendor::ALL
+        .iter()
+        .map(|v| (v.as_str().to_owned(), json!(st.dedupe(*v))))
+        .collect();
+    serde_json::Value::Object(map)
+}
+
+async fn dedupe_modes(State(st): State<SimState>) -> Response {
+    Json(dedupe_map(&st)).into_response()
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DedupeBody {
+    enabled: bool,
+}
+
+async fn set_dedupe(State(st): State<SimState>, Path(v): Path<String>, body: Bytes) -> Response {
+    let v = match vendor(&v) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    match serde_json::from_slice::<DedupeBody>(&body) {
+        Ok(b) => {
+            st.set_dedupe(v, b.enabled);
+            Json(dedupe_map(&st)).into_response()
+        }
+        Err(e) => bad(
+            StatusCode::BAD_REQUEST,
+            format!("expected {{\"enabled\": true|false}}: {e}"),
+        ),
+    }
+}
+
+async fn live(State(st): State<SimState>, Path(v): Path<String>) -> Response {
+    match vendor(&v) {
+        Ok(v) => Json(st.live_objects(v)).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn live_duplicates(State(st): State<SimState>, Path(v): Path<String>) -> Response {
+    match vendor(&v) {
+        Ok(v) => Json(st.live_duplicates(v)).into_response(),
+        Err(r) => r,
     }
 }

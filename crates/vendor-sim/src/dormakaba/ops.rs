@@ -301,26 +301,31 @@ fn surname(guest_name: &str) -> String {
     guest_name.split(',').next().unwrap_or("").trim().to_owned()
 }
 
+/// The reservation's oldest live record (there is more than one only when de-duplication is
+/// off); `ReservationCheckedOut` when every record is checked out.
 fn booking_mut<'a>(sys: &'a mut LockSystem, req: &Element) -> R<&'a mut Booking> {
     let id = required(req, "ReservationID")?;
-    let b = sys
-        .bookings
-        .iter_mut()
-        .find(|b| b.reservation_id == id)
-        .ok_or_else(|| Outcome::fault("ReservationNotFound", format!("reservation {id}")))?;
-    if b.checked_out {
+    let mut records = sys.bookings.iter_mut().filter(|b| b.reservation_id == id);
+    let Some(first) = records.next() else {
         return Err(Outcome::fault(
-            "ReservationCheckedOut",
+            "ReservationNotFound",
             format!("reservation {id}"),
         ));
+    };
+    if !first.checked_out {
+        return Ok(first);
     }
-    Ok(b)
+    records
+        .find(|b| !b.checked_out)
+        .ok_or_else(|| Outcome::fault("ReservationCheckedOut", format!("reservation {id}")))
 }
 
 struct Env<'a> {
     sys: &'a mut LockSystem,
     rng: &'a mut rand::rngs::StdRng,
     now: DateTime<Utc>,
+    /// Off: `CreateNewBooking` on a live reservation creates a second record.
+    dedupe: bool,
 }
 
 impl Env<'_> {
@@ -390,6 +395,7 @@ pub(crate) fn run(
     req: &Element,
 ) -> Outcome {
     let now = st.now();
+    let dedupe = st.dedupe(crate::Vendor::Dormakaba);
     let mut guard = lock(&st.inner.dormakaba);
     let DormakabaState {
         saflok,
@@ -400,7 +406,12 @@ pub(crate) fn run(
         Product::Saflok => saflok,
         Product::Ambiance => ambiance,
     };
-    let mut env = Env { sys, rng, now };
+    let mut env = Env {
+        sys,
+        rng,
+        now,
+        dedupe,
+    };
     let result = check_auth(env.sys, auth).and_then(|()| {
         if op == "HelloWorldTest" {
             return Ok(ok("Hello World"));
@@ -423,19 +434,26 @@ pub(crate) fn run(
 
 fn create_new_booking(env: &mut Env<'_>, req: &Element) -> R<Outcome> {
     let id = required(req, "ReservationID")?.to_owned();
-    if let Some(existing) = env.sys.bookings.iter().find(|b| b.reservation_id == id) {
-        if existing.checked_out {
+    let records = || env.sys.bookings.iter().filter(|b| b.reservation_id == id);
+    let live = records().find(|b| !b.checked_out);
+    match live {
+        // The Messenger document does not say what a repeat does. De-duplicating: answer
+        // the existing booking, encode nothing. Not: fall through to a second record.
+        Some(existing) if env.dedupe => {
+            return Ok(Outcome::Ok {
+                message: "Booking already exists".to_owned(),
+                access_key: None,
+                transaction_no: Some(existing.transaction_no.clone()),
+            });
+        }
+        Some(_) => {}
+        None if records().next().is_some() => {
             return Err(Outcome::fault(
                 "ReservationCheckedOut",
                 format!("reservation {id}"),
             ));
         }
-        // Idempotent: the booking exists, answer its transaction number, encode nothing.
-        return Ok(Outcome::Ok {
-            message: "Booking already exists".to_owned(),
-            access_key: None,
-            transaction_no: Some(existing.transaction_no.clone()),
-        });
+        None => {}
     }
     let guest = required(req, "GuestName")?.to_owned();
     let room = required(req, "MainRoomNo")?.to_owned();

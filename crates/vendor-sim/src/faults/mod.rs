@@ -2,7 +2,8 @@
 //!
 //! Every vendor router is wrapped by [`vendor_layer`]: it logs each call ([`crate::CallRecord`])
 //! and consults the [`FaultRule`]s. Rules match by vendor and, optionally, a substring of the
-//! request path (for dormakaba also the SOAP operation, as `"/MessengerPMSWS#CreateNewBooking"`).
+//! request path (for dormakaba also the SOAP operation, as `"/MessengerPMSWS#CreateNewBooking"`)
+//! and the HTTP method.
 //! Probabilistic rules draw from an RNG seeded by `SimConfig::seed`, so a scenario replays
 //! exactly when requests arrive in the same order.
 
@@ -42,10 +43,34 @@ pub enum FaultKind {
     /// dormakaba only: answer the operation with this fault code inside the result element
     /// (e.g. `"EncoderBusy"`, `"BusyProcessingPreviousRequest"`). Other vendors answer 500.
     SoapFault(String),
+    /// The vendor applies the call, then never answers (the client's timeout fires). The
+    /// ambiguous failure a retry must survive without a second object.
+    TimeoutAfterCommit,
+    /// The vendor applies the call, then closes the connection without an answer.
+    ResetAfterCommit,
+    /// The vendor applies the call, then answers `500` instead of its real answer.
+    Status500AfterCommit,
+    /// The vendor applies the call, then answers `503` instead of its real answer.
+    Status503AfterCommit,
+}
+
+impl FaultKind {
+    /// Whether the vendor handler runs (and its effect stays) before the answer is lost.
+    pub fn after_commit(&self) -> bool {
+        matches!(
+            self,
+            FaultKind::TimeoutAfterCommit
+                | FaultKind::ResetAfterCommit
+                | FaultKind::Status500AfterCommit
+                | FaultKind::Status503AfterCommit
+        )
+    }
 }
 
 /// JSON shape of [`FaultKind`] in the control API, e.g. `{"type":"latency","ms":250}`,
-/// `{"type":"status429","retry_after_secs":2}`, `{"type":"soap_fault","reason":"EncoderBusy"}`.
+/// `{"type":"status429","retry_after_secs":2}`, `{"type":"soap_fault","reason":"EncoderBusy"}`,
+/// `{"type":"timeout_after_commit"}`, `{"type":"reset_after_commit"}`,
+/// `{"type":"status500_after_commit"}`, `{"type":"status503_after_commit"}`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum FaultKindWire {
@@ -65,6 +90,12 @@ enum FaultKindWire {
     SoapFault {
         reason: String,
     },
+    TimeoutAfterCommit,
+    ResetAfterCommit,
+    #[serde(rename = "status500_after_commit")]
+    Status500AfterCommit,
+    #[serde(rename = "status503_after_commit")]
+    Status503AfterCommit,
 }
 
 impl From<FaultKind> for FaultKindWire {
@@ -81,6 +112,10 @@ impl From<FaultKind> for FaultKindWire {
             FaultKind::Hang => FaultKindWire::Hang,
             FaultKind::DropConnection => FaultKindWire::DropConnection,
             FaultKind::SoapFault(reason) => FaultKindWire::SoapFault { reason },
+            FaultKind::TimeoutAfterCommit => FaultKindWire::TimeoutAfterCommit,
+            FaultKind::ResetAfterCommit => FaultKindWire::ResetAfterCommit,
+            FaultKind::Status500AfterCommit => FaultKindWire::Status500AfterCommit,
+            FaultKind::Status503AfterCommit => FaultKindWire::Status503AfterCommit,
         }
     }
 }
@@ -97,6 +132,10 @@ impl From<FaultKindWire> for FaultKind {
             FaultKindWire::Hang => FaultKind::Hang,
             FaultKindWire::DropConnection => FaultKind::DropConnection,
             FaultKindWire::SoapFault { reason } => FaultKind::SoapFault(reason),
+            FaultKindWire::TimeoutAfterCommit => FaultKind::TimeoutAfterCommit,
+            FaultKindWire::ResetAfterCommit => FaultKind::ResetAfterCommit,
+            FaultKindWire::Status500AfterCommit => FaultKind::Status500AfterCommit,
+            FaultKindWire::Status503AfterCommit => FaultKind::Status503AfterCommit,
         }
     }
 }
@@ -123,6 +162,10 @@ pub struct FaultRule {
     /// Only calls whose path (with query; for dormakaba `path#Operation`) contains this.
     #[serde(default)]
     pub path_contains: Option<String>,
+    /// Only calls with this HTTP method (case-insensitive), e.g. `POST`: an after-commit
+    /// fault on the create, not on the lookup before it that shares its path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
 }
 
 impl FaultRule {
@@ -133,6 +176,7 @@ impl FaultRule {
             kind,
             mode: FaultMode::NextN(n),
             path_contains: None,
+            method: None,
         }
     }
 
@@ -143,12 +187,19 @@ impl FaultRule {
             kind,
             mode: FaultMode::Probability(p),
             path_contains: None,
+            method: None,
         }
     }
 
     /// Restricts the rule to calls whose path (or `path#SoapOperation`) contains `s`.
     pub fn on_path(mut self, s: impl Into<String>) -> Self {
         self.path_contains = Some(s.into());
+        self
+    }
+
+    /// Restricts the rule to calls with this HTTP method (e.g. `"POST"`).
+    pub fn on_method(mut self, m: impl Into<String>) -> Self {
+        self.method = Some(m.into());
         self
     }
 }
@@ -192,7 +243,7 @@ impl FaultEngine {
 
     /// Evaluates every matching rule in order: latencies add up, the first other fault that
     /// fires decides the answer. `NextN` rules are consumed only when they fire.
-    pub(crate) fn decide(&mut self, vendor: Vendor, target: &str) -> Decision {
+    pub(crate) fn decide(&mut self, vendor: Vendor, method: &str, target: &str) -> Decision {
         let mut d = Decision::default();
         let rng = &mut self.rng;
         self.rules.retain_mut(|rule| {
@@ -201,6 +252,10 @@ impl FaultEngine {
                     .path_contains
                     .as_deref()
                     .is_some_and(|p| !target.contains(p))
+                || rule
+                    .method
+                    .as_deref()
+                    .is_some_and(|m| !m.eq_ignore_ascii_case(method))
             {
                 return true;
             }
@@ -246,7 +301,9 @@ fn summary(b: &[u8]) -> String {
     s.into_owned()
 }
 
-/// Middleware: log the call, apply injected faults, then run the vendor handler.
+/// Middleware: log the call, apply injected faults, run the vendor handler. Faults fire
+/// before the handler (nothing applied), except the `*AfterCommit` kinds, which run it and
+/// then lose its answer.
 pub(crate) async fn vendor_layer(
     State(ctx): State<LayerCtx>,
     req: Request,
@@ -273,7 +330,7 @@ pub(crate) async fn vendor_layer(
         Some(op) => format!("{path}#{op}"),
         None => path.clone(),
     };
-    let decision = crate::state::lock(&ctx.state.inner.faults).decide(ctx.vendor, &target);
+    let decision = crate::state::lock(&ctx.state.inner.faults).decide(ctx.vendor, &method, &target);
     let mut rec = CallRecord {
         vendor: ctx.vendor,
         method,
@@ -284,23 +341,20 @@ pub(crate) async fn vendor_layer(
         body_summary: summary(&bytes),
         response_summary: String::new(),
         injected_fault: decision.action.is_some(),
+        committed_status: None,
     };
     if !decision.latency.is_zero() {
         tokio::time::sleep(decision.latency).await;
     }
+    let kill = parts.extensions.get::<ConnKill>().cloned();
     let response = match decision.action {
         Some(FaultKind::Hang) => {
             ctx.state.record_call(rec);
-            std::future::pending::<()>().await;
-            return StatusCode::GATEWAY_TIMEOUT.into_response();
+            return hang_forever().await;
         }
         Some(FaultKind::DropConnection) => {
             ctx.state.record_call(rec);
-            if let Some(kill) = parts.extensions.get::<ConnKill>() {
-                kill.0.notify_one();
-            }
-            std::future::pending::<()>().await;
-            return StatusCode::BAD_GATEWAY.into_response();
+            return drop_connection(kill).await;
         }
         Some(FaultKind::Status429 { retry_after_secs }) => {
             let mut r = vendor_error(
@@ -333,7 +387,33 @@ pub(crate) async fn vendor_layer(
                 &format!("injected SOAP fault {reason} on a non-SOAP call"),
             ),
         },
-        Some(FaultKind::Latency(_)) | None => {
+        Some(kind) if kind.after_commit() => {
+            // The vendor does the work; only its answer is lost on the way back.
+            let req = Request::from_parts(parts, Body::from(bytes));
+            let applied = next.run(req).await;
+            rec.committed_status = Some(applied.status().as_u16());
+            match kind {
+                FaultKind::TimeoutAfterCommit => {
+                    ctx.state.record_call(rec);
+                    return hang_forever().await;
+                }
+                FaultKind::ResetAfterCommit => {
+                    ctx.state.record_call(rec);
+                    return drop_connection(kill).await;
+                }
+                FaultKind::Status503AfterCommit => vendor_error(
+                    ctx.vendor,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "service unavailable (injected after the call was applied)",
+                ),
+                _ => vendor_error(
+                    ctx.vendor,
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal server error (injected after the call was applied)",
+                ),
+            }
+        }
+        Some(_) | None => {
             let req = Request::from_parts(parts, Body::from(bytes));
             next.run(req).await
         }
@@ -346,6 +426,20 @@ pub(crate) async fn vendor_layer(
     rec.response_summary = summary(&rbytes);
     ctx.state.record_call(rec);
     Response::from_parts(rparts, Body::from(rbytes))
+}
+
+/// Never answers: the client's own timeout has to fire.
+async fn hang_forever() -> Response {
+    std::future::pending::<()>().await;
+    StatusCode::GATEWAY_TIMEOUT.into_response()
+}
+
+/// Closes the request's TCP connection without writing an answer.
+async fn drop_connection(kill: Option<ConnKill>) -> Response {
+    if let Some(kill) = kill {
+        kill.0.notify_one();
+    }
+    hang_forever().await
 }
 
 /// An error response in the vendor's own error format (used for injected HTTP faults).

@@ -32,7 +32,10 @@ pub(crate) fn router(state: SimState) -> Router {
             "/api/v1/Owners/{o}/Contacts",
             get(contacts).put(put_contact),
         )
-        .route("/api/v1/Owners/{o}/Contacts/{id}", get(one_contact))
+        .route(
+            "/api/v1/Owners/{o}/Contacts/{id}",
+            get(one_contact).patch(patch_contact),
+        )
         .route(
             "/api/v1/Owners/{o}/Contacts/{id}/RevokeGrants",
             post(revoke_contact_grants),
@@ -492,6 +495,8 @@ fn valid_email(s: &str) -> bool {
 }
 
 /// Finds or creates the contact with this identifier (case-insensitive, ipId `tapkey`).
+/// "Create-or-return" as documented: an existing contact comes back **unchanged**, its title
+/// and comment included (a marker in `comment` needs `PATCH .../Contacts/{id}`).
 pub(crate) fn upsert_contact(
     s: &mut TapkeyState,
     owner: &str,
@@ -501,14 +506,8 @@ pub(crate) fn upsert_contact(
 ) -> Contact {
     if let Some(c) = s
         .contact_by_identifier(owner, identifier)
-        .and_then(|at| s.contacts.get_mut(at))
+        .and_then(|at| s.contacts.get(at))
     {
-        if title.is_some() {
-            c.title = title;
-        }
-        if comment.is_some() {
-            c.comment = comment;
-        }
         return c.clone();
     }
     let c = Contact {
@@ -549,6 +548,56 @@ async fn put_contact(
     };
     let c = upsert_contact(&mut s, &o, &identifier, b.title, b.comment);
     Json(contact_json(&c)).into_response()
+}
+
+/// `PATCH .../Contacts/{id}`: only `title` and `comment` may change (documented); any other
+/// field is refused with 400 instead of being ignored.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ContactPatch {
+    title: Option<String>,
+    comment: Option<String>,
+}
+
+async fn patch_contact(
+    State(st): State<SimState>,
+    headers: HeaderMap,
+    Path((o, id)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let mut s = lock(&st.inner.tapkey);
+    try_resp!(authorize(
+        &st,
+        &s,
+        &headers,
+        "write:core:entities",
+        Some(&o)
+    ));
+    let p: ContactPatch = match serde_json::from_slice(&body) {
+        Ok(p) => p,
+        Err(e) => {
+            return bad_request(&format!(
+                "invalid contact patch (only title and comment can change): {e}"
+            ));
+        }
+    };
+    let Some(c) = s
+        .contact_position(&o, &id)
+        .and_then(|at| s.contacts.get_mut(at))
+    else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            &format!("contact {id} not found"),
+        );
+    };
+    if p.title.is_some() {
+        c.title = p.title;
+    }
+    if p.comment.is_some() {
+        c.comment = p.comment;
+    }
+    Json(contact_json(c)).into_response()
 }
 
 async fn grants(
@@ -631,6 +680,7 @@ async fn put_grant(
     Path(o): Path<String>,
     body: Bytes,
 ) -> Response {
+    let dedupe = st.dedupe(Vendor::Tapkey);
     let mut s = lock(&st.inner.tapkey);
     try_resp!(authorize(&st, &s, &headers, "write:grants", Some(&o)));
     let b: GrantBody = match serde_json::from_slice(&body) {
@@ -653,14 +703,20 @@ async fn put_grant(
         Some(l) if !l.active => return bad_request(&format!("bound lock {lock_id} is not active")),
         Some(_) => {}
     }
-    let Some(from) = b.valid_from.as_deref().and_then(parse_ts) else {
-        return bad_request("validFrom is required and must be an ISO-8601 timestamp");
+    let Some(from) = b.valid_from.as_deref().and_then(tapkey_time) else {
+        return bad_request(
+            "validFrom is required and must be ISO-8601 UTC with milliseconds (2019-02-01T10:00:00.000Z)",
+        );
     };
     let before = match b.valid_before.as_deref() {
         None => None,
-        Some(v) => match parse_ts(v) {
+        Some(v) => match tapkey_time(v) {
             Some(t) => Some(t),
-            None => return bad_request("validBefore must be an ISO-8601 timestamp"),
+            None => {
+                return bad_request(
+                    "validBefore must be ISO-8601 UTC with milliseconds (2019-02-01T10:00:00.000Z)",
+                );
+            }
         },
     };
     if before.is_some_and(|t| t <= from) {
@@ -706,7 +762,7 @@ async fn put_grant(
                 && g.valid_before == before
                 && g.time_restriction_ical == b.time_restriction_ical
         });
-    if let Some(g) = identical {
+    if dedupe && let Some(g) = identical {
         return error(
             StatusCode::CONFLICT,
             "Conflict",
@@ -746,6 +802,22 @@ async fn put_grant(
         Some(g) => grant_response(&s, g),
         None => error(StatusCode::INTERNAL_SERVER_ERROR, "Internal", "grant lost"),
     }
+}
+
+/// A time as Tapkey documents them: ISO-8601 in UTC with milliseconds,
+/// `2019-02-01T10:00:00.000Z`. A local offset or a missing fraction is refused (400) rather
+/// than guessed, so a client that sends local times or drops the milliseconds finds out here.
+fn tapkey_time(s: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    let s = s.trim();
+    if s.as_bytes().get(10) != Some(&b'T') {
+        return None; // RFC 3339 allows a space here, ISO-8601 does not
+    }
+    let body = s.strip_suffix('Z')?;
+    let (_, frac) = body.rsplit_once('.')?;
+    if frac.len() != 3 || !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    parse_ts(s)
 }
 
 /// The grant's contact: already known, or to be created from an identifier.

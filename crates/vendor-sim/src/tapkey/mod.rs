@@ -1,10 +1,13 @@
 //! Tapkey simulator (follows the public Tapkey Web API: OAuth2 client credentials, owner
 //! accounts, bound locks, contacts, grants with OData `$filter`).
 //!
-//! Rules enforced: tokens expire after `SimConfig::tapkey_token_ttl` (401 afterwards);
+//! Rules enforced: times are ISO-8601 UTC with milliseconds (`2019-02-01T10:00:00.000Z`,
+//! anything else 400); contact PUT is create-or-return (an existing contact is returned
+//! unchanged) and only `PATCH .../Contacts/{id}` changes a title or comment; tokens expire after `SimConfig::tapkey_token_ttl` (401 afterwards);
 //! requested scopes must be allowed for the client and each endpoint needs its scope (403);
 //! unknown owner → 404, owner not linked to the client → 403; grants need a known bound lock
-//! and `validBefore > validFrom` (400); an identical active grant → 409; revoking a revoked
+//! and `validBefore > validFrom` (400); an identical active grant → 409 ("desired state
+//! already present"; issued again with de-duplication off, see [`crate::SimState::set_dedupe`]); revoking a revoked
 //! grant → 409 ("desired state already present"); an owner's optional grant limit → 402.
 //! Contacts keep their `comment` (returned in contact and in embedded grant documents); it is
 //! not an OData filter field (400), as filtering on it is not documented.

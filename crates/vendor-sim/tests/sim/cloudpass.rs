@@ -7,7 +7,7 @@ use vendor_sim::cloudpass::{
 
 use crate::{http, sim, token};
 
-async fn cp_token(c: &reqwest::Client, base: &str, id: &str, secret: &str) -> String {
+pub(crate) async fn cp_token(c: &reqwest::Client, base: &str, id: &str, secret: &str) -> String {
     token(
         c,
         &format!("{base}/oauth/token"),
@@ -20,7 +20,7 @@ async fn cp_token(c: &reqwest::Client, base: &str, id: &str, secret: &str) -> St
     .await
 }
 
-fn booking(reference: &str, plate: &str) -> Value {
+pub(crate) fn booking(reference: &str, plate: &str) -> Value {
     json!({
         "reference": reference, "license_plate": plate,
         "valid_from": "2030-05-01T14:00:00Z", "valid_until": "2030-05-03T11:00:00+02:00",

@@ -29,7 +29,17 @@ fn envelope(ns: &str, op: &str, fields: &str, user: Option<(&str, &str)>) -> Str
     )
 }
 
-async fn call(sim: &SimHandle, op: &str, fields: &str) -> String {
+/// A Saflok request with the demo credentials (for requests whose answer is not a 200).
+pub(crate) fn saflok_envelope(op: &str, fields: &str) -> String {
+    envelope(
+        SAFLOK_NAMESPACE,
+        op,
+        fields,
+        Some((DEMO_USERNAME, DEMO_PASSWORD)),
+    )
+}
+
+pub(crate) async fn call(sim: &SimHandle, op: &str, fields: &str) -> String {
     call_as(
         sim,
         &sim.dormakaba_url(),
@@ -62,18 +72,24 @@ async fn call_as(
     r.text().await.unwrap()
 }
 
-fn tag<'a>(xml: &'a str, name: &str) -> Option<&'a str> {
+pub(crate) fn tag<'a>(xml: &'a str, name: &str) -> Option<&'a str> {
     let open = format!("<{name}>");
     let start = xml.find(&open)? + open.len();
     let end = xml[start..].find(&format!("</{name}>"))? + start;
     Some(&xml[start..end])
 }
 
-fn fault(xml: &str) -> Option<&str> {
+pub(crate) fn fault(xml: &str) -> Option<&str> {
     tag(xml, "faultcode")
 }
 
-fn booking_fields(res: &str, room: &str, guest: &str, encoder: u32, extra: &str) -> String {
+pub(crate) fn booking_fields(
+    res: &str,
+    room: &str,
+    guest: &str,
+    encoder: u32,
+    extra: &str,
+) -> String {
     let ci = (Utc::now() - CDuration::hours(1)).format("%Y-%m-%dT%H:%M:%S");
     let co = (Utc::now() + CDuration::days(2)).format("%Y-%m-%dT%H:%M:%S");
     format!(

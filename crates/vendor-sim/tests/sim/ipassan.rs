@@ -6,7 +6,7 @@ use vendor_sim::ipassan::{
 
 use crate::{http, sim, token};
 
-async fn ip_token(c: &reqwest::Client, base: &str) -> String {
+pub(crate) async fn ip_token(c: &reqwest::Client, base: &str) -> String {
     token(
         c,
         &format!("{base}/api/v1/token"),

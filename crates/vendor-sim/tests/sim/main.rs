@@ -4,6 +4,7 @@
 mod cloudpass;
 mod control;
 mod dormakaba;
+mod duplicates;
 mod ipassan;
 mod tapkey;
 

@@ -8,7 +8,7 @@ use vendor_sim::{SimConfig, SimHandle};
 
 use crate::{http, token};
 
-const SCOPES: &str =
+pub(crate) const SCOPES: &str =
     "read:owneraccounts read:core:entities write:core:entities read:grants write:grants";
 
 async fn tk(ttl: Duration) -> SimHandle {
@@ -22,7 +22,7 @@ async fn tk(ttl: Duration) -> SimHandle {
     sim
 }
 
-async fn tk_token(c: &reqwest::Client, sim: &SimHandle, scope: &str) -> String {
+pub(crate) async fn tk_token(c: &reqwest::Client, sim: &SimHandle, scope: &str) -> String {
     token(
         c,
         &format!("{}/connect/token", sim.tapkey_url()),
@@ -36,10 +36,10 @@ async fn tk_token(c: &reqwest::Client, sim: &SimHandle, scope: &str) -> String {
     .await
 }
 
-fn grant(lock: &str, email: &str) -> Value {
+pub(crate) fn grant(lock: &str, email: &str) -> Value {
     json!({
         "boundLockId": lock, "contact": {"identifier": email},
-        "validFrom": "2030-02-01T10:00:00Z", "validBefore": "2030-02-02T10:00:00Z",
+        "validFrom": "2030-02-01T10:00:00.000Z", "validBefore": "2030-02-02T10:00:00.000Z",
     })
 }
 
@@ -224,7 +224,7 @@ async fn grants_rules_filters_and_revoke() {
     assert_eq!(r.status(), 409);
     // validBefore <= validFrom → 400; unknown lock → 400.
     let mut bad = grant(DEMO_LOCK_FRONT, "a@example.com");
-    bad["validBefore"] = json!("2030-02-01T10:00:00Z");
+    bad["validBefore"] = json!("2030-02-01T10:00:00.000Z");
     assert_eq!(
         c.put(&grants)
             .bearer_auth(&tok)
@@ -339,4 +339,106 @@ async fn grants_rules_filters_and_revoke() {
             .filter(|g| g.contact_id == contact_id)
             .all(|g| g.state == "Revoked")
     );
+}
+
+/// VENDORS.md: times are ISO-8601 UTC with milliseconds; contacts can be patched in their
+/// title and comment only.
+#[tokio::test]
+async fn grant_times_are_utc_with_milliseconds_and_contacts_patch_title_and_comment() {
+    let sim = tk(Duration::from_secs(600)).await;
+    let c = http();
+    let tok = tk_token(&c, &sim, SCOPES).await;
+    let api = format!("{}/api/v1/Owners/{DEMO_OWNER_ID}", sim.tapkey_url());
+    for (from, before) in [
+        ("2030-02-01T10:00:00Z", "2030-02-02T10:00:00.000Z"),
+        ("2030-02-01T10:00:00.000Z", "2030-02-02T11:00:00.000+01:00"),
+        ("2030-02-01T10:00:00.0Z", "2030-02-02T10:00:00.000Z"),
+        ("2030-02-01 10:00:00.000Z", "2030-02-02T10:00:00.000Z"),
+    ] {
+        let mut g = grant(DEMO_LOCK_FRONT, "t@example.com");
+        g["validFrom"] = json!(from);
+        g["validBefore"] = json!(before);
+        let r = c
+            .put(format!("{api}/Grants"))
+            .bearer_auth(&tok)
+            .json(&g)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{from} / {before}");
+    }
+    assert!(sim.state().tapkey_grants().is_empty());
+
+    let contact: Value = c
+        .put(format!("{api}/Contacts"))
+        .bearer_auth(&tok)
+        .json(&json!({"ipId": "tapkey", "identifier": "p@example.com", "title": "P"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let url = format!("{api}/Contacts/{}", contact["id"].as_str().unwrap());
+    let r = c
+        .patch(&url)
+        .bearer_auth(&tok)
+        .json(&json!({"comment": "accesshub:acme"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let patched: Value = r.json().await.unwrap();
+    assert_eq!(patched["comment"], "accesshub:acme");
+    assert_eq!(patched["title"], "P", "unchanged");
+    let r = c
+        .patch(&url)
+        .bearer_auth(&tok)
+        .json(&json!({"identifier": "other@example.com"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400, "only title and comment can change");
+    let r = c
+        .patch(format!("{api}/Contacts/nope"))
+        .bearer_auth(&tok)
+        .json(&json!({"comment": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(sim.state().tapkey_contacts()[0].identifier, "p@example.com");
+}
+
+/// VENDORS.md: contact PUT is create-or-return. A repeated PUT must not rewrite the comment
+/// (the place accesshub marks contacts as its own), or a client that never PATCHes would look
+/// right here and leave unmarked contacts at the real vendor.
+#[tokio::test]
+async fn contact_put_returns_an_existing_contact_unchanged() {
+    let sim = tk(Duration::from_secs(600)).await;
+    let c = http();
+    let tok = tk_token(&c, &sim, SCOPES).await;
+    let url = format!(
+        "{}/api/v1/Owners/{DEMO_OWNER_ID}/Contacts",
+        sim.tapkey_url()
+    );
+    let put = |body: Value| c.put(&url).bearer_auth(&tok).json(&body).send();
+    let first: Value =
+        put(json!({"ipId": "tapkey", "identifier": "m@example.com", "title": "Member"}))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    let again: Value = put(json!({"ipId": "tapkey", "identifier": "M@example.com",
+                                  "title": "Other", "comment": "accesshub:acme"}))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(again["id"], first["id"]);
+    assert_eq!(again["title"], "Member");
+    assert_eq!(again["comment"], Value::Null);
+    assert_eq!(sim.state().tapkey_contacts()[0].comment, None);
 }

@@ -191,6 +191,48 @@ impl Sim {
         );
     }
 
+    /// `PUT /dedupe/{vendor}`: with `false` the vendor accepts repeated creates, so a
+    /// duplicate accesshub causes becomes a second live object (see docs/simulators.md).
+    pub async fn set_dedupe(&self, vendor: &str, enabled: bool) {
+        let r = self
+            .http
+            .put(format!("{}/dedupe/{vendor}", Self::url(self.control)))
+            .json(&json!({ "enabled": enabled }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200, "dedupe switch refused");
+    }
+
+    /// `GET /live/{vendor}`: what grants access at the vendor now, in canonical form.
+    pub async fn live(&self, vendor: &str) -> Vec<Value> {
+        let v = self.get_json(&format!("/live/{vendor}")).await;
+        v.as_array().cloned().unwrap_or_default()
+    }
+
+    /// `GET /live/{vendor}/duplicates`: groups of live objects that are the same access.
+    pub async fn live_duplicates(&self, vendor: &str) -> Vec<Value> {
+        let v = self.get_json(&format!("/live/{vendor}/duplicates")).await;
+        v.as_array().cloned().unwrap_or_default()
+    }
+
+    /// `POST /seed/{vendor}` with a fixture document.
+    pub async fn seed(&self, vendor: &str, fixture: &Value) {
+        let r = self
+            .http
+            .post(format!("{}/seed/{vendor}", Self::url(self.control)))
+            .json(fixture)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status().as_u16(),
+            204,
+            "fixture refused: {}",
+            r.text().await.unwrap()
+        );
+    }
+
     /// `DELETE /faults`.
     pub async fn clear_faults(&self) {
         self.http
@@ -548,6 +590,24 @@ impl Stack {
         out
     }
 
+    /// Messages in the namespace's DLQ stream, dead letters and MAX_DELIVERIES advisories
+    /// alike (0 when the stream does not exist).
+    pub async fn dlq_messages(&self) -> u64 {
+        let bus = self.bus().await;
+        let Ok(stream) = bus.js.get_stream(bus.stream_name("DLQ")).await else {
+            return 0;
+        };
+        stream.get_info().await.map_or(0, |i| i.state.messages)
+    }
+
+    /// Outbox rows not yet acknowledged by JetStream (the relay deletes a row once it is).
+    pub async fn outbox_pending(&self) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM outbox")
+            .fetch_one(&self.pool)
+            .await
+            .unwrap_or(-1)
+    }
+
     /// Stops every process gracefully, deletes the namespace's streams and the database.
     pub async fn finish(mut self) {
         for (_, w) in &mut self.workers {
@@ -699,12 +759,17 @@ pub const IPASSAN_BBQ: &str = "6b1f3c9e-0000-4000-8000-0000000a55e1";
 
 /// iPassan: connecX facility `rooftop-bbq` → the demo "Rooftop BBQ" asset.
 pub fn ipassan_conn(sim: &Sim) -> Connection {
+    ipassan_conn_to(sim, IPASSAN_BBQ)
+}
+
+/// iPassan: connecX facility `rooftop-bbq` → `asset`.
+pub fn ipassan_conn_to(sim: &Sim, asset: &str) -> Connection {
     conn(VendorSettings::Ipassan(IpassanSettings {
         base_url: Sim::url(sim.ipassan),
         client_id: "demo-ipassan-client".into(),
         client_secret: Secret::new("demo-ipassan-secret"),
         site_guid: IPASSAN_SITE.into(),
-        facilities: BTreeMap::from([("rooftop-bbq".to_owned(), IPASSAN_BBQ.to_owned())]),
+        facilities: BTreeMap::from([("rooftop-bbq".to_owned(), asset.to_owned())]),
     }))
 }
 
