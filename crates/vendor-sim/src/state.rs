@@ -120,6 +120,8 @@ pub(crate) struct Inner {
     pub(crate) faults: Mutex<FaultEngine>,
     /// Vendors whose server-side de-duplication is switched off ([`SimState::set_dedupe`]).
     pub(crate) no_dedupe: Mutex<HashSet<Vendor>>,
+    /// Whether Tapkey's `GET .../Grants` applies `$filter` ([`SimState::set_tapkey_grant_filter`]).
+    pub(crate) tapkey_grant_filter: Mutex<bool>,
 }
 
 /// Locks a mutex, recovering from poisoning (a panicking test must not wedge the simulator).
@@ -143,6 +145,7 @@ impl SimState {
                 calls: Mutex::new(Vec::new()),
                 faults: Mutex::new(FaultEngine::new(cfg.seed)),
                 no_dedupe: Mutex::new(HashSet::new()),
+                tapkey_grant_filter: Mutex::new(true),
             }),
         }
     }
@@ -170,6 +173,22 @@ impl SimState {
         lock(&self.inner.calls).clear();
         *lock(&self.inner.faults) = FaultEngine::new(self.inner.seed);
         lock(&self.inner.no_dedupe).clear();
+        *lock(&self.inner.tapkey_grant_filter) = true;
+    }
+
+    /// Whether Tapkey's grant list applies OData `$filter` (default) or ignores it.
+    ///
+    /// VENDORS.md: OData filtering is documented for BoundLocks, not for Grants, so a client
+    /// must filter grants itself if the server ignores `$filter`. Off, the simulator ignores it
+    /// (`$skip`/`$top` still apply) and answers every grant of the owner, so a client that
+    /// trusts the server-side filter acts on other contacts' grants here, not in production.
+    pub fn set_tapkey_grant_filter(&self, honoured: bool) {
+        *lock(&self.inner.tapkey_grant_filter) = honoured;
+    }
+
+    /// See [`SimState::set_tapkey_grant_filter`].
+    pub fn tapkey_grant_filter_honoured(&self) -> bool {
+        *lock(&self.inner.tapkey_grant_filter)
     }
 
     /// Switches a vendor's server-side de-duplication on (the default) or off.

@@ -11,6 +11,7 @@
 //! | GET / PUT | `/modes/cloudpass` | [`SimState::cloudpass_modes`] / [`SimState::cloudpass_set_modes`] |
 //! | GET | `/dedupe` | `{"cloudpass": true, ...}`: each vendor's de-duplication ([`SimState::dedupe`]) |
 //! | PUT | `/dedupe/{vendor}` with `{"enabled": false}` | [`SimState::set_dedupe`]; answers the map |
+//! | PUT | `/tapkey/grant-filter` with `{"honoured": false}` | [`SimState::set_tapkey_grant_filter`] |
 //! | GET | `/live/{vendor}` | [`SimState::live_objects`]: the live objects, sorted |
 //! | GET | `/live/{vendor}/duplicates` | [`SimState::live_duplicates`]: groups of two or more |
 //! | GET | `/healthz` | `ok` |
@@ -43,6 +44,7 @@ pub(crate) fn router(state: SimState) -> Router {
         )
         .route("/dedupe", get(dedupe_modes))
         .route("/dedupe/{vendor}", axum::routing::put(set_dedupe))
+        .route("/tapkey/grant-filter", axum::routing::put(set_grant_filter))
         .route("/live/{vendor}", get(live))
         .route("/live/{vendor}/duplicates", get(live_duplicates))
         .with_state(state)
@@ -197,5 +199,24 @@ async fn live_duplicates(State(st): State<SimState>, Path(v): Path<String>) -> R
     match vendor(&v) {
         Ok(v) => Json(st.live_duplicates(v)).into_response(),
         Err(r) => r,
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GrantFilterBody {
+    honoured: bool,
+}
+
+async fn set_grant_filter(State(st): State<SimState>, body: Bytes) -> Response {
+    match serde_json::from_slice::<GrantFilterBody>(&body) {
+        Ok(b) => {
+            st.set_tapkey_grant_filter(b.honoured);
+            Json(json!({ "honoured": b.honoured })).into_response()
+        }
+        Err(e) => bad(
+            StatusCode::BAD_REQUEST,
+            format!("expected {{\"honoured\": true|false}}: {e}"),
+        ),
     }
 }

@@ -606,9 +606,13 @@ async fn grants(
     Path(o): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
+    let honour_filter = st.tapkey_grant_filter_honoured();
     let s = lock(&st.inner.tapkey);
     try_resp!(authorize(&st, &s, &headers, "read:grants", Some(&o)));
-    let clauses = try_resp!(parse_filter(&q));
+    let mut clauses = try_resp!(parse_filter(&q));
+    if !honour_filter {
+        clauses.clear(); // OData on Grants is undocumented: a server may ignore it
+    }
     // A contactId or id clause narrows the candidates (in creation order, as without it).
     let narrowed: Option<Vec<usize>> =
         clauses

@@ -442,3 +442,48 @@ async fn contact_put_returns_an_existing_contact_unchanged() {
     assert_eq!(again["comment"], Value::Null);
     assert_eq!(sim.state().tapkey_contacts()[0].comment, None);
 }
+
+/// VENDORS.md: `$filter` is documented for BoundLocks, not Grants. With the filter switched
+/// off the grant list answers every grant of the owner, as a server that ignores it would.
+#[tokio::test]
+async fn grant_filter_can_be_ignored_like_an_undocumented_feature() {
+    let sim = tk(Duration::from_secs(600)).await;
+    let c = http();
+    let tok = tk_token(&c, &sim, SCOPES).await;
+    let url = format!("{}/api/v1/Owners/{DEMO_OWNER_ID}/Grants", sim.tapkey_url());
+    for email in ["a@example.com", "b@example.com"] {
+        let r = c
+            .put(&url)
+            .bearer_auth(&tok)
+            .json(&grant(DEMO_LOCK_FRONT, email))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let contact = sim.state().tapkey_contacts()[0].id.clone();
+    let list = |filter: String| {
+        c.get(&url)
+            .bearer_auth(&tok)
+            .query(&[("$filter", filter)])
+            .send()
+    };
+    let filter = format!("contactId eq '{contact}' and active eq true");
+    let honoured: Value = list(filter.clone()).await.unwrap().json().await.unwrap();
+    assert_eq!(honoured.as_array().unwrap().len(), 1);
+    let r = c
+        .put(format!("{}/tapkey/grant-filter", sim.control_url()))
+        .json(&json!({"honoured": false}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let ignored: Value = list(filter).await.unwrap().json().await.unwrap();
+    assert_eq!(
+        ignored.as_array().unwrap().len(),
+        2,
+        "every grant of the owner"
+    );
+    sim.state().reset();
+    assert!(sim.state().tapkey_grant_filter_honoured());
+}
