@@ -245,7 +245,8 @@ async fn apply_yaml_end_to_end() {
             ConnectionsCommand::Delete {
                 tenant: "acme".into(),
                 vendor: Vendor::Cloudpass,
-                name: "default".into()
+                name: "default".into(),
+                access: Default::default(),
             },
             Format::Table
         )
@@ -259,6 +260,7 @@ async fn apply_yaml_end_to_end() {
             tenant: "acme".into(),
             vendor: Vendor::Cloudpass,
             name: "default".into(),
+            access: Default::default(),
         },
         Format::Table,
     )

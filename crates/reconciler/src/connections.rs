@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, RwLock};
 
-use accesshub_connections::Connection;
+use accesshub_connections::{Connection, OffboardIntent};
 use futures::future::BoxFuture;
 
 use crate::{error::ReconcileError, model::ConnectionRef};
@@ -17,6 +17,16 @@ pub trait ConnectionSource: Send + Sync {
     ) -> BoxFuture<'a, Result<Option<Connection>, ReconcileError>>;
     /// Every connection (for default schedules).
     fn list(&self) -> BoxFuture<'_, Result<Vec<Connection>, ReconcileError>>;
+
+    /// Whether the connection is being offboarded, and what then happens to it. Static sets
+    /// never are (they cannot be changed at run time).
+    fn offboarding<'a>(
+        &'a self,
+        c: &'a ConnectionRef,
+    ) -> BoxFuture<'a, Result<Option<OffboardIntent>, ReconcileError>> {
+        let _ = c;
+        Box::pin(async { Ok(None) })
+    }
 }
 
 /// A fixed, in-memory set (tests, benchmark, or a YAML file).
@@ -72,6 +82,12 @@ impl ConnectionSource for StaticConnections {
     }
 }
 
+fn vendor_of(c: &ConnectionRef) -> Result<accesshub_connections::Vendor, ReconcileError> {
+    c.vendor
+        .parse()
+        .map_err(|e: String| ReconcileError::invalid("vendor", e))
+}
+
 /// Reads connections from the connection store (Postgres, secrets unsealed).
 impl ConnectionSource for accesshub_connections::ConnectionStore {
     fn get<'a>(
@@ -79,10 +95,7 @@ impl ConnectionSource for accesshub_connections::ConnectionStore {
         c: &'a ConnectionRef,
     ) -> BoxFuture<'a, Result<Option<Connection>, ReconcileError>> {
         Box::pin(async move {
-            let vendor: accesshub_connections::Vendor = c
-                .vendor
-                .parse()
-                .map_err(|e: String| ReconcileError::invalid("vendor", e))?;
+            let vendor = vendor_of(c)?;
             accesshub_connections::ConnectionStore::get(self, &c.tenant, vendor, &c.name)
                 .await
                 .map_err(|e| ReconcileError::Connections(e.to_string()))
@@ -92,6 +105,18 @@ impl ConnectionSource for accesshub_connections::ConnectionStore {
     fn list(&self) -> BoxFuture<'_, Result<Vec<Connection>, ReconcileError>> {
         Box::pin(async move {
             accesshub_connections::ConnectionStore::list(self, None, None)
+                .await
+                .map_err(|e| ReconcileError::Connections(e.to_string()))
+        })
+    }
+
+    fn offboarding<'a>(
+        &'a self,
+        c: &'a ConnectionRef,
+    ) -> BoxFuture<'a, Result<Option<OffboardIntent>, ReconcileError>> {
+        Box::pin(async move {
+            let vendor = vendor_of(c)?;
+            accesshub_connections::offboard::intent(self.pool(), &c.tenant, vendor, &c.name)
                 .await
                 .map_err(|e| ReconcileError::Connections(e.to_string()))
         })
