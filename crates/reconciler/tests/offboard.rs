@@ -2,7 +2,9 @@
 //! (applied by the worker in-process, which reads connections from Postgres like in
 //! production); the connection is deleted with its access removed first. The offboard run
 //! removes everything of ours through the worker, a listing proves nothing is left, and only
-//! then is the connection deleted. Access we did not create is never touched.
+//! then is the connection deleted. Access we did not create is never touched. A run that
+//! cannot remove everything (no worker) fails saying what is left and keeps the connection
+//! offboarding; the retry finishes.
 
 #![allow(clippy::unwrap_used)]
 
@@ -167,7 +169,65 @@ async fn store_desired(db: &accesshub_testkit::TestDb, ev: &Event) {
     .unwrap();
 }
 
-async fn offboard_deletes_the_connection_once_nothing_of_ours_is_left(vendor: Vendor) {
+async fn start_worker(
+    vendor: Vendor,
+    db: &accesshub_testkit::TestDb,
+    tb: &accesshub_testkit::TestBus,
+    source: Arc<dyn worker_runtime::ConnectionSource>,
+) -> worker_runtime::WorkerHandle {
+    match vendor {
+        Vendor::Tapkey => worker_runtime::start(
+            worker_runtime::WorkerConfig::for_test(
+                tb.config(tapkey_adapter::NAME, &db.url),
+                source,
+            ),
+            tapkey_adapter::TapkeyHandler::new(),
+        )
+        .await
+        .unwrap(),
+        _ => worker_runtime::start(
+            worker_runtime::WorkerConfig::for_test(
+                tb.config(ipassan_adapter::WORKER, &db.url),
+                source,
+            ),
+            ipassan_adapter::IpassanHandler::default(),
+        )
+        .await
+        .unwrap(),
+    }
+}
+
+fn reconciler(
+    db: &accesshub_testkit::TestDb,
+    tb: &accesshub_testkit::TestBus,
+    conns: &ConnectionStore,
+    inv: Arc<dyn Inventory>,
+    timeout: Duration,
+) -> Reconciler {
+    Reconciler::new(
+        db.pool.clone(),
+        tb.bus.clone(),
+        Arc::new(conns.clone()),
+        vec![inv],
+        Settings {
+            default_schedules: false,
+            offboard: OffboardTiming {
+                timeout,
+                poll: Duration::from_millis(300),
+                resend_after: Duration::from_secs(3),
+            },
+            ..Settings::default()
+        },
+    )
+}
+
+/// With `workers_down_first`, the first offboard run cannot remove anything: it fails saying
+/// what is left, the connection stays (offboarding), and a retry once workers are back
+/// finishes the job.
+async fn offboard_deletes_the_connection_once_nothing_of_ours_is_left(
+    vendor: Vendor,
+    workers_down_first: bool,
+) {
     accesshub_telemetry::init_for_tests();
     let (db, tb) = accesshub_testkit::isolated().await;
     let sim = vendor_sim::start(vendor_sim::SimConfig::ephemeral())
@@ -191,26 +251,7 @@ async fn offboard_deletes_the_connection_once_nothing_of_ours_is_left(vendor: Ve
     ));
     let listener = cache.listen(&tb.bus, None).await.unwrap();
     let source: Arc<dyn worker_runtime::ConnectionSource> = cache.clone();
-    let worker = match vendor {
-        Vendor::Tapkey => worker_runtime::start(
-            worker_runtime::WorkerConfig::for_test(
-                tb.config(tapkey_adapter::NAME, &db.url),
-                source,
-            ),
-            tapkey_adapter::TapkeyHandler::new(),
-        )
-        .await
-        .unwrap(),
-        _ => worker_runtime::start(
-            worker_runtime::WorkerConfig::for_test(
-                tb.config(ipassan_adapter::WORKER, &db.url),
-                source,
-            ),
-            ipassan_adapter::IpassanHandler::default(),
-        )
-        .await
-        .unwrap(),
-    };
+    let worker = start_worker(vendor, &db, &tb, source.clone()).await;
     let before = (case.live)(&sim);
     for ev in &case.events {
         store_desired(&db, ev).await;
@@ -233,27 +274,40 @@ async fn offboard_deletes_the_connection_once_nothing_of_ours_is_left(vendor: Ve
     .await
     .unwrap();
     let c = conn_ref(&case.conn);
+    let mut worker = worker;
+    if workers_down_first {
+        worker.shutdown().await.unwrap();
+        store::request_run(&db.pool, &c, Scope::Offboard, Trigger::Api, Some("ops"))
+            .await
+            .unwrap();
+        let rec = reconciler(&db, &tb, &conns, case.inv.clone(), Duration::from_secs(2));
+        let run = rec.drain_queue().await.unwrap().pop().unwrap();
+        assert_eq!(run.status, RunStatus::Failed);
+        let error = run.error.unwrap();
+        assert!(
+            error.contains("2 object(s) of ours are still at the vendor")
+                && error.contains("stays offboarding"),
+            "{error}"
+        );
+        assert_eq!((case.live)(&sim).difference(&before).count(), 2);
+        assert_eq!(
+            offboard::intent(&db.pool, TENANT, vendor, "default")
+                .await
+                .unwrap(),
+            Some(OffboardIntent::Delete),
+            "kept, still offboarding"
+        );
+        worker = start_worker(vendor, &db, &tb, source).await;
+    }
     store::request_run(&db.pool, &c, Scope::Offboard, Trigger::Api, Some("ops"))
         .await
         .unwrap();
-    let rec = Reconciler::new(
-        db.pool.clone(),
-        tb.bus.clone(),
-        Arc::new(conns.clone()),
-        vec![case.inv.clone()],
-        Settings {
-            default_schedules: false,
-            offboard: OffboardTiming {
-                timeout: Duration::from_secs(30),
-                poll: Duration::from_millis(300),
-                resend_after: Duration::from_secs(3),
-            },
-            ..Settings::default()
-        },
-    );
+    let rec = reconciler(&db, &tb, &conns, case.inv.clone(), Duration::from_secs(30));
     let run = rec.drain_queue().await.unwrap().pop().unwrap();
     assert_eq!(run.status, RunStatus::Succeeded, "{:?}", run.error);
-    assert_eq!((run.counts.checked, run.counts.removed), (2, 2));
+    if !workers_down_first {
+        assert_eq!((run.counts.checked, run.counts.removed), (2, 2));
+    }
     assert!(
         run.note.as_deref().unwrap().contains("connection deleted"),
         "{:?}",
@@ -290,10 +344,15 @@ async fn offboard_deletes_the_connection_once_nothing_of_ours_is_left(vendor: Ve
 
 #[tokio::test]
 async fn tapkey_offboard_deletes_the_connection_once_nothing_of_ours_is_left() {
-    offboard_deletes_the_connection_once_nothing_of_ours_is_left(Vendor::Tapkey).await;
+    offboard_deletes_the_connection_once_nothing_of_ours_is_left(Vendor::Tapkey, false).await;
+}
+
+#[tokio::test]
+async fn an_offboard_that_cannot_finish_keeps_the_connection_and_a_retry_finishes_it() {
+    offboard_deletes_the_connection_once_nothing_of_ours_is_left(Vendor::Tapkey, true).await;
 }
 
 #[tokio::test]
 async fn ipassan_offboard_deletes_the_connection_once_nothing_of_ours_is_left() {
-    offboard_deletes_the_connection_once_nothing_of_ours_is_left(Vendor::Ipassan).await;
+    offboard_deletes_the_connection_once_nothing_of_ours_is_left(Vendor::Ipassan, false).await;
 }
