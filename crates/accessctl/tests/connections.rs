@@ -245,7 +245,8 @@ async fn apply_yaml_end_to_end() {
             ConnectionsCommand::Delete {
                 tenant: "acme".into(),
                 vendor: Vendor::Cloudpass,
-                name: "default".into()
+                name: "default".into(),
+                access: Default::default(),
             },
             Format::Table
         )
@@ -253,17 +254,96 @@ async fn apply_yaml_end_to_end() {
         .unwrap_err()
     );
     assert!(msg.contains("403"), "{msg}");
+
+    // A booking holds access through the connection: no delete or disable without a choice.
+    sqlx::raw_sql(
+        "INSERT INTO bookings (tenant_id, kind, booking_key, site, revision, source, event_id, payload)
+         VALUES ('acme', 'reservation', 'R1', 'adm-1', 1, 'bex', gen_random_uuid(), '{}');
+         INSERT INTO bindings (tenant_id, vendor, kind, booking_key, applied_revision, status)
+         VALUES ('acme', 'cloudpass', 'reservation', 'R1', 1, 'active')",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let target = |access| ConnectionsCommand::Delete {
+        tenant: "acme".into(),
+        vendor: Vendor::Cloudpass,
+        name: "default".into(),
+        access,
+    };
+    let msg = format!(
+        "{:#}",
+        connections::run_with(&api, target(Default::default()), Format::Table)
+            .await
+            .unwrap_err()
+    );
+    assert!(
+        msg.contains("409")
+            && msg.contains("1 booking(s) hold access")
+            && msg.contains("--remove-access"),
+        "{msg}"
+    );
+    let keep = || accessctl::cmd::offboard::AccessArgs {
+        keep_access: true,
+        ..Default::default()
+    };
     connections::run_with(
         &api,
-        ConnectionsCommand::Delete {
+        ConnectionsCommand::Disable {
             tenant: "acme".into(),
             vendor: Vendor::Cloudpass,
             name: "default".into(),
+            access: keep(),
         },
         Format::Table,
     )
     .await
     .unwrap();
+    let cp = store
+        .get("acme", Vendor::Cloudpass, "default")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!cp.enabled);
+    connections::run_with(&api, target(keep()), Format::Table)
+        .await
+        .unwrap();
+    assert!(
+        store
+            .get("acme", Vendor::Cloudpass, "default")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let msg = format!(
+        "{:#}",
+        tenants::run_with(
+            &api,
+            TenantsCommand::Delete {
+                id: "acme".into(),
+                access: Default::default()
+            },
+            Format::Table
+        )
+        .await
+        .unwrap_err()
+    );
+    assert!(msg.contains("409"), "{msg}");
+    tenants::run_with(
+        &api,
+        TenantsCommand::Delete {
+            id: "acme".into(),
+            access: keep(),
+        },
+        Format::Table,
+    )
+    .await
+    .unwrap();
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM bookings WHERE tenant_id = 'acme'")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(left, 0, "the tenant's bookings go with it");
 
     bus.cleanup().await;
     db.drop_db().await;

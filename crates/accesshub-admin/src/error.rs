@@ -68,7 +68,9 @@ impl From<ConnectionError> for ApiError {
             ConnectionError::AlreadyExists(what) => {
                 ApiError::Conflict(format!("{what} already exists"))
             }
-            e @ ConnectionError::Conflict { .. } => ApiError::Conflict(e.to_string()),
+            e @ (ConnectionError::Conflict { .. } | ConnectionError::Offboarding { .. }) => {
+                ApiError::Conflict(e.to_string())
+            }
             e if e.class() == ErrorClass::Transient => {
                 tracing::warn!(error = %e, "admin API: backend unavailable");
                 ApiError::Unavailable("database or NATS unavailable, retry".into())

@@ -4,9 +4,10 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use accesshub_connections::{
-    ApplyStatus, Change, Connection, Tenant, TenantSource, Vendor,
+    AccessChoice, ApplyStatus, Change, Connection, OffboardIntent, Tenant, TenantSource, Vendor,
     lookup::{self, LookupFailureKind, LookupItem, LookupRequest, LookupResponse},
     model::Secret,
+    offboard,
     tenants::DEFAULT_PREVIOUS_TTL,
 };
 use axum::{
@@ -120,13 +121,172 @@ pub(crate) async fn get_tenant(
 pub(crate) async fn delete_tenant(
     State(s): State<AdminState>,
     Path(id): Path<String>,
-) -> Result<StatusCode, ApiError> {
-    if s.tenants.delete(&id).await? {
-        tracing::info!(tenant = %id, "tenant deleted");
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ApiError::NotFound(format!("unknown tenant {id:?}")))
+    Query(q): Query<AccessQuery>,
+    Extension(who): Extension<Principal>,
+) -> Result<Response, ApiError> {
+    let choice = q.choice()?;
+    if s.tenants.get(&id).await?.is_none() {
+        return Err(ApiError::NotFound(format!("unknown tenant {id:?}")));
     }
+    let pool = s.tenants.pool();
+    let live = offboard::live_access_of_tenant(pool, &id).await?;
+    match choice {
+        AccessChoice::Refuse if live > 0 => Err(ApiError::Conflict(format!(
+            "{live} booking(s) of tenant {id:?} hold access at a vendor: delete with \
+             ?access=remove (accessctl tenants delete --remove-access) to remove it first, or \
+             ?access=keep (--keep-access) to delete now and leave it at the vendors"
+        ))),
+        AccessChoice::Refuse | AccessChoice::Keep => {
+            s.tenants.delete(&id).await?;
+            let warning = kept_warning(live, &format!("tenant {id:?}"));
+            if let Some(w) = &warning {
+                tracing::warn!(tenant = %id, by = %who.name, live, "tenant deleted, vendor access kept: {w}");
+            } else {
+                tracing::info!(tenant = %id, by = %who.name, "tenant deleted");
+            }
+            Ok(removed_now(OffboardState::Deleted, live, warning))
+        }
+        AccessChoice::Remove => {
+            let conns = s.connections.list(Some(&id), None).await?;
+            offboard::begin_tenant(pool, &id).await?;
+            let mut runs = Vec::with_capacity(conns.len());
+            for c in &conns {
+                runs.push(start_offboard(&s, c, OffboardIntent::Delete, &who).await?);
+            }
+            // No connection: nothing can hold access through accesshub any more.
+            if conns.is_empty() {
+                offboard::finish_tenant(pool, &id).await?;
+                tracing::info!(tenant = %id, by = %who.name, "tenant deleted");
+                return Ok(removed_now(OffboardState::Deleted, live, None));
+            }
+            tracing::info!(tenant = %id, by = %who.name, connections = conns.len(), live,
+                "tenant offboarding: deleted once every connection's access is removed");
+            Ok(offboarding(live, runs))
+        }
+    }
+}
+
+// ---- offboarding ----
+
+/// `?access=remove|keep` on deletes and disables.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct AccessQuery {
+    #[serde(default)]
+    access: Option<String>,
+}
+
+impl AccessQuery {
+    fn choice(&self) -> Result<AccessChoice, ApiError> {
+        AccessChoice::parse(self.access.as_deref()).map_err(|e| ApiError::field("access", e))
+    }
+}
+
+/// What became of a connection or tenant deleted or disabled with a choice about its access.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OffboardState {
+    /// Deleted now.
+    Deleted,
+    /// Disabled now.
+    Disabled,
+    /// Its access is being removed by the offboard runs; deleted or disabled afterwards.
+    Offboarding,
+}
+
+/// Answer of `DELETE /connections/…`, `DELETE /tenants/…` and of a disabling `PUT` when a
+/// choice about the vendor access was made (`?access=remove|keep`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OffboardResponse {
+    /// What happened.
+    pub state: OffboardState,
+    /// Bookings that held access when asked.
+    pub live_bookings: i64,
+    /// With `access=remove`: the offboard runs to follow (`accessctl sync status`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub runs: Vec<accesshub_sync_runs::SyncRun>,
+    /// With `access=keep`: what was left at the vendors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
+}
+
+fn kept_warning(live: i64, what: &str) -> Option<String> {
+    (live > 0).then(|| {
+        format!(
+            "{live} booking(s) keep their access at the vendor although {what} is gone: \
+             accesshub will not remove it; remove it at the vendor"
+        )
+    })
+}
+
+fn removed_now(state: OffboardState, live: i64, warning: Option<String>) -> Response {
+    if warning.is_none() && state == OffboardState::Deleted && live == 0 {
+        return StatusCode::NO_CONTENT.into_response();
+    }
+    let body = OffboardResponse {
+        state,
+        live_bookings: live,
+        runs: vec![],
+        warning,
+    };
+    (StatusCode::OK, Json(body)).into_response()
+}
+
+fn offboarding(live: i64, runs: Vec<accesshub_sync_runs::SyncRun>) -> Response {
+    let body = OffboardResponse {
+        state: OffboardState::Offboarding,
+        live_bookings: live,
+        runs,
+        warning: None,
+    };
+    (StatusCode::ACCEPTED, Json(body)).into_response()
+}
+
+fn conflict_live(live: i64, c: &Connection, verb: &str) -> ApiError {
+    let vendor = c.vendor();
+    ApiError::Conflict(format!(
+        "{live} booking(s) hold access at {vendor} through connection {}/{vendor}/{}: {verb} \
+         with ?access=remove (accessctl connections {verb} --remove-access) to remove that \
+         access first, or ?access=keep (--keep-access) to {verb} now and leave it at {vendor}",
+        c.tenant, c.name
+    ))
+}
+
+/// Marks the connection offboarding and queues its offboard run. Refused while a sync of
+/// another scope is running (it may still be re-creating access): retry when it finished.
+async fn start_offboard(
+    s: &AdminState,
+    c: &Connection,
+    intent: OffboardIntent,
+    who: &Principal,
+) -> Result<accesshub_sync_runs::SyncRun, ApiError> {
+    use accesshub_sync_runs::{RunStatus, Scope, Trigger, store};
+    let vendor = c.vendor();
+    let conn = accesshub_sync_runs::ConnectionRef {
+        tenant: c.tenant.clone(),
+        vendor: vendor.to_string(),
+        name: c.name.clone(),
+    };
+    let pool = s.connections.pool();
+    let active = store::list_runs(pool, Some(&c.tenant), Some(vendor.as_str()), 20)
+        .await?
+        .into_iter()
+        .find(|r| {
+            r.connection == conn && r.status == RunStatus::Running && r.scope != Scope::Offboard
+        });
+    if let Some(r) = active {
+        return Err(ApiError::Conflict(format!(
+            "sync run {} of connection {conn} is running: retry when it has finished",
+            r.id
+        )));
+    }
+    offboard::begin(pool, Some(&s.bus), &c.tenant, vendor, &c.name, intent).await?;
+    // A run already queued for the connection is executed as its offboarding.
+    let out =
+        store::request_run(pool, &conn, Scope::Offboard, Trigger::Api, Some(&who.name)).await?;
+    let run = out.run().clone();
+    tracing::info!(connection = %conn, run_id = run.id, by = %who.name, intent = intent.as_str(),
+        "connection offboarding: its vendor access is being removed");
+    Ok(run)
 }
 
 /// Body of `PUT .../sources/{source}/secret` and (optional) `POST .../rotate`.
@@ -246,6 +406,10 @@ pub(crate) async fn get_connection(
 pub(crate) struct ApplyQuery {
     #[serde(default)]
     dry_run: bool,
+    /// When the apply disables the connection: what happens to its access (`remove|keep`;
+    /// not flattened from [`AccessQuery`]: serde_urlencoded cannot flatten a `bool`).
+    #[serde(default)]
+    access: Option<String>,
 }
 
 /// Answer of `PUT /connections/{tenant}/{vendor}/{name}`.
@@ -259,6 +423,13 @@ pub struct ApplyResponse {
     pub connection: Connection,
     /// Field changes (secrets show as `***`).
     pub changes: Vec<Change>,
+    /// Disabled with `?access=remove`: the offboard run removing its access (the connection
+    /// stays enabled, wanting nothing, until the run finishes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offboard_run: Option<accesshub_sync_runs::SyncRun>,
+    /// Disabled with `?access=keep` while bookings held access: what was left at the vendor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
 }
 
 pub(crate) async fn put_connection(
@@ -288,12 +459,49 @@ pub(crate) async fn put_connection(
             format!("{} does not match the URL ({v})", conn.vendor()),
         ));
     }
+    let mut conn = conn;
+    let mut offboard_run = None;
+    let mut warning = None;
+    if !conn.enabled && !q.dry_run {
+        let siblings = s.connections.list_for(&tenant, v).await?;
+        if let Some(cur) = siblings.iter().find(|c| c.name == name && c.enabled) {
+            let live = offboard::live_access(s.connections.pool(), &siblings, cur).await?;
+            let choice = AccessQuery {
+                access: q.access.clone(),
+            }
+            .choice()?;
+            match choice {
+                AccessChoice::Refuse if live > 0 => {
+                    return Err(conflict_live(live, cur, "disable"));
+                }
+                AccessChoice::Refuse => {}
+                AccessChoice::Keep => {
+                    warning =
+                        kept_warning(live, &format!("connection {tenant}/{v}/{name} is disabled"));
+                    if let Some(w) = &warning {
+                        tracing::warn!(%tenant, vendor = %v, %name, by = %who.name, live, "connection disabled, vendor access kept: {w}");
+                    }
+                }
+                AccessChoice::Remove => {
+                    // Other changes apply now; it is disabled once its access is removed.
+                    conn.enabled = true;
+                    offboard_run = Some(live);
+                }
+            }
+        }
+    }
     let out = s.connections.apply(&conn, q.dry_run).await?;
+    let offboard_run = match offboard_run {
+        Some(_) => Some(start_offboard(&s, &out.connection, OffboardIntent::Disable, &who).await?),
+        None => None,
+    };
     tracing::info!(
         %tenant, vendor = %v, %name, by = %who.name, status = ?out.status,
         dry_run = q.dry_run, version = out.connection.version, "connection apply"
     );
-    let code = if out.status == ApplyStatus::Created && !q.dry_run {
+    let code = if offboard_run.is_some() {
+        StatusCode::ACCEPTED
+    } else if out.status == ApplyStatus::Created && !q.dry_run {
         StatusCode::CREATED
     } else {
         StatusCode::OK
@@ -305,6 +513,8 @@ pub(crate) async fn put_connection(
             dry_run: q.dry_run,
             connection: out.connection.redacted(),
             changes: out.changes,
+            offboard_run,
+            warning,
         }),
     )
         .into_response())
@@ -313,16 +523,37 @@ pub(crate) async fn put_connection(
 pub(crate) async fn delete_connection(
     State(s): State<AdminState>,
     Path((tenant, v, name)): Path<(String, String, String)>,
+    Query(q): Query<AccessQuery>,
     Extension(who): Extension<Principal>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Response, ApiError> {
     let v = vendor(&v)?;
-    if s.connections.delete(&tenant, v, &name).await? {
-        tracing::info!(%tenant, vendor = %v, %name, by = %who.name, "connection deleted via API");
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ApiError::NotFound(format!(
+    let choice = q.choice()?;
+    let siblings = s.connections.list_for(&tenant, v).await?;
+    let Some(conn) = siblings.iter().find(|c| c.name == name).cloned() else {
+        return Err(ApiError::NotFound(format!(
             "tenant {tenant:?} has no {v} connection named {name:?}"
-        )))
+        )));
+    };
+    let pool = s.connections.pool();
+    let live = offboard::live_access(pool, &siblings, &conn).await?;
+    match choice {
+        AccessChoice::Refuse if live > 0 => Err(conflict_live(live, &conn, "delete")),
+        AccessChoice::Refuse | AccessChoice::Keep => {
+            s.connections.delete(&tenant, v, &name).await?;
+            let warning = kept_warning(live, &format!("connection {tenant}/{v}/{name}"));
+            if let Some(w) = &warning {
+                tracing::warn!(%tenant, vendor = %v, %name, by = %who.name, live, "connection deleted, vendor access kept: {w}");
+            } else {
+                tracing::info!(%tenant, vendor = %v, %name, by = %who.name, "connection deleted via API");
+            }
+            // The last connection of a tenant being deleted: the tenant goes too.
+            offboard::finish_tenant(pool, &tenant).await?;
+            Ok(removed_now(OffboardState::Deleted, live, warning))
+        }
+        AccessChoice::Remove => {
+            let run = start_offboard(&s, &conn, OffboardIntent::Delete, &who).await?;
+            Ok(offboarding(live, vec![run]))
+        }
     }
 }
 

@@ -26,8 +26,8 @@ use sqlx::PgPool;
 pub use auth::{Principal, Scope, TokenInfo};
 pub use error::ApiError;
 pub use handlers::{
-    ApplyResponse, CreateTokenRequest, CreatedToken, SecretRequest, SourceSecretResponse,
-    SyncQueued, SyncRequest, TenantBody, TenantDetail,
+    ApplyResponse, CreateTokenRequest, CreatedToken, OffboardResponse, OffboardState,
+    SecretRequest, SourceSecretResponse, SyncQueued, SyncRequest, TenantBody, TenantDetail,
 };
 
 /// Path prefix the API is served under.

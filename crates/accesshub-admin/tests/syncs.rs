@@ -1,5 +1,6 @@
-//! `POST/GET /syncs` (runs queued for the reconciler) and `PUT .../site-defaults`, against real
-//! Postgres and NATS.
+//! `POST/GET /syncs` (runs queued for the reconciler), `PUT .../site-defaults`, and the choice
+//! about vendor access when a connection or tenant is deleted or disabled (offboarding runs are
+//! sync runs too), against real Postgres and NATS.
 #![allow(clippy::unwrap_used)]
 
 use accesshub_admin::{AdminConfig, AdminState};
@@ -231,6 +232,200 @@ async fn site_defaults_are_set_on_an_existing_source() {
     assert_eq!(b["field"], "12.check_in_time");
     let (s, b) = api.call(M::PUT, path, BOOT, Some(json!([1]))).await;
     assert_eq!(s, 422, "{b}");
+
+    bus.cleanup().await;
+    db.drop_db().await;
+}
+
+/// A booking of `tenant` at site `site` whose CloudPass binding has `status`.
+async fn booking(
+    db: &accesshub_testkit::TestDb,
+    tenant: &str,
+    key: &str,
+    site: &str,
+    status: &str,
+) {
+    sqlx::query(
+        "INSERT INTO bookings (tenant_id, kind, booking_key, site, revision, source, event_id, payload)
+         VALUES ($1, 'reservation', $2, $3, 1, 'bex', gen_random_uuid(), '{}')",
+    )
+    .bind(tenant)
+    .bind(key)
+    .bind(site)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO bindings (tenant_id, vendor, kind, booking_key, applied_revision, status)
+         VALUES ($1, 'cloudpass', 'reservation', $2, 1, $3)",
+    )
+    .bind(tenant)
+    .bind(key)
+    .bind(status)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+}
+
+async fn rows(db: &accesshub_testkit::TestDb, table: &str, tenant: &str) -> i64 {
+    sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT count(*) FROM {table} WHERE tenant_id = $1"
+    )))
+    .bind(tenant)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap()
+}
+
+/// Two bookings hold access through acme's CloudPass connection, a third holds nothing.
+async fn acme_with_live_access(api: &Api, db: &accesshub_testkit::TestDb) {
+    let (s, _) = api
+        .call(M::POST, "/tenants", BOOT, Some(json!({"id": "acme"})))
+        .await;
+    assert_eq!(s, 201);
+    let (s, b) = api.call(M::PUT, CONN, BOOT, Some(cloudpass())).await;
+    assert_eq!(s, 201, "{b}");
+    booking(db, "acme", "R1", "12", "active").await;
+    booking(db, "acme", "R2", "12", "no_plates_but_new_status").await;
+    booking(db, "acme", "R3", "12", "cancelled").await;
+}
+
+const CONN: &str = "/connections/acme/cloudpass/default";
+
+#[tokio::test]
+async fn deleting_or_disabling_a_connection_with_live_access_asks_what_to_do_with_it() {
+    let (db, bus) = accesshub_testkit::isolated().await;
+    let api = serve(&db, &bus).await;
+    acme_with_live_access(&api, &db).await;
+
+    // Default: refused, with the count and both choices; nothing changed.
+    let (s, b) = api.call(M::DELETE, CONN, BOOT, None).await;
+    assert_eq!(s, 409, "{b}");
+    let msg = b["error"].as_str().unwrap();
+    assert!(
+        msg.contains("2 booking(s) hold access at cloudpass"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("?access=remove") && msg.contains("?access=keep"),
+        "{msg}"
+    );
+    let mut off = cloudpass();
+    off["enabled"] = json!(false);
+    let (s, b) = api.call(M::PUT, CONN, BOOT, Some(off.clone())).await;
+    assert_eq!(s, 409, "{b}");
+    assert!(
+        b["error"].as_str().unwrap().contains("--remove-access"),
+        "{b}"
+    );
+    let (s, b) = api.call(M::GET, CONN, BOOT, None).await;
+    assert_eq!((s.as_u16(), &b["enabled"]), (200, &json!(true)), "{b}");
+    assert_eq!(rows(&db, "bindings", "acme").await, 3);
+    let (s, b) = api
+        .call(M::DELETE, &format!("{CONN}?access=force"), BOOT, None)
+        .await;
+    assert_eq!((s.as_u16(), &b["field"]), (422, &json!("access")), "{b}");
+
+    // Keep: deleted now, the access stays at the vendor, and the answer says so.
+    let (s, b) = api
+        .call(M::DELETE, &format!("{CONN}?access=keep"), BOOT, None)
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["state"], "deleted");
+    assert_eq!(b["live_bookings"], 2);
+    assert!(
+        b["warning"]
+            .as_str()
+            .unwrap()
+            .contains("2 booking(s) keep their access"),
+        "{b}"
+    );
+    assert_eq!(api.call(M::GET, CONN, BOOT, None).await.0, 404);
+    assert_eq!(rows(&db, "bindings", "acme").await, 3);
+
+    bus.cleanup().await;
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn removing_access_first_offboards_the_connection_through_an_offboard_run() {
+    let (db, bus) = accesshub_testkit::isolated().await;
+    let api = serve(&db, &bus).await;
+    acme_with_live_access(&api, &db).await;
+
+    let (s, b) = api
+        .call(M::DELETE, &format!("{CONN}?access=remove"), BOOT, None)
+        .await;
+    assert_eq!(s, 202, "{b}");
+    assert_eq!(b["state"], "offboarding");
+    assert_eq!(b["live_bookings"], 2);
+    let run = &b["runs"][0];
+    assert_eq!(run["scope"], json!({"scope": "offboard"}));
+    assert_eq!(
+        (&run["status"], &run["requested_by"]),
+        (&json!("queued"), &json!("bootstrap"))
+    );
+    let intent = accesshub_connections::offboard::intent(
+        &db.pool,
+        "acme",
+        accesshub_connections::Vendor::Cloudpass,
+        "default",
+    )
+    .await
+    .unwrap();
+    assert_eq!(intent, Some(accesshub_connections::OffboardIntent::Delete));
+    // Kept (with its credentials) until the run has removed everything; not changeable.
+    let (s, b) = api.call(M::PUT, CONN, BOOT, Some(cloudpass())).await;
+    assert_eq!(s, 409, "{b}");
+    assert!(
+        b["error"].as_str().unwrap().contains("being offboarded"),
+        "{b}"
+    );
+    let (s, b) = api
+        .call(M::GET, "/syncs?tenant=acme&vendor=cloudpass", BOOT, None)
+        .await;
+    assert_eq!((s.as_u16(), &b[0]["id"]), (200, &run["id"]), "{b}");
+
+    bus.cleanup().await;
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn deleting_a_tenant_deletes_its_bookings_and_bindings() {
+    let (db, bus) = accesshub_testkit::isolated().await;
+    let api = serve(&db, &bus).await;
+    acme_with_live_access(&api, &db).await;
+    api.call(M::POST, "/tenants", BOOT, Some(json!({"id": "globex"})))
+        .await;
+    booking(&db, "globex", "G1", "1", "active").await;
+
+    let (s, b) = api.call(M::DELETE, "/tenants/acme", BOOT, None).await;
+    assert_eq!(s, 409, "{b}");
+    assert!(
+        b["error"]
+            .as_str()
+            .unwrap()
+            .contains("2 booking(s) of tenant"),
+        "{b}"
+    );
+    assert_eq!(rows(&db, "bookings", "acme").await, 3);
+
+    let (s, b) = api
+        .call(M::DELETE, "/tenants/acme?access=keep", BOOT, None)
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["state"], "deleted");
+    assert!(b["warning"].as_str().is_some(), "{b}");
+    assert_eq!(api.call(M::GET, "/tenants/acme", BOOT, None).await.0, 404);
+    for table in ["bookings", "bindings", "connections"] {
+        assert_eq!(rows(&db, table, "acme").await, 0, "{table}");
+    }
+    assert_eq!(
+        rows(&db, "bookings", "globex").await,
+        1,
+        "another tenant's rows stay"
+    );
+    assert_eq!(rows(&db, "bindings", "globex").await, 1);
 
     bus.cleanup().await;
     db.drop_db().await;

@@ -25,7 +25,14 @@ use crate::{
 pub const DEFAULT_TTL: Duration = Duration::from_secs(10);
 
 type Key = (String, Vendor);
-type Entry = (Instant, Arc<Vec<Connection>>);
+type Entry = (Instant, Arc<Loaded>);
+
+/// One tenant × vendor as loaded: its connections, and which of them are being offboarded.
+#[derive(Debug, Default)]
+struct Loaded {
+    conns: Vec<Connection>,
+    offboarding: Vec<String>,
+}
 
 /// Per tenant × vendor cache over a [`ConnectionStore`]. Share it as `Arc<ConnectionCache>`.
 #[derive(Debug)]
@@ -53,11 +60,7 @@ impl ConnectionCache {
         &self.store
     }
 
-    async fn load(
-        &self,
-        tenant: &str,
-        vendor: Vendor,
-    ) -> Result<Arc<Vec<Connection>>, ConnectionError> {
+    async fn load(&self, tenant: &str, vendor: Vendor) -> Result<Arc<Loaded>, ConnectionError> {
         let key = (tenant.to_owned(), vendor);
         {
             let map = self.entries.lock().unwrap_or_else(|e| e.into_inner());
@@ -68,7 +71,8 @@ impl ConnectionCache {
             }
         }
         let epoch = self.epoch.load(Ordering::SeqCst);
-        let list = Arc::new(self.store.list_for(tenant, vendor).await?);
+        let (conns, offboarding) = self.store.list_for_with_offboarding(tenant, vendor).await?;
+        let list = Arc::new(Loaded { conns, offboarding });
         let mut map = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         if self.epoch.load(Ordering::SeqCst) == epoch {
             map.insert(key, (Instant::now(), list.clone()));
@@ -84,12 +88,12 @@ impl ConnectionCache {
         site: &str,
     ) -> Result<Option<Connection>, ConnectionError> {
         let list = self.load(tenant, vendor).await?;
-        Ok(pick_for_site(&list, site).cloned())
+        Ok(pick_for_site(&list.conns, site).cloned())
     }
 
     /// Whether the tenant has any connection to `vendor`, enabled or not.
     pub async fn has_any(&self, tenant: &str, vendor: Vendor) -> Result<bool, ConnectionError> {
-        Ok(!self.load(tenant, vendor).await?.is_empty())
+        Ok(!self.load(tenant, vendor).await?.conns.is_empty())
     }
 
     /// One connection by name (enabled or not).
@@ -100,7 +104,18 @@ impl ConnectionCache {
         name: &str,
     ) -> Result<Option<Connection>, ConnectionError> {
         let list = self.load(tenant, vendor).await?;
-        Ok(list.iter().find(|c| c.name == name).cloned())
+        Ok(list.conns.iter().find(|c| c.name == name).cloned())
+    }
+
+    /// Whether the connection is being offboarded (it then wants no access at all).
+    pub async fn is_offboarding(
+        &self,
+        tenant: &str,
+        vendor: Vendor,
+        name: &str,
+    ) -> Result<bool, ConnectionError> {
+        let list = self.load(tenant, vendor).await?;
+        Ok(list.offboarding.iter().any(|n| n == name))
     }
 
     /// Drops the cached connections of one tenant and vendor.

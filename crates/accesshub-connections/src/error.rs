@@ -29,6 +29,18 @@ pub enum ConnectionError {
         /// Version the caller sent.
         given: i64,
     },
+    /// The connection is being offboarded: it cannot be changed until its offboard run has
+    /// removed everything of ours at the vendor.
+    #[error(
+        "connection {connection} is being offboarded (then {}): wait for its offboard run to finish (accessctl sync status), or retry it",
+        .intent.as_str()
+    )]
+    Offboarding {
+        /// `tenant/vendor/name`.
+        connection: String,
+        /// What happens at the end.
+        intent: crate::offboard::OffboardIntent,
+    },
     /// NATS subscribe/publish failed.
     #[error("NATS: {0}")]
     Bus(String),

@@ -6,7 +6,6 @@
 //! `config.connection.<vendor>.<tenant>` (namespaced) so caches drop their copy at once.
 
 use accesshub_bus::Bus;
-use accesshub_domain::subjects;
 use accesshub_store::SecretBox;
 use serde::{Deserialize, Serialize};
 use sqlx::{PgPool, Row, postgres::PgRow};
@@ -15,6 +14,7 @@ use crate::{
     diff::{Change, diff},
     error::ConnectionError,
     model::*,
+    offboard::OffboardIntent,
     validate::validate,
 };
 
@@ -137,8 +137,18 @@ impl ConnectionStore {
         tenant: &str,
         vendor: Vendor,
     ) -> Result<Vec<Connection>, ConnectionError> {
+        Ok(self.list_for_with_offboarding(tenant, vendor).await?.0)
+    }
+
+    /// Like [`ConnectionStore::list_for`], with the names of those being offboarded (they want
+    /// no access: see [`crate::offboard`]).
+    pub async fn list_for_with_offboarding(
+        &self,
+        tenant: &str,
+        vendor: Vendor,
+    ) -> Result<(Vec<Connection>, Vec<String>), ConnectionError> {
         let rows = sqlx::query(
-            "SELECT tenant_id, vendor, name, enabled, sites, settings_enc, version
+            "SELECT tenant_id, vendor, name, enabled, sites, settings_enc, version, offboarding
              FROM connections WHERE tenant_id = $1 AND vendor = $2
              ORDER BY cardinality(sites) = 0, name",
         )
@@ -146,7 +156,16 @@ impl ConnectionStore {
         .bind(vendor.as_str())
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(|r| self.decode(r)).collect()
+        let mut offboarding = Vec::new();
+        let mut conns = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let c = self.decode(r)?;
+            if r.try_get::<Option<String>, _>("offboarding")?.is_some() {
+                offboarding.push(c.name.clone());
+            }
+            conns.push(c);
+        }
+        Ok((conns, offboarding))
     }
 
     /// The enabled connection of `vendor` serving `site`: one listing the site explicitly
@@ -212,7 +231,7 @@ impl ConnectionStore {
         let vendor = conn.vendor();
         let mut tx = self.pool.begin().await?;
         let row = sqlx::query(
-            "SELECT tenant_id, vendor, name, enabled, sites, settings_enc, version
+            "SELECT tenant_id, vendor, name, enabled, sites, settings_enc, version, offboarding
              FROM connections WHERE tenant_id = $1 AND vendor = $2 AND name = $3 FOR UPDATE",
         )
         .bind(&conn.tenant)
@@ -220,6 +239,16 @@ impl ConnectionStore {
         .bind(&conn.name)
         .fetch_optional(&mut *tx)
         .await?;
+        if let Some(r) = &row
+            && let Some(intent) =
+                OffboardIntent::parse(r.try_get::<Option<String>, _>("offboarding")?.as_deref())
+        {
+            // Changing it now could bring access back that the offboard run is removing.
+            return Err(ConnectionError::Offboarding {
+                connection: format!("{}/{vendor}/{}", conn.tenant, conn.name),
+                intent,
+            });
+        }
         let current = row.map(|r| self.decode(&r)).transpose()?;
 
         let mut desired = conn.clone();
@@ -377,28 +406,7 @@ impl ConnectionStore {
     }
 
     async fn notify(&self, tenant: &str, vendor: Vendor, name: &str, version: i64, deleted: bool) {
-        let Some(bus) = &self.bus else { return };
-        let subject = bus.subject(&subjects::connection_changed(vendor.as_str(), tenant));
-        let body = ConnectionChanged {
-            tenant: tenant.to_owned(),
-            vendor,
-            name: name.to_owned(),
-            version,
-            deleted,
-        };
-        let payload = match serde_json::to_vec(&body) {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::warn!(error = %e, "encode connection change");
-                return;
-            }
-        };
-        // Caches expire on their own within their TTL: a lost notification only delays.
-        if let Err(e) = bus.client.publish(subject, payload.into()).await {
-            tracing::warn!(error = %e, %tenant, %vendor, "publish connection change failed");
-        } else if let Err(e) = bus.client.flush().await {
-            tracing::warn!(error = %e, "flush connection change failed");
-        }
+        crate::offboard::notify(self.bus.as_ref(), tenant, vendor, name, version, deleted).await;
     }
 }
 

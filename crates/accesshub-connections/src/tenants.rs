@@ -150,14 +150,18 @@ impl TenantStore {
         Ok(rows.iter().map(tenant_from).collect::<Result<_, _>>()?)
     }
 
-    /// Deletes a tenant with its sources and connections; `false` if there was none.
+    /// Deletes a tenant with its sources, connections and everything stored about its
+    /// bookings (see [`crate::offboard::purge_tenant`]); `false` if there was none. Vendor
+    /// access is the caller's decision ([`crate::offboard`]).
     pub async fn delete(&self, id: &str) -> Result<bool, ConnectionError> {
-        let n = sqlx::query("DELETE FROM tenants WHERE id = $1")
-            .bind(id)
-            .execute(&self.pool)
+        Ok(crate::offboard::purge_tenant(&self.pool, id)
             .await?
-            .rows_affected();
-        Ok(n > 0)
+            .is_some())
+    }
+
+    /// The pool (for the offboarding queries).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
     }
 
     /// The tenant's sources (secrets redacted).

@@ -18,6 +18,9 @@ pub enum Scope {
     Active,
     /// Every booking; also the only scope that removes strays of unknown bookings.
     Full,
+    /// Offboarding a connection: everything of ours at the vendor is removed (no booking is
+    /// wanted), until a listing finds nothing; then the connection is deleted or disabled.
+    Offboard,
 }
 
 impl Scope {
@@ -30,6 +33,7 @@ impl Scope {
             Scope::Upcoming(_) => "upcoming",
             Scope::Active => "active",
             Scope::Full => "full",
+            Scope::Offboard => "offboard",
         }
     }
 
@@ -56,9 +60,10 @@ impl Scope {
             }
             "active" => Ok(Scope::Active),
             "full" => Ok(Scope::Full),
+            "offboard" => Ok(Scope::Offboard),
             other => Err(SyncRunError::invalid(
                 "scope",
-                format!("{other:?} (upcoming|active|full)"),
+                format!("{other:?} (upcoming|active|full|offboard)"),
             )),
         }
     }
@@ -218,6 +223,9 @@ pub struct SyncRun {
     pub counts: Counts,
     /// Why it failed (or what went partially wrong).
     pub error: Option<String>,
+    /// What it concluded besides its counts (an offboard run: what became of the connection).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// One row of `sync_schedules`.

@@ -19,7 +19,7 @@ pub const NOTIFY_CHANNEL: &str = "accesshub_sync_runs";
 
 const RUN_COLUMNS: &str = "id, tenant_id, vendor, connection_name, scope, scope_days, trigger, \
      requested_by, status, created_at, started_at, finished_at, checked, in_sync, created, \
-     updated, removed, failed, error";
+     updated, removed, failed, error, note";
 
 fn run_from_row(r: &PgRow) -> Result<SyncRun, SyncRunError> {
     let scope: String = r.try_get("scope")?;
@@ -49,6 +49,7 @@ fn run_from_row(r: &PgRow) -> Result<SyncRun, SyncRunError> {
             failed: r.try_get("failed")?,
         },
         error: r.try_get("error")?,
+        note: r.try_get("note")?,
     })
 }
 
@@ -213,6 +214,16 @@ pub async fn finish(
     .bind(error)
     .execute(pool)
     .await?;
+    Ok(())
+}
+
+/// Records what a run concluded besides its counts.
+pub async fn set_note(pool: &PgPool, id: i64, note: &str) -> Result<(), SyncRunError> {
+    sqlx::query("UPDATE sync_runs SET note = $2 WHERE id = $1")
+        .bind(id)
+        .bind(note)
+        .execute(pool)
+        .await?;
     Ok(())
 }
 

@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, RwLock};
 
-use accesshub_connections::Connection;
+use accesshub_connections::{Connection, OffboardIntent};
 use futures::future::BoxFuture;
 
 use crate::{error::ReconcileError, model::ConnectionRef};
@@ -32,6 +32,16 @@ pub trait ConnectionSource: Send + Sync {
                 .filter(|c| c.tenant == tenant && c.vendor() == vendor)
                 .collect())
         })
+    }
+
+    /// Whether the connection is being offboarded, and what then happens to it. Static sets
+    /// never are (they cannot be changed at run time).
+    fn offboarding<'a>(
+        &'a self,
+        c: &'a ConnectionRef,
+    ) -> BoxFuture<'a, Result<Option<OffboardIntent>, ReconcileError>> {
+        let _ = c;
+        Box::pin(async { Ok(None) })
     }
 }
 
@@ -88,6 +98,12 @@ impl ConnectionSource for StaticConnections {
     }
 }
 
+fn vendor_of(c: &ConnectionRef) -> Result<accesshub_connections::Vendor, ReconcileError> {
+    c.vendor
+        .parse()
+        .map_err(|e: String| ReconcileError::invalid("vendor", e))
+}
+
 /// Reads connections from the connection store (Postgres, secrets unsealed).
 impl ConnectionSource for accesshub_connections::ConnectionStore {
     fn get<'a>(
@@ -95,10 +111,7 @@ impl ConnectionSource for accesshub_connections::ConnectionStore {
         c: &'a ConnectionRef,
     ) -> BoxFuture<'a, Result<Option<Connection>, ReconcileError>> {
         Box::pin(async move {
-            let vendor: accesshub_connections::Vendor = c
-                .vendor
-                .parse()
-                .map_err(|e: String| ReconcileError::invalid("vendor", e))?;
+            let vendor = vendor_of(c)?;
             accesshub_connections::ConnectionStore::get(self, &c.tenant, vendor, &c.name)
                 .await
                 .map_err(|e| ReconcileError::Connections(e.to_string()))
@@ -120,6 +133,18 @@ impl ConnectionSource for accesshub_connections::ConnectionStore {
     ) -> BoxFuture<'a, Result<Vec<Connection>, ReconcileError>> {
         Box::pin(async move {
             accesshub_connections::ConnectionStore::list(self, Some(tenant), Some(vendor))
+                .await
+                .map_err(|e| ReconcileError::Connections(e.to_string()))
+        })
+    }
+
+    fn offboarding<'a>(
+        &'a self,
+        c: &'a ConnectionRef,
+    ) -> BoxFuture<'a, Result<Option<OffboardIntent>, ReconcileError>> {
+        Box::pin(async move {
+            let vendor = vendor_of(c)?;
+            accesshub_connections::offboard::intent(self.pool(), &c.tenant, vendor, &c.name)
                 .await
                 .map_err(|e| ReconcileError::Connections(e.to_string()))
         })

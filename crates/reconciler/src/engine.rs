@@ -49,6 +49,8 @@ pub struct Outcome {
     pub list_time: Duration,
     /// Time spent streaming and comparing.
     pub compare_time: Duration,
+    /// What the run concluded besides its counts (offboarding: the connection's fate).
+    pub note: Option<String>,
 }
 
 /// Which count a repair command lands in once the SYNC stream acknowledged it.
@@ -75,7 +77,7 @@ impl From<accesshub_inventory::Repair> for Repair {
 /// every booking; otherwise those with access now or starting before the horizon).
 pub(crate) fn scope_bounds(scope: Scope, now: DateTime<Utc>) -> (bool, DateTime<Utc>) {
     match scope {
-        Scope::Full => (true, now),
+        Scope::Full | Scope::Offboard => (true, now),
         Scope::Active => (false, now),
         Scope::Upcoming(d) => (false, now + chrono::Duration::days(i64::from(d))),
     }
@@ -116,6 +118,15 @@ pub fn event_from_row(
         schema_version: SCHEMA_VERSION,
         body,
     })
+}
+
+/// The vendor object a removal command names.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RemoveTarget<'a> {
+    pub(crate) kind: EventKind,
+    pub(crate) booking_key: &'a str,
+    pub(crate) reference: &'a str,
+    pub(crate) vendor_id: &'a str,
 }
 
 /// One repair command to publish.
@@ -251,6 +262,31 @@ impl<'a> Publisher<'a> {
         reference: &str,
         vendor_id: &str,
     ) {
+        let suffix = format!("remove-{}", subjects::token(vendor_id));
+        let target = RemoveTarget {
+            kind,
+            booking_key,
+            reference,
+            vendor_id,
+        };
+        self.remove_as(counts, target, "stray", &suffix).await;
+    }
+
+    /// `remove` with its own reason and message-id suffix (an offboard run sends a removal
+    /// again in a later round: a new suffix, so JetStream does not drop it as a duplicate).
+    pub(crate) async fn remove_as(
+        &mut self,
+        counts: &mut Counts,
+        target: RemoveTarget<'_>,
+        reason: &str,
+        msg_suffix: &str,
+    ) {
+        let RemoveTarget {
+            kind,
+            booking_key,
+            reference,
+            vendor_id,
+        } = target;
         let cmd = RemoveCommand {
             run_id: self.run.id,
             tenant: self.conn.tenant.clone(),
@@ -268,14 +304,13 @@ impl<'a> Publisher<'a> {
                 return;
             }
         };
-        let suffix = format!("remove-{}", subjects::token(vendor_id));
         let extra = [(headers::KIND, kind.as_str().to_owned())];
         let cmd = Command {
             repair: Repair::Remove,
             booking_key,
-            msg_suffix: &suffix,
+            msg_suffix,
             action: SyncAction::Remove,
-            reason: "stray",
+            reason,
             extra: &extra,
             body,
         };
@@ -394,11 +429,7 @@ pub async fn sync_connection(
     let t0 = Instant::now();
 
     // 1. The vendor side, whole, into the compact index.
-    let records = if inv.needs_records() {
-        load_records(pool, inv.vendor(), &conn.tenant).await?
-    } else {
-        Records::new()
-    };
+    let records = records_for(pool, inv, &conn.tenant).await?;
     let hint = inv.size_hint(conn).await.unwrap_or(0);
     let mut index = VendorIndex::with_capacity(hint);
     let mut objects = inv.list_ours(conn, &records);
@@ -570,6 +601,20 @@ pub async fn sync_connection(
     out.compare_time = t1.elapsed();
     out.counts = counts;
     Ok(out)
+}
+
+/// What [`Inventory::list_ours`] gets: the worker's records when the vendor needs them to
+/// recognise ours, otherwise nothing.
+pub(crate) async fn records_for(
+    pool: &PgPool,
+    inv: &dyn Inventory,
+    tenant: &str,
+) -> Result<Records, ReconcileError> {
+    if inv.needs_records() {
+        load_records(pool, inv.vendor(), tenant).await
+    } else {
+        Ok(Records::new())
+    }
 }
 
 /// The worker's records (binding vendor ids) of every booking of `tenant` at `vendor`.

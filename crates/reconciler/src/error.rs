@@ -38,6 +38,19 @@ pub enum ReconcileError {
     /// No inventory is implemented for this vendor yet.
     #[error("vendor {0} has no inventory implementation yet")]
     Unsupported(String),
+    /// An offboard run could not remove everything of ours in time: the connection stays
+    /// offboarding and the run can be retried.
+    #[error(
+        "{remaining} object(s) of ours are still at the vendor after {waited_secs} s of removals (e.g. {sample}); the connection stays offboarding: check the worker's DLQ, then retry (accessctl connections delete --remove-access)"
+    )]
+    OffboardIncomplete {
+        /// Objects still listed.
+        remaining: usize,
+        /// How long the run kept removing.
+        waited_secs: u64,
+        /// A few of their references.
+        sample: String,
+    },
     /// Another replica holds the connection's lock.
     #[error("another run of this connection is in progress")]
     Busy,
@@ -68,9 +81,10 @@ impl Classify for ReconcileError {
     fn class(&self) -> ErrorClass {
         match self {
             ReconcileError::Db(e) => accesshub_store::db_error_class(e),
-            ReconcileError::Publish(_) | ReconcileError::Busy | ReconcileError::Connections(_) => {
-                ErrorClass::Transient
-            }
+            ReconcileError::Publish(_)
+            | ReconcileError::Busy
+            | ReconcileError::Connections(_)
+            | ReconcileError::OffboardIncomplete { .. } => ErrorClass::Transient,
             ReconcileError::Inventory(e) => e.class(),
             ReconcileError::NoConnection { .. }
             | ReconcileError::Invalid { .. }

@@ -12,12 +12,15 @@
 //! - Vendors that cannot list what they hold (dormakaba Saflok / Ambiance) implement
 //!   [`accesshub_inventory::Prober`] instead: the engine ([`probe`]) streams the bookings and
 //!   the vendor judges each one, with the same SYNC repairs and run counts (docs/sync.md).
+//! - A connection being offboarded is synced by [`offboard`] instead: everything of ours is
+//!   removed until a listing finds nothing, then the connection is deleted or disabled.
 
 pub mod connections;
 pub mod engine;
 pub mod error;
 pub mod index;
 pub mod lock;
+pub mod offboard;
 pub mod probe;
 pub mod service;
 

@@ -14,7 +14,7 @@ use crate::{
     error::ReconcileError,
     inventory::Inventory,
     lock,
-    model::{RunStatus, SyncRun},
+    model::{RunStatus, Scope, SyncRun},
     store,
 };
 
@@ -33,6 +33,8 @@ pub struct Settings {
     pub default_timezone: String,
     /// Create the default nightly schedule for connections without one.
     pub default_schedules: bool,
+    /// How long offboard runs keep removing and re-listing.
+    pub offboard: crate::offboard::OffboardTiming,
 }
 
 impl Default for Settings {
@@ -44,6 +46,7 @@ impl Default for Settings {
             max_concurrent_runs: 2,
             default_timezone: "UTC".into(),
             default_schedules: true,
+            offboard: Default::default(),
         }
     }
 }
@@ -187,6 +190,11 @@ impl Reconciler {
             Ok(o) => (RunStatus::Succeeded, o.counts, None),
             Err(e) => (RunStatus::Failed, Default::default(), Some(e.to_string())),
         };
+        if let Ok(Outcome { note: Some(n), .. }) = &result
+            && let Err(e) = store::set_note(&self.pool, run.id, n).await
+        {
+            tracing::warn!(run = run.id, error = %e, "record the run's note");
+        }
         let fin = store::finish(&self.pool, run.id, status, &counts, error.as_deref()).await;
         self.metrics.record(&run.connection.vendor, status, &counts);
         guard.release().await;
@@ -215,13 +223,29 @@ impl Reconciler {
                 vendor: run.connection.vendor.clone(),
                 name: run.connection.name.clone(),
             })?;
-        if !conn.enabled {
-            return Err(ReconcileError::invalid("connection", "disabled"));
-        }
         let inv = self
             .inventories
             .get(run.connection.vendor.as_str())
             .ok_or_else(|| ReconcileError::Unsupported(run.connection.vendor.clone()))?;
+        // An offboarding connection wants nothing: any run of it (a scheduled one too) removes
+        // everything of ours, never re-creates access.
+        if self
+            .connections
+            .offboarding(&run.connection)
+            .await?
+            .is_some()
+        {
+            return self.offboard(run, &conn, inv.as_ref()).await;
+        }
+        if run.scope == Scope::Offboard {
+            return Err(ReconcileError::invalid(
+                "connection",
+                "is not being offboarded: delete or disable it with --remove-access",
+            ));
+        }
+        if !conn.enabled {
+            return Err(ReconcileError::invalid("connection", "disabled"));
+        }
         // The tenant's other connections to this vendor: a booking that moved to one of them
         // leaves objects here that only this run can see.
         let peers = self
@@ -238,6 +262,70 @@ impl Reconciler {
             Utc::now(),
         )
         .await
+    }
+
+    /// Removes everything of ours `conn` created, then deletes or disables it (and deletes
+    /// its tenant when that was being deleted and this was its last connection).
+    async fn offboard(
+        &self,
+        run: &SyncRun,
+        conn: &accesshub_connections::Connection,
+        inv: &dyn Inventory,
+    ) -> Result<Outcome, ReconcileError> {
+        let vendor = conn.vendor();
+        let siblings: Vec<_> = self
+            .connections
+            .list()
+            .await?
+            .into_iter()
+            .filter(|c| c.tenant == conn.tenant && c.vendor() == vendor)
+            .collect();
+        let mut out = crate::offboard::offboard_connection(
+            &self.pool,
+            &self.bus,
+            inv,
+            conn,
+            &siblings,
+            run,
+            self.settings.offboard,
+        )
+        .await?;
+        use accesshub_connections::offboard::{self as ob, Finished};
+        let conn_err =
+            |e: accesshub_connections::ConnectionError| ReconcileError::Connections(e.to_string());
+        ob::settle_bindings(&self.pool, &siblings, conn)
+            .await
+            .map_err(conn_err)?;
+        let fate = ob::finish(
+            &self.pool,
+            Some(&self.bus),
+            &conn.tenant,
+            vendor,
+            &conn.name,
+        )
+        .await
+        .map_err(conn_err)?;
+        let mut note = match fate {
+            Finished::Deleted => {
+                "nothing of ours left at the vendor; connection deleted".to_owned()
+            }
+            Finished::Disabled => {
+                "nothing of ours left at the vendor; connection disabled".to_owned()
+            }
+            Finished::NotOffboarding => {
+                "nothing of ours left at the vendor; the connection was no longer offboarding"
+                    .to_owned()
+            }
+        };
+        if ob::finish_tenant(&self.pool, &conn.tenant)
+            .await
+            .map_err(conn_err)?
+        {
+            note.push_str("; tenant deleted with its bookings");
+        }
+        tracing::info!(run = run.id, connection = %run.connection, %note, "offboarded");
+        out.note = Some(note);
+        Ok(out)
     }
 
     /// Requeues running runs whose lease expired and whose connection lock is free (their

@@ -171,18 +171,10 @@ impl Status {
 
     /// Whether the vendor holds nothing for the booking in this state (access ended, or none
     /// needed): an event that ends access at the same revision has nothing to do then.
+    /// One list ([`accesshub_connections::offboard::HOLDS_NOTHING`]) shared with offboarding,
+    /// which counts the bookings that still hold access.
     pub fn holds_nothing(self) -> bool {
-        matches!(
-            self,
-            Status::NoPlates
-                | Status::NoLockBooking
-                | Status::Cancelled
-                | Status::CheckedOut
-                | Status::Expired
-                | Status::Used
-                | Status::Removed
-                | Status::Ignored
-        )
+        accesshub_connections::offboard::HOLDS_NOTHING.contains(&self.as_str())
     }
 
     /// From the column value; `None` for one this build does not know.
@@ -366,6 +358,8 @@ pub struct ApplyContext<C> {
     /// that only exist to find objects an earlier, crashed attempt created may be skipped.
     /// Always false unless the handler opts in with [`Handler::marks_attempts`].
     pub first_attempt: bool,
+    /// Whether the connection wants access at all: false while it is being offboarded.
+    pub(crate) wants_access: bool,
     /// The runtime's own services (records, locks, desired state, publishing).
     pub(crate) services: crate::services::Services,
     /// This booking's binding key.
@@ -391,6 +385,14 @@ impl<C> ApplyContext<C> {
     /// Our reference for this booking (see [`reference`]).
     pub fn reference(&self) -> &str {
         &self.reference
+    }
+
+    /// Whether the connection wants any access at the vendor. False while it is being
+    /// offboarded (deleted or disabled with `--remove-access`): then no booking wants anything
+    /// through it — [`ApplyContext::stored_body`] answers `None` and a removal must spare
+    /// nothing, not even what the binding records as current.
+    pub fn wants_access(&self) -> bool {
+        self.wants_access
     }
 }
 
@@ -444,6 +446,17 @@ mod tests {
             Recorded::<Ids>::from_binding(&unreadable, 1).ids,
             Ids::default()
         );
+    }
+
+    #[test]
+    fn holding_nothing_is_the_shared_list() {
+        let nothing: Vec<&str> = Status::ALL
+            .into_iter()
+            .filter(|s| s.holds_nothing())
+            .map(Status::as_str)
+            .collect();
+        assert_eq!(nothing, accesshub_connections::offboard::HOLDS_NOTHING);
+        assert!(!Status::Active.holds_nothing() && !Status::DeadLettered.holds_nothing());
     }
 
     #[test]

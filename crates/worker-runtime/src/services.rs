@@ -123,7 +123,9 @@ fn body_from_payload(kind: EventKind, text: &str) -> Result<EventBody, String> {
 impl<C> ApplyContext<C> {
     /// The desired state booking-ingest stored for a booking of this tenant (`None`: unknown
     /// to accesshub). Removals re-check it before deleting; key requests read their
-    /// reservation from it.
+    /// reservation from it. `None` too while the connection is being offboarded: it wants no
+    /// access for any booking ([`ApplyContext::wants_access`]), so a removal re-check must
+    /// not keep anything for it.
     pub async fn stored_body(
         &self,
         kind: EventKind,
@@ -136,12 +138,16 @@ impl<C> ApplyContext<C> {
     }
 
     /// [`stored_body`](Self::stored_body) with the booking's upstream site: which connection
-    /// serves the booking now ([`connection_for_site`](Self::connection_for_site)).
+    /// serves the booking now ([`connection_for_site`](Self::connection_for_site)). `None`
+    /// too while the connection is being offboarded.
     pub async fn stored_booking(
         &self,
         kind: EventKind,
         booking_key: &str,
     ) -> Result<Option<(String, EventBody)>, HandlerError> {
+        if !self.wants_access {
+            return Ok(None);
+        }
         let row: Option<(String, String)> = sqlx::query_as(
             "SELECT site, payload::text FROM bookings \
              WHERE tenant_id = $1 AND kind = $2 AND booking_key = $3",

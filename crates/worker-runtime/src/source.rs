@@ -65,6 +65,19 @@ pub trait ConnectionSource: Send + Sync + 'static {
         let _ = (tenant, vendor, name);
         Box::pin(async { Ok(None) })
     }
+
+    /// Whether the connection is being offboarded: it then wants no access at all (its
+    /// events are applied as endings, removals spare nothing). The default (and a static
+    /// list, which cannot change at run time) says no.
+    fn offboarding<'a>(
+        &'a self,
+        tenant: &'a str,
+        vendor: Vendor,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<bool, SourceError>> {
+        let _ = (tenant, vendor, name);
+        Box::pin(async { Ok(false) })
+    }
 }
 
 /// A fixed list of connections: tests, and `ACCESSHUB_CONNECTIONS_FILE` for local or static
@@ -175,5 +188,14 @@ impl ConnectionSource for ConnectionCache {
         name: &'a str,
     ) -> BoxFuture<'a, Result<Option<Connection>, SourceError>> {
         Box::pin(async move { Ok(self.get(tenant, vendor, name).await?) })
+    }
+
+    fn offboarding<'a>(
+        &'a self,
+        tenant: &'a str,
+        vendor: Vendor,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<bool, SourceError>> {
+        Box::pin(async move { Ok(self.is_offboarding(tenant, vendor, name).await?) })
     }
 }

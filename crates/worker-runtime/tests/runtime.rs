@@ -690,3 +690,103 @@ async fn deleted_consumer_is_recreated() {
     .await;
     env.finish(h).await;
 }
+
+/// The access recorded for a booking whose tenant no longer has any connection to the
+/// vendor (deleted with its access kept): an ending cannot remove it, and says so in the
+/// DLQ instead of being skipped. Endings of bookings that hold nothing, and events that want
+/// access, are still skipped.
+#[tokio::test]
+async fn an_ending_without_a_connection_is_dead_lettered_while_access_is_recorded() {
+    let env = Env::new().await;
+    for (key, status) in [("held", "active"), ("gone", "removed")] {
+        sqlx::query(
+            "INSERT INTO bindings (tenant_id, vendor, kind, booking_key, applied_revision, status)
+             VALUES ('globex', 'tapkey', 'pass', $1, 1, $2)",
+        )
+        .bind(key)
+        .bind(status)
+        .execute(&env.db.pool)
+        .await
+        .unwrap();
+    }
+    let h = env.start().await;
+    let ended = |key: &str| {
+        let mut ev = env.event("globex", key, 2);
+        if let EventBody::Pass(p) = &mut ev.body {
+            p.status = PassStatus::Removed;
+        }
+        ev
+    };
+    let held = ended("held");
+    env.publish(&ended("gone")).await;
+    env.publish(&env.event("globex", "wanted", 1)).await;
+    env.publish(&held).await;
+    let s = held.subject();
+    eventually("dead letter", Duration::from_secs(10), || async {
+        env.dead_letter(&s).await.is_some()
+    })
+    .await;
+    let dl = env.dead_letter(&s).await.unwrap();
+    assert_eq!(dl.class, ErrorClass::Permanent);
+    assert!(
+        dl.reason.contains(
+            "no tapkey connection serves site \"hq\" of tenant \"globex\": the access recorded for booking \"held\" could not be removed"
+        ),
+        "{}",
+        dl.reason
+    );
+    eventually("the other two skipped", Duration::from_secs(10), || async {
+        metric(&h, "skipped") >= 2
+    })
+    .await;
+    assert!(env.dead_letter(&ended("gone").subject()).await.is_none());
+    assert!(
+        env.dead_letter(&env.event("globex", "wanted", 1).subject())
+            .await
+            .is_none()
+    );
+    assert!(env.log.calls.lock().unwrap().is_empty(), "no vendor call");
+    env.finish(h).await;
+}
+
+/// The connections of [`Env::config`], with every connection being offboarded.
+struct Offboarding(StaticConnections);
+
+impl worker_runtime::ConnectionSource for Offboarding {
+    fn for_site<'a>(
+        &'a self,
+        tenant: &'a str,
+        vendor: Vendor,
+        site: &'a str,
+    ) -> worker_runtime::BoxFuture<'a, Result<Option<Connection>, worker_runtime::SourceError>>
+    {
+        self.0.for_site(tenant, vendor, site)
+    }
+
+    fn offboarding<'a>(
+        &'a self,
+        _tenant: &'a str,
+        _vendor: Vendor,
+        _name: &'a str,
+    ) -> worker_runtime::BoxFuture<'a, Result<bool, worker_runtime::SourceError>> {
+        Box::pin(async { Ok(true) })
+    }
+}
+
+/// A connection being offboarded wants nothing: an event that wants access reaches the
+/// handler as its ending (same booking and revision), never as a new grant.
+#[tokio::test]
+async fn events_of_an_offboarding_connection_are_applied_as_endings() {
+    let env = Env::new().await;
+    let mut cfg = env.config();
+    cfg.connections = Arc::new(Offboarding(StaticConnections::new(vec![connection()])));
+    let h = env.start_with(cfg).await;
+    env.publish(&env.event("acme", "p-off", 3)).await;
+    eventually("applied", Duration::from_secs(10), || async {
+        env.binding("p-off").await.is_some()
+    })
+    .await;
+    let b = env.binding("p-off").await.unwrap();
+    assert_eq!((b.status.as_str(), b.applied_revision), ("removed", 3));
+    env.finish(h).await;
+}

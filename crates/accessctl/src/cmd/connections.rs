@@ -86,7 +86,7 @@ impl ApiClient {
     }
 
     /// Sends a request and decodes the JSON answer (`None` for 204/404 when `allow_404`).
-    async fn send<T: DeserializeOwned>(
+    pub(crate) async fn send<T: DeserializeOwned>(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -240,7 +240,8 @@ pub enum ConnectionsCommand {
         #[arg(long)]
         dry_run: bool,
     },
-    /// Delete a connection.
+    /// Delete a connection. Refused while bookings hold access through it, unless
+    /// --remove-access (remove it first) or --keep-access (leave it at the vendor).
     Delete {
         /// Tenant id.
         tenant: String,
@@ -249,6 +250,23 @@ pub enum ConnectionsCommand {
         /// Connection name.
         #[arg(default_value = "default")]
         name: String,
+        /// What happens to the access it created.
+        #[command(flatten)]
+        access: super::offboard::AccessArgs,
+    },
+    /// Disable a connection (kept with its credentials, used no more); same choice about
+    /// its access as `delete`.
+    Disable {
+        /// Tenant id.
+        tenant: String,
+        /// Vendor.
+        vendor: Vendor,
+        /// Connection name.
+        #[arg(default_value = "default")]
+        name: String,
+        /// What happens to the access it created.
+        #[command(flatten)]
+        access: super::offboard::AccessArgs,
     },
 }
 
@@ -623,14 +641,53 @@ pub async fn run_with(
             tenant,
             vendor,
             name,
+            access,
         } => {
             let path = format!("/connections/{}/{vendor}/{}", seg(&tenant), seg(&name));
-            if api.delete(&path).await? {
-                println!("connection {tenant}/{vendor}/{name} deleted");
-                Ok(())
-            } else {
-                bail!("tenant {tenant:?} has no {vendor} connection named {name:?}")
+            let answer = api
+                .send(reqwest::Method::DELETE, &path, &access.query(), None, false)
+                .await?;
+            let what = format!("connection {tenant}/{vendor}/{name}");
+            super::offboard::report(api, &what, answer, &access).await
+        }
+        ConnectionsCommand::Disable {
+            tenant,
+            vendor,
+            name,
+            access,
+        } => {
+            let path = format!("/connections/{}/{vendor}/{}", seg(&tenant), seg(&name));
+            let mut c: Connection = api.get_opt(&path, &[]).await?.ok_or_else(|| {
+                anyhow!("tenant {tenant:?} has no {vendor} connection named {name:?}")
+            })?;
+            c.enabled = false;
+            // Secrets come back as `***`: the API keeps the stored ones.
+            let resp: ApplyResponse = api
+                .write(
+                    reqwest::Method::PUT,
+                    &path,
+                    &access.query(),
+                    &serde_json::to_value(&c)?,
+                )
+                .await?;
+            let what = format!("connection {tenant}/{vendor}/{name}");
+            if let Some(w) = &resp.warning {
+                eprintln!("warning: {w}");
             }
+            match resp.offboard_run {
+                Some(run) => {
+                    println!(
+                        "{what} offboarding: run {} removes its access, then disables it",
+                        run.id
+                    );
+                    if access.wait {
+                        super::offboard::wait_for(api, &[run], access.timeout).await?;
+                        println!("{what} disabled");
+                    }
+                }
+                None => println!("{what} disabled"),
+            }
+            Ok(())
         }
     }
 }

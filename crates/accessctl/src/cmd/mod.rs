@@ -4,6 +4,7 @@ pub mod connections;
 pub mod dlq;
 pub mod lookup;
 pub mod migrate;
+pub mod offboard;
 pub mod status;
 pub mod sync;
 pub mod tenants;

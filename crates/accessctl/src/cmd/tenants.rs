@@ -28,6 +28,16 @@ pub enum TenantsCommand {
         #[arg(long)]
         name: Option<String>,
     },
+    /// Delete a tenant with its sources, connections, bookings and bindings. Refused while
+    /// bookings hold access at a vendor, unless --remove-access (every connection is
+    /// offboarded first; the tenant goes with the last) or --keep-access.
+    Delete {
+        /// Tenant id.
+        id: String,
+        /// What happens to the access its connections created.
+        #[command(flatten)]
+        access: super::offboard::AccessArgs,
+    },
     /// Set a source's webhook secret; the old one stays valid for `--previous-ttl`.
     SetSecret {
         /// Tenant id.
@@ -116,6 +126,13 @@ pub async fn run_with(api: &ApiClient, cmd: TenantsCommand, format: Format) -> a
                 &["SOURCE", "SECRET", "PREVIOUS VALID"],
                 rows,
             )
+        }
+        TenantsCommand::Delete { id, access } => {
+            let path = format!("/tenants/{}", seg(&id));
+            let answer = api
+                .send(reqwest::Method::DELETE, &path, &access.query(), None, false)
+                .await?;
+            super::offboard::report(api, &format!("tenant {id}"), answer, &access).await
         }
         TenantsCommand::Create { id, name } => {
             let t: Tenant = api

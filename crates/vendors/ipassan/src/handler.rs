@@ -120,13 +120,10 @@ impl Handler for IpassanHandler {
         cmd: &RemoveCommand,
         prev: Option<&Recorded<VendorIds>>,
     ) -> Result<Option<ApplyOutcome<VendorIds>>, HandlerError> {
-        let outcome = apply::remove_stray(
-            &ctx.client,
-            &cmd.vendor_id,
-            &cmd.reference,
-            previous_ids(prev),
-        )
-        .await?;
+        // An offboarding connection wants nothing: not even the recorded booking is spared.
+        let current = previous_ids(prev).filter(|_| ctx.wants_access());
+        let outcome =
+            apply::remove_stray(&ctx.client, &cmd.vendor_id, &cmd.reference, current).await?;
         tracing::info!(vendor_id = %cmd.vendor_id, ?outcome, run = cmd.run_id, "stray handled");
         Ok(None)
     }

@@ -104,6 +104,11 @@ async fn apply_context<H: Handler>(
     binding: Option<&Binding>,
     first_attempt: bool,
 ) -> Result<ApplyContext<H::Client>, HandlerError> {
+    let wants_access = !s
+        .cfg
+        .connections
+        .offboarding(booking.tenant, s.handler.vendor(), &conn.name)
+        .await?;
     let client = s
         .clients
         .get_or_try_init(&conn, || s.handler.client(&conn, limiter(s, &conn)))
@@ -116,6 +121,7 @@ async fn apply_context<H: Handler>(
         attempt: m.delivered,
         last_attempt: i64::try_from(m.delivered).unwrap_or(i64::MAX) >= s.cfg.max_deliver,
         first_attempt,
+        wants_access,
         services: Services {
             handles: s.handles.clone(),
             recorded_revision: binding.map_or(0, |b| b.applied_revision),
@@ -240,6 +246,29 @@ async fn handle<H: Handler>(s: &Arc<Shared<H>>, m: &Msg<'_>) -> Outcome {
         Ok(None) => {
             match s.cfg.connections.uses_vendor(&event.tenant, vendor).await {
                 Ok(false) => {
+                    // An ending must not vanish while access it should end is recorded as
+                    // held (the connection was deleted with its access kept, say).
+                    if event.ends_access() {
+                        let key = Booking::of(&event).binding_key(s);
+                        match bindings::get_binding(&s.pool, &key).await {
+                            Ok(Some(b)) if !holds_nothing(&b) => {
+                                let err = HandlerError::permanent(format!(
+                                    "no {vendor} connection serves site {:?} of tenant {:?}: the access recorded for booking {:?} could not be removed",
+                                    event.site, event.tenant, event.booking_key
+                                ));
+                                return fail(s, m, Some(&event), err).await;
+                            }
+                            Ok(_) => {}
+                            Err(e) => {
+                                let err = HandlerError {
+                                    class: accesshub_store::db_error_class(&e),
+                                    message: format!("database (binding): {e}"),
+                                    retry_after: None,
+                                };
+                                return fail(s, m, Some(&event), err).await;
+                            }
+                        }
+                    }
                     tracing::debug!(tenant = %event.tenant, "tenant has no connection to this vendor; skipped");
                     ack(m.msg).await;
                     return Outcome::Skipped;
@@ -254,6 +283,30 @@ async fn handle<H: Handler>(s: &Arc<Shared<H>>, m: &Msg<'_>) -> Outcome {
             return fail(s, m, Some(&event), err).await;
         }
         Err(e) => return fail(s, m, Some(&event), e.into()).await,
+    };
+    let wants_access = match s
+        .cfg
+        .connections
+        .offboarding(&event.tenant, vendor, &conn.name)
+        .await
+    {
+        Ok(offboarding) => !offboarding,
+        Err(e) => return fail(s, m, Some(&event), e.into()).await,
+    };
+    // An offboarding connection wants nothing: the event is applied as its ending.
+    let event = if wants_access || event.ends_access() {
+        event
+    } else {
+        match ending_of(&event) {
+            Some(ended) => ended,
+            None => {
+                let err = HandlerError::permanent(format!(
+                    "{vendor} connection {:?} of tenant {:?} is being offboarded: it issues no keys",
+                    conn.name, event.tenant
+                ));
+                return fail(s, m, Some(&event), err).await;
+            }
+        }
     };
     let booking = Booking::of(&event);
     let key = booking.binding_key(s);
@@ -345,9 +398,27 @@ async fn handle<H: Handler>(s: &Arc<Shared<H>>, m: &Msg<'_>) -> Outcome {
 /// the record says the vendor holds nothing for the booking. A reactivation still needs a
 /// strictly newer revision.
 fn ends_held_access(b: &Binding, event: &Event) -> bool {
-    event.ends_access()
-        && !crate::handler::Status::parse(&b.status)
-            .is_some_and(crate::handler::Status::holds_nothing)
+    event.ends_access() && !holds_nothing(b)
+}
+
+/// Whether the binding records that the vendor holds nothing for the booking (an unknown
+/// status counts as holding something).
+fn holds_nothing(b: &Binding) -> bool {
+    crate::handler::Status::parse(&b.status).is_some_and(crate::handler::Status::holds_nothing)
+}
+
+/// The same state, ended: what a booking of an offboarding connection is applied as (it
+/// wants no access). `None` for key requests, which have no ending: nothing is issued.
+fn ending_of(event: &Event) -> Option<Event> {
+    use accesshub_domain::{EventBody, FacilityStatus, PassStatus, ReservationStatus};
+    let mut ended = event.clone();
+    match &mut ended.body {
+        EventBody::Reservation(r) => r.status = ReservationStatus::Cancelled,
+        EventBody::Facility(f) => f.status = FacilityStatus::Cancelled,
+        EventBody::Pass(p) => p.status = PassStatus::Removed,
+        EventBody::KeyRequest(_) => return None,
+    }
+    Some(ended)
 }
 
 /// A reconciler removal command: delete one stray vendor object, under the booking's lock.
@@ -525,4 +596,29 @@ fn header_trace_id(msg: &jetstream::Message) -> Option<String> {
     let trace = tp.split('-').nth(1)?;
     (trace.len() == 32 && trace.bytes().all(|b| b.is_ascii_hexdigit()) && trace != "0".repeat(32))
         .then(|| trace.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use accesshub_domain::{EventBody, Source};
+
+    fn event(body: EventBody) -> Event {
+        Event::new("t", "s", "k", 7, Source::Native, chrono::Utc::now(), body)
+    }
+
+    /// What an offboarding connection applies: the same booking and revision, ended.
+    #[test]
+    fn the_ending_of_a_booking_ends_access_and_keeps_its_revision() {
+        let pass: EventBody =
+            serde_json::from_value(serde_json::json!({"kind": "pass", "payload": {
+            "status": "active", "holder": {"id": "h", "email": "h@example.com"},
+            "pass_type": "day", "expires_at": "2031-01-01T00:00:00Z"}}))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let ev = event(pass);
+        assert!(!ev.ends_access());
+        let ended = ending_of(&ev).unwrap_or_else(|| panic!("a pass has an ending"));
+        assert!(ended.ends_access());
+        assert_eq!((ended.revision, ended.id), (ev.revision, ev.id));
+    }
 }

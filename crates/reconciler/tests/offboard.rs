@@ -1,0 +1,358 @@
+//! Offboarding end to end, for Tapkey and iPassan: two bookings hold access at the vendor
+//! (applied by the worker in-process, which reads connections from Postgres like in
+//! production); the connection is deleted with its access removed first. The offboard run
+//! removes everything of ours through the worker, a listing proves nothing is left, and only
+//! then is the connection deleted. Access we did not create is never touched. A run that
+//! cannot remove everything (no worker) fails saying what is left and keeps the connection
+//! offboarding; the retry finishes.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+    time::Duration,
+};
+
+use accesshub_connections::{
+    Connection, ConnectionCache, ConnectionStore, IpassanSettings, OffboardIntent, Secret,
+    TapkeySettings, TenantStore, Vendor, VendorSettings, offboard,
+};
+use accesshub_domain::{
+    Event, EventBody, FacilityBooking, FacilityStatus, Pass, PassHolder, PassStatus, Resident,
+    Source,
+};
+use accesshub_store::SecretBox;
+use reconciler::{
+    Reconciler, RunStatus, Scope, Settings, Trigger, connections::conn_ref, inventory::Inventory,
+    offboard::OffboardTiming, store,
+};
+use vendor_sim::{SimHandle, ipassan as ip, tapkey as tk};
+
+const TENANT: &str = "leaving";
+
+/// One vendor's side of the test.
+struct Case {
+    conn: Connection,
+    inv: Arc<dyn Inventory>,
+    events: Vec<Event>,
+    /// Ids of the live objects at the vendor (access), ours or not.
+    live: fn(&SimHandle) -> BTreeSet<String>,
+}
+
+fn tapkey(sim: &SimHandle) -> Case {
+    let base = sim.tapkey_url();
+    let pass = |key: &str| {
+        Event::new(
+            TENANT,
+            "hq",
+            key,
+            1,
+            Source::Nexudus,
+            chrono::Utc::now(),
+            EventBody::Pass(Pass {
+                status: PassStatus::Active,
+                holder: PassHolder {
+                    id: format!("h-{key}"),
+                    email: format!("{}@example.com", key.to_lowercase()),
+                    name: None,
+                },
+                pass_type: "day".into(),
+                pass_type_name: None,
+                valid_from: Some("2026-01-01T08:00:00Z".parse().unwrap()),
+                expires_at: "2031-01-01T00:00:00Z".parse().unwrap(),
+            }),
+        )
+    };
+    Case {
+        conn: Connection {
+            tenant: TENANT.into(),
+            name: "default".into(),
+            enabled: true,
+            sites: vec![],
+            settings: VendorSettings::Tapkey(TapkeySettings {
+                authority_url: base.clone(),
+                base_url: base,
+                client_id: tk::DEMO_CLIENT_ID.into(),
+                client_secret: Secret::new(tk::DEMO_CLIENT_SECRET),
+                owner_account_id: tk::DEMO_OWNER_ID.into(),
+                pass_types: BTreeMap::from([(
+                    "day".to_owned(),
+                    vec![tk::DEMO_LOCK_FRONT.to_owned()],
+                )]),
+            }),
+            version: 0,
+        },
+        inv: Arc::new(tapkey_adapter::inventory::TapkeyInventory::new(100.0)),
+        events: vec![pass("P1"), pass("P2")],
+        live: |sim| {
+            sim.state()
+                .tapkey_grants()
+                .into_iter()
+                .filter(|g| g.active)
+                .map(|g| g.id)
+                .collect()
+        },
+    }
+}
+
+fn ipassan(sim: &SimHandle) -> Case {
+    let booked = |key: &str, hour: u32| {
+        Event::new(
+            TENANT,
+            "pijp",
+            key,
+            1,
+            Source::Connecx,
+            chrono::Utc::now(),
+            EventBody::Facility(FacilityBooking {
+                status: FacilityStatus::Booked,
+                facility_id: "bbq".into(),
+                resident: Resident {
+                    id: format!("res-{key}"),
+                    email: "jan@example.com".into(),
+                    first_name: "Jan".into(),
+                    last_name: "de Vries".into(),
+                },
+                start: format!("2030-06-01T{hour:02}:00:00Z").parse().unwrap(),
+                end: format!("2030-06-01T{:02}:00:00Z", hour + 1)
+                    .parse()
+                    .unwrap(),
+            }),
+        )
+    };
+    Case {
+        conn: Connection {
+            tenant: TENANT.into(),
+            name: "default".into(),
+            enabled: true,
+            sites: vec![],
+            settings: VendorSettings::Ipassan(IpassanSettings {
+                base_url: sim.ipassan_url(),
+                client_id: ip::DEMO_CLIENT_ID.into(),
+                client_secret: Secret::new(ip::DEMO_CLIENT_SECRET),
+                site_guid: ip::DEMO_SITE.into(),
+                facilities: BTreeMap::from([("bbq".to_owned(), ip::DEMO_ASSET_BBQ.to_owned())]),
+            }),
+            version: 0,
+        },
+        inv: Arc::new(ipassan_adapter::inventory::IpassanInventory::new(100.0)),
+        events: vec![booked("F1", 10), booked("F2", 12)],
+        live: |sim| {
+            sim.state()
+                .ipassan_bookings()
+                .into_iter()
+                .map(|b| b.uuid)
+                .collect()
+        },
+    }
+}
+
+/// The desired state as booking-ingest stores it.
+async fn store_desired(db: &accesshub_testkit::TestDb, ev: &Event) {
+    sqlx::query(
+        "INSERT INTO bookings (tenant_id, kind, booking_key, site, revision, source, event_id,
+                               payload)
+         VALUES ($1, $2, $3, $4, $5, 'native', $6, $7)",
+    )
+    .bind(&ev.tenant)
+    .bind(ev.kind().as_str())
+    .bind(&ev.booking_key)
+    .bind(&ev.site)
+    .bind(ev.revision)
+    .bind(ev.id)
+    .bind(serde_json::to_value(ev).unwrap())
+    .execute(&db.pool)
+    .await
+    .unwrap();
+}
+
+async fn start_worker(
+    vendor: Vendor,
+    db: &accesshub_testkit::TestDb,
+    tb: &accesshub_testkit::TestBus,
+    source: Arc<dyn worker_runtime::ConnectionSource>,
+) -> worker_runtime::WorkerHandle {
+    match vendor {
+        Vendor::Tapkey => worker_runtime::start(
+            worker_runtime::WorkerConfig::for_test(
+                tb.config(tapkey_adapter::NAME, &db.url),
+                source,
+            ),
+            tapkey_adapter::TapkeyHandler::new(),
+        )
+        .await
+        .unwrap(),
+        _ => worker_runtime::start(
+            worker_runtime::WorkerConfig::for_test(
+                tb.config(ipassan_adapter::WORKER, &db.url),
+                source,
+            ),
+            ipassan_adapter::IpassanHandler::default(),
+        )
+        .await
+        .unwrap(),
+    }
+}
+
+fn reconciler(
+    db: &accesshub_testkit::TestDb,
+    tb: &accesshub_testkit::TestBus,
+    conns: &ConnectionStore,
+    inv: Arc<dyn Inventory>,
+    timeout: Duration,
+) -> Reconciler {
+    Reconciler::new(
+        db.pool.clone(),
+        tb.bus.clone(),
+        Arc::new(conns.clone()),
+        vec![inv],
+        Settings {
+            default_schedules: false,
+            offboard: OffboardTiming {
+                timeout,
+                poll: Duration::from_millis(300),
+                resend_after: Duration::from_secs(3),
+            },
+            ..Settings::default()
+        },
+    )
+}
+
+/// With `workers_down_first`, the first offboard run cannot remove anything: it fails saying
+/// what is left, the connection stays (offboarding), and a retry once workers are back
+/// finishes the job.
+async fn offboard_deletes_the_connection_once_nothing_of_ours_is_left(
+    vendor: Vendor,
+    workers_down_first: bool,
+) {
+    accesshub_telemetry::init_for_tests();
+    let (db, tb) = accesshub_testkit::isolated().await;
+    let sim = vendor_sim::start(vendor_sim::SimConfig::ephemeral())
+        .await
+        .unwrap();
+    sim.state().seed_demo();
+    let case = match vendor {
+        Vendor::Tapkey => tapkey(&sim),
+        _ => ipassan(&sim),
+    };
+    let secrets = SecretBox::from_spec(&SecretBox::generate_spec()).unwrap();
+    TenantStore::new(db.pool.clone(), secrets.clone())
+        .create(TENANT, "Leaving Ltd")
+        .await
+        .unwrap();
+    let conns = ConnectionStore::new(db.pool.clone(), secrets).with_bus(tb.bus.clone());
+    conns.upsert(&case.conn).await.unwrap();
+    let cache = Arc::new(ConnectionCache::new(
+        conns.clone(),
+        accesshub_connections::DEFAULT_TTL,
+    ));
+    let listener = cache.listen(&tb.bus, None).await.unwrap();
+    let source: Arc<dyn worker_runtime::ConnectionSource> = cache.clone();
+    let worker = start_worker(vendor, &db, &tb, source.clone()).await;
+    let before = (case.live)(&sim);
+    for ev in &case.events {
+        store_desired(&db, ev).await;
+        common::publish(&tb, ev).await;
+    }
+    common::eventually("two bookings hold access", || {
+        (case.live)(&sim).difference(&before).count() == 2
+    })
+    .await;
+
+    // Delete, removing the access first (what `DELETE …?access=remove` does).
+    offboard::begin(
+        &db.pool,
+        Some(&tb.bus),
+        TENANT,
+        vendor,
+        "default",
+        OffboardIntent::Delete,
+    )
+    .await
+    .unwrap();
+    let c = conn_ref(&case.conn);
+    let mut worker = worker;
+    if workers_down_first {
+        worker.shutdown().await.unwrap();
+        store::request_run(&db.pool, &c, Scope::Offboard, Trigger::Api, Some("ops"))
+            .await
+            .unwrap();
+        let rec = reconciler(&db, &tb, &conns, case.inv.clone(), Duration::from_secs(2));
+        let run = rec.drain_queue().await.unwrap().pop().unwrap();
+        assert_eq!(run.status, RunStatus::Failed);
+        let error = run.error.unwrap();
+        assert!(
+            error.contains("2 object(s) of ours are still at the vendor")
+                && error.contains("stays offboarding"),
+            "{error}"
+        );
+        assert_eq!((case.live)(&sim).difference(&before).count(), 2);
+        assert_eq!(
+            offboard::intent(&db.pool, TENANT, vendor, "default")
+                .await
+                .unwrap(),
+            Some(OffboardIntent::Delete),
+            "kept, still offboarding"
+        );
+        worker = start_worker(vendor, &db, &tb, source).await;
+    }
+    store::request_run(&db.pool, &c, Scope::Offboard, Trigger::Api, Some("ops"))
+        .await
+        .unwrap();
+    let rec = reconciler(&db, &tb, &conns, case.inv.clone(), Duration::from_secs(30));
+    let run = rec.drain_queue().await.unwrap().pop().unwrap();
+    assert_eq!(run.status, RunStatus::Succeeded, "{:?}", run.error);
+    if !workers_down_first {
+        assert_eq!((run.counts.checked, run.counts.removed), (2, 2));
+    }
+    assert!(
+        run.note.as_deref().unwrap().contains("connection deleted"),
+        "{:?}",
+        run.note
+    );
+    assert_eq!(
+        (case.live)(&sim),
+        before,
+        "nothing of ours left, the rest untouched"
+    );
+    assert!(
+        conns
+            .get(TENANT, vendor, "default")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // The records say so too: an ending arriving now has nothing to remove.
+    let held: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM bindings WHERE tenant_id = $1 AND status <> 'removed'",
+    )
+    .bind(TENANT)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(held, 0);
+
+    worker.shutdown().await.unwrap();
+    listener.abort();
+    sim.shutdown().await;
+    tb.cleanup().await;
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn tapkey_offboard_deletes_the_connection_once_nothing_of_ours_is_left() {
+    offboard_deletes_the_connection_once_nothing_of_ours_is_left(Vendor::Tapkey, false).await;
+}
+
+#[tokio::test]
+async fn an_offboard_that_cannot_finish_keeps_the_connection_and_a_retry_finishes_it() {
+    offboard_deletes_the_connection_once_nothing_of_ours_is_left(Vendor::Tapkey, true).await;
+}
+
+#[tokio::test]
+async fn ipassan_offboard_deletes_the_connection_once_nothing_of_ours_is_left() {
+    offboard_deletes_the_connection_once_nothing_of_ours_is_left(Vendor::Ipassan, false).await;
+}
