@@ -437,6 +437,21 @@ mod tests {
             "facility pool is not mapped to an iPassan asset in connection t/default (add it under settings.facilities)"
         );
         assert_eq!(e.class(), ErrorClass::Permanent);
+        // Every mapped asset is searched once, the desired and recorded ones first.
+        let s = IpassanSettings {
+            facilities: BTreeMap::from([
+                ("gym".to_owned(), "a1".to_owned()),
+                ("pool".to_owned(), " A2 ".to_owned()),
+                ("spa".to_owned(), "a1".to_owned()),
+                ("unset".to_owned(), " ".to_owned()),
+            ]),
+            ..s
+        };
+        assert_eq!(
+            assets_to_search(&s, Some("a2"), Some("old")),
+            vec!["a2", "old", "a1"]
+        );
+        assert_eq!(assets_to_search(&s, None, None), vec!["a1", "A2"]);
     }
 
     #[test]
