@@ -768,3 +768,60 @@ async fn a_cancellation_after_a_crashed_create_checks_the_guest_out() {
     assert_eq!(b.status, "checked_out");
     env.finish().await;
 }
+
+/// H3, key-request side: a mobile-key request registers the booking (`CreateNewBooking`),
+/// then the worker dies during the mobile-key call, before recording anything on the
+/// reservation. The reservation's cancellation must still check the guest out.
+#[tokio::test]
+async fn a_cancellation_after_an_interrupted_key_request_checks_the_guest_out() {
+    let mut env = Env::new(DormakabaProduct::Saflok).await;
+    let p = env.product;
+    let r = env.reservation(ReservationStatus::Confirmed, "Doe, J", 2);
+    env.reservation_event("K3", r.clone()).await;
+    let start = Instant::now();
+    while reservation_binding(&env, "K3").await.is_none() {
+        assert!(start.elapsed() < Duration::from_secs(20), "rev 1 applied");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    env.sim.state().add_fault(
+        FaultRule::next_n(Vendor::Dormakaba, FaultKind::Hang, 1).on_path("#IssueMobileKey"),
+    );
+    env.key_request("K3", KeyAction::MobileKey, None, 1).await;
+    let rid = desired::reservation_id(TENANT, "K3");
+    let checked_out = |env: &Env| {
+        env.sim
+            .state()
+            .dormakaba_bookings(p)
+            .iter()
+            .find(|b| b.reservation_id == rid)
+            .map(|b| b.checked_out)
+    };
+    env.eventually("booking registered by the key request", |e| {
+        checked_out(e) == Some(false)
+    })
+    .await;
+    env.eventually("mobile key call under way", |e| {
+        e.sim
+            .state()
+            .calls_for(Vendor::Dormakaba)
+            .iter()
+            .any(|c| c.operation.as_deref() == Some("IssueMobileKey"))
+    })
+    .await;
+    env.worker.take().unwrap().abort().await;
+
+    env.start().await;
+    let mut cancelled = r;
+    cancelled.status = ReservationStatus::Cancelled;
+    env.reservation_event("K3", cancelled).await;
+    let start = Instant::now();
+    while reservation_binding(&env, "K3")
+        .await
+        .is_none_or(|b| b.applied_revision < 2)
+    {
+        assert!(start.elapsed() < Duration::from_secs(20), "rev 2 applied");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(checked_out(&env), Some(true), "guest checked out");
+    env.finish().await;
+}
