@@ -298,6 +298,16 @@ impl Env {
         }
     }
 
+    /// Whether the lock system's booking `rid` is checked out (`None`: no such booking).
+    fn checked_out(&self, rid: &str) -> Option<bool> {
+        self.sim
+            .state()
+            .dormakaba_bookings(self.product)
+            .iter()
+            .find(|b| b.reservation_id == rid)
+            .map(|b| b.checked_out)
+    }
+
     fn calls(&self, op: &str) -> usize {
         self.sim
             .state()
@@ -704,6 +714,21 @@ async fn reservation_binding(env: &Env, key: &str) -> Option<worker_runtime::Bin
     .unwrap()
 }
 
+/// Waits until the reservation's binding has applied `rev`.
+async fn wait_applied(env: &Env, key: &str, rev: i64) {
+    let start = Instant::now();
+    while reservation_binding(env, key)
+        .await
+        .is_none_or(|b| b.applied_revision < rev)
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "{key} rev {rev} applied"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// H3: the first attempt of a reservation with a mobile key registers the booking and sends
 /// the key, then the worker dies before recording anything. The cancellation is the next
 /// event the restarted worker sees (the crashed delivery comes back only after `ack_wait`):
@@ -739,14 +764,7 @@ async fn a_cancellation_after_a_crashed_create_checks_the_guest_out() {
             .filter(|m| m.reservation_id == rid && !m.cancelled)
             .count()
     };
-    let checked_out = |env: &Env| {
-        env.sim
-            .state()
-            .dormakaba_bookings(p)
-            .iter()
-            .find(|b| b.reservation_id == rid)
-            .map(|b| b.checked_out)
-    };
+    let checked_out = |env: &Env| env.checked_out(&rid);
     assert_eq!(checked_out(&env), Some(false), "booking created");
     assert_eq!(live_keys(&env), 1, "mobile key sent");
     env.worker.take().unwrap().abort().await; // no record, no ack
@@ -754,14 +772,7 @@ async fn a_cancellation_after_a_crashed_create_checks_the_guest_out() {
     env.start().await;
     r.status = ReservationStatus::Cancelled;
     env.reservation_event("H3", r).await;
-    let start = Instant::now();
-    while reservation_binding(&env, "H3")
-        .await
-        .is_none_or(|b| b.applied_revision < 2)
-    {
-        assert!(start.elapsed() < Duration::from_secs(20), "rev 2 applied");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_applied(&env, "H3", 2).await;
     assert_eq!(checked_out(&env), Some(true), "guest checked out");
     assert_eq!(live_keys(&env), 0, "mobile key cancelled");
     let b = reservation_binding(&env, "H3").await.unwrap();
@@ -775,27 +786,15 @@ async fn a_cancellation_after_a_crashed_create_checks_the_guest_out() {
 #[tokio::test]
 async fn a_cancellation_after_an_interrupted_key_request_checks_the_guest_out() {
     let mut env = Env::new(DormakabaProduct::Saflok).await;
-    let p = env.product;
     let r = env.reservation(ReservationStatus::Confirmed, "Doe, J", 2);
     env.reservation_event("K3", r.clone()).await;
-    let start = Instant::now();
-    while reservation_binding(&env, "K3").await.is_none() {
-        assert!(start.elapsed() < Duration::from_secs(20), "rev 1 applied");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_applied(&env, "K3", 1).await;
     env.sim.state().add_fault(
         FaultRule::next_n(Vendor::Dormakaba, FaultKind::Hang, 1).on_path("#IssueMobileKey"),
     );
     env.key_request("K3", KeyAction::MobileKey, None, 1).await;
     let rid = desired::reservation_id(TENANT, "K3");
-    let checked_out = |env: &Env| {
-        env.sim
-            .state()
-            .dormakaba_bookings(p)
-            .iter()
-            .find(|b| b.reservation_id == rid)
-            .map(|b| b.checked_out)
-    };
+    let checked_out = |env: &Env| env.checked_out(&rid);
     env.eventually("booking registered by the key request", |e| {
         checked_out(e) == Some(false)
     })
@@ -814,14 +813,7 @@ async fn a_cancellation_after_an_interrupted_key_request_checks_the_guest_out() 
     let mut cancelled = r;
     cancelled.status = ReservationStatus::Cancelled;
     env.reservation_event("K3", cancelled).await;
-    let start = Instant::now();
-    while reservation_binding(&env, "K3")
-        .await
-        .is_none_or(|b| b.applied_revision < 2)
-    {
-        assert!(start.elapsed() < Duration::from_secs(20), "rev 2 applied");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_applied(&env, "K3", 2).await;
     assert_eq!(checked_out(&env), Some(true), "guest checked out");
     env.finish().await;
 }
