@@ -149,21 +149,75 @@ async fn binding_status(db: &accesshub_testkit::TestDb, key: &str) -> Option<Str
     .unwrap()
 }
 
+/// A test's database, bus, simulator (demo fixtures) and connection to its Saflok.
+struct Env {
+    db: accesshub_testkit::TestDb,
+    tb: accesshub_testkit::TestBus,
+    sim: vendor_sim::SimHandle,
+    conn: Connection,
+}
+
+impl Env {
+    async fn new() -> Env {
+        accesshub_telemetry::init_for_tests();
+        let (db, tb) = accesshub_testkit::isolated().await;
+        let sim = vendor_sim::start(vendor_sim::SimConfig::ephemeral())
+            .await
+            .unwrap();
+        sim.state().seed_demo();
+        let conn = connection(&sim);
+        Env { db, tb, sim, conn }
+    }
+}
+
+fn worker_config(
+    db: &accesshub_testkit::TestDb,
+    tb: &accesshub_testkit::TestBus,
+    conn: &Connection,
+) -> worker_runtime::WorkerConfig {
+    worker_runtime::WorkerConfig::for_test(
+        tb.config(dormakaba_adapter::WORKER, &db.url),
+        Arc::new(worker_runtime::StaticConnections::new(vec![conn.clone()])),
+    )
+}
+
+fn sync_reconciler(
+    db: &accesshub_testkit::TestDb,
+    tb: &accesshub_testkit::TestBus,
+    conn: &Connection,
+) -> reconciler::Reconciler {
+    let inv: Arc<dyn Inventory> = Arc::new(DormakabaInventory::new(100.0));
+    common::reconciler(db, tb, conn, inv)
+}
+
+/// Revision 2 cancels `key` (a stay with a mobile key in `room`) in Postgres; the worker
+/// never hears of it.
+async fn missed_cancellation(
+    db: &accesshub_testkit::TestDb,
+    tb: &accesshub_testkit::TestBus,
+    key: &str,
+    room: &str,
+) {
+    let cancelled = stay(ReservationStatus::Cancelled, room, true);
+    ingest(db, tb, key, 2, cancelled, true).await;
+}
+
+/// A full sync of `conn`, which must succeed.
+async fn full_sync(
+    rec: &reconciler::Reconciler,
+    db: &accesshub_testkit::TestDb,
+    conn: &Connection,
+) -> reconciler::SyncRun {
+    let run = common::run(rec, db, conn, Scope::Full).await;
+    assert_eq!(run.status, RunStatus::Succeeded, "{:?}", run.error);
+    run
+}
+
 #[tokio::test]
 async fn key_cancelled_by_hand_is_recreated_and_stale_access_checked_out() {
-    accesshub_telemetry::init_for_tests();
-    let (db, tb) = accesshub_testkit::isolated().await;
-    let sim = vendor_sim::start(vendor_sim::SimConfig::ephemeral())
-        .await
-        .unwrap();
-    sim.state().seed_demo();
-    let conn = connection(&sim);
-    let common = tb.config(dormakaba_adapter::WORKER, &db.url);
+    let Env { db, tb, sim, conn } = Env::new().await;
     let worker = worker_runtime::start(
-        worker_runtime::WorkerConfig::for_test(
-            common.clone(),
-            Arc::new(worker_runtime::StaticConnections::new(vec![conn.clone()])),
-        ),
+        worker_config(&db, &tb, &conn),
         dormakaba_adapter::DormakabaHandler::new(),
     )
     .await
@@ -223,20 +277,10 @@ async fn key_cancelled_by_hand_is_recreated_and_stale_access_checked_out() {
     assert!(r.status().is_success(), "{}", r.text().await.unwrap());
     assert!(booking(&sim, "R1").is_none());
     assert_eq!(live_mobile_keys(&sim, "R1"), 0);
-    ingest(
-        &db,
-        &tb,
-        "R2",
-        2,
-        stay(ReservationStatus::Cancelled, "102", true),
-        true,
-    )
-    .await;
+    missed_cancellation(&db, &tb, "R2", "102").await;
 
-    let inv: Arc<dyn Inventory> = Arc::new(DormakabaInventory::new(100.0));
-    let rec = common::reconciler(&db, &tb, &conn, inv);
-    let run = common::run(&rec, &db, &conn, Scope::Full).await;
-    assert_eq!(run.status, RunStatus::Succeeded, "{:?}", run.error);
+    let rec = sync_reconciler(&db, &tb, &conn);
+    let run = full_sync(&rec, &db, &conn).await;
     assert_eq!(
         run.counts,
         Counts {
@@ -285,6 +329,68 @@ async fn key_cancelled_by_hand_is_recreated_and_stale_access_checked_out() {
         run2.error
     );
 
+    worker.shutdown().await.unwrap();
+    sim.shutdown().await;
+    tb.cleanup().await;
+    db.drop_db().await;
+}
+
+/// H3: a worker killed after `CreateNewBooking` and the mobile key, before recording; the
+/// cancellation was missed and the worker is down. The sync starts from that leaked state:
+/// it must find the booking (its record only says a create was in doubt), count it removed,
+/// and the restarted worker checks the guest out and cancels the key.
+#[tokio::test]
+async fn a_booking_left_by_a_crashed_create_is_checked_out_by_the_sync() {
+    let Env { db, tb, sim, conn } = Env::new().await;
+    let config = || worker_config(&db, &tb, &conn);
+    let (tx, mut applied) = tokio::sync::mpsc::unbounded_channel();
+    let crashing = worker_runtime::start(
+        config(),
+        worker_runtime::AfterApply::new(
+            dormakaba_adapter::DormakabaHandler::new(),
+            move |_: &Event| {
+                let _ = tx.send(());
+                std::future::pending::<()>()
+            },
+        ),
+    )
+    .await
+    .unwrap();
+    ingest(
+        &db,
+        &tb,
+        "C1",
+        1,
+        stay(ReservationStatus::Confirmed, "101", true),
+        false,
+    )
+    .await;
+    tokio::time::timeout(Duration::from_secs(20), applied.recv())
+        .await
+        .unwrap();
+    assert_eq!(live_mobile_keys(&sim, "C1"), 1);
+    crashing.abort().await; // nothing recorded, nothing acked
+    missed_cancellation(&db, &tb, "C1", "101").await;
+
+    let rec = sync_reconciler(&db, &tb, &conn);
+    let run = full_sync(&rec, &db, &conn).await;
+    assert_eq!(
+        run.counts,
+        Counts {
+            checked: 1,
+            removed: 1,
+            ..Counts::default()
+        }
+    );
+    assert!(booking(&sim, "C1").is_some_and(|b| !b.checked_out));
+
+    let worker = worker_runtime::start(config(), dormakaba_adapter::DormakabaHandler::new())
+        .await
+        .unwrap();
+    common::eventually("C1 checked out and its mobile key cancelled", || {
+        booking(&sim, "C1").is_some_and(|b| b.checked_out) && live_mobile_keys(&sim, "C1") == 0
+    })
+    .await;
     worker.shutdown().await.unwrap();
     sim.shutdown().await;
     tb.cleanup().await;

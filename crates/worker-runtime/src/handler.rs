@@ -366,6 +366,8 @@ pub struct ApplyContext<C> {
     pub(crate) key: crate::bindings::BindingKey,
     /// The tenant's other connections of this vendor and their clients.
     pub(crate) peers: Arc<dyn crate::services::Peers<C>>,
+    /// The booking lock's fence ([`ApplyContext::ensure_held`]).
+    pub(crate) fence: crate::store::Fence,
 }
 
 impl<C> std::fmt::Debug for ApplyContext<C> {
@@ -393,6 +395,17 @@ impl<C> ApplyContext<C> {
     /// nothing, not even what the binding records as current.
     pub fn wants_access(&self) -> bool {
         self.wants_access
+    }
+
+    /// Fails (transient) unless this worker still holds the booking's lock now — checked on
+    /// the lock's own database session, not just remembered. The runtime calls it right
+    /// before `apply` / `remove`, and [`ApplyContext::record_progress`] before recording; a
+    /// handler whose later vendor calls may follow a long wait (another vendor call, a
+    /// retry) calls it before each mutation, so a replica that took the booking over after
+    /// this one's session broke is never joined by a second vendor call. Costs a share of the
+    /// lock task's next statement (no round trip of its own on a busy worker).
+    pub async fn ensure_held(&self) -> Result<(), HandlerError> {
+        self.fence.ensure_held().await
     }
 }
 

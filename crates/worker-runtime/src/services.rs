@@ -192,6 +192,8 @@ impl<C> ApplyContext<C> {
         status: Status,
         ids: &I,
     ) -> Result<(), HandlerError> {
+        // Progress is recorded right before a vendor call: the fence belongs there.
+        self.ensure_held().await?;
         record_only(
             &self.services.handles.store,
             self.key.clone(),
@@ -276,6 +278,21 @@ impl<I: Serialize> Related<I> {
     /// The booking's record, if it has one.
     pub fn record(&self) -> Option<&Recorded<I>> {
         self.record.as_ref()
+    }
+
+    /// Records the booking's vendor state now, durably, keeping the lock (its applied revision
+    /// unchanged): what a vendor call about to start may create, so a crash during it leaves
+    /// a trace for the booking's next event. Refused if the lock's session broke.
+    pub async fn record_progress(&self, status: Status, ids: &I) -> Result<(), HandlerError> {
+        self.guard.fence().ensure_held().await?;
+        let revision = self.record.as_ref().map_or(0, |r| r.applied_revision);
+        record_only(
+            &self.store,
+            self.key.clone(),
+            revision,
+            (status, encode(ids)?, self.ids_version),
+        )
+        .await
     }
 
     /// Records the booking's new vendor state (its applied revision unchanged), then releases

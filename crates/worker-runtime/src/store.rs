@@ -110,6 +110,12 @@ enum LockMsg {
         reply: LockReply,
     },
     Unlock(BindingKey, u64),
+    /// Fence: answer whether the session of `epoch` still holds its locks, proven by a
+    /// statement that succeeds on it *after* this request was received.
+    Check {
+        epoch: u64,
+        reply: oneshot::Sender<bool>,
+    },
 }
 
 /// What [`BindingStore::lock`] hands a lane.
@@ -157,22 +163,70 @@ pub(crate) struct BindingStore {
 #[derive(Debug)]
 pub(crate) struct LockGuard {
     key: Option<BindingKey>,
-    epoch: u64,
-    tx: mpsc::UnboundedSender<LockMsg>,
-    current: Arc<AtomicU64>,
+    fence: Fence,
 }
 
 impl LockGuard {
-    /// Whether the session that granted the lock is still the lock task's session.
+    /// Whether the session that granted the lock is still the lock task's session, as far
+    /// as this process knows: a connection dropped by the server is noticed only by the next
+    /// statement on it. Before a vendor call, ask [`Fence::ensure_held`] instead.
     pub(crate) fn still_held(&self) -> bool {
-        self.current.load(Ordering::SeqCst) == self.epoch
+        self.fence.still_held()
+    }
+
+    /// The lock's fence, for the handler's context.
+    pub(crate) fn fence(&self) -> Fence {
+        self.fence.clone()
     }
 }
 
 impl Drop for LockGuard {
     fn drop(&mut self) {
         if let Some(key) = self.key.take() {
-            let _ = self.tx.send(LockMsg::Unlock(key, self.epoch));
+            let _ = self.fence.tx.send(LockMsg::Unlock(key, self.fence.epoch));
+        }
+    }
+}
+
+/// Proves, right before a vendor call, that the locks of one lock session are still held.
+///
+/// Why: session advisory locks die with their connection, and a connection the server
+/// dropped (`pg_terminate_backend`, a failover, an idle timeout) is noticed only by the next
+/// statement on it — meanwhile another replica can take the booking and call the vendor too.
+/// [`Fence::ensure_held`] asks the lock task for a statement that succeeds on the session
+/// after the question was asked; it rides along with the lock task's next batch (the lock and
+/// unlock statements of every lane), so a busy worker pays no extra round trip, an idle one a
+/// `SELECT 1`.
+#[derive(Debug, Clone)]
+pub(crate) struct Fence {
+    epoch: u64,
+    tx: mpsc::UnboundedSender<LockMsg>,
+    current: Arc<AtomicU64>,
+}
+
+impl Fence {
+    fn still_held(&self) -> bool {
+        self.current.load(Ordering::SeqCst) == self.epoch
+    }
+
+    /// `Ok` only if the lock session was alive after this call began; otherwise a transient
+    /// error (the redelivery re-checks the revision under a new lock).
+    pub(crate) async fn ensure_held(&self) -> Result<(), HandlerError> {
+        let lost = || HandlerError::transient("lost the booking lock before the vendor call");
+        if !self.still_held() {
+            return Err(lost());
+        }
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(LockMsg::Check {
+                epoch: self.epoch,
+                reply,
+            })
+            .map_err(|_| gone())?;
+        match rx.await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(lost()),
+            Err(_) => Err(gone()),
         }
     }
 }
@@ -227,9 +281,11 @@ impl BindingStore {
         }
         let guard = LockGuard {
             key: Some(key.clone()),
-            epoch: l.epoch,
-            tx: self.locks.clone(),
-            current: self.epoch.clone(),
+            fence: Fence {
+                epoch: l.epoch,
+                tx: self.locks.clone(),
+                current: self.epoch.clone(),
+            },
         };
         Ok(Some(Held {
             guard,
@@ -465,8 +521,14 @@ async fn lock_task(
         let current = epoch.load(Ordering::SeqCst);
         let mut unlocks = std::mem::take(&mut orphaned);
         let mut requests = Vec::new();
+        let mut checks = Vec::new();
         for m in buf.drain(..) {
             match m {
+                LockMsg::Check { epoch: e, reply } if e == current => checks.push(reply),
+                // An older session's locks are gone with it.
+                LockMsg::Check { reply, .. } => {
+                    let _ = reply.send(false);
+                }
                 // A lock of a lost session is already released.
                 LockMsg::Unlock(k, e) if e == current => {
                     unlocks.push(k.lock_key());
@@ -490,6 +552,10 @@ async fn lock_task(
             }
         }
         if conn.is_none() {
+            // No session: the current epoch holds nothing yet.
+            for reply in checks.drain(..) {
+                let _ = reply.send(false);
+            }
             if requests.is_empty() {
                 continue; // nothing held, nothing asked
             }
@@ -507,7 +573,20 @@ async fn lock_task(
         }
         let Some(c) = conn.as_mut() else { continue };
         let keys: Vec<(&BindingKey, bool)> = requests.iter().map(|(k, m, _)| (k, *m)).collect();
-        match lock_batch(c, &unlocks, &keys, &mut markers).await {
+        // Fence checks ride along with the batch's own statement; alone, they get a ping.
+        let ping = !checks.is_empty() && keys.is_empty() && unlocks.is_empty();
+        let result = if ping {
+            sqlx::query("SELECT 1")
+                .execute(&mut *c)
+                .await
+                .map(|_| Vec::new())
+        } else {
+            lock_batch(c, &unlocks, &keys, &mut markers).await
+        };
+        for reply in checks {
+            let _ = reply.send(result.is_ok());
+        }
+        match result {
             Ok(results) => {
                 for ((key, _, reply), (held, binding, first)) in requests.into_iter().zip(results) {
                     if !held {
@@ -794,6 +873,46 @@ mod tests {
         std::mem::forget(held);
         let got = tokio::time::timeout(Duration::from_secs(10), b.lock(&key("k"), false)).await;
         assert!(got.unwrap().is_ok());
+        db.drop_db().await;
+    }
+
+    /// M8: session locks die with their connection, but the lock task learns of a dropped
+    /// connection only from its next statement, so the remembered epoch still says "held"
+    /// while another replica already holds the booking. The fence asks the session.
+    #[tokio::test]
+    async fn the_fence_refuses_a_lock_whose_session_the_server_killed() {
+        let db = TestDb::new().await;
+        let (a, _a_tasks) = store(&db).await;
+        let (b, _b_tasks) = store(&db).await;
+        let held = a.lock(&key("k"), false).await.unwrap();
+        let fence = held.guard.fence();
+        fence.ensure_held().await.unwrap();
+        let pid: i32 = sqlx::query_scalar(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted \
+             AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        sqlx::query("SELECT pg_terminate_backend($1)")
+            .bind(pid)
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        let taken = tokio::time::timeout(Duration::from_secs(10), b.lock(&key("k"), false)).await;
+        let taken = taken.unwrap().unwrap();
+        assert!(held.guard.still_held(), "nothing ran on A's session yet");
+        assert!(
+            fence.ensure_held().await.is_err(),
+            "A's fence let it through"
+        );
+        assert!(!held.guard.still_held());
+        drop(held);
+        // A carries on with a new session; B's lock is untouched by A's late unlock.
+        let other = a.lock(&key("other"), false).await.unwrap();
+        other.guard.fence().ensure_held().await.unwrap();
+        assert!(a.try_lock(&key("k"), false).await.unwrap().is_none());
+        taken.guard.fence().ensure_held().await.unwrap();
         db.drop_db().await;
     }
 

@@ -34,6 +34,18 @@ struct Log {
     calls: Calls,
     active: Arc<Mutex<HashSet<String>>>,
     overlap: Arc<Mutex<bool>>,
+    /// For `fenced-*` keys: pause the first attempt, then report the fence's answer.
+    gate: Arc<Mutex<Option<Gate>>>,
+}
+
+/// A `fenced-*` booking's first attempt says it entered and waits for `release`; every
+/// attempt then asks [`ApplyContext::ensure_held`] and reports the answer on `fenced` before
+/// its (pretend) vendor call.
+#[derive(Clone)]
+struct Gate {
+    entered: tokio::sync::mpsc::UnboundedSender<()>,
+    release: Arc<tokio::sync::Notify>,
+    fenced: tokio::sync::mpsc::UnboundedSender<bool>,
 }
 
 struct TestHandler {
@@ -73,6 +85,16 @@ impl Handler for TestHandler {
         _prev: Option<&Recorded<serde_json::Value>>,
     ) -> Result<ApplyOutcome<serde_json::Value>, HandlerError> {
         let key = event.booking_key.clone();
+        let gate = self.log.gate.lock().unwrap().clone();
+        if let Some(g) = gate.filter(|_| key.starts_with("fenced-")) {
+            if ctx.attempt == 1 {
+                let _ = g.entered.send(());
+                g.release.notified().await;
+            }
+            let held = ctx.ensure_held().await;
+            let _ = g.fenced.send(held.is_ok());
+            held?;
+        }
         {
             let mut a = self.log.active.lock().unwrap();
             if !a.insert(key.clone()) {
@@ -788,5 +810,96 @@ async fn events_of_an_offboarding_connection_are_applied_as_endings() {
     .await;
     let b = env.binding("p-off").await.unwrap();
     assert_eq!((b.status.as_str(), b.applied_revision), ("removed", 3));
+    env.finish(h).await;
+}
+
+/// M8: the worker's lock session is killed by the server while its handler waits before a
+/// vendor call, and another replica takes the booking and calls the vendor. The worker
+/// notices nothing by itself (no statement ran on the dead session); its fence must refuse
+/// the call. Its retry, after the other replica is done, makes it: one vendor call at a
+/// time for the booking.
+#[tokio::test]
+async fn a_worker_whose_lock_session_died_makes_no_vendor_call() {
+    let env = Env::new().await;
+    let (entered_tx, mut entered) = tokio::sync::mpsc::unbounded_channel();
+    let (fenced_tx, mut fenced) = tokio::sync::mpsc::unbounded_channel();
+    let release = Arc::new(tokio::sync::Notify::new());
+    *env.log.gate.lock().unwrap() = Some(Gate {
+        entered: entered_tx,
+        release: release.clone(),
+        fenced: fenced_tx,
+    });
+    let h = env.start().await;
+    env.publish(&env.event("acme", "fenced-1", 1)).await;
+    tokio::time::timeout(Duration::from_secs(10), entered.recv())
+        .await
+        .unwrap()
+        .unwrap();
+
+    // The worker's lock session: the only advisory-lock holder in this test's database.
+    let pid: i32 = sqlx::query_scalar(
+        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted \
+         AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+    )
+    .fetch_one(&env.db.pool)
+    .await
+    .unwrap();
+    let killed: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+        .bind(pid)
+        .fetch_one(&env.db.pool)
+        .await
+        .unwrap();
+    assert!(killed);
+    // Another replica takes the booking (the runtime's lock key) and calls the vendor.
+    let mut other = env.db.pool.acquire().await.unwrap();
+    let lock_key = "binding\u{1f}acme\u{1f}tapkey\u{1f}pass\u{1f}fenced-1";
+    let start = Instant::now();
+    while !sqlx::query_scalar::<_, bool>("SELECT pg_try_advisory_lock(hashtextextended($1, 0))")
+        .bind(lock_key)
+        .fetch_one(&mut *other)
+        .await
+        .unwrap()
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the other replica got the booking"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    env.log.active.lock().unwrap().insert("fenced-1".into());
+
+    release.notify_one();
+    let answer = tokio::time::timeout(Duration::from_secs(10), fenced.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        !answer,
+        "the fence let a vendor call through without the lock"
+    );
+    env.log.active.lock().unwrap().remove("fenced-1");
+    sqlx::query("SELECT pg_advisory_unlock(hashtextextended($1, 0))")
+        .bind(lock_key)
+        .execute(&mut *other)
+        .await
+        .unwrap();
+    drop(other);
+
+    // The retry takes the lock on a new session and makes the call.
+    eventually("applied on retry", Duration::from_secs(15), || async {
+        env.binding("fenced-1")
+            .await
+            .is_some_and(|b| b.applied_revision == 1)
+    })
+    .await;
+    assert!(
+        !*env.log.overlap.lock().unwrap(),
+        "two vendor calls for one booking at once"
+    );
+    assert_eq!(
+        env.calls_for("fenced-1"),
+        vec![(1, 2)],
+        "one call, by the retry"
+    );
     env.finish(h).await;
 }

@@ -226,6 +226,16 @@ pub struct LockRecord {
     /// Cards encoded so far (new + duplicates).
     #[serde(default)]
     pub keys_encoded: u32,
+    /// A `CreateNewBooking` was sent and its outcome is not recorded yet. Written before the
+    /// call (see [`note_in_doubt`]) and cleared when its success is recorded: a worker killed
+    /// during the call leaves `booked == false` although the lock system may hold the
+    /// booking, so an ending must check the guest out anyway.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub booking_in_doubt: bool,
+    /// Mobile keys sent whose sending is not recorded yet (same reason): an ending cancels
+    /// them too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mobile_keys_in_doubt: Vec<MobileTarget>,
 }
 
 impl LockRecord {
@@ -242,6 +252,13 @@ impl LockRecord {
     /// Whether a live booking exists at the lock system.
     pub fn live(&self) -> bool {
         self.booked && !self.checked_out
+    }
+
+    /// Whether the lock system may hold a live booking of ours: recorded live, or created by
+    /// an attempt whose outcome was never recorded (worker killed during the call). An ending
+    /// checks such a booking out, and the sync probes it.
+    pub fn maybe_live(&self) -> bool {
+        self.live() || self.booking_in_doubt
     }
 
     /// Whether what we last set at the lock system is exactly the desired state (access,
@@ -317,13 +334,7 @@ impl Op {
 pub fn plan_reservation(d: &Desired, rec: &LockRecord) -> Result<Vec<Op>, PlanError> {
     let mut ops = Vec::new();
     if !d.wants_access {
-        if rec.live() {
-            if let Some(m) = &rec.mobile_key {
-                ops.push(Op::CancelMobileKey(m.clone()));
-            }
-            ops.push(Op::CheckOut);
-        }
-        return Ok(ops);
+        return Ok(ending_ops(rec));
     }
     if rec.booked && rec.checked_out {
         return Err(PlanError::Reopen(d.reservation_id.clone()));
@@ -355,6 +366,49 @@ pub fn plan_reservation(d: &Desired, rec: &LockRecord) -> Result<Vec<Op>, PlanEr
         }
     }
     Ok(ops)
+}
+
+/// Ending access: cancel every mobile key that was or may have been sent, then check the
+/// guest out — whenever the lock system may hold our booking ([`LockRecord::maybe_live`]),
+/// not only when the record says it does. A booking that turns out not to exist answers
+/// [`GONE_FAULTS`], which counts as done.
+pub fn ending_ops(rec: &LockRecord) -> Vec<Op> {
+    let mut ops = Vec::new();
+    if !rec.maybe_live() {
+        return ops;
+    }
+    for m in rec.mobile_key.iter().chain(&rec.mobile_keys_in_doubt) {
+        let cancel = Op::CancelMobileKey(m.clone());
+        if !ops.contains(&cancel) {
+            ops.push(cancel);
+        }
+    }
+    ops.push(Op::CheckOut);
+    ops
+}
+
+/// Notes in `rec` what `ops` may create at the lock system before they are sent
+/// ([`LockRecord::booking_in_doubt`], [`LockRecord::mobile_keys_in_doubt`]). Returns whether
+/// the record changed: then it must be stored durably before the first call, so a crash
+/// during the calls leaves a trace for the next event and the sync.
+pub fn note_in_doubt(rec: &mut LockRecord, ops: &[Op]) -> bool {
+    let mut changed = false;
+    for op in ops {
+        match op {
+            Op::CreateBooking { .. } if !rec.booked && !rec.booking_in_doubt => {
+                rec.booking_in_doubt = true;
+                changed = true;
+            }
+            Op::IssueMobileKey(m)
+                if rec.mobile_key.as_ref() != Some(m) && !rec.mobile_keys_in_doubt.contains(m) =>
+            {
+                rec.mobile_keys_in_doubt.push(m.clone());
+                changed = true;
+            }
+            _ => {}
+        }
+    }
+    changed
 }
 
 /// Messenger cannot say whether a mobile key was sent. A redelivered event may follow an
@@ -444,12 +498,17 @@ pub enum SyncCheck {
 /// `apply` share [`desired`], [`LockRecord`] and these rules).
 pub fn sync_check(d: &Desired, rec: &LockRecord, now: DateTime<Utc>) -> SyncCheck {
     if !access_wanted(d, now) {
-        if !rec.live() {
+        if !rec.maybe_live() {
             return SyncCheck::InSync;
         }
+        // A booking in doubt was created (if at all) with the check-out desired then; the
+        // current desired one is as good a probe: any live booking accepts it.
         let tz = d.check_out.timezone();
         let probe = rec
             .check_out
+            .or_else(|| {
+                (rec.booking_in_doubt && !rec.booked).then(|| d.check_out.with_timezone(&Utc))
+            })
             .filter(|c| *c > now)
             .map(|c| c.with_timezone(&tz));
         return SyncCheck::Remove { probe };
@@ -607,6 +666,25 @@ pub fn booking_request(
     })
 }
 
+/// Records a successful cancellation or check-out (an ending needs no desired state).
+pub fn record_ending(rec: &mut LockRecord, op: &Op) {
+    match op {
+        Op::CancelMobileKey(m) => {
+            rec.mobile_keys_in_doubt.retain(|x| x != m);
+            if rec.mobile_key.as_ref() == Some(m) {
+                rec.mobile_key = None;
+            }
+        }
+        Op::CheckOut => {
+            rec.checked_out = true;
+            rec.booking_in_doubt = false;
+            rec.mobile_keys_in_doubt.clear();
+            rec.mobile_key = None;
+        }
+        _ => {}
+    }
+}
+
 /// Records a successful operation in the record, so a retry after a later failure does not
 /// repeat it.
 pub fn record_done(rec: &mut LockRecord, d: &Desired, op: &Op, transaction_no: Option<String>) {
@@ -623,6 +701,7 @@ pub fn record_done(rec: &mut LockRecord, d: &Desired, op: &Op, transaction_no: O
         Op::CreateBooking { key_count, .. } => {
             set_access(rec);
             rec.booked = true;
+            rec.booking_in_doubt = false;
             rec.checked_out = false;
             if transaction_no.is_some() {
                 rec.transaction_no = transaction_no;
@@ -635,12 +714,11 @@ pub fn record_done(rec: &mut LockRecord, d: &Desired, op: &Op, transaction_no: O
         }
         Op::Duplicate { key_count, .. } => rec.keys_encoded += key_count,
         Op::ExtendCheckOut => rec.check_out = Some(d.check_out.with_timezone(&Utc)),
-        Op::IssueMobileKey(m) => rec.mobile_key = Some(m.clone()),
-        Op::CancelMobileKey(_) => rec.mobile_key = None,
-        Op::CheckOut => {
-            rec.checked_out = true;
-            rec.mobile_key = None;
+        Op::IssueMobileKey(m) => {
+            rec.mobile_keys_in_doubt.retain(|x| x != m);
+            rec.mobile_key = Some(m.clone());
         }
+        Op::CancelMobileKey(_) | Op::CheckOut => record_ending(rec, op),
     }
 }
 
@@ -983,5 +1061,59 @@ mod tests {
         let mut ops = vec![Op::ExtendCheckOut];
         cancel_before_resend(&mut ops);
         assert_eq!(ops, vec![Op::ExtendCheckOut]);
+    }
+
+    /// H3: a create (or mobile key) sent by an attempt that never recorded its outcome still
+    /// gets checked out (and the key cancelled) when the reservation ends, and the sync
+    /// probes it; once the outcome is recorded, nothing stays in doubt.
+    #[test]
+    fn an_ending_checks_out_a_booking_a_crashed_attempt_may_have_made() {
+        let s = settings();
+        let r = reservation(ReservationStatus::Confirmed);
+        let mut r_mobile = r.clone();
+        r_mobile.mobile_key = true;
+        let d = desired("t", "k", &r_mobile, &s).unwrap();
+        let m = d.mobile.clone().unwrap();
+        let ops = plan_reservation(&d, &LockRecord::default()).unwrap();
+        let mut rec = LockRecord::default();
+        assert!(note_in_doubt(&mut rec, &ops));
+        assert!(!note_in_doubt(&mut rec, &ops), "noted once");
+        assert!(rec.booking_in_doubt && rec.mobile_keys_in_doubt == vec![m.clone()]);
+        assert!(!rec.live() && rec.maybe_live());
+
+        // The attempt died: the cancellation sees only the note.
+        let cancelled = desired("t", "k", &reservation(ReservationStatus::Cancelled), &s).unwrap();
+        assert_eq!(
+            plan_reservation(&cancelled, &rec).unwrap(),
+            vec![Op::CancelMobileKey(m.clone()), Op::CheckOut]
+        );
+        let now = DateTime::parse_from_rfc3339("2030-04-01T00:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(
+            sync_check(&cancelled, &rec, now),
+            SyncCheck::Remove {
+                probe: Some(cancelled.check_out)
+            }
+        );
+        for op in plan_reservation(&cancelled, &rec).unwrap() {
+            record_done(&mut rec, &cancelled, &op, None);
+        }
+        assert!(!rec.maybe_live() && rec.mobile_keys_in_doubt.is_empty());
+        assert_eq!(sync_check(&cancelled, &rec, now), SyncCheck::InSync);
+
+        // Recorded success clears the note: an ordinary live booking.
+        let mut ok = LockRecord::default();
+        note_in_doubt(&mut ok, &ops);
+        for op in &ops {
+            record_done(&mut ok, &d, op, None);
+        }
+        assert!(ok.live() && !ok.booking_in_doubt && ok.mobile_keys_in_doubt.is_empty());
+        assert_eq!(ok.mobile_key, Some(m));
+        // A plain stay never noted anything: its cancellation calls nothing.
+        assert_eq!(
+            plan_reservation(&cancelled, &LockRecord::default()).unwrap(),
+            vec![]
+        );
     }
 }

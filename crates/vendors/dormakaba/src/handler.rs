@@ -39,21 +39,26 @@ const KINDS: [EventKind; 2] = [EventKind::Reservation, EventKind::KeyRequest];
 pub enum DormakabaIds {
     /// A key request's binding (it has a `request_id`; a lock record never does).
     KeyRequest(KeyRequestRecord),
-    /// A reservation's binding.
-    Reservation(LockRecord),
+    /// A reservation's binding (boxed: a lock record is several times a key request's).
+    Reservation(Box<LockRecord>),
 }
 
 impl Default for DormakabaIds {
     fn default() -> Self {
-        DormakabaIds::Reservation(LockRecord::default())
+        DormakabaIds::reservation(LockRecord::default())
     }
 }
 
 impl DormakabaIds {
+    /// A reservation's record.
+    pub fn reservation(rec: LockRecord) -> Self {
+        DormakabaIds::Reservation(Box::new(rec))
+    }
+
     /// The reservation's lock record (empty for anything else).
     pub fn lock_record(&self) -> LockRecord {
         match self {
-            DormakabaIds::Reservation(r) => r.clone(),
+            DormakabaIds::Reservation(r) => r.as_ref().clone(),
             DormakabaIds::KeyRequest(_) => LockRecord::default(),
         }
     }
@@ -96,6 +101,7 @@ impl DormakabaHandler {
         if ctx.attempt > 1 {
             desired::cancel_before_resend(&mut ops);
         }
+        note_in_doubt(ctx, &mut rec, &ops).await?;
         let result = match execute(lock, &d, &mut rec, &ops, s.key_size).await {
             // The lock system lost the booking our record says exists (removed by hand at the
             // front desk): create it again, without a card, and re-send the mobile key.
@@ -113,6 +119,7 @@ impl DormakabaHandler {
                 rec.booked = false;
                 rec.mobile_key = None;
                 let again = desired::plan_recreate(&d)?;
+                note_in_doubt(ctx, &mut rec, &again).await?;
                 execute(lock, &d, &mut rec, &again, s.key_size).await
             }
             other => other,
@@ -122,7 +129,7 @@ impl DormakabaHandler {
                 tracing::info!(operations = ?report.operations, reservation_id = %d.reservation_id, "reservation applied");
                 Ok(ApplyOutcome::new(
                     record_status(&rec),
-                    DormakabaIds::Reservation(rec),
+                    DormakabaIds::reservation(rec),
                 ))
             }
             Err(f) => Err(HandlerError::from(f.error)),
@@ -140,7 +147,7 @@ impl DormakabaHandler {
         prev: Option<&Recorded<DormakabaIds>>,
     ) -> Result<Option<ApplyOutcome<DormakabaIds>>, HandlerError> {
         let mut rec = lock_record(prev);
-        if !rec.live() {
+        if !rec.maybe_live() {
             return Ok(None);
         }
         let rid = rec
@@ -169,16 +176,21 @@ impl DormakabaHandler {
             Err(e) if !desired::is_gone(&e) => Err(HandlerError::from(e)),
             _ => Ok(()),
         };
-        if let Some(m) = rec.mobile_key.clone() {
-            gone_ok(lock.cancel_mobile_access(&rid, &m.room, &m.phone).await)?;
-            rec.mobile_key = None;
+        for op in desired::ending_ops(&rec) {
+            match &op {
+                Op::CancelMobileKey(m) => {
+                    gone_ok(lock.cancel_mobile_access(&rid, &m.room, &m.phone).await)?;
+                }
+                Op::CheckOut => gone_ok(lock.check_out_guest(&rid).await)?,
+                // An ending is only cancellations and the check-out.
+                _ => continue,
+            }
+            desired::record_ending(&mut rec, &op);
         }
-        gone_ok(lock.check_out_guest(&rid).await)?;
-        rec.checked_out = true;
         tracing::info!(reservation_id = %rid, run = cmd.run_id, "stale lock-system booking checked out");
         Ok(Some(ApplyOutcome::new(
             record_status(&rec),
-            DormakabaIds::Reservation(rec),
+            DormakabaIds::reservation(rec),
         )))
     }
 
@@ -253,10 +265,17 @@ impl DormakabaHandler {
         // Recorded before the call, so a crash during it leaves a trace for the next attempt.
         ctx.record_progress(Status::InFlight, &key_record(req, None))
             .await?;
+        // And on the reservation: a cancellation arriving after a crash here must check the
+        // guest out although the record never said "booked".
+        if desired::note_in_doubt(&mut rec, &ops) {
+            related
+                .record_progress(record_status(&rec), &DormakabaIds::reservation(rec.clone()))
+                .await?;
+        }
         let lock: &SoapClient = &ctx.client;
         let result = execute(lock, &d, &mut rec, &ops, s.key_size).await;
         related
-            .save(record_status(&rec), &DormakabaIds::Reservation(rec))
+            .save(record_status(&rec), &DormakabaIds::reservation(rec))
             .await?;
         match result {
             Ok(report) => {
@@ -407,9 +426,26 @@ impl Handler for DormakabaHandler {
     }
 }
 
-/// What a reservation's record says the lock system holds.
+/// Stores what `ops` may create at the lock system before they are sent (see
+/// [`desired::note_in_doubt`]); nothing is written when they cannot create anything new.
+async fn note_in_doubt(
+    ctx: &ApplyContext<SoapClient>,
+    rec: &mut LockRecord,
+    ops: &[Op],
+) -> Result<(), HandlerError> {
+    if desired::note_in_doubt(rec, ops) {
+        ctx.record_progress(record_status(rec), &DormakabaIds::reservation(rec.clone()))
+            .await?;
+    }
+    Ok(())
+}
+
+/// What a reservation's record says the lock system holds. A booking in doubt is `in_flight`,
+/// never a status that "holds nothing": an ending at the same revision must still be applied.
 pub fn record_status(rec: &LockRecord) -> Status {
-    if rec.checked_out {
+    if rec.booking_in_doubt {
+        Status::InFlight
+    } else if rec.checked_out {
         Status::CheckedOut
     } else if rec.booked {
         Status::Booked

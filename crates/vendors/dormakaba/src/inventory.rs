@@ -17,6 +17,7 @@
 //! | no longer wanted (cancelled, checked out, no-show, departed), record live | `ExtendCheckOut` to the recorded check-out: OK → SYNC `remove`: the worker checks the guest out (and cancels the mobile key) | removed |
 //! | … the probe answers `ReservationNotFound` / `ReservationCheckedOut` | none | in sync |
 //! | … recorded check-out already passed (the lock system refuses past dates) | SYNC `remove` straight away; "already gone" is success for the worker | removed |
+//! | no longer wanted, an attempt was killed during a `CreateNewBooking` / mobile key it never recorded (record "in doubt") | as for a live record: probe with the desired check-out, then SYNC `remove` (cancels the keys that may have been sent, checks out; "already gone" is success) | removed, or in sync when nothing is there |
 //! | not wanted, nothing live | none | in sync |
 //!
 //! Repairs go through the SYNC stream to dormakaba-worker like every vendor's, under the
@@ -244,9 +245,10 @@ impl Prober for DormakabaInventory {
         PROBE_CONCURRENCY
     }
 
-    /// Our lock-system booking exists and the guest is not checked out.
+    /// Our lock-system booking exists and the guest is not checked out — or an attempt may
+    /// have created it without recording so ([`LockRecord::maybe_live`]).
     fn record_is_live(&self, record: &serde_json::Value) -> bool {
-        LockRecord::from_json(record).live()
+        LockRecord::from_json(record).maybe_live()
     }
 
     fn judge<'a>(

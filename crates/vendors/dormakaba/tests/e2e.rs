@@ -24,7 +24,7 @@ use dormakaba_adapter::{
 use uuid::Uuid;
 use vendor_sim::dormakaba::Product;
 use vendor_sim::{FaultKind, FaultRule, SimConfig, SimHandle, Vendor};
-use worker_runtime::{StaticConnections, WorkerConfig, WorkerHandle};
+use worker_runtime::{Handler, StaticConnections, WorkerConfig, WorkerHandle};
 
 const TENANT: &str = "acme";
 
@@ -101,6 +101,10 @@ impl Env {
     }
 
     async fn start(&mut self) {
+        self.start_with(DormakabaHandler::new()).await;
+    }
+
+    async fn start_with<H: Handler>(&mut self, handler: H) {
         let conn = Connection {
             tenant: TENANT.into(),
             name: "default".into(),
@@ -113,7 +117,6 @@ impl Env {
         let mut cfg =
             WorkerConfig::for_test(common.clone(), Arc::new(StaticConnections::new(vec![conn])));
         cfg.max_deliver = 6;
-        let handler = DormakabaHandler::new();
         self.worker = Some(worker_runtime::start(cfg, handler).await.unwrap());
     }
 
@@ -293,6 +296,16 @@ impl Env {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Whether the lock system's booking `rid` is checked out (`None`: no such booking).
+    fn checked_out(&self, rid: &str) -> Option<bool> {
+        self.sim
+            .state()
+            .dormakaba_bookings(self.product)
+            .iter()
+            .find(|b| b.reservation_id == rid)
+            .map(|b| b.checked_out)
     }
 
     fn calls(&self, op: &str) -> usize {
@@ -683,5 +696,124 @@ async fn no_second_booking_or_card_after_a_crash() {
         .await;
     env.wait_status(id, KeyResultStatus::Encoded).await;
     assert_eq!(env.sim.state().dormakaba_bookings(p).len(), 1);
+    env.finish().await;
+}
+
+/// The reservation's binding as recorded.
+async fn reservation_binding(env: &Env, key: &str) -> Option<worker_runtime::Binding> {
+    worker_runtime::get_binding(
+        &env.db.pool,
+        &worker_runtime::BindingKey {
+            tenant: TENANT.into(),
+            vendor: "dormakaba".into(),
+            kind: "reservation".into(),
+            booking_key: key.into(),
+        },
+    )
+    .await
+    .unwrap()
+}
+
+/// Waits until the reservation's binding has applied `rev`.
+async fn wait_applied(env: &Env, key: &str, rev: i64) {
+    let start = Instant::now();
+    while reservation_binding(env, key)
+        .await
+        .is_none_or(|b| b.applied_revision < rev)
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "{key} rev {rev} applied"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// H3: the first attempt of a reservation with a mobile key registers the booking and sends
+/// the key, then the worker dies before recording anything. The cancellation is the next
+/// event the restarted worker sees (the crashed delivery comes back only after `ack_wait`):
+/// it must check the guest out and cancel the key although no record says "booked".
+#[tokio::test]
+async fn a_cancellation_after_a_crashed_create_checks_the_guest_out() {
+    let mut env = Env::new(DormakabaProduct::Saflok).await;
+    let p = env.product;
+    if let Some(w) = env.worker.take() {
+        w.shutdown().await.unwrap();
+    }
+    let (tx, mut applied) = tokio::sync::mpsc::unbounded_channel();
+    env.start_with(worker_runtime::AfterApply::new(
+        DormakabaHandler::new(),
+        move |_: &Event| {
+            let _ = tx.send(());
+            std::future::pending::<()>()
+        },
+    ))
+    .await;
+    let mut r = env.reservation(ReservationStatus::Confirmed, "Doe, J", 2);
+    r.mobile_key = true;
+    env.reservation_event("H3", r.clone()).await;
+    tokio::time::timeout(Duration::from_secs(20), applied.recv())
+        .await
+        .unwrap();
+    let rid = desired::reservation_id(TENANT, "H3");
+    let live_keys = |env: &Env| {
+        env.sim
+            .state()
+            .dormakaba_mobile_keys(p)
+            .iter()
+            .filter(|m| m.reservation_id == rid && !m.cancelled)
+            .count()
+    };
+    let checked_out = |env: &Env| env.checked_out(&rid);
+    assert_eq!(checked_out(&env), Some(false), "booking created");
+    assert_eq!(live_keys(&env), 1, "mobile key sent");
+    env.worker.take().unwrap().abort().await; // no record, no ack
+
+    env.start().await;
+    r.status = ReservationStatus::Cancelled;
+    env.reservation_event("H3", r).await;
+    wait_applied(&env, "H3", 2).await;
+    assert_eq!(checked_out(&env), Some(true), "guest checked out");
+    assert_eq!(live_keys(&env), 0, "mobile key cancelled");
+    let b = reservation_binding(&env, "H3").await.unwrap();
+    assert_eq!(b.status, "checked_out");
+    env.finish().await;
+}
+
+/// H3, key-request side: a mobile-key request registers the booking (`CreateNewBooking`),
+/// then the worker dies during the mobile-key call, before recording anything on the
+/// reservation. The reservation's cancellation must still check the guest out.
+#[tokio::test]
+async fn a_cancellation_after_an_interrupted_key_request_checks_the_guest_out() {
+    let mut env = Env::new(DormakabaProduct::Saflok).await;
+    let r = env.reservation(ReservationStatus::Confirmed, "Doe, J", 2);
+    env.reservation_event("K3", r.clone()).await;
+    wait_applied(&env, "K3", 1).await;
+    env.sim.state().add_fault(
+        FaultRule::next_n(Vendor::Dormakaba, FaultKind::Hang, 1).on_path("#IssueMobileKey"),
+    );
+    env.key_request("K3", KeyAction::MobileKey, None, 1).await;
+    let rid = desired::reservation_id(TENANT, "K3");
+    let checked_out = |env: &Env| env.checked_out(&rid);
+    env.eventually("booking registered by the key request", |e| {
+        checked_out(e) == Some(false)
+    })
+    .await;
+    env.eventually("mobile key call under way", |e| {
+        e.sim
+            .state()
+            .calls_for(Vendor::Dormakaba)
+            .iter()
+            .any(|c| c.operation.as_deref() == Some("IssueMobileKey"))
+    })
+    .await;
+    env.worker.take().unwrap().abort().await;
+
+    env.start().await;
+    let mut cancelled = r;
+    cancelled.status = ReservationStatus::Cancelled;
+    env.reservation_event("K3", cancelled).await;
+    wait_applied(&env, "K3", 2).await;
+    assert_eq!(checked_out(&env), Some(true), "guest checked out");
     env.finish().await;
 }

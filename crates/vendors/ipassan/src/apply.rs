@@ -119,21 +119,19 @@ async fn ours_on(
     }
 }
 
-/// Our bookings on the desired asset and on the asset the binding last recorded.
+/// Our bookings on every asset they may be on ([`desired::assets_to_search`]): the record
+/// alone cannot tell, since an attempt killed between the create and the record leaves a
+/// booking on an asset no record names.
 async fn all_ours(
     client: &IpassanClient,
+    settings: &IpassanSettings,
     asset: Option<&str>,
     previous: Option<&VendorIds>,
     reference: &str,
 ) -> Result<Vec<Ours>, IpassanError> {
-    let mut assets: Vec<&str> = asset.into_iter().collect();
-    if let Some(prev) = previous.and_then(|p| p.asset_uuid.as_deref())
-        && !assets.iter().any(|a| a.eq_ignore_ascii_case(prev))
-    {
-        assets.push(prev);
-    }
+    let recorded = previous.and_then(|p| p.asset_uuid.as_deref());
     let mut out = Vec::new();
-    for a in assets {
+    for a in desired::assets_to_search(settings, asset, recorded) {
         out.extend(ours_on(client, a, reference).await?);
     }
     Ok(out)
@@ -231,7 +229,14 @@ async fn book(
         start: b.start,
         end: b.end,
     };
-    let ours = all_ours(client, Some(&asset.uuid), previous, target.reference).await?;
+    let ours = all_ours(
+        client,
+        settings,
+        Some(&asset.uuid),
+        previous,
+        target.reference,
+    )
+    .await?;
     let plan = desired::plan(&desired, &ours, asset.one_booking_per_slot);
 
     let mut booked = plan.keep.as_ref().map(|k| k.booking.clone());
@@ -344,7 +349,7 @@ async fn cancel(
         .get(&b.facility_id)
         .map(String::as_str)
         .filter(|a| !a.trim().is_empty());
-    let ours = all_ours(client, asset, previous, target.reference).await?;
+    let ours = all_ours(client, settings, asset, previous, target.reference).await?;
     for o in &ours {
         delete(client, o).await?;
     }

@@ -163,6 +163,26 @@ pub fn asset_for<'a>(
         })
 }
 
+/// The assets to search for a booking's asset bookings, each once (GUIDs compare without
+/// case): the desired asset, the one the binding recorded, then every asset the connection
+/// maps a facility to. After a crash between a create and its record, the facility (so the
+/// asset) may have changed since: only a search of all mapped assets finds what the killed
+/// attempt left. Costs one list call per mapped asset per event.
+pub fn assets_to_search<'a>(
+    settings: &'a IpassanSettings,
+    desired: Option<&'a str>,
+    recorded: Option<&'a str>,
+) -> Vec<&'a str> {
+    let mapped = settings.facilities.values().map(|a| a.trim());
+    let mut out: Vec<&str> = Vec::new();
+    for a in desired.into_iter().chain(recorded).chain(mapped) {
+        if !a.is_empty() && !out.iter().any(|o| o.eq_ignore_ascii_case(a)) {
+            out.push(a);
+        }
+    }
+    out
+}
+
 /// Whether `t` is on a slot boundary: whole minute, minutes since midnight UTC divisible by
 /// the slot (iPassan's definition; a zero slot means no slot rule).
 pub fn on_slot(t: &DateTime<Utc>, slot_minutes: u32) -> bool {
@@ -417,6 +437,21 @@ mod tests {
             "facility pool is not mapped to an iPassan asset in connection t/default (add it under settings.facilities)"
         );
         assert_eq!(e.class(), ErrorClass::Permanent);
+        // Every mapped asset is searched once, the desired and recorded ones first.
+        let s = IpassanSettings {
+            facilities: BTreeMap::from([
+                ("gym".to_owned(), "a1".to_owned()),
+                ("pool".to_owned(), " A2 ".to_owned()),
+                ("spa".to_owned(), "a1".to_owned()),
+                ("unset".to_owned(), " ".to_owned()),
+            ]),
+            ..s
+        };
+        assert_eq!(
+            assets_to_search(&s, Some("a2"), Some("old")),
+            vec!["a2", "old", "a1"]
+        );
+        assert_eq!(assets_to_search(&s, None, None), vec!["a1", "A2"]);
     }
 
     #[test]

@@ -57,12 +57,16 @@ impl Env {
     }
 
     async fn start(&self, site: &str, page_size: u32) -> WorkerHandle {
+        self.start_with(self.settings(site), page_size).await
+    }
+
+    async fn start_with(&self, settings: IpassanSettings, page_size: u32) -> WorkerHandle {
         let conn = Connection {
             tenant: TENANT.into(),
             name: "default".into(),
             enabled: true,
             sites: vec![],
-            settings: VendorSettings::Ipassan(self.settings(site)),
+            settings: VendorSettings::Ipassan(settings),
             version: 1,
         };
         let cfg = WorkerConfig::for_test(
@@ -158,6 +162,27 @@ impl Env {
             .into_iter()
             .filter(|b| b.reference.as_deref() == Some(r.as_str()))
             .collect()
+    }
+
+    /// What an attempt that booked `key` on the BBQ (2030-05-01 10:00-11:00) and died before
+    /// recording leaves: the asset booking with our reference, no binding.
+    async fn left_by_a_crash(&self, key: &str) -> ipassan_adapter::client::AssetBooking {
+        let b = self
+            .client()
+            .create_booking(
+                DEMO_ASSET_BBQ,
+                &NewBooking {
+                    person_uuid: DEMO_PERSON_JAN.into(),
+                    start: t("2030-05-01T10:00:00Z"),
+                    end: t("2030-05-01T11:00:00Z"),
+                    reference: reference(key),
+                    title: "Jan de Vries".into(),
+                },
+            )
+            .await
+            .unwrap();
+        assert!(self.binding(key).await.is_none());
+        b
     }
 
     async fn finish(self, h: WorkerHandle) {
@@ -425,21 +450,7 @@ async fn rule_violations_and_missing_profile_go_to_the_dlq_with_reasons() {
 async fn retry_after_crash_adopts_the_booking_instead_of_creating_another() {
     let env = Env::new().await;
     // A previous run created the booking at iPassan and crashed before recording the binding.
-    let pre = env
-        .client()
-        .create_booking(
-            DEMO_ASSET_BBQ,
-            &NewBooking {
-                person_uuid: DEMO_PERSON_JAN.into(),
-                start: t("2030-05-01T10:00:00Z"),
-                end: t("2030-05-01T11:00:00Z"),
-                reference: reference("cx-crash"),
-                title: "Jan de Vries".into(),
-            },
-        )
-        .await
-        .unwrap();
-    assert!(env.binding("cx-crash").await.is_none());
+    let pre = env.left_by_a_crash("cx-crash").await;
     env.sim.state().clear_calls();
     let h = env.start(DEMO_SITE, 100).await;
     env.publish(&booked(
@@ -457,6 +468,58 @@ async fn retry_after_crash_adopts_the_booking_instead_of_creating_another() {
             .state()
             .count_calls(Vendor::IPassan, "POST", "/booking"),
         0
+    );
+    env.finish(h).await;
+}
+
+/// M6: an attempt booked the facility on asset A1 (the rooftop BBQ) and died before
+/// recording it; the next revision moves the booking to another facility (asset A2). No
+/// record names A1, so only a search of every mapped asset finds the killed attempt's
+/// booking: nothing of ours may stay on A1.
+#[tokio::test]
+async fn a_facility_change_after_a_crash_leaves_nothing_on_the_old_asset() {
+    let env = Env::new().await;
+    let lounge = "6b1f3c9e-0000-4000-8000-0000000a55e2";
+    env.sim
+        .state()
+        .seed_ipassan(IpassanFixture {
+            assets: vec![Asset {
+                uuid: lounge.into(),
+                site_uuid: DEMO_SITE.into(),
+                name: "Lounge".into(),
+                display: "week".into(),
+                door_profile_uuid: None,
+                floor_profile_uuid: None,
+                time_slot_minutes: 30,
+                max_booking_minutes: 120,
+                one_booking_per_slot: true,
+            }],
+            ..Default::default()
+        })
+        .unwrap();
+    env.left_by_a_crash("cx-moved").await;
+    let mut settings = env.settings(DEMO_SITE);
+    settings
+        .facilities
+        .insert("lounge".to_owned(), lounge.to_owned());
+    let h = env.start_with(settings, 100).await;
+    let mut moved = booked(
+        "cx-moved",
+        2,
+        "2030-05-01T10:00:00Z",
+        "2030-05-01T11:00:00Z",
+    );
+    if let EventBody::Facility(f) = &mut moved.body {
+        f.facility_id = "lounge".into();
+    }
+    env.publish(&moved).await;
+    let b = env.applied("cx-moved", 2).await;
+    assert_eq!(b.vendor_ids["asset_uuid"], lounge);
+    let ours = env.ours("cx-moved");
+    assert_eq!(ours.len(), 1, "{ours:?}");
+    assert_eq!(
+        ours[0].asset_uuid, lounge,
+        "nothing of ours left on the BBQ"
     );
     env.finish(h).await;
 }

@@ -103,6 +103,7 @@ async fn apply_context<H: Handler>(
     booking: &Booking<'_>,
     binding: Option<&Binding>,
     first_attempt: bool,
+    fence: crate::store::Fence,
 ) -> Result<ApplyContext<H::Client>, HandlerError> {
     let wants_access = !s
         .cfg
@@ -129,6 +130,7 @@ async fn apply_context<H: Handler>(
         },
         key: booking.binding_key(s),
         peers: s.clone(),
+        fence,
     })
 }
 
@@ -337,13 +339,21 @@ async fn handle<H: Handler>(s: &Arc<Shared<H>>, m: &Msg<'_>) -> Outcome {
     // The marker proves no earlier attempt of this booking; a redelivery is never first
     // (belt and braces for attempts made before markers existed).
     let first_attempt = first_attempt && m.delivered == 1;
-    let ctx = match apply_context(s, m, conn, &booking, binding.as_ref(), first_attempt).await {
-        Ok(c) => c,
-        Err(e) => {
-            drop(guard);
-            return fail(s, m, Some(&event), e).await;
-        }
-    };
+    let fence = guard.fence();
+    let ctx =
+        match apply_context(s, m, conn, &booking, binding.as_ref(), first_attempt, fence).await {
+            Ok(c) => c,
+            Err(e) => {
+                drop(guard);
+                return fail(s, m, Some(&event), e).await;
+            }
+        };
+    // The fence: no vendor call unless the lock's session is alive now (not merely not yet
+    // known to be broken).
+    if let Err(e) = ctx.ensure_held().await {
+        drop(guard);
+        return fail(s, m, Some(&event), e).await;
+    }
     let started = Instant::now();
     let prev = recorded::<H>(binding.as_ref());
     let result = s.handler.apply(&ctx, &event, prev.as_ref()).await;
@@ -462,13 +472,18 @@ async fn handle_remove<H: Handler>(s: &Arc<Shared<H>>, m: &Msg<'_>) -> Outcome {
         Ok(l) => l,
         Err(e) => return fail(s, m, None, e.context("binding")).await,
     };
-    let ctx = match apply_context(s, m, conn, &booking, binding.as_ref(), false).await {
-        Ok(c) => c,
-        Err(e) => {
-            drop(guard);
-            return fail(s, m, None, e).await;
-        }
-    };
+    let ctx =
+        match apply_context(s, m, conn, &booking, binding.as_ref(), false, guard.fence()).await {
+            Ok(c) => c,
+            Err(e) => {
+                drop(guard);
+                return fail(s, m, None, e).await;
+            }
+        };
+    if let Err(e) = ctx.ensure_held().await {
+        drop(guard);
+        return fail(s, m, None, e).await;
+    }
     let prev = recorded::<H>(binding.as_ref());
     let result = s.handler.remove(&ctx, &cmd, prev.as_ref()).await;
     // A removal that changed what the booking holds is recorded under the same lock, its
