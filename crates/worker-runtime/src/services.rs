@@ -232,6 +232,41 @@ impl<C> ApplyContext<C> {
         })
     }
 
+    /// The records of the tenant's **other** bookings of this vendor and kind whose vendor ids
+    /// contain (JSONB `@>`) any of `fragments`, with their booking keys. A vendor whose objects
+    /// carry no reference of ours (Tapkey grants) asks it before adopting or revoking an object
+    /// it cannot prove is this booking's: an object another booking records is that booking's.
+    /// A snapshot, not locked. Cost: one query over the tenant's bindings of this vendor and
+    /// kind (a primary-key prefix, filtered row by row).
+    pub async fn records_containing<I: DeserializeOwned + Default>(
+        &self,
+        fragments: &[serde_json::Value],
+    ) -> Result<Vec<(String, Recorded<I>)>, HandlerError> {
+        if fragments.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<crate::handler::Binding> = sqlx::query_as(
+            "SELECT tenant_id, vendor, kind, booking_key, applied_revision, applied_event_id, \
+               vendor_ids, ids_version, status, last_error, updated_at FROM bindings \
+             WHERE tenant_id = $1 AND vendor = $2 AND kind = $3 AND booking_key <> $4 \
+               AND vendor_ids @> ANY($5::jsonb[]) \
+             ORDER BY booking_key",
+        )
+        .bind(&self.key.tenant)
+        .bind(&self.key.vendor)
+        .bind(&self.key.kind)
+        .bind(&self.key.booking_key)
+        .bind(fragments)
+        .fetch_all(&self.services.handles.pool)
+        .await
+        .map_err(|e| db(e, "records of other bookings"))?;
+        let version = self.services.ids_version;
+        Ok(rows
+            .iter()
+            .map(|b| (b.booking_key.clone(), Recorded::from_binding(b, version)))
+            .collect())
+    }
+
     /// Publishes `payload` on the namespaced `subject` and waits for the stream's PubAck;
     /// `msg_id` de-duplicates a retried publish.
     pub async fn publish(

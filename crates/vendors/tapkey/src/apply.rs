@@ -3,10 +3,15 @@
 //! Tapkey grants carry no reference field, so ownership rests on the contact: the holder's
 //! contact is PUT with our marker in its `comment` ([`crate::desired::marker`]) before any
 //! grant is issued to it, and grants are always issued by contact id (never by e-mail, which
-//! would let Tapkey create an unmarked contact). A grant is this pass's when its id is in the
-//! binding or — after a crash before the binding was saved — when it is an active grant of
-//! one of the pass's contacts on a mapped lock starting at the pass's stable start time; such
-//! a grant is adopted instead of issuing a second one (principle 3).
+//! would let Tapkey create an unmarked contact). A pass adopts or revokes only grants it can
+//! prove are its own ([`desired::is_own`]): ids in its binding, or — after a crash before the
+//! binding was saved — grants of exactly the contact, start and end its progress record
+//! names, on a mapped lock; never a grant another pass of the tenant records or is recording
+//! ([`desired::claimed_by`]): two passes of one holder share a contact, and often a start
+//! (issue 20). A crashed attempt's grant is adopted instead of issuing a second one
+//! (principle 3). Two passes Tapkey cannot tell apart (same holder, lock, start and end)
+//! share one grant: Tapkey answers the second PUT with 409, both record the grant, and it is
+//! revoked only by the last pass recording it.
 //!
 //! The pass's contacts are the holder's, the recorded one and recorded former ones: a holder
 //! change (new e-mail) searches and revokes the old holder's grants too. Before the first
@@ -18,18 +23,19 @@
 //! Calls: a new holder's first attempt costs one contact PUT and one grant PUT per lock (the
 //! grants list is skipped: the runtime's durable attempt marker proves nothing can be there),
 //! plus one local progress write. A known holder (cached contact) with a recorded binding
-//! costs one grants list per contact searched, plus the PUTs/revokes that differ.
+//! costs one grants list per contact searched, one query of the other passes' records (when
+//! any grant is listed), plus the PUTs/revokes that differ.
 //! New grants are issued before old ones are revoked (no gap in access).
 
 use std::collections::BTreeMap;
 
 use accesshub_domain::{Pass, PassStatus};
 use chrono::{DateTime, Utc};
-use worker_runtime::{ApplyContext, HandlerError, Status};
+use worker_runtime::{ApplyContext, HandlerError, Recorded, Status};
 
 use crate::{
     TapkeyClient, TapkeyIds, client,
-    desired::{DesiredGrants, ms},
+    desired::{self, DesiredGrants, ms},
 };
 
 /// What one pass should come to at Tapkey.
@@ -93,7 +99,6 @@ pub async fn apply(
     // else this event's time (a retry of the same event computes the same value).
     let from = ms(pass.valid_from.or(prev.valid_from).unwrap_or(occurred_at));
     let before = desired.valid_before;
-    let locks = desired.locks;
     let wants = desired.wants;
 
     // Nothing of this booking can be at Tapkey yet (no binding, and the runtime's durable
@@ -131,14 +136,27 @@ pub async fn apply(
             active.extend(client.active_grants(c).await?);
         }
     }
-    let known: Vec<&String> = prev.grants.values().collect();
+    // The filter is not trusted (OData on grants is undocumented).
+    active.retain(|g| g.active && contacts.contains(&g.contact_id));
+    // Two passes of one holder share a contact: a grant another pass records (or is
+    // recording) is that pass's, whatever its shape (issue 20).
+    let others = if active.is_empty() {
+        Vec::new()
+    } else {
+        ctx.records_containing::<TapkeyIds>(&claim_fragments(&active, &contacts))
+            .await?
+    };
+    let others = other_passes(&others);
+    let settings = ctx.connection.settings.tapkey()?;
     let ours: Vec<&client::Grant> = active
         .iter()
-        .filter(|g| {
-            g.active
-                && (known.contains(&&g.id)
-                    || (locks.is_some_and(|l| l.contains(&g.bound_lock_id))
-                        && g.valid_from == from))
+        .filter(|g| desired::is_own(prev, g, settings))
+        .filter(|g| match desired::claimed_by(g, others.iter().copied()) {
+            Some(other) => {
+                tracing::debug!(grant = %g.id, other, "grant of another pass left alone");
+                false
+            }
+            None => true,
         })
         .collect();
 
@@ -163,15 +181,29 @@ pub async fn apply(
                 .filter(|c| *c != contact_id)
                 .cloned()
                 .collect(),
+            // Found by the shape the record names now; the new shape replaces it.
+            found: ours
+                .iter()
+                .filter(|g| !prev.grants.values().any(|id| id == &g.id))
+                .map(|g| g.id.clone())
+                .collect(),
         };
         let mut progress_recorded = progress == *prev;
         for lock in locks {
-            let existing = ours.iter().find(|g| {
+            // Exactly the wanted grant: ours, else one Tapkey would answer a PUT with 409
+            // for (another pass's identical grant, then shared by both).
+            let exact = |g: &&client::Grant| {
                 &g.contact_id == contact_id
                     && &g.bound_lock_id == lock
                     && g.valid_from == from
                     && g.valid_before == Some(before)
-            });
+                    && g.time_restriction_ical.as_deref().is_none_or(str::is_empty)
+            };
+            let existing = ours
+                .iter()
+                .copied()
+                .find(exact)
+                .or_else(|| active.iter().find(exact));
             let id = match existing {
                 Some(g) => g.id.clone(),
                 None => {
@@ -193,7 +225,8 @@ pub async fn apply(
             kept.insert(lock.clone(), id);
         }
     }
-    // Revoke what is ours and not wanted any more (after issuing the new grants).
+    // Revoke what is ours and not wanted any more (after issuing the new grants); a grant
+    // another pass records is only dropped from this record.
     for g in &ours {
         if !kept.values().any(|id| id == &g.id) {
             client.revoke(&g.id).await?;
@@ -205,7 +238,36 @@ pub async fn apply(
         valid_before: Some(before),
         grants: kept,
         former_contacts: Vec::new(),
+        found: Vec::new(),
     })
+}
+
+/// JSONB fragments ([`ApplyContext::records_containing`]) that find the records of other
+/// passes that may claim `grants`: by grant id (recorded or found), and by contact (an
+/// attempt under way records its contact and shape before its PUT).
+pub fn claim_fragments(grants: &[client::Grant], contacts: &[String]) -> Vec<serde_json::Value> {
+    let by_id = grants.iter().flat_map(|g| {
+        [
+            serde_json::json!({"grants": {g.bound_lock_id.as_str(): g.id.as_str()}}),
+            serde_json::json!({"found": [g.id.as_str()]}),
+        ]
+    });
+    let by_contact = contacts
+        .iter()
+        .map(|c| serde_json::json!({"contact_id": c.as_str()}));
+    by_id.chain(by_contact).collect()
+}
+
+/// Other passes' records as [`desired::claimed_by`] weighs them.
+pub fn other_passes(records: &[(String, Recorded<TapkeyIds>)]) -> Vec<desired::OtherPass<'_>> {
+    records
+        .iter()
+        .map(|(key, r)| desired::OtherPass {
+            key,
+            ids: &r.ids,
+            in_flight: r.status == Some(Status::InFlight),
+        })
+        .collect()
 }
 
 /// Issues one grant on `lock` for `contact_id`; a 409 (identical grant present, from an

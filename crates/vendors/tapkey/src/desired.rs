@@ -6,7 +6,7 @@ use accesshub_domain::Pass;
 use chrono::{DateTime, DurationRound as _, Utc};
 use std::collections::BTreeMap;
 
-use crate::client::Grant;
+use crate::{TapkeyIds, client::Grant};
 
 /// Millisecond precision, as Tapkey stores grant times (comparisons must match it).
 pub fn ms(t: DateTime<Utc>) -> DateTime<Utc> {
@@ -67,8 +67,71 @@ pub fn marker(tenant: &str) -> String {
 /// Whether a contact's comment carries the tenant's marker, as a whole whitespace-separated
 /// word (so tenant `acme` never claims `accesshub:acme2`'s contacts).
 pub fn is_marked(comment: Option<&str>, tenant: &str) -> bool {
-    let m = marker(tenant);
-    comment.is_some_and(|c| c.split_whitespace().any(|w| w == m))
+    carries_marker(comment, &marker(tenant))
+}
+
+/// Whether `ids` (one pass's record) holds grant `g` by id: its grants, or grants of an
+/// interrupted attempt it found before and has not adopted or revoked yet.
+pub fn records_grant(ids: &TapkeyIds, g: &Grant) -> bool {
+    ids.grants.values().chain(&ids.found).any(|id| id == &g.id)
+}
+
+/// Whether `g` has the shape a pass's record names for its latest attempt: the recorded
+/// contact, `validFrom` and `validBefore` — how the grants of an attempt that crashed between
+/// its grant PUT and its record are recognised (the record is written before the PUT).
+/// Records of older builds without a start or an end match on what they hold.
+pub fn has_recorded_shape(ids: &TapkeyIds, g: &Grant) -> bool {
+    ids.contact_id.as_deref() == Some(g.contact_id.as_str())
+        && ids.valid_from.is_none_or(|f| f == g.valid_from)
+        && ids.valid_before.is_none_or(|b| g.valid_before == Some(b))
+}
+
+/// Whether `g` is provably this pass's (`ids` is its record): recorded by id, or of the shape
+/// its record names, on a lock the connection maps. Nothing else — in particular not a grant
+/// of the same holder and start that another pass of that holder issued (issue 20).
+pub fn is_own(ids: &TapkeyIds, g: &Grant, settings: &TapkeySettings) -> bool {
+    records_grant(ids, g) || (has_recorded_shape(ids, g) && is_mapped(settings, &g.bound_lock_id))
+}
+
+/// Another pass's record, as [`claimed_by`] weighs it.
+#[derive(Debug, Clone, Copy)]
+pub struct OtherPass<'a> {
+    /// Its booking key.
+    pub key: &'a str,
+    /// Its record.
+    pub ids: &'a TapkeyIds,
+    /// Whether an attempt of it is under way or crashed (progress recorded, not finished).
+    pub in_flight: bool,
+}
+
+/// The other pass `g` belongs to, if any: one whose record holds its id, or one with an
+/// attempt under way whose recorded shape is exactly `g`'s (it is about to record it). A pass
+/// never adopts or revokes such a grant: it is that pass's, or shared with it when the two
+/// cannot be told apart (same holder, lock, start and expiry: Tapkey refuses an identical
+/// grant with 409, so both record the one it holds).
+pub fn claimed_by<'a>(
+    g: &Grant,
+    others: impl IntoIterator<Item = OtherPass<'a>>,
+) -> Option<&'a str> {
+    others
+        .into_iter()
+        .find(|o| records_grant(o.ids, g) || (o.in_flight && has_recorded_shape(o.ids, g)))
+        .map(|o| o.key)
+}
+
+/// Whether `comment` carries `marker` as a whole whitespace-separated word.
+pub fn carries_marker(comment: Option<&str>, marker: &str) -> bool {
+    comment.is_some_and(|c| c.split_whitespace().any(|w| w == marker))
+}
+
+/// `comment` with `marker` appended as a word (a human's text is kept), or unchanged when it
+/// carries it already.
+pub fn with_marker(comment: Option<&str>, marker: &str) -> String {
+    match comment.map(str::trim_end) {
+        _ if carries_marker(comment, marker) => comment.unwrap_or_default().to_owned(),
+        Some(c) if !c.is_empty() => format!("{c} {marker}"),
+        _ => marker.to_owned(),
+    }
 }
 
 /// Whether the connection maps `lock` to any pass type.
@@ -118,10 +181,12 @@ pub struct StrayContext<'a> {
     pub wanted: Option<(&'a DesiredGrants<'a>, &'a str)>,
     /// Whether the grant bears our mark ([`bears_our_mark`]).
     pub marked: bool,
+    /// Another pass the grant belongs to ([`claimed_by`]), if any.
+    pub claimed_by: Option<&'a str>,
 }
 
-/// Revoke a stray only when it is ours (recorded for the booking, or bearing our mark) and
-/// its pass — if any — does not want it now: a pass that still wants a grant on that lock,
+/// Revoke a stray only when it is ours (recorded for the booking, or bearing our mark), no
+/// other pass records it ([`claimed_by`]), and its pass — if any — does not want it now: a pass that still wants a grant on that lock,
 /// for that holder and expiry keeps the one its record holds, or, when the record holds
 /// none for the lock, this one (an unrecorded attempt's, adopted by the next apply). Any
 /// other grant of ours on the lock is a duplicate and goes.
@@ -130,6 +195,10 @@ pub fn judge_stray(grant: Option<&Grant>, b: StrayContext<'_>) -> StrayVerdict {
         return StrayVerdict::Gone;
     };
     let held = b.recorded.values().any(|id| id == &g.id);
+    if b.claimed_by.is_some() {
+        // That pass's own apply adopts or revokes it (a shared grant: while one still wants it).
+        return StrayVerdict::Keep("another pass records it or is recording it");
+    }
     if !held && !b.marked {
         return StrayVerdict::Keep("not ours: no record holds it and it does not bear our mark");
     }
@@ -208,6 +277,71 @@ pub(crate) mod tests {
         grant_of(id, lock, "M", "2030-02-01T00:00:00Z", comment)
     }
 
+    fn record(contact: &str, before: &str, grants: &[(&str, &str)]) -> TapkeyIds {
+        TapkeyIds {
+            contact_id: Some(contact.into()),
+            valid_from: Some(t("2030-01-01T00:00:00Z")),
+            valid_before: Some(t(before)),
+            grants: grants
+                .iter()
+                .map(|(l, i)| ((*l).to_owned(), (*i).to_owned()))
+                .collect(),
+            ..TapkeyIds::default()
+        }
+    }
+
+    /// Issue 20: two passes of one holder, same lock and start, different expiry.
+    #[test]
+    fn a_pass_owns_only_grants_its_record_proves() {
+        let s = settings();
+        let p1 = record("M", "2030-02-01T00:00:00Z", &[("L1", "g1")]);
+        let p2 = record("M", "2030-03-01T00:00:00Z", &[("L1", "g2")]);
+        let g1 = grant_of("g1", "L1", "M", "2030-02-01T00:00:00Z", None);
+        let g2 = grant_of("g2", "L1", "M", "2030-03-01T00:00:00Z", None);
+        assert!(is_own(&p1, &g1, &s) && !is_own(&p1, &g2, &s));
+        assert!(is_own(&p2, &g2, &s) && !is_own(&p2, &g1, &s));
+        // A crashed attempt's grant: by the recorded shape, on a mapped lock.
+        let crashed = grant_of("g3", "L2", "M", "2030-02-01T00:00:00Z", None);
+        assert!(is_own(&p1, &crashed, &s) && !is_own(&p2, &crashed, &s));
+        let unmapped = grant_of("g4", "L9", "M", "2030-02-01T00:00:00Z", None);
+        assert!(!is_own(&p1, &unmapped, &s));
+        // Found by id once the record names a new shape.
+        let mut moved = record("M", "2030-05-01T00:00:00Z", &[]);
+        moved.found = vec!["g3".into()];
+        assert!(is_own(&moved, &crashed, &s));
+        // Claims: by id, or by shape while the other pass's attempt is under way.
+        let other = |ids, in_flight| OtherPass {
+            key: "P2",
+            ids,
+            in_flight,
+        };
+        assert_eq!(claimed_by(&g2, [other(&p2, false)]), Some("P2"));
+        assert_eq!(claimed_by(&g1, [other(&p2, true)]), None);
+        let under_way = record("M", "2030-02-01T00:00:00Z", &[]);
+        assert_eq!(claimed_by(&crashed, [other(&under_way, true)]), Some("P2"));
+        assert_eq!(
+            claimed_by(&crashed, [other(&under_way, false)]),
+            None,
+            "a finished record's shape claims nothing"
+        );
+    }
+
+    #[test]
+    fn the_marker_is_appended_to_a_humans_comment() {
+        let m = "accesshub:acme";
+        assert_eq!(with_marker(None, m), m);
+        assert_eq!(with_marker(Some(""), m), m);
+        assert_eq!(
+            with_marker(Some("VIP, desk 4\n"), m),
+            "VIP, desk 4 accesshub:acme"
+        );
+        assert_eq!(with_marker(Some("x accesshub:acme"), m), "x accesshub:acme");
+        assert_eq!(
+            with_marker(Some("accesshub:acme2"), m),
+            "accesshub:acme2 accesshub:acme"
+        );
+    }
+
     #[test]
     fn the_marker_is_a_whole_word_of_the_comment() {
         assert!(is_marked(Some("accesshub:acme"), "acme"));
@@ -264,6 +398,7 @@ pub(crate) mod tests {
                     recorded_contact: Some("M"),
                     wanted: d,
                     marked,
+                    claimed_by: None,
                 },
             )
         };
@@ -308,6 +443,20 @@ pub(crate) mod tests {
             "recorded"
         );
         assert_eq!(judge(None, &held, None, true), StrayVerdict::Gone);
+        let claimed = judge_stray(
+            Some(&g),
+            StrayContext {
+                recorded: &none,
+                recorded_contact: Some("M"),
+                wanted: None,
+                marked: true,
+                claimed_by: Some("P2"),
+            },
+        );
+        assert!(
+            matches!(claimed, StrayVerdict::Keep(_)),
+            "another pass's grant"
+        );
         let mut revoked = g;
         revoked.active = false;
         assert_eq!(judge(Some(&revoked), &held, w, true), StrayVerdict::Gone);

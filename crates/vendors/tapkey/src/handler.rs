@@ -40,6 +40,12 @@ pub struct TapkeyIds {
     /// cannot make us forget the old holder's access. Empty once they are revoked.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub former_contacts: Vec<String>,
+    /// Grants of an interrupted attempt that this pass found by the shape its record named
+    /// ([`crate::desired::has_recorded_shape`]), kept by id while an attempt under a new shape
+    /// (new expiry or holder) is under way, so a second crash cannot make us forget them.
+    /// Empty once they are adopted or revoked.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub found: Vec<String>,
 }
 
 /// The Tapkey adapter.
@@ -127,6 +133,18 @@ impl Handler for TapkeyHandler {
         let none = TapkeyIds::default();
         let ids = prev.map_or(&none, |p| &p.ids);
         let grant = ctx.client.grant(&cmd.vendor_id).await?;
+        // A grant another pass records (or is recording) is that pass's to keep or revoke.
+        let others = match grant.as_ref().filter(|g| g.active) {
+            Some(g) => {
+                let contacts = [g.contact_id.clone()];
+                ctx.records_containing::<TapkeyIds>(&apply::claim_fragments(
+                    std::slice::from_ref(g),
+                    &contacts,
+                ))
+                .await?
+            }
+            None => Vec::new(),
+        };
         let pass = match ctx.stored_body(EventKind::Pass, &cmd.booking_key).await? {
             Some(EventBody::Pass(p)) => Some(p),
             _ => None,
@@ -146,6 +164,9 @@ impl Handler for TapkeyHandler {
                 marked: grant
                     .as_ref()
                     .is_some_and(|g| desired::bears_our_mark(g, &cmd.tenant, settings)),
+                claimed_by: grant
+                    .as_ref()
+                    .and_then(|g| desired::claimed_by(g, apply::other_passes(&others))),
             },
         );
         match verdict {

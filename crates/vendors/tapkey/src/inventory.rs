@@ -38,7 +38,7 @@ use serde::Deserialize as _;
 use crate::{
     TapkeyIds,
     client::Grant,
-    desired::{bears_our_mark, desired_grants},
+    desired::{bears_our_mark, desired_grants, has_recorded_shape},
 };
 use accesshub_inventory::{
     DesiredObject, Fingerprint, Inventory, InventoryError, Records, VendorObject, with_retry,
@@ -105,17 +105,14 @@ impl TapkeyInventory {
     }
 }
 
-/// A pass recording a contact: its booking key and recorded expiry.
-type PassOfContact = (String, Option<DateTime<Utc>>);
-
 /// The worker's records, indexed for tying grants to passes.
 #[derive(Debug, Default)]
 struct Owned {
-    /// Grant id → booking key.
-    by_grant: HashMap<String, String>,
-    /// Contact id → (booking key, recorded expiry) of every pass recording it (as holder or
-    /// former holder).
-    by_contact: HashMap<String, Vec<PassOfContact>>,
+    /// Grant id → booking keys of the passes recording it (more than one when passes Tapkey
+    /// cannot tell apart share it).
+    by_grant: HashMap<String, Vec<String>>,
+    /// Contact id → (booking key, recorded shape) of every pass recording it as its holder.
+    by_contact: HashMap<String, Vec<(String, TapkeyIds)>>,
 }
 
 impl Owned {
@@ -126,40 +123,57 @@ impl Owned {
             let Ok(ids) = TapkeyIds::deserialize(ids) else {
                 continue;
             };
-            for id in ids.grants.values() {
-                o.by_grant.insert(id.clone(), key.clone());
+            for id in ids.grants.values().chain(&ids.found) {
+                o.by_grant.entry(id.clone()).or_default().push(key.clone());
             }
-            for c in ids.contact_id.iter().chain(&ids.former_contacts) {
+            if let Some(c) = &ids.contact_id {
+                let shape = TapkeyIds {
+                    contact_id: ids.contact_id.clone(),
+                    valid_from: ids.valid_from,
+                    valid_before: ids.valid_before,
+                    ..TapkeyIds::default()
+                };
                 o.by_contact
                     .entry(c.clone())
                     .or_default()
-                    .push((key.clone(), ids.valid_before));
+                    .push((key.clone(), shape));
             }
         }
+        for keys in o.by_grant.values_mut() {
+            keys.sort();
+            keys.dedup();
+        }
         for passes in o.by_contact.values_mut() {
-            passes.sort();
+            // Complete shapes (start and end recorded) first, then older builds' records.
+            passes.sort_by_key(|(k, s)| {
+                (
+                    s.valid_from.is_none() || s.valid_before.is_none(),
+                    k.clone(),
+                )
+            });
         }
         o
     }
 
-    /// The booking key `g` belongs to, if it is ours (see the module doc).
-    fn key_of(&self, g: &Grant, tenant: &str, s: &TapkeySettings) -> Option<String> {
-        if let Some(k) = self.by_grant.get(&g.id) {
-            return Some(k.clone());
+    /// The booking keys `g` belongs to, if it is ours (see the module doc): every pass
+    /// recording its id — a grant another pass records is never this one's stray or
+    /// duplicate — else the pass whose record names its shape, else [`stray_key`].
+    fn keys_of(&self, g: &Grant, tenant: &str, s: &TapkeySettings) -> Vec<String> {
+        if let Some(keys) = self.by_grant.get(&g.id) {
+            return keys.clone();
         }
         if !bears_our_mark(g, tenant, s) {
-            return None;
+            return Vec::new();
         }
         let pass = self.by_contact.get(&g.contact_id).and_then(|passes| {
             passes
                 .iter()
-                .find(|(_, before)| *before == g.valid_before)
-                .or_else(|| passes.iter().find(|(_, before)| before.is_none()))
+                .find(|(_, shape)| has_recorded_shape(shape, g))
         });
-        Some(match pass {
+        vec![match pass {
             Some((k, _)) => k.clone(),
             None => stray_key(&g.contact_id),
-        })
+        }]
     }
 }
 
@@ -212,30 +226,33 @@ impl Inventory for TapkeyInventory {
                         .await?;
                         let next = (page.len() as u64 == PAGE).then_some(skip + PAGE);
                         Ok(Some((
-                            futures::stream::iter(page.into_iter().map(Ok)),
+                            futures::stream::iter(page.into_iter().map(Ok::<_, InventoryError>)),
                             next,
                         )))
                     }
                 })
                 .try_flatten()
-                .try_filter_map(move |g| {
+                .map_ok(move |g| {
                     // The `active` filter is applied here too: OData filtering of grants is
                     // not documented, a server may ignore it.
-                    let key = g
-                        .active
-                        .then(|| owned.key_of(&g, &conn.tenant, settings))
-                        .flatten();
-                    let ours = key.map(|key| {
-                        let holder = g.contact.as_ref().map_or("", |c| c.identifier.as_str());
-                        VendorObject {
+                    let keys = if g.active {
+                        owned.keys_of(&g, &conn.tenant, settings)
+                    } else {
+                        Vec::new()
+                    };
+                    let holder = g.contact.as_ref().map_or("", |c| c.identifier.as_str());
+                    let objects: Vec<_> = keys
+                        .into_iter()
+                        .map(|key| VendorObject {
                             reference: reference(&key, &g.bound_lock_id, holder),
                             booking_key: key,
                             fingerprint: fingerprint(&g.bound_lock_id, g.valid_before.as_ref()),
-                            vendor_id: g.id,
-                        }
-                    });
-                    futures::future::ready(Ok(ours))
+                            vendor_id: g.id.clone(),
+                        })
+                        .collect();
+                    futures::stream::iter(objects.into_iter().map(Ok::<_, InventoryError>))
                 })
+                .try_flatten()
             })
             .try_flatten()
             .boxed()
@@ -263,50 +280,77 @@ mod tests {
     }
 
     #[test]
-    fn grants_are_tied_to_passes_by_id_then_contact_and_expiry_else_stray() {
+    fn grants_are_tied_to_passes_by_id_then_recorded_shape_else_stray() {
         let records: Records = [
             (
                 "K1".to_owned(),
-                json!({"contact_id": "A", "valid_before": "2030-02-01T00:00:00Z",
-                "grants": {"L1": "g1"}}),
+                json!({"contact_id": "A", "valid_from": "2030-01-01T00:00:00Z",
+                "valid_before": "2030-02-01T00:00:00Z", "grants": {"L1": "g1"}}),
             ),
             (
                 "K2".to_owned(),
-                json!({"contact_id": "B", "valid_before": "2030-03-01T00:00:00Z",
-                "former_contacts": ["A"]}),
+                json!({"contact_id": "B", "valid_from": "2030-01-01T00:00:00Z",
+                "valid_before": "2030-03-01T00:00:00Z", "former_contacts": ["A"],
+                "found": ["g7"]}),
             ),
             ("K3".to_owned(), json!({"contact_id": "D"})),
+            // Same holder and start as K1, another expiry (issue 20).
+            (
+                "K4".to_owned(),
+                json!({"contact_id": "A", "valid_from": "2030-01-01T00:00:00Z",
+                "valid_before": "2030-04-01T00:00:00Z", "grants": {"L1": "g8"}}),
+            ),
+            // Indistinguishable from K4: shares its grant.
+            (
+                "K5".to_owned(),
+                json!({"contact_id": "A", "valid_from": "2030-01-01T00:00:00Z",
+                "valid_before": "2030-04-01T00:00:00Z", "grants": {"L1": "g8"}}),
+            ),
         ]
         .into();
         let o = Owned::new(&records);
         let s = settings();
         let m = Some("accesshub:t");
-        let key = |g: &Grant| o.key_of(g, "t", &s);
-        // Recorded id: ours even without the mark.
+        let keys = |g: &Grant| o.keys_of(g, "t", &s);
+        let one = |k: &str| vec![k.to_owned()];
+        // Recorded id: ours even without the mark; a found id too.
         assert_eq!(
-            key(&grant("g1", "A", "2030-02-01T00:00:00Z", None)),
-            Some("K1".into())
-        );
-        // Marked: by contact and expiry (here a former holder's), or a record without expiry.
-        assert_eq!(
-            key(&grant("g2", "A", "2030-03-01T00:00:00Z", m)),
-            Some("K2".into())
+            keys(&grant("g1", "A", "2030-02-01T00:00:00Z", None)),
+            one("K1")
         );
         assert_eq!(
-            key(&grant("g3", "D", "2031-01-01T00:00:00Z", m)),
-            Some("K3".into())
+            keys(&grant("g7", "A", "2030-09-01T00:00:00Z", None)),
+            one("K2")
         );
-        // Marked, but no record explains it: a stray of no pass.
+        // A grant recorded by another pass of the same holder is that pass's, never K1's.
         assert_eq!(
-            key(&grant("g4", "A", "2031-01-01T00:00:00Z", m)),
-            Some(stray_key("A"))
+            keys(&grant("g8", "A", "2030-04-01T00:00:00Z", m)),
+            ["K4", "K5"]
+        );
+        // Marked, unrecorded: by the recorded shape (contact, start, end), or a record
+        // of an older build without them.
+        assert_eq!(
+            keys(&grant("g2", "A", "2030-02-01T00:00:00Z", m)),
+            one("K1")
         );
         assert_eq!(
-            key(&grant("g5", "Z", "2031-01-01T00:00:00Z", m)),
-            Some(stray_key("Z"))
+            keys(&grant("g3", "D", "2031-01-01T00:00:00Z", m)),
+            one("K3")
+        );
+        // A former holder's unrecorded grant is no longer tied by its contact alone.
+        assert_eq!(
+            keys(&grant("g9", "A", "2030-03-01T00:00:00Z", m)),
+            vec![stray_key("A")]
+        );
+        let mut other_start = grant("g10", "A", "2030-02-01T00:00:00Z", m);
+        other_start.valid_from = "2029-12-01T00:00:00Z".parse().unwrap();
+        assert_eq!(keys(&other_start), vec![stray_key("A")]);
+        assert_eq!(
+            keys(&grant("g5", "Z", "2031-01-01T00:00:00Z", m)),
+            vec![stray_key("Z")]
         );
         // Neither recorded nor marked: not ours.
-        assert_eq!(key(&grant("g6", "A", "2030-02-01T00:00:00Z", None)), None);
+        assert!(keys(&grant("g6", "A", "2030-02-01T00:00:00Z", None)).is_empty());
     }
 
     #[test]

@@ -819,3 +819,134 @@ async fn a_stale_removal_keeps_a_grant_its_pass_still_wants() {
     assert_eq!(env.grants_of("st@example.com").len(), 2);
     env.finish(h).await;
 }
+
+/// A pass of holder `email` with an upstream start `from` (as native sources send it).
+fn pass_of(
+    key: &str,
+    rev: i64,
+    status: PassStatus,
+    email: &str,
+    from: DateTime<Utc>,
+    exp: DateTime<Utc>,
+) -> Event {
+    let mut ev = with_holder(pass_event(key, rev, status, "day", exp), email);
+    if let EventBody::Pass(p) = &mut ev.body {
+        p.valid_from = Some(from);
+    }
+    ev
+}
+
+impl Env {
+    /// Waits until `key`'s binding has applied `rev`.
+    async fn wait_applied(&self, key: &str, rev: i64) {
+        eventually(
+            &format!("{key} revision {rev} applied"),
+            Duration::from_secs(20),
+            || async {
+                binding_of(self, key)
+                    .await
+                    .is_some_and(|b| b.applied_revision == rev)
+            },
+        )
+        .await;
+    }
+
+    /// The grants `key`'s binding records, as (lock, validBefore, active) at Tapkey.
+    async fn recorded_grants(&self, key: &str) -> Vec<(String, Option<DateTime<Utc>>, bool)> {
+        let b = binding_of(self, key).await.unwrap();
+        let all = self.sim.state().tapkey_grants();
+        let mut v: Vec<_> = b.vendor_ids["grants"]
+            .as_object()
+            .map(|m| m.values().filter_map(|v| v.as_str()).collect::<Vec<_>>())
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|id| all.iter().find(|g| g.id == id))
+            .map(|g| (g.bound_lock_id.clone(), g.valid_before, g.active))
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+/// Issue 20 (convergence seeds 1063, 1074, 1092, 1102, 1166): two passes of the same holder
+/// on the same locks with the same start and different expiries. Each keeps its own grants
+/// when the other is applied again, and ending one revokes only its own.
+#[tokio::test]
+async fn two_passes_of_one_holder_keep_their_own_grants() {
+    use chrono::DurationRound as _;
+    let env = Env::new().await;
+    let h = env.start(TapkeyHandler::new()).await;
+    let from = (Utc::now() - chrono::Duration::hours(1))
+        .duration_trunc(chrono::Duration::seconds(1))
+        .unwrap();
+    let (e1, e2) = (expiry(3), expiry(4));
+    let who = "same@x.example";
+    env.publish(&pass_of("p1", 1, PassStatus::Active, who, from, e1))
+        .await;
+    env.wait_applied("p1", 1).await;
+    env.publish(&pass_of("p2", 1, PassStatus::Active, who, from, e2))
+        .await;
+    env.wait_applied("p2", 1).await;
+    // Applied again (not a first attempt: the grants are listed and judged).
+    env.publish(&pass_of("p2", 2, PassStatus::Active, who, from, e2))
+        .await;
+    env.wait_applied("p2", 2).await;
+    env.publish(&pass_of("p1", 2, PassStatus::Active, who, from, e1))
+        .await;
+    env.wait_applied("p1", 2).await;
+    let both: Vec<_> = {
+        let mut v: Vec<_> = locks()
+            .into_iter()
+            .flat_map(|l| [(l.clone(), Some(e1)), (l, Some(e2))])
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(env.grants_of(who), both, "both passes keep their access");
+    let own =
+        |e: DateTime<Utc>| -> Vec<_> { locks().into_iter().map(|l| (l, Some(e), true)).collect() };
+    assert_eq!(env.recorded_grants("p1").await, own(e1));
+    assert_eq!(env.recorded_grants("p2").await, own(e2));
+    // Ending p1 revokes p1's grants only.
+    env.publish(&pass_of("p1", 3, PassStatus::Removed, who, from, e1))
+        .await;
+    env.wait_applied("p1", 3).await;
+    let left: Vec<_> = locks().into_iter().map(|l| (l, Some(e2))).collect();
+    assert_eq!(env.grants_of(who), left, "only p1's grants are revoked");
+    assert_eq!(env.recorded_grants("p2").await, own(e2));
+    env.finish(h).await;
+}
+
+/// Two passes Tapkey cannot tell apart (same holder, locks, start and expiry): Tapkey holds
+/// one grant per lock (an identical grant is refused with 409), both passes record it, and it
+/// is revoked only when the last pass recording it ends (docs/sync.md, "What is ours").
+#[tokio::test]
+async fn indistinguishable_passes_share_a_grant_until_the_last_one_ends() {
+    use chrono::DurationRound as _;
+    let env = Env::new().await;
+    let h = env.start(TapkeyHandler::new()).await;
+    let from = (Utc::now() - chrono::Duration::hours(1))
+        .duration_trunc(chrono::Duration::seconds(1))
+        .unwrap();
+    let exp = expiry(3);
+    let who = "twin@x.example";
+    for key in ["t1", "t2"] {
+        env.publish(&pass_of(key, 1, PassStatus::Active, who, from, exp))
+            .await;
+        env.wait_applied(key, 1).await;
+    }
+    let one: Vec<_> = locks().into_iter().map(|l| (l, Some(exp))).collect();
+    assert_eq!(env.grants_of(who), one, "one grant per lock");
+    let shared: Vec<_> = locks().into_iter().map(|l| (l, Some(exp), true)).collect();
+    assert_eq!(env.recorded_grants("t1").await, shared);
+    assert_eq!(env.recorded_grants("t2").await, shared);
+    env.publish(&pass_of("t1", 2, PassStatus::Removed, who, from, exp))
+        .await;
+    env.wait_applied("t1", 2).await;
+    assert_eq!(env.grants_of(who), one, "t2 still wants them");
+    env.publish(&pass_of("t2", 2, PassStatus::Removed, who, from, exp))
+        .await;
+    env.wait_applied("t2", 2).await;
+    assert_eq!(env.grants_of(who), vec![], "the last pass revoked them");
+    env.finish(h).await;
+}
