@@ -94,6 +94,13 @@ struct ContactBody<'a> {
     comment: &'a str,
 }
 
+/// `PATCH /Contacts/{id}` body: the comment only (the title is the holder's name, left as
+/// the PUT or a human set it).
+#[derive(Serialize)]
+struct ContactPatch<'a> {
+    comment: &'a str,
+}
+
 /// `PUT /Grants` body. Always by `contactId`: a grant naming `contact: {identifier}` would
 /// let Tapkey create the contact without our marker.
 #[derive(Serialize)]
@@ -161,7 +168,8 @@ impl TapkeyClient {
         (email.to_ascii_lowercase(), title.map(str::to_owned))
     }
 
-    /// The contact id for `email` (and `title`): from the cache, else by [`Self::put_contact`].
+    /// The contact id for `email` (and `title`): from the cache, else by [`Self::put_contact`],
+    /// with our marker appended to its comment by a PATCH when the contact existed unmarked.
     /// The flag says whether it came from the cache (see [`Self::forget_contact`]).
     pub async fn ensure_contact(
         &self,
@@ -177,7 +185,13 @@ impl TapkeyClient {
         {
             return Ok((id.clone(), true));
         }
-        let c = self.put_contact(email, title).await?;
+        let mut c = self.put_contact(email, title).await?;
+        if !crate::desired::carries_marker(c.comment.as_deref(), &self.marker) {
+            // The PUT returns an existing contact unchanged (made by hand, or before the
+            // marker): mark it, keeping whatever a human wrote.
+            let comment = crate::desired::with_marker(c.comment.as_deref(), &self.marker);
+            c = self.patch_contact_comment(&c.id, &comment).await?;
+        }
         let mut map = self.contacts.lock().unwrap_or_else(|e| e.into_inner());
         if map.len() >= CONTACT_CACHE_MAX {
             map.clear();
@@ -206,8 +220,9 @@ impl TapkeyClient {
         format!("{}/Owners/{}{path}", self.api, self.owner)
     }
 
-    /// Creates or returns the contact for `email` (PUT is create-or-return), marked as ours
-    /// in its `comment`.
+    /// Creates or returns the contact for `email` (PUT is create-or-return: an existing
+    /// contact comes back unchanged, see [`Self::ensure_contact`]), marked as ours in its
+    /// `comment` when created.
     pub async fn put_contact(
         &self,
         email: &str,
@@ -223,6 +238,22 @@ impl TapkeyClient {
         self.http
             .send_json("put_contact", |h| {
                 h.request(Method::PUT, url.clone()).json(&body)
+            })
+            .await
+    }
+
+    /// Sets a contact's `comment` (`PATCH .../Contacts/{id}`: only title and comment can
+    /// change) and returns the contact.
+    pub async fn patch_contact_comment(
+        &self,
+        contact_id: &str,
+        comment: &str,
+    ) -> Result<Contact, VendorError> {
+        let url = self.url(&format!("/Contacts/{contact_id}"));
+        let body = ContactPatch { comment };
+        self.http
+            .send_json("patch_contact", |h| {
+                h.request(Method::PATCH, &url).json(&body)
             })
             .await
     }

@@ -950,3 +950,45 @@ async fn indistinguishable_passes_share_a_grant_until_the_last_one_ends() {
     assert_eq!(env.grants_of(who), vec![], "the last pass revoked them");
     env.finish(h).await;
 }
+
+/// VENDORS.md: the contact PUT returns an existing contact unchanged, so a contact made by
+/// hand before the pass gets our marker by a PATCH of its comment — appended to the human's
+/// text, not replacing it — once; its grants then bear our mark for the reconciler.
+#[tokio::test]
+async fn a_contact_made_by_hand_gets_our_marker_appended_to_its_comment() {
+    let env = Env::new().await;
+    let st = env.sim.state();
+    let id = st.tapkey_add_contact(tk::DEMO_OWNER_ID, "hand@x.example", Some("VIP, desk 4"));
+    let h = env.start(TapkeyHandler::new()).await;
+    let exp = expiry(3);
+    env.publish(&with_holder(
+        pass_event("hm", 1, PassStatus::Active, "day", exp),
+        "hand@x.example",
+    ))
+    .await;
+    env.wait_applied("hm", 1).await;
+    let comment = |id: &str| {
+        st.tapkey_contacts()
+            .into_iter()
+            .find(|c| c.id == id)
+            .and_then(|c| c.comment)
+    };
+    assert_eq!(
+        comment(&id).as_deref(),
+        Some("VIP, desk 4 accesshub:cowork")
+    );
+    assert_eq!(env.grants_of("hand@x.example").len(), 2);
+    // Already marked: applied again, no second PATCH.
+    env.publish(&with_holder(
+        pass_event("hm", 2, PassStatus::Active, "day", expiry(4)),
+        "hand@x.example",
+    ))
+    .await;
+    env.wait_applied("hm", 2).await;
+    assert_eq!(
+        comment(&id).as_deref(),
+        Some("VIP, desk 4 accesshub:cowork")
+    );
+    assert_eq!(st.count_calls(Vendor::Tapkey, "PATCH", "/Contacts"), 1);
+    env.finish(h).await;
+}
