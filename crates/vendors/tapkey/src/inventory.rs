@@ -11,11 +11,14 @@
 //!
 //! Every other grant of the owner account is never returned, never touched.
 //!
-//! Each grant of ours is tied to a pass: by the binding that records its id; else by the
-//! binding that records its contact (current or former holder) with the same `validBefore`
-//! (or none recorded, as older builds wrote); else it belongs to no known pass and gets the
-//! booking key [`stray_key`] — a key no booking has, so the engine reports it as a stray and
-//! tapkey-worker's removal (which re-checks, see `TapkeyHandler::remove`) revokes it.
+//! Each grant of ours is tied to a pass: by every binding that records its id (`grants` or
+//! `found`; two passes Tapkey cannot tell apart share one grant, which is listed for each);
+//! else by the binding whose record names exactly its shape — holder contact, `validFrom`,
+//! `validBefore` ([`crate::desired::has_recorded_shape`], the worker's own rule); else it
+//! belongs to no known pass and gets the booking key [`stray_key`] — a key no booking has, so
+//! the engine reports it as a stray and tapkey-worker's removal (which re-checks, see
+//! `TapkeyHandler::remove`) revokes it. A grant recorded by another pass of the same holder
+//! is never this pass's stray or duplicate (issue 20).
 //!
 //! The comparison key is `<booking key>#<lock>#<holder tag>` (the tag a hash of the holder's
 //! e-mail, lower-cased): an old holder's grant never passes for the new holder's. Compared
@@ -23,7 +26,7 @@
 //! not compared: when upstream gives none the worker keeps the first event's time, which the
 //! desired state in Postgres does not carry.
 //!
-//! Records are held as grant id → booking key and contact id → (booking key, expiry):
+//! Records are held as grant id → booking keys and contact id → (booking key, shape):
 //! ~150 bytes per pass, fine for the pass volumes Tapkey owner accounts hold (tens of
 //! thousands), not meant for a million.
 
