@@ -252,6 +252,26 @@ impl VendorClient {
     }
 }
 
+/// `value` as one URL path segment: every byte outside the unreserved set is
+/// percent-encoded, so operator or upstream input (a site id) cannot add segments, a query
+/// or a fragment; `.` and `..` (which URL parsers resolve, even encoded) are refused.
+pub fn path_segment(value: &str) -> Result<String, VendorError> {
+    if value.is_empty() || value == "." || value == ".." {
+        return Err(VendorError::Permanent(format!(
+            "{value:?} is not a valid identifier in a vendor URL"
+        )));
+    }
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    Ok(out)
+}
+
 /// A whole vendor answer of any status, from [`VendorClient::send_bytes`].
 #[derive(Debug, Clone)]
 pub struct RawReply {
@@ -292,4 +312,27 @@ pub async fn decode_json<T: serde::de::DeserializeOwned>(
         // serde quotes the offending input, which is the vendor's body.
         message: scrub(&e.to_string()),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn path_segments_cannot_escape_their_place() {
+        assert_eq!(path_segment("site-1").unwrap(), "site-1");
+        assert_eq!(path_segment("../../x?").unwrap(), "..%2F..%2Fx%3F");
+        assert_eq!(path_segment("a b/#é").unwrap(), "a%20b%2F%23%C3%A9");
+        for bad in ["", ".", ".."] {
+            assert!(path_segment(bad).is_err(), "{bad:?}");
+        }
+        let url = Url::parse(&format!(
+            "https://api.example/v1/sites/{}/time-restrictions",
+            path_segment("../../x?").unwrap()
+        ))
+        .unwrap();
+        assert_eq!(url.path(), "/v1/sites/..%2F..%2Fx%3F/time-restrictions");
+        assert_eq!(url.query(), None);
+    }
 }
