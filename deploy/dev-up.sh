@@ -24,6 +24,9 @@ export DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}"
 export NATS_URL="${NATS_URL:-nats://127.0.0.1:4222}"
 export ACCESSHUB_LOG_FORMAT="${ACCESSHUB_LOG_FORMAT:-pretty}"
 export ACCESSHUB_STREAM_REPLICAS=1
+# The vendor simulators listen on loopback over plain http; production leaves this empty
+# (strict: https to public addresses only). See docs/security.md "Egress".
+export ACCESSHUB_EGRESS_ALLOW="${ACCESSHUB_EGRESS_ALLOW:-http://127.0.0.1:*,http://localhost:*}"
 export RUST_LOG="${RUST_LOG:-info}"
 export ACCESSHUB_API_URL="http://127.0.0.1:8086/admin/v1"
 export ACCESSHUB_TOKEN="$ACCESSHUB_ADMIN_TOKEN"

@@ -66,7 +66,8 @@ async fn apply_yaml_end_to_end() {
             bootstrap_token: Some(BOOT.into()),
             lookup_timeout: None,
         },
-    );
+    )
+    .with_egress("http://127.0.0.1:*,https://10.0.0.5:*".parse().unwrap());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}/admin/v1", listener.local_addr().unwrap());
     tokio::spawn(async move {

@@ -655,8 +655,10 @@ pub(crate) async fn lookup(
                 problem: error.message,
             },
             LookupFailureKind::NoConnection => ApiError::NotFound(error.message),
+            // The worker's message may quote the vendor's answer: scrubbed here too, whatever
+            // the worker did, because this is where it leaves the cluster.
             LookupFailureKind::Credentials | LookupFailureKind::Vendor => {
-                ApiError::BadGateway(error.message)
+                ApiError::BadGateway(vendor_http::scrub(&error.message))
             }
         }),
     }

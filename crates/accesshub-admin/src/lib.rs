@@ -90,6 +90,14 @@ impl AdminState {
             lookup_timeout: config.lookup_timeout.unwrap_or(Duration::from_secs(10)),
         }
     }
+
+    /// Where connections may point (`ACCESSHUB_EGRESS_ALLOW`, see
+    /// [`accesshub_connections::EgressPolicy`]); strict unless set: a connection whose
+    /// endpoint is not https to a public address is refused with 422.
+    pub fn with_egress(mut self, egress: accesshub_connections::EgressPolicy) -> Self {
+        self.connections = self.connections.with_egress(egress);
+        self
+    }
 }
 
 /// The API routes (without prefix), authenticated.

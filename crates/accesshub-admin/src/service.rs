@@ -126,7 +126,10 @@ pub async fn start(cfg: ServiceConfig) -> Result<AdminHandle, ServiceError> {
         })
     });
     let http_metrics = ops::HttpMetrics::new(&registry, SERVICE);
-    let app = mounted(AdminState::new(pool, cfg.secrets, bus, cfg.admin))
+    tracing::info!(egress = %cfg.common.egress, "vendor egress allow-list");
+    let state =
+        AdminState::new(pool, cfg.secrets, bus, cfg.admin).with_egress(cfg.common.egress.clone());
+    let app = mounted(state)
         .merge(ops::ops_router(registry, readiness))
         .layer(middleware::from_fn_with_state(
             http_metrics,

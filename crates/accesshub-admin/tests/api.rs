@@ -48,7 +48,8 @@ async fn serve(db: &accesshub_testkit::TestDb, bus: &accesshub_testkit::TestBus)
             bootstrap_token: Some(BOOT.into()),
             lookup_timeout: Some(std::time::Duration::from_secs(2)),
         },
-    );
+    )
+    .with_egress("https://10.0.0.5:*".parse().unwrap());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {

@@ -46,7 +46,8 @@ async fn serve(db: &accesshub_testkit::TestDb, bus: &accesshub_testkit::TestBus)
             bootstrap_token: Some(BOOT.into()),
             lookup_timeout: None,
         },
-    );
+    )
+    .with_egress(accesshub_connections::EgressPolicy::loopback_http());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {

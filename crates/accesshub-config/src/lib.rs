@@ -3,6 +3,8 @@
 
 use std::{net::SocketAddr, str::FromStr, time::Duration};
 
+pub use accesshub_domain::egress::EgressPolicy;
+
 /// A variable is missing or does not parse; names the variable so an operator can fix it.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -127,6 +129,10 @@ pub struct CommonConfig {
     pub log_format: LogFormat,
     /// Stream settings.
     pub streams: StreamSettings,
+    /// Where vendor traffic may go (`ACCESSHUB_EGRESS_ALLOW`, comma-separated
+    /// `SCHEME://HOST[:PORT]` exceptions; empty = strict: https to public addresses only).
+    /// Checked when a connection is stored and when a worker connects.
+    pub egress: EgressPolicy,
 }
 
 impl CommonConfig {
@@ -166,6 +172,7 @@ impl CommonConfig {
                 dlq_max_bytes: env_or("ACCESSHUB_DLQ_MAX_BYTES", defaults.dlq_max_bytes)?,
                 file_storage: env_or("ACCESSHUB_STREAM_FILE_STORAGE", true)?,
             },
+            egress: env_or("ACCESSHUB_EGRESS_ALLOW", EgressPolicy::strict())?,
         })
     }
 
@@ -187,6 +194,8 @@ impl CommonConfig {
                 file_storage: false,
                 ..StreamSettings::default()
             },
+            // The vendor simulators listen on loopback over plain http.
+            egress: EgressPolicy::loopback_http(),
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod store;
 pub mod tenants;
 pub mod validate;
 
+pub use accesshub_domain::egress::EgressPolicy;
 pub use cache::{ConnectionCache, DEFAULT_TTL};
 pub use diff::{Change, ChangeOp};
 pub use error::ConnectionError;
@@ -20,4 +21,4 @@ pub use model::*;
 pub use offboard::{AccessChoice, OffboardIntent};
 pub use store::{ApplyOutcome, ApplyStatus, ConnectionChanged, ConnectionStore, pick_for_site};
 pub use tenants::{Tenant, TenantSource, TenantStore, WebhookSecrets};
-pub use validate::validate;
+pub use validate::{validate, validate_with};

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use accesshub_domain::FieldError;
 use serde::{Deserialize, Serialize};
 
 /// The access-control vendors accesshub drives.
@@ -414,6 +415,29 @@ impl VendorSettings {
         }
     }
 
+    /// Every field saying where the secrets (and the tokens bought with them) are sent, with
+    /// its name and its value normalized (no trailing `/`, lower-case scheme), in a fixed
+    /// order per vendor. Changing any of them requires re-entering the secrets.
+    pub fn endpoints(&self) -> Vec<(&'static str, String)> {
+        fn url(u: &str) -> String {
+            u.trim().trim_end_matches('/').to_owned()
+        }
+        match self {
+            VendorSettings::Cloudpass(s) => vec![("base_url", url(&s.base_url))],
+            VendorSettings::Dormakaba(s) => vec![
+                ("scheme", s.scheme.trim().to_ascii_lowercase()),
+                ("host", s.host.trim().to_ascii_lowercase()),
+                ("port", s.port.to_string()),
+                ("path", s.path.as_deref().map(url).unwrap_or_default()),
+            ],
+            VendorSettings::Ipassan(s) => vec![("base_url", url(&s.base_url))],
+            VendorSettings::Tapkey(s) => vec![
+                ("authority_url", url(&s.authority_url)),
+                ("base_url", url(&s.base_url)),
+            ],
+        }
+    }
+
     /// A copy with every secret replaced by [`REDACTED`].
     pub fn redacted(&self) -> VendorSettings {
         let mut out = self.clone();
@@ -435,23 +459,49 @@ impl Connection {
 
     /// Replaces secrets given as [`REDACTED`] with the ones of `current` (same vendor), so an
     /// operator can re-apply what `get` printed without knowing the secrets.
-    pub fn keep_secrets_from(&mut self, current: &Connection) {
+    ///
+    /// A stored secret is kept only for the endpoint it was entered for: when an endpoint
+    /// field changes (see [`VendorSettings::endpoints`]), each secret still given as `***` is
+    /// an error ("re-supply …") and stays the placeholder. Otherwise anyone allowed to edit a
+    /// connection could point it at their own server and receive the vendor secret.
+    pub fn keep_secrets_from(&mut self, current: &Connection) -> Vec<FieldError> {
         if self.vendor() != current.vendor() {
-            return;
+            return Vec::new();
         }
+        let before = current.settings.endpoints();
+        let changed: Vec<&'static str> = self
+            .settings
+            .endpoints()
+            .into_iter()
+            .zip(before)
+            .filter(|((_, new), (_, old))| new != old)
+            .map(|((name, _), _)| name)
+            .collect();
         let kept: BTreeMap<&str, Secret> = current
             .settings
             .secrets()
             .into_iter()
             .map(|(k, v)| (k, v.clone()))
             .collect();
+        let mut errors = Vec::new();
         for (name, s) in self.settings.secrets_mut() {
-            if s.is_redacted()
-                && let Some(old) = kept.get(name)
-            {
+            if !s.is_redacted() {
+                continue;
+            }
+            if let Some(first) = changed.first() {
+                let fields: Vec<String> = changed.iter().map(|c| format!("settings.{c}")).collect();
+                errors.push(FieldError::new(
+                    format!("settings.{name}"),
+                    format!(
+                        "re-supply settings.{name} when settings.{first} changes (changed: {}): a stored secret is only sent to the endpoint it was entered for",
+                        fields.join(", ")
+                    ),
+                ));
+            } else if let Some(old) = kept.get(name) {
                 *s = old.clone();
             }
         }
+        errors
     }
 
     /// Whether two connections say the same thing (ignoring the version).

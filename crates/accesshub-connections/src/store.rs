@@ -15,8 +15,9 @@ use crate::{
     error::ConnectionError,
     model::*,
     offboard::OffboardIntent,
-    validate::validate,
+    validate::validate_with,
 };
+use accesshub_domain::egress::EgressPolicy;
 
 /// Result of applying a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,6 +63,7 @@ pub struct ConnectionStore {
     pool: PgPool,
     secrets: SecretBox,
     bus: Option<Bus>,
+    egress: EgressPolicy,
 }
 
 impl ConnectionStore {
@@ -71,7 +73,15 @@ impl ConnectionStore {
             pool,
             secrets,
             bus: None,
+            egress: EgressPolicy::strict(),
         }
+    }
+
+    /// Where connections may point (the deployment's `ACCESSHUB_EGRESS_ALLOW`); strict
+    /// (https to public addresses only) unless set.
+    pub fn with_egress(mut self, egress: EgressPolicy) -> Self {
+        self.egress = egress;
+        self
     }
 
     /// Publishes a change notification on `bus` after every write.
@@ -252,10 +262,16 @@ impl ConnectionStore {
         let current = row.map(|r| self.decode(&r)).transpose()?;
 
         let mut desired = conn.clone();
-        if let Some(cur) = &current {
-            desired.keep_secrets_from(cur);
-        }
-        let problems = validate(&desired);
+        let mut problems = match &current {
+            Some(cur) => desired.keep_secrets_from(cur),
+            None => Vec::new(),
+        };
+        // A placeholder refused above is already explained; do not add "no secret stored".
+        let more: Vec<_> = validate_with(&desired, &self.egress)
+            .into_iter()
+            .filter(|p| !problems.iter().any(|q| q.field == p.field))
+            .collect();
+        problems.extend(more);
         if !problems.is_empty() {
             return Err(ConnectionError::Invalid(problems));
         }

@@ -5,7 +5,10 @@
 
 use std::collections::BTreeSet;
 
-use accesshub_domain::FieldError;
+use accesshub_domain::{
+    FieldError,
+    egress::{EgressPolicy, Host},
+};
 
 use crate::model::*;
 
@@ -24,6 +27,56 @@ pub fn validate(conn: &Connection) -> Vec<FieldError> {
         VendorSettings::Tapkey(s) => tapkey(&mut v, s),
     }
     v.0
+}
+
+/// [`validate`] plus the deployment's egress policy: every endpoint must be a target the
+/// policy allows (https to a public address unless the allow-list says otherwise), so a
+/// connection cannot aim a worker at an internal service or send its secret in clear.
+pub fn validate_with(conn: &Connection, egress: &EgressPolicy) -> Vec<FieldError> {
+    let mut out = validate(conn);
+    let scheme_reported = out.iter().any(|e| e.field == "settings.scheme");
+    let mut check = |field: &str, target: Option<(String, url::Url)>| {
+        let Some((scheme, u)) = target else { return };
+        // Fields already reported as malformed get one message, not two.
+        if out.iter().any(|e| e.field == field) {
+            return;
+        }
+        let host = match u.host() {
+            Some(url::Host::Domain(d)) => Host::Name(d),
+            Some(url::Host::Ipv4(ip)) => Host::Ip(ip.into()),
+            Some(url::Host::Ipv6(ip)) => Host::Ip(ip.into()),
+            None => return,
+        };
+        if let Err(e) = egress.check_target(&scheme, host, u.port()) {
+            out.push(FieldError::new(field, e.to_string()));
+        }
+    };
+    // Parsed with the same URL parser the HTTP client uses, so `0x7f.1` is 127.0.0.1 here too.
+    let parsed = |u: &str| {
+        url::Url::parse(u.trim())
+            .ok()
+            .map(|p| (p.scheme().to_owned(), p))
+    };
+    match &conn.settings {
+        VendorSettings::Cloudpass(s) => check("settings.base_url", parsed(&s.base_url)),
+        VendorSettings::Ipassan(s) => check("settings.base_url", parsed(&s.base_url)),
+        VendorSettings::Tapkey(s) => {
+            check("settings.authority_url", parsed(&s.authority_url));
+            check("settings.base_url", parsed(&s.base_url));
+        }
+        VendorSettings::Dormakaba(s) => {
+            let target = parsed(&format!("{}://{}:{}/", s.scheme, s.host.trim(), s.port));
+            // The scheme's own message belongs to `scheme`, an address's to `host`.
+            let field = match &target {
+                Some((scheme, _)) if scheme != "https" => "settings.scheme",
+                _ => "settings.host",
+            };
+            if !scheme_reported {
+                check(field, target);
+            }
+        }
+    }
+    out
 }
 
 #[derive(Default)]

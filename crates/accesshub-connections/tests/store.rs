@@ -7,6 +7,7 @@ use accesshub_connections::{
     lookup::{self, LookupFailure, LookupItem, LookupRequest, LookupResponse},
     *,
 };
+use accesshub_domain::egress::EgressPolicy;
 use accesshub_store::SecretBox;
 use sqlx::Row;
 
@@ -50,6 +51,11 @@ settings:
     .unwrap()
 }
 
+/// The fixtures' endpoints: the CloudPass simulator on loopback, the lock server on 10.0.0.5.
+fn allow_fixtures() -> EgressPolicy {
+    "http://127.0.0.1:*,https://10.0.0.5:8080".parse().unwrap()
+}
+
 async fn setup() -> (
     accesshub_testkit::TestDb,
     accesshub_testkit::TestBus,
@@ -61,7 +67,9 @@ async fn setup() -> (
         .create("acme", "Acme Hotels")
         .await
         .unwrap();
-    let store = ConnectionStore::new(db.pool.clone(), secrets).with_bus(bus.bus.clone());
+    let store = ConnectionStore::new(db.pool.clone(), secrets)
+        .with_bus(bus.bus.clone())
+        .with_egress(allow_fixtures());
     (db, bus, store)
 }
 
@@ -247,6 +255,7 @@ async fn key_rotation_old_ciphertext_still_opens_and_reseals() {
         .await
         .unwrap();
     ConnectionStore::new(db.pool.clone(), old_box)
+        .with_egress(allow_fixtures())
         .upsert(&cloudpass("acme"))
         .await
         .unwrap();
@@ -467,6 +476,191 @@ async fn webhook_secret_rotation_keeps_previous_until_expiry() {
             .await,
         Err(ConnectionError::UnknownTenant(_))
     ));
+    bus.cleanup().await;
+    db.drop_db().await;
+}
+
+fn problem<'a>(e: &'a ConnectionError, field: &str) -> Option<&'a str> {
+    match e {
+        ConnectionError::Invalid(errs) => errs
+            .iter()
+            .find(|x| x.field == field)
+            .map(|x| x.problem.as_str()),
+        _ => None,
+    }
+}
+
+/// Security review M3: `***` keeps the stored secret only while every endpoint field stays.
+#[tokio::test]
+async fn changing_an_endpoint_requires_the_secrets_again() {
+    let (db, bus, store) = setup().await;
+    store.apply(&cloudpass("acme"), false).await.unwrap();
+    store.apply(&dormakaba("acme"), false).await.unwrap();
+
+    // Re-applying what `get` printed (secrets `***`) with the same endpoint keeps the secret.
+    let same = store
+        .get("acme", Vendor::Cloudpass, "default")
+        .await
+        .unwrap()
+        .unwrap()
+        .redacted();
+    assert_eq!(
+        store.apply(&same, false).await.unwrap().status,
+        ApplyStatus::Unchanged
+    );
+
+    // A new base URL with `***`: refused, naming the secret and the endpoint; nothing stored.
+    let mut moved = same.clone();
+    if let VendorSettings::Cloudpass(s) = &mut moved.settings {
+        s.base_url = "http://127.0.0.1:9002".into();
+    }
+    for dry_run in [true, false] {
+        let e = store.apply(&moved, dry_run).await.unwrap_err();
+        let p = problem(&e, "settings.client_secret").unwrap_or_else(|| panic!("{e}"));
+        assert!(
+            p.starts_with("re-supply settings.client_secret when settings.base_url changes"),
+            "{p}"
+        );
+    }
+    let stored = store
+        .get("acme", Vendor::Cloudpass, "default")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        stored.settings.cloudpass().unwrap().base_url,
+        "http://127.0.0.1:9001"
+    );
+    assert_eq!(stored.version, 1);
+
+    // With the secret re-entered the move is fine.
+    if let VendorSettings::Cloudpass(s) = &mut moved.settings {
+        s.client_secret = Secret::new("n3w-S3cret-for-9002");
+    }
+    assert_eq!(
+        store.apply(&moved, false).await.unwrap().status,
+        ApplyStatus::Updated
+    );
+
+    // dormakaba: host, port, scheme and path are all endpoint fields.
+    let d = store
+        .get("acme", Vendor::Dormakaba, "default")
+        .await
+        .unwrap()
+        .unwrap()
+        .redacted();
+    for change in [
+        |s: &mut DormakabaSettings| s.host = "127.0.0.1".into(),
+        |s: &mut DormakabaSettings| s.port = 8081,
+        |s: &mut DormakabaSettings| s.scheme = "http".into(),
+        |s: &mut DormakabaSettings| s.path = Some("/other".into()),
+    ] {
+        let mut c = d.clone();
+        if let VendorSettings::Dormakaba(s) = &mut c.settings {
+            change(s);
+        }
+        let e = store.apply(&c, true).await.unwrap_err();
+        let p = problem(&e, "settings.password").unwrap_or_else(|| panic!("{e}"));
+        assert!(
+            p.starts_with("re-supply settings.password when settings."),
+            "{p}"
+        );
+    }
+    // Non-endpoint changes still keep the secret.
+    let mut renamed = d.clone();
+    if let VendorSettings::Dormakaba(s) = &mut renamed.settings {
+        s.site_name = "HOTEL-2".into();
+    }
+    assert_eq!(
+        store.apply(&renamed, false).await.unwrap().status,
+        ApplyStatus::Updated
+    );
+    let kept = store
+        .get("acme", Vendor::Dormakaba, "default")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(kept.settings.dormakaba().unwrap().password.expose(), "pw");
+
+    bus.cleanup().await;
+    db.drop_db().await;
+}
+
+/// Security review M3: vendor endpoints must be https to public addresses unless the
+/// deployment's allow-list says otherwise, checked when the connection is stored.
+#[tokio::test]
+async fn egress_policy_refuses_plain_http_and_internal_targets() {
+    let (db, bus, allowing) = setup().await;
+    let secrets = SecretBox::from_spec(&SecretBox::generate_spec()).unwrap();
+    TenantStore::new(db.pool.clone(), secrets.clone())
+        .create("strict", "Strict")
+        .await
+        .unwrap();
+    let strict = ConnectionStore::new(db.pool.clone(), secrets);
+
+    let with_url = |url: &str| {
+        let mut c = cloudpass("strict");
+        if let VendorSettings::Cloudpass(s) = &mut c.settings {
+            s.base_url = url.into();
+        }
+        c
+    };
+    for (url, expect) in [
+        ("http://127.0.0.1:9001", "must use https"),
+        ("http://api.cloudpass.example", "must use https"),
+        ("https://169.254.169.254/latest", "link-local"),
+        ("https://10.1.2.3", "private"),
+        ("https://[::1]:8443", "loopback"),
+        ("https://0x7f.1", "loopback"),
+        ("https://0.0.0.0", "unspecified"),
+        ("https://localhost:9001", "this machine"),
+    ] {
+        let e = strict.apply(&with_url(url), true).await.unwrap_err();
+        let p = problem(&e, "settings.base_url").unwrap_or_else(|| panic!("{url}: {e}"));
+        assert!(p.contains(expect), "{url}: {p}");
+    }
+    assert_eq!(
+        strict
+            .apply(&with_url("https://api.cloudpass.example/v1"), false)
+            .await
+            .unwrap()
+            .status,
+        ApplyStatus::Created
+    );
+
+    // dormakaba's endpoint is scheme + host + port.
+    let mut d = dormakaba("strict");
+    let e = strict.apply(&d, true).await.unwrap_err();
+    assert!(
+        problem(&e, "settings.host").unwrap().contains("private"),
+        "{e}"
+    );
+    if let VendorSettings::Dormakaba(s) = &mut d.settings {
+        s.host = "locks.hotel.example".into();
+        s.scheme = "http".into();
+    }
+    let e = strict.apply(&d, true).await.unwrap_err();
+    assert!(
+        problem(&e, "settings.scheme")
+            .unwrap()
+            .contains("must use https"),
+        "{e}"
+    );
+
+    // The allow-list opens exactly what it names.
+    assert!(allowing.apply(&dormakaba("acme"), true).await.is_ok());
+    let mut other_port = dormakaba("acme");
+    if let VendorSettings::Dormakaba(s) = &mut other_port.settings {
+        s.port = 8443;
+    }
+    assert!(
+        problem(
+            &allowing.apply(&other_port, true).await.unwrap_err(),
+            "settings.host"
+        )
+        .is_some()
+    );
+
     bus.cleanup().await;
     db.drop_db().await;
 }

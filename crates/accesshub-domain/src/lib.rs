@@ -6,6 +6,7 @@
 
 pub mod class;
 pub mod dlq;
+pub mod egress;
 pub mod event;
 pub mod headers;
 pub mod subjects;

@@ -243,7 +243,9 @@ async fn offboard_deletes_the_connection_once_nothing_of_ours_is_left(
         .create(TENANT, "Leaving Ltd")
         .await
         .unwrap();
-    let conns = ConnectionStore::new(db.pool.clone(), secrets).with_bus(tb.bus.clone());
+    let conns = ConnectionStore::new(db.pool.clone(), secrets)
+        .with_bus(tb.bus.clone())
+        .with_egress(accesshub_connections::EgressPolicy::loopback_http());
     conns.upsert(&case.conn).await.unwrap();
     let cache = Arc::new(ConnectionCache::new(
         conns.clone(),

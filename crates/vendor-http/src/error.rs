@@ -5,7 +5,8 @@ use std::time::Duration;
 use accesshub_domain::{Classify, ErrorClass};
 use reqwest::StatusCode;
 
-/// Longest body text kept in an error: enough for the vendor's message, bounded for the DLQ.
+/// Longest body text kept in an error for callers that parse the vendor's error format; what
+/// is shown (Display) is [`crate::scrub`]bed and much shorter.
 const MAX_BODY: usize = 2048;
 
 /// A vendor call failed. [`Classify`] decides retry vs dead letter: timeouts, connection
@@ -31,8 +32,9 @@ pub enum VendorError {
         /// Transport error.
         message: String,
     },
-    /// The vendor answered with a non-2xx status.
-    #[error("{vendor} {operation}: HTTP {status}: {body}")]
+    /// The vendor answered with a non-2xx status. The message shows the body
+    /// [`scrub`](crate::scrub)bed: vendors echo credentials in error bodies.
+    #[error("{vendor} {operation}: HTTP {status}: {}", crate::scrub(.body))]
     Status {
         /// Vendor label.
         vendor: &'static str,
@@ -40,7 +42,8 @@ pub enum VendorError {
         operation: &'static str,
         /// HTTP status.
         status: u16,
-        /// Response body text (truncated), kept as the reason.
+        /// Response body text (≤ 2 KiB, raw: for parsing only, never for messages — use
+        /// [`VendorError::safe_body`]).
         body: String,
         /// Parsed `Retry-After`.
         retry_after: Option<Duration>,
@@ -69,7 +72,9 @@ impl VendorError {
         operation: &'static str,
         e: &reqwest::Error,
     ) -> Self {
-        if e.is_timeout() {
+        if let Some(refused) = crate::egress::refusal_in(e) {
+            VendorError::Permanent(format!("{vendor} {operation}: {refused}"))
+        } else if e.is_timeout() {
             VendorError::Timeout { vendor, operation }
         } else if e.is_builder() {
             VendorError::Config(format!("{vendor} {operation}: {e}"))
@@ -129,12 +134,19 @@ impl VendorError {
         self.status() == Some(code.as_u16())
     }
 
-    /// The response body text, when the vendor answered.
+    /// The raw response body text, when the vendor answered: for parsing the vendor's error
+    /// format only. Anything shown to people or logged must use [`VendorError::safe_body`].
     pub fn body(&self) -> Option<&str> {
         match self {
             VendorError::Status { body, .. } => Some(body),
             _ => None,
         }
+    }
+
+    /// The response body [`scrub`](crate::scrub)bed (credentials removed, ≤ 300 characters),
+    /// for messages.
+    pub fn safe_body(&self) -> Option<String> {
+        self.body().map(crate::scrub)
     }
 }
 

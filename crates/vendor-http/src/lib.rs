@@ -12,23 +12,30 @@
 //! - [`TokenSource`] / [`AuthedClient`]: OAuth2 client-credentials with a cached token that is
 //!   refreshed before expiry and a single retry on 401.
 //! - [`RateLimiter`]: a token bucket, one per connection, applied to every call.
+//! - [`scrub`]: the one way upstream text (error bodies, faults) becomes a message.
+//! - [`install_egress_policy`]: the deployment's egress policy, enforced at connect time.
 
+mod egress;
 mod error;
 mod limiter;
 mod metrics;
 mod oauth;
+mod scrub;
 
 use std::{sync::Arc, time::Duration, time::Instant};
 
 use accesshub_domain::{Classify as _, ErrorClass};
 use tracing::Instrument as _;
 
+pub use accesshub_domain::egress::EgressPolicy;
 pub use bytes::Bytes;
+pub use egress::{EgressRefused, install_egress_policy, installed_egress_policy};
 pub use error::{VendorError, class_of_status, parse_retry_after, retry_after};
 pub use limiter::RateLimiter;
 pub use metrics::register_metrics;
 pub use oauth::{AuthedClient, TokenSource, TokenSourceConfig};
 pub use reqwest::{Method, Response, StatusCode, Url};
+pub use scrub::{MAX_MESSAGE_CHARS, scrub};
 
 /// Timeouts of vendor calls. A hung vendor must become a (transient) timeout, never a stuck
 /// worker.
@@ -55,12 +62,51 @@ pub struct VendorClient {
     http: reqwest::Client,
     vendor: &'static str,
     limiter: Option<Arc<RateLimiter>>,
+    egress: Option<Arc<EgressPolicy>>,
 }
 
 impl VendorClient {
-    /// A client for `vendor` (the metrics label, e.g. `tapkey`).
+    /// A client for `vendor` (the metrics label, e.g. `tapkey`), enforcing the installed
+    /// egress policy ([`install_egress_policy`]) if there is one.
     pub fn new(vendor: &'static str, settings: HttpSettings) -> Result<Self, VendorError> {
-        let http = reqwest::Client::builder()
+        Self::build(vendor, settings, installed_egress_policy().cloned())
+    }
+
+    /// A client enforcing `policy` whatever is installed: every request URL, redirect target
+    /// and resolved address is checked, and a refusal is a permanent error.
+    pub fn with_egress_policy(
+        vendor: &'static str,
+        settings: HttpSettings,
+        policy: EgressPolicy,
+    ) -> Result<Self, VendorError> {
+        Self::build(vendor, settings, Some(policy))
+    }
+
+    fn build(
+        vendor: &'static str,
+        settings: HttpSettings,
+        egress: Option<EgressPolicy>,
+    ) -> Result<Self, VendorError> {
+        let egress = egress.map(Arc::new);
+        let mut builder = reqwest::Client::builder();
+        if let Some(policy) = &egress {
+            let redirects = Arc::clone(policy);
+            builder = builder
+                .dns_resolver(egress::GuardedResolver {
+                    policy: Arc::clone(policy),
+                })
+                // A redirect is a new target: the same check as the first request.
+                .redirect(reqwest::redirect::Policy::custom(move |attempt| {
+                    if attempt.previous().len() >= 10 {
+                        return attempt.error("too many redirects");
+                    }
+                    match egress::check_url(&redirects, attempt.url()) {
+                        Ok(()) => attempt.follow(),
+                        Err(e) => attempt.error(e),
+                    }
+                }));
+        }
+        let http = builder
             .timeout(settings.timeout)
             .connect_timeout(settings.connect_timeout)
             // No cap on idle connections: a cap below the worker's lanes (256 concurrent
@@ -73,6 +119,7 @@ impl VendorClient {
             http,
             vendor,
             limiter: None,
+            egress,
         })
     }
 
@@ -135,6 +182,13 @@ impl VendorClient {
         let mut request = req
             .build()
             .map_err(|e| VendorError::Config(format!("{} {operation}: {e}", self.vendor)))?;
+        if let Some(policy) = &self.egress
+            && let Err(e) = egress::check_url(policy, request.url())
+        {
+            let err = VendorError::Permanent(format!("{} {operation}: {e}", self.vendor));
+            metrics::error(self.vendor, err.class());
+            return Err(err);
+        }
         span.in_scope(|| accesshub_telemetry::inject_http(request.headers_mut()));
         let start = Instant::now();
         let result = self.http.execute(request).instrument(span.clone()).await;
@@ -198,6 +252,26 @@ impl VendorClient {
     }
 }
 
+/// `value` as one URL path segment: every byte outside the unreserved set is
+/// percent-encoded, so operator or upstream input (a site id) cannot add segments, a query
+/// or a fragment; `.` and `..` (which URL parsers resolve, even encoded) are refused.
+pub fn path_segment(value: &str) -> Result<String, VendorError> {
+    if value.is_empty() || value == "." || value == ".." {
+        return Err(VendorError::Permanent(format!(
+            "{value:?} is not a valid identifier in a vendor URL"
+        )));
+    }
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    Ok(out)
+}
+
 /// A whole vendor answer of any status, from [`VendorClient::send_bytes`].
 #[derive(Debug, Clone)]
 pub struct RawReply {
@@ -235,6 +309,30 @@ pub async fn decode_json<T: serde::de::DeserializeOwned>(
     serde_json::from_slice(&bytes).map_err(|e| VendorError::Decode {
         vendor,
         operation,
-        message: e.to_string(),
+        // serde quotes the offending input, which is the vendor's body.
+        message: scrub(&e.to_string()),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn path_segments_cannot_escape_their_place() {
+        assert_eq!(path_segment("site-1").unwrap(), "site-1");
+        assert_eq!(path_segment("../../x?").unwrap(), "..%2F..%2Fx%3F");
+        assert_eq!(path_segment("a b/#é").unwrap(), "a%20b%2F%23%C3%A9");
+        for bad in ["", ".", ".."] {
+            assert!(path_segment(bad).is_err(), "{bad:?}");
+        }
+        let url = Url::parse(&format!(
+            "https://api.example/v1/sites/{}/time-restrictions",
+            path_segment("../../x?").unwrap()
+        ))
+        .unwrap();
+        assert_eq!(url.path(), "/v1/sites/..%2F..%2Fx%3F/time-restrictions");
+        assert_eq!(url.query(), None);
+    }
 }

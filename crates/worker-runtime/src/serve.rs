@@ -100,6 +100,9 @@ where
     install_crypto_provider();
     let common = CommonConfig::from_env(service)?;
     let _telemetry = accesshub_telemetry::init(service, common.log_format)?;
+    // Before any vendor client exists: every client built from now on enforces it.
+    vendor_http::install_egress_policy(common.egress.clone());
+    tracing::info!(egress = %common.egress, "vendor egress allow-list");
     let connections = Connections::from_env(&common.database_url)?;
     let cfg = WorkerConfig::from_env(common, connections.source())?;
     let pool = accesshub_store::connect_lazy(&cfg.common.database_url, 2)?;

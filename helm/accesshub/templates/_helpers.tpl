@@ -158,6 +158,7 @@ ACCESSHUB_HTTP_ADDR: "0.0.0.0:8080"
 ACCESSHUB_STREAM_REPLICAS: {{ .Values.nats.streamReplicas | toString | quote }}
 ACCESSHUB_LOG_FORMAT: {{ .Values.config.logFormat | quote }}
 RUST_LOG: {{ .Values.config.rustLog | quote }}
+ACCESSHUB_EGRESS_ALLOW: {{ join "," (.Values.config.egressAllow | default list) | quote }}
 {{- with .Values.otel.endpoint }}
 OTEL_EXPORTER_OTLP_ENDPOINT: {{ . | quote }}
 {{- end }}

@@ -139,12 +139,11 @@ impl Refused {
 /// The vendor's 422 message with the plate masked.
 fn refusal(e: &VendorError, plate: &str) -> String {
     let masked = mask_plate(plate);
-    e.body()
-        .unwrap_or("validation failed")
-        .replace(plate, &masked)
-        .chars()
-        .take(300)
-        .collect()
+    vendor_http::scrub(
+        &e.body()
+            .unwrap_or("validation failed")
+            .replace(plate, &masked),
+    )
 }
 
 /// Creates, updates and deletes bookings until CloudPass holds `target`; `prev` is what the

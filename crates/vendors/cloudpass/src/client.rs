@@ -100,12 +100,12 @@ fn map_err(e: VendorError) -> VendorError {
     if e.is_status(StatusCode::FORBIDDEN) {
         VendorError::Permanent(format!(
             "{PERMISSION_HINT}: {}",
-            e.body().unwrap_or_default()
+            e.safe_body().unwrap_or_default()
         ))
     } else if e.is_status(StatusCode::UNAUTHORIZED) {
         VendorError::Permanent(format!(
             "CloudPass rejected the API user's credentials (401): check the client ID and secret: {}",
-            e.body().unwrap_or_default()
+            e.safe_body().unwrap_or_default()
         ))
     } else {
         e
@@ -258,7 +258,12 @@ impl CloudpassClient {
     /// Time restrictions of a site (lookup dropdown: default time restriction). Errors keep
     /// the HTTP status, like [`sites`](Self::sites).
     pub async fn time_restrictions(&self, site: &str) -> Result<Vec<IdName>, VendorError> {
-        let url = format!("{}/sites/{site}/time-restrictions", self.api);
+        // `site` comes from the lookup's query string: one escaped segment (review L8).
+        let url = format!(
+            "{}/sites/{}/time-restrictions",
+            self.api,
+            vendor_http::path_segment(site)?
+        );
         let p: Page<IdName> = self
             .http
             .send_json("time_restrictions", |h| h.request(Method::GET, &url))

@@ -86,7 +86,8 @@ async fn sites_and_time_restrictions_from_a_stored_connection() {
         .create("parks", "Parks")
         .await
         .unwrap();
-    let store = ConnectionStore::new(db.pool.clone(), secrets);
+    let store = ConnectionStore::new(db.pool.clone(), secrets)
+        .with_egress(accesshub_connections::EgressPolicy::loopback_http());
     for c in [
         connection(
             &sim,

@@ -22,7 +22,8 @@ async fn encoder_test_lookup() {
     sim.state().seed_demo();
     let (db, tb) = accesshub_testkit::isolated().await;
     let secrets = SecretBox::from_spec(&SecretBox::generate_spec()).unwrap();
-    let store = ConnectionStore::new(db.pool.clone(), secrets);
+    let store = ConnectionStore::new(db.pool.clone(), secrets)
+        .with_egress(accesshub_connections::EgressPolicy::loopback_http());
     let mut s = common::sim_settings(&sim, DormakabaProduct::Saflok);
     s.encoders = vec![
         Encoder {

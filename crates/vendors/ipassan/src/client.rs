@@ -245,7 +245,7 @@ impl IpassanError {
         let (Some(status), Some(body)) = (e.status(), e.body()) else {
             return IpassanError::Http(e);
         };
-        let message = vendor_message(body);
+        let message = vendor_http::scrub(&vendor_message(body));
         if status == 403 && message.eq_ignore_ascii_case("access denied") {
             return IpassanError::AccessDenied {
                 site: site.to_owned(),

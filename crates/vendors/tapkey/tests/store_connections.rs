@@ -128,7 +128,9 @@ async fn connection_changed_in_the_store_applies_without_restart() {
         .await
         .unwrap();
     // The admin API's store: writes and announces changes on NATS.
-    let admin = ConnectionStore::new(db.pool.clone(), secrets.clone()).with_bus(tb.bus.clone());
+    let admin = ConnectionStore::new(db.pool.clone(), secrets.clone())
+        .with_bus(tb.bus.clone())
+        .with_egress(accesshub_connections::EgressPolicy::loopback_http());
     admin
         .upsert(&connection(&sim, &[tk::DEMO_LOCK_FRONT]))
         .await

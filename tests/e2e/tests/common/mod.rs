@@ -351,6 +351,7 @@ impl Stack {
     pub async fn add_connection(&mut self, conn: Connection) {
         let sbox = SecretBox::from_spec(&self.enc_key).unwrap();
         ConnectionStore::new(self.pool.clone(), sbox)
+            .with_egress(accesshub_connections::EgressPolicy::loopback_http())
             .upsert(&conn)
             .await
             .unwrap();
@@ -370,6 +371,11 @@ impl Stack {
             ("ACCESSHUB_HTTP_ADDR", format!("127.0.0.1:{port}")),
             ("ACCESSHUB_ENCRYPTION_KEY", self.enc_key.clone()),
             ("ACCESSHUB_ADMIN_TOKEN", "e2e-admin-token".to_owned()),
+            // The vendor simulators listen on loopback over plain http.
+            (
+                "ACCESSHUB_EGRESS_ALLOW",
+                "http://127.0.0.1:*,http://localhost:*".to_owned(),
+            ),
             ("ACCESSHUB_LOG_FORMAT", "pretty".to_owned()),
             (
                 "ACCESSHUB_CONNECTIONS_FILE",

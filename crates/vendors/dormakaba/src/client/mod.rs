@@ -482,9 +482,10 @@ fn write_rooms_and_areas(w: &mut XmlWriterHandle<'_>, rooms: &[String], areas: &
     }
 }
 
+/// The start of a body for a message, scrubbed (the lock system may echo our password).
 fn snippet(bytes: &[u8]) -> String {
-    let s = String::from_utf8_lossy(bytes);
-    s.chars().take(300).collect()
+    let s = String::from_utf8_lossy(&bytes[..bytes.len().min(4096)]);
+    vendor_http::scrub(&s)
 }
 
 /// Reads a reply: a fault inside the result, a real SOAP Fault, or the response fields.
@@ -501,7 +502,7 @@ fn parse_reply(
         Some(SoapError::SoapFault {
             operation,
             code: f.text_of("faultcode").unwrap_or_default().to_owned(),
-            string: f.text_of("faultstring").unwrap_or_default().to_owned(),
+            string: vendor_http::scrub(f.text_of("faultstring").unwrap_or_default()),
         })
     };
     if !(200..300).contains(&status) {
@@ -533,8 +534,8 @@ fn parse_reply(
         return Err(SoapError::Fault {
             operation,
             code: f.text_of("faultcode").unwrap_or_default().to_owned(),
-            string: f.text_of("faultstring").unwrap_or_default().to_owned(),
-            detail: f.text_of("detailInfo").unwrap_or_default().to_owned(),
+            string: vendor_http::scrub(f.text_of("faultstring").unwrap_or_default()),
+            detail: vendor_http::scrub(f.text_of("detailInfo").unwrap_or_default()),
         });
     }
     let code = result
