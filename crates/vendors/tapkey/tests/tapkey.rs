@@ -409,7 +409,16 @@ async fn crash_between_vendor_call_and_ack_creates_no_second_grant() {
 async fn after_a_crash_a_newer_revision_still_finds_the_crashed_attempts_grants() {
     use chrono::DurationRound as _;
     let env = Env::new().await;
-    let (h, mut rx) = env.start_crashing().await;
+    // Revision 1 stays unacknowledged after the crash. A short ack_wait would let its
+    // redelivery reach the new worker before revision 2 on a loaded machine, and then this
+    // would test a same-revision retry instead of a newer revision's first delivery.
+    let cfg = || {
+        let mut cfg = env.config();
+        cfg.ack_wait = Duration::from_secs(10);
+        cfg
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let h = worker_runtime::start(cfg(), crash_after_apply(tx)).await.unwrap();
     let from = (Utc::now() - chrono::Duration::hours(1))
         .duration_trunc(chrono::Duration::seconds(1))
         .unwrap();
@@ -427,10 +436,10 @@ async fn after_a_crash_a_newer_revision_still_finds_the_crashed_attempts_grants(
     h.abort().await; // crashed: grants at Tapkey, no binding, no ack
     let exp2 = expiry(5);
     env.publish(&with_from(2, exp2)).await;
-    let h = env.start(TapkeyHandler::new()).await;
+    let h = worker_runtime::start(cfg(), TapkeyHandler::new()).await.unwrap();
     eventually(
         "revision 2 applied, revision 1 skipped",
-        Duration::from_secs(20),
+        Duration::from_secs(60),
         || async {
             let skipped = h.registry().encode().lines().any(|l| {
                 l.starts_with("accesshub_worker_messages_total")
