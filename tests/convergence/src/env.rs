@@ -200,6 +200,7 @@ impl Env {
         let sim = self.sim.state();
         sim.reset();
         sim.seed_demo();
+        model.seed(&self.sim).map_err(err("model fixtures"))?;
         sim.reseed_faults(h.seed);
         // No vendor absorbs a repeated create: a duplicate accesshub causes stays live.
         for v in [

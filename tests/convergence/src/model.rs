@@ -49,6 +49,10 @@ pub trait Model: Send + Sync + 'static {
     const WORKER: &'static str;
     /// A fresh handler.
     fn handler(&self) -> Self::Handler;
+    /// Fixtures beyond the simulator's demo ones (seeded before every history).
+    fn seed(&self, _sim: &SimHandle) -> Result<(), String> {
+        Ok(())
+    }
     /// The tenant's connections to the simulator.
     fn connections(&self, tenant: &str, sim: &SimHandle) -> Vec<Connection>;
     /// The reconciler's inventory of this vendor.
