@@ -1,6 +1,7 @@
 //! iPassan end to end with ipassan-worker in-process: an asset booking moved to the wrong
 //! time by hand is corrected, a deleted one re-created, a stray carrying our reference
-//! removed, a booking made in iPassan by hand left alone; the second run is clean.
+//! removed, a booking made in iPassan by hand left alone; the second run is clean. Two copies of
+//! one booking's reference are reduced to one, which the binding then records.
 
 #![allow(clippy::unwrap_used)]
 
@@ -102,6 +103,9 @@ struct Portal {
 
 impl Portal {
     async fn login(base: &str) -> Portal {
+        Self::login_at(base, ip::DEMO_ASSET_BBQ).await
+    }
+    async fn login_at(base: &str, asset: &str) -> Portal {
         let http = reqwest::Client::new();
         let t: serde_json::Value = http
             .post(format!("{base}/api/v1/token"))
@@ -120,9 +124,8 @@ impl Portal {
         Portal {
             http,
             url: format!(
-                "{base}/api/v1/access/site/{}/asset/{}/booking",
+                "{base}/api/v1/access/site/{}/asset/{asset}/booking",
                 ip::DEMO_SITE,
-                ip::DEMO_ASSET_BBQ
             ),
             token: t["access_token"].as_str().unwrap().to_owned(),
         }
@@ -254,6 +257,175 @@ async fn wrong_time_missing_and_stray_asset_bookings_are_repaired() {
         Counts {
             checked: 3,
             in_sync: 3,
+            ..Counts::default()
+        },
+        "{:?}",
+        run2.error
+    );
+
+    worker.shutdown().await.unwrap();
+    sim.shutdown().await;
+    tb.cleanup().await;
+    db.drop_db().await;
+}
+
+/// An asset without "one booking per time slot", where two copies of one window can exist.
+const ROOM: &str = "6b1f3c9e-0000-4000-8000-0000000a55e2";
+
+fn seed_room(sim: &vendor_sim::SimHandle) {
+    sim.state()
+        .seed_ipassan(ip::IpassanFixture {
+            assets: vec![ip::Asset {
+                uuid: ROOM.into(),
+                site_uuid: ip::DEMO_SITE.into(),
+                name: "Meeting room".into(),
+                display: "week".into(),
+                door_profile_uuid: None,
+                floor_profile_uuid: None,
+                time_slot_minutes: 30,
+                max_booking_minutes: 240,
+                one_booking_per_slot: false,
+            }],
+            ..ip::IpassanFixture::default()
+        })
+        .unwrap();
+}
+
+fn booked_room(key: &str, start: &str, end: &str) -> Event {
+    let mut ev = booked(key, start, end);
+    if let EventBody::Facility(f) = &mut ev.body {
+        f.facility_id = "room".into();
+    }
+    ev
+}
+
+/// The booking GUID ipassan-worker's binding records for `key`.
+async fn recorded(db: &accesshub_testkit::TestDb, key: &str) -> Option<String> {
+    sqlx::query_scalar(
+        "SELECT vendor_ids->>'booking_uuid' FROM bindings
+          WHERE vendor = 'ipassan' AND booking_key = $1",
+    )
+    .bind(key)
+    .fetch_optional(&db.pool)
+    .await
+    .unwrap()
+    .flatten()
+}
+
+/// Issue 20: iPassan does not de-duplicate asset bookings by reference, so a booking may hold
+/// two copies of one window. The reconciler flags all but one; the worker must reduce them to
+/// exactly one — the copy the binding records, else the oldest — and record the one it kept,
+/// whichever copy the command names. Before the fix the worker spared only the recorded copy:
+/// a binding naming the later copy kept both forever (the engine keeps the oldest), and a
+/// binding naming a copy that is gone went on naming it.
+#[tokio::test]
+async fn duplicates_are_reduced_to_one_copy_which_the_binding_records() {
+    accesshub_telemetry::init_for_tests();
+    let (db, tb) = accesshub_testkit::isolated().await;
+    let sim = vendor_sim::start(vendor_sim::SimConfig::ephemeral())
+        .await
+        .unwrap();
+    sim.state().seed_demo();
+    seed_room(&sim);
+    sim.state().set_dedupe(vendor_sim::Vendor::IPassan, false);
+    let mut conn = connection(&sim.ipassan_url());
+    if let VendorSettings::Ipassan(s) = &mut conn.settings {
+        s.facilities.insert("room".into(), ROOM.into());
+    }
+    let worker = worker_runtime::start(
+        worker_runtime::WorkerConfig::for_test(
+            tb.config(ipassan_adapter::WORKER, &db.url),
+            Arc::new(worker_runtime::StaticConnections::new(vec![conn.clone()])),
+        ),
+        ipassan_adapter::IpassanHandler::default(),
+    )
+    .await
+    .unwrap();
+    let (start, end) = ("2030-07-01T10:00:00Z", "2030-07-01T11:00:00Z");
+    for key in ["D1", "D2"] {
+        ingest(&db, &tb, &booked_room(key, start, end)).await;
+    }
+    common::eventually("worker applied", || {
+        ["D1", "D2"]
+            .iter()
+            .all(|k| bookings(&sim, &reference(k)).len() == 1)
+    })
+    .await;
+    let portal = Portal::login_at(&sim.ipassan_url(), ROOM).await;
+
+    // D1: a later copy of the same window, and the binding records that later copy (as an
+    // attempt whose record named it would leave it). The engine keeps the oldest.
+    portal.create(&reference("D1"), start, end).await;
+    let d1 = bookings(&sim, &reference("D1"));
+    assert_eq!(d1.len(), 2);
+    let later = d1[1].0.clone();
+    sqlx::query(
+        "UPDATE bindings SET vendor_ids = jsonb_set(vendor_ids, '{booking_uuid}', to_jsonb($1::text))
+          WHERE vendor = 'ipassan' AND booking_key = 'D1'",
+    )
+    .bind(&later)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+
+    // D2: the recorded copy deleted by hand, two copies made by hand: the oldest is kept.
+    let d2_recorded = bookings(&sim, &reference("D2"))[0].0.clone();
+    portal.create(&reference("D2"), start, end).await;
+    portal.create(&reference("D2"), start, end).await;
+    portal.delete(&d2_recorded).await;
+    let oldest = bookings(&sim, &reference("D2"))[0].0.clone();
+    assert_eq!(
+        sim.state()
+            .live_duplicates(vendor_sim::Vendor::IPassan)
+            .len(),
+        2
+    );
+
+    let inv: Arc<dyn Inventory> = Arc::new(IpassanInventory::new(100.0));
+    let rec = common::reconciler(&db, &tb, &conn, inv);
+    let run = common::run(&rec, &db, &conn, Scope::Full).await;
+    assert_eq!(run.status, RunStatus::Succeeded, "{:?}", run.error);
+    assert_eq!(
+        run.counts,
+        Counts {
+            checked: 2,
+            removed: 2,
+            ..Counts::default()
+        }
+    );
+    common::eventually("one copy each", || {
+        bookings(&sim, &reference("D1")).len() == 1 && bookings(&sim, &reference("D2")).len() == 1
+    })
+    .await;
+    assert_eq!(
+        bookings(&sim, &reference("D1"))[0].0,
+        later,
+        "the recorded copy is kept"
+    );
+    assert_eq!(
+        bookings(&sim, &reference("D2"))[0].0,
+        oldest,
+        "else the oldest"
+    );
+    accesshub_testkit::eventually(
+        "the binding records the kept copy",
+        std::time::Duration::from_secs(15),
+        || async { recorded(&db, "D2").await.as_deref() == Some(oldest.as_str()) },
+    )
+    .await;
+    assert_eq!(recorded(&db, "D1").await.as_deref(), Some(later.as_str()));
+    assert!(
+        sim.state()
+            .live_duplicates(vendor_sim::Vendor::IPassan)
+            .is_empty()
+    );
+
+    let run2 = common::run(&rec, &db, &conn, Scope::Full).await;
+    assert_eq!(
+        run2.counts,
+        Counts {
+            checked: 2,
+            in_sync: 2,
             ..Counts::default()
         },
         "{:?}",

@@ -20,7 +20,7 @@ use booking_ingest::{IngestConfig, IngestHandle};
 use rand::{Rng as _, SeedableRng as _, rngs::StdRng};
 use reconciler::{Reconciler, Scope, Settings, Trigger, connections::conn_ref};
 use tokio::sync::mpsc;
-use vendor_sim::{FaultKind, FaultRule, SimConfig, SimHandle};
+use vendor_sim::{FaultKind, FaultRule, SimConfig, SimHandle, Vendor};
 use worker_runtime::{AfterApply, Handler, WorkerConfig, WorkerHandle};
 
 use crate::{
@@ -52,6 +52,8 @@ pub struct Outcome {
     pub crashes: usize,
     /// Vendor calls answered with an injected fault.
     pub faults_injected: usize,
+    /// Of those, the ones the vendor applied before the answer was lost.
+    pub faults_after_commit: usize,
     /// Differences the workers alone left (before the reconciler ran).
     pub drift_before_sync: usize,
     /// Objects the reconciler created, updated or removed.
@@ -82,8 +84,12 @@ impl std::fmt::Display for Outcome {
         }
         write!(
             f,
-            "  ({} crashes, {} faults injected, {} differences before the sync, {} repaired by it)",
-            self.crashes, self.faults_injected, self.drift_before_sync, self.repaired
+            "  ({} crashes, {} faults injected ({} after commit), {} differences before the sync, {} repaired by it)",
+            self.crashes,
+            self.faults_injected,
+            self.faults_after_commit,
+            self.drift_before_sync,
+            self.repaired
         )
     }
 }
@@ -194,7 +200,17 @@ impl Env {
         let sim = self.sim.state();
         sim.reset();
         sim.seed_demo();
+        model.seed(&self.sim).map_err(err("model fixtures"))?;
         sim.reseed_faults(h.seed);
+        // No vendor absorbs a repeated create: a duplicate accesshub causes stays live.
+        for v in [
+            Vendor::CloudPass,
+            Vendor::Tapkey,
+            Vendor::IPassan,
+            Vendor::Dormakaba,
+        ] {
+            sim.set_dedupe(v, false);
+        }
         let tenants = TenantStore::new(self.db.pool.clone(), self.sbox.clone());
         tenants
             .upsert(&h.tenant, &h.tenant)
@@ -241,16 +257,10 @@ impl Env {
                 }
                 Op::Fail {
                     calls,
-                    after_commit: _,
+                    after_commit,
                 } => {
-                    let kind = match rng.random_range(0..3) {
-                        0 => FaultKind::Status500,
-                        1 => FaultKind::Status503,
-                        _ => FaultKind::Status429 {
-                            retry_after_secs: 1,
-                        },
-                    };
-                    sim.add_fault(FaultRule::next_n(M::SIM, kind, u32::from(*calls)));
+                    let (kind, calls) = fault(&mut rng, *after_commit, *calls);
+                    sim.add_fault(FaultRule::next_n(M::SIM, kind, calls));
                 }
             }
         }
@@ -314,16 +324,16 @@ impl Env {
         let gone = model.desired(&gone);
         desired.optional.extend(gone.required);
         desired.optional.extend(gone.optional);
-        let (missing, leaked, duplicates) = compare(&desired, &model.observed(&self.sim));
+        let (missing, leaked, mut duplicates) = compare(&desired, &model.observed(&self.sim));
+        duplicates.extend(model.live_duplicates(&self.sim));
         out.missing = missing;
         out.leaked = leaked;
         out.duplicates = duplicates;
-        out.faults_injected = self
-            .sim
-            .state()
-            .calls_for(M::SIM)
+        let calls = self.sim.state().calls_for(M::SIM);
+        out.faults_injected = calls.iter().filter(|c| c.injected_fault).count();
+        out.faults_after_commit = calls
             .iter()
-            .filter(|c| c.injected_fault)
+            .filter(|c| c.injected_fault && c.committed_status.is_some())
             .count();
         if let Some(w) = worker.take() {
             w.shutdown().await.map_err(err("worker shutdown"))?;
@@ -498,6 +508,30 @@ impl Env {
     }
 }
 
+/// The fault of an [`Op::Fail`] and how many calls it hits. Before commit: 500, 503 or 429.
+/// After commit (the vendor applied the call, its answer is lost): 500, 503, a reset
+/// connection, or a timeout — which costs the client's whole timeout, so it hits one call.
+fn fault(rng: &mut StdRng, after_commit: bool, calls: u8) -> (FaultKind, u32) {
+    let calls = u32::from(calls);
+    if after_commit {
+        match rng.random_range(0..4) {
+            0 => (FaultKind::Status500AfterCommit, calls),
+            1 => (FaultKind::Status503AfterCommit, calls),
+            2 => (FaultKind::ResetAfterCommit, calls),
+            _ => (FaultKind::TimeoutAfterCommit, 1),
+        }
+    } else {
+        let kind = match rng.random_range(0..3) {
+            0 => FaultKind::Status500,
+            1 => FaultKind::Status503,
+            _ => FaultKind::Status429 {
+                retry_after_secs: 1,
+            },
+        };
+        (kind, calls)
+    }
+}
+
 /// The model's handler, made to "crash" (hang, unrecorded, unacknowledged) right after its
 /// next successful apply whenever a crash is armed.
 fn crashing<H: Handler>(
@@ -517,4 +551,45 @@ fn crashing<H: Handler>(
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_live_copy_is_a_duplicate_and_fails_the_history() {
+        let want = |v: &[&str]| Desired::required(v.iter().map(|s| (*s).to_owned()).collect());
+        let got = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let (m, l, d) = compare(&want(&["a"]), &got(&["a", "a"]));
+        assert!(m.is_empty() && l.is_empty());
+        assert_eq!(d, ["a ×2 (wanted 1 times at most)"]);
+        let out = Outcome {
+            duplicates: d,
+            ..Outcome::default()
+        };
+        assert!(!out.converged());
+        // Wanted by two bookings: two copies are no duplicate, three are.
+        assert!(compare(&want(&["a", "a"]), &got(&["a", "a"])).2.is_empty());
+        assert_eq!(
+            compare(&want(&["a", "a"]), &got(&["a", "a", "a"])).2.len(),
+            1
+        );
+        // A copy nobody wants is a leak.
+        assert_eq!(compare(&want(&[]), &got(&["b", "b"])).1, ["b ×2"]);
+    }
+
+    #[test]
+    fn timeouts_after_commit_hit_one_call() {
+        let mut rng = StdRng::seed_from_u64(7);
+        for _ in 0..200 {
+            let (kind, calls) = fault(&mut rng, true, 4);
+            assert!(kind.after_commit(), "{kind:?}");
+            if kind == FaultKind::TimeoutAfterCommit {
+                assert_eq!(calls, 1);
+            }
+            let (kind, _) = fault(&mut rng, false, 4);
+            assert!(!kind.after_commit(), "{kind:?}");
+        }
+    }
 }

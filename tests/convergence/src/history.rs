@@ -33,7 +33,8 @@ pub enum Op {
     },
     /// The worker dies right after its next successful vendor call, before recording it.
     Crash,
-    /// The next `calls` vendor calls fail (5xx or 429).
+    /// The next `calls` vendor calls fail: before the vendor does anything (5xx or 429), or
+    /// after it applied the call (its answer lost: 500, 503, a reset connection or a timeout).
     Fail {
         /// How many calls.
         calls: u8,
@@ -51,6 +52,9 @@ pub struct History {
     pub tenant: String,
     /// Booking keys.
     pub keys: Vec<String>,
+    /// Whether this history may hold faults after commit (decided per seed, see
+    /// [`Shape::after_commit_share`]).
+    pub after_commit: bool,
     /// Steps.
     pub ops: Vec<Op>,
 }
@@ -142,8 +146,11 @@ pub struct Shape {
     pub bookings: usize,
     /// Ops per history.
     pub ops: usize,
-    /// Whether faults after the vendor applied a change may be injected.
-    pub after_commit_faults: bool,
+    /// Share of histories (0.0 to 1.0) in which faults after the vendor applied a call may be
+    /// injected: in those, half the fault ops are after commit. Decided per seed apart from
+    /// the history's own draws, so a history with them is the same whatever the share
+    /// (`convergence-soak --seed S`, share 1, replays it).
+    pub after_commit_share: f64,
 }
 
 impl Default for Shape {
@@ -151,14 +158,20 @@ impl Default for Shape {
         Shape {
             bookings: 3,
             ops: 14,
-            after_commit_faults: false,
+            after_commit_share: 1.0,
         }
     }
+}
+
+/// Whether the history of `seed` may hold faults after commit under `share`.
+pub fn after_commit(seed: u64, share: f64) -> bool {
+    share >= 1.0 || (share > 0.0 && StdRng::seed_from_u64(seed ^ 0xafc0_4417).random_bool(share))
 }
 
 /// Generates the history of `seed` for `model`.
 pub fn generate<M: Model + ?Sized>(model: &M, seed: u64, shape: Shape) -> History {
     let mut rng = StdRng::seed_from_u64(seed);
+    let after = after_commit(seed, shape.after_commit_share);
     let tag = format!("h{seed:x}");
     let keys: Vec<String> = (0..shape.bookings).map(|b| format!("{tag}-b{b}")).collect();
     let mut state: Vec<Option<(i64, String, EventBody)>> = vec![None; shape.bookings];
@@ -173,7 +186,7 @@ pub fn generate<M: Model + ?Sized>(model: &M, seed: u64, shape: Shape) -> Histor
             8..=15 => Op::Crash,
             16..=23 => Op::Fail {
                 calls: rng.random_range(1..=4),
-                after_commit: shape.after_commit_faults && rng.random_bool(0.5),
+                after_commit: after && rng.random_bool(0.5),
             },
             _ => {
                 let b = rng.random_range(0..shape.bookings);
@@ -211,13 +224,20 @@ pub fn generate<M: Model + ?Sized>(model: &M, seed: u64, shape: Shape) -> Histor
         seed,
         tenant: format!("conv-{tag}"),
         keys,
+        after_commit: after,
         ops,
     }
 }
 
 impl fmt::Display for History {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "history seed={} tenant={}", self.seed, self.tenant)?;
+        writeln!(
+            f,
+            "history seed={} tenant={} faults after commit: {}",
+            self.seed,
+            self.tenant,
+            if self.after_commit { "on" } else { "off" }
+        )?;
         for (i, op) in self.ops.iter().enumerate() {
             match op {
                 Op::Send {
@@ -249,5 +269,38 @@ impl fmt::Display for History {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_history_with_faults_after_commit_is_the_same_whatever_the_share() {
+        let model = crate::vendors::Ipassan;
+        let half = Shape {
+            after_commit_share: 0.5,
+            ..Shape::default()
+        };
+        let (mut on, mut off) = (0, 0);
+        for seed in 1..=40 {
+            let h = generate(&model, seed, half);
+            if h.after_commit {
+                on += 1;
+                let all = generate(&model, seed, Shape::default());
+                assert_eq!(h.to_string(), all.to_string(), "seed {seed}");
+            } else {
+                off += 1;
+                assert!(!h.ops.iter().any(|o| matches!(
+                    o,
+                    Op::Fail {
+                        after_commit: true,
+                        ..
+                    }
+                )));
+            }
+        }
+        assert!(on > 5 && off > 5, "{on} on, {off} off");
     }
 }

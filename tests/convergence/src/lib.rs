@@ -60,6 +60,8 @@ pub struct Report {
     pub crashes: usize,
     /// Vendor calls answered with an injected fault.
     pub faults_injected: usize,
+    /// Of those, the ones the vendor applied before the answer was lost.
+    pub faults_after_commit: usize,
     /// Histories the workers alone left different from the desired state.
     pub drifted_before_sync: usize,
     /// Objects the reconciler repaired.
@@ -76,12 +78,13 @@ impl std::fmt::Display for Report {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(
             f,
-            "{}: {} histories, {} events, {} crashes, {} faults injected, {} drifted before the sync ({} objects repaired), {} transient dead letters, {} failures, {:.1} s",
+            "{}: {} histories, {} events, {} crashes, {} faults injected ({} after commit), {} drifted before the sync ({} objects repaired), {} transient dead letters, {} failures, {:.1} s",
             self.vendor,
             self.histories,
             self.events,
             self.crashes,
             self.faults_injected,
+            self.faults_after_commit,
             self.drifted_before_sync,
             self.repaired,
             self.transient_dlq,
@@ -124,6 +127,7 @@ pub async fn check<M: Model>(
             .count();
         report.crashes += out.crashes;
         report.faults_injected += out.faults_injected;
+        report.faults_after_commit += out.faults_after_commit;
         report.drifted_before_sync += usize::from(out.drift_before_sync > 0);
         report.repaired += out.repaired;
         report.transient_dlq += out.transient_dlq;

@@ -49,6 +49,10 @@ pub trait Model: Send + Sync + 'static {
     const WORKER: &'static str;
     /// A fresh handler.
     fn handler(&self) -> Self::Handler;
+    /// Fixtures beyond the simulator's demo ones (seeded before every history).
+    fn seed(&self, _sim: &SimHandle) -> Result<(), String> {
+        Ok(())
+    }
     /// The tenant's connections to the simulator.
     fn connections(&self, tenant: &str, sim: &SimHandle) -> Vec<Connection>;
     /// The reconciler's inventory of this vendor.
@@ -70,6 +74,31 @@ pub trait Model: Send + Sync + 'static {
     fn desired(&self, winners: &[Event]) -> Desired;
     /// The live objects the simulator holds (every entry: duplicates count).
     fn observed(&self, sim: &SimHandle) -> Vec<Object>;
+
+    /// Live objects the simulator counts as the same access twice
+    /// ([`vendor_sim::LiveObject::duplicate_key`]: kind, place and our reference), one line
+    /// per group: every one is a failure, whatever the windows. Vendors whose objects carry no
+    /// per-booking reference (Tapkey grants: two passes may want the same grant) override it.
+    fn live_duplicates(&self, sim: &SimHandle) -> Vec<Object> {
+        sim.state()
+            .live_duplicates(Self::SIM)
+            .into_iter()
+            .map(|group| {
+                let ids: Vec<&str> = group.iter().map(|o| o.id.as_str()).collect();
+                let first = group.first();
+                format!(
+                    "live duplicate {:?} {} at {} ×{} (ids {})",
+                    first.map(|o| o.kind),
+                    first
+                        .and_then(|o| o.reference.as_deref())
+                        .unwrap_or("<no reference>"),
+                    first.map_or("", |o| o.place.as_str()),
+                    group.len(),
+                    ids.join(", ")
+                )
+            })
+            .collect()
+    }
 
     /// Whether a permanent failure is one the vendor's documentation makes unavoidable (the
     /// booking's objects are then optional, and the dead letter is expected).

@@ -12,9 +12,17 @@ fn histories() -> u64 {
         .unwrap_or(8)
 }
 
+/// Share of the short histories that may hold faults after commit (each costs a retry, a
+/// timeout one the client's whole timeout); `make soak` has them in every history.
+const AFTER_COMMIT_SHARE: f64 = 0.5;
+
 async fn converges<M: Model>(model: M) {
     let mut env = Env::new().await.unwrap_or_else(|e| panic!("{e}"));
-    let report = check(&mut env, &model, 1..=histories(), Shape::default(), 30)
+    let shape = Shape {
+        after_commit_share: AFTER_COMMIT_SHARE,
+        ..Shape::default()
+    };
+    let report = check(&mut env, &model, 1..=histories(), shape, 30)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     env.finish().await;
@@ -24,6 +32,10 @@ async fn converges<M: Model>(model: M) {
     assert!(
         report.faults_injected > 0,
         "no vendor fault was injected: {report}"
+    );
+    assert!(
+        report.faults_after_commit > 0,
+        "no fault after commit was injected: {report}"
     );
 }
 

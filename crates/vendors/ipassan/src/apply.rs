@@ -372,59 +372,134 @@ pub fn stray_id(asset: &str, booking: &str) -> String {
     format!("{asset}/{booking}")
 }
 
-/// What [`remove_stray`] did.
+/// What [`remove_stray`] did with the copy the command names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StrayOutcome {
     /// Deleted.
     Deleted,
     /// Already gone (success: nothing to remove).
     Gone,
-    /// Not removed: the booking no longer carries the reference, or the binding now points at
-    /// it (an event re-created it after the reconciler looked). Deleting it would remove
+    /// Not removed: the booking no longer carries the reference, or it is the copy the
+    /// booking's current desired state keeps ([`desired::keeper`]). Deleting it would remove
     /// desired access.
     Kept,
 }
 
+/// What [`remove_stray`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Removal {
+    /// What became of the named copy.
+    pub outcome: StrayOutcome,
+    /// The booking's one remaining copy when its desired state wants one here (the binding
+    /// must record it).
+    pub kept: Option<Ours>,
+    /// How many copies were deleted (the named one and duplicates of it).
+    pub deleted: usize,
+}
+
+impl Removal {
+    /// The record the binding should hold after the removal, when it differs from `current`:
+    /// the kept copy, so the engine, the worker and the next event all name the same one.
+    pub fn record(&self, current: Option<&VendorIds>) -> Option<VendorIds> {
+        let k = self.kept.as_ref()?;
+        let same = current.is_some_and(|c| {
+            c.booking_uuid.as_deref() == Some(k.booking.uuid.as_str())
+                && c.asset_uuid
+                    .as_deref()
+                    .is_some_and(|a| a.eq_ignore_ascii_case(&k.asset))
+        });
+        (!same).then(|| VendorIds {
+            asset_uuid: Some(k.asset.clone()),
+            booking_uuid: Some(k.booking.uuid.clone()),
+            person_uuid: Some(k.booking.person_uuid.clone()),
+            start: Some(k.booking.start),
+            end: Some(k.booking.end),
+        })
+    }
+}
+
 /// Removes a booking the reconciler found carrying our reference although no booking wants
-/// it. Re-checked here because the reconciler's view may be stale by the time the command
-/// arrives: only a booking that still carries `reference` and is not the one the binding
-/// records (`current`) is deleted.
+/// it, or wants it once and iPassan holds it more often. Re-checked here because the
+/// reconciler's view may be stale by the time the command arrives: `wanted` is what the
+/// booking's current desired state asks of this connection ([`desired::wanted`]), `current`
+/// what the binding records.
+///
+/// When a copy is wanted, the booking's copies on the wanted asset are reduced to exactly one
+/// ([`desired::keeper`]: exact window, else the recorded copy, else the oldest) whichever copy
+/// the command names, as CloudPass does; the caller records the kept one. Otherwise the named
+/// copy is deleted if it still carries `reference`.
 pub async fn remove_stray(
     client: &IpassanClient,
     vendor_id: &str,
     reference: &str,
+    wanted: Option<&desired::Wanted>,
     current: Option<&VendorIds>,
-) -> Result<StrayOutcome, ApplyError> {
+) -> Result<Removal, ApplyError> {
     let Some((asset, booking)) = vendor_id.split_once('/') else {
         return Err(RuleError::BadStrayId {
             vendor_id: vendor_id.to_owned(),
         }
         .into());
     };
-    if current.is_some_and(|c| {
-        c.booking_uuid.as_deref() == Some(booking) && c.asset_uuid.as_deref() == Some(asset)
-    }) {
-        tracing::warn!(
-            asset,
-            booking,
-            "stray is the binding's current booking: kept"
-        );
-        return Ok(StrayOutcome::Kept);
-    }
-    let Some(found) = client.get_booking(asset, booking).await? else {
-        return Ok(StrayOutcome::Gone);
+    let recorded =
+        current.and_then(|c| Some((c.asset_uuid.as_deref()?, c.booking_uuid.as_deref()?)));
+    let (copies, kept) = match wanted {
+        Some(w) => {
+            let copies = ours_on(client, &w.asset, reference).await?;
+            let kept = desired::keeper(&copies, w, recorded).cloned();
+            (copies, kept)
+        }
+        None => (Vec::new(), None),
     };
-    if found.reference.as_deref() != Some(reference) {
-        tracing::warn!(
-            asset,
-            booking,
-            "stray no longer carries our reference: kept"
-        );
-        return Ok(StrayOutcome::Kept);
-    }
-    Ok(if client.delete_booking(asset, booking).await? {
+    let is_kept = |a: &str, b: &str| {
+        kept.as_ref()
+            .is_some_and(|k| k.asset.eq_ignore_ascii_case(a) && k.booking.uuid == b)
+    };
+    let mut doomed: Vec<Ours> = copies
+        .iter()
+        .filter(|o| !is_kept(&o.asset, &o.booking.uuid))
+        .cloned()
+        .collect();
+    let listed = copies
+        .iter()
+        .any(|o| o.asset.eq_ignore_ascii_case(asset) && o.booking.uuid == booking);
+    let mut outcome = if is_kept(asset, booking) {
+        tracing::info!(asset, booking, "named copy is the one kept");
+        StrayOutcome::Kept
+    } else if listed {
         StrayOutcome::Deleted
     } else {
-        StrayOutcome::Gone
+        match client.get_booking(asset, booking).await? {
+            None => StrayOutcome::Gone,
+            Some(found) if found.reference.as_deref() != Some(reference) => {
+                tracing::warn!(
+                    asset,
+                    booking,
+                    "stray no longer carries our reference: kept"
+                );
+                StrayOutcome::Kept
+            }
+            Some(found) => {
+                doomed.push(Ours {
+                    asset: asset.to_owned(),
+                    booking: found,
+                });
+                StrayOutcome::Deleted
+            }
+        }
+    };
+    let mut deleted = 0;
+    for o in &doomed {
+        let existed = client.delete_booking(&o.asset, &o.booking.uuid).await?;
+        tracing::info!(asset = %o.asset, booking = %o.booking.uuid, existed, "ipassan duplicate or stray deleted");
+        deleted += usize::from(existed);
+        if !existed && o.asset.eq_ignore_ascii_case(asset) && o.booking.uuid == booking {
+            outcome = StrayOutcome::Gone;
+        }
+    }
+    Ok(Removal {
+        outcome,
+        kept,
+        deleted,
     })
 }

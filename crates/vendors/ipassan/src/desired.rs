@@ -6,7 +6,7 @@
 //! refuse anyway.
 
 use accesshub_connections::IpassanSettings;
-use accesshub_domain::{Classify, ErrorClass};
+use accesshub_domain::{Classify, ErrorClass, FacilityBooking, FacilityStatus};
 use chrono::{DateTime, SecondsFormat, Timelike, Utc};
 
 use crate::client::{Asset, AssetBooking};
@@ -318,6 +318,62 @@ pub struct Ours {
     pub booking: AssetBooking,
 }
 
+/// Where and when a booking's current desired state wants its one asset booking: what the
+/// reconciler compares (asset, start, end), without the person, which only a vendor call can
+/// tell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wanted {
+    /// Asset GUID (from the connection's mapping).
+    pub asset: String,
+    /// Start.
+    pub start: DateTime<Utc>,
+    /// End.
+    pub end: DateTime<Utc>,
+}
+
+/// What `booking` wants through the connection `settings` belong to: `None` when it wants no
+/// asset booking there (cancelled, or its facility is not mapped).
+pub fn wanted(
+    settings: &IpassanSettings,
+    tenant: &str,
+    connection: &str,
+    booking: &FacilityBooking,
+) -> Option<Wanted> {
+    if booking.status != FacilityStatus::Booked {
+        return None;
+    }
+    let asset = asset_for(settings, tenant, connection, &booking.facility_id).ok()?;
+    Some(Wanted {
+        asset: asset.trim().to_owned(),
+        start: booking.start,
+        end: booking.end,
+    })
+}
+
+/// The copy of a booking's reference to keep when iPassan holds several (it does not enforce
+/// the reference's uniqueness): only copies on the wanted asset qualify; among them one that
+/// already has the wanted window, then the one the binding records (`recorded`: asset and
+/// booking GUID), then the oldest (iPassan lists by creation). Every other copy is a
+/// duplicate. The reconciler's engine keeps the first exact copy, else the first listed, so
+/// the two agree wherever the record does not decide; preferring an exact copy over the
+/// record means a sync that follows a lost event leaves the wanted window in one pass.
+pub fn keeper<'a>(
+    copies: &'a [Ours],
+    wanted: &Wanted,
+    recorded: Option<(&str, &str)>,
+) -> Option<&'a Ours> {
+    let exact = |o: &Ours| o.booking.start == wanted.start && o.booking.end == wanted.end;
+    let is_recorded = |o: &Ours| {
+        recorded.is_some_and(|(a, b)| o.asset.eq_ignore_ascii_case(a) && o.booking.uuid == b)
+    };
+    copies
+        .iter()
+        .enumerate()
+        .filter(|(_, o)| o.asset.eq_ignore_ascii_case(&wanted.asset))
+        .min_by_key(|(i, o)| (!exact(o), !is_recorded(o), *i))
+        .map(|(_, o)| o)
+}
+
 /// The booking we want.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Desired {
@@ -592,6 +648,49 @@ mod tests {
             true,
         );
         assert!(!p.create && p.delete_after.len() == 1);
+    }
+
+    #[test]
+    fn the_exact_copy_is_kept_then_the_recorded_one_then_the_oldest() {
+        let w = Wanted {
+            asset: "a1".into(),
+            start: t("2030-05-01T10:00:00Z"),
+            end: t("2030-05-01T11:00:00Z"),
+        };
+        let copy = |asset: &str, uuid: &str, start: &str| Ours {
+            asset: asset.into(),
+            booking: booking(uuid, start, "2030-05-01T11:00:00Z", Some("ref")),
+        };
+        let kept = |copies: &[Ours], rec: Option<(&str, &str)>| {
+            keeper(copies, &w, rec).map(|o| o.booking.uuid.clone())
+        };
+        let two = [
+            copy("a1", "old", "2030-05-01T10:00:00Z"),
+            copy("A1", "new", "2030-05-01T10:00:00Z"),
+        ];
+        assert_eq!(kept(&two, None).as_deref(), Some("old"), "the oldest");
+        assert_eq!(
+            kept(&two, Some(("a1", "new"))).as_deref(),
+            Some("new"),
+            "the recorded"
+        );
+        assert_eq!(kept(&two, Some(("a1", "gone"))).as_deref(), Some("old"));
+        // An exact copy wins over a recorded one with another window.
+        let moved = [
+            copy("a1", "rec", "2030-05-01T09:00:00Z"),
+            copy("a1", "exact", "2030-05-01T10:00:00Z"),
+        ];
+        assert_eq!(kept(&moved, Some(("a1", "rec"))).as_deref(), Some("exact"));
+        // No exact copy: the recorded one, else the oldest.
+        let off = [
+            copy("a1", "x", "2030-05-01T09:00:00Z"),
+            copy("a1", "y", "2030-05-01T09:30:00Z"),
+        ];
+        assert_eq!(kept(&off, Some(("a1", "y"))).as_deref(), Some("y"));
+        assert_eq!(kept(&off, None).as_deref(), Some("x"));
+        // Copies on another asset never qualify, even recorded.
+        let elsewhere = [copy("a2", "z", "2030-05-01T10:00:00Z")];
+        assert_eq!(kept(&elsewhere, Some(("a2", "z"))), None);
     }
 
     #[test]

@@ -6,10 +6,11 @@ use std::sync::Arc;
 use accesshub_connections::{Connection, IpassanSettings, Vendor};
 use accesshub_domain::{EventBody, EventKind, sync::RemoveCommand};
 use vendor_http::{HttpSettings, RateLimiter, VendorClient};
-use worker_runtime::{ApplyContext, ApplyOutcome, Handler, HandlerError, Recorded};
+use worker_runtime::{ApplyContext, ApplyOutcome, Handler, HandlerError, Recorded, Status};
 
 use crate::apply::{self, Target, VendorIds};
 use crate::client::{DEFAULT_PAGE_SIZE, IpassanClient, VENDOR};
+use crate::desired::{self, Wanted};
 
 /// Worker (and durable consumer) name.
 pub const WORKER: &str = "ipassan-worker";
@@ -112,20 +113,81 @@ impl Handler for IpassanHandler {
         Ok(ApplyOutcome::new(applied.status, applied.ids))
     }
 
-    /// Removes a stray asset booking (vendor id `<asset>/<booking>`), unless it is the one
-    /// the binding records or no longer carries our reference.
+    /// Removes a stray asset booking (vendor id `<asset>/<booking>`), judged against the
+    /// booking's current desired state (stored booking, served by this connection's account):
+    /// not wanted → the named copy goes; wanted → its copies are reduced to one, which the
+    /// binding then records (see [`apply::remove_stray`]).
     async fn remove(
         &self,
         ctx: &ApplyContext<IpassanClient>,
         cmd: &RemoveCommand,
         prev: Option<&Recorded<VendorIds>>,
     ) -> Result<Option<ApplyOutcome<VendorIds>>, HandlerError> {
-        // An offboarding connection wants nothing: not even the recorded booking is spared.
-        let current = previous_ids(prev).filter(|_| ctx.wants_access());
-        let outcome =
-            apply::remove_stray(&ctx.client, &cmd.vendor_id, &cmd.reference, current).await?;
-        tracing::info!(vendor_id = %cmd.vendor_id, ?outcome, run = cmd.run_id, "stray handled");
-        Ok(None)
+        // An offboarding connection wants nothing: `stored_booking` answers none.
+        let wanted = wanted_here(ctx, cmd).await?;
+        let current = previous_ids(prev);
+        let removal = apply::remove_stray(
+            &ctx.client,
+            &cmd.vendor_id,
+            &cmd.reference,
+            wanted.as_ref(),
+            current,
+        )
+        .await?;
+        tracing::info!(
+            vendor_id = %cmd.vendor_id,
+            outcome = ?removal.outcome,
+            deleted = removal.deleted,
+            run = cmd.run_id,
+            "stray handled"
+        );
+        Ok(removal
+            .record(current)
+            .map(|ids| ApplyOutcome::new(Status::Booked, ids)))
+    }
+}
+
+/// What the booking's current desired state wants of this connection: the stored booking,
+/// served by its current connection (another one counts only if it reaches the same iPassan
+/// account and site), mapped to an asset. `None`: nothing here.
+async fn wanted_here(
+    ctx: &ApplyContext<IpassanClient>,
+    cmd: &RemoveCommand,
+) -> Result<Option<Wanted>, HandlerError> {
+    let Some((site, EventBody::Facility(f))) = ctx
+        .stored_booking(EventKind::Facility, &cmd.booking_key)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let Some(owner) = ctx.connection_for_site(&site).await? else {
+        return Ok(None);
+    };
+    if !same_account(&owner.connection, &ctx.connection) {
+        return Ok(None);
+    }
+    let settings = settings_of(&owner.connection)?;
+    Ok(desired::wanted(
+        settings,
+        &owner.connection.tenant,
+        &owner.connection.name,
+        &f,
+    ))
+}
+
+/// Whether two connections reach the same iPassan site through the same API client: only
+/// then is a booking listed under one also the other's.
+pub fn same_account(a: &Connection, b: &Connection) -> bool {
+    if a.tenant == b.tenant && a.name == b.name {
+        return true;
+    }
+    match (a.settings.ipassan(), b.settings.ipassan()) {
+        (Ok(x), Ok(y)) => {
+            x.base_url.trim_end_matches('/') == y.base_url.trim_end_matches('/')
+                && x.client_id == y.client_id
+                && x.site_guid.eq_ignore_ascii_case(&y.site_guid)
+        }
+        _ => false,
     }
 }
 

@@ -724,7 +724,7 @@ async fn vendor_outage_is_transient() {
 }
 
 #[tokio::test]
-async fn strays_are_removed_only_when_still_ours_and_not_current() {
+async fn strays_are_removed_only_when_still_ours_and_not_the_copy_kept() {
     let sim = sim().await;
     let s = settings(&sim);
     let c = client(&s);
@@ -766,24 +766,34 @@ async fn strays_are_removed_only_when_still_ours_and_not_current() {
         ..VendorIds::default()
     };
     let id = |b: &str| apply::stray_id(DEMO_ASSET_BBQ, b);
+    let wanted = ipassan_adapter::desired::Wanted {
+        asset: DEMO_ASSET_BBQ.into(),
+        start: t("2030-05-01T12:00:00Z"),
+        end: t("2030-05-01T13:00:00Z"),
+    };
     use apply::StrayOutcome::*;
-    let r = apply::remove_stray(&c, &id(&stray.uuid), REF, Some(&binding))
+    let r = apply::remove_stray(&c, &id(&stray.uuid), REF, Some(&wanted), Some(&binding))
         .await
         .unwrap();
-    assert_eq!(r, Deleted);
-    let r = apply::remove_stray(&c, &id(&stray.uuid), REF, Some(&binding))
+    assert_eq!(r.outcome, Deleted);
+    assert_eq!(
+        r.kept.as_ref().map(|k| k.booking.uuid.as_str()),
+        Some(current.uuid.as_str())
+    );
+    assert_eq!(r.record(Some(&binding)), None, "already recorded");
+    let r = apply::remove_stray(&c, &id(&stray.uuid), REF, Some(&wanted), Some(&binding))
         .await
         .unwrap();
-    assert_eq!(r, Gone);
-    let r = apply::remove_stray(&c, &id(&foreign.uuid), REF, Some(&binding))
+    assert_eq!(r.outcome, Gone);
+    let r = apply::remove_stray(&c, &id(&foreign.uuid), REF, Some(&wanted), Some(&binding))
         .await
         .unwrap();
-    assert_eq!(r, Kept, "not carrying our reference");
-    let r = apply::remove_stray(&c, &id(&current.uuid), REF, Some(&binding))
+    assert_eq!(r.outcome, Kept, "not carrying our reference");
+    let r = apply::remove_stray(&c, &id(&current.uuid), REF, Some(&wanted), Some(&binding))
         .await
         .unwrap();
-    assert_eq!(r, Kept, "the binding's current booking");
-    let e = apply::remove_stray(&c, "no-slash", REF, None)
+    assert_eq!(r.outcome, Kept, "the copy the desired state keeps");
+    let e = apply::remove_stray(&c, "no-slash", REF, None, None)
         .await
         .unwrap_err();
     assert_eq!(e.class(), ErrorClass::Permanent);
@@ -793,7 +803,13 @@ async fn strays_are_removed_only_when_still_ours_and_not_current() {
         .into_iter()
         .map(|b| b.uuid)
         .collect();
-    assert_eq!(left, [foreign.uuid, current.uuid]);
+    assert_eq!(left, [foreign.uuid.clone(), current.uuid.clone()]);
+    // Once the booking wants nothing here, even the recorded copy goes.
+    let r = apply::remove_stray(&c, &id(&current.uuid), REF, None, Some(&binding))
+        .await
+        .unwrap();
+    assert_eq!(r.outcome, Deleted);
+    assert_eq!(r.record(Some(&binding)), None);
     sim.shutdown().await;
 }
 

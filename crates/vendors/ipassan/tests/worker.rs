@@ -106,6 +106,30 @@ impl Env {
             .unwrap();
     }
 
+    /// Stores `ev` as the booking's desired state, as booking-ingest does (a removal is
+    /// judged against it).
+    async fn store(&self, ev: &Event) {
+        let EventBody::Facility(f) = &ev.body else {
+            unreachable!()
+        };
+        sqlx::query(
+            "INSERT INTO bookings (tenant_id, kind, booking_key, site, revision, source, event_id,
+                                   payload, starts_at, ends_at)
+             VALUES ($1, 'facility', $2, $3, $4, 'connecx', $5, $6, $7, $8)",
+        )
+        .bind(&ev.tenant)
+        .bind(&ev.booking_key)
+        .bind(&ev.site)
+        .bind(ev.revision)
+        .bind(ev.id)
+        .bind(serde_json::to_value(&ev.body).unwrap())
+        .bind(f.start)
+        .bind(f.end)
+        .execute(&self.db.pool)
+        .await
+        .unwrap();
+    }
+
     async fn binding(&self, key: &str) -> Option<Binding> {
         worker_runtime::get_binding(
             &self.db.pool,
@@ -569,13 +593,9 @@ async fn reconciler_removes_a_stray_but_never_the_current_booking() {
     use accesshub_domain::{EventKind, sync};
     let env = Env::new().await;
     let h = env.start(DEMO_SITE, 100).await;
-    env.publish(&booked(
-        "cx-s",
-        1,
-        "2030-05-01T10:00:00Z",
-        "2030-05-01T11:00:00Z",
-    ))
-    .await;
+    let ev = booked("cx-s", 1, "2030-05-01T10:00:00Z", "2030-05-01T11:00:00Z");
+    env.store(&ev).await;
+    env.publish(&ev).await;
     let b = env.applied("cx-s", 1).await;
     let current = b.vendor_ids["booking_uuid"].as_str().unwrap().to_owned();
     // A leftover with our reference, e.g. from a move whose delete never happened.

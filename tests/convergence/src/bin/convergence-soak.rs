@@ -26,8 +26,12 @@ struct Args {
     /// Steps per history.
     #[arg(long, default_value_t = 14)]
     ops: usize,
-    /// Also inject faults after the vendor applied a call (answer lost).
+    /// Inject only faults that fire before the vendor applies a call (by default, half the
+    /// fault ops of every history hit after the vendor applied the call: answer lost).
     #[arg(long)]
+    before_commit_only: bool,
+    /// Faults after commit (the default; kept so older command lines still work).
+    #[arg(long, hide = true, conflicts_with = "before_commit_only")]
     after_commit: bool,
     /// Extra runs spent shrinking each failing history.
     #[arg(long, default_value_t = 40)]
@@ -43,7 +47,7 @@ async fn one<M: Model>(model: M, args: &Args) -> anyhow::Result<Report> {
     let shape = Shape {
         bookings: args.bookings,
         ops: args.ops,
-        after_commit_faults: args.after_commit,
+        after_commit_share: if args.before_commit_only { 0.0 } else { 1.0 },
     };
     let report = check(&mut env, &model, seeds, shape, args.shrink_runs).await;
     env.finish().await;
@@ -73,12 +77,13 @@ async fn main() -> anyhow::Result<()> {
     println!("\nsummary:");
     for r in &reports {
         println!(
-            "  {:<10} {:>6} histories {:>7} events {:>5} crashes {:>6} faults {:>4} failures {:>8.1} s",
+            "  {:<10} {:>6} histories {:>7} events {:>5} crashes {:>6} faults ({:>5} after commit) {:>4} failures {:>8.1} s",
             r.vendor,
             r.histories,
             r.events,
             r.crashes,
             r.faults_injected,
+            r.faults_after_commit,
             r.failures.len(),
             r.elapsed.as_secs_f64()
         );

@@ -1,8 +1,11 @@
 //! iPassan: connecX-style facility bookings. A booked facility booking should leave one asset
 //! booking on the asset its facility maps to, for the resident's person, over exactly its
 //! window (on the asset's 30-minute slots, at most 120 minutes), carrying our reference;
-//! nothing else. Each booking keeps to its own day, so the asset's "one booking per slot" rule
-//! never refuses a valid history.
+//! nothing else. Two facilities: the demo "Rooftop BBQ" (one booking per slot) and a room
+//! without that rule, where iPassan accepts a second booking of one window — so a create whose
+//! answer was lost and a retry that missed it would leave a live duplicate. Bookings move
+//! between them. Each booking keeps to its own day, so the "one booking per slot" rule never
+//! refuses a valid history.
 
 use std::{collections::BTreeMap, sync::Arc};
 
@@ -21,6 +24,22 @@ use crate::model::{Desired, Model, Object};
 pub struct Ipassan;
 
 const FACILITY: &str = "bbq";
+/// A facility on an asset that allows parallel bookings.
+const ROOM: &str = "room";
+/// Its asset.
+const ROOM_ASSET: &str = "6b1f3c9e-0000-4000-8000-0000000a55e2";
+
+fn asset_of(facility: &str) -> &'static str {
+    if facility == ROOM {
+        ROOM_ASSET
+    } else {
+        ip::DEMO_ASSET_BBQ
+    }
+}
+
+fn facility(rng: &mut StdRng) -> String {
+    if rng.random_bool(0.5) { ROOM } else { FACILITY }.to_owned()
+}
 
 fn window(rng: &mut StdRng, booking: usize) -> (DateTime<Utc>, DateTime<Utc>) {
     let day = Utc
@@ -49,6 +68,26 @@ impl Model for Ipassan {
         IpassanHandler::default()
     }
 
+    fn seed(&self, sim: &SimHandle) -> Result<(), String> {
+        let room = ip::Asset {
+            uuid: ROOM_ASSET.into(),
+            site_uuid: ip::DEMO_SITE.into(),
+            name: "Meeting room".into(),
+            display: "week".into(),
+            door_profile_uuid: Some(ip::DEMO_PROFILE_DOOR.into()),
+            floor_profile_uuid: None,
+            time_slot_minutes: 30,
+            max_booking_minutes: 120,
+            one_booking_per_slot: false,
+        };
+        sim.state()
+            .seed_ipassan(ip::IpassanFixture {
+                assets: vec![room],
+                ..ip::IpassanFixture::default()
+            })
+            .map_err(|e| e.to_string())
+    }
+
     fn connections(&self, tenant: &str, sim: &SimHandle) -> Vec<Connection> {
         vec![Connection {
             tenant: tenant.into(),
@@ -60,7 +99,10 @@ impl Model for Ipassan {
                 client_id: ip::DEMO_CLIENT_ID.into(),
                 client_secret: Secret::new(ip::DEMO_CLIENT_SECRET),
                 site_guid: ip::DEMO_SITE.into(),
-                facilities: BTreeMap::from([(FACILITY.to_owned(), ip::DEMO_ASSET_BBQ.to_owned())]),
+                facilities: BTreeMap::from([
+                    (FACILITY.to_owned(), ip::DEMO_ASSET_BBQ.to_owned()),
+                    (ROOM.to_owned(), ROOM_ASSET.to_owned()),
+                ]),
             }),
             version: 1,
         }]
@@ -74,7 +116,7 @@ impl Model for Ipassan {
         let (start, end) = window(rng, booking);
         let f = FacilityBooking {
             status: FacilityStatus::Booked,
-            facility_id: FACILITY.into(),
+            facility_id: facility(rng),
             // The demo resident holds the asset's door and floor profiles.
             resident: Resident {
                 id: "res-jan".into(),
@@ -100,10 +142,19 @@ impl Model for Ipassan {
             return (site.into(), prev.clone(), "unchanged".into());
         };
         let mut f = prev.clone();
-        let note = match rng.random_range(0..4) {
+        let note = match rng.random_range(0..5) {
             0 | 1 => {
                 (f.start, f.end) = window(rng, booking);
                 "moved in time"
+            }
+            4 => {
+                f.facility_id = if f.facility_id == ROOM {
+                    FACILITY
+                } else {
+                    ROOM
+                }
+                .into();
+                "moved to the other facility"
             }
             2 => {
                 f.status = FacilityStatus::Cancelled;
@@ -126,7 +177,7 @@ impl Model for Ipassan {
                         "asset-booking ah:{}:facility:{} on {} {}..{} person {}",
                         ev.tenant,
                         ev.booking_key,
-                        ip::DEMO_ASSET_BBQ,
+                        asset_of(&f.facility_id),
                         ts(&f.start),
                         ts(&f.end),
                         ip::DEMO_PERSON_JAN
