@@ -3,18 +3,26 @@
 //! [`accesshub_store::SecretBox`] and cached decrypted for a short time.
 
 use std::{
-    collections::HashMap,
-    sync::{Arc, RwLock},
+    num::{NonZeroU32, NonZeroUsize},
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
 use accesshub_store::SecretBox;
 use axum::http::HeaderMap;
 use chrono::{DateTime, NaiveTime, Utc};
+use governor::{
+    DefaultDirectRateLimiter, Quota, RateLimiter,
+    clock::{Clock as _, DefaultClock},
+};
 use hmac::{Hmac, Mac};
+use lru::LruCache;
+use prometheus_client::metrics::counter::Counter;
 use sha2::Sha256;
 use sqlx::PgPool;
 use subtle::ConstantTimeEq;
+
+use crate::error::Reject;
 
 /// Header carrying the unix timestamp (seconds) the signature covers.
 pub const TIMESTAMP_HEADER: &str = "x-accesshub-timestamp";
@@ -43,33 +51,117 @@ pub fn sign(secret: &str, ts: i64, body: &[u8]) -> String {
     format!("sha256={}", hex::encode(mac(secret.as_bytes(), ts, body)))
 }
 
-/// Checks the signature headers against every valid secret, in constant time per secret and
-/// without stopping at the first match (which secret matched is not observable).
-pub fn verify(secrets: &[Vec<u8>], headers: &HeaderMap, body: &[u8], now: i64) -> bool {
-    let Some(ts) = headers
-        .get(TIMESTAMP_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<i64>().ok())
-    else {
-        return false;
-    };
-    if (now - ts).abs() > TOLERANCE_SECS {
-        return false;
+/// Why a webhook was not authenticated. The reason is returned to the caller (401 body) and
+/// counted: it says what is wrong with the *headers*, never which secret or tenant exists
+/// (an unknown tenant and a wrong MAC both answer [`AuthFailure::SignatureMismatch`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AuthFailure {
+    /// No `X-Accesshub-Timestamp`.
+    #[error("missing timestamp")]
+    MissingTimestamp,
+    /// The timestamp is not a decimal integer.
+    #[error("invalid timestamp")]
+    InvalidTimestamp,
+    /// The timestamp is outside the replay window (or so extreme that the distance overflows).
+    #[error("stale timestamp")]
+    StaleTimestamp,
+    /// No `X-Accesshub-Signature`.
+    #[error("missing signature")]
+    MissingSignature,
+    /// The signature is not `sha256=` and 64 hex digits.
+    #[error("invalid signature format")]
+    InvalidSignature,
+    /// Unknown tenant/source, or no valid secret produces this MAC.
+    #[error("signature mismatch")]
+    SignatureMismatch,
+}
+
+impl AuthFailure {
+    /// Stable snake_case name (401 body `reason`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthFailure::MissingTimestamp => "missing_timestamp",
+            AuthFailure::InvalidTimestamp => "invalid_timestamp",
+            AuthFailure::StaleTimestamp => "stale_timestamp",
+            AuthFailure::MissingSignature => "missing_signature",
+            AuthFailure::InvalidSignature => "invalid_signature",
+            AuthFailure::SignatureMismatch => "signature_mismatch",
+        }
     }
-    let Some(given) = headers
-        .get(SIGNATURE_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().strip_prefix("sha256="))
-        .and_then(|h| hex::decode(h).ok())
-    else {
-        return false;
-    };
-    let mut ok = subtle::Choice::from(0u8);
-    for s in secrets {
-        let expected = mac(s, ts, body);
-        ok |= expected.ct_eq(&given);
+}
+
+/// Signature headers that are well-formed and fresh, checked before the body is read: what
+/// the scheme allows us to refuse without buffering anything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedHeaders {
+    ts: i64,
+    mac: Vec<u8>,
+}
+
+/// Longest timestamp header we parse (an i64 has at most 20 characters with its sign).
+const MAX_TIMESTAMP_LEN: usize = 20;
+
+impl SignedHeaders {
+    /// Parses and checks the timestamp (within [`TOLERANCE_SECS`] of `now`, with checked
+    /// arithmetic: an extreme timestamp must not wrap into the window) and the signature's
+    /// format.
+    pub fn parse(headers: &HeaderMap, now: i64) -> Result<Self, AuthFailure> {
+        let raw = headers
+            .get(TIMESTAMP_HEADER)
+            .ok_or(AuthFailure::MissingTimestamp)?
+            .to_str()
+            .map_err(|_| AuthFailure::InvalidTimestamp)?
+            .trim();
+        if raw.len() > MAX_TIMESTAMP_LEN {
+            return Err(AuthFailure::InvalidTimestamp);
+        }
+        let ts = raw
+            .parse::<i64>()
+            .map_err(|_| AuthFailure::InvalidTimestamp)?;
+        let fresh = now
+            .checked_sub(ts)
+            .map(i64::unsigned_abs)
+            .is_some_and(|d| d <= TOLERANCE_SECS.unsigned_abs());
+        if !fresh {
+            return Err(AuthFailure::StaleTimestamp);
+        }
+        let mac = headers
+            .get(SIGNATURE_HEADER)
+            .ok_or(AuthFailure::MissingSignature)?
+            .to_str()
+            .ok()
+            .and_then(|v| v.trim().strip_prefix("sha256="))
+            .filter(|h| h.len() == 64)
+            .and_then(|h| hex::decode(h).ok())
+            .ok_or(AuthFailure::InvalidSignature)?;
+        Ok(SignedHeaders { ts, mac })
     }
-    bool::from(ok)
+
+    /// Checks the MAC against every valid secret, in constant time per secret and without
+    /// stopping at the first match (which secret matched is not observable).
+    pub fn verify(&self, secrets: &[Vec<u8>], body: &[u8]) -> Result<(), AuthFailure> {
+        let mut ok = subtle::Choice::from(0u8);
+        for s in secrets {
+            let expected = mac(s, self.ts, body);
+            ok |= expected.ct_eq(&self.mac);
+        }
+        if bool::from(ok) {
+            Ok(())
+        } else {
+            Err(AuthFailure::SignatureMismatch)
+        }
+    }
+}
+
+/// Checks the signature headers and the body against every valid secret (both steps of
+/// [`SignedHeaders`] at once, for callers that already hold the body).
+pub fn verify(
+    secrets: &[Vec<u8>],
+    headers: &HeaderMap,
+    body: &[u8],
+    now: i64,
+) -> Result<(), AuthFailure> {
+    SignedHeaders::parse(headers, now)?.verify(secrets, body)
 }
 
 /// What a site needs but a PMS does not send. Looked up in `tenant_sources.site_defaults`
@@ -159,31 +251,110 @@ type SourceRow = (
     serde_json::Value,
 );
 
-/// Per (tenant, source): when it was loaded, the registration (None: unknown), and whether a
-/// refresh is under way.
-type CacheMap = HashMap<(String, String), (Instant, Option<Arc<SourceEntry>>, bool)>;
+/// (tenant, source).
+type Key = (String, String);
 
-/// Decrypted registrations cached for `ttl` (unknown tenants for at most one second), so a
-/// webhook costs no database round trip for its secret. A known registration past its `ttl`
-/// is served once more while one background load refreshes it: without that, every request
-/// in flight when it expired (hundreds under load) queued for its own load at once.
+/// A known registration: when it was loaded, and whether a refresh is under way.
+struct Known {
+    at: Instant,
+    entry: Arc<SourceEntry>,
+    refreshing: bool,
+}
+
+/// Both caches behind one lock (an LRU lookup reorders, so even a read needs `&mut`).
+struct Maps {
+    known: LruCache<Key, Known>,
+    /// Unknown (tenant, source) → when the database said so.
+    unknown: LruCache<Key, Instant>,
+}
+
+/// Sizes and lifetimes of a [`SourceCache`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceCacheConfig {
+    /// How long a known registration is served before a background refresh
+    /// (`ACCESSHUB_INGEST_SECRET_CACHE`).
+    pub ttl: Duration,
+    /// Most known registrations kept; the least recently used goes first
+    /// (`ACCESSHUB_INGEST_SECRET_CACHE_SIZE`).
+    pub capacity: NonZeroUsize,
+    /// How long "no such tenant/source" is believed (`ACCESSHUB_INGEST_NEGATIVE_CACHE`):
+    /// a tenant registered meanwhile waits at most this long.
+    pub negative_ttl: Duration,
+    /// Most unknown keys remembered (`ACCESSHUB_INGEST_NEGATIVE_CACHE_SIZE`).
+    pub negative_capacity: NonZeroUsize,
+    /// Database look-ups per second for keys in neither cache (`ACCESSHUB_INGEST_LOOKUP_RATE`),
+    /// burst twice that: a flood of made-up tenants costs at most this many queries, the
+    /// rest are answered 429 without one.
+    pub lookup_rate: NonZeroU32,
+}
+
+impl Default for SourceCacheConfig {
+    fn default() -> Self {
+        SourceCacheConfig {
+            ttl: Duration::from_secs(30),
+            capacity: NonZeroUsize::new(100_000).unwrap_or(NonZeroUsize::MIN),
+            negative_ttl: Duration::from_secs(5),
+            negative_capacity: NonZeroUsize::new(100_000).unwrap_or(NonZeroUsize::MIN),
+            lookup_rate: NonZeroU32::new(100).unwrap_or(NonZeroU32::MIN),
+        }
+    }
+}
+
+/// Why a registration could not be looked up.
+#[derive(Debug, thiserror::Error)]
+pub enum LookupError {
+    /// The database failed (transient: 503, the sender retries).
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    /// Too many look-ups of uncached keys right now (429).
+    #[error("too many registration look-ups; retry after {0:?}")]
+    Throttled(Duration),
+}
+
+impl From<LookupError> for Reject {
+    fn from(e: LookupError) -> Self {
+        match e {
+            LookupError::Db(e) => {
+                tracing::warn!(error = %e, "tenant lookup failed");
+                Reject::Unavailable
+            }
+            LookupError::Throttled(wait) => Reject::TooManyRequests {
+                scope: "lookup",
+                retry_after_secs: crate::limits::retry_after(wait),
+            },
+        }
+    }
+}
+
+/// Decrypted registrations cached for `ttl` in a bounded LRU, so a webhook costs no database
+/// round trip for its secret, and a flood of keys cannot evict the busy ones all at once (the
+/// map used to be wiped whole at 100,000 entries). A known registration past its `ttl` is
+/// served once more while one background load refreshes it: without that, every request in
+/// flight when it expired (hundreds under load) queued for its own load at once.
+///
+/// Unknown keys are remembered in a second bounded LRU for `negative_ttl`, and look-ups of
+/// keys in neither cache are rate-limited: each made-up tenant of a flood would otherwise
+/// cost a query on the small pool that also serves secrets and readiness.
 #[derive(Clone)]
 pub struct SourceCache {
     pool: PgPool,
     secrets: SecretBox,
-    ttl: Duration,
-    map: Arc<RwLock<CacheMap>>,
+    cfg: SourceCacheConfig,
+    map: Arc<Mutex<Maps>>,
+    lookups: Arc<DefaultDirectRateLimiter>,
+    loads: Counter,
 }
 
 impl std::fmt::Debug for SourceCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SourceCache")
-            .field("ttl", &self.ttl)
+            .field("cfg", &self.cfg)
             .finish_non_exhaustive()
     }
 }
 
 /// What the cache holds for a key.
+#[derive(Debug)]
 enum Cached {
     Fresh(Option<Arc<SourceEntry>>),
     /// A known registration past its ttl; `refresh` when this caller should start the reload.
@@ -195,69 +366,88 @@ enum Cached {
 }
 
 impl SourceCache {
-    /// A cache over the `tenant_sources` table.
+    /// A cache over the `tenant_sources` table with default sizes and `ttl`.
     pub fn new(pool: PgPool, secrets: SecretBox, ttl: Duration) -> Self {
+        let cfg = SourceCacheConfig {
+            ttl,
+            ..SourceCacheConfig::default()
+        };
+        Self::with_config(pool, secrets, cfg, Counter::default())
+    }
+
+    /// A cache with explicit sizes; `loads` counts database look-ups.
+    pub fn with_config(
+        pool: PgPool,
+        secrets: SecretBox,
+        cfg: SourceCacheConfig,
+        loads: Counter,
+    ) -> Self {
+        let burst = cfg
+            .lookup_rate
+            .saturating_mul(NonZeroU32::MIN.saturating_add(1));
+        let quota = Quota::per_second(cfg.lookup_rate).allow_burst(burst);
         SourceCache {
             pool,
             secrets,
-            ttl,
-            map: Arc::default(),
+            map: Arc::new(Mutex::new(Maps {
+                known: LruCache::new(cfg.capacity),
+                unknown: LruCache::new(cfg.negative_capacity),
+            })),
+            lookups: Arc::new(RateLimiter::direct(quota)),
+            cfg,
+            loads,
         }
     }
 
-    fn lookup(&self, key: &(String, String)) -> Cached {
-        let state = match self.map.read() {
-            Ok(map) => match map.get(key) {
-                Some((at, entry, refreshing)) => {
-                    let ttl = if entry.is_some() {
-                        self.ttl
-                    } else {
-                        Duration::from_secs(1).min(self.ttl)
-                    };
-                    match entry {
-                        _ if at.elapsed() < ttl => return Cached::Fresh(entry.clone()),
-                        Some(e) if *refreshing => {
-                            return Cached::Stale {
-                                entry: e.clone(),
-                                refresh: false,
-                            };
-                        }
-                        Some(e) => Some(e.clone()),
-                        None => None,
-                    }
-                }
-                None => None,
-            },
-            Err(_) => None,
-        };
-        let Some(entry) = state else {
+    fn lookup(&self, key: &Key) -> Cached {
+        let Ok(mut maps) = self.map.lock() else {
             return Cached::Missing;
         };
-        // Claim the refresh under the write lock: exactly one caller starts it.
-        match self.map.write() {
-            Ok(mut map) => match map.get_mut(key) {
-                Some((_, _, refreshing)) if !*refreshing => {
-                    *refreshing = true;
-                    Cached::Stale {
-                        entry,
-                        refresh: true,
-                    }
-                }
-                _ => Cached::Stale {
-                    entry,
-                    refresh: false,
-                },
-            },
-            Err(_) => Cached::Missing,
+        if let Some(k) = maps.known.get_mut(key) {
+            if k.at.elapsed() < self.cfg.ttl {
+                return Cached::Fresh(Some(k.entry.clone()));
+            }
+            // Claim the refresh under the lock: exactly one caller starts it.
+            let refresh = !k.refreshing;
+            k.refreshing = true;
+            return Cached::Stale {
+                entry: k.entry.clone(),
+                refresh,
+            };
+        }
+        let fresh = maps
+            .unknown
+            .get(key)
+            .map(|at| at.elapsed() < self.cfg.negative_ttl);
+        match fresh {
+            Some(true) => Cached::Fresh(None),
+            Some(false) => {
+                maps.unknown.pop(key);
+                Cached::Missing
+            }
+            None => Cached::Missing,
         }
     }
 
-    fn store(&self, key: (String, String), entry: Option<Arc<SourceEntry>>) {
-        if let Ok(mut map) = self.map.write() {
-            if map.len() > 100_000 {
-                map.clear();
+    fn store(&self, key: Key, entry: Option<Arc<SourceEntry>>) {
+        if let Ok(mut maps) = self.map.lock() {
+            match entry {
+                Some(entry) => {
+                    maps.unknown.pop(&key);
+                    maps.known.put(
+                        key,
+                        Known {
+                            at: Instant::now(),
+                            entry,
+                            refreshing: false,
+                        },
+                    );
+                }
+                None => {
+                    maps.known.pop(&key);
+                    maps.unknown.put(key, Instant::now());
+                }
             }
-            map.insert(key, (Instant::now(), entry, false));
         }
     }
 
@@ -267,7 +457,7 @@ impl SourceCache {
         &self,
         tenant: &str,
         source: &str,
-    ) -> Result<Option<Arc<SourceEntry>>, sqlx::Error> {
+    ) -> Result<Option<Arc<SourceEntry>>, LookupError> {
         let key = (tenant.to_owned(), source.to_owned());
         match self.lookup(&key) {
             Cached::Fresh(entry) => Ok(entry),
@@ -280,10 +470,10 @@ impl SourceCache {
                             Err(e) => {
                                 tracing::warn!(error = %e, "refreshing a source registration failed");
                                 // Let the next request past the ttl try again.
-                                if let Ok(mut map) = this.map.write()
-                                    && let Some((_, _, refreshing)) = map.get_mut(&key)
+                                if let Ok(mut maps) = this.map.lock()
+                                    && let Some(k) = maps.known.peek_mut(&key)
                                 {
-                                    *refreshing = false;
+                                    k.refreshing = false;
                                 }
                             }
                         }
@@ -292,6 +482,10 @@ impl SourceCache {
                 Ok(Some(entry))
             }
             Cached::Missing => {
+                if let Err(not_until) = self.lookups.check() {
+                    let wait = not_until.wait_time_from(DefaultClock::default().now());
+                    return Err(LookupError::Throttled(wait));
+                }
                 let entry = self.load(tenant, source).await?.map(Arc::new);
                 self.store(key, entry.clone());
                 Ok(entry)
@@ -301,12 +495,14 @@ impl SourceCache {
 
     /// Forgets cached registrations (after a registration change in this process).
     pub fn invalidate(&self) {
-        if let Ok(mut map) = self.map.write() {
-            map.clear();
+        if let Ok(mut maps) = self.map.lock() {
+            maps.known.clear();
+            maps.unknown.clear();
         }
     }
 
     async fn load(&self, tenant: &str, source: &str) -> Result<Option<SourceEntry>, sqlx::Error> {
+        self.loads.inc();
         let row: Option<SourceRow> = sqlx::query_as(
             "SELECT secret_enc, previous_enc, previous_expires, site_defaults \
                  FROM tenant_sources WHERE tenant_id = $1 AND source = $2",
@@ -351,16 +547,147 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(TIMESTAMP_HEADER, now.to_string().parse().unwrap());
         h.insert(SIGNATURE_HEADER, sign("s3cret", now, body).parse().unwrap());
-        assert!(verify(&[b"s3cret".to_vec()], &h, body, now));
-        assert!(verify(
-            &[b"x".to_vec(), b"s3cret".to_vec()],
-            &h,
-            body,
-            now + 299
+        assert_eq!(verify(&[b"s3cret".to_vec()], &h, body, now), Ok(()));
+        assert_eq!(
+            verify(&[b"x".to_vec(), b"s3cret".to_vec()], &h, body, now + 299),
+            Ok(())
+        );
+        assert_eq!(
+            verify(&[b"s3cret".to_vec()], &h, body, now + 301),
+            Err(AuthFailure::StaleTimestamp)
+        );
+        assert_eq!(
+            verify(&[b"other".to_vec()], &h, body, now),
+            Err(AuthFailure::SignatureMismatch)
+        );
+        assert_eq!(
+            verify(&[b"s3cret".to_vec()], &h, b"{}", now),
+            Err(AuthFailure::SignatureMismatch)
+        );
+    }
+
+    /// `now - ts` overflowed for extreme timestamps: a panic in debug builds, and in release a
+    /// wrap to `i64::MIN`, whose `abs()` stays negative and so passed the window.
+    #[test]
+    fn extreme_timestamps_are_stale_not_a_panic() {
+        let body = br#"{"a":1}"#;
+        for (now, ts) in [
+            (1_750_000_000, i64::MIN),
+            (1_750_000_000, i64::MIN + 1_750_000_000),
+            (-1, i64::MAX),
+            (1_750_000_000, i64::MAX),
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert(TIMESTAMP_HEADER, ts.to_string().parse().unwrap());
+            h.insert(SIGNATURE_HEADER, sign("s3cret", ts, body).parse().unwrap());
+            assert_eq!(
+                verify(&[b"s3cret".to_vec()], &h, body, now),
+                Err(AuthFailure::StaleTimestamp),
+                "now {now}, ts {ts}"
+            );
+        }
+    }
+
+    #[test]
+    fn header_problems_have_reasons() {
+        let now = 1_750_000_000;
+        let sig = sign("s", now, b"{}");
+        let cases: [(&[(&str, &str)], AuthFailure); 6] = [
+            (&[], AuthFailure::MissingTimestamp),
+            (&[(TIMESTAMP_HEADER, "soon")], AuthFailure::InvalidTimestamp),
+            (
+                &[(TIMESTAMP_HEADER, "123456789012345678901234")],
+                AuthFailure::InvalidTimestamp,
+            ),
+            (
+                &[(TIMESTAMP_HEADER, "1750000000")],
+                AuthFailure::MissingSignature,
+            ),
+            (
+                &[
+                    (TIMESTAMP_HEADER, "1750000000"),
+                    (SIGNATURE_HEADER, "sha256=zz"),
+                ],
+                AuthFailure::InvalidSignature,
+            ),
+            (
+                &[
+                    (TIMESTAMP_HEADER, "1750000000"),
+                    (SIGNATURE_HEADER, &sig[..20]),
+                ],
+                AuthFailure::InvalidSignature,
+            ),
+        ];
+        for (headers, expected) in cases {
+            let mut h = HeaderMap::new();
+            for (k, v) in headers {
+                h.insert(*k, v.parse().unwrap());
+            }
+            assert_eq!(SignedHeaders::parse(&h, now), Err(expected), "{headers:?}");
+        }
+    }
+
+    fn test_cache(cfg: SourceCacheConfig) -> SourceCache {
+        let pool = PgPool::connect_lazy("postgres://postgres@127.0.0.1:1/none").unwrap();
+        let sbox = SecretBox::from_spec(&SecretBox::generate_spec()).unwrap();
+        SourceCache::with_config(pool, sbox, cfg, Counter::default())
+    }
+
+    fn entry() -> Arc<SourceEntry> {
+        Arc::new(SourceEntry {
+            current: b"s".to_vec(),
+            previous: None,
+            site_defaults: serde_json::json!({}),
+        })
+    }
+
+    fn key(t: &str) -> Key {
+        (t.to_owned(), "bex".to_owned())
+    }
+
+    /// The cache used to be wiped whole at 100,000 entries: a flood of keys made every busy
+    /// registration a database look-up again. Now the least recently used go, one by one.
+    #[tokio::test]
+    async fn a_flood_of_keys_does_not_evict_a_busy_registration() {
+        let cache = test_cache(SourceCacheConfig::default());
+        cache.store(key("acme"), Some(entry()));
+        for i in 0..150_000 {
+            cache.store(key(&format!("flood-{i}")), Some(entry()));
+            if i % 1_000 == 0 {
+                assert!(
+                    matches!(cache.lookup(&key("acme")), Cached::Fresh(Some(_))),
+                    "evicted after {i} other keys"
+                );
+            }
+        }
+        assert!(matches!(cache.lookup(&key("acme")), Cached::Fresh(Some(_))));
+        // Bounded: the oldest flood keys are gone.
+        assert!(matches!(cache.lookup(&key("flood-0")), Cached::Missing));
+    }
+
+    #[tokio::test]
+    async fn unknown_keys_are_remembered_briefly_and_boundedly() {
+        let cache = test_cache(SourceCacheConfig {
+            negative_ttl: Duration::from_millis(200),
+            negative_capacity: NonZeroUsize::new(2).unwrap(),
+            ..SourceCacheConfig::default()
+        });
+        cache.store(key("ghost"), None);
+        assert!(matches!(cache.lookup(&key("ghost")), Cached::Fresh(None)));
+        // A registration replaces the negative entry at once.
+        cache.store(key("ghost"), Some(entry()));
+        assert!(matches!(
+            cache.lookup(&key("ghost")),
+            Cached::Fresh(Some(_))
         ));
-        assert!(!verify(&[b"s3cret".to_vec()], &h, body, now + 301));
-        assert!(!verify(&[b"other".to_vec()], &h, body, now));
-        assert!(!verify(&[b"s3cret".to_vec()], &h, b"{}", now));
+        // Bounded: the third unknown key pushes out the first.
+        for t in ["u1", "u2", "u3"] {
+            cache.store(key(t), None);
+        }
+        assert!(matches!(cache.lookup(&key("u1")), Cached::Missing));
+        assert!(matches!(cache.lookup(&key("u3")), Cached::Fresh(None)));
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert!(matches!(cache.lookup(&key("u3")), Cached::Missing));
     }
 
     #[test]

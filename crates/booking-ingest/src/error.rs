@@ -4,7 +4,7 @@
 use accesshub_domain::{Classify, ErrorClass, FieldError};
 use axum::{
     Json,
-    http::StatusCode,
+    http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
 use serde_json::{Value, json};
@@ -23,9 +23,21 @@ pub enum Reject {
     /// Valid JSON that makes no booking sense (422).
     #[error("unprocessable: {0:?}")]
     Unprocessable(Vec<FieldError>),
-    /// Missing, wrong or expired signature, or unknown tenant/source (401, no detail).
-    #[error("unauthorized")]
-    Unauthorized,
+    /// Missing, malformed, wrong or expired signature, or unknown tenant/source (401). The
+    /// reason names the header problem only; an unknown tenant looks like a wrong MAC.
+    #[error("unauthorized: {0}")]
+    Unauthorized(crate::auth::AuthFailure),
+    /// Over a rate or concurrency limit (429 with `Retry-After`).
+    #[error("too many requests ({scope}); retry after {retry_after_secs} s")]
+    TooManyRequests {
+        /// Which limit: `global`, `tenant` or `lookup`.
+        scope: &'static str,
+        /// Whole seconds until a retry may succeed (at least 1).
+        retry_after_secs: u64,
+    },
+    /// The body did not arrive within the body timeout (408).
+    #[error("request body timeout")]
+    BodyTimeout,
     /// Body larger than the configured limit (413).
     #[error("payload larger than {limit} bytes")]
     TooLarge {
@@ -62,7 +74,9 @@ impl Reject {
         match self {
             Reject::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Reject::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            Reject::Unauthorized => StatusCode::UNAUTHORIZED,
+            Reject::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Reject::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Reject::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Reject::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Reject::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Reject::NotFound => StatusCode::NOT_FOUND,
@@ -75,7 +89,9 @@ impl Reject {
         match self {
             Reject::BadRequest { .. } => "invalid_request",
             Reject::Unprocessable(_) => "unprocessable",
-            Reject::Unauthorized => "unauthorized",
+            Reject::Unauthorized(_) => "unauthorized",
+            Reject::TooManyRequests { .. } => "too_many_requests",
+            Reject::BodyTimeout => "body_timeout",
             Reject::TooLarge { .. } => "payload_too_large",
             Reject::UnsupportedMediaType => "unsupported_media_type",
             Reject::NotFound => "not_found",
@@ -99,6 +115,15 @@ impl Reject {
                 })
             }
             Reject::TooLarge { limit } => json!({"error": "payload_too_large", "limit": limit}),
+            Reject::Unauthorized(why) => json!({"error": "unauthorized", "reason": why.as_str()}),
+            Reject::TooManyRequests {
+                scope,
+                retry_after_secs,
+            } => json!({
+                "error": "too_many_requests",
+                "scope": scope,
+                "retry_after": retry_after_secs,
+            }),
             other => json!({"error": other.reason()}),
         }
     }
@@ -106,7 +131,15 @@ impl Reject {
 
 impl IntoResponse for Reject {
     fn into_response(self) -> Response {
-        (self.status(), Json(self.body())).into_response()
+        let mut resp = (self.status(), Json(self.body())).into_response();
+        if let Reject::TooManyRequests {
+            retry_after_secs, ..
+        } = self
+        {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+        }
+        resp
     }
 }
 

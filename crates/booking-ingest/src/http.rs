@@ -1,7 +1,10 @@
 //! The webhook endpoint: `POST /webhooks/{source}/{tenant}`.
 //!
-//! Order of checks: unknown source → 404; declared length over the limit → 413; content type
-//! not JSON → 415; body over the limit → 413; unknown tenant/source or bad signature → 401;
+//! Order of checks, cheapest first, and nothing of the body read until the headers have
+//! passed: unknown source → 404; global rate / in-flight cap → 429; declared length over the
+//! limit → 413; content type not JSON → 415; missing, malformed or stale signature headers →
+//! 401; unknown tenant/source → 401 (cached, negative answers too); then the body, with the
+//! size limit (413) and a timeout (408); MAC → 401; the tenant's rate / in-flight cap → 429;
 //! shape → 400; semantics → 422; then the durable write → 202.
 
 use std::sync::Arc;
@@ -18,9 +21,15 @@ use axum::{
 use sha2::{Digest, Sha256};
 use tracing::Instrument as _;
 
-use crate::{AppState, auth, error::Reject, upstream};
+use crate::{
+    AppState,
+    auth::{self, AuthFailure},
+    error::Reject,
+    upstream,
+};
 
-/// Header naming the upstream's delivery id, used instead of the body hash when present.
+/// Header naming the upstream's delivery id. It is not covered by the signature, so it only
+/// ever narrows the body hash (see [`delivery_key`]), never replaces it.
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 /// Longest accepted `Idempotency-Key`.
@@ -63,6 +72,7 @@ async fn handle(
     body: Body,
 ) -> Result<crate::committer::Answer, Reject> {
     let src = src.ok_or(Reject::NotFound)?;
+    let _global = st.limits.admit()?;
     let limit = st.body_limit;
     if headers
         .get(header::CONTENT_LENGTH)
@@ -75,22 +85,22 @@ async fn handle(
     if !is_json(headers) {
         return Err(Reject::UnsupportedMediaType);
     }
-    let bytes = axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| Reject::TooLarge { limit })?;
+    let now = chrono::Utc::now();
+    let signed =
+        auth::SignedHeaders::parse(headers, now.timestamp()).map_err(Reject::Unauthorized)?;
     let entry = st
         .sources
         .get(tenant, src.as_str())
+        .await?
+        .ok_or(Reject::Unauthorized(AuthFailure::SignatureMismatch))?;
+    let bytes = tokio::time::timeout(st.limits.body_timeout, axum::body::to_bytes(body, limit))
         .await
-        .map_err(|e| {
-            tracing::warn!(error = %e, "tenant lookup failed");
-            Reject::Unavailable
-        })?
-        .ok_or(Reject::Unauthorized)?;
-    let now = chrono::Utc::now();
-    if !auth::verify(&entry.secrets(now), headers, &bytes, now.timestamp()) {
-        return Err(Reject::Unauthorized);
-    }
+        .map_err(|_| Reject::BodyTimeout)?
+        .map_err(|_| Reject::TooLarge { limit })?;
+    signed
+        .verify(&entry.secrets(now), &bytes)
+        .map_err(Reject::Unauthorized)?;
+    let _tenant = st.limits.admit_tenant(tenant)?;
     let delivery_key = delivery_key(
         headers.get(IDEMPOTENCY_KEY).and_then(|v| v.to_str().ok()),
         &bytes,
@@ -127,15 +137,24 @@ fn traceparent(headers: &HeaderMap) -> Option<String> {
     })
 }
 
-/// The idempotency key of a delivery: the upstream's `Idempotency-Key`, else the body's SHA-256.
+/// The idempotency key of a delivery: the body's SHA-256, prefixed with the upstream's
+/// `Idempotency-Key` when it sends one.
+///
+/// The key is bound to the signed content because the signature does not cover the header:
+/// were the key alone the receipt's identity, anyone replaying a captured request within the
+/// replay window under the sender's *next* key would make that next delivery look like a
+/// repeat (answered with the old receipt, its event never written). With the hash in the
+/// identity, a replay under any key is at most a new delivery of already-stored content
+/// (superseded by the revision check), and a key reused with another body is a new delivery.
 pub fn delivery_key(given: Option<&str>, body: &[u8]) -> Result<String, Reject> {
+    let hash = hex::encode(Sha256::digest(body));
     match given.map(str::trim).filter(|k| !k.is_empty()) {
         Some(k) if k.len() > MAX_IDEMPOTENCY_KEY || k.contains('\0') => Err(Reject::field(
             "Idempotency-Key",
             format!("must be at most {MAX_IDEMPOTENCY_KEY} bytes"),
         )),
-        Some(k) => Ok(format!("key:{k}")),
-        None => Ok(format!("sha256:{}", hex::encode(Sha256::digest(body)))),
+        Some(k) => Ok(format!("key:{k}:sha256:{hash}")),
+        None => Ok(format!("sha256:{hash}")),
     }
 }
 

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod committer;
 pub mod error;
 pub mod http;
+pub mod limits;
 pub mod metrics;
 pub mod nats_ingest;
 pub mod relay;
@@ -56,8 +57,15 @@ pub struct IngestConfig {
     /// Postgres connections besides the committers' own (one each) and the relay's two:
     /// secrets, readiness (`ACCESSHUB_INGEST_DB_CONNECTIONS`, default 4).
     pub db_connections: u32,
-    /// How long decrypted secrets are cached (`ACCESSHUB_INGEST_SECRET_CACHE`, default 30s).
-    pub secret_cache_ttl: Duration,
+    /// Secret cache: ttl (`ACCESSHUB_INGEST_SECRET_CACHE`, default 30s), size
+    /// (`ACCESSHUB_INGEST_SECRET_CACHE_SIZE`, 100000), negative cache
+    /// (`ACCESSHUB_INGEST_NEGATIVE_CACHE`, 5s; `ACCESSHUB_INGEST_NEGATIVE_CACHE_SIZE`, 100000)
+    /// and uncached look-ups per second (`ACCESSHUB_INGEST_LOOKUP_RATE`, 100).
+    pub source_cache: auth::SourceCacheConfig,
+    /// Rate, burst and in-flight limits, global and per tenant, and the body timeout
+    /// (`ACCESSHUB_INGEST_RATE`, `…_BURST`, `…_MAX_IN_FLIGHT`, `…_TENANT_RATE`,
+    /// `…_TENANT_BURST`, `…_TENANT_MAX_IN_FLIGHT`, `…_BODY_TIMEOUT`; see [`limits`]).
+    pub limits: limits::LimitsConfig,
     /// Relay settings (`ACCESSHUB_OUTBOX_POLL` default 250ms, `ACCESSHUB_OUTBOX_LINGER`
     /// default 2ms).
     pub relay: relay::RelayConfig,
@@ -77,6 +85,8 @@ impl std::fmt::Debug for IngestConfig {
             .field("body_limit", &self.body_limit)
             .field("committers", &self.committers)
             .field("batch_max", &self.batch_max)
+            .field("source_cache", &self.source_cache)
+            .field("limits", &self.limits)
             .field("relay", &self.relay)
             .field("retention", &self.retention)
             .finish_non_exhaustive()
@@ -96,10 +106,8 @@ impl IngestConfig {
             committers: env_or("ACCESSHUB_INGEST_COMMITTERS", 2)?,
             batch_max: env_or("ACCESSHUB_INGEST_BATCH", 500)?,
             db_connections: env_or("ACCESSHUB_INGEST_DB_CONNECTIONS", 4)?,
-            secret_cache_ttl: env_duration(
-                "ACCESSHUB_INGEST_SECRET_CACHE",
-                Duration::from_secs(30),
-            )?,
+            source_cache: source_cache_from_env()?,
+            limits: limits::LimitsConfig::from_env()?,
             relay: relay::RelayConfig {
                 poll: env_duration("ACCESSHUB_OUTBOX_POLL", defaults.poll)?,
                 linger: env_duration("ACCESSHUB_OUTBOX_LINGER", defaults.linger)?,
@@ -126,13 +134,28 @@ impl IngestConfig {
             committers: 2,
             batch_max: 500,
             db_connections: 4,
-            secret_cache_ttl: Duration::from_secs(30),
+            source_cache: auth::SourceCacheConfig::default(),
+            // Benchmarks and convergence runs drive one tenant at full speed; the limit tests
+            // set their own.
+            limits: limits::LimitsConfig::unlimited(),
             relay: relay::RelayConfig::default(),
             retention: retention::RetentionConfig::default(),
             migrate: false,
             nats_ingest: true,
         }
     }
+}
+
+/// The secret cache's settings from the environment (fail fast on zero sizes or rates).
+fn source_cache_from_env() -> Result<auth::SourceCacheConfig, IngestError> {
+    let d = auth::SourceCacheConfig::default();
+    Ok(auth::SourceCacheConfig {
+        ttl: env_duration("ACCESSHUB_INGEST_SECRET_CACHE", d.ttl)?,
+        capacity: env_or("ACCESSHUB_INGEST_SECRET_CACHE_SIZE", d.capacity)?,
+        negative_ttl: env_duration("ACCESSHUB_INGEST_NEGATIVE_CACHE", d.negative_ttl)?,
+        negative_capacity: env_or("ACCESSHUB_INGEST_NEGATIVE_CACHE_SIZE", d.negative_capacity)?,
+        lookup_rate: env_or("ACCESSHUB_INGEST_LOOKUP_RATE", d.lookup_rate)?,
+    })
 }
 
 /// Shared state of the request handlers.
@@ -150,6 +173,8 @@ pub struct AppState {
     pub metrics: metrics::IngestMetrics,
     /// Body limit in bytes.
     pub body_limit: usize,
+    /// Rate and in-flight limits of the webhook port.
+    pub limits: Arc<limits::Limits>,
 }
 
 /// The webhook routes plus `/healthz`, `/readyz`, `/metrics`, with request metrics. Nothing
@@ -318,11 +343,26 @@ pub async fn start(cfg: IngestConfig) -> Result<IngestHandle, IngestError> {
     let state = AppState {
         pool: pool.clone(),
         bus: bus.clone(),
-        sources: auth::SourceCache::new(pool.clone(), cfg.secrets.clone(), cfg.secret_cache_ttl),
+        sources: auth::SourceCache::with_config(
+            pool.clone(),
+            cfg.secrets.clone(),
+            cfg.source_cache.clone(),
+            metrics.source_lookups.clone(),
+        ),
         committers,
         metrics: metrics.clone(),
         body_limit: cfg.body_limit,
+        limits: Arc::new(limits::Limits::new(&cfg.limits)),
     };
+    let lim = state.limits.clone();
+    // Forget idle tenants' rate state now and then (aborted at shutdown).
+    side.push(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            lim.shrink();
+        }
+    }));
 
     let stop_relay = CancellationToken::new();
     let relay = tokio::spawn(

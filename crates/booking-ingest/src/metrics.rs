@@ -32,6 +32,9 @@ pub struct IngestMetrics {
     pub commit_seconds: Histogram,
     /// `accesshub_ingest_receipts_pruned_total`: receipts deleted after their retention.
     pub receipts_pruned: Counter,
+    /// `accesshub_ingest_source_lookups_total`: registrations read from the database (cache
+    /// misses and refreshes). Climbing with unknown tenants means someone probes tenant ids.
+    pub source_lookups: Counter,
 }
 
 fn batch_histogram() -> Histogram {
@@ -71,6 +74,13 @@ impl IngestMetrics {
                 let c: CounterVec = registry.counter(
                     "accesshub_ingest_receipts_pruned",
                     "Delivery receipts deleted after their retention",
+                );
+                c.get_or_create(&Vec::new()).clone()
+            },
+            source_lookups: {
+                let c: CounterVec = registry.counter(
+                    "accesshub_ingest_source_lookups",
+                    "Tenant source registrations read from the database",
                 );
                 c.get_or_create(&Vec::new()).clone()
             },

@@ -14,7 +14,9 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
-use crate::{AppState, committer::AnswerKind, error::Reject, http::delivery_key, upstream};
+use crate::{
+    AppState, auth::AuthFailure, committer::AnswerKind, error::Reject, http::delivery_key, upstream,
+};
 
 /// Queue group shared by every replica.
 pub const QUEUE_GROUP: &str = "booking-ingest";
@@ -75,9 +77,8 @@ async fn handle_message(st: Arc<AppState>, msg: async_nats::Message) {
         let entry = st
             .sources
             .get(&tenant, src.as_str())
-            .await
-            .map_err(|_| Reject::Unavailable)?
-            .ok_or(Reject::Unauthorized)?;
+            .await?
+            .ok_or(Reject::Unauthorized(AuthFailure::SignatureMismatch))?;
         let given = msg
             .headers
             .as_ref()
@@ -115,7 +116,7 @@ async fn handle_message(st: Arc<AppState>, msg: async_nats::Message) {
         Err(r) => {
             st.metrics.rejected(label, r.reason());
             let mut b = r.body();
-            if r == Reject::Unauthorized {
+            if matches!(r, Reject::Unauthorized(_)) {
                 b = json!({"error": "unknown_tenant"});
             }
             if let Some(o) = b.as_object_mut() {

@@ -323,47 +323,66 @@ async fn bad_inputs_get_clear_answers_and_store_nothing() {
     let ts = chrono::Utc::now().timestamp();
     let ct = ("content-type", "application/json".to_owned());
     let path = format!("/webhooks/connecx/{TENANT}");
-    let cases: Vec<Vec<(&str, String)>> = vec![
-        vec![ct.clone()],
-        vec![
-            ct.clone(),
-            ("x-accesshub-timestamp", ts.to_string()),
-            (
-                "x-accesshub-signature",
-                booking_ingest::sign("wrong", ts, &body),
-            ),
-        ],
-        vec![
-            ct.clone(),
-            ("x-accesshub-timestamp", (ts - 301).to_string()),
-            (
-                "x-accesshub-signature",
-                booking_ingest::sign(SECRET, ts - 301, &body),
-            ),
-        ],
-        vec![
-            ct.clone(),
-            ("x-accesshub-timestamp", ts.to_string()),
-            ("x-accesshub-signature", "sha256=zz".into()),
-        ],
-        vec![
-            ct.clone(),
-            ("x-accesshub-timestamp", (ts + 1).to_string()),
-            (
-                "x-accesshub-signature",
-                booking_ingest::sign(SECRET, ts, &body),
-            ),
-        ],
+    let cases: Vec<(Vec<(&str, String)>, &str)> = vec![
+        (vec![ct.clone()], "missing_timestamp"),
+        (
+            vec![
+                ct.clone(),
+                ("x-accesshub-timestamp", ts.to_string()),
+                (
+                    "x-accesshub-signature",
+                    booking_ingest::sign("wrong", ts, &body),
+                ),
+            ],
+            "signature_mismatch",
+        ),
+        (
+            vec![
+                ct.clone(),
+                ("x-accesshub-timestamp", (ts - 301).to_string()),
+                (
+                    "x-accesshub-signature",
+                    booking_ingest::sign(SECRET, ts - 301, &body),
+                ),
+            ],
+            "stale_timestamp",
+        ),
+        (
+            vec![
+                ct.clone(),
+                ("x-accesshub-timestamp", ts.to_string()),
+                ("x-accesshub-signature", "sha256=zz".into()),
+            ],
+            "invalid_signature",
+        ),
+        (
+            vec![
+                ct.clone(),
+                ("x-accesshub-timestamp", (ts + 1).to_string()),
+                (
+                    "x-accesshub-signature",
+                    booking_ingest::sign(SECRET, ts, &body),
+                ),
+            ],
+            "signature_mismatch",
+        ),
     ];
-    for h in cases {
+    for (h, reason) in cases {
         let (s, a) = env.post_raw(&path, body.clone(), &h).await;
         assert_eq!(s, 401, "{h:?}");
-        assert_eq!(a, json!({"error": "unauthorized"}));
+        assert_eq!(a, json!({"error": "unauthorized", "reason": reason}));
     }
+    // An unknown tenant looks exactly like a wrong signature (no tenant enumeration).
     let (s, a) = env
         .post_signed("connecx", "nobody", body.clone(), &[])
         .await;
-    assert_eq!((s, a), (401, json!({"error": "unauthorized"})));
+    assert_eq!(
+        (s, a),
+        (
+            401,
+            json!({"error": "unauthorized", "reason": "signature_mismatch"})
+        )
+    );
     // 413 and 415.
     let big = serde_json::to_vec(&json!({"x": "a".repeat(5000)})).unwrap();
     assert_eq!(env.post_signed("connecx", TENANT, big, &[]).await.0, 413);

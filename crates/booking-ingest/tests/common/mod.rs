@@ -9,6 +9,7 @@ use accesshub_store::SecretBox;
 use accesshub_testkit::{TestBus, TestDb};
 use booking_ingest::{IngestConfig, IngestHandle};
 use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 pub const TENANT: &str = "acme";
 pub const SECRET: &str = "s3cret-webhook-key";
@@ -266,4 +267,53 @@ pub fn native(key: &str, revision: i64) -> Value {
             "resident": {"id": "r9", "email": "n@example.com", "first_name": "N", "last_name": "Ative"},
             "start": "2025-07-01T08:00:00Z", "end": "2025-07-01T10:00:00Z"}
     })
+}
+
+/// Sends `head` (request line and headers, without the blank line) and `body` on a fresh
+/// connection and reads one response; `None` when none arrives within `wait` (the server is
+/// still waiting for the rest of the body).
+pub async fn raw_request(
+    addr: std::net::SocketAddr,
+    head: &str,
+    body: &[u8],
+    wait: Duration,
+) -> Option<(u16, Value)> {
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    conn.write_all(format!("{head}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    // The server may answer (and close) before taking the whole body: ignore write errors.
+    let _ = conn.write_all(body).await;
+    let mut buf = Vec::new();
+    let read = async {
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = conn.read(&mut chunk).await.unwrap_or(0);
+            if n == 0 {
+                return;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            if let Some(end) = find(&buf, b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                let len = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse::<usize>().ok())
+                    .unwrap_or(0);
+                if buf.len() >= end + 4 + len {
+                    return;
+                }
+            }
+        }
+    };
+    tokio::time::timeout(wait, read).await.ok()?;
+    let end = find(&buf, b"\r\n\r\n")?;
+    let text = String::from_utf8_lossy(&buf[..end]).to_string();
+    let status = text.split(' ').nth(1)?.parse().ok()?;
+    let body = serde_json::from_slice(&buf[end + 4..]).unwrap_or(Value::Null);
+    Some((status, body))
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
 }
