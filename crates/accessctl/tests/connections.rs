@@ -65,6 +65,7 @@ async fn apply_yaml_end_to_end() {
         AdminConfig {
             bootstrap_token: Some(BOOT.into()),
             lookup_timeout: None,
+            ..Default::default()
         },
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

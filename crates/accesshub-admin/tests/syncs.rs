@@ -45,6 +45,7 @@ async fn serve(db: &accesshub_testkit::TestDb, bus: &accesshub_testkit::TestBus)
         AdminConfig {
             bootstrap_token: Some(BOOT.into()),
             lookup_timeout: None,
+            ..Default::default()
         },
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
