@@ -485,16 +485,21 @@ async fn resolve(state: &AdminState, token: &str) -> Result<Option<Principal>, A
 /// The role a request needs before its handler checks the tenant. Reads need `viewer`
 /// (except the token list); sync requests and connection changes `operator`; tenants, their
 /// sources and tokens `admin`.
+///
+/// Matched from the start of the route (the middleware sees the path without
+/// [`PREFIX`](crate::PREFIX) when nested, with it otherwise), never by a segment anywhere: a
+/// tenant named `connections` must not make its webhook secret an operator's business.
 pub fn required_role(method: &Method, path: &str) -> Role {
+    let path = path.strip_prefix(crate::PREFIX).unwrap_or(path);
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let read = method == Method::GET || method == Method::HEAD;
     match segments.as_slice() {
         // Who am I: any valid token.
-        [.., "tokens", "self"] if read => Role::Viewer,
-        [.., "tokens"] | [.., "tokens", _] => Role::Admin,
+        ["tokens", "self"] if read => Role::Viewer,
+        ["tokens"] | ["tokens", _] => Role::Admin,
         _ if read => Role::Viewer,
-        [.., "syncs"] => Role::Operator,
-        [.., "connections", _, _, _] => Role::Operator,
+        ["syncs"] => Role::Operator,
+        ["connections", _, _, _] => Role::Operator,
         _ => Role::Admin,
     }
 }
@@ -579,6 +584,18 @@ mod tests {
             required_role(&Method::GET, &format!("{p}/audit")),
             Role::Viewer
         );
+        // Nested routers see the path without the prefix.
+        assert_eq!(required_role(&Method::POST, "/syncs"), Role::Operator);
+        assert_eq!(required_role(&Method::GET, "/tokens"), Role::Admin);
+        // Tenants named like a route keep their route's role.
+        for path in [
+            "/tenants/connections/sources/bex/secret",
+            "/tenants/syncs",
+            "/admin/v1/tenants/connections/sources/bex/secret",
+        ] {
+            assert_eq!(required_role(&Method::PUT, path), Role::Admin, "{path}");
+        }
+        assert_eq!(required_role(&Method::GET, "/tenants/tokens"), Role::Viewer);
     }
 
     #[test]
