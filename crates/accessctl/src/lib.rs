@@ -43,6 +43,11 @@ pub enum Command {
     Connections(cmd::connections::ConnectionsCommand),
     /// Ask a vendor (through its worker) for sites, time restrictions, assets, locks.
     Lookup(cmd::lookup::LookupArgs),
+    /// Admin API tokens: create (role, tenants, expiry), list, revoke, whoami.
+    #[command(subcommand)]
+    Tokens(cmd::tokens::TokensCommand),
+    /// The audit log of changes made through the admin API (and DLQ replays/purges).
+    Audit(cmd::audit::AuditArgs),
 }
 
 /// Runs a parsed command line.
@@ -55,5 +60,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tenants(c) => cmd::tenants::run(c, cli.output).await,
         Command::Connections(c) => cmd::connections::run(c, cli.output).await,
         Command::Lookup(a) => cmd::lookup::run(a, cli.output).await,
+        Command::Tokens(c) => cmd::tokens::run(c, cli.output).await,
+        Command::Audit(a) => cmd::audit::run(a, cli.output).await,
     }
 }

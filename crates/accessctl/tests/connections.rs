@@ -65,6 +65,7 @@ async fn apply_yaml_end_to_end() {
         AdminConfig {
             bootstrap_token: Some(BOOT.into()),
             lookup_timeout: None,
+            ..Default::default()
         },
     )
     .with_egress("http://127.0.0.1:*,https://10.0.0.5:*".parse().unwrap());

@@ -22,9 +22,40 @@ use uuid::Uuid;
 
 use crate::{
     AdminState,
-    auth::{self, Principal, Scope, TokenInfo},
+    audit::{self, Actor},
+    auth::{self, NewToken, Principal, Role, Scope, Tenants, TokenInfo},
     error::{ApiError, parse_connection, parse_json},
 };
+
+/// A before/after document for the audit log (`None` if it does not serialize, which the
+/// API's own types always do).
+fn doc<T: Serialize>(v: &T) -> Option<serde_json::Value> {
+    serde_json::to_value(v).ok()
+}
+
+/// Records `action` by `who` (see [`audit::record`]).
+async fn audit_change(
+    s: &AdminState,
+    who: &Principal,
+    action: &str,
+    tenant: Option<&str>,
+    target: String,
+    before: Option<serde_json::Value>,
+    after: Option<serde_json::Value>,
+) {
+    audit::record(
+        s.connections.pool(),
+        &Actor::from(who),
+        audit::Change {
+            action,
+            tenant,
+            target,
+            before,
+            after,
+        },
+    )
+    .await;
+}
 
 fn vendor(v: &str) -> Result<Vendor, ApiError> {
     v.parse().map_err(|e: String| ApiError::BadRequest {
@@ -74,41 +105,78 @@ fn check_tenant_id(id: &str) -> Result<(), ApiError> {
 
 pub(crate) async fn list_tenants(
     State(s): State<AdminState>,
+    Extension(who): Extension<Principal>,
 ) -> Result<Json<Vec<Tenant>>, ApiError> {
-    Ok(Json(s.tenants.list().await?))
+    let mut list = s.tenants.list().await?;
+    list.retain(|t| who.tenants.contains(&t.id));
+    Ok(Json(list))
 }
 
 pub(crate) async fn create_tenant(
     State(s): State<AdminState>,
+    Extension(who): Extension<Principal>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let b: TenantBody = parse_json(&body)?;
     let id = b.id.ok_or_else(|| ApiError::field("id", "is required"))?;
     check_tenant_id(&id)?;
+    who.require_tenant(&id)?;
     let name = b.name.unwrap_or_else(|| id.clone());
     let t = s.tenants.create(&id, &name).await?;
-    tracing::info!(tenant = %id, "tenant created");
+    audit_change(
+        &s,
+        &who,
+        "tenant.create",
+        Some(&id),
+        id.clone(),
+        None,
+        doc(&t),
+    )
+    .await;
     Ok((StatusCode::CREATED, Json(t)).into_response())
 }
 
 pub(crate) async fn put_tenant(
     State(s): State<AdminState>,
     Path(id): Path<String>,
+    Extension(who): Extension<Principal>,
     body: Bytes,
 ) -> Result<Json<Tenant>, ApiError> {
     check_tenant_id(&id)?;
+    who.require_tenant(&id)?;
     let b: TenantBody = parse_json(&body)?;
     if b.id.as_deref().is_some_and(|x| x != id) {
         return Err(ApiError::field("id", "does not match the URL"));
     }
     let name = b.name.unwrap_or_else(|| id.clone());
-    Ok(Json(s.tenants.upsert(&id, &name).await?))
+    let before = s.tenants.get(&id).await?;
+    let after = s.tenants.upsert(&id, &name).await?;
+    if before.as_ref().is_none_or(|b| b.name != after.name) {
+        let action = if before.is_some() {
+            "tenant.update"
+        } else {
+            "tenant.create"
+        };
+        audit_change(
+            &s,
+            &who,
+            action,
+            Some(&id),
+            id.clone(),
+            before.as_ref().and_then(doc),
+            doc(&after),
+        )
+        .await;
+    }
+    Ok(Json(after))
 }
 
 pub(crate) async fn get_tenant(
     State(s): State<AdminState>,
     Path(id): Path<String>,
+    Extension(who): Extension<Principal>,
 ) -> Result<Json<TenantDetail>, ApiError> {
+    who.require_tenant(&id)?;
     let tenant = s
         .tenants
         .get(&id)
@@ -124,10 +192,15 @@ pub(crate) async fn delete_tenant(
     Query(q): Query<AccessQuery>,
     Extension(who): Extension<Principal>,
 ) -> Result<Response, ApiError> {
+    who.require_tenant(&id)?;
     let choice = q.choice()?;
-    if s.tenants.get(&id).await?.is_none() {
+    let Some(tenant) = s.tenants.get(&id).await? else {
         return Err(ApiError::NotFound(format!("unknown tenant {id:?}")));
-    }
+    };
+    let before = doc(&TenantDetail {
+        tenant,
+        sources: s.tenants.sources(&id).await?,
+    });
     let pool = s.tenants.pool();
     let live = offboard::live_access_of_tenant(pool, &id).await?;
     match choice {
@@ -138,6 +211,16 @@ pub(crate) async fn delete_tenant(
         ))),
         AccessChoice::Refuse | AccessChoice::Keep => {
             s.tenants.delete(&id).await?;
+            audit_change(
+                &s,
+                &who,
+                "tenant.delete",
+                Some(&id),
+                id.clone(),
+                before,
+                None,
+            )
+            .await;
             let warning = kept_warning(live, &format!("tenant {id:?}"));
             if let Some(w) = &warning {
                 tracing::warn!(tenant = %id, by = %who.name, live, "tenant deleted, vendor access kept: {w}");
@@ -149,6 +232,16 @@ pub(crate) async fn delete_tenant(
         AccessChoice::Remove => {
             let conns = s.connections.list(Some(&id), None).await?;
             offboard::begin_tenant(pool, &id).await?;
+            audit_change(
+                &s,
+                &who,
+                "tenant.offboard",
+                Some(&id),
+                id.clone(),
+                before,
+                None,
+            )
+            .await;
             let mut runs = Vec::with_capacity(conns.len());
             for c in &conns {
                 runs.push(start_offboard(&s, c, OffboardIntent::Delete, &who).await?);
@@ -286,6 +379,16 @@ async fn start_offboard(
     let run = out.run().clone();
     tracing::info!(connection = %conn, run_id = run.id, by = %who.name, intent = intent.as_str(),
         "connection offboarding: its vendor access is being removed");
+    audit_change(
+        s,
+        who,
+        &format!("connection.offboard.{}", intent.as_str()),
+        Some(&c.tenant),
+        conn.to_string(),
+        doc(&c.redacted()),
+        doc(&run),
+    )
+    .await;
     Ok(run)
 }
 
@@ -313,11 +416,13 @@ pub struct SourceSecretResponse {
 
 async fn set_secret(
     s: &AdminState,
+    who: &Principal,
     tenant: &str,
     source: &str,
     req: SecretRequest,
     generate: bool,
 ) -> Result<SourceSecretResponse, ApiError> {
+    who.require_tenant(tenant)?;
     let ttl = req
         .previous_ttl_seconds
         .map(Duration::from_secs)
@@ -336,10 +441,32 @@ async fn set_secret(
                 .ok_or_else(|| ApiError::field("secret", "is required"))?,
         )
     };
+    let before = s
+        .tenants
+        .sources(tenant)
+        .await?
+        .into_iter()
+        .find(|x| x.source == source);
     let (src, new) = s
         .tenants
         .set_source_secret(tenant, source, secret, ttl)
         .await?;
+    let action = if generate {
+        "source.secret.rotate"
+    } else {
+        "source.secret.set"
+    };
+    // TenantSource shows its secret as "***"; the new secret itself is never recorded.
+    audit_change(
+        s,
+        who,
+        action,
+        Some(tenant),
+        format!("{tenant}/{source}"),
+        before.as_ref().and_then(doc),
+        doc(&src),
+    )
+    .await;
     Ok(SourceSecretResponse {
         source: src,
         generated_secret: generate.then(|| new.expose().to_owned()),
@@ -349,15 +476,19 @@ async fn set_secret(
 pub(crate) async fn set_source_secret(
     State(s): State<AdminState>,
     Path((tenant, source)): Path<(String, String)>,
+    Extension(who): Extension<Principal>,
     body: Bytes,
 ) -> Result<Json<SourceSecretResponse>, ApiError> {
     let req: SecretRequest = parse_json(&body)?;
-    Ok(Json(set_secret(&s, &tenant, &source, req, false).await?))
+    Ok(Json(
+        set_secret(&s, &who, &tenant, &source, req, false).await?,
+    ))
 }
 
 pub(crate) async fn rotate_source_secret(
     State(s): State<AdminState>,
     Path((tenant, source)): Path<(String, String)>,
+    Extension(who): Extension<Principal>,
     body: Bytes,
 ) -> Result<Json<SourceSecretResponse>, ApiError> {
     let req: SecretRequest = if body.iter().all(u8::is_ascii_whitespace) {
@@ -365,7 +496,9 @@ pub(crate) async fn rotate_source_secret(
     } else {
         parse_json(&body)?
     };
-    Ok(Json(set_secret(&s, &tenant, &source, req, true).await?))
+    Ok(Json(
+        set_secret(&s, &who, &tenant, &source, req, true).await?,
+    ))
 }
 
 // ---- connections ----
@@ -379,17 +512,23 @@ pub(crate) struct ListQuery {
 pub(crate) async fn list_connections(
     State(s): State<AdminState>,
     Query(q): Query<ListQuery>,
+    Extension(who): Extension<Principal>,
 ) -> Result<Json<Vec<Connection>>, ApiError> {
+    if let Some(t) = &q.tenant {
+        who.require_tenant(t)?;
+    }
     let v = q.vendor.as_deref().map(vendor).transpose()?;
-    Ok(Json(
-        s.connections.list_redacted(q.tenant.as_deref(), v).await?,
-    ))
+    let mut list = s.connections.list_redacted(q.tenant.as_deref(), v).await?;
+    list.retain(|c| who.tenants.contains(&c.tenant));
+    Ok(Json(list))
 }
 
 pub(crate) async fn get_connection(
     State(s): State<AdminState>,
     Path((tenant, v, name)): Path<(String, String, String)>,
+    Extension(who): Extension<Principal>,
 ) -> Result<Json<Connection>, ApiError> {
+    who.require_tenant(&tenant)?;
     let v = vendor(&v)?;
     s.connections
         .get(&tenant, v, &name)
@@ -439,6 +578,7 @@ pub(crate) async fn put_connection(
     Extension(who): Extension<Principal>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    who.require_tenant(&tenant)?;
     let v = vendor(&v)?;
     let conn: Connection = parse_connection(&body)?;
     if conn.tenant != tenant {
@@ -490,7 +630,24 @@ pub(crate) async fn put_connection(
             }
         }
     }
+    let before = if q.dry_run {
+        None
+    } else {
+        s.connections.get(&tenant, v, &name).await?
+    };
     let out = s.connections.apply(&conn, q.dry_run).await?;
+    if !q.dry_run && out.status != ApplyStatus::Unchanged {
+        audit_change(
+            &s,
+            &who,
+            "connection.apply",
+            Some(&tenant),
+            format!("{tenant}/{v}/{name}"),
+            before.map(|c| c.redacted()).as_ref().and_then(doc),
+            doc(&out.connection.redacted()),
+        )
+        .await;
+    }
     let offboard_run = match offboard_run {
         Some(_) => Some(start_offboard(&s, &out.connection, OffboardIntent::Disable, &who).await?),
         None => None,
@@ -526,6 +683,7 @@ pub(crate) async fn delete_connection(
     Query(q): Query<AccessQuery>,
     Extension(who): Extension<Principal>,
 ) -> Result<Response, ApiError> {
+    who.require_tenant(&tenant)?;
     let v = vendor(&v)?;
     let choice = q.choice()?;
     let siblings = s.connections.list_for(&tenant, v).await?;
@@ -540,6 +698,16 @@ pub(crate) async fn delete_connection(
         AccessChoice::Refuse if live > 0 => Err(conflict_live(live, &conn, "delete")),
         AccessChoice::Refuse | AccessChoice::Keep => {
             s.connections.delete(&tenant, v, &name).await?;
+            audit_change(
+                &s,
+                &who,
+                "connection.delete",
+                Some(&tenant),
+                format!("{tenant}/{v}/{name}"),
+                doc(&conn.redacted()),
+                None,
+            )
+            .await;
             let warning = kept_warning(live, &format!("connection {tenant}/{v}/{name}"));
             if let Some(w) = &warning {
                 tracing::warn!(%tenant, vendor = %v, %name, by = %who.name, live, "connection deleted, vendor access kept: {w}");
@@ -565,12 +733,26 @@ pub(crate) async fn delete_connection(
 pub struct CreateTokenRequest {
     /// Who or what uses it.
     pub name: String,
-    /// `read` and/or `admin`.
+    /// `viewer`, `operator` or `admin`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<Role>,
+    /// The pre-role form: `["read"]` = viewer, `["admin"]` = admin (use `role`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub scopes: Vec<Scope>,
+    /// Tenant ids, or `["*"]` for every tenant (default: the minting token's tenants).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenants: Option<Tenants>,
+    /// Expiry (default: now + the default lifetime, 90 days; at most the maximum lifetime,
+    /// and never after the minting token's own expiry).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Lifetime in seconds, instead of `expires_at`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in_seconds: Option<u64>,
 }
 
 /// Answer of `POST /tokens`: the token is shown this once.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 pub struct CreatedToken {
     /// Stored info.
     #[serde(flatten)]
@@ -579,44 +761,261 @@ pub struct CreatedToken {
     pub token: String,
 }
 
+impl std::fmt::Debug for CreatedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreatedToken")
+            .field("info", &self.info)
+            .field("token", &"***")
+            .finish()
+    }
+}
+
+/// What `POST /tokens` would mint for `who`, or why not: a token never mints one with a
+/// higher role, a tenant outside its own scope, or a longer life than its own.
+fn token_to_mint(
+    s: &AdminState,
+    who: &Principal,
+    req: &CreateTokenRequest,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(Role, Tenants, chrono::DateTime<chrono::Utc>), ApiError> {
+    if req.name.trim().is_empty() {
+        return Err(ApiError::field("name", "must not be empty"));
+    }
+    let role = match (req.role, req.scopes.iter().map(|s| s.role()).max()) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::field("scopes", "give either role or scopes"));
+        }
+        (Some(r), None) | (None, Some(r)) => r,
+        (None, None) => {
+            return Err(ApiError::field(
+                "role",
+                "is required (viewer, operator or admin)",
+            ));
+        }
+    };
+    if role > who.role {
+        return Err(ApiError::Forbidden(format!(
+            "token {:?} has role {}; it cannot mint a token with role {role}",
+            who.name, who.role
+        )));
+    }
+    let tenants = req.tenants.clone().unwrap_or_else(|| who.tenants.clone());
+    if !who.tenants.covers(&tenants) {
+        return Err(ApiError::Forbidden(format!(
+            "token {:?} is scoped to tenants {}; it cannot mint a token for {tenants}",
+            who.name, who.tenants
+        )));
+    }
+    let max = chrono::Duration::from_std(s.tokens.max_ttl).unwrap_or(chrono::Duration::MAX);
+    let expires_at = match (req.expires_at, req.expires_in_seconds) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::field(
+                "expires_in_seconds",
+                "give either expires_at or expires_in_seconds",
+            ));
+        }
+        (Some(at), None) => at,
+        (None, Some(secs)) => i64::try_from(secs)
+            .ok()
+            .and_then(chrono::Duration::try_seconds)
+            .and_then(|d| now.checked_add_signed(d))
+            .ok_or_else(|| ApiError::field("expires_in_seconds", "is too large"))?,
+        // The default lifetime, cut to the minting token's own.
+        (None, None) => {
+            let d = chrono::Duration::from_std(s.tokens.default_ttl).unwrap_or(max);
+            let default = now
+                .checked_add_signed(d.min(max))
+                .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC);
+            who.expires_at.map_or(default, |own| own.min(default))
+        }
+    };
+    if expires_at <= now {
+        return Err(ApiError::field("expires_at", "must be in the future"));
+    }
+    if now.checked_add_signed(max).is_some_and(|m| expires_at > m) {
+        return Err(ApiError::field(
+            "expires_at",
+            format!(
+                "is beyond the maximum token lifetime of {} days",
+                max.num_days()
+            ),
+        ));
+    }
+    if let Some(own) = who.expires_at
+        && expires_at > own
+    {
+        return Err(ApiError::Forbidden(format!(
+            "token {:?} expires at {own}; it cannot mint a token that outlives it",
+            who.name
+        )));
+    }
+    Ok((role, tenants, expires_at))
+}
+
 pub(crate) async fn create_token(
     State(s): State<AdminState>,
     Extension(who): Extension<Principal>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let req: CreateTokenRequest = parse_json(&body)?;
-    if req.name.trim().is_empty() {
-        return Err(ApiError::field("name", "must not be empty"));
-    }
-    if req.scopes.is_empty() {
-        return Err(ApiError::field("scopes", "must list read and/or admin"));
-    }
-    let (info, token) = auth::create_token(s.connections.pool(), &req.name, &req.scopes).await?;
-    tracing::info!(token_id = %info.id, name = %info.name, by = %who.name, "API token created");
+    let (role, tenants, expires_at) = token_to_mint(&s, &who, &req, chrono::Utc::now())?;
+    let new = NewToken {
+        name: req.name.trim(),
+        role,
+        tenants: &tenants,
+        expires_at: Some(expires_at),
+    };
+    let (info, token) = auth::create_token(s.connections.pool(), &new, Some(&who)).await?;
+    audit_change(
+        &s,
+        &who,
+        "token.create",
+        info.tenants.single(),
+        info.id.to_string(),
+        None,
+        doc(&info),
+    )
+    .await;
     Ok((StatusCode::CREATED, Json(CreatedToken { info, token })).into_response())
 }
 
 pub(crate) async fn list_tokens(
     State(s): State<AdminState>,
+    Extension(who): Extension<Principal>,
 ) -> Result<Json<Vec<TokenInfo>>, ApiError> {
-    Ok(Json(auth::list_tokens(s.connections.pool()).await?))
+    let mut list = auth::list_tokens(s.connections.pool()).await?;
+    // Only the tokens it could have minted itself.
+    list.retain(|t| who.tenants.covers(&t.tenants));
+    Ok(Json(list))
 }
 
+/// Answer of `GET /tokens/self`: the calling token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenSelf {
+    /// Id (the bootstrap token's is derived from its hash).
+    pub id: Uuid,
+    /// Name.
+    pub name: String,
+    /// Role.
+    pub role: Role,
+    /// Tenants.
+    pub tenants: Tenants,
+    /// Expiry.
+    pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+pub(crate) async fn token_self(Extension(who): Extension<Principal>) -> Json<TokenSelf> {
+    Json(TokenSelf {
+        id: who.id,
+        name: who.name,
+        role: who.role,
+        tenants: who.tenants,
+        expires_at: who.expires_at,
+    })
+}
+
+/// `DELETE /tokens/{id}`: `{id}` may be `bootstrap` (or its id, see `GET /tokens/self`) to
+/// revoke the environment's bootstrap token for good (rotation: see docs/security.md).
 pub(crate) async fn revoke_token(
     State(s): State<AdminState>,
     Path(id): Path<String>,
     Extension(who): Extension<Principal>,
 ) -> Result<StatusCode, ApiError> {
-    let id = Uuid::parse_str(&id).map_err(|_| ApiError::BadRequest {
-        field: Some("id".into()),
-        problem: "not a token id (UUID)".into(),
-    })?;
-    if auth::revoke_token(s.connections.pool(), id).await? {
-        tracing::info!(token_id = %id, by = %who.name, "API token revoked");
+    let pool = s.connections.pool();
+    let boot = s
+        .bootstrap_hash
+        .as_deref()
+        .map(|h| (h, auth::bootstrap_id(h)));
+    let uuid = if id == "bootstrap" {
+        None
+    } else {
+        Some(Uuid::parse_str(&id).map_err(|_| ApiError::BadRequest {
+            field: Some("id".into()),
+            problem: "not a token id (UUID) or \"bootstrap\"".into(),
+        })?)
+    };
+    if let Some((hash, boot_id)) = boot
+        && uuid.is_none_or(|u| u == boot_id)
+    {
+        if who.tenants != Tenants::All {
+            return Err(ApiError::Forbidden(
+                "only a token for every tenant may revoke the bootstrap token".into(),
+            ));
+        }
+        if !auth::revoke_bootstrap(pool, hash).await? {
+            return Err(ApiError::NotFound(
+                "the bootstrap token is revoked already".into(),
+            ));
+        }
+        audit_change(
+            &s,
+            &who,
+            "token.revoke",
+            None,
+            boot_id.to_string(),
+            None,
+            None,
+        )
+        .await;
+        return Ok(StatusCode::NO_CONTENT);
+    }
+    let Some(id) = uuid else {
+        return Err(ApiError::NotFound(
+            "no bootstrap token is configured".into(),
+        ));
+    };
+    let not_found = || ApiError::NotFound(format!("no active token {id}"));
+    let info = auth::get_token(pool, id).await?.ok_or_else(not_found)?;
+    // Out of scope looks the same as unknown.
+    if !who.tenants.covers(&info.tenants) || info.revoked_at.is_some() {
+        return Err(not_found());
+    }
+    if auth::revoke_token(pool, id).await? {
+        audit_change(
+            &s,
+            &who,
+            "token.revoke",
+            info.tenants.single(),
+            id.to_string(),
+            doc(&info),
+            None,
+        )
+        .await;
         Ok(StatusCode::NO_CONTENT)
     } else {
-        Err(ApiError::NotFound(format!("no active token {id}")))
+        Err(not_found())
     }
+}
+
+// ---- audit ----
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct AuditListQuery {
+    tenant: Option<String>,
+    since: Option<chrono::DateTime<chrono::Utc>>,
+    limit: Option<i64>,
+}
+
+pub(crate) async fn list_audit(
+    State(s): State<AdminState>,
+    Query(q): Query<AuditListQuery>,
+    Extension(who): Extension<Principal>,
+) -> Result<Json<Vec<audit::AuditRecord>>, ApiError> {
+    if let Some(t) = &q.tenant {
+        who.require_tenant(t)?;
+    }
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::field("limit", "must be 1..=1000"));
+    }
+    let query = audit::AuditQuery {
+        tenant: q.tenant,
+        since: q.since,
+        limit,
+    };
+    Ok(Json(
+        audit::list(s.connections.pool(), &who.tenants, &query).await?,
+    ))
 }
 
 // ---- lookups ----
@@ -631,7 +1030,9 @@ pub(crate) async fn lookup(
     State(s): State<AdminState>,
     Path((v, tenant, what)): Path<(String, String, String)>,
     Query(mut params): Query<BTreeMap<String, String>>,
+    Extension(who): Extension<Principal>,
 ) -> Result<Response, ApiError> {
+    who.require_tenant(&tenant)?;
     let v = vendor(&v)?;
     let connection = params
         .remove("connection")
@@ -672,6 +1073,7 @@ pub(crate) async fn put_site_defaults(
     Extension(who): Extension<Principal>,
     body: Bytes,
 ) -> Result<Json<TenantSource>, ApiError> {
+    who.require_tenant(&tenant)?;
     let doc: serde_json::Value = parse_json(&body)?;
     let Some(sites) = doc.as_object() else {
         return Err(ApiError::field(
@@ -721,7 +1123,16 @@ pub(crate) async fn put_site_defaults(
                 "tenant {tenant:?} has no source {source:?} (set its webhook secret first)"
             ))
         })?;
-    tracing::info!(%tenant, %source, by = %who.name, "site defaults set");
+    audit_change(
+        &s,
+        &who,
+        "source.site_defaults.set",
+        Some(&tenant),
+        format!("{tenant}/{source}"),
+        None,
+        Some(doc),
+    )
+    .await;
     Ok(Json(src))
 }
 
@@ -763,6 +1174,7 @@ pub(crate) async fn request_sync(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let req: SyncRequest = parse_json(&body)?;
+    who.require_tenant(&req.tenant)?;
     let v = vendor(&req.vendor)?;
     let scope = accesshub_sync_runs::Scope::parse(&req.scope, req.days)?;
     if req.days.is_some() && !matches!(scope, accesshub_sync_runs::Scope::Upcoming(_)) {
@@ -797,6 +1209,18 @@ pub(crate) async fn request_sync(
     };
     let run = out.run().clone();
     tracing::info!(connection = %conn, run_id = run.id, %scope, by = %who.name, queued, "sync requested via API");
+    if queued {
+        audit_change(
+            &s,
+            &who,
+            "sync.request",
+            Some(&conn.tenant),
+            conn.to_string(),
+            None,
+            doc(&run),
+        )
+        .await;
+    }
     Ok((
         code,
         Json(SyncQueued {
@@ -818,20 +1242,38 @@ pub(crate) struct SyncListQuery {
 pub(crate) async fn list_syncs(
     State(s): State<AdminState>,
     Query(q): Query<SyncListQuery>,
+    Extension(who): Extension<Principal>,
 ) -> Result<Json<Vec<accesshub_sync_runs::SyncRun>>, ApiError> {
+    if let Some(t) = &q.tenant {
+        who.require_tenant(t)?;
+    }
     let v = q.vendor.as_deref().map(vendor).transpose()?;
     let limit = q.limit.unwrap_or(50);
     if !(1..=500).contains(&limit) {
         return Err(ApiError::field("limit", "must be 1..=500"));
     }
     let v = v.map(|v| v.to_string());
-    Ok(Json(
-        accesshub_sync_runs::store::list_runs(
-            s.connections.pool(),
-            q.tenant.as_deref(),
-            v.as_deref(),
-            limit,
-        )
-        .await?,
-    ))
+    let pool = s.connections.pool();
+    let list_runs = |tenant: Option<String>| {
+        let v = v.clone();
+        async move {
+            accesshub_sync_runs::store::list_runs(pool, tenant.as_deref(), v.as_deref(), limit)
+                .await
+        }
+    };
+    let runs = match (q.tenant, who.tenants.as_filter()) {
+        (Some(t), _) => list_runs(Some(t)).await?,
+        (None, None) => list_runs(None).await?,
+        // A scoped token without ?tenant=: the newest runs of each of its tenants, merged.
+        (None, Some(mine)) => {
+            let mut all = Vec::new();
+            for t in mine {
+                all.extend(list_runs(Some(t)).await?);
+            }
+            all.sort_by_key(|r| std::cmp::Reverse(r.id));
+            all.truncate(usize::try_from(limit).unwrap_or(500));
+            all
+        }
+    };
+    Ok(Json(runs))
 }

@@ -4,9 +4,11 @@
 //! site defaults, under `/admin/v1` ([`mounted`]). It runs as its own cluster-internal service
 //! ([`service`], binary `accesshub-admin`); `accessctl` is its client.
 //!
-//! Secrets are never returned (`***`) and never logged; every write is authenticated with an
-//! `admin` token, every read with `read` or `admin`.
+//! Secrets are never returned (`***`) and never logged. Every request carries a token with a
+//! role (viewer, operator, admin) and a tenant scope ([`auth`]); every change is recorded in
+//! the audit log ([`audit`], `GET /audit`).
 
+pub mod audit;
 pub mod auth;
 pub mod error;
 mod handlers;
@@ -23,11 +25,12 @@ use axum::{
 };
 use sqlx::PgPool;
 
-pub use auth::{Principal, Scope, TokenInfo};
+pub use auth::{Principal, Role, Scope, Tenants, TokenInfo, TokenPolicy};
 pub use error::ApiError;
 pub use handlers::{
     ApplyResponse, CreateTokenRequest, CreatedToken, OffboardResponse, OffboardState,
     SecretRequest, SourceSecretResponse, SyncQueued, SyncRequest, TenantBody, TenantDetail,
+    TokenSelf,
 };
 
 /// Path prefix the API is served under.
@@ -40,6 +43,9 @@ pub struct AdminConfig {
     pub bootstrap_token: Option<String>,
     /// How long a lookup waits for the worker (`ACCESSHUB_LOOKUP_TIMEOUT`, default 10 s).
     pub lookup_timeout: Option<Duration>,
+    /// Lifetimes of minted tokens (`ACCESSHUB_TOKEN_DEFAULT_TTL_DAYS`, default 90, and
+    /// `ACCESSHUB_TOKEN_MAX_TTL_DAYS`, default 365).
+    pub tokens: TokenPolicy,
 }
 
 impl std::fmt::Debug for AdminConfig {
@@ -50,13 +56,27 @@ impl std::fmt::Debug for AdminConfig {
                 &self.bootstrap_token.as_ref().map(|_| "***"),
             )
             .field("lookup_timeout", &self.lookup_timeout)
+            .field("tokens", &self.tokens)
             .finish()
     }
 }
 
 impl AdminConfig {
-    /// Reads `ACCESSHUB_ADMIN_TOKEN` and `ACCESSHUB_LOOKUP_TIMEOUT` (humantime-free: seconds).
+    /// Reads `ACCESSHUB_ADMIN_TOKEN`, `ACCESSHUB_LOOKUP_TIMEOUT` (humantime-free: seconds) and
+    /// the token lifetimes in days (an unparsable value keeps the default).
     pub fn from_env() -> Self {
+        let days = |var: &str| {
+            std::env::var(var)
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .filter(|d| *d > 0)
+                .map(|d| Duration::from_secs(d.saturating_mul(86_400)))
+        };
+        let defaults = TokenPolicy::default();
+        let max_ttl = days("ACCESSHUB_TOKEN_MAX_TTL_DAYS").unwrap_or(defaults.max_ttl);
+        let default_ttl = days("ACCESSHUB_TOKEN_DEFAULT_TTL_DAYS")
+            .unwrap_or(defaults.default_ttl)
+            .min(max_ttl);
         AdminConfig {
             bootstrap_token: std::env::var("ACCESSHUB_ADMIN_TOKEN")
                 .ok()
@@ -65,6 +85,10 @@ impl AdminConfig {
                 .ok()
                 .and_then(|s| s.trim().trim_end_matches('s').parse::<u64>().ok())
                 .map(Duration::from_secs),
+            tokens: TokenPolicy {
+                default_ttl,
+                max_ttl,
+            },
         }
     }
 }
@@ -77,6 +101,7 @@ pub struct AdminState {
     pub(crate) bus: Bus,
     pub(crate) bootstrap_hash: Option<String>,
     pub(crate) lookup_timeout: Duration,
+    pub(crate) tokens: TokenPolicy,
 }
 
 impl AdminState {
@@ -88,6 +113,7 @@ impl AdminState {
             bus,
             bootstrap_hash: config.bootstrap_token.as_deref().map(auth::hash_token),
             lookup_timeout: config.lookup_timeout.unwrap_or(Duration::from_secs(10)),
+            tokens: config.tokens,
         }
     }
 
@@ -130,7 +156,9 @@ pub fn router(state: AdminState) -> Router {
                 .delete(delete_connection),
         )
         .route("/tokens", get(list_tokens).post(create_token))
+        .route("/tokens/self", get(token_self))
         .route("/tokens/{id}", axum::routing::delete(revoke_token))
+        .route("/audit", get(list_audit))
         .route("/lookups/{vendor}/{tenant}/{what}", get(lookup))
         .layer(middleware::from_fn_with_state(
             state.clone(),

@@ -47,6 +47,7 @@ async fn serve(db: &accesshub_testkit::TestDb, bus: &accesshub_testkit::TestBus)
         AdminConfig {
             bootstrap_token: Some(BOOT.into()),
             lookup_timeout: Some(std::time::Duration::from_secs(2)),
+            ..Default::default()
         },
     )
     .with_egress("https://10.0.0.5:*".parse().unwrap());

@@ -62,6 +62,7 @@ async fn serve(
         AdminConfig {
             bootstrap_token: Some(BOOT.into()),
             lookup_timeout: Some(Duration::from_secs(2)),
+            ..Default::default()
         },
     )
     .with_egress(egress);

@@ -47,10 +47,11 @@ async fn secrets_are_never_logged_returned_or_stored_in_clear() {
         AdminConfig {
             bootstrap_token: Some(BOOT.into()),
             lookup_timeout: None,
+            ..Default::default()
         },
     )
     .with_egress(accesshub_connections::EgressPolicy::loopback_http());
-    tracing::info!(config = ?AdminConfig { bootstrap_token: Some(BOOT.into()), lookup_timeout: None }, "config");
+    tracing::info!(config = ?AdminConfig { bootstrap_token: Some(BOOT.into()), lookup_timeout: None, ..Default::default() }, "config");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}/admin/v1", listener.local_addr().unwrap());
     tokio::spawn(async move {

@@ -22,6 +22,7 @@ async fn admin_service_serves_the_api_probes_and_metrics() {
         AdminConfig {
             bootstrap_token: Some(TOKEN.into()),
             lookup_timeout: None,
+            ..Default::default()
         },
     );
     let handle = service::start(cfg).await.unwrap();

@@ -45,6 +45,7 @@ async fn serve(db: &accesshub_testkit::TestDb, bus: &accesshub_testkit::TestBus)
         AdminConfig {
             bootstrap_token: Some(BOOT.into()),
             lookup_timeout: None,
+            ..Default::default()
         },
     )
     .with_egress(accesshub_connections::EgressPolicy::loopback_http());

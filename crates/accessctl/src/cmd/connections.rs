@@ -133,7 +133,7 @@ impl ApiClient {
         };
         let hint = match status.as_u16() {
             401 => " (check ACCESSHUB_TOKEN)",
-            403 => " (the token needs the admin scope)",
+            403 => " (the token's role or tenants do not allow this; `accessctl tokens whoami`)",
             _ => "",
         };
         let lead = if e.errors.is_empty() { "" } else { &e.error };

@@ -207,6 +207,9 @@ pub async fn run_with(dlq: &Dlq, cmd: DlqCommand, format: Format) -> anyhow::Res
             }
             let seqs: Vec<u64> = entries.iter().map(|e| e.seq).collect();
             let report = dlq.delete(&seqs).await?;
+            let by_tenant = group_by_tenant(&entries, |_| true);
+            let filter = serde_json::to_value(&f).unwrap_or_default();
+            audit_dlq(dlq, "dlq.purge", &default_user(), by_tenant, &filter).await;
             match format {
                 Format::Table => println!(
                     "deleted {} entries ({} were already gone)",
@@ -216,6 +219,45 @@ pub async fn run_with(dlq: &Dlq, cmd: DlqCommand, format: Format) -> anyhow::Res
             }
             Ok(())
         }
+    }
+}
+
+/// DLQ ids per tenant (`None`: entries without one), of the entries `keep` selects.
+fn group_by_tenant(
+    entries: &[DlqEntry],
+    keep: impl Fn(&DlqEntry) -> bool,
+) -> std::collections::BTreeMap<Option<String>, Vec<u64>> {
+    let mut m = std::collections::BTreeMap::<Option<String>, Vec<u64>>::new();
+    for e in entries.iter().filter(|e| keep(e)) {
+        m.entry(e.tenant.clone()).or_default().push(e.seq);
+    }
+    m
+}
+
+/// Records a replay or purge in the admin audit log, one record per tenant. accessctl reaches
+/// NATS and Postgres directly, without an admin token: the actor is `accessctl:<user>`. The
+/// records hold DLQ ids and the filter, never payloads (PII).
+async fn audit_dlq(
+    dlq: &Dlq,
+    action: &str,
+    user: &str,
+    by_tenant: std::collections::BTreeMap<Option<String>, Vec<u64>>,
+    selection: &serde_json::Value,
+) {
+    use accesshub_admin::audit::{self, Actor, Change};
+    let actor = Actor {
+        token_id: None,
+        name: format!("accessctl:{user}"),
+    };
+    for (tenant, ids) in by_tenant {
+        let change = Change {
+            action,
+            tenant: tenant.as_deref(),
+            target: "dlq".into(),
+            before: None,
+            after: Some(serde_json::json!({ "entries": ids, "selection": selection })),
+        };
+        audit::record(dlq.pool(), &actor, change).await;
     }
 }
 
@@ -342,10 +384,13 @@ async fn replay(dlq: &Dlq, a: ReplayArgs, format: Format) -> anyhow::Result<()> 
         (None, true, _) | (None, false, false) => ReplayTarget::Filter(filter),
         (None, false, true) => bail!("dlq replay needs an entry id, filter flags, or --all"),
     };
+    // The entries, for the audit record's tenants (a dry run changes nothing: no record).
+    let mut entries = Vec::new();
     if let ReplayTarget::Filter(f) = &target
         && !a.dry_run
     {
-        let n = dlq.list(f, None).await?.len();
+        entries = dlq.list(f, None).await?;
+        let n = entries.len();
         if n == 0 {
             println!("no matching entries");
             return Ok(());
@@ -357,6 +402,12 @@ async fn replay(dlq: &Dlq, a: ReplayArgs, format: Format) -> anyhow::Result<()> 
             bail!("aborted");
         }
     }
+    if let (ReplayTarget::One(id), false) = (&target, a.dry_run)
+        && let Ok(d) = dlq.show(*id).await
+    {
+        entries.push(d.entry);
+    }
+    let by = a.replayed_by.clone();
     let opts = ReplayOptions {
         dry_run: a.dry_run,
         rate: a.rate,
@@ -369,6 +420,20 @@ async fn replay(dlq: &Dlq, a: ReplayArgs, format: Format) -> anyhow::Result<()> 
     };
     let mut progress = Progress::new();
     let report = dlq.replay(&target, &opts, &mut progress).await?;
+    let replayed: std::collections::HashSet<u64> = report
+        .outcomes
+        .iter()
+        .filter(|o| matches!(o.status, ReplayStatus::Replayed { .. }))
+        .map(|o| o.seq)
+        .collect();
+    if !replayed.is_empty() {
+        let by_tenant = group_by_tenant(&entries, |e| replayed.contains(&e.seq));
+        let what = match &target {
+            ReplayTarget::One(id) => serde_json::json!({ "id": id }),
+            ReplayTarget::Filter(f) => serde_json::to_value(f).unwrap_or_default(),
+        };
+        audit_dlq(dlq, "dlq.replay", &by, by_tenant, &what).await;
+    }
     print_report(format, &report)?;
     if report.failed > 0 {
         bail!("{} replays failed", report.failed);

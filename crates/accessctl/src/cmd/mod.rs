@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod audit;
 pub mod connections;
 pub mod dlq;
 pub mod lookup;
@@ -8,3 +9,4 @@ pub mod offboard;
 pub mod status;
 pub mod sync;
 pub mod tenants;
+pub mod tokens;
