@@ -123,6 +123,17 @@ async fn every_identity_is_held_to_its_permissions_and_the_system_still_works() 
     // Each service connects as the user of its name (Stack::nats_identity).
     s.start_ingest(&[]).await;
     s.start_worker("tapkey-worker", &[]).await;
+    // The other services start and run under their identities too (their consumers, streams
+    // and subscriptions are created at start-up; any refusal shows in the server log below).
+    for other in [
+        "cloudpass-worker",
+        "dormakaba-worker",
+        "ipassan-worker",
+        "reconciler",
+        "accesshub-admin",
+    ] {
+        s.start_worker(other, &[]).await;
+    }
     let sub = |x: &str| format!("{ns}.{x}");
 
     // Nobody gets in without credentials, so nobody anonymous publishes bookings.>.
@@ -224,6 +235,8 @@ async fn every_identity_is_held_to_its_permissions_and_the_system_still_works() 
         },
     )
     .await;
+    // The DLQ role reads the DLQ stream (empty here) without being refused.
+    assert!(s.dead_letters().await.is_empty());
     // No service was refused anything on its own path: the only violations in the server's
     // log are the ones this test provoked, the only failed login the anonymous one.
     let log = nats.log();
