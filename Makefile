@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: dev test test-rust test-chart bench soak lint fmt services build clean-test-dbs
+.PHONY: nats-config dev test test-rust test-chart bench soak lint fmt services build clean-test-dbs
 
 ## Start NATS + PostgreSQL (installing them if needed), the vendor simulators and every
 ## accesshub service locally, with a demo tenant wired to the simulators. Ctrl-C stops it.
@@ -14,6 +14,10 @@ test: services clean-test-dbs test-rust test-chart
 
 services:
 	deploy/dev-services.sh
+
+## Regenerate deploy/nats/values-nats.yaml from deploy/nats/permissions.yaml (NATS identities).
+nats-config:
+	$(CARGO) run -q -p accesshub-natsauth --bin accesshub-nats-config -- helm-values > deploy/nats/values-nats.yaml
 
 build:
 	$(CARGO) build --workspace --bins

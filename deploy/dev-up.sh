@@ -21,7 +21,6 @@ fi
 # shellcheck disable=SC1091
 source "$RUN/env"
 export DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}"
-export NATS_URL="${NATS_URL:-nats://127.0.0.1:4222}"
 export ACCESSHUB_LOG_FORMAT="${ACCESSHUB_LOG_FORMAT:-pretty}"
 export ACCESSHUB_STREAM_REPLICAS=1
 # The vendor simulators listen on loopback over plain http; production leaves this empty
@@ -39,10 +38,38 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
+# NATS with auth on, as in production: one identity per service with the permissions of
+# deploy/nats/permissions.yaml (docs/security.md "NATS identities"), plus demo-upstream, an
+# upstream bound to tenant demo (`nats req --user demo-upstream ... ingest.native.demo`). Its
+# own server on NATS_DEV_PORT: the machine's open server on 4222 stays for the tests.
+NATS_DEV_PORT="${NATS_DEV_PORT:-4223}"
+if [ ! -f "$RUN/nats-passwords" ]; then
+  for u in $("$BIN/accesshub-nats-config" users) demo-upstream; do
+    echo "$u=$(head -c 24 /dev/urandom | base64 | tr -d '/+=\n')"
+  done > "$RUN/nats-passwords"
+  chmod 600 "$RUN/nats-passwords"
+fi
+nats_pw() { sed -n "s/^$1=//p" "$RUN/nats-passwords"; }
+"$BIN/accesshub-nats-config" server --listen "127.0.0.1:$NATS_DEV_PORT" \
+  --store-dir "$PWD/$RUN/nats-js" --passwords "$RUN/nats-passwords" \
+  --upstream demo-upstream:demo >"$RUN/nats.conf"
+nats_bin="$(command -v nats-server || echo /usr/sbin/nats-server)"
+"$nats_bin" -c "$RUN/nats.conf" >"$RUN/nats-server.log" 2>&1 &
+pids+=("$!")
+for _ in $(seq 1 50); do (exec 3<>"/dev/tcp/127.0.0.1/$NATS_DEV_PORT") 2>/dev/null && break; sleep 0.2; done
+export NATS_URL="nats://127.0.0.1:$NATS_DEV_PORT"
+# accessctl dlq / status run as the DLQ role.
+export ACCESSCTL_NATS_USER=accessctl-dlq
+ACCESSCTL_NATS_PASSWORD="$(nats_pw accessctl-dlq)"
+export ACCESSCTL_NATS_PASSWORD
+echo "  nats-server  $NATS_URL   (auth on; config $RUN/nats.conf, passwords $RUN/nats-passwords)"
+
 start() {
   local name=$1 port=$2; shift 2
   if [ ! -x "$BIN/$name" ]; then echo "($name not built yet — skipped)"; return; fi
+  # Each service connects as the NATS user of its own name.
   ACCESSHUB_HTTP_ADDR="127.0.0.1:$port" OTEL_SERVICE_NAME="$name" \
+    NATS_USER="$name" NATS_PASSWORD="$(nats_pw "$name")" \
     "$BIN/$name" "$@" >"$RUN/$name.log" 2>&1 &
   pids+=("$!")
   echo "  $name  http://127.0.0.1:$port   (log: $RUN/$name.log)"

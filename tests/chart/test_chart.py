@@ -1,6 +1,7 @@
 """helm/accesshub: lint, render, Kubernetes schema validation and the chart's promises."""
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import re
@@ -152,7 +153,7 @@ def env_names(container: dict, objs: list[dict]) -> dict[str, object]:
 
 def test_env_contract(variant, objs):
     values = load_values(variant)
-    mode = values.get("nats", {}).get("auth", {}).get("mode", "none")
+    mode = values.get("nats", {}).get("auth", {}).get("mode", "userPassword")
     for d in of_kind(objs, "Deployment"):
         comp = d["metadata"]["labels"]["app.kubernetes.io/component"]
         c = d["spec"]["template"]["spec"]["containers"][0]
@@ -173,16 +174,23 @@ def test_env_contract(variant, objs):
             assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == values["otel"]["endpoint"]
         else:
             assert "OTEL_EXPORTER_OTLP_ENDPOINT" not in env
+        service = BY_COMPONENT[comp]
         if mode == "creds":
             assert env["NATS_CREDS"] == "/etc/accesshub/nats/nats.creds"
             mount = next(m for m in c["volumeMounts"] if m["name"] == "nats-creds")
             assert mount["mountPath"] == "/etc/accesshub/nats" and mount["readOnly"] is True
+            vol = next(v for v in d["spec"]["template"]["spec"]["volumes"] if v["name"] == "nats-creds")
+            assert vol["secret"]["items"] == [{"key": f"{service}.creds", "path": "nats.creds"}]
         else:
             assert "NATS_CREDS" not in env
         if mode == "userPassword":
-            assert "secretKeyRef" in env["NATS_USER"] and "secretKeyRef" in env["NATS_PASSWORD"]
+            # Each service is the NATS user of its own name (deploy/nats/permissions.yaml).
+            assert env["NATS_USER"] == service
+            assert env["NATS_PASSWORD"]["secretKeyRef"]["key"] == service
         else:
             assert "NATS_USER" not in env and "NATS_PASSWORD" not in env
+        if mode != "none":
+            assert env["NATS_INBOX_PREFIX"] == f"_INBOX.{service}"
 
 
 def test_migrations_job_is_a_hook(variant, objs):
@@ -218,7 +226,9 @@ def test_migrations_job_is_a_hook(variant, objs):
 def test_secrets_and_references(variant, objs):
     values = load_values(variant)
     existing = values.get("secrets", {}).get("existingSecret")
-    release_secrets = [s for s in of_kind(objs, "Secret") if HOOK not in s["metadata"]["annotations"]]
+    nats_secret = f"{RELEASE}-accesshub-nats"
+    release_secrets = [s for s in of_kind(objs, "Secret") if HOOK not in s["metadata"]["annotations"]
+                       and s["metadata"]["name"] != nats_secret]
     if existing:
         assert release_secrets == []
     else:
@@ -253,7 +263,8 @@ def test_services_select_pods(objs):
 def test_defaults_leave_optional_features_off():
     objs = objects(render())
     kinds = {o["kind"] for o in objs}
-    assert kinds == {"ConfigMap", "Secret", "ServiceAccount", "Deployment", "Service", "Job"}
+    assert kinds == {"ConfigMap", "Secret", "ServiceAccount", "Deployment", "Service", "Job",
+                     "NetworkPolicy"}
     assert all(d["spec"]["replicas"] >= 1 for d in of_kind(objs, "Deployment"))
 
 
@@ -635,3 +646,82 @@ def test_values_yaml_documents_every_service():
     reference = copy.deepcopy(defaults["services"]["bookingIngest"])
     for key, block in defaults["services"].items():
         assert set(block) == set(reference), key
+
+
+# ---------------------------------------------------------------- NATS identities (review H1)
+
+NATS_USERS = sorted([*SERVICES.values(), "accessctl-dlq"])
+
+
+def generated_nats_users() -> list[str]:
+    """Users of deploy/nats/values-nats.yaml, generated from deploy/nats/permissions.yaml."""
+    from conftest import REPO
+    v = yaml.safe_load((REPO / "deploy" / "nats" / "values-nats.yaml").read_text())
+    return sorted(u["user"] for u in v["config"]["merge"]["accounts"]["ACCESSHUB"]["users"])
+
+
+def test_default_render_has_nats_auth_per_service_users_and_network_policies():
+    objs = objects(render())
+    # The chart's users are exactly the identities the NATS server is configured with.
+    assert generated_nats_users() == NATS_USERS
+    secret = next(s for s in of_kind(objs, "Secret") if s["metadata"]["name"] == f"{RELEASE}-accesshub-nats")
+    assert sorted(secret["data"]) == NATS_USERS
+    for user, b64 in secret["data"].items():
+        assert len(base64.b64decode(b64)) == 32, user   # generated when not given
+    assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    users = set()
+    for d in of_kind(objs, "Deployment"):
+        env = container_env(d)
+        user = env["NATS_USER"]["value"]
+        assert env["NATS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": f"{RELEASE}-accesshub-nats",
+                                                                     "key": user}
+        users.add(user)
+        # The DLQ role is nobody's by default.
+        assert "ACCESSCTL_NATS_USER" not in env
+    assert users == set(SERVICES.values())
+    # NetworkPolicies on: one per service; the admin API is never open to any source.
+    pols = {p["metadata"]["name"]: p["spec"] for p in of_kind(objs, "NetworkPolicy")}
+    assert len(pols) == len(SERVICES)
+    admin_rules = pols[ADMIN]["ingress"]
+    assert all(r.get("from") for r in admin_rules), admin_rules
+    assert pols[ADMIN]["ingress"][0]["from"] == [{"podSelector": {}}]
+    ingest_rules = pols[INGEST]["ingress"]
+    assert ingest_rules == [{"ports": [{"port": "http", "protocol": "TCP"}]}]
+
+
+def test_nats_passwords_are_deterministic_when_given():
+    pw = {u: f"pw-{u}" for u in NATS_USERS}
+    objs = objects(render({"nats": {"auth": {"passwords": pw}}}))
+    secret = next(s for s in of_kind(objs, "Secret") if s["metadata"]["name"] == f"{RELEASE}-accesshub-nats")
+    assert {u: base64.b64decode(v).decode() for u, v in secret["data"].items()} == pw
+
+
+def test_dlq_role_only_where_asked():
+    objs = objects(render({"accessctl": {"dlqIn": ["reconciler"]}}))
+    for d in of_kind(objs, "Deployment"):
+        env = container_env(d)
+        if d["metadata"]["name"].endswith("-reconciler"):
+            assert env["ACCESSCTL_NATS_USER"]["value"] == "accessctl-dlq"
+            assert env["ACCESSCTL_NATS_PASSWORD"]["valueFrom"]["secretKeyRef"]["key"] == "accessctl-dlq"
+            assert env["NATS_USER"]["value"] == "reconciler"
+        else:
+            assert "ACCESSCTL_NATS_USER" not in env
+
+
+def test_nats_auth_none_renders_no_nats_secret():
+    objs = objects(render({"nats": {"auth": {"mode": "none"}}}))
+    assert not [s for s in of_kind(objs, "Secret") if s["metadata"]["name"].endswith("-nats")]
+    for d in of_kind(objs, "Deployment"):
+        assert not {"NATS_USER", "NATS_PASSWORD", "NATS_INBOX_PREFIX"} & set(container_env(d))
+
+
+def test_egress_allows_nats_and_postgres():
+    objs = objects(render({"networkPolicy": {"egress": {"enabled": True}}}))
+    for np in of_kind(objs, "NetworkPolicy"):
+        egress = np["spec"]["egress"]
+        assert {"ports": [{"port": 4222, "protocol": "TCP"}]} in egress
+        assert {"ports": [{"port": 5432, "protocol": "TCP"}]} in egress
+    objs = objects(render(load_values("all-features")))
+    for np in of_kind(objs, "NetworkPolicy"):
+        nats = next(r for r in np["spec"]["egress"] if r["ports"] == [{"port": 4222, "protocol": "TCP"}])
+        assert nats["to"][0]["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "nats"}

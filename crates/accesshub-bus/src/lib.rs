@@ -92,6 +92,9 @@ pub async fn connect(cfg: &CommonConfig) -> Result<Bus, BusError> {
     if let Some((u, p)) = &cfg.nats_user {
         opts = opts.user_and_password(u.clone(), p.clone());
     }
+    if let Some(prefix) = &cfg.nats_inbox_prefix {
+        opts = opts.custom_inbox_prefix(prefix);
+    }
     let client = opts
         .connect(&cfg.nats_url)
         .await

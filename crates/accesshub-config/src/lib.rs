@@ -120,6 +120,10 @@ pub struct CommonConfig {
     pub nats_creds: Option<String>,
     /// NATS user/password (`NATS_USER`, `NATS_PASSWORD`).
     pub nats_user: Option<(String, String)>,
+    /// Reply-inbox prefix (`NATS_INBOX_PREFIX`; default `_INBOX.<NATS_USER>` when a user is
+    /// set, else the client's `_INBOX`). Each identity may subscribe to its own inbox only, so
+    /// no service can read the replies (PubAcks, lookups, ingest answers) meant for another.
+    pub nats_inbox_prefix: Option<String>,
     /// Prefix for every subject and stream, so tests and tenants of a shared NATS stay apart
     /// (`ACCESSHUB_NAMESPACE`; empty in production).
     pub namespace: String,
@@ -142,6 +146,11 @@ impl CommonConfig {
             (Some(u), Some(p)) => Some((u, p)),
             _ => None,
         };
+        let nats_inbox_prefix = env_opt("NATS_INBOX_PREFIX").or_else(|| {
+            nats_user
+                .as_ref()
+                .map(|(u, _)| format!("_INBOX.{}", accesshub_domain::subjects::token(u)))
+        });
         let defaults = StreamSettings::default();
         Ok(CommonConfig {
             service: service.to_owned(),
@@ -152,6 +161,7 @@ impl CommonConfig {
             nats_url: env_or("NATS_URL", "nats://127.0.0.1:4222".to_owned())?,
             nats_creds: env_opt("NATS_CREDS"),
             nats_user,
+            nats_inbox_prefix,
             namespace: env_or("ACCESSHUB_NAMESPACE", String::new())?,
             http_addr: env_or(
                 "ACCESSHUB_HTTP_ADDR",
@@ -176,6 +186,18 @@ impl CommonConfig {
         })
     }
 
+    /// Switches to another NATS identity when both variables are set: accessctl's DLQ role
+    /// (`ACCESSCTL_NATS_USER`/`ACCESSCTL_NATS_PASSWORD`) is not the identity of the pod it
+    /// runs in, so a reconciler's credentials never grant DLQ replays and the reverse.
+    pub fn use_nats_identity_from(&mut self, user_var: &'static str, password_var: &'static str) {
+        if let (Some(u), Some(p)) = (env_opt(user_var), env_opt(password_var)) {
+            self.nats_inbox_prefix =
+                Some(format!("_INBOX.{}", accesshub_domain::subjects::token(&u)));
+            self.nats_user = Some((u, p));
+            self.nats_creds = None;
+        }
+    }
+
     /// Defaults for a test: local services, a given namespace, ephemeral port.
     pub fn for_test(service: &str, namespace: &str, database_url: &str) -> Self {
         CommonConfig {
@@ -184,6 +206,7 @@ impl CommonConfig {
             nats_url: std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into()),
             nats_creds: None,
             nats_user: None,
+            nats_inbox_prefix: None,
             namespace: namespace.to_owned(),
             http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             log_format: LogFormat::Pretty,

@@ -129,9 +129,39 @@ app.kubernetes.io/component: {{ .component }}
 {{- default (include "accesshub.fullname" .) .Values.secrets.existingSecret -}}
 {{- end -}}
 
-{{/* Secret holding the NATS credentials. */}}
+{{/* Secret holding the NATS credentials: one key per NATS user (password, or <user>.creds). */}}
 {{- define "accesshub.natsSecretName" -}}
-{{- default (include "accesshub.secretName" .) .Values.nats.auth.existingSecret -}}
+{{- default (printf "%s-nats" (include "accesshub.fullname" .)) .Values.nats.auth.existingSecret -}}
+{{- end -}}
+
+{{/*
+NATS users the chart gives credentials to: every enabled service (user = service name, as in
+deploy/nats/permissions.yaml) plus accessctl-dlq, accessctl's DLQ role.
+*/}}
+{{- define "accesshub.natsUsers" -}}
+{{- $users := list "accessctl-dlq" -}}
+{{- range $key, $service := include "accesshub.serviceNames" . | fromYaml -}}
+{{- if (index $.Values.services $key).enabled -}}
+{{- $users = append $users $service -}}
+{{- end -}}
+{{- end -}}
+{{- toYaml (sortAlpha $users) -}}
+{{- end -}}
+
+{{/*
+NATS identity env of one container. Call with (dict "root" $ "user" <NATS user> "prefix" ""|"ACCESSCTL_").
+*/}}
+{{- define "accesshub.natsIdentityEnv" -}}
+{{- $root := .root -}}
+{{- if eq $root.Values.nats.auth.mode "userPassword" }}
+- name: {{ .prefix }}NATS_USER
+  value: {{ .user | quote }}
+- name: {{ .prefix }}NATS_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "accesshub.natsSecretName" $root }}
+      key: {{ .user }}
+{{- end }}
 {{- end -}}
 
 {{- define "accesshub.natsCredsDir" -}}/etc/accesshub/nats{{- end -}}
@@ -141,14 +171,6 @@ app.kubernetes.io/component: {{ .component }}
 DATABASE_URL: {{ .Values.database.url | quote }}
 ACCESSHUB_ENCRYPTION_KEY: {{ .Values.secrets.encryptionKey | quote }}
 ACCESSHUB_ADMIN_TOKEN: {{ .Values.secrets.adminToken | quote }}
-{{- if not .Values.nats.auth.existingSecret }}
-{{- if eq .Values.nats.auth.mode "userPassword" }}
-NATS_USER: {{ .Values.nats.auth.user | quote }}
-NATS_PASSWORD: {{ .Values.nats.auth.password | quote }}
-{{- else if eq .Values.nats.auth.mode "creds" }}
-nats.creds: {{ .Values.nats.auth.creds | quote }}
-{{- end }}
-{{- end }}
 {{- end -}}
 
 {{/* Non-secret configuration shared by every service (ConfigMap data, and inline env in the hook Job). */}}
@@ -172,7 +194,8 @@ Environment of one container (besides envFrom the ConfigMap).
 Call with (dict "root" $ "component" "booking-ingest" "svc" <service values or empty dict> "secretName" <name>
 "withNats" <bool> ["service" <OTEL_SERVICE_NAME, default: component>] ["workloadAttr" "k8s.job.name=..."]
 ["adminToken" <bool>: ACCESSHUB_ADMIN_TOKEN, the admin API's bootstrap token (accesshub-admin only)]
-["accessctlApi" <bool>: ACCESSHUB_API_URL + ACCESSHUB_TOKEN, accessctl's admin API client]).
+["accessctlApi" <bool>: ACCESSHUB_API_URL + ACCESSHUB_TOKEN, accessctl's admin API client]
+["dlqRole" <bool>: ACCESSCTL_NATS_USER/PASSWORD, accessctl's DLQ role]).
 */}}
 {{- define "accesshub.env" -}}
 {{- $root := .root -}}
@@ -227,20 +250,18 @@ Call with (dict "root" $ "component" "booking-ingest" "svc" <service values or e
       key: ACCESSHUB_ADMIN_TOKEN
 {{- end }}
 {{- if .withNats }}
-{{- if eq $root.Values.nats.auth.mode "userPassword" }}
-- name: NATS_USER
-  valueFrom:
-    secretKeyRef:
-      name: {{ include "accesshub.natsSecretName" $root }}
-      key: NATS_USER
-- name: NATS_PASSWORD
-  valueFrom:
-    secretKeyRef:
-      name: {{ include "accesshub.natsSecretName" $root }}
-      key: NATS_PASSWORD
-{{- else if eq $root.Values.nats.auth.mode "creds" }}
+{{- /* Each service is the NATS user of its name, with a private reply inbox. */}}
+{{- if ne $root.Values.nats.auth.mode "none" }}
+- name: NATS_INBOX_PREFIX
+  value: {{ printf "_INBOX.%s" .service | quote }}
+{{- end }}
+{{- include "accesshub.natsIdentityEnv" (dict "root" $root "user" .service "prefix" "") }}
+{{- if eq $root.Values.nats.auth.mode "creds" }}
 - name: NATS_CREDS
   value: {{ printf "%s/nats.creds" (include "accesshub.natsCredsDir" $root) | quote }}
+{{- end }}
+{{- if .dlqRole }}
+{{- include "accesshub.natsIdentityEnv" (dict "root" $root "user" "accessctl-dlq" "prefix" "ACCESSCTL_") }}
 {{- end }}
 {{- end }}
 {{- with .svc.extraEnv }}

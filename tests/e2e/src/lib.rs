@@ -7,6 +7,7 @@
 pub mod otlp;
 
 use std::{
+    collections::BTreeMap,
     net::TcpListener,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -199,21 +200,27 @@ impl Drop for Proc {
 pub struct PrivateNats {
     /// Port.
     pub port: u16,
+    /// Password of every NATS user (empty: the server requires no authentication).
+    pub passwords: BTreeMap<String, String>,
     proc: Proc,
 }
 
+fn nats_server_bin() -> Result<PathBuf, HarnessError> {
+    ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .ok_or_else(|| {
+            HarnessError::Setup(
+                "nats-server not installed (deploy/dev-services.sh installs it)".into(),
+            )
+        })
+}
+
 impl PrivateNats {
-    /// Starts it and waits for the port.
+    /// Starts it (no authentication) and waits for the port.
     pub fn start() -> Result<PrivateNats, HarnessError> {
-        let bin = ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
-            .iter()
-            .map(PathBuf::from)
-            .find(|p| p.exists())
-            .ok_or_else(|| {
-                HarnessError::Setup(
-                    "nats-server not installed (deploy/dev-services.sh installs it)".into(),
-                )
-            })?;
+        let bin = nats_server_bin()?;
         let port = free_port();
         let dir = unique_dir("nats");
         let port_s = port.to_string();
@@ -225,7 +232,58 @@ impl PrivateNats {
             &[],
         )?;
         wait_port("nats-server", port, Duration::from_secs(10))?;
-        Ok(PrivateNats { port, proc })
+        Ok(PrivateNats {
+            port,
+            passwords: BTreeMap::new(),
+            proc,
+        })
+    }
+
+    /// Starts it with the configuration `make dev` and production use: one user per
+    /// accesshub identity with the permissions of deploy/nats/permissions.yaml (rendered for
+    /// `namespace`), plus tenant-bound upstream users (`USER:TENANT[:SOURCE]`). Random passwords.
+    pub fn start_authorized(
+        namespace: &str,
+        upstreams: &[&str],
+    ) -> Result<PrivateNats, HarnessError> {
+        let setup = |e: accesshub_natsauth::NatsAuthError| HarnessError::Setup(e.to_string());
+        let mut ids = accesshub_natsauth::identities(namespace).map_err(setup)?;
+        for u in upstreams {
+            let b: accesshub_natsauth::UpstreamBinding = u.parse().map_err(setup)?;
+            ids.push(accesshub_natsauth::upstream_identity(&b, namespace).map_err(setup)?);
+        }
+        let passwords: BTreeMap<String, String> = ids
+            .iter()
+            .map(|i| (i.user.clone(), uuid::Uuid::new_v4().simple().to_string()))
+            .collect();
+        let bin = nats_server_bin()?;
+        let port = free_port();
+        let dir = unique_dir("nats");
+        let conf = accesshub_natsauth::server_config(
+            &ids,
+            |u| passwords.get(u).cloned(),
+            &accesshub_natsauth::ServerOptions {
+                listen: format!("127.0.0.1:{port}"),
+                store_dir: dir.join("js").display().to_string(),
+                tls: None,
+            },
+        )
+        .map_err(setup)?;
+        let conf_path = dir.join("nats.conf");
+        std::fs::write(&conf_path, conf).map_err(|e| HarnessError::Setup(e.to_string()))?;
+        let conf_s = conf_path.display().to_string();
+        let proc = Proc::spawn("nats-server", &bin, &["-c", &conf_s], &[])?;
+        wait_port("nats-server", port, Duration::from_secs(10))?;
+        Ok(PrivateNats {
+            port,
+            passwords,
+            proc,
+        })
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        self.proc.log()
     }
 
     /// `nats://127.0.0.1:<port>`.

@@ -171,7 +171,9 @@ pub async fn run(cmd: DlqCommand, format: Format) -> anyhow::Result<()> {
 /// NATS and Postgres from `CommonConfig::from_env("accessctl")` (NATS_URL, DATABASE_URL,
 /// ACCESSHUB_NAMESPACE): accessctl talks to them directly, so it works when services are down.
 pub async fn connect() -> anyhow::Result<Dlq> {
-    let cfg = accesshub_config::CommonConfig::from_env("accessctl")?;
+    let mut cfg = accesshub_config::CommonConfig::from_env("accessctl")?;
+    // The DLQ role has its own NATS identity (docs/security.md "NATS identities").
+    cfg.use_nats_identity_from("ACCESSCTL_NATS_USER", "ACCESSCTL_NATS_PASSWORD");
     let bus = accesshub_bus::connect(&cfg).await?;
     let pool = accesshub_store::connect_lazy(&cfg.database_url, 4)?;
     Ok(Dlq::new(bus, pool))

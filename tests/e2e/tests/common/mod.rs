@@ -254,6 +254,11 @@ pub struct Options {
     pub env: Vec<(String, String)>,
     /// Extra environment for vendor-sim.
     pub sim_env: Vec<(String, String)>,
+    /// Namespace of streams and subjects (default: a fresh unique one).
+    pub namespace: Option<String>,
+    /// NATS user → password (`PrivateNats::start_authorized`): each service then connects as
+    /// the user of its own name, the harness's readers as `accessctl-dlq`.
+    pub nats_passwords: Option<BTreeMap<String, String>>,
 }
 
 /// One test's system.
@@ -281,6 +286,7 @@ pub struct Stack {
     conns: Vec<Connection>,
     conns_file: PathBuf,
     env: Vec<(String, String)>,
+    nats_passwords: Option<BTreeMap<String, String>>,
     http: reqwest::Client,
 }
 
@@ -321,7 +327,9 @@ impl Stack {
             .execute(&pool)
             .await
             .unwrap();
-        let ns = format!("e2e{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+        let ns = opts
+            .namespace
+            .unwrap_or_else(|| format!("e2e{}", &uuid::Uuid::new_v4().simple().to_string()[..10]));
         let nats_url = opts
             .nats_url
             .unwrap_or_else(|| "nats://127.0.0.1:4222".to_owned());
@@ -341,6 +349,7 @@ impl Stack {
             conns: Vec::new(),
             conns_file,
             env: opts.env,
+            nats_passwords: opts.nats_passwords,
             http: http_client(),
         }
     }
@@ -398,6 +407,17 @@ impl Stack {
         env
     }
 
+    /// `NATS_USER`/`NATS_PASSWORD` of the identity named `user`, when the server has users.
+    pub fn nats_identity(&self, user: &str) -> Vec<(String, String)> {
+        match self.nats_passwords.as_ref().and_then(|p| p.get(user)) {
+            Some(pw) => vec![
+                ("NATS_USER".to_owned(), user.to_owned()),
+                ("NATS_PASSWORD".to_owned(), pw.clone()),
+            ],
+            None => Vec::new(),
+        }
+    }
+
     /// Waits for `/readyz`; `Err(log)` when the process exits first.
     async fn wait_ready(&self, svc: &mut Service, timeout: Duration) -> Result<(), String> {
         let url = format!("http://127.0.0.1:{}/readyz", svc.port);
@@ -425,11 +445,13 @@ impl Stack {
     async fn spawn_ready(&self, name: &str, extra: &[(String, String)]) -> Service {
         for _attempt in 0..4 {
             let port = free_port();
+            let mut env = self.nats_identity(name);
+            env.extend(extra.iter().cloned());
             let proc = Proc::spawn(
                 name,
                 &binary(name).unwrap(),
                 &[],
-                &self.service_env(port, extra),
+                &self.service_env(port, &env),
             )
             .unwrap();
             let mut svc = Service { proc, port };
@@ -572,6 +594,14 @@ impl Stack {
     pub async fn bus(&self) -> accesshub_bus::Bus {
         let mut cfg = accesshub_config::CommonConfig::for_test("e2e", &self.ns, &self.db_url);
         cfg.nats_url = self.nats_url.clone();
+        if let Some(pw) = self
+            .nats_passwords
+            .as_ref()
+            .and_then(|p| p.get("accessctl-dlq"))
+        {
+            cfg.nats_user = Some(("accessctl-dlq".to_owned(), pw.clone()));
+            cfg.nats_inbox_prefix = Some("_INBOX.accessctl-dlq".to_owned());
+        }
         accesshub_bus::connect(&cfg).await.unwrap()
     }
 
@@ -622,7 +652,10 @@ impl Stack {
         if let Some(i) = &mut self.ingest {
             i.proc.terminate(Duration::from_secs(5));
         }
-        if let Ok(bus) = tokio::time::timeout(Duration::from_secs(5), self.bus()).await {
+        // With NATS users the streams live on the test's private server, which goes with it.
+        if self.nats_passwords.is_none()
+            && let Ok(bus) = tokio::time::timeout(Duration::from_secs(5), self.bus()).await
+        {
             let _ = tokio::time::timeout(Duration::from_secs(5), bus.delete_streams()).await;
         }
         self.pool.close().await;
