@@ -909,3 +909,32 @@ async fn a_create_whose_answer_was_lost_is_not_repeated_at_a_lock_system_without
         env.finish().await;
     }
 }
+
+/// Issue 20 (convergence seed 7 after the cancel fix): a change that empties the extra rooms
+/// or the common areas must clear them at the lock system; `ChangeKeyAccess` keeps a list it
+/// is not sent.
+#[tokio::test]
+async fn a_change_that_drops_every_extra_room_and_area_clears_them() {
+    let mut env = Env::new(DormakabaProduct::Saflok).await;
+    let p = env.product;
+    let mut r = env.reservation(ReservationStatus::Confirmed, "Jansen, Piet", 2);
+    r.mobile_key = true;
+    env.reservation_event("EM", r.clone()).await;
+    wait_applied(&env, "EM", 1).await;
+    r.rooms = vec!["R-101".into()];
+    r.common_areas.clear();
+    env.reservation_event("EM", r).await;
+    wait_applied(&env, "EM", 2).await;
+    let rid = desired::reservation_id(TENANT, "EM");
+    let b = env
+        .sim
+        .state()
+        .dormakaba_bookings(p)
+        .into_iter()
+        .find(|b| b.reservation_id == rid)
+        .unwrap();
+    assert_eq!(b.main_room, "101");
+    assert!(b.variable_rooms.is_empty(), "{:?}", b.variable_rooms);
+    assert!(b.common_areas.is_empty(), "{:?}", b.common_areas);
+    env.finish().await;
+}

@@ -462,24 +462,23 @@ impl XmlWriterHandle<'_> {
     }
 }
 
+/// Both lists are always sent, empty ones too: `ChangeKeyAccess` leaves a list it is not
+/// sent unchanged, so leaving out an emptied list would keep the rooms or common areas a
+/// changed reservation no longer has (access outliving its booking).
 fn write_rooms_and_areas(w: &mut XmlWriterHandle<'_>, rooms: &[String], areas: &[CommonArea]) {
-    if !rooms.is_empty() {
-        w.open("VariableRoomList");
-        for r in rooms {
-            w.leaf("string", r);
-        }
-        w.close();
+    w.open("VariableRoomList");
+    for r in rooms {
+        w.leaf("string", r);
     }
-    if !areas.is_empty() {
-        w.open("CommonAreaList");
-        for a in areas {
-            w.open("CCommonAreas")
-                .leaf("PassLevelNo", &a.pass_level.to_string())
-                .leaf("eMode", a.mode.as_str())
-                .close();
-        }
-        w.close();
+    w.close();
+    w.open("CommonAreaList");
+    for a in areas {
+        w.open("CCommonAreas")
+            .leaf("PassLevelNo", &a.pass_level.to_string())
+            .leaf("eMode", a.mode.as_str())
+            .close();
     }
+    w.close();
 }
 
 fn snippet(bytes: &[u8]) -> String {
