@@ -7,7 +7,8 @@ use crate::desired::{Desired, LockRecord, Op, booking_request, record_done};
 /// What a run of operations produced.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ExecReport {
-    /// Cards encoded by these calls (0 when the lock system answered an idempotent create).
+    /// Cards encoded by these calls (0 when the lock system answered a repeated create, or a
+    /// probe found the booking an earlier attempt of the same request made).
     pub cards: u32,
     /// Encoder used for cards.
     pub encoder: Option<String>,

@@ -63,8 +63,10 @@ impl Classify for PlanError {
     }
 }
 
-/// Our `ReservationID` for a booking: `<tenant>-<booking_key>`, the same on every call so the
-/// lock system's idempotent `CreateNewBooking` recognises retries. Longer ids keep a prefix and
+/// Our `ReservationID` for a booking: `<tenant>-<booking_key>`, the same on every call so a
+/// retry addresses (and its probe finds) the booking an earlier attempt made; what a repeated
+/// `CreateNewBooking` does is undocumented, so it is never relied on
+/// ([`Op::CreateUnlessExists`]). Longer ids keep a prefix and
 /// append a stable hash of the whole id, so two long keys never collide by truncation.
 pub fn reservation_id(tenant: &str, booking_key: &str) -> String {
     let full = format!("{tenant}-{booking_key}");

@@ -226,8 +226,10 @@ impl SoapClient {
         self.call("HelloWorldTest", |_| {}).await
     }
 
-    /// `CreateNewBooking`. Idempotent at the lock system for an existing, not checked-out
-    /// `ReservationID`: it answers the existing transaction number and encodes nothing.
+    /// `CreateNewBooking`. What a lock system does with a `ReservationID` it already holds is
+    /// undocumented (some answer the existing booking, "Booking already exists"; one that
+    /// does not de-duplicate holds a second booking), so the worker probes before repeating
+    /// a create that may have reached it (`desired::Op::CreateUnlessExists`).
     pub async fn create_new_booking(
         &self,
         b: &BookingRequest,
