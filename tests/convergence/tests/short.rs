@@ -55,7 +55,6 @@ async fn ipassan_converges() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 20: a room change with a mobile key cancels the old room's key after ChangeKeyAccess (InvalidWSParameter, seed 7); un-ignored with the fix"]
 async fn dormakaba_converges() {
     converges(vendors::Dormakaba).await;
 }

@@ -850,7 +850,6 @@ per_flow!(postgres_restarted:
 );
 per_flow!(worker_sigkilled_mid_load:
     cloudpass_worker_sigkilled_mid_load_and_restarted => Cloudpass,
-    #[ignore = "issue 20: dormakaba-worker re-sends CreateNewBooking after a lost answer, relying on the lock system's undocumented idempotency: a second live reservation"]
     dormakaba_worker_sigkilled_mid_load_and_restarted => Dormakaba,
     dormakaba_worker_sigkilled_mid_load_and_restarted_with_an_idempotent_lock_system => Dormakaba / On,
     ipassan_worker_sigkilled_mid_load_and_restarted => Ipassan,
@@ -858,14 +857,12 @@ per_flow!(worker_sigkilled_mid_load:
 );
 per_flow!(vendor_failing_a_fifth_of_calls:
     cloudpass_failing_a_fifth_of_calls_applies_everything_once_and_dead_letters_the_permanent => Cloudpass,
-    #[ignore = "issue 20: dormakaba-worker retries a failed IssueMobileKey by calling CreateNewBooking again, relying on the lock system's undocumented idempotency: a second live reservation"]
     dormakaba_failing_a_fifth_of_calls_applies_everything_once_and_dead_letters_the_permanent => Dormakaba,
     dormakaba_failing_a_fifth_of_calls_with_an_idempotent_lock_system => Dormakaba / On,
     ipassan_failing_a_fifth_of_calls_applies_everything_once_and_dead_letters_the_permanent => Ipassan,
 );
 per_flow!(vendor_losing_answers_after_commit:
     cloudpass_answers_lost_after_commit_leave_exactly_one_booking => Cloudpass,
-    #[ignore = "issue 20: dormakaba-worker re-sends CreateNewBooking after a lost answer, relying on the lock system's undocumented idempotency: a second live reservation"]
     dormakaba_answers_lost_after_commit_leave_exactly_one_reservation => Dormakaba,
     dormakaba_answers_lost_after_commit_with_an_idempotent_lock_system => Dormakaba / On,
     ipassan_answers_lost_after_commit_leave_exactly_one_booking => Ipassan,

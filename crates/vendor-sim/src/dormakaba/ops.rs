@@ -437,8 +437,10 @@ fn create_new_booking(env: &mut Env<'_>, req: &Element) -> R<Outcome> {
     let records = || env.sys.bookings.iter().filter(|b| b.reservation_id == id);
     let live = records().find(|b| !b.checked_out);
     match live {
-        // The Messenger document does not say what a repeat does. De-duplicating: answer
-        // the existing booking, encode nothing. Not: fall through to a second record.
+        // The Messenger document does not say what a repeat does (no fault reason names
+        // a duplicate ReservationID), so a client may rely on neither an error nor an
+        // idempotent answer. De-duplicating: answer the existing booking, encode nothing.
+        // Not: the worst case, a second live record for the same ReservationID.
         Some(existing) if env.dedupe => {
             return Ok(Outcome::Ok {
                 message: "Booking already exists".to_owned(),

@@ -7,7 +7,8 @@ use crate::desired::{Desired, LockRecord, Op, booking_request, record_done};
 /// What a run of operations produced.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ExecReport {
-    /// Cards encoded by these calls (0 when the lock system answered an idempotent create).
+    /// Cards encoded by these calls (0 when the lock system answered a repeated create, or a
+    /// probe found the booking an earlier attempt of the same request made).
     pub cards: u32,
     /// Encoder used for cards.
     pub encoder: Option<String>,
@@ -26,6 +27,19 @@ pub struct ExecFailure {
     pub error: SoapError,
     /// Calls done before it.
     pub done: ExecReport,
+    /// The planned operation that failed.
+    pub op: Op,
+}
+
+impl ExecReport {
+    /// Adds what a later run of operations produced.
+    pub fn absorb(&mut self, later: ExecReport) {
+        self.cards += later.cards;
+        self.encoder = later.encoder.or(self.encoder.take());
+        self.mobile_sent |= later.mobile_sent;
+        self.already_booked |= later.already_booked;
+        self.operations.extend(later.operations);
+    }
 }
 
 pub async fn execute(
@@ -36,7 +50,43 @@ pub async fn execute(
     key_size: u32,
 ) -> Result<ExecReport, ExecFailure> {
     let mut report = ExecReport::default();
-    for op in ops {
+    for planned in ops {
+        // A create an earlier attempt may have made: probe, then create or change.
+        let resolved;
+        let op = if let Op::CreateUnlessExists { .. } = planned {
+            let found = match probe(client, d).await {
+                Ok(found) => found,
+                Err(error) => {
+                    return Err(ExecFailure {
+                        error,
+                        done: report,
+                        op: planned.clone(),
+                    });
+                }
+            };
+            report.operations.push(if found {
+                "ExtendCheckOut (probe: booking exists)"
+            } else {
+                "ExtendCheckOut (probe: no booking)"
+            });
+            if found {
+                crate::desired::record_found(rec, d);
+            }
+            match crate::desired::create_after_probe(planned, found) {
+                Some(op) => {
+                    resolved = op;
+                    &resolved
+                }
+                None => {
+                    // This request's own earlier attempt created it, cards and all.
+                    report.already_booked = true;
+                    record_done(rec, d, planned, None);
+                    continue;
+                }
+            }
+        } else {
+            planned
+        };
         let result = match run_one(client, d, rec, op, key_size).await {
             // Ending access the lock system no longer has (checked out or deleted by hand at
             // the front desk) is done already.
@@ -49,13 +99,24 @@ pub async fn execute(
                 )),
                 _ => Err(e),
             },
+            Err(e) if matches!(op, Op::CancelMobileKey(m) if crate::desired::cancel_refused_is_done(rec, m, &e)) =>
+            {
+                tracing::warn!(error = %e, reservation_id = %d.reservation_id,
+                    "mobile key in doubt at a room not on the reservation: never sent");
+                Ok((
+                    "CancelGuestsMobileAccessToRoom (room not on the reservation)",
+                    None,
+                    String::new(),
+                ))
+            }
             other => other,
         };
         match result {
             Ok((name, tx, message)) => {
                 report.operations.push(name);
                 match op {
-                    Op::CreateBooking {
+                    Op::CreateBooking { encoder, key_count }
+                    | Op::CreateUnlessExists {
                         encoder, key_count, ..
                     } => {
                         // The lock system answers an existing ReservationID without encoding.
@@ -84,11 +145,26 @@ pub async fn execute(
                 return Err(ExecFailure {
                     error,
                     done: report,
+                    op: planned.clone(),
                 });
             }
         }
     }
     Ok(report)
+}
+
+/// Whether the lock system holds a live booking for the reservation: `ExtendCheckOut` with the
+/// desired check-out (the reconciler's probe; it changes nothing but the check-out, which is
+/// wanted anyway). `ReservationNotFound` / `ReservationCheckedOut`: no live booking.
+async fn probe(client: &SoapClient, d: &Desired) -> Result<bool, SoapError> {
+    match client
+        .extend_check_out(&d.reservation_id, &d.check_out)
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(e) if crate::desired::is_gone(&e) => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 async fn run_one(
@@ -101,7 +177,10 @@ async fn run_one(
     let rid = &d.reservation_id;
     let bad_plan = |e: crate::desired::PlanError| SoapError::Config(e.to_string());
     let r = match op {
-        Op::CreateBooking { encoder, key_count } => {
+        Op::CreateBooking { encoder, key_count }
+        | Op::CreateUnlessExists {
+            encoder, key_count, ..
+        } => {
             let b = booking_request(d, encoder, *key_count, key_size).map_err(bad_plan)?;
             ("CreateNewBooking", client.create_new_booking(&b).await?)
         }

@@ -7,7 +7,7 @@ use accesshub_domain::{Classify, ErrorClass, KeyAction, KeyRequest, Reservation}
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::client::{AreaMode, BookingRequest, CommonArea};
+use crate::client::{AreaMode, BookingRequest, CommonArea, SoapError};
 
 /// Longest `ReservationID` we send. Messenger documents no limit; PMS reservation numbers are
 /// short, so we stay well inside what lock systems store and hash anything longer.
@@ -63,8 +63,10 @@ impl Classify for PlanError {
     }
 }
 
-/// Our `ReservationID` for a booking: `<tenant>-<booking_key>`, the same on every call so the
-/// lock system's idempotent `CreateNewBooking` recognises retries. Longer ids keep a prefix and
+/// Our `ReservationID` for a booking: `<tenant>-<booking_key>`, the same on every call so a
+/// retry addresses (and its probe finds) the booking an earlier attempt made; what a repeated
+/// `CreateNewBooking` does is undocumented, so it is never relied on
+/// ([`Op::CreateUnlessExists`]). Longer ids keep a prefix and
 /// append a stable hash of the whole id, so two long keys never collide by truncation.
 pub fn reservation_id(tenant: &str, booking_key: &str) -> String {
     let full = format!("{tenant}-{booking_key}");
@@ -288,6 +290,20 @@ pub enum Op {
         /// Cards.
         key_count: u32,
     },
+    /// A `CreateNewBooking` for a booking an earlier attempt may already have created
+    /// ([`LockRecord::booking_in_doubt`]). Messenger documents nothing about a repeated
+    /// `ReservationID`, so a create is never simply sent again: `ExtendCheckOut` with the
+    /// desired check-out probes first (what the reconciler's probe does), then
+    /// [`create_after_probe`] decides between creating and changing the booking found.
+    CreateUnlessExists {
+        /// Encoder id (`0` with no cards: register only).
+        encoder: String,
+        /// Cards.
+        key_count: u32,
+        /// The attempt in doubt was this very request's (an interrupted key request): a
+        /// booking found means its cards were encoded then, so none are cut again.
+        earlier_attempt_encoded: bool,
+    },
     /// `ChangeKeyAccess` to the desired access, encoding `key_count` cards on `encoder`.
     ChangeAccess {
         /// Encoder id.
@@ -317,6 +333,7 @@ impl Op {
     pub fn encodes_cards(&self) -> bool {
         match self {
             Op::CreateBooking { key_count, .. }
+            | Op::CreateUnlessExists { key_count, .. }
             | Op::ChangeAccess { key_count, .. }
             | Op::Duplicate { key_count, .. } => *key_count > 0,
             _ => false,
@@ -331,8 +348,12 @@ impl Op {
 /// validity-only changes use `ExtendCheckOut`, room/area/name/check-in changes
 /// `ChangeKeyAccess` without cards; check-out, cancellation and no-show cancel the mobile key
 /// (if one was sent) and check the guest out.
+///
+/// Mobile keys that are no longer wanted are cancelled **before** `ChangeKeyAccess`:
+/// `CancelGuestsMobileAccessToRoom` names the room, and once the booking has moved the lock
+/// system refuses the old room (`InvalidWSParameter`), so the old room's key would outlive
+/// the move. See [`mobile_key_ops`].
 pub fn plan_reservation(d: &Desired, rec: &LockRecord) -> Result<Vec<Op>, PlanError> {
-    let mut ops = Vec::new();
     if !d.wants_access {
         return Ok(ending_ops(rec));
     }
@@ -342,30 +363,181 @@ pub fn plan_reservation(d: &Desired, rec: &LockRecord) -> Result<Vec<Op>, PlanEr
     if d.main_room.is_none() && (rec.booked || d.mobile.is_some()) {
         return Err(PlanError::NoRoom);
     }
+    let mut access = Vec::new();
     if !rec.booked {
         if d.mobile.is_some() {
-            ops.push(Op::CreateBooking {
-                encoder: NO_CARD_ENCODER.into(),
-                key_count: 0,
-            });
+            access.push(create_op(rec, NO_CARD_ENCODER.into(), 0));
         }
     } else if !rec.access_matches(d) {
-        ops.push(Op::ChangeAccess {
+        access.push(Op::ChangeAccess {
             encoder: NO_CARD_ENCODER.into(),
             key_count: 0,
         });
     } else if rec.check_out != Some(d.check_out.with_timezone(&Utc)) {
-        ops.push(Op::ExtendCheckOut);
+        access.push(Op::ExtendCheckOut);
     }
-    if rec.mobile_key != d.mobile {
-        if let Some(old) = &rec.mobile_key {
-            ops.push(Op::CancelMobileKey(old.clone()));
+    Ok(mobile_key_ops(rec, d, d.mobile.as_ref(), access))
+}
+
+/// `CreateNewBooking`, or [`Op::CreateUnlessExists`] when an earlier attempt may have
+/// created the booking already.
+fn create_op(rec: &LockRecord, encoder: String, key_count: u32) -> Op {
+    if rec.booking_in_doubt {
+        Op::CreateUnlessExists {
+            encoder,
+            key_count,
+            earlier_attempt_encoded: false,
         }
-        if let Some(new) = &d.mobile {
-            ops.push(Op::IssueMobileKey(new.clone()));
+    } else {
+        Op::CreateBooking { encoder, key_count }
+    }
+}
+
+/// Wraps the access operations `access` (create, change, extend) with the mobile-key ones
+/// for the wanted key `want`. The lock system only accepts a cancel for a room on the
+/// reservation, so each cancel goes where that room is surely on the booking:
+///
+/// - before `access`: the recorded key when it is not the wanted one (it is at a room the
+///   recorded booking holds), and keys in doubt at rooms the desired booking will not hold;
+/// - after `access`: keys in doubt at rooms the desired booking holds (a crashed attempt sent
+///   them, if at all, after moving the booking there), then the wanted key when it is not
+///   the recorded one. A key in doubt that is the wanted one is thus cancelled right before
+///   it is sent again, so the guest never holds two.
+///
+/// A key in doubt whose cancel the lock system refuses because its room is not on the
+/// reservation was never sent (see [`cancel_refused_is_done`]).
+pub fn mobile_key_ops(
+    rec: &LockRecord,
+    d: &Desired,
+    want: Option<&MobileTarget>,
+    access: Vec<Op>,
+) -> Vec<Op> {
+    let desired_room = |m: &MobileTarget| {
+        d.main_room.as_deref() == Some(m.room.as_str()) || d.extra_rooms.contains(&m.room)
+    };
+    let mut before = Vec::new();
+    let mut after = Vec::new();
+    if let Some(old) = rec.mobile_key.as_ref().filter(|m| Some(*m) != want) {
+        before.push(Op::CancelMobileKey(old.clone()));
+    }
+    for m in &rec.mobile_keys_in_doubt {
+        let cancel = Op::CancelMobileKey(m.clone());
+        if rec.mobile_key.as_ref() == Some(m) || before.contains(&cancel) || after.contains(&cancel)
+        {
+            continue;
+        }
+        if desired_room(m) {
+            after.push(cancel);
+        } else {
+            before.push(cancel);
         }
     }
-    Ok(ops)
+    let mut ops = before;
+    ops.extend(access);
+    ops.extend(after);
+    if let Some(m) = want
+        && rec.mobile_key.as_ref() != Some(m)
+    {
+        if rec.mobile_keys_in_doubt.contains(m) && !ops.contains(&Op::CancelMobileKey(m.clone())) {
+            ops.push(Op::CancelMobileKey(m.clone()));
+        }
+        ops.push(Op::IssueMobileKey(m.clone()));
+    }
+    ops
+}
+
+/// `ops` cut into steps whose outcome is recorded before the next step starts: a step ends
+/// after each operation that creates or moves the booking. A record that still names the old
+/// room after a move would make the next attempt cancel a mobile key at a room the lock system
+/// no longer has on the reservation (`InvalidWSParameter`), and one that lacks a create would
+/// make it probe again.
+pub fn steps(ops: &[Op]) -> Vec<&[Op]> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    for (i, op) in ops.iter().enumerate() {
+        let moves = matches!(
+            op,
+            Op::CreateBooking { .. } | Op::CreateUnlessExists { .. } | Op::ChangeAccess { .. }
+        );
+        if moves && i + 1 < ops.len() {
+            out.push(&ops[start..=i]);
+            start = i + 1;
+        }
+    }
+    if start < ops.len() {
+        out.push(&ops[start..]);
+    }
+    out
+}
+
+/// Whether the lock system's refusal `e` of cancelling the key `m` in doubt means there is
+/// nothing to cancel: `InvalidWSParameter` says the key's room is not on the reservation, and
+/// keys are only sent to rooms the booking holds and cancelled before a move away from them
+/// ([`mobile_key_ops`]), so a key in doubt at such a room was never sent. A recorded key gets
+/// no such benefit of the doubt.
+pub fn cancel_refused_is_done(rec: &LockRecord, m: &MobileTarget, e: &SoapError) -> bool {
+    rec.mobile_keys_in_doubt.contains(m)
+        && rec.mobile_key.as_ref() != Some(m)
+        && e.fault_code()
+            .is_some_and(|c| c.trim().eq_ignore_ascii_case("InvalidWSParameter"))
+}
+
+/// What an [`Op::CreateUnlessExists`] becomes once its probe said whether the booking
+/// exists: the create itself when it does not; when it does, nothing if the attempt in doubt
+/// was this request's own (its cards were encoded then), else `ChangeKeyAccess` to the
+/// desired access with the cards asked for (the found booking was created with an older
+/// desired state). Any other operation is returned unchanged.
+pub fn create_after_probe(op: &Op, found: bool) -> Option<Op> {
+    match op {
+        Op::CreateUnlessExists {
+            encoder, key_count, ..
+        } if !found => Some(Op::CreateBooking {
+            encoder: encoder.clone(),
+            key_count: *key_count,
+        }),
+        Op::CreateUnlessExists {
+            earlier_attempt_encoded: true,
+            ..
+        } => None,
+        Op::CreateUnlessExists {
+            encoder, key_count, ..
+        } => Some(Op::ChangeAccess {
+            encoder: encoder.clone(),
+            key_count: *key_count,
+        }),
+        other => Some(other.clone()),
+    }
+}
+
+/// Turns every `CreateNewBooking` in `ops` into an [`Op::CreateUnlessExists`]: for an
+/// interrupted key request (`earlier_attempt_encoded`), whose own create may have reached the
+/// lock system although the reservation's record never noted it.
+pub fn probe_before_create(ops: &mut [Op], earlier_attempt_encoded: bool) {
+    for op in ops.iter_mut() {
+        if let Op::CreateBooking { encoder, key_count }
+        | Op::CreateUnlessExists {
+            encoder, key_count, ..
+        } = op
+        {
+            *op = Op::CreateUnlessExists {
+                encoder: std::mem::take(encoder),
+                key_count: *key_count,
+                earlier_attempt_encoded,
+            };
+        }
+    }
+}
+
+/// Records that the probe of an [`Op::CreateUnlessExists`] found the booking: it is live
+/// and now has the desired check-out. Its rooms and areas are not known (the attempt that
+/// created it recorded nothing), so they stay as recorded and the next plan changes them if
+/// they differ.
+pub fn record_found(rec: &mut LockRecord, d: &Desired) {
+    rec.reservation_id = Some(d.reservation_id.clone());
+    rec.booked = true;
+    rec.booking_in_doubt = false;
+    rec.checked_out = false;
+    rec.check_out = Some(d.check_out.with_timezone(&Utc));
 }
 
 /// Ending access: cancel every mobile key that was or may have been sent, then check the
@@ -395,7 +567,9 @@ pub fn note_in_doubt(rec: &mut LockRecord, ops: &[Op]) -> bool {
     let mut changed = false;
     for op in ops {
         match op {
-            Op::CreateBooking { .. } if !rec.booked && !rec.booking_in_doubt => {
+            Op::CreateBooking { .. } | Op::CreateUnlessExists { .. }
+                if !rec.booked && !rec.booking_in_doubt =>
+            {
                 rec.booking_in_doubt = true;
                 changed = true;
             }
@@ -420,7 +594,7 @@ pub fn cancel_before_resend(ops: &mut Vec<Op>) {
     let mut out = Vec::with_capacity(ops.len() + 1);
     for op in ops.drain(..) {
         if let Op::IssueMobileKey(m) = &op
-            && !matches!(out.last(), Some(Op::CancelMobileKey(c)) if c == m)
+            && !out.contains(&Op::CancelMobileKey(m.clone()))
         {
             out.push(Op::CancelMobileKey(m.clone()));
         }
@@ -579,17 +753,27 @@ pub fn plan_key_request(
     match req.action {
         KeyAction::NewKey => {
             let encoder = resolve_encoder(s, req.encoder_id.as_deref())?;
-            Ok(vec![if rec.booked {
-                Op::ChangeAccess {
-                    encoder,
-                    key_count: count,
-                }
-            } else {
-                Op::CreateBooking {
-                    encoder,
-                    key_count: count,
-                }
-            }])
+            if !rec.booked {
+                return Ok(vec![create_op(rec, encoder, count)]);
+            }
+            // The new cards carry the reservation's current rooms: a mobile key at a room
+            // the booking leaves is cancelled while the lock system still accepts it.
+            let mut ops: Vec<Op> = rec
+                .mobile_key
+                .iter()
+                .chain(&rec.mobile_keys_in_doubt)
+                .filter(|m| {
+                    d.main_room.as_deref() != Some(m.room.as_str())
+                        && !d.extra_rooms.contains(&m.room)
+                })
+                .map(|m| Op::CancelMobileKey(m.clone()))
+                .collect();
+            ops.dedup();
+            ops.push(Op::ChangeAccess {
+                encoder,
+                key_count: count,
+            });
+            Ok(ops)
         }
         KeyAction::DuplicateKey => {
             let encoder = resolve_encoder(s, req.encoder_id.as_deref())?;
@@ -605,10 +789,7 @@ pub fn plan_key_request(
             let target = d.mobile.clone().ok_or(PlanError::NoPhone)?;
             let mut ops = Vec::new();
             if !rec.booked {
-                ops.push(Op::CreateBooking {
-                    encoder: NO_CARD_ENCODER.into(),
-                    key_count: 0,
-                });
+                ops.push(create_op(rec, NO_CARD_ENCODER.into(), 0));
             }
             ops.push(Op::IssueMobileKey(target));
             Ok(ops)
@@ -698,7 +879,7 @@ pub fn record_done(rec: &mut LockRecord, d: &Desired, op: &Op, transaction_no: O
         rec.check_out = Some(d.check_out.with_timezone(&Utc));
     };
     match op {
-        Op::CreateBooking { key_count, .. } => {
+        Op::CreateBooking { key_count, .. } | Op::CreateUnlessExists { key_count, .. } => {
             set_access(rec);
             rec.booked = true;
             rec.booking_in_doubt = false;
@@ -1115,5 +1296,131 @@ mod tests {
             plan_reservation(&cancelled, &LockRecord::default()).unwrap(),
             vec![]
         );
+    }
+    fn key(room: &str) -> MobileTarget {
+        MobileTarget {
+            room: room.into(),
+            surname: "Doe".into(),
+            phone: "+31612345678".into(),
+        }
+    }
+
+    /// Issue 20, seed 7: a room change with a mobile key cancels the old room's key while
+    /// the booking still holds that room, then moves the booking, then sends the new key.
+    #[test]
+    fn a_room_change_cancels_the_old_rooms_key_before_moving_the_booking() {
+        let s = settings();
+        let mut r = reservation(ReservationStatus::Confirmed);
+        r.mobile_key = true;
+        let d = desired("t", "k", &r, &s).unwrap();
+        let mut rec = LockRecord::default();
+        for op in plan_reservation(&d, &rec).unwrap() {
+            record_done(&mut rec, &d, &op, None);
+        }
+        assert_eq!(rec.mobile_key, Some(key("101")));
+        let mut moved = r.clone();
+        moved.rooms = vec!["201".into()];
+        let d2 = desired("t", "k", &moved, &s).unwrap();
+        let ops = plan_reservation(&d2, &rec).unwrap();
+        assert_eq!(
+            ops,
+            vec![
+                Op::CancelMobileKey(key("101")),
+                Op::ChangeAccess {
+                    encoder: "0".into(),
+                    key_count: 0
+                },
+                Op::IssueMobileKey(key("201")),
+            ]
+        );
+        // Recorded after the move, before the key: a failure sending it repeats only that.
+        let steps = steps(&ops);
+        assert_eq!(steps.len(), 2);
+        assert_eq!(steps[0].len(), 2);
+        // A redelivery after a crash that recorded the move: the key in doubt is cancelled
+        // at the new room right before it is sent again; nothing at the old room.
+        let mut after_move = rec.clone();
+        note_in_doubt(&mut after_move, &ops);
+        for op in &ops[..2] {
+            record_done(&mut after_move, &d2, op, None);
+        }
+        let mut again = plan_reservation(&d2, &after_move).unwrap();
+        cancel_before_resend(&mut again);
+        assert_eq!(
+            again,
+            vec![
+                Op::CancelMobileKey(key("201")),
+                Op::IssueMobileKey(key("201"))
+            ]
+        );
+        // A key in doubt at a room the booking leaves is cancelled before the move too.
+        let mut doubt = rec.clone();
+        doubt.mobile_key = None;
+        doubt.mobile_keys_in_doubt = vec![key("101")];
+        assert_eq!(
+            plan_reservation(&d2, &doubt).unwrap()[0],
+            Op::CancelMobileKey(key("101"))
+        );
+    }
+
+    /// Issue 20: a create an earlier attempt may have made is probed, never simply repeated.
+    #[test]
+    fn a_booking_in_doubt_is_probed_before_it_is_created_again() {
+        let s = settings();
+        let mut r = reservation(ReservationStatus::Confirmed);
+        r.mobile_key = true;
+        let d = desired("t", "k", &r, &s).unwrap();
+        let mut rec = LockRecord::default();
+        let first = plan_reservation(&d, &rec).unwrap();
+        assert!(matches!(first[0], Op::CreateBooking { .. }));
+        note_in_doubt(&mut rec, &first);
+        let ops = plan_reservation(&d, &rec).unwrap();
+        let probe = Op::CreateUnlessExists {
+            encoder: "0".into(),
+            key_count: 0,
+            earlier_attempt_encoded: false,
+        };
+        assert_eq!(
+            ops,
+            vec![
+                probe.clone(),
+                // The key in doubt is the wanted one: cancelled right before it is re-sent.
+                Op::CancelMobileKey(key("101")),
+                Op::IssueMobileKey(key("101")),
+            ]
+        );
+        // Not found → created; found → changed to the desired access, no second booking.
+        assert_eq!(
+            create_after_probe(&probe, false),
+            Some(Op::CreateBooking {
+                encoder: "0".into(),
+                key_count: 0
+            })
+        );
+        assert_eq!(
+            create_after_probe(&probe, true),
+            Some(Op::ChangeAccess {
+                encoder: "0".into(),
+                key_count: 0
+            })
+        );
+        // An interrupted key request's own create: found means its cards exist.
+        let mut kr = vec![Op::CreateBooking {
+            encoder: "1".into(),
+            key_count: 2,
+        }];
+        probe_before_create(&mut kr, true);
+        assert_eq!(create_after_probe(&kr[0], true), None);
+        assert_eq!(
+            create_after_probe(&kr[0], false),
+            Some(Op::CreateBooking {
+                encoder: "1".into(),
+                key_count: 2
+            })
+        );
+        // The probe found it: live, in doubt no more.
+        record_found(&mut rec, &d);
+        assert!(rec.live() && !rec.booking_in_doubt);
+        assert!(!rec.access_matches(&d), "rooms unknown: changed next");
     }
 }

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use vendor_http::RateLimiter;
 use worker_runtime::{ApplyContext, ApplyOutcome, Handler, HandlerError, Recorded, Status};
 
-use crate::apply::{ExecReport, execute};
+use crate::apply::{ExecFailure, ExecReport, execute};
 use crate::client::{SoapClient, SoapConfig, SoapError};
 use crate::desired::{self, LockRecord, Op};
 use crate::keyreq::{self, KeyRequestRecord, StoredStatus};
@@ -102,7 +102,7 @@ impl DormakabaHandler {
             desired::cancel_before_resend(&mut ops);
         }
         note_in_doubt(ctx, &mut rec, &ops).await?;
-        let result = match execute(lock, &d, &mut rec, &ops, s.key_size).await {
+        let result = match execute_in_steps(ctx, lock, &d, &mut rec, &ops, s.key_size).await? {
             // The lock system lost the booking our record says exists (removed by hand at the
             // front desk): create it again, without a card, and re-send the mobile key.
             Err(f)
@@ -110,8 +110,8 @@ impl DormakabaHandler {
                     && d.wants_access
                     && rec.booked
                     && !matches!(
-                        ops.get(f.done.operations.len()),
-                        Some(Op::CreateBooking { .. })
+                        f.op,
+                        Op::CreateBooking { .. } | Op::CreateUnlessExists { .. }
                     ) =>
             {
                 tracing::warn!(error = %f.error, reservation_id = %d.reservation_id,
@@ -120,10 +120,21 @@ impl DormakabaHandler {
                 rec.mobile_key = None;
                 let again = desired::plan_recreate(&d)?;
                 note_in_doubt(ctx, &mut rec, &again).await?;
-                execute(lock, &d, &mut rec, &again, s.key_size).await
+                execute_in_steps(ctx, lock, &d, &mut rec, &again, s.key_size).await?
             }
             other => other,
         };
+        if result.is_err() {
+            // What succeeded before the failure, so the retry does not repeat it. Best effort:
+            // the lock system's error is the one to report (and classify), and a retry that
+            // lacks this record probes before it creates anything again.
+            if let Err(e) = ctx
+                .record_progress(record_status(&rec), &DormakabaIds::reservation(rec.clone()))
+                .await
+            {
+                tracing::warn!(error = %e.message, "recording progress before a retry failed");
+            }
+        }
         match result {
             Ok(report) => {
                 tracing::info!(operations = ?report.operations, reservation_id = %d.reservation_id, "reservation applied");
@@ -179,7 +190,10 @@ impl DormakabaHandler {
         for op in desired::ending_ops(&rec) {
             match &op {
                 Op::CancelMobileKey(m) => {
-                    gone_ok(lock.cancel_mobile_access(&rid, &m.room, &m.phone).await)?;
+                    match lock.cancel_mobile_access(&rid, &m.room, &m.phone).await {
+                        Err(e) if desired::cancel_refused_is_done(&rec, m, &e) => {}
+                        other => gone_ok(other)?,
+                    }
                 }
                 Op::CheckOut => gone_ok(lock.check_out_guest(&rid).await)?,
                 // An ending is only cancellations and the check-out.
@@ -248,18 +262,21 @@ impl DormakabaHandler {
             Err(e) => return Err(fail(ctx, tenant, req, e.into()).await),
         };
         let interrupted = previous == Some(StoredStatus::InFlight);
-        // CreateNewBooking is idempotent at the lock system; anything else that encodes cards
-        // is not, so after a crash mid-call we must not guess: a second card is worse than
-        // asking the desk to check the encoder and request again.
+        // A create is probed before it is repeated (its cards were encoded with the booking,
+        // so a booking found means they exist); anything else that encodes cards leaves no
+        // trace to probe, so after a crash mid-call we must not guess: a second card is worse
+        // than asking the desk to check the encoder and request again.
         if interrupted
-            && ops
-                .iter()
-                .any(|o| o.encodes_cards() && !matches!(o, Op::CreateBooking { .. }))
+            && ops.iter().any(|o| {
+                o.encodes_cards()
+                    && !matches!(o, Op::CreateBooking { .. } | Op::CreateUnlessExists { .. })
+            })
         {
             let msg = "a previous attempt was interrupted during the lock-system call, so the card may already have been encoded; check the encoder and send a new request if no card came out";
             return Err(fail(ctx, tenant, req, HandlerError::permanent(msg)).await);
         }
         if interrupted {
+            desired::probe_before_create(&mut ops, true);
             desired::cancel_before_resend(&mut ops);
         }
         // Recorded before the call, so a crash during it leaves a trace for the next attempt.
@@ -424,6 +441,37 @@ impl Handler for DormakabaHandler {
         }
         self.remove_reservation(ctx, cmd, prev).await
     }
+}
+
+/// Runs `ops` in [`desired::steps`], recording the reservation's record after each step
+/// that more steps follow. The outer error is a failure to record; the inner result is the
+/// lock system's.
+async fn execute_in_steps(
+    ctx: &ApplyContext<SoapClient>,
+    lock: &SoapClient,
+    d: &desired::Desired,
+    rec: &mut LockRecord,
+    ops: &[Op],
+    key_size: u32,
+) -> Result<Result<ExecReport, ExecFailure>, HandlerError> {
+    let steps = desired::steps(ops);
+    let mut total = ExecReport::default();
+    let last = steps.len().saturating_sub(1);
+    for (i, step) in steps.into_iter().enumerate() {
+        match execute(lock, d, rec, step, key_size).await {
+            Ok(report) => total.absorb(report),
+            Err(mut f) => {
+                total.absorb(std::mem::take(&mut f.done));
+                f.done = total;
+                return Ok(Err(f));
+            }
+        }
+        if i < last {
+            ctx.record_progress(record_status(rec), &DormakabaIds::reservation(rec.clone()))
+                .await?;
+        }
+    }
+    Ok(Ok(total))
 }
 
 /// Stores what `ops` may create at the lock system before they are sent (see

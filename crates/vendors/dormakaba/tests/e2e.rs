@@ -626,6 +626,8 @@ async fn transient_faults_retry_then_succeed_and_permanent_ones_dead_letter() {
 async fn no_second_booking_or_card_after_a_crash() {
     let mut env = Env::new(DormakabaProduct::Saflok).await;
     let p = env.product;
+    // A lock system that does not de-duplicate: a repeated create would be a second booking.
+    env.sim.state().set_dedupe(Vendor::Dormakaba, false);
     let r = env.reservation(ReservationStatus::CheckedIn, "Doe, J", 2);
     env.reservation_event("C1", r.clone()).await;
 
@@ -649,7 +651,7 @@ async fn no_second_booking_or_card_after_a_crash() {
         .unwrap();
     assert_eq!(env.sim.state().dormakaba_keys(p).len(), 1);
 
-    // Redelivery: CreateNewBooking again → the lock system's idempotent answer.
+    // Redelivery: the booking is probed (ExtendCheckOut), found, and not created again.
     let ev = keyreq_event(&req);
     env.publish(&ev).await;
     let msg = env
@@ -662,13 +664,14 @@ async fn no_second_booking_or_card_after_a_crash() {
         "no second booking"
     );
     assert_eq!(env.sim.state().dormakaba_keys(p).len(), 1, "no extra card");
-    assert_eq!(env.calls("CreateNewBooking"), 2);
+    assert_eq!(env.calls("CreateNewBooking"), 1);
+    assert_eq!(env.calls("ExtendCheckOut"), 1, "the probe");
     // The same event delivered again: skipped (revision check / final outcome).
     let mut again = ev.clone();
     again.id = Uuid::now_v7();
     env.publish(&again).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(env.calls("CreateNewBooking"), 2);
+    assert_eq!(env.calls("CreateNewBooking"), 1);
 
     // Interrupted during a card-encoding call that is not idempotent (a second new key, via
     // ChangeKeyAccess): never guessed, the desk is asked to check the encoder.
@@ -815,5 +818,123 @@ async fn a_cancellation_after_an_interrupted_key_request_checks_the_guest_out() 
     env.reservation_event("K3", cancelled).await;
     wait_applied(&env, "K3", 2).await;
     assert_eq!(checked_out(&env), Some(true), "guest checked out");
+    env.finish().await;
+}
+
+/// Issue 20 (convergence seed 7): a room change of a stay with a mobile key. The old room's
+/// key must be cancelled while the lock system still has that room on the reservation
+/// (`CancelGuestsMobileAccessToRoom` for a room the booking left is refused with
+/// `InvalidWSParameter`), and the new room's key sent after the move.
+#[tokio::test]
+async fn a_room_change_cancels_the_old_rooms_mobile_key() {
+    let mut env = Env::new(DormakabaProduct::Saflok).await;
+    let p = env.product;
+    let mut r = env.reservation(ReservationStatus::Confirmed, "Jansen, Piet", 2);
+    r.mobile_key = true;
+    env.reservation_event("RC", r.clone()).await;
+    wait_applied(&env, "RC", 1).await;
+    r.rooms = vec!["201".into()];
+    env.reservation_event("RC", r).await;
+    wait_applied(&env, "RC", 2).await;
+    let rid = desired::reservation_id(TENANT, "RC");
+    let live: Vec<String> = env
+        .sim
+        .state()
+        .dormakaba_mobile_keys(p)
+        .iter()
+        .filter(|m| m.reservation_id == rid && !m.cancelled)
+        .map(|m| m.room.clone())
+        .collect();
+    assert_eq!(
+        live,
+        vec!["201".to_owned()],
+        "only the new room's key is live"
+    );
+    let b = env
+        .sim
+        .state()
+        .dormakaba_bookings(p)
+        .into_iter()
+        .find(|b| b.reservation_id == rid)
+        .unwrap();
+    assert_eq!(b.main_room, "201");
+    assert_eq!(
+        reservation_binding(&env, "RC").await.unwrap().status,
+        "booked"
+    );
+    env.finish().await;
+}
+
+/// Issue 20: a lock system that does not de-duplicate `ReservationID`s applies a
+/// `CreateNewBooking` whose answer is then lost. The retry must find that booking (probe)
+/// and change it, not create a second one; the mobile key ends live once.
+#[tokio::test]
+async fn a_create_whose_answer_was_lost_is_not_repeated_at_a_lock_system_without_dedupe() {
+    for fault in [
+        FaultKind::Status503AfterCommit,
+        FaultKind::ResetAfterCommit,
+        FaultKind::Status500AfterCommit,
+    ] {
+        let mut env = Env::new(DormakabaProduct::Saflok).await;
+        let p = env.product;
+        let st = env.sim.state().clone();
+        st.set_dedupe(Vendor::Dormakaba, false);
+        st.add_fault(
+            FaultRule::next_n(Vendor::Dormakaba, fault.clone(), 1).on_path("#CreateNewBooking"),
+        );
+        // And one IssueMobileKey failing before the lock system does anything: the retry
+        // must not create the booking again either.
+        st.add_fault(
+            FaultRule::next_n(Vendor::Dormakaba, FaultKind::Status503, 1)
+                .on_path("#IssueMobileKey"),
+        );
+        let mut r = env.reservation(ReservationStatus::Confirmed, "Jansen, Piet", 2);
+        r.mobile_key = true;
+        env.reservation_event("ND", r).await;
+        wait_applied(&env, "ND", 1).await;
+        let rid = desired::reservation_id(TENANT, "ND");
+        let bookings = st
+            .dormakaba_bookings(p)
+            .iter()
+            .filter(|b| b.reservation_id == rid && !b.checked_out)
+            .count();
+        assert_eq!(bookings, 1, "{fault:?}: one live booking");
+        let keys = st
+            .dormakaba_mobile_keys(p)
+            .iter()
+            .filter(|m| m.reservation_id == rid && !m.cancelled)
+            .count();
+        assert_eq!(keys, 1, "{fault:?}: one live mobile key");
+        assert!(st.live_duplicates(Vendor::Dormakaba).is_empty());
+        env.finish().await;
+    }
+}
+
+/// Issue 20 (convergence seed 7 after the cancel fix): a change that empties the extra rooms
+/// or the common areas must clear them at the lock system; `ChangeKeyAccess` keeps a list it
+/// is not sent.
+#[tokio::test]
+async fn a_change_that_drops_every_extra_room_and_area_clears_them() {
+    let mut env = Env::new(DormakabaProduct::Saflok).await;
+    let p = env.product;
+    let mut r = env.reservation(ReservationStatus::Confirmed, "Jansen, Piet", 2);
+    r.mobile_key = true;
+    env.reservation_event("EM", r.clone()).await;
+    wait_applied(&env, "EM", 1).await;
+    r.rooms = vec!["R-101".into()];
+    r.common_areas.clear();
+    env.reservation_event("EM", r).await;
+    wait_applied(&env, "EM", 2).await;
+    let rid = desired::reservation_id(TENANT, "EM");
+    let b = env
+        .sim
+        .state()
+        .dormakaba_bookings(p)
+        .into_iter()
+        .find(|b| b.reservation_id == rid)
+        .unwrap();
+    assert_eq!(b.main_room, "101");
+    assert!(b.variable_rooms.is_empty(), "{:?}", b.variable_rooms);
+    assert!(b.common_areas.is_empty(), "{:?}", b.common_areas);
     env.finish().await;
 }

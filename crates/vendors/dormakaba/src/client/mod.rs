@@ -226,8 +226,10 @@ impl SoapClient {
         self.call("HelloWorldTest", |_| {}).await
     }
 
-    /// `CreateNewBooking`. Idempotent at the lock system for an existing, not checked-out
-    /// `ReservationID`: it answers the existing transaction number and encodes nothing.
+    /// `CreateNewBooking`. What a lock system does with a `ReservationID` it already holds is
+    /// undocumented (some answer the existing booking, "Booking already exists"; one that
+    /// does not de-duplicate holds a second booking), so the worker probes before repeating
+    /// a create that may have reached it (`desired::Op::CreateUnlessExists`).
     pub async fn create_new_booking(
         &self,
         b: &BookingRequest,
@@ -462,24 +464,23 @@ impl XmlWriterHandle<'_> {
     }
 }
 
+/// Both lists are always sent, empty ones too: `ChangeKeyAccess` leaves a list it is not
+/// sent unchanged, so leaving out an emptied list would keep the rooms or common areas a
+/// changed reservation no longer has (access outliving its booking).
 fn write_rooms_and_areas(w: &mut XmlWriterHandle<'_>, rooms: &[String], areas: &[CommonArea]) {
-    if !rooms.is_empty() {
-        w.open("VariableRoomList");
-        for r in rooms {
-            w.leaf("string", r);
-        }
-        w.close();
+    w.open("VariableRoomList");
+    for r in rooms {
+        w.leaf("string", r);
     }
-    if !areas.is_empty() {
-        w.open("CommonAreaList");
-        for a in areas {
-            w.open("CCommonAreas")
-                .leaf("PassLevelNo", &a.pass_level.to_string())
-                .leaf("eMode", a.mode.as_str())
-                .close();
-        }
-        w.close();
+    w.close();
+    w.open("CommonAreaList");
+    for a in areas {
+        w.open("CCommonAreas")
+            .leaf("PassLevelNo", &a.pass_level.to_string())
+            .leaf("eMode", a.mode.as_str())
+            .close();
     }
+    w.close();
 }
 
 /// The start of a body for a message, scrubbed (the lock system may echo our password).
