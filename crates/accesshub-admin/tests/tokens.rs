@@ -55,7 +55,9 @@ async fn serve_with(
             lookup_timeout: Some(std::time::Duration::from_millis(300)),
             ..Default::default()
         },
-    );
+    )
+    // The dormakaba fixtures' lock server is on the hotel's private network.
+    .with_egress("https://10.0.0.5:*".parse().unwrap());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
