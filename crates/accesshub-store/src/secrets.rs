@@ -138,9 +138,12 @@ impl SecretBox {
                     "key id {id:?} appears twice (a bare key is id \"k1\")"
                 )));
             }
-            let raw = STANDARD
-                .decode(b64)
-                .map_err(|_| SecretError::Key(format!("key {id:?} is not valid base64")))?;
+            // The cipher zeroizes its copy on drop; wipe the decoded bytes too (review L5).
+            let raw = zeroize::Zeroizing::new(
+                STANDARD
+                    .decode(b64)
+                    .map_err(|_| SecretError::Key(format!("key {id:?} is not valid base64")))?,
+            );
             if raw.len() != 32 {
                 return Err(SecretError::Key(format!(
                     "key {id:?} must be 32 bytes, got {}",
