@@ -15,7 +15,7 @@ if [ ! -f "$RUN/env" ]; then
   cat > "$RUN/env" <<ENV
 export ACCESSHUB_ENCRYPTION_KEY='$key'
 export ACCESSHUB_ADMIN_TOKEN='dev-admin-token'
-export ACCESSHUB_DEMO_WEBHOOK_SECRET='dev-webhook-secret'
+export ACCESSHUB_DEMO_WEBHOOK_SECRET='dev-webhook-secret-at-least-32-bytes'
 ENV
 fi
 # shellcheck disable=SC1091

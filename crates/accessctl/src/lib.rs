@@ -48,6 +48,9 @@ pub enum Command {
     Tokens(cmd::tokens::TokensCommand),
     /// The audit log of changes made through the admin API (and DLQ replays/purges).
     Audit(cmd::audit::AuditArgs),
+    /// Stored secrets: reseal under the active encryption key (key rotation).
+    #[command(subcommand)]
+    Secrets(cmd::secrets::SecretsCommand),
 }
 
 /// Runs a parsed command line.
@@ -62,5 +65,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Lookup(a) => cmd::lookup::run(a, cli.output).await,
         Command::Tokens(c) => cmd::tokens::run(c, cli.output).await,
         Command::Audit(a) => cmd::audit::run(a, cli.output).await,
+        Command::Secrets(c) => cmd::secrets::run(c, cli.output).await,
     }
 }

@@ -71,6 +71,12 @@ impl From<ConnectionError> for ApiError {
             e @ (ConnectionError::Conflict { .. } | ConnectionError::Offboarding { .. }) => {
                 ApiError::Conflict(e.to_string())
             }
+            // A deployment problem (keys), not the caller's: 503 with the row and key id,
+            // which carry no secret; the operator fixes the keys and the caller retries.
+            e @ ConnectionError::Secret { .. } => {
+                tracing::error!(error = %e, "admin API: stored secret cannot be decrypted");
+                ApiError::Unavailable(e.to_string())
+            }
             e if e.class() == ErrorClass::Transient => {
                 tracing::warn!(error = %e, "admin API: backend unavailable");
                 ApiError::Unavailable("database or NATS unavailable, retry".into())

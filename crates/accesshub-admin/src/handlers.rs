@@ -8,7 +8,7 @@ use accesshub_connections::{
     lookup::{self, LookupFailureKind, LookupItem, LookupRequest, LookupResponse},
     model::Secret,
     offboard,
-    tenants::DEFAULT_PREVIOUS_TTL,
+    tenants::{DEFAULT_PREVIOUS_TTL, MIN_SECRET_LEN},
 };
 use axum::{
     Extension, Json,
@@ -436,10 +436,19 @@ async fn set_secret(
         }
         None
     } else {
-        Some(
-            req.secret
-                .ok_or_else(|| ApiError::field("secret", "is required"))?,
-        )
+        let secret = req
+            .secret
+            .ok_or_else(|| ApiError::field("secret", "is required"))?;
+        // Anyone holding one captured delivery can guess a short HMAC key offline.
+        if !secret.is_redacted() && secret.expose().len() < MIN_SECRET_LEN {
+            return Err(ApiError::BadRequest {
+                field: Some("secret".into()),
+                problem: format!(
+                    "must be at least {MIN_SECRET_LEN} bytes (use POST .../rotate to generate one)"
+                ),
+            });
+        }
+        Some(secret)
     };
     let before = s
         .tenants

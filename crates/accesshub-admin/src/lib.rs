@@ -124,6 +124,18 @@ impl AdminState {
         self.connections = self.connections.with_egress(egress);
         self
     }
+
+    /// Tells `listener` about every webhook-secret change and tenant deletion: booking-ingest
+    /// running in the same process passes its secret cache's `change_listener`, so a set,
+    /// rotated or revoked secret takes effect at once there (other processes: within the
+    /// cache's ttl + max stale, see docs/security.md).
+    pub fn with_source_listener(
+        mut self,
+        listener: accesshub_connections::tenants::SourceListener,
+    ) -> Self {
+        self.tenants = self.tenants.on_source_change(listener);
+        self
+    }
 }
 
 /// The API routes (without prefix), authenticated.

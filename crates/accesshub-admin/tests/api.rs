@@ -345,11 +345,15 @@ async fn auth_scopes_tenants_connections_and_lookups() {
             M::PUT,
             "/tenants/acme/sources/bex/secret",
             Some(BOOT),
-            Some(json!({"secret": "whsec-first"})),
+            Some(json!({"secret": "whsec-first-0123456789abcdef0123456789"})),
         )
         .await;
     assert_eq!(st, StatusCode::OK, "{body}");
-    assert!(!body.to_string().contains("whsec-first"));
+    assert!(
+        !body
+            .to_string()
+            .contains("whsec-first-0123456789abcdef0123456789")
+    );
     let (st, body) = api
         .call(
             M::POST,

@@ -13,7 +13,7 @@ use accesshub_admin::{AdminConfig, AdminState};
 use accesshub_store::SecretBox;
 use serde_json::json;
 
-const SECRET: &str = "Zq9-DISTINCTIVE-secret-4711";
+const SECRET: &str = "Zq9-DISTINCTIVE-secret-4711-0123456789";
 const BOOT: &str = "bootstrap-admin-token-no-logs";
 
 #[derive(Clone, Default)]
@@ -158,7 +158,7 @@ async fn secrets_are_never_logged_returned_or_stored_in_clear() {
             .await
             .unwrap();
     assert!(
-        dump.contains("v1:") && !dump.contains("DISTINCTIVE"),
+        dump.contains("v2:k1:") && !dump.contains("DISTINCTIVE"),
         "{dump}"
     );
     assert!(!sources.contains("DISTINCTIVE"));

@@ -210,7 +210,7 @@ async fn site_defaults_are_set_on_an_existing_source() {
             M::PUT,
             "/tenants/acme/sources/bex/secret",
             BOOT,
-            Some(json!({"secret": "whsec-test"})),
+            Some(json!({"secret": "whsec-test-0123456789abcdef0123456789"})),
         )
         .await;
     assert_eq!(s, 200);

@@ -252,7 +252,7 @@ async fn a_tenant_scoped_token_sees_and_changes_only_its_tenants() {
         (
             M::PUT,
             "/tenants/other/sources/bex/secret",
-            Some(json!({"secret": "attacker-chosen-secret"})),
+            Some(json!({"secret": "attacker-chosen-secret-long-enough-0001"})),
         ),
         (M::POST, "/tenants/other/sources/bex/rotate", None),
         (
@@ -273,7 +273,7 @@ async fn a_tenant_scoped_token_sees_and_changes_only_its_tenants() {
             M::PUT,
             "/tenants/acme/sources/bex/secret",
             &admin,
-            Some(json!({"secret": "a-good-long-webhook-secret"})),
+            Some(json!({"secret": "a-good-long-webhook-secret-0123456789"})),
         )
         .await;
     assert_eq!(st, S::OK, "{b}");
@@ -518,7 +518,7 @@ async fn every_change_is_audited_with_the_token_and_masked_secrets() {
             M::PUT,
             "/tenants/acme/sources/bex/secret",
             &ci,
-            Some(json!({"secret": "whsec-audit-must-not-see-this"})),
+            Some(json!({"secret": "whsec-audit-must-not-see-this-0123456789"})),
         )
         .await;
     assert_eq!(st, S::OK);
@@ -616,7 +616,7 @@ async fn every_change_is_audited_with_the_token_and_masked_secrets() {
         .await
         .unwrap();
     for secret in [
-        "whsec-audit-must-not-see-this",
+        "whsec-audit-must-not-see-this-0123456789",
         generated.as_str(),
         "vendor-pw-one",
         "vendor-pw-two",

@@ -9,9 +9,19 @@ pub enum ConnectionError {
     /// Query or connection error.
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
-    /// Sealing or opening the encrypted settings failed (wrong or missing key).
-    #[error("secrets: {0}")]
-    Secret(#[from] SecretError),
+    /// A stored secret cannot be opened with the configured keys (a key removed before every
+    /// row was resealed, a wrong key, a ciphertext moved between rows), or sealing failed. A
+    /// deployment problem, not the caller's: classified transient, so workers retry (with
+    /// delay) while an operator fixes the keys, and the admin API answers 503.
+    #[error(
+        "{what}: {error}; check the encryption keys (ACCESSHUB_ENCRYPTION_KEYS / ACCESSHUB_ENCRYPTION_KEY_ID)"
+    )]
+    Secret {
+        /// Which row (`connection tenant/vendor/name`, `webhook secret tenant/source`).
+        what: String,
+        /// What failed (never key material or plaintext).
+        error: SecretError,
+    },
     /// The connection is invalid; every problem names its field.
     #[error("invalid connection: {}", list(.0))]
     Invalid(Vec<FieldError>),
@@ -65,13 +75,30 @@ impl Classify for ConnectionError {
     fn class(&self) -> ErrorClass {
         match self {
             ConnectionError::Db(e) => db_error_class(e),
-            ConnectionError::Bus(_) => ErrorClass::Transient,
+            ConnectionError::Bus(_) | ConnectionError::Secret { .. } => ErrorClass::Transient,
             _ => ErrorClass::Permanent,
         }
     }
 }
 
+impl From<SecretError> for ConnectionError {
+    fn from(error: SecretError) -> Self {
+        ConnectionError::Secret {
+            what: "secret".into(),
+            error,
+        }
+    }
+}
+
 impl ConnectionError {
+    /// A secret of `what` could not be opened (or sealed).
+    pub fn secret(error: SecretError, what: &str) -> Self {
+        ConnectionError::Secret {
+            what: what.to_owned(),
+            error,
+        }
+    }
+
     /// Maps a foreign-key violation on `tenant_id` to [`ConnectionError::UnknownTenant`].
     pub(crate) fn from_db_for_tenant(e: sqlx::Error, tenant: &str) -> Self {
         if let sqlx::Error::Database(db) = &e

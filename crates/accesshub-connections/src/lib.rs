@@ -9,6 +9,7 @@ pub mod error;
 pub mod lookup;
 pub mod model;
 pub mod offboard;
+pub mod reseal;
 pub mod store;
 pub mod tenants;
 pub mod validate;

@@ -6,7 +6,7 @@
 //! `config.connection.<vendor>.<tenant>` (namespaced) so caches drop their copy at once.
 
 use accesshub_bus::Bus;
-use accesshub_store::SecretBox;
+use accesshub_store::{SecretBox, connection_aad};
 use serde::{Deserialize, Serialize};
 use sqlx::{PgPool, Row, postgres::PgRow};
 
@@ -100,7 +100,12 @@ impl ConnectionStore {
         let name: String = row.try_get("name")?;
         let vendor: String = row.try_get("vendor")?;
         let sealed: String = row.try_get("settings_enc")?;
-        let plain = self.secrets.open(&sealed)?;
+        let plain = self
+            .secrets
+            .open(&sealed, &connection_aad(&tenant, &vendor, &name))
+            .map_err(|e| {
+                ConnectionError::secret(e, &format!("connection {tenant}/{vendor}/{name}"))
+            })?;
         let settings: VendorSettings =
             serde_json::from_str(&plain).map_err(|e| ConnectionError::Corrupt {
                 what: format!("connection {tenant}/{vendor}/{name}"),
@@ -325,7 +330,10 @@ impl ConnectionStore {
                 what: "settings".into(),
                 message: e.to_string(),
             })?;
-        let sealed = self.secrets.seal(&full)?;
+        let sealed = self.secrets.seal(
+            &full,
+            &connection_aad(&desired.tenant, vendor.as_str(), &desired.name),
+        )?;
         sqlx::query(
             "INSERT INTO connections (tenant_id, vendor, name, enabled, sites, settings, settings_enc, version)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
@@ -388,37 +396,24 @@ impl ConnectionStore {
         Ok(n > 0)
     }
 
-    /// Re-encrypts every row sealed with an older key (after adding a new primary key to
-    /// `ACCESSHUB_ENCRYPTION_KEY`); returns how many rows were resealed. Once it reports 0
-    /// the old key can be removed.
+    /// Re-encrypts every connection and webhook secret that is not sealed with the active key
+    /// in the bound format (see [`crate::reseal`]); returns how many rows were rewritten.
+    /// Rows that cannot be decrypted are an error here; `accessctl secrets reseal` lists them.
     pub async fn reseal_all(&self) -> Result<u64, ConnectionError> {
-        let rows = sqlx::query("SELECT tenant_id, vendor, name, settings_enc FROM connections")
-            .fetch_all(&self.pool)
-            .await?;
-        let mut n = 0;
-        for r in rows {
-            let sealed: String = r.try_get("settings_enc")?;
-            if !self.secrets.needs_rotation(&sealed) {
-                continue;
-            }
-            let resealed = self.secrets.seal(&self.secrets.open(&sealed)?)?;
-            let tenant: String = r.try_get("tenant_id")?;
-            let vendor: String = r.try_get("vendor")?;
-            let name: String = r.try_get("name")?;
-            n += sqlx::query(
-                "UPDATE connections SET settings_enc = $4
-                 WHERE tenant_id = $1 AND vendor = $2 AND name = $3 AND settings_enc = $5",
-            )
-            .bind(tenant)
-            .bind(vendor)
-            .bind(name)
-            .bind(resealed)
-            .bind(sealed)
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
+        let report = crate::reseal::reseal(
+            &self.pool,
+            &self.secrets,
+            &crate::reseal::ResealOptions::default(),
+            |_| {},
+        )
+        .await?;
+        match report.failed.first() {
+            Some(f) => Err(ConnectionError::Secret {
+                what: f.row.clone(),
+                error: f.error.clone(),
+            }),
+            None => Ok(report.resealed),
         }
-        Ok(n)
     }
 
     async fn notify(&self, tenant: &str, vendor: Vendor, name: &str, version: i64, deleted: bool) {

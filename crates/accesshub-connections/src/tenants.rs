@@ -2,9 +2,9 @@
 //! its webhooks with a secret; the secret is sealed with the [`SecretBox`]. Rotation keeps the
 //! old secret valid as `previous` until `previous_expires`, so senders can switch over.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
-use accesshub_store::SecretBox;
+use accesshub_store::{SecretBox, source_aad};
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::{DateTime, Utc};
 use rand::RngCore as _;
@@ -57,11 +57,26 @@ pub struct WebhookSecrets {
     pub previous: Option<Secret>,
 }
 
+/// Told `(tenant, Some(source))` after a source's webhook secret changed, `(tenant, None)`
+/// after a tenant (with all its sources) was deleted: booking-ingest's secret cache in the
+/// same process drops its copy at once instead of serving it until its ttl (review L3).
+pub type SourceListener = Arc<dyn Fn(&str, Option<&str>) + Send + Sync>;
+
 /// Reads and writes tenants and their sources. Cheap to clone.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct TenantStore {
     pool: PgPool,
     secrets: SecretBox,
+    listeners: Vec<SourceListener>,
+}
+
+impl std::fmt::Debug for TenantStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TenantStore")
+            .field("secrets", &self.secrets)
+            .field("listeners", &self.listeners.len())
+            .finish_non_exhaustive()
+    }
 }
 
 fn tenant_from(row: &sqlx::postgres::PgRow) -> Result<Tenant, sqlx::Error> {
@@ -89,6 +104,11 @@ fn source_from(row: &sqlx::postgres::PgRow) -> Result<TenantSource, sqlx::Error>
 
 const SOURCE_COLS: &str = "tenant_id, source, previous_enc IS NOT NULL AS has_previous, previous_expires, site_defaults, updated_at";
 
+/// Shortest webhook secret the admin API accepts, in bytes: an HMAC key guessable offline from
+/// one captured delivery must carry at least 256 bits, and only length can be checked (the
+/// generated ones, `whsec_` + 43 characters, carry 256 random bits).
+pub const MIN_SECRET_LEN: usize = 32;
+
 /// A new random webhook secret (32 bytes, URL-safe base64).
 pub fn generate_secret() -> Secret {
     let mut raw = [0u8; 32];
@@ -99,7 +119,24 @@ pub fn generate_secret() -> Secret {
 impl TenantStore {
     /// A store over `pool`, sealing secrets with `secrets`.
     pub fn new(pool: PgPool, secrets: SecretBox) -> Self {
-        TenantStore { pool, secrets }
+        TenantStore {
+            pool,
+            secrets,
+            listeners: Vec::new(),
+        }
+    }
+
+    /// Calls `listener` after every webhook-secret change and tenant deletion made through
+    /// this store.
+    pub fn on_source_change(mut self, listener: SourceListener) -> Self {
+        self.listeners.push(listener);
+        self
+    }
+
+    fn changed(&self, tenant: &str, source: Option<&str>) {
+        for l in &self.listeners {
+            l(tenant, source);
+        }
     }
 
     /// Creates a tenant; [`ConnectionError::AlreadyExists`] if the id is taken.
@@ -154,9 +191,13 @@ impl TenantStore {
     /// bookings (see [`crate::offboard::purge_tenant`]); `false` if there was none. Vendor
     /// access is the caller's decision ([`crate::offboard`]).
     pub async fn delete(&self, id: &str) -> Result<bool, ConnectionError> {
-        Ok(crate::offboard::purge_tenant(&self.pool, id)
+        let deleted = crate::offboard::purge_tenant(&self.pool, id)
             .await?
-            .is_some())
+            .is_some();
+        if deleted {
+            self.changed(id, None);
+        }
+        Ok(deleted)
     }
 
     /// The pool (for the offboarding queries).
@@ -200,7 +241,9 @@ impl TenantStore {
                 accesshub_domain::FieldError::new("source", "must not be empty"),
             ]));
         }
-        let sealed = self.secrets.seal(secret.expose())?;
+        let sealed = self
+            .secrets
+            .seal(secret.expose(), &source_aad(tenant, source))?;
         let ttl = chrono::Duration::from_std(previous_ttl).unwrap_or(chrono::Duration::hours(24));
         let expires = Utc::now() + ttl;
         let sql = format!(
@@ -219,6 +262,7 @@ impl TenantStore {
             .await
             .map_err(|e| ConnectionError::from_db_for_tenant(e, tenant))?;
         tracing::info!(%tenant, %source, "webhook secret set");
+        self.changed(tenant, Some(source));
         Ok((source_from(&row)?, secret))
     }
 
@@ -260,14 +304,21 @@ impl TenantStore {
         .fetch_optional(&self.pool)
         .await?;
         let Some(row) = row else { return Ok(None) };
+        let aad = source_aad(tenant, source);
+        let what = || format!("webhook secret {tenant}/{source}");
         let current = Secret::new(
             self.secrets
-                .open(&row.try_get::<String, _>("secret_enc")?)?,
+                .open(&row.try_get::<String, _>("secret_enc")?, &aad)
+                .map_err(|e| ConnectionError::secret(e, &what()))?,
         );
         let prev_enc: Option<String> = row.try_get("previous_enc")?;
         let expires: Option<DateTime<Utc>> = row.try_get("previous_expires")?;
         let previous = match (prev_enc, expires) {
-            (Some(p), Some(e)) if e > Utc::now() => Some(Secret::new(self.secrets.open(&p)?)),
+            (Some(p), Some(e)) if e > Utc::now() => Some(Secret::new(
+                self.secrets
+                    .open(&p, &aad)
+                    .map_err(|e| ConnectionError::secret(e, &what()))?,
+            )),
             _ => None,
         };
         Ok(Some(WebhookSecrets { current, previous }))

@@ -469,7 +469,10 @@ async fn webhook_secret_rotation_keeps_previous_until_expiry() {
         .fetch_one(&db.pool)
         .await
         .unwrap();
-    assert!(raw.starts_with("v1:"));
+    assert!(
+        raw.starts_with("v2:k1:"),
+        "sealed, row-bound, with its key id"
+    );
     assert!(matches!(
         tenants
             .set_source_secret("nobody", "bex", None, Duration::ZERO)

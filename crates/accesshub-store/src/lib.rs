@@ -11,7 +11,7 @@ use sqlx::{
     postgres::{PgConnectOptions, PgPoolOptions},
 };
 
-pub use secrets::{SecretBox, SecretError};
+pub use secrets::{SealFormat, SealedInfo, SecretBox, SecretError, connection_aad, source_aad};
 pub use sqlx;
 
 /// Embedded migrations (crates/accesshub-store/migrations), applied by `accessctl migrate`,

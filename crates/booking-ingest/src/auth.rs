@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use accesshub_store::SecretBox;
+use accesshub_store::{SecretBox, SecretError, source_aad};
 use axum::http::HeaderMap;
 use chrono::{DateTime, NaiveTime, Utc};
 use governor::{
@@ -254,6 +254,10 @@ type SourceRow = (
 /// (tenant, source).
 type Key = (String, String);
 
+/// Told `(tenant, Some(source))` when a webhook secret changed, `(tenant, None)` when a tenant
+/// was deleted (the same type as accesshub-connections' `tenants::SourceListener`).
+pub type SourceListener = Arc<dyn Fn(&str, Option<&str>) + Send + Sync>;
+
 /// A known registration: when it was loaded, and whether a refresh is under way.
 struct Known {
     at: Instant,
@@ -282,6 +286,12 @@ pub struct SourceCacheConfig {
     pub negative_ttl: Duration,
     /// Most unknown keys remembered (`ACCESSHUB_INGEST_NEGATIVE_CACHE_SIZE`).
     pub negative_capacity: NonZeroUsize,
+    /// How long past `ttl` an entry is still served while its refresh runs
+    /// (`ACCESSHUB_INGEST_SECRET_CACHE_MAX_STALE`). Beyond it (a refresh that failed or
+    /// hangs) the request loads synchronously, so a changed or revoked secret is accepted by
+    /// other replicas for at most `ttl + max_stale`; it used to be unbounded while refreshes
+    /// failed (security review L3).
+    pub max_stale: Duration,
     /// Database look-ups per second for keys in neither cache (`ACCESSHUB_INGEST_LOOKUP_RATE`),
     /// burst twice that: a flood of made-up tenants costs at most this many queries, the
     /// rest are answered 429 without one.
@@ -295,6 +305,7 @@ impl Default for SourceCacheConfig {
             capacity: NonZeroUsize::new(100_000).unwrap_or(NonZeroUsize::MIN),
             negative_ttl: Duration::from_secs(5),
             negative_capacity: NonZeroUsize::new(100_000).unwrap_or(NonZeroUsize::MIN),
+            max_stale: Duration::from_secs(5),
             lookup_rate: NonZeroU32::new(100).unwrap_or(NonZeroU32::MIN),
         }
     }
@@ -309,6 +320,18 @@ pub enum LookupError {
     /// Too many look-ups of uncached keys right now (429).
     #[error("too many registration look-ups; retry after {0:?}")]
     Throttled(Duration),
+    /// The stored webhook secret does not open with the configured keys: our configuration
+    /// is wrong (a key removed before the reseal, a wrong key), not the sender's request, so
+    /// 503 (the sender retries) rather than a 401 a PMS may treat as final (review M14).
+    #[error("webhook secret of {tenant}/{upstream} cannot be decrypted: {error}")]
+    Decrypt {
+        /// Tenant.
+        tenant: String,
+        /// Source (`source` would make thiserror take it for the cause).
+        upstream: String,
+        /// What failed (no key material, no plaintext).
+        error: SecretError,
+    },
 }
 
 impl From<LookupError> for Reject {
@@ -322,6 +345,8 @@ impl From<LookupError> for Reject {
                 scope: "lookup",
                 retry_after_secs: crate::limits::retry_after(wait),
             },
+            // Logged and counted where it happened (`SourceCache::load`).
+            LookupError::Decrypt { .. } => Reject::Unavailable,
         }
     }
 }
@@ -343,6 +368,7 @@ pub struct SourceCache {
     map: Arc<Mutex<Maps>>,
     lookups: Arc<DefaultDirectRateLimiter>,
     loads: Counter,
+    decrypt_failures: Counter,
 }
 
 impl std::fmt::Debug for SourceCache {
@@ -396,7 +422,15 @@ impl SourceCache {
             lookups: Arc::new(RateLimiter::direct(quota)),
             cfg,
             loads,
+            decrypt_failures: Counter::default(),
         }
+    }
+
+    /// Counts stored secrets that do not open
+    /// (`accesshub_secret_decrypt_failures_total{component="booking-ingest"}`).
+    pub fn with_decrypt_failures(mut self, counter: Counter) -> Self {
+        self.decrypt_failures = counter;
+        self
     }
 
     fn lookup(&self, key: &Key) -> Cached {
@@ -404,8 +438,14 @@ impl SourceCache {
             return Cached::Missing;
         };
         if let Some(k) = maps.known.get_mut(key) {
-            if k.at.elapsed() < self.cfg.ttl {
+            let age = k.at.elapsed();
+            if age < self.cfg.ttl {
                 return Cached::Fresh(Some(k.entry.clone()));
+            }
+            if age >= self.cfg.ttl.saturating_add(self.cfg.max_stale) {
+                // Too old to serve while refreshing: load it now (bounded staleness).
+                maps.known.pop(key);
+                return Cached::Missing;
             }
             // Claim the refresh under the lock: exactly one caller starts it.
             let refresh = !k.refreshing;
@@ -451,8 +491,8 @@ impl SourceCache {
         }
     }
 
-    /// The registration of `tenant` for `source`, `None` when there is none (or it cannot be
-    /// decrypted: treated as unknown, and logged).
+    /// The registration of `tenant` for `source`, `None` when there is none;
+    /// [`LookupError::Decrypt`] when its current secret does not open with the configured keys.
     pub async fn get(
         &self,
         tenant: &str,
@@ -487,6 +527,8 @@ impl SourceCache {
                     return Err(LookupError::Throttled(wait));
                 }
                 let entry = self.load(tenant, source).await?.map(Arc::new);
+                // A decrypt failure returned above is not cached: it is retried (at the lookup
+                // rate) until the keys are fixed.
                 self.store(key, entry.clone());
                 Ok(entry)
             }
@@ -501,7 +543,64 @@ impl SourceCache {
         }
     }
 
-    async fn load(&self, tenant: &str, source: &str) -> Result<Option<SourceEntry>, sqlx::Error> {
+    /// Forgets one registration (`source: None`: every source of the tenant), so its next
+    /// webhook reads the database: called when its secret is set, rotated or deleted in
+    /// this process (`TenantStore::on_source_change` of accesshub-connections).
+    pub fn invalidate_key(&self, tenant: &str, source: Option<&str>) {
+        let Ok(mut maps) = self.map.lock() else {
+            return;
+        };
+        match source {
+            Some(source) => {
+                let key = (tenant.to_owned(), source.to_owned());
+                maps.known.pop(&key);
+                maps.unknown.pop(&key);
+            }
+            None => {
+                let stale: Vec<Key> = maps
+                    .known
+                    .iter()
+                    .map(|(k, _)| k)
+                    .chain(maps.unknown.iter().map(|(k, _)| k))
+                    .filter(|k| k.0 == tenant)
+                    .cloned()
+                    .collect();
+                for k in stale {
+                    maps.known.pop(&k);
+                    maps.unknown.pop(&k);
+                }
+            }
+        }
+    }
+
+    /// A listener for `TenantStore::on_source_change` (accesshub-connections) that
+    /// invalidates this cache.
+    pub fn change_listener(&self) -> SourceListener {
+        let this = self.clone();
+        Arc::new(move |tenant: &str, source: Option<&str>| this.invalidate_key(tenant, source))
+    }
+
+    /// An undecryptable stored secret: error log for the operator (row and key id, never
+    /// the secret) and the metric to alert on.
+    fn decrypt_failed(
+        &self,
+        tenant: &str,
+        source: &str,
+        column: &str,
+        sealed: &str,
+        e: &SecretError,
+    ) {
+        self.decrypt_failures.inc();
+        let key_id = SecretBox::inspect(sealed).map(|i| i.key_id);
+        tracing::error!(
+            tenant, source, column, key_id = key_id.as_deref().unwrap_or("?"),
+            configured = ?self.secrets.key_ids(), error = %e,
+            "webhook secret cannot be decrypted with the configured keys; check \
+             ACCESSHUB_ENCRYPTION_KEYS and run `accessctl secrets reseal --dry-run`"
+        );
+    }
+
+    async fn load(&self, tenant: &str, source: &str) -> Result<Option<SourceEntry>, LookupError> {
         self.loads.inc();
         let row: Option<SourceRow> = sqlx::query_as(
             "SELECT secret_enc, previous_enc, previous_expires, site_defaults \
@@ -514,17 +613,26 @@ impl SourceCache {
         let Some((cur, prev, prev_exp, defaults)) = row else {
             return Ok(None);
         };
-        let current = match self.secrets.open(&cur) {
+        let aad = source_aad(tenant, source);
+        let current = match self.secrets.open(&cur, &aad) {
             Ok(s) => s.into_bytes(),
-            Err(e) => {
-                tracing::error!(tenant, source, error = %e, "webhook secret cannot be decrypted");
-                return Ok(None);
+            Err(error) => {
+                self.decrypt_failed(tenant, source, "secret_enc", &cur, &error);
+                return Err(LookupError::Decrypt {
+                    tenant: tenant.to_owned(),
+                    upstream: source.to_owned(),
+                    error,
+                });
             }
         };
-        let previous = prev.and_then(|p| match self.secrets.open(&p) {
+        // An expired previous secret is never used: not worth a decrypt (nor an alert).
+        let live_prev = prev.filter(|_| prev_exp.is_none_or(|e| e > Utc::now()));
+        // A previous secret that does not open is counted and logged, but the current one
+        // still serves: senders already on it must not get 503s for an old secret's sake.
+        let previous = live_prev.and_then(|p| match self.secrets.open(&p, &aad) {
             Ok(s) => Some((s.into_bytes(), prev_exp)),
             Err(e) => {
-                tracing::warn!(tenant, source, error = %e, "previous webhook secret unusable");
+                self.decrypt_failed(tenant, source, "previous_enc", &p, &e);
                 None
             }
         });
@@ -688,6 +796,44 @@ mod tests {
         assert!(matches!(cache.lookup(&key("u3")), Cached::Fresh(None)));
         tokio::time::sleep(Duration::from_millis(250)).await;
         assert!(matches!(cache.lookup(&key("u3")), Cached::Missing));
+    }
+
+    /// L3: a registration past its ttl used to be served while a refresh ran, and for as long
+    /// as refreshes failed. Past `ttl + max_stale` it is loaded again before use.
+    #[tokio::test]
+    async fn stale_entries_are_served_for_a_bounded_time_only() {
+        let cache = test_cache(SourceCacheConfig {
+            ttl: Duration::from_millis(100),
+            max_stale: Duration::from_millis(100),
+            ..SourceCacheConfig::default()
+        });
+        cache.store(key("acme"), Some(entry()));
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        assert!(matches!(
+            cache.lookup(&key("acme")),
+            Cached::Stale { refresh: true, .. }
+        ));
+        // The refresh failed (it never stored): no longer served once past the bound.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(matches!(cache.lookup(&key("acme")), Cached::Missing));
+    }
+
+    #[tokio::test]
+    async fn invalidate_key_forgets_one_source_or_a_whole_tenant() {
+        let cache = test_cache(SourceCacheConfig::default());
+        for t in ["acme", "beta"] {
+            cache.store(key(t), Some(entry()));
+        }
+        cache.store(("acme".into(), "clock".into()), None);
+        cache.invalidate_key("beta", Some("bex"));
+        assert!(matches!(cache.lookup(&key("beta")), Cached::Missing));
+        assert!(matches!(cache.lookup(&key("acme")), Cached::Fresh(Some(_))));
+        (cache.change_listener())("acme", None);
+        assert!(matches!(cache.lookup(&key("acme")), Cached::Missing));
+        assert!(matches!(
+            cache.lookup(&("acme".into(), "clock".into())),
+            Cached::Missing
+        ));
     }
 
     #[test]

@@ -154,6 +154,7 @@ fn source_cache_from_env() -> Result<auth::SourceCacheConfig, IngestError> {
         capacity: env_or("ACCESSHUB_INGEST_SECRET_CACHE_SIZE", d.capacity)?,
         negative_ttl: env_duration("ACCESSHUB_INGEST_NEGATIVE_CACHE", d.negative_ttl)?,
         negative_capacity: env_or("ACCESSHUB_INGEST_NEGATIVE_CACHE_SIZE", d.negative_capacity)?,
+        max_stale: env_duration("ACCESSHUB_INGEST_SECRET_CACHE_MAX_STALE", d.max_stale)?,
         lookup_rate: env_or("ACCESSHUB_INGEST_LOOKUP_RATE", d.lookup_rate)?,
     })
 }
@@ -214,6 +215,7 @@ pub struct IngestHandle {
     commit_pool: PgPool,
     relay_pool: PgPool,
     registry: Registry,
+    sources: auth::SourceCache,
     stop_http: CancellationToken,
     stop_nats: CancellationToken,
     stop_relay: CancellationToken,
@@ -243,6 +245,12 @@ impl IngestHandle {
     /// The relay's and the receipt pruner's pool (for tests: its session settings).
     pub fn relay_pool(&self) -> &PgPool {
         &self.relay_pool
+    }
+
+    /// The webhook-secret cache: hand [`auth::SourceCache::change_listener`] to an admin API
+    /// running in the same process, so secret changes take effect at once.
+    pub fn sources(&self) -> &auth::SourceCache {
+        &self.sources
     }
 
     /// The metrics registry.
@@ -348,7 +356,8 @@ pub async fn start(cfg: IngestConfig) -> Result<IngestHandle, IngestError> {
             cfg.secrets.clone(),
             cfg.source_cache.clone(),
             metrics.source_lookups.clone(),
-        ),
+        )
+        .with_decrypt_failures(metrics.decrypt_failures.clone()),
         committers,
         metrics: metrics.clone(),
         body_limit: cfg.body_limit,
@@ -420,6 +429,7 @@ pub async fn start(cfg: IngestConfig) -> Result<IngestHandle, IngestError> {
         None
     };
 
+    let sources = state.sources.clone();
     let app = router(state, registry.clone());
     let listener = tokio::net::TcpListener::bind(cfg.common.http_addr).await?;
     let addr = listener.local_addr()?;
@@ -437,6 +447,7 @@ pub async fn start(cfg: IngestConfig) -> Result<IngestHandle, IngestError> {
         commit_pool,
         relay_pool,
         registry,
+        sources,
         stop_http,
         stop_nats,
         stop_relay,

@@ -35,6 +35,9 @@ pub struct IngestMetrics {
     /// `accesshub_ingest_source_lookups_total`: registrations read from the database (cache
     /// misses and refreshes). Climbing with unknown tenants means someone probes tenant ids.
     pub source_lookups: Counter,
+    /// `accesshub_secret_decrypt_failures_total{component="booking-ingest"}`: stored webhook
+    /// secrets that do not open with the configured keys (answered 503). Alert on any.
+    pub decrypt_failures: Counter,
 }
 
 fn batch_histogram() -> Histogram {
@@ -83,6 +86,14 @@ impl IngestMetrics {
                     "Tenant source registrations read from the database",
                 );
                 c.get_or_create(&Vec::new()).clone()
+            },
+            decrypt_failures: {
+                let c: CounterVec = registry.counter(
+                    "accesshub_secret_decrypt_failures",
+                    "Stored secrets that do not open with the configured encryption keys",
+                );
+                c.get_or_create(&labels([("component", crate::SERVICE)]))
+                    .clone()
             },
             outbox_pending: pending.get_or_create(&Vec::new()).clone(),
             commit_batch: {

@@ -6,6 +6,7 @@ pub mod dlq;
 pub mod lookup;
 pub mod migrate;
 pub mod offboard;
+pub mod secrets;
 pub mod status;
 pub mod sync;
 pub mod tenants;
