@@ -166,7 +166,12 @@ async fn probe(client: &SoapClient, d: &Desired) -> Result<bool, SoapError> {
         // The lock system found the booking but refused the new check-out (it is not after
         // the booking's check-in: the stay moved earlier since the booking was made). It
         // exists; the ChangeKeyAccess that follows sets both dates.
-        Err(e) if e.fault_code().is_some_and(|c| c.trim() == "InvalidWSParameter") => Ok(true),
+        Err(e)
+            if e.fault_code()
+                .is_some_and(|c| c.trim() == "InvalidWSParameter") =>
+        {
+            Ok(true)
+        }
         Err(e) => Err(e),
     }
 }
