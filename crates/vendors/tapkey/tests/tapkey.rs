@@ -418,7 +418,9 @@ async fn after_a_crash_a_newer_revision_still_finds_the_crashed_attempts_grants(
         cfg
     };
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let h = worker_runtime::start(cfg(), crash_after_apply(tx)).await.unwrap();
+    let h = worker_runtime::start(cfg(), crash_after_apply(tx))
+        .await
+        .unwrap();
     let from = (Utc::now() - chrono::Duration::hours(1))
         .duration_trunc(chrono::Duration::seconds(1))
         .unwrap();
@@ -436,7 +438,9 @@ async fn after_a_crash_a_newer_revision_still_finds_the_crashed_attempts_grants(
     h.abort().await; // crashed: grants at Tapkey, no binding, no ack
     let exp2 = expiry(5);
     env.publish(&with_from(2, exp2)).await;
-    let h = worker_runtime::start(cfg(), TapkeyHandler::new()).await.unwrap();
+    let h = worker_runtime::start(cfg(), TapkeyHandler::new())
+        .await
+        .unwrap();
     eventually(
         "revision 2 applied, revision 1 skipped",
         Duration::from_secs(60),
