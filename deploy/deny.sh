@@ -25,13 +25,15 @@ warn_skipped() {
 }
 
 if [ -n "${ACCESSHUB_ADVISORY_DB:-}" ]; then
-  # A local clone (e.g. an offline mirror): point a copy of the config at it.
-  cfg=$(mktemp)
-  trap 'rm -f "$cfg"' EXIT
-  sed -e "s|^db-urls = .*|db-urls = [\"file://${ACCESSHUB_ADVISORY_DB}\"]|" deny.toml > "$cfg"
-  "$CARGO" deny --locked check --config "$cfg" advisories
+  # A local clone (an offline mirror). cargo-deny takes no file:// URL: it reads the database
+  # of the default URL from $CARGO_HOME/advisory-dbs/advisory-db-<hash of that URL> (this
+  # name is cargo-deny 0.20's), and --offline keeps it from fetching.
+  dbdir="${CARGO_HOME:-$HOME/.cargo}/advisory-dbs/advisory-db-3157b0e258782691"
+  rm -rf "$dbdir"
+  git clone -q "$ACCESSHUB_ADVISORY_DB" "$dbdir"
+  "$CARGO" deny --locked --offline check advisories
 elif timeout "${ACCESSHUB_ADVISORY_FETCH_TIMEOUT:-60}" "$CARGO" deny fetch db >/dev/null 2>&1; then
-  "$CARGO" deny --locked check --disable-fetch advisories
+  "$CARGO" deny --locked check advisories
 else
   warn_skipped "the RustSec advisory database could not be fetched"
 fi
