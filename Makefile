@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: nats-config dev test test-rust test-chart bench soak lint fmt services build clean-test-dbs
+.PHONY: deny nats-config dev test test-rust test-chart bench soak lint fmt services build clean-test-dbs
 
 ## Start NATS + PostgreSQL (installing them if needed), the vendor simulators and every
 ## accesshub service locally, with a demo tenant wired to the simulators. Ctrl-C stops it.
@@ -50,9 +50,14 @@ SOAK_HISTORIES ?= 1000
 soak: services
 	$(CARGO) run --release -p accesshub-convergence --bin convergence-soak -- --histories $(SOAK_HISTORIES) $(SOAK_ARGS)
 
-lint:
+lint: deny
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+## Dependency policy (deny.toml): licenses, bans, sources; advisories when the RustSec DB can be
+## fetched (else a loud warning). Installs cargo-deny if missing.
+deny:
+	CARGO=$(CARGO) deploy/deny.sh
 
 fmt:
 	$(CARGO) fmt --all

@@ -139,7 +139,7 @@ async fn apply_yaml_end_to_end() {
         .get("/connections/acme/dormakaba/hotel-a", &[])
         .await
         .unwrap();
-    let doc = serde_yaml::to_string(&connections::to_document(&c).unwrap()).unwrap();
+    let doc = yaml_serde::to_string(&connections::to_document(&c).unwrap()).unwrap();
     assert!(doc.contains("'***'") && !doc.contains("pms-pw"), "{doc}");
     let round = connections::apply_text(&api, &doc, false).await.unwrap();
     assert_eq!(round[0].status, ApplyStatus::Unchanged);

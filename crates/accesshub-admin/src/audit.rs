@@ -114,6 +114,17 @@ pub struct AuditRecord {
 /// Writes a record; a failure is logged with the record and otherwise ignored (see the module
 /// docs).
 pub async fn record(pool: &PgPool, actor: &Actor, change: Change<'_>) {
+    // The error is logged inside; a change that already happened stands.
+    let _ = try_record(pool, actor, change).await;
+}
+
+/// [`record`], returning the failure: for actions that must not happen unrecorded (showing
+/// the DLQ's personal data), which write the record *before* acting.
+pub async fn try_record(
+    pool: &PgPool,
+    actor: &Actor,
+    change: Change<'_>,
+) -> Result<(), sqlx::Error> {
     let before = change.before.map(mask);
     let after = change.after.map(mask);
     let res = sqlx::query(
@@ -130,10 +141,13 @@ pub async fn record(pool: &PgPool, actor: &Actor, change: Change<'_>) {
     .execute(pool)
     .await;
     match res {
-        Ok(_) => tracing::info!(
-            action = change.action, tenant = change.tenant, target = %change.target,
-            by = %actor.name, token_id = ?actor.token_id, "audit"
-        ),
+        Ok(_) => {
+            tracing::info!(
+                action = change.action, tenant = change.tenant, target = %change.target,
+                by = %actor.name, token_id = ?actor.token_id, "audit"
+            );
+            Ok(())
+        }
         Err(e) => {
             let before = before.unwrap_or(Value::Null).to_string();
             let after = after.unwrap_or(Value::Null).to_string();
@@ -142,6 +156,7 @@ pub async fn record(pool: &PgPool, actor: &Actor, change: Change<'_>) {
                 target = %change.target, by = %actor.name, token_id = ?actor.token_id,
                 %before, %after, "audit record could not be stored; the change was made"
             );
+            Err(e)
         }
     }
 }

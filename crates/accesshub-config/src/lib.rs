@@ -94,6 +94,59 @@ pub struct StreamSettings {
     pub file_storage: bool,
 }
 
+impl std::fmt::Debug for CommonConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CommonConfig")
+            .field("service", &self.service)
+            .field("database_url", &redact_url_password(&self.database_url))
+            .field("nats_url", &redact_url_password(&self.nats_url))
+            .field("nats_creds", &self.nats_creds)
+            .field(
+                "nats_user",
+                &self.nats_user.as_ref().map(|(u, _)| (u, "***")),
+            )
+            .field("nats_inbox_prefix", &self.nats_inbox_prefix)
+            .field("namespace", &self.namespace)
+            .field("http_addr", &self.http_addr)
+            .field("log_format", &self.log_format)
+            .field("streams", &self.streams)
+            .field("egress", &self.egress)
+            .finish()
+    }
+}
+
+/// `postgres://user:pw@host/db` → `postgres://user:***@host/db`; any URL whose userinfo has a
+/// password, and also `password=` query/keyword parameters.
+pub fn redact_url_password(url: &str) -> String {
+    let mut out = match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+            let (authority, tail) = rest.split_at(authority_end);
+            match authority.rsplit_once('@') {
+                Some((userinfo, host)) => {
+                    let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+                    let masked = if userinfo.contains(':') {
+                        format!("{user}:***")
+                    } else {
+                        user.to_owned()
+                    };
+                    format!("{scheme}://{masked}@{host}{tail}")
+                }
+                None => url.to_owned(),
+            }
+        }
+        None => url.to_owned(),
+    };
+    if let Some(i) = out.to_ascii_lowercase().find("password=") {
+        let start = i + "password=".len();
+        let end = out[start..]
+            .find(['&', ' '])
+            .map_or(out.len(), |e| start + e);
+        out.replace_range(start..end, "***");
+    }
+    out
+}
+
 impl Default for StreamSettings {
     fn default() -> Self {
         StreamSettings {
@@ -108,7 +161,8 @@ impl Default for StreamSettings {
 }
 
 /// What every service needs: where NATS and Postgres are, where to listen, how to log.
-#[derive(Debug, Clone)]
+/// Debug hides the NATS password and the database URL's password (security review L6).
+#[derive(Clone)]
 pub struct CommonConfig {
     /// Service name, for logs, traces and metrics.
     pub service: String,
@@ -220,5 +274,31 @@ impl CommonConfig {
             // The vendor simulators listen on loopback over plain http.
             egress: EgressPolicy::loopback_http(),
         }
+    }
+}
+
+#[cfg(test)]
+mod redaction_tests {
+    use super::*;
+
+    /// Security review L6: the config's Debug must not print passwords.
+    #[test]
+    fn common_config_debug_hides_passwords() {
+        let mut cfg = CommonConfig::for_test("svc", "ns", "postgres://u:pw-s3cr3t@h:5432/db");
+        cfg.nats_user = Some(("svc".into(), "nats-s3cr3t".into()));
+        cfg.nats_url = "nats://n:natsurl-s3cr3t@127.0.0.1:4222".into();
+        let s = format!("{cfg:?}");
+        for secret in ["pw-s3cr3t", "nats-s3cr3t", "natsurl-s3cr3t"] {
+            assert!(!s.contains(secret), "{secret} in {s}");
+        }
+        assert!(s.contains("postgres://u:***@h:5432/db"), "{s}");
+        assert_eq!(
+            redact_url_password("postgres://h/db?user=u&password=x1&sslmode=require"),
+            "postgres://h/db?user=u&password=***&sslmode=require"
+        );
+        assert_eq!(
+            redact_url_password("nats://127.0.0.1:4222"),
+            "nats://127.0.0.1:4222"
+        );
     }
 }

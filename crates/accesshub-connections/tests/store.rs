@@ -14,7 +14,7 @@ use sqlx::Row;
 const SECRET: &str = "sUp3r-S3cret-CloudPass-7f1e";
 
 fn cloudpass(tenant: &str) -> Connection {
-    serde_yaml::from_str(&format!(
+    yaml_serde::from_str(&format!(
         r#"
 tenant: {tenant}
 settings:
@@ -31,7 +31,7 @@ settings:
 }
 
 fn dormakaba(tenant: &str) -> Connection {
-    serde_yaml::from_str(&format!(
+    yaml_serde::from_str(&format!(
         r#"
 tenant: {tenant}
 sites: [hotel-a]

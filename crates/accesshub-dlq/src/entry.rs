@@ -90,6 +90,21 @@ pub struct DlqEntry {
 }
 
 impl DlqEntry {
+    /// Masks personal data for display: names, e-mails, phones and plates in the payload
+    /// (`accesshub_domain::pii::mask_json`), e-mail addresses in the reason. A base64 payload
+    /// cannot be masked and is withheld. Listings show this unless PII was asked for
+    /// (`accessctl dlq --show-pii`, audited): most who read the DLQ need the failure, not
+    /// the guest (security review L7).
+    pub fn mask_pii(&mut self) {
+        use accesshub_domain::pii;
+        self.reason = pii::mask_emails_in(&self.reason);
+        self.payload = match (self.payload.take(), self.payload_encoding) {
+            (Some(p), Some(PayloadEncoding::Utf8)) => Some(pii::mask_json_text(&p)),
+            (Some(_), _) => Some("[withheld: binary payload, use --show-pii]".to_owned()),
+            (None, _) => None,
+        };
+    }
+
     /// The original bytes, for replay.
     pub fn payload_bytes(&self) -> Option<Result<Vec<u8>, String>> {
         let p = self.payload.as_ref()?;

@@ -252,7 +252,8 @@ impl ReservationStatus {
 }
 
 /// A guest as lock systems want it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Debug masks personal data (see [`crate::pii`]).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Guest {
     /// "Surname, First, Middle" — dormakaba's mobile app matches on the part before the first comma.
@@ -273,7 +274,8 @@ impl Guest {
 }
 
 /// A stay: dates plus the site's check-in/check-out times in its timezone.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Debug masks personal data (see [`crate::pii`]).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Reservation {
     /// Lifecycle status.
@@ -368,7 +370,8 @@ pub enum FacilityStatus {
 }
 
 /// A resident of a building.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Debug masks personal data (see [`crate::pii`]).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Resident {
     /// Upstream id of the resident.
@@ -410,7 +413,8 @@ pub enum PassStatus {
 }
 
 /// Holder of a pass.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Debug masks personal data (see [`crate::pii`]).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PassHolder {
     /// Upstream id (Nexudus CoworkerId).
@@ -538,5 +542,125 @@ mod revision_rule_tests {
             "the same ending again is not newer"
         );
         assert!(!supersedes((5, false), (5, false)));
+    }
+}
+
+// Debug impls that mask personal data: events travel through `{:?}` in panics, test output and
+// any future `debug!`, and none of those should carry a guest register.
+use crate::pii::{mask_email, mask_name, mask_phone, mask_plate};
+
+impl std::fmt::Debug for Guest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Guest")
+            .field("name", &mask_name(&self.name))
+            .field("email", &self.email.as_deref().map(mask_email))
+            .field(
+                "mobile_phone",
+                &self.mobile_phone.as_deref().map(mask_phone),
+            )
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for Reservation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let plates: Vec<String> = self.license_plates.iter().map(|p| mask_plate(p)).collect();
+        f.debug_struct("Reservation")
+            .field("status", &self.status)
+            .field("guest", &self.guest)
+            .field("arrival", &self.arrival)
+            .field("departure", &self.departure)
+            .field("check_in_time", &self.check_in_time)
+            .field("check_out_time", &self.check_out_time)
+            .field("timezone", &self.timezone)
+            .field("rooms", &self.rooms)
+            .field("common_areas", &self.common_areas)
+            .field("license_plates", &plates)
+            .field("mobile_key", &self.mobile_key)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for Resident {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Resident")
+            .field("id", &self.id)
+            .field("email", &mask_email(&self.email))
+            .field("first_name", &mask_name(&self.first_name))
+            .field("last_name", &mask_name(&self.last_name))
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for PassHolder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PassHolder")
+            .field("id", &self.id)
+            .field("email", &mask_email(&self.email))
+            .field("name", &self.name.as_deref().map(mask_name))
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod pii_debug_tests {
+    use super::*;
+
+    /// Security review L6: `{:?}` of an event must not print the guest's data.
+    #[test]
+    fn event_debug_masks_personal_data() {
+        let r = Reservation {
+            status: ReservationStatus::Confirmed,
+            guest: Guest {
+                name: "Zwaardemaker, Quirina".into(),
+                email: Some("quirina@zw.example".into()),
+                mobile_phone: Some("+31687654321".into()),
+            },
+            arrival: NaiveDate::from_ymd_opt(2026, 1, 1).unwrap_or_default(),
+            departure: NaiveDate::from_ymd_opt(2026, 1, 2).unwrap_or_default(),
+            check_in_time: NaiveTime::MIN,
+            check_out_time: NaiveTime::MIN,
+            timezone: "Europe/Amsterdam".into(),
+            rooms: vec!["101".into()],
+            common_areas: vec![],
+            license_plates: vec!["QZ99XY".into()],
+            mobile_key: false,
+        };
+        let ev = Event::new(
+            "t",
+            "s",
+            "k",
+            1,
+            Source::Bex,
+            Utc::now(),
+            EventBody::Reservation(r),
+        );
+        let pass = PassHolder {
+            id: "c1".into(),
+            email: "pat@zw.example".into(),
+            name: Some("Pat Quist".into()),
+        };
+        let res = Resident {
+            id: "r1".into(),
+            email: "res@zw.example".into(),
+            first_name: "Renske".into(),
+            last_name: "Quist".into(),
+        };
+        let s = format!("{ev:?} {pass:?} {res:?}");
+        for pii in [
+            "Zwaardemaker",
+            "Quirina",
+            "quirina@",
+            "87654321",
+            "QZ99XY",
+            "pat@",
+            "Pat Quist",
+            "res@",
+            "Renske",
+            "Quist",
+        ] {
+            assert!(!s.contains(pii), "{pii} in {s}");
+        }
+        assert!(s.contains("101"), "{s}");
     }
 }

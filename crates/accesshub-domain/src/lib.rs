@@ -9,6 +9,7 @@ pub mod dlq;
 pub mod egress;
 pub mod event;
 pub mod headers;
+pub mod pii;
 pub mod subjects;
 pub mod sync;
 pub mod validate;

@@ -1203,7 +1203,7 @@ fn schema_enums_are_exactly_the_serde_names() {
 fn asyncapi() -> Value {
     let path = proto_dir().join("asyncapi.yaml");
     let text = fs::read_to_string(&path).expect("asyncapi.yaml");
-    serde_yaml::from_str(&text).expect("asyncapi.yaml parses")
+    yaml_serde::from_str(&text).expect("asyncapi.yaml parses")
 }
 
 fn collect_refs(v: &Value, out: &mut Vec<String>) {

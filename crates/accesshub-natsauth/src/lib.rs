@@ -145,7 +145,7 @@ pub fn inbox_prefix(user: &str) -> String {
 }
 
 fn spec() -> Result<Spec, NatsAuthError> {
-    serde_yaml::from_str(PERMISSIONS_YAML).map_err(|e| NatsAuthError::Parse(e.to_string()))
+    yaml_serde::from_str(PERMISSIONS_YAML).map_err(|e| NatsAuthError::Parse(e.to_string()))
 }
 
 /// Fills `{ns}`, `{NS}`, `{user}` and `vars` into `subject`.

@@ -15,7 +15,7 @@ use governor::{
     DefaultDirectRateLimiter, Quota, RateLimiter,
     clock::{Clock as _, DefaultClock},
 };
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit as _, Mac};
 use lru::LruCache;
 use prometheus_client::metrics::counter::Counter;
 use sha2::Sha256;

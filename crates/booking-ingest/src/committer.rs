@@ -47,8 +47,8 @@ pub struct Answer {
     pub body: Value,
 }
 
-/// One normalized delivery on its way to the database.
-#[derive(Debug)]
+/// One normalized delivery on its way to the database. Debug leaves out the serialized
+/// payload (it holds the guest's data; the event's own Debug masks it).
 pub struct Job {
     /// The event.
     pub event: Event,
@@ -64,6 +64,18 @@ pub struct Job {
     pub traceparent: Option<String>,
     /// Where the answer goes.
     pub reply: oneshot::Sender<Result<Answer, Reject>>,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job")
+            .field("event", &self.event)
+            .field("source", &self.source)
+            .field("delivery_key", &self.delivery_key)
+            .field("subject", &self.subject)
+            .field("payload_bytes", &self.payload.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Job {

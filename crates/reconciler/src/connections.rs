@@ -67,7 +67,7 @@ impl StaticConnections {
     pub fn from_yaml_file(path: &str) -> Result<Self, ReconcileError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ReconcileError::invalid("connections file", format!("{path}: {e}")))?;
-        let conns: Vec<Connection> = serde_yaml::from_str(&text)
+        let conns: Vec<Connection> = yaml_serde::from_str(&text)
             .map_err(|e| ReconcileError::invalid("connections file", format!("{path}: {e}")))?;
         Ok(StaticConnections::new(conns))
     }

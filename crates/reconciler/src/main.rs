@@ -61,6 +61,7 @@ async fn main() -> anyhow::Result<()> {
             "RECONCILER_DEFAULT_TIMEZONE",
             "UTC".to_owned(),
         )?,
+        retention: reconciler::retention::RetentionSettings::from_env()?,
         ..Settings::default()
     };
     let registry = accesshub_telemetry::Registry::new();

@@ -35,6 +35,8 @@ pub struct Settings {
     pub default_schedules: bool,
     /// How long offboard runs keep removing and re-listing.
     pub offboard: crate::offboard::OffboardTiming,
+    /// Pruning of long-ended bookings (personal data).
+    pub retention: crate::retention::RetentionSettings,
 }
 
 impl Default for Settings {
@@ -47,6 +49,7 @@ impl Default for Settings {
             default_timezone: "UTC".into(),
             default_schedules: true,
             offboard: Default::default(),
+            retention: Default::default(),
         }
     }
 }
@@ -57,6 +60,7 @@ impl Default for Settings {
 pub struct SyncMetrics {
     runs: accesshub_telemetry::metrics::CounterVec,
     repairs: accesshub_telemetry::metrics::CounterVec,
+    pruned: accesshub_telemetry::metrics::CounterVec,
 }
 
 impl SyncMetrics {
@@ -68,6 +72,24 @@ impl SyncMetrics {
                 "accesshub_sync_repairs",
                 "Repair commands sent by sync runs, by vendor and action (created, updated, removed, failed)",
             ),
+            pruned: registry.counter(
+                "accesshub_retention_pruned",
+                "Rows deleted by the retention job, by table (bookings, bindings, vendor_attempts, key_requests)",
+            ),
+        }
+    }
+
+    fn record_pruned(&self, p: &crate::retention::Pruned) {
+        use accesshub_telemetry::metrics::labels;
+        for (table, n) in [
+            ("bookings", p.bookings),
+            ("bindings", p.bindings),
+            ("vendor_attempts", p.vendor_attempts),
+            ("key_requests", p.key_requests),
+        ] {
+            self.pruned
+                .get_or_create(&labels([("table", table)]))
+                .inc_by(n);
         }
     }
 
@@ -98,6 +120,8 @@ pub struct Reconciler {
     connections: Arc<dyn ConnectionSource>,
     inventories: Arc<HashMap<&'static str, Arc<dyn Inventory>>>,
     settings: Settings,
+    /// When this replica last ran a retention pass.
+    last_retention: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
 }
 
 impl std::fmt::Debug for Reconciler {
@@ -125,6 +149,7 @@ impl Reconciler {
             connections,
             inventories: Arc::new(inventories),
             settings,
+            last_retention: Arc::default(),
         }
     }
 
@@ -360,8 +385,44 @@ impl Reconciler {
         Ok(())
     }
 
+    /// A retention pass when the interval has passed since the last one (and retention is
+    /// on). A failure is logged and retried next interval: pruning is housekeeping, never a
+    /// reason to stop syncing.
+    pub async fn retention_if_due(&self) {
+        let r = self.settings.retention;
+        let Some(cutoff) = r.cutoff(Utc::now()) else {
+            return;
+        };
+        {
+            let mut last = self
+                .last_retention
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if last.is_some_and(|t| t.elapsed() < r.interval) {
+                return;
+            }
+            *last = Some(std::time::Instant::now());
+        }
+        match crate::retention::prune(&self.pool, cutoff, r.batch, r.max_batches).await {
+            Ok(p) => {
+                self.metrics.record_pruned(&p);
+                tracing::info!(
+                    bookings = p.bookings,
+                    bindings = p.bindings,
+                    vendor_attempts = p.vendor_attempts,
+                    key_requests = p.key_requests,
+                    %cutoff,
+                    retention_days = r.days,
+                    "retention: pruned ended bookings"
+                );
+            }
+            Err(e) => tracing::warn!(error = %e, "retention pass failed"),
+        }
+    }
+
     /// One pass of the housekeeping and the queue.
     pub async fn tick(&self) -> Result<(), ReconcileError> {
+        self.retention_if_due().await;
         self.take_over_stale().await?;
         store::fire_due_schedules(&self.pool, Utc::now()).await?;
         self.drain_queue_concurrently().await

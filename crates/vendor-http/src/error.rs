@@ -11,8 +11,9 @@ const MAX_BODY: usize = 2048;
 
 /// A vendor call failed. [`Classify`] decides retry vs dead letter: timeouts, connection
 /// errors, 408, 429 and 5xx are transient; every other status is permanent unless the caller
-/// maps it (e.g. Tapkey's 409 "already there").
-#[derive(Debug, thiserror::Error)]
+/// maps it (e.g. Tapkey's 409 "already there"). Debug shows the body scrubbed, like Display:
+/// `{:?}` of an error ends up in logs as easily as its message does.
+#[derive(thiserror::Error)]
 pub enum VendorError {
     /// No answer within the timeout.
     #[error("{vendor} {operation}: timed out")]
@@ -147,6 +148,28 @@ impl VendorError {
     /// for messages.
     pub fn safe_body(&self) -> Option<String> {
         self.body().map(crate::scrub)
+    }
+}
+
+impl std::fmt::Debug for VendorError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            VendorError::Status {
+                vendor,
+                operation,
+                status,
+                body,
+                retry_after,
+            } => f
+                .debug_struct("Status")
+                .field("vendor", vendor)
+                .field("operation", operation)
+                .field("status", status)
+                .field("body", &crate::scrub(body))
+                .field("retry_after", retry_after)
+                .finish(),
+            other => write!(f, "VendorError({other})"),
+        }
     }
 }
 

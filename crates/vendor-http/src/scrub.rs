@@ -39,7 +39,9 @@ pub fn scrub(text: &str) -> String {
     let flat = flatten(text);
     let keyed = redact_ranges(&flat, &credential_ranges(&flat));
     let runs = redact_runs(&keyed);
-    truncate(&runs, MAX_MESSAGE_CHARS)
+    // Personal data too: vendors echo the e-mail addresses we sent (security review L7).
+    let masked = accesshub_domain::pii::mask_emails_in(&runs);
+    truncate(&masked, MAX_MESSAGE_CHARS)
 }
 
 fn flatten(text: &str) -> String {

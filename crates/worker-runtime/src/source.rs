@@ -101,7 +101,7 @@ impl StaticConnections {
             message: format!("{path}: {e}"),
             class: ErrorClass::Permanent,
         })?;
-        let list: Vec<Connection> = serde_yaml::from_str(&text).map_err(|e| SourceError {
+        let list: Vec<Connection> = yaml_serde::from_str(&text).map_err(|e| SourceError {
             message: format!("{path}: {e}"),
             class: ErrorClass::Permanent,
         })?;

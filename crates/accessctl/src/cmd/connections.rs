@@ -21,7 +21,7 @@ use accesshub_connections::{ApplyStatus, Connection, Vendor, VendorSettings, dif
 use anyhow::{Context as _, anyhow, bail};
 use clap::Subcommand;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
-use serde_yaml::Value;
+use yaml_serde::Value;
 
 use crate::output::{self, Format};
 
@@ -290,13 +290,13 @@ pub const API_VERSION: &str = "accesshub/v1";
 
 /// The document form of a connection (what `get -o yaml` prints and `apply` reads).
 pub fn to_document(c: &Connection) -> anyhow::Result<Document> {
-    let mut spec = serde_yaml::to_value(&c.settings)?;
+    let mut spec = yaml_serde::to_value(&c.settings)?;
     if let Value::Mapping(m) = &mut spec {
         if !c.enabled {
             m.insert("enabled".into(), false.into());
         }
         if !c.sites.is_empty() {
-            m.insert("sites".into(), serde_yaml::to_value(&c.sites)?);
+            m.insert("sites".into(), yaml_serde::to_value(&c.sites)?);
         }
     }
     let mut metadata = BTreeMap::new();
@@ -362,7 +362,7 @@ fn expand_env(path: &str, v: &mut Value) -> anyhow::Result<()> {
 /// error (`document 2: spec.encoders[1].kind: unknown variant ...`).
 pub fn parse_documents(text: &str) -> anyhow::Result<Vec<Resource>> {
     let mut out = Vec::new();
-    for (i, de) in serde_yaml::Deserializer::from_str(text).enumerate() {
+    for (i, de) in yaml_serde::Deserializer::from_str(text).enumerate() {
         let n = i + 1;
         let value = Value::deserialize(de).with_context(|| format!("document {n}: not YAML"))?;
         if value.is_null() {
@@ -404,7 +404,7 @@ pub fn parse_documents(text: &str) -> anyhow::Result<Vec<Resource>> {
                 };
                 let sites: Vec<String> = match spec.remove("sites") {
                     None => vec![],
-                    Some(v) => serde_yaml::from_value(v)
+                    Some(v) => yaml_serde::from_value(v)
                         .map_err(|e| anyhow!("document {n}: spec.sites: {e}"))?,
                 };
                 let json = serde_json::to_value(Value::Mapping(spec))

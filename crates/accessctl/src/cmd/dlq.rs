@@ -26,11 +26,17 @@ pub enum DlqCommand {
         /// At most this many.
         #[arg(long, default_value_t = 50)]
         limit: usize,
+        /// Show names, e-mails, phones and plates unmasked (recorded in the audit log).
+        #[arg(long)]
+        show_pii: bool,
     },
     /// One entry: payload, headers, reason, attempts, trace id, earlier replays.
     Show {
         /// Entry id (its DLQ sequence, first column of `dlq list`).
         id: u64,
+        /// Show names, e-mails, phones and plates unmasked (recorded in the audit log).
+        #[arg(long)]
+        show_pii: bool,
     },
     /// Republish entries to their original subject with a fresh Nats-Msg-Id.
     Replay(Box<ReplayArgs>),
@@ -182,12 +188,18 @@ pub async fn connect() -> anyhow::Result<Dlq> {
 /// Runs against an existing handle (tests call this in-process).
 pub async fn run_with(dlq: &Dlq, cmd: DlqCommand, format: Format) -> anyhow::Result<()> {
     match cmd {
-        DlqCommand::List { filter, limit } => {
-            let entries = dlq.list(&filter.to_filter(), Some(limit)).await?;
+        DlqCommand::List {
+            filter,
+            limit,
+            show_pii,
+        } => {
+            let mut entries = dlq.list(&filter.to_filter(), Some(limit)).await?;
+            pii_gate(dlq, show_pii, &mut entries).await?;
             print_list(format, &entries)
         }
-        DlqCommand::Show { id } => {
-            let detail = dlq.show(id).await?;
+        DlqCommand::Show { id, show_pii } => {
+            let mut detail = dlq.show(id).await?;
+            pii_gate(dlq, show_pii, std::slice::from_mut(&mut detail.entry)).await?;
             print_show(format, &detail)
         }
         DlqCommand::Replay(args) => replay(dlq, *args, format).await,
@@ -222,6 +234,35 @@ pub async fn run_with(dlq: &Dlq, cmd: DlqCommand, format: Format) -> anyhow::Res
             Ok(())
         }
     }
+}
+
+/// Masks personal data in `entries`, unless `show_pii`: then who saw which entries is recorded
+/// in the audit log first (`dlq.show_pii`, one record per tenant), and nothing is shown when
+/// that record cannot be stored. accessctl reads the DLQ with the pod's credentials, not an
+/// admin token, so the audit trail is the control (docs/security.md "Personal data").
+pub async fn pii_gate(dlq: &Dlq, show_pii: bool, entries: &mut [DlqEntry]) -> anyhow::Result<()> {
+    if !show_pii {
+        entries.iter_mut().for_each(DlqEntry::mask_pii);
+        return Ok(());
+    }
+    use accesshub_admin::audit::{self, Actor, Change};
+    let actor = Actor {
+        token_id: None,
+        name: format!("accessctl:{}", default_user()),
+    };
+    for (tenant, ids) in group_by_tenant(entries, |_| true) {
+        let change = Change {
+            action: "dlq.show_pii",
+            tenant: tenant.as_deref(),
+            target: "dlq".into(),
+            before: None,
+            after: Some(serde_json::json!({ "entries": ids })),
+        };
+        audit::try_record(dlq.pool(), &actor, change)
+            .await
+            .context("--show-pii: the audit record could not be stored, so nothing is shown")?;
+    }
+    Ok(())
 }
 
 /// DLQ ids per tenant (`None`: entries without one), of the entries `keep` selects.
@@ -603,7 +644,7 @@ mod tests {
 
     #[test]
     fn list_flags_become_a_filter() {
-        let DlqCommand::List { filter, limit } = parse(&[
+        let DlqCommand::List { filter, limit, .. } = parse(&[
             "list",
             "--tenant",
             "acme",

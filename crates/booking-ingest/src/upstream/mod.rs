@@ -34,13 +34,21 @@ impl Context<'_> {
 pub const MAX_KEY_LEN: usize = 200;
 
 /// A validated event with its JSON, serialized once: the NUL check reads it and the committer
-/// stores it (outbox payload and booking state).
-#[derive(Debug)]
+/// stores it (outbox payload and booking state). Debug leaves out the JSON (personal data).
 pub struct Normalized {
     /// The event.
     pub event: Event,
     /// `event` as JSON.
     pub json: String,
+}
+
+impl std::fmt::Debug for Normalized {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Normalized")
+            .field("event", &self.event)
+            .field("json_bytes", &self.json.len())
+            .finish()
+    }
 }
 
 /// The sources that come in through ingest: every one but the reconciler, which publishes

@@ -90,8 +90,12 @@ pub fn desired_objects(conn: &Connection, event: &Event) -> Result<Vec<DesiredOb
     bookings
         .into_iter()
         .map(|b| {
-            let plate = normalize_plate(&b.license_plate)
-                .ok_or_else(|| format!("invalid license plate {:?}", b.license_plate))?;
+            let plate = normalize_plate(&b.license_plate).ok_or_else(|| {
+                format!(
+                    "invalid license plate {:?}",
+                    accesshub_domain::pii::mask_plate(&b.license_plate)
+                )
+            })?;
             Ok(DesiredObject {
                 fingerprint: fingerprint(
                     &site,

@@ -157,7 +157,7 @@ async fn person_for(client: &IpassanClient, r: &Resident) -> Result<Person, Appl
             resident: r.id.clone(),
             reason: format!(
                 "e-mail {:?} is not an address; iPassan persons are matched by e-mail",
-                r.email
+                accesshub_domain::pii::mask_text(&r.email)
             ),
         }
         .into());

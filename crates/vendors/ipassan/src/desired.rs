@@ -301,11 +301,15 @@ pub fn missing_profile(
     };
     let profile = named.or(fallback).unwrap_or_else(|| "(unnamed)".to_owned());
     Some(RuleError::MissingProfile {
-        resident: format!("{resident} (iPassan person {person})"),
+        // The person GUID identifies them for the operator; the address stays masked (L7).
+        resident: format!(
+            "{} (iPassan person {person})",
+            accesshub_domain::pii::mask_email(resident)
+        ),
         kind,
         profile,
         asset: asset_label(asset),
-        vendor_message: message.to_owned(),
+        vendor_message: accesshub_domain::pii::mask_emails_in(message),
     })
 }
 
@@ -595,7 +599,8 @@ mod tests {
         let e = missing_profile(m, &a, "eva@example.com", "p2").unwrap();
         let s = e.to_string();
         assert!(s.contains("floor access profile 'Floor 7' (f7)"), "{s}");
-        assert!(s.contains("eva@example.com"), "{s}");
+        assert!(s.contains("e***@example.com (iPassan person p2)"), "{s}");
+        assert!(!s.contains("eva@"), "{s}");
         assert!(missing_profile("end must be after start", &a, "x", "y").is_none());
     }
 

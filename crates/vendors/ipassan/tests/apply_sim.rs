@@ -568,7 +568,9 @@ async fn missing_floor_profile_names_the_profile() {
     );
     let msg = r.to_string();
     assert!(msg.contains("'Floor 7'"), "{msg}");
-    assert!(msg.contains("eva@example.com"), "{msg}");
+    // The resident is named by masked e-mail and person GUID, never the address (L7).
+    assert!(msg.contains("e***@example.com (iPassan person"), "{msg}");
+    assert!(!msg.contains("eva@example.com"), "{msg}");
     assert!(ours(&sim).is_empty());
     sim.shutdown().await;
 }

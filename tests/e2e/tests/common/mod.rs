@@ -21,7 +21,7 @@ use accesshub_e2e::{Proc, binary, free_port, port_open};
 use accesshub_store::SecretBox;
 use accesshub_testkit::TestDb;
 use chrono::{Days, Utc};
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit as _, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
 

@@ -1,0 +1,112 @@
+//! `accessctl dlq list/show` mask personal data unless `--show-pii`, which is audited first
+//! (security review L7; real Postgres and NATS).
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+
+use accessctl::cmd::dlq;
+use accesshub_domain::{DeadLetter, ErrorClass, headers, subjects};
+
+const PII: [&str; 5] = [
+    "Zwaardemaker",
+    "quirina@zw-pii.example",
+    "+31687654321",
+    "QZ99XY",
+    "Quirina",
+];
+
+async fn dead_letter(bus: &accesshub_bus::Bus) {
+    let id = uuid::Uuid::now_v7();
+    let original = subjects::booking(accesshub_domain::EventKind::Reservation, "acme", "R-1");
+    let mut h = BTreeMap::new();
+    h.insert(headers::MSG_ID.to_owned(), vec![id.to_string()]);
+    h.insert(headers::TENANT.to_owned(), vec!["acme".to_owned()]);
+    let body = serde_json::json!({"id": id, "tenant": "acme", "kind": "reservation", "payload": {
+        "guest": {"name": "Zwaardemaker, Quirina", "email": "quirina@zw-pii.example",
+                  "mobile_phone": "+31687654321"},
+        "license_plates": ["QZ99XY"], "rooms": ["101"]}});
+    let (payload, payload_encoding) = DeadLetter::encode_payload(body.to_string().as_bytes());
+    let dl = DeadLetter {
+        id: uuid::Uuid::now_v7(),
+        worker: "cloudpass-worker".into(),
+        original_subject: original.clone(),
+        original_headers: h,
+        payload,
+        payload_encoding,
+        reason: "person quirina@zw-pii.example refused".into(),
+        class: ErrorClass::Permanent,
+        attempts: 1,
+        stream_sequence: None,
+        stream: bus.stream_name(subjects::BOOKINGS_STREAM),
+        trace_id: None,
+        event_id: Some(id),
+        tenant: Some("acme".into()),
+        kind: Some("reservation".into()),
+        booking_key: Some("R-1".into()),
+        replay_count: 0,
+        failed_at: chrono::Utc::now(),
+    };
+    let msg = async_nats::jetstream::message::PublishMessage::build()
+        .payload(serde_json::to_vec(&dl).unwrap().into())
+        .header(headers::DLQ_WORKER, "cloudpass-worker")
+        .header(headers::DLQ_CLASS, "permanent")
+        .message_id(dl.id.to_string());
+    bus.js
+        .send_publish(
+            bus.subject(&subjects::dlq("cloudpass-worker", &original)),
+            msg,
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn dlq_listing_masks_pii_unless_show_pii_which_is_audited() {
+    let (db, bus) = accesshub_testkit::isolated().await;
+    dead_letter(&bus.bus).await;
+    let handle = accesshub_dlq::Dlq::new(bus.bus.clone(), db.pool.clone());
+
+    // Default: masked, in every output format (they all serialize these entries).
+    let mut entries = handle.list(&Default::default(), Some(10)).await.unwrap();
+    assert_eq!(entries.len(), 1);
+    dlq::pii_gate(&handle, false, &mut entries).await.unwrap();
+    let shown = serde_json::to_string(&entries).unwrap();
+    for p in PII {
+        assert!(!shown.contains(p), "{p} shown without --show-pii: {shown}");
+    }
+    assert!(
+        shown.contains("q***@zw-pii.example") && shown.contains("101"),
+        "{shown}"
+    );
+    let audited: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_log")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(audited, 0, "a masked listing is not audited");
+
+    // --show-pii: unmasked, and recorded (who, which entries, never the payload).
+    let mut entries = handle.list(&Default::default(), Some(10)).await.unwrap();
+    dlq::pii_gate(&handle, true, &mut entries).await.unwrap();
+    let shown = serde_json::to_string(&entries).unwrap();
+    assert!(shown.contains("quirina@zw-pii.example"), "{shown}");
+    let (actor, action, after): (String, String, serde_json::Value) =
+        sqlx::query_as("SELECT actor, action, after FROM audit_log")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert!(actor.starts_with("accessctl:"), "{actor}");
+    assert_eq!(action, "dlq.show_pii");
+    assert_eq!(after["entries"].as_array().unwrap().len(), 1);
+    assert!(!after.to_string().contains("quirina"), "{after}");
+
+    // No audit table (or any failure to record) → nothing shown.
+    sqlx::query("DROP TABLE audit_log")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let mut entries = handle.list(&Default::default(), Some(10)).await.unwrap();
+    assert!(dlq::pii_gate(&handle, true, &mut entries).await.is_err());
+    bus.cleanup().await;
+}

@@ -1,0 +1,150 @@
+//! Retention: bookings that ended long ago are deleted with their bindings, vendor attempts
+//! and key requests, so the database does not keep every guest's name, e-mail, phone and
+//! plates forever (security review L7, issue 23 item 6). Runs from the reconciler's tick, at
+//! most once per interval, in bounded batches (`FOR UPDATE SKIP LOCKED`: replicas share the
+//! work instead of colliding).
+//!
+//! A booking is pruned only when it ended before the cutoff (its access end, or the update
+//! that cancelled it), was not updated since, and no binding of it may still hold access at a
+//! vendor (every binding's status is one of [`HOLDS_NOTHING`]): a dead-lettered or active
+//! binding keeps the booking, so the reconciler can still remove what it holds.
+
+use std::time::Duration;
+
+use accesshub_connections::offboard::HOLDS_NOTHING;
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+
+/// Tunables (`ACCESSHUB_RETENTION_*` in the reconciler's environment).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetentionSettings {
+    /// Days after a booking ended before it is pruned; 0 = never prune.
+    pub days: u32,
+    /// Bookings deleted per transaction.
+    pub batch: i64,
+    /// Batches per pass, at most (the next pass continues).
+    pub max_batches: u32,
+    /// How often a pass runs.
+    pub interval: Duration,
+}
+
+impl Default for RetentionSettings {
+    fn default() -> Self {
+        RetentionSettings {
+            days: 30,
+            batch: 500,
+            max_batches: 20,
+            interval: Duration::from_secs(3600),
+        }
+    }
+}
+
+impl RetentionSettings {
+    /// From `ACCESSHUB_RETENTION_DAYS` (default 30, 0 = off), `ACCESSHUB_RETENTION_BATCH`
+    /// (500) and `ACCESSHUB_RETENTION_INTERVAL` (1h).
+    pub fn from_env() -> Result<Self, accesshub_config::ConfigError> {
+        let d = RetentionSettings::default();
+        Ok(RetentionSettings {
+            days: accesshub_config::env_or("ACCESSHUB_RETENTION_DAYS", d.days)?,
+            batch: accesshub_config::env_or("ACCESSHUB_RETENTION_BATCH", d.batch)?,
+            max_batches: d.max_batches,
+            interval: accesshub_config::env_duration("ACCESSHUB_RETENTION_INTERVAL", d.interval)?,
+        })
+    }
+
+    /// Bookings that ended before this are due; `None` when retention is off.
+    pub fn cutoff(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        (self.days > 0).then(|| now - chrono::Duration::days(i64::from(self.days)))
+    }
+}
+
+/// Rows deleted by one pass.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    /// `bookings` rows.
+    pub bookings: u64,
+    /// `bindings` rows.
+    pub bindings: u64,
+    /// `vendor_attempts` rows.
+    pub vendor_attempts: u64,
+    /// `key_requests` rows (of pruned reservations).
+    pub key_requests: u64,
+}
+
+impl Pruned {
+    fn add(&mut self, o: Pruned) {
+        self.bookings += o.bookings;
+        self.bindings += o.bindings;
+        self.vendor_attempts += o.vendor_attempts;
+        self.key_requests += o.key_requests;
+    }
+}
+
+/// One batch in one statement: pick due bookings (locked, skipping those another replica
+/// holds), delete their dependants, then them.
+const PRUNE_BATCH: &str = "
+WITH doomed AS (
+    SELECT b.tenant_id, b.kind, b.booking_key
+    FROM bookings b
+    WHERE b.updated_at < $1
+      AND (b.ends_access OR b.ends_at < $1)
+      AND NOT EXISTS (
+          SELECT 1 FROM bindings x
+          WHERE x.tenant_id = b.tenant_id AND x.kind = b.kind AND x.booking_key = b.booking_key
+            AND x.status <> ALL($2))
+    ORDER BY b.updated_at
+    LIMIT $3
+    FOR UPDATE OF b SKIP LOCKED
+), del_bindings AS (
+    DELETE FROM bindings x USING doomed d
+    WHERE x.tenant_id = d.tenant_id AND x.kind = d.kind AND x.booking_key = d.booking_key
+    RETURNING 1
+), del_attempts AS (
+    DELETE FROM vendor_attempts a USING doomed d
+    WHERE a.tenant_id = d.tenant_id AND a.kind = d.kind AND a.booking_key = d.booking_key
+    RETURNING 1
+), del_keyreqs AS (
+    DELETE FROM key_requests k USING doomed d
+    WHERE d.kind = 'reservation' AND k.tenant = d.tenant_id AND k.reservation_key = d.booking_key
+      AND k.updated_at < $1
+    RETURNING 1
+), del_bookings AS (
+    DELETE FROM bookings b USING doomed d
+    WHERE b.tenant_id = d.tenant_id AND b.kind = d.kind AND b.booking_key = d.booking_key
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM del_bookings),
+       (SELECT count(*) FROM del_bindings),
+       (SELECT count(*) FROM del_attempts),
+       (SELECT count(*) FROM del_keyreqs)";
+
+/// Deletes bookings that ended before `cutoff` (see the module docs), `batch` at a time, at
+/// most `max_batches` batches.
+pub async fn prune(
+    pool: &PgPool,
+    cutoff: DateTime<Utc>,
+    batch: i64,
+    max_batches: u32,
+) -> Result<Pruned, sqlx::Error> {
+    let holds_nothing: Vec<String> = HOLDS_NOTHING.iter().map(|s| (*s).to_owned()).collect();
+    let mut total = Pruned::default();
+    for _ in 0..max_batches.max(1) {
+        let (b, bi, va, kr): (i64, i64, i64, i64) = sqlx::query_as(PRUNE_BATCH)
+            .bind(cutoff)
+            .bind(&holds_nothing)
+            .bind(batch.max(1))
+            .fetch_one(pool)
+            .await?;
+        let n = |v: i64| u64::try_from(v).unwrap_or(0);
+        total.add(Pruned {
+            bookings: n(b),
+            bindings: n(bi),
+            vendor_attempts: n(va),
+            key_requests: n(kr),
+        });
+        if b < batch.max(1) {
+            break;
+        }
+    }
+    Ok(total)
+}

@@ -1,0 +1,158 @@
+//! The retention job against real Postgres: ended bookings older than the period go with their
+//! bindings, vendor attempts and key requests; recent ones, ongoing ones and ones whose binding
+//! may still hold access stay (security review L7, issue 23 item 6).
+#![allow(clippy::unwrap_used)]
+
+use chrono::{DateTime, Duration, Utc};
+use reconciler::retention::{self, RetentionSettings};
+use sqlx::PgPool;
+
+async fn booking(
+    pool: &PgPool,
+    key: &str,
+    ends_at: Option<DateTime<Utc>>,
+    ends_access: bool,
+    updated: DateTime<Utc>,
+) {
+    sqlx::query(
+        "INSERT INTO bookings (tenant_id, kind, booking_key, site, revision, source, event_id,
+                               payload, starts_at, ends_at, ends_access, updated_at)
+         VALUES ('acme', 'reservation', $1, 's', 1, 'bex', $2,
+                 '{\"guest\": {\"name\": \"Zwaardemaker, Quirina\"}}', NULL, $3, $4, $5)",
+    )
+    .bind(key)
+    .bind(uuid::Uuid::now_v7())
+    .bind(ends_at)
+    .bind(ends_access)
+    .bind(updated)
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+async fn binding(pool: &PgPool, vendor: &str, key: &str, status: &str) {
+    sqlx::query(
+        "INSERT INTO bindings (tenant_id, vendor, kind, booking_key, applied_revision, status, last_error)
+         VALUES ('acme', $1, 'reservation', $2, 1, $3, 'plate QZ99XY refused')",
+    )
+    .bind(vendor)
+    .bind(key)
+    .bind(status)
+    .execute(pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO vendor_attempts (tenant_id, vendor, kind, booking_key)
+         VALUES ('acme', $1, 'reservation', $2) ON CONFLICT DO NOTHING",
+    )
+    .bind(vendor)
+    .bind(key)
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+async fn keys(pool: &PgPool, table: &str) -> Vec<String> {
+    sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT DISTINCT booking_key FROM {table} ORDER BY booking_key"
+    )))
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn prunes_long_ended_bookings_but_never_one_that_may_hold_access() {
+    let db = accesshub_testkit::TestDb::new().await;
+    let pool = &db.pool;
+    let now = Utc::now();
+    let old = now - Duration::days(40);
+    // Due: ended 40 days ago, bindings all hold nothing.
+    booking(pool, "old-ended", Some(old), false, old).await;
+    binding(pool, "cloudpass", "old-ended", "removed").await;
+    binding(pool, "tapkey", "old-ended", "expired").await;
+    // Due: cancelled 40 days ago (no end time), never bound.
+    booking(pool, "old-cancelled", None, true, old).await;
+    sqlx::query(
+        "INSERT INTO key_requests (request_id, tenant, reservation_key, action, status, updated_at)
+         VALUES ($1, 'acme', 'old-cancelled', 'new_key', 'encoded', $2)",
+    )
+    .bind(uuid::Uuid::now_v7())
+    .bind(old)
+    .execute(pool)
+    .await
+    .unwrap();
+    // Kept: a binding may still hold access (active; dead-lettered).
+    booking(pool, "old-still-active", Some(old), false, old).await;
+    binding(pool, "cloudpass", "old-still-active", "removed").await;
+    binding(pool, "tapkey", "old-still-active", "active").await;
+    booking(pool, "old-dead-lettered", Some(old), false, old).await;
+    binding(pool, "cloudpass", "old-dead-lettered", "dead_lettered").await;
+    // Kept: ended recently; ends in the future; ended long ago but updated recently.
+    booking(
+        pool,
+        "recent",
+        Some(now - Duration::days(3)),
+        false,
+        now - Duration::days(3),
+    )
+    .await;
+    booking(pool, "future", Some(now + Duration::days(3)), false, old).await;
+    booking(pool, "old-touched", Some(old), false, now).await;
+
+    let settings = RetentionSettings {
+        days: 30,
+        ..Default::default()
+    };
+    let cutoff = settings.cutoff(now).unwrap();
+    // Batches of one: the loop runs until a short batch.
+    let pruned = retention::prune(pool, cutoff, 1, 100).await.unwrap();
+    assert_eq!(pruned.bookings, 2, "{pruned:?}");
+    assert_eq!(pruned.bindings, 2, "{pruned:?}");
+    assert_eq!(pruned.vendor_attempts, 2, "{pruned:?}");
+    assert_eq!(pruned.key_requests, 1, "{pruned:?}");
+    assert_eq!(
+        keys(pool, "bookings").await,
+        [
+            "future",
+            "old-dead-lettered",
+            "old-still-active",
+            "old-touched",
+            "recent"
+        ]
+    );
+    assert_eq!(
+        keys(pool, "bindings").await,
+        ["old-dead-lettered", "old-still-active"]
+    );
+    // Idempotent; and bounded: max_batches caps one pass.
+    assert_eq!(
+        retention::prune(pool, cutoff, 1, 100)
+            .await
+            .unwrap()
+            .bookings,
+        0
+    );
+    booking(pool, "b1", None, true, old).await;
+    booking(pool, "b2", None, true, old).await;
+    booking(pool, "b3", None, true, old).await;
+    assert_eq!(
+        retention::prune(pool, cutoff, 1, 2).await.unwrap().bookings,
+        2
+    );
+    assert_eq!(
+        retention::prune(pool, cutoff, 1, 2).await.unwrap().bookings,
+        1
+    );
+
+    // 0 = off.
+    assert!(
+        RetentionSettings {
+            days: 0,
+            ..Default::default()
+        }
+        .cutoff(now)
+        .is_none()
+    );
+    db.drop_db().await;
+}

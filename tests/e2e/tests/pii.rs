@@ -1,0 +1,217 @@
+//! No personal data and no secret in what accesshub writes about a booking (security review
+//! L6, L7; issue 23 item 6): a full run — signed webhooks → booking-ingest → JetStream → the
+//! CloudPass, Tapkey and iPassan workers → the simulators — with every service logging at
+//! DEBUG in the production JSON format, fixtures with distinctive names, e-mails, phones,
+//! plates and secrets, and permanent failures on purpose (a plate CloudPass refuses with 422,
+//! a resident iPassan refuses with 422) so the error paths write logs, DLQ reasons and
+//! `bindings.last_error`. None of them may contain any fixture value.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use chrono::Utc;
+use common::{Options, Stack, at, cloudpass_conn, connecx_for, ipassan_conn, tapkey_conn};
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(40);
+
+/// A BEX reservation for Quirina Zwaardemaker with one valid plate and one CloudPass refuses.
+fn bex_guest(id: &str, updated_at: &str) -> Value {
+    json!({
+        "event": "reservation:created",
+        "subscription_id": "sub-e2e",
+        "context": "administration",
+        "context_id": "12",
+        "record": {
+            "id": id,
+            "type": "reservation",
+            "attributes": {
+                "status": "confirmed",
+                "arrival_date": "2030-07-14",
+                "departure_date": "2030-07-18",
+                "guest_first_name": "Quirina",
+                "guest_last_name": "Zwaardemaker",
+                "guest_email": "quirina.zwaardemaker@pii-fixture.example",
+                "guest_phone": "+31 6 87654321",
+                "rooms": ["101"],
+                "license_plates": ["QZ-991-X", "QZ#7734#W"],
+                "updated_at": updated_at
+            },
+            "relationships": {"administration": {"data": {"id": "12", "type": "administration"}}}
+        },
+        "event_metadata": {"changes": {"status": [null, "confirmed"]}}
+    })
+}
+
+/// A Nexudus day pass for Ysolde Vanderbrugge.
+fn nexudus_member(unique: &str, updated_on: &str, expire: &str) -> Value {
+    json!({
+        "action": "CoworkerTimePassCreate",
+        "data": {
+            "Id": 4712, "UniqueId": unique, "CoworkerId": 56, "BusinessId": 3,
+            "TimePassId": 8, "TimePassName": "Day pass",
+            "ExpireDate": expire, "Used": false, "UsedDate": Value::Null,
+            "RemainingUses": 1, "UpdatedOn": updated_on,
+            "CoworkerEmail": "ysolde.vanderbrugge@pii-fixture.example",
+            "CoworkerFullName": "Ysolde Vanderbrugge"
+        }
+    })
+}
+
+/// Every value that must not appear: the guests' data (whole and in the forms the code
+/// normalizes it to) and the secrets of the run.
+fn forbidden(s: &Stack) -> Vec<String> {
+    let mut v: Vec<String> = [
+        "Quirina",
+        "Zwaardemaker",
+        "quirina.zwaardemaker",
+        "87654321",
+        "QZ991X",
+        "QZ-991-X",
+        "QZ#7734#W",
+        "7734",
+        "Ysolde",
+        "Vanderbrugge",
+        "ysolde.vanderbrugge",
+        "Xaverius",
+        "Oosterbroek",
+        "xaverius.oosterbroek",
+        "demo-cloudpass-secret",
+        "demo-tapkey-secret",
+        "demo-ipassan-secret",
+        "e2e-admin-token",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    v.push(s.secret.clone());
+    // The encryption key's material (`k1:<base64>`).
+    v.push(s.enc_key.rsplit(':').next().unwrap().to_owned());
+    v
+}
+
+#[tokio::test]
+async fn no_pii_or_secret_in_logs_dlq_reasons_or_last_error() {
+    let mut s = Stack::new(Options {
+        env: vec![
+            ("ACCESSHUB_LOG_FORMAT".into(), "json".into()),
+            ("RUST_LOG".into(), "debug".into()),
+        ],
+        ..Default::default()
+    })
+    .await;
+    s.add_connection(cloudpass_conn(&s.sim)).await;
+    s.add_connection(tapkey_conn(&s.sim)).await;
+    s.add_connection(ipassan_conn(&s.sim)).await;
+    s.start_ingest(&[]).await;
+    for w in ["cloudpass-worker", "tapkey-worker", "ipassan-worker"] {
+        s.start_worker(w, &[]).await;
+    }
+
+    // CloudPass: one plate booked, one refused (422 → dead letter naming the plate's position).
+    s.accepted("bex", &bex_guest("BEX-PII-1", &at(0))).await;
+    // Tapkey: grants for the member's e-mail.
+    let expire =
+        (Utc::now() + chrono::Duration::days(2)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    s.accepted("nexudus", &nexudus_member("pass-pii-1", &at(0), &expire))
+        .await;
+    // iPassan: a resident iPassan does not know is created, then lacks the asset's access
+    // profiles (422 naming the resident).
+    let day = (Utc::now() + chrono::Duration::days(3)).date_naive();
+    let resident = json!({"id": "res-pii-9", "email": "xaverius.oosterbroek@pii-fixture.example",
+                          "first_name": "Xaverius", "last_name": "Oosterbroek"});
+    s.accepted(
+        "connecx",
+        &connecx_for(
+            &resident,
+            "cx-pii-1",
+            &format!("{day}T17:00:00Z"),
+            &format!("{day}T18:00:00Z"),
+            "booked",
+            &at(0),
+        ),
+    )
+    .await;
+
+    // Wait for the outcomes: the valid plate booked, the Tapkey grants, two dead letters.
+    s.wait_until("CloudPass booking of the valid plate", WAIT, || async {
+        common::cloudpass_bookings(&s.sim, "ah:acme:reservation:")
+            .await
+            .iter()
+            .any(|b| b["license_plate"] == "QZ991X")
+    })
+    .await;
+    s.wait_until("Tapkey grants", WAIT, || async {
+        let st = s.sim.state("tapkey").await;
+        st["grants"].as_array().is_some_and(|g| g.len() >= 2)
+    })
+    .await;
+    s.wait_until(
+        "two dead letters (CloudPass plate, iPassan resident)",
+        WAIT,
+        || async { s.dead_letters().await.len() >= 2 },
+    )
+    .await;
+    // Let the last log lines reach the files.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let dead = s.dead_letters().await;
+    let errors: Vec<(String, String, Option<String>)> = sqlx::query_as(
+        "SELECT vendor, status, last_error FROM bindings WHERE last_error IS NOT NULL",
+    )
+    .fetch_all(&s.pool)
+    .await
+    .unwrap();
+    assert!(
+        errors.iter().any(|(v, _, _)| v == "cloudpass")
+            && errors.iter().any(|(v, _, _)| v == "ipassan"),
+        "the error paths ran: {errors:?}\n{}",
+        s.logs()
+    );
+
+    let mut texts: Vec<(String, String)> = Vec::new();
+    if let Some(i) = &s.ingest {
+        texts.push(("booking-ingest log".into(), i.proc.log()));
+    }
+    for (n, w) in &s.workers {
+        texts.push((format!("{n} log"), w.proc.log()));
+    }
+    for d in &dead {
+        texts.push((format!("DLQ reason ({})", d.worker), d.reason.clone()));
+    }
+    for (v, status, e) in &errors {
+        texts.push((
+            format!("bindings.last_error ({v}, {status})"),
+            e.clone().unwrap_or_default(),
+        ));
+    }
+    // The logs are the production JSON lines, at DEBUG.
+    let worker_log = &texts[1].1;
+    assert!(
+        worker_log
+            .lines()
+            .any(|l| l.starts_with('{') && l.contains("\"DEBUG\"")),
+        "logs are JSON at DEBUG:\n{}",
+        worker_log.lines().take(5).collect::<Vec<_>>().join("\n")
+    );
+
+    let mut found = Vec::new();
+    for value in forbidden(&s) {
+        for (what, text) in &texts {
+            for line in text.lines().filter(|l| l.contains(value.as_str())) {
+                let line: String = line.chars().take(400).collect();
+                found.push(format!("{value:?} in {what}: {line}"));
+            }
+        }
+    }
+    let n = found.len();
+    found.truncate(40);
+    assert!(
+        n == 0,
+        "{n} lines with personal data or secrets, first 40:\n{}",
+        found.join("\n")
+    );
+    s.finish().await;
+}
