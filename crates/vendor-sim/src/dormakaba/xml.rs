@@ -57,7 +57,7 @@ fn start(e: &quick_xml::events::BytesStart<'_>) -> Element {
     for a in e.attributes().flatten() {
         let key = a.key.as_ref();
         let value = a
-            .unescape_value()
+            .normalized_value(quick_xml::XmlVersion::Implicit1_0)
             .map(|v| v.into_owned())
             .unwrap_or_default();
         if key == b"xmlns" {
@@ -116,7 +116,7 @@ pub(crate) fn parse(input: &[u8]) -> Result<Element, String> {
             Event::Text(t) => {
                 if let Some(cur) = stack.last_mut() {
                     let s = t
-                        .xml_content()
+                        .xml_content(quick_xml::XmlVersion::Implicit1_0)
                         .map_err(|e| format!("bad text encoding: {e}"))?;
                     cur.text.push_str(&s);
                 }
