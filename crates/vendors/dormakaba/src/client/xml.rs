@@ -145,7 +145,9 @@ pub(crate) fn parse(input: &[u8]) -> Result<Element, String> {
             }
             Event::Text(t) => {
                 if let Some(cur) = stack.last_mut() {
-                    let s = t.xml_content(quick_xml::XmlVersion::Implicit1_0).map_err(|e| format!("bad text: {e}"))?;
+                    let s = t
+                        .xml_content(quick_xml::XmlVersion::Implicit1_0)
+                        .map_err(|e| format!("bad text: {e}"))?;
                     cur.text.push_str(&s);
                 }
             }
