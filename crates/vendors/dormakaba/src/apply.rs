@@ -162,17 +162,7 @@ async fn probe(client: &SoapClient, d: &Desired) -> Result<bool, SoapError> {
         .await
     {
         Ok(_) => Ok(true),
-        Err(e) if crate::desired::is_gone(&e) => Ok(false),
-        // The lock system found the booking but refused the new check-out (it is not after
-        // the booking's check-in: the stay moved earlier since the booking was made). It
-        // exists; the ChangeKeyAccess that follows sets both dates.
-        Err(e)
-            if e.fault_code()
-                .is_some_and(|c| c.trim() == "InvalidWSParameter") =>
-        {
-            Ok(true)
-        }
-        Err(e) => Err(e),
+        Err(e) => crate::desired::probe_refusal(&e).ok_or(e),
     }
 }
 

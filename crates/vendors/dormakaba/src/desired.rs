@@ -614,6 +614,24 @@ pub fn is_gone(e: &crate::client::SoapError) -> bool {
         .is_some_and(|c| GONE_FAULTS.iter().any(|g| g.eq_ignore_ascii_case(c.trim())))
 }
 
+/// What a refused create-in-doubt probe (`ExtendCheckOut` to the desired check-out) says
+/// about the booking: `Some(false)` gone ([`GONE_FAULTS`]); `Some(true)` it exists but the
+/// new check-out is not after its check-in (`InvalidWSParameter`: the stay moved earlier
+/// since the booking was made, and the `ChangeKeyAccess` that follows sets both dates);
+/// `None` the probe itself failed.
+pub fn probe_refusal(e: &crate::client::SoapError) -> Option<bool> {
+    if is_gone(e) {
+        Some(false)
+    } else if e
+        .fault_code()
+        .is_some_and(|c| c.trim().eq_ignore_ascii_case("InvalidWSParameter"))
+    {
+        Some(true)
+    } else {
+        None
+    }
+}
+
 /// Whether the reservation should have access at the lock system at `now`: its status wants
 /// access and its check-out has not passed (departed stays are no longer desired).
 pub fn access_wanted(d: &Desired, now: DateTime<Utc>) -> bool {
@@ -906,6 +924,25 @@ pub fn record_done(rec: &mut LockRecord, d: &Desired, op: &Op, transaction_no: O
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn fault(code: &str) -> crate::client::SoapError {
+        crate::client::SoapError::Fault {
+            operation: "ExtendCheckOut",
+            code: code.into(),
+            string: String::new(),
+            detail: String::new(),
+        }
+    }
+
+    /// Issue 20 (convergence seed 5): a probe refused because the stay moved earlier proves
+    /// the booking exists; gone faults prove it does not; anything else is a failed probe.
+    #[test]
+    fn a_probe_refused_for_its_dates_finds_the_booking() {
+        assert_eq!(probe_refusal(&fault("InvalidWSParameter")), Some(true));
+        assert_eq!(probe_refusal(&fault("ReservationNotFound")), Some(false));
+        assert_eq!(probe_refusal(&fault("ReservationCheckedOut")), Some(false));
+        assert_eq!(probe_refusal(&fault("EncoderBusy")), None);
+    }
     use accesshub_connections::{DormakabaProduct, Encoder, Secret};
     use accesshub_domain::{Guest, ReservationStatus};
     use chrono::{NaiveDate, NaiveTime};
