@@ -365,7 +365,10 @@ pub fn plan_reservation(d: &Desired, rec: &LockRecord) -> Result<Vec<Op>, PlanEr
     }
     let mut access = Vec::new();
     if !rec.booked {
-        if d.mobile.is_some() {
+        // A booking an interrupted attempt may have made is settled now (probed, then changed
+        // to the desired access or registered without cards): left alone it would keep the
+        // old rooms although no mobile key is wanted any more (convergence seed 8).
+        if d.mobile.is_some() || rec.booking_in_doubt {
             access.push(create_op(rec, NO_CARD_ENCODER.into(), 0));
         }
     } else if !rec.access_matches(d) {
@@ -712,7 +715,7 @@ pub fn sync_check(d: &Desired, rec: &LockRecord, now: DateTime<Utc>) -> SyncChec
         ));
     }
     if !rec.booked {
-        return if d.mobile.is_some() {
+        return if d.mobile.is_some() || rec.booking_in_doubt {
             SyncCheck::Apply { create: true }
         } else {
             SyncCheck::InSync
@@ -1401,6 +1404,44 @@ mod tests {
     }
 
     /// Issue 20: a create an earlier attempt may have made is probed, never simply repeated.
+    /// Convergence seed 8: a create crashed during its call, then the stay changed rooms and
+    /// dropped the mobile key. The booking the crashed attempt may have made is probed and
+    /// brought to the desired rooms (or registered), never left with the old ones; the sync
+    /// agrees.
+    #[test]
+    fn a_booking_in_doubt_follows_the_stay_when_no_mobile_key_is_wanted_any_more() {
+        let s = settings();
+        let mut r = reservation(ReservationStatus::Confirmed);
+        r.mobile_key = true;
+        let first = desired("t", "k", &r, &s).unwrap();
+        let mut rec = LockRecord::default();
+        assert!(note_in_doubt(
+            &mut rec,
+            &plan_reservation(&first, &LockRecord::default()).unwrap()
+        ));
+        r.mobile_key = false;
+        r.status = ReservationStatus::CheckedIn;
+        let now_wanted = desired("t", "k", &r, &s).unwrap();
+        let ops = plan_reservation(&now_wanted, &rec).unwrap();
+        assert!(
+            ops.iter()
+                .any(|op| matches!(op, Op::CreateUnlessExists { key_count: 0, .. })),
+            "{ops:?}"
+        );
+        assert!(ops.contains(&Op::CancelMobileKey(first.mobile.clone().unwrap())));
+        let now = "2030-04-01T00:00:00Z".parse::<DateTime<Utc>>().unwrap();
+        assert_eq!(
+            sync_check(&now_wanted, &rec, now),
+            SyncCheck::Apply { create: true }
+        );
+        // Nothing in doubt and no key wanted: still nothing to register.
+        assert!(
+            plan_reservation(&now_wanted, &LockRecord::default())
+                .unwrap()
+                .is_empty()
+        );
+    }
+
     #[test]
     fn a_booking_in_doubt_is_probed_before_it_is_created_again() {
         let s = settings();
