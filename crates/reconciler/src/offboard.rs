@@ -37,6 +37,10 @@ pub struct OffboardTiming {
     pub poll: Duration,
     /// Send the removals of what is still listed again after this long.
     pub resend_after: Duration,
+    /// An empty listing proves nothing before this long after the run began: a worker whose
+    /// connection cache missed the change notification still sees the connection active for
+    /// up to its cache TTL and may create access meanwhile.
+    pub settle: Duration,
 }
 
 impl Default for OffboardTiming {
@@ -45,6 +49,7 @@ impl Default for OffboardTiming {
             timeout: Duration::from_secs(300),
             poll: Duration::from_secs(2),
             resend_after: Duration::from_secs(20),
+            settle: accesshub_connections::DEFAULT_TTL + Duration::from_secs(2),
         }
     }
 }
@@ -83,8 +88,38 @@ async fn owned_objects(
         .collect())
 }
 
+/// Whether a worker applies one of the tenant's bookings of `kinds` at `vendor` right now: it
+/// holds that booking's lock (the key workers lock, see `worker_runtime::bindings`). An apply
+/// that began before the workers saw the connection offboarding may create access after a
+/// listing came back empty, so a listing is proof only when taken after such applies ended.
+async fn applies_in_flight(
+    pool: &PgPool,
+    tenant: &str,
+    vendor: &str,
+    kinds: &[&str],
+) -> Result<bool, ReconcileError> {
+    Ok(sqlx::query_scalar(
+        "WITH held AS (
+           SELECT (l.classid::bigint << 32) | l.objid::bigint AS h FROM pg_locks l
+            WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+              AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()))
+         SELECT EXISTS (
+           SELECT 1 FROM bookings b JOIN held
+             ON held.h = hashtextextended('binding' || chr(31) || b.tenant_id || chr(31) || $2
+                                           || chr(31) || b.kind || chr(31) || b.booking_key, 0)
+            WHERE b.tenant_id = $1 AND b.kind = ANY($3))",
+    )
+    .bind(tenant)
+    .bind(vendor)
+    .bind(kinds)
+    .fetch_one(pool)
+    .await?)
+}
+
 /// Removes everything of ours `conn` created at the vendor and waits until a listing finds
-/// nothing. `checked` counts the objects first found, `removed` the objects removals were sent
+/// nothing. The listing that ends the run is taken after `timing.settle` and after no apply
+/// of the tenant's bookings was in flight ([`applies_in_flight`]): every apply that starts
+/// later sees the connection offboarding and creates nothing. `checked` counts the objects first found, `removed` the objects removals were sent
 /// for (each once, however often resent); a publish that fails is simply sent again in the
 /// next round, the listing decides.
 pub async fn offboard_connection(
@@ -119,23 +154,30 @@ pub async fn offboard_connection(
     let mut sent: HashSet<String> = HashSet::new();
     let mut last_send: Option<Instant> = None;
     let mut round = 0u32;
+    let kinds: Vec<&str> = inv.kinds().iter().map(|k| k.as_str()).collect();
     loop {
+        // Asked before the listing: an apply that ends between the two has its access listed.
+        let quiet = t0.elapsed() >= timing.settle
+            && !applies_in_flight(pool, &conn.tenant, inv.vendor(), &kinds).await?;
         let left = owned_objects(pool, inv, conn, siblings).await?;
         if round == 0 {
             counts.checked = i64::try_from(left.len()).unwrap_or(i64::MAX);
             out.vendor_objects = left.len();
             out.list_time = t0.elapsed();
         }
-        if left.is_empty() {
+        if left.is_empty() && quiet {
             break;
         }
         if t0.elapsed() >= timing.timeout {
-            let sample = left
-                .iter()
-                .take(3)
-                .map(|o| o.reference.as_str())
-                .collect::<Vec<_>>()
-                .join(", ");
+            let sample = if left.is_empty() {
+                "none listed, but the tenant's bookings were still being applied".to_owned()
+            } else {
+                left.iter()
+                    .take(3)
+                    .map(|o| o.reference.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
             publisher.drain(&mut published).await;
             counts.removed = i64::try_from(sent.len()).unwrap_or(i64::MAX);
             store::heartbeat(pool, run.id, &counts).await?;
@@ -145,7 +187,7 @@ pub async fn offboard_connection(
                 sample,
             });
         }
-        if last_send.is_none_or(|t| t.elapsed() >= timing.resend_after) {
+        if !left.is_empty() && last_send.is_none_or(|t| t.elapsed() >= timing.resend_after) {
             for o in &left {
                 sent.insert(o.vendor_id.clone());
                 let suffix = format!("offboard-{round}-{}", subjects::token(&o.vendor_id));

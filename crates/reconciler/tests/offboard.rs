@@ -215,29 +215,24 @@ fn reconciler(
                 timeout,
                 poll: Duration::from_millis(300),
                 resend_after: Duration::from_secs(3),
+                settle: Duration::ZERO,
             },
             ..Settings::default()
         },
     )
 }
 
-/// With `workers_down_first`, the first offboard run cannot remove anything: it fails saying
-/// what is left, the connection stays (offboarding), and a retry once workers are back
-/// finishes the job.
-async fn offboard_deletes_the_connection_once_nothing_of_ours_is_left(
-    vendor: Vendor,
-    workers_down_first: bool,
+/// The tenant and `case`'s connection in the Postgres store, and the connection cache the
+/// worker reads (listening for changes, as deployed).
+async fn connect(
+    db: &accesshub_testkit::TestDb,
+    tb: &accesshub_testkit::TestBus,
+    case: &Case,
+) -> (
+    ConnectionStore,
+    Arc<ConnectionCache>,
+    tokio::task::JoinHandle<()>,
 ) {
-    accesshub_telemetry::init_for_tests();
-    let (db, tb) = accesshub_testkit::isolated().await;
-    let sim = vendor_sim::start(vendor_sim::SimConfig::ephemeral())
-        .await
-        .unwrap();
-    sim.state().seed_demo();
-    let case = match vendor {
-        Vendor::Tapkey => tapkey(&sim),
-        _ => ipassan(&sim),
-    };
     let secrets = SecretBox::from_spec(&SecretBox::generate_spec()).unwrap();
     TenantStore::new(db.pool.clone(), secrets.clone())
         .create(TENANT, "Leaving Ltd")
@@ -252,6 +247,22 @@ async fn offboard_deletes_the_connection_once_nothing_of_ours_is_left(
         accesshub_connections::DEFAULT_TTL,
     ));
     let listener = cache.listen(&tb.bus, None).await.unwrap();
+    (conns, cache, listener)
+}
+
+/// With `workers_down_first`, the first offboard run cannot remove anything: it fails saying
+/// what is left, the connection stays (offboarding), and a retry once workers are back
+/// finishes the job.
+async fn offboard_deletes_the_connection_once_nothing_of_ours_is_left(
+    vendor: Vendor,
+    workers_down_first: bool,
+) {
+    let (db, tb, sim) = common::setup().await;
+    let case = match vendor {
+        Vendor::Tapkey => tapkey(&sim),
+        _ => ipassan(&sim),
+    };
+    let (conns, cache, listener) = connect(&db, &tb, &case).await;
     let source: Arc<dyn worker_runtime::ConnectionSource> = cache.clone();
     let worker = start_worker(vendor, &db, &tb, source.clone()).await;
     let before = (case.live)(&sim);
@@ -357,4 +368,76 @@ async fn an_offboard_that_cannot_finish_keeps_the_connection_and_a_retry_finishe
 #[tokio::test]
 async fn ipassan_offboard_deletes_the_connection_once_nothing_of_ours_is_left() {
     offboard_deletes_the_connection_once_nothing_of_ours_is_left(Vendor::Ipassan, false).await;
+}
+
+/// The race the convergence checker found: a create the worker sent before it saw the
+/// connection offboarding lands at the vendor after the offboard run's listing came back
+/// empty. The run must not call an empty listing proof while a booking of the tenant is being
+/// applied (its lock is held): it waits, lists the late create and removes it.
+#[tokio::test]
+async fn an_offboard_waits_for_a_create_in_flight_and_removes_what_it_made() {
+    let (db, tb, sim) = common::setup().await;
+    let case = ipassan(&sim);
+    let (conns, cache, listener) = connect(&db, &tb, &case).await;
+    let worker = start_worker(Vendor::Ipassan, &db, &tb, cache.clone()).await;
+    let before = (case.live)(&sim);
+
+    // The create answers (and lands) only after 3 s: long after the run's first listings.
+    sim.state().add_fault(
+        vendor_sim::FaultRule::next_n(
+            vendor_sim::Vendor::IPassan,
+            vendor_sim::FaultKind::Latency(Duration::from_secs(3)),
+            1,
+        )
+        .on_path("/booking")
+        .on_method("POST"),
+    );
+    let ev = &case.events[0];
+    store_desired(&db, ev).await;
+    common::publish(&tb, ev).await;
+    // In flight: the worker holds the booking's lock (the create is held up for 3 s).
+    for _ in 0..100 {
+        let held: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted
+               AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        if held > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!((case.live)(&sim), before, "the create has not landed yet");
+
+    offboard::begin(
+        &db.pool,
+        Some(&tb.bus),
+        TENANT,
+        Vendor::Ipassan,
+        "default",
+        OffboardIntent::Delete,
+    )
+    .await
+    .unwrap();
+    store::request_run(
+        &db.pool,
+        &conn_ref(&case.conn),
+        Scope::Offboard,
+        Trigger::Api,
+        Some("ops"),
+    )
+    .await
+    .unwrap();
+    let rec = reconciler(&db, &tb, &conns, case.inv.clone(), Duration::from_secs(30));
+    let run = rec.drain_queue().await.unwrap().pop().unwrap();
+    assert_eq!(run.status, RunStatus::Succeeded, "{:?}", run.error);
+    // Whatever the create made is gone again; nothing else was touched.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!((case.live)(&sim), before, "nothing of ours left");
+
+    worker.shutdown().await.unwrap();
+    listener.abort();
+    common::teardown(db, tb, sim).await;
 }

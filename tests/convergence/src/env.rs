@@ -1,7 +1,9 @@
-//! One checker environment: its own database and NATS namespace, the vendor simulators,
-//! booking-ingest, the vendor's worker (restarted after each injected crash) and the
-//! reconciler, all in-process against the real NATS and Postgres. Histories run one after the
-//! other, each with its own tenant and a freshly reset simulator.
+//! One checker environment: a private PostgreSQL and a private nats-server (JetStream on its
+//! file store, as in production) that histories restart at random points, the vendor
+//! simulators, booking-ingest, the vendor's worker (restarted after each injected crash; it
+//! reads its connections from Postgres through the notified cache, as in production) and the
+//! reconciler, all in-process. Histories run one after the other, each with its own tenant and
+//! a freshly reset simulator.
 
 use std::{
     collections::BTreeMap,
@@ -12,20 +14,28 @@ use std::{
     time::{Duration, Instant},
 };
 
-use accesshub_connections::{Connection, Secret, TenantStore};
+use accesshub_config::CommonConfig;
+use accesshub_connections::{
+    Connection, ConnectionCache, ConnectionStore, EgressPolicy, OffboardIntent, Secret,
+    TenantStore, offboard,
+};
 use accesshub_domain::{DeadLetter, ErrorClass, Event, subjects};
+use accesshub_e2e::{PrivateNats, PrivatePostgres};
 use accesshub_store::SecretBox;
 use accesshub_testkit::{TestBus, TestDb};
 use booking_ingest::{IngestConfig, IngestHandle};
 use rand::{Rng as _, SeedableRng as _, rngs::StdRng};
-use reconciler::{Reconciler, Scope, Settings, Trigger, connections::conn_ref};
+use reconciler::{
+    Reconciler, RunStatus, Scope, Settings, Trigger, connections::conn_ref,
+    offboard::OffboardTiming,
+};
 use tokio::sync::mpsc;
 use vendor_sim::{FaultKind, FaultRule, SimConfig, SimHandle, Vendor};
 use worker_runtime::{AfterApply, Handler, WorkerConfig, WorkerHandle};
 
 use crate::{
     CheckError,
-    history::{History, Op},
+    history::{History, Offboard, Op},
     model::{Desired, Model, Object},
 };
 
@@ -45,6 +55,16 @@ pub struct Outcome {
     /// Dead letters of this history classed permanent (the histories hold only valid events,
     /// so every one is a failure), with their reasons.
     pub permanent_dlq: Vec<String>,
+    /// Other ways the history failed: an offboard run that did not finish, a connection that
+    /// could not be enabled again.
+    pub errors: Vec<String>,
+    /// Permanent dead letters the documentation promises (an event meeting a disabled
+    /// connection): expected, not failures.
+    pub expected_dlq: usize,
+    /// NATS and Postgres restarts.
+    pub restarts: usize,
+    /// Offboard runs that finished.
+    pub offboards: usize,
     /// Dead letters of this history classed transient (retries exhausted under faults: the
     /// reconciler must have repaired what they left).
     pub transient_dlq: usize,
@@ -67,6 +87,7 @@ impl Outcome {
             && self.leaked.is_empty()
             && self.duplicates.is_empty()
             && self.permanent_dlq.is_empty()
+            && self.errors.is_empty()
     }
 }
 
@@ -77,6 +98,7 @@ impl std::fmt::Display for Outcome {
             ("leaked", &self.leaked),
             ("duplicate", &self.duplicates),
             ("permanent dead letter", &self.permanent_dlq),
+            ("error", &self.errors),
         ] {
             for o in list {
                 writeln!(f, "  {what}: {o}")?;
@@ -84,10 +106,13 @@ impl std::fmt::Display for Outcome {
         }
         write!(
             f,
-            "  ({} crashes, {} faults injected ({} after commit), {} differences before the sync, {} repaired by it)",
+            "  ({} crashes, {} faults injected ({} after commit), {} restarts, {} offboards, {} expected dead letters, {} differences before the sync, {} repaired by it)",
             self.crashes,
             self.faults_injected,
             self.faults_after_commit,
+            self.restarts,
+            self.offboards,
+            self.expected_dlq,
             self.drift_before_sync,
             self.repaired
         )
@@ -142,26 +167,91 @@ pub struct Env {
     base: String,
     /// DLQ sequence read up to.
     dlq_seen: u64,
+    /// The private servers histories restart (declared after everything that uses them).
+    nats: Arc<std::sync::Mutex<PrivateNats>>,
+    pg: Arc<PrivatePostgres>,
+    /// Connections as the admin API stores them; the worker reads them through `cache`.
+    conns: ConnectionStore,
+    cache: Arc<ConnectionCache>,
+    listener: tokio::task::JoinHandle<()>,
 }
+
+/// Offboard runs of the checker: short pauses (the simulator answers at once), and long
+/// enough to outlast injected faults and worker crashes.
+const OFFBOARD_TIMING: OffboardTiming = OffboardTiming {
+    timeout: Duration::from_secs(60),
+    poll: Duration::from_millis(300),
+    resend_after: Duration::from_secs(3),
+    // The workers' connection cache TTL (+2 s), as in production.
+    settle: Duration::from_secs(accesshub_connections::DEFAULT_TTL.as_secs() + 2),
+};
 
 fn err<E: std::fmt::Display>(what: &'static str) -> impl FnOnce(E) -> CheckError {
     move |e| CheckError::Setup(format!("{what}: {e}"))
 }
 
 impl Env {
-    /// Database, namespace, simulators and booking-ingest.
+    /// Private servers, database, namespace, simulators and booking-ingest.
     pub async fn new() -> Result<Env, CheckError> {
         accesshub_telemetry::init_for_tests();
-        let (db, bus) = accesshub_testkit::isolated().await;
+        let (pg, nats) = tokio::task::spawn_blocking(|| {
+            Ok::<_, accesshub_e2e::HarnessError>((PrivatePostgres::start()?, PrivateNats::start()?))
+        })
+        .await
+        .map_err(err("private servers"))?
+        .map_err(err("private servers"))?;
+        let url = format!(
+            "postgres://postgres@127.0.0.1:{}/convergence?sslmode=disable",
+            pg.port
+        );
+        {
+            use sqlx::{Connection as _, Executor as _};
+            let mut admin = sqlx::PgConnection::connect(&format!("{}?sslmode=disable", pg.url()))
+                .await
+                .map_err(err("postgres"))?;
+            admin
+                .execute("CREATE DATABASE convergence")
+                .await
+                .map_err(err("create database"))?;
+        }
+        let pool = accesshub_store::connect_lazy(&url, 20).map_err(err("pool"))?;
+        accesshub_store::migrate(&pool)
+            .await
+            .map_err(err("migrate"))?;
+        let db = TestDb {
+            name: "convergence".into(),
+            url,
+            pool,
+        };
+        let namespace = "conv".to_owned();
+        let nats_url = nats.url();
+        let cfg = service_config("convergence", &namespace, &db.url, &nats_url);
+        let bus = accesshub_bus::connect(&cfg).await.map_err(err("nats"))?;
+        bus.ensure_streams().await.map_err(err("streams"))?;
+        let bus = TestBus { namespace, bus };
         let sim = vendor_sim::start(SimConfig::ephemeral())
             .await
             .map_err(err("simulator"))?;
         let sbox = SecretBox::from_spec(&SecretBox::generate_spec()).map_err(err("secret box"))?;
-        let cfg = IngestConfig::for_test(bus.config("booking-ingest", &db.url), sbox.clone());
+        let cfg = IngestConfig::for_test(
+            service_config("booking-ingest", &bus.namespace, &db.url, &nats_url),
+            sbox.clone(),
+        );
         let ingest = booking_ingest::start(cfg)
             .await
             .map_err(err("booking-ingest"))?;
         let base = format!("http://{}", ingest.addr());
+        let conns = ConnectionStore::new(db.pool.clone(), sbox.clone())
+            .with_bus(bus.bus.clone())
+            .with_egress(EgressPolicy::loopback_http());
+        let cache = Arc::new(ConnectionCache::new(
+            conns.clone(),
+            accesshub_connections::DEFAULT_TTL,
+        ));
+        let listener = cache
+            .listen(&bus.bus, None)
+            .await
+            .map_err(err("connection changes"))?;
         Ok(Env {
             db,
             bus,
@@ -171,28 +261,85 @@ impl Env {
             http: reqwest::Client::new(),
             base,
             dlq_seen: 0,
+            nats: Arc::new(std::sync::Mutex::new(nats)),
+            pg: Arc::new(pg),
+            conns,
+            cache,
+            listener,
         })
     }
 
-    /// Stops everything and drops the database and namespace.
+    /// Stops everything; the private servers go with their directories.
     pub async fn finish(mut self) {
         if let Some(i) = self.ingest.take() {
             i.shutdown().await;
         }
+        self.listener.abort();
         self.sim.shutdown().await;
-        self.bus.cleanup().await;
-        self.db.drop_db().await;
+        self.db.pool.close().await;
+        let (nats, pg) = (self.nats, self.pg);
+        let _ = tokio::task::spawn_blocking(move || {
+            drop(nats);
+            drop(pg);
+        })
+        .await;
     }
 
-    fn worker_config(&self, conns: &[Connection], name: &str) -> WorkerConfig {
+    /// Kills NATS, keeps it down for `down`, and starts it again on the same port and store.
+    async fn restart_nats(&self, down: Duration) -> Result<(), CheckError> {
+        let nats = self.nats.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut n = nats
+                .lock()
+                .map_err(|_| CheckError::Setup("nats handle poisoned".into()))?;
+            n.kill();
+            std::thread::sleep(down);
+            n.restart().map_err(err("nats restart"))
+        })
+        .await
+        .map_err(err("nats restart"))?
+    }
+
+    /// Shuts Postgres down at once, keeps it down for `down`, and starts it again.
+    async fn restart_postgres(&self, down: Duration) -> Result<(), CheckError> {
+        let pg = self.pg.clone();
+        tokio::task::spawn_blocking(move || pg.restart_after(down))
+            .await
+            .map_err(err("postgres restart"))?
+            .map_err(err("postgres restart"))
+    }
+
+    fn worker_config(&self, name: &str) -> WorkerConfig {
+        let source: Arc<dyn worker_runtime::ConnectionSource> = self.cache.clone();
         let mut cfg = WorkerConfig::for_test(
-            self.bus.config(name, &self.db.url),
-            Arc::new(worker_runtime::StaticConnections::new(conns.to_vec())),
+            service_config(name, &self.bus.namespace, &self.db.url, &self.nats_url()),
+            source,
         );
         // Faults are injected for a while; exhausting retries is not what is checked here
         // (the reconciler repairs it), so allow plenty.
         cfg.max_deliver = 30;
         cfg
+    }
+
+    fn nats_url(&self) -> String {
+        self.nats
+            .lock()
+            .map(|n| n.url())
+            .unwrap_or_else(|p| p.into_inner().url())
+    }
+
+    /// The connections of `model` stored (created, or enabled again), as an admin would.
+    async fn connect<M: Model>(&self, model: &M, tenant: &str) -> Result<(), String> {
+        for mut c in model.connections(tenant, &self.sim) {
+            // Whatever version it has by now: this is "make it so".
+            c.version = 0;
+            c.enabled = true;
+            self.conns
+                .upsert(&c)
+                .await
+                .map_err(|e| format!("enable or create connection {}: {e}", c.name))?;
+        }
+        Ok(())
     }
 
     /// Runs one history and judges the end state.
@@ -225,8 +372,11 @@ impl Env {
             )
             .await
             .map_err(err("source secret"))?;
+        self.connect(model, &h.tenant)
+            .await
+            .map_err(CheckError::Setup)?;
         let conns = model.connections(&h.tenant, &self.sim);
-        let cfg = self.worker_config(&conns, M::WORKER);
+        let cfg = self.worker_config(M::WORKER);
 
         let armed = Arc::new(AtomicUsize::new(0));
         let (crash_tx, mut crash_rx) = mpsc::unbounded_channel();
@@ -240,6 +390,18 @@ impl Env {
         );
         let mut out = Outcome::default();
         let mut rng = StdRng::seed_from_u64(h.seed ^ 0x5eed);
+        // The reconciler as deployed: connections from Postgres, offboard runs included.
+        let rec = Reconciler::new(
+            self.db.pool.clone(),
+            self.bus.bus.clone(),
+            Arc::new(self.conns.clone()),
+            vec![model.inventory()],
+            Settings {
+                default_schedules: false,
+                offboard: OFFBOARD_TIMING,
+                ..Settings::default()
+            },
+        );
 
         for i in 0..h.ops.len() {
             self.restart_crashed(&mut worker, &mut crash_rx, &mut out, || {
@@ -262,60 +424,92 @@ impl Env {
                     let (kind, calls) = fault(&mut rng, *after_commit, *calls);
                     sim.add_fault(FaultRule::next_n(M::SIM, kind, calls));
                 }
+                Op::RestartNats { down_ms } => {
+                    self.restart_nats(Duration::from_millis(u64::from(*down_ms)))
+                        .await?;
+                    out.restarts += 1;
+                }
+                Op::RestartPostgres { down_ms } => {
+                    self.restart_postgres(Duration::from_millis(u64::from(*down_ms)))
+                        .await?;
+                    out.restarts += 1;
+                }
+                Op::Offboard { how } => {
+                    let intent = match how {
+                        Offboard::Disable => OffboardIntent::Disable,
+                        Offboard::Delete => OffboardIntent::Delete,
+                    };
+                    for c in &conns {
+                        match self
+                            .offboard(
+                                &rec,
+                                c,
+                                intent,
+                                &mut worker,
+                                &mut crash_rx,
+                                &mut out,
+                                || start(armed.clone(), crash_tx.clone()),
+                            )
+                            .await?
+                        {
+                            Ok(true) => out.offboards += 1,
+                            Ok(false) => {}
+                            Err(e) => out.errors.push(format!("op {i}: {e}")),
+                        }
+                    }
+                }
+                Op::Reconnect => {
+                    if let Err(e) = self.connect(model, &h.tenant).await {
+                        out.errors.push(format!("op {i}: {e}"));
+                    }
+                }
             }
         }
-        // The history is over: armed crashes are disarmed (pending call faults still fire),
-        // things settle.
-        armed.store(0, Ordering::SeqCst);
+        // The history is over; things settle. A crash still armed fires at the next apply
+        // of the settling (the worker catches up after the last send: with file-backed
+        // streams on private servers it often has not applied anything yet), and settling
+        // restarts the crashed worker like any other.
         let name = M::WORKER;
         self.settle(&mut worker, &mut crash_rx, &mut out, name, || {
             start(armed.clone(), crash_tx.clone())
         })
         .await?;
 
-        let winners = h.winners();
+        // Offboarded at the end: the tenant wants nothing at this vendor any more.
+        let connected = h.connected_at_end();
+        let winners = if connected { h.winners() } else { Vec::new() };
         let (m, l, d) = compare(&model.desired(&winners), &model.observed(&self.sim));
         out.drift_before_sync = m.len() + l.len() + d.len();
         sim.clear_faults();
 
-        // One reconciler run per connection.
-        let rec = Reconciler::new(
-            self.db.pool.clone(),
-            self.bus.bus.clone(),
-            Arc::new(reconciler::connections::StaticConnections::new(
-                conns.clone(),
-            )),
-            vec![model.inventory()],
-            Settings {
-                default_schedules: false,
-                ..Settings::default()
-            },
-        );
-        for c in &conns {
-            reconciler::store::request_run(
-                &self.db.pool,
-                &conn_ref(c),
-                Scope::Full,
-                Trigger::Manual,
-                None,
-            )
-            .await
-            .map_err(err("sync request"))?;
-        }
-        for run in rec.drain_queue().await.map_err(err("sync run"))? {
-            out.repaired += run.counts.created + run.counts.updated + run.counts.removed;
-            if let Some(e) = run.error
-                && !model.documented_refusal(&e)
-            {
-                out.permanent_dlq.push(format!("sync run failed: {e}"));
+        // One reconciler run per connection (none is left after an offboarding).
+        if connected {
+            for c in &conns {
+                reconciler::store::request_run(
+                    &self.db.pool,
+                    &conn_ref(c),
+                    Scope::Full,
+                    Trigger::Manual,
+                    None,
+                )
+                .await
+                .map_err(err("sync request"))?;
             }
+            for run in rec.drain_queue().await.map_err(err("sync run"))? {
+                out.repaired += run.counts.created + run.counts.updated + run.counts.removed;
+                if let Some(e) = run.error
+                    && !model.documented_refusal(&e)
+                {
+                    out.permanent_dlq.push(format!("sync run failed: {e}"));
+                }
+            }
+            self.settle(&mut worker, &mut crash_rx, &mut out, name, || {
+                start(armed.clone(), crash_tx.clone())
+            })
+            .await?;
         }
-        self.settle(&mut worker, &mut crash_rx, &mut out, name, || {
-            start(armed.clone(), crash_tx.clone())
-        })
-        .await?;
 
-        let refused = self.read_dlq(model, &h.tenant, &mut out).await?;
+        let refused = self.read_dlq(model, h, &mut out).await?;
         // A booking the vendor refuses for a documented reason may hold its objects or not.
         let (kept, gone): (Vec<Event>, Vec<Event>) = winners
             .into_iter()
@@ -339,6 +533,79 @@ impl Env {
             w.shutdown().await.map_err(err("worker shutdown"))?;
         }
         Ok(out)
+    }
+
+    /// Offboards `conn` with its access removed, as `DELETE …?access=remove` (or `PUT
+    /// enabled:false …?access=remove`) does through the same library: marks it offboarding,
+    /// queues an offboard run, and runs it to its end, replacing crashed workers meanwhile.
+    /// `Ok(Ok(false))`: there was no such connection (already deleted); `Ok(Err(_))`: the
+    /// offboard run did not finish (a failure of the history).
+    #[allow(clippy::too_many_arguments)]
+    async fn offboard<F, Fut>(
+        &self,
+        rec: &Reconciler,
+        conn: &Connection,
+        intent: OffboardIntent,
+        worker: &mut Option<WorkerHandle>,
+        crashes: &mut mpsc::UnboundedReceiver<()>,
+        out: &mut Outcome,
+        start: F,
+    ) -> Result<Result<bool, String>, CheckError>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<WorkerHandle, worker_runtime::WorkerError>>,
+    {
+        let vendor = conn.vendor();
+        let began = offboard::begin(
+            &self.db.pool,
+            Some(&self.bus.bus),
+            &conn.tenant,
+            vendor,
+            &conn.name,
+            intent,
+        )
+        .await
+        .map_err(err("offboard"))?;
+        if !began {
+            return Ok(Ok(false));
+        }
+        reconciler::store::request_run(
+            &self.db.pool,
+            &conn_ref(conn),
+            Scope::Offboard,
+            Trigger::Api,
+            Some("convergence"),
+        )
+        .await
+        .map_err(err("offboard request"))?;
+        let drain = rec.drain_queue();
+        tokio::pin!(drain);
+        let runs = loop {
+            tokio::select! {
+                r = &mut drain => break r.map_err(err("offboard run"))?,
+                () = tokio::time::sleep(Duration::from_millis(100)) => {
+                    self.restart_crashed(worker, crashes, out, &start).await?;
+                }
+            }
+        };
+        let mut done = false;
+        for run in runs {
+            if run.scope != Scope::Offboard {
+                continue;
+            }
+            if run.status != RunStatus::Succeeded {
+                return Ok(Err(format!(
+                    "offboard run {:?}: {}",
+                    run.status,
+                    run.error.unwrap_or_default()
+                )));
+            }
+            done = true;
+        }
+        if !done {
+            return Ok(Err("no offboard run was executed".into()));
+        }
+        Ok(Ok(true))
     }
 
     /// Replaces a worker that "crashed" (its handler hangs after a vendor call, unrecorded)
@@ -469,7 +736,7 @@ impl Env {
     async fn read_dlq<M: Model>(
         &mut self,
         model: &M,
-        tenant: &str,
+        h: &History,
         out: &mut Outcome,
     ) -> Result<std::collections::BTreeSet<String>, CheckError> {
         let mut refused = std::collections::BTreeSet::new();
@@ -480,7 +747,8 @@ impl Env {
             .await
             .map_err(err("dlq stream"))?;
         let last = s.info().await.map_err(err("dlq info"))?.state.last_sequence;
-        let marker = format!(".{tenant}.");
+        let marker = format!(".{}.", h.tenant);
+        let disabled = format!("no enabled {} connection", M::NAME);
         for seq in self.dlq_seen + 1..=last {
             let Ok(msg) = s.get_raw_message(seq).await else {
                 continue;
@@ -496,6 +764,17 @@ impl Env {
                     if let Some((_, key)) = dl.original_subject.split_once(&marker) {
                         refused.insert(key.to_owned());
                     }
+                }
+                ErrorClass::Permanent
+                    if dl.reason.contains(&disabled)
+                        && dl
+                            .payload_bytes()
+                            .ok()
+                            .and_then(|b| serde_json::from_slice::<Event>(&b).ok())
+                            .and_then(|ev| h.op_of_event(&ev))
+                            .is_some_and(|i| h.may_meet_a_disabled_connection(i)) =>
+                {
+                    out.expected_dlq += 1;
                 }
                 ErrorClass::Permanent => out
                     .permanent_dlq
@@ -551,6 +830,15 @@ fn crashing<H: Handler>(
             }
         }
     })
+}
+
+/// A service's configuration against the private servers, with JetStream's file store (the
+/// production setting, so that a NATS restart keeps the streams and consumers).
+fn service_config(service: &str, namespace: &str, db_url: &str, nats_url: &str) -> CommonConfig {
+    let mut cfg = CommonConfig::for_test(service, namespace, db_url);
+    cfg.nats_url = nats_url.to_owned();
+    cfg.streams.file_storage = true;
+    cfg
 }
 
 #[cfg(test)]

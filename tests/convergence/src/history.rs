@@ -41,6 +41,51 @@ pub enum Op {
         /// Whether the faults hit after the vendor applied the change (answer lost).
         after_commit: bool,
     },
+    /// NATS (JetStream, file store) is killed, stays down `down_ms`, and starts again on the
+    /// same store: every service must reconnect and nothing in flight may be lost.
+    RestartNats {
+        /// Outage.
+        down_ms: u16,
+    },
+    /// PostgreSQL is shut down immediately, stays down `down_ms`, and starts again.
+    RestartPostgres {
+        /// Outage.
+        down_ms: u16,
+    },
+    /// The tenant's connection is offboarded with `?access=remove` (what `DELETE` or `PUT
+    /// enabled:false …?access=remove` does), and the history waits until the offboard run
+    /// finished: nothing of ours may be left at the vendor, and later events of the tenant are
+    /// skipped (deleted) or dead-lettered as documented (disabled). Never for dormakaba, whose
+    /// offboarding is a documented refusal.
+    Offboard {
+        /// Disable or delete.
+        how: Offboard,
+    },
+    /// The connection is enabled again (or created again): the next sync must bring back
+    /// what the bookings want.
+    Reconnect,
+}
+
+impl Op {
+    /// A restart or an offboarding (drawn apart from the rest of a history).
+    pub fn is_infrastructure(&self) -> bool {
+        matches!(
+            self,
+            Op::RestartNats { .. }
+                | Op::RestartPostgres { .. }
+                | Op::Offboard { .. }
+                | Op::Reconnect
+        )
+    }
+}
+
+/// How [`Op::Offboard`] ends the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offboard {
+    /// Disabled (kept, with its credentials).
+    Disable,
+    /// Deleted.
+    Delete,
 }
 
 /// A history: the bookings it touches and what happens, in order.
@@ -55,6 +100,8 @@ pub struct History {
     /// Whether this history may hold faults after commit (decided per seed, see
     /// [`Shape::after_commit_share`]).
     pub after_commit: bool,
+    /// The restart and offboard rates it was generated with (printed, so that it replays).
+    pub rates: (f64, f64),
     /// Steps.
     pub ops: Vec<Op>,
 }
@@ -91,8 +138,67 @@ impl History {
                 Some(ev)
             }
             Op::Resend { of } => self.event(*of),
-            Op::Crash | Op::Fail { .. } => None,
+            _ => None,
         }
+    }
+
+    /// Whether the connection is there (created or enabled again after any offboarding) once
+    /// the history is over.
+    pub fn connected_at_end(&self) -> bool {
+        self.ops.iter().fold(true, |on, op| match op {
+            Op::Offboard { .. } => false,
+            Op::Reconnect => true,
+            _ => on,
+        })
+    }
+
+    /// Whether the event of op `i` may meet a disabled connection: delivered before the end
+    /// of some disable window (a disable, up to the next reconnect), by this op or a resend of
+    /// it. The worker then dead-letters it as permanent ("no enabled … connection"), as
+    /// documented, so that it can be replayed once the connection is back.
+    pub fn may_meet_a_disabled_connection(&self, i: usize) -> bool {
+        let delivered: Vec<usize> = std::iter::once(i)
+            .chain(
+                self.ops
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, o)| matches!(o, Op::Resend { of } if *of == i))
+                    .map(|(r, _)| r),
+            )
+            .collect();
+        let mut windows = Vec::new();
+        let mut open = None;
+        for (j, op) in self.ops.iter().enumerate() {
+            match op {
+                Op::Offboard {
+                    how: Offboard::Disable,
+                } if open.is_none() => open = Some(j),
+                Op::Reconnect => {
+                    if let Some(from) = open.take() {
+                        windows.push((from, j));
+                    }
+                }
+                _ => {}
+            }
+        }
+        if let Some(from) = open {
+            windows.push((from, usize::MAX));
+        }
+        // In flight before the disable counts too: it may be processed after it.
+        delivered
+            .iter()
+            .any(|d| windows.iter().any(|(_, until)| d < until))
+    }
+
+    /// The op that first delivered `ev` (booking-ingest gives events ids of its own, so by
+    /// the `occurred_at` [`History::event`] stamps: one minute per op).
+    pub fn op_of_event(&self, ev: &Event) -> Option<usize> {
+        let i = usize::try_from((ev.occurred_at - origin()).num_minutes()).ok()?;
+        (i < self.ops.len()
+            && self
+                .event(i)
+                .is_some_and(|e| e.booking_key == ev.booking_key))
+        .then_some(i)
     }
 
     /// The state each booking ends in, by the documented rule and independently of the code
@@ -131,6 +237,22 @@ impl History {
             .filter(|o| matches!(o, Op::Crash | Op::Fail { .. }))
             .count()
     }
+
+    /// Number of NATS and Postgres restarts.
+    pub fn restarts(&self) -> usize {
+        self.ops
+            .iter()
+            .filter(|o| matches!(o, Op::RestartNats { .. } | Op::RestartPostgres { .. }))
+            .count()
+    }
+
+    /// Number of offboardings.
+    pub fn offboards(&self) -> usize {
+        self.ops
+            .iter()
+            .filter(|o| matches!(o, Op::Offboard { .. }))
+            .count()
+    }
 }
 
 fn uuid_for(seed: u64, i: usize) -> uuid::Uuid {
@@ -151,6 +273,13 @@ pub struct Shape {
     /// the history's own draws, so a history with them is the same whatever the share
     /// (`convergence-soak --seed S`, share 1, replays it).
     pub after_commit_share: f64,
+    /// Chance (0.0 to 1.0), before each event or fault op, of a NATS or Postgres restart.
+    /// Drawn, like the offboardings, from a stream of their own: the rest of a history is the
+    /// same whatever the rates.
+    pub restart_rate: f64,
+    /// Chance, before each event or fault op, of an offboarding (or, when the connection is
+    /// offboarded, of enabling or creating it again). Never for vendors that refuse it.
+    pub offboard_rate: f64,
 }
 
 impl Default for Shape {
@@ -159,6 +288,8 @@ impl Default for Shape {
             bookings: 3,
             ops: 14,
             after_commit_share: 1.0,
+            restart_rate: 0.04,
+            offboard_rate: 0.04,
         }
     }
 }
@@ -177,7 +308,31 @@ pub fn generate<M: Model + ?Sized>(model: &M, seed: u64, shape: Shape) -> Histor
     let mut state: Vec<Option<(i64, String, EventBody)>> = vec![None; shape.bookings];
     let mut ops = Vec::with_capacity(shape.ops);
     let mut sends = Vec::new();
-    while ops.len() < shape.ops {
+    let mut infra = StdRng::seed_from_u64(seed ^ 0x1f4a_57c3);
+    let mut connected = true;
+    for _ in 0..shape.ops {
+        if infra.random_bool(shape.restart_rate.clamp(0.0, 1.0)) {
+            let down_ms = infra.random_range(200..=2_000);
+            ops.push(if infra.random_bool(0.5) {
+                Op::RestartNats { down_ms }
+            } else {
+                Op::RestartPostgres { down_ms }
+            });
+        }
+        if infra.random_bool(shape.offboard_rate.clamp(0.0, 1.0)) && model.can_offboard() {
+            ops.push(if connected {
+                Op::Offboard {
+                    how: if infra.random_bool(0.5) {
+                        Offboard::Disable
+                    } else {
+                        Offboard::Delete
+                    },
+                }
+            } else {
+                Op::Reconnect
+            });
+            connected = !connected;
+        }
         let roll: u32 = rng.random_range(0..100);
         let op = match roll {
             0..=7 if !sends.is_empty() => Op::Resend {
@@ -225,6 +380,7 @@ pub fn generate<M: Model + ?Sized>(model: &M, seed: u64, shape: Shape) -> Histor
         tenant: format!("conv-{tag}"),
         keys,
         after_commit: after,
+        rates: (shape.restart_rate, shape.offboard_rate),
         ops,
     }
 }
@@ -233,10 +389,12 @@ impl fmt::Display for History {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "history seed={} tenant={} faults after commit: {}",
+            "history seed={} tenant={} faults after commit: {} (replay: --restart-rate {} --offboard-rate {})",
             self.seed,
             self.tenant,
-            if self.after_commit { "on" } else { "off" }
+            if self.after_commit { "on" } else { "off" },
+            self.rates.0,
+            self.rates.1
         )?;
         for (i, op) in self.ops.iter().enumerate() {
             match op {
@@ -254,6 +412,21 @@ impl fmt::Display for History {
                 )?,
                 Op::Resend { of } => writeln!(f, "  {i:>2}. resend #{of}")?,
                 Op::Crash => writeln!(f, "  {i:>2}. crash after the next vendor call")?,
+                Op::RestartNats { down_ms } => {
+                    writeln!(f, "  {i:>2}. restart NATS ({down_ms} ms down)")?
+                }
+                Op::RestartPostgres { down_ms } => {
+                    writeln!(f, "  {i:>2}. restart Postgres ({down_ms} ms down)")?
+                }
+                Op::Offboard { how } => writeln!(
+                    f,
+                    "  {i:>2}. offboard the connection: {} with ?access=remove, until done",
+                    match how {
+                        Offboard::Disable => "disable",
+                        Offboard::Delete => "delete",
+                    }
+                )?,
+                Op::Reconnect => writeln!(f, "  {i:>2}. enable (or create) the connection again")?,
                 Op::Fail {
                     calls,
                     after_commit,
@@ -275,6 +448,123 @@ impl fmt::Display for History {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn restarts_and_offboardings_are_seeded_and_leave_the_rest_of_a_history_alone() {
+        let model = crate::vendors::Tapkey;
+        let none = Shape {
+            restart_rate: 0.0,
+            offboard_rate: 0.0,
+            ..Shape::default()
+        };
+        let (mut restarts, mut offboards, mut back) = (0, 0, 0);
+        for seed in 1..=40 {
+            let h = generate(&model, seed, Shape::default());
+            assert_eq!(
+                h.to_string(),
+                generate(&model, seed, Shape::default()).to_string(),
+                "seed {seed} replays"
+            );
+            restarts += h.restarts();
+            offboards += h.offboards();
+            back += h.ops.iter().filter(|o| matches!(o, Op::Reconnect)).count();
+            // Without them, the same history minus them (resend indices renumbered).
+            let plain = generate(&model, seed, none);
+            let kept: Vec<String> = h
+                .ops
+                .iter()
+                .filter(|o| !o.is_infrastructure())
+                .map(|o| match o {
+                    Op::Resend { of } => {
+                        format!("resend {}", h.event(*of).map(|e| e.id).unwrap_or_default())
+                    }
+                    other => format!("{other:?}"),
+                })
+                .collect();
+            let want: Vec<String> = plain
+                .ops
+                .iter()
+                .map(|o| match o {
+                    Op::Resend { of } => {
+                        format!(
+                            "resend {}",
+                            plain.event(*of).map(|e| e.id).unwrap_or_default()
+                        )
+                    }
+                    other => format!("{other:?}"),
+                })
+                .collect();
+            assert_eq!(kept.len(), want.len(), "seed {seed}");
+            for (k, w) in kept.iter().zip(&want) {
+                if !k.starts_with("resend") {
+                    assert_eq!(k, w, "seed {seed}");
+                }
+            }
+        }
+        assert!(
+            restarts > 5 && offboards > 5 && back > 0,
+            "{restarts} {offboards} {back}"
+        );
+        let printed = (1..=40)
+            .map(|s| generate(&model, s, Shape::default()).to_string())
+            .collect::<String>();
+        for what in [
+            "restart NATS",
+            "restart Postgres",
+            "disable with",
+            "delete with",
+            "again",
+        ] {
+            assert!(printed.contains(what), "{what} never printed");
+        }
+        // Never for a vendor whose offboarding is a documented refusal.
+        for seed in 1..=40 {
+            assert_eq!(
+                generate(&crate::vendors::Dormakaba, seed, Shape::default()).offboards(),
+                0
+            );
+        }
+    }
+
+    #[test]
+    fn the_end_state_and_the_disable_windows_follow_the_offboard_ops() {
+        let mut h = generate(
+            &crate::vendors::Tapkey,
+            1,
+            Shape {
+                restart_rate: 0.0,
+                offboard_rate: 0.0,
+                ..Shape::default()
+            },
+        );
+        assert!(h.connected_at_end());
+        assert!(!(0..h.ops.len()).any(|i| h.may_meet_a_disabled_connection(i)));
+        h.ops.insert(
+            3,
+            Op::Offboard {
+                how: Offboard::Disable,
+            },
+        );
+        h.ops.insert(6, Op::Reconnect);
+        assert!(h.connected_at_end());
+        assert!(
+            h.may_meet_a_disabled_connection(0),
+            "in flight when disabled"
+        );
+        assert!(h.may_meet_a_disabled_connection(5));
+        assert!(!h.may_meet_a_disabled_connection(7));
+        h.ops.push(Op::Offboard {
+            how: Offboard::Delete,
+        });
+        assert!(!h.connected_at_end());
+        assert!(
+            !h.may_meet_a_disabled_connection(7),
+            "deleted: skipped, not dead-lettered"
+        );
+        let sent = (0..h.ops.len()).find(|&i| matches!(h.ops[i], Op::Send { .. }));
+        let ev = sent.and_then(|i| h.event(i));
+        assert_eq!(ev.as_ref().and_then(|e| h.op_of_event(e)), sent);
+    }
 
     #[test]
     fn a_history_with_faults_after_commit_is_the_same_whatever_the_share() {

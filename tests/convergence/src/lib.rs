@@ -1,7 +1,9 @@
 //! Convergence checker (issue #20 item 5). For each vendor it generates seeded random histories
 //! of upstream events for a handful of bookings — creates, edits of every field that matters,
-//! cancellations, deletions, duplicates, reordering, equal revisions — injects faults at random
-//! points (the worker dying between the vendor call and the record, vendor 5xx/429), lets
+//! cancellations, deletions, duplicates, reordering, equal revisions, the connection offboarded
+//! (disabled or deleted with its access removed) and back — injects faults at random points
+//! (the worker dying between the vendor call and the record, vendor 5xx/429 and answers lost
+//! after commit, NATS or Postgres restarted), lets
 //! everything settle, runs the reconciler once, and asserts that the vendor then holds exactly
 //! what the bookings want: nothing missing, nothing no booking wants, no duplicates, no
 //! permanent failure. A failing history is shrunk to a minimal one and printed with its seed.
@@ -19,7 +21,7 @@ pub mod vendors;
 use std::time::{Duration, Instant};
 
 pub use env::{Env, Outcome};
-pub use history::{History, Op, Shape, generate};
+pub use history::{History, Offboard, Op, Shape, generate};
 pub use model::Model;
 
 /// Why a check could not be carried out (as opposed to a history that did not converge).
@@ -62,6 +64,13 @@ pub struct Report {
     pub faults_injected: usize,
     /// Of those, the ones the vendor applied before the answer was lost.
     pub faults_after_commit: usize,
+    /// NATS and Postgres restarts.
+    pub restarts: usize,
+    /// Offboard runs that finished.
+    pub offboards: usize,
+    /// Permanent dead letters the documentation promises (events meeting a disabled
+    /// connection).
+    pub expected_dlq: usize,
     /// Histories the workers alone left different from the desired state.
     pub drifted_before_sync: usize,
     /// Objects the reconciler repaired.
@@ -78,13 +87,16 @@ impl std::fmt::Display for Report {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(
             f,
-            "{}: {} histories, {} events, {} crashes, {} faults injected ({} after commit), {} drifted before the sync ({} objects repaired), {} transient dead letters, {} failures, {:.1} s",
+            "{}: {} histories, {} events, {} crashes, {} faults injected ({} after commit), {} restarts, {} offboards ({} expected dead letters), {} drifted before the sync ({} objects repaired), {} transient dead letters, {} failures, {:.1} s",
             self.vendor,
             self.histories,
             self.events,
             self.crashes,
             self.faults_injected,
             self.faults_after_commit,
+            self.restarts,
+            self.offboards,
+            self.expected_dlq,
             self.drifted_before_sync,
             self.repaired,
             self.transient_dlq,
@@ -128,6 +140,9 @@ pub async fn check<M: Model>(
         report.crashes += out.crashes;
         report.faults_injected += out.faults_injected;
         report.faults_after_commit += out.faults_after_commit;
+        report.restarts += out.restarts;
+        report.offboards += out.offboards;
+        report.expected_dlq += out.expected_dlq;
         report.drifted_before_sync += usize::from(out.drift_before_sync > 0);
         report.repaired += out.repaired;
         report.transient_dlq += out.transient_dlq;

@@ -100,6 +100,13 @@ pub trait Model: Send + Sync + 'static {
             .collect()
     }
 
+    /// Whether the tenant's connection may be offboarded with its access removed. dormakaba
+    /// cannot list what its lock systems hold, so its offboard run refuses by design
+    /// (docs/runbooks/offboarding.md): histories never offboard it.
+    fn can_offboard(&self) -> bool {
+        !matches!(Self::SIM, Vendor::Dormakaba)
+    }
+
     /// Whether a permanent failure is one the vendor's documentation makes unavoidable (the
     /// booking's objects are then optional, and the dead letter is expected).
     fn documented_refusal(&self, _reason: &str) -> bool {

@@ -16,6 +16,10 @@ fn histories() -> u64 {
 /// timeout one the client's whole timeout); `make soak` has them in every history.
 const AFTER_COMMIT_SHARE: f64 = 0.5;
 
+/// Restarts and offboardings at a low rate (each costs seconds); `make soak` has more.
+const RESTART_RATE: f64 = 0.02;
+const OFFBOARD_RATE: f64 = 0.02;
+
 async fn converges<M: Model>(model: M) {
     converges_with(model, AFTER_COMMIT_SHARE).await;
 }
@@ -24,6 +28,8 @@ async fn converges_with<M: Model>(model: M, after_commit_share: f64) {
     let mut env = Env::new().await.unwrap_or_else(|e| panic!("{e}"));
     let shape = Shape {
         after_commit_share,
+        restart_rate: RESTART_RATE,
+        offboard_rate: OFFBOARD_RATE,
         ..Shape::default()
     };
     let report = check(&mut env, &model, 1..=histories(), shape, 30)

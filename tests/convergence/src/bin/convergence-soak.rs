@@ -33,6 +33,12 @@ struct Args {
     /// Faults after commit (the default; kept so older command lines still work).
     #[arg(long, hide = true, conflicts_with = "before_commit_only")]
     after_commit: bool,
+    /// Chance before each step of a NATS or Postgres restart.
+    #[arg(long, default_value_t = Shape::default().restart_rate)]
+    restart_rate: f64,
+    /// Chance before each step of offboarding the connection (or bringing it back).
+    #[arg(long, default_value_t = Shape::default().offboard_rate)]
+    offboard_rate: f64,
     /// Extra runs spent shrinking each failing history.
     #[arg(long, default_value_t = 40)]
     shrink_runs: usize,
@@ -48,6 +54,8 @@ async fn one<M: Model>(model: M, args: &Args) -> anyhow::Result<Report> {
         bookings: args.bookings,
         ops: args.ops,
         after_commit_share: if args.before_commit_only { 0.0 } else { 1.0 },
+        restart_rate: args.restart_rate,
+        offboard_rate: args.offboard_rate,
     };
     let report = check(&mut env, &model, seeds, shape, args.shrink_runs).await;
     env.finish().await;
@@ -77,13 +85,15 @@ async fn main() -> anyhow::Result<()> {
     println!("\nsummary:");
     for r in &reports {
         println!(
-            "  {:<10} {:>6} histories {:>7} events {:>5} crashes {:>6} faults ({:>5} after commit) {:>4} failures {:>8.1} s",
+            "  {:<10} {:>6} histories {:>7} events {:>5} crashes {:>6} faults ({:>5} after commit) {:>4} restarts {:>4} offboards {:>4} failures {:>8.1} s",
             r.vendor,
             r.histories,
             r.events,
             r.crashes,
             r.faults_injected,
             r.faults_after_commit,
+            r.restarts,
+            r.offboards,
             r.failures.len(),
             r.elapsed.as_secs_f64()
         );
