@@ -26,6 +26,9 @@ pub struct RetentionSettings {
     pub max_batches: u32,
     /// How often a pass runs.
     pub interval: Duration,
+    /// Days the admin audit log is kept; 0 = forever. Longer than bookings by default: it
+    /// answers "who changed what" during an incident review, long after the stays ended.
+    pub audit_days: u32,
 }
 
 impl Default for RetentionSettings {
@@ -35,13 +38,15 @@ impl Default for RetentionSettings {
             batch: 500,
             max_batches: 20,
             interval: Duration::from_secs(3600),
+            audit_days: 400,
         }
     }
 }
 
 impl RetentionSettings {
     /// From `ACCESSHUB_RETENTION_DAYS` (default 30, 0 = off), `ACCESSHUB_RETENTION_BATCH`
-    /// (500) and `ACCESSHUB_RETENTION_INTERVAL` (1h).
+    /// (500), `ACCESSHUB_RETENTION_INTERVAL` (1h) and `ACCESSHUB_AUDIT_RETENTION_DAYS` (400,
+    /// 0 = keep the audit log forever).
     pub fn from_env() -> Result<Self, accesshub_config::ConfigError> {
         let d = RetentionSettings::default();
         Ok(RetentionSettings {
@@ -49,12 +54,18 @@ impl RetentionSettings {
             batch: accesshub_config::env_or("ACCESSHUB_RETENTION_BATCH", d.batch)?,
             max_batches: d.max_batches,
             interval: accesshub_config::env_duration("ACCESSHUB_RETENTION_INTERVAL", d.interval)?,
+            audit_days: accesshub_config::env_or("ACCESSHUB_AUDIT_RETENTION_DAYS", d.audit_days)?,
         })
     }
 
     /// Bookings that ended before this are due; `None` when retention is off.
     pub fn cutoff(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
         (self.days > 0).then(|| now - chrono::Duration::days(i64::from(self.days)))
+    }
+
+    /// Audit entries older than this are due; `None` when the audit log is kept forever.
+    pub fn audit_cutoff(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        (self.audit_days > 0).then(|| now - chrono::Duration::days(i64::from(self.audit_days)))
     }
 }
 
@@ -69,6 +80,8 @@ pub struct Pruned {
     pub vendor_attempts: u64,
     /// `key_requests` rows (of pruned reservations).
     pub key_requests: u64,
+    /// `audit_log` rows (see [`prune_audit`]).
+    pub audit_log: u64,
 }
 
 impl Pruned {
@@ -77,6 +90,7 @@ impl Pruned {
         self.bindings += o.bindings;
         self.vendor_attempts += o.vendor_attempts;
         self.key_requests += o.key_requests;
+        self.audit_log += o.audit_log;
     }
 }
 
@@ -141,8 +155,38 @@ pub async fn prune(
             bindings: n(bi),
             vendor_attempts: n(va),
             key_requests: n(kr),
+            audit_log: 0,
         });
         if b < batch.max(1) {
+            break;
+        }
+    }
+    Ok(total)
+}
+
+/// One batch of audit entries older than the cutoff, oldest first.
+const PRUNE_AUDIT_BATCH: &str = "
+DELETE FROM audit_log WHERE id IN (
+    SELECT id FROM audit_log WHERE at < $1 ORDER BY at, id LIMIT $2 FOR UPDATE SKIP LOCKED)";
+
+/// Deletes admin audit entries older than `cutoff`, `batch` at a time, at most `max_batches`
+/// batches; returns how many went.
+pub async fn prune_audit(
+    pool: &PgPool,
+    cutoff: DateTime<Utc>,
+    batch: i64,
+    max_batches: u32,
+) -> Result<u64, sqlx::Error> {
+    let mut total = 0;
+    for _ in 0..max_batches.max(1) {
+        let n = sqlx::query(PRUNE_AUDIT_BATCH)
+            .bind(cutoff)
+            .bind(batch.max(1))
+            .execute(pool)
+            .await?
+            .rows_affected();
+        total += n;
+        if n < u64::try_from(batch.max(1)).unwrap_or(u64::MAX) {
             break;
         }
     }

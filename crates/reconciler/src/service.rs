@@ -74,7 +74,7 @@ impl SyncMetrics {
             ),
             pruned: registry.counter(
                 "accesshub_retention_pruned",
-                "Rows deleted by the retention job, by table (bookings, bindings, vendor_attempts, key_requests)",
+                "Rows deleted by the retention job, by table (bookings, bindings, vendor_attempts, key_requests, audit_log)",
             ),
         }
     }
@@ -86,6 +86,7 @@ impl SyncMetrics {
             ("bindings", p.bindings),
             ("vendor_attempts", p.vendor_attempts),
             ("key_requests", p.key_requests),
+            ("audit_log", p.audit_log),
         ] {
             self.pruned
                 .get_or_create(&labels([("table", table)]))
@@ -390,9 +391,11 @@ impl Reconciler {
     /// reason to stop syncing.
     pub async fn retention_if_due(&self) {
         let r = self.settings.retention;
-        let Some(cutoff) = r.cutoff(Utc::now()) else {
+        let now = Utc::now();
+        let (cutoff, audit_cutoff) = (r.cutoff(now), r.audit_cutoff(now));
+        if cutoff.is_none() && audit_cutoff.is_none() {
             return;
-        };
+        }
         {
             let mut last = self
                 .last_retention
@@ -403,6 +406,24 @@ impl Reconciler {
             }
             *last = Some(std::time::Instant::now());
         }
+        if let Some(audit_cutoff) = audit_cutoff {
+            match crate::retention::prune_audit(&self.pool, audit_cutoff, r.batch, r.max_batches)
+                .await
+            {
+                Ok(n) => {
+                    self.metrics.record_pruned(&crate::retention::Pruned {
+                        audit_log: n,
+                        ..Default::default()
+                    });
+                    tracing::info!(audit_log = n, %audit_cutoff, audit_days = r.audit_days,
+                        "retention: pruned audit entries");
+                }
+                Err(e) => tracing::warn!(error = %e, "audit retention pass failed"),
+            }
+        }
+        let Some(cutoff) = cutoff else {
+            return;
+        };
         match crate::retention::prune(&self.pool, cutoff, r.batch, r.max_batches).await {
             Ok(p) => {
                 self.metrics.record_pruned(&p);

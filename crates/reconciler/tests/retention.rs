@@ -156,3 +156,54 @@ async fn prunes_long_ended_bookings_but_never_one_that_may_hold_access() {
     );
     db.drop_db().await;
 }
+
+/// The admin audit log is kept `audit_days` (400 by default), then pruned oldest first in
+/// bounded batches; 0 keeps it forever. Entries inside the period stay.
+#[tokio::test]
+async fn audit_entries_older_than_the_period_are_pruned() {
+    let db = accesshub_testkit::TestDb::new().await;
+    let pool = &db.pool;
+    let now = Utc::now();
+    for (target, age_days) in [
+        ("old-1", 500),
+        ("old-2", 401),
+        ("recent", 399),
+        ("today", 0),
+    ] {
+        sqlx::query(
+            "INSERT INTO audit_log (at, actor, action, tenant_id, target)
+             VALUES ($1, 'ops', 'connection.apply', 'acme', $2)",
+        )
+        .bind(now - Duration::days(age_days))
+        .bind(target)
+        .execute(pool)
+        .await
+        .unwrap();
+    }
+    let settings = RetentionSettings::default();
+    assert_eq!(settings.audit_days, 400);
+    let cutoff = settings.audit_cutoff(now).unwrap();
+    assert_eq!(retention::prune_audit(pool, cutoff, 1, 1).await.unwrap(), 1);
+    assert_eq!(
+        retention::prune_audit(pool, cutoff, 1, 10).await.unwrap(),
+        1
+    );
+    assert_eq!(
+        retention::prune_audit(pool, cutoff, 1, 10).await.unwrap(),
+        0
+    );
+    let left: Vec<String> = sqlx::query_scalar("SELECT target FROM audit_log ORDER BY at")
+        .fetch_all(pool)
+        .await
+        .unwrap();
+    assert_eq!(left, ["recent", "today"]);
+    assert!(
+        RetentionSettings {
+            audit_days: 0,
+            ..Default::default()
+        }
+        .audit_cutoff(now)
+        .is_none()
+    );
+    db.drop_db().await;
+}
