@@ -182,5 +182,11 @@ pub fn router(state: ConsoleState) -> Router {
 
 /// [`router`] nested under [`PREFIX`], ready to merge into the admin service's router.
 pub fn mounted(state: ConsoleState) -> Router {
-    Router::new().nest(PREFIX, router(state))
+    Router::new()
+        .nest(PREFIX, router(state))
+        // Nesting serves `/console`; people type the slash too.
+        .route(
+            "/console/",
+            get(|| async { Redirect::to(&html::url("/connections")) }),
+        )
 }
