@@ -445,6 +445,18 @@ async fn operator_console_in_headless_chromium() {
     )
     .await;
 
+    // 10b. A refused secret: Test connection says where to fix it.
+    b.goto(&format!("/connections/{TENANT}/cloudpass/default"))
+        .await;
+    b.fill("input[name=client_secret]", "not-the-secret").await;
+    b.click("#save").await;
+    b.wait_text(".verdict.ok", "Saved", 10, false).await;
+    b.goto("/connections").await;
+    b.click("button[data-test]").await;
+    let refused = b.wait_text(".verdict-slot", "Not working", 20, false).await;
+    assert!(refused.contains("Settings → Website Users"), "{refused}");
+    b.shot("14-test-connection-refused").await;
+
     // 11. A read-only session: sees, masked, without controls.
     let http = reqwest::Client::new();
     let minted: Value = http
@@ -472,7 +484,7 @@ async fn operator_console_in_headless_chromium() {
     );
     let page = b.source().await;
     assert!(!page.contains("replay-one") && !page.contains("purge-one"));
-    b.shot("14-viewer-dead-letter").await;
+    b.shot("15-viewer-dead-letter").await;
     b.goto("/connections").await;
     let page = b.source().await;
     assert!(!page.contains("add-cloudpass") && !page.contains(">Disable<"));
@@ -480,14 +492,14 @@ async fn operator_console_in_headless_chromium() {
     // 12. Phone width: every screen fits 390 px.
     b.c.set_window_size(390, 844).await.unwrap();
     for (path, name) in [
-        ("/connections", "15-phone-connections"),
-        ("/bookings?q=UI", "16-phone-bookings"),
-        ("/sync", "17-phone-sync"),
-        ("/dlq", "18-phone-dead-letters"),
-        ("/webhooks", "19-phone-webhooks"),
+        ("/connections", "16-phone-connections"),
+        ("/bookings?q=UI", "17-phone-bookings"),
+        ("/sync", "18-phone-sync"),
+        ("/dlq", "19-phone-dead-letters"),
+        ("/webhooks", "20-phone-webhooks"),
         (
             &format!("/connections/{TENANT}/cloudpass/default") as &str,
-            "20-phone-mappings",
+            "21-phone-mappings",
         ),
     ] {
         b.goto(path).await;
