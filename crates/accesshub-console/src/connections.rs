@@ -7,10 +7,11 @@
 use std::collections::{BTreeMap, HashMap};
 
 use accesshub_connections::{
-    CloudpassAdministration, CloudpassSettings, Connection, ConnectionError, Secret, Vendor,
-    VendorSettings,
+    AccessChoice, CloudpassAdministration, CloudpassSettings, Connection, ConnectionError,
+    OffboardIntent, Secret, Vendor, VendorSettings,
     lookup::{self, LookupItem, LookupRequest, LookupResponse},
     model::REDACTED,
+    offboard,
 };
 use axum::{
     Extension, Form,
@@ -160,6 +161,11 @@ fn row(s: &Session, c: &Connection) -> Markup {
                         input type="hidden" name="enabled" value=(if c.enabled { "false" } else { "true" });
                         button.secondary type="submit" { @if c.enabled { "Disable" } @else { "Enable" } }
                     }
+                    form method="post" action=(url(&format!("{path}/delete")))
+                        onsubmit="return confirm('Delete this connection?')" {
+                        (csrf(s))
+                        button.danger type="submit" data-delete=(id) { "Delete" }
+                    }
                 }
                 div.verdict-slot #(format!("verdict-{id}")) aria-live="polite" {}
             }
@@ -262,10 +268,136 @@ async fn load(
     Ok((v, conn))
 }
 
-/// The enable/disable form.
+/// The enable/disable and delete forms; `access` once the operator chose what becomes of
+/// the access bookings hold at the vendor through this connection.
 #[derive(Debug, Deserialize)]
-pub struct EnabledForm {
-    enabled: bool,
+pub struct OffboardForm {
+    #[serde(default)]
+    enabled: Option<bool>,
+    /// `remove` (offboard run first) or `keep` (leave it at the vendor, logged).
+    #[serde(default)]
+    access: Option<String>,
+}
+
+/// What switching off a connection does about live vendor access: asks when some booking
+/// holds access through it (as the API answers 409 without `?access=`), removes it first with
+/// an offboard run, or keeps it (the operator's deliberate, audited choice).
+async fn switch_off(
+    state: &ConsoleState,
+    s: &Session,
+    current: &Connection,
+    intent: OffboardIntent,
+    access: Option<&str>,
+) -> Result<Response, ConsoleError> {
+    let (tenant, v, name) = (&current.tenant, current.vendor(), &current.name);
+    let choice = AccessChoice::parse(access.filter(|a| !a.is_empty()))
+        .map_err(|e| ConsoleError::BadRequest(format!("Unknown access choice {e}.")))?;
+    let siblings = state.connections.list_for(tenant, v).await?;
+    let live = offboard::live_access(&state.pool, &siblings, current).await?;
+    let verb = match intent {
+        OffboardIntent::Delete => "delete",
+        OffboardIntent::Disable => "disable",
+    };
+    let target = format!("{tenant}/{v}/{name}");
+    match choice {
+        AccessChoice::Refuse if live > 0 => {
+            let path = conn_path(current);
+            let action = match intent {
+                OffboardIntent::Delete => format!("{path}/delete"),
+                OffboardIntent::Disable => format!("{path}/enabled"),
+            };
+            let body = html! {
+                p.notice #offboard-choice { (live) " booking(s) hold access at " (lookup::vendor_name(v))
+                    " through " strong { (target) } ". What should happen to that access?" }
+                div.actions {
+                    @for (access, label, class) in [
+                        ("remove", format!("Remove their access first, then {verb}"), "danger"),
+                        ("keep", format!("{} now and leave the access at the vendor", if verb == "delete" { "Delete" } else { "Disable" }), "secondary"),
+                    ] {
+                        form method="post" action=(url(&action)) {
+                            (csrf(s))
+                            input type="hidden" name="enabled" value="false";
+                            input type="hidden" name="access" value=(access);
+                            button class=(class) type="submit" data-access=(access) { (label) }
+                        }
+                    }
+                }
+                p { a href=(url("/connections")) { "Cancel" } }
+            };
+            Ok((
+                StatusCode::CONFLICT,
+                page(
+                    s,
+                    "connections",
+                    &format!(
+                        "{} connection",
+                        if verb == "delete" {
+                            "Delete"
+                        } else {
+                            "Disable"
+                        }
+                    ),
+                    body,
+                ),
+            )
+                .into_response())
+        }
+        AccessChoice::Remove if live > 0 => {
+            offboard::begin(&state.pool, Some(&state.bus), tenant, v, name, intent).await?;
+            let conn = accesshub_sync_runs::ConnectionRef {
+                tenant: tenant.clone(),
+                vendor: v.to_string(),
+                name: name.clone(),
+            };
+            let out = accesshub_sync_runs::store::request_run(
+                &state.pool,
+                &conn,
+                accesshub_sync_runs::Scope::Offboard,
+                accesshub_sync_runs::Trigger::Api,
+                Some(&s.name),
+            )
+            .await?;
+            let run = out.run().clone();
+            audit::record(
+                state,
+                s,
+                &format!("connection.offboard.{}", intent.as_str()),
+                Some(tenant),
+                &target,
+                serde_json::to_value(current.redacted()).ok(),
+                serde_json::to_value(&run).ok(),
+            )
+            .await;
+            Ok(Redirect::to(&url(&format!("/sync?queued={}", run.id))).into_response())
+        }
+        _ => {
+            if live > 0 {
+                tracing::warn!(connection = %target, by = %s.name, live, "connection switched off in the console, vendor access kept");
+            }
+            match intent {
+                OffboardIntent::Disable => {
+                    let mut next = current.clone();
+                    next.enabled = false;
+                    apply(state, s, Some(current), &next).await?;
+                }
+                OffboardIntent::Delete => {
+                    state.connections.delete(tenant, v, name).await?;
+                    audit::record(
+                        state,
+                        s,
+                        "connection.delete",
+                        Some(tenant),
+                        &target,
+                        serde_json::to_value(current.redacted()).ok(),
+                        None,
+                    )
+                    .await;
+                    offboard::finish_tenant(&state.pool, tenant).await?;
+                }
+            }
+            Ok(Redirect::to(&url(&format!("/connections?tenant={tenant}"))).into_response())
+        }
+    }
 }
 
 /// `POST /console/connections/{tenant}/{vendor}/{name}/enabled`.
@@ -273,14 +405,43 @@ pub async fn set_enabled(
     State(state): State<ConsoleState>,
     Extension(s): Extension<Session>,
     Path((tenant, vendor, name)): Path<(String, String, String)>,
-    Form(f): Form<EnabledForm>,
+    Form(f): Form<OffboardForm>,
 ) -> Result<Response, ConsoleError> {
     s.require(Role::Operator, "enabling or disabling a connection")?;
     let (_, current) = load(&state, &s, &tenant, &vendor, &name).await?;
+    if f.enabled == Some(false) {
+        return switch_off(
+            &state,
+            &s,
+            &current,
+            OffboardIntent::Disable,
+            f.access.as_deref(),
+        )
+        .await;
+    }
     let mut next = current.clone();
-    next.enabled = f.enabled;
+    next.enabled = true;
     apply(&state, &s, Some(&current), &next).await?;
     Ok(Redirect::to(&url(&format!("/connections?tenant={tenant}"))).into_response())
+}
+
+/// `POST /console/connections/{tenant}/{vendor}/{name}/delete`.
+pub async fn delete(
+    State(state): State<ConsoleState>,
+    Extension(s): Extension<Session>,
+    Path((tenant, vendor, name)): Path<(String, String, String)>,
+    Form(f): Form<OffboardForm>,
+) -> Result<Response, ConsoleError> {
+    s.require(Role::Operator, "deleting a connection")?;
+    let (_, current) = load(&state, &s, &tenant, &vendor, &name).await?;
+    switch_off(
+        &state,
+        &s,
+        &current,
+        OffboardIntent::Delete,
+        f.access.as_deref(),
+    )
+    .await
 }
 
 async fn apply(

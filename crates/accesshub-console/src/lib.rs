@@ -159,6 +159,10 @@ pub fn router(state: ConsoleState) -> Router {
             "/connections/{tenant}/{vendor}/{name}/enabled",
             post(connections::set_enabled),
         )
+        .route(
+            "/connections/{tenant}/{vendor}/{name}/delete",
+            post(connections::delete),
+        )
         .route("/bookings", get(bookings::search))
         .route("/sync", get(sync::show).post(sync::request))
         .route("/sync/runs", get(sync::runs_fragment))

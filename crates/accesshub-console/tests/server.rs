@@ -453,3 +453,86 @@ async fn validation_errors_are_shown_next_to_the_field_and_keep_the_input() {
     assert_eq!(n, 0);
     env.finish().await;
 }
+
+#[tokio::test]
+async fn disabling_or_deleting_a_connection_with_live_access_asks_what_becomes_of_it() {
+    let env = Env::start().await;
+    env.cloudpass("acme").await;
+    env.cloudpass("globex").await;
+    // A booking holding access at CloudPass through each connection (binding rows only: a
+    // booking row that is gone counts for every connection).
+    for tenant in ["acme", "globex"] {
+        sqlx::query(
+            "INSERT INTO bindings (tenant_id, vendor, kind, booking_key, applied_revision, status)
+             VALUES ($1, 'cloudpass', 'reservation', 'R-1', 1, 'active')",
+        )
+        .bind(tenant)
+        .execute(&env.db.pool)
+        .await
+        .unwrap();
+    }
+    let b = env.login(BOOT).await;
+    let state = |tenant: &'static str| {
+        let pool = env.db.pool.clone();
+        async move {
+            sqlx::query_as::<_, (bool, Option<String>)>(
+                "SELECT enabled, offboarding FROM connections WHERE tenant_id = $1",
+            )
+            .bind(tenant)
+            .fetch_optional(&pool)
+            .await
+            .unwrap()
+        }
+    };
+
+    // Without a choice: 409 and the two options, nothing changed.
+    let (st, html) = b
+        .post(
+            "/connections/acme/cloudpass/default/enabled",
+            &[("enabled", "false")],
+        )
+        .await;
+    assert_eq!(st, S::CONFLICT, "{html}");
+    assert!(html.contains("1 booking(s) hold access") && html.contains("data-access=\"remove\""));
+    assert_eq!(state("acme").await, Some((true, None)));
+    let (st, _) = b
+        .post("/connections/acme/cloudpass/default/delete", &[])
+        .await;
+    assert_eq!(st, S::CONFLICT);
+
+    // Remove first: the connection is offboarding and its offboard run is queued.
+    let (st, _) = b
+        .post(
+            "/connections/acme/cloudpass/default/enabled",
+            &[("enabled", "false"), ("access", "remove")],
+        )
+        .await;
+    assert_eq!(st, S::SEE_OTHER);
+    assert_eq!(state("acme").await, Some((true, Some("disable".into()))));
+    let scope: String = sqlx::query_scalar("SELECT scope FROM sync_runs WHERE tenant_id = 'acme'")
+        .fetch_one(&env.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(scope, "offboard");
+
+    // Keep: deleted now, the access left at the vendor (the operator's audited choice).
+    let (st, _) = b
+        .post(
+            "/connections/globex/cloudpass/default/delete",
+            &[("access", "keep")],
+        )
+        .await;
+    assert_eq!(st, S::SEE_OTHER);
+    assert_eq!(state("globex").await, None);
+    let actions: Vec<String> =
+        sqlx::query_scalar("SELECT action FROM audit_log WHERE actor = 'bootstrap' ORDER BY id")
+            .fetch_all(&env.db.pool)
+            .await
+            .unwrap();
+    assert!(
+        actions.iter().any(|a| a == "connection.offboard.disable")
+            && actions.iter().any(|a| a == "connection.delete"),
+        "{actions:?}"
+    );
+    env.finish().await;
+}
