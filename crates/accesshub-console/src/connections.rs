@@ -183,7 +183,7 @@ fn test_lookup(v: Vendor) -> &'static str {
     }
 }
 
-async fn ask(
+pub(crate) async fn ask(
     state: &ConsoleState,
     vendor: Vendor,
     tenant: &str,
@@ -249,7 +249,7 @@ pub async fn test(
 }
 
 /// One connection the session may see (secrets included: redact before showing).
-async fn load(
+pub(crate) async fn load(
     state: &ConsoleState,
     s: &Session,
     tenant: &str,
@@ -378,7 +378,7 @@ async fn switch_off(
                 OffboardIntent::Disable => {
                     let mut next = current.clone();
                     next.enabled = false;
-                    apply(state, s, Some(current), &next).await?;
+                    save_with_audit(state, s, Some(current), &next).await?;
                 }
                 OffboardIntent::Delete => {
                     state.connections.delete(tenant, v, name).await?;
@@ -421,7 +421,7 @@ pub async fn set_enabled(
     }
     let mut next = current.clone();
     next.enabled = true;
-    apply(&state, &s, Some(&current), &next).await?;
+    save_with_audit(&state, &s, Some(&current), &next).await?;
     Ok(Redirect::to(&url(&format!("/connections?tenant={tenant}"))).into_response())
 }
 
@@ -444,7 +444,7 @@ pub async fn delete(
     .await
 }
 
-async fn apply(
+pub(crate) async fn save_with_audit(
     state: &ConsoleState,
     s: &Session,
     before: Option<&Connection>,
@@ -647,7 +647,7 @@ impl CloudpassForm {
 }
 
 /// Turns the store's field paths (`settings.client_id`) and words into the form's.
-fn field_errors(e: &ConnectionError) -> Option<HashMap<String, String>> {
+pub(crate) fn field_errors(e: &ConnectionError) -> Option<HashMap<String, String>> {
     let ConnectionError::Invalid(list) = e else {
         return None;
     };
@@ -923,7 +923,7 @@ async fn submit(
     if let Some(b) = &before {
         conn.enabled = b.enabled;
     }
-    match apply(state, s, before.as_ref(), &conn).await {
+    match save_with_audit(state, s, before.as_ref(), &conn).await {
         Ok(saved) => Ok(Redirect::to(&url(&format!(
             "/connections/{}/cloudpass/{}?saved=1",
             saved.tenant, saved.name
@@ -992,9 +992,12 @@ pub async fn edit_form(
             )
         }
         other => html! {
-            p { "The console shows these settings; change them with "
-                code { "accessctl connections apply -f" } "." }
-            pre.json { (serde_json::to_string_pretty(&other.redacted()).unwrap_or_default()) }
+            @if q.saved.is_some() { (verdict(true, "Saved. The worker picks up the change at once.")) }
+            (crate::mappings::section(&state, &s, &conn, &HashMap::new()).await)
+            details.card {
+                summary { "Account settings (change them with " code { "accessctl connections apply -f" } ")" }
+                pre.json { (serde_json::to_string_pretty(&other.redacted()).unwrap_or_default()) }
+            }
         },
     };
     Ok(page(&s, "connections", &title, body))

@@ -18,6 +18,7 @@ pub mod dlq;
 pub mod error;
 pub mod html;
 pub mod login;
+pub mod mappings;
 pub mod session;
 pub mod sync;
 pub mod webhooks;
@@ -158,6 +159,10 @@ pub fn router(state: ConsoleState) -> Router {
         .route(
             "/connections/{tenant}/{vendor}/{name}/enabled",
             post(connections::set_enabled),
+        )
+        .route(
+            "/connections/{tenant}/{vendor}/{name}/mappings",
+            post(mappings::save),
         )
         .route(
             "/connections/{tenant}/{vendor}/{name}/delete",

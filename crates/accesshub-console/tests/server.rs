@@ -536,3 +536,75 @@ async fn disabling_or_deleting_a_connection_with_live_access_asks_what_becomes_o
     );
     env.finish().await;
 }
+
+#[tokio::test]
+async fn tapkey_mappings_are_edited_in_the_console_errors_shown_and_input_kept() {
+    let env = Env::start().await;
+    let (st, body) = env
+        .api(
+            "PUT",
+            "/connections/acme/tapkey/default",
+            BOOT,
+            json!({"tenant": "acme", "settings": {
+                "vendor": "tapkey", "authority_url": "https://login.tapkey.example",
+                "base_url": "https://api.tapkey.example", "client_id": "cid",
+                "client_secret": "csecret", "owner_account_id": "owner-1",
+                "pass_types": {"pt-gym": ["lock-a"]}}}),
+        )
+        .await;
+    assert!(st.is_success(), "{st} {body}");
+    let b = env.login(BOOT).await;
+    let (st, html) = b.get("/connections/acme/tapkey/default").await;
+    assert_eq!(st, S::OK);
+    assert!(html.contains("Nexudus pass type → Tapkey locks") && html.contains("value=\"pt-gym\""));
+    assert!(!html.contains("csecret"), "secrets never reach the page");
+
+    // A pass type without locks: refused by the store's validation, shown, input kept.
+    let (st, html) = b
+        .post(
+            "/connections/acme/tapkey/default/mappings",
+            &[
+                ("map.0.key", "pt-gym"),
+                ("map.0.value", "lock-a, lock-b"),
+                ("map.1.key", "pt-sauna"),
+                ("map.1.value", ""),
+            ],
+        )
+        .await;
+    assert_eq!(st, S::BAD_REQUEST, "{html}");
+    assert!(html.contains("at least one bound lock"), "{html}");
+    assert!(html.contains("value=\"pt-sauna\"") && html.contains("lock-a, lock-b"));
+
+    let (st, _) = b
+        .post(
+            "/connections/acme/tapkey/default/mappings",
+            &[
+                ("map.0.key", "pt-gym"),
+                ("map.0.value", "lock-a, lock-b"),
+                ("map.1.key", "pt-sauna"),
+                ("map.1.value", "lock-c"),
+            ],
+        )
+        .await;
+    assert_eq!(st, S::SEE_OTHER);
+    let (_, conn) = env
+        .api("GET", "/connections/acme/tapkey/default", BOOT, Value::Null)
+        .await;
+    assert_eq!(
+        conn["settings"]["pass_types"],
+        json!({"pt-gym": ["lock-a", "lock-b"], "pt-sauna": ["lock-c"]}),
+        "{conn}"
+    );
+    assert_eq!(conn["settings"]["client_secret"], "***");
+    // A viewer cannot change mappings, whatever it sends.
+    let (viewer, _) = env.mint("v", "viewer", &["acme"]).await;
+    let v = env.login(&viewer).await;
+    let (st, _) = v
+        .post(
+            "/connections/acme/tapkey/default/mappings",
+            &[("map.0.key", "x")],
+        )
+        .await;
+    assert_eq!(st, S::FORBIDDEN);
+    env.finish().await;
+}
