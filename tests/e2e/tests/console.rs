@@ -22,7 +22,7 @@ mod common;
 use std::{path::PathBuf, time::Duration};
 
 use accesshub_e2e::{Proc, bin_dir, free_port, wait_port};
-use common::{Options, Sim, Stack, TENANT, bex, bex_for, cloudpass_bookings};
+use common::{Options, Sim, Stack, TENANT, bex, bex_for, cloudpass_bookings, tapkey_conn};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 
@@ -225,7 +225,11 @@ async fn operator_console_in_headless_chromium() {
     let mut s = Stack::new(Options::default()).await;
     // Connections come from Postgres (what the console writes), not the static file.
     let from_db = ("ACCESSHUB_CONNECTIONS_FILE".to_owned(), String::new());
+    // A Tapkey connection exists already (its pass type → locks mapping is shown below).
+    s.add_connection(tapkey_conn(&s.sim)).await;
     s.start_ingest(&[]).await;
+    s.start_worker("tapkey-worker", std::slice::from_ref(&from_db))
+        .await;
     s.start_worker("cloudpass-worker", std::slice::from_ref(&from_db))
         .await;
     s.start_worker(
@@ -297,6 +301,13 @@ async fn operator_console_in_headless_chromium() {
     b.click("button[data-test]").await;
     b.wait_text(".verdict-slot", "Connected", 20, false).await;
     b.shot("05-test-connection").await;
+
+    // 4b. Tapkey's pass type → locks mapping, the locks listed live by Tapkey.
+    b.goto(&format!("/connections/{TENANT}/tapkey/default"))
+        .await;
+    b.wait_text("#mappings-form", "Front door", 30, true).await;
+    b.assert_fits("tapkey mappings at 1280").await;
+    b.shot("05b-tapkey-mappings").await;
 
     // 5. A BEX reservation: its vehicle bookings on the Bookings screen.
     s.accepted(
