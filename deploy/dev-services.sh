@@ -76,5 +76,19 @@ ensure_postgres() {
   log "PostgreSQL ready (database test)"
 }
 
+# Headless Chromium + chromedriver for the console's browser tests (tests/e2e/tests/console.rs).
+# Not fatal: without them those tests skip with a loud message.
+ensure_browser() {
+  if command -v chromedriver >/dev/null && command -v chromium >/dev/null; then
+    log "chromium + chromedriver present"; return
+  fi
+  if apt_install chromium chromium-driver fonts-dejavu-core; then
+    log "chromium + chromedriver installed"
+  else
+    log "WARNING: could not install chromium/chromium-driver: the console browser tests will be SKIPPED"
+  fi
+}
+
 ensure_nats
 ensure_postgres
+ensure_browser

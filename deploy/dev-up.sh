@@ -125,6 +125,7 @@ accesshub is running with the vendor simulators (control API http://127.0.0.1:18
   see what CloudPass holds:      curl -s http://127.0.0.1:18080/state/cloudpass | jq
   more demo webhooks:            deploy/dev/send-webhook.sh clock|nexudus|connecx demo deploy/dev/<file>.json
   admin API:                     $ACCESSHUB_API_URL (token \$ACCESSHUB_ADMIN_TOKEN)
+  operator console:              http://127.0.0.1:8086/console (log in with token $ACCESSHUB_ADMIN_TOKEN)
   operate:                       $BIN/accessctl status · $BIN/accessctl dlq list
 Ctrl-C stops everything.
 MSG

@@ -541,6 +541,32 @@ pub async fn authenticate(
     Ok(next.run(req).await)
 }
 
+/// The console's token check (`accesshub-console` logs in with API tokens): exactly the
+/// API's resolution, mapped to the console's operator.
+pub fn console_resolver(state: &AdminState) -> accesshub_console::TokenResolver {
+    let state = state.clone();
+    std::sync::Arc::new(move |token: String| {
+        let state = state.clone();
+        Box::pin(async move {
+            let principal = resolve(&state, &token).await.map_err(|e| e.to_string())?;
+            Ok(principal.map(|p| accesshub_console::Operator {
+                token_id: p.id,
+                name: p.name,
+                role: match p.role {
+                    Role::Viewer => accesshub_console::Role::Viewer,
+                    Role::Operator => accesshub_console::Role::Operator,
+                    Role::Admin => accesshub_console::Role::Admin,
+                },
+                tenants: match p.tenants {
+                    Tenants::All => None,
+                    Tenants::Only(set) => Some(set),
+                },
+                expires_at: p.expires_at,
+            }))
+        })
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

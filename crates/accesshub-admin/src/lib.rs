@@ -183,3 +183,19 @@ pub fn router(state: AdminState) -> Router {
 pub fn mounted(state: AdminState) -> Router {
     Router::new().nest(PREFIX, router(state))
 }
+
+/// The operator console (crate `accesshub-console`, under `/console`) over this state's
+/// stores, with exactly this API's tokens, roles and tenant scopes.
+pub fn console(state: &AdminState) -> Router {
+    let config = accesshub_console::ConsoleConfig {
+        lookup_timeout: state.lookup_timeout,
+        ..accesshub_console::ConsoleConfig::from_env()
+    };
+    accesshub_console::mounted(accesshub_console::ConsoleState::new(
+        state.connections.clone(),
+        state.tenants.clone(),
+        state.bus.clone(),
+        auth::console_resolver(state),
+        config,
+    ))
+}

@@ -129,7 +129,8 @@ pub async fn start(cfg: ServiceConfig) -> Result<AdminHandle, ServiceError> {
     tracing::info!(egress = %cfg.common.egress, "vendor egress allow-list");
     let state =
         AdminState::new(pool, cfg.secrets, bus, cfg.admin).with_egress(cfg.common.egress.clone());
-    let app = mounted(state)
+    let app = mounted(state.clone())
+        .merge(crate::console(&state))
         .merge(ops::ops_router(registry, readiness))
         .layer(middleware::from_fn_with_state(
             http_metrics,

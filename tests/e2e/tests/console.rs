@@ -1,0 +1,524 @@
+//! The operator console in a real headless Chromium (Debian's `chromium` + `chromedriver`,
+//! driven over WebDriver with fantoccini) against the real binaries: accesshub-admin (which
+//! serves the console), booking-ingest, cloudpass-worker (connections from Postgres, live),
+//! the reconciler and vendor-sim.
+//!
+//! The issue's scenario: log in, connect a CloudPass account, map a BEX administration to a
+//! site from the live dropdown, Test connection, a BEX reservation arrives, its vehicle
+//! bookings show on Bookings, Sync and its counts, a bad plate and an unmapped administration
+//! land in Dead letters, the mapping is fixed and the entry replayed (dry run first), the bad
+//! one purged with confirmation, a webhook secret rotated (the old one still valid), a
+//! read-only session sees masked personal data and no controls, and every screen fits 1280×800
+//! and a 390×844 phone without horizontal scrolling. A screenshot per screen goes to
+//! `<target>/console-screens/`.
+//!
+//! Without chromium/chromedriver (deploy/dev-services.sh installs them) the test is skipped
+//! with a loud message.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::{path::PathBuf, time::Duration};
+
+use accesshub_e2e::{Proc, bin_dir, free_port, wait_port};
+use common::{Options, Sim, Stack, TENANT, bex, bex_for, cloudpass_bookings, tapkey_conn};
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{Value, json};
+
+const ADMIN_TOKEN: &str = "e2e-admin-token";
+
+fn screens_dir() -> PathBuf {
+    // bin_dir() is <target>/debug.
+    let d = bin_dir()
+        .parent()
+        .map(|p| p.join("console-screens"))
+        .unwrap_or_else(|| PathBuf::from("target/console-screens"));
+    std::fs::create_dir_all(&d).unwrap();
+    let _ = std::fs::remove_file(d.join("failed.png"));
+    d
+}
+
+fn find_exe(names: &[&str]) -> Option<PathBuf> {
+    names.iter().map(PathBuf::from).find(|p| p.exists())
+}
+
+/// chromedriver and a WebDriver session on headless Chromium.
+struct Browser {
+    c: Client,
+    _driver: Proc,
+    base: String,
+    dir: PathBuf,
+}
+
+impl Browser {
+    async fn start(base: &str) -> Option<Browser> {
+        let driver = find_exe(&["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"]);
+        let chromium = find_exe(&["/usr/bin/chromium", "/usr/lib/chromium/chromium"]);
+        let (Some(driver), Some(chromium)) = (driver, chromium) else {
+            eprintln!(
+                "\n{bar}\n!!! SKIPPED: the console browser tests need Debian's chromium and \
+                 chromium-driver.\n!!! Run deploy/dev-services.sh (make test does) or \
+                 `apt-get install -y chromium chromium-driver`.\n{bar}\n",
+                bar = "!".repeat(78)
+            );
+            return None;
+        };
+        let port = free_port();
+        let driver =
+            Proc::spawn("chromedriver", &driver, &[&format!("--port={port}")], &[]).unwrap();
+        wait_port("chromedriver", port, Duration::from_secs(20)).unwrap();
+        let caps: serde_json::Map<String, Value> = serde_json::from_value(json!({
+            "goog:chromeOptions": {
+                "binary": chromium.display().to_string(),
+                "args": ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
+                         "--disable-gpu", "--window-size=1280,800", "--lang=en-US"]
+            }
+        }))
+        .unwrap();
+        let c = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(caps)
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await
+            .unwrap();
+        Some(Browser {
+            c,
+            _driver: driver,
+            base: base.to_owned(),
+            dir: screens_dir(),
+        })
+    }
+
+    async fn goto(&self, path: &str) {
+        self.c
+            .goto(&format!("{}/console{path}", self.base))
+            .await
+            .unwrap();
+    }
+
+    async fn shot(&self, name: &str) {
+        let png = self.c.screenshot().await.unwrap();
+        std::fs::write(self.dir.join(format!("{name}.png")), png).unwrap();
+    }
+
+    async fn el(&self, css: &str) -> fantoccini::elements::Element {
+        match self
+            .c
+            .wait()
+            .at_most(Duration::from_secs(20))
+            .for_element(Locator::Css(css))
+            .await
+        {
+            Ok(e) => e,
+            Err(e) => {
+                self.shot("failed").await;
+                let url = self.c.current_url().await.map(|u| u.to_string());
+                panic!(
+                    "no {css} on {url:?}: {e}\n{}",
+                    self.c.source().await.unwrap_or_default()
+                )
+            }
+        }
+    }
+
+    async fn fill(&self, css: &str, value: &str) {
+        let e = self.el(css).await;
+        e.clear().await.unwrap();
+        e.send_keys(value).await.unwrap();
+    }
+
+    async fn click(&self, css: &str) {
+        self.el(css).await.click().await.unwrap();
+    }
+
+    async fn text(&self, css: &str) -> String {
+        self.el(css).await.text().await.unwrap()
+    }
+
+    /// Waits until the element `css` exists and its text contains `want` (reloading the
+    /// page between tries when `reload`).
+    async fn wait_text(&self, css: &str, want: &str, secs: u64, reload: bool) -> String {
+        let start = std::time::Instant::now();
+        let mut last = String::new();
+        while start.elapsed() < Duration::from_secs(secs) {
+            if let Ok(e) = self.c.find(Locator::Css(css)).await
+                && let Ok(t) = e.text().await
+            {
+                if t.contains(want) {
+                    return t;
+                }
+                last = t;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            if reload {
+                self.c.refresh().await.unwrap();
+            }
+        }
+        self.shot("failed").await;
+        panic!(
+            "{css} never contained {want:?} (last: {last:?})\n{}",
+            self.c.source().await.unwrap_or_default()
+        );
+    }
+
+    /// Types an administration id into mapping row `row` and picks its site from the live
+    /// dropdown.
+    async fn map_administration(&self, row: usize, administration: &str, site: &str) {
+        self.fill(&format!("input[name='admin.{row}.id']"), administration)
+            .await;
+        self.el(&format!("select[name='admin.{row}.site']"))
+            .await
+            .select_by_value(site)
+            .await
+            .unwrap();
+    }
+
+    async fn source(&self) -> String {
+        self.c.source().await.unwrap()
+    }
+
+    /// The page fits the window's width (no horizontal scrolling).
+    async fn assert_fits(&self, what: &str) {
+        let v = self
+            .c
+            .execute(
+                "return [document.documentElement.scrollWidth, window.innerWidth];",
+                vec![],
+            )
+            .await
+            .unwrap();
+        let (sw, iw) = (v[0].as_i64().unwrap(), v[1].as_i64().unwrap());
+        if sw > iw + 1 {
+            self.shot("failed").await;
+            let culprits = self
+                .c
+                .execute(
+                    "return [...document.querySelectorAll('body *')]
+                       .filter(e => e.getBoundingClientRect().right > window.innerWidth + 1
+                                    || e.scrollWidth > e.clientWidth + 1)
+                       .slice(0, 8).map(e => e.tagName + '.' + e.className + ' ' +
+                         Math.round(e.getBoundingClientRect().right) + ' ' + e.scrollWidth);",
+                    vec![],
+                )
+                .await
+                .unwrap();
+            panic!("{what}: page is {sw}px wide in a {iw}px window; too wide: {culprits}");
+        }
+    }
+}
+
+/// A reservation arriving tomorrow (so "Sync (next 5 days)" compares it).
+fn soon(body: Value) -> Value {
+    let mut b = body;
+    let day = |d: u64| {
+        (chrono::Utc::now().date_naive() + chrono::Days::new(d))
+            .format("%Y-%m-%d")
+            .to_string()
+    };
+    b["record"]["attributes"]["arrival_date"] = json!(day(1));
+    b["record"]["attributes"]["departure_date"] = json!(day(3));
+    b
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_console_in_headless_chromium() {
+    let mut s = Stack::new(Options::default()).await;
+    // Connections come from Postgres (what the console writes), not the static file.
+    let from_db = ("ACCESSHUB_CONNECTIONS_FILE".to_owned(), String::new());
+    // A Tapkey connection exists already (its pass type → locks mapping is shown below).
+    s.add_connection(tapkey_conn(&s.sim)).await;
+    s.start_ingest(&[]).await;
+    s.start_worker("tapkey-worker", std::slice::from_ref(&from_db))
+        .await;
+    s.start_worker("cloudpass-worker", std::slice::from_ref(&from_db))
+        .await;
+    s.start_worker(
+        "reconciler",
+        &[
+            ("RECONCILER_POLL_INTERVAL".into(), "1s".into()),
+            from_db.clone(),
+        ],
+    )
+    .await;
+    let ingest_url = format!("http://127.0.0.1:{}", s.ingest.as_ref().unwrap().port);
+    s.start_worker(
+        "accesshub-admin",
+        &[("ACCESSHUB_PUBLIC_WEBHOOK_URL".into(), ingest_url.clone())],
+    )
+    .await;
+    let admin = format!("http://127.0.0.1:{}", s.worker("accesshub-admin").port);
+    let Some(b) = Browser::start(&admin).await else {
+        s.finish().await;
+        return;
+    };
+    let cp = Sim::url(s.sim.cloudpass);
+
+    // 1. Login.
+    b.goto("/").await;
+    b.el("#login").await;
+    b.shot("01-login").await;
+    b.fill("input[name=token]", "wrong-token").await;
+    b.click("#login button").await;
+    b.wait_text("small.error[data-field=token]", "unknown", 10, false)
+        .await;
+    b.fill("input[name=token]", ADMIN_TOKEN).await;
+    b.click("#login button").await;
+    b.wait_text("h1", "Connections", 10, false).await;
+    b.assert_fits("connections at 1280").await;
+    b.shot("02-connections-empty").await;
+
+    // 2. Connect CloudPass (account first; then the sites appear in dropdowns).
+    b.click("#add-cloudpass").await;
+    b.fill("input[name=base_url]", &cp).await;
+    b.fill("input[name=client_id]", "demo-cloudpass-client")
+        .await;
+    b.fill("input[name=client_secret]", "demo-cloudpass-secret")
+        .await;
+    b.fill("[name=default_time_restriction_id]", "cp-tr-ams-247")
+        .await;
+    b.shot("03-cloudpass-new").await;
+    b.click("#save").await;
+    b.wait_text(".verdict.ok", "Saved", 10, false).await;
+    // The worker learns about the new connection over NATS; until then the look-up fails
+    // and the form offers text inputs: reload until the live dropdown is there.
+    b.wait_text("#cloudpass-form", "Amsterdam", 30, true).await;
+    assert_eq!(
+        b.text("#secret-state").await,
+        "set",
+        "secrets: set / not set"
+    );
+    assert!(!b.source().await.contains("demo-cloudpass-secret"));
+
+    // 3. Map BEX administration 12 → the Amsterdam site, from the dropdown.
+    b.map_administration(0, "12", "cp-site-amsterdam").await;
+    b.shot("04-mapping").await;
+    b.click("#save").await;
+    b.wait_text(".verdict.ok", "Saved", 10, false).await;
+    b.assert_fits("mappings at 1280").await;
+
+    // 4. Test connection (htmx: the verdict appears in place).
+    b.goto("/connections").await;
+    b.click("button[data-test]").await;
+    b.wait_text(".verdict-slot", "Connected", 20, false).await;
+    b.shot("05-test-connection").await;
+
+    // 4b. Tapkey's pass type → locks mapping, the locks listed live by Tapkey.
+    b.goto(&format!("/connections/{TENANT}/tapkey/default"))
+        .await;
+    b.wait_text("#mappings-form", "Front door", 30, true).await;
+    b.assert_fits("tapkey mappings at 1280").await;
+    b.shot("05b-tapkey-mappings").await;
+
+    // 5. A BEX reservation: its vehicle bookings on the Bookings screen.
+    s.accepted(
+        "bex",
+        &soon(bex(
+            "BEX-UI-1",
+            "reservation:created",
+            &common::at(0),
+            &["UI-01-AB", "UI-02-AB"],
+        )),
+    )
+    .await;
+    let prefix = format!("ah:{TENANT}:reservation:BEX-UI-1:");
+    s.wait_until("two vehicle bookings", Duration::from_secs(30), || async {
+        cloudpass_bookings(&s.sim, &prefix).await.len() == 2
+    })
+    .await;
+    b.goto("/bookings?q=UI-01-AB").await;
+    let applied = b
+        .wait_text(".applied[data-vendor=cloudpass]", "revision", 20, true)
+        .await;
+    assert!(!applied.contains("behind"), "{applied}");
+    b.c.execute("document.querySelector('details').open = true", vec![])
+        .await
+        .unwrap();
+    b.assert_fits("bookings at 1280").await;
+    b.shot("06-bookings").await;
+
+    // 6. Sync (next 5 days): the run's counts update live.
+    b.goto("/sync").await;
+    b.click("button[data-scope=upcoming]").await;
+    b.wait_text(".verdict.ok", "queued", 10, false).await;
+    b.wait_text("#runs tr[data-run]", "succeeded", 40, false)
+        .await;
+    let checked = b.text("#runs tr[data-run] td[data-count=checked]").await;
+    assert_eq!(checked.trim(), "1", "the one upcoming booking was compared");
+    assert_eq!(
+        b.text("#runs tr[data-run] td[data-count=in_sync]")
+            .await
+            .trim(),
+        "1"
+    );
+    b.assert_fits("sync at 1280").await;
+    b.shot("07-sync").await;
+
+    // 7. A bad plate and an unmapped administration: both in Dead letters.
+    s.accepted(
+        "bex",
+        &bex("BEX-UI-BAD", "reservation:created", &common::at(0), &["X"]),
+    )
+    .await;
+    s.accepted(
+        "bex",
+        &bex_for(
+            "13",
+            "BEX-UI-13",
+            "reservation:created",
+            &common::at(0),
+            &["UI-13-AB"],
+        ),
+    )
+    .await;
+    s.wait_until("two dead letters", Duration::from_secs(40), || async {
+        s.dead_letters().await.len() >= 2
+    })
+    .await;
+    b.goto("/dlq").await;
+    b.wait_text("#dlq-count", "2 dead letter", 10, true).await;
+    b.assert_fits("dlq at 1280").await;
+    b.shot("08-dead-letters").await;
+    b.goto("/dlq?reason=invalid").await;
+    b.click("table.dlq tr[data-seq] a").await;
+    let reason = b.text("#dlq-reason").await;
+    assert!(reason.contains("license_plate"), "{reason}");
+    b.shot("09-dead-letter-detail").await;
+
+    // 8. Fix: map administration 13 too (the empty row), then replay, dry run first.
+    b.goto(&format!("/connections/{TENANT}/cloudpass/default"))
+        .await;
+    b.map_administration(1, "13", "cp-site-amsterdam").await;
+    b.click("#save").await;
+    b.wait_text(".verdict.ok", "Saved", 10, false).await;
+    b.goto("/dlq?reason=not+mapped").await;
+    b.wait_text("#dlq-count", "1 dead letter", 10, false).await;
+    b.click("#replay-filtered").await;
+    b.wait_text("#dry-run", "nothing was published", 10, false)
+        .await;
+    b.shot("10-replay-dry-run").await;
+    assert!(
+        cloudpass_bookings(&s.sim, &format!("ah:{TENANT}:reservation:BEX-UI-13:"))
+            .await
+            .is_empty(),
+        "a dry run publishes nothing"
+    );
+    b.click("#replay-confirm").await;
+    b.wait_text(".verdict.ok", "Replayed 1", 20, false).await;
+    b.shot("11-replayed").await;
+    s.wait_until(
+        "the replayed booking at CloudPass",
+        Duration::from_secs(30),
+        || async {
+            cloudpass_bookings(&s.sim, &format!("ah:{TENANT}:reservation:BEX-UI-13:"))
+                .await
+                .len()
+                == 1
+        },
+    )
+    .await;
+
+    // 9. The bad plate: the guest's plate gets corrected upstream; purge the dead letter.
+    b.goto("/dlq?reason=invalid").await;
+    b.click("#purge-filtered").await;
+    b.wait_text("#purge-preview", "1", 10, false).await;
+    b.shot("12-purge-confirm").await;
+    b.click("#purge-confirm").await;
+    b.wait_text(".verdict.ok", "Purged 1", 20, false).await;
+
+    // 10. Webhooks: rotate BEX's secret; the previous one stays valid for the grace period.
+    b.goto("/webhooks").await;
+    assert!(
+        b.source()
+            .await
+            .contains(&format!("{ingest_url}/webhooks/bex/{TENANT}"))
+    );
+    b.click("button[data-rotate=bex]").await;
+    b.wait_text("#new-secret", "not shown again", 10, false)
+        .await;
+    b.assert_fits("webhooks at 1280").await;
+    b.shot("13-webhooks-rotated").await;
+    s.wait_until(
+        "old secret still accepted",
+        Duration::from_secs(20),
+        || async {
+            s.webhook(
+                "bex",
+                &bex(
+                    "BEX-UI-2",
+                    "reservation:created",
+                    &common::at(0),
+                    &["UI-22-AB"],
+                ),
+            )
+            .await
+            .0 == 202
+        },
+    )
+    .await;
+
+    // 10b. A refused secret: Test connection says where to fix it.
+    b.goto(&format!("/connections/{TENANT}/cloudpass/default"))
+        .await;
+    b.fill("input[name=client_secret]", "not-the-secret").await;
+    b.click("#save").await;
+    b.wait_text(".verdict.ok", "Saved", 10, false).await;
+    b.goto("/connections").await;
+    b.click("button[data-test]").await;
+    let refused = b.wait_text(".verdict-slot", "Not working", 20, false).await;
+    assert!(refused.contains("Settings → Website Users"), "{refused}");
+    b.shot("14-test-connection-refused").await;
+
+    // 11. A read-only session: sees, masked, without controls.
+    let http = reqwest::Client::new();
+    let minted: Value = http
+        .post(format!("{admin}/admin/v1/tokens"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"name": "front-office", "role": "viewer", "tenants": [TENANT]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let viewer = minted["token"].as_str().unwrap().to_owned();
+    b.click(".who form button").await;
+    b.el("#login").await;
+    b.fill("input[name=token]", &viewer).await;
+    b.click("#login button").await;
+    b.wait_text("#read-only", "Read-only", 10, false).await;
+    b.goto("/dlq").await;
+    b.click("table.dlq tr[data-seq] a").await;
+    let payload = b.text("#dlq-payload").await;
+    assert!(
+        !payload.contains("john.doe@example.com") && !payload.contains("UI-13-AB"),
+        "personal data is masked for the viewer: {payload}"
+    );
+    let page = b.source().await;
+    assert!(!page.contains("replay-one") && !page.contains("purge-one"));
+    b.shot("15-viewer-dead-letter").await;
+    b.goto("/connections").await;
+    let page = b.source().await;
+    assert!(!page.contains("add-cloudpass") && !page.contains(">Disable<"));
+
+    // 12. Phone width: every screen fits 390 px.
+    b.c.set_window_size(390, 844).await.unwrap();
+    for (path, name) in [
+        ("/connections", "16-phone-connections"),
+        ("/bookings?q=UI", "17-phone-bookings"),
+        ("/sync", "18-phone-sync"),
+        ("/dlq", "19-phone-dead-letters"),
+        ("/webhooks", "20-phone-webhooks"),
+        (
+            &format!("/connections/{TENANT}/cloudpass/default") as &str,
+            "21-phone-mappings",
+        ),
+    ] {
+        b.goto(path).await;
+        b.el("h1").await;
+        b.assert_fits(name).await;
+        b.shot(name).await;
+    }
+    eprintln!("screenshots in {}", b.dir.display());
+    let _ = b.c.close().await;
+    s.finish().await;
+}
