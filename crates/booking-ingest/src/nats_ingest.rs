@@ -1,6 +1,7 @@
 //! NATS ingest: upstreams inside the trust boundary (authenticated by NATS itself, no HMAC)
 //! publish raw payloads on `ingest.<source>.<tenant>` (namespaced) as a request and get a JSON
-//! reply: `{"status": "accepted", "event_id"}`, `{"status": "superseded", "current_revision"}`
+//! reply: `{"status": "accepted", "event_id"}`, `{"status": "superseded", "current_revision"}`,
+//! `{"status": "ignored", "reason", "site"}` (access control off there, see [`crate::scope`])
 //! or `{"status": "rejected", "error", "field", "problem"}`. Same normalization, validation and
 //! durable path as the webhooks. The tenant must be registered for the source (its site
 //! defaults apply), else `error: "unknown_tenant"`.
