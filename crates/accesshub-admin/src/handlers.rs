@@ -1084,54 +1084,12 @@ pub(crate) async fn put_site_defaults(
 ) -> Result<Json<TenantSource>, ApiError> {
     who.require_tenant(&tenant)?;
     let doc: serde_json::Value = parse_json(&body)?;
-    let Some(sites) = doc.as_object() else {
-        return Err(ApiError::field(
-            "site_defaults",
-            "must be an object keyed by site id (\"*\" for every site)",
-        ));
-    };
-    let mut errors = Vec::new();
-    for (site, entry) in sites {
-        let Some(fields) = entry.as_object() else {
-            errors.push(accesshub_domain::FieldError::new(
-                site.clone(),
-                "must be an object with check_in_time, check_out_time and/or timezone",
-            ));
-            continue;
-        };
-        for (k, v) in fields {
-            let path = format!("{site}.{k}");
-            match (k.as_str(), v.as_str()) {
-                ("check_in_time" | "check_out_time", Some(t))
-                    if chrono::NaiveTime::parse_from_str(t, "%H:%M").is_ok()
-                        || chrono::NaiveTime::parse_from_str(t, "%H:%M:%S").is_ok() => {}
-                ("check_in_time" | "check_out_time", _) => errors.push(
-                    accesshub_domain::FieldError::new(path, "must be a time like \"15:00\""),
-                ),
-                ("timezone", Some(tz)) if !tz.trim().is_empty() && !tz.contains(' ') => {}
-                ("timezone", _) => errors.push(accesshub_domain::FieldError::new(
-                    path,
-                    "must be an IANA timezone like \"Europe/Amsterdam\"",
-                )),
-                _ => errors.push(accesshub_domain::FieldError::new(
-                    path,
-                    "unknown field (check_in_time, check_out_time, timezone)",
-                )),
-            }
-        }
-    }
-    if !errors.is_empty() {
-        return Err(ApiError::Invalid(errors));
-    }
+    site_defaults_valid(&doc)?;
     let src = s
         .tenants
         .set_site_defaults(&tenant, &source, &doc)
         .await?
-        .ok_or_else(|| {
-            ApiError::NotFound(format!(
-                "tenant {tenant:?} has no source {source:?} (set its webhook secret first)"
-            ))
-        })?;
+        .ok_or_else(|| crate::scope::no_source(&tenant, &source))?;
     audit_change(
         &s,
         &who,
@@ -1143,6 +1101,21 @@ pub(crate) async fn put_site_defaults(
     )
     .await;
     Ok(Json(src))
+}
+
+/// 400 naming the first field at fault (`12.timezone`): an unknown IANA zone or a malformed
+/// time would otherwise fall back silently and shift every stay of the site.
+fn site_defaults_valid(doc: &serde_json::Value) -> Result<(), ApiError> {
+    match accesshub_connections::validate_site_defaults(doc)
+        .into_iter()
+        .next()
+    {
+        Some(e) => Err(ApiError::BadRequest {
+            field: Some(e.field),
+            problem: e.problem,
+        }),
+        None => Ok(()),
+    }
 }
 
 // ---- syncs ----

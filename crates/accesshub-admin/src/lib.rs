@@ -12,6 +12,7 @@ pub mod audit;
 pub mod auth;
 pub mod error;
 mod handlers;
+pub mod scope;
 pub mod service;
 
 use std::time::Duration;
@@ -159,6 +160,11 @@ pub fn router(state: AdminState) -> Router {
             "/tenants/{tenant}/sources/{source}/site-defaults",
             put(put_site_defaults),
         )
+        .route(
+            "/tenants/{tenant}/sources/{source}/organization",
+            put(scope::put_organization),
+        )
+        .route("/tenants/{tenant}/ignored", get(scope::list_ignored))
         .route("/syncs", get(list_syncs).post(request_sync))
         .route("/connections", get(list_connections))
         .route(

@@ -222,18 +222,24 @@ async fn site_defaults_are_set_on_an_existing_source() {
     let (_, b) = api.call(M::GET, "/tenants/acme", BOOT, None).await;
     assert_eq!(b["sources"][0]["site_defaults"], defaults);
 
-    let (s, b) = api
-        .call(
-            M::PUT,
-            path,
-            BOOT,
-            Some(json!({"12": {"check_in_time": "3 pm"}})),
-        )
-        .await;
-    assert_eq!(s, 422, "{b}");
-    assert_eq!(b["field"], "12.check_in_time");
+    // 400 naming the field; an unknown IANA zone is refused, not silently UTC.
+    for (body, field) in [
+        (json!({"12": {"check_in_time": "3 pm"}}), "12.check_in_time"),
+        (json!({"12": {"timezone": "Europe/Nowhere"}}), "12.timezone"),
+        (
+            json!({"*": {"check_out_time": "11:00 "}}),
+            "*.check_out_time",
+        ),
+    ] {
+        let (s, b) = api.call(M::PUT, path, BOOT, Some(body)).await;
+        assert_eq!(
+            (s, b["field"].as_str()),
+            (StatusCode::BAD_REQUEST, Some(field)),
+            "{b}"
+        );
+    }
     let (s, b) = api.call(M::PUT, path, BOOT, Some(json!([1]))).await;
-    assert_eq!(s, 422, "{b}");
+    assert_eq!(s, 400, "{b}");
 
     bus.cleanup().await;
     db.drop_db().await;
@@ -428,6 +434,72 @@ async fn deleting_a_tenant_deletes_its_bookings_and_bindings() {
         "another tenant's rows stay"
     );
     assert_eq!(rows(&db, "bindings", "globex").await, 1);
+
+    bus.cleanup().await;
+    db.drop_db().await;
+}
+
+/// Install per administration: a source tied to its upstream organization, and the bookings
+/// booking-ingest ignored listed with their reason.
+#[tokio::test]
+async fn a_source_is_tied_to_its_organization_and_ignored_bookings_are_listed() {
+    let (db, bus) = accesshub_testkit::isolated().await;
+    let api = serve(&db, &bus).await;
+    api.call(M::POST, "/tenants", BOOT, Some(json!({"id": "acme"})))
+        .await;
+    let path = "/tenants/acme/sources/bex/organization";
+    let (s, _) = api
+        .call(
+            M::PUT,
+            path,
+            BOOT,
+            Some(json!({"organization_id": "org-1"})),
+        )
+        .await;
+    assert_eq!(s, 404);
+    api.call(
+        M::PUT,
+        "/tenants/acme/sources/bex/secret",
+        BOOT,
+        Some(json!({"secret": "whsec-test-0123456789abcdef0123456789"})),
+    )
+    .await;
+    let (s, b) = api
+        .call(
+            M::PUT,
+            path,
+            BOOT,
+            Some(json!({"organization_id": "org-1"})),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["organization_id"], "org-1");
+    let (_, b) = api.call(M::GET, "/tenants/acme", BOOT, None).await;
+    assert_eq!(b["sources"][0]["organization_id"], "org-1");
+    let (s, b) = api
+        .call(M::PUT, path, BOOT, Some(json!({"organisation": "x"})))
+        .await;
+    assert_eq!(s, 400, "{b}");
+
+    sqlx::query(
+        "INSERT INTO ingest_ignored (tenant_id, source, kind, booking_key, site, reason, deliveries)
+         VALUES ('acme', 'bex', 'reservation', 'r-99', '99', 'site_not_activated', 2)",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let (s, b) = api.call(M::GET, "/tenants/acme/ignored", BOOT, None).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b[0]["booking_key"], "r-99");
+    assert_eq!(b[0]["reason"], "site_not_activated");
+    assert_eq!(b[0]["deliveries"], 2);
+    let (s, b) = api
+        .call(M::GET, "/tenants/acme/ignored?limit=0", BOOT, None)
+        .await;
+    assert_eq!(
+        (s, b["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("limit"))
+    );
 
     bus.cleanup().await;
     db.drop_db().await;

@@ -91,6 +91,17 @@ impl ConnectionCache {
         Ok(pick_for_site(&list.conns, site).cloned())
     }
 
+    /// Runs `f` over every connection of the tenant to `vendor`, enabled or not, without
+    /// copying them: booking-ingest's scope check reads them for every event.
+    pub async fn with_all<R>(
+        &self,
+        tenant: &str,
+        vendor: Vendor,
+        f: impl FnOnce(&[Connection]) -> R,
+    ) -> Result<R, ConnectionError> {
+        Ok(f(&self.load(tenant, vendor).await?.conns))
+    }
+
     /// Whether the tenant has any connection to `vendor`, enabled or not.
     pub async fn has_any(&self, tenant: &str, vendor: Vendor) -> Result<bool, ConnectionError> {
         Ok(!self.load(tenant, vendor).await?.conns.is_empty())

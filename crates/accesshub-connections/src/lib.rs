@@ -22,4 +22,4 @@ pub use model::*;
 pub use offboard::{AccessChoice, OffboardIntent};
 pub use store::{ApplyOutcome, ApplyStatus, ConnectionChanged, ConnectionStore, pick_for_site};
 pub use tenants::{Tenant, TenantSource, TenantStore, WebhookSecrets};
-pub use validate::{validate, validate_with};
+pub use validate::{site_defaults as validate_site_defaults, validate, validate_with};

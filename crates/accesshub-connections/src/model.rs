@@ -237,7 +237,15 @@ pub struct CloudpassSettings {
     /// Upstream administration (site) id → CloudPass site.
     pub administrations: BTreeMap<String, CloudpassAdministration>,
     /// Time restriction used for new vehicle bookings unless the administration overrides it.
+    /// It applies to bookings as they are created: an existing booking keeps the restriction
+    /// it has (an operator may have changed it in CloudPass) unless
+    /// `reapply_time_restriction` is set.
     pub default_time_restriction_id: String,
+    /// The operator's "re-apply": while true, existing vehicle bookings are also brought to
+    /// the configured time restriction (on their next event, and by the next sync). Set it,
+    /// sync, and set it back.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reapply_time_restriction: bool,
     /// Access starts this many minutes before check-in.
     #[serde(default = "thirty")]
     pub window_before_minutes: u32,

@@ -44,6 +44,11 @@ pub struct TenantSource {
     pub previous_expires: Option<DateTime<Utc>>,
     /// Per-site defaults the ingest mapping uses (free-form).
     pub site_defaults: serde_json::Value,
+    /// The upstream organization this source of the tenant belongs to (BEX organization id,
+    /// Nexudus account, Clock subscription), if set: a tenant is tied to one organization, and
+    /// the Sync pull lists its administrations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub organization_id: Option<String>,
     /// Last changed.
     pub updated_at: DateTime<Utc>,
 }
@@ -98,11 +103,12 @@ fn source_from(row: &sqlx::postgres::PgRow) -> Result<TenantSource, sqlx::Error>
         previous_valid: has_prev && expires.is_some_and(|e| e > Utc::now()),
         previous_expires: expires,
         site_defaults: row.try_get("site_defaults")?,
+        organization_id: row.try_get("organization_id")?,
         updated_at: row.try_get("updated_at")?,
     })
 }
 
-const SOURCE_COLS: &str = "tenant_id, source, previous_enc IS NOT NULL AS has_previous, previous_expires, site_defaults, updated_at";
+const SOURCE_COLS: &str = "tenant_id, source, previous_enc IS NOT NULL AS has_previous, previous_expires, site_defaults, organization_id, updated_at";
 
 /// Shortest webhook secret the admin API accepts, in bytes: an HMAC key guessable offline from
 /// one captured delivery must carry at least 256 bits, and only length can be checked (the
@@ -275,18 +281,54 @@ impl TenantStore {
         source: &str,
         site_defaults: &serde_json::Value,
     ) -> Result<Option<TenantSource>, ConnectionError> {
+        self.update_source(tenant, source, "site_defaults", site_defaults)
+            .await
+    }
+
+    /// Sets one column of an existing source (`column` is a constant of this module, never
+    /// input); `None` if the tenant has no such source.
+    async fn update_source<'q, V>(
+        &self,
+        tenant: &'q str,
+        source: &'q str,
+        column: &'static str,
+        value: V,
+    ) -> Result<Option<TenantSource>, ConnectionError>
+    where
+        V: 'q + sqlx::Encode<'q, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + Send,
+    {
         let sql = format!(
-            "UPDATE tenant_sources SET site_defaults = $3, updated_at = now()
+            "UPDATE tenant_sources SET {column} = $3, updated_at = now()
               WHERE tenant_id = $1 AND source = $2
              RETURNING {SOURCE_COLS}"
         );
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(tenant)
             .bind(source)
-            .bind(site_defaults)
+            .bind(value)
             .fetch_optional(&self.pool)
             .await?;
         Ok(row.as_ref().map(source_from).transpose()?)
+    }
+
+    /// Ties an existing source of the tenant to its upstream organization (`None` unties it).
+    /// `None` if the tenant has no such source.
+    pub async fn set_organization(
+        &self,
+        tenant: &str,
+        source: &str,
+        organization_id: Option<&str>,
+    ) -> Result<Option<TenantSource>, ConnectionError> {
+        if organization_id.is_some_and(|o| o.trim().is_empty() || o.len() > 200) {
+            return Err(ConnectionError::Invalid(vec![
+                accesshub_domain::FieldError::new(
+                    "organization_id",
+                    "must be 1 to 200 characters (or null to untie)",
+                ),
+            ]));
+        }
+        self.update_source(tenant, source, "organization_id", organization_id)
+            .await
     }
 
     /// The secrets a signature of `source` may be made with now (booking-ingest).

@@ -282,3 +282,105 @@ fn tapkey(v: &mut V, s: &TapkeySettings) {
         }
     }
 }
+
+/// Checks a source's `site_defaults` document (`{"<site>"|"*": {check_in_time,
+/// check_out_time, timezone}}`) as the ingest mapping and the Sync pull read it: times as
+/// `HH:MM` or `HH:MM:SS` on a 24-hour clock, zones as IANA names the timezone database knows
+/// (`Europe/Amsterdam`; `CET` or `Europe/Nowhere` would silently fall back to UTC and shift
+/// every stay). Problems are named `<site>.<field>`.
+pub fn site_defaults(doc: &serde_json::Value) -> Vec<FieldError> {
+    let mut v = V::default();
+    let Some(sites) = doc.as_object() else {
+        v.err(
+            "site_defaults",
+            "must be an object keyed by site id (\"*\" for every site)",
+        );
+        return v.0;
+    };
+    for (site, entry) in sites {
+        if site.trim().is_empty() {
+            v.err("site_defaults", "site id must not be empty");
+        }
+        let Some(fields) = entry.as_object() else {
+            v.err(
+                site,
+                "must be an object with check_in_time, check_out_time and/or timezone",
+            );
+            continue;
+        };
+        for (k, value) in fields {
+            let path = format!("{site}.{k}");
+            match k.as_str() {
+                "check_in_time" | "check_out_time" => {
+                    if value.as_str().and_then(time_of_day).is_none() {
+                        v.err(
+                            &path,
+                            "must be a time of day like \"15:00\" (HH:MM, 24-hour clock)",
+                        );
+                    }
+                }
+                "timezone" => {
+                    if let Err(problem) = value.as_str().map_or(
+                        Err("must be a string naming an IANA time zone".to_owned()),
+                        iana_zone,
+                    ) {
+                        v.err(&path, problem);
+                    }
+                }
+                _ => v.err(
+                    &path,
+                    "unknown field (check_in_time, check_out_time, timezone)",
+                ),
+            }
+        }
+    }
+    v.0
+}
+
+/// `HH:MM` or `HH:MM:SS`, 24-hour clock.
+pub fn time_of_day(raw: &str) -> Option<chrono::NaiveTime> {
+    let t = raw.trim();
+    if t != raw || !(t.len() == 5 || t.len() == 8) {
+        return None;
+    }
+    chrono::NaiveTime::parse_from_str(t, "%H:%M:%S")
+        .or_else(|_| chrono::NaiveTime::parse_from_str(t, "%H:%M"))
+        .ok()
+}
+
+/// An IANA zone name the timezone database knows (`Europe/Amsterdam`, `UTC`), else why not.
+pub fn iana_zone(raw: &str) -> Result<chrono_tz::Tz, String> {
+    raw.parse::<chrono_tz::Tz>()
+        .map_err(|_| format!("{raw:?} is not an IANA time zone name (like \"Europe/Amsterdam\")"))
+}
+
+#[cfg(test)]
+mod site_defaults_tests {
+    use serde_json::json;
+
+    #[test]
+    fn zones_and_times_are_checked_by_name() {
+        let ok = json!({"12": {"check_in_time": "16:00", "check_out_time": "10:30:00",
+                               "timezone": "Europe/Amsterdam"}, "*": {"timezone": "UTC"}});
+        assert!(super::site_defaults(&ok).is_empty());
+        let bad = json!({"12": {"check_in_time": "25:00", "check_out_time": "3 pm",
+                                "timezone": "Europe/Nowhere"}, "*": {"timezone": 1}});
+        let mut fields: Vec<String> = super::site_defaults(&bad)
+            .into_iter()
+            .map(|e| e.field)
+            .collect();
+        fields.sort();
+        assert_eq!(
+            fields,
+            [
+                "*.timezone",
+                "12.check_in_time",
+                "12.check_out_time",
+                "12.timezone"
+            ]
+        );
+        assert!(super::time_of_day("9:00").is_none());
+        assert!(super::time_of_day("09:00").is_some());
+        assert!(super::site_defaults(&json!([1]))[0].field == "site_defaults");
+    }
+}

@@ -35,6 +35,8 @@ pub enum AnswerKind {
     Superseded,
     /// Seen before: the earlier answer, unchanged.
     Duplicate,
+    /// Deliberately not stored (see [`crate::scope`]): answered 2xx so the sender stops.
+    Ignored,
 }
 
 /// The answer to one delivery (HTTP 202 body / NATS reply).

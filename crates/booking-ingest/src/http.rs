@@ -113,6 +113,10 @@ async fn handle(
             site_defaults: &entry.site_defaults,
         },
     )?;
+    let normalized = match crate::scope::admit(st, src, normalized).await? {
+        crate::scope::Admitted::Store(n) => *n,
+        crate::scope::Admitted::Ignored(answer) => return Ok(answer),
+    };
     let subject = st.bus.subject(&normalized.event.subject());
     st.committers
         .submit(

@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod nats_ingest;
 pub mod relay;
 pub mod retention;
+pub mod scope;
 pub mod upstream;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
@@ -176,6 +177,9 @@ pub struct AppState {
     pub body_limit: usize,
     /// Rate and in-flight limits of the webhook port.
     pub limits: Arc<limits::Limits>,
+    /// The tenants' vendor connections, for the install-per-administration check
+    /// ([`scope`]).
+    pub connections: Arc<accesshub_connections::ConnectionCache>,
 }
 
 /// The webhook routes plus `/healthz`, `/readyz`, `/metrics`, with request metrics. Nothing
@@ -205,6 +209,27 @@ pub fn router(state: AppState, registry: Registry) -> Router {
             http_metrics,
             ops::track_http,
         ))
+}
+
+/// The connection cache of the scope check, invalidated by the store's change notifications
+/// when NATS is up (its TTL bounds staleness otherwise).
+async fn scope_connections(
+    pool: &PgPool,
+    secrets: &SecretBox,
+    bus: &Bus,
+    side: &mut Vec<JoinHandle<()>>,
+) -> Arc<accesshub_connections::ConnectionCache> {
+    let cache = Arc::new(accesshub_connections::ConnectionCache::new(
+        accesshub_connections::ConnectionStore::new(pool.clone(), secrets.clone()),
+        accesshub_connections::DEFAULT_TTL,
+    ));
+    match tokio::time::timeout(Duration::from_secs(5), cache.listen(bus, None)).await {
+        Ok(Ok(task)) => side.push(task),
+        _ => tracing::warn!(
+            "connection change notifications not subscribed; the cache expires instead"
+        ),
+    }
+    cache
 }
 
 /// A running booking-ingest.
@@ -362,6 +387,7 @@ pub async fn start(cfg: IngestConfig) -> Result<IngestHandle, IngestError> {
         metrics: metrics.clone(),
         body_limit: cfg.body_limit,
         limits: Arc::new(limits::Limits::new(&cfg.limits)),
+        connections: scope_connections(&pool, &cfg.secrets, &bus, &mut side).await,
     };
     let lim = state.limits.clone();
     // Forget idle tenants' rate state now and then (aborted at shutdown).

@@ -1,6 +1,7 @@
 //! NATS ingest: upstreams inside the trust boundary (authenticated by NATS itself, no HMAC)
 //! publish raw payloads on `ingest.<source>.<tenant>` (namespaced) as a request and get a JSON
-//! reply: `{"status": "accepted", "event_id"}`, `{"status": "superseded", "current_revision"}`
+//! reply: `{"status": "accepted", "event_id"}`, `{"status": "superseded", "current_revision"}`,
+//! `{"status": "ignored", "reason", "site"}` (access control off there, see [`crate::scope`])
 //! or `{"status": "rejected", "error", "field", "problem"}`. Same normalization, validation and
 //! durable path as the webhooks. The tenant must be registered for the source (its site
 //! defaults apply), else `error: "unknown_tenant"`.
@@ -93,6 +94,10 @@ async fn handle_message(st: Arc<AppState>, msg: async_nats::Message) {
                 site_defaults: &entry.site_defaults,
             },
         )?;
+        let normalized = match crate::scope::admit(&st, src, normalized).await? {
+            crate::scope::Admitted::Store(n) => *n,
+            crate::scope::Admitted::Ignored(answer) => return Ok(answer),
+        };
         let subject = st.bus.subject(&normalized.event.subject());
         st.committers
             .submit(

@@ -52,6 +52,7 @@ fn connection(base: &str) -> Connection {
             client_secret: Secret::new(cp::DEMO_CLIENT_SECRET),
             administrations,
             default_time_restriction_id: cp::DEMO_TR_AMSTERDAM_24_7.into(),
+            reapply_time_restriction: false,
             window_before_minutes: 30,
             window_after_minutes: 30,
         }),

@@ -44,6 +44,7 @@ fn cloudpass_conn(tenant: &str, base_url: &str) -> Connection {
             )]
             .into(),
             default_time_restriction_id: vendor_sim::cloudpass::DEMO_TR_AMSTERDAM_24_7.into(),
+            reapply_time_restriction: false,
             window_before_minutes: 30,
             window_after_minutes: 30,
         }),

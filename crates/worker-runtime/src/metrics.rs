@@ -37,6 +37,7 @@ pub(crate) struct WorkerMetrics {
     pending: GaugeVec,
     dlq_depth: GaugeVec,
     heartbeats: CounterVec,
+    ignored: CounterVec,
     /// Series touched for every message, resolved once: building and hashing label strings
     /// per message cost more than the counting.
     by_outcome: [Counter; 4],
@@ -78,6 +79,10 @@ impl WorkerMetrics {
             dlq_depth: registry.gauge(
                 "accesshub_dlq_depth",
                 "Dead letters of this worker currently held in the DLQ stream",
+            ),
+            ignored: registry.counter(
+                "accesshub_worker_ignored",
+                "Events needing nothing at this vendor because access control is off for them (site not served, unmapped), by reason",
             ),
             heartbeats: registry.counter(
                 "accesshub_worker_missed_heartbeats",
@@ -131,6 +136,14 @@ impl WorkerMetrics {
             &self.commit_step
         };
         h.observe(d.as_secs_f64());
+    }
+
+    /// An event skipped because access control is off for it (`reason`: `site_not_served`,
+    /// `unmapped`): counted, not dead-lettered.
+    pub(crate) fn ignored(&self, reason: &str) {
+        self.ignored
+            .get_or_create(&labels([("worker", &self.worker), ("reason", reason)]))
+            .inc();
     }
 
     pub(crate) fn missed_heartbeat(&self) {

@@ -359,17 +359,18 @@ impl Flow {
     /// reason must mention.
     fn permanent_failures(self) -> (Vec<(String, Value)>, &'static str) {
         match self {
-            // Administration 99 is mapped to no CloudPass site.
+            // A plate CloudPass refuses (422). (An unmapped administration is no failure any
+            // more: access control is off there, the event is ignored and counted.)
             Flow::Cloudpass => (
-                ["flaky-unmapped-1", "flaky-unmapped-2"]
+                ["flaky-badplate-1", "flaky-badplate-2"]
                     .map(|k| {
                         (
                             k.to_owned(),
-                            bex_for("99", k, "reservation:created", &at(0), &["ZZ999Z"]),
+                            bex_for("12", k, "reservation:created", &at(0), &["BAD!PLATE"]),
                         )
                     })
                     .into(),
-                "99",
+                "plate #1 of 1",
             ),
             // Room 999 does not exist in the lock system.
             Flow::Dormakaba => (

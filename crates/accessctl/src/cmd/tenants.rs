@@ -51,6 +51,39 @@ pub enum TenantsCommand {
         #[arg(long, default_value = "24h")]
         previous_ttl: humantime::Duration,
     },
+    /// Set a source's site defaults (check-in/out times, IANA time zone per site, "*" for
+    /// all) from a JSON or YAML file ("-" for stdin); refused naming the field at fault.
+    SiteDefaults {
+        /// Tenant id.
+        tenant: String,
+        /// Source.
+        source: String,
+        /// File with `{"<site>": {"check_in_time": "15:00", "check_out_time": "11:00",
+        /// "timezone": "Europe/Amsterdam"}}`.
+        #[arg(short = 'f', long = "file")]
+        file: String,
+    },
+    /// Tie a source to its upstream organization (BEX organization id); `--none` unties it.
+    SetOrganization {
+        /// Tenant id.
+        tenant: String,
+        /// Source.
+        source: String,
+        /// Organization id.
+        #[arg(required_unless_present = "none")]
+        organization_id: Option<String>,
+        /// Untie the source.
+        #[arg(long)]
+        none: bool,
+    },
+    /// Bookings booking-ingest ignored (site not activated, connection disabled, unmapped).
+    Ignored {
+        /// Tenant id.
+        tenant: String,
+        /// How many, latest first.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
     /// Generate a new webhook secret for a source and print it once.
     RotateSecret {
         /// Tenant id.
@@ -182,6 +215,93 @@ pub async fn run_with(api: &ApiClient, cmd: TenantsCommand, format: Format) -> a
                 if r.source.previous_valid { "yes" } else { "no" }
             );
             Ok(())
+        }
+        TenantsCommand::SiteDefaults {
+            tenant,
+            source,
+            file,
+        } => {
+            let text = if file == "-" {
+                std::io::read_to_string(std::io::stdin()).context("reading stdin")?
+            } else {
+                std::fs::read_to_string(&file).with_context(|| format!("reading {file}"))?
+            };
+            let doc: serde_json::Value =
+                yaml_serde::from_str(&text).with_context(|| format!("parsing {file}"))?;
+            let s: accesshub_connections::TenantSource = api
+                .write(
+                    reqwest::Method::PUT,
+                    &format!(
+                        "/tenants/{}/sources/{}/site-defaults",
+                        seg(&tenant),
+                        seg(&source)
+                    ),
+                    &[],
+                    &doc,
+                )
+                .await?;
+            output::print(format, &s.site_defaults, &[], vec![])
+        }
+        TenantsCommand::SetOrganization {
+            tenant,
+            source,
+            organization_id,
+            none,
+        } => {
+            let org = if none { None } else { organization_id };
+            let s: accesshub_connections::TenantSource = api
+                .write(
+                    reqwest::Method::PUT,
+                    &format!(
+                        "/tenants/{}/sources/{}/organization",
+                        seg(&tenant),
+                        seg(&source)
+                    ),
+                    &[],
+                    &serde_json::json!({ "organization_id": org }),
+                )
+                .await?;
+            println!(
+                "{tenant}/{source}: organization {}",
+                s.organization_id.as_deref().unwrap_or("(none)")
+            );
+            Ok(())
+        }
+        TenantsCommand::Ignored { tenant, limit } => {
+            let list: Vec<accesshub_admin::scope::IgnoredBooking> = api
+                .get(
+                    &format!("/tenants/{}/ignored", seg(&tenant)),
+                    &[("limit".into(), limit.to_string())],
+                )
+                .await?;
+            let rows = list
+                .iter()
+                .map(|i| {
+                    vec![
+                        i.source.clone(),
+                        i.kind.clone(),
+                        i.booking_key.clone(),
+                        i.site.clone(),
+                        i.reason.clone(),
+                        i.deliveries.to_string(),
+                        i.last_at.format("%Y-%m-%d %H:%M").to_string(),
+                    ]
+                })
+                .collect();
+            output::print(
+                format,
+                &list,
+                &[
+                    "SOURCE",
+                    "KIND",
+                    "BOOKING",
+                    "SITE",
+                    "REASON",
+                    "DELIVERIES",
+                    "LAST",
+                ],
+                rows,
+            )
         }
         TenantsCommand::RotateSecret {
             tenant,

@@ -50,6 +50,7 @@ fn connection(base_url: &str) -> Connection {
             )]
             .into(),
             default_time_restriction_id: DEMO_TR_AMSTERDAM_24_7.into(),
+            reapply_time_restriction: false,
             window_before_minutes: 30,
             window_after_minutes: 30,
         }),

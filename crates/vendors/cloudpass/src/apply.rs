@@ -38,6 +38,9 @@ pub struct Target<'a> {
     pub wants: bool,
     /// The booking's reference (`ah:<tenant>:reservation:<key>`).
     pub reference_base: &'a str,
+    /// Whether existing bookings are brought to the configured time restriction too (the
+    /// operator's re-apply); otherwise it applies to new bookings only.
+    pub reapply_time_restriction: bool,
 }
 
 /// Where the recorded bookings live: the current connection's client, or the one of the
@@ -168,6 +171,7 @@ where
         listed,
         wants,
         reference_base,
+        reapply_time_restriction,
     } = target;
     let client = clients.current;
     let reference = |plate: &str| plate_reference(reference_base, plate);
@@ -191,7 +195,8 @@ where
         let plate = fields.license_plate.clone();
         let pos = listed.iter().position(|p| *p == plate).map_or(0, |i| i + 1);
         let ctx_err = |e: VendorError| HandlerError::from(e).context(format!("plate #{pos}"));
-        match upsert(client, &site, &fields, prev.bookings.get(&plate)).await {
+        let recorded = prev.bookings.get(&plate);
+        match upsert(client, &site, &fields, recorded, reapply_time_restriction).await {
             Ok(Some(id)) => {
                 kept.insert(plate, id);
             }
@@ -207,7 +212,11 @@ where
                 if let Some(id) = prev.bookings.get(&plate) {
                     kept.insert(plate.clone(), id.clone());
                 }
-                refused.0.push((pos, reason));
+                // Named by position and masked form (`AB****`): enough for the operator to
+                // find it in the reservation, without the plate in the DLQ.
+                refused
+                    .0
+                    .push((pos, format!("{}: {reason}", mask_plate(&plate))));
             }
             Err(e) => return Err(ctx_err(e)),
         }
@@ -247,14 +256,26 @@ where
     Err(refused.error(listed.len()))
 }
 
+/// The fields an existing booking `b` should get: `fields`, keeping the time restriction it
+/// has unless the operator re-applies the configured one (the default time restriction is for
+/// new bookings; one changed by hand in CloudPass stays).
+pub fn for_existing(fields: &BookingFields, b: &VehicleBooking, reapply: bool) -> BookingFields {
+    let mut out = fields.clone();
+    if !reapply {
+        out.time_restriction_id = b.time_restriction_id.clone();
+    }
+    out
+}
+
 /// Finds the plate's booking (every copy), keeps one — the recorded id, else the oldest —
-/// deletes the other copies, and makes it match `fields`; creates it when there is none.
-/// `None`: CloudPass answered 409 but does not list the booking yet.
+/// deletes the other copies, and makes it match `fields` ([`for_existing`]); creates it when
+/// there is none. `None`: CloudPass answered 409 but does not list the booking yet.
 async fn upsert(
     client: &CloudpassClient,
     site: &str,
     fields: &BookingFields,
     recorded: Option<&String>,
+    reapply: bool,
 ) -> Result<Option<String>, VendorError> {
     let mut copies = client.find_all(site, &fields.reference).await?;
     if copies.is_empty() {
@@ -271,8 +292,15 @@ async fn upsert(
         client.delete(site, &dup.id).await?;
     }
     match copies.iter().find(|b| b.id == keep) {
-        Some(b) if fields.matches(b) => Ok(Some(keep)),
-        _ => Ok(Some(client.update(site, &keep, fields).await?.id)),
+        Some(b) => {
+            let fields = for_existing(fields, b, reapply);
+            if fields.matches(b) {
+                Ok(Some(keep))
+            } else {
+                Ok(Some(client.update(site, &keep, &fields).await?.id))
+            }
+        }
+        None => Ok(Some(client.update(site, &keep, fields).await?.id)),
     }
 }
 

@@ -4,7 +4,8 @@
 use std::collections::BTreeSet;
 
 use accesshub_connections::CloudpassSettings;
-use accesshub_domain::Reservation;
+use accesshub_domain::{Reservation, ReservationStatus};
+use chrono::{DateTime, Utc};
 
 use crate::client::BookingFields;
 
@@ -63,31 +64,59 @@ pub fn plates(r: &Reservation) -> BTreeSet<String> {
         .collect()
 }
 
+/// When vehicle access ends for a reservation whose access window opens at `from`: check-out
+/// plus the window while the stay wants access; for a guest **checked out** at `changed_at`
+/// (the upstream's change time, so the worker and the reconciler agree), check-out plus the
+/// window or `changed_at` plus the window, whichever is earlier — a guest leaving early still
+/// gets out of the car park, but not for the rest of the stay. `None`: no access (cancelled,
+/// no-show, or a check-out recorded after that grace had passed).
+pub fn access_until(
+    settings: &CloudpassSettings,
+    r: &Reservation,
+    changed_at: DateTime<Utc>,
+) -> Result<Option<DateTime<Utc>>, accesshub_domain::TimeError> {
+    let after = chrono::Duration::minutes(i64::from(settings.window_after_minutes));
+    let check_out = r.check_out()?;
+    Ok(match r.status {
+        s if s.wants_access() => Some(check_out + after),
+        ReservationStatus::CheckedOut => {
+            let until = check_out.min(changed_at) + after;
+            (until > changed_at).then_some(until)
+        }
+        _ => None,
+    })
+}
+
 /// What CloudPass should hold for a reservation at administration `site`: the CloudPass site
-/// and one booking per normalized plate, valid from check-in minus the window to check-out
-/// plus the window, with the administration's time restriction or the default; no bookings
+/// and one booking per normalized plate, valid from check-in minus the window until
+/// [`access_until`], with the administration's time restriction or the default; no bookings
 /// when the status wants no access. `reference_base` is the booking's reference
-/// (`ah:<tenant>:reservation:<key>`). Pure: the worker applies it, the reconciler compares
-/// the vendor with it.
+/// (`ah:<tenant>:reservation:<key>`); `changed_at` the event's `occurred_at`. Pure: the
+/// worker applies it, the reconciler compares the vendor with it.
 pub fn desired_bookings(
     settings: &CloudpassSettings,
     site: &str,
     reference_base: &str,
     r: &Reservation,
+    changed_at: DateTime<Utc>,
 ) -> Result<(String, Vec<BookingFields>), DesiredError> {
     let admin = settings
         .administrations
         .get(site)
         .ok_or_else(|| DesiredError::Unmapped(site.to_owned()))?;
     let plates = plates(r);
-    if !r.status.wants_access() || plates.is_empty() {
+    if plates.is_empty() {
         return Ok((admin.site_id.clone(), Vec::new()));
     }
     let bad_time = |e: accesshub_domain::TimeError| DesiredError::Time(e.to_string());
+    let Some(until) = access_until(settings, r, changed_at).map_err(bad_time)? else {
+        return Ok((admin.site_id.clone(), Vec::new()));
+    };
     let from = r.check_in().map_err(bad_time)?
         - chrono::Duration::minutes(i64::from(settings.window_before_minutes));
-    let until = r.check_out().map_err(bad_time)?
-        + chrono::Duration::minutes(i64::from(settings.window_after_minutes));
+    if until <= from {
+        return Ok((admin.site_id.clone(), Vec::new()));
+    }
     let tr = admin
         .time_restriction_id
         .clone()
@@ -108,6 +137,90 @@ pub fn desired_bookings(
 
 #[cfg(test)]
 mod tests {
+    use accesshub_domain::{Guest, Reservation, ReservationStatus};
+    use chrono::{DateTime, NaiveTime, Utc};
+
+    fn settings() -> accesshub_connections::CloudpassSettings {
+        serde_json::from_value(serde_json::json!({
+            "base_url": "https://x", "client_id": "c", "client_secret": "s",
+            "administrations": {"a": {"site_id": "s"}}, "default_time_restriction_id": "tr"
+        }))
+        .unwrap()
+    }
+
+    fn stay(status: ReservationStatus) -> Reservation {
+        Reservation {
+            status,
+            guest: Guest {
+                name: "Doe".into(),
+                email: None,
+                mobile_phone: None,
+            },
+            arrival: "2030-07-01".parse().unwrap(),
+            departure: "2030-07-04".parse().unwrap(),
+            check_in_time: NaiveTime::from_hms_opt(15, 0, 0).unwrap(),
+            check_out_time: NaiveTime::from_hms_opt(11, 0, 0).unwrap(),
+            timezone: "UTC".into(),
+            rooms: vec![],
+            common_areas: vec![],
+            license_plates: vec!["AA11".into()],
+            mobile_key: false,
+        }
+    }
+
+    fn t(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn checked_out_early_keeps_access_for_the_window_after_leaving_not_the_stay() {
+        let s = settings();
+        let until = |status, at| super::access_until(&s, &stay(status), t(at)).unwrap();
+        // In house: until check-out + 30 min.
+        assert_eq!(
+            until(ReservationStatus::CheckedIn, "2030-07-02T10:00:00Z"),
+            Some(t("2030-07-04T11:30:00Z"))
+        );
+        // Checked out two days early: now + 30 min, the earlier of the two.
+        assert_eq!(
+            until(ReservationStatus::CheckedOut, "2030-07-02T10:00:00Z"),
+            Some(t("2030-07-02T10:30:00Z"))
+        );
+        // Checked out on time (after check-out): check-out + 30 min.
+        assert_eq!(
+            until(ReservationStatus::CheckedOut, "2030-07-04T11:10:00Z"),
+            Some(t("2030-07-04T11:30:00Z"))
+        );
+        // A check-out recorded after that grace: nothing.
+        assert_eq!(
+            until(ReservationStatus::CheckedOut, "2030-07-04T12:00:00Z"),
+            None
+        );
+        assert_eq!(
+            until(ReservationStatus::Cancelled, "2030-07-02T10:00:00Z"),
+            None
+        );
+        // The bookings follow; checked out before the window opened: none.
+        let (_, b) = super::desired_bookings(
+            &s,
+            "a",
+            "ref",
+            &stay(ReservationStatus::CheckedOut),
+            t("2030-07-02T10:00:00Z"),
+        )
+        .unwrap();
+        assert_eq!(b[0].valid_until, t("2030-07-02T10:30:00Z"));
+        let (_, b) = super::desired_bookings(
+            &s,
+            "a",
+            "ref",
+            &stay(ReservationStatus::CheckedOut),
+            t("2030-06-01T10:00:00Z"),
+        )
+        .unwrap();
+        assert!(b.is_empty());
+    }
+
     #[test]
     fn plates_are_normalized() {
         assert_eq!(super::normalize_plate(" ab-12 cd "), "AB12CD");

@@ -89,15 +89,32 @@ impl Handler for CloudpassHandler {
             ));
         };
         let settings = ctx.connection.settings.cloudpass()?;
-        let (site, wanted) =
-            desired_bookings(settings, &event.site, &ctx.reference, r).map_err(|e| match e {
-                DesiredError::Unmapped(_) => HandlerError::permanent(format!(
-                    "{e} in connection {:?} (administrations)",
+        let none = CloudpassIds::default();
+        let prev = prev.map_or(&none, |p| &p.ids);
+        let (site, wanted) = match desired_bookings(
+            settings,
+            &event.site,
+            &ctx.reference,
+            r,
+            event.occurred_at,
+        ) {
+            Ok(d) => d,
+            // An administration left unmapped has access control off: nothing to do
+            // unless bookings of ours are recorded for the reservation.
+            Err(DesiredError::Unmapped(_)) if holds_nothing(prev) => {
+                return Ok(ApplyOutcome::new(Status::Ignored, CloudpassIds::default()));
+            }
+            Err(e @ DesiredError::Unmapped(_)) => {
+                return Err(HandlerError::permanent(format!(
+                    "{e} in connection {:?} (administrations), and the reservation's vehicle bookings are recorded there: map it again, or cancel them",
                     ctx.connection.name
-                )),
-                DesiredError::Time(_) => HandlerError::permanent(e.to_string()),
-            })?;
-        let wants = r.status.wants_access();
+                )));
+            }
+            Err(e @ DesiredError::Time(_)) => return Err(HandlerError::permanent(e.to_string())),
+        };
+        // A guest checked out early keeps the short grace `desired_bookings` computed.
+        let grace = !r.status.wants_access() && !wanted.is_empty();
+        let wants = r.status.wants_access() || grace;
         let target = Target {
             site,
             connection: &ctx.connection.name,
@@ -110,9 +127,8 @@ impl Handler for CloudpassHandler {
                 .collect(),
             wants,
             reference_base: &ctx.reference,
+            reapply_time_restriction: settings.reapply_time_restriction,
         };
-        let none = CloudpassIds::default();
-        let prev = prev.map_or(&none, |p| &p.ids);
         // Bookings recorded under another connection are deleted through that one.
         let other = match prev.connection.as_deref() {
             Some(name) if name != ctx.connection.name => Some(ctx.connection_named(name).await?),
@@ -125,16 +141,24 @@ impl Handler for CloudpassHandler {
                 None => Some(&ctx.client),
             },
         };
+        // The grace ends by itself at CloudPass (`valid_until`): nothing lasting is held.
+        let settled = move |ids: &CloudpassIds| {
+            if grace {
+                Status::CheckedOut
+            } else {
+                apply::status(wants, ids)
+            }
+        };
         let record = |ids: CloudpassIds| async move {
             let status = if ids.pending.is_empty() {
-                apply::status(wants, &ids)
+                settled(&ids)
             } else {
                 Status::InFlight
             };
             ctx.record_progress(status, &ids).await
         };
         let ids = apply::apply(clients, target, prev, record).await?;
-        Ok(ApplyOutcome::new(apply::status(wants, &ids), ids))
+        Ok(ApplyOutcome::new(settled(&ids), ids))
     }
 
     /// A stray found by the reconciler: `vendor_id` is `<site>/<booking id>`. Re-checked here,
@@ -189,6 +213,11 @@ impl Handler for CloudpassHandler {
     }
 }
 
+/// Whether the record holds no booking of ours (nor one an attempt may have created).
+fn holds_nothing(ids: &CloudpassIds) -> bool {
+    ids.bookings.is_empty() && ids.pending.is_empty()
+}
+
 /// The plate whose booking the reservation's current desired state wants under `reference`
 /// at `site` of this connection's account, if any: the stored booking, served by its current
 /// connection (another one counts only if it reaches the same account), mapped to this
@@ -198,6 +227,8 @@ async fn wanted_plate(
     cmd: &RemoveCommand,
     site: &str,
 ) -> Result<Option<String>, HandlerError> {
+    // The stored state carries no change time here: judged as of now, which keeps a
+    // checked-out guest's grace booking until it has ended at CloudPass anyway.
     let Some((admin, EventBody::Reservation(r))) = ctx
         .stored_booking(EventKind::Reservation, &cmd.booking_key)
         .await?
@@ -211,7 +242,7 @@ async fn wanted_plate(
         return Ok(None);
     }
     let settings = owner.connection.settings.cloudpass()?;
-    match desired_bookings(settings, &admin, &ctx.reference, &r) {
+    match desired_bookings(settings, &admin, &ctx.reference, &r, chrono::Utc::now()) {
         Ok((cp_site, wanted)) if cp_site == site => Ok(wanted
             .into_iter()
             .find(|f| f.reference == cmd.reference)

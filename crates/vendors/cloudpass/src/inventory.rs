@@ -59,6 +59,13 @@ fn ts(t: &DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
+/// The time restriction as compared: only when the connection re-applies it. Otherwise an
+/// existing booking keeps whatever restriction it has (the configured one is for new
+/// bookings), so a difference there is no drift to repair.
+pub fn compared_time_restriction(reapply: bool, time_restriction_id: &str) -> &str {
+    if reapply { time_restriction_id } else { "" }
+}
+
 /// Fingerprint of the compared fields.
 pub fn fingerprint(
     site_id: &str,
@@ -85,8 +92,8 @@ pub fn desired_objects(conn: &Connection, event: &Event) -> Result<Vec<DesiredOb
         return Ok(Vec::new());
     };
     let base = worker_runtime::reference(&event.tenant, EventKind::Reservation, &event.booking_key);
-    let (site, bookings) =
-        crate::desired_bookings(s, &event.site, &base, r).map_err(|e| e.to_string())?;
+    let (site, bookings) = crate::desired_bookings(s, &event.site, &base, r, event.occurred_at)
+        .map_err(|e| e.to_string())?;
     bookings
         .into_iter()
         .map(|b| {
@@ -102,7 +109,7 @@ pub fn desired_objects(conn: &Connection, event: &Event) -> Result<Vec<DesiredOb
                     &plate,
                     &trunc(b.valid_from),
                     &trunc(b.valid_until),
-                    &b.time_restriction_id,
+                    compared_time_restriction(s.reapply_time_restriction, &b.time_restriction_id),
                 ),
                 reference: b.reference,
             })
@@ -201,8 +208,12 @@ impl Inventory for CloudpassInventory {
         _records: &'a Records,
     ) -> BoxStream<'a, Result<VendorObject, InventoryError>> {
         let tenant = conn.tenant.clone();
+        let reapply = conn
+            .settings
+            .cloudpass()
+            .is_ok_and(|s| s.reapply_time_restriction);
         let stream = all_bookings(self, conn).try_filter_map(move |(site, b)| {
-            futures::future::ready(Ok(vendor_object(&tenant, &site, b)))
+            futures::future::ready(Ok(vendor_object(&tenant, &site, b, reapply)))
         });
         Box::pin(stream)
     }
@@ -220,7 +231,14 @@ impl Inventory for CloudpassInventory {
 type Booking = crate::client::VehicleBooking;
 
 /// The comparison view of one listed booking, if it carries `tenant`'s reference.
-pub fn vendor_object(tenant: &str, site: &str, b: Booking) -> Option<VendorObject> {
+/// The time restriction takes part only when the connection re-applies it
+/// ([`compared_time_restriction`]).
+pub fn vendor_object(
+    tenant: &str,
+    site: &str,
+    b: Booking,
+    reapply_time_restriction: bool,
+) -> Option<VendorObject> {
     let key = parse_reference(tenant, &b.reference).map(|(key, _)| key.to_owned())?;
     Some(VendorObject {
         fingerprint: fingerprint(
@@ -228,7 +246,7 @@ pub fn vendor_object(tenant: &str, site: &str, b: Booking) -> Option<VendorObjec
             &b.license_plate,
             &b.valid_from,
             &b.valid_until,
-            &b.time_restriction_id,
+            compared_time_restriction(reapply_time_restriction, &b.time_restriction_id),
         ),
         vendor_id: format!("{site}/{}", b.id),
         booking_key: key,

@@ -46,6 +46,7 @@ fn connection(sim: &SimHandle, client: (&str, &str)) -> Connection {
             client_secret: Secret::new(client.1),
             administrations,
             default_time_restriction_id: cp::DEMO_TR_AMSTERDAM_24_7.into(),
+            reapply_time_restriction: false,
             window_before_minutes: 30,
             window_after_minutes: 30,
         }),
@@ -323,8 +324,16 @@ async fn forbidden_is_permanent_with_the_operator_hint() {
         dl.reason
     );
     assert_eq!(dl.attempts, 1);
-    // Unmapped administration: permanent too.
-    let ev2 = reservation(
+    env.finish(h).await;
+}
+
+/// An administration the operator left unmapped has access control off: the event is a
+/// counted skip (binding `ignored`, `accesshub_worker_ignored_total`), never a dead letter.
+#[tokio::test]
+async fn an_unmapped_administration_is_ignored_not_dead_lettered() {
+    let env = Env::new().await;
+    let h = env.start(CloudpassHandler::new()).await;
+    let ev = reservation(
         "r4",
         1,
         Confirmed,
@@ -333,13 +342,28 @@ async fn forbidden_is_permanent_with_the_operator_hint() {
         &["EE11"],
         "adm-unknown",
     );
-    env.publish(&ev2).await;
-    let dl2 = env.dead_letter(&ev2).await;
+    env.publish(&ev).await;
+    env.applied("r4", 1).await;
+    assert_eq!(env.binding("r4").await.unwrap().status, "ignored");
+    assert!(env.bookings_of("r4").is_empty());
+    let metrics = h.registry().encode();
     assert!(
-        dl2.reason.contains("not mapped to a CloudPass site"),
-        "{}",
-        dl2.reason
+        metrics.contains(
+            "accesshub_worker_ignored_total{worker=\"cloudpass-worker\",reason=\"unmapped\"} 1"
+        ),
+        "{metrics}"
     );
+    let dlq = env
+        .tb
+        .bus
+        .js
+        .get_stream(env.tb.bus.stream_name(subjects::DLQ_STREAM))
+        .await
+        .unwrap()
+        .get_info()
+        .await
+        .unwrap();
+    assert_eq!(dlq.state.messages, 0);
     env.finish(h).await;
 }
 
@@ -545,7 +569,11 @@ async fn an_invalid_plate_does_not_stop_the_others_and_dead_letters_naming_it() 
     env.publish(&ev).await;
     let dl = env.dead_letter(&ev).await;
     assert_eq!(dl.class, ErrorClass::Permanent);
-    assert!(dl.reason.contains("plate #2 of 3"), "{}", dl.reason);
+    assert!(
+        dl.reason.contains("plate #2 of 3 (BA*******"),
+        "{}",
+        dl.reason
+    );
     assert!(
         !dl.reason.to_uppercase().contains("BAD!PLATE"),
         "{}",
@@ -728,5 +756,118 @@ async fn a_move_to_another_connection_deletes_the_old_booking_through_the_old_co
         .map(|b| b.site_id)
         .collect();
     assert_eq!(sites, [cp::DEMO_SITE_UTRECHT]);
+    env.finish(h).await;
+}
+
+/// A worker serving `conn` (instead of the default connection).
+async fn start_serving(env: &Env, conn: Connection) -> WorkerHandle {
+    let cfg = WorkerConfig::for_test(
+        env.tb.config(cloudpass_adapter::NAME, &env.db.url),
+        Arc::new(StaticConnections::new(vec![conn])),
+    );
+    worker_runtime::start(cfg, CloudpassHandler::new())
+        .await
+        .unwrap()
+}
+
+/// The default time restriction is for new bookings: after the operator changes it, existing
+/// bookings keep theirs (dates still follow the reservation) and a new plate gets the new one;
+/// `reapply_time_restriction` brings the existing ones over too.
+#[tokio::test]
+async fn a_changed_default_time_restriction_applies_to_new_bookings_until_reapplied() {
+    const DAY: &str = "cp-tr-ams-day";
+    let env = Env::new().await;
+    let mut conn = connection(&env.sim, (cp::DEMO_CLIENT_ID, cp::DEMO_CLIENT_SECRET));
+    let h = start_serving(&env, conn.clone()).await;
+    let ev = |rev, departure, plates: &[&str]| {
+        reservation(
+            "tr1",
+            rev,
+            Confirmed,
+            "2030-07-01",
+            departure,
+            plates,
+            "adm-ams",
+        )
+    };
+    env.publish(&ev(1, "2030-07-03", &["AA11"])).await;
+    env.applied("tr1", 1).await;
+    h.shutdown().await.unwrap();
+
+    let VendorSettings::Cloudpass(s) = &mut conn.settings else {
+        unreachable!()
+    };
+    s.default_time_restriction_id = DAY.into();
+    let h = start_serving(&env, conn.clone()).await;
+    env.publish(&ev(2, "2030-07-04", &["AA11", "BB22"])).await;
+    env.applied("tr1", 2).await;
+    let until = "2030-07-04T09:30:00+00:00".to_owned();
+    let got: Vec<(String, String, String)> = env
+        .bookings_of("tr1")
+        .into_iter()
+        .map(|b| (b.0, b.2, b.3))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (
+                "AA11".into(),
+                until.clone(),
+                cp::DEMO_TR_AMSTERDAM_24_7.into()
+            ),
+            ("BB22".into(), until.clone(), DAY.into()),
+        ]
+    );
+    h.shutdown().await.unwrap();
+
+    let VendorSettings::Cloudpass(s) = &mut conn.settings else {
+        unreachable!()
+    };
+    s.reapply_time_restriction = true;
+    let h = start_serving(&env, conn).await;
+    env.publish(&ev(3, "2030-07-04", &["AA11", "BB22"])).await;
+    env.applied("tr1", 3).await;
+    let trs: Vec<String> = env.bookings_of("tr1").into_iter().map(|b| b.3).collect();
+    assert_eq!(trs, [DAY, DAY]);
+    env.finish(h).await;
+}
+
+/// docs/upstreams.md "Check-out": a guest checked out two days early keeps vehicle access
+/// until the check-out event + 30 min (not until the stay's end, and not cut at once).
+#[tokio::test]
+async fn checked_out_early_keeps_vehicle_access_for_thirty_minutes() {
+    let env = Env::new().await;
+    let h = env.start(CloudpassHandler::new()).await;
+    let today = Utc::now().date_naive();
+    let (arrival, departure) = (
+        (today - chrono::Days::new(1)).to_string(),
+        (today + chrono::Days::new(2)).to_string(),
+    );
+    let stay = |rev, status| {
+        reservation(
+            "co1",
+            rev,
+            status,
+            &arrival,
+            &departure,
+            &["AA11"],
+            "adm-ams",
+        )
+    };
+    env.publish(&stay(1, ReservationStatus::CheckedIn)).await;
+    env.applied("co1", 1).await;
+    let out = stay(2, ReservationStatus::CheckedOut);
+    env.publish(&out).await;
+    env.applied("co1", 2).await;
+    let b = env.bookings_of("co1");
+    assert_eq!(b.len(), 1, "{b:?}");
+    let until: chrono::DateTime<Utc> = b[0].2.parse().unwrap();
+    let expected = out.occurred_at + chrono::Duration::minutes(30);
+    assert!(
+        (until - expected).num_seconds().abs() <= 1,
+        "{until} != {expected}"
+    );
+    let binding = env.binding("co1").await.unwrap();
+    assert_eq!(binding.status, "checked_out");
     env.finish(h).await;
 }

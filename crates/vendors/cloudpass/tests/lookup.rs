@@ -36,6 +36,7 @@ fn connection(sim: &SimHandle, name: &str, client: (&str, &str)) -> Connection {
             client_secret: Secret::new(client.1),
             administrations,
             default_time_restriction_id: cp::DEMO_TR_AMSTERDAM_24_7.into(),
+            reapply_time_restriction: false,
             window_before_minutes: 30,
             window_after_minutes: 30,
         }),

@@ -32,6 +32,7 @@ async fn a_site_with_dot_dot_slash_stays_one_segment() {
         client_secret: Secret::new("s"),
         administrations: Default::default(),
         default_time_restriction_id: "tr".into(),
+        reapply_time_restriction: false,
         window_before_minutes: 30,
         window_after_minutes: 30,
     };

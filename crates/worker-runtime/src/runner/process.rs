@@ -252,23 +252,16 @@ async fn handle<H: Handler>(s: &Arc<Shared<H>>, m: &Msg<'_>) -> Outcome {
                     // held (the connection was deleted with its access kept, say).
                     if event.ends_access() {
                         let key = Booking::of(&event).binding_key(s);
-                        match bindings::get_binding(&s.pool, &key).await {
-                            Ok(Some(b)) if !holds_nothing(&b) => {
+                        match holds_access(s, &key).await {
+                            Ok(true) => {
                                 let err = HandlerError::permanent(format!(
                                     "no {vendor} connection serves site {:?} of tenant {:?}: the access recorded for booking {:?} could not be removed",
                                     event.site, event.tenant, event.booking_key
                                 ));
                                 return fail(s, m, Some(&event), err).await;
                             }
-                            Ok(_) => {}
-                            Err(e) => {
-                                let err = HandlerError {
-                                    class: accesshub_store::db_error_class(&e),
-                                    message: format!("database (binding): {e}"),
-                                    retry_after: None,
-                                };
-                                return fail(s, m, Some(&event), err).await;
-                            }
+                            Ok(false) => {}
+                            Err(err) => return fail(s, m, Some(&event), err).await,
                         }
                     }
                     tracing::debug!(tenant = %event.tenant, "tenant has no connection to this vendor; skipped");
@@ -278,9 +271,22 @@ async fn handle<H: Handler>(s: &Arc<Shared<H>>, m: &Msg<'_>) -> Outcome {
                 Ok(true) => {}
                 Err(e) => return fail(s, m, Some(&event), e.into()).await,
             }
+            // Install per administration: a site no enabled connection serves has access
+            // control off. Nothing recorded as held there → a counted skip, not a dead letter.
+            let key = Booking::of(&event).binding_key(s);
+            match holds_access(s, &key).await {
+                Ok(false) => {
+                    s.metrics.ignored("site_not_served");
+                    tracing::debug!(tenant = %event.tenant, site = %event.site, "no enabled connection serves the site; ignored");
+                    ack(m.msg).await;
+                    return Outcome::Skipped;
+                }
+                Ok(true) => {}
+                Err(err) => return fail(s, m, Some(&event), err).await,
+            }
             let err = HandlerError::permanent(format!(
-                "no enabled {vendor} connection for tenant {:?} serving site {:?}: configure one (accessctl connections)",
-                event.tenant, event.site
+                "no enabled {vendor} connection for tenant {:?} serving site {:?}, and access is recorded as held for booking {:?}: re-enable or re-activate the site, or offboard it (accessctl connections)",
+                event.tenant, event.site, event.booking_key
             ));
             return fail(s, m, Some(&event), err).await;
         }
@@ -366,6 +372,9 @@ async fn handle<H: Handler>(s: &Arc<Shared<H>>, m: &Msg<'_>) -> Outcome {
                 let err = HandlerError::transient("lost the booking lock during the vendor call");
                 return fail(s, m, Some(&event), err).await;
             }
+            if outcome.status == crate::handler::Status::Ignored {
+                s.metrics.ignored("unmapped");
+            }
             let rec = match record_of::<H>(key.clone(), event.revision, Some(event.id), &outcome) {
                 Ok(r) => r,
                 Err(e) => {
@@ -409,6 +418,21 @@ async fn handle<H: Handler>(s: &Arc<Shared<H>>, m: &Msg<'_>) -> Outcome {
 /// strictly newer revision.
 fn ends_held_access(b: &Binding, event: &Event) -> bool {
     event.ends_access() && !holds_nothing(b)
+}
+
+/// Whether the booking's binding records access held at the vendor (no binding: none).
+async fn holds_access<H: Handler>(
+    s: &Arc<Shared<H>>,
+    key: &BindingKey,
+) -> Result<bool, HandlerError> {
+    match bindings::get_binding(&s.pool, key).await {
+        Ok(b) => Ok(b.as_ref().is_some_and(|b| !holds_nothing(b))),
+        Err(e) => Err(HandlerError {
+            class: accesshub_store::db_error_class(&e),
+            message: format!("database (binding): {e}"),
+            retry_after: None,
+        }),
+    }
 }
 
 /// Whether the binding records that the vendor holds nothing for the booking (an unknown

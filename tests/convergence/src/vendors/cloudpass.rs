@@ -118,6 +118,7 @@ impl Model for Cloudpass {
                 client_secret: Secret::new(cp::DEMO_CLIENT_SECRET),
                 administrations: administrations(),
                 default_time_restriction_id: cp::DEMO_TR_AMSTERDAM_24_7.into(),
+                reapply_time_restriction: false,
                 window_before_minutes: WINDOW_MINUTES as u32,
                 window_after_minutes: WINDOW_MINUTES as u32,
             }),

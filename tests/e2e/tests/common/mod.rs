@@ -680,6 +680,7 @@ pub fn cloudpass_conn(sim: &Sim) -> Connection {
             },
         )]),
         default_time_restriction_id: "cp-tr-ams-247".into(),
+        reapply_time_restriction: false,
         window_before_minutes: 30,
         window_after_minutes: 30,
     }))

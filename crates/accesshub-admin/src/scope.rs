@@ -1,0 +1,118 @@
+//! Install per administration on the admin API (issue 21): a tenant's source tied to its
+//! upstream organization, and the events booking-ingest ignored (site not activated,
+//! connection disabled, unmapped) so an operator sees why a booking has no access.
+
+use accesshub_connections::TenantSource;
+use axum::{
+    Extension, Json,
+    extract::{Path, Query, State},
+};
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    AdminState,
+    audit::{self, Actor},
+    auth::Principal,
+    error::{ApiError, parse_json},
+};
+
+/// Body of `PUT /tenants/{tenant}/sources/{source}/organization`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrganizationBody {
+    /// The upstream organization id (BEX organization, Nexudus account, Clock subscription);
+    /// `null` unties the source.
+    pub organization_id: Option<String>,
+}
+
+/// `PUT /tenants/{tenant}/sources/{source}/organization`.
+pub(crate) async fn put_organization(
+    State(s): State<AdminState>,
+    Path((tenant, source)): Path<(String, String)>,
+    Extension(who): Extension<Principal>,
+    body: Bytes,
+) -> Result<Json<TenantSource>, ApiError> {
+    who.require_tenant(&tenant)?;
+    let b: OrganizationBody = parse_json(&body)?;
+    let src = s
+        .tenants
+        .set_organization(&tenant, &source, b.organization_id.as_deref())
+        .await?
+        .ok_or_else(|| no_source(&tenant, &source))?;
+    audit::record(
+        s.connections.pool(),
+        &Actor::from(&who),
+        audit::Change {
+            action: "source.organization.set",
+            tenant: Some(&tenant),
+            target: format!("{tenant}/{source}"),
+            before: None,
+            after: serde_json::to_value(&b).ok(),
+        },
+    )
+    .await;
+    Ok(Json(src))
+}
+
+/// 404 for a source the tenant does not have yet (its webhook secret makes it).
+pub(crate) fn no_source(tenant: &str, source: &str) -> ApiError {
+    ApiError::NotFound(format!(
+        "tenant {tenant:?} has no source {source:?} (set its webhook secret first)"
+    ))
+}
+
+/// One booking booking-ingest ignored, with its latest reason.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct IgnoredBooking {
+    /// Upstream source.
+    pub source: String,
+    /// Booking kind.
+    pub kind: String,
+    /// Booking key.
+    pub booking_key: String,
+    /// Site of the latest delivery.
+    pub site: String,
+    /// `site_not_activated`, `connection_disabled`, `unmapped_administration`,
+    /// `unmapped_facility` or `unmapped_pass_type`.
+    pub reason: String,
+    /// Deliveries ignored.
+    pub deliveries: i64,
+    /// First ignored.
+    pub first_at: DateTime<Utc>,
+    /// Last ignored.
+    pub last_at: DateTime<Utc>,
+}
+
+/// Query of `GET /tenants/{tenant}/ignored`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct IgnoredQuery {
+    limit: Option<i64>,
+}
+
+/// `GET /tenants/{tenant}/ignored?limit=N` (default 100, at most 1000): the latest first.
+pub(crate) async fn list_ignored(
+    State(s): State<AdminState>,
+    Path(tenant): Path<String>,
+    Extension(who): Extension<Principal>,
+    Query(q): Query<IgnoredQuery>,
+) -> Result<Json<Vec<IgnoredBooking>>, ApiError> {
+    who.require_tenant(&tenant)?;
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::BadRequest {
+            field: Some("limit".into()),
+            problem: "must be between 1 and 1000".into(),
+        });
+    }
+    let rows = sqlx::query_as::<_, IgnoredBooking>(
+        "SELECT source, kind, booking_key, site, reason, deliveries, first_at, last_at
+           FROM ingest_ignored WHERE tenant_id = $1 ORDER BY last_at DESC LIMIT $2",
+    )
+    .bind(&tenant)
+    .bind(limit)
+    .fetch_all(s.connections.pool())
+    .await?;
+    Ok(Json(rows))
+}
