@@ -39,12 +39,23 @@ pub async fn watch(
     interval: Duration,
     shutdown: CancellationToken,
 ) {
+    // What `edge_sites` says, so a state is written once per change.
+    let mut written: std::collections::HashMap<(String, String), SiteState> = Default::default();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = link.changed(interval) => {}
         }
         for site in link.sites() {
+            let key = (site.tenant.clone(), site.site.clone());
+            if written.get(&key) != Some(&site.state) {
+                match record_state(&pool, &site).await {
+                    Ok(()) => {
+                        written.insert(key, site.state);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "recording the edge site's state failed"),
+                }
+            }
             let target = EdgeTarget {
                 tenant: site.tenant.clone(),
                 site: site.site.clone(),
@@ -67,6 +78,23 @@ pub async fn watch(
             }
         }
     }
+}
+
+/// Writes a site's state into `edge_sites` (what `accessctl status` shows).
+pub async fn record_state(pool: &PgPool, site: &SiteInfo) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO edge_sites (tenant_id, vendor, site, online, since, updated_at) \
+         VALUES ($1, 'dormakaba', $2, $3, $4, now()) \
+         ON CONFLICT (tenant_id, vendor, site) DO UPDATE SET online = EXCLUDED.online, \
+           since = EXCLUDED.since, updated_at = now()",
+    )
+    .bind(&site.tenant)
+    .bind(&site.site)
+    .bind(site.state == SiteState::Online)
+    .bind(site.since)
+    .execute(pool)
+    .await
+    .map(|_| ())
 }
 
 /// Publishes a forced `apply` for each parked reservation of `site`; how many.

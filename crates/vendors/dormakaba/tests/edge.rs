@@ -464,6 +464,14 @@ impl Env {
             .map(|b| b.check_out)
     }
 
+    /// Whether `accessctl status` (its collector) shows the site in this state.
+    async fn status_says(&self, online: bool) -> bool {
+        let st = accesshub_dlq::collect_status(&self.bus, &self.db.pool).await;
+        st.edge_sites
+            .iter()
+            .any(|s| s.tenant == TENANT && s.site == SITE && s.online == online)
+    }
+
     async fn dlq_depth(&self) -> u64 {
         common::dlq_depth(&self.bus).await
     }
@@ -519,6 +527,11 @@ async fn edge_over_a_leaf_node_survives_a_cut_link() {
         .await;
     }
     assert_eq!(env.link.state(TENANT, SITE), Some(SiteState::Offline));
+    env.eventually(
+        "accessctl status shows the site offline",
+        async |e: &Env| e.status_says(false).await,
+    )
+    .await;
     // A key request is answered at once: site offline, no retries, no dead letter.
     let t = Instant::now();
     let id = env.key_request("E1", 1).await;
@@ -551,6 +564,10 @@ async fn edge_over_a_leaf_node_survives_a_cut_link() {
         .await;
     }
     assert_ne!(before, Some(want));
+    env.eventually("accessctl status shows the site online", async |e: &Env| {
+        e.status_says(true).await
+    })
+    .await;
     assert_eq!(env.link.state(TENANT, SITE), Some(SiteState::Online));
     // Keys made once: three cards before the cut, none since (no re-create, no re-encode).
     assert_eq!(env.sim.state().dormakaba_keys(Product::Saflok).len(), 3);
