@@ -183,6 +183,29 @@ impl EdgeLink {
         changed
     }
 
+    /// A site recorded offline before this process started (`edge_sites`): watched and, once it
+    /// answers, its tenant's parked reservations resumed (any upstream site: those of another
+    /// site still offline are parked again).
+    pub fn seed_offline(&self, tenant: &str, site: &str) {
+        let mut map = self.lock();
+        map.entry((tenant.to_owned(), site.to_owned()))
+            .or_insert_with(|| SiteInfo {
+                tenant: tenant.to_owned(),
+                site: site.to_owned(),
+                upstream_sites: Vec::new(),
+                state: SiteState::Offline,
+                since: chrono::Utc::now(),
+                parked: 2,
+            });
+        drop(map);
+        self.gauge
+            .get_or_create(&accesshub_telemetry::metrics::labels([
+                ("tenant", tenant),
+                ("site", site),
+            ]))
+            .set(0);
+    }
+
     /// Notes that a reservation of the site was parked (the watcher resumes it).
     pub fn park(&self, tenant: &str, site: &str) {
         if let Some(s) = self.lock().get_mut(&(tenant.to_owned(), site.to_owned())) {

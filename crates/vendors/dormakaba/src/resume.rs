@@ -41,6 +41,22 @@ pub async fn watch(
 ) {
     // What `edge_sites` says, so a state is written once per change.
     let mut written: std::collections::HashMap<(String, String), SiteState> = Default::default();
+    // Sites offline when an earlier process stopped: their parked reservations are still
+    // waiting, and nothing else would remind this process of them.
+    let offline: Result<Vec<(String, String)>, _> = sqlx::query_as(
+        "SELECT tenant_id, site FROM edge_sites WHERE vendor = 'dormakaba' AND NOT online",
+    )
+    .fetch_all(&pool)
+    .await;
+    match offline {
+        Ok(rows) => {
+            for (tenant, site) in rows {
+                link.seed_offline(&tenant, &site);
+                written.insert((tenant, site), SiteState::Offline);
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "reading edge sites offline at start failed"),
+    }
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,

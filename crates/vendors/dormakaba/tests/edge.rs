@@ -259,6 +259,9 @@ struct Env {
     link: Arc<EdgeLink>,
     worker: Option<WorkerHandle>,
     stop: CancellationToken,
+    watcher: CancellationToken,
+    common: accesshub_config::CommonConfig,
+    conn: Connection,
     revs: std::collections::HashMap<String, i64>,
 }
 
@@ -310,8 +313,6 @@ impl Env {
         };
         tokio::spawn(run_relay(relay_client, relay, stop.clone()));
 
-        let registry = accesshub_telemetry::Registry::default();
-        let link = EdgeLink::new(common.clone(), &registry);
         let conn = Connection {
             tenant: TENANT.into(),
             name: "default".into(),
@@ -320,31 +321,58 @@ impl Env {
             settings: VendorSettings::Dormakaba(settings),
             version: 1,
         };
-        let mut cfg =
-            WorkerConfig::for_test(common.clone(), Arc::new(StaticConnections::new(vec![conn])));
-        cfg.max_deliver = 4;
-        cfg.registry = registry;
-        let worker = worker_runtime::start(cfg, DormakabaHandler::with_edge(link.clone()))
-            .await
-            .unwrap();
-        let pool = accesshub_store::connect_lazy(&db.url, 2).unwrap();
-        tokio::spawn(dormakaba_adapter::resume::watch(
-            link.clone(),
-            pool,
-            bus.clone(),
-            Duration::from_millis(200),
-            stop.clone(),
-        ));
-        Env {
+        let registry = accesshub_telemetry::Registry::default();
+        let link = EdgeLink::new(common.clone(), &registry);
+        let mut env = Env {
             edge,
             sim,
             db,
             bus,
             link,
-            worker: Some(worker),
+            worker: None,
             stop,
+            watcher: CancellationToken::new(),
+            common,
+            conn,
             revs: Default::default(),
+        };
+        env.start_worker().await;
+        env
+    }
+
+    /// The cloud worker and its site watcher, with a fresh edge link (nothing remembered).
+    async fn start_worker(&mut self) {
+        let registry = accesshub_telemetry::Registry::default();
+        self.link = EdgeLink::new(self.common.clone(), &registry);
+        let mut cfg = WorkerConfig::for_test(
+            self.common.clone(),
+            Arc::new(StaticConnections::new(vec![self.conn.clone()])),
+        );
+        cfg.max_deliver = 4;
+        cfg.registry = registry;
+        self.worker = Some(
+            worker_runtime::start(cfg, DormakabaHandler::with_edge(self.link.clone()))
+                .await
+                .unwrap(),
+        );
+        self.watcher = CancellationToken::new();
+        let pool = accesshub_store::connect_lazy(&self.db.url, 2).unwrap();
+        tokio::spawn(dormakaba_adapter::resume::watch(
+            self.link.clone(),
+            pool,
+            self.bus.clone(),
+            Duration::from_millis(200),
+            self.watcher.clone(),
+        ));
+    }
+
+    /// A worker restart: everything in memory is gone.
+    async fn restart_worker(&mut self) {
+        if let Some(w) = self.worker.take() {
+            w.shutdown().await.unwrap();
         }
+        self.watcher.cancel();
+        self.start_worker().await;
     }
 
     /// The leaf link is up and the relay's interest has reached the cluster.
@@ -481,6 +509,7 @@ impl Env {
             w.shutdown().await.unwrap();
         }
         self.stop.cancel();
+        self.watcher.cancel();
         self.bus.delete_streams().await;
         self.db.drop_db().await;
         drop(self.edge);
@@ -545,6 +574,8 @@ async fn edge_over_a_leaf_node_survives_a_cut_link() {
         "nothing dead-lettered while offline"
     );
     let before = env.check_out_of("acme-E1");
+    // The worker restarts meanwhile: what it knew of the site is gone, edge_sites is not.
+    env.restart_worker().await;
 
     // The link returns: the parked reservations are applied, latest revision each.
     env.edge.leaf.restart();
