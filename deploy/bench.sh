@@ -47,6 +47,7 @@ run ingest-bench
 run worker-bench
 run dlq-bench
 run sync-bench
+run keyreq-bench 50
 echo
 echo "=== bench-summary"
 "$BIN/bench-summary"

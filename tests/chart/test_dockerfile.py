@@ -17,6 +17,7 @@ DOCKERFILE = REPO / "deploy" / "Dockerfile"
 SHIPPED = set(SERVICES.values()) | {"accessctl"}
 # Workspace binaries that must never ship.
 NEVER = {"vendor-sim", "ingest-bench", "worker-bench", "sync-bench", "dlq-bench", "baselines",
+         "keyreq-bench",
          "bench-summary"}
 
 

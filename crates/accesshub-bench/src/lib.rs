@@ -219,3 +219,48 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
+
+/// An event could not be published (NATS down, no PubAck): the benchmark stops.
+#[derive(Debug, thiserror::Error)]
+#[error("publish {subject}: {message}")]
+pub struct PublishError {
+    /// Subject published to.
+    pub subject: String,
+    /// What went wrong.
+    pub message: String,
+}
+
+impl accesshub_domain::Classify for PublishError {
+    fn class(&self) -> accesshub_domain::ErrorClass {
+        accesshub_domain::ErrorClass::Transient
+    }
+}
+
+/// Publishes an event on the namespaced BOOKINGS stream (`Nats-Msg-Id` = event id) and waits
+/// for its PubAck, as the outbox relay does.
+pub async fn publish_event(
+    bus: &accesshub_bus::Bus,
+    ev: &accesshub_domain::Event,
+) -> Result<(), PublishError> {
+    let subject = bus.subject(&ev.subject());
+    let fail = |message: String| PublishError {
+        subject: subject.clone(),
+        message,
+    };
+    let mut h = async_nats::HeaderMap::new();
+    h.insert(
+        accesshub_domain::headers::MSG_ID,
+        ev.id.to_string().as_str(),
+    );
+    let payload = serde_json::to_vec(ev).map_err(|e| fail(e.to_string()))?;
+    let msg = async_nats::jetstream::message::PublishMessage::build()
+        .payload(payload.into())
+        .headers(h);
+    bus.js
+        .send_publish(subject.clone(), msg)
+        .await
+        .map_err(|e| fail(e.to_string()))?
+        .await
+        .map_err(|e| fail(format!("PubAck: {e}")))?;
+    Ok(())
+}

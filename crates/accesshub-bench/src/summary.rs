@@ -284,6 +284,22 @@ pub fn rows(f: &Figures) -> Vec<Row> {
             ratio(replay, js_pub, "JetStream publish/s"),
         ),
         row(
+            "keyreq",
+            "key request answered (Saflok simulator) p50",
+            get(f, "keyreq", "p50_ms"),
+            Unit::Ms,
+            None,
+            None,
+        ),
+        row(
+            "keyreq",
+            "key request answered (Saflok simulator) p99",
+            get(f, "keyreq", "p99_ms"),
+            Unit::Ms,
+            Some(Target::Below(1_000.0)),
+            None,
+        ),
+        row(
             "sync",
             &format!("full sync{sync_n}: wall time"),
             get(f, "sync", "wall_s"),

@@ -348,6 +348,12 @@ pub struct DormakabaSettings {
     /// Key size sent with encode requests.
     #[serde(default)]
     pub key_size: u32,
+    /// The lock server sits on the hotel's LAN behind an edge relay (docs/deploy.md
+    /// "On-premises lock servers"): SOAP calls go over NATS to
+    /// `edge.dormakaba.<tenant>.<edge_site>` instead of HTTP from the cluster, and
+    /// `scheme`/`host`/`port` only document what the relay dials on the LAN.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edge_site: Option<String>,
 }
 
 fn https() -> String {
@@ -437,6 +443,7 @@ impl VendorSettings {
                 ("host", s.host.trim().to_ascii_lowercase()),
                 ("port", s.port.to_string()),
                 ("path", s.path.as_deref().map(url).unwrap_or_default()),
+                ("edge_site", s.edge_site.clone().unwrap_or_default()),
             ],
             VendorSettings::Ipassan(s) => vec![("base_url", url(&s.base_url))],
             VendorSettings::Tapkey(s) => vec![

@@ -64,6 +64,8 @@ pub fn validate_with(conn: &Connection, egress: &EgressPolicy) -> Vec<FieldError
             check("settings.authority_url", parsed(&s.authority_url));
             check("settings.base_url", parsed(&s.base_url));
         }
+        // Reached through the hotel's edge relay on its LAN, never from the cluster.
+        VendorSettings::Dormakaba(s) if s.edge_site.is_some() => {}
         VendorSettings::Dormakaba(s) => {
             let target = parsed(&format!("{}://{}:{}/", s.scheme, s.host.trim(), s.port));
             // The scheme's own message belongs to `scheme`, an address's to `host`.
@@ -213,6 +215,17 @@ fn dormakaba(v: &mut V, s: &DormakabaSettings) {
     v.nonempty("settings.username", &s.username);
     v.secret("settings.password", &s.password);
     v.nonempty("settings.site_name", &s.site_name);
+    if let Some(site) = &s.edge_site
+        && (site.is_empty()
+            || !site
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+    {
+        v.err(
+            "settings.edge_site",
+            "must be letters, digits, '-' or '_' (one NATS subject token)",
+        );
+    }
     v.nonempty("settings.pms_terminal_id", &s.pms_terminal_id);
     let mut ids = BTreeSet::new();
     for (i, e) in s.encoders.iter().enumerate() {

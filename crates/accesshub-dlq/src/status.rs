@@ -63,6 +63,19 @@ pub struct SyncRun {
 }
 
 /// Everything `accessctl status` prints.
+/// A hotel's edge site as the dormakaba worker last saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EdgeSite {
+    /// Tenant.
+    pub tenant: String,
+    /// Edge site.
+    pub site: String,
+    /// Whether its relay answers.
+    pub online: bool,
+    /// Since when (RFC 3339).
+    pub since: String,
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Status {
     /// Streams of the namespace.
@@ -73,6 +86,10 @@ pub struct Status {
     pub dlq_depth: BTreeMap<String, u64>,
     /// Last sync run per connection; None when the `sync_runs` table does not exist (yet).
     pub sync_runs: Option<Vec<SyncRun>>,
+    /// Hotels' edge sites and whether their relay answers (docs/deploy.md "On-premises lock
+    /// servers"); empty without edge sites.
+    #[serde(default)]
+    pub edge_sites: Vec<EdgeSite>,
     /// What could not be collected.
     pub problems: Vec<String>,
 }
@@ -128,7 +145,29 @@ pub async fn collect(bus: &Bus, pool: &PgPool) -> Status {
         Ok(r) => st.sync_runs = r,
         Err(e) => st.problems.push(format!("sync runs: {e}")),
     }
+    match edge_sites(pool).await {
+        Ok(r) => st.edge_sites = r,
+        Err(e) => st.problems.push(format!("edge sites: {e}")),
+    }
     st
+}
+
+/// Hotels' edge sites, offline first.
+async fn edge_sites(pool: &PgPool) -> Result<Vec<EdgeSite>, sqlx::Error> {
+    let rows: Vec<(String, String, bool, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
+        "SELECT tenant_id, site, online, since FROM edge_sites ORDER BY online, tenant_id, site",
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(tenant, site, online, since)| EdgeSite {
+            tenant,
+            site,
+            online,
+            since: since.to_rfc3339(),
+        })
+        .collect())
 }
 
 /// DLQ entries per worker from the server's per-subject counts.

@@ -6,6 +6,8 @@
 //! official NATS chart ([`helm_values`], committed as `deploy/nats/values-nats.yaml`). The
 //! accesshub chart gives each service the user of the same name.
 
+pub mod edge;
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
@@ -41,6 +43,9 @@ pub enum NatsAuthError {
     /// An upstream binding is malformed (`USER:TENANT[:SOURCE]`).
     #[error("upstream {0:?}: expected USER:TENANT[:SOURCE]")]
     BadUpstream(String),
+    /// An edge binding is malformed (`USER:TENANT:SITE`).
+    #[error("edge {0:?}: expected USER:TENANT:SITE")]
+    BadEdge(String),
     /// A password is missing for a user.
     #[error("no password for NATS user {0}")]
     MissingPassword(String),
@@ -48,7 +53,7 @@ pub enum NatsAuthError {
 
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Rules {
+pub(crate) struct Rules {
     #[serde(default)]
     publish: Vec<String>,
     #[serde(default)]
@@ -76,10 +81,13 @@ struct IdentitySpec {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Spec {
+pub(crate) struct Spec {
     groups: BTreeMap<String, Rules>,
     identities: BTreeMap<String, IdentitySpec>,
     upstream: Rules,
+    /// A hotel's leaf-node user ([`edge`]).
+    #[serde(default)]
+    edge: Rules,
 }
 
 /// What one identity may do, with every placeholder filled in.
@@ -144,7 +152,7 @@ pub fn inbox_prefix(user: &str) -> String {
     format!("_INBOX.{}", subjects::token(user))
 }
 
-fn spec() -> Result<Spec, NatsAuthError> {
+pub(crate) fn spec() -> Result<Spec, NatsAuthError> {
     yaml_serde::from_str(PERMISSIONS_YAML).map_err(|e| NatsAuthError::Parse(e.to_string()))
 }
 
@@ -171,7 +179,7 @@ fn render(
     Ok(out)
 }
 
-fn render_all(
+pub(crate) fn render_all(
     identity: &str,
     subjects: &[String],
     ns: &Namespace,
@@ -234,25 +242,7 @@ pub fn upstream_identity(b: &UpstreamBinding, namespace: &str) -> Result<Identit
             b.source.as_deref().map_or("*".to_owned(), subjects::token),
         ),
     ]);
-    let mut perms = Permissions {
-        publish: Vec::new(),
-        subscribe: Vec::new(),
-        allow_responses: spec.upstream.allow_responses,
-    };
-    render_all(
-        &b.user,
-        &spec.upstream.publish,
-        &ns,
-        &vars,
-        &mut perms.publish,
-    )?;
-    render_all(
-        &b.user,
-        &spec.upstream.subscribe,
-        &ns,
-        &vars,
-        &mut perms.subscribe,
-    )?;
+    let perms = bound_permissions(&b.user, &spec.upstream, &ns, &vars)?;
     Ok(Identity {
         user: b.user.clone(),
         description: format!(
@@ -262,6 +252,23 @@ pub fn upstream_identity(b: &UpstreamBinding, namespace: &str) -> Result<Identit
         ),
         permissions: perms,
     })
+}
+
+/// The permissions of an identity bound by `vars` (an upstream's tenant, a hotel's site).
+pub(crate) fn bound_permissions(
+    user: &str,
+    rules: &Rules,
+    ns: &Namespace,
+    vars: &BTreeMap<String, String>,
+) -> Result<Permissions, NatsAuthError> {
+    let mut perms = Permissions {
+        publish: Vec::new(),
+        subscribe: Vec::new(),
+        allow_responses: rules.allow_responses,
+    };
+    render_all(user, &rules.publish, ns, vars, &mut perms.publish)?;
+    render_all(user, &rules.subscribe, ns, vars, &mut perms.subscribe)?;
+    Ok(perms)
 }
 
 /// TLS for the client port (optional; `tls://` URLs on the client side).
@@ -286,12 +293,12 @@ pub struct ServerOptions {
     pub tls: Option<Tls>,
 }
 
-fn q(s: &str) -> String {
+pub(crate) fn q(s: &str) -> String {
     // JSON strings are valid nats-server config strings; quoted values are never `$VAR`-expanded.
     serde_json::Value::String(s.to_owned()).to_string()
 }
 
-fn list(items: &[String]) -> String {
+pub(crate) fn list(items: &[String]) -> String {
     let quoted: Vec<String> = items.iter().map(|s| q(s)).collect();
     format!("[{}]", quoted.join(", "))
 }

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod committer;
 pub mod error;
 pub mod http;
+pub mod keyreq_api;
 pub mod limits;
 pub mod metrics;
 pub mod nats_ingest;
@@ -202,6 +203,7 @@ pub fn router(state: AppState, registry: Registry) -> Router {
     });
     Router::new()
         .route("/webhooks/{source}/{tenant}", post(http::webhook))
+        .merge(keyreq_api::routes())
         // One Arc per request instead of a clone of every pool, client and metric handle.
         .with_state(Arc::new(state))
         .merge(ops::ops_router(registry, readiness))

@@ -54,6 +54,7 @@ fn connection(sim: &vendor_sim::SimHandle) -> Connection {
             common_areas: Default::default(),
             mobile_keys: true,
             key_size: 0,
+            edge_site: None,
         }),
         version: 1,
     }

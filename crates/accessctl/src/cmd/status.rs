@@ -90,6 +90,24 @@ pub fn print(format: Format, st: &Status) -> anyhow::Result<()> {
                 .collect(),
         )?,
     }
+    if !st.edge_sites.is_empty() {
+        println!("EDGE SITES");
+        table(
+            &["TENANT", "SITE", "STATE", "SINCE"],
+            st.edge_sites
+                .iter()
+                .map(|e| {
+                    let state = if e.online { "online" } else { "OFFLINE" };
+                    vec![
+                        e.tenant.clone(),
+                        e.site.clone(),
+                        state.to_owned(),
+                        e.since.clone(),
+                    ]
+                })
+                .collect(),
+        )?;
+    }
     for p in &st.problems {
         println!("problem: {p}");
     }

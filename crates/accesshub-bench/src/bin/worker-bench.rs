@@ -12,10 +12,9 @@ use std::{
 };
 
 use accesshub_bench::cpu::{CpuSnapshot, cores};
+use accesshub_bench::publish_event as publish;
 use accesshub_connections::{Connection, Secret, TapkeySettings, VendorSettings};
-use accesshub_domain::{Event, EventBody, Pass, PassHolder, PassStatus, Source, headers};
-use anyhow::Context as _;
-use async_nats::jetstream::message::PublishMessage;
+use accesshub_domain::{Event, EventBody, Pass, PassHolder, PassStatus, Source};
 use tapkey_adapter::TapkeyHandler;
 use worker_runtime::{AfterApply, Handler, StaticConnections, WorkerConfig};
 
@@ -50,22 +49,6 @@ fn event(key: &str) -> Event {
             expires_at: chrono::Utc::now() + chrono::Duration::days(1),
         }),
     )
-}
-
-async fn publish(bus: &accesshub_bus::Bus, ev: &Event) -> anyhow::Result<()> {
-    let mut h = async_nats::HeaderMap::new();
-    h.insert(headers::MSG_ID, ev.id.to_string().as_str());
-    let msg = PublishMessage::build()
-        .payload(serde_json::to_vec(ev)?.into())
-        .headers(h);
-    // Fire the publish; acks are awaited in bulk by the caller's flush.
-    bus.js
-        .send_publish(bus.subject(&ev.subject()), msg)
-        .await
-        .context("publish")?
-        .await
-        .context("puback")?;
-    Ok(())
 }
 
 /// mimalloc: glibc's malloc costs a worker (many small, short-lived allocations per message

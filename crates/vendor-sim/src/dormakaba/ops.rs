@@ -188,9 +188,15 @@ fn check_encoder(sys: &LockSystem, req: &Element) -> R<u32> {
             format!("encoder {id} is busy"),
         )),
         Some(e) if e.online => Ok(id),
-        _ => Err(Outcome::fault(
+        Some(_) => Err(Outcome::fault(
             "EncoderNotOnlineOrNotExist",
-            format!("encoder {id}"),
+            format!("encoder {id} is not online"),
+        )),
+        // An id the lock system has never had: as strict as it gets, a number that names no
+        // encoder is an invalid encoder number (no retry makes it exist).
+        None => Err(Outcome::fault(
+            "InvalidEncoderNumber",
+            format!("encoder {id} does not exist in the lock system"),
         )),
     }
 }
@@ -360,7 +366,7 @@ impl Env<'_> {
         guest_name: &str,
         phone: &str,
         digits: &str,
-    ) {
+    ) -> bool {
         let sn = surname(guest_name);
         let delivered = self.sys.app_guests.iter().any(|g| {
             g.surname.trim().eq_ignore_ascii_case(&sn) && phone_digits(&g.phone) == digits
@@ -383,6 +389,7 @@ impl Env<'_> {
             cancelled: false,
             at: self.now,
         });
+        delivered
     }
 }
 
@@ -654,13 +661,23 @@ fn mobile_target(env: &mut Env<'_>, req: &Element) -> R<(String, String, String)
     Ok((b.reservation_id.clone(), room, digits))
 }
 
+/// `ResponseMessage` of an `IssueMobileKey` the app could not match to a guest.
+pub const MOBILE_NOT_DELIVERED: &str =
+    "Mobile key not delivered: no app user matches the guest's surname and phone";
+
 fn issue_mobile_key(env: &mut Env<'_>, req: &Element) -> R<Outcome> {
     let guest = required(req, "GuestName")?.to_owned();
     let (id, room, digits) = mobile_target(env, req)?;
     let phone = text(req, "GuestMobileNumber").unwrap_or("").to_owned();
-    env.send_mobile_key(&id, &room, &guest, &phone, &digits);
-    // The PMS is not told whether the app matched the guest (as with the real system).
-    Ok(ok("Mobile key sent"))
+    let delivered = env.send_mobile_key(&id, &room, &guest, &phone, &digits);
+    // The lock system logs a BlueSky mismatch (surname + phone match no app user); this
+    // operation (our extension, not Messenger's) also says so in its answer, so the PMS can
+    // tell the desk instead of "sent".
+    Ok(ok(if delivered {
+        "Mobile key sent"
+    } else {
+        MOBILE_NOT_DELIVERED
+    }))
 }
 
 fn cancel_mobile(env: &mut Env<'_>, req: &Element) -> R<Outcome> {

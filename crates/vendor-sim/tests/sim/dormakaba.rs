@@ -200,7 +200,7 @@ async fn faults_where_state_warrants_them() {
         .await)
         .await
         .as_deref(),
-        Some("EncoderNotOnlineOrNotExist")
+        Some("InvalidEncoderNumber")
     );
     st.dormakaba_set_encoder(Product::Saflok, 2, true, true)
         .unwrap();

@@ -14,6 +14,8 @@ pub struct ExecReport {
     pub encoder: Option<String>,
     /// A mobile key was sent.
     pub mobile_sent: bool,
+    /// The lock system said the app matched no guest: the key reached no phone.
+    pub mobile_undelivered: bool,
     /// `CreateNewBooking` found the booking already there (a retry after a crash).
     pub already_booked: bool,
     /// Operation names, in order (for logs and tests).
@@ -37,6 +39,7 @@ impl ExecReport {
         self.cards += later.cards;
         self.encoder = later.encoder.or(self.encoder.take());
         self.mobile_sent |= later.mobile_sent;
+        self.mobile_undelivered |= later.mobile_undelivered;
         self.already_booked |= later.already_booked;
         self.operations.extend(later.operations);
     }
@@ -134,7 +137,10 @@ pub async fn execute(
                         report.cards += key_count;
                         report.encoder = Some(encoder.clone());
                     }
-                    Op::IssueMobileKey(_) => report.mobile_sent = true,
+                    Op::IssueMobileKey(_) => {
+                        report.mobile_sent = true;
+                        report.mobile_undelivered |= mobile_not_delivered(&message);
+                    }
                     _ => {}
                 }
                 // After an interrupted first attempt the cards were encoded then and never
@@ -151,6 +157,12 @@ pub async fn execute(
         }
     }
     Ok(report)
+}
+
+/// Whether an `IssueMobileKey` answer says the BlueSky app matched no guest (surname and
+/// phone): the lock system accepted the request but no phone got the key.
+pub fn mobile_not_delivered(message: &str) -> bool {
+    message.to_ascii_lowercase().contains("not delivered")
 }
 
 /// Whether the lock system holds a live booking for the reservation: `ExtendCheckOut` with the

@@ -339,6 +339,17 @@ impl Op {
             _ => false,
         }
     }
+
+    /// The encoder this operation uses, if any.
+    pub fn encoder(&self) -> Option<&str> {
+        match self {
+            Op::CreateBooking { encoder, .. }
+            | Op::CreateUnlessExists { encoder, .. }
+            | Op::ChangeAccess { encoder, .. }
+            | Op::Duplicate { encoder, .. } => Some(encoder),
+            _ => None,
+        }
+    }
 }
 
 /// Reservation event: desired vs recorded → operations.
@@ -979,6 +990,7 @@ mod tests {
             common_areas: [("gym".to_owned(), 2)].into(),
             mobile_keys: true,
             key_size: 0,
+            edge_site: None,
         }
     }
 

@@ -25,10 +25,19 @@ use worker_runtime::{ApplyContext, ApplyOutcome, Handler, HandlerError, Recorded
 use crate::apply::{ExecFailure, ExecReport, execute};
 use crate::client::{SoapClient, SoapConfig, SoapError};
 use crate::desired::{self, LockRecord, Op};
+use crate::edge::{EdgeLink, EdgeTarget};
 use crate::keyreq::{self, KeyRequestRecord, StoredStatus};
 
 /// Worker and durable consumer name.
 pub const WORKER: &str = "dormakaba-worker";
+
+/// What the desk is told when the BlueSky app matched no guest (never "sent").
+pub const MOBILE_NOT_DELIVERED: &str =
+    "mobile key not delivered — check the guest's surname and phone";
+
+/// Attempts a key request gets at a transient lock-system fault (encoder busy, jammed, timed
+/// out) before the desk is told: the guest is standing at the desk.
+pub const KEY_REQUEST_ATTEMPTS: u64 = 3;
 
 const KINDS: [EventKind; 2] = [EventKind::Reservation, EventKind::KeyRequest];
 
@@ -70,12 +79,36 @@ fn lock_record(prev: Option<&Recorded<DormakabaIds>>) -> LockRecord {
 
 /// The dormakaba handler (stateless: the runtime caches the clients).
 #[derive(Debug, Default)]
-pub struct DormakabaHandler;
+pub struct DormakabaHandler {
+    /// The NATS link to hotels' edge relays (connections with an `edge_site`).
+    edge: Option<Arc<EdgeLink>>,
+}
 
 impl DormakabaHandler {
-    /// The handler.
+    /// The handler, for lock servers reachable over HTTP only.
     pub fn new() -> Self {
-        DormakabaHandler
+        DormakabaHandler::default()
+    }
+
+    /// The handler, reaching lock servers of edge connections through `link`.
+    pub fn with_edge(link: Arc<EdgeLink>) -> Self {
+        DormakabaHandler { edge: Some(link) }
+    }
+
+    /// A reservation whose site is offline waits: recorded `pending` with what the lock
+    /// system held unchanged, acknowledged, applied again when the site answers
+    /// ([`crate::resume`]).
+    fn park(
+        &self,
+        ctx: &ApplyContext<SoapClient>,
+        rec: LockRecord,
+        err: &SoapError,
+    ) -> ApplyOutcome<DormakabaIds> {
+        if let (Some(link), Some(t)) = (&self.edge, ctx.client.edge_target()) {
+            link.park(&t.tenant, &t.site);
+        }
+        tracing::warn!(error = %err, "edge site offline: reservation parked until it answers");
+        ApplyOutcome::new(Status::Pending, DormakabaIds::reservation(rec))
     }
 
     async fn apply_reservation(
@@ -136,6 +169,9 @@ impl DormakabaHandler {
             }
         }
         match result {
+            Err(f) if matches!(f.error, SoapError::SiteOffline { .. }) => {
+                Ok(self.park(ctx, rec, &f.error))
+            }
             Ok(report) => {
                 tracing::info!(operations = ?report.operations, reservation_id = %d.reservation_id, "reservation applied");
                 Ok(ApplyOutcome::new(
@@ -257,6 +293,18 @@ impl DormakabaHandler {
             .record()
             .map(|r| r.ids.lock_record())
             .unwrap_or_default();
+        // A reservation parked while its site was offline stays parked (the watcher applies
+        // its revision when the site answers), whatever the key request records on it.
+        let parked = related
+            .record()
+            .is_some_and(|r| r.status == Some(Status::Pending));
+        let reservation_status = |rec: &LockRecord| {
+            if parked {
+                Status::Pending
+            } else {
+                record_status(rec)
+            }
+        };
         let mut ops = match desired::plan_key_request(req, &d, &rec, s) {
             Ok(ops) => ops,
             Err(e) => return Err(fail(ctx, tenant, req, e.into()).await),
@@ -286,13 +334,16 @@ impl DormakabaHandler {
         // guest out although the record never said "booked".
         if desired::note_in_doubt(&mut rec, &ops) {
             related
-                .record_progress(record_status(&rec), &DormakabaIds::reservation(rec.clone()))
+                .record_progress(
+                    reservation_status(&rec),
+                    &DormakabaIds::reservation(rec.clone()),
+                )
                 .await?;
         }
         let lock: &SoapClient = &ctx.client;
         let result = execute(lock, &d, &mut rec, &ops, s.key_size).await;
         related
-            .save(record_status(&rec), &DormakabaIds::reservation(rec))
+            .save(reservation_status(&rec), &DormakabaIds::reservation(rec))
             .await?;
         match result {
             Ok(report) => {
@@ -308,9 +359,44 @@ impl DormakabaHandler {
                 tracing::info!(request_id = %req.request_id, operations = ?report.operations, "key request done");
                 Ok(keyreq_outcome(req, status, Some(message)))
             }
+            // The desk gets its answer now, not after retries: no key while the hotel's link
+            // is down (nothing dead-lettered: the request is answered, not broken).
+            Err(f) if matches!(f.error, SoapError::SiteOffline { .. }) => {
+                let message = format!(
+                    "site offline: the hotel's lock server cannot be reached from accesshub ({}); no key was made, request again when the site is back",
+                    f.error
+                );
+                report(ctx, tenant, req, KeyResultStatus::Failed, message.clone()).await;
+                Ok(keyreq_outcome(req, KeyResultStatus::Failed, Some(message)))
+            }
+            // An encoder the lock system does not know: no retry can help, and the desk
+            // must hear which one.
+            Err(f)
+                if f.error
+                    .fault_code()
+                    .is_some_and(|c| c.eq_ignore_ascii_case("InvalidEncoderNumber")) =>
+            {
+                let message = format!(
+                    "encoder {} does not exist in the lock system ({})",
+                    f.op.encoder().unwrap_or("?"),
+                    f.error
+                );
+                Err(fail(ctx, tenant, req, HandlerError::permanent(message)).await)
+            }
             Err(f) => {
-                let pending = f.error.class() == ErrorClass::Transient && !ctx.last_attempt;
-                if pending {
+                let transient = f.error.class() == ErrorClass::Transient;
+                // The desk is waiting: busy, jammed, timed-out encoders are retried briefly,
+                // then the fault is reported (the request is answered, not dead-lettered).
+                if transient && ctx.attempt >= KEY_REQUEST_ATTEMPTS && !ctx.last_attempt {
+                    let message = format!(
+                        "{} after {} attempts: no key was made, check the encoder and request again",
+                        f.error.desk_message().trim_end_matches(", retrying"),
+                        ctx.attempt
+                    );
+                    report(ctx, tenant, req, KeyResultStatus::Failed, message.clone()).await;
+                    return Ok(keyreq_outcome(req, KeyResultStatus::Failed, Some(message)));
+                }
+                if transient && !ctx.last_attempt {
                     let message = f.error.desk_message();
                     report(ctx, tenant, req, KeyResultStatus::Pending, message).await;
                     Err(HandlerError::from(f.error))
@@ -411,7 +497,22 @@ impl Handler for DormakabaHandler {
         limiter: Arc<RateLimiter>,
     ) -> Result<SoapClient, HandlerError> {
         let s = conn.settings.dormakaba()?;
-        Ok(SoapClient::new(SoapConfig::from_settings(s))?.with_rate_limit(limiter))
+        let client = SoapClient::new(SoapConfig::from_settings(s))?.with_rate_limit(limiter);
+        match (&s.edge_site, &self.edge) {
+            (None, _) => Ok(client),
+            (Some(site), Some(link)) => Ok(client.via_edge(
+                link.clone(),
+                EdgeTarget {
+                    tenant: conn.tenant.clone(),
+                    site: site.clone(),
+                    upstream_sites: conn.sites.clone(),
+                },
+            )),
+            (Some(site), None) => Err(HandlerError::permanent(format!(
+                "connection {:?} reaches its lock server through edge site {site:?}, but this worker has no edge link",
+                conn.name
+            ))),
+        }
     }
 
     async fn apply(
@@ -515,6 +616,9 @@ fn keyreq_outcome(
 
 fn success_message(req: &KeyRequest, report: &ExecReport) -> (KeyResultStatus, String) {
     match req.action {
+        KeyAction::MobileKey if report.mobile_undelivered => {
+            (KeyResultStatus::Failed, MOBILE_NOT_DELIVERED.to_owned())
+        }
         KeyAction::MobileKey => (
             KeyResultStatus::Sent,
             "mobile key sent; the app delivers it when the guest's surname and phone match"

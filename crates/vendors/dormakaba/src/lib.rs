@@ -12,10 +12,12 @@
 pub mod apply;
 pub mod client;
 pub mod desired;
+pub mod edge;
 pub mod handler;
 pub mod inventory;
 pub mod keyreq;
 pub mod lookup;
+pub mod resume;
 
 pub use handler::{DormakabaHandler, WORKER};
 pub use keyreq::{KeyRequestStatus, StoredStatus, key_request_status};

@@ -10,12 +10,11 @@ use accesshub_connections::{
     Connection, DormakabaProduct, DormakabaSettings, Encoder, EncoderKind, VendorSettings,
 };
 use accesshub_domain::{
-    DeadLetter, Event, EventBody, Guest, KeyAction, KeyRequest, KeyResult, KeyResultStatus,
-    Reservation, ReservationStatus, Source, headers, subjects,
+    DeadLetter, Event, EventBody, KeyAction, KeyRequest, KeyResult, KeyResultStatus, Reservation,
+    ReservationStatus, Source, subjects,
 };
 use accesshub_testkit::{TestBus, TestDb};
-use async_nats::jetstream::message::PublishMessage;
-use chrono::{Days, NaiveTime, Utc};
+use chrono::Utc;
 use dormakaba_adapter::client::{SoapClient, SoapConfig};
 use dormakaba_adapter::{
     DormakabaHandler, StoredStatus, WORKER, desired,
@@ -47,6 +46,12 @@ fn settings(sim: &SimHandle, product: DormakabaProduct) -> DormakabaSettings {
                 name: "Back office".into(),
                 id: "9".into(),
                 kind: EncoderKind::Usb,
+            },
+            // Configured, but the lock system has no encoder 8.
+            Encoder {
+                name: "Lobby kiosk".into(),
+                id: "8".into(),
+                kind: EncoderKind::Network,
             },
         ],
         rooms: [("R-101".to_owned(), "101".to_owned())].into(),
@@ -121,40 +126,11 @@ impl Env {
     }
 
     fn reservation(&self, status: ReservationStatus, name: &str, nights: u64) -> Reservation {
-        let today = Utc::now().date_naive();
-        Reservation {
-            status,
-            guest: Guest {
-                name: name.into(),
-                email: None,
-                mobile_phone: Some("+31612345678".into()),
-            },
-            arrival: today,
-            departure: today.checked_add_days(Days::new(nights)).unwrap(),
-            check_in_time: NaiveTime::from_hms_opt(0, 0, 0).unwrap(),
-            check_out_time: NaiveTime::from_hms_opt(11, 0, 0).unwrap(),
-            timezone: "Europe/Amsterdam".into(),
-            rooms: vec!["R-101".into(), "102".into()],
-            common_areas: vec!["gym".into(), "entrance".into()],
-            license_plates: vec![],
-            mobile_key: false,
-        }
+        common::reservation(status, name, nights)
     }
 
     async fn publish(&self, ev: &Event) {
-        let mut h = async_nats::HeaderMap::new();
-        h.insert(headers::MSG_ID, ev.id.to_string().as_str());
-        let msg = PublishMessage::build()
-            .payload(serde_json::to_vec(ev).unwrap().into())
-            .headers(h);
-        self.tb
-            .bus
-            .js
-            .send_publish(self.tb.bus.subject(&ev.subject()), msg)
-            .await
-            .unwrap()
-            .await
-            .unwrap();
+        common::publish(&self.tb.bus, ev).await;
     }
 
     /// Stores the reservation as booking-ingest would (desired state) and publishes it.
@@ -169,20 +145,7 @@ impl Env {
             Utc::now(),
             EventBody::Reservation(r),
         );
-        sqlx::query(
-            "INSERT INTO bookings (tenant_id, kind, booking_key, site, revision, source, event_id, payload) \
-             VALUES ($1, 'reservation', $2, 'hotel', $3, 'native', $4, $5) \
-             ON CONFLICT (tenant_id, kind, booking_key) DO UPDATE SET revision = EXCLUDED.revision, \
-             payload = EXCLUDED.payload",
-        )
-        .bind(TENANT)
-        .bind(key)
-        .bind(self.rev)
-        .bind(ev.id)
-        .bind(serde_json::to_value(&ev).unwrap())
-        .execute(&self.db.pool)
-        .await
-        .unwrap();
+        common::store_booking(&self.db.pool, &ev).await;
         self.publish(&ev).await;
         ev
     }
@@ -315,6 +278,10 @@ impl Env {
             .iter()
             .filter(|c| c.operation.as_deref() == Some(op) && c.status == 200)
             .count()
+    }
+
+    async fn dlq_depth(&self) -> u64 {
+        common::dlq_depth(&self.tb.bus).await
     }
 
     async fn eventually(&self, what: &str, mut f: impl FnMut(&Env) -> bool) {
@@ -480,9 +447,13 @@ async fn mobile_keys_surname_rule_mismatch_and_cancellation() {
             .any(|e| e.code == "MobileKeyNotDelivered" && e.message.contains("Doe"))
     );
 
-    // Mobile key by key request: sent.
-    let id = env.key_request("M2", KeyAction::MobileKey, None, 1).await;
+    // Mobile key by key request: sent to the guest the app knows; for the one it cannot
+    // match, the desk hears why — never "sent".
+    let id = env.key_request("M1", KeyAction::MobileKey, None, 1).await;
     env.wait_status(id, KeyResultStatus::Sent).await;
+    let id = env.key_request("M2", KeyAction::MobileKey, None, 1).await;
+    let msg = env.wait_status(id, KeyResultStatus::Failed).await;
+    assert_eq!(msg, dormakaba_adapter::handler::MOBILE_NOT_DELIVERED);
 
     // Cancelled → mobile access cancelled, guest checked out.
     let mut cancelled = r.clone();
@@ -602,23 +573,61 @@ async fn transient_faults_retry_then_succeed_and_permanent_ones_dead_letter() {
         dl.reason
     );
 
-    // A transient fault that never clears ends in the DLQ after max_deliver, and the desk
-    // sees `failed`.
+    // A transient fault that never clears is retried briefly (the guest is at the desk),
+    // then reported in the desk's words: answered, not dead-lettered.
     st.add_fault(
         FaultRule::next_n(
             Vendor::Dormakaba,
-            FaultKind::SoapFault("EncoderBusy".into()),
+            FaultKind::SoapFault("KeyJammed".into()),
             100,
         )
         .on_path("#MakeDuplicateKey"),
     );
+    let dlq_before = env.dlq_depth().await;
     let id = env
         .key_request("F1", KeyAction::DuplicateKey, Some("1"), 1)
         .await;
+    let msg = env.wait_status(id, KeyResultStatus::Failed).await;
+    assert!(
+        msg.starts_with(&format!(
+            "card jammed in the encoder after {} attempts",
+            dormakaba_adapter::handler::KEY_REQUEST_ATTEMPTS
+        )),
+        "{msg}"
+    );
+    assert_eq!(
+        env.published_result(id).await.status,
+        KeyResultStatus::Failed
+    );
+    assert_eq!(
+        env.dlq_depth().await,
+        dlq_before,
+        "reported, not dead-lettered"
+    );
+    env.finish().await;
+}
+
+/// An encoder the connection lists but the lock system does not know fails at once, naming
+/// it — not retried as "offline" until max_deliver.
+#[tokio::test]
+async fn an_encoder_unknown_to_the_lock_system_fails_at_once() {
+    let mut env = Env::new(DormakabaProduct::Saflok).await;
+    env.reservation_event(
+        "U1",
+        env.reservation(ReservationStatus::CheckedIn, "Doe, J", 2),
+    )
+    .await;
+    let id = env
+        .key_request("U1", KeyAction::NewKey, Some("Lobby kiosk"), 1)
+        .await;
+    let msg = env.wait_status(id, KeyResultStatus::Failed).await;
+    assert!(
+        msg.starts_with("encoder 8 does not exist in the lock system"),
+        "{msg}"
+    );
     let dl = env.dead_letter("keyreq", &id.to_string()).await;
-    assert!(dl.reason.contains("EncoderBusy"), "{}", dl.reason);
-    assert_eq!(dl.class, accesshub_domain::ErrorClass::Transient);
-    env.wait_status(id, KeyResultStatus::Failed).await;
+    assert_eq!(dl.attempts, 1, "permanent: no retries");
+    assert_eq!(env.calls("CreateNewBooking"), 1, "one call, no retry");
     env.finish().await;
 }
 

@@ -106,6 +106,7 @@ impl Model for Dormakaba {
                 common_areas: AREAS.iter().map(|(a, l)| ((*a).to_owned(), *l)).collect(),
                 mobile_keys: true,
                 key_size: 0,
+                edge_site: None,
             }),
             version: 1,
         }]

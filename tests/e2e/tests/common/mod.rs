@@ -842,6 +842,7 @@ pub fn dormakaba_conn(sim: &Sim) -> Connection {
         common_areas: BTreeMap::from([("fitness".to_owned(), 2)]),
         mobile_keys: true,
         key_size: 0,
+        edge_site: None,
     }))
 }
 

@@ -106,6 +106,16 @@ pub enum SoapError {
         /// Why.
         message: String,
     },
+    /// The hotel's edge relay does not answer: its leaf link to the cluster is down (or the
+    /// relay is stopped). A state of the site, not a fault of this booking: reservations wait
+    /// for the site, key requests are answered "site offline" at once.
+    #[error("dormakaba {operation}: site {site} offline (its edge relay does not answer)")]
+    SiteOffline {
+        /// Operation called.
+        operation: &'static str,
+        /// Edge site.
+        site: String,
+    },
     /// The connection's settings cannot produce a request (bad URL).
     #[error("dormakaba connection settings: {0}")]
     Config(String),
@@ -132,6 +142,11 @@ impl SoapError {
     /// retrying" (a fault reason without words of its own is shown as is; no fault at all
     /// means the lock system could not be reached).
     pub fn desk_message(&self) -> String {
+        if let SoapError::SiteOffline { site, .. } = self {
+            return format!(
+                "site offline: the lock server at {site} cannot be reached from accesshub, retrying"
+            );
+        }
         let what = match self.fault_code() {
             Some(code) => fault_description(code).unwrap_or(code),
             None => "lock system unreachable",
@@ -186,6 +201,7 @@ impl Classify for SoapError {
             }
             SoapError::Http { status, .. } => class_of_status(*status),
             SoapError::Transport { class, .. } => *class,
+            SoapError::SiteOffline { .. } => ErrorClass::Transient,
             SoapError::Unsuccessful { .. } | SoapError::Decode { .. } | SoapError::Config(_) => {
                 ErrorClass::Permanent
             }

@@ -187,6 +187,10 @@ where
 pub struct SoapClient {
     cfg: SoapConfig,
     http: VendorClient,
+    /// Set for a lock server on the hotel's LAN: calls go through its edge relay.
+    edge: Option<(Arc<crate::edge::EdgeLink>, crate::edge::EdgeTarget)>,
+    /// The connection's rate limit for edge calls (HTTP calls take it in `http`).
+    limiter: Option<Arc<RateLimiter>>,
 }
 
 impl SoapClient {
@@ -206,12 +210,33 @@ impl SoapClient {
             },
         )
         .map_err(|e| SoapError::Config(e.to_string()))?;
-        Ok(SoapClient { cfg, http })
+        Ok(SoapClient {
+            cfg,
+            http,
+            edge: None,
+            limiter: None,
+        })
+    }
+
+    /// Calls go over NATS to the site's edge relay instead of HTTP from here.
+    pub fn via_edge(
+        mut self,
+        link: Arc<crate::edge::EdgeLink>,
+        target: crate::edge::EdgeTarget,
+    ) -> Self {
+        self.edge = Some((link, target));
+        self
+    }
+
+    /// The edge site this client's calls go through (`None`: straight HTTP).
+    pub fn edge_target(&self) -> Option<&crate::edge::EdgeTarget> {
+        self.edge.as_ref().map(|(_, t)| t)
     }
 
     /// Every call of this client (and its clones) first takes a token from `limiter`, the
     /// connection's rate limit — so callers need not acquire tokens themselves.
     pub fn with_rate_limit(mut self, limiter: Arc<RateLimiter>) -> Self {
+        self.limiter = Some(limiter.clone());
         self.http = self.http.with_rate_limit(limiter);
         self
     }
@@ -421,6 +446,14 @@ impl SoapClient {
             "\"{}/{operation}\"",
             self.cfg.namespace.trim_end_matches('/')
         );
+        if let Some((link, target)) = &self.edge {
+            if let Some(l) = &self.limiter {
+                l.acquire().await;
+            }
+            let (status, body, retry_after) =
+                link.call(target, operation, &action, envelope).await?;
+            return parse_reply(operation, status, &body, retry_after);
+        }
         let request = self
             .http
             .request(Method::POST, &self.cfg.endpoint)
