@@ -477,6 +477,8 @@ struct CloudpassForm {
     client_secret: String,
     secret_set: bool,
     default_time_restriction_id: String,
+    /// Bring existing bookings to the time restriction too (the API's re-apply switch).
+    reapply_time_restriction: bool,
     window_before_minutes: String,
     window_after_minutes: String,
     sites: String,
@@ -496,6 +498,7 @@ impl CloudpassForm {
             client_secret: String::new(),
             secret_set: !s.client_secret.is_empty(),
             default_time_restriction_id: s.default_time_restriction_id.clone(),
+            reapply_time_restriction: s.reapply_time_restriction,
             window_before_minutes: s.window_before_minutes.to_string(),
             window_after_minutes: s.window_after_minutes.to_string(),
             sites: c.sites.join(", "),
@@ -546,6 +549,7 @@ impl CloudpassForm {
             client_secret: get("client_secret"),
             secret_set: false,
             default_time_restriction_id: get("default_time_restriction_id"),
+            reapply_time_restriction: get("reapply_time_restriction") == "true",
             window_before_minutes: get("window_before_minutes"),
             window_after_minutes: get("window_after_minutes"),
             sites: get("sites"),
@@ -638,6 +642,7 @@ impl CloudpassForm {
                 client_secret: Secret::new(secret),
                 administrations,
                 default_time_restriction_id: self.default_time_restriction_id.clone(),
+                reapply_time_restriction: self.reapply_time_restriction,
                 window_before_minutes: before,
                 window_after_minutes: after,
             }),
@@ -829,6 +834,10 @@ fn cloudpass_form(
                     span { "Default time restriction" }
                     (select_or_input("default_time_restriction_id", &f.default_time_restriction_id, choices.map(|c| &c.time_restrictions), "Choose…"))
                     @if let Some(e) = err("default_time_restriction_id") { small.error data-field="default_time_restriction_id" { (e) } }
+                }
+                label.check {
+                    input type="checkbox" name="reapply_time_restriction" value="true" checked[f.reapply_time_restriction];
+                    span { "Also bring existing bookings to these time restrictions (new bookings always get them). Set it, sync, then clear it." }
                 }
                 div.row2 {
                     (field("Access starts minutes before check-in", "window_before_minutes", &f.window_before_minutes, err("window_before_minutes"), None))
