@@ -2,15 +2,16 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: deny nats-config dev test test-rust test-chart bench soak lint fmt services build clean-test-dbs
+.PHONY: deny nats-config dev test test-rust test-contracts test-chart bench soak lint fmt services build clean-test-dbs
 
 ## Start NATS + PostgreSQL (installing them if needed), the vendor simulators and every
 ## accesshub service locally, with a demo tenant wired to the simulators. Ctrl-C stops it.
 dev: services
 	deploy/dev-up.sh
 
-## Run the whole test suite (Rust unit/integration/end-to-end tests and the Helm chart tests).
-test: services clean-test-dbs test-rust test-chart
+## Run the whole test suite (Rust unit/integration/end-to-end tests, the schema contract tests
+## with the official AsyncAPI parser and python-jsonschema, and the Helm chart tests).
+test: services clean-test-dbs test-rust test-contracts test-chart
 
 services:
 	deploy/dev-services.sh
@@ -32,6 +33,11 @@ test-rust:
 
 test-chart:
 	tests/chart/run.sh
+
+## proto-schemas/: @asyncapi/parser (npm, into tests/contracts/node_modules), check_schema on
+## every JSON Schema, every example validated.
+test-contracts:
+	tests/contracts/run.sh
 
 ## Drop databases left behind by earlier (killed) test runs.
 clean-test-dbs:
