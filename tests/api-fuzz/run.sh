@@ -3,7 +3,7 @@
 # starts `accesshub-admin` on a fresh database and NATS namespace, then runs schemathesis
 # (PyPI, into the virtualenv .venv-tests shared with tests/contracts) with every check: no 5xx,
 # status codes, content types, headers and bodies as the document says. Bounded: a fixed seed
-# and API_FUZZ_EXAMPLES examples per operation (default 25) keep it to a few minutes on 2 cores.
+# and API_FUZZ_EXAMPLES examples per operation (default 100) keep it to a few minutes on 2 cores.
 #
 # Left out, on purpose: the check positive_data_acceptance (a schema-valid request may still be
 # refused by rules no schema states: an expiry in the past, `role` or `scopes` but not both, a
@@ -67,7 +67,7 @@ for _ in $(seq 1 100); do
     sleep 0.2
 done
 ready || { cat "$WORK/admin.log" >&2; exit 1; }
-venv_log "admin API on 127.0.0.1:$PORT (database $DB); fuzzing with ${API_FUZZ_EXAMPLES:-25} examples per operation"
+venv_log "admin API on 127.0.0.1:$PORT (database $DB); fuzzing with ${API_FUZZ_EXAMPLES:-100} examples per operation"
 
 set +e
 cd "$WORK"    # schemathesis keeps its state in ./.schemathesis
@@ -77,7 +77,7 @@ cd "$WORK"    # schemathesis keeps its state in ./.schemathesis
     --checks all \
     --exclude-checks positive_data_acceptance \
     --exclude-name "DELETE /admin/v1/tokens/{id}" \
-    --max-examples "${API_FUZZ_EXAMPLES:-25}" \
+    --max-examples "${API_FUZZ_EXAMPLES:-100}" \
     --seed "${API_FUZZ_SEED:-24}" \
     --workers 2 \
     --request-timeout 10 \

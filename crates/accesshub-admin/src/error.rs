@@ -146,10 +146,28 @@ impl ApiError {
     }
 }
 
+/// PostgreSQL refused a text value (SQLSTATE 22021 `character_not_in_repertoire`, 22P05
+/// `untranslatable_character`): a NUL character (`\u0000`) from the caller, not our fault.
+fn is_invalid_text(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .is_some_and(|c| c == "22021" || c == "22P05")
+}
+
+/// The 400 for [`is_invalid_text`].
+fn invalid_text() -> ApiError {
+    ApiError::BadRequest {
+        field: None,
+        problem: "a value contains a NUL character (\\u0000) or text PostgreSQL cannot store"
+            .into(),
+    }
+}
+
 impl From<ConnectionError> for ApiError {
     fn from(e: ConnectionError) -> Self {
         use accesshub_domain::{Classify, ErrorClass};
         match e {
+            ConnectionError::Db(e) if is_invalid_text(&e) => invalid_text(),
             ConnectionError::Invalid(errs) => ApiError::Invalid(errs),
             ConnectionError::UnknownTenant(t) => {
                 ApiError::NotFound(format!("unknown tenant {t:?}"))

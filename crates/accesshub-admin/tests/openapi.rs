@@ -351,3 +351,26 @@ async fn a_previous_secret_lifetime_beyond_30_days_is_refused() {
     bus.cleanup().await;
     db.drop_db().await;
 }
+
+/// Found by the fuzzer: a NUL character in a query parameter or body reached PostgreSQL, which
+/// refuses it as text, and the API answered 500. It is the caller's input: 400.
+#[tokio::test]
+async fn a_nul_character_is_a_bad_request_not_a_server_error() {
+    let (db, bus) = accesshub_testkit::isolated().await;
+    let (base, http) = serve(&db, &bus).await;
+    for (method, url, body) in [
+        (M::GET, format!("{base}/syncs?tenant=a%00b"), None),
+        (M::GET, format!("{base}/audit?tenant=a%00b"), None),
+        (M::GET, format!("{base}/connections?tenant=a%00b"), None),
+        (
+            M::POST,
+            format!("{base}/tenants"),
+            Some(json!({"id": "acme", "name": "a\u{0}b"})),
+        ),
+    ] {
+        let (st, p) = problem(send(&http, method.clone(), url.clone(), body).await).await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{method} {url}: {p}");
+    }
+    bus.cleanup().await;
+    db.drop_db().await;
+}
