@@ -215,16 +215,11 @@ pub fn target(flags: &ApiFlags) -> anyhow::Result<Target> {
 /// `accessctl config …`.
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
-    /// Create or update a context (only the flags given change).
+    /// Create or update a context from the global --server and --token (only what is given
+    /// changes; the token is stored in the file, mode 0600).
     SetContext {
         /// Context name.
         name: String,
-        /// Admin API base URL.
-        #[arg(long = "server", value_name = "URL")]
-        ctx_server: Option<String>,
-        /// Bearer token (stored in the file, mode 0600).
-        #[arg(long = "token", value_name = "TOKEN")]
-        ctx_token: Option<String>,
         /// Also make it the current context.
         #[arg(long)]
         use_it: bool,
@@ -260,16 +255,17 @@ pub struct ContextRow {
     pub has_token: bool,
 }
 
-/// Runs `accessctl config …` against the file at `path`.
-pub fn run_at(path: &Path, cmd: ConfigCommand, format: Format) -> anyhow::Result<()> {
+/// Runs `accessctl config …` against the file at `path`; `set-context` stores `flags`.
+pub fn run_at(
+    path: &Path,
+    cmd: ConfigCommand,
+    flags: &ApiFlags,
+    format: Format,
+) -> anyhow::Result<()> {
     let mut config = load(path)?;
     match cmd {
-        ConfigCommand::SetContext {
-            name,
-            ctx_server,
-            ctx_token,
-            use_it,
-        } => {
+        ConfigCommand::SetContext { name, use_it } => {
+            let (ctx_server, ctx_token) = (flags.server.clone(), flags.token.clone());
             if name.trim().is_empty() {
                 bail!("a context needs a name");
             }

@@ -103,7 +103,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tokens(c) => cmd::tokens::run_with(&api()?, c, format).await,
         Command::Audit(a) => cmd::audit::run_with(&api()?, a, format).await,
         Command::Secrets(c) => cmd::secrets::run(c, format).await,
-        Command::Config(c) => context::run_at(&context::config_path()?, c, format),
+        Command::Config(c) => context::run_at(&context::config_path()?, c, &cli.api, format),
         Command::Completion { shell } => {
             let mut cmd = Cli::command();
             clap_complete::generate(shell, &mut cmd, "accessctl", &mut std::io::stdout());
