@@ -284,3 +284,107 @@ async fn server_and_token_flags_contexts_and_exit_codes() {
     bus.cleanup().await;
     db.drop_db().await;
 }
+
+/// Shell-like words: whitespace-separated, "…" and '…' quoted.
+fn words(line: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quote = None;
+    let mut started = false;
+    for c in line.chars() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), c) => cur.push(c),
+            (None, '"' | '\'') => {
+                quote = Some(c);
+                started = true;
+            }
+            (None, c) if c.is_whitespace() => {
+                if started || !cur.is_empty() {
+                    out.push(std::mem::take(&mut cur));
+                }
+                started = false;
+            }
+            (None, c) => cur.push(c),
+        }
+    }
+    if started || !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+/// Every `accessctl …` command in a code block of the docs and runbooks parses with today's
+/// CLI (placeholders like `<ID>` filled in), so the documented argument order is the real one.
+#[test]
+fn every_documented_command_parses() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let mut files = vec![root.join("README.md")];
+    for dir in ["docs", "docs/runbooks"] {
+        for e in std::fs::read_dir(root.join(dir)).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "md") {
+                files.push(p);
+            }
+        }
+    }
+    let placeholder = |s: &str| {
+        let mut out = String::new();
+        let mut rest = s;
+        while let Some(i) = rest.find('<') {
+            out.push_str(&rest[..i]);
+            match rest[i..].find('>') {
+                Some(j) => {
+                    out.push_str("1");
+                    rest = &rest[i + j + 1..];
+                }
+                None => {
+                    rest = &rest[i..];
+                    break;
+                }
+            }
+        }
+        out.push_str(rest);
+        out
+    };
+    let (mut checked, mut failures) = (0, Vec::new());
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        let mut in_block = false;
+        for (n, line) in text.lines().enumerate() {
+            if line.trim_start().starts_with("```") {
+                in_block = !in_block;
+                continue;
+            }
+            let Some(at) = line.find("accessctl ") else {
+                continue;
+            };
+            if !in_block || line.trim_start().starts_with('#') || line.contains("\"$@\"") {
+                continue;
+            }
+            let cmd = line[at..]
+                .split(" #")
+                .next()
+                .unwrap()
+                .split(" | ")
+                .next()
+                .unwrap();
+            // `[--all]`: an optional part, shown as such.
+            let args: Vec<String> = words(&placeholder(cmd))
+                .into_iter()
+                .filter(|w| !w.starts_with('['))
+                .collect();
+            checked += 1;
+            if let Err(e) = Cli::try_parse_from(&args) {
+                let first = e.to_string().lines().next().unwrap_or_default().to_owned();
+                failures.push(format!("{}:{}: {cmd}: {first}", f.display(), n + 1));
+            }
+        }
+    }
+    assert!(checked >= 60, "only {checked} documented commands found");
+    assert!(
+        failures.is_empty(),
+        "documented commands that do not parse:\n{}",
+        failures.join("\n")
+    );
+}

@@ -64,7 +64,8 @@ pub enum ScheduleCommand {
         /// Which connection.
         #[command(flatten)]
         conn: ConnArgs,
-        /// Cron expression (`min hour dom mon dow`, e.g. "0 3 * * *").
+        /// Unix cron expression (`min hour dom mon dow`, e.g. "0 3 * * *"), read in
+        /// --timezone; day of week 0 or 7 = Sunday, 1 = Monday … 6 = Saturday (or SUN-SAT).
         #[arg(long, default_value = accesshub_sync_runs::DEFAULT_CRON)]
         cron: String,
         /// IANA timezone the expression is read in.
