@@ -335,7 +335,7 @@ fn every_documented_command_parses() {
             out.push_str(&rest[..i]);
             match rest[i..].find('>') {
                 Some(j) => {
-                    out.push_str("1");
+                    out.push('1');
                     rest = &rest[i + j + 1..];
                 }
                 None => {
