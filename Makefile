@@ -2,15 +2,17 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: deny nats-config dev test test-rust test-chart bench soak lint fmt services build clean-test-dbs
+.PHONY: deny nats-config dev test test-rust test-contracts test-api-fuzz test-chart bench soak lint fmt services build clean-test-dbs
 
 ## Start NATS + PostgreSQL (installing them if needed), the vendor simulators and every
 ## accesshub service locally, with a demo tenant wired to the simulators. Ctrl-C stops it.
 dev: services
 	deploy/dev-up.sh
 
-## Run the whole test suite (Rust unit/integration/end-to-end tests and the Helm chart tests).
-test: services clean-test-dbs test-rust test-chart
+## Run the whole test suite (Rust unit/integration/end-to-end tests, the schema contract tests
+## with the official AsyncAPI parser and python-jsonschema, the admin API fuzzer and the Helm
+## chart tests).
+test: services clean-test-dbs test-rust test-contracts test-api-fuzz test-chart
 
 services:
 	deploy/dev-services.sh
@@ -32,6 +34,16 @@ test-rust:
 
 test-chart:
 	tests/chart/run.sh
+
+## Property-based fuzzing (schemathesis) of the live admin API against its OpenAPI document:
+## no 5xx, every answer as documented. API_FUZZ_EXAMPLES (default 100) bounds it.
+test-api-fuzz:
+	tests/api-fuzz/run.sh
+
+## proto-schemas/: @asyncapi/parser (npm, into tests/contracts/node_modules), check_schema on
+## every JSON Schema, every example validated.
+test-contracts:
+	tests/contracts/run.sh
 
 ## Drop databases left behind by earlier (killed) test runs.
 clean-test-dbs:

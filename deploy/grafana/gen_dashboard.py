@@ -115,14 +115,17 @@ def build() -> dict:
                f"clamp_min(sum(rate(accesshub_http_requests_total{{{NS}}}[$__rate_interval])), 1e-9)",
                "percentunit", "Share of HTTP responses with a 5xx status, every service.",
                [(None, "green"), (0.01, "orange"), (0.05, "red")]), 4, 4)
-    L.add(stat("Outbox pending", f"sum(accesshub_outbox_pending{{{NS}}})", "short",
-               "Outbox rows not yet published to JetStream. Growing: NATS unreachable or the relay stuck.",
+    L.add(stat("Outbox pending", f"max(accesshub_outbox_pending{{{NS}}})", "short",
+               "Outbox rows not yet published to JetStream (max over ingest replicas: each reports the same "
+               "table). Growing: NATS unreachable or the relay stuck.",
                [(None, "green"), (100, "orange"), (1000, "red")]), 4, 4)
-    L.add(stat("Consumer backlog", f"sum(accesshub_consumer_pending{{{NS}}})", "short",
-               "Messages waiting for the workers' JetStream consumers.",
+    L.add(stat("Consumer backlog", f"sum(max by (worker) (accesshub_consumer_pending{{{NS}}}))", "short",
+               "Messages waiting for the workers' JetStream consumers (per worker the max over its replicas, "
+               "which share one consumer; then summed over workers).",
                [(None, "green"), (1000, "orange"), (10000, "red")]), 4, 4)
-    L.add(stat("DLQ depth", f"sum(accesshub_dlq_depth{{{NS}}})", "short",
-               "Messages in the dead-letter stream: each needs an operator (accessctl dlq list/replay).",
+    L.add(stat("DLQ depth", f"sum(max by (worker) (accesshub_dlq_depth{{{NS}}}))", "short",
+               "Messages in the dead-letter stream: each needs an operator (accessctl dlq list/replay). "
+               "Per worker the max over its replicas (each reports the same stream), summed over workers.",
                [(None, "green"), (1, "red")]), 4, 4)
 
     L.row("HTTP")
@@ -151,7 +154,7 @@ def build() -> dict:
                "{{source}}: {{reason}}")], "reqps", stack=True), 8, 8)
     L.add(timeseries("Outbox: published / s and pending", [
         target(f"sum(rate(accesshub_outbox_published_total{{{NS}}}[$__rate_interval]))", "published / s"),
-        target(f"sum(accesshub_outbox_pending{{{NS}}})", "pending")], "short",
+        target(f"max(accesshub_outbox_pending{{{NS}}})", "pending")], "short",
         "Published events per second (PubAck received) and rows still waiting for the relay."), 8, 8)
 
     L.row("Workers")

@@ -79,6 +79,24 @@ def test_label_names_exist_on_their_metrics():
             assert labels <= METRICS[metric] | SCRAPE_LABELS, (metric, labels)
 
 
+# Gauges every replica reports identically (the same table or stream, read by each replica):
+# summing them over replicas multiplies the figure by the replica count.
+PER_REPLICA_GAUGES = {"accesshub_outbox_pending", "accesshub_consumer_pending", "accesshub_dlq_depth"}
+
+
+def test_per_replica_gauges_are_aggregated_with_max():
+    seen = set()
+    for expr in exprs(load()):
+        for m in re.finditer(r"\b(accesshub_[a-z_]+)\{", expr):
+            if m.group(1) not in PER_REPLICA_GAUGES:
+                continue
+            seen.add(m.group(1))
+            # The aggregation right around the selector is max (over replicas).
+            before = expr[: m.start()]
+            assert re.search(r"max(?: by \([^)]*\))?\s*\($", before), (m.group(1), expr)
+    assert seen == PER_REPLICA_GAUGES
+
+
 def test_worker_outcomes_in_description():
     text = json.dumps(load())
     for outcome in ("applied", "skipped", "retried", "dead_lettered"):

@@ -196,8 +196,8 @@ async fn apply_yaml_end_to_end() {
     .await
     .unwrap();
     let args = |what: &str, params: Vec<String>| LookupArgs {
-        vendor: Vendor::Cloudpass,
         tenant: "acme".into(),
+        vendor: "cloudpass".into(),
         what: what.into(),
         params,
         connection: "default".into(),

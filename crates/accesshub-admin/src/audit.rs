@@ -89,7 +89,7 @@ pub struct Change<'a> {
 }
 
 /// A stored audit record.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditRecord {
     /// Sequence number.
     pub id: i64,

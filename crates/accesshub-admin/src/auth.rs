@@ -30,8 +30,9 @@ use crate::{AdminState, error::ApiError};
 
 /// The pre-role vocabulary (`api_tokens.scopes`), still accepted when minting a token and
 /// still written, so a rolled-back build keeps reading the tokens this one made.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
+#[schema(as = TokenScope)]
 pub enum Scope {
     /// Read: the `viewer` role.
     Read,
@@ -58,7 +59,19 @@ impl Scope {
 }
 
 /// What a token may do; each role includes the ones before it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// Reads tenants, connections (redacted), sync runs, lookups and the audit log.
@@ -295,7 +308,7 @@ pub fn generate_token() -> String {
 }
 
 /// A stored token, without its hash.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TokenInfo {
     /// Id (for revocation).
     pub id: Uuid,
@@ -304,6 +317,7 @@ pub struct TokenInfo {
     /// Role.
     pub role: Role,
     /// Tenants it may act on (`["*"]`: all).
+    #[schema(value_type = Vec<String>)]
     pub tenants: Tenants,
     /// Legacy scopes (what a pre-role build grants it).
     #[serde(default)]

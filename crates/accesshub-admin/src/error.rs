@@ -1,14 +1,103 @@
-//! Every error of the API as JSON: `{"error": message}`, plus `field`/`problem` (and the full
-//! `errors` list) when a field is at fault, so a client can point at the offending line.
+//! Every error of the API as an RFC 9457 problem (`application/problem+json`): `type`
+//! (`about:blank`: the status says it all), `title`, `status`, `detail`, and when fields are at
+//! fault the extension members `errors: [{field, message}]` and `field` (the first of them), so
+//! a client can point at the offending line.
 
 use accesshub_connections::{ConnectionError, lookup::LookupError};
 use accesshub_domain::FieldError;
 use axum::{
-    Json,
-    http::StatusCode,
+    http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+
+/// Media type of every error answer (RFC 9457).
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// An RFC 9457 problem details document, as every error of the admin API is answered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = Problem)]
+pub struct Problem {
+    /// Problem type URI; `about:blank` (the HTTP status is the type).
+    #[serde(rename = "type", default = "about_blank")]
+    #[schema(required = true)]
+    pub kind: String,
+    /// The status's reason phrase.
+    #[serde(default)]
+    #[schema(required = true)]
+    pub title: String,
+    /// HTTP status code.
+    pub status: u16,
+    /// What went wrong, for a person.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// Extension: the first field at fault (JSON path of the request body, or a query or path
+    /// parameter's name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// Extension: every field at fault, with what is wrong with it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<ProblemField>,
+}
+
+/// One field at fault (extension member `errors` of a [`Problem`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ProblemField {
+    /// JSON path of the field (`settings.encoders[1].kind`), or a parameter's name.
+    pub field: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+fn about_blank() -> String {
+    "about:blank".to_owned()
+}
+
+impl Problem {
+    /// A problem with `status` and `detail`, no field.
+    pub fn new(status: StatusCode, detail: impl Into<String>) -> Self {
+        Problem {
+            kind: about_blank(),
+            title: status.canonical_reason().unwrap_or("Error").to_owned(),
+            status: status.as_u16(),
+            detail: Some(detail.into()),
+            field: None,
+            errors: Vec::new(),
+        }
+    }
+
+    /// With the fields at fault (`field` becomes the first).
+    pub fn with_errors(mut self, errors: Vec<ProblemField>) -> Self {
+        self.field = errors.first().map(|e| e.field.clone());
+        self.errors = errors;
+        self
+    }
+
+    /// One line for a person: the detail, then each field's message.
+    pub fn describe(&self) -> String {
+        let mut out = self.detail.clone().unwrap_or_else(|| self.title.clone());
+        // One field: the detail already reads "field: message".
+        if self.errors.len() > 1 {
+            for e in &self.errors {
+                out.push_str(&format!("\n  {}: {}", e.field, e.message));
+            }
+        }
+        out
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = serde_json::to_vec(&self).unwrap_or_default();
+        (
+            status,
+            [(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON))],
+            body,
+        )
+            .into_response()
+    }
+}
 
 /// An API error with its HTTP status.
 #[derive(Debug, thiserror::Error)]
@@ -57,10 +146,28 @@ impl ApiError {
     }
 }
 
+/// PostgreSQL refused a text value (SQLSTATE 22021 `character_not_in_repertoire`, 22P05
+/// `untranslatable_character`): a NUL character (`\u0000`) from the caller, not our fault.
+fn is_invalid_text(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .is_some_and(|c| c == "22021" || c == "22P05")
+}
+
+/// The 400 for [`is_invalid_text`].
+fn invalid_text() -> ApiError {
+    ApiError::BadRequest {
+        field: None,
+        problem: "a value contains a NUL character (\\u0000) or text PostgreSQL cannot store"
+            .into(),
+    }
+}
+
 impl From<ConnectionError> for ApiError {
     fn from(e: ConnectionError) -> Self {
         use accesshub_domain::{Classify, ErrorClass};
         match e {
+            ConnectionError::Db(e) if is_invalid_text(&e) => invalid_text(),
             ConnectionError::Invalid(errs) => ApiError::Invalid(errs),
             ConnectionError::UnknownTenant(t) => {
                 ApiError::NotFound(format!("unknown tenant {t:?}"))
@@ -125,43 +232,77 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
+impl ApiError {
+    /// The HTTP status this error is answered with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
+            ApiError::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The problem document of this error.
+    pub fn problem(&self) -> Problem {
+        let status = self.status();
+        match self {
+            ApiError::BadRequest { field, problem } => {
+                let detail = match field {
+                    Some(f) => format!("{f}: {problem}"),
+                    None => problem.clone(),
+                };
+                let errors = field
+                    .iter()
+                    .map(|f| ProblemField {
+                        field: f.clone(),
+                        message: problem.clone(),
+                    })
+                    .collect();
+                Problem::new(status, detail).with_errors(errors)
+            }
+            ApiError::Invalid(errs) => {
+                let detail = match errs.as_slice() {
+                    [one] => one.to_string(),
+                    _ => format!("validation failed: {} fields", errs.len()),
+                };
+                let errors = errs
+                    .iter()
+                    .map(|e| ProblemField {
+                        field: e.field.clone(),
+                        message: e.problem.clone(),
+                    })
+                    .collect();
+                Problem::new(status, detail).with_errors(errors)
+            }
+            ApiError::Internal => Problem::new(status, "internal error (see the service log)"),
+            other => Problem::new(status, other.to_string()),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (status, body) = match &self {
-            ApiError::Unauthorized(m) => (StatusCode::UNAUTHORIZED, json!({ "error": m })),
-            ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, json!({ "error": m })),
-            ApiError::NotFound(m) => (StatusCode::NOT_FOUND, json!({ "error": m })),
-            ApiError::BadRequest { field, problem } => (
-                StatusCode::BAD_REQUEST,
-                json!({ "error": "bad request", "field": field, "problem": problem }),
-            ),
-            ApiError::Invalid(errs) => {
-                let first = errs.first();
-                (
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    json!({
-                        "error": "validation failed",
-                        "field": first.map(|e| e.field.clone()),
-                        "problem": first.map(|e| e.problem.clone()),
-                        "errors": errs,
-                    }),
-                )
-            }
-            ApiError::Conflict(m) => (StatusCode::CONFLICT, json!({ "error": m })),
-            ApiError::BadGateway(m) => (StatusCode::BAD_GATEWAY, json!({ "error": m })),
-            ApiError::GatewayTimeout(m) => (StatusCode::GATEWAY_TIMEOUT, json!({ "error": m })),
-            ApiError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, json!({ "error": m })),
-            ApiError::Internal => (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                json!({ "error": "internal error (see the service log)" }),
-            ),
-        };
-        (status, Json(body)).into_response()
+        self.problem().into_response()
     }
 }
 
 /// Parses a JSON body, naming the offending field on failure (400).
 pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    // Every request body is a JSON object: serde would also read a struct from an array, by
+    // position (`[null, null]` as a tenant), which no client means.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::BadRequest {
+            field: None,
+            problem: "the body must be a JSON object".into(),
+        });
+    }
     let de = &mut serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();

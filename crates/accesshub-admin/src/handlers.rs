@@ -67,11 +67,12 @@ fn vendor(v: &str) -> Result<Vendor, ApiError> {
 // ---- tenants ----
 
 /// Body of `POST /tenants` and `PUT /tenants/{id}`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TenantBody {
     /// Tenant id (required for POST; must match the path for PUT).
     #[serde(default)]
+    #[schema(pattern = r"^[A-Za-z0-9._-]{1,128}$")]
     pub id: Option<String>,
     /// Display name (defaults to the id).
     #[serde(default)]
@@ -79,7 +80,7 @@ pub struct TenantBody {
 }
 
 /// A tenant with its sources (secrets redacted).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TenantDetail {
     /// The tenant.
     #[serde(flatten)]
@@ -103,6 +104,7 @@ fn check_tenant_id(id: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+#[utoipa::path(get, path = "/admin/v1/tenants", tag = "tenants", responses((status = 200, description = "The tenants the token may see", body = Vec<accesshub_connections::Tenant>), crate::openapi::Errors))]
 pub(crate) async fn list_tenants(
     State(s): State<AdminState>,
     Extension(who): Extension<Principal>,
@@ -112,6 +114,7 @@ pub(crate) async fn list_tenants(
     Ok(Json(list))
 }
 
+#[utoipa::path(post, path = "/admin/v1/tenants", tag = "tenants", request_body = TenantBody, responses((status = 201, description = "Created", body = accesshub_connections::Tenant), crate::openapi::Errors))]
 pub(crate) async fn create_tenant(
     State(s): State<AdminState>,
     Extension(who): Extension<Principal>,
@@ -136,6 +139,7 @@ pub(crate) async fn create_tenant(
     Ok((StatusCode::CREATED, Json(t)).into_response())
 }
 
+#[utoipa::path(put, path = "/admin/v1/tenants/{tenant}", tag = "tenants", params(("tenant" = String, Path, description = "Tenant id")), request_body = TenantBody, responses((status = 200, description = "Created or renamed", body = accesshub_connections::Tenant), crate::openapi::Errors))]
 pub(crate) async fn put_tenant(
     State(s): State<AdminState>,
     Path(id): Path<String>,
@@ -171,6 +175,7 @@ pub(crate) async fn put_tenant(
     Ok(Json(after))
 }
 
+#[utoipa::path(get, path = "/admin/v1/tenants/{tenant}", tag = "tenants", params(("tenant" = String, Path, description = "Tenant id")), responses((status = 200, description = "The tenant and its sources (secrets redacted)", body = TenantDetail), crate::openapi::Errors))]
 pub(crate) async fn get_tenant(
     State(s): State<AdminState>,
     Path(id): Path<String>,
@@ -186,6 +191,7 @@ pub(crate) async fn get_tenant(
     Ok(Json(TenantDetail { tenant, sources }))
 }
 
+#[utoipa::path(delete, path = "/admin/v1/tenants/{tenant}", tag = "tenants", params(("tenant" = String, Path, description = "Tenant id"), AccessQuery), responses((status = 204, description = "Deleted; no booking held access"), (status = 200, description = "Deleted (`access=keep`: what was left at the vendors)", body = OffboardResponse), (status = 202, description = "Offboarding (`access=remove`): deleted once every connection's access is removed", body = OffboardResponse), crate::openapi::Errors))]
 pub(crate) async fn delete_tenant(
     State(s): State<AdminState>,
     Path(id): Path<String>,
@@ -262,9 +268,13 @@ pub(crate) async fn delete_tenant(
 // ---- offboarding ----
 
 /// `?access=remove|keep` on deletes and disables.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct AccessQuery {
+    /// What becomes of the access bookings hold at the vendor: `remove` it first, or `keep`
+    /// it; without: refused (409) while any booking holds access.
     #[serde(default)]
+    #[param(pattern = "^(remove|keep)$")]
     access: Option<String>,
 }
 
@@ -275,7 +285,7 @@ impl AccessQuery {
 }
 
 /// What became of a connection or tenant deleted or disabled with a choice about its access.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OffboardState {
     /// Deleted now.
@@ -288,7 +298,7 @@ pub enum OffboardState {
 
 /// Answer of `DELETE /connections/…`, `DELETE /tenants/…` and of a disabling `PUT` when a
 /// choice about the vendor access was made (`?access=remove|keep`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct OffboardResponse {
     /// What happened.
     pub state: OffboardState,
@@ -393,19 +403,21 @@ async fn start_offboard(
 }
 
 /// Body of `PUT .../sources/{source}/secret` and (optional) `POST .../rotate`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SecretRequest {
     /// The new secret (PUT); omitted for `rotate`, which generates one.
     #[serde(default)]
+    #[schema(value_type = Option<String>, min_length = 32)]
     pub secret: Option<Secret>,
-    /// How long the previous secret stays valid (default 86400 = 24 h).
+    /// How long the previous secret stays valid (default 86400 = 24 h, at most 30 days).
     #[serde(default)]
+    #[schema(maximum = 2_592_000)]
     pub previous_ttl_seconds: Option<u64>,
 }
 
 /// Answer of the source-secret routes.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SourceSecretResponse {
     /// The source (secrets redacted).
     pub source: TenantSource,
@@ -482,6 +494,7 @@ async fn set_secret(
     })
 }
 
+#[utoipa::path(put, path = "/admin/v1/tenants/{tenant}/sources/{source}/secret", tag = "tenants", params(("tenant" = String, Path, description = "Tenant id"), ("source" = String, Path, description = "Upstream source (bex, clock, nexudus, connecx, native, …)")), request_body = SecretRequest, responses((status = 200, description = "Set; the previous secret stays valid for `previous_ttl_seconds`", body = SourceSecretResponse), crate::openapi::Errors))]
 pub(crate) async fn set_source_secret(
     State(s): State<AdminState>,
     Path((tenant, source)): Path<(String, String)>,
@@ -494,6 +507,7 @@ pub(crate) async fn set_source_secret(
     ))
 }
 
+#[utoipa::path(post, path = "/admin/v1/tenants/{tenant}/sources/{source}/rotate", tag = "tenants", params(("tenant" = String, Path, description = "Tenant id"), ("source" = String, Path, description = "Upstream source (bex, clock, nexudus, connecx, native, …)")), request_body(content = SecretRequest, description = "Optional: only `previous_ttl_seconds`"), responses((status = 200, description = "Rotated: the generated secret is shown this once", body = SourceSecretResponse), crate::openapi::Errors))]
 pub(crate) async fn rotate_source_secret(
     State(s): State<AdminState>,
     Path((tenant, source)): Path<(String, String)>,
@@ -512,12 +526,17 @@ pub(crate) async fn rotate_source_secret(
 
 // ---- connections ----
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct ListQuery {
+    /// Only this tenant's.
     tenant: Option<String>,
+    /// Only this vendor's.
+    #[param(value_type = Option<Vendor>)]
     vendor: Option<String>,
 }
 
+#[utoipa::path(get, path = "/admin/v1/connections", tag = "connections", params(ListQuery), responses((status = 200, description = "Connections (secrets redacted)", body = Vec<crate::openapi::ConnectionDoc>), crate::openapi::Errors))]
 pub(crate) async fn list_connections(
     State(s): State<AdminState>,
     Query(q): Query<ListQuery>,
@@ -532,6 +551,7 @@ pub(crate) async fn list_connections(
     Ok(Json(list))
 }
 
+#[utoipa::path(get, path = "/admin/v1/connections/{tenant}/{vendor}/{name}", tag = "connections", params(("tenant" = String, Path, description = "Tenant id"), ("vendor" = Vendor, Path, description = "Vendor"), ("name" = String, Path, description = "Connection name (`default` unless several)")), responses((status = 200, description = "The connection (secrets redacted)", body = crate::openapi::ConnectionDoc), crate::openapi::Errors))]
 pub(crate) async fn get_connection(
     State(s): State<AdminState>,
     Path((tenant, v, name)): Path<(String, String, String)>,
@@ -550,24 +570,28 @@ pub(crate) async fn get_connection(
         })
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct ApplyQuery {
+    /// Only compute the changes (nothing is written).
     #[serde(default)]
     dry_run: bool,
     /// When the apply disables the connection: what happens to its access (`remove|keep`;
     /// not flattened from [`AccessQuery`]: serde_urlencoded cannot flatten a `bool`).
     #[serde(default)]
+    #[param(pattern = "^(remove|keep)$")]
     access: Option<String>,
 }
 
 /// Answer of `PUT /connections/{tenant}/{vendor}/{name}`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ApplyResponse {
     /// Created, updated or unchanged (what would happen, for a dry run).
     pub status: ApplyStatus,
     /// Whether nothing was written.
     pub dry_run: bool,
     /// The connection as stored (or as it would be), secrets redacted.
+    #[schema(value_type = crate::openapi::ConnectionDoc)]
     pub connection: Connection,
     /// Field changes (secrets show as `***`).
     pub changes: Vec<Change>,
@@ -580,6 +604,7 @@ pub struct ApplyResponse {
     pub warning: Option<String>,
 }
 
+#[utoipa::path(put, path = "/admin/v1/connections/{tenant}/{vendor}/{name}", tag = "connections", params(("tenant" = String, Path, description = "Tenant id"), ("vendor" = Vendor, Path, description = "Vendor"), ("name" = String, Path, description = "Connection name (`default` unless several)"), ApplyQuery), request_body = crate::openapi::ConnectionDoc, responses((status = 200, description = "Updated, unchanged, or a dry run", body = ApplyResponse), (status = 201, description = "Created", body = ApplyResponse), (status = 202, description = "Disabled with `access=remove`: its offboard run", body = ApplyResponse), crate::openapi::Errors))]
 pub(crate) async fn put_connection(
     State(s): State<AdminState>,
     Path((tenant, v, name)): Path<(String, String, String)>,
@@ -686,6 +711,7 @@ pub(crate) async fn put_connection(
         .into_response())
 }
 
+#[utoipa::path(delete, path = "/admin/v1/connections/{tenant}/{vendor}/{name}", tag = "connections", params(("tenant" = String, Path, description = "Tenant id"), ("vendor" = Vendor, Path, description = "Vendor"), ("name" = String, Path, description = "Connection name (`default` unless several)"), AccessQuery), responses((status = 204, description = "Deleted; no booking held access"), (status = 200, description = "Deleted (`access=keep`: what was left at the vendor)", body = OffboardResponse), (status = 202, description = "Offboarding (`access=remove`)", body = OffboardResponse), crate::openapi::Errors))]
 pub(crate) async fn delete_connection(
     State(s): State<AdminState>,
     Path((tenant, v, name)): Path<(String, String, String)>,
@@ -737,7 +763,7 @@ pub(crate) async fn delete_connection(
 // ---- tokens ----
 
 /// Body of `POST /tokens`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTokenRequest {
     /// Who or what uses it.
@@ -750,6 +776,7 @@ pub struct CreateTokenRequest {
     pub scopes: Vec<Scope>,
     /// Tenant ids, or `["*"]` for every tenant (default: the minting token's tenants).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<String>>)]
     pub tenants: Option<Tenants>,
     /// Expiry (default: now + the default lifetime, 90 days; at most the maximum lifetime,
     /// and never after the minting token's own expiry).
@@ -761,7 +788,7 @@ pub struct CreateTokenRequest {
 }
 
 /// Answer of `POST /tokens`: the token is shown this once.
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CreatedToken {
     /// Stored info.
     #[serde(flatten)]
@@ -861,6 +888,7 @@ fn token_to_mint(
     Ok((role, tenants, expires_at))
 }
 
+#[utoipa::path(post, path = "/admin/v1/tokens", tag = "tokens", request_body = CreateTokenRequest, responses((status = 201, description = "Minted: the token is shown this once", body = CreatedToken), crate::openapi::Errors))]
 pub(crate) async fn create_token(
     State(s): State<AdminState>,
     Extension(who): Extension<Principal>,
@@ -888,6 +916,7 @@ pub(crate) async fn create_token(
     Ok((StatusCode::CREATED, Json(CreatedToken { info, token })).into_response())
 }
 
+#[utoipa::path(get, path = "/admin/v1/tokens", tag = "tokens", responses((status = 200, description = "Tokens within the caller's tenants", body = Vec<TokenInfo>), crate::openapi::Errors))]
 pub(crate) async fn list_tokens(
     State(s): State<AdminState>,
     Extension(who): Extension<Principal>,
@@ -899,7 +928,7 @@ pub(crate) async fn list_tokens(
 }
 
 /// Answer of `GET /tokens/self`: the calling token.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TokenSelf {
     /// Id (the bootstrap token's is derived from its hash).
     pub id: Uuid,
@@ -908,11 +937,13 @@ pub struct TokenSelf {
     /// Role.
     pub role: Role,
     /// Tenants.
+    #[schema(value_type = Vec<String>)]
     pub tenants: Tenants,
     /// Expiry.
     pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
+#[utoipa::path(get, path = "/admin/v1/tokens/self", tag = "tokens", responses((status = 200, description = "The calling token", body = TokenSelf), crate::openapi::Errors))]
 pub(crate) async fn token_self(Extension(who): Extension<Principal>) -> Json<TokenSelf> {
     Json(TokenSelf {
         id: who.id,
@@ -925,6 +956,7 @@ pub(crate) async fn token_self(Extension(who): Extension<Principal>) -> Json<Tok
 
 /// `DELETE /tokens/{id}`: `{id}` may be `bootstrap` (or its id, see `GET /tokens/self`) to
 /// revoke the environment's bootstrap token for good (rotation: see docs/security.md).
+#[utoipa::path(delete, path = "/admin/v1/tokens/{id}", tag = "tokens", params(("id" = String, Path, description = "Token id (UUID), or `bootstrap`", pattern = "^(bootstrap|[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12})$")), responses((status = 204, description = "Revoked"), crate::openapi::Errors))]
 pub(crate) async fn revoke_token(
     State(s): State<AdminState>,
     Path(id): Path<String>,
@@ -998,13 +1030,19 @@ pub(crate) async fn revoke_token(
 
 // ---- audit ----
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct AuditListQuery {
+    /// Only this tenant's.
     tenant: Option<String>,
+    /// Only records at or after this instant (RFC 3339).
     since: Option<chrono::DateTime<chrono::Utc>>,
+    /// At most this many (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
 }
 
+#[utoipa::path(get, path = "/admin/v1/audit", tag = "audit", params(AuditListQuery), responses((status = 200, description = "Newest first", body = Vec<audit::AuditRecord>), crate::openapi::Errors))]
 pub(crate) async fn list_audit(
     State(s): State<AdminState>,
     Query(q): Query<AuditListQuery>,
@@ -1030,11 +1068,12 @@ pub(crate) async fn list_audit(
 // ---- lookups ----
 
 /// Answer of a successful lookup.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub(crate) struct LookupItems {
     items: Vec<LookupItem>,
 }
 
+#[utoipa::path(get, path = "/admin/v1/lookups/{vendor}/{tenant}/{what}", tag = "lookups", params(("vendor" = Vendor, Path, description = "Vendor"), ("tenant" = String, Path, description = "Tenant id"), ("what" = String, Path, description = "What to list (sites, time-restrictions, assets, locks, …: per vendor)"), ("connection" = Option<String>, Query, description = "Connection name (default `default`); other query parameters go to the worker")), responses((status = 200, description = "Items answered by the vendor's worker", body = LookupItems), (status = 502, description = "The vendor refused or failed", body = crate::error::Problem, content_type = "application/problem+json"), (status = 504, description = "No worker answered in time", body = crate::error::Problem, content_type = "application/problem+json"), crate::openapi::Errors))]
 pub(crate) async fn lookup(
     State(s): State<AdminState>,
     Path((v, tenant, what)): Path<(String, String, String)>,
@@ -1076,6 +1115,7 @@ pub(crate) async fn lookup(
 
 // ---- site defaults ----
 
+#[utoipa::path(put, path = "/admin/v1/tenants/{tenant}/sources/{source}/site-defaults", tag = "tenants", params(("tenant" = String, Path, description = "Tenant id"), ("source" = String, Path, description = "Upstream source (bex, clock, nexudus, connecx, native, …)")), request_body(content = crate::openapi::SiteDefaults), responses((status = 200, description = "Stored", body = accesshub_connections::TenantSource), crate::openapi::Errors))]
 pub(crate) async fn put_site_defaults(
     State(s): State<AdminState>,
     Path((tenant, source)): Path<(String, String)>,
@@ -1121,26 +1161,29 @@ fn site_defaults_valid(doc: &serde_json::Value) -> Result<(), ApiError> {
 // ---- syncs ----
 
 /// Body of `POST /syncs`: queue a sync run of one connection (the "Sync" buttons).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SyncRequest {
     /// Tenant.
     pub tenant: String,
     /// Vendor wire name.
+    #[schema(value_type = Vendor)]
     pub vendor: String,
     /// Connection name (default `default`).
     #[serde(default)]
     pub connection: Option<String>,
     /// `upcoming`, `active` or `full`.
+    #[schema(pattern = "^(upcoming|active|full)$")]
     pub scope: String,
     /// Days of an `upcoming` scope (default 5).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 3650)]
     pub days: Option<i64>,
 }
 
 /// Answer of `POST /syncs`: 202 when a run was queued, 200 when the connection already had
 /// a queued or running one (that run is returned: one run per connection at a time).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SyncQueued {
     /// Id of the run to follow (`GET /syncs`, `accessctl sync status`).
     pub run_id: i64,
@@ -1150,6 +1193,7 @@ pub struct SyncQueued {
     pub run: accesshub_sync_runs::SyncRun,
 }
 
+#[utoipa::path(post, path = "/admin/v1/syncs", tag = "syncs", request_body = SyncRequest, responses((status = 202, description = "Queued", body = SyncQueued), (status = 200, description = "The connection already had an active run: that run", body = SyncQueued), crate::openapi::Errors))]
 pub(crate) async fn request_sync(
     State(s): State<AdminState>,
     Extension(who): Extension<Principal>,
@@ -1214,13 +1258,20 @@ pub(crate) async fn request_sync(
         .into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct SyncListQuery {
+    /// Only this tenant's.
     tenant: Option<String>,
+    /// Only this vendor's.
+    #[param(value_type = Option<Vendor>)]
     vendor: Option<String>,
+    /// At most this many (default 50).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<i64>,
 }
 
+#[utoipa::path(get, path = "/admin/v1/syncs", tag = "syncs", params(SyncListQuery), responses((status = 200, description = "Newest first", body = Vec<accesshub_sync_runs::SyncRun>), crate::openapi::Errors))]
 pub(crate) async fn list_syncs(
     State(s): State<AdminState>,
     Query(q): Query<SyncListQuery>,

@@ -12,6 +12,7 @@ pub mod audit;
 pub mod auth;
 pub mod error;
 mod handlers;
+pub mod openapi;
 pub mod scope;
 pub mod service;
 
@@ -27,7 +28,7 @@ use axum::{
 use sqlx::PgPool;
 
 pub use auth::{Principal, Role, Scope, Tenants, TokenInfo, TokenPolicy};
-pub use error::ApiError;
+pub use error::{ApiError, Problem, ProblemField};
 pub use handlers::{
     ApplyResponse, CreateTokenRequest, CreatedToken, OffboardResponse, OffboardState,
     SecretRequest, SourceSecretResponse, SyncQueued, SyncRequest, TenantBody, TenantDetail,
@@ -185,9 +186,14 @@ pub fn router(state: AdminState) -> Router {
         .with_state(state)
 }
 
-/// [`router`] nested under [`PREFIX`] (`/admin/v1`), ready to merge into a service's router.
+/// [`router`] nested under [`PREFIX`] (`/admin/v1`) with the OpenAPI document at
+/// `/admin/v1/openapi.json` (no token needed), ready to merge into a service's router. Every
+/// error under the prefix is `application/problem+json`, axum's own rejections included.
 pub fn mounted(state: AdminState) -> Router {
-    Router::new().nest(PREFIX, router(state))
+    let api = router(state).route("/openapi.json", get(openapi::serve));
+    Router::new()
+        .nest(PREFIX, api)
+        .layer(middleware::from_fn(openapi::problem_for_plain_errors))
 }
 
 /// The operator console (crate `accesshub-console`, under `/console`) over this state's

@@ -177,7 +177,7 @@ async fn auth_scopes_tenants_connections_and_lookups() {
     assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert_eq!(body["field"], "settings.encoders[1].kind");
     assert_eq!(
-        body["problem"],
+        body["errors"][0]["message"],
         "USB encoders are not supported by the web service; use a networked encoder"
     );
 
@@ -286,7 +286,7 @@ async fn auth_scopes_tenants_connections_and_lookups() {
         .await;
     assert_eq!(st, StatusCode::GATEWAY_TIMEOUT);
     assert!(
-        body["error"]
+        body["detail"]
             .as_str()
             .unwrap()
             .contains("no dormakaba-worker"),
@@ -327,7 +327,7 @@ async fn auth_scopes_tenants_connections_and_lookups() {
         .await;
     assert_eq!(st, StatusCode::BAD_GATEWAY);
     assert!(
-        body["error"]
+        body["detail"]
             .as_str()
             .unwrap()
             .contains("PMS user name or password")

@@ -273,7 +273,7 @@ async fn lookup_failures_reach_the_caller_scrubbed() {
         .call(reqwest::Method::GET, "/lookups/tapkey/acme/locks", None)
         .await;
     assert_eq!(st, StatusCode::BAD_GATEWAY, "{body}");
-    let text = body["error"].as_str().unwrap();
+    let text = body["detail"].as_str().unwrap();
     assert!(text.contains("bad_request"), "{text}");
     assert!(!text.contains(SECRET) && !text.contains(jwt), "{text}");
     assert!(

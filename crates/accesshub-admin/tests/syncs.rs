@@ -238,6 +238,7 @@ async fn site_defaults_are_set_on_an_existing_source() {
             "{b}"
         );
     }
+    // Not an object: a shape error (400), like every body.
     let (s, b) = api.call(M::PUT, path, BOOT, Some(json!([1]))).await;
     assert_eq!(s, 400, "{b}");
 
@@ -309,7 +310,7 @@ async fn deleting_or_disabling_a_connection_with_live_access_asks_what_to_do_wit
     // Default: refused, with the count and both choices; nothing changed.
     let (s, b) = api.call(M::DELETE, CONN, BOOT, None).await;
     assert_eq!(s, 409, "{b}");
-    let msg = b["error"].as_str().unwrap();
+    let msg = b["detail"].as_str().unwrap();
     assert!(
         msg.contains("2 booking(s) hold access at cloudpass"),
         "{msg}"
@@ -323,7 +324,7 @@ async fn deleting_or_disabling_a_connection_with_live_access_asks_what_to_do_wit
     let (s, b) = api.call(M::PUT, CONN, BOOT, Some(off.clone())).await;
     assert_eq!(s, 409, "{b}");
     assert!(
-        b["error"].as_str().unwrap().contains("--remove-access"),
+        b["detail"].as_str().unwrap().contains("--remove-access"),
         "{b}"
     );
     let (s, b) = api.call(M::GET, CONN, BOOT, None).await;
@@ -386,7 +387,7 @@ async fn removing_access_first_offboards_the_connection_through_an_offboard_run(
     let (s, b) = api.call(M::PUT, CONN, BOOT, Some(cloudpass())).await;
     assert_eq!(s, 409, "{b}");
     assert!(
-        b["error"].as_str().unwrap().contains("being offboarded"),
+        b["detail"].as_str().unwrap().contains("being offboarded"),
         "{b}"
     );
     let (s, b) = api
@@ -410,7 +411,7 @@ async fn deleting_a_tenant_deletes_its_bookings_and_bindings() {
     let (s, b) = api.call(M::DELETE, "/tenants/acme", BOOT, None).await;
     assert_eq!(s, 409, "{b}");
     assert!(
-        b["error"]
+        b["detail"]
             .as_str()
             .unwrap()
             .contains("2 booking(s) of tenant"),

@@ -7,7 +7,7 @@ use serde_json::Value;
 use crate::model::{Connection, REDACTED};
 
 /// Kind of change at one path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ChangeOp {
     /// The path did not exist before.
@@ -19,7 +19,7 @@ pub enum ChangeOp {
 }
 
 /// One changed field.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Change {
     /// Field path, e.g. `settings.encoders[1].id`.
     pub path: String,

@@ -32,7 +32,7 @@ fn default_connection() -> String {
 }
 
 /// One entry of a dropdown.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LookupItem {
     /// Vendor id to put in the connection settings.
     pub id: String,

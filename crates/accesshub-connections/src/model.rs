@@ -6,7 +6,19 @@ use accesshub_domain::FieldError;
 use serde::{Deserialize, Serialize};
 
 /// The access-control vendors accesshub drives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Vendor {
     /// CloudPass car-park barriers.

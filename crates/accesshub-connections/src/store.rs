@@ -20,7 +20,7 @@ use crate::{
 use accesshub_domain::egress::EgressPolicy;
 
 /// Result of applying a connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ApplyStatus {
     /// It did not exist.

@@ -15,9 +15,12 @@ use crate::{error::ConnectionError, model::Secret};
 
 /// How long the previous webhook secret stays valid after a rotation, unless told otherwise.
 pub const DEFAULT_PREVIOUS_TTL: Duration = Duration::from_secs(24 * 3600);
+/// The longest a previous webhook secret stays valid after a change (30 days): a longer
+/// overlap defeats the rotation (and an unbounded one overflowed the expiry time).
+pub const MAX_PREVIOUS_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// An organization of an upstream system.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Tenant {
     /// Id used in events, subjects and URLs.
     pub id: String,
@@ -30,7 +33,7 @@ pub struct Tenant {
 }
 
 /// One upstream source of a tenant, without its secrets.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TenantSource {
     /// Tenant id.
     pub tenant: String,
@@ -250,6 +253,14 @@ impl TenantStore {
         let sealed = self
             .secrets
             .seal(secret.expose(), &source_aad(tenant, source))?;
+        if previous_ttl > MAX_PREVIOUS_TTL {
+            return Err(ConnectionError::Invalid(vec![
+                accesshub_domain::FieldError::new(
+                    "previous_ttl_seconds",
+                    format!("must be at most {} (30 days)", MAX_PREVIOUS_TTL.as_secs()),
+                ),
+            ]));
+        }
         let ttl = chrono::Duration::from_std(previous_ttl).unwrap_or(chrono::Duration::hours(24));
         let expires = Utc::now() + ttl;
         let sql = format!(

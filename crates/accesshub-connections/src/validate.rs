@@ -176,7 +176,7 @@ fn cloudpass(v: &mut V, s: &CloudpassSettings) {
     if needs_default && s.default_time_restriction_id.trim().is_empty() {
         v.err(
             "settings.default_time_restriction_id",
-            "must be set when an administration has no time_restriction_id (list them with `accessctl lookup cloudpass TENANT time-restrictions site=SITE`)",
+            "must be set when an administration has no time_restriction_id (list them with `accessctl lookup TENANT cloudpass time-restrictions site=SITE`)",
         );
     }
     for (f, m) in [

@@ -9,8 +9,9 @@ use crate::error::SyncRunError;
 
 /// Which bookings a run compares. The vendor side is always listed whole (list APIs cannot
 /// filter by our booking window), but only objects of in-scope bookings are judged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case", tag = "scope", content = "days")]
+#[schema(as = SyncScope)]
 pub enum Scope {
     /// Bookings with access now or starting within N days (CloudPass "Sync": next 5 days).
     Upcoming(u32),
@@ -79,7 +80,7 @@ impl std::fmt::Display for Scope {
 }
 
 /// Who started a run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Trigger {
     /// The connection's cron schedule.
@@ -114,7 +115,7 @@ impl FromStr for Trigger {
 }
 
 /// Lifecycle of a run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RunStatus {
     /// Waiting for a reconciler replica.
@@ -165,7 +166,7 @@ impl FromStr for RunStatus {
 }
 
 /// What a run found and did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Counts {
     /// In-scope bookings compared.
     pub checked: i64,
@@ -182,7 +183,7 @@ pub struct Counts {
 }
 
 /// Identifies one connection: tenant × vendor × name.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ConnectionRef {
     /// Tenant.
     pub tenant: String,
@@ -199,7 +200,7 @@ impl std::fmt::Display for ConnectionRef {
 }
 
 /// One row of `sync_runs`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SyncRun {
     /// Run id.
     pub id: i64,

@@ -4,10 +4,13 @@
 //! DST changes), and each local match is then placed on the UTC timeline with the same rule as
 //! booking times (`accesshub_domain::local_to_utc`): a time skipped by spring-forward moves to the
 //! first minute after the gap, a time repeated by fall-back fires once, at the earlier instant.
+//!
+//! Expressions are Unix (Vixie/POSIX) cron, as crontab(5) says: the day-of-week field counts
+//! 0 or 7 = Sunday, 1 = Monday … 6 = Saturday (names `SUN`–`SAT` too), and a day-of-month and
+//! day-of-week both restricted match when either does. Parsed by `croner` (the `cron` crate used
+//! before counted Sunday as 1 and refused 0).
 
-use std::str::FromStr;
-
-use chrono::{DateTime, TimeZone as _, Utc};
+use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 
 use crate::error::SyncRunError;
@@ -18,25 +21,19 @@ pub const DEFAULT_CRON: &str = "0 3 * * *";
 /// A parsed cron expression with its timezone.
 #[derive(Debug, Clone)]
 pub struct CronSchedule {
-    schedule: cron::Schedule,
+    schedule: croner::Cron,
     tz: Tz,
 }
 
-/// Accepts the usual 5-field form (`min hour dom mon dow`) as well as the `cron` crate's
-/// 6/7-field form with seconds first.
-pub fn normalize_cron(expr: &str) -> String {
-    let fields = expr.split_whitespace().count();
-    if fields == 5 {
-        format!("0 {}", expr.trim())
-    } else {
-        expr.trim().to_owned()
-    }
-}
-
 impl CronSchedule {
-    /// Parses an expression and an IANA timezone.
+    /// Parses an expression (`min hour dom mon dow`, or with seconds first and an optional year
+    /// last, as stored by earlier versions) and an IANA timezone.
     pub fn parse(expr: &str, timezone: &str) -> Result<Self, SyncRunError> {
-        let schedule = cron::Schedule::from_str(&normalize_cron(expr))
+        let schedule = croner::parser::CronParser::builder()
+            .seconds(croner::parser::Seconds::Optional)
+            .year(croner::parser::Year::Optional)
+            .build()
+            .parse(expr.trim())
             .map_err(|e| SyncRunError::invalid("cron expression", format!("{expr:?}: {e}")))?;
         let tz = timezone
             .parse::<Tz>()
@@ -50,11 +47,11 @@ impl CronSchedule {
         let local_now = now.with_timezone(&self.tz).naive_local();
         // Start a little earlier so a fall-back hour's matches are not skipped, then take the
         // first whose real instant is after `now`.
-        let start = Utc.from_utc_datetime(&(local_now - chrono::Duration::hours(3)));
+        let start = local_now - chrono::Duration::hours(3);
         self.schedule
-            .after(&start)
+            .iter_after(start)
             .take(10_000)
-            .map(|wall| accesshub_domain::local_to_utc(self.tz, wall.naive_utc()))
+            .map(|wall| accesshub_domain::local_to_utc(self.tz, wall))
             .find(|t| *t > now)
     }
 }
@@ -99,6 +96,45 @@ mod tests {
         assert_eq!(first, utc("2026-10-25T00:30:00Z"));
         let second = s.next_after(first).unwrap();
         assert_eq!(second, utc("2026-10-26T01:30:00Z"));
+    }
+
+    /// Unix weekdays: 0 and 7 are Sunday, 1 is Monday (6 Dec 2026 is a Sunday).
+    #[test]
+    fn unix_weekdays_sunday_is_0_and_7_monday_is_1() {
+        let sat_noon = utc("2026-12-05T12:00:00Z");
+        let sunday = Some(utc("2026-12-06T03:00:00Z"));
+        let monday = Some(utc("2026-12-07T03:00:00Z"));
+        for (expr, want) in [
+            ("0 3 * * 0", sunday),
+            ("0 3 * * 7", sunday),
+            ("0 3 * * SUN", sunday),
+            ("0 3 * * 1", monday),
+            ("0 3 * * MON", monday),
+            ("0 3 * * 1-5", monday),
+            ("0 0 3 * * 1", monday),
+        ] {
+            let s = CronSchedule::parse(expr, "UTC").unwrap();
+            assert_eq!(s.next_after(sat_noon), want, "{expr}");
+        }
+        // Sunday itself: "* * 0" fires on it and "* * 1" does not.
+        let sunday_morning = utc("2026-12-06T00:30:00Z");
+        let s = CronSchedule::parse("0 1 * * 0", "UTC").unwrap();
+        assert_eq!(
+            s.next_after(sunday_morning),
+            Some(utc("2026-12-06T01:00:00Z"))
+        );
+        let s = CronSchedule::parse("0 1 * * 1", "UTC").unwrap();
+        assert_eq!(
+            s.next_after(sunday_morning),
+            Some(utc("2026-12-07T01:00:00Z"))
+        );
+        // Weekends: Saturday 6 and Sunday 0.
+        let s = CronSchedule::parse("0 1 * * 6,0", "UTC").unwrap();
+        assert_eq!(
+            s.next_after(utc("2026-12-05T02:00:00Z")),
+            Some(utc("2026-12-06T01:00:00Z"))
+        );
+        assert!(CronSchedule::parse("0 3 * * 8", "UTC").is_err());
     }
 
     #[test]

@@ -43,7 +43,8 @@ pub struct WorkerConfig {
     pub retry_after_max: Duration,
     /// Progress-ack interval during long vendor calls (default `ack_wait / 3`).
     pub progress_interval: Duration,
-    /// Vendor calls per second per connection (0 = unlimited).
+    /// Vendor calls per second per connection in this replica (0 = unlimited): each replica
+    /// has its own limiter, so N replicas reach up to N × this rate at one vendor.
     pub rate_limit: f64,
     /// Burst of the per-connection rate limit.
     pub rate_burst: u32,

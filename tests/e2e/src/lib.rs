@@ -4,6 +4,7 @@
 //!
 //! Binaries are taken from the workspace target directory (`make test` builds them first).
 
+pub mod contract;
 pub mod otlp;
 
 use std::{

@@ -44,26 +44,6 @@ impl std::fmt::Debug for ApiClient {
     }
 }
 
-/// The API's error body.
-#[derive(Debug, Default, Deserialize)]
-struct ErrorBody {
-    #[serde(default)]
-    error: String,
-    #[serde(default)]
-    field: Option<String>,
-    #[serde(default)]
-    problem: Option<String>,
-    #[serde(default)]
-    errors: Vec<WireFieldError>,
-}
-
-/// A field error as the API sends it.
-#[derive(Debug, Default, Deserialize)]
-struct WireFieldError {
-    field: String,
-    problem: String,
-}
-
 impl ApiClient {
     /// A client for `base` (e.g. `http://127.0.0.1:8086/admin/v1`) with a bearer token.
     pub fn new(base: &str, token: &str) -> anyhow::Result<Self> {
@@ -117,27 +97,15 @@ impl ApiClient {
                 format!("unexpected answer from {method} {path}")
             })?));
         }
-        let e: ErrorBody = serde_json::from_slice(&bytes).unwrap_or_default();
-        let detail = if !e.errors.is_empty() {
-            e.errors
-                .iter()
-                .map(|f| format!("\n  {}: {}", f.field, f.problem))
-                .collect::<String>()
-        } else {
-            match (e.field, e.problem) {
-                (Some(f), Some(p)) => format!(": {f}: {p}"),
-                (None, Some(p)) => format!(": {p}"),
-                _ if !e.error.is_empty() => format!(": {}", e.error),
-                _ => format!(": {}", String::from_utf8_lossy(&bytes)),
-            }
-        };
         let hint = match status.as_u16() {
-            401 => " (check ACCESSHUB_TOKEN)",
+            401 => " (check the token: --token, ACCESSHUB_TOKEN or the context's)",
             403 => " (the token's role or tenants do not allow this; `accessctl tokens whoami`)",
             _ => "",
         };
-        let lead = if e.errors.is_empty() { "" } else { &e.error };
-        bail!("{method} {path} failed ({status}){hint}: {lead}{detail}")
+        bail!(
+            "{method} {path} failed ({status}){hint}: {}",
+            problem_text(&bytes)
+        )
     }
 
     /// GET returning `None` on 404.
@@ -189,10 +157,19 @@ impl ApiClient {
             404 => Ok(false),
             _ => {
                 let status = resp.status();
-                let e: ErrorBody = resp.json().await.unwrap_or_default();
-                bail!("DELETE {path} failed ({status}): {}", e.error)
+                let bytes = resp.bytes().await.unwrap_or_default();
+                bail!("DELETE {path} failed ({status}): {}", problem_text(&bytes))
             }
         }
+    }
+}
+
+/// What an error answer says: the RFC 9457 problem's detail and every field at fault, or the
+/// body as text when it is not a problem document.
+fn problem_text(body: &[u8]) -> String {
+    match serde_json::from_slice::<accesshub_admin::Problem>(body) {
+        Ok(p) => p.describe(),
+        Err(_) => String::from_utf8_lossy(body).into_owned(),
     }
 }
 

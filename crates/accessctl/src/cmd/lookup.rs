@@ -1,4 +1,4 @@
-//! `accessctl lookup VENDOR TENANT WHAT [key=value…]`: asks the vendor, through its worker,
+//! `accessctl lookup TENANT VENDOR WHAT [key=value…]`: asks the vendor, through its worker,
 //! for what an operator needs to fill a connection (CloudPass `sites` and
 //! `time-restrictions site=ID`, iPassan `assets`, Tapkey `locks`, dormakaba `encoder-test`).
 
@@ -9,13 +9,14 @@ use serde::{Deserialize, Serialize};
 use super::connections::{ApiClient, seg};
 use crate::output::{self, Format};
 
-/// Arguments of `accessctl lookup`.
+/// Arguments of `accessctl lookup` (TENANT before VENDOR, as everywhere; the old order
+/// `VENDOR TENANT` is still understood, with a warning).
 #[derive(Debug, clap::Args)]
 pub struct LookupArgs {
-    /// Vendor.
-    pub vendor: Vendor,
     /// Tenant id.
     pub tenant: String,
+    /// Vendor (cloudpass, dormakaba, ipassan, tapkey).
+    pub vendor: String,
     /// What to list (sites, time-restrictions, assets, locks, encoder-test).
     pub what: String,
     /// Parameters as key=value (e.g. site=site-1).
@@ -35,6 +36,7 @@ pub struct LookupItems {
 /// Runs the lookup and returns the items (errors carry the worker's message, e.g. the
 /// CloudPass hint about Settings → Website Users).
 pub async fn fetch(api: &ApiClient, a: &LookupArgs) -> anyhow::Result<Vec<LookupItem>> {
+    let (tenant, vendor) = tenant_and_vendor(&a.tenant, &a.vendor)?;
     let mut query = vec![("connection".to_owned(), a.connection.clone())];
     for p in &a.params {
         let (k, v) = p
@@ -42,18 +44,37 @@ pub async fn fetch(api: &ApiClient, a: &LookupArgs) -> anyhow::Result<Vec<Lookup
             .ok_or_else(|| anyhow!("parameter {p:?} must be key=value"))?;
         query.push((k.to_owned(), v.to_owned()));
     }
-    let path = format!("/lookups/{}/{}/{}", a.vendor, seg(&a.tenant), seg(&a.what));
+    let path = format!("/lookups/{vendor}/{}/{}", seg(&tenant), seg(&a.what));
     let r: LookupItems = api
         .get(&path, &query)
         .await
-        .map_err(|e| anyhow!("lookup {} {} {}: {e}", a.vendor, a.tenant, a.what))?;
+        .map_err(|e| anyhow!("lookup {tenant} {vendor} {}: {e}", a.what))?;
     Ok(r.items)
 }
 
-/// Runs `accessctl lookup`.
+/// `TENANT VENDOR`, or the old `VENDOR TENANT` (when only the first is a vendor).
+pub fn tenant_and_vendor(first: &str, second: &str) -> anyhow::Result<(String, Vendor)> {
+    match (second.parse::<Vendor>(), first.parse::<Vendor>()) {
+        (Ok(v), _) => Ok((first.to_owned(), v)),
+        (Err(_), Ok(v)) => {
+            eprintln!(
+                "warning: `accessctl lookup {first} {second} …` is the old argument order; \
+                 use `accessctl lookup {second} {first} …` (TENANT VENDOR WHAT)"
+            );
+            Ok((second.to_owned(), v))
+        }
+        (Err(e), Err(_)) => Err(anyhow!("VENDOR {second:?}: {e}")),
+    }
+}
+
+/// Runs `accessctl lookup` with the client from the environment.
 pub async fn run(a: LookupArgs, format: Format) -> anyhow::Result<()> {
-    let api = ApiClient::from_env()?;
-    let items = fetch(&api, &a).await?;
+    run_with(&ApiClient::from_env()?, a, format).await
+}
+
+/// Runs `accessctl lookup` with `api`.
+pub async fn run_with(api: &ApiClient, a: LookupArgs, format: Format) -> anyhow::Result<()> {
+    let items = fetch(api, &a).await?;
     let rows = items
         .iter()
         .map(|i| {

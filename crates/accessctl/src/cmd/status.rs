@@ -5,11 +5,40 @@ use accesshub_dlq::Status;
 
 use crate::output::Format;
 
-/// Connects with `CommonConfig::from_env("accessctl")` and prints the status.
+/// Connects with `CommonConfig::from_env("accessctl")`, prints the status, and fails with
+/// exit code 4 ([`crate::exit::UNHEALTHY`]) when [`problems`] finds any.
 pub async fn run(format: Format) -> anyhow::Result<()> {
     let dlq = super::dlq::connect().await?;
     let st = accesshub_dlq::collect_status(dlq.bus(), dlq.pool()).await;
-    print(format, &st)
+    print(format, &st)?;
+    let found = problems(&st);
+    if found.is_empty() {
+        return Ok(());
+    }
+    Err(crate::exit::Exit::error(
+        crate::exit::UNHEALTHY,
+        format!("unhealthy: {}", found.join("; ")),
+    ))
+}
+
+/// What makes the status unhealthy: anything that could not be collected (a stream or table
+/// missing, NATS or PostgreSQL unreachable), dead letters waiting for an operator, and
+/// connections whose last sync run failed or was partial.
+pub fn problems(st: &Status) -> Vec<String> {
+    let mut out = st.problems.clone();
+    for (worker, n) in &st.dlq_depth {
+        if *n > 0 {
+            out.push(format!(
+                "{n} dead letter(s) of {worker} (accessctl dlq list)"
+            ));
+        }
+    }
+    for r in st.sync_runs.iter().flatten() {
+        if let Some(s @ ("failed" | "partial")) = r.status.as_deref() {
+            out.push(format!("last sync run of {} {s}", r.connection));
+        }
+    }
+    out
 }
 
 /// Prints a collected status.

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use accesshub_sync_runs::{
-    ConnectionRef, Scope, SyncRun, Trigger,
+    ConnectionRef, RunStatus, Scope, SyncRun, Trigger,
     store::{self, RequestOutcome},
 };
 use anyhow::{Context as _, bail};
@@ -55,6 +55,8 @@ pub enum SyncCommand {
 }
 
 /// `accessctl sync schedule ...`
+// Parsed once per process: the size of a variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum ScheduleCommand {
     /// Create or replace a connection's schedule.
@@ -62,7 +64,8 @@ pub enum ScheduleCommand {
         /// Which connection.
         #[command(flatten)]
         conn: ConnArgs,
-        /// Cron expression (`min hour dom mon dow`, e.g. "0 3 * * *").
+        /// Unix cron expression (`min hour dom mon dow`, e.g. "0 3 * * *"), read in
+        /// --timezone; day of week 0 or 7 = Sunday, 1 = Monday … 6 = Saturday (or SUN-SAT).
         #[arg(long, default_value = accesshub_sync_runs::DEFAULT_CRON)]
         cron: String,
         /// IANA timezone the expression is read in.
@@ -83,30 +86,57 @@ pub enum ScheduleCommand {
     },
 }
 
-/// Identifies a connection.
+/// Identifies a connection: `TENANT VENDOR [NAME]`, positional like every command that acts
+/// on one connection (`--tenant/--vendor/--connection` are still read, hidden).
 #[derive(Debug, Clone, Args)]
 pub struct ConnArgs {
     /// Tenant id.
-    #[arg(long)]
-    pub tenant: String,
+    #[arg(value_name = "TENANT", required_unless_present = "tenant_flag")]
+    pub tenant: Option<String>,
     /// Vendor (cloudpass, dormakaba, ipassan, tapkey).
-    #[arg(long)]
-    pub vendor: String,
-    /// Connection name.
-    #[arg(long, default_value = "default")]
-    pub connection: String,
+    #[arg(value_name = "VENDOR", required_unless_present = "vendor_flag")]
+    pub vendor: Option<String>,
+    /// Connection name (default `default`).
+    #[arg(value_name = "NAME")]
+    pub connection: Option<String>,
+    /// The tenant, as before the one argument order.
+    #[arg(long = "tenant", hide = true, conflicts_with = "tenant")]
+    pub tenant_flag: Option<String>,
+    /// The vendor, as before the one argument order.
+    #[arg(long = "vendor", hide = true, conflicts_with = "vendor")]
+    pub vendor_flag: Option<String>,
+    /// The connection name, as before the one argument order.
+    #[arg(long = "connection", hide = true, conflicts_with = "connection")]
+    pub connection_flag: Option<String>,
 }
 
 impl ConnArgs {
+    /// `TENANT VENDOR [NAME]`.
+    pub fn positional(tenant: &str, vendor: &str, name: Option<&str>) -> Self {
+        ConnArgs {
+            tenant: Some(tenant.to_owned()),
+            vendor: Some(vendor.to_owned()),
+            connection: name.map(str::to_owned),
+            tenant_flag: None,
+            vendor_flag: None,
+            connection_flag: None,
+        }
+    }
+
     fn to_ref(&self) -> anyhow::Result<ConnectionRef> {
-        let vendor: accesshub_connections::Vendor = self
-            .vendor
+        let pick =
+            |pos: &Option<String>, flag: &Option<String>| pos.clone().or_else(|| flag.clone());
+        let tenant = pick(&self.tenant, &self.tenant_flag)
+            .ok_or_else(|| anyhow::anyhow!("TENANT is required"))?;
+        let vendor: accesshub_connections::Vendor = pick(&self.vendor, &self.vendor_flag)
+            .ok_or_else(|| anyhow::anyhow!("VENDOR is required"))?
             .parse()
             .map_err(|e: String| anyhow::anyhow!(e))?;
         Ok(ConnectionRef {
-            tenant: self.tenant.clone(),
+            tenant,
             vendor: vendor.as_str().to_owned(),
-            name: self.connection.clone(),
+            name: pick(&self.connection, &self.connection_flag)
+                .unwrap_or_else(|| "default".to_owned()),
         })
     }
 }
@@ -235,7 +265,24 @@ pub async fn run(cmd: SyncCommand, format: Format) -> anyhow::Result<()> {
             }
             runs_table(format, std::slice::from_ref(&run))?;
             if matches!(outcome, RequestOutcome::AlreadyActive(_)) && !wait {
-                std::process::exit(3);
+                return Err(crate::exit::Exit::error(
+                    crate::exit::NOT_QUEUED,
+                    format!("{c} already has run {}: not queued", run.id),
+                ));
+            }
+            if wait && matches!(run.status, RunStatus::Failed | RunStatus::Partial) {
+                return Err(crate::exit::Exit::error(
+                    crate::exit::UNHEALTHY,
+                    format!(
+                        "run {} of {c} finished {}{}",
+                        run.id,
+                        run.status.as_str(),
+                        run.error
+                            .as_deref()
+                            .map(|e| format!(": {e}"))
+                            .unwrap_or_default()
+                    ),
+                ));
             }
             Ok(())
         }

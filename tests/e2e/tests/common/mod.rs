@@ -644,7 +644,44 @@ impl Stack {
             .unwrap_or(-1)
     }
 
-    /// Stops every process gracefully, deletes the namespace's streams and the database.
+    /// Every message in the namespace's streams (BOOKINGS, SYNC, DLQ, RESULTS) checked against
+    /// its JSON Schema (`accesshub_e2e::contract`): what is wrong with each that is not.
+    pub async fn bus_contract_violations(&self) -> Vec<String> {
+        let Ok(bus) = tokio::time::timeout(Duration::from_secs(5), self.bus()).await else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for base in ["BOOKINGS", "SYNC", "DLQ", "RESULTS"] {
+            let Ok(stream) = bus.js.get_stream(bus.stream_name(base)).await else {
+                continue;
+            };
+            let Ok(info) = stream.get_info().await else {
+                continue;
+            };
+            let (first, last) = (info.state.first_sequence, info.state.last_sequence);
+            for seq in first.max(1)..=last {
+                let Ok(m) = stream.get_raw_message(seq).await else {
+                    continue;
+                };
+                let action = m
+                    .headers
+                    .get(accesshub_domain::sync::HEADER_ACTION)
+                    .map(|v| v.as_str().to_owned());
+                if let Err(e) = accesshub_e2e::contract::validate(
+                    bus.ns.strip(&m.subject),
+                    action.as_deref(),
+                    &m.payload,
+                ) {
+                    out.push(format!("{base} #{seq}: {e}"));
+                }
+            }
+        }
+        out
+    }
+
+    /// Stops every process gracefully, checks every message left on the bus against its
+    /// schema, deletes the namespace's streams and the database; fails the test when a
+    /// message broke its schema.
     pub async fn finish(mut self) {
         for (_, w) in &mut self.workers {
             w.proc.terminate(Duration::from_secs(5));
@@ -652,6 +689,7 @@ impl Stack {
         if let Some(i) = &mut self.ingest {
             i.proc.terminate(Duration::from_secs(5));
         }
+        let violations = self.bus_contract_violations().await;
         // With NATS users the streams live on the test's private server, which goes with it.
         if self.nats_passwords.is_none()
             && let Ok(bus) = tokio::time::timeout(Duration::from_secs(5), self.bus()).await
@@ -663,6 +701,11 @@ impl Stack {
             db.drop_db().await;
         }
         let _ = std::fs::remove_file(&self.conns_file);
+        assert!(
+            violations.is_empty(),
+            "messages on the bus that break proto-schemas/v1:\n{}",
+            violations.join("\n")
+        );
     }
 }
 
