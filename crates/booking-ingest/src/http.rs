@@ -6,6 +6,14 @@
 //! 401; unknown tenant/source → 401 (cached, negative answers too); then the body, with the
 //! size limit (413) and a timeout (408); MAC → 401; the tenant's rate / in-flight cap → 429;
 //! shape → 400; semantics → 422; then the durable write → 202.
+//!
+//! Senders are authenticated their own way: a BEX App webhook carrying `X-BE-Signature`
+//! (HMAC-SHA1 of the body with the App's client secret, no timestamp) is verified as BEX signs
+//! and answered **200**, as BEX retries until it gets a 200; every other delivery uses our
+//! `X-Accesshub-Timestamp` / `X-Accesshub-Signature` and is answered 202. A delivery accesshub
+//! deliberately does not act on (an unsupported event) is answered 200
+//! `{"status": "ignored", "reason", "detail"}` and counted in
+//! `accesshub_ingest_ignored_total{source,reason}`.
 
 use std::sync::Arc;
 
@@ -51,15 +59,67 @@ pub async fn webhook(
         .instrument(span)
         .await;
     match result {
-        Ok(answer) => {
+        Ok(Handled::Stored(answer, status)) => {
             if answer.kind == crate::committer::AnswerKind::Accepted {
                 st.metrics.accepted(label);
             }
-            (StatusCode::ACCEPTED, Json(answer.body)).into_response()
+            (status, Json(answer.body)).into_response()
+        }
+        Ok(Handled::Ignored(why)) => {
+            st.metrics.ignored(label, why.reason);
+            tracing::info!(source = label, reason = why.reason, detail = %why.detail, "delivery ignored");
+            (StatusCode::OK, Json(ignored_body(&why))).into_response()
         }
         Err(reject) => {
             st.metrics.rejected(label, reject.reason());
             reject.into_response()
+        }
+    }
+}
+
+/// The body of an ignored delivery (HTTP and NATS alike).
+pub fn ignored_body(why: &upstream::Ignored) -> serde_json::Value {
+    serde_json::json!({"status": "ignored", "reason": why.reason, "detail": why.detail})
+}
+
+/// How a delivery that passed every check was handled.
+enum Handled {
+    /// Stored (or superseded, or a repeat), answered with this status.
+    Stored(crate::committer::Answer, StatusCode),
+    /// Deliberately not acted on.
+    Ignored(upstream::Ignored),
+}
+
+/// How the sender authenticates: its own scheme where it has one.
+enum Scheme {
+    /// Ours: timestamped HMAC-SHA256.
+    Accesshub(auth::SignedHeaders),
+    /// BEX: `X-BE-Signature: sha1=…` over the body.
+    Bex(Vec<u8>),
+}
+
+impl Scheme {
+    fn parse(src: Source, headers: &HeaderMap, now: i64) -> Result<Scheme, AuthFailure> {
+        if src == Source::Bex
+            && let Some(mac) = auth::bex_signature(headers)?
+        {
+            return Ok(Scheme::Bex(mac));
+        }
+        auth::SignedHeaders::parse(headers, now).map(Scheme::Accesshub)
+    }
+
+    fn verify(&self, secrets: &[Vec<u8>], body: &[u8]) -> Result<(), AuthFailure> {
+        match self {
+            Scheme::Accesshub(signed) => signed.verify(secrets, body),
+            Scheme::Bex(mac) => auth::verify_bex(secrets, mac, body),
+        }
+    }
+
+    /// BEX retries until it gets a 200; our own scheme has always been answered 202.
+    fn success(&self) -> StatusCode {
+        match self {
+            Scheme::Accesshub(_) => StatusCode::ACCEPTED,
+            Scheme::Bex(_) => StatusCode::OK,
         }
     }
 }
@@ -70,7 +130,7 @@ async fn handle(
     tenant: &str,
     headers: &HeaderMap,
     body: Body,
-) -> Result<crate::committer::Answer, Reject> {
+) -> Result<Handled, Reject> {
     let src = src.ok_or(Reject::NotFound)?;
     let _global = st.limits.admit()?;
     let limit = st.body_limit;
@@ -86,8 +146,7 @@ async fn handle(
         return Err(Reject::UnsupportedMediaType);
     }
     let now = chrono::Utc::now();
-    let signed =
-        auth::SignedHeaders::parse(headers, now.timestamp()).map_err(Reject::Unauthorized)?;
+    let signed = Scheme::parse(src, headers, now.timestamp()).map_err(Reject::Unauthorized)?;
     let entry = st
         .sources
         .get(tenant, src.as_str())
@@ -105,16 +164,20 @@ async fn handle(
         headers.get(IDEMPOTENCY_KEY).and_then(|v| v.to_str().ok()),
         &bytes,
     )?;
-    let normalized = upstream::normalize(
+    let normalized = match upstream::normalize(
         src,
         &bytes,
         upstream::Context {
             tenant,
             site_defaults: &entry.site_defaults,
         },
-    )?;
+    )? {
+        upstream::Outcome::Event(n) => n,
+        upstream::Outcome::Ignored(why) => return Ok(Handled::Ignored(why)),
+    };
     let subject = st.bus.subject(&normalized.event.subject());
-    st.committers
+    let answer = st
+        .committers
         .submit(
             normalized,
             src.as_str(),
@@ -122,7 +185,8 @@ async fn handle(
             subject,
             traceparent(headers),
         )
-        .await
+        .await?;
+    Ok(Handled::Stored(answer, signed.success()))
 }
 
 /// The request span's traceparent; when the span is filtered out (log level), the incoming

@@ -18,6 +18,7 @@ pub struct IngestMetrics {
     /// hashed a label set of owned strings.
     accepted_by_source: std::sync::Arc<Vec<(&'static str, Counter)>>,
     rejected: CounterVec,
+    ignored: CounterVec,
     /// `accesshub_outbox_published_total`.
     pub outbox_published: Counter,
     /// `accesshub_outbox_pending`.
@@ -71,6 +72,10 @@ impl IngestMetrics {
             rejected: registry.counter(
                 "accesshub_ingest_rejected",
                 "Deliveries rejected, by reason",
+            ),
+            ignored: registry.counter(
+                "accesshub_ingest_ignored",
+                "Deliveries answered 2xx but deliberately not acted on, by source and reason",
             ),
             outbox_published: published.get_or_create(&Vec::new()).clone(),
             receipts_pruned: {
@@ -138,6 +143,14 @@ impl IngestMetrics {
                     .inc();
             }
         }
+    }
+
+    /// One delivery of `source` deliberately ignored for `reason`
+    /// (`accesshub_ingest_ignored_total{source,reason}`).
+    pub fn ignored(&self, source: &str, reason: &str) {
+        self.ignored
+            .get_or_create(&labels([("source", source), ("reason", reason)]))
+            .inc();
     }
 
     /// One rejected delivery of `source` for `reason`.

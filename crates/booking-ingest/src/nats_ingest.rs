@@ -85,14 +85,17 @@ async fn handle_message(st: Arc<AppState>, msg: async_nats::Message) {
             .and_then(|h| h.get("Idempotency-Key"))
             .map(|v| v.as_str().to_owned());
         let key = delivery_key(given.as_deref(), &msg.payload)?;
-        let normalized = upstream::normalize(
+        let normalized = match upstream::normalize(
             src,
             &msg.payload,
             upstream::Context {
                 tenant: &tenant,
                 site_defaults: &entry.site_defaults,
             },
-        )?;
+        )? {
+            upstream::Outcome::Event(n) => n,
+            upstream::Outcome::Ignored(why) => return Ok(Err(why)),
+        };
         let subject = st.bus.subject(&normalized.event.subject());
         st.committers
             .submit(
@@ -103,11 +106,16 @@ async fn handle_message(st: Arc<AppState>, msg: async_nats::Message) {
                 propagation::current_traceparent(),
             )
             .await
+            .map(Ok)
     }
     .instrument(span)
     .await;
     let body: Value = match reply {
-        Ok(a) => {
+        Ok(Err(why)) => {
+            st.metrics.ignored(label, why.reason);
+            crate::http::ignored_body(&why)
+        }
+        Ok(Ok(a)) => {
             if a.kind == AnswerKind::Accepted {
                 st.metrics.accepted(label);
             }

@@ -65,6 +65,7 @@
 // every response to please this lint would only add noise in a test simulator.
 #![allow(clippy::result_large_err)]
 
+pub mod bex;
 pub mod cloudpass;
 pub mod control;
 pub mod dormakaba;
