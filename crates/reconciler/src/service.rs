@@ -122,6 +122,8 @@ pub struct Reconciler {
     settings: Settings,
     /// When this replica last ran a retention pass.
     last_retention: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
+    /// Re-reads the booking systems before each compare (issue 21); `None`: compare only.
+    puller: Option<crate::pull::Puller>,
 }
 
 impl std::fmt::Debug for Reconciler {
@@ -150,7 +152,14 @@ impl Reconciler {
             inventories: Arc::new(inventories),
             settings,
             last_retention: Arc::default(),
+            puller: None,
         }
+    }
+
+    /// Runs pull from the upstreams first ("Sync" re-reads the source of truth).
+    pub fn with_puller(mut self, puller: crate::pull::Puller) -> Self {
+        self.puller = Some(puller);
+        self
     }
 
     /// Records run and repair counts on `metrics` (registered on the service's registry).
@@ -220,6 +229,11 @@ impl Reconciler {
         {
             tracing::warn!(run = run.id, error = %e, "record the run's note");
         }
+        if let Ok(Outcome { pull: Some(p), .. }) = &result
+            && let Err(e) = store::set_pull_counts(&self.pool, run.id, p).await
+        {
+            tracing::warn!(run = run.id, error = %e, "record the run's pull counts");
+        }
         let fin = store::finish(&self.pool, run.id, status, &counts, error.as_deref()).await;
         self.metrics.record(&run.connection.vendor, status, &counts);
         guard.release().await;
@@ -277,7 +291,16 @@ impl Reconciler {
             .connections
             .list_for(&conn.tenant, conn.vendor())
             .await?;
-        engine::sync_connection(
+        let pulled = match &self.puller {
+            Some(p) => p.pull(&conn, run, Utc::now()).await?,
+            None => None,
+        };
+        if let Some(p) = &pulled {
+            tracing::info!(run = run.id, connection = %run.connection, fetched = p.counts.fetched,
+                new = p.counts.new, changed = p.counts.changed, vanished = p.counts.vanished,
+                failed = p.failed, "pulled from the upstream");
+        }
+        let mut outcome = engine::sync_connection(
             &self.pool,
             &self.bus,
             inv.as_ref(),
@@ -286,7 +309,13 @@ impl Reconciler {
             run,
             Utc::now(),
         )
-        .await
+        .await?;
+        if let Some(p) = pulled {
+            outcome.counts.failed += p.failed;
+            outcome.problems.extend(p.problems);
+            outcome.pull = Some(p.counts);
+        }
+        Ok(outcome)
     }
 
     /// Removes everything of ours `conn` created, then deletes or disables it (and deletes
