@@ -5,6 +5,7 @@
 //! API client.
 //!
 //! - [`bex`]: Booking Experts PMS API v3 (JSON:API, `x-api-key`) and App webhooks.
+//! - [`nexudus`]: Nexudus REST (Basic auth, search pages): coworker time passes, polled.
 //!
 //! Names the vendor documents are used as documented; names that are ours are marked so in
 //! each module's doc comment and in docs/upstreams.md.
@@ -12,6 +13,8 @@
 pub mod bex;
 pub mod creds;
 pub mod error;
+mod http;
+pub mod nexudus;
 
 use chrono::{DateTime, NaiveDateTime, NaiveTime, Utc};
 use serde::{Deserialize, de::DeserializeOwned};

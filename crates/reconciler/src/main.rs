@@ -62,6 +62,10 @@ async fn main() -> anyhow::Result<()> {
             "UTC".to_owned(),
         )?,
         retention: reconciler::retention::RetentionSettings::from_env()?,
+        upstream_poll: accesshub_config::env_duration(
+            "RECONCILER_UPSTREAM_POLL",
+            Duration::from_secs(60),
+        )?,
         ..Settings::default()
     };
     let registry = accesshub_telemetry::Registry::new();

@@ -15,13 +15,20 @@
 //!   `upcoming` days, else 5) by the administration's local date (the `bex` site defaults'
 //!   timezone), and guests in house (arrived up to `lookback_days` ago, default 30, not yet
 //!   departed). BEX filters by arrival date only, so the in-house part is a look-back window.
+//! - Tapkey: Nexudus coworker time passes, with the tenant's `nexudus` credentials, of the
+//!   businesses in the connection's `sites` (all when empty), whose pass type the connection
+//!   maps to locks. Sync Now lists every non-expired pass and marks stored passes Nexudus no
+//!   longer lists as removed; between runs [`Puller::poll`] fetches the changes since the last
+//!   poll (`UpdatedOn`), every `RECONCILER_UPSTREAM_POLL` (default 60 s). Holders' e-mail and
+//!   name come from the coworkers API, cached for ten minutes.
 //! - Other vendors: no pull yet (the run compares the stored state, as before).
 //!
 //! Nothing is marked gone on the strength of a failed listing: an administration whose
 //! listing fails is counted as a problem and its stored bookings are left alone.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use accesshub_bus::Bus;
 use accesshub_connections::{Connection, VendorSettings};
@@ -29,6 +36,7 @@ use accesshub_domain::{Event, EventBody, ReservationStatus};
 use accesshub_upstreams::{
     Context, SiteDefaults, UpstreamCredentials, UpstreamStore,
     bex::{self, BexClient, ReservationQuery, ReservationResource},
+    nexudus::{self, Coworker, NexudusClient, client::PassQuery},
 };
 use booking_ingest::{AnswerKind, committer::Committers};
 use chrono::{DateTime, Duration, NaiveDate, Utc};
@@ -42,6 +50,10 @@ use crate::{
 
 /// Look-back for guests in house when the credentials' options do not say (`lookback_days`).
 pub const DEFAULT_LOOKBACK_DAYS: i64 = 30;
+/// How long a Nexudus pass holder (e-mail, name) is reused before it is read again.
+const HOLDER_TTL: std::time::Duration = std::time::Duration::from_secs(600);
+/// Most holders cached (then the cache starts over).
+const HOLDER_CACHE_MAX: usize = 100_000;
 /// Guest look-ups in flight at once (each is one API call).
 const GUEST_CONCURRENCY: usize = 8;
 
@@ -52,6 +64,10 @@ pub struct Puller {
     bus: Bus,
     upstreams: UpstreamStore,
     committers: Committers,
+    /// Nexudus pass holders by (tenant, coworker id), looked up through the coworkers API.
+    holders: Arc<Mutex<HashMap<(String, String), (Coworker, Instant)>>>,
+    /// Last successful poll per (tenant, connection name).
+    watermarks: Arc<Mutex<HashMap<(String, String), DateTime<Utc>>>>,
 }
 
 impl std::fmt::Debug for Puller {
@@ -98,6 +114,8 @@ impl Puller {
             bus,
             upstreams,
             committers,
+            holders: Arc::default(),
+            watermarks: Arc::default(),
         }
     }
 
@@ -109,9 +127,60 @@ impl Puller {
         run: &SyncRun,
         now: DateTime<Utc>,
     ) -> Result<Option<Pulled>, ReconcileError> {
-        let VendorSettings::Cloudpass(cp) = &conn.settings else {
+        match &conn.settings {
+            VendorSettings::Cloudpass(cp) => self.pull_bex(conn, cp, run, now).await,
+            VendorSettings::Tapkey(tk) => {
+                let tag = format!("run:{}", run.id);
+                self.pull_nexudus(conn, tk, &tag, None, now).await
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// One incremental poll of the Nexudus passes `conn` serves (changes since the last poll
+    /// of this process, minus a minute of overlap; the first poll lists everything). Finds
+    /// no deletions: Sync Now does. `None` when `conn` has no Nexudus pull.
+    pub async fn poll(
+        &self,
+        conn: &Connection,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Pulled>, ReconcileError> {
+        let VendorSettings::Tapkey(tk) = &conn.settings else {
             return Ok(None);
         };
+        let key = (conn.tenant.clone(), conn.name.clone());
+        let since = self
+            .watermarks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+            .copied();
+        let tag = format!("poll:{}", now.timestamp_millis());
+        let out = self
+            .pull_nexudus(
+                conn,
+                tk,
+                &tag,
+                Some(since.map(|t| t - Duration::minutes(1))),
+                now,
+            )
+            .await?;
+        if out.as_ref().is_some_and(|p| p.failed == 0) {
+            self.watermarks
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(key, now);
+        }
+        Ok(out)
+    }
+
+    async fn pull_bex(
+        &self,
+        conn: &Connection,
+        cp: &accesshub_connections::CloudpassSettings,
+        run: &SyncRun,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Pulled>, ReconcileError> {
         let Some(creds) = self.upstreams.get(&conn.tenant, "bex").await? else {
             return Ok(None);
         };
@@ -155,7 +224,7 @@ impl Puller {
                 defaults: &defaults,
                 tz: d.tz(),
                 window,
-                run,
+                tag: format!("run:{}", run.id),
                 guests,
             };
             if let Err(e) = job.run(&mut out).await {
@@ -163,6 +232,184 @@ impl Puller {
             }
         }
         Ok(Some(out))
+    }
+
+    /// Lists the Nexudus passes `conn` serves and stores them. `since`: `None` for a full
+    /// listing of the non-expired passes (Sync Now), which also marks stored passes Nexudus no
+    /// longer has as removed; `Some(t)` for an incremental poll of changes since `t` (`Some(None)`:
+    /// the first poll, everything, nothing marked removed).
+    async fn pull_nexudus(
+        &self,
+        conn: &Connection,
+        tk: &accesshub_connections::TapkeySettings,
+        tag: &str,
+        since: Option<Option<DateTime<Utc>>>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Pulled>, ReconcileError> {
+        let Some(creds) = self.upstreams.get(&conn.tenant, "nexudus").await? else {
+            return Ok(None);
+        };
+        let client = nexudus_client(&creds)?;
+        let defaults = self.site_defaults(&conn.tenant, "nexudus").await?;
+        let cx = Context {
+            tenant: &conn.tenant,
+            site_defaults: &defaults,
+        };
+        let businesses: Vec<Option<String>> = if conn.sites.is_empty() {
+            vec![None]
+        } else {
+            conn.sites.iter().cloned().map(Some).collect()
+        };
+        let mut out = Pulled::default();
+        for business in businesses {
+            let q = PassQuery {
+                business: business.clone(),
+                updated_since: since.flatten(),
+                expiring_after: since.is_none().then_some(now),
+                coworker: None,
+            };
+            let passes = match client.time_passes(&q).await {
+                Ok(p) => p,
+                Err(e) => {
+                    out.problem(format!(
+                        "nexudus business {}: {e}",
+                        business.as_deref().unwrap_or("*")
+                    ));
+                    continue;
+                }
+            };
+            let known = self
+                .known_passes(&conn.tenant, business.as_deref(), now)
+                .await?;
+            let mut seen = HashSet::with_capacity(passes.len());
+            for pass in passes {
+                let key = pass.unique_id.clone();
+                if !tk.pass_types.is_empty()
+                    && !tk.pass_types.contains_key(&pass.time_pass_id.to_string())
+                {
+                    // No locks for this pass type: access control is off for it.
+                    continue;
+                }
+                out.counts.fetched += 1;
+                seen.insert(key.clone());
+                let holder = match self
+                    .holder(&client, &conn.tenant, &pass.coworker_id.to_string())
+                    .await
+                {
+                    Ok(h) => h,
+                    Err(e) => {
+                        out.problem(format!("pass {key}: coworker: {e}"));
+                        continue;
+                    }
+                };
+                let event = match nexudus::map_pass(pass, &holder, false, cx, "pass") {
+                    Ok(e) => *e,
+                    Err(e) => {
+                        out.problem(format!("pass {key}: {e}"));
+                        continue;
+                    }
+                };
+                match self.store(tag, event).await {
+                    Ok(AnswerKind::Accepted) if known.contains_key(&key) => out.counts.changed += 1,
+                    Ok(AnswerKind::Accepted) => out.counts.new += 1,
+                    Ok(_) => {}
+                    Err(e) => out.problem(format!("pass {key}: store: {e}")),
+                }
+            }
+            if since.is_some() {
+                continue;
+            }
+            for (key, stored) in known {
+                if seen.contains(&key) {
+                    continue;
+                }
+                let Some(mut ev) = stored else { continue };
+                let EventBody::Pass(p) = &mut ev.body else {
+                    continue;
+                };
+                p.status = accesshub_domain::PassStatus::Removed;
+                let revision = (ev.revision + 1).max(now.timestamp_millis());
+                let gone = Event::new(
+                    ev.tenant,
+                    ev.site,
+                    ev.booking_key,
+                    revision,
+                    ev.source,
+                    now,
+                    ev.body,
+                );
+                match self.store(tag, gone).await {
+                    Ok(AnswerKind::Accepted) => out.counts.vanished += 1,
+                    Ok(_) => {}
+                    Err(e) => out.problem(format!("pass {key}: mark removed: {e}")),
+                }
+            }
+        }
+        Ok(Some(out))
+    }
+
+    /// The stored Nexudus passes of a tenant (of one business) that still grant access.
+    async fn known_passes(
+        &self,
+        tenant: &str,
+        business: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<HashMap<String, Option<Event>>, ReconcileError> {
+        let rows = sqlx::query(
+            "SELECT tenant_id, booking_key, site, revision, source, event_id, payload::text AS payload,
+                    updated_at
+               FROM bookings
+              WHERE tenant_id = $1 AND kind = 'pass' AND source = 'nexudus'
+                AND ($2::text IS NULL OR site = $2) AND NOT ends_access AND ends_at >= $3",
+        )
+        .bind(tenant)
+        .bind(business)
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = HashMap::with_capacity(rows.len());
+        for row in rows {
+            let key: String = row.try_get("booking_key")?;
+            out.insert(
+                key,
+                crate::engine::event_from_row(tenant, "pass", &row).ok(),
+            );
+        }
+        Ok(out)
+    }
+
+    /// A pass holder, from the cache (10 minutes) or the coworkers API.
+    async fn holder(
+        &self,
+        client: &NexudusClient,
+        tenant: &str,
+        id: &str,
+    ) -> Result<Coworker, accesshub_upstreams::UpstreamError> {
+        let key = (tenant.to_owned(), id.to_owned());
+        if let Some((c, at)) = self
+            .holders
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+            && at.elapsed() < HOLDER_TTL
+        {
+            return Ok(c.clone());
+        }
+        let c = client.coworker(id).await?;
+        let mut cache = self.holders.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= HOLDER_CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert(key, (c.clone(), Instant::now()));
+        Ok(c)
+    }
+
+    /// Forgets cached holders of `tenant` (a coworker's e-mail changed).
+    pub fn forget_holders(&self, tenant: &str) {
+        self.holders
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(t, _), _| t != tenant);
     }
 
     async fn site_defaults(
@@ -180,11 +427,12 @@ impl Puller {
         Ok(doc.unwrap_or_else(|| serde_json::json!({})))
     }
 
-    /// Stores one event through booking-ingest's committer; the answer's kind.
-    async fn store(&self, run: &SyncRun, event: Event) -> Result<AnswerKind, String> {
+    /// Stores one event through booking-ingest's committer; the answer's kind. `tag` names
+    /// the pull (`run:<id>`, `poll:<ms>`) in the delivery key.
+    async fn store(&self, tag: &str, event: Event) -> Result<AnswerKind, String> {
         let normalized = booking_ingest::upstream::check(event).map_err(|e| e.to_string())?;
         let ev = &normalized.event;
-        let key = format!("pull:{}:{}:{}", run.id, ev.booking_key, ev.revision);
+        let key = format!("pull:{tag}:{}:{}", ev.booking_key, ev.revision);
         let source = ev.source.as_str();
         let subject = self.bus.subject(&ev.subject());
         self.committers
@@ -201,22 +449,37 @@ impl Puller {
     }
 }
 
-/// A BEX client from stored credentials; `rate_per_sec` / `burst` in the options override
-/// the documented throttle (simulators, benchmarks).
-pub fn bex_client(
+/// A Nexudus client from stored credentials (`user:password`); `rate_per_sec` / `burst` in
+/// the options as for BEX.
+pub fn nexudus_client(
     creds: &UpstreamCredentials,
-) -> Result<BexClient, accesshub_upstreams::UpstreamError> {
+) -> Result<NexudusClient, accesshub_upstreams::UpstreamError> {
+    let (rate, burst) = rate_options(creds, nexudus::client::DEFAULT_RATE_PER_SEC);
+    NexudusClient::new(&creds.base_url, &creds.secret, rate, burst)
+}
+
+/// `rate_per_sec` and `burst` from the options.
+fn rate_options(creds: &UpstreamCredentials, default_rate: f64) -> (f64, u32) {
     let rate = creds
         .options
         .get("rate_per_sec")
         .and_then(serde_json::Value::as_f64)
-        .unwrap_or(bex::client::DEFAULT_RATE_PER_SEC);
+        .unwrap_or(default_rate);
     let burst = creds
         .options
         .get("burst")
         .and_then(serde_json::Value::as_u64)
         .and_then(|b| u32::try_from(b).ok())
         .unwrap_or(20);
+    (rate, burst)
+}
+
+/// A BEX client from stored credentials; `rate_per_sec` / `burst` in the options override
+/// the documented throttle (simulators, benchmarks).
+pub fn bex_client(
+    creds: &UpstreamCredentials,
+) -> Result<BexClient, accesshub_upstreams::UpstreamError> {
+    let (rate, burst) = rate_options(creds, bex::client::DEFAULT_RATE_PER_SEC);
     BexClient::with_rate(&creds.base_url, &creds.secret, rate, burst)
 }
 
@@ -236,7 +499,7 @@ struct AdminPull<'a> {
     defaults: &'a serde_json::Value,
     tz: chrono_tz::Tz,
     window: Window,
-    run: &'a SyncRun,
+    tag: String,
     guests: bool,
 }
 
@@ -305,7 +568,7 @@ impl AdminPull<'_> {
                     continue;
                 }
             };
-            match self.puller.store(self.run, event).await {
+            match self.puller.store(&self.tag, event).await {
                 Ok(AnswerKind::Accepted) if known.contains_key(&id) => out.counts.changed += 1,
                 Ok(AnswerKind::Accepted) => out.counts.new += 1,
                 Ok(_) => {}
@@ -390,7 +653,7 @@ impl AdminPull<'_> {
             now,
             EventBody::Reservation(r),
         );
-        self.puller.store(self.run, ev).await
+        self.puller.store(&self.tag, ev).await
     }
 }
 

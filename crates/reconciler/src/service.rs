@@ -37,6 +37,8 @@ pub struct Settings {
     pub offboard: crate::offboard::OffboardTiming,
     /// Pruning of long-ended bookings (personal data).
     pub retention: crate::retention::RetentionSettings,
+    /// How often upstreams without a usable webhook (Nexudus passes) are polled.
+    pub upstream_poll: Duration,
 }
 
 impl Default for Settings {
@@ -50,6 +52,7 @@ impl Default for Settings {
             default_schedules: true,
             offboard: Default::default(),
             retention: Default::default(),
+            upstream_poll: Duration::from_secs(60),
         }
     }
 }
@@ -478,8 +481,56 @@ impl Reconciler {
         }
     }
 
-    /// Runs until `shutdown`: LISTEN for new runs, poll as a fallback.
+    /// One incremental poll of every enabled connection's pollable upstream (Nexudus passes
+    /// for Tapkey), each under the connection's lock (skipped while a run holds it).
+    pub async fn poll_upstreams(&self) -> Result<(), ReconcileError> {
+        let Some(puller) = &self.puller else {
+            return Ok(());
+        };
+        for conn in self.connections.list().await? {
+            if !conn.enabled || conn.vendor() != accesshub_connections::Vendor::Tapkey {
+                continue;
+            }
+            let cref = conn_ref(&conn);
+            if self.connections.offboarding(&cref).await?.is_some() {
+                continue;
+            }
+            let Some(guard) = lock::try_lock(&self.pool, &cref).await? else {
+                continue;
+            };
+            let result = puller.poll(&conn, Utc::now()).await;
+            guard.release().await;
+            match result {
+                Ok(Some(p)) if p.counts.new + p.counts.changed > 0 || p.failed > 0 => {
+                    tracing::info!(connection = %cref, fetched = p.counts.fetched, new = p.counts.new,
+                        changed = p.counts.changed, failed = p.failed, problems = ?p.problems,
+                        "polled upstream");
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(connection = %cref, error = %e, "upstream poll failed"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs until `shutdown`: LISTEN for new runs, poll as a fallback; polls the upstreams
+    /// every `upstream_poll` when pulling.
     pub async fn serve(self, shutdown: CancellationToken) {
+        if self.puller.is_some() {
+            let this = self.clone();
+            let stop = shutdown.clone();
+            tokio::spawn(async move {
+                loop {
+                    if let Err(e) = this.poll_upstreams().await {
+                        tracing::warn!(error = %e, "upstream polls failed");
+                    }
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(this.settings.upstream_poll) => {}
+                    }
+                }
+            });
+        }
         if self.settings.default_schedules
             && let Err(e) = self.ensure_default_schedules().await
         {

@@ -13,9 +13,7 @@ mod common;
 
 use std::sync::Arc;
 
-use accesshub_connections::{Connection, TenantStore};
-use accesshub_store::SecretBox;
-use accesshub_upstreams::{UpstreamCredentials, UpstreamStore};
+use accesshub_connections::Connection;
 use chrono::{Duration, NaiveDate, Utc};
 use cloudpass_adapter::inventory::CloudpassInventory;
 use reconciler::{RunStatus, Scope, inventory::Inventory, pull::Puller};
@@ -81,24 +79,8 @@ async fn sync_pulls_bex_first_backfills_repairs_lost_webhooks_and_removes_vanish
     }
 
     // Installing: the tenant, its BEX API key (sealed), the CloudPass connection.
-    let sbox = SecretBox::from_spec(&SecretBox::generate_spec()).unwrap();
-    TenantStore::new(db.pool.clone(), sbox.clone())
-        .upsert(TENANT, TENANT)
-        .await
-        .unwrap();
-    let upstreams = UpstreamStore::new(db.pool.clone(), sbox.clone());
-    upstreams
-        .set(
-            TENANT,
-            "bex",
-            &UpstreamCredentials {
-                base_url: bexsim.url(),
-                secret: bex::DEMO_API_KEY.into(),
-                options: json!({"rate_per_sec": 1000.0, "burst": 1000}),
-            },
-        )
-        .await
-        .unwrap();
+    let (upstreams, _) =
+        common::install_upstream(&db, TENANT, "bex", bexsim.url(), bex::DEMO_API_KEY.into()).await;
     let conn = common::cloudpass_connection(TENANT, ADMIN, &sim.cloudpass_url());
     let worker = common::cloudpass_worker(&db, &tb, vec![conn.clone()]).await;
     let inv: Arc<dyn Inventory> = Arc::new(CloudpassInventory::new().unwrap());

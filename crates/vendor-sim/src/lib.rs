@@ -72,9 +72,11 @@ pub mod dormakaba;
 pub mod faults;
 pub mod ipassan;
 pub mod live;
+pub mod nexudus;
 mod server;
 mod state;
 pub mod tapkey;
+mod upstream;
 mod util;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

@@ -4,9 +4,8 @@
 //! under it, and a 429 (or 5xx, timeout) is retried after the server's `Retry-After`, else with
 //! exponential backoff (accesshub-retry), a few times before the pull fails (transient).
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
-use accesshub_retry::{Backoff, RetryPolicy};
 use chrono::NaiveDate;
 use serde::{Deserialize, de::DeserializeOwned};
 use vendor_http::{HttpSettings, Method, RateLimiter, Url, VendorClient, path_segment};
@@ -22,14 +21,6 @@ pub const DEFAULT_BASE_URL: &str = "https://api.bookingexperts.nl";
 pub const DEFAULT_RATE_PER_SEC: f64 = 500.0 / 900.0;
 /// JSON:API media type.
 pub const JSON_API: &str = "application/vnd.api+json";
-
-/// Retries of one page after a transient failure (429 with `Retry-After` honoured, capped at
-/// one minute).
-const RETRY: RetryPolicy = RetryPolicy::limited(
-    Backoff::new(Duration::from_millis(500), Duration::from_secs(30)),
-    5,
-)
-.with_retry_after_max(Duration::from_secs(60));
 
 /// A JSON:API list document.
 #[derive(Debug, Deserialize)]
@@ -122,25 +113,14 @@ impl BexClient {
         url: &str,
         query: &[(String, String)],
     ) -> Result<T, UpstreamError> {
-        let mut attempts = RETRY.attempts();
-        loop {
-            let req = self
-                .http
+        crate::http::get_json(&self.http, operation, || {
+            self.http
                 .request(Method::GET, url)
                 .header("x-api-key", &*self.api_key)
                 .header("accept", JSON_API)
-                .query(query);
-            match self.http.send_json::<T>(operation, req).await {
-                Ok(doc) => return Ok(doc),
-                Err(e) => match attempts.next_wait_after(&e) {
-                    Some(wait) => {
-                        tracing::info!(operation, ?wait, error = %e, "bex call failed; retrying");
-                        tokio::time::sleep(wait).await;
-                    }
-                    None => return Err(e.into()),
-                },
-            }
-        }
+                .query(query)
+        })
+        .await
     }
 
     /// A `links.next` must stay on the configured API (it carries our API key).

@@ -62,6 +62,40 @@ pub async fn cloudpass_worker(
     .unwrap()
 }
 
+/// Installs `tenant` with its `source` API credentials at `base_url` (sealed with a fresh key
+/// box, fast client rate): the upstream store and the key box.
+pub async fn install_upstream(
+    db: &accesshub_testkit::TestDb,
+    tenant: &str,
+    source: &str,
+    base_url: String,
+    secret: String,
+) -> (
+    accesshub_upstreams::UpstreamStore,
+    accesshub_store::SecretBox,
+) {
+    let sbox = accesshub_store::SecretBox::from_spec(&accesshub_store::SecretBox::generate_spec())
+        .unwrap();
+    accesshub_connections::TenantStore::new(db.pool.clone(), sbox.clone())
+        .upsert(tenant, tenant)
+        .await
+        .unwrap();
+    let upstreams = accesshub_upstreams::UpstreamStore::new(db.pool.clone(), sbox.clone());
+    upstreams
+        .set(
+            tenant,
+            source,
+            &accesshub_upstreams::UpstreamCredentials {
+                base_url,
+                secret,
+                options: serde_json::json!({"rate_per_sec": 1000.0, "burst": 1000}),
+            },
+        )
+        .await
+        .unwrap();
+    (upstreams, sbox)
+}
+
 /// `accesshub_testkit::eventually` for a synchronous check, up to 15 s.
 pub async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     accesshub_testkit::eventually(what, Duration::from_secs(15), || std::future::ready(f())).await;

@@ -18,6 +18,7 @@ use std::{
     sync::{Arc, Mutex},
 };
 
+use crate::{SimError, upstream::Served};
 use axum::{
     Json, Router,
     extract::{Path, Query, State},
@@ -27,10 +28,6 @@ use axum::{
 };
 use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::{Value, json};
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
-
-use crate::SimError;
 
 /// The API key the simulator accepts unless told otherwise.
 pub const DEMO_API_KEY: &str = "bex-demo-api-key";
@@ -70,50 +67,25 @@ struct Inner {
 #[derive(Clone)]
 pub struct BexSim {
     inner: Arc<Mutex<Inner>>,
-    addr: SocketAddr,
-    cancel: CancellationToken,
-    task: Arc<Mutex<Option<JoinHandle<()>>>>,
+    served: Served,
 }
 
 impl std::fmt::Debug for BexSim {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BexSim").field("addr", &self.addr).finish()
+        f.debug_struct("BexSim")
+            .field("addr", &self.served.addr)
+            .finish()
     }
 }
 
 /// Starts a BEX simulator on `addr` (port 0: any free port) accepting `api_key`.
 pub async fn start(addr: SocketAddr, api_key: &str) -> Result<BexSim, SimError> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|source| SimError::Bind {
-            what: "bex",
-            addr,
-            source,
-        })?;
-    let local = listener.local_addr().map_err(|source| SimError::Bind {
-        what: "bex",
-        addr,
-        source,
-    })?;
     let inner = Arc::new(Mutex::new(Inner {
         api_key: api_key.to_owned(),
         ..Inner::default()
     }));
-    let cancel = CancellationToken::new();
-    let app = router(inner.clone());
-    let stop = cancel.clone();
-    let task = tokio::spawn(async move {
-        let _ = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await;
-    });
-    tracing::info!(%local, "BEX simulator listening");
-    Ok(BexSim {
-        inner,
-        addr: local,
-        cancel,
-        task: Arc::new(Mutex::new(Some(task))),
-    })
+    let served = Served::start("bex", addr, router(inner.clone())).await?;
+    Ok(BexSim { inner, served })
 }
 
 /// Starts one on an ephemeral port of 127.0.0.1 with [`DEMO_API_KEY`].
@@ -128,7 +100,7 @@ impl BexSim {
 
     /// Base URL (the API is under `/v3`).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.served.url()
     }
 
     /// Adds (or renames) an administration.
@@ -177,11 +149,7 @@ impl BexSim {
 
     /// Stops the server.
     pub async fn shutdown(&self) {
-        self.cancel.cancel();
-        let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(t) = task {
-            let _ = t.await;
-        }
+        self.served.shutdown().await;
     }
 }
 
