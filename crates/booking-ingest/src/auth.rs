@@ -100,6 +100,51 @@ pub fn verify_bex(secrets: &[Vec<u8>], mac: &[u8], body: &[u8]) -> Result<(), Au
     }
 }
 
+/// Header Nexudus signs webhooks with (apps with a shared secret): the uppercase hex
+/// HMAC-SHA256 of the raw body, no timestamp.
+pub const NEXUDUS_SIGNATURE_HEADER: &str = "x-nexudus-hook-signature";
+
+/// The `X-Nexudus-Hook-Signature` value Nexudus sends for `body` (tests, dev tools).
+pub fn sign_nexudus(secret: &str, body: &[u8]) -> String {
+    let mut m = match HmacSha256::new_from_slice(secret.as_bytes()) {
+        Ok(m) => m,
+        Err(_) => return String::new(),
+    };
+    m.update(body);
+    hex::encode_upper(m.finalize().into_bytes())
+}
+
+/// The MAC of an `X-Nexudus-Hook-Signature` header (64 uppercase hex digits); `None` when
+/// absent.
+pub fn nexudus_signature(headers: &HeaderMap) -> Result<Option<Vec<u8>>, AuthFailure> {
+    let Some(v) = headers.get(NEXUDUS_SIGNATURE_HEADER) else {
+        return Ok(None);
+    };
+    v.to_str()
+        .ok()
+        .map(str::trim)
+        .filter(|h| h.len() == 64 && !h.chars().any(|c| c.is_ascii_lowercase()))
+        .and_then(|h| hex::decode(h).ok())
+        .map(Some)
+        .ok_or(AuthFailure::InvalidSignature)
+}
+
+/// Checks a Nexudus MAC against every valid secret, in constant time per secret.
+pub fn verify_nexudus(secrets: &[Vec<u8>], mac: &[u8], body: &[u8]) -> Result<(), AuthFailure> {
+    let mut ok = subtle::Choice::from(0u8);
+    for s in secrets {
+        if let Ok(mut m) = HmacSha256::new_from_slice(s) {
+            m.update(body);
+            ok |= m.finalize().into_bytes().as_slice().ct_eq(mac);
+        }
+    }
+    if bool::from(ok) {
+        Ok(())
+    } else {
+        Err(AuthFailure::SignatureMismatch)
+    }
+}
+
 /// Why a webhook was not authenticated. The reason is returned to the caller (401 body) and
 /// counted: it says what is wrong with the *headers*, never which secret or tenant exists
 /// (an unknown tenant and a wrong MAC both answer [`AuthFailure::SignatureMismatch`]).

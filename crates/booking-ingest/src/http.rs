@@ -65,6 +65,7 @@ pub async fn webhook(
             }
             (status, Json(answer.body)).into_response()
         }
+        Ok(Handled::Done(body)) => (StatusCode::OK, Json(body)).into_response(),
         Ok(Handled::Ignored(why)) => {
             st.metrics.ignored(label, why.reason);
             tracing::info!(source = label, reason = why.reason, detail = %why.detail, "delivery ignored");
@@ -83,9 +84,11 @@ pub fn ignored_body(why: &upstream::Ignored) -> serde_json::Value {
 }
 
 /// How a delivery that passed every check was handled.
-enum Handled {
+pub enum Handled {
     /// Stored (or superseded, or a repeat), answered with this status.
     Stored(crate::committer::Answer, StatusCode),
+    /// Acted on without storing an event (a re-read requested), answered 200 with this body.
+    Done(serde_json::Value),
     /// Deliberately not acted on.
     Ignored(upstream::Ignored),
 }
@@ -96,6 +99,9 @@ enum Scheme {
     Accesshub(auth::SignedHeaders),
     /// BEX: `X-BE-Signature: sha1=…` over the body.
     Bex(Vec<u8>),
+    /// Nexudus: `X-Nexudus-Hook-Signature` (uppercase hex HMAC-SHA256 of the body); the body
+    /// is a bare `[dto]` array.
+    Nexudus(Vec<u8>),
 }
 
 impl Scheme {
@@ -105,6 +111,11 @@ impl Scheme {
         {
             return Ok(Scheme::Bex(mac));
         }
+        if src == Source::Nexudus
+            && let Some(mac) = auth::nexudus_signature(headers)?
+        {
+            return Ok(Scheme::Nexudus(mac));
+        }
         auth::SignedHeaders::parse(headers, now).map(Scheme::Accesshub)
     }
 
@@ -112,6 +123,7 @@ impl Scheme {
         match self {
             Scheme::Accesshub(signed) => signed.verify(secrets, body),
             Scheme::Bex(mac) => auth::verify_bex(secrets, mac, body),
+            Scheme::Nexudus(mac) => auth::verify_nexudus(secrets, mac, body),
         }
     }
 
@@ -119,7 +131,7 @@ impl Scheme {
     fn success(&self) -> StatusCode {
         match self {
             Scheme::Accesshub(_) => StatusCode::ACCEPTED,
-            Scheme::Bex(_) => StatusCode::OK,
+            Scheme::Bex(_) | Scheme::Nexudus(_) => StatusCode::OK,
         }
     }
 }
@@ -160,6 +172,9 @@ async fn handle(
         .verify(&entry.secrets(now), &bytes)
         .map_err(Reject::Unauthorized)?;
     let _tenant = st.limits.admit_tenant(tenant)?;
+    if let Scheme::Nexudus(_) = signed {
+        return crate::upstream::nexudus_hooks::handle(&st.pool, tenant, &bytes).await;
+    }
     let delivery_key = delivery_key(
         headers.get(IDEMPOTENCY_KEY).and_then(|v| v.to_str().ok()),
         &bytes,

@@ -250,6 +250,10 @@ impl Puller {
             return Ok(None);
         };
         let client = nexudus_client(&creds)?;
+        if since.is_none() {
+            // Sync Now re-reads the holders too (an e-mail may have changed).
+            self.forget_holders(&conn.tenant);
+        }
         let defaults = self.site_defaults(&conn.tenant, "nexudus").await?;
         let cx = Context {
             tenant: &conn.tenant,

@@ -149,6 +149,17 @@ async fn nexudus_passes_are_polled_and_synced_into_tapkey_grants_without_webhook
     common::eventually("Ana's grant revoked", || !granted(&sim, "ana@example.com")).await;
     assert!(granted(&sim, "cy@example.com"));
 
+    // Cy's e-mail changes in Nexudus (its webhook asks for this re-read): the grant follows.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    nexsim.put_coworker("103", "Cy Cole", "cy.cole@example.com");
+    let run = common::run(&rec, &db, &conn, Scope::Active).await;
+    assert_eq!(run.status, RunStatus::Succeeded, "{:?}", run.error);
+    assert_eq!(run.pull.unwrap().changed, 1);
+    common::eventually("the grant follows the new e-mail", || {
+        granted(&sim, "cy.cole@example.com") && !granted(&sim, "cy@example.com")
+    })
+    .await;
+
     worker.shutdown().await.unwrap();
     ingest.shutdown().await;
     nexsim.shutdown().await;

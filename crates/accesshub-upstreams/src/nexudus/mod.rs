@@ -14,7 +14,8 @@
 //! holder's e-mail and name come from the coworker (`GET /api/spaces/coworkers/{id}`), never
 //! from the pass. Dates are RFC 3339 or zone-less local times of the business (site
 //! timezone from the site defaults). Status: deleted (absent from a full listing) →
-//! `removed`, `Used` → `used`, else `active`. Revision = `UpdatedOn` in epoch milliseconds.
+//! `removed`, `Used` → `used`, else `active`. Revision = the later of the pass's and the
+//! holder's `UpdatedOn`, in epoch milliseconds (a changed e-mail is a new state of the pass).
 
 pub mod client;
 
@@ -73,6 +74,9 @@ pub struct Coworker {
     /// E-mail: the Tapkey contact.
     #[serde(default)]
     pub email: Option<String>,
+    /// Last change of the coworker (a new e-mail is a new revision of their passes).
+    #[serde(default)]
+    pub updated_on: Option<String>,
 }
 
 /// A Nexudus search page.
@@ -99,7 +103,14 @@ pub fn map_pass(
 ) -> Result<Box<Event>, MapError> {
     let site = p.business_id.to_string();
     let tz = cx.defaults(&site).timezone;
-    let updated = instant(&format!("{path}.UpdatedOn"), &p.updated_on, &tz)?;
+    let pass_updated = instant(&format!("{path}.UpdatedOn"), &p.updated_on, &tz)?;
+    // The holder is part of the pass's state: a coworker changed later (a new e-mail) makes
+    // a newer revision, else the revision rule would keep the old contact.
+    let holder_updated = holder
+        .updated_on
+        .as_deref()
+        .and_then(|raw| instant("coworker.UpdatedOn", raw, &tz).ok());
+    let updated = holder_updated.map_or(pass_updated, |h| h.max(pass_updated));
     let expires = match &p.expire_date {
         Some(raw) => instant(&format!("{path}.ExpireDate"), raw, &tz)?,
         None => {

@@ -7,6 +7,7 @@ pub mod clock;
 pub mod connecx;
 pub mod native;
 pub mod nexudus;
+pub mod nexudus_hooks;
 
 use accesshub_domain::{Event, Source, Validate};
 use chrono::{DateTime, Utc};

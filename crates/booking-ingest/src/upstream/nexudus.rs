@@ -54,6 +54,7 @@ pub fn map(env: Envelope, cx: Context<'_>) -> Result<Event, Reject> {
         id: env.data.pass.coworker_id.clone(),
         full_name: env.data.coworker_full_name,
         email: Some(env.data.coworker_email),
+        updated_on: None,
     };
     let removed = env.action == Action::CoworkerTimePassDelete;
     Ok(*map_pass(env.data.pass, &holder, removed, cx, "data")?)

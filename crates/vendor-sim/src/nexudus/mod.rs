@@ -96,7 +96,11 @@ impl NexudusSim {
     pub fn put_coworker(&self, id: &str, full_name: &str, email: &str) {
         self.lock().coworkers.insert(
             id.to_owned(),
-            json!({"Id": id.parse::<i64>().map_or(json!(id), |n| json!(n)), "FullName": full_name, "Email": email}),
+            json!({
+                "Id": id.parse::<i64>().map_or(json!(id), |n| json!(n)),
+                "FullName": full_name, "Email": email,
+                "UpdatedOn": chrono::Utc::now().to_rfc3339(),
+            }),
         );
     }
 
