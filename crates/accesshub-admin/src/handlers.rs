@@ -57,6 +57,27 @@ async fn audit_change(
     .await;
 }
 
+/// Records a change of a source's upstream API credentials (never the secret).
+pub(crate) async fn audit_upstream(
+    s: &AdminState,
+    who: &Principal,
+    action: &str,
+    tenant: &str,
+    source: &str,
+    after: Option<&accesshub_upstreams::creds::UpstreamInfo>,
+) {
+    audit_change(
+        s,
+        who,
+        action,
+        Some(tenant),
+        format!("{tenant}/{source}/api"),
+        None,
+        after.and_then(|a| doc(a)),
+    )
+    .await;
+}
+
 fn vendor(v: &str) -> Result<Vendor, ApiError> {
     v.parse().map_err(|e: String| ApiError::BadRequest {
         field: Some("vendor".into()),

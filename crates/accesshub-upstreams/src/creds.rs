@@ -31,6 +31,12 @@ impl std::fmt::Debug for UpstreamCredentials {
     }
 }
 
+/// Whether `url` can be an upstream API base URL (http or https with a host).
+pub fn valid_base_url(url: &str) -> bool {
+    vendor_http::Url::parse(url)
+        .is_ok_and(|u| matches!(u.scheme(), "https" | "http") && u.host_str().is_some())
+}
+
 /// One stored row as the admin API shows it (no secret).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UpstreamInfo {
