@@ -2,9 +2,11 @@
 //! secret, bad input answered with the field at fault, deleted.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use accesshub_admin::{AdminConfig, AdminState};
 use accesshub_store::SecretBox;
-use serde_json::{Value, json};
+use serde_json::json;
 
 const BOOT: &str = "bootstrap-admin-token-for-upstream-tests";
 
@@ -21,28 +23,10 @@ async fn upstream_api_credentials_are_sealed_and_never_returned() {
             ..Default::default()
         },
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}/admin/v1", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        axum::serve(listener, accesshub_admin::mounted(state))
-            .await
-            .unwrap()
-    });
-    let http = reqwest::Client::new();
-    let call = |m: reqwest::Method, path: &str, body: Option<Value>| {
-        let mut r = http.request(m, format!("{base}{path}")).bearer_auth(BOOT);
-        if let Some(b) = body {
-            r = r.json(&b);
-        }
-        async move {
-            let resp = r.send().await.unwrap();
-            let st = resp.status().as_u16();
-            (st, resp.json::<Value>().await.unwrap_or(Value::Null))
-        }
-    };
+    let api = common::serve(state, BOOT).await;
     use reqwest::Method as M;
     assert_eq!(
-        call(M::POST, "/tenants", Some(json!({"id": "acme"})))
+        api.call(M::POST, "/tenants", Some(json!({"id": "acme"})))
             .await
             .0,
         201
@@ -61,29 +45,31 @@ async fn upstream_api_credentials_are_sealed_and_never_returned() {
             "options",
         ),
     ] {
-        let (st, b) = call(M::PUT, path, Some(body)).await;
+        let (st, b) = api.call(M::PUT, path, Some(body)).await;
         assert!(st == 400 || st == 422, "{st} {b}");
         assert_eq!(b["field"], field, "{b}");
     }
-    let (st, b) = call(
-        M::PUT,
-        "/tenants/acme/sources/nexudus/api",
-        Some(json!({"base_url": "https://spaces.nexudus.com", "secret": "no-colon"})),
-    )
-    .await;
+    let (st, b) = api
+        .call(
+            M::PUT,
+            "/tenants/acme/sources/nexudus/api",
+            Some(json!({"base_url": "https://spaces.nexudus.com", "secret": "no-colon"})),
+        )
+        .await;
     assert_eq!(
         (st == 400 || st == 422, b["field"].as_str()),
         (true, Some("secret"))
     );
-    let (st, b) = call(
-        M::PUT,
-        "/tenants/acme/sources/connecx/api",
-        Some(json!({"base_url": "https://x.example", "secret": "a:b"})),
-    )
-    .await;
+    let (st, b) = api
+        .call(
+            M::PUT,
+            "/tenants/acme/sources/connecx/api",
+            Some(json!({"base_url": "https://x.example", "secret": "a:b"})),
+        )
+        .await;
     assert_eq!(b["field"], "source", "{st} {b}");
 
-    let (st, b) = call(
+    let (st, b) = api.call(
         M::PUT,
         path,
         Some(json!({"base_url": "https://api.bookingexperts.nl", "secret": key, "options": {"lookback_days": 14}})),
@@ -92,7 +78,7 @@ async fn upstream_api_credentials_are_sealed_and_never_returned() {
     assert_eq!(st, 200, "{b}");
     assert_eq!(b["secret"], "***");
     assert!(!b.to_string().contains(key));
-    let (st, b) = call(M::GET, path, None).await;
+    let (st, b) = api.call(M::GET, path, None).await;
     assert_eq!(
         (st, b["options"]["lookback_days"].as_i64()),
         (200, Some(14))
@@ -111,8 +97,8 @@ async fn upstream_api_credentials_are_sealed_and_never_returned() {
         .unwrap();
     assert_eq!(opened.secret, key);
 
-    assert_eq!(call(M::DELETE, path, None).await.0, 204);
-    assert_eq!(call(M::GET, path, None).await.0, 404);
+    assert_eq!(api.call(M::DELETE, path, None).await.0, 204);
+    assert_eq!(api.call(M::GET, path, None).await.0, 404);
     bus.cleanup().await;
     db.drop_db().await;
 }
