@@ -47,6 +47,7 @@ run ingest-bench
 run worker-bench
 run dlq-bench
 run sync-bench
+run pull-bench
 echo
 echo "=== bench-summary"
 "$BIN/bench-summary"

@@ -73,7 +73,27 @@ pub(crate) async fn audit_upstream(
         Some(tenant),
         format!("{tenant}/{source}/api"),
         None,
-        after.and_then(|a| doc(a)),
+        after.and_then(doc),
+    )
+    .await;
+}
+
+/// Records a change of a source's webhook authentication mode.
+pub(crate) async fn audit_source_auth(
+    s: &AdminState,
+    who: &Principal,
+    tenant: &str,
+    source: &str,
+    after: &serde_json::Value,
+) {
+    audit_change(
+        s,
+        who,
+        "source.auth.set",
+        Some(tenant),
+        format!("{tenant}/{source}/auth"),
+        None,
+        Some(after.clone()),
     )
     .await;
 }

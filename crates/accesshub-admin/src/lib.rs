@@ -169,6 +169,10 @@ pub fn router(state: AdminState) -> Router {
                 .put(upstreams::put_upstream_api)
                 .delete(upstreams::delete_upstream_api),
         )
+        .route(
+            "/tenants/{tenant}/sources/{source}/auth",
+            put(upstreams::put_source_auth),
+        )
         .route("/syncs", get(list_syncs).post(request_sync))
         .route("/connections", get(list_connections))
         .route(

@@ -1,7 +1,9 @@
 //! How accesshub reads a tenant's booking system (issue 21): the API base URL and credentials
 //! of a source (`bex`: the API key; `nexudus`: `user:password`; `clock`: `user:api key`),
 //! sealed like vendor secrets, never returned. `PUT|GET|DELETE
-//! /tenants/{tenant}/sources/{source}/api` (changes need `admin`, reads `viewer`).
+//! /tenants/{tenant}/sources/{source}/api` (changes need `admin`, reads `viewer`); and how a
+//! source's webhooks authenticate (`PUT /tenants/{tenant}/sources/{source}/auth`
+//! `{"mode": "signature" | "token"}`; `token` only for Clock, whose signing is not public).
 
 use axum::{
     Extension, Json,
@@ -136,4 +138,56 @@ pub(crate) async fn delete_upstream_api(
     }
     crate::handlers::audit_upstream(&s, &who, "upstream.api.delete", &tenant, &source, None).await;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Sources whose webhooks may authenticate with the secret itself.
+pub const TOKEN_SOURCES: [&str; 1] = ["clock"];
+
+/// `PUT .../auth` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AuthModeRequest {
+    mode: String,
+}
+
+/// `PUT /tenants/{tenant}/sources/{source}/auth`: `{"mode": "signature" | "token"}`. Takes
+/// effect in booking-ingest within its secret cache's ttl.
+pub(crate) async fn put_source_auth(
+    State(s): State<AdminState>,
+    Path((tenant, source)): Path<(String, String)>,
+    Extension(who): Extension<Principal>,
+    body: Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    who.require_tenant(&tenant)?;
+    let req: AuthModeRequest = parse_json(&body)?;
+    match req.mode.as_str() {
+        "signature" => {}
+        "token" if TOKEN_SOURCES.contains(&source.as_str()) => {}
+        "token" => {
+            return Err(ApiError::field(
+                "mode",
+                format!("{source} webhooks are signed by the sender; token is for clock only"),
+            ));
+        }
+        _ => return Err(ApiError::field("mode", "must be signature or token")),
+    }
+    let updated = sqlx::query(
+        "UPDATE tenant_sources SET auth = $3, updated_at = now()
+          WHERE tenant_id = $1 AND source = $2",
+    )
+    .bind(&tenant)
+    .bind(&source)
+    .bind(&req.mode)
+    .execute(s.connections.pool())
+    .await
+    .map_err(|_| ApiError::Unavailable("database unavailable".into()))?
+    .rows_affected();
+    if updated == 0 {
+        return Err(ApiError::NotFound(format!(
+            "no source {tenant}/{source} (set its webhook secret first)"
+        )));
+    }
+    let after = serde_json::json!({"tenant": tenant, "source": source, "auth": req.mode});
+    crate::handlers::audit_source_auth(&s, &who, &tenant, &source, &after).await;
+    Ok(Json(after))
 }

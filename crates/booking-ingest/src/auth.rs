@@ -145,6 +145,24 @@ pub fn verify_nexudus(secrets: &[Vec<u8>], mac: &[u8], body: &[u8]) -> Result<()
     }
 }
 
+/// Header carrying the source's secret itself, for a source whose operator chose token
+/// authentication (senders that cannot sign; `?token=` in the URL works too).
+pub const TOKEN_HEADER: &str = "x-accesshub-token";
+
+/// Whether `token` is one of the valid secrets, compared in constant time per secret (a
+/// length difference is all that shows).
+pub fn verify_token(secrets: &[Vec<u8>], token: &[u8]) -> Result<(), AuthFailure> {
+    let mut ok = subtle::Choice::from(0u8);
+    for s in secrets {
+        ok |= s.as_slice().ct_eq(token);
+    }
+    if bool::from(ok) {
+        Ok(())
+    } else {
+        Err(AuthFailure::SignatureMismatch)
+    }
+}
+
 /// Why a webhook was not authenticated. The reason is returned to the caller (401 body) and
 /// counted: it says what is wrong with the *headers*, never which secret or tenant exists
 /// (an unknown tenant and a wrong MAC both answer [`AuthFailure::SignatureMismatch`]).
@@ -269,6 +287,9 @@ pub struct SourceEntry {
     previous: Option<(Vec<u8>, Option<DateTime<Utc>>)>,
     /// The `site_defaults` document.
     pub site_defaults: serde_json::Value,
+    /// The operator chose token authentication for this source (`tenant_sources.auth =
+    /// 'token'`): the secret itself may come in `X-Accesshub-Token` or `?token=`.
+    pub token_auth: bool,
 }
 
 impl std::fmt::Debug for SourceEntry {
@@ -290,12 +311,13 @@ impl SourceEntry {
     }
 }
 
-/// `secret_enc, previous_enc, previous_expires, site_defaults`.
+/// `secret_enc, previous_enc, previous_expires, site_defaults, auth`.
 type SourceRow = (
     String,
     Option<String>,
     Option<DateTime<Utc>>,
     serde_json::Value,
+    String,
 );
 
 /// (tenant, source).
@@ -650,14 +672,14 @@ impl SourceCache {
     async fn load(&self, tenant: &str, source: &str) -> Result<Option<SourceEntry>, LookupError> {
         self.loads.inc();
         let row: Option<SourceRow> = sqlx::query_as(
-            "SELECT secret_enc, previous_enc, previous_expires, site_defaults \
+            "SELECT secret_enc, previous_enc, previous_expires, site_defaults, auth \
                  FROM tenant_sources WHERE tenant_id = $1 AND source = $2",
         )
         .bind(tenant)
         .bind(source)
         .fetch_optional(&self.pool)
         .await?;
-        let Some((cur, prev, prev_exp, defaults)) = row else {
+        let Some((cur, prev, prev_exp, defaults, auth)) = row else {
             return Ok(None);
         };
         let aad = source_aad(tenant, source);
@@ -687,6 +709,7 @@ impl SourceCache {
             current,
             previous,
             site_defaults: defaults,
+            token_auth: auth == "token",
         }))
     }
 }
@@ -817,6 +840,7 @@ mod tests {
             current: b"s".to_vec(),
             previous: None,
             site_defaults: serde_json::json!({}),
+            token_auth: false,
         })
     }
 

@@ -9,7 +9,10 @@
 //!
 //! Senders are authenticated their own way: a BEX App webhook carrying `X-BE-Signature`
 //! (HMAC-SHA1 of the body with the App's client secret, no timestamp) is verified as BEX signs
-//! and answered **200**, as BEX retries until it gets a 200; every other delivery uses our
+//! and answered **200**, as BEX retries until it gets a 200; a Nexudus webhook carrying
+//! `X-Nexudus-Hook-Signature` likewise; a source whose operator chose token authentication
+//! (Clock PMS+, whose signing is not public) may send the secret itself in `X-Accesshub-Token`
+//! or `?token=` (answered 202; refused as `missing_signature` elsewhere); every other delivery uses our
 //! `X-Accesshub-Timestamp` / `X-Accesshub-Signature` and is answered 202. A delivery accesshub
 //! deliberately does not act on (an unsupported event) is answered 200
 //! `{"status": "ignored", "reason", "detail"}` and counted in
@@ -22,7 +25,7 @@ use accesshub_telemetry::propagation;
 use axum::{
     Json,
     body::Body,
-    extract::{Path, State},
+    extract::{Path, RawQuery, State},
     http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
 };
@@ -47,6 +50,7 @@ pub const MAX_IDEMPOTENCY_KEY: usize = 200;
 pub async fn webhook(
     State(st): State<Arc<AppState>>,
     Path((source, tenant)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -55,7 +59,8 @@ pub async fn webhook(
     propagation::set_parent(&span, propagation::extract_http(&headers));
     let src = upstream::inbound_source(&source);
     let label = src.map_or("unknown", Source::as_str);
-    let result = handle(&st, src, &tenant, &headers, body)
+    let token = query.as_deref().and_then(token_param);
+    let result = handle(&st, src, &tenant, &headers, token, body)
         .instrument(span)
         .await;
     match result {
@@ -102,10 +107,29 @@ enum Scheme {
     /// Nexudus: `X-Nexudus-Hook-Signature` (uppercase hex HMAC-SHA256 of the body); the body
     /// is a bare `[dto]` array.
     Nexudus(Vec<u8>),
+    /// The secret itself (`X-Accesshub-Token` or `?token=`), where the operator chose it for
+    /// a sender that cannot sign (Clock PMS+).
+    Token(Vec<u8>),
 }
 
 impl Scheme {
-    fn parse(src: Source, headers: &HeaderMap, now: i64) -> Result<Scheme, AuthFailure> {
+    fn parse(
+        src: Source,
+        headers: &HeaderMap,
+        token: Option<String>,
+        now: i64,
+    ) -> Result<Scheme, AuthFailure> {
+        // A signature, when one is sent, is always checked as such.
+        if !headers.contains_key(auth::SIGNATURE_HEADER) {
+            let given = headers
+                .get(auth::TOKEN_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+                .or(token);
+            if let Some(t) = given.filter(|t| !t.is_empty() && t.len() <= 512) {
+                return Ok(Scheme::Token(t.into_bytes()));
+            }
+        }
         if src == Source::Bex
             && let Some(mac) = auth::bex_signature(headers)?
         {
@@ -124,13 +148,14 @@ impl Scheme {
             Scheme::Accesshub(signed) => signed.verify(secrets, body),
             Scheme::Bex(mac) => auth::verify_bex(secrets, mac, body),
             Scheme::Nexudus(mac) => auth::verify_nexudus(secrets, mac, body),
+            Scheme::Token(token) => auth::verify_token(secrets, token),
         }
     }
 
     /// BEX retries until it gets a 200; our own scheme has always been answered 202.
     fn success(&self) -> StatusCode {
         match self {
-            Scheme::Accesshub(_) => StatusCode::ACCEPTED,
+            Scheme::Accesshub(_) | Scheme::Token(_) => StatusCode::ACCEPTED,
             Scheme::Bex(_) | Scheme::Nexudus(_) => StatusCode::OK,
         }
     }
@@ -141,6 +166,7 @@ async fn handle(
     src: Option<Source>,
     tenant: &str,
     headers: &HeaderMap,
+    token: Option<String>,
     body: Body,
 ) -> Result<Handled, Reject> {
     let src = src.ok_or(Reject::NotFound)?;
@@ -158,12 +184,17 @@ async fn handle(
         return Err(Reject::UnsupportedMediaType);
     }
     let now = chrono::Utc::now();
-    let signed = Scheme::parse(src, headers, now.timestamp()).map_err(Reject::Unauthorized)?;
+    let signed =
+        Scheme::parse(src, headers, token, now.timestamp()).map_err(Reject::Unauthorized)?;
     let entry = st
         .sources
         .get(tenant, src.as_str())
         .await?
         .ok_or(Reject::Unauthorized(AuthFailure::SignatureMismatch))?;
+    // A token is only good where the operator chose it; elsewhere it is no signature at all.
+    if matches!(signed, Scheme::Token(_)) && !entry.token_auth {
+        return Err(Reject::Unauthorized(AuthFailure::MissingSignature));
+    }
     let bytes = tokio::time::timeout(st.limits.body_timeout, axum::body::to_bytes(body, limit))
         .await
         .map_err(|_| Reject::BodyTimeout)?
@@ -187,7 +218,7 @@ async fn handle(
             site_defaults: &entry.site_defaults,
         },
     )? {
-        upstream::Outcome::Event(n) => n,
+        upstream::Outcome::Event(n) => *n,
         upstream::Outcome::Ignored(why) => return Ok(Handled::Ignored(why)),
     };
     let subject = st.bus.subject(&normalized.event.subject());
@@ -202,6 +233,13 @@ async fn handle(
         )
         .await?;
     Ok(Handled::Stored(answer, signed.success()))
+}
+
+/// `token=` of a query string (URL-decoded).
+fn token_param(query: &str) -> Option<String> {
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == "token")
+        .map(|(_, v)| v.into_owned())
 }
 
 /// The request span's traceparent; when the span is filtered out (log level), the incoming

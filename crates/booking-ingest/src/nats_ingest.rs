@@ -93,7 +93,7 @@ async fn handle_message(st: Arc<AppState>, msg: async_nats::Message) {
                 site_defaults: &entry.site_defaults,
             },
         )? {
-            upstream::Outcome::Event(n) => n,
+            upstream::Outcome::Event(n) => *n,
             upstream::Outcome::Ignored(why) => return Ok(Err(why)),
         };
         let subject = st.bus.subject(&normalized.event.subject());

@@ -54,8 +54,13 @@ pub const DEFAULT_LOOKBACK_DAYS: i64 = 30;
 const HOLDER_TTL: std::time::Duration = std::time::Duration::from_secs(600);
 /// Most holders cached (then the cache starts over).
 const HOLDER_CACHE_MAX: usize = 100_000;
+/// Pulled records waiting for their commit at once (the committer batches them).
+const STORE_CONCURRENCY: usize = 256;
 /// Guest look-ups in flight at once (each is one API call).
 const GUEST_CONCURRENCY: usize = 8;
+
+/// (tenant, coworker id) or (tenant, connection name).
+type TenantKey = (String, String);
 
 /// Pulls upstreams into the desired state. Cheap to clone.
 #[derive(Clone)]
@@ -65,9 +70,9 @@ pub struct Puller {
     upstreams: UpstreamStore,
     committers: Committers,
     /// Nexudus pass holders by (tenant, coworker id), looked up through the coworkers API.
-    holders: Arc<Mutex<HashMap<(String, String), (Coworker, Instant)>>>,
+    holders: Arc<Mutex<HashMap<TenantKey, (Coworker, Instant)>>>,
     /// Last successful poll per (tenant, connection name).
-    watermarks: Arc<Mutex<HashMap<(String, String), DateTime<Utc>>>>,
+    watermarks: Arc<Mutex<HashMap<TenantKey, DateTime<Utc>>>>,
 }
 
 impl std::fmt::Debug for Puller {
@@ -547,6 +552,7 @@ impl AdminPull<'_> {
                 (res, guests)
             })
             .buffer_unordered(GUEST_CONCURRENCY);
+        let mut stores = futures::stream::FuturesUnordered::new();
         while let Some((res, guests)) = with_guests.next().await {
             let id = res.id.to_string();
             out.counts.fetched += 1;
@@ -572,12 +578,19 @@ impl AdminPull<'_> {
                     continue;
                 }
             };
-            match self.puller.store(&self.tag, event).await {
-                Ok(AnswerKind::Accepted) if known.contains_key(&id) => out.counts.changed += 1,
-                Ok(AnswerKind::Accepted) => out.counts.new += 1,
-                Ok(_) => {}
-                Err(e) => out.problem(format!("reservation {id}: store: {e}")),
+            // Many stores in flight: booking-ingest's committer writes them in batches.
+            let was_known = known.contains_key(&id);
+            let tag = &self.tag;
+            let puller = self.puller;
+            stores.push(async move { (id, was_known, puller.store(tag, event).await) });
+            if stores.len() >= STORE_CONCURRENCY
+                && let Some(done) = stores.next().await
+            {
+                tally(out, done);
             }
+        }
+        while let Some(done) = stores.next().await {
+            tally(out, done);
         }
         drop(with_guests);
         for (key, row) in known {
@@ -658,6 +671,16 @@ impl AdminPull<'_> {
             EventBody::Reservation(r),
         );
         self.puller.store(&self.tag, ev).await
+    }
+}
+
+/// Counts one stored record: new, changed, or a problem.
+fn tally(out: &mut Pulled, (id, was_known, result): (String, bool, Result<AnswerKind, String>)) {
+    match result {
+        Ok(AnswerKind::Accepted) if was_known => out.counts.changed += 1,
+        Ok(AnswerKind::Accepted) => out.counts.new += 1,
+        Ok(_) => {}
+        Err(e) => out.problem(format!("reservation {id}: store: {e}")),
     }
 }
 

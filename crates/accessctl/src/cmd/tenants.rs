@@ -70,6 +70,17 @@ pub enum TenantsCommand {
         #[arg(long)]
         options: Option<String>,
     },
+    /// Choose how a source's webhooks authenticate: `signature` (default) or `token` (the
+    /// secret itself in X-Accesshub-Token or ?token=; Clock only, whose signing is not public).
+    SetAuth {
+        /// Tenant id.
+        tenant: String,
+        /// Source.
+        source: String,
+        /// signature | token.
+        #[arg(long)]
+        mode: String,
+    },
     /// Generate a new webhook secret for a source and print it once.
     RotateSecret {
         /// Tenant id.
@@ -232,6 +243,22 @@ pub async fn run_with(api: &ApiClient, cmd: TenantsCommand, format: Format) -> a
                 return output::print(format, &info, &[], vec![]);
             }
             println!("API credentials of {tenant}/{source} set ({base_url})");
+            Ok(())
+        }
+        TenantsCommand::SetAuth {
+            tenant,
+            source,
+            mode,
+        } => {
+            let _: serde_json::Value = api
+                .write(
+                    reqwest::Method::PUT,
+                    &format!("/tenants/{}/sources/{}/auth", seg(&tenant), seg(&source)),
+                    &[],
+                    &serde_json::json!({ "mode": mode }),
+                )
+                .await?;
+            println!("webhooks of {tenant}/{source} authenticate by {mode}");
             Ok(())
         }
         TenantsCommand::RotateSecret {

@@ -54,7 +54,7 @@ pub fn inbound_source(name: &str) -> Option<Source> {
 #[derive(Debug)]
 pub enum Outcome {
     /// A validated event.
-    Event(Normalized),
+    Event(Box<Normalized>),
     /// Deliberately ignored (an action accesshub does not act on): answered 2xx
     /// `{"status": "ignored", "reason"}` and counted, never a 4xx that makes a sender retry
     /// or disable its webhook.
@@ -65,7 +65,7 @@ impl Outcome {
     /// The event, or `None` when ignored.
     pub fn event(self) -> Option<Normalized> {
         match self {
-            Outcome::Event(n) => Some(n),
+            Outcome::Event(n) => Some(*n),
             Outcome::Ignored(_) => None,
         }
     }
@@ -85,7 +85,7 @@ pub fn normalize(source: Source, body: &[u8], cx: Context<'_>) -> Result<Outcome
         Source::Native => native::map(parse(body)?, cx)?,
         Source::Reconciler => return Err(Reject::NotFound),
     };
-    check(event).map(Outcome::Event)
+    check(event).map(|n| Outcome::Event(Box::new(n)))
 }
 
 /// Semantic checks shared by every source (and the reconciler's pulls): the domain's [`Validate`] plus what storage needs

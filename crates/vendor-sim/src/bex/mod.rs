@@ -339,8 +339,11 @@ async fn list_administrations(
     page_doc(&uri, &headers, items, &page)
 }
 
+/// Inclusive bounds of a range filter, either side open.
+type Bounds<T> = (Option<T>, Option<T>);
+
 /// `a..b` (either side may be empty) → inclusive bounds.
-fn range<T: std::str::FromStr>(raw: &str) -> Option<(Option<T>, Option<T>)> {
+fn range<T: std::str::FromStr>(raw: &str) -> Option<Bounds<T>> {
     let (a, b) = raw.split_once("..")?;
     let side = |s: &str| -> Option<Option<T>> {
         if s.is_empty() {
@@ -352,7 +355,7 @@ fn range<T: std::str::FromStr>(raw: &str) -> Option<(Option<T>, Option<T>)> {
     Some((side(a)?, side(b)?))
 }
 
-fn in_range<T: PartialOrd>(v: &T, (lo, hi): &(Option<T>, Option<T>)) -> bool {
+fn in_range<T: PartialOrd>(v: &T, (lo, hi): &Bounds<T>) -> bool {
     lo.as_ref().is_none_or(|l| v >= l) && hi.as_ref().is_none_or(|h| v <= h)
 }
 
@@ -375,7 +378,7 @@ async fn list_reservations(
             Some(p),
         )
     };
-    let start: Option<(Option<NaiveDate>, Option<NaiveDate>)> = match q.get("filter[start_date]") {
+    let start: Option<Bounds<NaiveDate>> = match q.get("filter[start_date]") {
         None => None,
         Some(v) => match range(v) {
             Some(r) => Some(r),
@@ -387,14 +390,13 @@ async fn list_reservations(
             }
         },
     };
-    let updated: Option<(Option<DateTime<Utc>>, Option<DateTime<Utc>>)> =
-        match q.get("filter[updated_at]") {
-            None => None,
-            Some(v) => match range(v) {
-                Some(r) => Some(r),
-                None => return bad("filter[updated_at]", "a time range (RFC 3339)"),
-            },
-        };
+    let updated: Option<Bounds<DateTime<Utc>>> = match q.get("filter[updated_at]") {
+        None => None,
+        Some(v) => match range(v) {
+            Some(r) => Some(r),
+            None => return bad("filter[updated_at]", "a time range (RFC 3339)"),
+        },
+    };
     let states: Option<Vec<String>> = q
         .get("filter[state]")
         .map(|v| v.split(',').map(str::to_owned).collect());

@@ -193,7 +193,8 @@ fn time(raw: &str) -> Option<DateTime<Utc>> {
 fn id_eq(v: &Value, want: &str) -> bool {
     match v {
         Value::String(s) => s == want,
-        other => other.to_string() == want,
+        Value::Number(n) => n.to_string() == want,
+        _ => false,
     }
 }
 
