@@ -48,6 +48,7 @@ run worker-bench
 run dlq-bench
 run sync-bench
 run keyreq-bench 50
+run pull-bench
 echo
 echo "=== bench-summary"
 "$BIN/bench-summary"

@@ -57,6 +57,47 @@ async fn audit_change(
     .await;
 }
 
+/// Records a change of a source's upstream API credentials (never the secret).
+pub(crate) async fn audit_upstream(
+    s: &AdminState,
+    who: &Principal,
+    action: &str,
+    tenant: &str,
+    source: &str,
+    after: Option<&accesshub_upstreams::creds::UpstreamInfo>,
+) {
+    audit_change(
+        s,
+        who,
+        action,
+        Some(tenant),
+        format!("{tenant}/{source}/api"),
+        None,
+        after.and_then(doc),
+    )
+    .await;
+}
+
+/// Records a change of a source's webhook authentication mode.
+pub(crate) async fn audit_source_auth(
+    s: &AdminState,
+    who: &Principal,
+    tenant: &str,
+    source: &str,
+    after: &serde_json::Value,
+) {
+    audit_change(
+        s,
+        who,
+        "source.auth.set",
+        Some(tenant),
+        format!("{tenant}/{source}/auth"),
+        None,
+        Some(after.clone()),
+    )
+    .await;
+}
+
 fn vendor(v: &str) -> Result<Vendor, ApiError> {
     v.parse().map_err(|e: String| ApiError::BadRequest {
         field: Some("vendor".into()),

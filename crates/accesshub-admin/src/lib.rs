@@ -15,6 +15,7 @@ mod handlers;
 pub mod openapi;
 pub mod scope;
 pub mod service;
+mod upstreams;
 
 use std::time::Duration;
 
@@ -100,6 +101,8 @@ impl AdminConfig {
 pub struct AdminState {
     pub(crate) connections: ConnectionStore,
     pub(crate) tenants: TenantStore,
+    /// Upstream API credentials (issue 21).
+    pub(crate) upstreams: accesshub_upstreams::UpstreamStore,
     pub(crate) bus: Bus,
     pub(crate) bootstrap_hash: Option<String>,
     pub(crate) lookup_timeout: Duration,
@@ -111,6 +114,7 @@ impl AdminState {
     pub fn new(pool: PgPool, secrets: SecretBox, bus: Bus, config: AdminConfig) -> Self {
         AdminState {
             connections: ConnectionStore::new(pool.clone(), secrets.clone()).with_bus(bus.clone()),
+            upstreams: accesshub_upstreams::UpstreamStore::new(pool.clone(), secrets.clone()),
             tenants: TenantStore::new(pool, secrets),
             bus,
             bootstrap_hash: config.bootstrap_token.as_deref().map(auth::hash_token),
@@ -166,6 +170,16 @@ pub fn router(state: AdminState) -> Router {
             put(scope::put_organization),
         )
         .route("/tenants/{tenant}/ignored", get(scope::list_ignored))
+        .route(
+            "/tenants/{tenant}/sources/{source}/api",
+            get(upstreams::get_upstream_api)
+                .put(upstreams::put_upstream_api)
+                .delete(upstreams::delete_upstream_api),
+        )
+        .route(
+            "/tenants/{tenant}/sources/{source}/auth",
+            put(upstreams::put_source_auth),
+        )
         .route("/syncs", get(list_syncs).post(request_sync))
         .route("/connections", get(list_connections))
         .route(

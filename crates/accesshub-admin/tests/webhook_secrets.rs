@@ -2,11 +2,13 @@
 //! reported to an in-process listener (booking-ingest's cache when both run together).
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::sync::{Arc, Mutex};
 
 use accesshub_admin::{AdminConfig, AdminState};
 use accesshub_store::SecretBox;
-use serde_json::{Value, json};
+use serde_json::json;
 
 type Seen = Arc<Mutex<Vec<(String, Option<String>)>>>;
 
@@ -32,28 +34,10 @@ async fn short_secrets_are_refused_and_changes_reach_the_listener() {
             .unwrap()
             .push((t.to_owned(), s.map(str::to_owned)));
     }));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}/admin/v1", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        axum::serve(listener, accesshub_admin::mounted(state))
-            .await
-            .unwrap()
-    });
-    let http = reqwest::Client::new();
-    let call = |m: reqwest::Method, path: &str, body: Option<Value>| {
-        let mut r = http.request(m, format!("{base}{path}")).bearer_auth(BOOT);
-        if let Some(b) = body {
-            r = r.json(&b);
-        }
-        async move {
-            let resp = r.send().await.unwrap();
-            let st = resp.status().as_u16();
-            (st, resp.json::<Value>().await.unwrap_or(Value::Null))
-        }
-    };
+    let api = common::serve(state, BOOT).await;
     use reqwest::Method as M;
     assert_eq!(
-        call(M::POST, "/tenants", Some(json!({"id": "acme"})))
+        api.call(M::POST, "/tenants", Some(json!({"id": "acme"})))
             .await
             .0,
         201
@@ -61,7 +45,7 @@ async fn short_secrets_are_refused_and_changes_reach_the_listener() {
     let path = "/tenants/acme/sources/bex/secret";
     // The review's case: {"secret": "a"} used to answer 200.
     for short in ["a", "0123456789abcdef0123456789abcde"] {
-        let (st, b) = call(M::PUT, path, Some(json!({"secret": short}))).await;
+        let (st, b) = api.call(M::PUT, path, Some(json!({"secret": short}))).await;
         assert_eq!(st, 400, "{b}");
         assert_eq!(b["field"], "secret");
         assert!(short.len() == 1 || !b.to_string().contains(short), "{b}");
@@ -72,16 +56,18 @@ async fn short_secrets_are_refused_and_changes_reach_the_listener() {
     );
     let long = "0123456789abcdef0123456789abcdef";
     assert_eq!(
-        call(M::PUT, path, Some(json!({"secret": long}))).await.0,
-        200
-    );
-    assert_eq!(
-        call(M::POST, "/tenants/acme/sources/bex/rotate", None)
+        api.call(M::PUT, path, Some(json!({"secret": long})))
             .await
             .0,
         200
     );
-    assert_eq!(call(M::DELETE, "/tenants/acme", None).await.0 / 100, 2);
+    assert_eq!(
+        api.call(M::POST, "/tenants/acme/sources/bex/rotate", None)
+            .await
+            .0,
+        200
+    );
+    assert_eq!(api.call(M::DELETE, "/tenants/acme", None).await.0 / 100, 2);
     assert_eq!(
         *seen.lock().unwrap(),
         vec![

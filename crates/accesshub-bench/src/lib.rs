@@ -179,6 +179,56 @@ pub fn millis(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
+/// Peak resident memory of this process in KiB (`VmHWM` of /proc/self/status; 0 elsewhere).
+pub fn vm_hwm_kb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// A CloudPass connection of `tenant` mapping administration `admin` to the simulator's
+/// Amsterdam site (the sync and pull benchmarks).
+pub fn cloudpass_connection(
+    tenant: &str,
+    admin: &str,
+    base_url: &str,
+) -> accesshub_connections::Connection {
+    use accesshub_connections::{
+        CloudpassAdministration, CloudpassSettings, Secret, VendorSettings,
+    };
+    use vendor_sim::cloudpass as cp;
+    accesshub_connections::Connection {
+        tenant: tenant.into(),
+        name: "default".into(),
+        enabled: true,
+        sites: vec![],
+        settings: VendorSettings::Cloudpass(CloudpassSettings {
+            base_url: base_url.into(),
+            client_id: cp::DEMO_CLIENT_ID.into(),
+            client_secret: Secret::new(cp::DEMO_CLIENT_SECRET),
+            administrations: [(
+                admin.to_owned(),
+                CloudpassAdministration {
+                    site_id: cp::DEMO_SITE_AMSTERDAM.into(),
+                    time_restriction_id: None,
+                },
+            )]
+            .into(),
+            default_time_restriction_id: cp::DEMO_TR_AMSTERDAM_24_7.into(),
+            reapply_time_restriction: false,
+            window_before_minutes: 30,
+            window_after_minutes: 30,
+        }),
+        version: 1,
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

@@ -11,7 +11,9 @@ use sqlx::{
     postgres::{PgConnectOptions, PgPoolOptions},
 };
 
-pub use secrets::{SealFormat, SealedInfo, SecretBox, SecretError, connection_aad, source_aad};
+pub use secrets::{
+    SealFormat, SealedInfo, SecretBox, SecretError, connection_aad, source_aad, upstream_aad,
+};
 pub use sqlx;
 
 /// Embedded migrations (crates/accesshub-store/migrations), applied by `accessctl migrate`,

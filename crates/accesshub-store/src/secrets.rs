@@ -82,6 +82,11 @@ pub fn source_aad(tenant: &str, source: &str) -> Vec<u8> {
     aad(&["tenant_sources", tenant, source])
 }
 
+/// Associated data of an upstream's API credentials (`upstream_credentials.credentials_enc`).
+pub fn upstream_aad(tenant: &str, source: &str) -> Vec<u8> {
+    aad(&["upstream_credentials", tenant, source])
+}
+
 /// Length-prefixed parts, so (`a:b`, `c`) and (`a`, `b:c`) differ.
 fn aad(parts: &[&str]) -> Vec<u8> {
     let mut out = b"accesshub-aad-1".to_vec();

@@ -182,6 +182,19 @@ pub struct Counts {
     pub failed: i64,
 }
 
+/// What a run's pull phase found upstream (issue 21: Sync re-reads the booking system first).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PullCounts {
+    /// Upstream records in the run's scope that were read.
+    pub fetched: i64,
+    /// Of those, bookings accesshub did not hold (a lost webhook, a backfill).
+    pub new: i64,
+    /// Of those, bookings whose stored state was older.
+    pub changed: i64,
+    /// Stored bookings in scope the upstream no longer has: marked gone.
+    pub vanished: i64,
+}
+
 /// Identifies one connection: tenant × vendor × name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ConnectionRef {
@@ -227,6 +240,9 @@ pub struct SyncRun {
     /// What it concluded besides its counts (an offboard run: what became of the connection).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// The pull phase's counts; `None` when the run did not pull (no upstream credentials).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull: Option<PullCounts>,
 }
 
 /// One row of `sync_schedules`.

@@ -10,7 +10,7 @@ use sqlx::{PgPool, Row, postgres::PgRow};
 
 use crate::{
     error::SyncRunError,
-    model::{ConnectionRef, Counts, RunStatus, Scope, SyncRun, SyncSchedule, Trigger},
+    model::{ConnectionRef, Counts, PullCounts, RunStatus, Scope, SyncRun, SyncSchedule, Trigger},
     schedule::CronSchedule,
 };
 
@@ -19,7 +19,7 @@ pub const NOTIFY_CHANNEL: &str = "accesshub_sync_runs";
 
 const RUN_COLUMNS: &str = "id, tenant_id, vendor, connection_name, scope, scope_days, trigger, \
      requested_by, status, created_at, started_at, finished_at, checked, in_sync, created, \
-     updated, removed, failed, error, note";
+     updated, removed, failed, error, note, pull_fetched, pull_new, pull_changed, pull_vanished";
 
 fn run_from_row(r: &PgRow) -> Result<SyncRun, SyncRunError> {
     let scope: String = r.try_get("scope")?;
@@ -50,6 +50,15 @@ fn run_from_row(r: &PgRow) -> Result<SyncRun, SyncRunError> {
         },
         error: r.try_get("error")?,
         note: r.try_get("note")?,
+        pull: match r.try_get::<Option<i64>, _>("pull_fetched")? {
+            None => None,
+            Some(fetched) => Some(PullCounts {
+                fetched,
+                new: r.try_get::<Option<i64>, _>("pull_new")?.unwrap_or(0),
+                changed: r.try_get::<Option<i64>, _>("pull_changed")?.unwrap_or(0),
+                vanished: r.try_get::<Option<i64>, _>("pull_vanished")?.unwrap_or(0),
+            }),
+        },
     })
 }
 
@@ -212,6 +221,23 @@ pub async fn finish(
     .bind(c.removed)
     .bind(c.failed)
     .bind(error)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Records the counts of a run's pull phase.
+pub async fn set_pull_counts(pool: &PgPool, id: i64, c: &PullCounts) -> Result<(), SyncRunError> {
+    sqlx::query(
+        "UPDATE sync_runs SET pull_fetched = $2, pull_new = $3, pull_changed = $4,
+                pull_vanished = $5
+          WHERE id = $1",
+    )
+    .bind(id)
+    .bind(c.fetched)
+    .bind(c.new)
+    .bind(c.changed)
+    .bind(c.vanished)
     .execute(pool)
     .await?;
     Ok(())

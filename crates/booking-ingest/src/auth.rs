@@ -10,7 +10,7 @@ use std::{
 
 use accesshub_store::{SecretBox, SecretError, source_aad};
 use axum::http::HeaderMap;
-use chrono::{DateTime, NaiveTime, Utc};
+use chrono::{DateTime, Utc};
 use governor::{
     DefaultDirectRateLimiter, Quota, RateLimiter,
     clock::{Clock as _, DefaultClock},
@@ -49,6 +49,118 @@ fn mac(secret: &[u8], ts: i64, body: &[u8]) -> Vec<u8> {
 /// "<ts>.<body>")>`. For clients, tests and the dev tools.
 pub fn sign(secret: &str, ts: i64, body: &[u8]) -> String {
     format!("sha256={}", hex::encode(mac(secret.as_bytes(), ts, body)))
+}
+
+/// Header BEX signs App webhooks with: `sha1=<hex of HMAC-SHA1(raw body)>`, keyed with the
+/// App's OAuth client secret (stored as the tenant's `bex` webhook secret). BEX sends no
+/// timestamp: a replayed body is a repeated delivery (its receipt answers it) or an older
+/// revision (superseded), never a new effect.
+pub const BEX_SIGNATURE_HEADER: &str = "x-be-signature";
+
+fn mac_sha1(secret: &[u8], body: &[u8]) -> Vec<u8> {
+    match Hmac::<sha1::Sha1>::new_from_slice(secret) {
+        Ok(mut m) => {
+            m.update(body);
+            m.finalize().into_bytes().to_vec()
+        }
+        Err(_) => Vec::new(),
+    }
+}
+
+/// The `X-BE-Signature` value BEX sends for `body` (tests, dev tools).
+pub fn sign_bex(secret: &str, body: &[u8]) -> String {
+    format!("sha1={}", hex::encode(mac_sha1(secret.as_bytes(), body)))
+}
+
+/// The MAC of an `X-BE-Signature` header (`sha1=` and 40 hex digits); `None` when absent.
+pub fn bex_signature(headers: &HeaderMap) -> Result<Option<Vec<u8>>, AuthFailure> {
+    let Some(v) = headers.get(BEX_SIGNATURE_HEADER) else {
+        return Ok(None);
+    };
+    v.to_str()
+        .ok()
+        .and_then(|v| v.trim().strip_prefix("sha1="))
+        .filter(|h| h.len() == 40)
+        .and_then(|h| hex::decode(h).ok())
+        .map(Some)
+        .ok_or(AuthFailure::InvalidSignature)
+}
+
+/// Checks a BEX MAC against every valid secret, in constant time per secret and without
+/// stopping at the first match.
+pub fn verify_bex(secrets: &[Vec<u8>], mac: &[u8], body: &[u8]) -> Result<(), AuthFailure> {
+    let mut ok = subtle::Choice::from(0u8);
+    for s in secrets {
+        ok |= mac_sha1(s, body).ct_eq(mac);
+    }
+    if bool::from(ok) {
+        Ok(())
+    } else {
+        Err(AuthFailure::SignatureMismatch)
+    }
+}
+
+/// Header Nexudus signs webhooks with (apps with a shared secret): the uppercase hex
+/// HMAC-SHA256 of the raw body, no timestamp.
+pub const NEXUDUS_SIGNATURE_HEADER: &str = "x-nexudus-hook-signature";
+
+/// The `X-Nexudus-Hook-Signature` value Nexudus sends for `body` (tests, dev tools).
+pub fn sign_nexudus(secret: &str, body: &[u8]) -> String {
+    let mut m = match HmacSha256::new_from_slice(secret.as_bytes()) {
+        Ok(m) => m,
+        Err(_) => return String::new(),
+    };
+    m.update(body);
+    hex::encode_upper(m.finalize().into_bytes())
+}
+
+/// The MAC of an `X-Nexudus-Hook-Signature` header (64 uppercase hex digits); `None` when
+/// absent.
+pub fn nexudus_signature(headers: &HeaderMap) -> Result<Option<Vec<u8>>, AuthFailure> {
+    let Some(v) = headers.get(NEXUDUS_SIGNATURE_HEADER) else {
+        return Ok(None);
+    };
+    v.to_str()
+        .ok()
+        .map(str::trim)
+        .filter(|h| h.len() == 64 && !h.chars().any(|c| c.is_ascii_lowercase()))
+        .and_then(|h| hex::decode(h).ok())
+        .map(Some)
+        .ok_or(AuthFailure::InvalidSignature)
+}
+
+/// Checks a Nexudus MAC against every valid secret, in constant time per secret.
+pub fn verify_nexudus(secrets: &[Vec<u8>], mac: &[u8], body: &[u8]) -> Result<(), AuthFailure> {
+    let mut ok = subtle::Choice::from(0u8);
+    for s in secrets {
+        if let Ok(mut m) = HmacSha256::new_from_slice(s) {
+            m.update(body);
+            ok |= m.finalize().into_bytes().as_slice().ct_eq(mac);
+        }
+    }
+    if bool::from(ok) {
+        Ok(())
+    } else {
+        Err(AuthFailure::SignatureMismatch)
+    }
+}
+
+/// Header carrying the source's secret itself, for a source whose operator chose token
+/// authentication (senders that cannot sign; `?token=` in the URL works too).
+pub const TOKEN_HEADER: &str = "x-accesshub-token";
+
+/// Whether `token` is one of the valid secrets, compared in constant time per secret (a
+/// length difference is all that shows).
+pub fn verify_token(secrets: &[Vec<u8>], token: &[u8]) -> Result<(), AuthFailure> {
+    let mut ok = subtle::Choice::from(0u8);
+    for s in secrets {
+        ok |= s.as_slice().ct_eq(token);
+    }
+    if bool::from(ok) {
+        Ok(())
+    } else {
+        Err(AuthFailure::SignatureMismatch)
+    }
 }
 
 /// Why a webhook was not authenticated. The reason is returned to the caller (401 body) and
@@ -164,56 +276,9 @@ pub fn verify(
     SignedHeaders::parse(headers, now)?.verify(secrets, body)
 }
 
-/// What a site needs but a PMS does not send. Looked up in `tenant_sources.site_defaults`
-/// (`{"<site id>": {"check_in_time": "15:00", "check_out_time": "11:00", "timezone":
-/// "Europe/Amsterdam"}, "*": {...}}`): the site's entry, then `"*"`, then the fallbacks
-/// 15:00 / 11:00 / `UTC`, field by field.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SiteDefaults {
-    /// Check-in time of the site.
-    pub check_in_time: NaiveTime,
-    /// Check-out time of the site.
-    pub check_out_time: NaiveTime,
-    /// IANA timezone of the site.
-    pub timezone: String,
-}
-
-impl SiteDefaults {
-    /// Fallback check-in time when nothing is configured.
-    pub const CHECK_IN: (u32, u32) = (15, 0);
-    /// Fallback check-out time when nothing is configured.
-    pub const CHECK_OUT: (u32, u32) = (11, 0);
-    /// Fallback timezone when nothing is configured.
-    pub const TIMEZONE: &'static str = "UTC";
-
-    /// Resolves the defaults of `site` from a `site_defaults` document.
-    pub fn for_site(doc: &serde_json::Value, site: &str) -> SiteDefaults {
-        let pick = |field: &str| -> Option<&str> {
-            doc.get(site)
-                .and_then(|s| s.get(field))
-                .and_then(|v| v.as_str())
-                .or_else(|| {
-                    doc.get("*")
-                        .and_then(|s| s.get(field))
-                        .and_then(|v| v.as_str())
-                })
-        };
-        let time = |field: &str, (h, m): (u32, u32)| {
-            pick(field)
-                .and_then(|t| t.parse::<NaiveTime>().ok())
-                .or_else(|| NaiveTime::from_hms_opt(h, m, 0))
-                .unwrap_or_default()
-        };
-        SiteDefaults {
-            check_in_time: time("check_in_time", Self::CHECK_IN),
-            check_out_time: time("check_out_time", Self::CHECK_OUT),
-            timezone: pick("timezone")
-                .filter(|tz| tz.parse::<chrono_tz::Tz>().is_ok())
-                .unwrap_or(Self::TIMEZONE)
-                .to_owned(),
-        }
-    }
-}
+/// What a site needs but a PMS does not send: one definition, in accesshub-upstreams (the
+/// mappings live there).
+pub use accesshub_upstreams::SiteDefaults;
 
 /// One tenant's registration for one source, decrypted.
 #[derive(Clone)]
@@ -222,6 +287,9 @@ pub struct SourceEntry {
     previous: Option<(Vec<u8>, Option<DateTime<Utc>>)>,
     /// The `site_defaults` document.
     pub site_defaults: serde_json::Value,
+    /// The operator chose token authentication for this source (`tenant_sources.auth =
+    /// 'token'`): the secret itself may come in `X-Accesshub-Token` or `?token=`.
+    pub token_auth: bool,
 }
 
 impl std::fmt::Debug for SourceEntry {
@@ -243,12 +311,13 @@ impl SourceEntry {
     }
 }
 
-/// `secret_enc, previous_enc, previous_expires, site_defaults`.
+/// `secret_enc, previous_enc, previous_expires, site_defaults, auth`.
 type SourceRow = (
     String,
     Option<String>,
     Option<DateTime<Utc>>,
     serde_json::Value,
+    String,
 );
 
 /// (tenant, source).
@@ -603,14 +672,14 @@ impl SourceCache {
     async fn load(&self, tenant: &str, source: &str) -> Result<Option<SourceEntry>, LookupError> {
         self.loads.inc();
         let row: Option<SourceRow> = sqlx::query_as(
-            "SELECT secret_enc, previous_enc, previous_expires, site_defaults \
+            "SELECT secret_enc, previous_enc, previous_expires, site_defaults, auth \
                  FROM tenant_sources WHERE tenant_id = $1 AND source = $2",
         )
         .bind(tenant)
         .bind(source)
         .fetch_optional(&self.pool)
         .await?;
-        let Some((cur, prev, prev_exp, defaults)) = row else {
+        let Some((cur, prev, prev_exp, defaults, auth)) = row else {
             return Ok(None);
         };
         let aad = source_aad(tenant, source);
@@ -640,6 +709,7 @@ impl SourceCache {
             current,
             previous,
             site_defaults: defaults,
+            token_auth: auth == "token",
         }))
     }
 }
@@ -647,6 +717,30 @@ impl SourceCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bex_signatures_are_hmac_sha1_of_the_body() {
+        let body = br#"{"event":"reservation|confirmed"}"#;
+        let mut h = HeaderMap::new();
+        h.insert(
+            BEX_SIGNATURE_HEADER,
+            sign_bex("client-secret", body).parse().unwrap(),
+        );
+        let mac = bex_signature(&h).unwrap().unwrap();
+        assert_eq!(mac.len(), 20);
+        assert_eq!(verify_bex(&[b"client-secret".to_vec()], &mac, body), Ok(()));
+        assert_eq!(
+            verify_bex(&[b"other".to_vec()], &mac, body),
+            Err(AuthFailure::SignatureMismatch)
+        );
+        assert_eq!(
+            verify_bex(&[b"client-secret".to_vec()], &mac, b"{}"),
+            Err(AuthFailure::SignatureMismatch)
+        );
+        h.insert(BEX_SIGNATURE_HEADER, "sha256=00".parse().unwrap());
+        assert_eq!(bex_signature(&h), Err(AuthFailure::InvalidSignature));
+        assert_eq!(bex_signature(&HeaderMap::new()), Ok(None));
+    }
 
     #[test]
     fn sign_and_verify() {
@@ -746,6 +840,7 @@ mod tests {
             current: b"s".to_vec(),
             previous: None,
             site_defaults: serde_json::json!({}),
+            token_auth: false,
         })
     }
 
@@ -834,16 +929,5 @@ mod tests {
             cache.lookup(&("acme".into(), "clock".into())),
             Cached::Missing
         ));
-    }
-
-    #[test]
-    fn site_defaults_fallbacks() {
-        let doc = serde_json::json!({"12": {"check_in_time": "16:00"}, "*": {"timezone": "Europe/Amsterdam"}});
-        let d = SiteDefaults::for_site(&doc, "12");
-        assert_eq!(d.check_in_time, NaiveTime::from_hms_opt(16, 0, 0).unwrap());
-        assert_eq!(d.check_out_time, NaiveTime::from_hms_opt(11, 0, 0).unwrap());
-        assert_eq!(d.timezone, "Europe/Amsterdam");
-        let d = SiteDefaults::for_site(&serde_json::json!({}), "x");
-        assert_eq!(d.timezone, "UTC");
     }
 }

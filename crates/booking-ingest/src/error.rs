@@ -129,6 +129,17 @@ impl Reject {
     }
 }
 
+impl From<accesshub_upstreams::MapError> for Reject {
+    fn from(e: accesshub_upstreams::MapError) -> Self {
+        match e {
+            accesshub_upstreams::MapError::Field { field, problem } => {
+                Reject::BadRequest { field, problem }
+            }
+            accesshub_upstreams::MapError::Semantic(problems) => Reject::Unprocessable(problems),
+        }
+    }
+}
+
 impl IntoResponse for Reject {
     fn into_response(self) -> Response {
         let mut resp = (self.status(), Json(self.body())).into_response();

@@ -6,6 +6,17 @@
 //! 401; unknown tenant/source → 401 (cached, negative answers too); then the body, with the
 //! size limit (413) and a timeout (408); MAC → 401; the tenant's rate / in-flight cap → 429;
 //! shape → 400; semantics → 422; then the durable write → 202.
+//!
+//! Senders are authenticated their own way: a BEX App webhook carrying `X-BE-Signature`
+//! (HMAC-SHA1 of the body with the App's client secret, no timestamp) is verified as BEX signs
+//! and answered **200**, as BEX retries until it gets a 200; a Nexudus webhook carrying
+//! `X-Nexudus-Hook-Signature` likewise; a source whose operator chose token authentication
+//! (Clock PMS+, whose signing is not public) may send the secret itself in `X-Accesshub-Token`
+//! or `?token=` (answered 202; refused as `missing_signature` elsewhere); every other delivery uses our
+//! `X-Accesshub-Timestamp` / `X-Accesshub-Signature` and is answered 202. A delivery accesshub
+//! deliberately does not act on (an unsupported event) is answered 200
+//! `{"status": "ignored", "reason", "detail"}` and counted in
+//! `accesshub_ingest_ignored_total{source,reason}`.
 
 use std::sync::Arc;
 
@@ -14,7 +25,7 @@ use accesshub_telemetry::propagation;
 use axum::{
     Json,
     body::Body,
-    extract::{Path, State},
+    extract::{Path, RawQuery, State},
     http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
 };
@@ -39,6 +50,7 @@ pub const MAX_IDEMPOTENCY_KEY: usize = 200;
 pub async fn webhook(
     State(st): State<Arc<AppState>>,
     Path((source, tenant)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -47,19 +59,104 @@ pub async fn webhook(
     propagation::set_parent(&span, propagation::extract_http(&headers));
     let src = upstream::inbound_source(&source);
     let label = src.map_or("unknown", Source::as_str);
-    let result = handle(&st, src, &tenant, &headers, body)
+    let token = query.as_deref().and_then(token_param);
+    let result = handle(&st, src, &tenant, &headers, token, body)
         .instrument(span)
         .await;
     match result {
-        Ok(answer) => {
+        Ok(Handled::Stored(answer, status)) => {
             if answer.kind == crate::committer::AnswerKind::Accepted {
                 st.metrics.accepted(label);
             }
-            (StatusCode::ACCEPTED, Json(answer.body)).into_response()
+            (status, Json(answer.body)).into_response()
+        }
+        Ok(Handled::Done(body)) => (StatusCode::OK, Json(body)).into_response(),
+        Ok(Handled::Ignored(why)) => {
+            st.metrics.ignored(label, why.reason);
+            tracing::info!(source = label, reason = why.reason, detail = %why.detail, "delivery ignored");
+            (StatusCode::OK, Json(ignored_body(&why))).into_response()
         }
         Err(reject) => {
             st.metrics.rejected(label, reject.reason());
             reject.into_response()
+        }
+    }
+}
+
+/// The body of an ignored delivery (HTTP and NATS alike).
+pub fn ignored_body(why: &upstream::Ignored) -> serde_json::Value {
+    serde_json::json!({"status": "ignored", "reason": why.reason, "detail": why.detail})
+}
+
+/// How a delivery that passed every check was handled.
+pub enum Handled {
+    /// Stored (or superseded, or a repeat), answered with this status.
+    Stored(crate::committer::Answer, StatusCode),
+    /// Acted on without storing an event (a re-read requested), answered 200 with this body.
+    Done(serde_json::Value),
+    /// Deliberately not acted on.
+    Ignored(upstream::Ignored),
+}
+
+/// How the sender authenticates: its own scheme where it has one.
+enum Scheme {
+    /// Ours: timestamped HMAC-SHA256.
+    Accesshub(auth::SignedHeaders),
+    /// BEX: `X-BE-Signature: sha1=…` over the body.
+    Bex(Vec<u8>),
+    /// Nexudus: `X-Nexudus-Hook-Signature` (uppercase hex HMAC-SHA256 of the body); the body
+    /// is a bare `[dto]` array.
+    Nexudus(Vec<u8>),
+    /// The secret itself (`X-Accesshub-Token` or `?token=`), where the operator chose it for
+    /// a sender that cannot sign (Clock PMS+).
+    Token(Vec<u8>),
+}
+
+impl Scheme {
+    fn parse(
+        src: Source,
+        headers: &HeaderMap,
+        token: Option<String>,
+        now: i64,
+    ) -> Result<Scheme, AuthFailure> {
+        // A signature, when one is sent, is always checked as such.
+        if !headers.contains_key(auth::SIGNATURE_HEADER) {
+            let given = headers
+                .get(auth::TOKEN_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+                .or(token);
+            if let Some(t) = given.filter(|t| !t.is_empty() && t.len() <= 512) {
+                return Ok(Scheme::Token(t.into_bytes()));
+            }
+        }
+        if src == Source::Bex
+            && let Some(mac) = auth::bex_signature(headers)?
+        {
+            return Ok(Scheme::Bex(mac));
+        }
+        if src == Source::Nexudus
+            && let Some(mac) = auth::nexudus_signature(headers)?
+        {
+            return Ok(Scheme::Nexudus(mac));
+        }
+        auth::SignedHeaders::parse(headers, now).map(Scheme::Accesshub)
+    }
+
+    fn verify(&self, secrets: &[Vec<u8>], body: &[u8]) -> Result<(), AuthFailure> {
+        match self {
+            Scheme::Accesshub(signed) => signed.verify(secrets, body),
+            Scheme::Bex(mac) => auth::verify_bex(secrets, mac, body),
+            Scheme::Nexudus(mac) => auth::verify_nexudus(secrets, mac, body),
+            Scheme::Token(token) => auth::verify_token(secrets, token),
+        }
+    }
+
+    /// BEX retries until it gets a 200; our own scheme has always been answered 202.
+    fn success(&self) -> StatusCode {
+        match self {
+            Scheme::Accesshub(_) | Scheme::Token(_) => StatusCode::ACCEPTED,
+            Scheme::Bex(_) | Scheme::Nexudus(_) => StatusCode::OK,
         }
     }
 }
@@ -69,8 +166,9 @@ async fn handle(
     src: Option<Source>,
     tenant: &str,
     headers: &HeaderMap,
+    token: Option<String>,
     body: Body,
-) -> Result<crate::committer::Answer, Reject> {
+) -> Result<Handled, Reject> {
     let src = src.ok_or(Reject::NotFound)?;
     let _global = st.limits.admit()?;
     let limit = st.body_limit;
@@ -87,12 +185,16 @@ async fn handle(
     }
     let now = chrono::Utc::now();
     let signed =
-        auth::SignedHeaders::parse(headers, now.timestamp()).map_err(Reject::Unauthorized)?;
+        Scheme::parse(src, headers, token, now.timestamp()).map_err(Reject::Unauthorized)?;
     let entry = st
         .sources
         .get(tenant, src.as_str())
         .await?
         .ok_or(Reject::Unauthorized(AuthFailure::SignatureMismatch))?;
+    // A token is only good where the operator chose it; elsewhere it is no signature at all.
+    if matches!(signed, Scheme::Token(_)) && !entry.token_auth {
+        return Err(Reject::Unauthorized(AuthFailure::MissingSignature));
+    }
     let bytes = tokio::time::timeout(st.limits.body_timeout, axum::body::to_bytes(body, limit))
         .await
         .map_err(|_| Reject::BodyTimeout)?
@@ -101,24 +203,31 @@ async fn handle(
         .verify(&entry.secrets(now), &bytes)
         .map_err(Reject::Unauthorized)?;
     let _tenant = st.limits.admit_tenant(tenant)?;
+    if let Scheme::Nexudus(_) = signed {
+        return crate::upstream::nexudus_hooks::handle(&st.pool, tenant, &bytes).await;
+    }
     let delivery_key = delivery_key(
         headers.get(IDEMPOTENCY_KEY).and_then(|v| v.to_str().ok()),
         &bytes,
     )?;
-    let normalized = upstream::normalize(
+    let normalized = match upstream::normalize(
         src,
         &bytes,
         upstream::Context {
             tenant,
             site_defaults: &entry.site_defaults,
         },
-    )?;
+    )? {
+        upstream::Outcome::Event(n) => *n,
+        upstream::Outcome::Ignored(why) => return Ok(Handled::Ignored(why)),
+    };
     let normalized = match crate::scope::admit(st, src, normalized).await? {
         crate::scope::Admitted::Store(n) => *n,
-        crate::scope::Admitted::Ignored(answer) => return Ok(answer),
+        crate::scope::Admitted::Ignored(answer) => return Ok(Handled::Stored(answer, signed.success())),
     };
     let subject = st.bus.subject(&normalized.event.subject());
-    st.committers
+    let answer = st
+        .committers
         .submit(
             normalized,
             src.as_str(),
@@ -126,7 +235,15 @@ async fn handle(
             subject,
             traceparent(headers),
         )
-        .await
+        .await?;
+    Ok(Handled::Stored(answer, signed.success()))
+}
+
+/// `token=` of a query string (URL-decoded).
+fn token_param(query: &str) -> Option<String> {
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == "token")
+        .map(|(_, v)| v.into_owned())
 }
 
 /// The request span's traceparent; when the span is filtered out (log level), the incoming

@@ -75,7 +75,7 @@ impl IngestMetrics {
             ),
             ignored: registry.counter(
                 "accesshub_ingest_ignored",
-                "Deliveries deliberately not stored (site not activated, connection disabled, unmapped), by source and reason",
+                "Deliveries answered 2xx but deliberately not acted on, by source and reason",
             ),
             outbox_published: published.get_or_create(&Vec::new()).clone(),
             receipts_pruned: {
@@ -145,7 +145,8 @@ impl IngestMetrics {
         }
     }
 
-    /// One delivery of `source` ignored for `reason` (see [`crate::scope`]).
+    /// One delivery of `source` deliberately ignored for `reason`
+    /// (`accesshub_ingest_ignored_total{source,reason}`).
     pub fn ignored(&self, source: &str, reason: &str) {
         self.ignored
             .get_or_create(&labels([("source", source), ("reason", reason)]))

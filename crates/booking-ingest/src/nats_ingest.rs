@@ -86,17 +86,20 @@ async fn handle_message(st: Arc<AppState>, msg: async_nats::Message) {
             .and_then(|h| h.get("Idempotency-Key"))
             .map(|v| v.as_str().to_owned());
         let key = delivery_key(given.as_deref(), &msg.payload)?;
-        let normalized = upstream::normalize(
+        let normalized = match upstream::normalize(
             src,
             &msg.payload,
             upstream::Context {
                 tenant: &tenant,
                 site_defaults: &entry.site_defaults,
             },
-        )?;
+        )? {
+            upstream::Outcome::Event(n) => *n,
+            upstream::Outcome::Ignored(why) => return Ok(Err(why)),
+        };
         let normalized = match crate::scope::admit(&st, src, normalized).await? {
             crate::scope::Admitted::Store(n) => *n,
-            crate::scope::Admitted::Ignored(answer) => return Ok(answer),
+            crate::scope::Admitted::Ignored(answer) => return Ok(Ok(answer)),
         };
         let subject = st.bus.subject(&normalized.event.subject());
         st.committers
@@ -108,11 +111,16 @@ async fn handle_message(st: Arc<AppState>, msg: async_nats::Message) {
                 propagation::current_traceparent(),
             )
             .await
+            .map(Ok)
     }
     .instrument(span)
     .await;
     let body: Value = match reply {
-        Ok(a) => {
+        Ok(Err(why)) => {
+            st.metrics.ignored(label, why.reason);
+            crate::http::ignored_body(&why)
+        }
+        Ok(Ok(a)) => {
             if a.kind == AnswerKind::Accepted {
                 st.metrics.accepted(label);
             }

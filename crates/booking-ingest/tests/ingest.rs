@@ -407,15 +407,7 @@ async fn bad_inputs_get_clear_answers_and_store_nothing() {
         assert_eq!(env.count(t).await, 0, "{t}");
     }
     // Metrics count the rejects.
-    let metrics = env
-        .client
-        .get(format!("{}/metrics", env.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = env.metrics().await;
     assert!(
         metrics.contains(
             "accesshub_ingest_rejected_total{source=\"connecx\",reason=\"unauthorized\"}"

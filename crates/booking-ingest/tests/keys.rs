@@ -111,6 +111,9 @@ async fn a_secret_no_configured_key_opens_answers_503_with_a_log_and_a_metric() 
 /// from the cache for its ttl (30 s).
 #[tokio::test]
 async fn a_secret_changed_in_this_process_takes_effect_at_once() {
+    // The capturing subscriber must be the global one whichever test starts first (Env::new
+    // installs the test subscriber when none is set, and the capture's init would then panic).
+    let _ = capture_logs();
     let env = Env::new().await;
     assert_eq!(post_with(&env, SECRET, "a").await.0, 202, "cached now");
     let handle = env.handle.as_ref().unwrap();

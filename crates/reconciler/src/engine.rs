@@ -51,6 +51,8 @@ pub struct Outcome {
     pub compare_time: Duration,
     /// What the run concluded besides its counts (offboarding: the connection's fate).
     pub note: Option<String>,
+    /// What the pull phase found upstream, when the run pulled.
+    pub pull: Option<crate::model::PullCounts>,
 }
 
 /// Which count a repair command lands in once the SYNC stream acknowledged it.

@@ -35,6 +35,9 @@ pub enum ReconcileError {
         /// Why.
         message: String,
     },
+    /// Reading the booking system (the pull phase) failed.
+    #[error("upstream: {0}")]
+    Upstream(#[from] accesshub_upstreams::UpstreamError),
     /// No inventory is implemented for this vendor yet.
     #[error("vendor {0} has no inventory implementation yet")]
     Unsupported(String),
@@ -86,6 +89,7 @@ impl Classify for ReconcileError {
             | ReconcileError::Connections(_)
             | ReconcileError::OffboardIncomplete { .. } => ErrorClass::Transient,
             ReconcileError::Inventory(e) => e.class(),
+            ReconcileError::Upstream(e) => e.class(),
             ReconcileError::NoConnection { .. }
             | ReconcileError::Invalid { .. }
             | ReconcileError::Unsupported(_) => ErrorClass::Permanent,
@@ -94,6 +98,7 @@ impl Classify for ReconcileError {
     fn retry_after(&self) -> Option<std::time::Duration> {
         match self {
             ReconcileError::Inventory(e) => e.retry_after(),
+            ReconcileError::Upstream(e) => e.retry_after(),
             _ => None,
         }
     }

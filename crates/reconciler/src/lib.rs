@@ -22,6 +22,7 @@ pub mod index;
 pub mod lock;
 pub mod offboard;
 pub mod probe;
+pub mod pull;
 pub mod retention;
 pub mod service;
 

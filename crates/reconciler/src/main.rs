@@ -62,11 +62,31 @@ async fn main() -> anyhow::Result<()> {
             "UTC".to_owned(),
         )?,
         retention: reconciler::retention::RetentionSettings::from_env()?,
+        upstream_poll: accesshub_config::env_duration(
+            "RECONCILER_UPSTREAM_POLL",
+            Duration::from_secs(60),
+        )?,
         ..Settings::default()
     };
     let registry = accesshub_telemetry::Registry::new();
-    let rec = Reconciler::new(pool, bus, connections, inventories, settings)
+    // "Sync" re-reads the booking systems first, with the tenants' upstream credentials
+    // (sealed: without the encryption key there is nothing to pull with).
+    let puller = match accesshub_store::SecretBox::from_env() {
+        Ok(keys) => Some(reconciler::pull::Puller::new(
+            pool.clone(),
+            bus.clone(),
+            accesshub_upstreams::UpstreamStore::new(pool.clone(), keys),
+        )),
+        Err(e) => {
+            tracing::warn!(error = %e, "no encryption key: sync runs compare without pulling upstreams");
+            None
+        }
+    };
+    let mut rec = Reconciler::new(pool, bus, connections, inventories, settings)
         .with_metrics(reconciler::service::SyncMetrics::new(&registry));
+    if let Some(p) = puller {
+        rec = rec.with_puller(p);
+    }
     let app = accesshub_telemetry::ops::ops_router(registry, rec.readiness());
     let listener = tokio::net::TcpListener::bind(cfg.http_addr)
         .await

@@ -37,6 +37,8 @@ pub struct Settings {
     pub offboard: crate::offboard::OffboardTiming,
     /// Pruning of long-ended bookings (personal data).
     pub retention: crate::retention::RetentionSettings,
+    /// How often upstreams without a usable webhook (Nexudus passes) are polled.
+    pub upstream_poll: Duration,
 }
 
 impl Default for Settings {
@@ -50,6 +52,7 @@ impl Default for Settings {
             default_schedules: true,
             offboard: Default::default(),
             retention: Default::default(),
+            upstream_poll: Duration::from_secs(60),
         }
     }
 }
@@ -123,6 +126,8 @@ pub struct Reconciler {
     settings: Settings,
     /// When this replica last ran a retention pass.
     last_retention: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
+    /// Re-reads the booking systems before each compare (issue 21); `None`: compare only.
+    puller: Option<crate::pull::Puller>,
 }
 
 impl std::fmt::Debug for Reconciler {
@@ -151,7 +156,14 @@ impl Reconciler {
             inventories: Arc::new(inventories),
             settings,
             last_retention: Arc::default(),
+            puller: None,
         }
+    }
+
+    /// Runs pull from the upstreams first ("Sync" re-reads the source of truth).
+    pub fn with_puller(mut self, puller: crate::pull::Puller) -> Self {
+        self.puller = Some(puller);
+        self
     }
 
     /// Records run and repair counts on `metrics` (registered on the service's registry).
@@ -221,6 +233,11 @@ impl Reconciler {
         {
             tracing::warn!(run = run.id, error = %e, "record the run's note");
         }
+        if let Ok(Outcome { pull: Some(p), .. }) = &result
+            && let Err(e) = store::set_pull_counts(&self.pool, run.id, p).await
+        {
+            tracing::warn!(run = run.id, error = %e, "record the run's pull counts");
+        }
         let fin = store::finish(&self.pool, run.id, status, &counts, error.as_deref()).await;
         self.metrics.record(&run.connection.vendor, status, &counts);
         guard.release().await;
@@ -278,7 +295,16 @@ impl Reconciler {
             .connections
             .list_for(&conn.tenant, conn.vendor())
             .await?;
-        engine::sync_connection(
+        let pulled = match &self.puller {
+            Some(p) => p.pull(&conn, run, Utc::now()).await?,
+            None => None,
+        };
+        if let Some(p) = &pulled {
+            tracing::info!(run = run.id, connection = %run.connection, fetched = p.counts.fetched,
+                new = p.counts.new, changed = p.counts.changed, vanished = p.counts.vanished,
+                failed = p.failed, "pulled from the upstream");
+        }
+        let mut outcome = engine::sync_connection(
             &self.pool,
             &self.bus,
             inv.as_ref(),
@@ -287,7 +313,13 @@ impl Reconciler {
             run,
             Utc::now(),
         )
-        .await
+        .await?;
+        if let Some(p) = pulled {
+            outcome.counts.failed += p.failed;
+            outcome.problems.extend(p.problems);
+            outcome.pull = Some(p.counts);
+        }
+        Ok(outcome)
     }
 
     /// Removes everything of ours `conn` created, then deletes or disables it (and deletes
@@ -470,8 +502,56 @@ impl Reconciler {
         }
     }
 
-    /// Runs until `shutdown`: LISTEN for new runs, poll as a fallback.
+    /// One incremental poll of every enabled connection's pollable upstream (Nexudus passes
+    /// for Tapkey), each under the connection's lock (skipped while a run holds it).
+    pub async fn poll_upstreams(&self) -> Result<(), ReconcileError> {
+        let Some(puller) = &self.puller else {
+            return Ok(());
+        };
+        for conn in self.connections.list().await? {
+            if !conn.enabled || conn.vendor() != accesshub_connections::Vendor::Tapkey {
+                continue;
+            }
+            let cref = conn_ref(&conn);
+            if self.connections.offboarding(&cref).await?.is_some() {
+                continue;
+            }
+            let Some(guard) = lock::try_lock(&self.pool, &cref).await? else {
+                continue;
+            };
+            let result = puller.poll(&conn, Utc::now()).await;
+            guard.release().await;
+            match result {
+                Ok(Some(p)) if p.counts.new + p.counts.changed > 0 || p.failed > 0 => {
+                    tracing::info!(connection = %cref, fetched = p.counts.fetched, new = p.counts.new,
+                        changed = p.counts.changed, failed = p.failed, problems = ?p.problems,
+                        "polled upstream");
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(connection = %cref, error = %e, "upstream poll failed"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs until `shutdown`: LISTEN for new runs, poll as a fallback; polls the upstreams
+    /// every `upstream_poll` when pulling.
     pub async fn serve(self, shutdown: CancellationToken) {
+        if self.puller.is_some() {
+            let this = self.clone();
+            let stop = shutdown.clone();
+            tokio::spawn(async move {
+                loop {
+                    if let Err(e) = this.poll_upstreams().await {
+                        tracing::warn!(error = %e, "upstream polls failed");
+                    }
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(this.settings.upstream_poll) => {}
+                    }
+                }
+            });
+        }
         if self.settings.default_schedules
             && let Err(e) = self.ensure_default_schedules().await
         {

@@ -9,14 +9,11 @@
 mod common;
 
 use std::{
-    collections::BTreeMap,
     sync::Arc,
     time::{Duration, Instant},
 };
 
-use accesshub_connections::{
-    CloudpassAdministration, CloudpassSettings, Connection, Secret, VendorSettings,
-};
+use accesshub_connections::{CloudpassAdministration, Connection, Secret, VendorSettings};
 use accesshub_domain::{Event, EventBody, Guest, Reservation, ReservationStatus, Source};
 use chrono::{NaiveDate, NaiveTime};
 use cloudpass_adapter::inventory::CloudpassInventory;
@@ -33,31 +30,7 @@ const TENANT: &str = "parks";
 const ADMIN: &str = "adm-ams";
 
 fn connection(base: &str) -> Connection {
-    let mut administrations = BTreeMap::new();
-    administrations.insert(
-        ADMIN.to_owned(),
-        CloudpassAdministration {
-            site_id: cp::DEMO_SITE_AMSTERDAM.into(),
-            time_restriction_id: None,
-        },
-    );
-    Connection {
-        tenant: TENANT.into(),
-        name: "default".into(),
-        enabled: true,
-        sites: vec![],
-        settings: VendorSettings::Cloudpass(CloudpassSettings {
-            base_url: base.into(),
-            client_id: cp::DEMO_CLIENT_ID.into(),
-            client_secret: Secret::new(cp::DEMO_CLIENT_SECRET),
-            administrations,
-            default_time_restriction_id: cp::DEMO_TR_AMSTERDAM_24_7.into(),
-            reapply_time_restriction: false,
-            window_before_minutes: 30,
-            window_after_minutes: 30,
-        }),
-        version: 1,
-    }
+    common::cloudpass_connection(TENANT, ADMIN, base)
 }
 
 fn reservation(key: &str, plates: &[&str], status: ReservationStatus) -> Event {
@@ -204,15 +177,7 @@ fn r(key: &str, plate: &str) -> String {
 async fn drift_is_found_counted_and_repaired_then_everything_is_in_sync() {
     let (db, tb, sim) = common::setup().await;
     let conn = connection(&sim.cloudpass_url());
-    let worker = worker_runtime::start(
-        worker_runtime::WorkerConfig::for_test(
-            tb.config(cloudpass_adapter::NAME, &db.url),
-            Arc::new(worker_runtime::StaticConnections::new(vec![conn.clone()])),
-        ),
-        cloudpass_adapter::CloudpassHandler::new(),
-    )
-    .await
-    .unwrap();
+    let worker = common::cloudpass_worker(&db, &tb, vec![conn.clone()]).await;
 
     // Desired state, applied by the worker from BOOKINGS.
     let confirmed = ReservationStatus::Confirmed;
@@ -429,23 +394,6 @@ async fn transient_list_errors_are_retried_and_a_refused_listing_fails_the_run_w
     db.drop_db().await;
 }
 
-/// A worker and a reconciler sharing `conns`.
-async fn worker_for(
-    db: &accesshub_testkit::TestDb,
-    tb: &accesshub_testkit::TestBus,
-    conns: Vec<Connection>,
-) -> worker_runtime::WorkerHandle {
-    worker_runtime::start(
-        worker_runtime::WorkerConfig::for_test(
-            tb.config(cloudpass_adapter::NAME, &db.url),
-            Arc::new(worker_runtime::StaticConnections::new(conns)),
-        ),
-        cloudpass_adapter::CloudpassHandler::new(),
-    )
-    .await
-    .unwrap()
-}
-
 fn reconciler_for(
     db: &accesshub_testkit::TestDb,
     tb: &accesshub_testkit::TestBus,
@@ -483,7 +431,7 @@ fn copies(sim: &vendor_sim::SimHandle, reference: &str) -> Vec<cp::VehicleBookin
 async fn a_second_copy_of_a_desired_reference_is_removed_as_a_duplicate() {
     let (db, tb, sim) = common::setup().await;
     let conn = connection(&sim.cloudpass_url());
-    let worker = worker_for(&db, &tb, vec![conn.clone()]).await;
+    let worker = common::cloudpass_worker(&db, &tb, vec![conn.clone()]).await;
     ingest(
         &db,
         &tb,
@@ -557,7 +505,7 @@ async fn a_booking_left_under_the_connection_a_reservation_moved_away_from_is_re
         );
     }
     let conns = vec![ams.clone(), utr.clone()];
-    let worker = worker_for(&db, &tb, conns.clone()).await;
+    let worker = common::cloudpass_worker(&db, &tb, conns.clone()).await;
     let mut ev = reservation("MV", &["MV11"], ReservationStatus::Confirmed);
     ev.site = "adm-utr".into();
     ingest(&db, &tb, &ev).await;
@@ -595,7 +543,7 @@ async fn a_booking_left_under_the_connection_a_reservation_moved_away_from_is_re
 async fn a_stale_removal_does_not_delete_a_booking_the_current_state_wants() {
     let (db, tb, sim) = common::setup().await;
     let conn = connection(&sim.cloudpass_url());
-    let worker = worker_for(&db, &tb, vec![conn.clone()]).await;
+    let worker = common::cloudpass_worker(&db, &tb, vec![conn.clone()]).await;
     let confirmed = reservation("K", &["KK11"], ReservationStatus::Confirmed);
     ingest(&db, &tb, &confirmed).await;
     applied(&db, "K", 1).await;
@@ -626,7 +574,7 @@ async fn a_stale_removal_does_not_delete_a_booking_the_current_state_wants() {
     again.revision = 3;
     set(again).await;
 
-    let worker = worker_for(&db, &tb, vec![conn.clone()]).await;
+    let worker = common::cloudpass_worker(&db, &tb, vec![conn.clone()]).await;
     let consumer: async_nats::jetstream::consumer::PullConsumer = tb
         .bus
         .js

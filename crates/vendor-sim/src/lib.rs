@@ -65,15 +65,18 @@
 // every response to please this lint would only add noise in a test simulator.
 #![allow(clippy::result_large_err)]
 
+pub mod bex;
 pub mod cloudpass;
 pub mod control;
 pub mod dormakaba;
 pub mod faults;
 pub mod ipassan;
 pub mod live;
+pub mod nexudus;
 mod server;
 mod state;
 pub mod tapkey;
+mod upstream;
 mod util;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

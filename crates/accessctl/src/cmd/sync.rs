@@ -191,6 +191,10 @@ fn runs_table(format: Format, runs: &[SyncRun]) -> anyhow::Result<()> {
                 r.status.as_str().to_owned(),
                 ts(&r.started_at),
                 ts(&r.finished_at),
+                // What the pull phase found upstream: fetched/new/changed/vanished.
+                r.pull.map_or("-".to_owned(), |p| {
+                    format!("{}/{}/{}/{}", p.fetched, p.new, p.changed, p.vanished)
+                }),
                 r.counts.checked.to_string(),
                 r.counts.in_sync.to_string(),
                 r.counts.created.to_string(),
@@ -212,6 +216,7 @@ fn runs_table(format: Format, runs: &[SyncRun]) -> anyhow::Result<()> {
             "STATUS",
             "STARTED",
             "FINISHED",
+            "PULLED F/N/C/V",
             "CHECKED",
             "IN SYNC",
             "CREATED",

@@ -1,6 +1,7 @@
 //! `accessctl tenants list/get/create` and webhook secrets of a tenant's upstream sources
 //! (`set-secret` reads the secret from an environment variable or stdin, never the command
-//! line; `rotate-secret` generates one and prints it once).
+//! line; `rotate-secret` generates one and prints it once), and the API credentials Sync and
+//! polls read a source with (`set-api`, sealed like vendor secrets).
 
 use accesshub_admin::{SourceSecretResponse, TenantDetail};
 use accesshub_connections::Tenant;
@@ -84,6 +85,35 @@ pub enum TenantsCommand {
         #[arg(long, default_value_t = 100)]
         limit: u32,
     },
+    /// Set how accesshub reads a source's API for Sync and polls (issue 21): base URL and
+    /// credentials (BEX: the API key; Nexudus: user:password; Clock: user:api key), read from
+    /// an environment variable or stdin, never the command line.
+    SetApi {
+        /// Tenant id.
+        tenant: String,
+        /// Source (bex, nexudus, clock).
+        source: String,
+        /// API base URL (BEX: https://api.bookingexperts.nl; Nexudus: https://spaces.nexudus.com).
+        #[arg(long)]
+        base_url: String,
+        /// Read the credentials from this environment variable (otherwise from stdin).
+        #[arg(long)]
+        from_env: Option<String>,
+        /// Options as JSON (BEX: {"lookback_days": 30, "guests": true}).
+        #[arg(long)]
+        options: Option<String>,
+    },
+    /// Choose how a source's webhooks authenticate: `signature` (default) or `token` (the
+    /// secret itself in X-Accesshub-Token or ?token=; Clock only, whose signing is not public).
+    SetAuth {
+        /// Tenant id.
+        tenant: String,
+        /// Source.
+        source: String,
+        /// signature | token.
+        #[arg(long)]
+        mode: String,
+    },
     /// Generate a new webhook secret for a source and print it once.
     RotateSecret {
         /// Tenant id.
@@ -111,6 +141,21 @@ fn tenant_rows(list: &[Tenant]) -> Vec<Vec<String>> {
             ]
         })
         .collect()
+}
+
+/// A secret from the environment variable `from_env`, else stdin; never empty.
+fn read_secret(from_env: Option<String>) -> anyhow::Result<String> {
+    let secret = match from_env {
+        Some(var) => std::env::var(&var).map_err(|_| anyhow!("{var} is not set"))?,
+        None => std::io::read_to_string(std::io::stdin())
+            .context("reading the secret from stdin")?
+            .trim_end_matches(['\r', '\n'])
+            .to_owned(),
+    };
+    if secret.is_empty() {
+        bail!("the secret is empty");
+    }
+    Ok(secret)
 }
 
 /// [`run`] with an explicit client (tests).
@@ -189,16 +234,7 @@ pub async fn run_with(api: &ApiClient, cmd: TenantsCommand, format: Format) -> a
             from_env,
             previous_ttl,
         } => {
-            let secret = match from_env {
-                Some(var) => std::env::var(&var).map_err(|_| anyhow!("{var} is not set"))?,
-                None => std::io::read_to_string(std::io::stdin())
-                    .context("reading the secret from stdin")?
-                    .trim_end_matches(['\r', '\n'])
-                    .to_owned(),
-            };
-            if secret.is_empty() {
-                bail!("the secret is empty");
-            }
+            let secret = read_secret(from_env)?;
             let r: SourceSecretResponse = api
                 .write(
                     reqwest::Method::PUT,
@@ -302,6 +338,48 @@ pub async fn run_with(api: &ApiClient, cmd: TenantsCommand, format: Format) -> a
                 ],
                 rows,
             )
+        }
+        TenantsCommand::SetApi {
+            tenant,
+            source,
+            base_url,
+            from_env,
+            options,
+        } => {
+            let secret = read_secret(from_env)?;
+            let options: serde_json::Value = match options {
+                Some(o) => serde_json::from_str(&o).context("--options is not JSON")?,
+                None => serde_json::json!({}),
+            };
+            let info: serde_json::Value = api
+                .write(
+                    reqwest::Method::PUT,
+                    &format!("/tenants/{}/sources/{}/api", seg(&tenant), seg(&source)),
+                    &[],
+                    &serde_json::json!({"base_url": base_url, "secret": secret, "options": options}),
+                )
+                .await?;
+            if format != Format::Table {
+                return output::print(format, &info, &[], vec![]);
+            }
+            println!("API credentials of {tenant}/{source} set ({base_url})");
+            Ok(())
+        }
+        TenantsCommand::SetAuth {
+            tenant,
+            source,
+            mode,
+        } => {
+            let _: serde_json::Value = api
+                .write(
+                    reqwest::Method::PUT,
+                    &format!("/tenants/{}/sources/{}/auth", seg(&tenant), seg(&source)),
+                    &[],
+                    &serde_json::json!({ "mode": mode }),
+                )
+                .await?;
+            println!("webhooks of {tenant}/{source} authenticate by {mode}");
+            Ok(())
         }
         TenantsCommand::RotateSecret {
             tenant,

@@ -14,9 +14,7 @@
 
 use std::{sync::Arc, time::Instant};
 
-use accesshub_connections::{
-    CloudpassAdministration, CloudpassSettings, Connection, Secret, VendorSettings,
-};
+use accesshub_connections::Connection;
 use accesshub_domain::{Event, EventBody, Guest, Reservation, ReservationStatus, Source};
 use anyhow::{Context as _, bail};
 use chrono::{NaiveTime, Utc};
@@ -32,30 +30,7 @@ const ADMIN: &str = "adm-1";
 const BATCH: usize = 10_000;
 
 fn connection(base_url: &str) -> Connection {
-    Connection {
-        tenant: TENANT.into(),
-        name: "default".into(),
-        enabled: true,
-        sites: vec![],
-        settings: VendorSettings::Cloudpass(CloudpassSettings {
-            base_url: base_url.into(),
-            client_id: DEMO_CLIENT_ID.into(),
-            client_secret: Secret::new(DEMO_CLIENT_SECRET),
-            administrations: [(
-                ADMIN.to_owned(),
-                CloudpassAdministration {
-                    site_id: DEMO_SITE_AMSTERDAM.into(),
-                    time_restriction_id: None,
-                },
-            )]
-            .into(),
-            default_time_restriction_id: DEMO_TR_AMSTERDAM_24_7.into(),
-            reapply_time_restriction: false,
-            window_before_minutes: 30,
-            window_after_minutes: 30,
-        }),
-        version: 1,
-    }
+    accesshub_bench::cloudpass_connection(TENANT, ADMIN, base_url)
 }
 
 fn reservation(i: usize) -> Reservation {
@@ -114,18 +89,6 @@ struct ChildReport {
     failed: i64,
 }
 
-fn vm_hwm_kb() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 /// The reconciler side: one full sync, measured.
 async fn child(db_url: &str, namespace: &str, cloudpass_url: &str) -> anyhow::Result<()> {
     let cfg = accesshub_config::CommonConfig::for_test("sync-bench", namespace, db_url);
@@ -179,7 +142,7 @@ async fn child(db_url: &str, namespace: &str, cloudpass_url: &str) -> anyhow::Re
         wall_ms: wall.as_millis(),
         list_ms: out.list_time.as_millis(),
         compare_ms: out.compare_time.as_millis(),
-        vm_hwm_kb: vm_hwm_kb(),
+        vm_hwm_kb: accesshub_bench::vm_hwm_kb(),
         vendor_objects: out.vendor_objects,
         index_bytes: out.index_bytes,
         status: status.into(),

@@ -7,28 +7,15 @@ pub mod clock;
 pub mod connecx;
 pub mod native;
 pub mod nexudus;
+pub mod nexudus_hooks;
 
 use accesshub_domain::{Event, Source, Validate};
-use chrono::{DateTime, NaiveDateTime, Utc};
-use serde::{Deserialize, de::DeserializeOwned};
+use chrono::{DateTime, Utc};
+use serde::de::DeserializeOwned;
 
-use crate::{auth::SiteDefaults, error::Reject};
+use crate::error::Reject;
 
-/// What a mapping needs besides the body.
-#[derive(Debug, Clone, Copy)]
-pub struct Context<'a> {
-    /// Tenant from the URL or subject (authenticated).
-    pub tenant: &'a str,
-    /// The tenant source's `site_defaults` document.
-    pub site_defaults: &'a serde_json::Value,
-}
-
-impl Context<'_> {
-    /// Defaults of one site.
-    pub fn defaults(&self, site: &str) -> SiteDefaults {
-        SiteDefaults::for_site(self.site_defaults, site)
-    }
-}
+pub use accesshub_upstreams::{Context, Id, Ignored, MapError, Mapped, guest_name};
 
 /// Longest tenant, site or booking key we accept (they are index keys and subject tokens).
 pub const MAX_KEY_LEN: usize = 200;
@@ -63,23 +50,47 @@ pub fn inbound_source(name: &str) -> Option<Source> {
     inbound_sources().find(|s| s.as_str() == name)
 }
 
-/// Maps a body of `source` to a validated event: 400 for a shape problem naming the field,
-/// 422 for a semantic one.
-pub fn normalize(source: Source, body: &[u8], cx: Context<'_>) -> Result<Normalized, Reject> {
+/// What a delivery comes to: an event to store, or nothing on purpose.
+#[derive(Debug)]
+pub enum Outcome {
+    /// A validated event.
+    Event(Box<Normalized>),
+    /// Deliberately ignored (an action accesshub does not act on): answered 2xx
+    /// `{"status": "ignored", "reason"}` and counted, never a 4xx that makes a sender retry
+    /// or disable its webhook.
+    Ignored(Ignored),
+}
+
+impl Outcome {
+    /// The event, or `None` when ignored.
+    pub fn event(self) -> Option<Normalized> {
+        match self {
+            Outcome::Event(n) => Some(*n),
+            Outcome::Ignored(_) => None,
+        }
+    }
+}
+
+/// Maps a body of `source` to a validated event (or an ignored outcome): 400 for a shape
+/// problem naming the field, 422 for a semantic one.
+pub fn normalize(source: Source, body: &[u8], cx: Context<'_>) -> Result<Outcome, Reject> {
     let event = match source {
-        Source::Bex => bex::map(parse(body)?, cx)?,
+        Source::Bex => match bex::map(parse(body)?, cx)? {
+            Mapped::Event(e) => *e,
+            Mapped::Ignored(i) => return Ok(Outcome::Ignored(i)),
+        },
         Source::Clock => clock::map(parse(body)?, cx)?,
         Source::Nexudus => nexudus::map(parse(body)?, cx)?,
         Source::Connecx => connecx::map(parse(body)?, cx)?,
         Source::Native => native::map(parse(body)?, cx)?,
         Source::Reconciler => return Err(Reject::NotFound),
     };
-    check(event)
+    check(event).map(|n| Outcome::Event(Box::new(n)))
 }
 
-/// Semantic checks shared by every source: the domain's [`Validate`] plus what storage needs
+/// Semantic checks shared by every source (and the reconciler's pulls): the domain's [`Validate`] plus what storage needs
 /// (bounded keys, no NUL characters, which PostgreSQL text and jsonb refuse).
-fn check(event: Event) -> Result<Normalized, Reject> {
+pub fn check(event: Event) -> Result<Normalized, Reject> {
     let mut problems = event.problems();
     for (field, v) in [
         ("tenant", &event.tenant),
@@ -148,51 +159,15 @@ fn strip_position(msg: &str) -> String {
     }
 }
 
-/// An id that upstreams send as a string or a number.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(untagged)]
-pub enum Id {
-    /// `"123"`.
-    Str(String),
-    /// `123`.
-    Int(i64),
-}
-
-impl std::fmt::Display for Id {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Id::Str(s) => f.write_str(s),
-            Id::Int(i) => write!(f, "{i}"),
-        }
-    }
-}
-
-/// "Surname, First, Middle" from parts, skipping empty ones.
-pub fn guest_name(last: &str, first: Option<&str>, middle: Option<&str>) -> String {
-    [Some(last), first, middle]
-        .into_iter()
-        .flatten()
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 /// Parses an RFC 3339 instant, or a zone-less local time (`2025-06-20T09:15:00`) in `tz`.
 pub fn instant(field: &str, raw: &str, tz: &str) -> Result<DateTime<Utc>, Reject> {
-    if let Ok(t) = DateTime::parse_from_rfc3339(raw) {
-        return Ok(t.with_timezone(&Utc));
-    }
-    let local = NaiveDateTime::parse_from_str(raw, "%Y-%m-%dT%H:%M:%S%.f")
-        .or_else(|_| NaiveDateTime::parse_from_str(raw, "%Y-%m-%d %H:%M:%S%.f"))
-        .map_err(|_| Reject::field(field, "expected a date-time like 2025-06-20T09:15:00Z"))?;
-    let tz = tz.parse::<chrono_tz::Tz>().unwrap_or(chrono_tz::UTC);
-    Ok(accesshub_domain::local_to_utc(tz, local))
+    Ok(accesshub_upstreams::instant(field, raw, tz)?)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde::Deserialize;
 
     #[derive(Debug, Deserialize)]
     #[allow(dead_code)]

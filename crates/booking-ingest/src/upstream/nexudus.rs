@@ -1,20 +1,17 @@
-//! Nexudus coworker time passes (`CoworkerTimePass`).
+//! Nexudus coworker time passes in our legacy envelope, for integrations that push them
+//! (Nexudus itself has no webhook for passes: the reconciler polls them, see
+//! `accesshub_upstreams::nexudus`).
 //!
 //! Body (envelope ours): `{"action": "CoworkerTimePassCreate" | "CoworkerTimePassUpdate" |
-//! "CoworkerTimePassDelete", "data": {...}}`.
-//!
-//! Pass fields from Nexudus: `Id`, `UniqueId` (the booking key), `CoworkerId` (holder id),
-//! `BusinessId` (the site), `TimePassId` (pass type), `TimePassName`, `ExpireDate` (required
-//! here: access needs an end), `Used`, `UsedDate`, `RemainingUses`, `UpdatedOn` (the
-//! revision). Fields that are ours: `CoworkerEmail` (required: the Tapkey contact) and
-//! `CoworkerFullName`. Dates are RFC 3339, or zone-less local times of the business (site
-//! timezone from the site defaults). Status: delete → `removed`, `Used=true` → `used`, else
-//! `active`.
+//! "CoworkerTimePassDelete", "data": {...}}`, `data` a `CoworkerTimePass` plus, ours, the
+//! holder's `CoworkerEmail` (required here: nothing to look it up with) and
+//! `CoworkerFullName`. The mapping is the one of `accesshub_upstreams::nexudus::map_pass`.
 
-use accesshub_domain::{Event, EventBody, Pass, PassHolder, PassStatus, Source};
+use accesshub_domain::Event;
+use accesshub_upstreams::nexudus::{Coworker, TimePass, map_pass};
 use serde::Deserialize;
 
-use super::{Context, Id, instant};
+use super::Context;
 use crate::error::Reject;
 
 /// The webhook envelope.
@@ -22,11 +19,11 @@ use crate::error::Reject;
 pub struct Envelope {
     /// What happened.
     pub action: Action,
-    /// The pass.
-    pub data: TimePass,
+    /// The pass with its holder's contact.
+    pub data: PassWithHolder,
 }
 
-/// Nexudus webhook actions for time passes.
+/// Nexudus-style actions for time passes (ours: Nexudus sends none).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 pub enum Action {
     /// Created.
@@ -37,84 +34,28 @@ pub enum Action {
     CoworkerTimePassDelete,
 }
 
-/// A `CoworkerTimePass`.
+/// A `CoworkerTimePass` with the holder's contact (ours).
 #[derive(Debug, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct TimePass {
-    /// Numeric id.
-    pub id: Id,
-    /// Stable unique id: the booking key.
-    pub unique_id: String,
-    /// Holder id.
-    pub coworker_id: Id,
-    /// Business (location): the site.
-    pub business_id: Id,
-    /// Pass type id.
-    pub time_pass_id: Id,
-    /// Pass type name.
-    #[serde(default)]
-    pub time_pass_name: Option<String>,
-    /// Expiry.
-    #[serde(default)]
-    pub expire_date: Option<String>,
-    /// Used up.
-    #[serde(default)]
-    pub used: bool,
-    /// When it was used.
-    #[serde(default)]
-    pub used_date: Option<String>,
-    /// Uses left.
-    #[serde(default)]
-    pub remaining_uses: Option<i64>,
-    /// Last change: the revision.
-    pub updated_on: String,
+pub struct PassWithHolder {
+    /// The pass.
+    #[serde(flatten)]
+    pub pass: TimePass,
     /// Holder e-mail (ours).
+    #[serde(rename = "CoworkerEmail")]
     pub coworker_email: String,
     /// Holder name (ours).
-    #[serde(default)]
+    #[serde(rename = "CoworkerFullName", default)]
     pub coworker_full_name: Option<String>,
 }
 
-/// Maps a Nexudus time pass to a pass event.
+/// Maps a pushed Nexudus time pass to a pass event.
 pub fn map(env: Envelope, cx: Context<'_>) -> Result<Event, Reject> {
-    let p = env.data;
-    let site = p.business_id.to_string();
-    let tz = cx.defaults(&site).timezone;
-    let updated = instant("data.UpdatedOn", &p.updated_on, &tz)?;
-    let expires = match &p.expire_date {
-        Some(raw) => instant("data.ExpireDate", raw, &tz)?,
-        None => {
-            return Err(Reject::semantic(
-                "data.ExpireDate",
-                "is required: a pass without expiry cannot be granted",
-            ));
-        }
+    let holder = Coworker {
+        id: env.data.pass.coworker_id.clone(),
+        full_name: env.data.coworker_full_name,
+        email: Some(env.data.coworker_email),
+        updated_on: None,
     };
-    let status = if env.action == Action::CoworkerTimePassDelete {
-        PassStatus::Removed
-    } else if p.used {
-        PassStatus::Used
-    } else {
-        PassStatus::Active
-    };
-    Ok(Event::new(
-        cx.tenant,
-        site,
-        p.unique_id,
-        updated.timestamp_millis(),
-        Source::Nexudus,
-        updated,
-        EventBody::Pass(Pass {
-            status,
-            holder: PassHolder {
-                id: p.coworker_id.to_string(),
-                email: p.coworker_email,
-                name: p.coworker_full_name,
-            },
-            pass_type: p.time_pass_id.to_string(),
-            pass_type_name: p.time_pass_name,
-            valid_from: None,
-            expires_at: expires,
-        }),
-    ))
+    let removed = env.action == Action::CoworkerTimePassDelete;
+    Ok(*map_pass(env.data.pass, &holder, removed, cx, "data")?)
 }

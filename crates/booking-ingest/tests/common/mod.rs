@@ -103,6 +103,18 @@ impl Env {
         )
     }
 
+    /// The `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        self.client
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// Signed JSON POST to `/webhooks/{source}/{tenant}`.
     pub async fn post(&self, source: &str, body: &Value) -> (u16, Value) {
         self.post_signed(source, TENANT, serde_json::to_vec(body).unwrap(), &[])

@@ -12,6 +12,91 @@ use reconciler::{
     store,
 };
 
+/// A CloudPass connection of `tenant` mapping administration `admin` to the simulator's
+/// Amsterdam site with its 24/7 time restriction.
+pub fn cloudpass_connection(tenant: &str, admin: &str, base: &str) -> Connection {
+    use accesshub_connections::{
+        CloudpassAdministration, CloudpassSettings, Secret, VendorSettings,
+    };
+    use vendor_sim::cloudpass as cp;
+    let mut administrations = std::collections::BTreeMap::new();
+    administrations.insert(
+        admin.to_owned(),
+        CloudpassAdministration {
+            site_id: cp::DEMO_SITE_AMSTERDAM.into(),
+            time_restriction_id: None,
+        },
+    );
+    Connection {
+        tenant: tenant.into(),
+        name: "default".into(),
+        enabled: true,
+        sites: vec![],
+        settings: VendorSettings::Cloudpass(CloudpassSettings {
+            base_url: base.into(),
+            client_id: cp::DEMO_CLIENT_ID.into(),
+            client_secret: Secret::new(cp::DEMO_CLIENT_SECRET),
+            administrations,
+            default_time_restriction_id: cp::DEMO_TR_AMSTERDAM_24_7.into(),
+            reapply_time_restriction: false,
+            window_before_minutes: 30,
+            window_after_minutes: 30,
+        }),
+        version: 1,
+    }
+}
+
+/// cloudpass-worker in-process for `conns`.
+pub async fn cloudpass_worker(
+    db: &accesshub_testkit::TestDb,
+    tb: &accesshub_testkit::TestBus,
+    conns: Vec<Connection>,
+) -> worker_runtime::WorkerHandle {
+    worker_runtime::start(
+        worker_runtime::WorkerConfig::for_test(
+            tb.config(cloudpass_adapter::NAME, &db.url),
+            Arc::new(worker_runtime::StaticConnections::new(conns)),
+        ),
+        cloudpass_adapter::CloudpassHandler::new(),
+    )
+    .await
+    .unwrap()
+}
+
+/// Installs `tenant` with its `source` API credentials at `base_url` (sealed with a fresh key
+/// box, fast client rate): the upstream store and the key box.
+pub async fn install_upstream(
+    db: &accesshub_testkit::TestDb,
+    tenant: &str,
+    source: &str,
+    base_url: String,
+    secret: String,
+) -> (
+    accesshub_upstreams::UpstreamStore,
+    accesshub_store::SecretBox,
+) {
+    let sbox = accesshub_store::SecretBox::from_spec(&accesshub_store::SecretBox::generate_spec())
+        .unwrap();
+    accesshub_connections::TenantStore::new(db.pool.clone(), sbox.clone())
+        .upsert(tenant, tenant)
+        .await
+        .unwrap();
+    let upstreams = accesshub_upstreams::UpstreamStore::new(db.pool.clone(), sbox.clone());
+    upstreams
+        .set(
+            tenant,
+            source,
+            &accesshub_upstreams::UpstreamCredentials {
+                base_url,
+                secret,
+                options: serde_json::json!({"rate_per_sec": 1000.0, "burst": 1000}),
+            },
+        )
+        .await
+        .unwrap();
+    (upstreams, sbox)
+}
+
 /// `accesshub_testkit::eventually` for a synchronous check, up to 15 s.
 pub async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     accesshub_testkit::eventually(what, Duration::from_secs(15), || std::future::ready(f())).await;

@@ -1,0 +1,193 @@
+//! How accesshub reads a tenant's booking system (issue 21): the API base URL and credentials
+//! of a source (`bex`: the API key; `nexudus`: `user:password`; `clock`: `user:api key`),
+//! sealed like vendor secrets, never returned. `PUT|GET|DELETE
+//! /tenants/{tenant}/sources/{source}/api` (changes need `admin`, reads `viewer`); and how a
+//! source's webhooks authenticate (`PUT /tenants/{tenant}/sources/{source}/auth`
+//! `{"mode": "signature" | "token"}`; `token` only for Clock, whose signing is not public).
+
+use axum::{
+    Extension, Json,
+    extract::{Path, State},
+    http::StatusCode,
+};
+use bytes::Bytes;
+use serde::Deserialize;
+
+use accesshub_upstreams::{UpstreamCredentials, UpstreamError, creds::UpstreamInfo};
+
+use crate::{
+    AdminState,
+    auth::Principal,
+    error::{ApiError, parse_json},
+};
+
+/// Sources accesshub can pull from.
+pub const PULL_SOURCES: [&str; 3] = ["bex", "nexudus", "clock"];
+
+/// `PUT` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct UpstreamApiRequest {
+    base_url: String,
+    secret: String,
+    #[serde(default)]
+    options: serde_json::Value,
+}
+
+fn upstream_error(e: UpstreamError) -> ApiError {
+    tracing::warn!(error = %e, "upstream credentials");
+    match e {
+        UpstreamError::Db(e)
+            if e.as_database_error()
+                .is_some_and(|d| d.is_foreign_key_violation()) =>
+        {
+            ApiError::NotFound("unknown tenant".into())
+        }
+        UpstreamError::Db(_) => ApiError::Unavailable("database unavailable".into()),
+        _ => ApiError::Internal,
+    }
+}
+
+fn check_source(source: &str) -> Result<(), ApiError> {
+    if PULL_SOURCES.contains(&source) {
+        Ok(())
+    } else {
+        Err(ApiError::field(
+            "source",
+            format!("no pull for {source:?} (bex, nexudus, clock)"),
+        ))
+    }
+}
+
+/// `PUT /tenants/{tenant}/sources/{source}/api`.
+pub(crate) async fn put_upstream_api(
+    State(s): State<AdminState>,
+    Path((tenant, source)): Path<(String, String)>,
+    Extension(who): Extension<Principal>,
+    body: Bytes,
+) -> Result<Json<UpstreamInfo>, ApiError> {
+    who.require_tenant(&tenant)?;
+    check_source(&source)?;
+    let req: UpstreamApiRequest = parse_json(&body)?;
+    if !accesshub_upstreams::creds::valid_base_url(&req.base_url) {
+        return Err(ApiError::field("base_url", "must be an http(s) URL"));
+    }
+    if req.secret.trim().is_empty() {
+        return Err(ApiError::field("secret", "must not be empty"));
+    }
+    if source != "bex" && !req.secret.contains(':') {
+        return Err(ApiError::field(
+            "secret",
+            "must be user:password (or user:api key)",
+        ));
+    }
+    if !(req.options.is_null() || req.options.is_object()) {
+        return Err(ApiError::field("options", "must be an object"));
+    }
+    let info = s
+        .upstreams
+        .set(
+            &tenant,
+            &source,
+            &UpstreamCredentials {
+                base_url: req.base_url,
+                secret: req.secret,
+                options: req.options,
+            },
+        )
+        .await
+        .map_err(upstream_error)?;
+    crate::handlers::audit_upstream(&s, &who, "upstream.api.set", &tenant, &source, Some(&info))
+        .await;
+    Ok(Json(info))
+}
+
+/// `GET /tenants/{tenant}/sources/{source}/api` (no secret).
+pub(crate) async fn get_upstream_api(
+    State(s): State<AdminState>,
+    Path((tenant, source)): Path<(String, String)>,
+    Extension(who): Extension<Principal>,
+) -> Result<Json<UpstreamInfo>, ApiError> {
+    who.require_tenant(&tenant)?;
+    s.upstreams
+        .list(&tenant)
+        .await
+        .map_err(upstream_error)?
+        .into_iter()
+        .find(|i| i.source == source)
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("no API credentials for {tenant}/{source}")))
+}
+
+/// `DELETE /tenants/{tenant}/sources/{source}/api`.
+pub(crate) async fn delete_upstream_api(
+    State(s): State<AdminState>,
+    Path((tenant, source)): Path<(String, String)>,
+    Extension(who): Extension<Principal>,
+) -> Result<StatusCode, ApiError> {
+    who.require_tenant(&tenant)?;
+    if !s
+        .upstreams
+        .delete(&tenant, &source)
+        .await
+        .map_err(upstream_error)?
+    {
+        return Err(ApiError::NotFound(format!(
+            "no API credentials for {tenant}/{source}"
+        )));
+    }
+    crate::handlers::audit_upstream(&s, &who, "upstream.api.delete", &tenant, &source, None).await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Sources whose webhooks may authenticate with the secret itself.
+pub const TOKEN_SOURCES: [&str; 1] = ["clock"];
+
+/// `PUT .../auth` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AuthModeRequest {
+    mode: String,
+}
+
+/// `PUT /tenants/{tenant}/sources/{source}/auth`: `{"mode": "signature" | "token"}`. Takes
+/// effect in booking-ingest within its secret cache's ttl.
+pub(crate) async fn put_source_auth(
+    State(s): State<AdminState>,
+    Path((tenant, source)): Path<(String, String)>,
+    Extension(who): Extension<Principal>,
+    body: Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    who.require_tenant(&tenant)?;
+    let req: AuthModeRequest = parse_json(&body)?;
+    match req.mode.as_str() {
+        "signature" => {}
+        "token" if TOKEN_SOURCES.contains(&source.as_str()) => {}
+        "token" => {
+            return Err(ApiError::field(
+                "mode",
+                format!("{source} webhooks are signed by the sender; token is for clock only"),
+            ));
+        }
+        _ => return Err(ApiError::field("mode", "must be signature or token")),
+    }
+    let updated = sqlx::query(
+        "UPDATE tenant_sources SET auth = $3, updated_at = now()
+          WHERE tenant_id = $1 AND source = $2",
+    )
+    .bind(&tenant)
+    .bind(&source)
+    .bind(&req.mode)
+    .execute(s.connections.pool())
+    .await
+    .map_err(|_| ApiError::Unavailable("database unavailable".into()))?
+    .rows_affected();
+    if updated == 0 {
+        return Err(ApiError::NotFound(format!(
+            "no source {tenant}/{source} (set its webhook secret first)"
+        )));
+    }
+    let after = serde_json::json!({"tenant": tenant, "source": source, "auth": req.mode});
+    crate::handlers::audit_source_auth(&s, &who, &tenant, &source, &after).await;
+    Ok(Json(after))
+}

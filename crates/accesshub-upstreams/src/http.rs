@@ -1,0 +1,39 @@
+//! What every upstream client does the same way: GET a JSON document, retrying transient
+//! failures (429 after the server's `Retry-After`, else exponential backoff with jitter).
+
+use std::time::Duration;
+
+use accesshub_retry::{Backoff, RetryPolicy};
+use serde::de::DeserializeOwned;
+use vendor_http::VendorClient;
+
+use crate::UpstreamError;
+
+/// A page is retried a few times (a 429's `Retry-After` honoured up to a minute) before the
+/// pull fails as transient.
+pub(crate) const RETRY: RetryPolicy = RetryPolicy::limited(
+    Backoff::new(Duration::from_millis(500), Duration::from_secs(30)),
+    5,
+)
+.with_retry_after_max(Duration::from_secs(60));
+
+/// Sends the request `build` makes (again for each retry) and decodes its JSON body.
+pub(crate) async fn get_json<T: DeserializeOwned>(
+    http: &VendorClient,
+    operation: &'static str,
+    build: impl Fn() -> reqwest::RequestBuilder,
+) -> Result<T, UpstreamError> {
+    let mut attempts = RETRY.attempts();
+    loop {
+        match http.send_json::<T>(operation, build()).await {
+            Ok(v) => return Ok(v),
+            Err(e) => match attempts.next_wait_after(&e) {
+                Some(wait) => {
+                    tracing::info!(upstream = http.vendor(), operation, ?wait, error = %e, "upstream call failed; retrying");
+                    tokio::time::sleep(wait).await;
+                }
+                None => return Err(e.into()),
+            },
+        }
+    }
+}

@@ -1,0 +1,149 @@
+//! Sync pulls first (issue 21): the reconciler re-reads BEX before comparing with CloudPass.
+//! Real NATS and Postgres, the BEX and CloudPass simulators and cloudpass-worker in-process;
+//! not one webhook is sent.
+//! - Backfill: a connection installed while BEX already holds reservations gets exactly the
+//!   in-scope ones (arriving within 5 days by local date, or in house) as vehicle bookings.
+//! - A reservation whose webhook was lost is found by the next Sync (through a 429).
+//! - A reservation changed upstream is updated; one deleted upstream is marked gone and its
+//!   vehicle booking removed.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::Arc;
+
+use accesshub_connections::Connection;
+use chrono::{Duration, NaiveDate, Utc};
+use cloudpass_adapter::inventory::CloudpassInventory;
+use reconciler::{RunStatus, Scope, inventory::Inventory, pull::Puller};
+use serde_json::json;
+use vendor_sim::{bex, cloudpass as cp};
+
+const TENANT: &str = "hotels";
+const ADMIN: &str = "4711";
+
+/// Runs a sync of the next 5 days; it must succeed, and its pull counts are returned as
+/// `[fetched, new, changed, vanished]`.
+async fn sync(
+    rec: &reconciler::Reconciler,
+    db: &accesshub_testkit::TestDb,
+    conn: &Connection,
+) -> [i64; 4] {
+    let run = common::run(rec, db, conn, Scope::Upcoming(5)).await;
+    assert_eq!(run.status, RunStatus::Succeeded, "{:?}", run.error);
+    let p = run.pull.expect("the run pulled");
+    [p.fetched, p.new, p.changed, p.vanished]
+}
+
+/// A reservation as the BEX API holds it (documented attribute names; plates in ours).
+fn reservation(id: &str, arrival: NaiveDate, nights: i64, plates: &[&str]) -> bex::SimReservation {
+    bex::SimReservation {
+        id: id.into(),
+        attributes: json!({
+            "booking_nr": format!("BN-{id}"), "start_date": arrival.to_string(),
+            "end_date": (arrival + Duration::days(nights)).to_string(), "state": "confirmed",
+            "last_name": "Jansen", "updated_at": Utc::now().to_rfc3339(),
+            "license_plates": plates,
+        }),
+        guests: vec![
+            json!({"first_name": "Piet", "last_name": "Jansen", "email": "piet@example.com"}),
+        ],
+    }
+}
+
+fn reference(key: &str, plate: &str) -> String {
+    format!("ah:{TENANT}:reservation:{key}:{plate}")
+}
+
+fn at_vendor(sim: &vendor_sim::SimHandle, key: &str, plate: &str) -> bool {
+    sim.state()
+        .cloudpass_booking_by_reference(cp::DEMO_SITE_AMSTERDAM, &reference(key, plate))
+        .is_some()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_pulls_bex_first_backfills_repairs_lost_webhooks_and_removes_vanished() {
+    let (db, tb, sim) = common::setup().await;
+    let bexsim = bex::start_ephemeral().await.unwrap();
+    let today = Utc::now().date_naive();
+    for r in [
+        reservation("IN1", today + Duration::days(1), 2, &["PA11AA"]),
+        reservation("IN2", today + Duration::days(3), 2, &["PB22BB", "PC33CC"]),
+        reservation("HOUSE", today - Duration::days(2), 4, &["PD44DD"]),
+        reservation("NOPLATE", today + Duration::days(2), 1, &[]),
+        reservation("FAR", today + Duration::days(10), 2, &["PE55EE"]),
+        reservation("PAST", today - Duration::days(5), 3, &["PF66FF"]),
+    ] {
+        bexsim.put_reservation(ADMIN, r);
+    }
+
+    // Installing: the tenant, its BEX API key (sealed), the CloudPass connection.
+    let (upstreams, _) =
+        common::install_upstream(&db, TENANT, "bex", bexsim.url(), bex::DEMO_API_KEY.into()).await;
+    let conn = common::cloudpass_connection(TENANT, ADMIN, &sim.cloudpass_url());
+    let worker = common::cloudpass_worker(&db, &tb, vec![conn.clone()]).await;
+    let inv: Arc<dyn Inventory> = Arc::new(CloudpassInventory::new().unwrap());
+    let rec = common::reconciler(&db, &tb, &conn, inv).with_puller(Puller::new(
+        db.pool.clone(),
+        tb.bus.clone(),
+        upstreams.clone(),
+    ));
+
+    // First Sync = backfill: exactly the in-scope reservations, no webhook anywhere.
+    assert_eq!(sync(&rec, &db, &conn).await, [4, 4, 0, 0]);
+    common::eventually("in-scope vehicle bookings created", || {
+        at_vendor(&sim, "IN1", "PA11AA")
+            && at_vendor(&sim, "IN2", "PB22BB")
+            && at_vendor(&sim, "IN2", "PC33CC")
+            && at_vendor(&sim, "HOUSE", "PD44DD")
+    })
+    .await;
+    assert!(!at_vendor(&sim, "FAR", "PE55EE"), "beyond 5 days");
+    assert!(!at_vendor(&sim, "PAST", "PF66FF"), "departed");
+    let stored: String =
+        sqlx::query_scalar("SELECT payload::text FROM bookings WHERE booking_key = 'IN1'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    let stored: accesshub_domain::Event = serde_json::from_str(&stored).unwrap();
+    let accesshub_domain::EventBody::Reservation(r) = stored.body else {
+        panic!("{stored:?}")
+    };
+    assert_eq!(
+        r.guest.name, "Jansen, Piet",
+        "the guest comes from the guests endpoint"
+    );
+    assert_eq!(r.guest.email.as_deref(), Some("piet@example.com"));
+
+    // A webhook lost on the way: the reservation exists only in BEX. The next Sync finds it,
+    // through two 429s (Retry-After honoured).
+    bexsim.put_reservation(
+        ADMIN,
+        reservation("LOST", today + Duration::days(2), 2, &["PG77GG"]),
+    );
+    bexsim.throttle_next(2);
+    assert_eq!(sync(&rec, &db, &conn).await, [5, 1, 0, 0]);
+    common::eventually("lost webhook repaired", || {
+        at_vendor(&sim, "LOST", "PG77GG")
+    })
+    .await;
+
+    // Changed upstream (a plate swapped) and deleted upstream.
+    bexsim.put_reservation(
+        ADMIN,
+        reservation("IN2", today + Duration::days(3), 2, &["PB22BB", "PH88HH"]),
+    );
+    assert!(bexsim.delete_reservation(ADMIN, "IN1"));
+    assert_eq!(sync(&rec, &db, &conn).await, [4, 0, 1, 1]);
+    common::eventually("change and deletion applied", || {
+        at_vendor(&sim, "IN2", "PH88HH")
+            && !at_vendor(&sim, "IN2", "PC33CC")
+            && !at_vendor(&sim, "IN1", "PA11AA")
+    })
+    .await;
+
+    worker.shutdown().await.unwrap();
+    bexsim.shutdown().await;
+    common::teardown(db, tb, sim).await;
+}
