@@ -35,9 +35,12 @@ mod accessctl_main;
 
 use std::process::ExitCode;
 
+/// A program's entry point.
+type Entry = fn() -> ExitCode;
+
 /// The programs of the image: the name each is called by (a link in /usr/local/bin; the
 /// chart's `command:`), and its entry point.
-const PROGRAMS: &[(&str, fn() -> ExitCode)] = &[
+const PROGRAMS: &[(&str, Entry)] = &[
     ("booking-ingest", || service(booking_ingest_main::main())),
     ("accesshub-admin", || service(admin_main::main())),
     ("cloudpass-worker", || service(cloudpass_main::main())),
