@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: deny nats-config dev test test-rust test-contracts test-api-fuzz test-chart bench soak lint fmt services build clean-test-dbs
+.PHONY: deny nats-config dev test test-rust test-contracts test-api-fuzz test-chart bench soak lint fmt services build clean-test-dbs image-size
 
 ## Start NATS + PostgreSQL (installing them if needed), the vendor simulators and every
 ## accesshub service locally, with a demo tenant wired to the simulators. Ctrl-C stops it.
@@ -65,6 +65,11 @@ soak: services
 lint: deny
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+## The container image's size without a container engine: builds the binary deploy/Dockerfile
+## ships (release), strips it as the Dockerfile does, adds the distroless base (BENCHMARKS.md).
+image-size:
+	deploy/image-size.sh --markdown
 
 ## Dependency policy (deny.toml): licenses, bans, sources; advisories when the RustSec DB can be
 ## fetched (else a loud warning). Installs cargo-deny if missing.

@@ -1,8 +1,20 @@
 #!/usr/bin/env bash
-# Makes sure NATS (with JetStream) and PostgreSQL answer on 127.0.0.1:4222 / :5432.
-# Starts them when they are not running and installs Debian's packages when absent,
-# so `make dev` and `make test` work on a fresh Debian machine. Idempotent.
+# Makes sure the build prerequisites are installed and NATS (with JetStream) and PostgreSQL
+# answer on 127.0.0.1:4222 / :5432, so `make dev` and `make test` work on a fresh Debian
+# machine. Idempotent. What it may change on the machine (printed when it runs, and in
+# README.md "On a fresh Debian machine"):
+#   - installs the missing ones of $PREREQUISITES and nats-server / postgresql (apt-get);
+#   - starts nats-server (JetStream, store /var/lib/nats-server) on 127.0.0.1:4222;
+#   - starts the newest PostgreSQL cluster;
+#   - if postgres cannot log in over TCP: prepends two `trust` lines for 127.0.0.1 and ::1
+#     (marked `# accesshub-dev`) to that cluster's pg_hba.conf and reloads it;
+#   - creates the database `test`.
 set -euo pipefail
+
+# The one-line prerequisites (README.md): a C toolchain for ring/mimalloc, pkg-config,
+# binutils (objcopy, in build-essential), jq and curl for the README's and make dev's examples,
+# python3-venv for the chart tests' virtualenv, the PostgreSQL client for psql.
+PREREQUISITES="build-essential pkg-config jq curl ca-certificates git python3 python3-venv postgresql-client"
 
 NATS_PORT="${NATS_PORT:-4222}"
 PG_PORT="${PG_PORT:-5432}"
@@ -10,6 +22,9 @@ SUDO=""
 if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null; then SUDO="sudo"; fi
 
 log() { echo "[dev-services] $*" >&2; }
+
+CHANGES=()
+changed() { CHANGES+=("$*"); log "changing the machine: $*"; }
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
@@ -23,10 +38,18 @@ wait_port() {
 }
 
 apt_install() {
-  log "installing $*"
+  changed "apt-get install $*"
   export DEBIAN_FRONTEND=noninteractive
   $SUDO apt-get update -qq || true
   $SUDO apt-get install -y -qq "$@" >/dev/null
+}
+
+ensure_prerequisites() {
+  local missing=()
+  for p in $PREREQUISITES; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if [ "${#missing[@]}" -gt 0 ]; then apt_install "${missing[@]}"; else log "prerequisites installed"; fi
 }
 
 ensure_nats() {
@@ -38,7 +61,7 @@ ensure_nats() {
   local sd=/var/lib/nats-server
   if [ "$(id -u)" -ne 0 ] && [ -z "$SUDO" ]; then sd="${TMPDIR:-/tmp}/accesshub-nats"; fi
   $SUDO mkdir -p "$sd"
-  log "starting nats-server (JetStream, store $sd)"
+  changed "starting nats-server on 127.0.0.1:$NATS_PORT (JetStream, store $sd)"
   if command -v start-stop-daemon >/dev/null; then
     $SUDO start-stop-daemon --start --oknodo --background --exec "$bin" -- \
       -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$sd"
@@ -54,7 +77,7 @@ ensure_postgres() {
     if ! ls /etc/postgresql/*/main >/dev/null 2>&1; then apt_install postgresql; fi
     local ver
     ver="$(ls /etc/postgresql | sort -V | tail -1)"
-    log "starting PostgreSQL $ver"
+    changed "starting PostgreSQL $ver (cluster main)"
     $SUDO pg_ctlcluster --skip-systemctl-redirect "$ver" main start || true
     wait_port "$PG_PORT" PostgreSQL
   fi
@@ -64,13 +87,14 @@ ensure_postgres() {
     local hba
     hba="$(ls /etc/postgresql/*/main/pg_hba.conf 2>/dev/null | tail -1 || true)"
     if [ -n "$hba" ] && ! grep -q "accesshub-dev" "$hba"; then
-      log "enabling trust auth on 127.0.0.1 for local development ($hba)"
+      changed "prepending trust auth for 127.0.0.1/32 and ::1/128 (# accesshub-dev) to $hba, reloading PostgreSQL"
       $SUDO sed -i '1i host all all 127.0.0.1/32 trust # accesshub-dev\nhost all all ::1/128 trust # accesshub-dev' "$hba"
       $SUDO pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | sort -V | tail -1)" main reload || true
       sleep 1
     fi
   fi
   if ! "${psql[@]}" -c "select 1 from pg_database where datname='test'" | grep -q 1; then
+    changed "creating database test"
     "${psql[@]}" -c 'create database test' || true
   fi
   log "PostgreSQL ready (database test)"
@@ -89,6 +113,13 @@ ensure_browser() {
   fi
 }
 
+if command -v dpkg-query >/dev/null; then ensure_prerequisites; else log "not Debian: install $PREREQUISITES yourself"; fi
 ensure_nats
 ensure_postgres
 ensure_browser
+if [ "${#CHANGES[@]}" -eq 0 ]; then
+  log "nothing changed on this machine"
+else
+  log "changed on this machine:"
+  for c in "${CHANGES[@]}"; do log "  - $c"; done
+fi

@@ -20,6 +20,9 @@ ENV
 fi
 # shellcheck disable=SC1091
 source "$RUN/env"
+# Dev mode: the services' local defaults apply (production, the default, requires
+# DATABASE_URL, the encryption key and the admin token and stops naming what is missing).
+export ACCESSHUB_MODE=dev
 export DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}"
 export ACCESSHUB_LOG_FORMAT="${ACCESSHUB_LOG_FORMAT:-pretty}"
 export ACCESSHUB_STREAM_REPLICAS=1
@@ -84,6 +87,8 @@ wait_ready() {
   echo "$name did not become ready: see $RUN/$name.log"; return 1
 }
 
+# Services never migrate (they refuse a schema older than they need): accessctl does, as the
+# Helm chart's pre-install/pre-upgrade Job does in a cluster.
 "$BIN/accessctl" migrate
 echo "starting:"
 start vendor-sim 18080

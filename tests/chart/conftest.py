@@ -38,6 +38,25 @@ def component(service: str) -> str:
 # component label -> service
 BY_COMPONENT = {component(svc): svc for svc in SERVICES.values()}
 
+# What an install must be given (issue 24, fail-fast): without these (or secrets.existingSecret)
+# the render stops. Every render below gets them unless it asks for a bare render.
+REQUIRED = {
+    "database": {"url": "postgres://accesshub:pw@postgres.db:5432/accesshub"},
+    "secrets": {"encryptionKey": "k1:MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
+                "adminToken": "chart-test-admin-token"},
+}
+
+
+def with_required(values: dict) -> dict:
+    """REQUIRED underneath `values` (values win; an existing Secret replaces the chart's)."""
+    if (values.get("secrets") or {}).get("existingSecret"):
+        return values
+    out = {k: dict(v) for k, v in REQUIRED.items()}
+    for k, v in values.items():
+        out[k] = {**out.get(k, {}), **v} if isinstance(v, dict) and k in out else v
+    return out
+
+
 VALUES_FILES = {
     "defaults": None,
     "all-features": HERE / "values-all-features.yaml",
@@ -46,16 +65,22 @@ VALUES_FILES = {
 
 
 def load_values(variant: str) -> dict:
+    """The variant's values, with REQUIRED underneath (what an install must be given)."""
     path = VALUES_FILES[variant]
-    if path is None:
-        return {}
-    return yaml.safe_load(path.read_text()) or {}
+    raw = {} if path is None else (yaml.safe_load(path.read_text()) or {})
+    return with_required(raw)
 
 
-def render(values: dict | None = None, name: str = RELEASE) -> dict[str, str]:
-    """Template path -> rendered text, like `helm template` (install semantics)."""
+def render(values: dict | None = None, name: str = RELEASE, *, bare: bool = False,
+           upgrade: bool = False, revision: int | None = None) -> dict[str, str]:
+    """Template path -> rendered text, like `helm template` (install semantics; `upgrade`:
+    `helm upgrade`'s). `bare`: without the REQUIRED values."""
+    values = values or {}
+    if not bare:
+        values = with_required(values)
     with helm_python.Chart.load(str(CHART)) as chart:
-        return chart.render(values=values or {}, name=name, namespace=NAMESPACE, is_install=True)
+        return chart.render(values=values, name=name, namespace=NAMESPACE,
+                            is_install=not upgrade, is_upgrade=upgrade, revision=revision)
 
 
 def objects(rendered: dict[str, str]) -> list[dict]:

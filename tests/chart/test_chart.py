@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from conftest import (BY_COMPONENT, CHART, NAMESPACE, RELEASE, SERVICES, VALUES_FILES, component,
-                      load_values, objects, of_kind, render)
+                      load_values, objects, of_kind, render, with_required)
 
 # Kubernetes version whose OpenAPI schemas the rendered objects are checked against.
 KUBE_VERSION = "1.35.0"
@@ -540,9 +540,9 @@ def test_ingress_template_refuses_admin_paths_without_the_schema(tmp_path):
     values = {"ingress": {"enabled": True, "hosts": [{"host": "h.example.com", "paths": [{"path": "/admin/v1"}]}]}}
     with helm_python.Chart.load(str(chart)) as c:
         with pytest.raises(helm_python.HelmError, match="routes webhooks only"):
-            c.render(values=values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+            c.render(values=with_required(values), name=RELEASE, namespace=NAMESPACE, is_install=True)
         values["ingress"]["hosts"][0]["paths"][0]["path"] = "/webhooks"
-        assert "ingress.yaml" in "".join(c.render(values=values, name=RELEASE, namespace=NAMESPACE, is_install=True))
+        assert "ingress.yaml" in "".join(c.render(values=with_required(values), name=RELEASE, namespace=NAMESPACE, is_install=True))
 
 
 # ---------------------------------------------------------------- network policies

@@ -1,7 +1,7 @@
 use clap::Parser as _;
 
 #[tokio::main]
-async fn main() -> std::process::ExitCode {
+pub async fn main() -> std::process::ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = accessctl::Cli::parse();
     match accessctl::run(cli).await {

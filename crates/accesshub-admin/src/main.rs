@@ -3,7 +3,7 @@
 use anyhow::Context as _;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+pub async fn main() -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cfg = accesshub_admin::service::ServiceConfig::from_env().context("configuration")?;
     let _telemetry =

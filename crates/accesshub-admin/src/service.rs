@@ -47,8 +47,10 @@ pub struct ServiceConfig {
     pub secrets: SecretBox,
     /// Bootstrap token and lookup timeout.
     pub admin: AdminConfig,
-    /// Run migrations at start-up (`ACCESSHUB_MIGRATE_ON_START`, default true).
-    pub migrate: bool,
+    /// Check at start-up that the database holds every migration this binary knows, and
+    /// refuse to start otherwise (true outside tests). Services never migrate: the Helm hook
+    /// Job and `accessctl migrate` do.
+    pub check_schema: bool,
     /// Postgres connections (`ACCESSHUB_ADMIN_DB_CONNECTIONS`, default 4).
     pub db_connections: u32,
 }
@@ -59,22 +61,30 @@ impl ServiceConfig {
         Ok(ServiceConfig {
             common: CommonConfig::from_env(SERVICE)?,
             secrets: SecretBox::from_env()?,
-            admin: AdminConfig::from_env(),
-            migrate: env_or("ACCESSHUB_MIGRATE_ON_START", true)?,
+            admin: admin_from_env()?,
+            check_schema: true,
             db_connections: env_or("ACCESSHUB_ADMIN_DB_CONNECTIONS", 4)?,
         })
     }
 
-    /// For tests: an ephemeral port, no migrations (the test database is migrated).
+    /// For tests: an ephemeral port, no schema check (the test database is migrated).
     pub fn for_test(common: CommonConfig, secrets: SecretBox, admin: AdminConfig) -> Self {
         ServiceConfig {
             common,
             secrets,
             admin,
-            migrate: false,
+            check_schema: false,
             db_connections: 4,
         }
     }
+}
+
+/// [`AdminConfig::from_env`], refusing to start without a bootstrap token
+/// (`ACCESSHUB_ADMIN_TOKEN`) unless `ACCESSHUB_MODE=dev`: an admin API nobody can call is a
+/// broken install, found at start-up rather than at the first `accessctl` command.
+fn admin_from_env() -> Result<AdminConfig, ConfigError> {
+    accesshub_config::env_required_unless_dev("ACCESSHUB_ADMIN_TOKEN")?;
+    Ok(AdminConfig::from_env())
 }
 
 /// A running admin service.
@@ -103,11 +113,11 @@ impl AdminHandle {
 }
 
 /// Connects (lazily: a database or NATS that is still starting makes `/readyz` fail, not the
-/// process), migrates if asked, and serves.
+/// process), checks the schema (refusing one older than this binary), and serves.
 pub async fn start(cfg: ServiceConfig) -> Result<AdminHandle, ServiceError> {
     let pool = accesshub_store::connect_lazy(&cfg.common.database_url, cfg.db_connections)?;
-    if cfg.migrate {
-        accesshub_store::migrate(&pool).await?;
+    if cfg.check_schema {
+        accesshub_store::check_schema(&pool).await?;
     }
     let bus = accesshub_bus::connect(&cfg.common).await?;
     let registry = Registry::new();

@@ -8,8 +8,11 @@ pub use accesshub_domain::egress::EgressPolicy;
 /// A variable is missing or does not parse; names the variable so an operator can fix it.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// Required and unset.
-    #[error("environment variable {0} is required")]
+    /// Required and unset (or empty).
+    #[error(
+        "environment variable {0} is required (unset or empty; local defaults apply only with \
+         {MODE_VAR}=dev)"
+    )]
     Missing(&'static str),
     /// Set but unusable.
     #[error("environment variable {name} = {value:?}: {problem}")]
@@ -21,6 +24,66 @@ pub enum ConfigError {
         /// What is wrong.
         problem: String,
     },
+}
+
+/// `ACCESSHUB_MODE`: `production` (the default) or `dev`.
+pub const MODE_VAR: &str = "ACCESSHUB_MODE";
+
+/// The database of `make dev` and the tests, used only in [`Mode::Dev`].
+pub const DEV_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// How a service treats settings it cannot run without (the database URL, the encryption
+/// key, the admin token). Production is the default, so a forgotten Secret stops the pod with
+/// the variable's name instead of quietly reaching for a local test database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// Required settings must be set (non-empty).
+    #[default]
+    Production,
+    /// Local development and tests (`make dev`, the test kit): local defaults apply.
+    Dev,
+}
+
+impl FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "production" | "prod" => Ok(Mode::Production),
+            "dev" | "development" => Ok(Mode::Dev),
+            other => Err(format!("expected production or dev, got {other:?}")),
+        }
+    }
+}
+
+impl Mode {
+    /// From `ACCESSHUB_MODE` (unset or empty: production).
+    pub fn from_env() -> Result<Mode, ConfigError> {
+        env_or(MODE_VAR, Mode::Production)
+    }
+}
+
+/// A setting production cannot run without: its value, or in [`Mode::Dev`] `None` when unset
+/// (the caller applies its local default). Empty counts as unset.
+pub fn env_required_unless_dev(name: &'static str) -> Result<Option<String>, ConfigError> {
+    required_unless_dev(name, env_opt(name), Mode::from_env()?)
+}
+
+/// The rule of [`env_required_unless_dev`] over given values.
+pub fn required_unless_dev(
+    name: &'static str,
+    value: Option<String>,
+    mode: Mode,
+) -> Result<Option<String>, ConfigError> {
+    match (value.filter(|v| !v.trim().is_empty()), mode) {
+        (Some(v), _) => Ok(Some(v.trim().to_owned())),
+        (None, Mode::Dev) => Ok(None),
+        (None, Mode::Production) => Err(ConfigError::Missing(name)),
+    }
+}
+
+/// `DATABASE_URL`: required in production; [`DEV_DATABASE_URL`] in dev mode when unset.
+pub fn database_url() -> Result<String, ConfigError> {
+    Ok(env_required_unless_dev("DATABASE_URL")?.unwrap_or_else(|| DEV_DATABASE_URL.to_owned()))
 }
 
 /// Reads `name`, or `default` when unset; parse errors name the variable.
@@ -194,7 +257,8 @@ pub struct CommonConfig {
 }
 
 impl CommonConfig {
-    /// Loads from the environment with local-development defaults.
+    /// Loads from the environment. `DATABASE_URL` is required unless `ACCESSHUB_MODE=dev`
+    /// (then the local test database); everything else has a default.
     pub fn from_env(service: &str) -> Result<Self, ConfigError> {
         let nats_user = match (env_opt("NATS_USER"), env_opt("NATS_PASSWORD")) {
             (Some(u), Some(p)) => Some((u, p)),
@@ -208,10 +272,7 @@ impl CommonConfig {
         let defaults = StreamSettings::default();
         Ok(CommonConfig {
             service: service.to_owned(),
-            database_url: env_or(
-                "DATABASE_URL",
-                "postgres://postgres@127.0.0.1:5432/test".to_owned(),
-            )?,
+            database_url: database_url()?,
             nats_url: env_or("NATS_URL", "nats://127.0.0.1:4222".to_owned())?,
             nats_creds: env_opt("NATS_CREDS"),
             nats_user,
@@ -300,5 +361,35 @@ mod redaction_tests {
             redact_url_password("nats://127.0.0.1:4222"),
             "nats://127.0.0.1:4222"
         );
+    }
+}
+
+#[cfg(test)]
+mod mode_tests {
+    use super::*;
+
+    /// Issue 24: production (the default) stops on a missing or empty required setting,
+    /// naming it; only dev mode falls back to local defaults.
+    #[test]
+    fn production_requires_dev_defaults() {
+        assert_eq!(Mode::default(), Mode::Production);
+        for value in [None, Some(String::new()), Some("  ".to_owned())] {
+            let err = required_unless_dev("DATABASE_URL", value.clone(), Mode::Production)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("DATABASE_URL"), "{err}");
+            assert!(err.contains("ACCESSHUB_MODE=dev"), "{err}");
+            assert_eq!(
+                required_unless_dev("DATABASE_URL", value, Mode::Dev).unwrap(),
+                None
+            );
+        }
+        assert_eq!(
+            required_unless_dev("X", Some(" v ".into()), Mode::Production).unwrap(),
+            Some("v".to_owned())
+        );
+        assert_eq!("dev".parse::<Mode>(), Ok(Mode::Dev));
+        assert_eq!("production".parse::<Mode>(), Ok(Mode::Production));
+        assert!("staging".parse::<Mode>().is_err());
     }
 }

@@ -16,9 +16,14 @@ pub use secrets::{
 };
 pub use sqlx;
 
-/// Embedded migrations (crates/accesshub-store/migrations), applied by `accessctl migrate`,
-/// the Helm pre-upgrade Job, and services at start-up (sqlx takes an advisory lock).
+pub mod schema;
+
+/// Embedded migrations (crates/accesshub-store/migrations), applied only by `accessctl migrate`
+/// (the Helm chart's pre-install/pre-upgrade Job, `make dev`, the test kit). Services never
+/// migrate: they [`check_schema`] at start-up and refuse a database that is behind them.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
+
+pub use schema::{SchemaStatus, check_schema, migrate};
 
 /// A database operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -32,12 +37,18 @@ pub enum StoreError {
     /// Migration failed.
     #[error("migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The database schema is older than this binary needs (or a migration it knows is
+    /// broken there): the service refuses to start until `accessctl migrate` has run.
+    #[error("{0}")]
+    Schema(String),
 }
 
 impl Classify for StoreError {
     fn class(&self) -> ErrorClass {
         match self {
-            StoreError::Url(_) | StoreError::Migrate(_) => ErrorClass::Permanent,
+            StoreError::Url(_) | StoreError::Migrate(_) | StoreError::Schema(_) => {
+                ErrorClass::Permanent
+            }
             StoreError::Db(e) => db_error_class(e),
         }
     }
@@ -133,12 +144,6 @@ pub fn connect_lazy_with(
 ) -> Result<PgPool, StoreError> {
     let opts = parse_url(database_url)?.options(settings.iter().copied());
     Ok(lazy_pool(opts, max_connections))
-}
-
-/// Applies pending migrations.
-pub async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
-    MIGRATOR.run(pool).await?;
-    Ok(())
 }
 
 /// Cheap liveness check of the database, for readiness probes.

@@ -197,7 +197,10 @@ impl SecretBox {
             }
             (Some(s), None) | (None, Some(s)) => s,
             (None, None) => {
-                return Err(SecretError::Key(format!("{KEYS_VAR} is not set")));
+                return Err(SecretError::Key(format!(
+                    "{KEYS_VAR} (or {KEY_VAR}) is not set or empty: the key that encrypts \
+                     vendor and webhook secrets at rest is required"
+                )));
             }
         };
         let b = Self::from_spec(&spec)?;

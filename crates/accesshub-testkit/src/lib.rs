@@ -44,6 +44,16 @@ impl TestDb {
     /// Creates and migrates a new database. Panics (test-only) if Postgres is unreachable,
     /// with a message saying how to start it.
     pub async fn new() -> TestDb {
+        let db = TestDb::unmigrated().await;
+        accesshub_store::migrate(&db.pool)
+            .await
+            .unwrap_or_else(|e| panic!("migrate: {e}"));
+        db
+    }
+
+    /// A new, empty database (no migration applied): for tests of what a service does on a
+    /// schema older than it needs.
+    pub async fn unmigrated() -> TestDb {
         let name = format!("ah_t_{}", uuid::Uuid::new_v4().simple());
         let mut conn = PgConnection::connect(&admin_url())
             .await
@@ -59,9 +69,6 @@ impl TestDb {
             .unwrap_or_else(|e| panic!("create test database: {e}"));
         let url = url_for(&name);
         let pool = accesshub_store::connect_lazy(&url, 20).unwrap_or_else(|e| panic!("pool: {e}"));
-        accesshub_store::migrate(&pool)
-            .await
-            .unwrap_or_else(|e| panic!("migrate: {e}"));
         TestDb { name, url, pool }
     }
 
@@ -73,6 +80,26 @@ impl TestDb {
             let _ = conn.execute(sqlx::AssertSqlSafe(sql)).await;
         }
     }
+}
+
+/// Version of the migration [`next_release_migrator`] adds.
+pub const NEXT_RELEASE_VERSION: i64 = 99_991_231_235_959;
+
+/// The embedded migrations plus one "from the next release" running `sql` (an expand step:
+/// docs/deploy.md "Migrations"), for tests of what the current binaries do on a schema a
+/// newer release migrated (`helm rollback`).
+pub fn next_release_migrator(sql: &'static str) -> sqlx::migrate::Migrator {
+    use sqlx::SqlSafeStr as _;
+    let mut all: Vec<sqlx::migrate::Migration> =
+        accesshub_store::MIGRATOR.iter().cloned().collect();
+    all.push(sqlx::migrate::Migration::new(
+        NEXT_RELEASE_VERSION,
+        "next_release_expand".into(),
+        sqlx::migrate::MigrationType::Simple,
+        sql.into_sql_str(),
+        false,
+    ));
+    sqlx::migrate::Migrator::with_migrations(all)
 }
 
 /// A unique namespace on the shared NATS server, with its streams created.

@@ -74,8 +74,10 @@ pub struct IngestConfig {
     /// Receipt retention (`ACCESSHUB_INGEST_RECEIPT_RETENTION`, default 7 days): how long a
     /// repeated delivery still gets its first answer.
     pub retention: retention::RetentionConfig,
-    /// Run migrations at start-up (`ACCESSHUB_MIGRATE_ON_START`, default true).
-    pub migrate: bool,
+    /// Check at start-up that the database holds every migration this binary knows, and
+    /// refuse to start otherwise (true outside tests). Services never migrate: the Helm hook
+    /// Job and `accessctl migrate` do.
+    pub check_schema: bool,
     /// Serve the NATS ingest subjects (`ACCESSHUB_NATS_INGEST`, default true).
     pub nats_ingest: bool,
 }
@@ -122,7 +124,7 @@ impl IngestConfig {
                 )?,
                 ..Default::default()
             },
-            migrate: env_or("ACCESSHUB_MIGRATE_ON_START", true)?,
+            check_schema: true,
             nats_ingest: env_or("ACCESSHUB_NATS_INGEST", true)?,
         })
     }
@@ -142,7 +144,7 @@ impl IngestConfig {
             limits: limits::LimitsConfig::unlimited(),
             relay: relay::RelayConfig::default(),
             retention: retention::RetentionConfig::default(),
-            migrate: false,
+            check_schema: false,
             nats_ingest: true,
         }
     }
@@ -318,7 +320,7 @@ const NATS_WAIT: RetryPolicy = RetryPolicy::forever(Backoff::new(
     Duration::from_secs(10),
 ));
 
-/// Starts booking-ingest: pool (and migrations), NATS (streams ensured in the background if
+/// Starts booking-ingest: pool (and the schema check), NATS (streams ensured in the background if
 /// NATS is down), committers, relay, NATS ingest and the HTTP server.
 pub async fn start(cfg: IngestConfig) -> Result<IngestHandle, IngestError> {
     let pool = accesshub_store::connect_lazy_batched(&cfg.common.database_url, cfg.db_connections)?;
@@ -340,8 +342,8 @@ pub async fn start(cfg: IngestConfig) -> Result<IngestHandle, IngestError> {
         &cfg.common.database_url,
         u32::try_from(cfg.committers.max(1)).unwrap_or(u32::MAX),
     )?;
-    if cfg.migrate {
-        accesshub_store::migrate(&pool).await?;
+    if cfg.check_schema {
+        accesshub_store::check_schema(&pool).await?;
     }
     let bus = accesshub_bus::connect(&cfg.common).await?;
     let mut side = Vec::new();

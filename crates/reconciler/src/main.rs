@@ -16,16 +16,17 @@ use reconciler::{
 use tapkey_adapter::inventory::TapkeyInventory;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+pub async fn main() -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cfg = accesshub_config::CommonConfig::from_env("reconciler")?;
     let _telemetry = accesshub_telemetry::init("reconciler", cfg.log_format)?;
     // The reconciler lists vendors with the workers' clients: same egress policy.
     vendor_http::install_egress_policy(cfg.egress.clone());
     let pool = accesshub_store::connect_lazy(&cfg.database_url, 8)?;
-    accesshub_store::migrate(&pool)
+    // Services never migrate (the Helm hook Job and `accessctl migrate` do).
+    accesshub_store::check_schema(&pool)
         .await
-        .context("migrations")?;
+        .context("database schema")?;
     let bus = accesshub_bus::connect(&cfg).await?;
     bus.ensure_streams().await?;
     let connections: Arc<dyn ConnectionSource> =

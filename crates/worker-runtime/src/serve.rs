@@ -84,7 +84,8 @@ impl Connections {
 }
 
 /// The whole life of a worker process: configuration from the environment, telemetry, the
-/// ops server (`/healthz`, `/readyz`, `/metrics` on `ACCESSHUB_HTTP_ADDR`), migrations,
+/// ops server (`/healthz`, `/readyz`, `/metrics` on `ACCESSHUB_HTTP_ADDR`), the schema check
+/// (the database must hold every migration this binary knows; run `accessctl migrate`),
 /// streams, the worker itself, and a graceful stop on SIGTERM.
 ///
 /// Connections come from the Postgres connection store (needs `ACCESSHUB_ENCRYPTION_KEY`;
@@ -106,7 +107,15 @@ where
     let connections = Connections::from_env(&common.database_url)?;
     let cfg = WorkerConfig::from_env(common, connections.source())?;
     let pool = accesshub_store::connect_lazy(&cfg.common.database_url, 2)?;
-    with_retries("migrations", async || accesshub_store::migrate(&pool).await).await?;
+    // Services never migrate (the Helm hook Job and `accessctl migrate` do): wait for the
+    // database, then refuse at once if its schema is older than this binary needs.
+    with_retries("database", async || {
+        match accesshub_store::check_schema(&pool).await {
+            Err(e @ accesshub_store::StoreError::Schema(_)) => Ok(Err(e)),
+            other => other.map(Ok),
+        }
+    })
+    .await??;
     pool.close().await;
     let bus = accesshub_bus::connect(&cfg.common).await?;
     with_retries("streams", async || bus.ensure_streams().await).await?;

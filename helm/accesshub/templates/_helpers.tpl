@@ -124,6 +124,21 @@ app.kubernetes.io/component: {{ .component }}
 {{- $img.pullPolicy -}}
 {{- end -}}
 
+{{/*
+Key of the Secret holding the migrations Job's DATABASE_URL: a role with DDL rights
+(migrations.databaseUrlKey with an existing Secret, MIGRATIONS_DATABASE_URL when
+database.migrationsUrl is set), else the services' DATABASE_URL.
+*/}}
+{{- define "accesshub.migrationsUrlKey" -}}
+{{- if .Values.secrets.existingSecret -}}
+{{- .Values.migrations.databaseUrlKey -}}
+{{- else if .Values.database.migrationsUrl -}}
+MIGRATIONS_DATABASE_URL
+{{- else -}}
+DATABASE_URL
+{{- end -}}
+{{- end -}}
+
 {{/* Secret holding DATABASE_URL, ACCESSHUB_ENCRYPTION_KEY, ACCESSHUB_ADMIN_TOKEN. */}}
 {{- define "accesshub.secretName" -}}
 {{- default (include "accesshub.fullname" .) .Values.secrets.existingSecret -}}
@@ -166,11 +181,23 @@ NATS identity env of one container. Call with (dict "root" $ "user" <NATS user> 
 
 {{- define "accesshub.natsCredsDir" -}}/etc/accesshub/nats{{- end -}}
 
-{{/* Data of the chart-managed Secret (stringData), shared by the Secret and the migrations hook Secret. */}}
+{{/*
+Data of the chart-managed Secret (stringData), shared by the Secret and the migrations hook
+Secret. Fail-fast: a render without the settings the services cannot run without stops here,
+naming the value (the services themselves refuse to start without them, in production mode).
+With secrets.existingSecret none of this renders: that Secret must hold the keys.
+*/}}
 {{- define "accesshub.secretData" -}}
-DATABASE_URL: {{ .Values.database.url | quote }}
-ACCESSHUB_ENCRYPTION_KEY: {{ .Values.secrets.encryptionKey | quote }}
+DATABASE_URL: {{ required "database.url is required (or set secrets.existingSecret to a Secret holding DATABASE_URL, ACCESSHUB_ENCRYPTION_KEY and ACCESSHUB_ADMIN_TOKEN)" .Values.database.url | quote }}
+ACCESSHUB_ENCRYPTION_KEY: {{ required "secrets.encryptionKey is required (openssl rand -base64 32; or secrets.existingSecret)" .Values.secrets.encryptionKey | quote }}
+{{- if .Values.services.admin.enabled }}
+ACCESSHUB_ADMIN_TOKEN: {{ required "secrets.adminToken is required while services.admin is enabled (or secrets.existingSecret)" .Values.secrets.adminToken | quote }}
+{{- else }}
 ACCESSHUB_ADMIN_TOKEN: {{ .Values.secrets.adminToken | quote }}
+{{- end }}
+{{- with .Values.database.migrationsUrl }}
+MIGRATIONS_DATABASE_URL: {{ . | quote }}
+{{- end }}
 {{- end -}}
 
 {{/* Non-secret configuration shared by every service (ConfigMap data, and inline env in the hook Job). */}}
@@ -184,6 +211,9 @@ ACCESSHUB_EGRESS_ALLOW: {{ join "," (.Values.config.egressAllow | default list) 
 {{- with .Values.otel.endpoint }}
 OTEL_EXPORTER_OTLP_ENDPOINT: {{ . | quote }}
 {{- end }}
+{{- with .Values.otel.protocol }}
+OTEL_EXPORTER_OTLP_PROTOCOL: {{ . | quote }}
+{{- end }}
 {{- range $k, $v := .Values.config.extra }}
 {{ $k }}: {{ $v | toString | quote }}
 {{- end }}
@@ -192,7 +222,7 @@ OTEL_EXPORTER_OTLP_ENDPOINT: {{ . | quote }}
 {{/*
 Environment of one container (besides envFrom the ConfigMap).
 Call with (dict "root" $ "component" "booking-ingest" "svc" <service values or empty dict> "secretName" <name>
-"withNats" <bool> ["service" <OTEL_SERVICE_NAME, default: component>] ["workloadAttr" "k8s.job.name=..."]
+"withNats" <bool> ["databaseUrlKey" <Secret key of DATABASE_URL, default DATABASE_URL>] ["service" <OTEL_SERVICE_NAME, default: component>] ["workloadAttr" "k8s.job.name=..."]
 ["adminToken" <bool>: ACCESSHUB_ADMIN_TOKEN, the admin API's bootstrap token (accesshub-admin only)]
 ["accessctlApi" <bool>: ACCESSHUB_API_URL + ACCESSHUB_TOKEN, accessctl's admin API client]
 ["dlqRole" <bool>: ACCESSCTL_NATS_USER/PASSWORD, accessctl's DLQ role]).
@@ -227,7 +257,7 @@ Call with (dict "root" $ "component" "booking-ingest" "svc" <service values or e
   valueFrom:
     secretKeyRef:
       name: {{ .secretName }}
-      key: DATABASE_URL
+      key: {{ default "DATABASE_URL" .databaseUrlKey }}
 - name: ACCESSHUB_ENCRYPTION_KEY
   valueFrom:
     secretKeyRef:

@@ -1,6 +1,9 @@
 //! Every hop is traced (issue 10, principle 7): a webhook sent with a W3C `traceparent`, the
 //! event it becomes, the worker's processing and its vendor calls share one trace, exported by
-//! the real binaries over OTLP/HTTP (JSON) to a real receiver.
+//! the real binaries to a receiver built on the official OTLP protobuf definitions: over
+//! OTLP/HTTP with the spec's default encoding (protobuf, `OTEL_EXPORTER_OTLP_PROTOCOL` unset)
+//! and over OTLP/gRPC (issue 24). The services' JSON log lines inside the trace's spans carry
+//! its trace id and their span ids.
 
 #![allow(clippy::unwrap_used)]
 
@@ -8,7 +11,7 @@ mod common;
 
 use std::{collections::BTreeSet, time::Duration};
 
-use accesshub_e2e::otlp::{OtlpReceiver, ReceivedSpan};
+use accesshub_e2e::otlp::{OtlpReceiver, ReceivedSpan, Transport};
 use common::{Options, Stack, at, bex, cloudpass_bookings, cloudpass_conn};
 
 fn describe(spans: &[ReceivedSpan]) -> String {
@@ -26,12 +29,44 @@ fn describe(spans: &[ReceivedSpan]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_event_worker_and_vendor_call_share_one_trace() {
+    one_trace(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_trace_over_otlp_grpc() {
+    one_trace(Some(Transport::Grpc)).await;
+}
+
+/// Exporter settings (`None`: the spec's default transport) plus JSON logs, with the worker's
+/// per-message debug line (inside its message span).
+fn service_env(
+    receiver: &OtlpReceiver,
+    service: &str,
+    transport: Option<Transport>,
+) -> Vec<(String, String)> {
+    let mut env = match transport {
+        Some(t) => receiver.env_for(service, t),
+        None => receiver.env(service),
+    };
+    env.push(("ACCESSHUB_LOG_FORMAT".into(), "json".into()));
+    env.push((
+        "RUST_LOG".into(),
+        "info,worker_runtime=debug,sqlx=warn,async_nats=warn,hyper=warn".into(),
+    ));
+    env
+}
+
+async fn one_trace(transport: Option<Transport>) {
     let receiver = OtlpReceiver::start().await.unwrap();
     let mut s = Stack::new(Options::default()).await;
     s.add_connection(cloudpass_conn(&s.sim)).await;
-    s.start_ingest(&receiver.env("booking-ingest")).await;
-    s.start_worker("cloudpass-worker", &receiver.env("cloudpass-worker"))
+    s.start_ingest(&service_env(&receiver, "booking-ingest", transport))
         .await;
+    s.start_worker(
+        "cloudpass-worker",
+        &service_env(&receiver, "cloudpass-worker", transport),
+    )
+    .await;
 
     let trace_id = uuid::Uuid::new_v4().simple().to_string();
     let parent = &uuid::Uuid::new_v4().simple().to_string()[..16];
@@ -124,6 +159,30 @@ async fn webhook_event_worker_and_vendor_call_share_one_trace() {
         "a worker span is a child of an ingest span (context carried through the outbox and NATS)\n{}",
         describe(&spans)
     );
+    let expected = transport.unwrap_or(Transport::HttpProtobuf);
+    assert!(
+        spans.iter().all(|s| s.transport == expected),
+        "every span over {expected:?}\n{spans:?}"
+    );
+    // JSON log lines inside the trace's spans name it (the worker's "applied" line is inside
+    // its message span), with the span id of a span of the trace.
+    let traced: Vec<serde_json::Value> = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l.get(l.find('{')?..)?).ok())
+        .filter(|v| v["trace_id"] == trace_id.as_str())
+        .collect();
+    assert!(
+        !traced.is_empty(),
+        "no JSON log line with trace_id {trace_id}\n{logs}"
+    );
+    for line in &traced {
+        let span_id = line["span_id"].as_str().unwrap_or_default();
+        assert!(
+            span_id.len() == 16 && ids.contains(span_id),
+            "log line's span_id {span_id} is a span of the trace: {line}\n{}",
+            describe(&spans)
+        );
+    }
     for v in spans.iter().filter(|s| s.name == "vendor.request") {
         assert!(
             ids.contains(v.parent_span_id.as_str()),

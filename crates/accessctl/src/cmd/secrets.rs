@@ -40,10 +40,7 @@ pub struct ResealArgs {
 /// Connects with `DATABASE_URL` and the key variables, then runs the subcommand.
 pub async fn run(cmd: SecretsCommand, format: Format) -> anyhow::Result<()> {
     let SecretsCommand::Reseal(args) = cmd;
-    let url = accesshub_config::env_or(
-        "DATABASE_URL",
-        "postgres://postgres@127.0.0.1:5432/test".to_owned(),
-    )?;
+    let url = accesshub_config::database_url()?;
     let pool = accesshub_store::connect_lazy(&url, 2)?;
     let secrets = SecretBox::from_env().context("encryption keys")?;
     reseal_with(&pool, &secrets, &args, format)

@@ -162,10 +162,7 @@ impl ScopeArgs {
 }
 
 async fn pool() -> anyhow::Result<sqlx::PgPool> {
-    let url = accesshub_config::env_or(
-        "DATABASE_URL",
-        "postgres://postgres@127.0.0.1:5432/test".to_owned(),
-    )?;
+    let url = accesshub_config::database_url()?;
     Ok(accesshub_store::connect_lazy(&url, 2)?)
 }
 

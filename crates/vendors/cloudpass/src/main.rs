@@ -4,7 +4,7 @@
 use accesshub_connections::Vendor;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+pub async fn main() -> anyhow::Result<()> {
     worker_runtime::serve_main(cloudpass_adapter::NAME, |cfg| {
         worker_runtime::lookups::spawn(
             cfg.common.clone(),

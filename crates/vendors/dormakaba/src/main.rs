@@ -2,7 +2,7 @@
 //! handler comes from worker-runtime's `serve_main`; `encoder-test` lookups are answered with
 //! the worker's own connections.
 //!
-//! `dormakaba-worker edge` (or `ACCESSHUB_MODE=edge`) is the same binary at a hotel: the thin
+//! `dormakaba-worker edge` is the same binary at a hotel: the thin
 //! relay between the local leaf node and the lock server on the LAN (docs/deploy.md
 //! "On-premises lock servers"). It needs no database and no inbound port.
 
@@ -18,10 +18,9 @@ use tokio_util::sync::CancellationToken;
 const EDGE: &str = "dormakaba-edge";
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let edge_mode = std::env::args().nth(1).as_deref() == Some("edge")
-        || accesshub_config::env_opt("ACCESSHUB_MODE").as_deref() == Some("edge");
-    if edge_mode {
+pub async fn main() -> anyhow::Result<()> {
+    // Not an ACCESSHUB_MODE value: that one says production or dev (fail-fast configuration).
+    if std::env::args().nth(1).as_deref() == Some("edge") {
         return edge_main().await;
     }
     worker_runtime::serve_main(WORKER, |cfg| {

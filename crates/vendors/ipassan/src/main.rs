@@ -6,7 +6,7 @@ use accesshub_connections::Vendor;
 use ipassan_adapter::{IpassanHandler, WORKER};
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+pub async fn main() -> anyhow::Result<()> {
     worker_runtime::serve_main(WORKER, |cfg| {
         worker_runtime::lookups::spawn(
             cfg.common.clone(),
