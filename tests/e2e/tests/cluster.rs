@@ -248,6 +248,24 @@ async fn assert_applied_once(s: &Stack, paths: &[Path], items: &[(Path, String, 
     }
 }
 
+/// Delivers `n` Nexudus day passes tagged `tag`, alternating the ingest replicas; returns the
+/// attempts answered 503 or refused first.
+async fn tapkey_passes(
+    s: &Stack,
+    ingest: &[u16],
+    tag: &str,
+    n: usize,
+    items: &mut Vec<(Path, String, usize)>,
+) -> u32 {
+    let mut retried = 0;
+    for i in 0..n {
+        let body = Path::Tapkey.webhook(tag, i);
+        retried += deliver(s, ingest[i % 2], "nexudus", &body).await;
+        items.push((Path::Tapkey, tag.to_owned(), i));
+    }
+    retried
+}
+
 /// Item 1 of issue 25: the cluster forms with R3 streams, webhooks reach Tapkey through two
 /// ingest and two worker replicas, the BOOKINGS leader's node is SIGKILLed and the next
 /// webhooks still reach the vendor exactly once; the node is restarted and catches up.
@@ -261,31 +279,12 @@ async fn three_node_cluster_survives_the_stream_leader_killed() {
     let leader = leader.expect("BOOKINGS has a leader");
 
     let mut items = Vec::new();
-    for i in 0..6 {
-        deliver(
-            &s,
-            ingest[i % 2],
-            "nexudus",
-            &Path::Tapkey.webhook("before", i),
-        )
-        .await;
-        items.push((Path::Tapkey, "before".to_owned(), i));
-    }
+    tapkey_passes(&s, &ingest, "before", 6, &mut items).await;
     assert_applied_once(&s, &paths, &items).await;
 
     cluster.node(&leader).unwrap().kill();
     let killed_at = Instant::now();
-    let mut retried = 0;
-    for i in 0..10 {
-        retried += deliver(
-            &s,
-            ingest[i % 2],
-            "nexudus",
-            &Path::Tapkey.webhook("after", i),
-        )
-        .await;
-        items.push((Path::Tapkey, "after".to_owned(), i));
-    }
+    let retried = tapkey_passes(&s, &ingest, "after", 10, &mut items).await;
     assert_applied_once(&s, &paths, &items).await;
     let (_, new_leader, _) = bookings_leader(&s).await;
     eprintln!(
@@ -301,16 +300,7 @@ async fn three_node_cluster_survives_the_stream_leader_killed() {
         || async { bookings_leader(&s).await.2 == 2 },
     )
     .await;
-    for i in 0..4 {
-        deliver(
-            &s,
-            ingest[i % 2],
-            "nexudus",
-            &Path::Tapkey.webhook("rejoined", i),
-        )
-        .await;
-        items.push((Path::Tapkey, "rejoined".to_owned(), i));
-    }
+    tapkey_passes(&s, &ingest, "rejoined", 4, &mut items).await;
     assert_applied_once(&s, &paths, &items).await;
     assert_eq!(s.dlq_messages().await, 0, "nothing dead-lettered");
     s.finish().await;
@@ -336,6 +326,13 @@ async fn cluster_chaos(seed: u64) {
     let paths = [Path::Tapkey, Path::Cloudpass];
     let (mut cluster, mut s, ingest) =
         clustered(&paths, &[("ACCESSHUB_WORKER_ACK_WAIT", "4s")]).await;
+    for _ in 0..2 {
+        s.start_worker(
+            "reconciler",
+            &[("RECONCILER_POLL_INTERVAL".into(), "1s".into())],
+        )
+        .await;
+    }
     let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     let rounds = 40;
     let kill_node_at = 5 + rng.next(10) as usize;
@@ -382,10 +379,68 @@ async fn cluster_chaos(seed: u64) {
     );
     assert_applied_once(&s, &paths, &items).await;
     assert_eq!(s.dlq_messages().await, 0, "nothing dead-lettered");
+    for p in paths {
+        let counts = full_sync(&s, p.vendor()).await;
+        assert_eq!(
+            counts.1,
+            [0, 0, 0, 0],
+            "{p:?}: the reconciler's full sync after the chaos finds nothing to repair (created, updated, removed, failed); checked {}\n{}",
+            counts.0,
+            s.logs()
+        );
+        assert!(counts.0 > 0, "{p:?}: the sync checked the bookings");
+        eprintln!(
+            "seed {seed}: {p:?} full sync checked {}, repaired nothing",
+            counts.0
+        );
+    }
     s.finish().await;
 }
 
+/// Queues a full sync of `vendor`'s default connection (as "Sync Now" does), waits for one of
+/// the two reconciler replicas to finish it, and returns (checked, [created, updated, removed,
+/// failed]).
+async fn full_sync(s: &Stack, vendor: &str) -> (i64, [i64; 4]) {
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO sync_runs (tenant_id, vendor, connection_name, scope, trigger, requested_by)
+         VALUES ($1, $2, 'default', 'full', 'manual', 'e2e-cluster') RETURNING id",
+    )
+    .bind(TENANT)
+    .bind(vendor)
+    .fetch_one(&s.pool)
+    .await
+    .unwrap();
+    let start = Instant::now();
+    loop {
+        let (status, checked, created, updated, removed, failed): (String, i64, i64, i64, i64, i64) =
+            sqlx::query_as(
+                "SELECT status, checked, created, updated, removed, failed FROM sync_runs WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_one(&s.pool)
+            .await
+            .unwrap();
+        if status != "queued" && status != "running" {
+            assert_eq!(status, "succeeded", "{vendor} sync run {id}\n{}", s.logs());
+            return (checked, [created, updated, removed, failed]);
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(40),
+            "{vendor} sync run {id} still {status}\n{}",
+            s.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// Seed 1 in `make test`; `CLUSTER_CHAOS_SEEDS=1,2,3` replays others (one run each).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cluster_chaos_seed_1() {
-    cluster_chaos(1).await;
+async fn cluster_chaos_seeded() {
+    let seeds = std::env::var("CLUSTER_CHAOS_SEEDS").unwrap_or_else(|_| "1".into());
+    for seed in seeds
+        .split(',')
+        .filter_map(|x| x.trim().parse::<u64>().ok())
+    {
+        cluster_chaos(seed).await;
+    }
 }
