@@ -36,6 +36,14 @@ pub enum BusError {
         /// Server's answer.
         message: String,
     },
+    /// `NATS_URL` holds an address the client cannot use.
+    #[error("NATS_URL entry {url:?}: {message}")]
+    ServerAddr {
+        /// The entry (credentials in it are the operator's own config, not echoed elsewhere).
+        url: String,
+        /// Why it is unusable.
+        message: String,
+    },
     /// A publish was not acknowledged.
     #[error("publish to {subject}: {message}")]
     Publish {
@@ -50,7 +58,9 @@ impl Classify for BusError {
     fn class(&self) -> ErrorClass {
         match self {
             BusError::Connect(_) | BusError::Publish { .. } => ErrorClass::Transient,
-            BusError::Credentials { .. } | BusError::Stream { .. } => ErrorClass::Permanent,
+            BusError::Credentials { .. }
+            | BusError::Stream { .. }
+            | BusError::ServerAddr { .. } => ErrorClass::Permanent,
         }
     }
 }
@@ -66,6 +76,31 @@ pub struct Bus {
     pub ns: Namespace,
     /// Stream settings from configuration.
     pub streams: StreamSettings,
+}
+
+/// The servers of `NATS_URL`: one URL or a comma-separated list (every node of a cluster, so
+/// a service starts and reconnects whichever node is down; the client also learns the other
+/// nodes from the servers it reaches). Blank entries are ignored.
+pub fn server_addrs(nats_url: &str) -> Result<Vec<async_nats::ServerAddr>, BusError> {
+    let addrs = nats_url
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(|u| {
+            u.parse::<async_nats::ServerAddr>()
+                .map_err(|e| BusError::ServerAddr {
+                    url: accesshub_config::redact_url_password(u),
+                    message: e.to_string(),
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if addrs.is_empty() {
+        return Err(BusError::ServerAddr {
+            url: nats_url.to_owned(),
+            message: "no server URL".into(),
+        });
+    }
+    Ok(addrs)
 }
 
 /// Connects to NATS. With `retry_on_initial_connect` the call returns at once and the
@@ -96,7 +131,7 @@ pub async fn connect(cfg: &CommonConfig) -> Result<Bus, BusError> {
         opts = opts.custom_inbox_prefix(prefix);
     }
     let client = opts
-        .connect(&cfg.nats_url)
+        .connect(server_addrs(&cfg.nats_url)?)
         .await
         .map_err(|e| BusError::Connect(e.to_string()))?;
     let js = jetstream::ContextBuilder::new()
@@ -220,4 +255,47 @@ pub fn header_map(
         }
     }
     out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod server_list_tests {
+    use super::*;
+
+    /// `NATS_URL` may name every node of a cluster, comma-separated (docs/deploy.md): the
+    /// client must get them all, not one unparsable address.
+    #[test]
+    fn a_comma_separated_nats_url_is_a_list_of_servers() {
+        let addrs =
+            server_addrs("nats://127.0.0.1:4222, nats://127.0.0.1:4223,,tls://n3:4222 ").unwrap();
+        let ports: Vec<u16> = addrs.iter().map(|a| a.port()).collect();
+        assert_eq!(ports, [4222, 4223, 4222]);
+        assert!(matches!(
+            server_addrs("nats://127.0.0.1:4222,nats://bad host:x"),
+            Err(BusError::ServerAddr { .. })
+        ));
+        assert!(matches!(
+            server_addrs(" , "),
+            Err(BusError::ServerAddr { .. })
+        ));
+    }
+
+    /// One dead node in the list does not keep a service from the live ones.
+    #[tokio::test]
+    async fn connects_through_a_list_whose_first_node_is_down() {
+        let dead = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port();
+        let live = std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
+        let mut cfg = CommonConfig::for_test("bus-test", "bustest", "postgres://unused");
+        cfg.nats_url = format!("nats://127.0.0.1:{dead},{live}");
+        let bus = connect(&cfg).await.unwrap();
+        let start = std::time::Instant::now();
+        while !bus.is_connected() {
+            assert!(start.elapsed() < Duration::from_secs(15), "never connected");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        bus.client.flush().await.unwrap();
+    }
 }

@@ -183,7 +183,7 @@ pub struct Counts {
 }
 
 /// What a run's pull phase found upstream (issue 21: Sync re-reads the booking system first).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PullCounts {
     /// Upstream records in the run's scope that were read.
     pub fetched: i64,

@@ -441,3 +441,135 @@ where
     }
     None
 }
+
+/// A private 3-node nats-server cluster on loopback: client and route ports of its own,
+/// JetStream with file storage in a distinct store directory per node, so streams can be R3
+/// and a node can be killed (SIGKILL) and restarted like a crashed pod.
+#[derive(Debug)]
+pub struct NatsCluster {
+    /// The nodes, `n1`..`n3`.
+    pub nodes: Vec<ClusterNode>,
+}
+
+/// One node of a [`NatsCluster`].
+#[derive(Debug)]
+pub struct ClusterNode {
+    /// `server_name` (what `$JS.API.STREAM.INFO` reports as `cluster.leader`).
+    pub name: String,
+    /// Client port.
+    pub port: u16,
+    /// Cluster route port.
+    pub route_port: u16,
+    proc: Proc,
+}
+
+impl ClusterNode {
+    /// `nats://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// SIGKILL (its store stays on disk).
+    pub fn kill(&mut self) {
+        self.proc.kill9();
+    }
+
+    /// Starts it again with the same name, ports and store.
+    pub fn restart(&mut self) -> Result<(), HarnessError> {
+        self.proc.start()?;
+        wait_port(&self.name, self.port, Duration::from_secs(10))
+    }
+
+    /// Whether its process runs.
+    pub fn running(&mut self) -> bool {
+        self.proc.running()
+    }
+
+    /// The node's log so far.
+    pub fn log(&self) -> String {
+        self.proc.log()
+    }
+}
+
+/// The configuration file of cluster node `name` (nats-server 2.9 syntax, as Debian ships).
+pub fn cluster_node_config(
+    name: &str,
+    port: u16,
+    route_port: u16,
+    all_route_ports: &[u16],
+    store_dir: &Path,
+) -> String {
+    let routes: Vec<String> = all_route_ports
+        .iter()
+        .filter(|p| **p != route_port)
+        .map(|p| format!("nats-route://127.0.0.1:{p}"))
+        .collect();
+    format!(
+        "server_name: {name}\nlisten: 127.0.0.1:{port}\n\
+         jetstream {{\n  store_dir: {store:?}\n  max_memory_store: 64MB\n  max_file_store: 1GB\n}}\n\
+         cluster {{\n  name: accesshub-e2e\n  listen: 127.0.0.1:{route_port}\n  routes: [{routes}]\n}}\n",
+        store = store_dir.display().to_string(),
+        routes = routes.join(", "),
+    )
+}
+
+impl NatsCluster {
+    /// Starts three nodes and waits for their client ports (JetStream's meta leader is
+    /// elected a moment later: callers wait for `$JS.API.INFO` to answer).
+    pub fn start() -> Result<NatsCluster, HarnessError> {
+        let bin = nats_server_bin()?;
+        let dir = unique_dir("nats-cluster");
+        let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+        let route_ports: Vec<u16> = ports.iter().map(|p| p.1).collect();
+        let mut nodes = Vec::new();
+        for (i, (port, route_port)) in ports.iter().copied().enumerate() {
+            let name = format!("n{}", i + 1);
+            let store = dir.join(&name);
+            let conf = dir.join(format!("{name}.conf"));
+            std::fs::write(
+                &conf,
+                cluster_node_config(&name, port, route_port, &route_ports, &store),
+            )
+            .map_err(|e| HarnessError::Setup(format!("{}: {e}", conf.display())))?;
+            let conf_s = conf.display().to_string();
+            let proc = Proc::spawn(&format!("nats-{name}"), &bin, &["-c", &conf_s], &[])?;
+            nodes.push(ClusterNode {
+                name,
+                port,
+                route_port,
+                proc,
+            });
+        }
+        for n in &nodes {
+            wait_port(&n.name, n.port, Duration::from_secs(10))?;
+        }
+        Ok(NatsCluster { nodes })
+    }
+
+    /// Every node's URL, comma-separated: what `NATS_URL` holds for a clustered deployment.
+    pub fn urls(&self) -> String {
+        self.nodes
+            .iter()
+            .map(ClusterNode::url)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The node called `name`.
+    pub fn node(&mut self, name: &str) -> Option<&mut ClusterNode> {
+        self.nodes.iter_mut().find(|n| n.name == name)
+    }
+
+    /// Every node's log, for failure messages.
+    pub fn logs(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| {
+                let log = n.log();
+                let lines: Vec<&str> = log.lines().collect();
+                let tail = lines[lines.len().saturating_sub(60)..].join("\n");
+                format!("\n--- {} (last 60 lines) ---\n{tail}\n", n.name)
+            })
+            .collect()
+    }
+}

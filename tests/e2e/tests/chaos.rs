@@ -30,7 +30,8 @@ use accesshub_domain::ErrorClass;
 use accesshub_e2e::{PrivateNats, PrivatePostgres};
 use common::{
     IPASSAN_SITE, Options, Stack, TENANT, at, bex, bex_for, clock, clock_in_room, cloudpass_conn,
-    connecx, connecx_for, dormakaba_conn, ipassan_conn_to, resident_eva, tapkey_conn,
+    connecx, connecx_for, dormakaba_conn, ipassan_conn_to, pass_email, pass_event, resident_eva,
+    tapkey_conn,
 };
 use serde_json::{Value, json};
 
@@ -98,26 +99,6 @@ fn norm_time(t: &str) -> String {
                 .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
         })
         .unwrap_or_else(|_| t.to_owned())
-}
-
-/// A Nexudus day pass (type 8 → two Tapkey locks) for member `i` of a scenario.
-fn pass_event(tag: &str, i: usize) -> Value {
-    let expire = (chrono::Utc::now() + chrono::Duration::days(1))
-        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    json!({
-        "action": "CoworkerTimePassCreate",
-        "data": {
-            "Id": 9000 + i, "UniqueId": format!("{tag}-pass-{i:03}"), "CoworkerId": 100 + i,
-            "BusinessId": 3, "TimePassId": 8, "TimePassName": "Day pass",
-            "ExpireDate": expire, "Used": false, "UsedDate": null, "RemainingUses": 1,
-            "UpdatedOn": at(0),
-            "CoworkerEmail": pass_email(tag, i), "CoworkerFullName": format!("Member {i}")
-        }
-    })
-}
-
-fn pass_email(tag: &str, i: usize) -> String {
-    format!("{tag}-member{i:03}@example.com")
 }
 
 impl Flow {

@@ -534,6 +534,17 @@ impl Stack {
         headers: &[(&str, String)],
     ) -> (u16, Value) {
         let port = self.ingest.as_ref().expect("booking-ingest started").port;
+        self.webhook_at(port, source, body, headers).await
+    }
+
+    /// [`Stack::webhook_with`] to the booking-ingest replica listening on `port`.
+    pub async fn webhook_at(
+        &self,
+        port: u16,
+        source: &str,
+        body: &Value,
+        headers: &[(&str, String)],
+    ) -> (u16, Value) {
         let bytes = serde_json::to_vec(body).unwrap();
         let ts = chrono::Utc::now().timestamp();
         let mut req = self
@@ -943,4 +954,25 @@ pub fn clock_in_room(id: i64, room: &str, event: &str, updated_at: &str) -> Valu
             "mobile_key": true
         }
     })
+}
+
+/// A Nexudus day pass (type 8 → two Tapkey locks) for member `i` of a scenario.
+pub fn pass_event(tag: &str, i: usize) -> Value {
+    let expire = (chrono::Utc::now() + chrono::Duration::days(1))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    json!({
+        "action": "CoworkerTimePassCreate",
+        "data": {
+            "Id": 9000 + i, "UniqueId": format!("{tag}-pass-{i:03}"), "CoworkerId": 100 + i,
+            "BusinessId": 3, "TimePassId": 8, "TimePassName": "Day pass",
+            "ExpireDate": expire, "Used": false, "UsedDate": null, "RemainingUses": 1,
+            "UpdatedOn": at(0),
+            "CoworkerEmail": pass_email(tag, i), "CoworkerFullName": format!("Member {i}")
+        }
+    })
+}
+
+/// The e-mail of member `i` of a scenario (the Tapkey grant holder).
+pub fn pass_email(tag: &str, i: usize) -> String {
+    format!("{tag}-member{i:03}@example.com")
 }
