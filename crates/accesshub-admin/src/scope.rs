@@ -19,7 +19,7 @@ use crate::{
 };
 
 /// Body of `PUT /tenants/{tenant}/sources/{source}/organization`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OrganizationBody {
     /// The upstream organization id (BEX organization, Nexudus account, Clock subscription);
@@ -28,6 +28,7 @@ pub struct OrganizationBody {
 }
 
 /// `PUT /tenants/{tenant}/sources/{source}/organization`.
+#[utoipa::path(put, path = "/admin/v1/tenants/{tenant}/sources/{source}/organization", tag = "tenants", params(("tenant" = String, Path, description = "Tenant id"), ("source" = String, Path, description = "Upstream source")), request_body(content = OrganizationBody), responses((status = 200, description = "Stored", body = accesshub_connections::TenantSource), crate::openapi::Errors))]
 pub(crate) async fn put_organization(
     State(s): State<AdminState>,
     Path((tenant, source)): Path<(String, String)>,
@@ -64,7 +65,7 @@ pub(crate) fn no_source(tenant: &str, source: &str) -> ApiError {
 }
 
 /// One booking booking-ingest ignored, with its latest reason.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct IgnoredBooking {
     /// Upstream source.
     pub source: String,
@@ -86,12 +87,14 @@ pub struct IgnoredBooking {
 }
 
 /// Query of `GET /tenants/{tenant}/ignored`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub(crate) struct IgnoredQuery {
+    /// How many, latest first (1–1000, default 100).
     limit: Option<i64>,
 }
 
 /// `GET /tenants/{tenant}/ignored?limit=N` (default 100, at most 1000): the latest first.
+#[utoipa::path(get, path = "/admin/v1/tenants/{tenant}/ignored", tag = "tenants", params(("tenant" = String, Path, description = "Tenant id"), IgnoredQuery), responses((status = 200, description = "Ignored bookings, latest first", body = Vec<IgnoredBooking>), crate::openapi::Errors))]
 pub(crate) async fn list_ignored(
     State(s): State<AdminState>,
     Path(tenant): Path<String>,

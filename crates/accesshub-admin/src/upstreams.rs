@@ -25,11 +25,14 @@ use crate::{
 pub const PULL_SOURCES: [&str; 3] = ["bex", "nexudus", "clock"];
 
 /// `PUT` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct UpstreamApiRequest {
+    /// API base URL.
     base_url: String,
+    /// BEX: the API key; Nexudus: user:password; Clock: user:api key (write-only).
     secret: String,
+    /// Options, e.g. `{"lookback_days": 30, "guests": true}`.
     #[serde(default)]
     options: serde_json::Value,
 }
@@ -60,6 +63,7 @@ fn check_source(source: &str) -> Result<(), ApiError> {
 }
 
 /// `PUT /tenants/{tenant}/sources/{source}/api`.
+#[utoipa::path(put, path = "/admin/v1/tenants/{tenant}/sources/{source}/api", tag = "tenants", params(("tenant" = String, Path, description = "Tenant id"), ("source" = String, Path, description = "Upstream source")), request_body(content = UpstreamApiRequest), responses((status = 200, description = "Stored (secret masked)", body = accesshub_upstreams::creds::UpstreamInfo), crate::openapi::Errors))]
 pub(crate) async fn put_upstream_api(
     State(s): State<AdminState>,
     Path((tenant, source)): Path<(String, String)>,
@@ -103,6 +107,7 @@ pub(crate) async fn put_upstream_api(
 }
 
 /// `GET /tenants/{tenant}/sources/{source}/api` (no secret).
+#[utoipa::path(get, path = "/admin/v1/tenants/{tenant}/sources/{source}/api", tag = "tenants", params(("tenant" = String, Path, description = "Tenant id"), ("source" = String, Path, description = "Upstream source")), responses((status = 200, description = "Stored (secret masked)", body = accesshub_upstreams::creds::UpstreamInfo), crate::openapi::Errors))]
 pub(crate) async fn get_upstream_api(
     State(s): State<AdminState>,
     Path((tenant, source)): Path<(String, String)>,
@@ -120,6 +125,7 @@ pub(crate) async fn get_upstream_api(
 }
 
 /// `DELETE /tenants/{tenant}/sources/{source}/api`.
+#[utoipa::path(delete, path = "/admin/v1/tenants/{tenant}/sources/{source}/api", tag = "tenants", params(("tenant" = String, Path, description = "Tenant id"), ("source" = String, Path, description = "Upstream source")), responses((status = 204, description = "Deleted"), crate::openapi::Errors))]
 pub(crate) async fn delete_upstream_api(
     State(s): State<AdminState>,
     Path((tenant, source)): Path<(String, String)>,
@@ -144,14 +150,16 @@ pub(crate) async fn delete_upstream_api(
 pub const TOKEN_SOURCES: [&str; 1] = ["clock"];
 
 /// `PUT .../auth` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct AuthModeRequest {
+    /// `signature` or `token` (clock only).
     mode: String,
 }
 
 /// `PUT /tenants/{tenant}/sources/{source}/auth`: `{"mode": "signature" | "token"}`. Takes
 /// effect in booking-ingest within its secret cache's ttl.
+#[utoipa::path(put, path = "/admin/v1/tenants/{tenant}/sources/{source}/auth", tag = "tenants", params(("tenant" = String, Path, description = "Tenant id"), ("source" = String, Path, description = "Upstream source")), request_body(content = AuthModeRequest), responses((status = 200, description = "Stored", body = serde_json::Value), crate::openapi::Errors))]
 pub(crate) async fn put_source_auth(
     State(s): State<AdminState>,
     Path((tenant, source)): Path<(String, String)>,

@@ -38,7 +38,7 @@ pub fn valid_base_url(url: &str) -> bool {
 }
 
 /// One stored row as the admin API shows it (no secret).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct UpstreamInfo {
     /// Tenant.
     pub tenant: String,

@@ -223,7 +223,9 @@ async fn handle(
     };
     let normalized = match crate::scope::admit(st, src, normalized).await? {
         crate::scope::Admitted::Store(n) => *n,
-        crate::scope::Admitted::Ignored(answer) => return Ok(Handled::Stored(answer, signed.success())),
+        crate::scope::Admitted::Ignored(answer) => {
+            return Ok(Handled::Stored(answer, signed.success()));
+        }
     };
     let subject = st.bus.subject(&normalized.event.subject());
     let answer = st
