@@ -102,6 +102,9 @@ pub(crate) async fn list_ignored(
     Query(q): Query<IgnoredQuery>,
 ) -> Result<Json<Vec<IgnoredBooking>>, ApiError> {
     who.require_tenant(&tenant)?;
+    if s.tenants.get(&tenant).await?.is_none() {
+        return Err(ApiError::NotFound(format!("unknown tenant {tenant:?}")));
+    }
     let limit = q.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::BadRequest {

@@ -501,6 +501,9 @@ async fn a_source_is_tied_to_its_organization_and_ignored_bookings_are_listed() 
         (s, b["field"].as_str()),
         (StatusCode::BAD_REQUEST, Some("limit"))
     );
+    // An unknown (or deleted) tenant is 404, not an empty list (found by the API fuzzer).
+    let (s, b) = api.call(M::GET, "/tenants/gone/ignored", BOOT, None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{b}");
 
     bus.cleanup().await;
     db.drop_db().await;
