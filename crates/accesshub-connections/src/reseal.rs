@@ -1,7 +1,8 @@
 //! Re-encrypting stored secrets under the active key: the middle step of a key rotation, and
 //! the migration of unbound `v1` ciphertexts to the row-bound `v2` format (security review
 //! M14, L5). Covers every sealed column: `connections.settings_enc`,
-//! `tenant_sources.secret_enc` and `tenant_sources.previous_enc`.
+//! `tenant_sources.secret_enc`, `tenant_sources.previous_enc` and
+//! `upstream_credentials.credentials_enc` (the booking systems' API credentials).
 //!
 //! Resumable and safe while services serve traffic: rows are walked in primary-key order in
 //! batches, each batch locked (`FOR UPDATE`) and committed on its own, and a row already
@@ -14,7 +15,7 @@
 
 use std::collections::BTreeMap;
 
-use accesshub_store::{SecretBox, SecretError, connection_aad, source_aad};
+use accesshub_store::{SecretBox, SecretError, connection_aad, source_aad, upstream_aad};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::{PgPool, Row};
@@ -138,7 +139,7 @@ impl ResealReport {
 /// Progress after each batch.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct Progress {
-    /// `connections` or `tenant_sources`.
+    /// `connections`, `tenant_sources` or `upstream_credentials`.
     pub table: &'static str,
     /// Rows of that table looked at so far.
     pub scanned: u64,
@@ -165,6 +166,7 @@ pub async fn reseal(
     let batch = opts.batch.max(1);
     connections(pool, secrets, opts, batch, &mut report, &mut progress).await?;
     sources(pool, secrets, opts, batch, &mut report, &mut progress).await?;
+    upstreams(pool, secrets, opts, batch, &mut report, &mut progress).await?;
     Ok(report)
 }
 
@@ -339,6 +341,72 @@ async fn sources(
         tx.commit().await?;
         progress(&Progress {
             table: "tenant_sources",
+            scanned,
+            resealed: report.resealed,
+            failed: report.failed.len() as u64,
+        });
+    }
+    Ok(())
+}
+
+/// The upstream API credentials (`upstream_credentials.credentials_enc`, bound to tenant and
+/// source), like [`connections`].
+async fn upstreams(
+    pool: &PgPool,
+    secrets: &SecretBox,
+    opts: &ResealOptions,
+    batch: i64,
+    report: &mut ResealReport,
+    progress: &mut impl FnMut(&Progress),
+) -> Result<(), ConnectionError> {
+    const COLUMN: &str = "upstream_credentials.credentials_enc";
+    let sql = format!(
+        "SELECT tenant_id, source, credentials_enc FROM upstream_credentials
+          WHERE $1::text IS NULL OR (tenant_id, source) > ($1, $2)
+          ORDER BY tenant_id, source LIMIT $3{}",
+        if opts.dry_run { "" } else { " FOR UPDATE" }
+    );
+    let mut after: Option<(String, String)> = None;
+    let mut scanned = 0u64;
+    loop {
+        let mut tx = pool.begin().await?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
+            .bind(after.as_ref().map(|a| a.0.as_str()))
+            .bind(after.as_ref().map(|a| a.1.as_str()))
+            .bind(batch)
+            .fetch_all(&mut *tx)
+            .await?;
+        if rows.is_empty() {
+            break;
+        }
+        for r in &rows {
+            let (tenant, source): (String, String) = (r.try_get(0)?, r.try_get(1)?);
+            let sealed: String = r.try_get(2)?;
+            scanned += 1;
+            report.saw(COLUMN, &sealed);
+            match reseal_one(secrets, &sealed, &upstream_aad(&tenant, &source)) {
+                Ok(None) => {}
+                Ok(Some(new)) => {
+                    report.resealed += 1;
+                    if !opts.dry_run {
+                        sqlx::query(
+                            "UPDATE upstream_credentials SET credentials_enc = $3
+                              WHERE tenant_id = $1 AND source = $2",
+                        )
+                        .bind(&tenant)
+                        .bind(&source)
+                        .bind(new)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                }
+                Err(e) => report.fail(COLUMN, format!("{tenant}/{source}"), &sealed, e),
+            }
+            after = Some((tenant, source));
+        }
+        tx.commit().await?;
+        progress(&Progress {
+            table: "upstream_credentials",
             scanned,
             resealed: report.resealed,
             failed: report.failed.len() as u64,

@@ -269,3 +269,55 @@ async fn swapped_ciphertexts_do_not_open() {
     bus.cleanup().await;
     db.drop_db().await;
 }
+
+/// The booking systems' API credentials (issue 21) are resealed with the rest: after the run
+/// the new key alone opens them, bound to their tenant and source.
+#[tokio::test]
+async fn reseal_covers_upstream_api_credentials() {
+    let (db, bus) = accesshub_testkit::isolated().await;
+    let (old, new) = (spec("old"), spec("new"));
+    let old_box = SecretBox::from_spec(&old).unwrap();
+    TenantStore::new(db.pool.clone(), old_box.clone())
+        .create("acme", "Acme")
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO upstream_credentials (tenant_id, source, base_url, credentials_enc)
+         VALUES ('acme', 'bex', 'http://127.0.0.1:9002', $1)",
+    )
+    .bind(
+        old_box
+            .seal("bex-api-key", &accesshub_store::upstream_aad("acme", "bex"))
+            .unwrap(),
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let rotated = SecretBox::from_spec(&format!("{new},{old}")).unwrap();
+    let run = reseal(&db.pool, &rotated, &ResealOptions::default(), |_| {})
+        .await
+        .unwrap();
+    assert!(run.failed.is_empty(), "{:?}", run.failed);
+    assert_eq!(run.resealed, 1, "{:?}", run.found);
+    let stored: String = sqlx::query_scalar(
+        "SELECT credentials_enc FROM upstream_credentials WHERE tenant_id = 'acme'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    let new_only = SecretBox::from_spec(&new).unwrap();
+    assert_eq!(
+        new_only
+            .open(&stored, &accesshub_store::upstream_aad("acme", "bex"))
+            .unwrap(),
+        "bex-api-key"
+    );
+    assert!(
+        new_only
+            .open(&stored, &accesshub_store::upstream_aad("acme", "clock"))
+            .is_err(),
+        "bound to its source"
+    );
+    bus.cleanup().await;
+    db.drop_db().await;
+}
