@@ -164,9 +164,27 @@ pub async fn reseal(
         ..Default::default()
     };
     let batch = opts.batch.max(1);
-    connections(pool, secrets, opts, batch, &mut report, &mut progress).await?;
+    sealed_column(
+        pool,
+        secrets,
+        opts,
+        batch,
+        &CONNECTIONS,
+        &mut report,
+        &mut progress,
+    )
+    .await?;
     sources(pool, secrets, opts, batch, &mut report, &mut progress).await?;
-    upstreams(pool, secrets, opts, batch, &mut report, &mut progress).await?;
+    sealed_column(
+        pool,
+        secrets,
+        opts,
+        batch,
+        &UPSTREAMS,
+        &mut report,
+        &mut progress,
+    )
+    .await?;
     Ok(report)
 }
 
@@ -184,66 +202,100 @@ fn reseal_one(
     secrets.seal(&plain, aad).map(Some)
 }
 
-async fn connections(
+/// A table whose secret is one sealed column bound to the row's key (`connections`,
+/// `upstream_credentials`): how to walk it and how to rewrite a row.
+struct SealedColumn {
+    /// The table, for progress.
+    table: &'static str,
+    /// `table.column`, for the report.
+    column: &'static str,
+    /// Key columns, in primary-key order, then the sealed column.
+    select: &'static str,
+    /// `UPDATE … SET <column> = $<keys+1> WHERE <key> = $1 …`.
+    update: &'static str,
+    /// How many key columns.
+    keys: usize,
+    /// The associated data binding a ciphertext to its row.
+    aad: fn(&[String]) -> Vec<u8>,
+}
+
+const CONNECTIONS: SealedColumn = SealedColumn {
+    table: "connections",
+    column: "connections.settings_enc",
+    select: "SELECT tenant_id, vendor, name, settings_enc FROM connections
+              WHERE $1::text IS NULL OR (tenant_id, vendor, name) > ($1, $2, $3)
+              ORDER BY tenant_id, vendor, name LIMIT $4",
+    update: "UPDATE connections SET settings_enc = $4
+              WHERE tenant_id = $1 AND vendor = $2 AND name = $3",
+    keys: 3,
+    aad: |k| connection_aad(&k[0], &k[1], &k[2]),
+};
+
+const UPSTREAMS: SealedColumn = SealedColumn {
+    table: "upstream_credentials",
+    column: "upstream_credentials.credentials_enc",
+    select: "SELECT tenant_id, source, credentials_enc FROM upstream_credentials
+              WHERE $1::text IS NULL OR (tenant_id, source) > ($1, $2)
+              ORDER BY tenant_id, source LIMIT $3",
+    update: "UPDATE upstream_credentials SET credentials_enc = $3
+              WHERE tenant_id = $1 AND source = $2",
+    keys: 2,
+    aad: |k| upstream_aad(&k[0], &k[1]),
+};
+
+/// Reseals one [`SealedColumn`] table in key order, `batch` rows per transaction.
+async fn sealed_column(
     pool: &PgPool,
     secrets: &SecretBox,
     opts: &ResealOptions,
     batch: i64,
+    t: &SealedColumn,
     report: &mut ResealReport,
     progress: &mut impl FnMut(&Progress),
 ) -> Result<(), ConnectionError> {
-    const COLUMN: &str = "connections.settings_enc";
     let sql = format!(
-        "SELECT tenant_id, vendor, name, settings_enc FROM connections
-          WHERE $1::text IS NULL OR (tenant_id, vendor, name) > ($1, $2, $3)
-          ORDER BY tenant_id, vendor, name LIMIT $4{}",
+        "{}{}",
+        t.select,
         if opts.dry_run { "" } else { " FOR UPDATE" }
     );
-    let mut after: Option<(String, String, String)> = None;
+    let mut after: Option<Vec<String>> = None;
     let mut scanned = 0u64;
     loop {
         let mut tx = pool.begin().await?;
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
-            .bind(after.as_ref().map(|a| a.0.as_str()))
-            .bind(after.as_ref().map(|a| a.1.as_str()))
-            .bind(after.as_ref().map(|a| a.2.as_str()))
-            .bind(batch)
-            .fetch_all(&mut *tx)
-            .await?;
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()));
+        for i in 0..t.keys {
+            q = q.bind(after.as_ref().map(|a| a[i].clone()));
+        }
+        let rows = q.bind(batch).fetch_all(&mut *tx).await?;
         if rows.is_empty() {
             break;
         }
         for r in &rows {
-            let (tenant, vendor, name): (String, String, String) =
-                (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?);
-            let sealed: String = r.try_get(3)?;
+            let key = (0..t.keys)
+                .map(|i| r.try_get::<String, _>(i))
+                .collect::<Result<Vec<_>, _>>()?;
+            let sealed: String = r.try_get(t.keys)?;
             scanned += 1;
-            report.saw(COLUMN, &sealed);
-            let label = format!("{tenant}/{vendor}/{name}");
-            match reseal_one(secrets, &sealed, &connection_aad(&tenant, &vendor, &name)) {
+            report.saw(t.column, &sealed);
+            match reseal_one(secrets, &sealed, &(t.aad)(&key)) {
                 Ok(None) => {}
                 Ok(Some(new)) => {
                     report.resealed += 1;
                     if !opts.dry_run {
-                        sqlx::query(
-                            "UPDATE connections SET settings_enc = $4
-                              WHERE tenant_id = $1 AND vendor = $2 AND name = $3",
-                        )
-                        .bind(&tenant)
-                        .bind(&vendor)
-                        .bind(&name)
-                        .bind(new)
-                        .execute(&mut *tx)
-                        .await?;
+                        let mut u = sqlx::query(t.update);
+                        for k in &key {
+                            u = u.bind(k);
+                        }
+                        u.bind(new).execute(&mut *tx).await?;
                     }
                 }
-                Err(e) => report.fail(COLUMN, label, &sealed, e),
+                Err(e) => report.fail(t.column, key.join("/"), &sealed, e),
             }
-            after = Some((tenant, vendor, name));
+            after = Some(key);
         }
         tx.commit().await?;
         progress(&Progress {
-            table: "connections",
+            table: t.table,
             scanned,
             resealed: report.resealed,
             failed: report.failed.len() as u64,
@@ -341,72 +393,6 @@ async fn sources(
         tx.commit().await?;
         progress(&Progress {
             table: "tenant_sources",
-            scanned,
-            resealed: report.resealed,
-            failed: report.failed.len() as u64,
-        });
-    }
-    Ok(())
-}
-
-/// The upstream API credentials (`upstream_credentials.credentials_enc`, bound to tenant and
-/// source), like [`connections`].
-async fn upstreams(
-    pool: &PgPool,
-    secrets: &SecretBox,
-    opts: &ResealOptions,
-    batch: i64,
-    report: &mut ResealReport,
-    progress: &mut impl FnMut(&Progress),
-) -> Result<(), ConnectionError> {
-    const COLUMN: &str = "upstream_credentials.credentials_enc";
-    let sql = format!(
-        "SELECT tenant_id, source, credentials_enc FROM upstream_credentials
-          WHERE $1::text IS NULL OR (tenant_id, source) > ($1, $2)
-          ORDER BY tenant_id, source LIMIT $3{}",
-        if opts.dry_run { "" } else { " FOR UPDATE" }
-    );
-    let mut after: Option<(String, String)> = None;
-    let mut scanned = 0u64;
-    loop {
-        let mut tx = pool.begin().await?;
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
-            .bind(after.as_ref().map(|a| a.0.as_str()))
-            .bind(after.as_ref().map(|a| a.1.as_str()))
-            .bind(batch)
-            .fetch_all(&mut *tx)
-            .await?;
-        if rows.is_empty() {
-            break;
-        }
-        for r in &rows {
-            let (tenant, source): (String, String) = (r.try_get(0)?, r.try_get(1)?);
-            let sealed: String = r.try_get(2)?;
-            scanned += 1;
-            report.saw(COLUMN, &sealed);
-            match reseal_one(secrets, &sealed, &upstream_aad(&tenant, &source)) {
-                Ok(None) => {}
-                Ok(Some(new)) => {
-                    report.resealed += 1;
-                    if !opts.dry_run {
-                        sqlx::query(
-                            "UPDATE upstream_credentials SET credentials_enc = $3
-                              WHERE tenant_id = $1 AND source = $2",
-                        )
-                        .bind(&tenant)
-                        .bind(&source)
-                        .bind(new)
-                        .execute(&mut *tx)
-                        .await?;
-                    }
-                }
-                Err(e) => report.fail(COLUMN, format!("{tenant}/{source}"), &sealed, e),
-            }
-            after = Some((tenant, source));
-        }
-        tx.commit().await?;
-        progress(&Progress {
-            table: "upstream_credentials",
             scanned,
             resealed: report.resealed,
             failed: report.failed.len() as u64,
