@@ -725,3 +725,27 @@ def test_egress_allows_nats_and_postgres():
     for np in of_kind(objs, "NetworkPolicy"):
         nats = next(r for r in np["spec"]["egress"] if r["ports"] == [{"port": 4222, "protocol": "TCP"}])
         assert nats["to"][0]["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "nats"}
+
+
+# ---------------------------------------------------------------- retention (issue 23)
+
+
+def test_retention_settings_reach_the_configmap():
+    def config(values):
+        cm = next(o for o in of_kind(objects(render(values)), "ConfigMap")
+                  if "ACCESSHUB_RETENTION_DAYS" in (o.get("data") or {}))
+        return cm["data"]
+    d = config({})
+    assert (d["ACCESSHUB_RETENTION_DAYS"], d["ACCESSHUB_AUDIT_RETENTION_DAYS"]) == ("30", "400")
+    d = config({"config": {"retention": {"days": 0, "auditDays": 730}}})
+    assert (d["ACCESSHUB_RETENTION_DAYS"], d["ACCESSHUB_AUDIT_RETENTION_DAYS"]) == ("0", "730")
+
+
+@pytest.mark.parametrize("bad", [
+    {"config": {"retention": {"days": -1}}},
+    {"config": {"retention": {"days": "30d"}}},
+    {"config": {"retention": {"auditdays": 10}}},
+])
+def test_schema_rejects_bad_retention(bad):
+    with pytest.raises(helm_python.HelmValuesError, match="schema"):
+        render(bad)

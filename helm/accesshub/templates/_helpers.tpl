@@ -208,6 +208,8 @@ ACCESSHUB_STREAM_REPLICAS: {{ .Values.nats.streamReplicas | toString | quote }}
 ACCESSHUB_LOG_FORMAT: {{ .Values.config.logFormat | quote }}
 RUST_LOG: {{ .Values.config.rustLog | quote }}
 ACCESSHUB_EGRESS_ALLOW: {{ join "," (.Values.config.egressAllow | default list) | quote }}
+ACCESSHUB_RETENTION_DAYS: {{ .Values.config.retention.days | toString | quote }}
+ACCESSHUB_AUDIT_RETENTION_DAYS: {{ .Values.config.retention.auditDays | toString | quote }}
 {{- with .Values.otel.endpoint }}
 OTEL_EXPORTER_OTLP_ENDPOINT: {{ . | quote }}
 {{- end }}
