@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use chrono::NaiveDate;
 use serde::{Deserialize, de::DeserializeOwned};
-use vendor_http::{HttpSettings, Method, RateLimiter, Url, VendorClient, path_segment};
+use vendor_http::{Method, Url, path_segment};
 
 use super::{AdministrationResource, GuestResource, ReservationResource};
 use crate::UpstreamError;
@@ -61,15 +61,14 @@ impl Default for ReservationQuery {
 /// A BEX API client for one organization's API key. Cheap to clone.
 #[derive(Clone)]
 pub struct BexClient {
-    http: VendorClient,
-    base: Url,
+    ep: crate::http::Endpoint,
     api_key: Arc<str>,
 }
 
 impl std::fmt::Debug for BexClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BexClient")
-            .field("base", &self.base.as_str())
+            .field("base", &self.ep.base.as_str())
             .finish_non_exhaustive()
     }
 }
@@ -88,22 +87,14 @@ impl BexClient {
         rate: f64,
         burst: u32,
     ) -> Result<Self, UpstreamError> {
-        let base = Url::parse(base_url.trim_end_matches('/'))
-            .map_err(|e| UpstreamError::Config(format!("bex base_url {base_url:?}: {e}")))?;
         if api_key.trim().is_empty() {
             return Err(UpstreamError::Config("bex api key is empty".into()));
         }
-        let http = VendorClient::new(UPSTREAM, HttpSettings::default())?
-            .with_rate_limit(Arc::new(RateLimiter::new(rate, burst.max(1))));
+        let ep = crate::http::Endpoint::new(UPSTREAM, base_url, rate, burst)?;
         Ok(BexClient {
-            http,
-            base,
+            ep,
             api_key: api_key.into(),
         })
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base.as_str().trim_end_matches('/'))
     }
 
     /// GETs one JSON:API document, retrying transient failures (429 after `Retry-After`).
@@ -113,8 +104,9 @@ impl BexClient {
         url: &str,
         query: &[(String, String)],
     ) -> Result<T, UpstreamError> {
-        crate::http::get_json(&self.http, operation, || {
-            self.http
+        crate::http::get_json(&self.ep.http, operation, || {
+            self.ep
+                .http
                 .request(Method::GET, url)
                 .header("x-api-key", &*self.api_key)
                 .header("accept", JSON_API)
@@ -126,9 +118,9 @@ impl BexClient {
     /// A `links.next` must stay on the configured API (it carries our API key).
     fn check_link(&self, link: &str) -> Result<(), UpstreamError> {
         let ok = Url::parse(link).is_ok_and(|u| {
-            u.scheme() == self.base.scheme()
-                && u.host_str() == self.base.host_str()
-                && u.port_or_known_default() == self.base.port_or_known_default()
+            u.scheme() == self.ep.base.scheme()
+                && u.host_str() == self.ep.base.host_str()
+                && u.port_or_known_default() == self.ep.base.port_or_known_default()
         });
         if ok {
             Ok(())
@@ -167,7 +159,7 @@ impl BexClient {
         let mut out = Vec::new();
         self.pages(
             "list_administrations",
-            self.url("/v3/administrations"),
+            self.ep.url("/v3/administrations"),
             vec![("page[size]".into(), "100".into())],
             |page| {
                 out.extend(page);
@@ -198,7 +190,8 @@ impl BexClient {
         }
         self.pages(
             "list_reservations",
-            self.url(&format!("/v3/administrations/{seg}/reservations")),
+            self.ep
+                .url(&format!("/v3/administrations/{seg}/reservations")),
             query,
             each,
         )
@@ -215,7 +208,8 @@ impl BexClient {
         let mut out = Vec::new();
         self.pages(
             "list_guests",
-            self.url(&format!("/v3/administrations/{a}/reservations/{r}/guests")),
+            self.ep
+                .url(&format!("/v3/administrations/{a}/reservations/{r}/guests")),
             vec![],
             |page| {
                 out.extend(page);

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
-use vendor_http::{HttpSettings, Method, RateLimiter, Url, VendorClient, path_segment};
+use vendor_http::{Method, path_segment};
 
 use super::{Coworker, SearchPage, TimePass};
 use crate::UpstreamError;
@@ -38,8 +38,7 @@ pub struct PassQuery {
 /// A Nexudus API client for one account. Cheap to clone.
 #[derive(Clone)]
 pub struct NexudusClient {
-    http: VendorClient,
-    base: Url,
+    ep: crate::http::Endpoint,
     user: Arc<str>,
     password: Arc<str>,
 }
@@ -47,7 +46,7 @@ pub struct NexudusClient {
 impl std::fmt::Debug for NexudusClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NexudusClient")
-            .field("base", &self.base.as_str())
+            .field("base", &self.ep.base.as_str())
             .finish_non_exhaustive()
     }
 }
@@ -60,26 +59,18 @@ fn minute(t: DateTime<Utc>) -> String {
 impl NexudusClient {
     /// A client for `base_url` with `secret` = `user:password`.
     pub fn new(base_url: &str, secret: &str, rate: f64, burst: u32) -> Result<Self, UpstreamError> {
-        let base = Url::parse(base_url.trim_end_matches('/'))
-            .map_err(|e| UpstreamError::Config(format!("nexudus base_url {base_url:?}: {e}")))?;
         let (user, password) = secret
             .split_once(':')
             .filter(|(u, _)| !u.is_empty())
             .ok_or_else(|| {
                 UpstreamError::Config("nexudus credentials must be user:password".into())
             })?;
-        let http = VendorClient::new(UPSTREAM, HttpSettings::default())?
-            .with_rate_limit(Arc::new(RateLimiter::new(rate, burst.max(1))));
+        let ep = crate::http::Endpoint::new(UPSTREAM, base_url, rate, burst)?;
         Ok(NexudusClient {
-            http,
-            base,
+            ep,
             user: user.into(),
             password: password.into(),
         })
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base.as_str().trim_end_matches('/'))
     }
 
     async fn get<T: DeserializeOwned>(
@@ -88,8 +79,9 @@ impl NexudusClient {
         url: &str,
         query: &[(String, String)],
     ) -> Result<T, UpstreamError> {
-        crate::http::get_json(&self.http, operation, || {
-            self.http
+        crate::http::get_json(&self.ep.http, operation, || {
+            self.ep
+                .http
                 .request(Method::GET, url)
                 .basic_auth(&*self.user, Some(&*self.password))
                 .header("accept", "application/json")
@@ -117,7 +109,7 @@ impl NexudusClient {
         if let Some(t) = q.expiring_after {
             base.push(("from_CoworkerTimePass_ExpireDate".into(), minute(t)));
         }
-        let url = self.url("/api/billing/coworkertimepasses");
+        let url = self.ep.url("/api/billing/coworkertimepasses");
         let mut out = Vec::new();
         for page in 1.. {
             let mut query = base.clone();
@@ -135,7 +127,9 @@ impl NexudusClient {
 
     /// `GET /api/spaces/coworkers/{id}`.
     pub async fn coworker(&self, id: &str) -> Result<Coworker, UpstreamError> {
-        let url = self.url(&format!("/api/spaces/coworkers/{}", path_segment(id)?));
+        let url = self
+            .ep
+            .url(&format!("/api/spaces/coworkers/{}", path_segment(id)?));
         self.get("get_coworker", &url, &[]).await
     }
 }
