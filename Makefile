@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: deny nats-config dev test test-rust test-contracts test-api-fuzz test-chart bench soak lint fmt services build clean-test-dbs image-size
+.PHONY: known-bad deny nats-config dev test test-rust test-contracts test-api-fuzz test-chart bench soak lint fmt services build clean-test-dbs image-size
 
 ## Start NATS + PostgreSQL (installing them if needed), the vendor simulators and every
 ## accesshub service locally, with a demo tenant wired to the simulators. Ctrl-C stops it.
@@ -55,12 +55,24 @@ clean-test-dbs:
 bench: services
 	deploy/bench.sh
 
-## The long convergence run (issue 20): thousands of seeded histories per vendor with crashes
-## and vendor faults; prints histories, faults injected and failures (seed + shrunk history).
-## SOAK_HISTORIES (default 1000 per vendor) and SOAK_ARGS (e.g. --vendor tapkey) tune it.
+## The cluster chaos test must catch known-bad changes (tests/e2e/known-bad/*.patch): each is
+## applied to a scratch worktree, built, and the short cluster chaos must fail on it.
+known-bad: services
+	tests/e2e/known-bad/run.sh
+
+## The long runs: the convergence checker (issue 20: thousands of seeded histories per vendor
+## with crashes and vendor faults; SOAK_HISTORIES per vendor, SOAK_ARGS e.g. --vendor tapkey),
+## then the long form of the cluster chaos test (issue 25: CLUSTER_CHAOS_SEEDS seeded runs of
+## CLUSTER_CHAOS_ROUNDS rounds on a 3-node R3 cluster; the short form, seed 1 with 30 rounds,
+## is in make test).
 SOAK_HISTORIES ?= 1000
+CLUSTER_CHAOS_SEEDS ?= 1,2,3,4,5,6,7,8
+CLUSTER_CHAOS_ROUNDS ?= 120
 soak: services
 	$(CARGO) run --release -p accesshub-convergence --bin convergence-soak -- --histories $(SOAK_HISTORIES) $(SOAK_ARGS)
+	$(CARGO) build --workspace --bins
+	CLUSTER_CHAOS_SEEDS=$(CLUSTER_CHAOS_SEEDS) CLUSTER_CHAOS_ROUNDS=$(CLUSTER_CHAOS_ROUNDS) \
+	  $(CARGO) test -p accesshub-e2e --test cluster cluster_chaos_seeded -- --nocapture
 
 lint: deny
 	$(CARGO) fmt --all -- --check

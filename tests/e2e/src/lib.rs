@@ -128,6 +128,24 @@ impl Proc {
         Ok(p)
     }
 
+    /// Sends signal `name` (`STOP`, `CONT`, …) with kill(1).
+    pub fn signal(&self, name: &str) -> Result<(), HarnessError> {
+        let pid = self
+            .child
+            .as_ref()
+            .map(Child::id)
+            .ok_or_else(|| HarnessError::Setup(format!("{}: not running", self.name)))?;
+        let st = Command::new("kill")
+            .args([format!("-{name}"), pid.to_string()])
+            .status()
+            .map_err(|e| HarnessError::Setup(format!("kill -{name}: {e}")))?;
+        if st.success() {
+            Ok(())
+        } else {
+            Err(HarnessError::Setup(format!("kill -{name} {pid} failed")))
+        }
+    }
+
     /// (Re)starts the process with the same command and environment.
     pub fn start(&mut self) -> Result<(), HarnessError> {
         let out = std::fs::OpenOptions::new()
@@ -483,6 +501,17 @@ impl ClusterNode {
     /// Whether its process runs.
     pub fn running(&mut self) -> bool {
         self.proc.running()
+    }
+
+    /// SIGSTOP: the process stays, its sockets stay open, and it answers nothing (a node
+    /// frozen by a stalled disk or a paused VM), until [`ClusterNode::resume`].
+    pub fn pause(&self) -> Result<(), HarnessError> {
+        self.proc.signal("STOP")
+    }
+
+    /// SIGCONT after [`ClusterNode::pause`].
+    pub fn resume(&self) -> Result<(), HarnessError> {
+        self.proc.signal("CONT")
     }
 
     /// The node's log so far.

@@ -1,106 +1,34 @@
 //! accesshub on a 3-node JetStream cluster (issue 25): a private nats-server cluster on
 //! loopback (routes, file storage, a store per node), every stream at R3, services given the
-//! whole list of node URLs (`NATS_URL` comma-separated), two replicas of booking-ingest and of
-//! each worker. The stream leader's node is killed with SIGKILL under load and restarted; the
-//! end state is read from the outside: every webhook answered 2xx against the simulators' live
-//! objects (exactly once, nothing nobody asked for, no duplicate at the vendor).
+//! whole list of node URLs (`NATS_URL` comma-separated), two replicas of booking-ingest, of
+//! each worker and of the reconciler. The end state is read from the outside: every webhook
+//! answered 2xx against the simulators' live objects (exactly once, nothing nobody asked for,
+//! no duplicate at the vendor), the DLQ holding exactly the permanent failures.
 //!
-//! `cluster_chaos_*` is the short form of the cluster chaos test (seeded, bounded, in
-//! `make test`); docs/deploy.md says what the long form (`make soak`) would add.
+//! `cluster_chaos_seeded` is the cluster chaos test: seed 1 in `make test` (the short form),
+//! `make soak` replays more seeds with more rounds (`CLUSTER_CHAOS_SEEDS`,
+//! `CLUSTER_CHAOS_ROUNDS`).
 
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
 use std::{
-    collections::BTreeMap,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
-use accesshub_e2e::NatsCluster;
+use accesshub_e2e::{NatsCluster, PrivatePostgres};
 use common::{
-    Options, Stack, TENANT, at, bex, cloudpass_conn, pass_email, pass_event, tapkey_conn,
+    Options, Stack, TENANT,
+    flows::{Flow, VendorDedupe, assert_applied_once, deliver_item_via, quiescent},
 };
 use serde_json::Value;
 
-/// The Tapkey locks Nexudus time pass 8 opens (see `common::tapkey_conn`).
-const TAPKEY_LOCKS: [&str; 2] = ["tk-lock-front-door", "tk-lock-meeting-room"];
-
-/// The vendor paths the cluster tests drive.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Path {
-    /// Nexudus day passes → two Tapkey grants each.
-    Tapkey,
-    /// BEX reservations with one plate → one CloudPass vehicle booking each.
-    Cloudpass,
-}
-
-impl Path {
-    fn worker(self) -> &'static str {
-        match self {
-            Path::Tapkey => "tapkey-worker",
-            Path::Cloudpass => "cloudpass-worker",
-        }
-    }
-
-    fn vendor(self) -> &'static str {
-        match self {
-            Path::Tapkey => "tapkey",
-            Path::Cloudpass => "cloudpass",
-        }
-    }
-
-    fn source(self) -> &'static str {
-        match self {
-            Path::Tapkey => "nexudus",
-            Path::Cloudpass => "bex",
-        }
-    }
-
-    fn webhook(self, tag: &str, i: usize) -> Value {
-        match self {
-            Path::Tapkey => pass_event(tag, i),
-            Path::Cloudpass => bex(
-                &format!("{tag}-{i:03}"),
-                "reservation:created",
-                &at(0),
-                &[&format!("CL{i:04}")],
-            ),
-        }
-    }
-
-    /// The canonical names of the live objects item `i` must leave, once each.
-    fn wants(self, tag: &str, i: usize) -> Vec<String> {
-        match self {
-            Path::Tapkey => TAPKEY_LOCKS
-                .iter()
-                .map(|l| format!("{}@{l}", pass_email(tag, i)))
-                .collect(),
-            Path::Cloudpass => vec![format!("ah:{TENANT}:reservation:{tag}-{i:03}:CL{i:04}")],
-        }
-    }
-
-    /// Live objects at the vendor per canonical name.
-    async fn tally(self, s: &Stack) -> BTreeMap<String, usize> {
-        let mut out = BTreeMap::new();
-        for o in s.sim.live(self.vendor()).await {
-            let name = match self {
-                Path::Tapkey => format!(
-                    "{}@{}",
-                    o["holder"].as_str().unwrap_or_default(),
-                    o["place"].as_str().unwrap_or_default()
-                ),
-                Path::Cloudpass => o["reference"].as_str().unwrap_or_default().to_owned(),
-            };
-            *out.entry(name).or_default() += 1;
-        }
-        out
-    }
-}
-
-/// A 3-node cluster and, on it, booking-ingest ×2 and each path's worker ×2 with R3 file
+/// A 3-node cluster and, on it, booking-ingest ×2 and each flow's worker ×2 with R3 file
 /// streams; the simulators do not de-duplicate, so a duplicate create is a second live object.
-async fn clustered(paths: &[Path], extra_env: &[(&str, &str)]) -> (NatsCluster, Stack, Vec<u16>) {
+/// Returns the cluster, the stack and both ingest replicas' ports.
+async fn clustered(flows: &[Flow], opts: Options) -> (NatsCluster, Stack, Vec<u16>) {
     let cluster = NatsCluster::start().unwrap();
     let client = async_nats::connect(cluster.urls().split(',').collect::<Vec<_>>())
         .await
@@ -125,26 +53,21 @@ async fn clustered(paths: &[Path], extra_env: &[(&str, &str)]) -> (NatsCluster, 
         ("ACCESSHUB_STREAM_REPLICAS".into(), "3".into()),
         ("ACCESSHUB_STREAM_FILE_STORAGE".into(), "true".into()),
     ];
-    env.extend(extra_env.iter().map(|(k, v)| ((*k).into(), (*v).into())));
+    env.extend(opts.env.iter().cloned());
     let mut s = Stack::new(Options {
         nats_url: Some(cluster.urls()),
         env,
-        ..Options::default()
+        ..opts
     })
     .await;
-    for p in paths {
-        s.sim.set_dedupe(p.vendor(), false).await;
-        let conn = match p {
-            Path::Tapkey => tapkey_conn(&s.sim),
-            Path::Cloudpass => cloudpass_conn(&s.sim),
-        };
-        s.add_connection(conn).await;
+    for f in flows {
+        f.connect(&mut s, VendorDedupe::Off).await;
     }
     s.start_ingest(&[]).await;
     s.start_worker("booking-ingest", &[]).await;
-    for p in paths {
-        s.start_worker(p.worker(), &[]).await;
-        s.start_worker(p.worker(), &[]).await;
+    for f in flows {
+        s.start_worker(f.worker(), &[]).await;
+        s.start_worker(f.worker(), &[]).await;
     }
     let ingest_ports = vec![
         s.ingest.as_ref().unwrap().port,
@@ -158,7 +81,7 @@ async fn clustered(paths: &[Path], extra_env: &[(&str, &str)]) -> (NatsCluster, 
     (cluster, s, ingest_ports)
 }
 
-/// The BOOKINGS stream's replica count and its leader's server name.
+/// The BOOKINGS stream's replica count, its leader's server name and its current followers.
 async fn bookings_leader(s: &Stack) -> (usize, Option<String>, usize) {
     let bus = s.bus().await;
     let mut stream = bus
@@ -178,90 +101,21 @@ async fn bookings_leader(s: &Stack) -> (usize, Option<String>, usize) {
     )
 }
 
-/// Posts like an upstream: the same body again on anything but a 2xx, for up to 30 s.
-/// Returns the attempts that failed first.
-async fn deliver(s: &Stack, port: u16, source: &str, body: &Value) -> u32 {
-    let start = Instant::now();
-    let mut failed = 0;
-    loop {
-        let (status, answer) = s.webhook_at(port, source, body, &[]).await;
-        if status == 202 {
-            return failed;
-        }
-        assert!(
-            status == 0 || status == 503,
-            "only 503 or a refused connection are acceptable, got {status} {answer}\n{}",
-            s.logs()
-        );
-        failed += 1;
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "{source} webhook never accepted: {body}\n{}",
-            s.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
-/// Waits until every wanted object is live exactly once and nothing else is, per path.
-async fn assert_applied_once(s: &Stack, paths: &[Path], items: &[(Path, String, usize)]) {
-    let start = Instant::now();
-    loop {
-        let mut wrong = Vec::new();
-        for p in paths {
-            let tally = p.tally(s).await;
-            let want: Vec<String> = items
-                .iter()
-                .filter(|(ip, _, _)| ip == p)
-                .flat_map(|(ip, tag, i)| ip.wants(tag, *i))
-                .collect();
-            for w in &want {
-                let n = tally.get(w).copied().unwrap_or(0);
-                if n != 1 {
-                    wrong.push(format!("{w}: {n} live, want 1"));
-                }
-            }
-            for (name, n) in &tally {
-                if *n > 0 && !want.contains(name) {
-                    wrong.push(format!("{name}: {n} live, nobody asked for it"));
-                }
-            }
-            let dups = s.sim.live_duplicates(p.vendor()).await;
-            if !dups.is_empty() {
-                wrong.push(format!("{p:?} duplicates at the vendor: {dups:?}"));
-            }
-        }
-        if wrong.is_empty() {
-            return;
-        }
-        // A duplicate or an object nobody asked for never goes away by waiting.
-        let hopeless = wrong
-            .iter()
-            .any(|w| w.contains("nobody") || w.contains("duplicates") || w.contains(" 2 live"));
-        assert!(
-            !hopeless && start.elapsed() < Duration::from_secs(60),
-            "not applied exactly once:\n{}\n{}",
-            wrong.join("\n"),
-            s.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-}
-
-/// Delivers `n` Nexudus day passes tagged `tag`, alternating the ingest replicas; returns the
-/// attempts answered 503 or refused first.
-async fn tapkey_passes(
+/// Delivers load items `range` of `flow` tagged `tag` through both ingest replicas; returns
+/// the attempts answered 503 or refused first.
+async fn deliver_items(
     s: &Stack,
     ingest: &[u16],
+    flow: Flow,
     tag: &str,
-    n: usize,
-    items: &mut Vec<(Path, String, usize)>,
+    range: std::ops::Range<usize>,
 ) -> u32 {
     let mut retried = 0;
-    for i in 0..n {
-        let body = Path::Tapkey.webhook(tag, i);
-        retried += deliver(s, ingest[i % 2], "nexudus", &body).await;
-        items.push((Path::Tapkey, tag.to_owned(), i));
+    for i in range {
+        let ports = [ingest[i % 2], ingest[(i + 1) % 2]];
+        for d in deliver_item_via(s, &ports, flow, tag, i, Duration::from_secs(30)).await {
+            retried += d.failed;
+        }
     }
     retried
 }
@@ -271,21 +125,21 @@ async fn tapkey_passes(
 /// webhooks still reach the vendor exactly once; the node is restarted and catches up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_node_cluster_survives_the_stream_leader_killed() {
-    let paths = [Path::Tapkey];
-    let (mut cluster, s, ingest) = clustered(&paths, &[]).await;
+    let flow = Flow::Tapkey;
+    let (mut cluster, s, ingest) = clustered(&[flow], Options::default()).await;
     let (replicas, leader, current) = bookings_leader(&s).await;
     assert_eq!(replicas, 3, "BOOKINGS is R3");
     assert_eq!(current, 2, "both followers are current");
     let leader = leader.expect("BOOKINGS has a leader");
+    let timeout = Duration::from_secs(60);
 
-    let mut items = Vec::new();
-    tapkey_passes(&s, &ingest, "before", 6, &mut items).await;
-    assert_applied_once(&s, &paths, &items).await;
+    deliver_items(&s, &ingest, flow, "leader", 0..6).await;
+    assert_applied_once(&s, flow, "leader", 6, timeout).await;
 
     cluster.node(&leader).unwrap().kill();
     let killed_at = Instant::now();
-    let retried = tapkey_passes(&s, &ingest, "after", 10, &mut items).await;
-    assert_applied_once(&s, &paths, &items).await;
+    let retried = deliver_items(&s, &ingest, flow, "leader", 6..16).await;
+    assert_applied_once(&s, flow, "leader", 16, timeout).await;
     let (_, new_leader, _) = bookings_leader(&s).await;
     eprintln!(
         "leader {leader} killed; new leader {new_leader:?}; 10 passes applied {:?} after the kill, {retried} webhook attempts retried",
@@ -300,8 +154,8 @@ async fn three_node_cluster_survives_the_stream_leader_killed() {
         || async { bookings_leader(&s).await.2 == 2 },
     )
     .await;
-    tapkey_passes(&s, &ingest, "rejoined", 4, &mut items).await;
-    assert_applied_once(&s, &paths, &items).await;
+    deliver_items(&s, &ingest, flow, "leader", 16..20).await;
+    assert_applied_once(&s, flow, "leader", 20, timeout).await;
     assert_eq!(s.dlq_messages().await, 0, "nothing dead-lettered");
     s.finish().await;
 }
@@ -318,14 +172,94 @@ impl Rng {
     }
 }
 
-/// Short form of issue 25 item 2: steady webhook load for Tapkey and CloudPass on the
-/// cluster; at seeded points the BOOKINGS leader's node is SIGKILLed and restarted and one
-/// worker replica is SIGKILLed. Checked from the outside: every webhook answered 2xx is live
-/// at its vendor exactly once, nothing else is, and nothing is dead-lettered.
-async fn cluster_chaos(seed: u64) {
-    let paths = [Path::Tapkey, Path::Cloudpass];
-    let (mut cluster, mut s, ingest) =
-        clustered(&paths, &[("ACCESSHUB_WORKER_ACK_WAIT", "4s")]).await;
+/// Every fault of one seeded run and the round it happens at.
+#[derive(Debug)]
+struct Schedule {
+    /// The BOOKINGS leader's node is SIGKILLed …
+    kill_node: usize,
+    /// … and restarted.
+    restart_node: usize,
+    /// A node (another than the killed one, once that is back) is SIGSTOPped for
+    /// [`FREEZE`], longer than the Raft election timeout and the consumers' heartbeats.
+    freeze_node: usize,
+    /// PostgreSQL stops hard for [`PG_DOWN`] and comes back.
+    restart_postgres: usize,
+    /// One replica of each service is SIGKILLed (and not restarted: its twin carries on),
+    /// in this order: booking-ingest, the four workers, the reconciler.
+    kill_replica: Vec<(usize, &'static str)>,
+    /// Vendors fail ≈ 20 % of their calls (transiently) from this round on …
+    faults_from: usize,
+    /// … until this one.
+    faults_until: usize,
+}
+
+/// How long a frozen node stays frozen.
+const FREEZE: Duration = Duration::from_secs(8);
+/// How long PostgreSQL is down.
+const PG_DOWN: Duration = Duration::from_secs(3);
+
+impl Schedule {
+    fn new(seed: u64, rounds: usize) -> Schedule {
+        let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+        let r = rounds as u64;
+        let mut at = |lo: u64, span: u64| (lo + rng.next(span.max(1))) as usize;
+        let kill_node = at(r / 8, r / 4);
+        let restart_node = kill_node + at(r / 8, r / 8);
+        let freeze_node = restart_node + at(2, r / 8);
+        let restart_postgres = at(r / 8, r * 3 / 4);
+        let faults_from = at(0, r / 2);
+        let faults_until = faults_from + at(r / 4, r / 4);
+        let kill_replica = [
+            "booking-ingest",
+            "cloudpass-worker",
+            "dormakaba-worker",
+            "ipassan-worker",
+            "tapkey-worker",
+            "reconciler",
+        ]
+        .into_iter()
+        .map(|name| (at(r / 10, r * 8 / 10), name))
+        .collect();
+        Schedule {
+            kill_node,
+            restart_node,
+            freeze_node,
+            restart_postgres,
+            kill_replica,
+            faults_from,
+            faults_until,
+        }
+    }
+}
+
+/// Issue 25 item 2: steady webhook load for all four vendors on the cluster, with two
+/// replicas of every service and a private PostgreSQL. At seeded rounds: the BOOKINGS leader's
+/// node is SIGKILLed and restarted, a node is frozen (SIGSTOP) beyond the heartbeats and
+/// resumed, one replica of each service is SIGKILLed, PostgreSQL restarts, and the vendors
+/// fail a fifth of their calls for a while; permanent failures are mixed into the load.
+/// Checked from the outside at the end: every accepted booking's latest state is at its
+/// vendor exactly once and nothing else is, the DLQ holds exactly the permanent failures,
+/// and a full sync of each vendor afterwards repairs nothing.
+async fn cluster_chaos(seed: u64, rounds: usize) {
+    let flows = [
+        Flow::Cloudpass,
+        Flow::Dormakaba,
+        Flow::Ipassan,
+        Flow::Tapkey,
+    ];
+    let pg = Arc::new(PrivatePostgres::start().unwrap());
+    let (mut cluster, mut s, ingest) = clustered(
+        &flows,
+        Options {
+            database_url: Some(pg.url()),
+            env: vec![
+                ("ACCESSHUB_WORKER_ACK_WAIT".into(), "4s".into()),
+                ("ACCESSHUB_WORKER_MAX_DELIVER".into(), "25".into()),
+            ],
+            ..Options::default()
+        },
+    )
+    .await;
     for _ in 0..2 {
         s.start_worker(
             "reconciler",
@@ -333,68 +267,187 @@ async fn cluster_chaos(seed: u64) {
         )
         .await;
     }
-    let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
-    let rounds = 40;
-    let kill_node_at = 5 + rng.next(10) as usize;
-    let restart_node_at = kill_node_at + 8 + rng.next(6) as usize;
-    let kill_worker_at = 5 + rng.next(25) as usize;
-    let victim = paths[rng.next(2) as usize].worker();
-    let mut killed: Option<String> = None;
-    let mut items = Vec::new();
+    let plan = Schedule::new(seed, rounds);
+    eprintln!("seed {seed}, {rounds} rounds: {plan:?}");
     let tag = format!("s{seed}");
+    let mut killed: Option<String> = None;
+    let mut frozen: Option<(String, Instant)> = None;
+    let mut sent_permanent: Vec<(Flow, String)> = Vec::new();
+    let mut pg_restart: Option<tokio::task::JoinHandle<()>> = None;
+    let mut permanent: Vec<(Flow, String, Value)> = flows
+        .iter()
+        .flat_map(|f| {
+            f.permanent_failures()
+                .0
+                .into_iter()
+                .map(|(k, b)| (*f, k, b))
+        })
+        .collect();
+    let mut retried = 0;
     for round in 0..rounds {
-        if round == kill_node_at {
+        if let Some((name, since)) = &frozen
+            && since.elapsed() >= FREEZE
+        {
+            cluster.node(name).unwrap().resume().unwrap();
+            frozen = None;
+        }
+        if round == plan.kill_node {
             let leader = bookings_leader(&s).await.1.expect("a leader");
             cluster.node(&leader).unwrap().kill();
             killed = Some(leader);
         }
-        if round == restart_node_at
+        if round == plan.restart_node
             && let Some(name) = killed.take()
         {
             cluster.node(&name).unwrap().restart().unwrap();
         }
-        if round == kill_worker_at {
-            // The first replica of the victim dies; its twin carries on.
-            s.worker(victim).proc.kill9();
+        if round == plan.freeze_node {
+            let victim = cluster.nodes[seed as usize % 3].name.clone();
+            let node = cluster.node(&victim).unwrap();
+            if node.running() {
+                node.pause().unwrap();
+                frozen = Some((victim, Instant::now()));
+            }
         }
-        let loads: Vec<_> = paths
-            .iter()
-            .map(|p| {
-                let body = p.webhook(&tag, round);
-                let port = ingest[(round + rng.next(2) as usize) % 2];
-                (*p, body, port)
-            })
-            .collect();
-        futures::future::join_all(
+        if round == plan.restart_postgres {
+            let pg = pg.clone();
+            pg_restart = Some(tokio::task::spawn_blocking(move || {
+                pg.restart_after(PG_DOWN).unwrap();
+            }));
+        }
+        for (at, name) in &plan.kill_replica {
+            if round == *at {
+                // The first replica of each service dies; its twin carries on (booking-ingest:
+                // the second replica, the first is `s.ingest`).
+                s.worker(name).proc.kill9();
+            }
+        }
+        if round == plan.faults_from {
+            let rules: Vec<Value> = flows
+                .iter()
+                .flat_map(|f| f.flaky_faults().as_array().cloned().unwrap_or_default())
+                .collect();
+            s.sim.add_faults(Value::Array(rules)).await;
+        }
+        if round == plan.faults_until {
+            s.sim.clear_faults().await;
+        }
+        let mut loads: Vec<(Flow, usize)> = flows.iter().map(|f| (*f, round)).collect();
+        loads.rotate_left(round % flows.len());
+        let results = futures::future::join_all(
             loads
                 .iter()
-                .map(|(p, body, port)| deliver(&s, *port, p.source(), body)),
+                .map(|(f, i)| deliver_items(&s, &ingest, *f, &tag, *i..*i + 1)),
         )
         .await;
-        items.extend(paths.iter().map(|p| (*p, tag.clone(), round)));
+        retried += results.iter().sum::<u32>();
+        // A permanent failure now and then, through either replica.
+        if round % (rounds / 4).max(1) == 1
+            && let Some((f, _, body)) = permanent.first()
+        {
+            let port = ingest[round % 2];
+            let ports = [port, ingest[(round + 1) % 2]];
+            common::flows::deliver_via(&s, &ports, f.source(), body, Duration::from_secs(30)).await;
+            let (f, key, _) = permanent.remove(0);
+            sent_permanent.push((f, key));
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    eprintln!(
-        "seed {seed}: node killed at round {kill_node_at}, restarted at {restart_node_at}; {victim} replica killed at {kill_worker_at}"
-    );
-    assert_applied_once(&s, &paths, &items).await;
-    assert_eq!(s.dlq_messages().await, 0, "nothing dead-lettered");
-    for p in paths {
-        let counts = full_sync(&s, p.vendor()).await;
-        assert_eq!(
-            counts.1,
-            [0, 0, 0, 0],
-            "{p:?}: the reconciler's full sync after the chaos finds nothing to repair (created, updated, removed, failed); checked {}\n{}",
-            counts.0,
+    if let Some((name, since)) = frozen {
+        tokio::time::sleep(FREEZE.saturating_sub(since.elapsed())).await;
+        cluster.node(&name).unwrap().resume().unwrap();
+    }
+    if let Some(h) = pg_restart {
+        h.await.unwrap();
+    }
+    s.sim.clear_faults().await;
+    eprintln!("seed {seed}: {retried} webhook attempts answered 503 or refused and retried");
+    for f in flows {
+        assert_applied_once(&s, f, &tag, rounds, Duration::from_secs(120)).await;
+    }
+    assert_dead_letters_are_the_permanent_failures(&s, &sent_permanent).await;
+    for f in flows {
+        let (checked, repaired) = full_sync(&s, f.vendor()).await;
+        let permanent_of_f = sent_permanent.iter().filter(|(pf, _)| *pf == f).count() as i64;
+        // The bookings that can never be applied are the only ones a sync may touch: it
+        // counts them failed (CloudPass: the plate is refused before any call) or tries them
+        // again (dormakaba: only the lock system knows room 999 does not exist; an operator
+        // who fixed the cause presses Sync to retry), and they are dead-lettered again.
+        assert!(
+            repaired.iter().sum::<i64>() <= permanent_of_f,
+            "{f:?}: the reconciler's full sync after the chaos repairs nothing but the {permanent_of_f} permanent failures (created, updated, removed, failed: {repaired:?}); checked {checked}\n{}",
             s.logs()
         );
-        assert!(counts.0 > 0, "{p:?}: the sync checked the bookings");
+        assert!(checked > 0, "{f:?}: the sync checked the bookings");
         eprintln!(
-            "seed {seed}: {p:?} full sync checked {}, repaired nothing",
-            counts.0
+            "seed {seed}: {f:?} full sync checked {checked}, created/updated/removed/failed {repaired:?} ({permanent_of_f} permanent failures)"
         );
     }
+    // Whatever the syncs tried again failed again for the same bookings, and nothing else.
+    let keys: std::collections::BTreeSet<(String, String)> = sent_permanent
+        .iter()
+        .map(|(f, k)| (f.worker().to_owned(), k.clone()))
+        .collect();
+    for d in s.dead_letters().await {
+        let key = d.original_subject.rsplit('.').next().unwrap_or_default();
+        assert!(
+            keys.contains(&(d.worker.clone(), key.to_owned())),
+            "dead-lettered after the syncs, not a permanent failure: {d:?}\n{}",
+            s.logs()
+        );
+    }
+    for f in flows {
+        assert!(quiescent(&s, f.worker()).await, "{f:?} quiescent");
+    }
     s.finish().await;
+}
+
+/// The DLQ holds exactly the permanent failures that were sent (per worker, by booking key),
+/// each classed permanent, and no MAX_DELIVERIES advisory: nothing transient was dead-lettered.
+async fn assert_dead_letters_are_the_permanent_failures(s: &Stack, sent: &[(Flow, String)]) {
+    let dead = accesshub_e2e::eventually(Duration::from_secs(30), || async {
+        let d = s.dead_letters().await;
+        (d.len() >= sent.len()).then_some(d)
+    })
+    .await
+    .unwrap_or_else(|| {
+        panic!(
+            "permanent failures not dead-lettered: {sent:?}\n{}",
+            s.logs()
+        )
+    });
+    let mut got: Vec<(String, String)> = dead
+        .iter()
+        .map(|d| {
+            let key = d.original_subject.rsplit('.').next().unwrap_or_default();
+            (d.worker.clone(), key.to_owned())
+        })
+        .collect();
+    got.sort();
+    let mut want: Vec<(String, String)> = sent
+        .iter()
+        .map(|(f, k)| (f.worker().to_owned(), k.clone()))
+        .collect();
+    want.sort();
+    assert_eq!(
+        got,
+        want,
+        "the DLQ holds exactly the permanent failures: {dead:?}\n{}",
+        s.logs()
+    );
+    for d in &dead {
+        assert_eq!(
+            d.class,
+            accesshub_domain::ErrorClass::Permanent,
+            "{d:?}\n{}",
+            s.logs()
+        );
+    }
+    assert_eq!(
+        s.dlq_messages().await,
+        sent.len() as u64,
+        "no MAX_DELIVERIES advisory either"
+    );
 }
 
 /// Queues a full sync of `vendor`'s default connection (as "Sync Now" does), waits for one of
@@ -421,11 +474,17 @@ async fn full_sync(s: &Stack, vendor: &str) -> (i64, [i64; 4]) {
             .await
             .unwrap();
         if status != "queued" && status != "running" {
-            assert_eq!(status, "succeeded", "{vendor} sync run {id}\n{}", s.logs());
+            // `partial`: the run re-tried bookings that can never be applied (a permanent
+            // failure); the caller checks that those are all it failed on.
+            assert!(
+                status == "succeeded" || (status == "partial" && failed > 0),
+                "{vendor} sync run {id} {status} (failed {failed})\n{}",
+                s.logs()
+            );
             return (checked, [created, updated, removed, failed]);
         }
         assert!(
-            start.elapsed() < Duration::from_secs(40),
+            start.elapsed() < Duration::from_secs(60),
             "{vendor} sync run {id} still {status}\n{}",
             s.logs()
         );
@@ -433,14 +492,19 @@ async fn full_sync(s: &Stack, vendor: &str) -> (i64, [i64; 4]) {
     }
 }
 
-/// Seed 1 in `make test`; `CLUSTER_CHAOS_SEEDS=1,2,3` replays others (one run each).
+/// Seed 1 with 30 rounds in `make test`; `CLUSTER_CHAOS_SEEDS=1,2,3` and
+/// `CLUSTER_CHAOS_ROUNDS` replay others (`make soak`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_chaos_seeded() {
     let seeds = std::env::var("CLUSTER_CHAOS_SEEDS").unwrap_or_else(|_| "1".into());
+    let rounds = std::env::var("CLUSTER_CHAOS_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(30);
     for seed in seeds
         .split(',')
         .filter_map(|x| x.trim().parse::<u64>().ok())
     {
-        cluster_chaos(seed).await;
+        cluster_chaos(seed, rounds).await;
     }
 }

@@ -136,7 +136,7 @@ pub fn desired_bookings(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use accesshub_domain::{Guest, Reservation, ReservationStatus};
     use chrono::{DateTime, NaiveTime, Utc};
 
@@ -148,7 +148,8 @@ mod tests {
         .unwrap()
     }
 
-    fn stay(status: ReservationStatus) -> Reservation {
+    /// A three-night stay with plate `AA11` (shared with the inventory's tests).
+    pub(crate) fn stay(status: ReservationStatus) -> Reservation {
         Reservation {
             status,
             guest: Guest {

@@ -25,6 +25,8 @@ use hmac::{Hmac, KeyInit as _, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
 
+pub mod flows;
+
 /// Tenant every scenario books for.
 pub const TENANT: &str = "acme";
 
