@@ -215,6 +215,15 @@ fn json_text(v: &Value) -> String {
     }
 }
 
+/// Which of `c`'s secrets are stored.
+fn secrets_set(c: &Connection) -> HashMap<String, bool> {
+    c.settings
+        .secrets()
+        .into_iter()
+        .map(|(k, s)| (k.to_owned(), !s.is_empty()))
+        .collect()
+}
+
 impl AccountForm {
     /// A new connection's form with the vendor's defaults.
     pub(crate) fn blank(v: Vendor, tenant: String) -> Self {
@@ -251,12 +260,7 @@ impl AccountForm {
             name: c.name.clone(),
             sites: c.sites.join(", "),
             values,
-            secrets_set: c
-                .settings
-                .secrets()
-                .into_iter()
-                .map(|(k, s)| (k.to_owned(), !s.is_empty()))
-                .collect(),
+            secrets_set: secrets_set(c),
             version: c.version,
             exists: true,
         }
@@ -441,13 +445,6 @@ pub(crate) async fn submit(
         if f.exists { "Edit" } else { "Add" },
         vendor_name(v)
     );
-    let invalid = |errors: HashMap<String, String>| {
-        (
-            StatusCode::BAD_REQUEST,
-            page(s, "connections", &title, form(s, v, &f, &errors)),
-        )
-            .into_response()
-    };
     let current = if f.tenant.is_empty() {
         None
     } else {
@@ -455,6 +452,18 @@ pub(crate) async fn submit(
             .connections
             .get(&f.tenant, v, &name_or_default(&f.name))
             .await?
+    };
+    // The re-shown form says whether a secret is stored, as the edit page does.
+    let mut f = f;
+    if let Some(c) = &current {
+        f.secrets_set = secrets_set(c);
+    }
+    let invalid = |errors: HashMap<String, String>| {
+        (
+            StatusCode::BAD_REQUEST,
+            page(s, "connections", &title, form(s, v, &f, &errors)),
+        )
+            .into_response()
     };
     if !f.exists && current.is_some() {
         return Ok(invalid(HashMap::from([(

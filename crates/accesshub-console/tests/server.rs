@@ -734,6 +734,10 @@ async fn dormakaba_connection_is_added_and_edited_and_its_password_reentered_whe
         .expect("error at password");
     assert!(html[at..].contains("Re-supply settings.password when settings.host changes"));
     assert!(html.contains("value=\"locks2.acme.example\""), "input kept");
+    assert!(
+        html.contains("data-secret=\"password\">set<"),
+        "still says a password is stored: {html}"
+    );
     let conn = stored(&env, "/connections/acme/dormakaba/default").await;
     assert_eq!(conn["settings"]["host"], "locks.acme.example");
 
