@@ -8,7 +8,6 @@ use axum::{
     extract::{Path, Query, State},
 };
 use bytes::Bytes;
-use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -64,27 +63,8 @@ pub(crate) fn no_source(tenant: &str, source: &str) -> ApiError {
     ))
 }
 
-/// One booking booking-ingest ignored, with its latest reason.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow, utoipa::ToSchema)]
-pub struct IgnoredBooking {
-    /// Upstream source.
-    pub source: String,
-    /// Booking kind.
-    pub kind: String,
-    /// Booking key.
-    pub booking_key: String,
-    /// Site of the latest delivery.
-    pub site: String,
-    /// `site_not_activated`, `connection_disabled`, `unmapped_administration`,
-    /// `unmapped_facility` or `unmapped_pass_type`.
-    pub reason: String,
-    /// Deliveries ignored.
-    pub deliveries: i64,
-    /// First ignored.
-    pub first_at: DateTime<Utc>,
-    /// Last ignored.
-    pub last_at: DateTime<Utc>,
-}
+/// One booking booking-ingest ignored (the store's type, the API's schema).
+pub use accesshub_connections::IgnoredBooking;
 
 /// Query of `GET /tenants/{tenant}/ignored`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -112,13 +92,5 @@ pub(crate) async fn list_ignored(
             problem: "must be between 1 and 1000".into(),
         });
     }
-    let rows = sqlx::query_as::<_, IgnoredBooking>(
-        "SELECT source, kind, booking_key, site, reason, deliveries, first_at, last_at
-           FROM ingest_ignored WHERE tenant_id = $1 ORDER BY last_at DESC LIMIT $2",
-    )
-    .bind(&tenant)
-    .bind(limit)
-    .fetch_all(s.connections.pool())
-    .await?;
-    Ok(Json(rows))
+    Ok(Json(s.tenants.ignored(&tenant, limit).await?))
 }

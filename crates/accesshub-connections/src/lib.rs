@@ -21,5 +21,5 @@ pub use error::ConnectionError;
 pub use model::*;
 pub use offboard::{AccessChoice, OffboardIntent};
 pub use store::{ApplyOutcome, ApplyStatus, ConnectionChanged, ConnectionStore, pick_for_site};
-pub use tenants::{Tenant, TenantSource, TenantStore, WebhookSecrets};
+pub use tenants::{IgnoredBooking, Tenant, TenantSource, TenantStore, WebhookSecrets};
 pub use validate::{site_defaults as validate_site_defaults, validate, validate_with};

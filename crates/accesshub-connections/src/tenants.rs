@@ -56,6 +56,28 @@ pub struct TenantSource {
     pub updated_at: DateTime<Utc>,
 }
 
+/// One booking booking-ingest ignored, with its latest reason.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct IgnoredBooking {
+    /// Upstream source.
+    pub source: String,
+    /// Booking kind.
+    pub kind: String,
+    /// Booking key.
+    pub booking_key: String,
+    /// Site of the latest delivery.
+    pub site: String,
+    /// `site_not_activated`, `connection_disabled`, `unmapped_administration`,
+    /// `unmapped_facility` or `unmapped_pass_type`.
+    pub reason: String,
+    /// Deliveries ignored.
+    pub deliveries: i64,
+    /// First ignored.
+    pub first_at: DateTime<Utc>,
+    /// Last ignored.
+    pub last_at: DateTime<Utc>,
+}
+
 /// The secrets a webhook signature may be made with right now.
 #[derive(Debug, Clone)]
 pub struct WebhookSecrets {
@@ -207,6 +229,24 @@ impl TenantStore {
             self.changed(id, None);
         }
         Ok(deleted)
+    }
+
+    /// The bookings booking-ingest ignored for `tenant` (access control off there: site not
+    /// activated, connection disabled, unmapped), the latest `limit` first. The admin API
+    /// and the console's Sync screen show them.
+    pub async fn ignored(
+        &self,
+        tenant: &str,
+        limit: i64,
+    ) -> Result<Vec<IgnoredBooking>, ConnectionError> {
+        Ok(sqlx::query_as::<_, IgnoredBooking>(
+            "SELECT source, kind, booking_key, site, reason, deliveries, first_at, last_at
+               FROM ingest_ignored WHERE tenant_id = $1 ORDER BY last_at DESC LIMIT $2",
+        )
+        .bind(tenant)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     /// The pool (for the offboarding queries).

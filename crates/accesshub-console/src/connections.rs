@@ -1,8 +1,10 @@
 //! Tenants → Connections: every connection of the tenants in scope, secrets shown only as
 //! set / not set, a Test connection button that asks the vendor through its worker (the same
-//! look-ups as `GET /admin/v1/lookups/…`), enable/disable, and the CloudPass connection form
-//! with its mappings (BEX administration → CloudPass site, default time restriction) in
-//! dropdowns filled from live look-ups.
+//! look-ups as `GET /admin/v1/lookups/…`), enable/disable, delete with the offboarding choice,
+//! and adding or editing a connection of every vendor: the CloudPass form here, with its
+//! mappings (BEX administration → CloudPass site, default time restriction) in dropdowns
+//! filled from live look-ups; dormakaba, iPassan and Tapkey in [`crate::account`] and
+//! [`crate::mappings`].
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -23,7 +25,7 @@ use maud::{Markup, html};
 use serde::Deserialize;
 
 use crate::{
-    ConsoleState, audit,
+    ConsoleState, account, audit,
     error::ConsoleError,
     html::{self, csrf, field, page, url, verdict},
     session::{Role, Session},
@@ -119,7 +121,11 @@ pub async fn list(
                     } }
                 }
                 @if s.can(Role::Operator) {
-                    p { a.button href=(url(&format!("/connections/new?tenant={tenant}&vendor=cloudpass"))) #add-cloudpass { "Add CloudPass connection" } }
+                    div.actions.add {
+                        @for v in Vendor::ALL {
+                            a.button.secondary href=(url(&format!("/connections/new?tenant={tenant}&vendor={v}"))) id=(format!("add-{v}")) { "Add " (lookup::vendor_name(v)) " connection" }
+                        }
+                    }
                 }
             }
         }
@@ -216,6 +222,33 @@ pub async fn test(
     let v = vendor_of(&vendor)?;
     let vendor_name = lookup::vendor_name(v);
     let out = match ask(&state, v, &tenant, &name, test_lookup(v), BTreeMap::new()).await {
+        // dormakaba's answer is HelloWorldTest's, then the encoders.
+        Ok(items) if v == Vendor::Dormakaba => {
+            let (hello, encoders): (Vec<&LookupItem>, Vec<&LookupItem>) =
+                items.iter().partition(|i| i.id == "HelloWorldTest");
+            let hello = hello
+                .first()
+                .map(|h| format!("{}: {}", h.name, h.detail.as_deref().unwrap_or("reachable")))
+                .unwrap_or_else(|| "reachable".to_owned());
+            let encoders: Vec<String> = encoders
+                .iter()
+                .map(|e| match &e.detail {
+                    Some(d) => format!("{} (ID {}, {d})", e.name, e.id),
+                    None => format!("{} (ID {})", e.name, e.id),
+                })
+                .collect();
+            verdict(
+                true,
+                &format!(
+                    "Connected: HelloWorldTest answered ({hello}). Encoders: {}.",
+                    if encoders.is_empty() {
+                        "none yet, add them under Encoders".to_owned()
+                    } else {
+                        encoders.join(", ")
+                    }
+                ),
+            )
+        }
         Ok(items) => {
             let names: Vec<String> = items.iter().take(5).map(|i| i.name.clone()).collect();
             let what = match v {
@@ -519,13 +552,7 @@ impl CloudpassForm {
     }
 
     fn from_pairs(pairs: &[(String, String)]) -> Self {
-        let get = |k: &str| {
-            pairs
-                .iter()
-                .find(|(n, _)| n == k)
-                .map(|(_, v)| v.trim().to_owned())
-                .unwrap_or_default()
-        };
+        let get = |k: &str| form_value(pairs, k);
         let mut rows: BTreeMap<usize, (String, String, String)> = BTreeMap::new();
         for (k, v) in pairs {
             let mut parts = k.splitn(3, '.');
@@ -623,19 +650,9 @@ impl CloudpassForm {
         };
         Ok(Connection {
             tenant: self.tenant.clone(),
-            name: if self.name.is_empty() {
-                "default".into()
-            } else {
-                self.name.clone()
-            },
+            name: name_or_default(&self.name),
             enabled: true,
-            sites: self
-                .sites
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned)
-                .collect(),
+            sites: sites_of(&self.sites),
             settings: VendorSettings::Cloudpass(CloudpassSettings {
                 base_url: self.base_url.clone(),
                 client_id: self.client_id.clone(),
@@ -782,24 +799,10 @@ fn cloudpass_form(
             input type="hidden" name="exists" value=(f.exists);
             fieldset disabled[!edit] {
                 legend { "CloudPass account" }
-                @if f.exists {
-                    input type="hidden" name="tenant" value=(f.tenant);
-                    input type="hidden" name="name" value=(f.name);
-                    p { "Tenant " strong { (f.tenant) } ", connection " strong { (f.name) } }
-                } @else {
-                    (field("Tenant", "tenant", &f.tenant, err("tenant"), None))
-                    (field("Connection name", "name", &f.name, err("name"), Some("Leave empty for \"default\".")))
-                }
+                (identity(f.exists, &f.tenant, &f.name, errors))
                 (field("API base URL", "base_url", &f.base_url, err("base_url"), Some("e.g. https://api.cloudpass.example")))
                 (field("Client ID", "client_id", &f.client_id, err("client_id"), Some("Of the API user under Settings → Website Users.")))
-                label.field {
-                    span { "Client secret" }
-                    input type="password" name="client_secret" autocomplete="new-password"
-                        placeholder=(if f.secret_set { "set: leave empty to keep it" } else { "not set" })
-                        aria-invalid=[err("client_secret").map(|_| "true")];
-                    small.hint { "Write-only: it is never shown again." " Currently " strong #secret-state { @if f.secret_set { "set" } @else { "not set" } } "." }
-                    @if let Some(e) = err("client_secret") { small.error data-field="client_secret" { (e) } }
-                }
+                (html::secret_field("Client secret", "client_secret", f.secret_set, f.exists, err("client_secret")))
                 (field("Sites served (administration ids, comma separated)", "sites", &f.sites, err("sites"), Some("Empty: every administration of the tenant.")))
             }
             fieldset disabled[!edit] {
@@ -851,7 +854,7 @@ fn cloudpass_form(
     }
 }
 
-/// `GET /console/connections/new?tenant=&vendor=cloudpass`.
+/// `GET /console/connections/new?tenant=&vendor=` (CloudPass when no vendor is given).
 pub async fn new_form(
     Extension(s): Extension<Session>,
     Query(q): Query<TenantQuery>,
@@ -860,10 +863,17 @@ pub async fn new_form(
     if let Some(t) = &q.tenant {
         s.require_tenant(t)?;
     }
-    if q.vendor.as_deref().is_some_and(|v| v != "cloudpass") {
-        return Err(ConsoleError::BadRequest(
-            "The console adds CloudPass connections; add others with `accessctl connections apply -f`."
-                .into(),
+    let v = match q.vendor.as_deref().filter(|v| !v.is_empty()) {
+        Some(v) => vendor_of(v)?,
+        None => Vendor::Cloudpass,
+    };
+    if account::handles(v) {
+        let f = account::AccountForm::blank(v, q.tenant.unwrap_or_default());
+        return Ok(page(
+            &s,
+            "connections",
+            &format!("Add {} connection", lookup::vendor_name(v)),
+            account::form(&s, v, &f, &HashMap::new()),
         ));
     }
     let f = CloudpassForm {
@@ -938,24 +948,79 @@ async fn submit(
             saved.tenant, saved.name
         )))
         .into_response()),
-        Err(e) => match field_errors(&e) {
-            Some(errors) => Ok(invalid(errors, choices(state, &f).await)),
-            None => match e {
-                ConnectionError::UnknownTenant(t) => Ok(invalid(
-                    HashMap::from([("tenant".to_owned(), format!("There is no tenant \"{t}\"."))]),
-                    None,
-                )),
-                ConnectionError::Conflict { .. } => Ok(invalid(
-                    HashMap::from([(
-                        "base_url".to_owned(),
-                        "Someone else changed this connection meanwhile: reload the page to see their change."
-                            .to_owned(),
-                    )]),
-                    None,
-                )),
-                e => Err(e.into()),
-            },
-        },
+        Err(e @ ConnectionError::Invalid(_)) => Ok(invalid(
+            field_errors(&e).unwrap_or_default(),
+            choices(state, &f).await,
+        )),
+        Err(e) => Ok(invalid(store_refusal(e, "base_url")?, None)),
+    }
+}
+
+/// What the store refused besides invalid fields, at the form's field: an unknown tenant at
+/// `tenant`, a concurrent change at `conflict_field`; anything else is an error page.
+pub(crate) fn store_refusal(
+    e: ConnectionError,
+    conflict_field: &str,
+) -> Result<HashMap<String, String>, ConsoleError> {
+    match e {
+        ConnectionError::UnknownTenant(t) => Ok(HashMap::from([(
+            "tenant".to_owned(),
+            format!("There is no tenant \"{t}\"."),
+        )])),
+        ConnectionError::Conflict { .. } => Ok(HashMap::from([(
+            conflict_field.to_owned(),
+            "Someone else changed this connection meanwhile: reload the page to see their change."
+                .to_owned(),
+        )])),
+        e => Err(e.into()),
+    }
+}
+
+/// Which connection a form is about: fixed when editing one, typed when adding one.
+pub(crate) fn identity(
+    exists: bool,
+    tenant: &str,
+    name: &str,
+    errors: &HashMap<String, String>,
+) -> Markup {
+    let err = |k: &str| errors.get(k).map(String::as_str);
+    html! {
+        @if exists {
+            input type="hidden" name="tenant" value=(tenant);
+            input type="hidden" name="name" value=(name);
+            p { "Tenant " strong { (tenant) } ", connection " strong { (name) } }
+        } @else {
+            (field("Tenant", "tenant", tenant, err("tenant"), None))
+            (field("Connection name", "name", name, err("name"), Some("Leave empty for \"default\".")))
+        }
+    }
+}
+
+/// The first value of field `k` of a submitted form, trimmed (empty when absent).
+pub(crate) fn form_value(pairs: &[(String, String)], k: &str) -> String {
+    pairs
+        .iter()
+        .find(|(n, _)| n == k)
+        .map(|(_, v)| v.trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// The sites a connection serves, from the form's comma-separated list.
+pub(crate) fn sites_of(typed: &str) -> Vec<String> {
+    typed
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The connection name typed, `default` when left empty.
+pub(crate) fn name_or_default(typed: &str) -> String {
+    if typed.is_empty() {
+        "default".to_owned()
+    } else {
+        typed.to_owned()
     }
 }
 
@@ -965,6 +1030,18 @@ pub async fn create(
     Extension(s): Extension<Session>,
     Form(pairs): Form<Vec<(String, String)>>,
 ) -> Result<Response, ConsoleError> {
+    let vendor = pairs
+        .iter()
+        .find(|(k, _)| k == "vendor")
+        .map(|(_, v)| v.as_str())
+        .filter(|v| !v.is_empty());
+    if let Some(v) = vendor.map(vendor_of).transpose()?
+        && account::handles(v)
+    {
+        let mut f = account::AccountForm::from_pairs(v, &pairs);
+        f.exists = false;
+        return account::submit(&state, &s, v, f).await;
+    }
     let mut f = CloudpassForm::from_pairs(&pairs);
     f.exists = false;
     submit(&state, &s, f, "Add CloudPass connection").await
@@ -977,7 +1054,7 @@ pub struct SavedQuery {
 }
 
 /// `GET /console/connections/{tenant}/{vendor}/{name}`: the CloudPass form with mappings;
-/// other vendors' settings read-only (secrets redacted).
+/// other vendors' account form and their mappings form.
 pub async fn edit_form(
     State(state): State<ConsoleState>,
     Extension(s): Extension<Session>,
@@ -1000,29 +1077,25 @@ pub async fn edit_form(
                     .then_some("Saved. The worker picks up the change at once."),
             )
         }
-        other => html! {
-            @if q.saved.is_some() { (verdict(true, "Saved. The worker picks up the change at once.")) }
-            (crate::mappings::section(&state, &s, &conn, &HashMap::new()).await)
-            details.card {
-                summary { "Account settings (change them with " code { "accessctl connections apply -f" } ")" }
-                pre.json { (serde_json::to_string_pretty(&other.redacted()).unwrap_or_default()) }
-            }
-        },
+        _ => account::edit_page(&state, &s, &conn, q.saved.is_some()).await,
     };
     Ok(page(&s, "connections", &title, body))
 }
 
-/// `POST /console/connections/{tenant}/cloudpass/{name}`.
+/// `POST /console/connections/{tenant}/{vendor}/{name}`: the connection's account form.
 pub async fn save(
     State(state): State<ConsoleState>,
     Extension(s): Extension<Session>,
     Path((tenant, vendor, name)): Path<(String, String, String)>,
     Form(pairs): Form<Vec<(String, String)>>,
 ) -> Result<Response, ConsoleError> {
-    if vendor != Vendor::Cloudpass.as_str() {
-        return Err(ConsoleError::BadRequest(
-            "Only CloudPass connections are edited in the console.".into(),
-        ));
+    let v = vendor_of(&vendor)?;
+    if account::handles(v) {
+        let mut f = account::AccountForm::from_pairs(v, &pairs);
+        f.tenant = tenant;
+        f.name = name;
+        f.exists = true;
+        return account::submit(&state, &s, v, f).await;
     }
     let mut f = CloudpassForm::from_pairs(&pairs);
     f.tenant = tenant;

@@ -159,6 +159,30 @@ pub fn field(
     }
 }
 
+/// A write-only secret input: never filled, says whether one is stored (`data-secret`); left
+/// empty it keeps the stored one, except where the API asks for it again (a changed
+/// endpoint), whose words come back as `error`.
+pub fn secret_field(
+    label: &str,
+    name: &str,
+    set: bool,
+    exists: bool,
+    error: Option<&str>,
+) -> Markup {
+    html! {
+        label.field {
+            span { (label) }
+            input type="password" name=(name) autocomplete="new-password"
+                placeholder=(if set { "set: leave empty to keep it" } else { "not set" })
+                aria-invalid=[error.map(|_| "true")];
+            small.hint { "Write-only: it is never shown again. Currently "
+                strong data-secret=(name) { @if set { "set" } @else { "not set" } } "."
+                @if exists { " Changing the server or URL needs it typed again." } }
+            @if let Some(e) = error { small.error data-field=(name) { (e) } }
+        }
+    }
+}
+
 /// A one-line verdict (`ok` or `bad`), for htmx swaps.
 pub fn verdict(ok: bool, text: &str) -> Markup {
     html! {

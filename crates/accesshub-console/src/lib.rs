@@ -11,6 +11,7 @@
 //! change is written to the API's audit log. The console calls the same stores the admin API
 //! does (connections, tenants, sync runs, the DLQ, worker look-ups over NATS).
 
+pub mod account;
 pub mod audit;
 pub mod bookings;
 pub mod connections;
@@ -171,6 +172,7 @@ pub fn router(state: ConsoleState) -> Router {
         .route("/bookings", get(bookings::search))
         .route("/sync", get(sync::show).post(sync::request))
         .route("/sync/runs", get(sync::runs_fragment))
+        .route("/sync/ignored", get(sync::ignored))
         .route("/dlq", get(dlq::list))
         .route("/dlq/replay", post(dlq::replay))
         .route("/dlq/purge", post(dlq::purge))

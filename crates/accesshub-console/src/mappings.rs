@@ -1,5 +1,5 @@
-//! Mappings of the other vendors, edited on the connection's page (the account itself is
-//! changed with `accessctl connections apply -f`): dormakaba encoders (name + ID, add and
+//! Mappings of the other vendors, a form of its own under the account form on the
+//! connection's page ([`crate::account`]): dormakaba encoders (name + ID, add and
 //! remove) and common areas → pass levels, iPassan facility → asset and Tapkey pass type →
 //! locks, with the assets and locks in dropdowns from live look-ups.
 
@@ -218,12 +218,19 @@ fn apply_rows(
     let mut errors = HashMap::new();
     match &mut c.settings {
         VendorSettings::Dormakaba(d) => {
+            // The form has no column for the attachment: a stored encoder keeps its own
+            // (a USB one stays refused), a new one is a network encoder.
+            let kinds: HashMap<String, EncoderKind> =
+                d.encoders.iter().map(|e| (e.id.clone(), e.kind)).collect();
             d.encoders = map
                 .into_iter()
-                .map(|(name, ids)| Encoder {
-                    id: ids.first().cloned().unwrap_or_default(),
-                    name,
-                    kind: EncoderKind::Network,
+                .map(|(name, ids)| {
+                    let id = ids.first().cloned().unwrap_or_default();
+                    Encoder {
+                        kind: kinds.get(&id).copied().unwrap_or(EncoderKind::Network),
+                        id,
+                        name,
+                    }
                 })
                 .collect();
             let mut areas = BTreeMap::new();

@@ -1,8 +1,14 @@
 //! Sync: "Sync (next 5 days)" and "Sync Now" per connection (queued for the reconciler
 //! exactly as `POST /admin/v1/syncs` does), the runs' live progress and counts (the table
-//! refreshes itself while a run is active), and the history of runs with their failures.
+//! refreshes itself while a run is active) with what the pull from the booking system found
+//! (fetched, new, changed, vanished), the history of runs with their failures, and a tab
+//! listing the webhook events booking-ingest ignored (access control off there), as
+//! `GET /admin/v1/tenants/{t}/ignored` does.
 
-use accesshub_sync_runs::{ConnectionRef, RunStatus, Scope, SyncRun, Trigger, store};
+use accesshub_connections::IgnoredBooking;
+use accesshub_sync_runs::{
+    ConnectionRef, RunStatus, Scope, SyncRun, Trigger, model::PullCounts, store,
+};
 use axum::{
     Extension, Form,
     extract::{Query, State},
@@ -13,7 +19,7 @@ use serde::Deserialize;
 
 use crate::{
     ConsoleState, audit,
-    connections::visible_connections,
+    connections::{visible_connections, visible_tenants},
     error::ConsoleError,
     html::{csrf, page, url, verdict, when},
     session::{Role, Session},
@@ -54,6 +60,7 @@ fn runs_table(runs: &[SyncRun]) -> Markup {
                 div.table-wrap { table.runs {
                     thead { tr {
                         th { "Run" } th { "Connection" } th { "Scope" } th { "Status" }
+                        th { "Pulled" }
                         th { "Checked" } th { "In sync" } th { "Created" } th { "Updated" } th { "Removed" } th { "Failed" }
                         th { "Started" } th { "By" }
                     } }
@@ -64,6 +71,7 @@ fn runs_table(runs: &[SyncRun]) -> Markup {
                                 td data-label="Connection" { (r.connection.to_string()) }
                                 td data-label="Scope" { (r.scope.to_string()) }
                                 td data-label="Status" { span class=(status_class(r.status)) { (r.status.as_str()) } }
+                                td.pull data-label="Pulled" { (pull_cell(r.pull.as_ref())) }
                                 td.num data-label="Checked" data-count="checked" { (r.counts.checked) }
                                 td.num data-label="In sync" data-count="in_sync" { (r.counts.in_sync) }
                                 td.num data-label="Created" data-count="created" { (r.counts.created) }
@@ -74,7 +82,7 @@ fn runs_table(runs: &[SyncRun]) -> Markup {
                                 td data-label="By" { (r.trigger.as_str()) @if let Some(b) = &r.requested_by { ": " (b) } }
                             }
                             @if r.error.is_some() || r.note.is_some() {
-                                tr.detail { td colspan="12" {
+                                tr.detail { td colspan="13" {
                                     @if let Some(e) = &r.error { span.error { (e) } " " }
                                     @if let Some(n) = &r.note { span.muted { (n) } }
                                 } }
@@ -82,6 +90,31 @@ fn runs_table(runs: &[SyncRun]) -> Markup {
                         }
                     }
                 } }
+            }
+        }
+    }
+}
+
+/// What the run's pull read from the booking system, or why there is nothing.
+fn pull_cell(pull: Option<&PullCounts>) -> Markup {
+    match pull {
+        None => {
+            html! { span.muted title="No upstream API credentials: the run compared stored bookings only." { "no pull" } }
+        }
+        Some(p) => html! {
+            @for (key, n) in [("fetched", p.fetched), ("new", p.new), ("changed", p.changed), ("vanished", p.vanished)] {
+                span.pull-count data-pull=(key) { (n) " " (key) } " "
+            }
+        },
+    }
+}
+
+/// The Sync screen's tabs.
+fn tabs(active: &str) -> Markup {
+    html! {
+        nav.tabs {
+            @for (path, label) in [("/sync", "Runs"), ("/sync/ignored", "Ignored events")] {
+                a href=(url(path)) class=[(path == active).then_some("active")] { (label) }
             }
         }
     }
@@ -103,6 +136,7 @@ pub async fn render(
     let conns = visible_connections(state, s).await?;
     let runs = runs(state, s).await?;
     let body = html! {
+        (tabs("/sync"))
         @if let Some(id) = q.queued { (verdict(true, &format!("Run #{id} queued: the counts below update as it goes."))) }
         @if let Some(id) = q.already { (verdict(true, &format!("Run #{id} of this connection is already under way: following it below."))) }
         section.card {
@@ -223,4 +257,77 @@ pub async fn request(
     }
     let q = if queued { "queued" } else { "already" };
     Ok(Redirect::to(&url(&format!("/sync?{q}={}", run.id))).into_response())
+}
+
+/// Ignored events each tenant's list shows.
+const IGNORED: i64 = 100;
+
+/// `?tenant=` of the ignored events tab.
+#[derive(Debug, Deserialize, Default)]
+pub struct IgnoredQuery {
+    tenant: Option<String>,
+}
+
+/// Why booking-ingest ignored a booking, in the operator's words.
+fn ignored_reason(reason: &str) -> &str {
+    match reason {
+        "site_not_activated" => "No connection is activated for this site.",
+        "connection_disabled" => "The connection for this site is disabled.",
+        "unmapped_administration" => "The administration is not mapped to a vendor site.",
+        "unmapped_facility" => "The facility is not mapped to an iPassan asset.",
+        "unmapped_pass_type" => "The pass type is not mapped to Tapkey locks.",
+        other => other,
+    }
+}
+
+/// `GET /console/sync/ignored`: the webhook events booking-ingest ignored per tenant (the
+/// latest first), so an operator sees why a booking got no access; mapping the site and the
+/// booking's next change (or a Sync) brings it in.
+pub async fn ignored(
+    State(state): State<ConsoleState>,
+    Extension(s): Extension<Session>,
+    Query(q): Query<IgnoredQuery>,
+) -> Result<Markup, ConsoleError> {
+    let only = q.tenant.as_deref().filter(|t| !t.is_empty());
+    if let Some(t) = only {
+        s.require_tenant(t)?;
+    }
+    let mut lists: Vec<(String, Vec<IgnoredBooking>)> = Vec::new();
+    for (tenant, _) in visible_tenants(&state, &s).await? {
+        if only.is_some_and(|t| t != tenant) {
+            continue;
+        }
+        let list = state.tenants.ignored(&tenant, IGNORED).await?;
+        lists.push((tenant, list));
+    }
+    let body = html! {
+        (tabs("/sync/ignored"))
+        p.hint { "Webhook events accepted but deliberately not turned into access: access control is off where they point. Map the site (Connections), then the booking's next change or a Sync brings it in." }
+        @for (tenant, list) in &lists {
+            section.card data-tenant=(tenant) {
+                h2 { (tenant) " " small.muted { (list.len()) " ignored booking(s)" @if list.len() as i64 == IGNORED { " (latest " (IGNORED) ")" } } }
+                @if list.is_empty() {
+                    p.empty { "Nothing ignored." }
+                } @else {
+                    div.table-wrap { table.runs.ignored {
+                        thead { tr { th { "Source" } th { "Booking" } th { "Site" } th { "Why" } th { "Deliveries" } th { "Last" } } }
+                        tbody {
+                            @for i in list {
+                                tr data-ignored=(i.booking_key) data-reason=(i.reason) {
+                                    td data-label="Source" { (i.source) }
+                                    td data-label="Booking" { (i.kind) " " code { (i.booking_key) } }
+                                    td data-label="Site" { (i.site) }
+                                    td data-label="Why" { (ignored_reason(&i.reason)) " " small.muted { "(" (i.reason) ")" } }
+                                    td.num data-label="Deliveries" { (i.deliveries) }
+                                    td data-label="Last" { (when(i.last_at)) }
+                                }
+                            }
+                        }
+                    } }
+                }
+            }
+        }
+        @if lists.is_empty() { p.empty { "No tenants." } }
+    };
+    Ok(page(&s, "sync", "Sync · ignored events", body))
 }

@@ -19,6 +19,8 @@ struct Env {
     handle: AdminHandle,
     db: accesshub_testkit::TestDb,
     bus: accesshub_testkit::TestBus,
+    /// The admin service's key box (to read a stored secret back).
+    secrets: SecretBox,
 }
 
 /// A browser without JavaScript: keeps the session cookie, does not follow redirects.
@@ -31,9 +33,10 @@ impl Env {
     async fn start() -> Env {
         accesshub_telemetry::init_for_tests();
         let (db, bus) = accesshub_testkit::isolated().await;
+        let secrets = SecretBox::from_spec(&SecretBox::generate_spec()).unwrap();
         let cfg = ServiceConfig::for_test(
             bus.config(service::SERVICE, &db.url),
-            SecretBox::from_spec(&SecretBox::generate_spec()).unwrap(),
+            secrets.clone(),
             AdminConfig {
                 bootstrap_token: Some(BOOT.into()),
                 lookup_timeout: Some(std::time::Duration::from_millis(300)),
@@ -50,6 +53,7 @@ impl Env {
             handle,
             db,
             bus,
+            secrets,
         };
         for (id, name) in [("acme", "Acme Hotels"), ("globex", "Globex Living")] {
             let r = env
@@ -605,6 +609,322 @@ async fn tapkey_mappings_are_edited_in_the_console_errors_shown_and_input_kept()
             &[("map.0.key", "x")],
         )
         .await;
+    assert_eq!(st, S::FORBIDDEN);
+    env.finish().await;
+}
+
+/// The stored connection as the API returns it (secrets `***`).
+async fn stored(env: &Env, path: &str) -> Value {
+    let (st, conn) = env.api("GET", path, BOOT, Value::Null).await;
+    assert_eq!(st, S::OK, "{conn}");
+    conn
+}
+
+#[tokio::test]
+async fn dormakaba_connection_is_added_and_edited_and_its_password_reentered_when_the_server_changes()
+ {
+    let env = Env::start().await;
+    let b = env.login(BOOT).await;
+    let (st, html) = b.get("/connections").await;
+    assert_eq!(st, S::OK);
+    for v in ["cloudpass", "dormakaba", "ipassan", "tapkey"] {
+        assert!(html.contains(&format!("id=\"add-{v}\"")), "add {v}: {html}");
+    }
+    let (st, html) = b.get("/connections/new?tenant=acme&vendor=dormakaba").await;
+    assert_eq!(st, S::OK, "{html}");
+    for f in [
+        "host",
+        "port",
+        "username",
+        "password",
+        "site_name",
+        "product",
+    ] {
+        assert!(html.contains(&format!("name=\"{f}\"")), "field {f}");
+    }
+    let saflok = |host: &'static str, port: &'static str, password: &'static str| {
+        vec![
+            ("vendor", "dormakaba"),
+            ("tenant", "acme"),
+            ("product", "saflok"),
+            ("scheme", "https"),
+            ("host", host),
+            ("port", port),
+            ("username", "pms-user"),
+            ("password", password),
+            ("site_name", "ACME-HOTEL"),
+            ("pms_terminal_id", "accesshub"),
+            ("key_size", "0"),
+            ("mobile_keys", "true"),
+        ]
+    };
+    // A port that is no number and a missing password: both shown at their fields, the rest
+    // kept.
+    let (st, html) = b
+        .post(
+            "/connections/new",
+            &saflok("locks.acme.example", "eighty", ""),
+        )
+        .await;
+    assert_eq!(st, S::BAD_REQUEST, "{html}");
+    assert!(html.contains("data-field=\"port\""), "{html}");
+    assert!(html.contains("value=\"locks.acme.example\""), "input kept");
+    let (st, html) = b
+        .post(
+            "/connections/new",
+            &saflok("locks.acme.example", "8443", ""),
+        )
+        .await;
+    assert_eq!(st, S::BAD_REQUEST, "{html}");
+    assert!(html.contains("data-field=\"password\""), "{html}");
+
+    let (st, _) = b
+        .post(
+            "/connections/new",
+            &saflok("locks.acme.example", "8443", "pms-s3cret"),
+        )
+        .await;
+    assert_eq!(st, S::SEE_OTHER);
+    let conn = stored(&env, "/connections/acme/dormakaba/default").await;
+    let s = &conn["settings"];
+    assert_eq!(
+        (
+            &s["host"],
+            &s["port"],
+            &s["username"],
+            &s["password"],
+            &s["mobile_keys"]
+        ),
+        (
+            &json!("locks.acme.example"),
+            &json!(8443),
+            &json!("pms-user"),
+            &json!("***"),
+            &json!(true)
+        ),
+        "{conn}"
+    );
+    let (_, html) = b.get("/connections/acme/dormakaba/default").await;
+    assert!(html.contains("data-secret=\"password\">set<"), "{html}");
+    assert!(!html.contains("pms-s3cret"), "secrets never reach the page");
+    assert!(html.contains("Encoders"), "the mappings follow the account");
+
+    // Encoders (name + ID) on the mappings form; the account form keeps them.
+    let (st, html) = b
+        .post(
+            "/connections/acme/dormakaba/default/mappings",
+            &[
+                ("map.0.key", "Front desk 1"),
+                ("map.0.value", "7"),
+                ("area.0.key", "fitness"),
+                ("area.0.value", "2"),
+            ],
+        )
+        .await;
+    assert_eq!(st, S::SEE_OTHER, "{html}");
+
+    // Another server without the password again: refused next to the password field with
+    // the API's words; nothing stored changes.
+    let mut moved = saflok("locks2.acme.example", "8443", "");
+    moved.push(("exists", "true"));
+    let (st, html) = b.post("/connections/acme/dormakaba/default", &moved).await;
+    assert_eq!(st, S::BAD_REQUEST, "{html}");
+    let at = html
+        .find("data-field=\"password\"")
+        .expect("error at password");
+    assert!(html[at..].contains("Re-supply settings.password when settings.host changes"));
+    assert!(html.contains("value=\"locks2.acme.example\""), "input kept");
+    assert!(
+        html.contains("data-secret=\"password\">set<"),
+        "still says a password is stored: {html}"
+    );
+    let conn = stored(&env, "/connections/acme/dormakaba/default").await;
+    assert_eq!(conn["settings"]["host"], "locks.acme.example");
+
+    // The same server, password left empty: kept. Another server with it typed: stored.
+    let mut same = saflok("locks.acme.example", "9443", "");
+    same.push(("exists", "true"));
+    let (st, html) = b.post("/connections/acme/dormakaba/default", &same).await;
+    assert_eq!(
+        st,
+        S::BAD_REQUEST,
+        "the port is part of the endpoint too: {html}"
+    );
+    let mut same = saflok("locks.acme.example", "8443", "");
+    same.extend([("exists", "true"), ("username", "pms-user-2")]);
+    let (st, html) = b.post("/connections/acme/dormakaba/default", &same).await;
+    assert_eq!(st, S::SEE_OTHER, "{html}");
+    moved = saflok("locks2.acme.example", "8443", "new-s3cret");
+    moved.push(("exists", "true"));
+    let (st, _) = b.post("/connections/acme/dormakaba/default", &moved).await;
+    assert_eq!(st, S::SEE_OTHER);
+    let conn = stored(&env, "/connections/acme/dormakaba/default").await;
+    assert_eq!(conn["settings"]["host"], "locks2.acme.example");
+    assert_eq!(conn["settings"]["username"], "pms-user", "{conn}");
+    assert_eq!(
+        conn["settings"]["encoders"],
+        json!([{"name": "Front desk 1", "id": "7", "kind": "network"}]),
+        "the account form leaves the mappings alone"
+    );
+    let secret: String = {
+        let store =
+            accesshub_connections::ConnectionStore::new(env.db.pool.clone(), env.secrets.clone());
+        let c = store
+            .get("acme", accesshub_connections::Vendor::Dormakaba, "default")
+            .await
+            .unwrap()
+            .unwrap();
+        c.settings.secrets()[0].1.expose().to_owned()
+    };
+    assert_eq!(secret, "new-s3cret");
+
+    // A viewer sees the account without controls and is refused whatever it sends.
+    let (viewer, _) = env.mint("v", "viewer", &["acme"]).await;
+    let v = env.login(&viewer).await;
+    let (_, html) = v.get("/connections/acme/dormakaba/default").await;
+    assert!(!html.contains("id=\"save\"") && html.contains("fieldset disabled"));
+    let (_, html) = v.get("/connections").await;
+    assert!(!html.contains("add-dormakaba"));
+    let (st, _) = v.post("/connections/acme/dormakaba/default", &moved).await;
+    assert_eq!(st, S::FORBIDDEN);
+    // Without the CSRF token: refused.
+    let r = b
+        .post_raw("/connections/acme/dormakaba/default", &moved)
+        .await;
+    assert_eq!(r.status(), S::FORBIDDEN);
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn ipassan_and_tapkey_connections_are_added_and_disabled_in_the_console() {
+    let env = Env::start().await;
+    let b = env.login(BOOT).await;
+    let forms: [(&str, Vec<(&str, &str)>); 2] = [
+        (
+            "ipassan",
+            vec![
+                ("base_url", "https://api.ipassan.example"),
+                ("client_id", "ip-client"),
+                ("client_secret", "ip-s3cret"),
+                ("site_guid", "6b1f3c9e-0000-4000-8000-0000000051e1"),
+            ],
+        ),
+        (
+            "tapkey",
+            vec![
+                ("authority_url", "https://login.tapkey.example"),
+                ("base_url", "https://api.tapkey.example"),
+                ("client_id", "tk-client"),
+                ("client_secret", "tk-s3cret"),
+                ("owner_account_id", "owner-1"),
+            ],
+        ),
+    ];
+    for (vendor, fields) in forms {
+        let (st, html) = b
+            .get(&format!("/connections/new?tenant=acme&vendor={vendor}"))
+            .await;
+        assert_eq!(st, S::OK, "{html}");
+        assert!(html.contains("name=\"client_secret\""), "{html}");
+        let mut form = fields.clone();
+        form.extend([("vendor", vendor), ("tenant", "acme"), ("name", "main")]);
+        let (st, html) = b.post("/connections/new", &form).await;
+        assert_eq!(st, S::SEE_OTHER, "{vendor}: {html}");
+        let conn = stored(&env, &format!("/connections/acme/{vendor}/main")).await;
+        for (k, v) in &fields {
+            let want = if *k == "client_secret" { "***" } else { v };
+            assert_eq!(conn["settings"][k], *want, "{vendor} {k}: {conn}");
+        }
+        // Added twice: the name is taken, said at the name.
+        let (st, html) = b.post("/connections/new", &form).await;
+        assert_eq!(st, S::BAD_REQUEST);
+        assert!(html.contains("data-field=\"name\""), "{html}");
+        // Disable (no booking holds access through it: no question asked).
+        let (st, _) = b
+            .post(
+                &format!("/connections/acme/{vendor}/main/enabled"),
+                &[("enabled", "false")],
+            )
+            .await;
+        assert_eq!(st, S::SEE_OTHER);
+        let conn = stored(&env, &format!("/connections/acme/{vendor}/main")).await;
+        assert_eq!(conn["enabled"], false, "{conn}");
+    }
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn sync_screen_shows_pull_counts_and_the_ignored_events_tab() {
+    let env = Env::start().await;
+    env.cloudpass("acme").await;
+    let conn = accesshub_sync_runs::ConnectionRef {
+        tenant: "acme".into(),
+        vendor: "cloudpass".into(),
+        name: "default".into(),
+    };
+    let run = accesshub_sync_runs::store::request_run(
+        &env.db.pool,
+        &conn,
+        accesshub_sync_runs::Scope::Active,
+        accesshub_sync_runs::Trigger::Api,
+        None,
+    )
+    .await
+    .unwrap()
+    .run()
+    .clone();
+    accesshub_sync_runs::store::set_pull_counts(
+        &env.db.pool,
+        run.id,
+        &accesshub_sync_runs::model::PullCounts {
+            fetched: 12,
+            new: 3,
+            changed: 2,
+            vanished: 1,
+        },
+    )
+    .await
+    .unwrap();
+    for (tenant, key, reason) in [
+        ("acme", "BEX-IGN-1", "unmapped_administration"),
+        ("globex", "BEX-IGN-2", "site_not_activated"),
+    ] {
+        sqlx::query(
+            "INSERT INTO ingest_ignored (tenant_id, source, kind, booking_key, site, reason, deliveries)
+             VALUES ($1, 'bex', 'reservation', $2, '13', $3, 2)",
+        )
+        .bind(tenant)
+        .bind(key)
+        .bind(reason)
+        .execute(&env.db.pool)
+        .await
+        .unwrap();
+    }
+    let b = env.login(BOOT).await;
+    let (st, html) = b.get("/sync").await;
+    assert_eq!(st, S::OK);
+    for (k, n) in [("fetched", 12), ("new", 3), ("changed", 2), ("vanished", 1)] {
+        assert!(
+            html.contains(&format!("data-pull=\"{k}\">{n} {k}<")),
+            "{k}: {html}"
+        );
+    }
+    assert!(html.contains("href=\"/console/sync/ignored\""), "the tab");
+    let (st, html) = b.get("/sync/ignored").await;
+    assert_eq!(st, S::OK);
+    assert!(
+        html.contains("data-ignored=\"BEX-IGN-1\"") && html.contains("data-ignored=\"BEX-IGN-2\"")
+    );
+    assert!(html.contains("not mapped to a vendor site"), "{html}");
+    // A token of one tenant sees its own only.
+    let (op, _) = env.mint("acme-ops", "viewer", &["acme"]).await;
+    let o = env.login(&op).await;
+    let (_, html) = o.get("/sync/ignored").await;
+    assert!(
+        html.contains("BEX-IGN-1") && !html.contains("BEX-IGN-2"),
+        "{html}"
+    );
+    let (st, _) = o.get("/sync/ignored?tenant=globex").await;
     assert_eq!(st, S::FORBIDDEN);
     env.finish().await;
 }

@@ -1,10 +1,13 @@
 //! The operator console in a real headless Chromium (Debian's `chromium` + `chromedriver`,
 //! driven over WebDriver with fantoccini) against the real binaries: accesshub-admin (which
-//! serves the console), booking-ingest, cloudpass-worker (connections from Postgres, live),
-//! the reconciler and vendor-sim.
+//! serves the console), booking-ingest, the CloudPass, iPassan, dormakaba and Tapkey workers
+//! (connections from Postgres, live), the reconciler and vendor-sim.
 //!
 //! The scenario: log in, connect a CloudPass account, map a BEX administration to a
-//! site from the live dropdown, Test connection, a BEX reservation arrives, its vehicle
+//! site from the live dropdown, Test connection, add an iPassan connection and map a connecX
+//! facility to an asset from the live dropdown (the booking before is ignored and listed on
+//! Sync → Ignored events, the one after is applied), add a dormakaba Saflok connection with
+//! its encoders and common areas and test it (HelloWorldTest), a BEX reservation arrives, its vehicle
 //! bookings show on Bookings, Sync and its counts, a bad plate and an unmapped administration
 //! land in Dead letters, the mapping is fixed and the entry replayed (dry run first), the bad
 //! one purged with confirmation, a webhook secret rotated (the old one still valid), a
@@ -22,7 +25,10 @@ mod common;
 use std::{path::PathBuf, time::Duration};
 
 use accesshub_e2e::{Proc, bin_dir, free_port, wait_port};
-use common::{Options, Sim, Stack, TENANT, bex, bex_for, cloudpass_bookings, tapkey_conn};
+use common::{
+    IPASSAN_BBQ, IPASSAN_SITE, Options, Sim, Stack, TENANT, bex, bex_for, cloudpass_bookings,
+    connecx, tapkey_conn,
+};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 
@@ -173,6 +179,24 @@ impl Browser {
             .unwrap();
     }
 
+    /// Presses Test connection of connection `id` on the Connections screen until the vendor
+    /// says `Connected` (a worker learns a new connection over NATS a moment after it is
+    /// saved) or 30 s passed; the last verdict.
+    async fn test_connection(&self, id: &str) -> String {
+        let start = std::time::Instant::now();
+        loop {
+            self.goto("/connections").await;
+            self.click(&format!("button[data-test='{id}']")).await;
+            let verdict = self
+                .wait_text(&format!("#verdict-{id} .verdict"), "", 20, false)
+                .await;
+            if verdict.contains("Connected") || start.elapsed() > Duration::from_secs(30) {
+                return verdict;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
     async fn source(&self) -> String {
         self.c.source().await.unwrap()
     }
@@ -230,8 +254,9 @@ async fn operator_console_in_headless_chromium() {
     s.start_ingest(&[]).await;
     s.start_worker("tapkey-worker", std::slice::from_ref(&from_db))
         .await;
-    s.start_worker("cloudpass-worker", std::slice::from_ref(&from_db))
-        .await;
+    for w in ["cloudpass-worker", "ipassan-worker", "dormakaba-worker"] {
+        s.start_worker(w, std::slice::from_ref(&from_db)).await;
+    }
     s.start_worker(
         "reconciler",
         &[
@@ -252,6 +277,7 @@ async fn operator_console_in_headless_chromium() {
         return;
     };
     let cp = Sim::url(s.sim.cloudpass);
+    let cp_id = format!("{TENANT}-cloudpass-default");
 
     // 1. Login.
     b.goto("/").await;
@@ -283,7 +309,7 @@ async fn operator_console_in_headless_chromium() {
     // and the form offers text inputs: reload until the live dropdown is there.
     b.wait_text("#cloudpass-form", "Amsterdam", 30, true).await;
     assert_eq!(
-        b.text("#secret-state").await,
+        b.text("[data-secret=client_secret]").await,
         "set",
         "secrets: set / not set"
     );
@@ -298,8 +324,9 @@ async fn operator_console_in_headless_chromium() {
 
     // 4. Test connection (htmx: the verdict appears in place).
     b.goto("/connections").await;
-    b.click("button[data-test]").await;
-    b.wait_text(".verdict-slot", "Connected", 20, false).await;
+    b.click(&format!("button[data-test='{cp_id}']")).await;
+    b.wait_text(&format!("#verdict-{cp_id}"), "Connected", 20, false)
+        .await;
     b.shot("05-test-connection").await;
 
     // 4b. Tapkey's pass type → locks mapping, the locks listed live by Tapkey.
@@ -308,6 +335,132 @@ async fn operator_console_in_headless_chromium() {
     b.wait_text("#mappings-form", "Front door", 30, true).await;
     b.assert_fits("tapkey mappings at 1280").await;
     b.shot("05b-tapkey-mappings").await;
+
+    // 4c. iPassan, added in the console: the account form, then connecX facility → iPassan
+    // asset from the live dropdown. A booking of the facility before it is mapped is ignored
+    // (Sync → Ignored events); once mapped the next one is applied and shows on Bookings.
+    b.goto("/connections").await;
+    b.click("#add-ipassan").await;
+    b.fill("input[name=base_url]", &Sim::url(s.sim.ipassan))
+        .await;
+    b.fill("input[name=client_id]", "demo-ipassan-client").await;
+    b.fill("input[name=client_secret]", "demo-ipassan-secret")
+        .await;
+    b.fill("input[name=site_guid]", IPASSAN_SITE).await;
+    b.shot("05c-ipassan-new").await;
+    b.click("#save").await;
+    b.wait_text(".verdict.ok", "Saved", 10, false).await;
+    let day = (chrono::Utc::now() + chrono::Duration::days(3)).date_naive();
+    let bbq = |updated: &str| {
+        connecx(
+            "CX-UI-1",
+            &format!("{day}T17:00:00Z"),
+            &format!("{day}T18:00:00Z"),
+            "booked",
+            updated,
+        )
+    };
+    let (status, answer) = s.webhook("connecx", &bbq(&common::at(0))).await;
+    assert!(
+        (200..300).contains(&status) && answer["status"] == "ignored",
+        "an unmapped facility is ignored: {status} {answer}"
+    );
+    b.goto("/sync/ignored").await;
+    b.wait_text("tr[data-ignored=CX-UI-1]", "not mapped", 10, true)
+        .await;
+    b.assert_fits("ignored events at 1280").await;
+    b.shot("05d-sync-ignored").await;
+    b.goto(&format!("/connections/{TENANT}/ipassan/default"))
+        .await;
+    b.wait_text("#mappings-form", "Rooftop BBQ", 30, true).await;
+    b.fill("input[name='map.0.key']", "rooftop-bbq").await;
+    b.el("select[name='map.0.value']")
+        .await
+        .select_by_value(IPASSAN_BBQ)
+        .await
+        .unwrap();
+    b.shot("05e-ipassan-mapping").await;
+    b.click("#save-mappings").await;
+    b.wait_text(".verdict.ok", "Saved", 10, false).await;
+    b.assert_fits("ipassan mappings at 1280").await;
+    s.wait_until(
+        "the facility booking accepted once mapped",
+        Duration::from_secs(30),
+        || async {
+            let (status, answer) = s.webhook("connecx", &bbq(&common::at(0))).await;
+            status == 202 && answer["status"] == "accepted"
+        },
+    )
+    .await;
+    b.goto("/bookings?q=CX-UI-1").await;
+    b.wait_text(".applied[data-vendor=ipassan]", "revision", 30, true)
+        .await;
+    b.shot("05f-ipassan-booking").await;
+
+    // 4d. dormakaba Saflok, added in the console: server host/port, user, password; Test
+    // connection runs HelloWorldTest; encoders by name and ID and common areas → pass levels
+    // on the mappings form. Another server without the password again is refused at the
+    // password field. Then it is disabled.
+    b.goto("/connections").await;
+    b.click("#add-dormakaba").await;
+    b.el("select[name=scheme]")
+        .await
+        .select_by_value("http")
+        .await
+        .unwrap();
+    b.fill("input[name=host]", "127.0.0.1").await;
+    b.fill("input[name=port]", &s.sim.dormakaba.to_string())
+        .await;
+    b.fill("input[name=username]", "pms-demo").await;
+    b.fill("input[name=password]", "pms-demo-secret").await;
+    b.fill("input[name=site_name]", "DEMO-HOTEL").await;
+    b.shot("05g-dormakaba-new").await;
+    b.click("#save").await;
+    b.wait_text(".verdict.ok", "Saved", 10, false).await;
+    b.fill("input[name='map.0.key']", "Front desk 1").await;
+    b.fill("input[name='map.0.value']", "1").await;
+    b.fill("input[name='area.0.key']", "fitness").await;
+    b.fill("input[name='area.0.value']", "2").await;
+    b.click("#save-mappings").await;
+    b.wait_text(".verdict.ok", "Saved", 10, false).await;
+    assert_eq!(
+        b.el("input[name='map.0.value']")
+            .await
+            .prop("value")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("1"),
+        "the encoder is stored"
+    );
+    assert!(!b.source().await.contains("pms-demo-secret"));
+    b.assert_fits("dormakaba at 1280").await;
+    b.shot("05h-dormakaba-mappings").await;
+    let dk = format!("{TENANT}-dormakaba-default");
+    let verdict = b.test_connection(&dk).await;
+    assert!(
+        verdict.contains("Connected")
+            && verdict.contains("HelloWorldTest")
+            && verdict.contains("Front desk 1"),
+        "{verdict}"
+    );
+    b.shot("05i-dormakaba-test").await;
+    b.goto(&format!("/connections/{TENANT}/dormakaba/default"))
+        .await;
+    b.fill("input[name=host]", "localhost").await;
+    b.click("#save").await;
+    let refused = b
+        .wait_text("small.error[data-field=password]", "Re-supply", 10, false)
+        .await;
+    assert!(refused.contains("settings.host"), "{refused}");
+    b.shot("05j-dormakaba-password-again").await;
+    // Disabled (no booking holds access through it, so nothing to ask): the hotel's BEX
+    // reservations below are CloudPass' alone.
+    b.goto("/connections").await;
+    b.click(&format!("#conn-{dk} form[action$='/enabled'] button"))
+        .await;
+    b.wait_text(&format!("#conn-{dk}"), "disabled", 10, false)
+        .await;
 
     // 5. A BEX reservation: its vehicle bookings on the Bookings screen.
     s.accepted(
@@ -501,8 +654,10 @@ async fn operator_console_in_headless_chromium() {
     b.click("#save").await;
     b.wait_text(".verdict.ok", "Saved", 10, false).await;
     b.goto("/connections").await;
-    b.click("button[data-test]").await;
-    let refused = b.wait_text(".verdict-slot", "Not working", 20, false).await;
+    b.click(&format!("button[data-test='{cp_id}']")).await;
+    let refused = b
+        .wait_text(&format!("#verdict-{cp_id}"), "Not working", 20, false)
+        .await;
     assert!(refused.contains("Settings → Website Users"), "{refused}");
     b.shot("14-test-connection-refused").await;
 
@@ -566,6 +721,15 @@ async fn operator_console_in_headless_chromium() {
             &format!("/connections/{TENANT}/cloudpass/default") as &str,
             "21-phone-mappings",
         ),
+        (
+            &format!("/connections/{TENANT}/dormakaba/default"),
+            "22-phone-dormakaba",
+        ),
+        (
+            &format!("/connections/{TENANT}/ipassan/default"),
+            "23-phone-ipassan",
+        ),
+        ("/sync/ignored", "24-phone-ignored"),
     ] {
         b.goto(path).await;
         b.el("h1").await;
