@@ -5,18 +5,17 @@
 
 #![allow(clippy::unwrap_used)] // tests may unwrap (helpers too)
 
+mod common;
+
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
-use accesshub_connections::{Connection, TapkeySettings, Vendor, VendorSettings};
-use accesshub_domain::{
-    Event, EventBody, EventKind, Pass, PassHolder, PassStatus, Source, headers, subjects,
-};
+use accesshub_connections::{Connection, Vendor};
+use accesshub_domain::{Event, EventBody, EventKind, PassStatus, subjects};
 use accesshub_testkit::{TestBus, TestDb, eventually};
-use async_nats::jetstream::message::PublishMessage;
 use worker_runtime::{
     ApplyContext, ApplyOutcome, Handler, HandlerError, Recorded, StaticConnections, Status,
     WorkerConfig, WorkerHandle,
@@ -98,24 +97,6 @@ impl Handler for H {
     }
 }
 
-fn connection(tenant: &str) -> Connection {
-    Connection {
-        tenant: tenant.into(),
-        name: "default".into(),
-        enabled: true,
-        sites: vec![],
-        settings: VendorSettings::Tapkey(TapkeySettings {
-            authority_url: "http://127.0.0.1:9".into(),
-            base_url: "http://127.0.0.1:9".into(),
-            client_id: "c".into(),
-            client_secret: accesshub_connections::Secret::new("s"),
-            owner_account_id: "o".into(),
-            pass_types: BTreeMap::new(),
-        }),
-        version: 0,
-    }
-}
-
 struct Env {
     db: TestDb,
     tb: TestBus,
@@ -137,8 +118,8 @@ impl Env {
         WorkerConfig::for_test(
             self.tb.config("breaker-test-worker", &self.db.url),
             Arc::new(StaticConnections::new(vec![
-                connection("acme"),
-                connection("globex"),
+                common::connection("acme"),
+                common::connection("globex"),
             ])),
         )
     }
@@ -150,45 +131,7 @@ impl Env {
     }
 
     async fn publish(&self, tenant: &str, key: &str, rev: i64, active: bool) {
-        let ev = Event::new(
-            tenant,
-            "hq",
-            key,
-            rev,
-            Source::Nexudus,
-            chrono::Utc::now(),
-            EventBody::Pass(Pass {
-                status: if active {
-                    PassStatus::Active
-                } else {
-                    PassStatus::Removed
-                },
-                holder: PassHolder {
-                    id: "h1".into(),
-                    email: "h@example.com".into(),
-                    name: None,
-                },
-                pass_type: "day".into(),
-                pass_type_name: None,
-                valid_from: None,
-                expires_at: chrono::Utc::now() + chrono::Duration::days(1),
-            }),
-        );
-        let mut h = async_nats::HeaderMap::new();
-        h.insert(headers::MSG_ID, ev.id.to_string().as_str());
-        h.insert(headers::TENANT, ev.tenant.as_str());
-        h.insert(headers::KIND, ev.kind().as_str());
-        let msg = PublishMessage::build()
-            .payload(serde_json::to_vec(&ev).unwrap().into())
-            .headers(h);
-        self.tb
-            .bus
-            .js
-            .send_publish(self.tb.bus.subject(&ev.subject()), msg)
-            .await
-            .unwrap()
-            .await
-            .unwrap();
+        common::publish_event(&self.tb, &common::pass(tenant, key, rev, active)).await;
     }
 
     fn held(&self, tenant: &str, key: &str) -> Option<(i64, bool)> {
