@@ -398,3 +398,45 @@ async fn a_slow_booking_stalls_neither_the_pull_loop_nor_its_queue() {
     assert_eq!(skipped, 0.0, "redelivered while queued");
     env.finish(h).await;
 }
+
+/// Parked events are durable: a worker stopped while its connection's breaker is open leaves
+/// them in Postgres, and the next worker (another replica, or the restarted one) applies them
+/// once the vendor answers — still nothing dead-lettered.
+#[tokio::test]
+async fn parked_events_survive_a_restart() {
+    let env = Env::new().await;
+    let mut cfg = env.config();
+    cfg.breaker_threshold = 3;
+    cfg.breaker_open_base = Duration::from_millis(300);
+    cfg.breaker_open_max = Duration::from_secs(1);
+    let h = env.start(cfg.clone()).await;
+    env.vendor.down.lock().unwrap().insert("acme".into());
+    let mut want = BTreeMap::new();
+    for i in 0..10 {
+        let key = format!("r-{i}");
+        env.publish("acme", &key, 1, true).await;
+        env.publish("acme", &key, 2, i % 2 == 0).await;
+        want.insert(key, (2, i % 2 == 0));
+    }
+    eventually("all parked", Duration::from_secs(30), || async {
+        env.parked().await == 10
+    })
+    .await;
+    h.shutdown().await.unwrap();
+    env.vendor.down.lock().unwrap().remove("acme");
+    // A fresh registry: the new worker is another process.
+    cfg.registry = accesshub_telemetry::Registry::new();
+    let h = env.start(cfg).await;
+    eventually(
+        "converged after restart",
+        Duration::from_secs(30),
+        || async { env.converged("acme", &want) },
+    )
+    .await;
+    eventually("nothing parked", Duration::from_secs(10), || async {
+        env.parked().await == 0
+    })
+    .await;
+    assert_eq!(env.dlq_messages().await, 0, "DLQ empty");
+    env.finish(h).await;
+}
