@@ -34,7 +34,7 @@ pub use replay::{
     NoProgress, ReplayObserver, ReplayOptions, ReplayOutcome, ReplayReport, ReplayStatus,
     ReplayTarget,
 };
-pub use status::{EdgeSite, Status, collect as collect_status};
+pub use status::{EdgeSite, ParkedConnection, Status, collect as collect_status};
 pub use store::ReplayRecord;
 
 /// How long a scan waits for the next message before concluding the stream is exhausted

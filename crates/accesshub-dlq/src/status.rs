@@ -62,7 +62,22 @@ pub struct SyncRun {
     pub row: serde_json::Value,
 }
 
-/// Everything `accessctl status` prints.
+/// A connection whose vendor is down: its worker's circuit breaker parked its events
+/// (`parked_events`), which apply again when the vendor answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParkedConnection {
+    /// Tenant.
+    pub tenant: String,
+    /// Vendor.
+    pub vendor: String,
+    /// Connection name.
+    pub connection: String,
+    /// Events waiting.
+    pub parked: i64,
+    /// When the oldest was parked (RFC 3339).
+    pub since: String,
+}
+
 /// A hotel's edge site as the dormakaba worker last saw it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EdgeSite {
@@ -76,6 +91,7 @@ pub struct EdgeSite {
     pub since: String,
 }
 
+/// Everything `accessctl status` prints.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Status {
     /// Streams of the namespace.
@@ -90,6 +106,10 @@ pub struct Status {
     /// servers"); empty without edge sites.
     #[serde(default)]
     pub edge_sites: Vec<EdgeSite>,
+    /// Connections with events parked by an open circuit breaker (vendor down); empty when
+    /// every vendor answers.
+    #[serde(default)]
+    pub parked: Vec<ParkedConnection>,
     /// What could not be collected.
     pub problems: Vec<String>,
 }
@@ -149,7 +169,33 @@ pub async fn collect(bus: &Bus, pool: &PgPool) -> Status {
         Ok(r) => st.edge_sites = r,
         Err(e) => st.problems.push(format!("edge sites: {e}")),
     }
+    match parked(pool).await {
+        Ok(r) => st.parked = r,
+        Err(e) => st.problems.push(format!("parked events: {e}")),
+    }
     st
+}
+
+/// Connections with parked events, most first.
+async fn parked(pool: &PgPool) -> Result<Vec<ParkedConnection>, sqlx::Error> {
+    let rows: Vec<(String, String, String, i64, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
+        "SELECT tenant_id, vendor, connection, count(*), min(parked_at) FROM parked_events \
+         GROUP BY tenant_id, vendor, connection ORDER BY count(*) DESC, tenant_id, vendor, connection",
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(tenant, vendor, connection, parked, since)| ParkedConnection {
+                tenant,
+                vendor,
+                connection,
+                parked,
+                since: since.to_rfc3339(),
+            },
+        )
+        .collect())
 }
 
 /// Hotels' edge sites, offline first.

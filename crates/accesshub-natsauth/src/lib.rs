@@ -485,12 +485,15 @@ mod tests {
         assert!(ingest.publish.contains(&"bookings.>".to_owned()));
         assert!(!ingest.publish.iter().any(|s| s.starts_with("sync.")));
         let tapkey = by("tapkey-worker");
-        assert!(
-            !tapkey
-                .publish
-                .iter()
-                .any(|s| s.starts_with("bookings.") || s.starts_with("sync."))
-        );
+        // Its own vendor's repair feed only (parked events published again when a
+        // connection's circuit breaker closes), never bookings or another vendor's repairs.
+        assert!(!tapkey.publish.iter().any(|s| s.starts_with("bookings.")));
+        let sync: Vec<&String> = tapkey
+            .publish
+            .iter()
+            .filter(|s| s.starts_with("sync."))
+            .collect();
+        assert_eq!(sync, vec!["sync.tapkey.>"]);
         assert!(tapkey.publish.contains(
             &"$JS.API.CONSUMER.CREATE.BOOKINGS.tapkey-worker.bookings.pass.>".to_owned()
         ));

@@ -55,6 +55,15 @@ pub struct WorkerConfig {
     pub info_interval: Duration,
     /// Readiness fails when consumer info has not been read for this long.
     pub ready_max_age: Duration,
+    /// Transient vendor failures in a row that open a connection's circuit breaker (its
+    /// events are then parked in Postgres and acknowledged instead of retried towards the
+    /// DLQ); 0 disables the breaker. Keep it below `max_deliver`, so the breaker opens before
+    /// a message's retries run out.
+    pub breaker_threshold: u32,
+    /// How long an opened breaker waits before its first probe (doubling per failed probe).
+    pub breaker_open_base: Duration,
+    /// Longest wait between probes of an open breaker.
+    pub breaker_open_max: Duration,
 }
 
 impl std::fmt::Debug for WorkerConfig {
@@ -65,6 +74,7 @@ impl std::fmt::Debug for WorkerConfig {
             .field("ack_wait", &self.ack_wait)
             .field("max_deliver", &self.max_deliver)
             .field("max_ack_pending", &self.max_ack_pending)
+            .field("breaker_threshold", &self.breaker_threshold)
             .finish_non_exhaustive()
     }
 }
@@ -92,12 +102,15 @@ impl WorkerConfig {
             store_linger: Duration::from_millis(1),
             info_interval: Duration::from_secs(5),
             ready_max_age: Duration::from_secs(30),
+            breaker_threshold: 5,
+            breaker_open_base: Duration::from_secs(5),
+            breaker_open_max: Duration::from_secs(300),
         }
     }
 
     /// Defaults overridden by `ACCESSHUB_WORKER_CONCURRENCY`, `_ACK_WAIT`, `_MAX_DELIVER`,
     /// `_MAX_ACK_PENDING`, `_BATCH`, `_BACKOFF_BASE`, `_BACKOFF_MAX`, `_RATE_LIMIT`, `_RATE_BURST`,
-    /// `_STORE_LINGER`.
+    /// `_STORE_LINGER`, `_BREAKER_THRESHOLD`, `_BREAKER_OPEN_BASE`, `_BREAKER_OPEN_MAX`.
     pub fn from_env(
         common: CommonConfig,
         connections: Arc<dyn ConnectionSource>,
@@ -116,11 +129,22 @@ impl WorkerConfig {
             rate_limit: env_or("ACCESSHUB_WORKER_RATE_LIMIT", d.rate_limit)?,
             rate_burst: env_or("ACCESSHUB_WORKER_RATE_BURST", d.rate_burst)?,
             store_linger: env_duration("ACCESSHUB_WORKER_STORE_LINGER", d.store_linger)?,
+            breaker_threshold: env_or("ACCESSHUB_WORKER_BREAKER_THRESHOLD", d.breaker_threshold)?,
+            breaker_open_base: env_duration(
+                "ACCESSHUB_WORKER_BREAKER_OPEN_BASE",
+                d.breaker_open_base,
+            )?,
+            breaker_open_max: env_duration(
+                "ACCESSHUB_WORKER_BREAKER_OPEN_MAX",
+                d.breaker_open_max,
+            )?,
             ..d
         })
     }
 
     /// Fast settings for tests: short ack wait and backoff, so retries happen in milliseconds.
+    /// The circuit breaker is off (tests of the retry policy see retries run out); tests of
+    /// the breaker set `breaker_threshold`.
     pub fn for_test(common: CommonConfig, connections: Arc<dyn ConnectionSource>) -> Self {
         WorkerConfig {
             concurrency: 8,
@@ -134,6 +158,9 @@ impl WorkerConfig {
             rate_limit: 0.0,
             info_interval: Duration::from_millis(500),
             ready_max_age: Duration::from_secs(5),
+            breaker_threshold: 0,
+            breaker_open_base: Duration::from_millis(200),
+            breaker_open_max: Duration::from_secs(2),
             ..Self::new(common, connections)
         }
     }

@@ -12,6 +12,10 @@
 //! - one error policy ([`policy`]): transient → NAK with exponential full-jitter delay or the
 //!   vendor's `Retry-After`; permanent or last attempt → full [`DeadLetter`] on
 //!   `dlq.<worker>.<subject>` (PubAck awaited), `last_error` recorded, then Term;
+//! - a circuit breaker per connection ([`breaker`]): after `breaker_threshold` transient
+//!   vendor failures in a row, the connection's messages are parked in Postgres and
+//!   acknowledged (no delivery burned, nothing dead-lettered for a transient reason) until a
+//!   probe after a backoff interval succeeds; then they apply again, oldest first;
 //! - tracing (a span per message, child of the publisher's `traceparent`) and the
 //!   `accesshub_worker_*` metrics; readiness; graceful shutdown.
 //!
@@ -20,12 +24,14 @@
 //! [`DeadLetter`]: accesshub_domain::DeadLetter
 
 mod bindings;
+pub mod breaker;
 mod cache;
 mod config;
 mod dlq;
 mod handler;
 pub mod lookups;
 mod metrics;
+mod parking;
 pub mod policy;
 mod runner;
 mod serve;

@@ -17,6 +17,9 @@ pub enum Outcome {
     Retried,
     /// Published to the DLQ and terminated.
     DeadLettered,
+    /// The connection's circuit breaker is open: parked in Postgres and acknowledged, to
+    /// apply when the vendor answers again.
+    Parked,
 }
 
 impl Outcome {
@@ -27,6 +30,7 @@ impl Outcome {
             Outcome::Skipped => "skipped",
             Outcome::Retried => "retried",
             Outcome::DeadLettered => "dead_lettered",
+            Outcome::Parked => "parked",
         }
     }
 }
@@ -40,7 +44,7 @@ pub(crate) struct WorkerMetrics {
     ignored: CounterVec,
     /// Series touched for every message, resolved once: building and hashing label strings
     /// per message cost more than the counting.
-    by_outcome: [Counter; 4],
+    by_outcome: [Counter; 5],
     in_flight: Gauge,
     lock_step: Histogram,
     commit_step: Histogram,
@@ -51,7 +55,7 @@ impl WorkerMetrics {
         vendor_http::register_metrics(registry);
         let messages: CounterVec = registry.counter(
             "accesshub_worker_messages",
-            "Messages handled by outcome (applied|skipped|retried|dead_lettered)",
+            "Messages handled by outcome (applied|skipped|retried|dead_lettered|parked)",
         );
         let in_flight: GaugeVec =
             registry.gauge("accesshub_worker_in_flight", "Messages being processed");
@@ -93,6 +97,7 @@ impl WorkerMetrics {
                 outcome(Outcome::Skipped),
                 outcome(Outcome::Retried),
                 outcome(Outcome::DeadLettered),
+                outcome(Outcome::Parked),
             ],
             in_flight: in_flight
                 .get_or_create(&labels([("worker", worker)]))
@@ -108,6 +113,7 @@ impl WorkerMetrics {
             Outcome::Skipped => 1,
             Outcome::Retried => 2,
             Outcome::DeadLettered => 3,
+            Outcome::Parked => 4,
         };
         self.by_outcome[i].inc();
     }

@@ -5,20 +5,20 @@
 
 #![allow(clippy::unwrap_used)] // tests may unwrap (helpers too)
 
+mod common;
+
 use accesshub_testkit::eventually;
 use std::{
-    collections::{BTreeMap, HashSet},
+    collections::HashSet,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
-use accesshub_connections::{Connection, TapkeySettings, Vendor, VendorSettings};
+use accesshub_connections::{Connection, Vendor};
 use accesshub_domain::{
-    DeadLetter, ErrorClass, Event, EventBody, EventKind, Pass, PassHolder, PassStatus, Source,
-    headers, subjects,
+    DeadLetter, ErrorClass, Event, EventBody, EventKind, PassStatus, headers, subjects,
 };
 use accesshub_testkit::{TestBus, TestDb};
-use async_nats::jetstream::message::PublishMessage;
 use worker_runtime::{
     ApplyContext, ApplyOutcome, BindingKey, Handler, HandlerError, Recorded, StaticConnections,
     Status, WorkerConfig, WorkerHandle,
@@ -144,21 +144,7 @@ impl Handler for TestHandler {
 }
 
 fn connection() -> Connection {
-    Connection {
-        tenant: "acme".into(),
-        name: "default".into(),
-        enabled: true,
-        sites: vec![],
-        settings: VendorSettings::Tapkey(TapkeySettings {
-            authority_url: "http://127.0.0.1:9".into(),
-            base_url: "http://127.0.0.1:9".into(),
-            client_id: "c".into(),
-            client_secret: accesshub_connections::Secret::new("s"),
-            owner_account_id: "o".into(),
-            pass_types: BTreeMap::new(),
-        }),
-        version: 0,
-    }
+    common::connection("acme")
 }
 
 struct Env {
@@ -210,47 +196,15 @@ impl Env {
     }
 
     fn event(&self, tenant: &str, key: &str, rev: i64) -> Event {
-        Event::new(
-            tenant,
-            "hq",
-            key,
-            rev,
-            Source::Nexudus,
-            chrono::Utc::now(),
-            EventBody::Pass(Pass {
-                status: PassStatus::Active,
-                holder: PassHolder {
-                    id: "h1".into(),
-                    email: "h@example.com".into(),
-                    name: None,
-                },
-                pass_type: "day".into(),
-                pass_type_name: None,
-                valid_from: None,
-                expires_at: chrono::Utc::now() + chrono::Duration::days(1),
-            }),
-        )
+        common::pass(tenant, key, rev, true)
     }
 
     async fn publish_raw(&self, subject: &str, payload: Vec<u8>, h: async_nats::HeaderMap) {
-        let msg = PublishMessage::build().payload(payload.into()).headers(h);
-        self.tb
-            .bus
-            .js
-            .send_publish(self.tb.bus.subject(subject), msg)
-            .await
-            .unwrap()
-            .await
-            .unwrap();
+        common::publish_raw(&self.tb, subject, payload, h).await;
     }
 
     async fn publish(&self, ev: &Event) {
-        let mut h = async_nats::HeaderMap::new();
-        h.insert(headers::MSG_ID, ev.id.to_string().as_str());
-        h.insert(headers::TENANT, ev.tenant.as_str());
-        h.insert(headers::KIND, ev.kind().as_str());
-        self.publish_raw(&ev.subject(), serde_json::to_vec(ev).unwrap(), h)
-            .await;
+        common::publish_event(&self.tb, ev).await;
     }
 
     async fn binding(&self, key: &str) -> Option<worker_runtime::Binding> {

@@ -4,18 +4,18 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::{
-    collections::BTreeMap,
     sync::{Arc, Mutex},
     time::Duration,
 };
 
-use accesshub_connections::{Connection, TapkeySettings, Vendor, VendorSettings};
+use accesshub_connections::{Connection, Vendor};
 use accesshub_domain::{
-    Event, EventBody, EventKind, Pass, PassHolder, PassStatus, Source, subjects,
+    Event, EventKind, subjects,
     sync::{self, RemoveCommand},
 };
-use async_nats::jetstream::message::PublishMessage;
 use worker_runtime::{
     ApplyContext, ApplyOutcome, BindingKey, Handler, HandlerError, Recorded, StaticConnections,
     Status, WorkerConfig,
@@ -84,44 +84,11 @@ impl Handler for H {
 }
 
 fn connection() -> Connection {
-    Connection {
-        tenant: "acme".into(),
-        name: "default".into(),
-        enabled: true,
-        sites: vec![],
-        settings: VendorSettings::Tapkey(TapkeySettings {
-            authority_url: "http://127.0.0.1:9".into(),
-            base_url: "http://127.0.0.1:9".into(),
-            client_id: "c".into(),
-            client_secret: accesshub_connections::Secret::new("s"),
-            owner_account_id: "o".into(),
-            pass_types: BTreeMap::new(),
-        }),
-        version: 0,
-    }
+    common::connection("acme")
 }
 
 fn event(key: &str, rev: i64) -> Event {
-    Event::new(
-        "acme",
-        "hq",
-        key,
-        rev,
-        Source::Nexudus,
-        chrono::Utc::now(),
-        EventBody::Pass(Pass {
-            status: PassStatus::Active,
-            holder: PassHolder {
-                id: "h1".into(),
-                email: "h@example.com".into(),
-                name: None,
-            },
-            pass_type: "day".into(),
-            pass_type_name: None,
-            valid_from: None,
-            expires_at: chrono::Utc::now() + chrono::Duration::days(1),
-        }),
-    )
+    common::pass("acme", key, rev, true)
 }
 
 async fn publish(
@@ -130,14 +97,7 @@ async fn publish(
     body: Vec<u8>,
     h: async_nats::HeaderMap,
 ) {
-    let msg = PublishMessage::build().payload(body.into()).headers(h);
-    tb.bus
-        .js
-        .send_publish(tb.bus.subject(subject), msg)
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+    common::publish_raw(tb, subject, body, h).await;
 }
 
 fn sync_headers(action: &str, force: bool) -> async_nats::HeaderMap {

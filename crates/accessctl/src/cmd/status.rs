@@ -23,7 +23,8 @@ pub async fn run(format: Format) -> anyhow::Result<()> {
 
 /// What makes the status unhealthy: anything that could not be collected (a stream or table
 /// missing, NATS or PostgreSQL unreachable), dead letters waiting for an operator, and
-/// connections whose last sync run failed or was partial.
+/// connections whose last sync run failed or was partial, and connections whose vendor is
+/// down (events parked by an open circuit breaker).
 pub fn problems(st: &Status) -> Vec<String> {
     let mut out = st.problems.clone();
     for (worker, n) in &st.dlq_depth {
@@ -37,6 +38,12 @@ pub fn problems(st: &Status) -> Vec<String> {
         if let Some(s @ ("failed" | "partial")) = r.status.as_deref() {
             out.push(format!("last sync run of {} {s}", r.connection));
         }
+    }
+    for p in &st.parked {
+        out.push(format!(
+            "{} event(s) of {}/{}/{} parked since {}: its vendor does not answer",
+            p.parked, p.tenant, p.vendor, p.connection, p.since
+        ));
     }
     out
 }
@@ -137,8 +144,51 @@ pub fn print(format: Format, st: &Status) -> anyhow::Result<()> {
                 .collect(),
         )?;
     }
+    if !st.parked.is_empty() {
+        println!("VENDORS DOWN (circuit breaker open, events parked)");
+        table(
+            &["TENANT", "VENDOR", "CONNECTION", "PARKED", "SINCE"],
+            st.parked
+                .iter()
+                .map(|p| {
+                    vec![
+                        p.tenant.clone(),
+                        p.vendor.clone(),
+                        p.connection.clone(),
+                        p.parked.to_string(),
+                        p.since.clone(),
+                    ]
+                })
+                .collect(),
+        )?;
+    }
     for p in &st.problems {
         println!("problem: {p}");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connection whose vendor is down makes the status unhealthy (exit code 4), naming it.
+    #[test]
+    fn parked_events_are_a_problem() {
+        let mut st = Status::default();
+        assert!(problems(&st).is_empty());
+        st.parked.push(accesshub_dlq::ParkedConnection {
+            tenant: "acme".into(),
+            vendor: "tapkey".into(),
+            connection: "default".into(),
+            parked: 3,
+            since: "2026-12-06T10:00:00+00:00".into(),
+        });
+        let found = problems(&st);
+        assert_eq!(found.len(), 1);
+        assert!(
+            found[0].contains("3 event(s) of acme/tapkey/default parked"),
+            "{found:?}"
+        );
+    }
 }

@@ -4,6 +4,7 @@
 //! consumer-info / DLQ-depth readings ([`progress`]). This file holds what they share and the
 //! worker's start and stop.
 
+mod breakers;
 mod consumer;
 mod process;
 mod progress;
@@ -60,6 +61,8 @@ struct Shared<H: Handler> {
     stopping: CancellationToken,
     /// Set when the consumer must be recreated (deleted, broken pull).
     recreate: tokio::sync::Notify,
+    /// One circuit breaker per connection.
+    breakers: breakers::Breakers,
 }
 
 /// A running worker (in-process). Tests start one with [`start`](crate::start).
@@ -139,6 +142,15 @@ pub async fn start<H: Handler>(cfg: WorkerConfig, handler: H) -> Result<WorkerHa
         last_info_ok: AtomicI64::new(0),
         stopping: CancellationToken::new(),
         recreate: tokio::sync::Notify::new(),
+        breakers: breakers::Breakers::new(
+            &cfg.registry,
+            handler.vendor().as_str(),
+            crate::breaker::BreakerPolicy {
+                threshold: cfg.breaker_threshold,
+                open: Backoff::new(cfg.breaker_open_base, cfg.breaker_open_max),
+                probe_timeout: cfg.ack_wait * 2,
+            },
+        ),
         handler,
         bus,
         pool,
@@ -186,12 +198,18 @@ async fn run<H: Handler>(
     let mut lanes = Vec::with_capacity(s.cfg.concurrency);
     let mut lane_tasks = JoinSet::new();
     for _ in 0..s.cfg.concurrency {
-        let (tx, rx) = mpsc::channel::<jetstream::Message>(4);
+        // Unbounded: a lane stuck on a slow vendor call must not stop the pull loop feeding
+        // the others; what is in flight is bounded by the consumers' `max_ack_pending`.
+        let (tx, rx) = mpsc::unbounded_channel::<jetstream::Message>();
         lanes.push(tx);
         lane_tasks.spawn(lane(s.clone(), rx));
     }
     // Aborted with this future (a crash must not leave a feed pulling for dead lanes).
     let info_task = AbortOnDropHandle::new(tokio::spawn(info_loop(s.clone(), shutdown.clone())));
+    let breaker_task = AbortOnDropHandle::new(tokio::spawn(breakers::breaker_loop(
+        s.clone(),
+        shutdown.clone(),
+    )));
     let sync_feed = AbortOnDropHandle::new(tokio::spawn(pull_loop(
         s.clone(),
         Feed::Sync,
@@ -210,6 +228,7 @@ async fn run<H: Handler>(
     while lane_tasks.join_next().await.is_some() {}
     drop(db_tasks);
     info_task.abort();
+    breaker_task.abort();
     tracing::info!(worker = s.handler.name(), "worker stopped");
     result.and(sync_result)
 }

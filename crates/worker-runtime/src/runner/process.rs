@@ -14,6 +14,7 @@ use tracing::{Instrument as _, Span};
 use super::{Shared, limiter, progress::with_progress};
 use crate::{
     bindings::{self, BindingKey},
+    breaker::Signal,
     dlq,
     handler::{ApplyContext, Binding, Handler, HandlerError, Recorded, reference},
     metrics::Outcome,
@@ -317,6 +318,21 @@ async fn handle<H: Handler>(s: &Arc<Shared<H>>, m: &Msg<'_>) -> Outcome {
         }
     };
     let booking = Booking::of(&event);
+    let conn_name = conn.name.clone();
+    let parked = ParkAs {
+        tenant: &event.tenant,
+        connection: &conn_name,
+        kind: event.kind().as_str(),
+        booking_key: &event.booking_key,
+        vendor_id: None,
+        revision: event.revision,
+        ends_access: event.ends_access(),
+        action: SyncAction::Apply,
+        force,
+    };
+    if !s.breakers.admits(&event.tenant, &conn_name, is_probe(s, m)) {
+        return park(s, m, &parked, Some(&event), "circuit breaker open").await;
+    }
     let key = booking.binding_key(s);
     let asked = Instant::now();
     let mark = s.handler.marks_attempts();
@@ -363,6 +379,7 @@ async fn handle<H: Handler>(s: &Arc<Shared<H>>, m: &Msg<'_>) -> Outcome {
     let started = Instant::now();
     let prev = recorded::<H>(binding.as_ref());
     let result = s.handler.apply(&ctx, &event, prev.as_ref()).await;
+    let result = breaker_outcome(s, result, &parked);
     match result {
         Ok(outcome) => {
             if !guard.still_held() {
@@ -407,7 +424,91 @@ async fn handle<H: Handler>(s: &Arc<Shared<H>>, m: &Msg<'_>) -> Outcome {
         }
         Err(err) => {
             drop(guard);
+            if err.class == ErrorClass::Transient
+                && !s.breakers.admits(&event.tenant, &conn_name, false)
+            {
+                return park(s, m, &parked, Some(&event), &err.message).await;
+            }
             fail(s, m, Some(&event), err).await
+        }
+    }
+}
+
+/// How a message is parked while its connection's breaker is open.
+struct ParkAs<'a> {
+    tenant: &'a str,
+    connection: &'a str,
+    kind: &'a str,
+    booking_key: &'a str,
+    /// Reconciler removals: the stray object (one parked row per object).
+    vendor_id: Option<&'a str>,
+    revision: i64,
+    ends_access: bool,
+    action: SyncAction,
+    force: bool,
+}
+
+/// Whether the message is a half-open breaker's probe (a parked message published again on
+/// this worker's repair feed).
+fn is_probe<H: Handler>(s: &Shared<H>, m: &Msg<'_>) -> bool {
+    m.stream == s.sync_stream_name && header(m.msg, crate::parking::HEADER_PROBE) == Some("true")
+}
+
+/// Tells the connection's breaker how the vendor call went; passes the result on.
+fn breaker_outcome<H: Handler, T>(
+    s: &Shared<H>,
+    result: Result<T, HandlerError>,
+    p: &ParkAs<'_>,
+) -> Result<T, HandlerError> {
+    let signal = match &result {
+        Ok(_) => Signal::Success,
+        Err(e) if e.class == ErrorClass::Transient => Signal::Transient,
+        Err(_) => Signal::Permanent,
+    };
+    s.breakers.record(p.tenant, p.connection, signal);
+    result
+}
+
+/// Parks the message in Postgres and acknowledges it (the breaker is open: no delivery is
+/// burned). If it cannot be parked, the error policy takes it as a transient failure.
+async fn park<H: Handler>(
+    s: &Shared<H>,
+    m: &Msg<'_>,
+    p: &ParkAs<'_>,
+    event: Option<&Event>,
+    reason: &str,
+) -> Outcome {
+    let vendor = s.handler.vendor();
+    let row = crate::parking::Parked {
+        vendor: vendor.as_str(),
+        tenant: p.tenant,
+        connection: p.connection,
+        park_key: match p.vendor_id {
+            None => format!("{}/{}", p.kind, p.booking_key),
+            Some(id) => format!("remove/{}/{}/{id}", p.kind, p.booking_key),
+        },
+        booking_key: p.booking_key,
+        revision: p.revision,
+        ends_access: p.ends_access,
+        action: p.action,
+        force: p.force,
+        payload: &m.msg.message.payload,
+        reason,
+    };
+    match crate::parking::park(&s.pool, &row).await {
+        Ok(()) => {
+            tracing::info!(
+                tenant = p.tenant,
+                connection = p.connection,
+                reason,
+                "parked: the connection's circuit breaker is open"
+            );
+            ack(m.msg).await;
+            Outcome::Parked
+        }
+        Err(e) => {
+            let err = HandlerError::from(e);
+            fail(s, m, event, err).await
         }
     }
 }
@@ -490,6 +591,21 @@ async fn handle_remove<H: Handler>(s: &Arc<Shared<H>>, m: &Msg<'_>) -> Outcome {
         kind: cmd.kind,
         key: &cmd.booking_key,
     };
+    let conn_name = conn.name.clone();
+    let parked = ParkAs {
+        tenant: &cmd.tenant,
+        connection: &conn_name,
+        kind: cmd.kind.as_str(),
+        booking_key: &cmd.booking_key,
+        vendor_id: Some(&cmd.vendor_id),
+        revision: 0,
+        ends_access: true,
+        action: SyncAction::Remove,
+        force: false,
+    };
+    if !s.breakers.admits(&cmd.tenant, &conn_name, is_probe(s, m)) {
+        return park(s, m, &parked, None, "circuit breaker open").await;
+    }
     let key = booking.binding_key(s);
     let locked = s.store.lock(&key, false).await;
     let Held { guard, binding, .. } = match locked {
@@ -510,6 +626,7 @@ async fn handle_remove<H: Handler>(s: &Arc<Shared<H>>, m: &Msg<'_>) -> Outcome {
     }
     let prev = recorded::<H>(binding.as_ref());
     let result = s.handler.remove(&ctx, &cmd, prev.as_ref()).await;
+    let result = breaker_outcome(s, result, &parked);
     // A removal that changed what the booking holds is recorded under the same lock, its
     // applied revision unchanged (the next event of the booking is still applied).
     let result = match result {
@@ -544,6 +661,11 @@ async fn handle_remove<H: Handler>(s: &Arc<Shared<H>>, m: &Msg<'_>) -> Outcome {
         }
         Err(err) => {
             drop(guard);
+            if err.class == ErrorClass::Transient
+                && !s.breakers.admits(&cmd.tenant, &conn_name, false)
+            {
+                return park(s, m, &parked, None, &err.message).await;
+            }
             fail(s, m, None, err).await
         }
     }

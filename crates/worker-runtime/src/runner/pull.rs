@@ -3,6 +3,7 @@
 //! parallel.
 
 use std::{
+    collections::VecDeque,
     hash::{DefaultHasher, Hash as _, Hasher as _},
     sync::{Arc, atomic::Ordering},
     time::Duration,
@@ -55,7 +56,7 @@ async fn start_pulling<H: Handler>(s: &Shared<H>, feed: Feed) -> Result<pull::St
 pub(super) async fn pull_loop<H: Handler>(
     s: Arc<Shared<H>>,
     feed: Feed,
-    lanes: Vec<mpsc::Sender<jetstream::Message>>,
+    lanes: Vec<mpsc::UnboundedSender<jetstream::Message>>,
     shutdown: CancellationToken,
 ) -> Result<(), WorkerError> {
     let mut setup = CONSUMER_SETUP.attempts();
@@ -95,15 +96,10 @@ pub(super) async fn pull_loop<H: Handler>(
                     missed = 0;
                     pull_errors.reset();
                     let idx = lane_index(msg.message.subject.as_str(), lanes.len());
-                    tokio::select! {
-                        _ = shutdown.cancelled() => {
-                            let _ = msg.ack_with(AckKind::Nak(None)).await;
-                            break 'outer;
-                        }
-                        permit = lanes[idx].reserve() => match permit {
-                            Ok(p) => p.send(msg),
-                            Err(_) => return Err(WorkerError::Task("a lane stopped".into())),
-                        }
+                    // Never waits: a busy lane queues (and keeps its queue alive with
+                    // progress acks) while the loop feeds the other lanes.
+                    if lanes[idx].send(msg).is_err() {
+                        return Err(WorkerError::Task("a lane stopped".into()));
                     }
                 }
                 Some(Err(e)) => {
@@ -159,16 +155,48 @@ fn lane_index(subject: &str, lanes: usize) -> usize {
 
 pub(super) async fn lane<H: Handler>(
     s: Arc<Shared<H>>,
-    mut rx: mpsc::Receiver<jetstream::Message>,
+    mut rx: mpsc::UnboundedReceiver<jetstream::Message>,
 ) {
-    while let Some(msg) = rx.recv().await {
+    let mut queue: VecDeque<jetstream::Message> = VecDeque::new();
+    let mut open = true;
+    loop {
+        let msg = match queue.pop_front() {
+            Some(m) => m,
+            None if open => match rx.recv().await {
+                Some(m) => m,
+                None => return,
+            },
+            None => return,
+        };
         if s.stopping.is_cancelled() {
             // Not started: give it back now rather than after ack_wait.
             let _ = msg.ack_with(AckKind::Nak(None)).await;
             continue;
         }
         s.metrics.in_flight(1);
-        process(&s, msg).await;
+        let work = process(&s, msg);
+        tokio::pin!(work);
+        // While this message is processed, later ones of the lane wait in `queue`: they are
+        // taken in, and told to the server as in progress, so a slow booking ahead of them
+        // does not let their ack_wait pass (a redelivery to another replica meanwhile).
+        let every = s.cfg.progress_interval;
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        loop {
+            tokio::select! {
+                _ = &mut work => break,
+                m = rx.recv(), if open => match m {
+                    Some(m) => queue.push_back(m),
+                    None => open = false,
+                },
+                _ = tick.tick() => {
+                    for q in &queue {
+                        if let Err(e) = q.ack_with(AckKind::Progress).await {
+                            tracing::debug!(error = %e, "progress ack of a queued message");
+                        }
+                    }
+                }
+            }
+        }
         s.metrics.in_flight(-1);
     }
 }

@@ -396,6 +396,10 @@ impl Stack {
             ("ACCESSHUB_WORKER_BACKOFF_BASE", "200ms".to_owned()),
             ("ACCESSHUB_WORKER_BACKOFF_MAX", "2s".to_owned()),
             ("ACCESSHUB_WORKER_ACK_WAIT", "10s".to_owned()),
+            // The circuit breaker on, on the same short clock as the retries: a vendor fault
+            // that opens it is probed again within seconds, not minutes.
+            ("ACCESSHUB_WORKER_BREAKER_OPEN_BASE", "200ms".to_owned()),
+            ("ACCESSHUB_WORKER_BREAKER_OPEN_MAX", "2s".to_owned()),
             (
                 "RUST_LOG",
                 "info,sqlx=warn,async_nats=warn,hyper=warn".to_owned(),
