@@ -345,10 +345,13 @@ async fn one_tenants_vendor_outage_parks_its_events_and_spares_the_others() {
 async fn a_slow_booking_stalls_neither_the_pull_loop_nor_its_queue() {
     let env = Env::new().await;
     let mut cfg = env.config();
-    cfg.ack_wait = Duration::from_secs(2);
+    // ack_wait well above the progress interval (a loaded 2-core CI machine delays timers by
+    // a second or more: 2 s gave 26 redeliveries under the whole suite), the slow call well
+    // above ack_wait (so messages queued behind it would be redelivered without progress acks).
+    cfg.ack_wait = Duration::from_secs(5);
     cfg.progress_interval = Duration::from_millis(500);
     let h = env.start(cfg).await;
-    let slow_for = Duration::from_secs(6);
+    let slow_for = Duration::from_secs(12);
     env.vendor
         .slow
         .lock()
