@@ -715,6 +715,45 @@ def test_nats_auth_none_renders_no_nats_secret():
         assert not {"NATS_USER", "NATS_PASSWORD", "NATS_INBOX_PREFIX"} & set(container_env(d))
 
 
+def test_nats_tls_ca_and_client_certificate_reach_every_service():
+    """nats.tls: the CA and client certificate Secrets are mounted read-only in every service
+    pod and named by ACCESSHUB_NATS_CA / _CLIENT_CERT / _CLIENT_KEY (what accesshub-config
+    reads); the migrations Job, which never connects to NATS, gets neither."""
+    tls_dir = "/etc/accesshub/nats-tls"
+    objs = objects(render({"nats": {"url": "tls://nats.nats.svc:4222",
+                                    "tls": {"caSecret": "nats-ca", "caKey": "ca.pem",
+                                            "clientCertSecret": "accesshub-nats-client"}}}))
+    deployments = of_kind(objs, "Deployment")
+    assert len(deployments) == len(SERVICES)
+    for d in deployments:
+        pod = d["spec"]["template"]["spec"]
+        env = container_env(d)
+        assert env["ACCESSHUB_NATS_CA"]["value"] == f"{tls_dir}/ca.crt"
+        assert env["ACCESSHUB_NATS_CLIENT_CERT"]["value"] == f"{tls_dir}/tls.crt"
+        assert env["ACCESSHUB_NATS_CLIENT_KEY"]["value"] == f"{tls_dir}/tls.key"
+        mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "nats-tls")
+        assert mount == {"name": "nats-tls", "mountPath": tls_dir, "readOnly": True}
+        vol = next(v for v in pod["volumes"] if v["name"] == "nats-tls")
+        sources = [src["secret"] for src in vol["projected"]["sources"]]
+        assert sources == [
+            {"name": "nats-ca", "items": [{"key": "ca.pem", "path": "ca.crt"}]},
+            {"name": "accesshub-nats-client", "items": [{"key": "tls.crt", "path": "tls.crt"},
+                                                         {"key": "tls.key", "path": "tls.key"}]},
+        ]
+    job = of_kind(objs, "Job")[0]["spec"]["template"]["spec"]
+    assert not {"ACCESSHUB_NATS_CA", "ACCESSHUB_NATS_CLIENT_CERT"} & {
+        e["name"] for e in job["containers"][0]["env"]}
+    # Only a CA: no client certificate settings; by default: no TLS settings at all.
+    ca_only = objects(render({"nats": {"tls": {"caSecret": "nats-ca"}}}))
+    for d in of_kind(ca_only, "Deployment"):
+        env = container_env(d)
+        assert "ACCESSHUB_NATS_CA" in env and "ACCESSHUB_NATS_CLIENT_CERT" not in env
+    for d in of_kind(objects(render()), "Deployment"):
+        pod = d["spec"]["template"]["spec"]
+        assert not [k for k in container_env(d) if k.startswith("ACCESSHUB_NATS_")]
+        assert not [v for v in pod["volumes"] if v["name"] == "nats-tls"]
+
+
 def test_egress_allows_nats_and_postgres():
     objs = objects(render({"networkPolicy": {"egress": {"enabled": True}}}))
     for np in of_kind(objs, "NetworkPolicy"):

@@ -121,6 +121,12 @@ pub async fn start(cfg: ServiceConfig) -> Result<AdminHandle, ServiceError> {
     }
     let bus = accesshub_bus::connect(&cfg.common).await?;
     let registry = Registry::new();
+    // Connections and webhook secrets are unsealed here (lookups, tests, rotation).
+    registry.register(
+        accesshub_store::DECRYPT_FAILURES,
+        accesshub_store::DECRYPT_FAILURES_HELP,
+        accesshub_store::decrypt_failures(SERVICE),
+    );
     let ready_pool = pool.clone();
     let ready_bus = bus.clone();
     let readiness: ops::ReadinessCheck = Arc::new(move || {

@@ -103,6 +103,26 @@ pub fn server_addrs(nats_url: &str) -> Result<Vec<async_nats::ServerAddr>, BusEr
     Ok(addrs)
 }
 
+/// TLS settings on the client: the CA replaces the system roots (a private CA is the usual
+/// case inside a cluster), a client certificate answers servers that verify clients, and any
+/// of them makes TLS required, so a misconfigured plain server is refused instead of being
+/// sent the NATS password in the clear. `tls://` URLs require TLS on their own.
+fn tls_options(
+    mut opts: async_nats::ConnectOptions,
+    tls: &accesshub_config::NatsTls,
+) -> async_nats::ConnectOptions {
+    if let Some(ca) = &tls.ca_file {
+        opts = opts.add_root_certificates(ca.clone());
+    }
+    if let Some((cert, key)) = &tls.client_cert {
+        opts = opts.add_client_certificate(cert.clone(), key.clone());
+    }
+    if tls.is_configured() {
+        opts = opts.require_tls(true);
+    }
+    opts
+}
+
 /// Connects to NATS. With `retry_on_initial_connect` the call returns at once and the
 /// client keeps trying in the background, so booking-ingest can accept webhooks (into the
 /// outbox) while NATS is down.
@@ -130,6 +150,7 @@ pub async fn connect(cfg: &CommonConfig) -> Result<Bus, BusError> {
     if let Some(prefix) = &cfg.nats_inbox_prefix {
         opts = opts.custom_inbox_prefix(prefix);
     }
+    opts = tls_options(opts, &cfg.nats_tls);
     let client = opts
         .connect(server_addrs(&cfg.nats_url)?)
         .await

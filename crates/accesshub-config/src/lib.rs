@@ -1,7 +1,7 @@
 //! Configuration from the environment (the Helm chart's ConfigMap and Secret), loaded once
 //! and validated at start-up so a typo fails fast with the variable's name.
 
-use std::{net::SocketAddr, str::FromStr, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
 
 pub use accesshub_domain::egress::EgressPolicy;
 
@@ -169,6 +169,7 @@ impl std::fmt::Debug for CommonConfig {
                 &self.nats_user.as_ref().map(|(u, _)| (u, "***")),
             )
             .field("nats_inbox_prefix", &self.nats_inbox_prefix)
+            .field("nats_tls", &self.nats_tls)
             .field("namespace", &self.namespace)
             .field("http_addr", &self.http_addr)
             .field("log_format", &self.log_format)
@@ -223,6 +224,85 @@ impl Default for StreamSettings {
     }
 }
 
+/// TLS towards NATS, for when NATS traffic leaves the network the deployment trusts
+/// (docs/security.md "Transport"). A `tls://` URL alone verifies the server against the
+/// system roots; a private CA and client certificates (servers with `verify: true`) come from
+/// files, which the chart mounts from Secrets.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NatsTls {
+    /// PEM bundle the server's certificate must chain to, instead of the system roots
+    /// (`ACCESSHUB_NATS_CA`).
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate and its key (`ACCESSHUB_NATS_CLIENT_CERT`,
+    /// `ACCESSHUB_NATS_CLIENT_KEY`: both or neither).
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+}
+
+impl NatsTls {
+    /// Whether any TLS setting is given: the client then refuses a server that does not speak
+    /// TLS, rather than sending the NATS password in the clear.
+    pub fn is_configured(&self) -> bool {
+        self.ca_file.is_some() || self.client_cert.is_some()
+    }
+
+    /// From `ACCESSHUB_NATS_CA`, `ACCESSHUB_NATS_CLIENT_CERT` and `ACCESSHUB_NATS_CLIENT_KEY`.
+    /// Each file must be readable now, so a missing Secret mount stops the service at start-up
+    /// with the variable's name instead of a reconnect loop.
+    pub fn from_env() -> Result<NatsTls, ConfigError> {
+        Self::from_values(
+            env_opt("ACCESSHUB_NATS_CA"),
+            env_opt("ACCESSHUB_NATS_CLIENT_CERT"),
+            env_opt("ACCESSHUB_NATS_CLIENT_KEY"),
+        )
+    }
+
+    /// The rules of [`NatsTls::from_env`] over given values.
+    pub fn from_values(
+        ca: Option<String>,
+        cert: Option<String>,
+        key: Option<String>,
+    ) -> Result<NatsTls, ConfigError> {
+        let file = |name: &'static str, v: String| -> Result<PathBuf, ConfigError> {
+            let path = PathBuf::from(v.trim());
+            std::fs::File::open(&path).map_err(|e| ConfigError::Invalid {
+                name,
+                value: v.clone(),
+                problem: format!("cannot read the file: {e}"),
+            })?;
+            Ok(path)
+        };
+        let ca_file = ca.map(|v| file("ACCESSHUB_NATS_CA", v)).transpose()?;
+        let client_cert = match (cert, key) {
+            (Some(c), Some(k)) => Some((
+                file("ACCESSHUB_NATS_CLIENT_CERT", c)?,
+                file("ACCESSHUB_NATS_CLIENT_KEY", k)?,
+            )),
+            (None, None) => None,
+            (Some(c), None) => {
+                return Err(ConfigError::Invalid {
+                    name: "ACCESSHUB_NATS_CLIENT_CERT",
+                    value: c,
+                    problem: "set ACCESSHUB_NATS_CLIENT_KEY too (a certificate needs its key)"
+                        .into(),
+                });
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::Invalid {
+                    name: "ACCESSHUB_NATS_CLIENT_KEY",
+                    // A key's path is not secret, but say nothing more about it than needed.
+                    value: String::new(),
+                    problem: "set ACCESSHUB_NATS_CLIENT_CERT too (a key needs its certificate)"
+                        .into(),
+                });
+            }
+        };
+        Ok(NatsTls {
+            ca_file,
+            client_cert,
+        })
+    }
+}
+
 /// What every service needs: where NATS and Postgres are, where to listen, how to log.
 /// Debug hides the NATS password and the database URL's password (security review L6).
 #[derive(Clone)]
@@ -241,6 +321,8 @@ pub struct CommonConfig {
     /// set, else the client's `_INBOX`). Each identity may subscribe to its own inbox only, so
     /// no service can read the replies (PubAcks, lookups, ingest answers) meant for another.
     pub nats_inbox_prefix: Option<String>,
+    /// TLS towards NATS (CA and client certificate files).
+    pub nats_tls: NatsTls,
     /// Prefix for every subject and stream, so tests and tenants of a shared NATS stay apart
     /// (`ACCESSHUB_NAMESPACE`; empty in production).
     pub namespace: String,
@@ -277,6 +359,7 @@ impl CommonConfig {
             nats_creds: env_opt("NATS_CREDS"),
             nats_user,
             nats_inbox_prefix,
+            nats_tls: NatsTls::from_env()?,
             namespace: env_or("ACCESSHUB_NAMESPACE", String::new())?,
             http_addr: env_or(
                 "ACCESSHUB_HTTP_ADDR",
@@ -322,6 +405,7 @@ impl CommonConfig {
             nats_creds: None,
             nats_user: None,
             nats_inbox_prefix: None,
+            nats_tls: NatsTls::default(),
             namespace: namespace.to_owned(),
             http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             log_format: LogFormat::Pretty,
@@ -391,5 +475,39 @@ mod mode_tests {
         assert_eq!("dev".parse::<Mode>(), Ok(Mode::Dev));
         assert_eq!("production".parse::<Mode>(), Ok(Mode::Production));
         assert!("staging".parse::<Mode>().is_err());
+    }
+}
+
+#[cfg(test)]
+mod nats_tls_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// A certificate without its key, or a file the pod cannot read, stops the service at
+    /// start-up naming the variable (not a reconnect loop against a TLS server).
+    #[test]
+    fn nats_tls_settings_are_checked_at_start_up() {
+        let dir = std::env::temp_dir().join(format!("nats-tls-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pem = dir.join("ca.pem");
+        std::fs::write(&pem, "x").unwrap();
+        let p = pem.display().to_string();
+
+        assert_eq!(
+            NatsTls::from_values(None, None, None).unwrap(),
+            NatsTls::default()
+        );
+        assert!(!NatsTls::default().is_configured());
+        let tls = NatsTls::from_values(Some(p.clone()), Some(p.clone()), Some(p.clone())).unwrap();
+        assert!(tls.is_configured());
+        assert_eq!(tls.ca_file.as_deref(), Some(pem.as_path()));
+
+        let missing = dir.join("absent.pem").display().to_string();
+        let e = NatsTls::from_values(Some(missing), None, None).unwrap_err();
+        assert!(e.to_string().contains("ACCESSHUB_NATS_CA"), "{e}");
+        let e = NatsTls::from_values(None, Some(p.clone()), None).unwrap_err();
+        assert!(e.to_string().contains("ACCESSHUB_NATS_CLIENT_KEY"), "{e}");
+        let e = NatsTls::from_values(None, None, Some(p)).unwrap_err();
+        assert!(e.to_string().contains("ACCESSHUB_NATS_CLIENT_CERT"), "{e}");
     }
 }

@@ -100,12 +100,11 @@ impl ConnectionStore {
         let name: String = row.try_get("name")?;
         let vendor: String = row.try_get("vendor")?;
         let sealed: String = row.try_get("settings_enc")?;
+        let what = format!("connection {tenant}/{vendor}/{name}");
         let plain = self
             .secrets
-            .open(&sealed, &connection_aad(&tenant, &vendor, &name))
-            .map_err(|e| {
-                ConnectionError::secret(e, &format!("connection {tenant}/{vendor}/{name}"))
-            })?;
+            .open_reported(&sealed, &connection_aad(&tenant, &vendor, &name), &what)
+            .map_err(|e| ConnectionError::secret(e, &what))?;
         let settings: VendorSettings =
             serde_json::from_str(&plain).map_err(|e| ConnectionError::Corrupt {
                 what: format!("connection {tenant}/{vendor}/{name}"),

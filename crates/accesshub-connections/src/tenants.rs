@@ -401,7 +401,7 @@ impl TenantStore {
         let what = || format!("webhook secret {tenant}/{source}");
         let current = Secret::new(
             self.secrets
-                .open(&row.try_get::<String, _>("secret_enc")?, &aad)
+                .open_reported(&row.try_get::<String, _>("secret_enc")?, &aad, &what())
                 .map_err(|e| ConnectionError::secret(e, &what()))?,
         );
         let prev_enc: Option<String> = row.try_get("previous_enc")?;
@@ -409,7 +409,7 @@ impl TenantStore {
         let previous = match (prev_enc, expires) {
             (Some(p), Some(e)) if e > Utc::now() => Some(Secret::new(
                 self.secrets
-                    .open(&p, &aad)
+                    .open_reported(&p, &aad, &format!("previous {}", what()))
                     .map_err(|e| ConnectionError::secret(e, &what()))?,
             )),
             _ => None,

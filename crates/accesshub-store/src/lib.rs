@@ -12,7 +12,8 @@ use sqlx::{
 };
 
 pub use secrets::{
-    SealFormat, SealedInfo, SecretBox, SecretError, connection_aad, source_aad, upstream_aad,
+    DECRYPT_FAILURES, DECRYPT_FAILURES_HELP, DecryptFailures, SealFormat, SealedInfo, SecretBox,
+    SecretError, connection_aad, decrypt_failures, source_aad, upstream_aad,
 };
 pub use sqlx;
 

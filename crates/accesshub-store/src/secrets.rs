@@ -12,11 +12,14 @@
 //! ciphertext copied into another row or tenant does not open (security review L5). The older
 //! `v1:` format (no associated data) still opens until `accessctl secrets reseal` rewrites it.
 
+use std::sync::{LazyLock, OnceLock};
+
 use base64::{Engine as _, engine::general_purpose::STANDARD};
 use chacha20poly1305::{
     KeyInit, XChaCha20Poly1305, XNonce,
     aead::{Aead, AeadCore, OsRng, Payload},
 };
+use prometheus_client::metrics::{counter::Counter, family::Family};
 
 /// Variable with the keys (preferred name).
 pub const KEYS_VAR: &str = "ACCESSHUB_ENCRYPTION_KEYS";
@@ -95,6 +98,35 @@ fn aad(parts: &[&str]) -> Vec<u8> {
         out.extend_from_slice(p.as_bytes());
     }
     out
+}
+
+/// Name of the decrypt-failure counter (`_total` is appended by the exposition format).
+pub const DECRYPT_FAILURES: &str = "accesshub_secret_decrypt_failures";
+/// Its help text.
+pub const DECRYPT_FAILURES_HELP: &str =
+    "Stored secrets that do not open with the configured encryption keys";
+
+/// The counter family's type: `accesshub_secret_decrypt_failures_total{component}`.
+pub type DecryptFailures = Family<Vec<(String, String)>, Counter>;
+
+static DECRYPT_FAILURES_FAMILY: LazyLock<DecryptFailures> = LazyLock::new(Family::default);
+static COMPONENT: OnceLock<String> = OnceLock::new();
+
+/// The process-wide decrypt-failure family, labelled `component=<component>` (the service; set
+/// by the first call). Register it on the service's registry under [`DECRYPT_FAILURES`];
+/// every [`SecretBox::open_reported`] in the process counts into it.
+pub fn decrypt_failures(component: &str) -> DecryptFailures {
+    let _ = COMPONENT.set(component.to_owned());
+    // Present (at 0) from the start, so an alert on its increase has a series to watch.
+    let _ = decrypt_failure_counter();
+    DECRYPT_FAILURES_FAMILY.clone()
+}
+
+fn decrypt_failure_counter() -> Counter {
+    let component = COMPONENT.get().map_or("unknown", String::as_str);
+    DECRYPT_FAILURES_FAMILY
+        .get_or_create(&vec![("component".to_owned(), component.to_owned())])
+        .clone()
 }
 
 /// Holds the keys; cloneable and never printed.
@@ -280,6 +312,32 @@ impl SecretBox {
             .decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad })
             .map_err(|_| SecretError::Decrypt)?;
         String::from_utf8(pt).map_err(|_| SecretError::Decrypt)
+    }
+
+    /// [`open`](Self::open) for a service that needs the secret to work: a failure is
+    /// counted in [`decrypt_failures`] and logged for the operator with `what` (the row: tenant,
+    /// vendor, connection or source, column), the key id the row names and the configured ids
+    /// — never the ciphertext or anything decrypted. A failed unseal is a key-rotation mistake
+    /// (a key removed before every row was resealed), not a vendor or user error, so whoever
+    /// runs the service must hear of it whichever component hit it first.
+    pub fn open_reported(
+        &self,
+        sealed: &str,
+        aad: &[u8],
+        what: &str,
+    ) -> Result<String, SecretError> {
+        self.open(sealed, aad).inspect_err(|e| {
+            let key_id = Self::inspect(sealed).map(|i| i.key_id);
+            decrypt_failure_counter().inc();
+            tracing::error!(
+                what,
+                key_id = key_id.as_deref().unwrap_or("?"),
+                configured = ?self.key_ids(),
+                error = %e,
+                "stored secret cannot be decrypted with the configured keys; check \
+                 {KEYS_VAR} and run `accessctl secrets reseal --dry-run`"
+            );
+        })
     }
 
     /// Whether a ciphertext should be rewritten: sealed with another key than the active one,

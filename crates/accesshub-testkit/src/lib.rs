@@ -3,6 +3,7 @@
 //! parallel on the shared local NATS and Postgres without seeing each other.
 
 pub mod http;
+pub mod logs;
 
 use accesshub_bus::Bus;
 use accesshub_config::CommonConfig;

@@ -132,7 +132,11 @@ impl UpstreamStore {
         let sealed: String = row.try_get("credentials_enc")?;
         Ok(Some(UpstreamCredentials {
             base_url: row.try_get("base_url")?,
-            secret: self.secrets.open(&sealed, &upstream_aad(tenant, source))?,
+            secret: self.secrets.open_reported(
+                &sealed,
+                &upstream_aad(tenant, source),
+                &format!("upstream API credentials {tenant}/{source}"),
+            )?,
             options: row.try_get("options")?,
         }))
     }

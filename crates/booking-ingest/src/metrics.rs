@@ -93,9 +93,13 @@ impl IngestMetrics {
                 c.get_or_create(&Vec::new()).clone()
             },
             decrypt_failures: {
-                let c: CounterVec = registry.counter(
-                    "accesshub_secret_decrypt_failures",
-                    "Stored secrets that do not open with the configured encryption keys",
+                // The process-wide family (accesshub-store), which also counts the connection
+                // secrets this service opens to judge ignored events.
+                let c = accesshub_store::decrypt_failures(crate::SERVICE);
+                registry.register(
+                    accesshub_store::DECRYPT_FAILURES,
+                    accesshub_store::DECRYPT_FAILURES_HELP,
+                    c.clone(),
                 );
                 c.get_or_create(&labels([("component", crate::SERVICE)]))
                     .clone()

@@ -53,20 +53,48 @@ pub(crate) fn check_url(policy: &EgressPolicy, url: &reqwest::Url) -> Result<(),
         .map_err(EgressRefused)
 }
 
-/// The system resolver, keeping only addresses the policy allows for the name; a name left
-/// with none fails to resolve with [`EgressRefused`].
-#[derive(Debug)]
+/// Resolves a host name to addresses: the system resolver in services; a fixed answer in
+/// tests, so a name "resolving" to loopback or a changing answer can be shown without DNS.
+pub(crate) type Lookup = Arc<
+    dyn Fn(
+            String,
+        ) -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = std::io::Result<Vec<SocketAddr>>> + Send>,
+        > + Send
+        + Sync,
+>;
+
+/// The system resolver.
+pub(crate) fn system_lookup() -> Lookup {
+    Arc::new(|host: String| {
+        Box::pin(async move { Ok(tokio::net::lookup_host((host.as_str(), 0)).await?.collect()) })
+    })
+}
+
+/// A resolver, keeping only addresses the policy allows for the name; a name left with none
+/// fails to resolve with [`EgressRefused`]. reqwest asks it for every new connection (a pooled
+/// connection is reused only while it lives: 90 s idle at most), so an answer that changed
+/// since the connection was saved or last used is judged again.
 pub(crate) struct GuardedResolver {
     pub(crate) policy: Arc<EgressPolicy>,
+    pub(crate) lookup: Lookup,
+}
+
+impl std::fmt::Debug for GuardedResolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GuardedResolver")
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Resolve for GuardedResolver {
     fn resolve(&self, name: Name) -> Resolving {
         let policy = Arc::clone(&self.policy);
         let host = name.as_str().to_owned();
+        let lookup = Arc::clone(&self.lookup);
         Box::pin(async move {
-            let addrs: Vec<SocketAddr> =
-                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let addrs: Vec<SocketAddr> = lookup(host.clone()).await?;
             let mut refused = None;
             let allowed: Vec<SocketAddr> = addrs
                 .into_iter()
@@ -113,6 +141,7 @@ mod tests {
     async fn resolver_drops_addresses_the_policy_refuses() {
         let strict = GuardedResolver {
             policy: Arc::new(EgressPolicy::strict()),
+            lookup: system_lookup(),
         };
         let err = match strict.resolve(Name::from_str("localhost").unwrap()).await {
             Ok(addrs) => panic!("resolved to {:?}", addrs.collect::<Vec<_>>()),
@@ -123,6 +152,7 @@ mod tests {
 
         let allowing = GuardedResolver {
             policy: Arc::new("http://localhost:*".parse().unwrap()),
+            lookup: system_lookup(),
         };
         let addrs: Vec<SocketAddr> = allowing
             .resolve(Name::from_str("localhost").unwrap())

@@ -87,6 +87,15 @@ impl VendorClient {
         settings: HttpSettings,
         egress: Option<EgressPolicy>,
     ) -> Result<Self, VendorError> {
+        Self::build_with_lookup(vendor, settings, egress, egress::system_lookup())
+    }
+
+    fn build_with_lookup(
+        vendor: &'static str,
+        settings: HttpSettings,
+        egress: Option<EgressPolicy>,
+        lookup: egress::Lookup,
+    ) -> Result<Self, VendorError> {
         let egress = egress.map(Arc::new);
         let mut builder = reqwest::Client::builder();
         if let Some(policy) = &egress {
@@ -94,6 +103,7 @@ impl VendorClient {
             builder = builder
                 .dns_resolver(egress::GuardedResolver {
                     policy: Arc::clone(policy),
+                    lookup,
                 })
                 // A redirect is a new target: the same check as the first request.
                 .redirect(reqwest::redirect::Policy::custom(move |attempt| {
@@ -334,5 +344,74 @@ mod tests {
         .unwrap();
         assert_eq!(url.path(), "/v1/sites/..%2F..%2Fx%3F/time-restrictions");
         assert_eq!(url.query(), None);
+    }
+
+    /// A vendor host name that resolves to 127.0.0.1 (DNS rebinding, or a record pointing
+    /// inside): the client asks the resolver for every new connection and refuses the address
+    /// unless the allow-list names the host, permanently. `lookup` stands in for DNS only.
+    #[tokio::test]
+    async fn a_host_name_resolving_to_loopback_is_refused_at_every_new_connection() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let (addr, mut seen) = accesshub_testkit::http::recording_server(vec![
+            "HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n".to_owned();
+            2
+        ])
+        .await;
+        let lookups = Arc::new(AtomicUsize::new(0));
+        let lookup = |n: Arc<AtomicUsize>| -> egress::Lookup {
+            Arc::new(move |host: String| {
+                n.fetch_add(1, Ordering::SeqCst);
+                Box::pin(async move {
+                    assert_eq!(host, "vendor.example");
+                    Ok(vec![addr])
+                })
+            })
+        };
+        let settings = HttpSettings {
+            timeout: Duration::from_secs(2),
+            connect_timeout: Duration::from_secs(1),
+        };
+        // Strict: https to a public-looking name passes the URL check; its address does not.
+        let strict = VendorClient::build_with_lookup(
+            "test",
+            settings,
+            Some(EgressPolicy::strict()),
+            lookup(Arc::clone(&lookups)),
+        )
+        .unwrap();
+        let url = format!("https://vendor.example:{}/x", addr.port());
+        let e = strict
+            .send("op", strict.request(Method::GET, &url))
+            .await
+            .unwrap_err();
+        assert_eq!(e.class(), ErrorClass::Permanent, "{e}");
+        assert!(e.to_string().contains("egress refused"), "{e}");
+        assert!(e.to_string().contains("loopback"), "{e}");
+        assert_eq!(lookups.load(Ordering::SeqCst), 1);
+        assert!(seen.try_recv().is_err(), "the listener was contacted");
+
+        // Allowed by name: connects; the server closes each connection, and the next request's
+        // new connection is resolved (and judged) again.
+        let lookups = Arc::new(AtomicUsize::new(0));
+        let allowing = VendorClient::build_with_lookup(
+            "test",
+            settings,
+            Some("http://vendor.example:*".parse().unwrap()),
+            lookup(Arc::clone(&lookups)),
+        )
+        .unwrap();
+        let url = format!("http://vendor.example:{}/x", addr.port());
+        for _ in 0..2 {
+            allowing
+                .send("op", allowing.request(Method::GET, &url))
+                .await
+                .unwrap();
+            assert!(seen.recv().await.is_some());
+        }
+        assert_eq!(
+            lookups.load(Ordering::SeqCst),
+            2,
+            "one lookup per connection"
+        );
     }
 }

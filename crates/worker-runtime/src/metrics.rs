@@ -53,6 +53,12 @@ pub(crate) struct WorkerMetrics {
 impl WorkerMetrics {
     pub(crate) fn new(registry: &Registry, worker: &str) -> Self {
         vendor_http::register_metrics(registry);
+        // The worker unseals its connections' vendor secrets.
+        registry.register(
+            accesshub_store::DECRYPT_FAILURES,
+            accesshub_store::DECRYPT_FAILURES_HELP,
+            accesshub_store::decrypt_failures(worker),
+        );
         let messages: CounterVec = registry.counter(
             "accesshub_worker_messages",
             "Messages handled by outcome (applied|skipped|retried|dead_lettered|parked)",

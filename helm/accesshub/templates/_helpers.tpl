@@ -181,6 +181,14 @@ NATS identity env of one container. Call with (dict "root" $ "user" <NATS user> 
 
 {{- define "accesshub.natsCredsDir" -}}/etc/accesshub/nats{{- end -}}
 
+{{/* Where nats.tls's Secrets are mounted (ca.crt, tls.crt, tls.key). */}}
+{{- define "accesshub.natsTlsDir" -}}/etc/accesshub/nats-tls{{- end -}}
+
+{{/* Whether nats.tls mounts anything. */}}
+{{- define "accesshub.natsTlsMounted" -}}
+{{- if or .Values.nats.tls.caSecret .Values.nats.tls.clientCertSecret }}true{{ end -}}
+{{- end -}}
+
 {{/*
 Data of the chart-managed Secret (stringData), shared by the Secret and the migrations hook
 Secret. Fail-fast: a render without the settings the services cannot run without stops here,
@@ -294,6 +302,16 @@ Call with (dict "root" $ "component" "booking-ingest" "svc" <service values or e
 {{- end }}
 {{- if .dlqRole }}
 {{- include "accesshub.natsIdentityEnv" (dict "root" $root "user" "accessctl-dlq" "prefix" "ACCESSCTL_") }}
+{{- end }}
+{{- if $root.Values.nats.tls.caSecret }}
+- name: ACCESSHUB_NATS_CA
+  value: {{ printf "%s/ca.crt" (include "accesshub.natsTlsDir" $root) | quote }}
+{{- end }}
+{{- if $root.Values.nats.tls.clientCertSecret }}
+- name: ACCESSHUB_NATS_CLIENT_CERT
+  value: {{ printf "%s/tls.crt" (include "accesshub.natsTlsDir" $root) | quote }}
+- name: ACCESSHUB_NATS_CLIENT_KEY
+  value: {{ printf "%s/tls.key" (include "accesshub.natsTlsDir" $root) | quote }}
 {{- end }}
 {{- end }}
 {{- with .svc.extraEnv }}

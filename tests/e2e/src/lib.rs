@@ -92,6 +92,122 @@ fn unique_dir(tag: &str) -> PathBuf {
     d
 }
 
+/// A throwaway PKI for TLS tests, made with the `openssl` CLI: a CA, a server certificate for
+/// `127.0.0.1` / `localhost` signed by it, and a client certificate signed by it. PEM files in
+/// a fresh directory; EC P-256 keys in PKCS#8.
+#[derive(Debug, Clone)]
+pub struct TestPki {
+    /// The CA's certificate (what clients trust).
+    pub ca: PathBuf,
+    /// The server's certificate and key.
+    pub server_cert: PathBuf,
+    /// Key of `server_cert`.
+    pub server_key: PathBuf,
+    /// A client certificate (CN `accesshub-client`) and key.
+    pub client_cert: PathBuf,
+    /// Key of `client_cert`.
+    pub client_key: PathBuf,
+}
+
+impl TestPki {
+    /// Generates it (a second or two); fails when `openssl` is not installed.
+    pub fn generate() -> Result<TestPki, HarnessError> {
+        let dir = unique_dir("pki");
+        let f = |n: &str| dir.join(n).display().to_string();
+        let run = |args: &[&str]| -> Result<(), HarnessError> {
+            let out = Command::new("openssl").args(args).output().map_err(|e| {
+                HarnessError::Setup(format!("openssl (apt-get install openssl): {e}"))
+            })?;
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(HarnessError::Setup(format!(
+                    "openssl {}: {}",
+                    args.join(" "),
+                    String::from_utf8_lossy(&out.stderr)
+                )))
+            }
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ];
+        let (ca, ca_key) = (f("ca.pem"), f("ca.key"));
+        let mut args = vec!["req", "-x509"];
+        args.extend(ec);
+        args.extend([
+            "-keyout",
+            &ca_key,
+            "-out",
+            &ca,
+            "-days",
+            "2",
+            "-subj",
+            "/CN=accesshub-test-ca",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ]);
+        run(&args)?;
+        for (name, cn, ext) in [
+            (
+                "server",
+                "127.0.0.1",
+                "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth",
+            ),
+            ("client", "accesshub-client", "extendedKeyUsage=clientAuth"),
+        ] {
+            let (key, csr, pem, extfile) = (
+                f(&format!("{name}.key")),
+                f(&format!("{name}.csr")),
+                f(&format!("{name}.pem")),
+                f(&format!("{name}.ext")),
+            );
+            std::fs::write(
+                &extfile,
+                format!(
+                    "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n{}\n",
+                    ext
+                ),
+            )
+            .map_err(|e| HarnessError::Setup(format!("{extfile}: {e}")))?;
+            let subj = format!("/CN={cn}");
+            let mut args = vec!["req"];
+            args.extend(ec);
+            args.extend(["-keyout", &key, "-out", &csr, "-subj", &subj]);
+            run(&args)?;
+            run(&[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                &ca,
+                "-CAkey",
+                &ca_key,
+                "-CAcreateserial",
+                "-out",
+                &pem,
+                "-days",
+                "2",
+                "-extfile",
+                &extfile,
+            ])?;
+        }
+        Ok(TestPki {
+            ca: dir.join("ca.pem"),
+            server_cert: dir.join("server.pem"),
+            server_key: dir.join("server.key"),
+            client_cert: dir.join("client.pem"),
+            client_key: dir.join("client.key"),
+        })
+    }
+}
+
 /// A child process that is killed when dropped.
 #[derive(Debug)]
 pub struct Proc {
@@ -221,6 +337,8 @@ pub struct PrivateNats {
     pub port: u16,
     /// Password of every NATS user (empty: the server requires no authentication).
     pub passwords: BTreeMap<String, String>,
+    /// Whether clients must speak TLS (`tls://` URLs).
+    pub tls: bool,
     proc: Proc,
 }
 
@@ -254,6 +372,7 @@ impl PrivateNats {
         Ok(PrivateNats {
             port,
             passwords: BTreeMap::new(),
+            tls: false,
             proc,
         })
     }
@@ -265,6 +384,17 @@ impl PrivateNats {
         namespace: &str,
         upstreams: &[&str],
     ) -> Result<PrivateNats, HarnessError> {
+        Self::start_authorized_with(namespace, upstreams, None)
+    }
+
+    /// [`PrivateNats::start_authorized`] with TLS on the client port, as
+    /// `accesshub-nats-config server --tls-cert --tls-key [--tls-ca]` renders it.
+    pub fn start_authorized_with(
+        namespace: &str,
+        upstreams: &[&str],
+        tls: Option<accesshub_natsauth::Tls>,
+    ) -> Result<PrivateNats, HarnessError> {
+        let with_tls = tls.is_some();
         let setup = |e: accesshub_natsauth::NatsAuthError| HarnessError::Setup(e.to_string());
         let mut ids = accesshub_natsauth::identities(namespace).map_err(setup)?;
         for u in upstreams {
@@ -284,7 +414,7 @@ impl PrivateNats {
             &accesshub_natsauth::ServerOptions {
                 listen: format!("127.0.0.1:{port}"),
                 store_dir: dir.join("js").display().to_string(),
-                tls: None,
+                tls,
             },
         )
         .map_err(setup)?;
@@ -296,6 +426,7 @@ impl PrivateNats {
         Ok(PrivateNats {
             port,
             passwords,
+            tls: with_tls,
             proc,
         })
     }
@@ -305,9 +436,10 @@ impl PrivateNats {
         self.proc.log()
     }
 
-    /// `nats://127.0.0.1:<port>`.
+    /// `nats://127.0.0.1:<port>` (`tls://` when the server requires TLS).
     pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
+        let scheme = if self.tls { "tls" } else { "nats" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// Hard stop (data on disk stays).

@@ -1,10 +1,11 @@
 //! No personal data and no secret in what accesshub writes about a booking (security review
 //! L6, L7; issue 23 item 6): a full run — signed webhooks → booking-ingest → JetStream → the
-//! CloudPass, Tapkey and iPassan workers → the simulators — with every service logging at
-//! DEBUG in the production JSON format, fixtures with distinctive names, e-mails, phones,
-//! plates and secrets, and permanent failures on purpose (a plate CloudPass refuses with 422,
-//! a resident iPassan refuses with 422) so the error paths write logs, DLQ reasons and
-//! `bindings.last_error`. None of them may contain any fixture value.
+//! CloudPass, Tapkey, iPassan and dormakaba workers → the simulators — with every service
+//! logging at DEBUG in the production JSON format, fixtures with distinctive names, e-mails,
+//! phones, plates and secrets, and permanent failures on purpose (a plate CloudPass refuses
+//! with 422, a resident iPassan refuses with 422, a room the Saflok lock system does not know,
+//! a mobile key for a guest the app does not know) so the error paths write logs, DLQ reasons
+//! and `bindings.last_error`. None of them may contain any fixture value.
 
 #![allow(clippy::unwrap_used)]
 
@@ -13,7 +14,9 @@ mod common;
 use std::time::Duration;
 
 use chrono::Utc;
-use common::{Options, Stack, at, cloudpass_conn, connecx_for, ipassan_conn, tapkey_conn};
+use common::{
+    Options, Stack, at, cloudpass_conn, connecx_for, dormakaba_conn, ipassan_conn, tapkey_conn,
+};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(40);
@@ -61,6 +64,29 @@ fn nexudus_member(unique: &str, updated_on: &str, expire: &str) -> Value {
     })
 }
 
+/// A Clock PMS+ booking for Wendelmoet Kouwenhoven with a key card and a mobile key for her
+/// phone (dormakaba Saflok); she is not registered in the lock vendor's app, so the mobile key
+/// is not delivered (a lock event naming her).
+fn clock_guest(id: i64, room: &str, updated_at: &str) -> Value {
+    let today = Utc::now().date_naive();
+    let departure = today + chrono::Days::new(2);
+    json!({
+        "event": "booking_new",
+        "booking": {
+            "id": id, "account_id": 77, "number": format!("CL-{id}"),
+            "arrival": today.to_string(), "arrival_time": "00:00",
+            "departure": departure.to_string(),
+            "status": "expected", "status_changed_at": updated_at,
+            "updated_at": updated_at,
+            "guest": {"last_name": "Kouwenhoven", "first_name": "Wendelmoet",
+                      "email": "wendelmoet.kouwenhoven@pii-fixture.example",
+                      "phone": "+31 6 13572468"},
+            "rooms": [room], "common_areas": ["fitness"], "license_plates": [],
+            "mobile_key": true
+        }
+    })
+}
+
 /// Every value that must not appear: the guests' data (whole and in the forms the code
 /// normalizes it to) and the secrets of the run.
 fn forbidden(s: &Stack) -> Vec<String> {
@@ -79,6 +105,11 @@ fn forbidden(s: &Stack) -> Vec<String> {
         "Xaverius",
         "Oosterbroek",
         "xaverius.oosterbroek",
+        "Wendelmoet",
+        "Kouwenhoven",
+        "wendelmoet.kouwenhoven",
+        "13572468",
+        "pms-demo-secret",
         "demo-cloudpass-secret",
         "demo-tapkey-secret",
         "demo-ipassan-secret",
@@ -126,8 +157,14 @@ async fn no_pii_or_secret_in_logs_dlq_reasons_or_last_error() {
     s.add_connection(cloudpass_conn(&s.sim)).await;
     s.add_connection(tapkey_conn(&s.sim)).await;
     s.add_connection(ipassan_conn(&s.sim)).await;
+    s.add_connection(dormakaba_conn(&s.sim)).await;
     s.start_ingest(&[]).await;
-    for w in ["cloudpass-worker", "tapkey-worker", "ipassan-worker"] {
+    for w in [
+        "cloudpass-worker",
+        "tapkey-worker",
+        "ipassan-worker",
+        "dormakaba-worker",
+    ] {
         s.start_worker(w, &[]).await;
     }
 
@@ -156,7 +193,15 @@ async fn no_pii_or_secret_in_logs_dlq_reasons_or_last_error() {
     )
     .await;
 
-    // Wait for the outcomes: the valid plate booked, the Tapkey grants, two dead letters.
+    // dormakaba: a Saflok booking with a key card and a mobile key for a guest the app does
+    // not know (room 101), and a room the lock system does not know (999 → dead letter).
+    s.accepted("clock", &clock_guest(990_001, "101", &at(0)))
+        .await;
+    s.accepted("clock", &clock_guest(990_002, "999", &at(0)))
+        .await;
+
+    // Wait for the outcomes: the valid plate booked, the Tapkey grants, the Saflok booking and
+    // its undelivered mobile key, three dead letters.
     s.wait_until("CloudPass booking of the valid plate", WAIT, || async {
         common::cloudpass_bookings(&s.sim, "ah:acme:reservation:")
             .await
@@ -170,9 +215,31 @@ async fn no_pii_or_secret_in_logs_dlq_reasons_or_last_error() {
     })
     .await;
     s.wait_until(
-        "two dead letters (CloudPass plate, iPassan resident)",
+        "the Saflok booking in room 101 and its (undelivered) mobile key",
         WAIT,
-        || async { s.dead_letters().await.len() >= 2 },
+        || async {
+            let st = s.sim.state("dormakaba").await["saflok"].clone();
+            let booked = st["bookings"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|b| b["main_room"] == "101");
+            let mobile = st["mobile_keys"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|m| m["room"] == "101" && m["delivered"] == false);
+            booked && mobile
+        },
+    )
+    .await;
+    s.wait_until(
+        "three dead letters (CloudPass plate, iPassan resident, Saflok room)",
+        WAIT,
+        || async {
+            let dead = s.dead_letters().await;
+            dead.len() >= 3 && dead.iter().any(|d| d.worker == "dormakaba-worker")
+        },
     )
     .await;
     // Let the last log lines reach the files.

@@ -611,6 +611,19 @@ impl Stack {
     pub async fn bus(&self) -> accesshub_bus::Bus {
         let mut cfg = accesshub_config::CommonConfig::for_test("e2e", &self.ns, &self.db_url);
         cfg.nats_url = self.nats_url.clone();
+        // The services' NATS TLS settings (Options::env) apply to the harness's reader too.
+        let var = |k: &str| {
+            self.env
+                .iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.clone())
+        };
+        cfg.nats_tls = accesshub_config::NatsTls::from_values(
+            var("ACCESSHUB_NATS_CA"),
+            var("ACCESSHUB_NATS_CLIENT_CERT"),
+            var("ACCESSHUB_NATS_CLIENT_KEY"),
+        )
+        .unwrap();
         if let Some(pw) = self
             .nats_passwords
             .as_ref()
