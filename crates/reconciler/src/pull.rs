@@ -19,7 +19,8 @@
 //!   businesses in the connection's `sites` (all when empty), whose pass type the connection
 //!   maps to locks. Sync Now lists every non-expired pass and marks stored passes Nexudus no
 //!   longer lists as removed; between runs [`Puller::poll`] fetches the changes since the last
-//!   poll (`UpdatedOn`), every `RECONCILER_UPSTREAM_POLL` (default 60 s). Holders' e-mail and
+//!   poll (`UpdatedOn`; the mark kept in Postgres, so a restart goes on from it), every
+//!   `RECONCILER_UPSTREAM_POLL` (default 60 s). Holders' e-mail and
 //!   name come from the coworkers API, cached for ten minutes.
 //! - dormakaba: Clock PMS+ bookings, with the tenant's `clock` credentials (API user + key,
 //!   HTTP Digest; the base URL names the account, which is the bookings' site), unless the
@@ -66,7 +67,7 @@ const STORE_CONCURRENCY: usize = 256;
 /// Guest look-ups in flight at once (each is one API call).
 const GUEST_CONCURRENCY: usize = 8;
 
-/// (tenant, coworker id) or (tenant, connection name).
+/// (tenant, coworker id).
 type TenantKey = (String, String);
 
 /// Pulls upstreams into the desired state. Cheap to clone.
@@ -78,8 +79,6 @@ pub struct Puller {
     committers: Committers,
     /// Nexudus pass holders by (tenant, coworker id), looked up through the coworkers API.
     holders: Arc<Mutex<HashMap<TenantKey, (Coworker, Instant)>>>,
-    /// Last successful poll per (tenant, connection name).
-    watermarks: Arc<Mutex<HashMap<TenantKey, DateTime<Utc>>>>,
 }
 
 impl std::fmt::Debug for Puller {
@@ -127,7 +126,6 @@ impl Puller {
             upstreams,
             committers,
             holders: Arc::default(),
-            watermarks: Arc::default(),
         }
     }
 
@@ -150,9 +148,11 @@ impl Puller {
         }
     }
 
-    /// One incremental poll of the Nexudus passes `conn` serves (changes since the last poll
-    /// of this process, minus a minute of overlap; the first poll lists everything). Finds
-    /// no deletions: Sync Now does. `None` when `conn` has no Nexudus pull.
+    /// One incremental poll of the Nexudus passes `conn` serves (changes since the last
+    /// successful poll, minus a minute of overlap; the very first poll of a connection lists
+    /// everything). The mark is kept in Postgres (`upstream_poll_marks`), so a restarted
+    /// reconciler goes on where it stopped. Finds no deletions: Sync Now does. `None` when
+    /// `conn` has no Nexudus pull.
     pub async fn poll(
         &self,
         conn: &Connection,
@@ -161,13 +161,7 @@ impl Puller {
         let VendorSettings::Tapkey(tk) = &conn.settings else {
             return Ok(None);
         };
-        let key = (conn.tenant.clone(), conn.name.clone());
-        let since = self
-            .watermarks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&key)
-            .copied();
+        let since = self.poll_mark(conn, "nexudus").await?;
         let tag = format!("poll:{}", now.timestamp_millis());
         let out = self
             .pull_nexudus(
@@ -179,12 +173,52 @@ impl Puller {
             )
             .await?;
         if out.as_ref().is_some_and(|p| p.failed == 0) {
-            self.watermarks
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(key, now);
+            self.set_poll_mark(conn, "nexudus", now).await?;
         }
         Ok(out)
+    }
+
+    /// Where the last successful poll of `conn`'s `source` started.
+    async fn poll_mark(
+        &self,
+        conn: &Connection,
+        source: &str,
+    ) -> Result<Option<DateTime<Utc>>, ReconcileError> {
+        Ok(sqlx::query_scalar(
+            "SELECT polled_at FROM upstream_poll_marks
+              WHERE tenant_id = $1 AND vendor = $2 AND connection = $3 AND source = $4",
+        )
+        .bind(&conn.tenant)
+        .bind(conn.vendor().as_str())
+        .bind(&conn.name)
+        .bind(source)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// Records a successful poll of `conn`'s `source` that started at `at` (never moving the
+    /// mark back).
+    async fn set_poll_mark(
+        &self,
+        conn: &Connection,
+        source: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), ReconcileError> {
+        sqlx::query(
+            "INSERT INTO upstream_poll_marks (tenant_id, vendor, connection, source, polled_at)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (tenant_id, vendor, connection, source) DO UPDATE
+               SET polled_at = GREATEST(upstream_poll_marks.polled_at, EXCLUDED.polled_at),
+                   updated_at = now()",
+        )
+        .bind(&conn.tenant)
+        .bind(conn.vendor().as_str())
+        .bind(&conn.name)
+        .bind(source)
+        .bind(at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     async fn pull_bex(
