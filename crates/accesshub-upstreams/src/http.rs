@@ -52,10 +52,32 @@ pub(crate) async fn get_json<T: DeserializeOwned>(
     operation: &'static str,
     build: impl Fn() -> reqwest::RequestBuilder,
 ) -> Result<T, UpstreamError> {
+    retrying(
+        http,
+        operation,
+        || http.send_json::<T>(operation, build()),
+        |_| true,
+    )
+    .await
+}
+
+/// Runs `call` until it succeeds, retrying transient failures that `may_retry` allows after
+/// the server's `Retry-After` (capped), else with exponential backoff, at most [`RETRY`] times.
+pub(crate) async fn retrying<T, F, Fut>(
+    http: &VendorClient,
+    operation: &'static str,
+    call: F,
+    may_retry: impl Fn(&vendor_http::VendorError) -> bool,
+) -> Result<T, UpstreamError>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T, vendor_http::VendorError>>,
+{
     let mut attempts = RETRY.attempts();
     loop {
-        match http.send_json::<T>(operation, build()).await {
+        match call().await {
             Ok(v) => return Ok(v),
+            Err(e) if !may_retry(&e) => return Err(e.into()),
             Err(e) => match attempts.next_wait_after(&e) {
                 Some(wait) => {
                     tracing::info!(upstream = http.vendor(), operation, ?wait, error = %e, "upstream call failed; retrying");

@@ -6,11 +6,13 @@
 //!
 //! - [`bex`]: Booking Experts PMS API v3 (JSON:API, `x-api-key`) and App webhooks.
 //! - [`nexudus`]: Nexudus REST (Basic auth, search pages): coworker time passes, polled.
+//! - [`clock`]: Clock PMS+ PMS API (Digest auth, 5 calls/s) and booking notifications.
 //!
 //! Names the vendor documents are used as documented; names that are ours are marked so in
 //! each module's doc comment and in docs/upstreams.md.
 
 pub mod bex;
+pub mod clock;
 pub mod creds;
 pub mod error;
 mod http;

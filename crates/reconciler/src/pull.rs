@@ -19,8 +19,15 @@
 //!   businesses in the connection's `sites` (all when empty), whose pass type the connection
 //!   maps to locks. Sync Now lists every non-expired pass and marks stored passes Nexudus no
 //!   longer lists as removed; between runs [`Puller::poll`] fetches the changes since the last
-//!   poll (`UpdatedOn`), every `RECONCILER_UPSTREAM_POLL` (default 60 s). Holders' e-mail and
+//!   poll (`UpdatedOn`; the mark kept in Postgres, so a restart goes on from it), every
+//!   `RECONCILER_UPSTREAM_POLL` (default 60 s). Holders' e-mail and
 //!   name come from the coworkers API, cached for ten minutes.
+//! - dormakaba: Clock PMS+ bookings, with the tenant's `clock` credentials (API user + key,
+//!   HTTP Digest; the base URL names the account, which is the bookings' site), unless the
+//!   connection's `sites` leave that account out. Scope as for BEX: arrivals from today −
+//!   `lookback_days` through today + N days (the `clock` site defaults' timezone), minus the
+//!   departed; stored Clock bookings of the account in that window Clock no longer lists are
+//!   marked gone.
 //! - Other vendors: no pull yet (the run compares the stored state, as before).
 //!
 //! Nothing is marked gone on the strength of a failed listing: an administration whose
@@ -36,6 +43,7 @@ use accesshub_domain::{Event, EventBody, ReservationStatus};
 use accesshub_upstreams::{
     Context, SiteDefaults, UpstreamCredentials, UpstreamStore,
     bex::{self, BexClient, ReservationQuery, ReservationResource},
+    clock::{self, BookingQuery, ClockClient},
     nexudus::{self, Coworker, NexudusClient, client::PassQuery},
 };
 use booking_ingest::{AnswerKind, committer::Committers};
@@ -59,7 +67,7 @@ const STORE_CONCURRENCY: usize = 256;
 /// Guest look-ups in flight at once (each is one API call).
 const GUEST_CONCURRENCY: usize = 8;
 
-/// (tenant, coworker id) or (tenant, connection name).
+/// (tenant, coworker id).
 type TenantKey = (String, String);
 
 /// Pulls upstreams into the desired state. Cheap to clone.
@@ -71,8 +79,6 @@ pub struct Puller {
     committers: Committers,
     /// Nexudus pass holders by (tenant, coworker id), looked up through the coworkers API.
     holders: Arc<Mutex<HashMap<TenantKey, (Coworker, Instant)>>>,
-    /// Last successful poll per (tenant, connection name).
-    watermarks: Arc<Mutex<HashMap<TenantKey, DateTime<Utc>>>>,
 }
 
 impl std::fmt::Debug for Puller {
@@ -120,7 +126,6 @@ impl Puller {
             upstreams,
             committers,
             holders: Arc::default(),
-            watermarks: Arc::default(),
         }
     }
 
@@ -138,13 +143,16 @@ impl Puller {
                 let tag = format!("run:{}", run.id);
                 self.pull_nexudus(conn, tk, &tag, None, now).await
             }
+            VendorSettings::Dormakaba(_) => self.pull_clock(conn, run, now).await,
             _ => Ok(None),
         }
     }
 
-    /// One incremental poll of the Nexudus passes `conn` serves (changes since the last poll
-    /// of this process, minus a minute of overlap; the first poll lists everything). Finds
-    /// no deletions: Sync Now does. `None` when `conn` has no Nexudus pull.
+    /// One incremental poll of the Nexudus passes `conn` serves (changes since the last
+    /// successful poll, minus a minute of overlap; the very first poll of a connection lists
+    /// everything). The mark is kept in Postgres (`upstream_poll_marks`), so a restarted
+    /// reconciler goes on where it stopped. Finds no deletions: Sync Now does. `None` when
+    /// `conn` has no Nexudus pull.
     pub async fn poll(
         &self,
         conn: &Connection,
@@ -153,13 +161,7 @@ impl Puller {
         let VendorSettings::Tapkey(tk) = &conn.settings else {
             return Ok(None);
         };
-        let key = (conn.tenant.clone(), conn.name.clone());
-        let since = self
-            .watermarks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&key)
-            .copied();
+        let since = self.poll_mark(conn, "nexudus").await?;
         let tag = format!("poll:{}", now.timestamp_millis());
         let out = self
             .pull_nexudus(
@@ -171,12 +173,52 @@ impl Puller {
             )
             .await?;
         if out.as_ref().is_some_and(|p| p.failed == 0) {
-            self.watermarks
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(key, now);
+            self.set_poll_mark(conn, "nexudus", now).await?;
         }
         Ok(out)
+    }
+
+    /// Where the last successful poll of `conn`'s `source` started.
+    async fn poll_mark(
+        &self,
+        conn: &Connection,
+        source: &str,
+    ) -> Result<Option<DateTime<Utc>>, ReconcileError> {
+        Ok(sqlx::query_scalar(
+            "SELECT polled_at FROM upstream_poll_marks
+              WHERE tenant_id = $1 AND vendor = $2 AND connection = $3 AND source = $4",
+        )
+        .bind(&conn.tenant)
+        .bind(conn.vendor().as_str())
+        .bind(&conn.name)
+        .bind(source)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// Records a successful poll of `conn`'s `source` that started at `at` (never moving the
+    /// mark back).
+    async fn set_poll_mark(
+        &self,
+        conn: &Connection,
+        source: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), ReconcileError> {
+        sqlx::query(
+            "INSERT INTO upstream_poll_marks (tenant_id, vendor, connection, source, polled_at)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (tenant_id, vendor, connection, source) DO UPDATE
+               SET polled_at = GREATEST(upstream_poll_marks.polled_at, EXCLUDED.polled_at),
+                   updated_at = now()",
+        )
+        .bind(&conn.tenant)
+        .bind(conn.vendor().as_str())
+        .bind(&conn.name)
+        .bind(source)
+        .bind(at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     async fn pull_bex(
@@ -194,19 +236,8 @@ impl Puller {
             .keys()
             .filter(|a| conn.sites.is_empty() || conn.sites.contains(a))
             .collect();
-        let days = match run.scope {
-            Scope::Upcoming(d) => i64::from(d),
-            Scope::Active => 0,
-            Scope::Full | Scope::Offboard => i64::from(Scope::DEFAULT_DAYS),
-        };
         let defaults = self.site_defaults(&conn.tenant, "bex").await?;
         let client = bex_client(&creds)?;
-        let lookback = creds
-            .options
-            .get("lookback_days")
-            .and_then(serde_json::Value::as_i64)
-            .unwrap_or(DEFAULT_LOOKBACK_DAYS)
-            .clamp(0, 3650);
         let guests = creds
             .options
             .get("guests")
@@ -214,27 +245,53 @@ impl Puller {
             .unwrap_or(true);
         let mut out = Pulled::default();
         for admin in admins {
-            let d = SiteDefaults::for_site(&defaults, admin);
-            let today = now.with_timezone(&d.tz()).date_naive();
-            let window = Window {
-                from: today - Duration::days(lookback),
-                today,
-                to: today + Duration::days(days),
-            };
+            let site = SitePull::new(self, conn, admin, "bex", &defaults, &creds, run, now);
             let job = AdminPull {
-                puller: self,
+                site,
                 client: &client,
-                tenant: &conn.tenant,
-                admin,
-                defaults: &defaults,
-                tz: d.tz(),
-                window,
-                tag: format!("run:{}", run.id),
                 guests,
             };
             if let Err(e) = job.run(&mut out).await {
                 out.problem(format!("bex administration {admin}: {e}"));
             }
+        }
+        Ok(Some(out))
+    }
+
+    /// Lists the Clock PMS+ account's bookings in scope (arrivals of the window, guests in
+    /// house) and stores them; stored Clock bookings of the account in that window that Clock
+    /// no longer lists are marked gone. The account is the credentials' (its base URL's last
+    /// segment); a connection whose `sites` leave it out pulls nothing.
+    async fn pull_clock(
+        &self,
+        conn: &Connection,
+        run: &SyncRun,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Pulled>, ReconcileError> {
+        let Some(creds) = self.upstreams.get(&conn.tenant, "clock").await? else {
+            return Ok(None);
+        };
+        let client = clock_client(&creds)?;
+        let Some(account) = client.account() else {
+            return Err(accesshub_upstreams::UpstreamError::Config(
+                "clock base_url names no account (…/pms_api/{subscription}/{account})".into(),
+            )
+            .into());
+        };
+        let mut out = Pulled::default();
+        if !conn.sites.is_empty() && !conn.sites.contains(&account) {
+            return Ok(Some(out));
+        }
+        let defaults = self.site_defaults(&conn.tenant, "clock").await?;
+        let site = SitePull::new(self, conn, &account, "clock", &defaults, &creds, run, now);
+        if let Err(e) = (AccountPull {
+            site,
+            client: &client,
+        })
+        .run(&mut out)
+        .await
+        {
+            out.problem(format!("clock account {account}: {e}"));
         }
         Ok(Some(out))
     }
@@ -492,6 +549,20 @@ pub fn bex_client(
     BexClient::with_rate(&creds.base_url, &creds.secret, rate, burst)
 }
 
+/// A Clock PMS+ client from stored credentials (`user:api key`); `rate_per_sec` / `burst` in
+/// the options override the documented 5 calls per second.
+pub fn clock_client(
+    creds: &UpstreamCredentials,
+) -> Result<ClockClient, accesshub_upstreams::UpstreamError> {
+    let (rate, burst) = rate_options(creds, clock::client::DEFAULT_RATE_PER_SEC);
+    let burst = if creds.options.get("burst").is_some() {
+        burst
+    } else {
+        clock::client::DEFAULT_BURST
+    };
+    ClockClient::new(&creds.base_url, &creds.secret, rate, burst)
+}
+
 /// The arrival dates a pull lists, and the day that decides "in house".
 #[derive(Debug, Clone, Copy)]
 struct Window {
@@ -500,99 +571,105 @@ struct Window {
     to: NaiveDate,
 }
 
-struct AdminPull<'a> {
+/// What the pull of one site (a BEX administration, a Clock account) shares whatever the
+/// upstream: the window, the stored bookings of the site and source, storing what was listed
+/// and marking gone what no longer is.
+struct SitePull<'a> {
     puller: &'a Puller,
-    client: &'a BexClient,
     tenant: &'a str,
-    admin: &'a str,
+    site: &'a str,
+    /// The upstream (`bex`, `clock`): stored bookings of other sources are never touched.
+    source: &'static str,
     defaults: &'a serde_json::Value,
     tz: chrono_tz::Tz,
     window: Window,
     tag: String,
-    guests: bool,
 }
 
-impl AdminPull<'_> {
-    async fn run(&self, out: &mut Pulled) -> Result<(), ReconcileError> {
-        let w = self.window;
-        let mut listed: Vec<ReservationResource> = Vec::new();
-        self.client
-            .reservations(
-                self.admin,
-                &ReservationQuery {
-                    start_date: Some((w.from, w.to)),
-                    page_size: 100,
-                },
-                |page| {
-                    listed.extend(
-                        page.into_iter()
-                            .filter(|r| r.attributes.end_date >= w.today),
-                    );
-                    Ok(())
-                },
-            )
-            .await?;
-        let known = self.known().await?;
-        let mut seen: HashSet<String> = HashSet::with_capacity(listed.len());
-        let cx = Context {
+impl<'a> SitePull<'a> {
+    /// The site's window: arrivals from today − `lookback_days` (options, default 30) to
+    /// today + the run's days, today in the site's timezone.
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        puller: &'a Puller,
+        conn: &'a Connection,
+        site: &'a str,
+        source: &'static str,
+        defaults: &'a serde_json::Value,
+        creds: &UpstreamCredentials,
+        run: &SyncRun,
+        now: DateTime<Utc>,
+    ) -> Self {
+        let days = match run.scope {
+            Scope::Upcoming(d) => i64::from(d),
+            Scope::Active => 0,
+            Scope::Full | Scope::Offboard => i64::from(Scope::DEFAULT_DAYS),
+        };
+        let lookback = creds
+            .options
+            .get("lookback_days")
+            .and_then(serde_json::Value::as_i64)
+            .unwrap_or(DEFAULT_LOOKBACK_DAYS)
+            .clamp(0, 3650);
+        let tz = SiteDefaults::for_site(defaults, site).tz();
+        let today = now.with_timezone(&tz).date_naive();
+        SitePull {
+            puller,
+            tenant: &conn.tenant,
+            site,
+            source,
+            defaults,
+            tz,
+            window: Window {
+                from: today - Duration::days(lookback),
+                today,
+                to: today + Duration::days(days),
+            },
+            tag: format!("run:{}", run.id),
+        }
+    }
+
+    fn cx(&self) -> Context<'a> {
+        Context {
             tenant: self.tenant,
             site_defaults: self.defaults,
-        };
-        let client = self.client;
-        let admin = self.admin;
-        let want_guests = self.guests;
-        let mut with_guests = stream::iter(listed)
-            .map(|res| async move {
-                let id = res.id.to_string();
-                let guests = if want_guests {
-                    Some(client.guests(admin, &id).await)
-                } else {
-                    None
-                };
-                (res, guests)
-            })
-            .buffer_unordered(GUEST_CONCURRENCY);
+        }
+    }
+
+    /// Stores every `(upstream id, mapped event)` of `records` (many commits in flight; the
+    /// committer batches them), counting fetched / new / changed and problems; then marks the
+    /// stored bookings of the window that were not among them as gone.
+    async fn store_all(
+        &self,
+        records: impl futures::Stream<Item = (String, Result<Event, String>)>,
+        out: &mut Pulled,
+    ) -> Result<(), ReconcileError> {
+        let known = self.known().await?;
+        let mut seen: HashSet<String> = HashSet::new();
         let mut stores = futures::stream::FuturesUnordered::new();
-        while let Some((res, guests)) = with_guests.next().await {
-            let id = res.id.to_string();
+        let mut records = std::pin::pin!(records);
+        while let Some((id, event)) = records.next().await {
             out.counts.fetched += 1;
             seen.insert(id.clone());
-            let guests = match guests.transpose() {
-                Ok(g) => g,
+            let event = match event {
+                Ok(e) => e,
                 Err(e) => {
-                    out.problem(format!("reservation {id}: guests: {e}"));
+                    out.problem(format!("{} {id}: {e}", self.source));
                     continue;
                 }
             };
-            let event = match bex::map_reservation(
-                res,
-                bex::Action::FromState,
-                Some(admin),
-                guests.as_deref(),
-                cx,
-                "reservation",
-            ) {
-                Ok(e) => *e,
-                Err(e) => {
-                    out.problem(format!("reservation {id}: {e}"));
-                    continue;
-                }
-            };
-            // Many stores in flight: booking-ingest's committer writes them in batches.
             let was_known = known.contains_key(&id);
-            let tag = &self.tag;
-            let puller = self.puller;
+            let (tag, puller) = (&self.tag, self.puller);
             stores.push(async move { (id, was_known, puller.store(tag, event).await) });
             if stores.len() >= STORE_CONCURRENCY
                 && let Some(done) = stores.next().await
             {
-                tally(out, done);
+                tally(out, self.source, done);
             }
         }
         while let Some(done) = stores.next().await {
-            tally(out, done);
+            tally(out, self.source, done);
         }
-        drop(with_guests);
         for (key, row) in known {
             if seen.contains(&key) || !row.in_window {
                 continue;
@@ -600,14 +677,15 @@ impl AdminPull<'_> {
             match self.gone(row.event).await {
                 Ok(AnswerKind::Accepted) => out.counts.vanished += 1,
                 Ok(_) => {}
-                Err(e) => out.problem(format!("reservation {key}: mark gone: {e}")),
+                Err(e) => out.problem(format!("{} {key}: mark gone: {e}", self.source)),
             }
         }
         Ok(())
     }
 
-    /// The administration's stored BEX reservations: every key (new vs changed), and whether
-    /// each still wants access within the pulled window (candidates for "gone").
+    /// The site's stored reservations of this source by upstream id (a key qualified as
+    /// `<source>:<id>` because another source had the plain one is read back as `<id>`), and
+    /// whether each still wants access within the pulled window (candidates for "gone").
     async fn known(&self) -> Result<HashMap<String, Known>, ReconcileError> {
         let w = self.window;
         let local = |d: NaiveDate| {
@@ -624,22 +702,27 @@ impl AdminPull<'_> {
                     (NOT ends_access AND starts_at >= $3 AND starts_at < $4 AND ends_at >= $5)
                         AS in_window
                FROM bookings
-              WHERE tenant_id = $1 AND kind = 'reservation' AND site = $2 AND source = 'bex'",
+              WHERE tenant_id = $1 AND kind = 'reservation' AND site = $2 AND source = $6",
         )
         .bind(self.tenant)
-        .bind(self.admin)
+        .bind(self.site)
         .bind(from)
         .bind(until)
         .bind(today)
+        .bind(self.source)
         .fetch_all(&self.puller.pool)
         .await?;
+        let qualified = format!("{}:", self.source);
         let mut out = HashMap::with_capacity(rows.len());
         for row in rows {
             let key: String = row.try_get("booking_key")?;
             let in_window: Option<bool> = row.try_get("in_window")?;
             let event = crate::engine::event_from_row(self.tenant, "reservation", &row).ok();
+            let id = key
+                .strip_prefix(&qualified)
+                .map_or(key.clone(), str::to_owned);
             out.insert(
-                key,
+                id,
                 Known {
                     in_window: in_window.unwrap_or(false) && event.is_some(),
                     event,
@@ -674,13 +757,130 @@ impl AdminPull<'_> {
     }
 }
 
+/// A BEX administration: its reservations of the window (and each one's guests).
+struct AdminPull<'a> {
+    site: SitePull<'a>,
+    client: &'a BexClient,
+    guests: bool,
+}
+
+impl AdminPull<'_> {
+    async fn run(&self, out: &mut Pulled) -> Result<(), ReconcileError> {
+        let w = self.site.window;
+        let mut listed: Vec<ReservationResource> = Vec::new();
+        self.client
+            .reservations(
+                self.site.site,
+                &ReservationQuery {
+                    start_date: Some((w.from, w.to)),
+                    page_size: 100,
+                },
+                |page| {
+                    listed.extend(
+                        page.into_iter()
+                            .filter(|r| r.attributes.end_date >= w.today),
+                    );
+                    Ok(())
+                },
+            )
+            .await?;
+        let cx = self.site.cx();
+        let (client, admin, want_guests) = (self.client, self.site.site, self.guests);
+        let records = stream::iter(listed)
+            .map(|res| async move {
+                let id = res.id.to_string();
+                let guests = if want_guests {
+                    Some(client.guests(admin, &id).await)
+                } else {
+                    None
+                };
+                (res, guests)
+            })
+            .buffer_unordered(GUEST_CONCURRENCY)
+            .map(move |(res, guests)| {
+                let id = res.id.to_string();
+                let event = guests
+                    .transpose()
+                    .map_err(|e| format!("guests: {e}"))
+                    .and_then(|guests| {
+                        bex::map_reservation(
+                            res,
+                            bex::Action::FromState,
+                            Some(admin),
+                            guests.as_deref(),
+                            cx,
+                            "reservation",
+                        )
+                        .map(|e| *e)
+                        .map_err(|e| e.to_string())
+                    });
+                (id, event)
+            });
+        self.site.store_all(records, out).await
+    }
+}
+
+/// A Clock PMS+ account: its bookings arriving in the window (filtered by the API) that
+/// have not departed.
+struct AccountPull<'a> {
+    site: SitePull<'a>,
+    client: &'a ClockClient,
+}
+
+impl AccountPull<'_> {
+    async fn run(&self, out: &mut Pulled) -> Result<(), ReconcileError> {
+        let w = self.site.window;
+        let mut listed: Vec<serde_json::Value> = Vec::new();
+        self.client
+            .bookings(
+                &BookingQuery {
+                    arrival: Some((w.from, w.to)),
+                    ..BookingQuery::default()
+                },
+                |page| {
+                    listed.extend(page);
+                    Ok(())
+                },
+            )
+            .await?;
+        let cx = self.site.cx();
+        let records = stream::iter(listed).filter_map(move |raw| {
+            let id = match &raw["id"] {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            let event = accesshub_upstreams::from_value_at::<clock::Booking>("booking", raw)
+                .map_err(|e| e.to_string())
+                .and_then(|b| {
+                    // Departed before today: out of scope (not listed, not gone).
+                    if b.departure < w.today {
+                        return Ok(None);
+                    }
+                    clock::map_booking(b, cx)
+                        .map(|e| Some(*e))
+                        .map_err(|e| e.to_string())
+                });
+            std::future::ready(match event {
+                Ok(None) => None,
+                Ok(Some(e)) => Some((id, Ok(e))),
+                Err(e) => Some((id, Err(e))),
+            })
+        });
+        self.site.store_all(records, out).await
+    }
+}
+
 /// Counts one stored record: new, changed, or a problem.
-fn tally(out: &mut Pulled, (id, was_known, result): (String, bool, Result<AnswerKind, String>)) {
+fn tally(
+    out: &mut Pulled,
+    source: &str,
+    (id, was_known, result): (String, bool, Result<AnswerKind, String>),
+) {
     match result {
         Ok(AnswerKind::Accepted) if was_known => out.counts.changed += 1,
         Ok(AnswerKind::Accepted) => out.counts.new += 1,
         Ok(_) => {}
-        Err(e) => out.problem(format!("reservation {id}: store: {e}")),
+        Err(e) => out.problem(format!("{source} {id}: store: {e}")),
     }
 }
 

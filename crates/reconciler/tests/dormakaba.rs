@@ -14,9 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use accesshub_connections::{
-    Connection, DormakabaProduct, DormakabaSettings, Secret, VendorSettings,
-};
+use accesshub_connections::Connection;
 use accesshub_domain::{Event, EventBody, Guest, Reservation, ReservationStatus, Source};
 use chrono::{Days, NaiveTime, Utc};
 use dormakaba_adapter::inventory::DormakabaInventory;
@@ -26,38 +24,7 @@ use vendor_sim::dormakaba::Product;
 const TENANT: &str = "hotelco";
 
 fn connection(sim: &vendor_sim::SimHandle) -> Connection {
-    let port = sim
-        .dormakaba_url()
-        .rsplit(':')
-        .next()
-        .and_then(|s| s.split('/').next())
-        .and_then(|p| p.parse().ok())
-        .unwrap();
-    Connection {
-        tenant: TENANT.into(),
-        name: "default".into(),
-        enabled: true,
-        sites: vec![],
-        settings: VendorSettings::Dormakaba(DormakabaSettings {
-            product: DormakabaProduct::Saflok,
-            host: "127.0.0.1".into(),
-            port,
-            scheme: "http".into(),
-            path: None,
-            namespace: None,
-            username: "pms-demo".into(),
-            password: Secret::new("pms-demo-secret"),
-            site_name: "DEMO-HOTEL".into(),
-            pms_terminal_id: "accesshub".into(),
-            encoders: vec![],
-            rooms: Default::default(),
-            common_areas: Default::default(),
-            mobile_keys: true,
-            key_size: 0,
-            edge_site: None,
-        }),
-        version: 1,
-    }
+    common::dormakaba_connection(TENANT, sim)
 }
 
 fn stay(status: ReservationStatus, room: &str, mobile: bool) -> Reservation {

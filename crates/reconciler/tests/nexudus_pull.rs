@@ -54,6 +54,18 @@ fn pass(unique: &str, coworker: i64, time_pass: i64, expires_in_days: i64) -> Va
     })
 }
 
+/// Installs the tenant with the Nexudus simulator's API user.
+async fn install_nexudus(
+    db: &accesshub_testkit::TestDb,
+    nexsim: &nx::NexudusSim,
+) -> (
+    accesshub_upstreams::UpstreamStore,
+    accesshub_store::SecretBox,
+) {
+    let secret = format!("{}:{}", nx::DEMO_USER, nx::DEMO_PASSWORD);
+    common::install_upstream(db, TENANT, "nexudus", nexsim.url(), secret).await
+}
+
 /// Whether `email` holds an active grant at the Tapkey simulator.
 fn granted(sim: &vendor_sim::SimHandle, email: &str) -> bool {
     let contacts = sim.state().tapkey_contacts();
@@ -77,14 +89,7 @@ async fn nexudus_passes_are_polled_and_synced_into_tapkey_grants_without_webhook
     nexsim.put_pass(pass("pass-expired", 102, 31, -1));
     nexsim.put_pass(pass("pass-unmapped", 102, 99, 30));
 
-    let (upstreams, sbox) = common::install_upstream(
-        &db,
-        TENANT,
-        "nexudus",
-        nexsim.url(),
-        format!("{}:{}", nx::DEMO_USER, nx::DEMO_PASSWORD),
-    )
-    .await;
+    let (upstreams, sbox) = install_nexudus(&db, &nexsim).await;
     // booking-ingest's relay publishes what the pulls store (its outbox), as in production.
     let ingest = booking_ingest::start(booking_ingest::IngestConfig::for_test(
         tb.config("booking-ingest", &db.url),
@@ -162,6 +167,53 @@ async fn nexudus_passes_are_polled_and_synced_into_tapkey_grants_without_webhook
 
     worker.shutdown().await.unwrap();
     ingest.shutdown().await;
+    nexsim.shutdown().await;
+    common::teardown(db, tb, sim).await;
+}
+
+/// The poll's mark is kept in Postgres: a reconciler restarted after a poll asks Nexudus only
+/// for what changed since that poll (it neither re-lists everything nor starts blind).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_poller_goes_on_from_the_last_poll() {
+    let (db, tb, sim) = common::setup().await;
+    let nexsim = nx::start_ephemeral().await.unwrap();
+    nexsim.put_coworker("101", "Ana Alves", "ana@example.com");
+    let two_hours_ago = (Utc::now() - chrono::Duration::hours(2)).to_rfc3339();
+    let mut old = pass("pass-old", 101, 31, 10);
+    old["UpdatedOn"] = json!(two_hours_ago);
+    nexsim.put_pass(old);
+    let (upstreams, _) = install_nexudus(&db, &nexsim).await;
+    let conn = connection(&sim.tapkey_url());
+
+    // The first poll of the connection lists everything.
+    let first = Puller::new(db.pool.clone(), tb.bus.clone(), upstreams.clone());
+    let p = first.poll(&conn, Utc::now()).await.unwrap().unwrap();
+    assert_eq!(
+        (p.counts.fetched, p.counts.new, p.failed),
+        (1, 1, 0),
+        "{p:?}"
+    );
+    drop(first);
+
+    // While "down": a pass changed long before the last poll (already read), and a new one.
+    let mut older = pass("pass-older", 101, 31, 10);
+    older["UpdatedOn"] = json!(two_hours_ago);
+    nexsim.put_pass(older);
+    nexsim.put_pass(pass("pass-new", 101, 31, 10));
+
+    // A new process: only the change since the last poll is asked for.
+    let restarted = Puller::new(db.pool.clone(), tb.bus.clone(), upstreams);
+    let p = restarted.poll(&conn, Utc::now()).await.unwrap().unwrap();
+    assert_eq!((p.counts.fetched, p.counts.new), (1, 1), "{p:?}");
+    let stored: Vec<String> = sqlx::query_scalar(
+        "SELECT booking_key FROM bookings WHERE tenant_id = $1 ORDER BY booking_key",
+    )
+    .bind(TENANT)
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(stored, ["pass-new", "pass-old"]);
+
     nexsim.shutdown().await;
     common::teardown(db, tb, sim).await;
 }

@@ -66,6 +66,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod bex;
+pub mod clock;
 pub mod cloudpass;
 pub mod control;
 pub mod dormakaba;

@@ -46,18 +46,90 @@ pub fn cloudpass_connection(tenant: &str, admin: &str, base: &str) -> Connection
     }
 }
 
+/// A Saflok connection of `tenant` to the simulator's dormakaba port (demo site, mobile keys
+/// on, rooms by identity).
+pub fn dormakaba_connection(tenant: &str, sim: &vendor_sim::SimHandle) -> Connection {
+    use accesshub_connections::{DormakabaProduct, DormakabaSettings, Secret, VendorSettings};
+    let port = sim
+        .dormakaba_url()
+        .rsplit(':')
+        .next()
+        .and_then(|s| s.split('/').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap();
+    Connection {
+        tenant: tenant.into(),
+        name: "default".into(),
+        enabled: true,
+        sites: vec![],
+        settings: VendorSettings::Dormakaba(DormakabaSettings {
+            product: DormakabaProduct::Saflok,
+            host: "127.0.0.1".into(),
+            port,
+            scheme: "http".into(),
+            path: None,
+            namespace: None,
+            username: "pms-demo".into(),
+            password: Secret::new("pms-demo-secret"),
+            site_name: "DEMO-HOTEL".into(),
+            pms_terminal_id: "accesshub".into(),
+            encoders: vec![],
+            rooms: Default::default(),
+            common_areas: Default::default(),
+            mobile_keys: true,
+            key_size: 0,
+            edge_site: None,
+        }),
+        version: 1,
+    }
+}
+
+/// dormakaba-worker in-process for `conns`.
+pub async fn dormakaba_worker(
+    db: &accesshub_testkit::TestDb,
+    tb: &accesshub_testkit::TestBus,
+    conns: Vec<Connection>,
+) -> worker_runtime::WorkerHandle {
+    worker(
+        db,
+        tb,
+        dormakaba_adapter::WORKER,
+        conns,
+        dormakaba_adapter::DormakabaHandler::new(),
+    )
+    .await
+}
+
 /// cloudpass-worker in-process for `conns`.
 pub async fn cloudpass_worker(
     db: &accesshub_testkit::TestDb,
     tb: &accesshub_testkit::TestBus,
     conns: Vec<Connection>,
 ) -> worker_runtime::WorkerHandle {
+    worker(
+        db,
+        tb,
+        cloudpass_adapter::NAME,
+        conns,
+        cloudpass_adapter::CloudpassHandler::new(),
+    )
+    .await
+}
+
+/// Worker `name` with `handler` in-process for `conns`.
+async fn worker<H: worker_runtime::Handler>(
+    db: &accesshub_testkit::TestDb,
+    tb: &accesshub_testkit::TestBus,
+    name: &str,
+    conns: Vec<Connection>,
+    handler: H,
+) -> worker_runtime::WorkerHandle {
     worker_runtime::start(
         worker_runtime::WorkerConfig::for_test(
-            tb.config(cloudpass_adapter::NAME, &db.url),
+            tb.config(name, &db.url),
             Arc::new(worker_runtime::StaticConnections::new(conns)),
         ),
-        cloudpass_adapter::CloudpassHandler::new(),
+        handler,
     )
     .await
     .unwrap()
