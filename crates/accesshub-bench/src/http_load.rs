@@ -4,7 +4,12 @@
 //! benchmark attributed to "the bench process". This one writes pre-built request bytes and
 //! reads the status line, `content-length` and body: what `wrk`-style generators do.
 
-use std::{io, net::SocketAddr};
+use std::{
+    io,
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
@@ -32,6 +37,145 @@ pub fn post_request(host: &str, path: &str, headers: &[(&str, &str)], body: &[u8
     req.extend_from_slice(format!("content-length: {}\r\n\r\n", body.len()).as_bytes());
     req.extend_from_slice(body);
     req
+}
+
+/// A webhook of `source` for `tenant` as request bytes, signed with `secret` now (within
+/// booking-ingest's 5-minute tolerance): what an upstream posts.
+pub fn signed_webhook(
+    host: &str,
+    source: &str,
+    tenant: &str,
+    secret: &str,
+    body: &[u8],
+) -> Vec<u8> {
+    let ts = chrono::Utc::now().timestamp();
+    let sig = booking_ingest::sign(secret, ts, body);
+    post_request(
+        host,
+        &format!("/webhooks/{source}/{tenant}"),
+        &[
+            ("content-type", "application/json"),
+            ("x-accesshub-timestamp", &ts.to_string()),
+            ("x-accesshub-signature", &sig),
+        ],
+        body,
+    )
+}
+
+/// One request of an [`open_loop`] run.
+#[derive(Debug, Clone, Copy)]
+pub struct Sent {
+    /// Its index (0-based, in due order).
+    pub index: u64,
+    /// When it was due.
+    pub due: Instant,
+    /// Its answer's status; `None` when the connection failed.
+    pub status: Option<u16>,
+    /// From due to answered (a late send counts: no coordinated omission).
+    pub latency: Duration,
+}
+
+/// An open-loop run at a fixed rate: request `i` is due at start + i/rate and goes on
+/// connection `i % conns`, so a slow answer delays the requests behind it on its connection
+/// and that wait is measured. `request(i)` builds request `i` when it is due (signatures
+/// carry a timestamp). Returns every request's outcome and the start.
+pub async fn open_loop<F>(
+    addr: SocketAddr,
+    rate: u64,
+    total: u64,
+    conns: u64,
+    request: F,
+) -> (Vec<Sent>, Instant)
+where
+    F: Fn(u64) -> Vec<u8> + Send + Sync + 'static,
+{
+    let request = Arc::new(request);
+    let interval = Duration::from_secs_f64(1.0 / rate.max(1) as f64);
+    let start = Instant::now() + Duration::from_millis(50);
+    let mut lanes = Vec::new();
+    for lane in 0..conns.max(1) {
+        let request = request.clone();
+        lanes.push(tokio::spawn(async move {
+            let mut out = Vec::new();
+            let mut conn: Option<RawHttpConn> = None;
+            let mut i = lane;
+            while i < total {
+                let due = start + interval.mul_f64(i as f64);
+                tokio::time::sleep_until(due.into()).await;
+                let req = request(i);
+                let status = match conn.as_mut() {
+                    Some(c) => c.send(&req).await,
+                    None => match RawHttpConn::connect(addr).await {
+                        Ok(c) => conn.insert(c).send(&req).await,
+                        Err(e) => Err(e),
+                    },
+                };
+                if status.is_err() {
+                    conn = None;
+                }
+                out.push(Sent {
+                    index: i,
+                    due,
+                    status: status.ok(),
+                    latency: due.elapsed(),
+                });
+                i += conns.max(1);
+            }
+            out
+        }));
+    }
+    let mut sent = Vec::with_capacity(total as usize);
+    for l in lanes {
+        if let Ok(s) = l.await {
+            sent.extend(s);
+        }
+    }
+    sent.sort_by_key(|s| s.index);
+    (sent, start)
+}
+
+/// Sends every one of `requests` over `conns` keep-alive connections, each connection taking
+/// the next unsent request as soon as its previous answer arrived (closed loop: as fast as
+/// the service answers). Returns each request's status (`None`: its connection failed).
+pub async fn send_all(
+    addr: SocketAddr,
+    conns: usize,
+    requests: Arc<Vec<Vec<u8>>>,
+) -> Vec<Option<u16>> {
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..conns.max(1) {
+        let (next, requests) = (next.clone(), requests.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut out = Vec::new();
+            let mut conn: Option<RawHttpConn> = None;
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(req) = requests.get(i) else { break };
+                let status = match conn.as_mut() {
+                    Some(c) => c.send(req).await,
+                    None => match RawHttpConn::connect(addr).await {
+                        Ok(c) => conn.insert(c).send(req).await,
+                        Err(e) => Err(e),
+                    },
+                };
+                if status.is_err() {
+                    conn = None;
+                }
+                out.push((i, status.ok()));
+            }
+            out
+        }));
+    }
+    let mut statuses = vec![None; requests.len()];
+    for t in tasks {
+        if let Ok(done) = t.await {
+            for (i, s) in done {
+                statuses[i] = s;
+            }
+        }
+    }
+    statuses
 }
 
 fn bad(what: &str) -> io::Error {
