@@ -87,7 +87,9 @@ impl Flow {
 
     /// The webhook body of booking `i` (`tag` keeps runs sharing a database apart): each a
     /// different booking the vendor accepts (distinct plates; iPassan slots that never
-    /// overlap, since the BBQ takes one booking per 30-minute slot).
+    /// overlap, since the BBQ takes one booking per 30-minute slot). Clock bookings ask for
+    /// a mobile key for the simulator's app user: without one the lock system has nothing to
+    /// do until a card is encoded at the desk.
     pub fn webhook(self, tag: &str, i: u64) -> Value {
         let now = chrono::Utc::now();
         let updated = now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
@@ -117,10 +119,10 @@ impl Flow {
                         "arrival": today.to_string(), "arrival_time": "00:00",
                         "departure": departure.to_string(), "status": "expected",
                         "status_changed_at": updated, "updated_at": updated,
-                        "guest": {"last_name": format!("Guest{i}"), "first_name": "Bench",
-                                  "email": "guest@example.com", "phone": "+31612345678"},
+                        "guest": {"last_name": "Jansen", "first_name": "Piet",
+                                  "email": "piet@example.com", "phone": "+31612345678"},
                         "rooms": ["101"], "common_areas": [], "license_plates": [],
-                        "mobile_key": false
+                        "mobile_key": true
                     }
                 })
             }
@@ -185,15 +187,11 @@ impl Flow {
                 return crate::cloudpass_connection(tenant, "12", &sim.cloudpass_url());
             }
             Flow::Dormakaba => {
-                let url = sim.dormakaba_url();
-                let port = url
-                    .rsplit_once(':')
-                    .and_then(|(_, p)| p.parse().ok())
-                    .unwrap_or(0);
+                let addr = sim.dormakaba_addr();
                 VendorSettings::Dormakaba(DormakabaSettings {
                     product: DormakabaProduct::Saflok,
-                    host: "127.0.0.1".into(),
-                    port,
+                    host: addr.ip().to_string(),
+                    port: addr.port(),
                     scheme: "http".into(),
                     path: None,
                     namespace: None,
@@ -208,7 +206,7 @@ impl Flow {
                     }],
                     rooms: BTreeMap::new(),
                     common_areas: BTreeMap::new(),
-                    mobile_keys: false,
+                    mobile_keys: true,
                     key_size: 0,
                     edge_site: None,
                 })

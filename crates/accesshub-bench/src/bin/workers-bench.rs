@@ -18,7 +18,6 @@ use accesshub_bench::{
     publish_event,
     summary::thousands,
 };
-use accesshub_config::CommonConfig;
 use anyhow::Context as _;
 use vendor_sim::{FaultKind, FaultRule};
 use worker_runtime::{StaticConnections, WorkerConfig};
@@ -208,17 +207,22 @@ async fn run(
 }
 
 /// Waits until the cluster's JetStream answers (its meta leader is elected after start).
-async fn cluster_ready(urls: &str) -> anyhow::Result<()> {
-    let probe = CommonConfig::for_test("bench", "probe", "postgres://unused");
-    let mut cfg = probe;
-    cfg.nats_url = urls.to_owned();
+async fn cluster_ready(cluster: &accesshub_e2e::NatsCluster) -> anyhow::Result<()> {
+    let urls = cluster.urls();
+    let client = async_nats::connect(urls.split(',').collect::<Vec<_>>()).await?;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        match accesshub_bus::connect(&cfg).await {
-            Ok(bus) if bus.js.query_account().await.is_ok() => return Ok(()),
-            _ if Instant::now() > deadline => anyhow::bail!("cluster JetStream not ready"),
-            _ => tokio::time::sleep(Duration::from_millis(500)).await,
+        // `$JS.API.INFO` answers without an error once the JetStream meta leader is elected.
+        let answer = client.request("$JS.API.INFO", "".into()).await;
+        if let Ok(m) = &answer
+            && !String::from_utf8_lossy(&m.payload).contains("\"error\"")
+        {
+            return Ok(());
         }
+        if Instant::now() > deadline {
+            anyhow::bail!("cluster JetStream not ready: {answer:?}\n{}", cluster.logs());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
@@ -234,7 +238,7 @@ async fn main() -> anyhow::Result<()> {
     let sim = vendor_sim::start(vendor_sim::SimConfig::ephemeral()).await?;
     let local = std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
     let cluster = accesshub_e2e::NatsCluster::start()?;
-    cluster_ready(&cluster.urls()).await?;
+    cluster_ready(&cluster).await?;
     let mut runs = Vec::new();
     let mut n = 0;
     for (topology, url) in [
