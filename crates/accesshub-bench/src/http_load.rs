@@ -62,6 +62,22 @@ pub fn signed_webhook(
     )
 }
 
+/// Sends `req` on `conn`, connecting first when there is none; a failed connection is
+/// dropped, so the next request connects again.
+async fn send_on(conn: &mut Option<RawHttpConn>, addr: SocketAddr, req: &[u8]) -> io::Result<u16> {
+    let status = match conn.as_mut() {
+        Some(c) => c.send(req).await,
+        None => match RawHttpConn::connect(addr).await {
+            Ok(c) => conn.insert(c).send(req).await,
+            Err(e) => Err(e),
+        },
+    };
+    if status.is_err() {
+        *conn = None;
+    }
+    status
+}
+
 /// One request of an [`open_loop`] run.
 #[derive(Debug, Clone, Copy)]
 pub struct Sent {
@@ -102,17 +118,7 @@ where
             while i < total {
                 let due = start + interval.mul_f64(i as f64);
                 tokio::time::sleep_until(due.into()).await;
-                let req = request(i);
-                let status = match conn.as_mut() {
-                    Some(c) => c.send(&req).await,
-                    None => match RawHttpConn::connect(addr).await {
-                        Ok(c) => conn.insert(c).send(&req).await,
-                        Err(e) => Err(e),
-                    },
-                };
-                if status.is_err() {
-                    conn = None;
-                }
+                let status = send_on(&mut conn, addr, &request(i)).await;
                 out.push(Sent {
                     index: i,
                     due,
@@ -152,16 +158,7 @@ pub async fn send_all(
             loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let Some(req) = requests.get(i) else { break };
-                let status = match conn.as_mut() {
-                    Some(c) => c.send(req).await,
-                    None => match RawHttpConn::connect(addr).await {
-                        Ok(c) => conn.insert(c).send(req).await,
-                        Err(e) => Err(e),
-                    },
-                };
-                if status.is_err() {
-                    conn = None;
-                }
+                let status = send_on(&mut conn, addr, req).await;
                 out.push((i, status.ok()));
             }
             out
@@ -263,26 +260,13 @@ mod tests {
 
     #[tokio::test]
     async fn round_trips_keep_alive_requests_against_a_real_server() {
-        use tokio::io::AsyncBufReadExt as _;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let server = tokio::spawn(async move {
             let (s, _) = listener.accept().await.unwrap();
             let mut r = tokio::io::BufReader::new(s);
             for status in [202, 400] {
-                let mut len = 0usize;
-                loop {
-                    let mut line = String::new();
-                    r.read_line(&mut line).await.unwrap();
-                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                        len = v.trim().parse().unwrap();
-                    }
-                    if line == "\r\n" {
-                        break;
-                    }
-                }
-                let mut body = vec![0; len];
-                r.read_exact(&mut body).await.unwrap();
+                let body = read_request(&mut r).await.unwrap();
                 let reply = format!(
                     "HTTP/1.1 {status} X\r\ncontent-length: {}\r\n\r\n{}",
                     body.len(),
@@ -301,5 +285,73 @@ mod tests {
         assert_eq!(c.send(&req).await.unwrap(), 202);
         assert_eq!(c.send(&req).await.unwrap(), 400);
         server.await.unwrap();
+    }
+
+    /// Reads one request (head and `content-length` body); `None` at the end of the stream.
+    async fn read_request(r: &mut tokio::io::BufReader<tokio::net::TcpStream>) -> Option<Vec<u8>> {
+        use tokio::io::AsyncBufReadExt as _;
+        let mut len = 0usize;
+        loop {
+            let mut line = String::new();
+            if r.read_line(&mut line).await.ok()? == 0 {
+                return None;
+            }
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                len = v.trim().parse().ok()?;
+            }
+            if line == "\r\n" {
+                break;
+            }
+        }
+        let mut body = vec![0; len];
+        r.read_exact(&mut body).await.ok()?;
+        Some(body)
+    }
+
+    /// Answers every request on every connection with 202 and an empty JSON body.
+    async fn accept_all(listener: tokio::net::TcpListener) {
+        loop {
+            let Ok((s, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut r = tokio::io::BufReader::new(s);
+                while read_request(&mut r).await.is_some() {
+                    let reply = b"HTTP/1.1 202 Accepted\r\ncontent-length: 2\r\n\r\n{}";
+                    if r.get_mut().write_all(reply).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    }
+
+    #[tokio::test]
+    async fn send_all_sends_each_request_once_and_open_loop_keeps_the_rate() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(accept_all(listener));
+        let reqs: Vec<Vec<u8>> = (0..50)
+            .map(|i| post_request("h", &format!("/p/{i}"), &[], b"{}"))
+            .collect();
+        let statuses = send_all(addr, 4, Arc::new(reqs)).await;
+        assert_eq!(statuses, vec![Some(202); 50]);
+
+        let (sent, start) = open_loop(addr, 200, 40, 4, |i| {
+            post_request("h", &format!("/q/{i}"), &[], b"")
+        })
+        .await;
+        assert_eq!(sent.len(), 40);
+        for (i, s) in sent.iter().enumerate() {
+            assert_eq!(s.index, i as u64);
+            assert_eq!(s.status, Some(202));
+            // Request i is due i/200 s after the start (5 ms apart).
+            let off = (s.due - start).as_secs_f64() * 1e3;
+            assert!((off - 5.0 * i as f64).abs() < 0.001, "{i}: due at {off} ms");
+        }
+        assert!(
+            start.elapsed() >= Duration::from_millis(195),
+            "paced, not a burst"
+        );
     }
 }

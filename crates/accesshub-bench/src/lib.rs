@@ -344,3 +344,29 @@ pub async fn publish_event(
         .map_err(|e| fail(format!("PubAck: {e}")))?;
     Ok(())
 }
+
+/// Publishes `events` as a backlog for a worker to drain: each with its PubAck awaited, 1,000
+/// in flight.
+pub async fn publish_backlog(
+    bus: &accesshub_bus::Bus,
+    events: impl IntoIterator<Item = accesshub_domain::Event>,
+) -> Result<(), PublishError> {
+    let joined = |e: tokio::task::JoinError| PublishError {
+        subject: "BOOKINGS".into(),
+        message: e.to_string(),
+    };
+    let mut pubs = Vec::new();
+    for ev in events {
+        let bus = bus.clone();
+        pubs.push(tokio::spawn(async move { publish_event(&bus, &ev).await }));
+        if pubs.len() >= 1000 {
+            for p in pubs.drain(..) {
+                p.await.map_err(joined)??;
+            }
+        }
+    }
+    for p in pubs {
+        p.await.map_err(joined)??;
+    }
+    Ok(())
+}

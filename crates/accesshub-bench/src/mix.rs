@@ -187,29 +187,7 @@ impl Flow {
                 return crate::cloudpass_connection(tenant, "12", &sim.cloudpass_url());
             }
             Flow::Dormakaba => {
-                let addr = sim.dormakaba_addr();
-                VendorSettings::Dormakaba(DormakabaSettings {
-                    product: DormakabaProduct::Saflok,
-                    host: addr.ip().to_string(),
-                    port: addr.port(),
-                    scheme: "http".into(),
-                    path: None,
-                    namespace: None,
-                    username: vendor_sim::dormakaba::DEMO_USERNAME.into(),
-                    password: Secret::new(vendor_sim::dormakaba::DEMO_PASSWORD),
-                    site_name: vendor_sim::dormakaba::DEMO_SAFLOK_SITE.into(),
-                    pms_terminal_id: "accesshub".into(),
-                    encoders: vec![Encoder {
-                        name: "Front desk 1".into(),
-                        id: "1".into(),
-                        kind: EncoderKind::Network,
-                    }],
-                    rooms: BTreeMap::new(),
-                    common_areas: BTreeMap::new(),
-                    mobile_keys: true,
-                    key_size: 0,
-                    edge_site: None,
-                })
+                VendorSettings::Dormakaba(dormakaba_settings(sim.dormakaba_addr(), true))
             }
             Flow::Ipassan => VendorSettings::Ipassan(IpassanSettings {
                 base_url: sim.ipassan_url(),
@@ -284,6 +262,65 @@ impl Flow {
     }
 }
 
+/// A Saflok connection to the simulator's demo lock system listening on `addr`, one network
+/// encoder, mobile keys on or off.
+pub fn dormakaba_settings(addr: std::net::SocketAddr, mobile_keys: bool) -> DormakabaSettings {
+    DormakabaSettings {
+        product: DormakabaProduct::Saflok,
+        host: addr.ip().to_string(),
+        port: addr.port(),
+        scheme: "http".into(),
+        path: None,
+        namespace: None,
+        username: vendor_sim::dormakaba::DEMO_USERNAME.into(),
+        password: Secret::new(vendor_sim::dormakaba::DEMO_PASSWORD),
+        site_name: vendor_sim::dormakaba::DEMO_SAFLOK_SITE.into(),
+        pms_terminal_id: "accesshub".into(),
+        encoders: vec![Encoder {
+            name: "Front desk 1".into(),
+            id: "1".into(),
+            kind: EncoderKind::Network,
+        }],
+        rooms: BTreeMap::new(),
+        common_areas: BTreeMap::new(),
+        mobile_keys,
+        key_size: 0,
+        edge_site: None,
+    }
+}
+
+/// Creates `tenant` with `secret` as the webhook secret of the four flows' upstreams and
+/// [`site_defaults`] for them.
+pub async fn bench_tenant(
+    pool: &sqlx::PgPool,
+    sbox: accesshub_store::SecretBox,
+    tenant: &str,
+    secret: &str,
+) -> Result<(), MixError> {
+    let fail = |e: &dyn std::fmt::Display| MixError(format!("tenant {tenant}: {e}"));
+    let tenants = accesshub_connections::TenantStore::new(pool.clone(), sbox);
+    tenants.upsert(tenant, tenant).await.map_err(|e| fail(&e))?;
+    for flow in Flow::ALL {
+        tenants
+            .set_source_secret(
+                tenant,
+                flow.source().as_str(),
+                Some(Secret::new(secret)),
+                std::time::Duration::ZERO,
+            )
+            .await
+            .map_err(|e| fail(&e))?;
+    }
+    // Site defaults have no TenantStore API yet: set the way an operator's SQL would.
+    sqlx::query("UPDATE tenant_sources SET site_defaults = $1 WHERE tenant_id = $2")
+        .bind(site_defaults())
+        .bind(tenant)
+        .execute(pool)
+        .await
+        .map_err(|e| fail(&e))?;
+    Ok(())
+}
+
 /// Site defaults of the bench tenant's upstream sources (Clock bookings need check-in and
 /// check-out times and a zone), as `make dev`'s demo tenant has them.
 pub fn site_defaults() -> Value {
@@ -340,5 +377,33 @@ impl Applied {
             }
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_flow_maps_to_distinct_events_of_its_source() {
+        for flow in Flow::ALL {
+            let a = flow.event("t", "x", 0).unwrap();
+            let b = flow.event("t", "x", 1).unwrap();
+            assert_eq!(a.source, flow.source(), "{flow:?}");
+            assert_eq!(a.tenant, "t");
+            assert_ne!(a.booking_key, b.booking_key, "{flow:?}");
+            assert_eq!(Flow::of(flow as u64), flow);
+        }
+    }
+
+    #[test]
+    fn applied_keeps_the_first_time() {
+        let a = Applied::default();
+        a.note("k");
+        let first = a.at("k").unwrap();
+        a.note("k");
+        assert_eq!(a.at("k"), Some(first));
+        assert_eq!(a.len(), 1);
     }
 }

@@ -328,8 +328,9 @@ const FLOWS: [(&str, &str); 4] = [
     ("tapkey", "tapkey-worker"),
 ];
 
-/// Services the RSS benchmark measures.
-const SERVICES: [&str; 7] = [
+/// The image's services (accessctl is a CLI, not a resident process): the RSS benchmark
+/// measures each.
+pub const SERVICES: [&str; 7] = [
     "booking-ingest",
     "cloudpass-worker",
     "dormakaba-worker",

@@ -19,11 +19,10 @@ use accesshub_bench::{
     cpu::{CpuSnapshot, cores},
     http_load::{open_loop, send_all, signed_webhook},
     millis,
-    mix::{Applied, Flow, site_defaults},
+    mix::{Applied, Flow},
     ms, percentile,
     summary::thousands,
 };
-use accesshub_connections::{Secret, TenantStore};
 use accesshub_store::SecretBox;
 use anyhow::Context as _;
 use worker_runtime::{StaticConnections, WorkerConfig};
@@ -78,24 +77,7 @@ async fn main() -> anyhow::Result<()> {
     let nats = std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
     let (common, bus) = accesshub_bench::production_bus(&db.url, &nats, 1).await?;
     let sbox = SecretBox::from_spec(&SecretBox::generate_spec())?;
-    let tenants = TenantStore::new(db.pool.clone(), sbox.clone());
-    tenants.upsert(TENANT, TENANT).await?;
-    for flow in Flow::ALL {
-        tenants
-            .set_source_secret(
-                TENANT,
-                flow.source().as_str(),
-                Some(Secret::new(SECRET)),
-                Duration::ZERO,
-            )
-            .await?;
-    }
-    // Site defaults have no TenantStore API yet: set the way an operator's SQL would.
-    sqlx::query("UPDATE tenant_sources SET site_defaults = $1 WHERE tenant_id = $2")
-        .bind(site_defaults())
-        .bind(TENANT)
-        .execute(&db.pool)
-        .await?;
+    accesshub_bench::mix::bench_tenant(&db.pool, sbox.clone(), TENANT, SECRET).await?;
     let sim = vendor_sim::start(vendor_sim::SimConfig::ephemeral()).await?;
     sim.state().seed_demo();
 

@@ -18,9 +18,10 @@ use std::{
 
 use accesshub_bench::{
     http_load::{post_request, send_all, signed_webhook},
-    mix::{Flow, site_defaults},
+    mix::Flow,
+    summary::SERVICES,
 };
-use accesshub_connections::{ConnectionStore, EgressPolicy, Secret, TenantStore};
+use accesshub_connections::{ConnectionStore, EgressPolicy};
 use accesshub_e2e::{Proc, free_port};
 use accesshub_store::SecretBox;
 use anyhow::{Context as _, bail};
@@ -31,17 +32,6 @@ const SECRET: &str = "rss-bench-secret";
 const ADMIN_TOKEN: &str = "rss-bench-admin-token";
 /// Goal (issue 25): idle resident memory per service.
 const GOAL_IDLE_MB: f64 = 30.0;
-
-/// The services of the image (accessctl is a CLI, not a resident process).
-const SERVICES: [&str; 7] = [
-    "booking-ingest",
-    "cloudpass-worker",
-    "dormakaba-worker",
-    "ipassan-worker",
-    "tapkey-worker",
-    "reconciler",
-    "accesshub-admin",
-];
 
 /// A `/proc/<pid>/status` field in MB (`VmRSS`, `VmHWM`).
 fn status_mb(pid: u32, field: &str) -> f64 {
@@ -157,23 +147,7 @@ async fn main() -> anyhow::Result<()> {
     let (common, bus) = accesshub_bench::production_bus(&db.url, &nats, 1).await?;
     let enc_key = SecretBox::generate_spec();
     let sbox = SecretBox::from_spec(&enc_key)?;
-    let tenants = TenantStore::new(db.pool.clone(), sbox.clone());
-    tenants.upsert(TENANT, TENANT).await?;
-    for flow in Flow::ALL {
-        tenants
-            .set_source_secret(
-                TENANT,
-                flow.source().as_str(),
-                Some(Secret::new(SECRET)),
-                Duration::ZERO,
-            )
-            .await?;
-    }
-    sqlx::query("UPDATE tenant_sources SET site_defaults = $1 WHERE tenant_id = $2")
-        .bind(site_defaults())
-        .bind(TENANT)
-        .execute(&db.pool)
-        .await?;
+    accesshub_bench::mix::bench_tenant(&db.pool, sbox.clone(), TENANT, SECRET).await?;
     let sim = vendor_sim::start(vendor_sim::SimConfig::ephemeral()).await?;
     sim.state().seed_demo();
     let conns: Vec<_> = Flow::ALL

@@ -15,7 +15,6 @@ use std::{
 use accesshub_bench::{
     cpu::{CpuSnapshot, CpuUse, cores},
     mix::{Applied, Flow},
-    publish_event,
     summary::thousands,
 };
 use anyhow::Context as _;
@@ -149,20 +148,10 @@ async fn run(
             1.0,
         ));
     }
-    let mut pubs = Vec::new();
-    for i in 0..backlog {
-        let ev = flow.event(&tenant, &tenant, i)?;
-        let bus = bus.clone();
-        pubs.push(tokio::spawn(async move { publish_event(&bus, &ev).await }));
-        if pubs.len() >= 1000 {
-            for p in pubs.drain(..) {
-                p.await??;
-            }
-        }
-    }
-    for p in pubs.drain(..) {
-        p.await??;
-    }
+    let events = (0..backlog)
+        .map(|i| flow.event(&tenant, &tenant, i))
+        .collect::<Result<Vec<_>, _>>()?;
+    accesshub_bench::publish_backlog(&bus, events).await?;
     let mut cfg = WorkerConfig::new(
         accesshub_bench::service_config(&common, flow.worker()),
         Arc::new(StaticConnections::new(vec![flow.connection(&tenant, sim)])),
@@ -220,7 +209,10 @@ async fn cluster_ready(cluster: &accesshub_e2e::NatsCluster) -> anyhow::Result<(
             return Ok(());
         }
         if Instant::now() > deadline {
-            anyhow::bail!("cluster JetStream not ready: {answer:?}\n{}", cluster.logs());
+            anyhow::bail!(
+                "cluster JetStream not ready: {answer:?}\n{}",
+                cluster.logs()
+            );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
