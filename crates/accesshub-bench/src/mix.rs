@@ -20,8 +20,46 @@ use worker_runtime::{AfterApply, WorkerConfig, WorkerHandle};
 
 /// The Nexudus pass type the Tapkey connection maps (to the simulator's front door).
 const PASS_TYPE: u64 = 8;
-/// The connecX facility the iPassan connection maps (to the simulator's rooftop BBQ).
-const FACILITY: &str = "rooftop-bbq";
+/// connecX facilities the iPassan connection maps, each to an asset of its own (like the
+/// simulator's rooftop BBQ: 30-minute slots, one booking per slot). ipassan-worker's calls
+/// per event grow with both: it looks for its booking on every mapped asset, and before a
+/// create lists every booking of the asset to check overlaps. One asset holding a whole
+/// run's bookings made 9 calls/event at 1,000 events; 256 assets made 500. Eight keeps both
+/// small at these sizes (the table shows the calls per event).
+pub const IPASSAN_ASSETS: u64 = 8;
+
+/// connecX facility `k` and its iPassan asset.
+fn facility(k: u64) -> (String, String) {
+    (
+        format!("room-{k}"),
+        format!("6b1f3c9e-0000-4000-8000-0b{k:010x}"),
+    )
+}
+
+/// The simulator's demo fixtures plus the [`IPASSAN_ASSETS`] assets of the iPassan flow.
+pub fn seed(sim: &vendor_sim::SimState) -> Result<(), vendor_sim::SimError> {
+    use vendor_sim::ipassan as ip;
+    sim.seed_demo();
+    sim.seed_ipassan(ip::IpassanFixture {
+        assets: (0..IPASSAN_ASSETS)
+            .map(|k| {
+                let (name, uuid) = facility(k);
+                ip::Asset {
+                    uuid,
+                    site_uuid: ip::DEMO_SITE.into(),
+                    name,
+                    display: "week".into(),
+                    door_profile_uuid: Some(ip::DEMO_PROFILE_DOOR.into()),
+                    floor_profile_uuid: Some(ip::DEMO_PROFILE_FLOOR.into()),
+                    time_slot_minutes: 30,
+                    max_booking_minutes: 120,
+                    one_booking_per_slot: true,
+                }
+            })
+            .collect(),
+        ..Default::default()
+    })
+}
 
 /// One vendor flow: upstream webhook → worker → vendor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -136,7 +174,7 @@ impl Flow {
                     t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
                 };
                 json!({
-                    "booking_id": format!("{tag}-f{i}"), "facility_id": FACILITY,
+                    "booking_id": format!("{tag}-f{i}"), "facility_id": facility((i / 4) % IPASSAN_ASSETS).0,
                     "building_id": "pijp",
                     "resident": {"id": "res-17", "email": "jan@example.com",
                                  "first_name": "Jan", "last_name": "de Vries"},
@@ -194,7 +232,7 @@ impl Flow {
                 client_id: ip::DEMO_CLIENT_ID.into(),
                 client_secret: Secret::new(ip::DEMO_CLIENT_SECRET),
                 site_guid: ip::DEMO_SITE.into(),
-                facilities: BTreeMap::from([(FACILITY.to_owned(), ip::DEMO_ASSET_BBQ.to_owned())]),
+                facilities: (0..IPASSAN_ASSETS).map(facility).collect(),
             }),
             Flow::Tapkey => VendorSettings::Tapkey(TapkeySettings {
                 authority_url: sim.tapkey_url(),

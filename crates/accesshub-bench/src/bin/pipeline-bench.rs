@@ -79,7 +79,7 @@ async fn main() -> anyhow::Result<()> {
     let sbox = SecretBox::from_spec(&SecretBox::generate_spec())?;
     accesshub_bench::mix::bench_tenant(&db.pool, sbox.clone(), TENANT, SECRET).await?;
     let sim = vendor_sim::start(vendor_sim::SimConfig::ephemeral()).await?;
-    sim.state().seed_demo();
+    accesshub_bench::mix::seed(sim.state())?;
 
     let ingest = booking_ingest::start(booking_ingest::IngestConfig::for_test(
         accesshub_bench::service_config(&common, "booking-ingest"),

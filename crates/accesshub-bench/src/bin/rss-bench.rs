@@ -149,7 +149,7 @@ async fn main() -> anyhow::Result<()> {
     let sbox = SecretBox::from_spec(&enc_key)?;
     accesshub_bench::mix::bench_tenant(&db.pool, sbox.clone(), TENANT, SECRET).await?;
     let sim = vendor_sim::start(vendor_sim::SimConfig::ephemeral()).await?;
-    sim.state().seed_demo();
+    accesshub_bench::mix::seed(sim.state())?;
     let conns: Vec<_> = Flow::ALL
         .iter()
         .map(|f| f.connection(TENANT, &sim))
