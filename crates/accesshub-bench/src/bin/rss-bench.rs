@@ -224,10 +224,11 @@ async fn main() -> anyhow::Result<()> {
     // Applied: each worker records a binding once the vendor holds the booking.
     let deadline = Instant::now() + Duration::from_secs(600);
     let applied = loop {
-        let n: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM bindings WHERE applied_revision >= 1")
-                .fetch_one(&db.pool)
-                .await?;
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(DISTINCT booking_key) FROM bindings WHERE applied_revision >= 1",
+        )
+        .fetch_one(&db.pool)
+        .await?;
         if n as usize >= accepted || Instant::now() > deadline {
             break n;
         }
