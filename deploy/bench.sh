@@ -49,6 +49,12 @@ run dlq-bench
 run sync-bench
 run keyreq-bench 50
 run pull-bench
+# Production-like (issue 25): the whole pipeline, each worker at 0 and 100 ms vendor latency
+# on R1 and on a 3-node R3 cluster, and memory per service plus the image size (the
+# `accesshub` binary built above, not rebuilt).
+run pipeline-bench
+run workers-bench
+run rss-bench
 echo
 echo "=== bench-summary"
 "$BIN/bench-summary"

@@ -3,6 +3,7 @@
 
 pub mod cpu;
 pub mod http_load;
+pub mod mix;
 pub mod summary;
 
 use std::{
@@ -192,6 +193,35 @@ pub fn vm_hwm_kb() -> u64 {
         .unwrap_or(0)
 }
 
+/// A fresh namespace on `nats_url` (one URL or a comma-separated cluster) with the streams
+/// as production has them: file storage, `replicas` replicas. Returns the services' common
+/// configuration (rename `service` per service) and a connected bus; delete its streams with
+/// `bus.delete_streams()` at the end.
+pub async fn production_bus(
+    db_url: &str,
+    nats_url: &str,
+    replicas: usize,
+) -> Result<(accesshub_config::CommonConfig, accesshub_bus::Bus), accesshub_bus::BusError> {
+    let namespace = format!("bench{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let mut common = accesshub_config::CommonConfig::for_test("bench", &namespace, db_url);
+    common.nats_url = nats_url.to_owned();
+    common.streams.file_storage = true;
+    common.streams.replicas = replicas;
+    let bus = accesshub_bus::connect(&common).await?;
+    bus.ensure_streams().await?;
+    Ok((common, bus))
+}
+
+/// `common` for the service called `service`.
+pub fn service_config(
+    common: &accesshub_config::CommonConfig,
+    service: &str,
+) -> accesshub_config::CommonConfig {
+    let mut c = common.clone();
+    c.service = service.to_owned();
+    c
+}
+
 /// A CloudPass connection of `tenant` mapping administration `admin` to the simulator's
 /// Amsterdam site (the sync and pull benchmarks).
 pub fn cloudpass_connection(
@@ -312,5 +342,31 @@ pub async fn publish_event(
         .map_err(|e| fail(e.to_string()))?
         .await
         .map_err(|e| fail(format!("PubAck: {e}")))?;
+    Ok(())
+}
+
+/// Publishes `events` as a backlog for a worker to drain: each with its PubAck awaited, 1,000
+/// in flight.
+pub async fn publish_backlog(
+    bus: &accesshub_bus::Bus,
+    events: impl IntoIterator<Item = accesshub_domain::Event>,
+) -> Result<(), PublishError> {
+    let joined = |e: tokio::task::JoinError| PublishError {
+        subject: "BOOKINGS".into(),
+        message: e.to_string(),
+    };
+    let mut pubs = Vec::new();
+    for ev in events {
+        let bus = bus.clone();
+        pubs.push(tokio::spawn(async move { publish_event(&bus, &ev).await }));
+        if pubs.len() >= 1000 {
+            for p in pubs.drain(..) {
+                p.await.map_err(joined)??;
+            }
+        }
+    }
+    for p in pubs {
+        p.await.map_err(joined)??;
+    }
     Ok(())
 }

@@ -166,7 +166,7 @@ pub fn rows(f: &Figures) -> Vec<Row> {
         target,
         ratio,
     };
-    vec![
+    let mut rows = vec![
         row(
             "baseline",
             "JetStream publish, PubAck awaited",
@@ -315,7 +315,164 @@ pub fn rows(f: &Figures) -> Vec<Row> {
             Some(Target::Below(200.0)),
             None,
         ),
-    ]
+    ];
+    rows.extend(production_rows(f, pg, js_con));
+    rows
+}
+
+/// Worker names as the workers benchmark records them (vendor name first).
+const FLOWS: [(&str, &str); 4] = [
+    ("cloudpass", "cloudpass-worker"),
+    ("dormakaba", "dormakaba-worker"),
+    ("ipassan", "ipassan-worker"),
+    ("tapkey", "tapkey-worker"),
+];
+
+/// The image's services (accessctl is a CLI, not a resident process): the RSS benchmark
+/// measures each.
+pub const SERVICES: [&str; 7] = [
+    "booking-ingest",
+    "cloudpass-worker",
+    "dormakaba-worker",
+    "ipassan-worker",
+    "tapkey-worker",
+    "reconciler",
+    "accesshub-admin",
+];
+
+/// The production-like benchmarks (issue 25) and the upstream pull sync (issue 21).
+fn production_rows(f: &Figures, pg: Option<f64>, js_con: Option<f64>) -> Vec<Row> {
+    let row = |source, measure: String, value, unit, target, ratio| Row {
+        source,
+        measure,
+        value,
+        unit,
+        target,
+        ratio,
+    };
+    let pipe_at = get(f, "pipeline", "offered_per_s")
+        .map(|r| format!(" at {}/s offered", thousands(r)))
+        .unwrap_or_default();
+    let max_rate = get(f, "pipeline", "max_rate_per_s");
+    let mut rows = vec![
+        row(
+            "pipeline",
+            "webhooks → four workers → vendors, maximum rate".into(),
+            max_rate,
+            Unit::PerSec,
+            Some(Target::AtLeast(5_000.0)),
+            ratio(max_rate, pg, "PostgreSQL single-row commits/s"),
+        ),
+        row(
+            "pipeline",
+            "CPU-bound ceiling (cores ÷ CPU per booking, all processes)".into(),
+            get(f, "pipeline", "cpu_ceiling_per_s"),
+            Unit::PerSec,
+            None,
+            None,
+        ),
+        row(
+            "pipeline",
+            format!("webhook → applied at vendor p50{pipe_at}"),
+            get(f, "pipeline", "p50_ms"),
+            Unit::Ms,
+            None,
+            None,
+        ),
+        row(
+            "pipeline",
+            format!("webhook → applied at vendor p99{pipe_at}"),
+            get(f, "pipeline", "p99_ms"),
+            Unit::Ms,
+            Some(Target::Below(50.0)),
+            ratio(
+                get(f, "pipeline", "p99_ms"),
+                get(f, "baselines", "js_latency_p99_ms"),
+                "JetStream publish → receive p99",
+            ),
+        ),
+    ];
+    for (vendor, worker) in FLOWS {
+        let w = |key: &str| get(f, "workers", &format!("{vendor}_{key}_per_s"));
+        let r1_fast = w("r1_0ms");
+        let r1_slow = w("r1_100ms");
+        rows.push(row(
+            "workers",
+            format!("{worker}, file streams R1, vendor 0 ms"),
+            r1_fast,
+            Unit::PerSec,
+            Some(Target::AtLeast(5_000.0)),
+            ratio(r1_fast, js_con, "JetStream consume/s"),
+        ));
+        rows.push(row(
+            "workers",
+            format!("{worker}, file streams R1, vendor 100 ms"),
+            r1_slow,
+            Unit::PerSec,
+            Some(Target::AtLeast(3_000.0)),
+            ratio(
+                r1_slow,
+                w("r1_100ms_lanes_bound"),
+                "lanes ÷ (latency × calls per event)",
+            ),
+        ));
+        for (lat, r1) in [("0ms", r1_fast), ("100ms", r1_slow)] {
+            rows.push(row(
+                "workers",
+                format!("{worker}, 3-node R3, vendor {}", lat.replace("ms", " ms")),
+                w(&format!("r3_{lat}")),
+                Unit::PerSec,
+                None,
+                ratio(w(&format!("r3_{lat}")), r1, "the R1 figure"),
+            ));
+        }
+    }
+    for s in SERVICES {
+        rows.push(row(
+            "rss",
+            format!("{s} idle resident memory"),
+            get(f, "rss", &format!("{s}_idle_mb")),
+            Unit::Mb,
+            Some(Target::Below(30.0)),
+            None,
+        ));
+        rows.push(row(
+            "rss",
+            format!("{s} peak resident memory under load"),
+            get(f, "rss", &format!("{s}_peak_mb")),
+            Unit::Mb,
+            None,
+            None,
+        ));
+    }
+    rows.push(row(
+        "rss",
+        "container image size".into(),
+        get(f, "rss", "image_mb"),
+        Unit::Mb,
+        Some(Target::Below(100.0)),
+        None,
+    ));
+    let pull_n = get(f, "pull-bench", "reservations")
+        .map(|n| format!(" of {} upstream reservations", thousands(n)))
+        .unwrap_or_default();
+    rows.push(row(
+        "pull",
+        format!("sync{pull_n} (paged from BEX) until all at CloudPass: wall time"),
+        get(f, "pull-bench", "through_secs"),
+        Unit::Secs,
+        None,
+        None,
+    ));
+    rows.push(row(
+        "pull",
+        format!("sync{pull_n}: peak resident memory (whole process)"),
+        get(f, "pull-bench", "peak_rss_mb"),
+        Unit::Mb,
+        None,
+        None,
+    ));
+    rows
 }
 
 /// Ratios below 0.01 keep two significant digits; others two decimals.
@@ -367,7 +524,18 @@ pub fn render(f: &Figures, problems: &[String]) -> String {
             machines.join("; ")
         ));
     }
-    for b in ["baselines", "ingest", "worker", "dlq", "sync"] {
+    for b in [
+        "baselines",
+        "ingest",
+        "worker",
+        "dlq",
+        "sync",
+        "keyreq",
+        "pull-bench",
+        "pipeline",
+        "workers",
+        "rss",
+    ] {
         if !f.contains_key(b) {
             out.push_str(&format!(
                 "- {b}: no figures (benchmark not run or failed)\n"
@@ -526,6 +694,79 @@ mod tests {
             "publish → applied p99 at 1,000/s offered | 15468.50 ms | < 100.00 ms | missed"
         ));
         assert!(!md.contains("different machines"));
+    }
+
+    #[test]
+    fn production_benchmarks_show_goals_and_ratios_to_their_baselines() {
+        let mut f = all();
+        f.extend([
+            file(
+                "pipeline",
+                &[
+                    ("max_rate_per_s", 3_000.0),
+                    ("offered_per_s", 1_000.0),
+                    ("p99_ms", 20.0),
+                ],
+            ),
+            file(
+                "workers",
+                &[
+                    ("tapkey_r1_0ms_per_s", 6_000.0),
+                    ("tapkey_r1_100ms_per_s", 2_000.0),
+                    ("tapkey_r1_100ms_lanes_bound_per_s", 2_560.0),
+                    ("tapkey_r3_0ms_per_s", 3_000.0),
+                ],
+            ),
+            file(
+                "rss",
+                &[
+                    ("booking-ingest_idle_mb", 25.0),
+                    ("reconciler_idle_mb", 31.0),
+                    ("image_mb", 58.8),
+                ],
+            ),
+            file(
+                "pull-bench",
+                &[
+                    ("reservations", 100_000.0),
+                    ("through_secs", 42.0),
+                    ("peak_rss_mb", 300.0),
+                ],
+            ),
+        ]);
+        let rows = rows(&f);
+        let pipe = find(&rows, "webhooks → four workers → vendors");
+        assert_eq!(pipe.status(), "missed");
+        assert_eq!(pipe.ratio.unwrap().0, 3_000.0 / 2_000.0);
+        let p99 = find(&rows, "webhook → applied at vendor p99 at 1,000/s offered");
+        assert_eq!(p99.status(), "met");
+        assert_eq!(p99.ratio.unwrap().0, 10.0);
+        let fast = find(&rows, "tapkey-worker, file streams R1, vendor 0 ms");
+        assert_eq!(fast.status(), "met");
+        assert_eq!(fast.ratio.unwrap().0, 6_000.0 / 50_000.0);
+        let slow = find(&rows, "tapkey-worker, file streams R1, vendor 100 ms");
+        assert_eq!(slow.status(), "missed");
+        assert_eq!(slow.ratio.unwrap().0, 2_000.0 / 2_560.0);
+        let r3 = find(&rows, "tapkey-worker, 3-node R3, vendor 0 ms");
+        assert_eq!(r3.ratio.unwrap(), (0.5, "the R1 figure"));
+        assert_eq!(
+            find(&rows, "cloudpass-worker, file streams R1, vendor 0 ms").status(),
+            "not run"
+        );
+        assert_eq!(
+            find(&rows, "booking-ingest idle resident memory").status(),
+            "met"
+        );
+        assert_eq!(
+            find(&rows, "reconciler idle resident memory").status(),
+            "missed"
+        );
+        assert_eq!(find(&rows, "container image size").status(), "met");
+        let pull = find(&rows, "sync of 100,000 upstream reservations");
+        assert_eq!(pull.value, Some(42.0));
+        let md = render(&f, &[]);
+        assert!(md.contains("- keyreq: no figures"), "{md}");
+        assert!(!md.contains("- workers: no figures"), "{md}");
     }
 
     #[test]

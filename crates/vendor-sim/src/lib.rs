@@ -271,6 +271,11 @@ impl SimHandle {
         format!("http://{}{}", self.dormakaba, dormakaba::SAFLOK_PATH)
     }
 
+    /// The dormakaba SOAP listener (connections name host and port, not a URL).
+    pub fn dormakaba_addr(&self) -> SocketAddr {
+        self.dormakaba
+    }
+
     /// The Ambiance SOAP endpoint URL (`.../AmbiancePMSWS`; WSDL at `?wsdl`).
     pub fn ambiance_url(&self) -> String {
         format!("http://{}{}", self.dormakaba, dormakaba::AMBIANCE_PATH)

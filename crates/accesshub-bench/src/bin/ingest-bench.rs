@@ -41,21 +41,9 @@ fn body(n: u64) -> Vec<u8> {
     .into_bytes()
 }
 
-/// One signed connecX webhook as request bytes (signed now: within the 5-minute tolerance).
+/// One signed connecX webhook as request bytes.
 fn request(host: &str, n: u64) -> Vec<u8> {
-    let b = body(n);
-    let ts = chrono::Utc::now().timestamp();
-    let sig = booking_ingest::sign(SECRET, ts, &b);
-    accesshub_bench::http_load::post_request(
-        host,
-        &format!("/webhooks/connecx/{TENANT}"),
-        &[
-            ("content-type", "application/json"),
-            ("x-accesshub-timestamp", &ts.to_string()),
-            ("x-accesshub-signature", &sig),
-        ],
-        &b,
-    )
+    accesshub_bench::http_load::signed_webhook(host, "connecx", TENANT, SECRET, &body(n))
 }
 
 async fn raw_commits(pool: &sqlx::PgPool, secs: u64) -> anyhow::Result<f64> {
@@ -257,53 +245,21 @@ async fn main() -> anyhow::Result<()> {
     let drained_metrics = handle.registry().encode();
 
     eprintln!("latency at a fixed {FIXED_RATE} req/s ({secs}s)…");
-    // Open loop: request i is due at start + i/rate and its latency counts from then, so a
-    // slow answer delays the requests behind it on its connection and that wait is measured
-    // (no coordinated omission). Request i goes on connection i % LATENCY_CONNS.
+    // Open loop (see `open_loop`): latency counts from each request's due time.
     let total = FIXED_RATE * secs;
-    let interval = Duration::from_secs_f64(1.0 / FIXED_RATE as f64);
-    let fixed_start = Instant::now() + Duration::from_millis(50);
-    let mut lat_tasks = Vec::new();
-    for lane in 0..LATENCY_CONNS {
+    let (sent, fixed_start) = {
         let (host, seq) = (host.clone(), seq.clone());
-        lat_tasks.push(tokio::spawn(async move {
-            let mut out = Vec::new();
-            let mut fails = 0u64;
-            let mut conn: Option<RawHttpConn> = None;
-            let mut i = lane;
-            while i < total {
-                let due = fixed_start + interval * (i as u32);
-                tokio::time::sleep_until(due.into()).await;
-                let n = seq.fetch_add(1, Ordering::Relaxed);
-                let req = request(&host, n);
-                let status = match conn.as_mut() {
-                    Some(c) => c.send(&req).await,
-                    None => match RawHttpConn::connect(addr).await {
-                        Ok(c) => conn.insert(c).send(&req).await,
-                        Err(e) => Err(e),
-                    },
-                };
-                match status {
-                    Ok(202) => out.push(due.elapsed()),
-                    Ok(_) => fails += 1,
-                    Err(_) => {
-                        conn = None;
-                        fails += 1;
-                    }
-                }
-                i += LATENCY_CONNS;
-            }
-            (out, fails)
-        }));
-    }
-    let mut lat = Vec::with_capacity(total as usize);
-    let mut lat_fail = 0u64;
-    for t in lat_tasks {
-        if let Ok((d, f)) = t.await {
-            lat.extend(d);
-            lat_fail += f;
-        }
-    }
+        accesshub_bench::http_load::open_loop(addr, FIXED_RATE, total, LATENCY_CONNS, move |_| {
+            request(&host, seq.fetch_add(1, Ordering::Relaxed))
+        })
+        .await
+    };
+    let mut lat: Vec<Duration> = sent
+        .iter()
+        .filter(|s| s.status == Some(202))
+        .map(|s| s.latency)
+        .collect();
+    let lat_fail = total - lat.len() as u64;
     let achieved = total as f64 / fixed_start.elapsed().as_secs_f64();
     let fixed_metrics = handle.registry().encode();
     let fixed_batch = hist_mean(

@@ -9,9 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use accesshub_bench::{percentile, publish_event as publish};
-use accesshub_connections::{
-    Connection, DormakabaProduct, DormakabaSettings, Encoder, EncoderKind, Secret, VendorSettings,
-};
+use accesshub_connections::{Connection, VendorSettings};
 use accesshub_domain::{
     Event, EventBody, Guest, KeyAction, KeyRequest, Reservation, ReservationStatus, Source,
 };
@@ -51,36 +49,7 @@ async fn main() -> anyhow::Result<()> {
     let (db, tb) = accesshub_testkit::isolated().await;
     let sim = vendor_sim::start(vendor_sim::SimConfig::ephemeral()).await?;
     sim.state().seed_demo();
-    let url = sim.dormakaba_url();
-    let hostport = url
-        .trim_start_matches("http://")
-        .split('/')
-        .next()
-        .unwrap_or_default()
-        .to_owned();
-    let (host, port) = hostport.rsplit_once(':').unwrap_or((&hostport, "80"));
-    let settings = DormakabaSettings {
-        product: DormakabaProduct::Saflok,
-        host: host.to_owned(),
-        port: port.parse()?,
-        scheme: "http".into(),
-        path: None,
-        namespace: None,
-        username: vendor_sim::dormakaba::DEMO_USERNAME.into(),
-        password: Secret::new(vendor_sim::dormakaba::DEMO_PASSWORD),
-        site_name: vendor_sim::dormakaba::DEMO_SAFLOK_SITE.into(),
-        pms_terminal_id: "bench".into(),
-        encoders: vec![Encoder {
-            name: "Front desk".into(),
-            id: "1".into(),
-            kind: EncoderKind::Network,
-        }],
-        rooms: Default::default(),
-        common_areas: Default::default(),
-        mobile_keys: false,
-        key_size: 0,
-        edge_site: None,
-    };
+    let settings = accesshub_bench::mix::dormakaba_settings(sim.dormakaba_addr(), false);
     let conn = Connection {
         tenant: TENANT.into(),
         name: "default".into(),

@@ -108,20 +108,8 @@ async fn main() -> anyhow::Result<()> {
 
     // 1. Throughput: drain a backlog.
     let t = Instant::now();
-    let mut pubs = Vec::new();
-    for i in 0..backlog {
-        let ev = event(&format!("t{i}"));
-        let bus = tb.bus.clone();
-        pubs.push(tokio::spawn(async move { publish(&bus, &ev).await }));
-        if pubs.len() >= 1000 {
-            for p in pubs.drain(..) {
-                p.await??;
-            }
-        }
-    }
-    for p in pubs.drain(..) {
-        p.await??;
-    }
+    accesshub_bench::publish_backlog(&tb.bus, (0..backlog).map(|i| event(&format!("t{i}"))))
+        .await?;
     eprintln!("backlog of {backlog} published in {:?}", t.elapsed());
     // CPU of the drain: worker + simulator (this process), Postgres, nats-server. Rates move
     // with whatever else runs on the shared machine; CPU per event does not.
