@@ -187,22 +187,22 @@ async fn bad_key_requests_name_the_field_and_unsigned_ones_are_refused() {
     env.finish().await;
 }
 
+/// The POSTs a [`Receiver`] got: headers and body.
+type Received = std::sync::Arc<std::sync::Mutex<Vec<(axum::http::HeaderMap, Vec<u8>)>>>;
+
 /// A local receiver of callbacks: records every POST (signature headers and body) and answers
 /// with the next status of `answers` (200 once they run out).
 struct Receiver {
     url: String,
-    got: std::sync::Arc<std::sync::Mutex<Vec<(axum::http::HeaderMap, Vec<u8>)>>>,
+    got: Received,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Receiver {
     async fn start(answers: Vec<u16>) -> Receiver {
         use axum::{extract::State, http::StatusCode, routing::post};
-        type Shared = (
-            std::sync::Arc<std::sync::Mutex<Vec<(axum::http::HeaderMap, Vec<u8>)>>>,
-            std::sync::Arc<std::sync::Mutex<Vec<u16>>>,
-        );
-        let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        type Shared = (Received, std::sync::Arc<std::sync::Mutex<Vec<u16>>>);
+        let got: Received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let answers = std::sync::Arc::new(std::sync::Mutex::new(answers));
         let app = axum::Router::new()
             .route(
