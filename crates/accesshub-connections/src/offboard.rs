@@ -365,6 +365,7 @@ pub async fn purge_tenant(pool: &PgPool, tenant: &str) -> Result<Option<Purged>,
         ("ingest_receipts", "tenant_id"),
         ("ingest_ignored", "tenant_id"),
         ("key_requests", "tenant"),
+        ("keyreq_callbacks", "tenant_id"),
         ("sync_schedules", "tenant_id"),
         ("tenants", "id"),
     ] {

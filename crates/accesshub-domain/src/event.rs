@@ -466,7 +466,8 @@ pub enum KeyAction {
 }
 
 /// A one-shot request to produce keys for a reservation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Debug masks the phone number (see [`crate::pii`]).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeyRequest {
     /// Id the front desk polls for the outcome.
@@ -484,6 +485,23 @@ pub struct KeyRequest {
     /// Who asked (front-desk user), for the audit trail.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requested_by: Option<String>,
+    /// The guest's mobile number as entered at the desk while issuing the key (international
+    /// format): the mobile key goes to this number rather than the reservation's. Personal
+    /// data: masked wherever it is shown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mobile_phone: Option<String>,
+    /// Send a mobile key too: a card request (`new_key`, `duplicate_key`) during which the
+    /// desk entered a phone number (dormakaba issues a mobile key when a number is given at
+    /// issuance). Implied by `action: mobile_key`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub mobile_key: bool,
+}
+
+impl KeyRequest {
+    /// Whether a mobile key is to be sent (the action, or the flag on a card request).
+    pub fn wants_mobile_key(&self) -> bool {
+        self.action == KeyAction::MobileKey || self.mobile_key
+    }
 }
 
 fn one() -> u32 {
@@ -576,6 +594,24 @@ impl std::fmt::Debug for Reservation {
             .field("rooms", &self.rooms)
             .field("common_areas", &self.common_areas)
             .field("license_plates", &plates)
+            .field("mobile_key", &self.mobile_key)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for KeyRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyRequest")
+            .field("request_id", &self.request_id)
+            .field("reservation_key", &self.reservation_key)
+            .field("action", &self.action)
+            .field("encoder_id", &self.encoder_id)
+            .field("key_count", &self.key_count)
+            .field("requested_by", &self.requested_by.as_deref().map(mask_name))
+            .field(
+                "mobile_phone",
+                &self.mobile_phone.as_deref().map(mask_phone),
+            )
             .field("mobile_key", &self.mobile_key)
             .finish()
     }

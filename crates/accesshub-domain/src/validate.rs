@@ -100,17 +100,23 @@ impl Validate for Reservation {
         for (i, p) in self.license_plates.iter().enumerate() {
             require_nonempty(&mut out, &format!("license_plates[{i}]"), p);
         }
-        if let Some(phone) = &self.guest.mobile_phone
-            && !phone
-                .chars()
-                .all(|c| c.is_ascii_digit() || " +-()".contains(c))
-        {
-            out.push(FieldError::new(
-                "guest.mobile_phone",
-                "may contain only digits, spaces, +, - and parentheses",
-            ));
+        if let Some(phone) = &self.guest.mobile_phone {
+            check_phone_chars(&mut out, "guest.mobile_phone", phone);
         }
         out
+    }
+}
+
+/// A phone number may hold only what people type into one (the lock system checks the rest).
+fn check_phone_chars(out: &mut Vec<FieldError>, field: &str, phone: &str) {
+    if !phone
+        .chars()
+        .all(|c| c.is_ascii_digit() || " +-()".contains(c))
+    {
+        out.push(FieldError::new(
+            field,
+            "may contain only digits, spaces, +, - and parentheses",
+        ));
     }
 }
 
@@ -166,6 +172,16 @@ impl Validate for KeyRequest {
                 "encoder_id",
                 "is required to encode key cards",
             ));
+        }
+        if let Some(phone) = &self.mobile_phone {
+            if phone.trim().is_empty() {
+                out.push(FieldError::new(
+                    "mobile_phone",
+                    "must not be empty when given",
+                ));
+            } else {
+                check_phone_chars(&mut out, "mobile_phone", phone);
+            }
         }
         out
     }

@@ -290,6 +290,8 @@ fn full_key_request() -> KeyRequest {
         encoder_id: Some("enc-1".into()),
         key_count: 3,
         requested_by: Some("desk.bob".into()),
+        mobile_phone: Some("+31 6 1234 5678".into()),
+        mobile_key: true,
     }
 }
 
@@ -301,6 +303,8 @@ fn minimal_key_request() -> KeyRequest {
         encoder_id: None,
         key_count: 1,
         requested_by: None,
+        mobile_phone: None,
+        mobile_key: false,
     }
 }
 

@@ -48,7 +48,12 @@ fn mac(secret: &[u8], ts: i64, body: &[u8]) -> Vec<u8> {
 /// The `X-Accesshub-Signature` value an upstream sends: `sha256=<hex of HMAC-SHA256(secret,
 /// "<ts>.<body>")>`. For clients, tests and the dev tools.
 pub fn sign(secret: &str, ts: i64, body: &[u8]) -> String {
-    format!("sha256={}", hex::encode(mac(secret.as_bytes(), ts, body)))
+    sign_bytes(secret.as_bytes(), ts, body)
+}
+
+/// [`sign`] with the secret as stored (bytes): what accesshub sends when it calls back.
+pub fn sign_bytes(secret: &[u8], ts: i64, body: &[u8]) -> String {
+    format!("sha256={}", hex::encode(mac(secret, ts, body)))
 }
 
 /// Header BEX signs App webhooks with: `sha1=<hex of HMAC-SHA1(raw body)>`, keyed with the
@@ -299,7 +304,13 @@ impl std::fmt::Debug for SourceEntry {
 }
 
 impl SourceEntry {
-    /// The secrets valid at `now`: the current one, and the previous one until it expires.
+    /// The current secret: what accesshub signs its callbacks to this source with.
+    pub fn current_secret(&self) -> &[u8] {
+        &self.current
+    }
+
+    /// The secrets a signature may be made with at `now`: the current one, and the previous
+    /// one until it expires.
     pub fn secrets(&self, now: DateTime<Utc>) -> Vec<Vec<u8>> {
         let mut out = vec![self.current.clone()];
         if let Some((prev, expires)) = &self.previous

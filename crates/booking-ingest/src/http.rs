@@ -98,8 +98,9 @@ pub enum Handled {
     Ignored(upstream::Ignored),
 }
 
-/// How the sender authenticates: its own scheme where it has one.
-enum Scheme {
+/// How the sender authenticates: its own scheme where it has one (webhooks and key requests
+/// alike).
+pub(crate) enum Scheme {
     /// Ours: timestamped HMAC-SHA256.
     Accesshub(auth::SignedHeaders),
     /// BEX: `X-BE-Signature: sha1=…` over the body.
@@ -113,7 +114,7 @@ enum Scheme {
 }
 
 impl Scheme {
-    fn parse(
+    pub(crate) fn parse(
         src: Source,
         headers: &HeaderMap,
         token: Option<String>,
@@ -143,7 +144,7 @@ impl Scheme {
         auth::SignedHeaders::parse(headers, now).map(Scheme::Accesshub)
     }
 
-    fn verify(&self, secrets: &[Vec<u8>], body: &[u8]) -> Result<(), AuthFailure> {
+    pub(crate) fn verify(&self, secrets: &[Vec<u8>], body: &[u8]) -> Result<(), AuthFailure> {
         match self {
             Scheme::Accesshub(signed) => signed.verify(secrets, body),
             Scheme::Bex(mac) => auth::verify_bex(secrets, mac, body),
@@ -184,17 +185,7 @@ async fn handle(
         return Err(Reject::UnsupportedMediaType);
     }
     let now = chrono::Utc::now();
-    let signed =
-        Scheme::parse(src, headers, token, now.timestamp()).map_err(Reject::Unauthorized)?;
-    let entry = st
-        .sources
-        .get(tenant, src.as_str())
-        .await?
-        .ok_or(Reject::Unauthorized(AuthFailure::SignatureMismatch))?;
-    // A token is only good where the operator chose it; elsewhere it is no signature at all.
-    if matches!(signed, Scheme::Token(_)) && !entry.token_auth {
-        return Err(Reject::Unauthorized(AuthFailure::MissingSignature));
-    }
+    let (signed, entry) = sender(st, src, tenant, headers, token, now).await?;
     let bytes = tokio::time::timeout(st.limits.body_timeout, axum::body::to_bytes(body, limit))
         .await
         .map_err(|_| Reject::BodyTimeout)?
@@ -241,8 +232,33 @@ async fn handle(
     Ok(Handled::Stored(answer, signed.success()))
 }
 
+/// The sender's scheme (from the headers) and its source's entry: 401 for malformed or
+/// missing credentials, an unknown tenant/source, or a token where the operator did not
+/// choose token authentication. The MAC itself is checked once the body is read.
+pub(crate) async fn sender(
+    st: &AppState,
+    src: Source,
+    tenant: &str,
+    headers: &HeaderMap,
+    token: Option<String>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(Scheme, Arc<auth::SourceEntry>), Reject> {
+    let signed =
+        Scheme::parse(src, headers, token, now.timestamp()).map_err(Reject::Unauthorized)?;
+    let entry = st
+        .sources
+        .get(tenant, src.as_str())
+        .await?
+        .ok_or(Reject::Unauthorized(AuthFailure::SignatureMismatch))?;
+    // A token is only good where the operator chose it; elsewhere it is no signature at all.
+    if matches!(signed, Scheme::Token(_)) && !entry.token_auth {
+        return Err(Reject::Unauthorized(AuthFailure::MissingSignature));
+    }
+    Ok((signed, entry))
+}
+
 /// `token=` of a query string (URL-decoded).
-fn token_param(query: &str) -> Option<String> {
+pub(crate) fn token_param(query: &str) -> Option<String> {
     form_urlencoded::parse(query.as_bytes())
         .find(|(k, _)| k == "token")
         .map(|(_, v)| v.into_owned())

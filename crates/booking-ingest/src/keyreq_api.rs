@@ -1,8 +1,8 @@
 //! Key requests from the front desk, as an API a PMS can wait on (issue 26).
 //!
 //! - `POST /webhooks/{source}/{tenant}/keyrequests`: a key request for a reservation (new key,
-//!   duplicate, mobile key; the encoder the desk chose; how many cards), signed like the
-//!   source's webhooks. Stored and published like any delivery (outbox, `bookings.keyreq.>`);
+//!   duplicate, mobile key; the encoder the desk chose; how many cards), authenticated like
+//!   the source's webhooks. Stored and published like any delivery (outbox, `bookings.keyreq.>`);
 //!   answered `202 {"request_id", "status": "pending", "poll"}`. The request id is the
 //!   event's id, so a repeated delivery (same body, same `Idempotency-Key`) gets the same id.
 //! - `GET /webhooks/{source}/{tenant}/keyrequests/{request_id}?wait=SECONDS`: the outcome, waiting up
@@ -12,11 +12,20 @@
 //!   exist in the lock system", "site offline: …"), or `pending` / `in_flight` meanwhile.
 //!   Signed like the POST, over an empty body.
 //!
+//! Both are authenticated the sender's own way, as its webhooks are ([`crate::http`]): BEX's
+//! `X-BE-Signature`, Clock's token where the operator chose it (`X-Accesshub-Token` or
+//! `?token=`), or our `X-Accesshub-Signature`.
+//!
 //! Bodies: the native shape `{"reservation_key", "action": "new_key"|"duplicate_key"|
 //! "mobile_key", "encoder", "key_count", "site"?, "requested_by"?}`, or for source `clock` the
 //! Clock-shaped one `{"booking_id", "account_id"?, "key_type": "new"|"duplicate"|"mobile",
 //! "encoder_id", "keys"?, "user"?}` (docs/upstreams.md). Without a site, the reservation's
 //! stored site is used (422 when accesshub does not know the reservation).
+//!
+//! Both shapes also take `mobile_phone` (the number the desk entered while issuing the key:
+//! the mobile key goes there rather than to the reservation's number; a number given means a
+//! mobile key unless `mobile_key: false`), `mobile_key` (send a mobile key with the cards)
+//! and `callback_url` (where the final outcome is POSTed, signed: [`keyreq_callback`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,7 +34,7 @@ use accesshub_domain::{Event, EventBody, KeyAction, KeyRequest, Source};
 use axum::{
     Json, Router,
     body::Body,
-    extract::{Path, Query, State},
+    extract::{Path, Query, RawQuery, State},
     http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
     routing::{get, post},
@@ -33,12 +42,7 @@ use axum::{
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::{
-    AppState,
-    auth::{self, AuthFailure},
-    error::Reject,
-    upstream,
-};
+use crate::{AppState, error::Reject, keyreq_callback, upstream};
 
 /// Longest long-poll.
 pub const MAX_WAIT: Duration = Duration::from_secs(25);
@@ -70,6 +74,12 @@ struct NativeBody {
     site: Option<String>,
     #[serde(default)]
     requested_by: Option<String>,
+    #[serde(default)]
+    mobile_phone: Option<String>,
+    #[serde(default)]
+    mobile_key: Option<bool>,
+    #[serde(default)]
+    callback_url: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -93,6 +103,12 @@ struct ClockBody {
     keys: u32,
     #[serde(default)]
     user: Option<String>,
+    #[serde(default)]
+    mobile_phone: Option<String>,
+    #[serde(default)]
+    mobile_key: Option<bool>,
+    #[serde(default)]
+    callback_url: Option<String>,
 }
 
 fn one() -> u32 {
@@ -104,6 +120,14 @@ struct Asked {
     reservation_key: String,
     site: Option<String>,
     request: KeyRequest,
+    callback_url: Option<String>,
+}
+
+/// The fields both shapes share under the same names.
+struct Extras {
+    mobile_phone: Option<String>,
+    mobile_key: Option<bool>,
+    callback_url: Option<String>,
 }
 
 fn parse(src: Source, bytes: &[u8]) -> Result<Asked, Reject> {
@@ -117,33 +141,43 @@ fn parse(src: Source, bytes: &[u8]) -> Result<Asked, Reject> {
             .to_owned();
         Reject::field(field, msg)
     };
-    let (reservation_key, site, action, encoder, key_count, requested_by) = if src == Source::Clock
-    {
-        let b: ClockBody = serde_json::from_slice(bytes).map_err(shape)?;
-        let action = match b.key_type {
-            ClockKeyType::New => KeyAction::NewKey,
-            ClockKeyType::Duplicate => KeyAction::DuplicateKey,
-            ClockKeyType::Mobile => KeyAction::MobileKey,
+    let (reservation_key, site, action, encoder, key_count, requested_by, extras) =
+        if src == Source::Clock {
+            let b: ClockBody = serde_json::from_slice(bytes).map_err(shape)?;
+            let action = match b.key_type {
+                ClockKeyType::New => KeyAction::NewKey,
+                ClockKeyType::Duplicate => KeyAction::DuplicateKey,
+                ClockKeyType::Mobile => KeyAction::MobileKey,
+            };
+            (
+                b.booking_id.to_string(),
+                b.account_id.map(|a| a.to_string()),
+                action,
+                b.encoder_id,
+                b.keys,
+                b.user,
+                Extras {
+                    mobile_phone: b.mobile_phone,
+                    mobile_key: b.mobile_key,
+                    callback_url: b.callback_url,
+                },
+            )
+        } else {
+            let b: NativeBody = serde_json::from_slice(bytes).map_err(shape)?;
+            (
+                b.reservation_key,
+                b.site,
+                b.action,
+                b.encoder,
+                b.key_count,
+                b.requested_by,
+                Extras {
+                    mobile_phone: b.mobile_phone,
+                    mobile_key: b.mobile_key,
+                    callback_url: b.callback_url,
+                },
+            )
         };
-        (
-            b.booking_id.to_string(),
-            b.account_id.map(|a| a.to_string()),
-            action,
-            b.encoder_id,
-            b.keys,
-            b.user,
-        )
-    } else {
-        let b: NativeBody = serde_json::from_slice(bytes).map_err(shape)?;
-        (
-            b.reservation_key,
-            b.site,
-            b.action,
-            b.encoder,
-            b.key_count,
-            b.requested_by,
-        )
-    };
     let key_field = if src == Source::Clock {
         "booking_id"
     } else {
@@ -177,38 +211,53 @@ fn parse(src: Source, bytes: &[u8]) -> Result<Asked, Reject> {
             "the encoder the desk chose is required for a card",
         ));
     }
+    let mobile_phone = extras.mobile_phone.map(|p| p.trim().to_owned());
+    // A number entered while issuing the key means a mobile key (dormakaba's behaviour at
+    // the desk) unless the caller says otherwise.
+    let mobile_key =
+        action == KeyAction::MobileKey || extras.mobile_key.unwrap_or(mobile_phone.is_some());
+    let request = KeyRequest {
+        request_id: uuid::Uuid::nil(),
+        reservation_key: reservation_key.clone(),
+        action,
+        encoder_id: encoder,
+        key_count,
+        requested_by,
+        mobile_phone,
+        mobile_key,
+    };
+    // The number's own rules (422 naming `mobile_phone`; never the number itself).
+    let problems = accesshub_domain::validate::Validate::problems(&request);
+    let phone_problems: Vec<_> = problems
+        .into_iter()
+        .filter(|p| p.field == "mobile_phone")
+        .collect();
+    if !phone_problems.is_empty() {
+        return Err(Reject::Unprocessable(phone_problems));
+    }
     Ok(Asked {
-        request: KeyRequest {
-            request_id: uuid::Uuid::nil(),
-            reservation_key: reservation_key.clone(),
-            action,
-            encoder_id: encoder,
-            key_count,
-            requested_by,
-        },
+        request,
         reservation_key,
         site,
+        callback_url: extras.callback_url,
     })
 }
 
-/// Signature and source checks shared by both routes: the source's entry when the request
-/// is signed with one of its secrets.
+/// The sender's authentication, shared by both routes and the webhook route
+/// ([`crate::http::sender`]): each source's own scheme (BEX `X-BE-Signature`, Nexudus
+/// `X-Nexudus-Hook-Signature`, the secret as a token where the operator chose it for Clock)
+/// or our `X-Accesshub-Signature`, verified over the body (an empty one for the GET).
 async fn authenticate(
     st: &AppState,
     src: Source,
     tenant: &str,
     headers: &HeaderMap,
+    token: Option<String>,
     bytes: &[u8],
 ) -> Result<(), Reject> {
     let now = chrono::Utc::now();
-    let signed =
-        auth::SignedHeaders::parse(headers, now.timestamp()).map_err(Reject::Unauthorized)?;
-    let entry = st
-        .sources
-        .get(tenant, src.as_str())
-        .await?
-        .ok_or(Reject::Unauthorized(AuthFailure::SignatureMismatch))?;
-    signed
+    let (scheme, entry) = crate::http::sender(st, src, tenant, headers, token, now).await?;
+    scheme
         .verify(&entry.secrets(now), bytes)
         .map_err(Reject::Unauthorized)
 }
@@ -232,10 +281,12 @@ fn answer(result: Result<(StatusCode, Value), Reject>) -> Response {
 async fn create(
     State(st): State<Arc<AppState>>,
     Path((source, tenant)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    answer(create_inner(&st, &source, &tenant, &headers, body).await)
+    let token = query.as_deref().and_then(crate::http::token_param);
+    answer(create_inner(&st, &source, &tenant, &headers, token, body).await)
 }
 
 async fn create_inner(
@@ -243,14 +294,20 @@ async fn create_inner(
     source: &str,
     tenant: &str,
     headers: &HeaderMap,
+    token: Option<String>,
     body: Body,
 ) -> Result<(StatusCode, Value), Reject> {
     let src = upstream::inbound_source(source).ok_or(Reject::NotFound)?;
     let _global = st.limits.admit()?;
     let bytes = read_body(st, body).await?;
-    authenticate(st, src, tenant, headers, &bytes).await?;
+    authenticate(st, src, tenant, headers, token, &bytes).await?;
     let _tenant = st.limits.admit_tenant(tenant)?;
     let mut asked = parse(src, &bytes)?;
+    let callback = asked
+        .callback_url
+        .as_deref()
+        .map(|u| keyreq_callback::check_url(u, &st.egress))
+        .transpose()?;
     let site = match asked.site.take() {
         Some(s) => s,
         None => reservation_site(st, tenant, &asked.reservation_key)
@@ -298,6 +355,14 @@ async fn create_inner(
         .get("event_id")
         .and_then(Value::as_str)
         .map_or_else(|| id.to_string(), str::to_owned);
+    if let Some(url) = &callback {
+        // After the commit, so only accepted requests are called back; a failure here is a
+        // 503 and the caller's retry (same delivery, same request id) registers it.
+        let rid: uuid::Uuid = request_id.parse().map_err(|_| Reject::Unavailable)?;
+        keyreq_callback::register(&st.pool, tenant, rid, src.as_str(), url)
+            .await
+            .map_err(|_| Reject::Unavailable)?;
+    }
     st.metrics.accepted(src.as_str());
     Ok((
         StatusCode::ACCEPTED,
@@ -328,6 +393,9 @@ async fn reservation_site(
 struct Wait {
     #[serde(default)]
     wait: Option<u64>,
+    /// The secret as a token (`?token=`), where the operator chose token authentication.
+    #[serde(default)]
+    token: Option<String>,
 }
 
 /// `GET /webhooks/{source}/{tenant}/keyrequests/{request_id}?wait=SECONDS`.
@@ -350,14 +418,16 @@ async fn outcome_inner(
 ) -> Result<(StatusCode, Value), Reject> {
     let src = upstream::inbound_source(source).ok_or(Reject::NotFound)?;
     let _global = st.limits.admit()?;
-    authenticate(st, src, tenant, headers, b"").await?;
+    authenticate(st, src, tenant, headers, q.token.clone(), b"").await?;
     let id: uuid::Uuid = request_id
         .parse()
         .map_err(|_| Reject::field("request_id", "must be a UUID"))?;
     let wait = Duration::from_secs(q.wait.unwrap_or(0)).min(MAX_WAIT);
     let deadline = tokio::time::Instant::now() + wait;
     loop {
-        let found = record(st, tenant, id).await?;
+        let found = record(&st.pool, tenant, id)
+            .await
+            .map_err(|_| Reject::Unavailable)?;
         let fin = found.as_ref().is_some_and(|o| o.is_final());
         if fin || tokio::time::Instant::now() >= deadline {
             let o = match found {
@@ -412,7 +482,24 @@ type RecordRow = (
     chrono::DateTime<chrono::Utc>,
 );
 
-async fn record(st: &AppState, tenant: &str, id: uuid::Uuid) -> Result<Option<Outcome>, Reject> {
+/// The outcome body of a request whose outcome is final (`None` while it is not): what a
+/// callback delivers ([`keyreq_callback`]), the same JSON as the long-poll's answer.
+pub(crate) async fn final_outcome(
+    pool: &sqlx::PgPool,
+    tenant: &str,
+    id: uuid::Uuid,
+) -> Result<Option<Value>, sqlx::Error> {
+    Ok(record(pool, tenant, id)
+        .await?
+        .filter(Outcome::is_final)
+        .map(|o| o.to_json()))
+}
+
+async fn record(
+    pool: &sqlx::PgPool,
+    tenant: &str,
+    id: uuid::Uuid,
+) -> Result<Option<Outcome>, sqlx::Error> {
     let row: Option<RecordRow> = sqlx::query_as(
         "SELECT status, last_error, vendor_ids->>'message', updated_at FROM bindings \
               WHERE tenant_id = $1 AND kind = 'keyreq' AND booking_key = $2 \
@@ -420,9 +507,8 @@ async fn record(st: &AppState, tenant: &str, id: uuid::Uuid) -> Result<Option<Ou
     )
     .bind(tenant)
     .bind(id.to_string())
-    .fetch_optional(&st.pool)
-    .await
-    .map_err(|_| Reject::Unavailable)?;
+    .fetch_optional(pool)
+    .await?;
     Ok(row.map(|(status, last_error, message, updated_at)| {
         let status = match status.as_str() {
             "encoded" => "encoded",

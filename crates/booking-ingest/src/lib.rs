@@ -11,6 +11,7 @@ pub mod committer;
 pub mod error;
 pub mod http;
 pub mod keyreq_api;
+pub mod keyreq_callback;
 pub mod limits;
 pub mod metrics;
 pub mod nats_ingest;
@@ -80,6 +81,9 @@ pub struct IngestConfig {
     pub check_schema: bool,
     /// Serve the NATS ingest subjects (`ACCESSHUB_NATS_INGEST`, default true).
     pub nats_ingest: bool,
+    /// Delivery of key-request outcomes to callers' callback URLs
+    /// ([`keyreq_callback`]; where they may point is `common.egress`).
+    pub callbacks: keyreq_callback::CallbackConfig,
 }
 
 impl std::fmt::Debug for IngestConfig {
@@ -126,6 +130,7 @@ impl IngestConfig {
             },
             check_schema: true,
             nats_ingest: env_or("ACCESSHUB_NATS_INGEST", true)?,
+            callbacks: keyreq_callback::CallbackConfig::default(),
         })
     }
 
@@ -146,6 +151,7 @@ impl IngestConfig {
             retention: retention::RetentionConfig::default(),
             check_schema: false,
             nats_ingest: true,
+            callbacks: keyreq_callback::CallbackConfig::default(),
         }
     }
 }
@@ -183,6 +189,8 @@ pub struct AppState {
     /// The tenants' vendor connections, for the install-per-administration check
     /// ([`scope`]).
     pub connections: Arc<accesshub_connections::ConnectionCache>,
+    /// Where callers' callback URLs may point (`ACCESSHUB_EGRESS_ALLOW`).
+    pub egress: accesshub_config::EgressPolicy,
 }
 
 /// The webhook routes plus `/healthz`, `/readyz`, `/metrics`, with request metrics. Nothing
@@ -392,7 +400,17 @@ pub async fn start(cfg: IngestConfig) -> Result<IngestHandle, IngestError> {
         body_limit: cfg.body_limit,
         limits: Arc::new(limits::Limits::new(&cfg.limits)),
         connections: scope_connections(&pool, &cfg.secrets, &bus, &mut side).await,
+        egress: cfg.common.egress.clone(),
     };
+    // Key-request outcomes to callers' callback URLs (aborted at shutdown with the other
+    // side tasks; an interrupted POST is repeated after its lease).
+    side.push(tokio::spawn(keyreq_callback::run(
+        pool.clone(),
+        state.sources.clone(),
+        cfg.common.egress.clone(),
+        cfg.callbacks.clone(),
+        CancellationToken::new(),
+    )));
     let lim = state.limits.clone();
     // Forget idle tenants' rate state now and then (aborted at shutdown).
     side.push(tokio::spawn(async move {

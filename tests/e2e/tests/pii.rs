@@ -4,8 +4,9 @@
 //! logging at DEBUG in the production JSON format, fixtures with distinctive names, e-mails,
 //! phones, plates and secrets, and permanent failures on purpose (a plate CloudPass refuses
 //! with 422, a resident iPassan refuses with 422, a room the Saflok lock system does not know,
-//! a mobile key for a guest the app does not know) so the error paths write logs, DLQ reasons
-//! and `bindings.last_error`. None of them may contain any fixture value.
+//! a mobile key for a guest the app does not know, a phone number entered at the desk that the
+//! lock system refuses and repeats in its fault) so the error paths write logs, DLQ reasons,
+//! key-request outcomes and `bindings.last_error`. None of them may contain any fixture value.
 
 #![allow(clippy::unwrap_used)]
 
@@ -87,6 +88,16 @@ fn clock_guest(id: i64, room: &str, updated_at: &str) -> Value {
     })
 }
 
+/// A Clock booking for Oda Wolkenkrabber in room 101, without a phone: the desk enters
+/// numbers while issuing her keys (issue 26).
+fn desk_guest(id: i64, updated_at: &str) -> Value {
+    let mut b = common::clock(id, "booking_new", updated_at);
+    b["booking"]["guest"] = json!({"last_name": "Wolkenkrabber", "first_name": "Oda",
+                                   "email": "oda.wolkenkrabber@pii-fixture.example"});
+    b["booking"]["mobile_key"] = json!(false);
+    b
+}
+
 /// Every value that must not appear: the guests' data (whole and in the forms the code
 /// normalizes it to) and the secrets of the run.
 fn forbidden(s: &Stack) -> Vec<String> {
@@ -110,6 +121,12 @@ fn forbidden(s: &Stack) -> Vec<String> {
         "wendelmoet.kouwenhoven",
         "13572468",
         "pms-demo-secret",
+        "Wolkenkrabber",
+        "oda.wolkenkrabber",
+        // The numbers the desk enters at issuance (issue 26): one the app cannot match, one
+        // the lock system refuses and echoes in its fault.
+        "900461",
+        "900463",
         "demo-cloudpass-secret",
         "demo-tapkey-secret",
         "demo-ipassan-secret",
@@ -200,8 +217,23 @@ async fn no_pii_or_secret_in_logs_dlq_reasons_or_last_error() {
     s.accepted("clock", &clock_guest(990_002, "999", &at(0)))
         .await;
 
+    // dormakaba: key requests with the phone number entered at the desk. A card plus a
+    // mobile key to a number the app does not know ("not delivered"), then a mobile key to a
+    // number the lock system refuses and repeats in its fault (dead letter).
+    s.accepted("clock", &desk_guest(9461, &at(0))).await;
+    let mut key_ids = Vec::new();
+    for body in [
+        json!({"booking_id": 9461, "key_type": "new", "encoder_id": "1",
+               "mobile_phone": "+44 7700 900461"}),
+        json!({"booking_id": 9461, "key_type": "mobile", "mobile_phone": "07700 900463"}),
+    ] {
+        let (status, answer) = s.key_request("clock", &body).await;
+        assert_eq!(status, 202, "{answer}\n{}", s.logs());
+        key_ids.push(answer["request_id"].as_str().unwrap().to_owned());
+    }
+
     // Wait for the outcomes: the valid plate booked, the Tapkey grants, the Saflok booking and
-    // its undelivered mobile key, three dead letters.
+    // its undelivered mobile key, four dead letters.
     s.wait_until("CloudPass booking of the valid plate", WAIT, || async {
         common::cloudpass_bookings(&s.sim, "ah:acme:reservation:")
             .await
@@ -234,14 +266,39 @@ async fn no_pii_or_secret_in_logs_dlq_reasons_or_last_error() {
     )
     .await;
     s.wait_until(
-        "three dead letters (CloudPass plate, iPassan resident, Saflok room)",
+        "four dead letters (CloudPass plate, iPassan resident, Saflok room, refused phone number)",
         WAIT,
         || async {
             let dead = s.dead_letters().await;
-            dead.len() >= 3 && dead.iter().any(|d| d.worker == "dormakaba-worker")
+            dead.len() >= 4 && dead.iter().any(|d| d.worker == "dormakaba-worker")
         },
     )
     .await;
+    s.wait_until("both key requests answered", WAIT, || async {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM bindings WHERE kind = 'keyreq' \
+              AND status IN ('encoded', 'failed', 'dead_lettered') AND booking_key = ANY($1)",
+        )
+        .bind(&key_ids)
+        .fetch_one(&s.pool)
+        .await
+        .unwrap();
+        n == 2
+    })
+    .await;
+    let messages: Vec<(String, Option<String>)> = sqlx::query_as(
+        "SELECT status, coalesce(vendor_ids->>'message', last_error) FROM bindings \
+          WHERE kind = 'keyreq' ORDER BY booking_key",
+    )
+    .fetch_all(&s.pool)
+    .await
+    .unwrap();
+    assert!(
+        messages.iter().any(|(st, m)| st == "encoded"
+            && m.as_deref()
+                .is_some_and(|m| m.contains("mobile key not delivered"))),
+        "{messages:?}"
+    );
     // Let the last log lines reach the files.
     tokio::time::sleep(Duration::from_secs(1)).await;
 
@@ -254,7 +311,8 @@ async fn no_pii_or_secret_in_logs_dlq_reasons_or_last_error() {
     .unwrap();
     assert!(
         errors.iter().any(|(v, _, _)| v == "cloudpass")
-            && errors.iter().any(|(v, _, _)| v == "ipassan"),
+            && errors.iter().any(|(v, _, _)| v == "ipassan")
+            && errors.iter().any(|(v, _, _)| v == "dormakaba"),
         "the error paths ran: {errors:?}\n{}",
         s.logs()
     );
@@ -268,6 +326,12 @@ async fn no_pii_or_secret_in_logs_dlq_reasons_or_last_error() {
     }
     for d in &dead {
         texts.push((format!("DLQ reason ({})", d.worker), d.reason.clone()));
+    }
+    for (st, m) in &messages {
+        texts.push((
+            format!("key request outcome ({st})"),
+            m.clone().unwrap_or_default(),
+        ));
     }
     for (v, status, e) in &errors {
         texts.push((

@@ -94,6 +94,8 @@ async fn main() -> anyhow::Result<()> {
             encoder_id: Some("1".into()),
             key_count: 1,
             requested_by: Some("bench".into()),
+            mobile_phone: None,
+            mobile_key: false,
         };
         let id = req.request_id.to_string();
         let kr = Event::new(

@@ -85,8 +85,8 @@ fn fnv1a(bytes: &[u8]) -> u32 {
     })
 }
 
-/// A mobile key target: the app matches the surname and the phone.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A mobile key target: the app matches the surname and the phone. Debug masks both.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MobileTarget {
     /// Lock-system room the key opens.
     pub room: String,
@@ -94,6 +94,17 @@ pub struct MobileTarget {
     pub surname: String,
     /// Phone as given upstream (the lock system validates it).
     pub phone: String,
+}
+
+impl std::fmt::Debug for MobileTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use accesshub_domain::pii::{mask_name, mask_phone};
+        f.debug_struct("MobileTarget")
+            .field("room", &self.room)
+            .field("surname", &mask_name(&self.surname))
+            .field("phone", &mask_phone(&self.phone))
+            .finish()
+    }
 }
 
 /// What the lock system should hold for one reservation.
@@ -225,6 +236,11 @@ pub struct LockRecord {
     /// The mobile key sent (and not cancelled).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mobile_key: Option<MobileTarget>,
+    /// The recorded mobile key was sent by a key request (the desk asked, maybe to a number
+    /// the reservation does not carry): kept while the stay wants access in its room
+    /// ([`keep_desk_mobile_key`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub mobile_key_from_desk: bool,
     /// Cards encoded so far (new + duplicates).
     #[serde(default)]
     pub keys_encoded: u32,
@@ -761,11 +777,27 @@ pub fn resolve_encoder(
     Ok(enc.id.clone())
 }
 
+/// The desired state as the reservation's own events see it, keeping a mobile key the desk
+/// sent: a reservation that does not ask for a mobile key itself (no flag, no phone, the desk
+/// entered the number at issuance) would otherwise cancel it at its next update. Kept while
+/// access is wanted and its room is still the booking's main room; a room change, an ending
+/// or a mobile key the reservation asks for itself in another room replaces it as before.
+pub fn keep_desk_mobile_key(mut d: Desired, rec: &LockRecord) -> Desired {
+    if let Some(m) = rec.mobile_key.as_ref().filter(|_| rec.mobile_key_from_desk)
+        && d.wants_access
+        && d.main_room.as_deref() == Some(m.room.as_str())
+    {
+        d.mobile = Some(m.clone());
+    }
+    d
+}
+
 /// Key request → operations. New key: `CreateNewBooking` on the encoder when the lock system
 /// has no booking yet, otherwise `ChangeKeyAccess` (new cards with the current access; older
 /// cards stop working). Duplicate: `MakeDuplicateKey` (the lock system answers
 /// `ReservationNotFound` when no key was ever made). Mobile: registers the booking without a
-/// card if needed, then sends the key to surname + phone.
+/// card if needed, then sends the key to surname + phone. A card request with the mobile-key
+/// flag (a phone number entered while issuing the key) sends the mobile key after the cards.
 pub fn plan_key_request(
     req: &KeyRequest,
     d: &Desired,
@@ -781,70 +813,90 @@ pub fn plan_key_request(
     if d.main_room.is_none() {
         return Err(PlanError::NoRoom);
     }
+    // Checked before any card is cut: a card without the mobile key the desk asked for is
+    // half an answer.
+    let mobile = if req.wants_mobile_key() {
+        if !s.mobile_keys {
+            return Err(PlanError::MobileKeysDisabled);
+        }
+        Some(d.mobile.clone().ok_or(PlanError::NoPhone)?)
+    } else {
+        None
+    };
     let count = req.key_count.clamp(1, 10);
-    match req.action {
+    let mut ops = match req.action {
         KeyAction::NewKey => {
             let encoder = resolve_encoder(s, req.encoder_id.as_deref())?;
-            if !rec.booked {
-                return Ok(vec![create_op(rec, encoder, count)]);
+            if rec.booked {
+                // The new cards carry the reservation's current rooms: a mobile key at a room
+                // the booking leaves is cancelled while the lock system still accepts it.
+                let mut ops: Vec<Op> = rec
+                    .mobile_key
+                    .iter()
+                    .chain(&rec.mobile_keys_in_doubt)
+                    .filter(|m| {
+                        d.main_room.as_deref() != Some(m.room.as_str())
+                            && !d.extra_rooms.contains(&m.room)
+                    })
+                    .map(|m| Op::CancelMobileKey(m.clone()))
+                    .collect();
+                ops.dedup();
+                ops.push(Op::ChangeAccess {
+                    encoder,
+                    key_count: count,
+                });
+                ops
+            } else {
+                vec![create_op(rec, encoder, count)]
             }
-            // The new cards carry the reservation's current rooms: a mobile key at a room
-            // the booking leaves is cancelled while the lock system still accepts it.
-            let mut ops: Vec<Op> = rec
-                .mobile_key
-                .iter()
-                .chain(&rec.mobile_keys_in_doubt)
-                .filter(|m| {
-                    d.main_room.as_deref() != Some(m.room.as_str())
-                        && !d.extra_rooms.contains(&m.room)
-                })
-                .map(|m| Op::CancelMobileKey(m.clone()))
-                .collect();
-            ops.dedup();
-            ops.push(Op::ChangeAccess {
-                encoder,
-                key_count: count,
-            });
-            Ok(ops)
         }
         KeyAction::DuplicateKey => {
             let encoder = resolve_encoder(s, req.encoder_id.as_deref())?;
-            Ok(vec![Op::Duplicate {
+            vec![Op::Duplicate {
                 encoder,
                 key_count: count,
-            }])
+            }]
         }
-        KeyAction::MobileKey => {
-            if !s.mobile_keys {
-                return Err(PlanError::MobileKeysDisabled);
+        KeyAction::MobileKey if rec.booked => Vec::new(),
+        KeyAction::MobileKey => vec![create_op(rec, NO_CARD_ENCODER.into(), 0)],
+    };
+    if let Some(target) = mobile {
+        // One mobile key per reservation: a key sent to another number (or room) before is
+        // cancelled first, so it does not outlive our record of it.
+        if let Some(old) = rec.mobile_key.as_ref().filter(|m| **m != target) {
+            let cancel = Op::CancelMobileKey(old.clone());
+            if !ops.contains(&cancel) {
+                ops.push(cancel);
             }
-            let target = d.mobile.clone().ok_or(PlanError::NoPhone)?;
-            let mut ops = Vec::new();
-            if !rec.booked {
-                ops.push(create_op(rec, NO_CARD_ENCODER.into(), 0));
-            }
-            ops.push(Op::IssueMobileKey(target));
-            Ok(ops)
         }
+        ops.push(Op::IssueMobileKey(target));
     }
+    Ok(ops)
 }
 
 /// A key request's [`Desired`]: like a reservation's, but the mobile target only needs a
-/// phone (the guest asked at the desk, whatever the reservation's `mobile_key` flag says).
+/// phone (the guest asked at the desk, whatever the reservation's `mobile_key` flag says),
+/// and a number the desk entered at issuance wins over the reservation's.
 pub fn desired_for_key_request(
     tenant: &str,
-    reservation_key: &str,
+    req: &KeyRequest,
     r: &Reservation,
     s: &DormakabaSettings,
 ) -> Result<Desired, PlanError> {
-    let mut d = desired(tenant, reservation_key, r, s)?;
-    if d.mobile.is_none()
-        && let (Some(room), Some(phone)) = (&d.main_room, &r.guest.mobile_phone)
+    let mut d = desired(tenant, &req.reservation_key, r, s)?;
+    let entered = req
+        .mobile_phone
+        .as_deref()
+        .map(str::trim)
+        .filter(|p| !p.is_empty());
+    let phone = entered.or(r.guest.mobile_phone.as_deref());
+    if let (Some(room), Some(phone)) = (&d.main_room, phone)
+        && (d.mobile.is_none() || entered.is_some())
     {
         d.mobile = Some(MobileTarget {
             room: room.clone(),
             surname: r.guest.surname().to_owned(),
-            phone: phone.clone(),
+            phone: phone.to_owned(),
         });
     }
     Ok(d)
@@ -886,6 +938,7 @@ pub fn record_ending(rec: &mut LockRecord, op: &Op) {
             rec.mobile_keys_in_doubt.retain(|x| x != m);
             if rec.mobile_key.as_ref() == Some(m) {
                 rec.mobile_key = None;
+                rec.mobile_key_from_desk = false;
             }
         }
         Op::CheckOut => {
@@ -893,6 +946,7 @@ pub fn record_ending(rec: &mut LockRecord, op: &Op) {
             rec.booking_in_doubt = false;
             rec.mobile_keys_in_doubt.clear();
             rec.mobile_key = None;
+            rec.mobile_key_from_desk = false;
         }
         _ => {}
     }
@@ -930,6 +984,8 @@ pub fn record_done(rec: &mut LockRecord, d: &Desired, op: &Op, transaction_no: O
         Op::IssueMobileKey(m) => {
             rec.mobile_keys_in_doubt.retain(|x| x != m);
             rec.mobile_key = Some(m.clone());
+            // The reservation's key unless the key request marks it as the desk's.
+            rec.mobile_key_from_desk = false;
         }
         Op::CancelMobileKey(_) | Op::CheckOut => record_ending(rec, op),
     }
@@ -1135,11 +1191,108 @@ mod tests {
         );
     }
 
+    /// Issue 26: the number the desk enters while issuing the key is where the mobile key
+    /// goes (not the reservation's), a card request with the mobile-key flag sends it after
+    /// the cards, a key sent to another number before is cancelled first, and a mobile key
+    /// the connection cannot send fails before any card is cut.
+    #[test]
+    fn mobile_key_to_the_number_entered_at_issuance() {
+        let s = settings();
+        let r = reservation(ReservationStatus::CheckedIn);
+        let mut req = KeyRequest {
+            request_id: Uuid::nil(),
+            reservation_key: "k".into(),
+            action: KeyAction::NewKey,
+            encoder_id: Some("1".into()),
+            key_count: 1,
+            requested_by: None,
+            mobile_phone: Some(" +44 7700 900123 ".into()),
+            mobile_key: true,
+        };
+        let d = desired_for_key_request("t", &req, &r, &s).unwrap();
+        let entered = MobileTarget {
+            room: "101".into(),
+            surname: "Doe".into(),
+            phone: "+44 7700 900123".into(),
+        };
+        assert_eq!(d.mobile.as_ref(), Some(&entered));
+        let rec = LockRecord::default();
+        assert_eq!(
+            plan_key_request(&req, &d, &rec, &s).unwrap(),
+            vec![
+                Op::CreateBooking {
+                    encoder: "1".into(),
+                    key_count: 1
+                },
+                Op::IssueMobileKey(entered.clone())
+            ]
+        );
+        // Without the flag a phone alone changes nothing for a card.
+        req.mobile_key = false;
+        assert_eq!(plan_key_request(&req, &d, &rec, &s).unwrap().len(), 1);
+        // A key sent to the reservation's number before: cancelled, then the new one.
+        req.action = KeyAction::MobileKey;
+        let old = MobileTarget {
+            phone: "+31612345678".into(),
+            ..entered.clone()
+        };
+        let booked = LockRecord {
+            booked: true,
+            mobile_key: Some(old.clone()),
+            ..LockRecord::default()
+        };
+        assert_eq!(
+            plan_key_request(&req, &d, &booked, &s).unwrap(),
+            vec![
+                Op::CancelMobileKey(old),
+                Op::IssueMobileKey(entered.clone())
+            ]
+        );
+        // Mobile keys off: refused before any card.
+        let mut off = s.clone();
+        off.mobile_keys = false;
+        req.action = KeyAction::DuplicateKey;
+        req.mobile_key = true;
+        assert_eq!(
+            plan_key_request(&req, &d, &booked, &off),
+            Err(PlanError::MobileKeysDisabled)
+        );
+        // The reservation's own events keep the desk's key while its room is the booking's;
+        // a move to another room lets it go (cancelled by the usual rules).
+        let desk = LockRecord {
+            booked: true,
+            mobile_key: Some(entered.clone()),
+            mobile_key_from_desk: true,
+            ..LockRecord::default()
+        };
+        let own = desired("t", "k", &r, &s).unwrap();
+        assert_eq!(
+            own.mobile, None,
+            "the reservation asks for no mobile key itself"
+        );
+        let kept = keep_desk_mobile_key(own.clone(), &desk);
+        assert_eq!(kept.mobile.as_ref(), Some(&entered));
+        let mut moved = r.clone();
+        moved.rooms = vec!["103".into()];
+        let moved = keep_desk_mobile_key(desired("t", "k", &moved, &s).unwrap(), &desk);
+        assert_ne!(moved.mobile.as_ref(), Some(&entered));
+        let not_desk = LockRecord {
+            mobile_key_from_desk: false,
+            ..desk.clone()
+        };
+        assert_eq!(keep_desk_mobile_key(own.clone(), &not_desk), own);
+        // Debug never shows the number or the surname whole.
+        let shown = format!("{entered:?} {req:?}");
+        assert!(
+            !shown.contains("900123") && !shown.contains("Doe"),
+            "{shown}"
+        );
+    }
+
     #[test]
     fn key_requests() {
         let s = settings();
         let r = reservation(ReservationStatus::CheckedIn);
-        let d = desired_for_key_request("t", "k", &r, &s).unwrap();
         let mut req = KeyRequest {
             request_id: Uuid::nil(),
             reservation_key: "k".into(),
@@ -1147,7 +1300,10 @@ mod tests {
             encoder_id: Some("Front desk 1".into()),
             key_count: 2,
             requested_by: None,
+            mobile_phone: None,
+            mobile_key: false,
         };
+        let d = desired_for_key_request("t", &req, &r, &s).unwrap();
         let rec = LockRecord::default();
         assert_eq!(
             plan_key_request(&req, &d, &rec, &s).unwrap(),

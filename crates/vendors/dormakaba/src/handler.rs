@@ -15,7 +15,7 @@ use std::sync::Arc;
 use accesshub_connections::{Connection, Vendor};
 use accesshub_domain::{
     Classify, ErrorClass, Event, EventBody, EventKind, KeyAction, KeyRequest, KeyResult,
-    KeyResultStatus, Reservation, sync::RemoveCommand,
+    KeyResultStatus, Reservation, pii::mask_phone, sync::RemoveCommand,
 };
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
@@ -120,8 +120,11 @@ impl DormakabaHandler {
     ) -> Result<ApplyOutcome<DormakabaIds>, HandlerError> {
         let s = ctx.connection.settings.dormakaba()?;
         let lock: &SoapClient = &ctx.client;
-        let d = desired::desired(&event.tenant, &event.booking_key, r, s)?;
         let mut rec = lock_record(prev);
+        let d = desired::keep_desk_mobile_key(
+            desired::desired(&event.tenant, &event.booking_key, r, s)?,
+            &rec,
+        );
         let mut ops = desired::plan_reservation(&d, &rec)?;
         // The runtime only hands over an event whose revision equals the binding's when the
         // reconciler forced it (SYNC `apply`): it found the lock system out of step although
@@ -280,11 +283,10 @@ impl DormakabaHandler {
             }
         };
         let s = ctx.connection.settings.dormakaba()?;
-        let d =
-            match desired::desired_for_key_request(tenant, &req.reservation_key, &reservation, s) {
-                Ok(d) => d,
-                Err(e) => return Err(fail(ctx, tenant, req, e.into()).await),
-            };
+        let d = match desired::desired_for_key_request(tenant, req, &reservation, s) {
+            Ok(d) => d,
+            Err(e) => return Err(fail(ctx, tenant, req, e.into()).await),
+        };
         // The reservation's lock and record: its own events wait until the keys are made.
         let related = ctx
             .lock_related::<DormakabaIds>(EventKind::Reservation, &req.reservation_key)
@@ -342,12 +344,17 @@ impl DormakabaHandler {
         }
         let lock: &SoapClient = &ctx.client;
         let result = execute(lock, &d, &mut rec, &ops, s.key_size).await;
+        // A mobile key the desk sent stays while the stay wants access in its room, whatever
+        // the reservation's own mobile-key flag says ([`desired::keep_desk_mobile_key`]).
+        if req.wants_mobile_key() && rec.mobile_key.is_some() && rec.mobile_key == d.mobile {
+            rec.mobile_key_from_desk = true;
+        }
         related
             .save(reservation_status(&rec), &DormakabaIds::reservation(rec))
             .await?;
         match result {
             Ok(report) => {
-                let (status, message) = success_message(req, &report);
+                let (status, message) = success_message(req, &report, d.mobile.as_ref());
                 // Recorded final before it is published: if the publish fails, the retry finds
                 // the outcome and publishes it again instead of touching the lock system.
                 ctx.record_progress(
@@ -614,18 +621,28 @@ fn keyreq_outcome(
     )
 }
 
-fn success_message(req: &KeyRequest, report: &ExecReport) -> (KeyResultStatus, String) {
+fn success_message(
+    req: &KeyRequest,
+    report: &ExecReport,
+    mobile: Option<&desired::MobileTarget>,
+) -> (KeyResultStatus, String) {
+    // The number as the desk can check it, never whole (personal data).
+    let mobile_words = || {
+        if report.mobile_undelivered {
+            MOBILE_NOT_DELIVERED.to_owned()
+        } else {
+            let to =
+                mobile.map_or_else(|| "the guest's phone".to_owned(), |m| mask_phone(&m.phone));
+            format!("mobile key sent to {to}")
+        }
+    };
     match req.action {
         KeyAction::MobileKey if report.mobile_undelivered => {
             (KeyResultStatus::Failed, MOBILE_NOT_DELIVERED.to_owned())
         }
-        KeyAction::MobileKey => (
-            KeyResultStatus::Sent,
-            "mobile key sent; the app delivers it when the guest's surname and phone match"
-                .to_owned(),
-        ),
+        KeyAction::MobileKey => (KeyResultStatus::Sent, mobile_words()),
         KeyAction::NewKey | KeyAction::DuplicateKey => {
-            let msg = if report.already_booked {
+            let mut msg = if report.already_booked {
                 "key ready (encoded by an earlier attempt; the lock system already had the booking)"
                     .to_owned()
             } else {
@@ -635,6 +652,10 @@ fn success_message(req: &KeyRequest, report: &ExecReport) -> (KeyResultStatus, S
                     report.encoder.as_deref().unwrap_or("?")
                 )
             };
+            // The cards exist whatever the app did: encoded, with the mobile key's fate.
+            if req.mobile_key && report.mobile_sent {
+                msg = format!("{msg}; {}", mobile_words());
+            }
             (KeyResultStatus::Encoded, msg)
         }
     }

@@ -167,11 +167,11 @@ fn plan_job(
     let EventBody::Reservation(r) = &event.body else {
         return fail("not a reservation".into());
     };
+    let rec = record.map(LockRecord::from_json).unwrap_or_default();
     let d = match desired::desired(&conn.tenant, key, r, s) {
-        Ok(d) => d,
+        Ok(d) => desired::keep_desk_mobile_key(d, &rec),
         Err(e) => return fail(e.to_string()),
     };
-    let rec = record.map(LockRecord::from_json).unwrap_or_default();
     let rid = rec
         .reservation_id
         .clone()

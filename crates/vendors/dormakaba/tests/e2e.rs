@@ -164,6 +164,8 @@ impl Env {
             encoder_id: encoder.map(str::to_owned),
             key_count: count,
             requested_by: Some("desk".into()),
+            mobile_phone: None,
+            mobile_key: false,
         };
         self.publish(&keyreq_event(&req)).await;
         req.request_id
@@ -485,6 +487,104 @@ async fn mobile_keys_surname_rule_mismatch_and_cancellation() {
     env.finish().await;
 }
 
+/// Issue 26: the phone number the desk enters while issuing a key. A card request with it
+/// encodes the card and sends the mobile key to that number (not the reservation's), and the
+/// desk is told where, masked; a number the app cannot match is reported in the desk's words,
+/// never "sent", after the earlier key was cancelled; a number the lock system refuses is
+/// dead-lettered with its fault and without the number.
+#[tokio::test]
+async fn mobile_key_to_the_number_entered_at_issuance() {
+    let mut env = Env::new(DormakabaProduct::Ambiance).await;
+    let p = env.product;
+    // The reservation carries no phone; the guest is registered in the app as Jansen +
+    // +31612345678.
+    let mut r = env.reservation(ReservationStatus::CheckedIn, "Jansen, Piet, K.", 2);
+    r.guest.mobile_phone = None;
+    env.reservation_event("P1", r.clone()).await;
+    wait_applied(&env, "P1", 1).await;
+    let entered = KeyRequest {
+        request_id: Uuid::now_v7(),
+        reservation_key: "P1".into(),
+        action: KeyAction::NewKey,
+        encoder_id: Some("1".into()),
+        key_count: 1,
+        requested_by: Some("desk".into()),
+        mobile_phone: Some("+31 6 1234 5678".into()),
+        mobile_key: true,
+    };
+    env.publish(&keyreq_event(&entered)).await;
+    let msg = env
+        .wait_status(entered.request_id, KeyResultStatus::Encoded)
+        .await;
+    assert_eq!(
+        msg,
+        "key ready: 1 card(s) encoded on encoder 1; mobile key sent to +31***78"
+    );
+    let keys = env.sim.state().dormakaba_mobile_keys(p);
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    assert_eq!(keys[0].phone, "+31 6 1234 5678");
+    assert!(keys[0].delivered);
+
+    // The reservation's next update (a longer stay; it still asks for no mobile key itself)
+    // keeps the key the desk sent.
+    let mut longer = r.clone();
+    longer.departure = longer.departure.succ_opt().unwrap();
+    env.reservation_event("P1", longer).await;
+    wait_applied(&env, "P1", 2).await;
+    let keys = env.sim.state().dormakaba_mobile_keys(p);
+    assert!(keys.len() == 1 && !keys[0].cancelled, "{keys:?}");
+    assert_eq!(env.calls("CancelGuestsMobileAccessToRoom"), 0);
+
+    // Another number, one the app does not know: the first key is cancelled, the new one
+    // reaches nobody, and the desk hears why.
+    let unknown = KeyRequest {
+        request_id: Uuid::now_v7(),
+        action: KeyAction::MobileKey,
+        encoder_id: None,
+        mobile_phone: Some("+31699999999".into()),
+        ..entered.clone()
+    };
+    env.publish(&keyreq_event(&unknown)).await;
+    let msg = env
+        .wait_status(unknown.request_id, KeyResultStatus::Failed)
+        .await;
+    assert_eq!(msg, dormakaba_adapter::handler::MOBILE_NOT_DELIVERED);
+    let keys = env.sim.state().dormakaba_mobile_keys(p);
+    assert!(keys[0].cancelled, "{keys:?}");
+    assert!(!keys[1].delivered && keys[1].phone == "+31699999999");
+
+    // A number the lock system refuses: permanent, dead-lettered with the fault's name; the
+    // lock system's text repeats the number, which nothing of ours repeats.
+    let refused = KeyRequest {
+        request_id: Uuid::now_v7(),
+        mobile_phone: Some("0612345678".into()),
+        ..unknown.clone()
+    };
+    env.publish(&keyreq_event(&refused)).await;
+    let msg = env
+        .wait_status(refused.request_id, KeyResultStatus::Failed)
+        .await;
+    let dl = env
+        .dead_letter("keyreq", &refused.request_id.to_string())
+        .await;
+    for text in [&msg, &dl.reason] {
+        assert!(text.contains("UnableToDeliverToPhone"), "{text}");
+        assert!(
+            !text.contains("0612345678") && !text.contains("612345678"),
+            "{text}"
+        );
+    }
+    assert!(
+        env.sim
+            .state()
+            .dormakaba_events(p)
+            .iter()
+            .all(|e| !e.message.contains("0612345678")),
+        "the lock system never took the refused number"
+    );
+    env.finish().await;
+}
+
 #[tokio::test]
 async fn transient_faults_retry_then_succeed_and_permanent_ones_dead_letter() {
     let mut env = Env::new(DormakabaProduct::Saflok).await;
@@ -650,9 +750,11 @@ async fn no_second_booking_or_card_after_a_crash() {
         encoder_id: Some("1".into()),
         key_count: 1,
         requested_by: None,
+        mobile_phone: None,
+        mobile_key: false,
     };
     env.mark_in_flight(&req).await;
-    let d = desired::desired_for_key_request(TENANT, "C1", &r, &env.settings).unwrap();
+    let d = desired::desired_for_key_request(TENANT, &req, &r, &env.settings).unwrap();
     let client = SoapClient::new(SoapConfig::from_settings(&env.settings)).unwrap();
     client
         .create_new_booking(&desired::booking_request(&d, "1", 1, 0).unwrap())

@@ -425,6 +425,8 @@ impl Env {
             encoder_id: Some("1".into()),
             key_count: count,
             requested_by: Some("desk".into()),
+            mobile_phone: None,
+            mobile_key: false,
         };
         let ev = Event::new(
             TENANT,

@@ -551,13 +551,36 @@ impl Stack {
         body: &Value,
         headers: &[(&str, String)],
     ) -> (u16, Value) {
+        self.post_signed(port, &format!("/webhooks/{source}/{TENANT}"), body, headers)
+            .await
+    }
+
+    /// A signed key request (`POST /webhooks/{source}/{tenant}/keyrequests`).
+    pub async fn key_request(&self, source: &str, body: &Value) -> (u16, Value) {
+        let port = self.ingest.as_ref().expect("booking-ingest started").port;
+        self.post_signed(
+            port,
+            &format!("/webhooks/{source}/{TENANT}/keyrequests"),
+            body,
+            &[],
+        )
+        .await
+    }
+
+    /// POSTs `body` to `path` of the booking-ingest replica on `port`, signed with the
+    /// tenant's webhook secret.
+    async fn post_signed(
+        &self,
+        port: u16,
+        path: &str,
+        body: &Value,
+        headers: &[(&str, String)],
+    ) -> (u16, Value) {
         let bytes = serde_json::to_vec(body).unwrap();
         let ts = chrono::Utc::now().timestamp();
         let mut req = self
             .http
-            .post(format!(
-                "http://127.0.0.1:{port}/webhooks/{source}/{TENANT}"
-            ))
+            .post(format!("http://127.0.0.1:{port}{path}"))
             .header("content-type", "application/json")
             .header("x-accesshub-timestamp", ts.to_string())
             .header("x-accesshub-signature", sign(&self.secret, ts, &bytes))

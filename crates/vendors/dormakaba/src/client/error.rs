@@ -130,6 +130,73 @@ fn detail_suffix(detail: &str) -> String {
 }
 
 impl SoapError {
+    /// The same error with every occurrence of `phone` (as sent, and as its bare digits)
+    /// replaced by its masked form: a phone number is personal data, and the lock system's
+    /// texts may repeat it.
+    pub fn redact_phone(self, phone: &str) -> Self {
+        let phone = phone.trim();
+        let digits: String = phone.chars().filter(char::is_ascii_digit).collect();
+        let masked = accesshub_domain::pii::mask_phone(phone);
+        let clean = |t: String| {
+            let mut t = if phone.is_empty() {
+                t
+            } else {
+                t.replace(phone, &masked)
+            };
+            if digits.len() >= 6 {
+                t = t.replace(&digits, &masked);
+            }
+            t
+        };
+        match self {
+            SoapError::Fault {
+                operation,
+                code,
+                string,
+                detail,
+            } => SoapError::Fault {
+                operation,
+                code,
+                string: clean(string),
+                detail: clean(detail),
+            },
+            SoapError::SoapFault {
+                operation,
+                code,
+                string,
+            } => SoapError::SoapFault {
+                operation,
+                code,
+                string: clean(string),
+            },
+            SoapError::Unsuccessful {
+                operation,
+                code,
+                message,
+            } => SoapError::Unsuccessful {
+                operation,
+                code,
+                message: clean(message),
+            },
+            SoapError::Http {
+                operation,
+                status,
+                body,
+                retry_after,
+            } => SoapError::Http {
+                operation,
+                status,
+                body: clean(body),
+                retry_after,
+            },
+            SoapError::Decode { operation, message } => SoapError::Decode {
+                operation,
+                message: clean(message),
+            },
+            other => other,
+        }
+    }
+
     /// The fault reason, when the lock system gave one.
     pub fn fault_code(&self) -> Option<&str> {
         match self {
@@ -219,6 +286,26 @@ impl Classify for SoapError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 26: a phone number the lock system repeats in its fault, as sent or as bare
+    /// digits, never survives into the error's text.
+    #[test]
+    fn a_repeated_phone_number_is_masked() {
+        let e = SoapError::Fault {
+            operation: "IssueMobileKey",
+            code: "UnableToDeliverToPhone".into(),
+            string: "\"07700 900463\" is not in international format".into(),
+            detail: "number 07700900463 refused".into(),
+        }
+        .redact_phone(" 07700 900463 ");
+        let text = e.to_string();
+        assert!(!text.contains("900463"), "{text}");
+        assert!(
+            text.contains("UnableToDeliverToPhone") && text.contains("077***63"),
+            "{text}"
+        );
+        assert_eq!(e.fault_code(), Some("UnableToDeliverToPhone"));
+    }
 
     fn fault(code: &str) -> SoapError {
         SoapError::Fault {

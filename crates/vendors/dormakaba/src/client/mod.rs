@@ -260,7 +260,7 @@ impl SoapClient {
         b: &BookingRequest,
     ) -> Result<MessengerResponse, SoapError> {
         let (site, term) = (&self.cfg.site_name, &self.cfg.pms_terminal_id);
-        self.call("CreateNewBooking", |w| {
+        self.call_with_phone("CreateNewBooking", b.mobile_number.as_deref(), |w| {
             w.leaf("ReservationID", &b.reservation_id)
                 .leaf("SiteName", site)
                 .leaf("PMSTerminalID", term)
@@ -363,7 +363,7 @@ impl SoapClient {
         mobile_number: &str,
     ) -> Result<MessengerResponse, SoapError> {
         let (site, term) = (&self.cfg.site_name, &self.cfg.pms_terminal_id);
-        self.call("CancelGuestsMobileAccessToRoom", |w| {
+        self.call_with_phone("CancelGuestsMobileAccessToRoom", Some(mobile_number), |w| {
             w.leaf("SiteName", site)
                 .leaf("ReservationID", reservation_id)
                 .leaf("MainRoomNumber", main_room)
@@ -384,7 +384,7 @@ impl SoapClient {
         mobile_number: &str,
     ) -> Result<MessengerResponse, SoapError> {
         let (site, term) = (&self.cfg.site_name, &self.cfg.pms_terminal_id);
-        self.call("IssueMobileKey", |w| {
+        self.call_with_phone("IssueMobileKey", Some(mobile_number), |w| {
             w.leaf("SiteName", site)
                 .leaf("ReservationID", reservation_id)
                 .leaf("MainRoomNumber", main_room)
@@ -441,6 +441,22 @@ impl SoapClient {
         operation: &'static str,
         body: impl FnOnce(&mut XmlWriterHandle<'_>),
     ) -> Result<MessengerResponse, SoapError> {
+        self.call_with_phone(operation, None, body).await
+    }
+
+    /// [`Self::call`] of an operation that sends a phone number: the lock system's error texts
+    /// may repeat it, so the error is redacted ([`SoapError::redact_phone`]) before anything
+    /// (a debug log, a DLQ reason, the desk's message) can show it.
+    async fn call_with_phone(
+        &self,
+        operation: &'static str,
+        phone: Option<&str>,
+        body: impl FnOnce(&mut XmlWriterHandle<'_>),
+    ) -> Result<MessengerResponse, SoapError> {
+        let redact = |r: Result<MessengerResponse, SoapError>| match (r, phone) {
+            (Err(e), Some(p)) => Err(e.redact_phone(p)),
+            (r, _) => r,
+        };
         let envelope = self.envelope(operation, body);
         let action = format!(
             "\"{}/{operation}\"",
@@ -452,7 +468,7 @@ impl SoapClient {
             }
             let (status, body, retry_after) =
                 link.call(target, operation, &action, envelope).await?;
-            return parse_reply(operation, status, &body, retry_after);
+            return redact(parse_reply(operation, status, &body, retry_after));
         }
         let request = self
             .http
@@ -465,12 +481,12 @@ impl SoapClient {
             .send_bytes(operation, request)
             .await
             .map_err(|e| SoapError::from_vendor(operation, e))?;
-        let result = parse_reply(
+        let result = redact(parse_reply(
             operation,
             reply.status.as_u16(),
             &reply.body,
             reply.retry_after(),
-        );
+        ));
         if let Err(e) = &result {
             tracing::debug!(operation, error = %e, "dormakaba call failed");
         }
