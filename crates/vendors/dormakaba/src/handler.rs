@@ -120,8 +120,9 @@ impl DormakabaHandler {
     ) -> Result<ApplyOutcome<DormakabaIds>, HandlerError> {
         let s = ctx.connection.settings.dormakaba()?;
         let lock: &SoapClient = &ctx.client;
-        let d = desired::desired(&event.tenant, &event.booking_key, r, s)?;
+        let mut d = desired::desired(&event.tenant, &event.booking_key, r, s)?;
         let mut rec = lock_record(prev);
+        desired::keep_recorded_id(&mut d, &rec);
         let mut ops = desired::plan_reservation(&d, &rec)?;
         // The runtime only hands over an event whose revision equals the binding's when the
         // reconciler forced it (SYNC `apply`): it found the lock system out of step although
@@ -231,7 +232,14 @@ impl DormakabaHandler {
                         other => gone_ok(other)?,
                     }
                 }
-                Op::CheckOut => gone_ok(lock.check_out_guest(&rid).await)?,
+                Op::CheckOut => match lock.check_out_guest(&rid).await {
+                    // Nothing under the id: nothing to record as spent.
+                    Err(e) if desired::is_not_found(&e) => {
+                        desired::record_not_found(&mut rec);
+                        continue;
+                    }
+                    other => gone_ok(other)?,
+                },
                 // An ending is only cancellations and the check-out.
                 _ => continue,
             }
@@ -280,7 +288,7 @@ impl DormakabaHandler {
             }
         };
         let s = ctx.connection.settings.dormakaba()?;
-        let d =
+        let mut d =
             match desired::desired_for_key_request(tenant, &req.reservation_key, &reservation, s) {
                 Ok(d) => d,
                 Err(e) => return Err(fail(ctx, tenant, req, e.into()).await),
@@ -293,6 +301,7 @@ impl DormakabaHandler {
             .record()
             .map(|r| r.ids.lock_record())
             .unwrap_or_default();
+        desired::keep_recorded_id(&mut d, &rec);
         // A reservation parked while its site was offline stays parked (the watcher applies
         // its revision when the site answers), whatever the key request records on it.
         let parked = related
