@@ -101,11 +101,26 @@ pub fn intent(
     (needed && !next.pending.is_empty()).then_some(next)
 }
 
-/// The copy of a reference to keep when CloudPass holds several: the one the binding records,
-/// else the first listed (oldest). Every other copy is a duplicate.
-pub fn keeper<'a>(copies: &'a [VehicleBooking], recorded: Option<&str>) -> Option<&'a str> {
-    recorded
-        .and_then(|id| copies.iter().find(|b| b.id == id))
+/// The copy of a reference to keep when CloudPass holds several: the first listed that is
+/// already exactly what is `wanted` (fields and the operator's re-apply choice, as
+/// [`for_existing`] compares them), else the one the binding records, else the first listed
+/// (oldest). Every other copy is a duplicate.
+///
+/// Exact first, because the reconciler keeps the first exact copy and sends a removal for
+/// each other one: a worker preferring the recorded copy would delete the exact one on that
+/// removal and keep a copy with the wrong window, which no apply then corrects.
+pub fn keeper<'a>(
+    copies: &'a [VehicleBooking],
+    wanted: Option<(&BookingFields, bool)>,
+    recorded: Option<&str>,
+) -> Option<&'a str> {
+    wanted
+        .and_then(|(f, reapply)| {
+            copies
+                .iter()
+                .find(|b| for_existing(f, b, reapply).matches(b))
+        })
+        .or_else(|| recorded.and_then(|id| copies.iter().find(|b| b.id == id)))
         .or_else(|| copies.first())
         .map(|b| b.id.as_str())
 }
@@ -285,7 +300,12 @@ async fn upsert(
             None => copies = client.find_all(site, &fields.reference).await?,
         }
     }
-    let Some(keep) = keeper(&copies, recorded.map(String::as_str)).map(str::to_owned) else {
+    let Some(keep) = keeper(
+        &copies,
+        Some((fields, reapply)),
+        recorded.map(String::as_str),
+    )
+    .map(str::to_owned) else {
         return Ok(None);
     };
     for dup in copies.iter().filter(|b| b.id != keep) {
@@ -415,10 +435,55 @@ mod tests {
             time_restriction_id: "tr".into(),
         };
         let copies = [b("1"), b("2")];
-        assert_eq!(keeper(&copies, Some("2")), Some("2"));
-        assert_eq!(keeper(&copies, Some("gone")), Some("1"));
-        assert_eq!(keeper(&copies, None), Some("1"));
-        assert_eq!(keeper(&[], None), None);
+        assert_eq!(keeper(&copies, None, Some("2")), Some("2"));
+        assert_eq!(keeper(&copies, None, Some("gone")), Some("1"));
+        assert_eq!(keeper(&copies, None, None), Some("1"));
+        assert_eq!(keeper(&[], None, None), None);
         assert_eq!(mask_plate("AB12CD"), "AB****");
+    }
+
+    /// Issue 20 leftover: the reconciler keeps the exact copy of a duplicated reference and
+    /// asks for the others to go; the worker must keep that same copy, not the recorded one
+    /// with the wrong window (else the removal deletes the right booking and keeps the wrong).
+    #[test]
+    fn an_exact_copy_is_kept_over_the_recorded_one() {
+        let want = fields("A");
+        let exact = VehicleBooking {
+            id: "exact".into(),
+            reference: want.reference.clone(),
+            license_plate: "A".into(),
+            valid_from: want.valid_from,
+            valid_until: want.valid_until,
+            time_restriction_id: "other-tr".into(),
+        };
+        let wrong = VehicleBooking {
+            id: "recorded".into(),
+            valid_until: want.valid_until + chrono::Duration::days(3),
+            ..exact.clone()
+        };
+        let copies = [wrong.clone(), exact.clone()];
+        // The time restriction is only compared when the operator re-applies it.
+        assert_eq!(
+            keeper(&copies, Some((&want, false)), Some("recorded")),
+            Some("exact")
+        );
+        assert_eq!(
+            keeper(&copies, Some((&want, true)), Some("recorded")),
+            Some("recorded"),
+            "no exact copy: the recorded one"
+        );
+        let two_exact = [
+            wrong,
+            exact.clone(),
+            VehicleBooking {
+                id: "later".into(),
+                ..exact
+            },
+        ];
+        assert_eq!(
+            keeper(&two_exact, Some((&want, false)), None),
+            Some("exact"),
+            "the first exact one listed, as the reconciler keeps"
+        );
     }
 }

@@ -15,6 +15,7 @@ use worker_runtime::{ApplyContext, ApplyOutcome, Handler, HandlerError, Recorded
 use crate::{
     CloudpassClient,
     apply::{self, Clients, Target, keeper, same_account},
+    client::BookingFields,
     desired::{DesiredError, desired_bookings, plates},
 };
 
@@ -165,8 +166,9 @@ impl Handler for CloudpassHandler {
     /// because the reconciler's view may be stale by the time the command arrives (a newer
     /// event may have re-adopted the booking): a booking is deleted unless the reservation's
     /// current desired state wants its reference at this place, and, when it does, only a
-    /// duplicate is deleted — the copy kept is the one the binding records, else the oldest
-    /// (whichever copy the command names, the others go, so the reference ends with one).
+    /// duplicate is deleted — the copy kept is [`keeper`]'s: the first exact one (the one the
+    /// reconciler keeps), else the one the binding records, else the oldest (whichever copy
+    /// the command names, the others go, so the reference ends with one).
     /// Deleting one that is already gone, or no longer carries our reference, does nothing.
     async fn remove(
         &self,
@@ -184,9 +186,10 @@ impl Handler for CloudpassHandler {
         if !copies.iter().any(|b| b.id == id) {
             return Ok(None);
         }
-        let doomed: Vec<&str> = match wanted_plate(ctx, cmd, site).await? {
+        let doomed: Vec<&str> = match wanted_fields(ctx, cmd, site).await? {
             None => vec![id],
-            Some(plate) => {
+            Some((fields, reapply)) => {
+                let plate = &fields.license_plate;
                 let recorded = prev
                     .map(|p| &p.ids)
                     .filter(|ids| {
@@ -196,9 +199,9 @@ impl Handler for CloudpassHandler {
                                 .as_deref()
                                 .is_none_or(|c| c == ctx.connection.name)
                     })
-                    .and_then(|ids| ids.bookings.get(&plate))
+                    .and_then(|ids| ids.bookings.get(plate))
                     .map(String::as_str);
-                let keep = keeper(&copies, recorded);
+                let keep = keeper(&copies, Some((&fields, reapply)), recorded);
                 copies
                     .iter()
                     .map(|b| b.id.as_str())
@@ -218,15 +221,15 @@ fn holds_nothing(ids: &CloudpassIds) -> bool {
     ids.bookings.is_empty() && ids.pending.is_empty()
 }
 
-/// The plate whose booking the reservation's current desired state wants under `reference`
-/// at `site` of this connection's account, if any: the stored booking, served by its current
-/// connection (another one counts only if it reaches the same account), mapped to this
-/// CloudPass site.
-async fn wanted_plate(
+/// The booking the reservation's current desired state wants under `reference` at `site` of
+/// this connection's account, if any, with its connection's re-apply choice (what an exact
+/// copy is judged by): the stored booking, served by its current connection (another one
+/// counts only if it reaches the same account), mapped to this CloudPass site.
+async fn wanted_fields(
     ctx: &ApplyContext<CloudpassClient>,
     cmd: &RemoveCommand,
     site: &str,
-) -> Result<Option<String>, HandlerError> {
+) -> Result<Option<(BookingFields, bool)>, HandlerError> {
     // The stored state carries no change time here: judged as of now, which keeps a
     // checked-out guest's grace booking until it has ended at CloudPass anyway.
     let Some((admin, EventBody::Reservation(r))) = ctx
@@ -246,7 +249,7 @@ async fn wanted_plate(
         Ok((cp_site, wanted)) if cp_site == site => Ok(wanted
             .into_iter()
             .find(|f| f.reference == cmd.reference)
-            .map(|f| f.license_plate)),
+            .map(|f| (f, settings.reapply_time_restriction))),
         Ok(_) | Err(DesiredError::Unmapped(_)) => Ok(None),
         Err(e @ DesiredError::Time(_)) => Err(HandlerError::permanent(format!(
             "cannot judge the stray: {e}"

@@ -61,7 +61,7 @@ pub async fn execute(
                 Ok(found) => found,
                 Err(error) => {
                     return Err(ExecFailure {
-                        error,
+                        error: spent_id(rec, d, error),
                         done: report,
                         op: planned.clone(),
                     });
@@ -90,7 +90,11 @@ pub async fn execute(
         } else {
             planned
         };
-        let result = match run_one(client, d, rec, op, key_size).await {
+        let answer = run_one(client, d, rec, op, key_size).await;
+        // A check-out that finds nothing under our id leaves the id unspent.
+        let nothing_there = matches!(op, Op::CheckOut)
+            && matches!(&answer, Err(e) if crate::desired::is_not_found(e));
+        let result = match answer {
             // Ending access the lock system no longer has (checked out or deleted by hand at
             // the front desk) is done already.
             Err(e) if crate::desired::is_gone(&e) => match op {
@@ -145,11 +149,15 @@ pub async fn execute(
                 }
                 // After an interrupted first attempt the cards were encoded then and never
                 // recorded: counting the op's cards once here is still right.
-                record_done(rec, d, op, tx);
+                if nothing_there {
+                    crate::desired::record_not_found(rec);
+                } else {
+                    record_done(rec, d, op, tx);
+                }
             }
             Err(error) => {
                 return Err(ExecFailure {
-                    error,
+                    error: spent_id(rec, d, error),
                     done: report,
                     op: planned.clone(),
                 });
@@ -157,6 +165,19 @@ pub async fn execute(
         }
     }
     Ok(report)
+}
+
+/// A `ReservationCheckedOut` answer to anything but an ending: our id is spent at the lock
+/// system (checked out, perhaps after a create whose answer was lost), so the stay cannot
+/// have access again under it. Recorded ([`crate::desired::record_checked_out`]) and turned
+/// into the documented refusal, so neither this attempt nor the next plans a create the lock
+/// system refuses; any other error is returned as it is.
+fn spent_id(rec: &mut LockRecord, d: &Desired, error: SoapError) -> SoapError {
+    if !crate::desired::is_checked_out(&error) {
+        return error;
+    }
+    crate::desired::record_checked_out(rec);
+    SoapError::Plan(crate::desired::PlanError::Reopen(d.reservation_id.clone()))
 }
 
 /// Whether an `IssueMobileKey` answer says the BlueSky app matched no guest (surname and

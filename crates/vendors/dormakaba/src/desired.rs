@@ -63,27 +63,39 @@ impl Classify for PlanError {
     }
 }
 
-/// Our `ReservationID` for a booking: `<tenant>-<booking_key>`, the same on every call so a
-/// retry addresses (and its probe finds) the booking an earlier attempt made; what a repeated
-/// `CreateNewBooking` does is undocumented, so it is never relied on
-/// ([`Op::CreateUnlessExists`]). Longer ids keep a prefix and
-/// append a stable hash of the whole id, so two long keys never collide by truncation.
+/// Our `ReservationID` for a booking, the same on every call so a retry addresses (and its
+/// probe finds) the booking an earlier attempt made; what a repeated `CreateNewBooking` does
+/// is undocumented, so it is never relied on ([`Op::CreateUnlessExists`]).
+///
+/// It must never be another booking's id: a collision checks out or changes another guest's
+/// stay (security review L9). Two disjoint forms, so the mapping is injective:
+/// - `<tenant>-<booking_key>` when that fits [`RESERVATION_ID_MAX`] and neither part holds a
+///   `-` or a `~` (`-` would make `a-b`/`c` and `a`/`b-c` one id). This is also the id
+///   every such booking always had, so existing stays keep theirs.
+/// - otherwise a readable prefix, `~`, and 80 bits of SHA-256 over the length-prefixed pair
+///   (hex): the only ids holding a `~`, and a collision needs about 2^40 ids in one lock
+///   system (the old 32-bit FNV collided at tens of thousands).
+///
+/// A booking already made keeps the id it was made with ([`keep_recorded_id`]).
 pub fn reservation_id(tenant: &str, booking_key: &str) -> String {
+    let plain = |s: &str| !s.contains(['-', '~']);
     let full = format!("{tenant}-{booking_key}");
-    if full.chars().count() <= RESERVATION_ID_MAX {
+    if plain(tenant) && plain(booking_key) && full.chars().count() <= RESERVATION_ID_MAX {
         return full;
     }
-    let hash = fnv1a(full.as_bytes());
-    let prefix: String = full.chars().take(RESERVATION_ID_MAX - 9).collect();
-    format!("{prefix}~{hash:08x}")
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(format!("{}:{tenant}:{booking_key}", tenant.len()));
+    let hash = hex::encode(&digest[..HASH_BYTES]);
+    let prefix: String = full
+        .chars()
+        .filter(|c| *c != '~')
+        .take(RESERVATION_ID_MAX - 1 - 2 * HASH_BYTES)
+        .collect();
+    format!("{prefix}~{hash}")
 }
 
-/// FNV-1a (32 bit): stable across builds and platforms, unlike `DefaultHasher`.
-fn fnv1a(bytes: &[u8]) -> u32 {
-    bytes.iter().fold(0x811c_9dc5_u32, |h, b| {
-        (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
-    })
-}
+/// Bytes of SHA-256 kept in a hashed [`reservation_id`] (80 bits, 20 hex characters).
+const HASH_BYTES: usize = 10;
 
 /// A mobile key target: the app matches the surname and the phone. Debug masks both.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -197,6 +209,15 @@ pub fn desired(
         check_out,
         mobile,
     })
+}
+
+/// Addresses the booking `rec` names: a booking made under an id keeps it (ids made by an
+/// older [`reservation_id`] scheme included); a reservation with nothing recorded gets the
+/// current scheme's.
+pub fn keep_recorded_id(d: &mut Desired, rec: &LockRecord) {
+    if let Some(id) = rec.reservation_id.as_ref().filter(|id| !id.is_empty()) {
+        d.reservation_id.clone_from(id);
+    }
 }
 
 /// What we did at the lock system for one reservation; stored as the reservation binding's
@@ -645,12 +666,13 @@ pub fn is_gone(e: &crate::client::SoapError) -> bool {
 }
 
 /// What a refused create-in-doubt probe (`ExtendCheckOut` to the desired check-out) says
-/// about the booking: `Some(false)` gone ([`GONE_FAULTS`]); `Some(true)` it exists but the
-/// new check-out is not after its check-in (`InvalidWSParameter`: the stay moved earlier
-/// since the booking was made, and the `ChangeKeyAccess` that follows sets both dates);
-/// `None` the probe itself failed.
+/// about the booking: `Some(false)` none was made (`ReservationNotFound`); `Some(true)` it
+/// exists but the new check-out is not after its check-in (`InvalidWSParameter`: the stay
+/// moved earlier since the booking was made, and the `ChangeKeyAccess` that follows sets both
+/// dates); `None` anything else — the probe failed, or `ReservationCheckedOut`, which is no
+/// licence to create: the id is spent ([`record_checked_out`]).
 pub fn probe_refusal(e: &crate::client::SoapError) -> Option<bool> {
-    if is_gone(e) {
+    if is_not_found(e) {
         Some(false)
     } else if e
         .fault_code()
@@ -931,7 +953,11 @@ pub fn booking_request(
     })
 }
 
-/// Records a successful cancellation or check-out (an ending needs no desired state).
+/// Records a successful cancellation or check-out (an ending needs no desired state). A
+/// check-out the lock system accepted, or answered `ReservationCheckedOut`, proves a booking
+/// was made under our `ReservationID` — also when the record only had it in doubt — and that
+/// the id is spent ([`record_checked_out`]); a `ReservationNotFound` answer is
+/// [`record_not_found`]'s.
 pub fn record_ending(rec: &mut LockRecord, op: &Op) {
     match op {
         Op::CancelMobileKey(m) => {
@@ -941,15 +967,46 @@ pub fn record_ending(rec: &mut LockRecord, op: &Op) {
                 rec.mobile_key_from_desk = false;
             }
         }
-        Op::CheckOut => {
-            rec.checked_out = true;
-            rec.booking_in_doubt = false;
-            rec.mobile_keys_in_doubt.clear();
-            rec.mobile_key = None;
-            rec.mobile_key_from_desk = false;
-        }
+        Op::CheckOut => record_checked_out(rec),
         _ => {}
     }
+}
+
+/// The lock system holds our `ReservationID` checked out: a booking was made under it (even
+/// if the record only had it in doubt: a create whose answer was lost) and Messenger refuses
+/// the id from now on. Recorded as booked and checked out, so a stay that wants access again
+/// is refused as documented ([`PlanError::Reopen`]) instead of planning a `CreateNewBooking`
+/// the lock system refuses with `ReservationCheckedOut` (convergence seed 1039).
+pub fn record_checked_out(rec: &mut LockRecord) {
+    rec.booked = true;
+    rec.checked_out = true;
+    rec.booking_in_doubt = false;
+    rec.mobile_keys_in_doubt.clear();
+    rec.mobile_key = None;
+    rec.mobile_key_from_desk = false;
+}
+
+/// The lock system has no booking under our `ReservationID` (`ReservationNotFound` to a
+/// check-out): nothing is live and nothing spent the id, so a stay that wants access again
+/// registers afresh.
+pub fn record_not_found(rec: &mut LockRecord) {
+    rec.booked = false;
+    rec.checked_out = false;
+    rec.booking_in_doubt = false;
+    rec.mobile_keys_in_doubt.clear();
+    rec.mobile_key = None;
+}
+
+/// Whether `e` is the lock system's `ReservationCheckedOut`: our `ReservationID` is spent.
+pub fn is_checked_out(e: &SoapError) -> bool {
+    e.fault_code()
+        .is_some_and(|c| c.trim().eq_ignore_ascii_case("ReservationCheckedOut"))
+}
+
+/// Whether `e` is the lock system's `ReservationNotFound`: nothing under our `ReservationID`.
+pub fn is_not_found(e: &SoapError) -> bool {
+    e.fault_code()
+        .is_some_and(|c| c.trim().eq_ignore_ascii_case("ReservationNotFound"))
 }
 
 /// Records a successful operation in the record, so a retry after a later failure does not
@@ -1010,7 +1067,7 @@ mod tests {
     fn a_probe_refused_for_its_dates_finds_the_booking() {
         assert_eq!(probe_refusal(&fault("InvalidWSParameter")), Some(true));
         assert_eq!(probe_refusal(&fault("ReservationNotFound")), Some(false));
-        assert_eq!(probe_refusal(&fault("ReservationCheckedOut")), Some(false));
+        assert_eq!(probe_refusal(&fault("ReservationCheckedOut")), None);
         assert_eq!(probe_refusal(&fault("EncoderBusy")), None);
     }
     use accesshub_connections::{DormakabaProduct, Encoder, Secret};
@@ -1095,6 +1152,44 @@ mod tests {
         assert_eq!(a.chars().count(), RESERVATION_ID_MAX);
         assert_eq!(a, reservation_id("tenant", &long));
         assert_ne!(a, reservation_id("tenant", &format!("{long}y")));
+    }
+
+    /// Security review L9: `<tenant>-<key>` was ambiguous when either held a `-`, and long
+    /// ids kept a 32-bit FNV, which a birthday search over plain booking numbers breaks (this
+    /// pair collided). A collision checks out or changes another guest's stay.
+    #[test]
+    fn reservation_ids_never_collide() {
+        assert_ne!(reservation_id("a-b", "c"), reservation_id("a", "b-c"));
+        assert_ne!(reservation_id("a", "b~c"), reservation_id("a~b", "c"));
+        let k1 = "booking-with-a-long-shared-prefix-112789";
+        let k2 = "booking-with-a-long-shared-prefix-349192";
+        assert_ne!(reservation_id("acme", k1), reservation_id("acme", k2));
+        // A plain id holds no `~`, a hashed one always does: the two forms never meet.
+        assert_eq!(reservation_id("acme", "R1"), "acme-R1");
+        assert!(reservation_id("a-b", "c").contains('~'));
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..100_000 {
+            let id = reservation_id("acme", &format!("booking-with-a-long-shared-prefix-{i}"));
+            assert!(id.chars().count() <= RESERVATION_ID_MAX, "{id}");
+            assert!(seen.insert(id), "collision at {i}");
+        }
+    }
+
+    /// A booking made under an id (an older scheme's, say) is addressed by it from then on:
+    /// a new scheme must not strand it at the lock system.
+    #[test]
+    fn a_booking_keeps_the_reservation_id_it_was_made_with() {
+        let s = settings();
+        let r = reservation(ReservationStatus::Confirmed);
+        let mut d = desired("t", "k", &r, &s).unwrap();
+        let mut rec = LockRecord::default();
+        keep_recorded_id(&mut d, &rec);
+        assert_eq!(d.reservation_id, "t-k");
+        rec.reservation_id = Some("t-k~0badc0de".into());
+        keep_recorded_id(&mut d, &rec);
+        assert_eq!(d.reservation_id, "t-k~0badc0de");
+        let req = booking_request(&d, "0", 0, 0).unwrap();
+        assert_eq!(req.reservation_id, "t-k~0badc0de");
     }
 
     #[test]
@@ -1608,6 +1703,47 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
+    }
+
+    /// Convergence seed 1039: a create crashed unrecorded (in doubt), the stay ended and the
+    /// check-out found the booking (so its id is spent), then the stay was reopened with a
+    /// mobile key. The plan must refuse as documented (`Reopen`), not send a
+    /// `CreateNewBooking` the lock system refuses with `ReservationCheckedOut`, which
+    /// dead-lettered the event with an undocumented reason.
+    #[test]
+    fn a_stay_reopened_after_its_booking_in_doubt_was_checked_out_is_refused_as_documented() {
+        let s = settings();
+        let mut r = reservation(ReservationStatus::Confirmed);
+        r.mobile_key = true;
+        let first = desired("t", "k", &r, &s).unwrap();
+        let mut rec = LockRecord::default();
+        let plan = plan_reservation(&first, &rec).unwrap();
+        note_in_doubt(&mut rec, &plan);
+        r.status = ReservationStatus::CheckedOut;
+        let ended = desired("t", "k", &r, &s).unwrap();
+        let ops = plan_reservation(&ended, &rec).unwrap();
+        assert_eq!(ops.last(), Some(&Op::CheckOut), "{ops:?}");
+        for op in &ops {
+            record_ending(&mut rec, op);
+        }
+        r.status = ReservationStatus::CheckedIn;
+        let reopened = desired("t", "k", &r, &s).unwrap();
+        assert_eq!(
+            plan_reservation(&reopened, &rec),
+            Err(PlanError::Reopen(reopened.reservation_id.clone()))
+        );
+        let now = "2030-04-01T00:00:00Z".parse::<DateTime<Utc>>().unwrap();
+        assert!(matches!(
+            sync_check(&reopened, &rec, now),
+            SyncCheck::Unrepairable(_)
+        ));
+        // The check-out found nothing under the id: the reopened stay registers afresh.
+        let mut nothing = LockRecord::default();
+        let plan = plan_reservation(&first, &nothing).unwrap();
+        note_in_doubt(&mut nothing, &plan);
+        record_not_found(&mut nothing);
+        let ops = plan_reservation(&reopened, &nothing).unwrap();
+        assert!(matches!(ops[0], Op::CreateBooking { .. }), "{ops:?}");
     }
 
     #[test]

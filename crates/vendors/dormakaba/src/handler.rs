@@ -121,10 +121,9 @@ impl DormakabaHandler {
         let s = ctx.connection.settings.dormakaba()?;
         let lock: &SoapClient = &ctx.client;
         let mut rec = lock_record(prev);
-        let d = desired::keep_desk_mobile_key(
-            desired::desired(&event.tenant, &event.booking_key, r, s)?,
-            &rec,
-        );
+        let mut d = desired::desired(&event.tenant, &event.booking_key, r, s)?;
+        desired::keep_recorded_id(&mut d, &rec);
+        let d = desired::keep_desk_mobile_key(d, &rec);
         let mut ops = desired::plan_reservation(&d, &rec)?;
         // The runtime only hands over an event whose revision equals the binding's when the
         // reconciler forced it (SYNC `apply`): it found the lock system out of step although
@@ -234,7 +233,14 @@ impl DormakabaHandler {
                         other => gone_ok(other)?,
                     }
                 }
-                Op::CheckOut => gone_ok(lock.check_out_guest(&rid).await)?,
+                Op::CheckOut => match lock.check_out_guest(&rid).await {
+                    // Nothing under the id: nothing to record as spent.
+                    Err(e) if desired::is_not_found(&e) => {
+                        desired::record_not_found(&mut rec);
+                        continue;
+                    }
+                    other => gone_ok(other)?,
+                },
                 // An ending is only cancellations and the check-out.
                 _ => continue,
             }
@@ -283,7 +289,7 @@ impl DormakabaHandler {
             }
         };
         let s = ctx.connection.settings.dormakaba()?;
-        let d = match desired::desired_for_key_request(tenant, req, &reservation, s) {
+        let mut d = match desired::desired_for_key_request(tenant, req, &reservation, s) {
             Ok(d) => d,
             Err(e) => return Err(fail(ctx, tenant, req, e.into()).await),
         };
@@ -295,6 +301,7 @@ impl DormakabaHandler {
             .record()
             .map(|r| r.ids.lock_record())
             .unwrap_or_default();
+        desired::keep_recorded_id(&mut d, &rec);
         // A reservation parked while its site was offline stays parked (the watcher applies
         // its revision when the site answers), whatever the key request records on it.
         let parked = related

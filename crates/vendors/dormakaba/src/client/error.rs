@@ -119,6 +119,11 @@ pub enum SoapError {
     /// The connection's settings cannot produce a request (bad URL).
     #[error("dormakaba connection settings: {0}")]
     Config(String),
+    /// What the lock system answered makes the planned operation impossible as documented
+    /// (a `ReservationCheckedOut` answer to a stay that wants access again:
+    /// [`crate::desired::PlanError::Reopen`]).
+    #[error(transparent)]
+    Plan(crate::desired::PlanError),
 }
 
 fn detail_suffix(detail: &str) -> String {
@@ -269,9 +274,10 @@ impl Classify for SoapError {
             SoapError::Http { status, .. } => class_of_status(*status),
             SoapError::Transport { class, .. } => *class,
             SoapError::SiteOffline { .. } => ErrorClass::Transient,
-            SoapError::Unsuccessful { .. } | SoapError::Decode { .. } | SoapError::Config(_) => {
-                ErrorClass::Permanent
-            }
+            SoapError::Unsuccessful { .. }
+            | SoapError::Decode { .. }
+            | SoapError::Config(_)
+            | SoapError::Plan(_) => ErrorClass::Permanent,
         }
     }
 
