@@ -352,7 +352,7 @@ async fn no_pii_or_secret_in_logs_dlq_reasons_or_last_error() {
     let mut found = Vec::new();
     for value in forbidden(&s) {
         for (what, text) in &texts {
-            for line in text.lines().filter(|l| mentions(l, value)) {
+            for line in text.lines().filter(|l| mentions(l, &value)) {
                 let line: String = line.chars().take(400).collect();
                 found.push(format!("{value:?} in {what}: {line}"));
             }
