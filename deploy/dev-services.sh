@@ -18,6 +18,7 @@ PREREQUISITES="build-essential pkg-config jq curl ca-certificates git python3 py
 
 NATS_PORT="${NATS_PORT:-4222}"
 PG_PORT="${PG_PORT:-5432}"
+PG_MAX_CONNECTIONS="${PG_MAX_CONNECTIONS:-300}"
 SUDO=""
 if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null; then SUDO="sudo"; fi
 
@@ -96,6 +97,23 @@ ensure_postgres() {
   if ! "${psql[@]}" -c "select 1 from pg_database where datname='test'" | grep -q 1; then
     changed "creating database test"
     "${psql[@]}" -c 'create database test' || true
+  fi
+  # The test suite runs 8 tests at once, each end-to-end test with its own booking-ingest,
+  # workers and reconciler (a pool each): Debian's default of 100 connections is too few
+  # ("sorry, too many clients already"). Raised once, with a restart, on a cluster we manage.
+  local maxc
+  maxc="$("${psql[@]}" -c 'show max_connections' 2>/dev/null || echo 0)"
+  if [ "${maxc:-0}" -lt "$PG_MAX_CONNECTIONS" ]; then
+    local ver
+    ver="$(ls /etc/postgresql 2>/dev/null | sort -V | tail -1)"
+    if [ -n "$ver" ]; then
+      changed "raising PostgreSQL max_connections from $maxc to $PG_MAX_CONNECTIONS (ALTER SYSTEM), restarting cluster $ver/main"
+      "${psql[@]}" -c "alter system set max_connections = $PG_MAX_CONNECTIONS" || true
+      $SUDO pg_ctlcluster --skip-systemctl-redirect "$ver" main restart || true
+      wait_port "$PG_PORT" PostgreSQL
+    else
+      log "WARNING: PostgreSQL max_connections is $maxc (< $PG_MAX_CONNECTIONS) and not a cluster this script manages: parallel tests may see 'too many clients'"
+    fi
   fi
   log "PostgreSQL ready (database test)"
 }
