@@ -58,62 +58,13 @@ impl Scope {
     }
 }
 
-/// What a token may do; each role includes the ones before it.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    Serialize,
-    Deserialize,
-    utoipa::ToSchema,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    /// Reads tenants, connections (redacted), sync runs, lookups and the audit log.
-    Viewer,
-    /// Also requests sync runs and applies, disables and deletes connections.
-    Operator,
-    /// Also manages tenants, their webhook secrets and site defaults, and tokens.
-    Admin,
-}
+pub use accesshub_connections::Role;
 
-impl Role {
-    /// Name stored in `api_tokens.role`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Viewer => "viewer",
-            Role::Operator => "operator",
-            Role::Admin => "admin",
-        }
-    }
-
-    /// Parses a stored or typed role name.
-    pub fn parse(s: &str) -> Option<Role> {
-        match s {
-            "viewer" => Some(Role::Viewer),
-            "operator" => Some(Role::Operator),
-            "admin" => Some(Role::Admin),
-            _ => None,
-        }
-    }
-
-    /// Legacy `scopes` written for a token valid for every tenant (see the migration).
-    fn legacy_scopes(self) -> Vec<&'static str> {
-        match self {
-            Role::Viewer | Role::Operator => vec![Scope::Read.as_str()],
-            Role::Admin => vec![Scope::Admin.as_str()],
-        }
-    }
-}
-
-impl std::fmt::Display for Role {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+/// Legacy `scopes` written for a token valid for every tenant (see the migration).
+fn legacy_scopes(role: Role) -> Vec<&'static str> {
+    match role {
+        Role::Viewer | Role::Operator => vec![Scope::Read.as_str()],
+        Role::Admin => vec![Scope::Admin.as_str()],
     }
 }
 
@@ -379,7 +330,7 @@ pub async fn create_token(
 ) -> Result<(TokenInfo, String), sqlx::Error> {
     let token = generate_token();
     let scopes = match new.tenants {
-        Tenants::All => new.role.legacy_scopes(),
+        Tenants::All => legacy_scopes(new.role),
         // An older build would read any scope as "every tenant": give it nothing to grant.
         Tenants::Only(_) => vec![],
     };

@@ -35,37 +35,7 @@ pub const CSRF_HEADER: &str = "x-csrf-token";
 /// Largest form body the CSRF check reads.
 const MAX_FORM: usize = 256 * 1024;
 
-/// What a token may do, as the admin API's roles (each includes the ones before).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Role {
-    /// Sees everything of its tenants, changes nothing.
-    Viewer,
-    /// Also syncs, tests and changes connections, replays and purges dead letters.
-    Operator,
-    /// Also manages webhook secrets.
-    Admin,
-}
-
-impl Role {
-    /// Stored name (`viewer`, `operator`, `admin`), as the admin API spells it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Viewer => "viewer",
-            Role::Operator => "operator",
-            Role::Admin => "admin",
-        }
-    }
-
-    /// Parses a stored name.
-    pub fn parse(s: &str) -> Option<Role> {
-        match s {
-            "viewer" => Some(Role::Viewer),
-            "operator" => Some(Role::Operator),
-            "admin" => Some(Role::Admin),
-            _ => None,
-        }
-    }
-}
+pub use accesshub_connections::Role;
 
 /// Who a token belongs to, as the admin service resolved it.
 #[derive(Debug, Clone, PartialEq, Eq)]
