@@ -485,7 +485,9 @@ impl Env {
 
     /// Waits until the booking's binding records `revision` as applied.
     async fn applied(&self, booking: &str, revision: i64) {
-        eventually("applied", Duration::from_secs(15), || async {
+        // An upper bound, not a figure: under the whole suite (the cluster chaos test's dozen
+        // processes on 2 cores) a restarted worker took over 15 s twice.
+        eventually("applied", Duration::from_secs(40), || async {
             self.binding(booking)
                 .await
                 .is_some_and(|b| b.applied_revision == revision)
