@@ -3,17 +3,23 @@
 //! Idempotent by construction (ARCHITECTURE.md principle 3): every asset booking carries our
 //! reference and is looked up by it before anything is created, so a retry after a crash
 //! between the vendor call and the ack finds the booking instead of creating a second one.
+//!
+//! Where it looks costs a list call per asset, so it looks only where a booking of ours can
+//! be (issue 25): before a create the asset is recorded durably (`VendorIds::creating`), so
+//! the record always names every asset an attempt may have left a booking on; a booking's
+//! first attempt (the runtime's attempt marker) looks nowhere. Only a record of an older build
+//! makes it search every mapped asset ([`desired::Trace`]).
 
 use accesshub_connections::IpassanSettings;
 use accesshub_domain::{Classify, ErrorClass, FacilityBooking, FacilityStatus, Resident};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use worker_runtime::Status;
+use worker_runtime::{HandlerError, Status};
 
 use crate::client::{
     Asset, IpassanClient, IpassanError, NewBooking, NewPerson, PERSON_TYPE_RESIDENT, Person,
 };
-use crate::desired::{self, Desired, Ours, RuleError};
+use crate::desired::{self, Desired, Ours, RuleError, Trace};
 
 /// What we hold at iPassan for one booking; stored in the binding so the next event knows
 /// where the previous booking lives (the facility, and so the asset, may change).
@@ -34,6 +40,62 @@ pub struct VendorIds {
     /// Booked end.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end: Option<DateTime<Utc>>,
+    /// Asset of a create that may be under way: recorded durably right before the create and
+    /// cleared by the record after it, so an attempt killed in between leaves a trace naming
+    /// the asset (the facility may change before the next event).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub creating: Option<String>,
+    /// Every booking of ours is on `asset_uuid` or `creating`: written by builds that record a
+    /// create's asset before sending it. Records of older builds lack it, and their next event
+    /// searches every mapped asset once. Older builds ignore both fields (no `IDS_VERSION`
+    /// bump: a rollback still reads the ids).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tracked: bool,
+}
+
+impl VendorIds {
+    /// Where bookings of ours can be, given the binding's record (`previous`) and whether this
+    /// is the booking's first attempt ([`worker_runtime::ApplyContext::first_attempt`]).
+    pub fn trace(previous: Option<&VendorIds>, first_attempt: bool) -> Trace<'_> {
+        match previous {
+            None if first_attempt => Trace::Nowhere,
+            Some(p) if p.tracked => Trace::Recorded {
+                asset: p.asset_uuid.as_deref(),
+                creating: p.creating.as_deref(),
+            },
+            p => Trace::Anywhere {
+                asset: p.and_then(|p| p.asset_uuid.as_deref()),
+            },
+        }
+    }
+
+    /// Whether the record names `asset` (recorded, or a create under way on it).
+    fn names(&self, asset: &str) -> bool {
+        [&self.asset_uuid, &self.creating]
+            .into_iter()
+            .flatten()
+            .any(|a| a.eq_ignore_ascii_case(asset))
+    }
+
+    /// The record to write durably before creating on `asset`, when the binding's record
+    /// (`previous`) does not already name it: the record plus the asset of the create. It
+    /// stays tracked only if it names every booking of ours found (`ours`): a copy elsewhere
+    /// (left by an older build, or by an earlier create this record no longer names) makes the
+    /// next attempt search every mapped asset.
+    pub fn before_create(
+        previous: Option<&VendorIds>,
+        ours: &[Ours],
+        asset: &str,
+    ) -> Option<VendorIds> {
+        let mut ids = previous.cloned().unwrap_or_default();
+        let complete = |ids: &VendorIds| ours.iter().all(|o| ids.names(&o.asset));
+        if ids.tracked && ids.names(asset) && complete(&ids) {
+            return None;
+        }
+        ids.creating = Some(asset.to_owned());
+        ids.tracked = complete(&ids);
+        Some(ids)
+    }
 }
 
 /// Result of applying an event.
@@ -58,6 +120,9 @@ pub enum ApplyError {
     /// An iPassan call failed (classified by the client).
     #[error(transparent)]
     Ipassan(#[from] IpassanError),
+    /// The record of a create about to start could not be written (nothing was created).
+    #[error("recording the create about to start: {}", .0.message)]
+    Record(HandlerError),
 }
 
 impl Classify for ApplyError {
@@ -65,12 +130,14 @@ impl Classify for ApplyError {
         match self {
             ApplyError::Rule(e) => e.class(),
             ApplyError::Ipassan(e) => e.class(),
+            ApplyError::Record(e) => e.class(),
         }
     }
     fn retry_after(&self) -> Option<std::time::Duration> {
         match self {
             ApplyError::Rule(_) => None,
             ApplyError::Ipassan(e) => e.retry_after(),
+            ApplyError::Record(e) => e.retry_after,
         }
     }
 }
@@ -86,17 +153,35 @@ pub struct Target<'a> {
     pub reference: &'a str,
 }
 
-/// Applies `booking` through `client`. `previous` is what the binding recorded last time.
-pub async fn apply(
+/// What the binding recorded and whether this is the booking's first attempt: where bookings
+/// of ours can be ([`VendorIds::trace`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Known<'a> {
+    /// What the binding recorded last time (progress included).
+    pub previous: Option<&'a VendorIds>,
+    /// No attempt of any event of the booking can have reached iPassan before this one
+    /// ([`worker_runtime::ApplyContext::first_attempt`]).
+    pub first_attempt: bool,
+}
+
+/// Applies `booking` through `client`. `record` writes a record durably without marking the
+/// event applied ([`worker_runtime::ApplyContext::record_progress`]); it is called before a
+/// create whose asset the binding's record does not name yet.
+pub async fn apply<R, F>(
     client: &IpassanClient,
     settings: &IpassanSettings,
     target: Target<'_>,
     booking: &FacilityBooking,
-    previous: Option<&VendorIds>,
-) -> Result<Applied, ApplyError> {
+    known: Known<'_>,
+    record: R,
+) -> Result<Applied, ApplyError>
+where
+    R: Fn(VendorIds) -> F,
+    F: std::future::Future<Output = Result<(), HandlerError>>,
+{
     match booking.status {
-        FacilityStatus::Booked => book(client, settings, target, booking, previous).await,
-        FacilityStatus::Cancelled => cancel(client, settings, target, booking, previous).await,
+        FacilityStatus::Booked => book(client, settings, target, booking, known, record).await,
+        FacilityStatus::Cancelled => cancel(client, settings, target, booking, known).await,
     }
 }
 
@@ -119,19 +204,18 @@ async fn ours_on(
     }
 }
 
-/// Our bookings on every asset they may be on ([`desired::assets_to_search`]): the record
-/// alone cannot tell, since an attempt killed between the create and the record leaves a
-/// booking on an asset no record names.
+/// Our bookings on every asset they may be on ([`desired::assets_to_search`]): the desired
+/// one and those the record names, or every mapped asset when the record cannot tell.
 async fn all_ours(
     client: &IpassanClient,
     settings: &IpassanSettings,
     asset: Option<&str>,
-    previous: Option<&VendorIds>,
+    known: Known<'_>,
     reference: &str,
 ) -> Result<Vec<Ours>, IpassanError> {
-    let recorded = previous.and_then(|p| p.asset_uuid.as_deref());
+    let trace = VendorIds::trace(known.previous, known.first_attempt);
     let mut out = Vec::new();
-    for a in desired::assets_to_search(settings, asset, recorded) {
+    for a in desired::assets_to_search(settings, asset, trace) {
         out.extend(ours_on(client, a, reference).await?);
     }
     Ok(out)
@@ -211,13 +295,18 @@ fn title(r: &Resident) -> String {
     }
 }
 
-async fn book(
+async fn book<R, F>(
     client: &IpassanClient,
     settings: &IpassanSettings,
     target: Target<'_>,
     b: &FacilityBooking,
-    previous: Option<&VendorIds>,
-) -> Result<Applied, ApplyError> {
+    known: Known<'_>,
+    record: R,
+) -> Result<Applied, ApplyError>
+where
+    R: Fn(VendorIds) -> F,
+    F: std::future::Future<Output = Result<(), HandlerError>>,
+{
     let asset_id = desired::asset_for(settings, target.tenant, target.connection, &b.facility_id)?;
     let asset = asset_of(client, &b.facility_id, asset_id).await?;
     // Rules first: a window iPassan would refuse must not cost the current booking.
@@ -229,21 +318,21 @@ async fn book(
         start: b.start,
         end: b.end,
     };
-    let ours = all_ours(
-        client,
-        settings,
-        Some(&asset.uuid),
-        previous,
-        target.reference,
-    )
-    .await?;
+    let ours = all_ours(client, settings, Some(&asset.uuid), known, target.reference).await?;
     let plan = desired::plan(&desired, &ours, asset.one_booking_per_slot);
 
     let mut booked = plan.keep.as_ref().map(|k| k.booking.clone());
     if plan.create {
-        if asset.one_booking_per_slot {
+        // Only a break-before-make needs the overlap checked first (a window iPassan would
+        // refuse must not cost the current booking). A plain create is checked by iPassan
+        // itself, whose refusal names the other booking: listing every booking of the asset
+        // first cost a call per page of them on every create.
+        if asset.one_booking_per_slot && !plan.delete_first.is_empty() {
             let all = client.list_bookings(&asset.uuid, None).await?;
             desired::check_overlap(&asset, &all, target.reference, b.start, b.end)?;
+        }
+        if let Some(ids) = VendorIds::before_create(known.previous, &ours, &asset.uuid) {
+            record(ids).await.map_err(ApplyError::Record)?;
         }
         for o in &plan.delete_first {
             delete(client, o).await?;
@@ -268,7 +357,7 @@ async fn book(
             }
             Err(e) => {
                 restore(client, &plan.delete_first).await;
-                return Err(classify_create_error(e, &asset, &b.resident, &person));
+                return Err(classify_create_error(e, &asset, b, &person));
             }
         }
     }
@@ -284,6 +373,9 @@ async fn book(
             person_uuid: Some(person.uuid),
             start: Some(b.start),
             end: Some(b.end),
+            // Every other booking of ours was deleted: this one is all there is.
+            creating: None,
+            tracked: true,
         },
         created: plan.create,
         deleted,
@@ -317,18 +409,18 @@ async fn restore(client: &IpassanClient, deleted: &[Ours]) {
     }
 }
 
-/// iPassan's 422 naming a missing profile becomes a rule error naming the profile; anything
-/// else keeps the client's classification and the vendor's message.
+/// iPassan's 422 naming a missing profile or an overlapping booking becomes the rule error
+/// naming it; anything else keeps the client's classification and the vendor's message.
 fn classify_create_error(
     e: IpassanError,
     asset: &Asset,
-    resident: &Resident,
+    b: &FacilityBooking,
     person: &Person,
 ) -> ApplyError {
     if e.status() == Some(422)
-        && let Some(r) = e
-            .vendor_message()
-            .and_then(|m| desired::missing_profile(m, asset, resident.email.trim(), &person.uuid))
+        && let Some(m) = e.vendor_message()
+        && let Some(r) = desired::missing_profile(m, asset, b.resident.email.trim(), &person.uuid)
+            .or_else(|| desired::refused_overlap(m, asset, b.start, b.end))
     {
         return r.into();
     }
@@ -340,8 +432,9 @@ async fn cancel(
     settings: &IpassanSettings,
     target: Target<'_>,
     b: &FacilityBooking,
-    previous: Option<&VendorIds>,
+    known: Known<'_>,
 ) -> Result<Applied, ApplyError> {
+    let previous = known.previous;
     // A cancelled booking of an unmapped facility has nothing of ours on the mapped asset; the
     // binding still tells where a previous booking went. Nothing to remove is success.
     let asset = settings
@@ -349,7 +442,7 @@ async fn cancel(
         .get(&b.facility_id)
         .map(String::as_str)
         .filter(|a| !a.trim().is_empty());
-    let ours = all_ours(client, settings, asset, previous, target.reference).await?;
+    let ours = all_ours(client, settings, asset, known, target.reference).await?;
     for o in &ours {
         delete(client, o).await?;
     }
@@ -360,6 +453,8 @@ async fn cancel(
                 .map(str::to_owned)
                 .or_else(|| previous.and_then(|p| p.asset_uuid.clone())),
             person_uuid: previous.and_then(|p| p.person_uuid.clone()),
+            // Every booking of ours was found and deleted: none is left anywhere.
+            tracked: true,
             ..VendorIds::default()
         },
         created: false,
@@ -408,12 +503,22 @@ impl Removal {
                     .as_deref()
                     .is_some_and(|a| a.eq_ignore_ascii_case(&k.asset))
         });
+        // Only the wanted asset's copies were reduced: a create recorded as under way is
+        // carried over, and the record stays tracked only if its asset is unchanged (a
+        // copy may remain on the asset it named before).
         (!same).then(|| VendorIds {
             asset_uuid: Some(k.asset.clone()),
             booking_uuid: Some(k.booking.uuid.clone()),
             person_uuid: Some(k.booking.person_uuid.clone()),
             start: Some(k.booking.start),
             end: Some(k.booking.end),
+            creating: current.and_then(|c| c.creating.clone()),
+            tracked: current.is_some_and(|c| {
+                c.tracked
+                    && c.asset_uuid
+                        .as_deref()
+                        .is_some_and(|a| a.eq_ignore_ascii_case(&k.asset))
+            }),
         })
     }
 }

@@ -163,19 +163,55 @@ pub fn asset_for<'a>(
         })
 }
 
+/// Where a booking's asset bookings of ours can be, from what earlier attempts left
+/// (`apply::VendorIds::trace`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trace<'a> {
+    /// No attempt of any event of the booking can have reached iPassan before this one (the
+    /// runtime's durable attempt marker): nothing of ours exists yet.
+    Nowhere,
+    /// The record was written by a build that records a create's asset durably before sending
+    /// it: ours are only on the recorded asset and on the asset of a create that may have
+    /// been under way when an attempt died.
+    Recorded {
+        /// The asset the binding records.
+        asset: Option<&'a str>,
+        /// The asset of a create recorded as under way.
+        creating: Option<&'a str>,
+    },
+    /// Nothing trustworthy: a record of an older build, or none although an earlier attempt
+    /// may have called iPassan. An attempt killed between a create and its record may have
+    /// left a booking on any mapped asset (the facility may have changed since).
+    Anywhere {
+        /// The asset the binding records, if any.
+        asset: Option<&'a str>,
+    },
+}
+
 /// The assets to search for a booking's asset bookings, each once (GUIDs compare without
-/// case): the desired asset, the one the binding recorded, then every asset the connection
-/// maps a facility to. After a crash between a create and its record, the facility (so the
-/// asset) may have changed since: only a search of all mapped assets finds what the killed
-/// attempt left. Costs one list call per mapped asset per event.
+/// case): the desired asset, then the ones `trace` names; for [`Trace::Anywhere`] every asset
+/// the connection maps a facility to as well, and for [`Trace::Nowhere`] none at all. One
+/// list call per asset: one for most events, two when a booking moves to another asset, one
+/// per mapped asset only after an older build's record (the cross-asset sweep is the
+/// reconciler's, docs/sync.md).
 pub fn assets_to_search<'a>(
     settings: &'a IpassanSettings,
     desired: Option<&'a str>,
-    recorded: Option<&'a str>,
+    trace: Trace<'a>,
 ) -> Vec<&'a str> {
-    let mapped = settings.facilities.values().map(|a| a.trim());
+    let (named, mapped): (Vec<&str>, bool) = match trace {
+        Trace::Nowhere => return Vec::new(),
+        Trace::Recorded { asset, creating } => (asset.into_iter().chain(creating).collect(), false),
+        Trace::Anywhere { asset } => (asset.into_iter().collect(), true),
+    };
+    let mapped = settings
+        .facilities
+        .values()
+        .map(|a| a.trim())
+        .filter(|_| mapped);
     let mut out: Vec<&str> = Vec::new();
-    for a in desired.into_iter().chain(recorded).chain(mapped) {
+    for a in desired.into_iter().chain(named).chain(mapped) {
+        let a = a.trim();
         if !a.is_empty() && !out.iter().any(|o| o.eq_ignore_ascii_case(a)) {
             out.push(a);
         }
@@ -264,6 +300,49 @@ pub fn check_overlap(
             requested: format!("{} - {}", ts(&start), ts(&end)),
         }),
     }
+}
+
+/// Recognises iPassan's 422 refusing a create that overlaps another booking of a
+/// one-booking-per-slot asset ("… allows one booking per time slot and booking <guid> already
+/// holds <start> - <end>") as the same rule error the pre-check gives: a plain create is not
+/// pre-checked (the list of every booking of the asset cost a call per page of them). `None`
+/// for other messages.
+pub fn refused_overlap(
+    message: &str,
+    asset: &Asset,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+) -> Option<RuleError> {
+    if !message
+        .to_ascii_lowercase()
+        .contains("one booking per time slot")
+    {
+        return None;
+    }
+    let (other, other_window) = match message.find("already holds") {
+        Some(i) => (
+            message
+                .get(..i)
+                .unwrap_or_default()
+                .trim_end()
+                .rsplit(' ')
+                .next()
+                .unwrap_or_default()
+                .to_owned(),
+            message
+                .get(i + "already holds".len()..)
+                .unwrap_or_default()
+                .trim()
+                .to_owned(),
+        ),
+        None => ("(not named)".to_owned(), message.trim().to_owned()),
+    };
+    Some(RuleError::Overlap {
+        asset: asset_label(asset),
+        other,
+        other_window,
+        requested: format!("{} - {}", ts(&start), ts(&end)),
+    })
 }
 
 /// Recognises iPassan's 422 for a missing access profile ("… does not hold the floor access
@@ -507,11 +586,52 @@ mod tests {
             ]),
             ..s
         };
+        let anywhere = |asset| Trace::Anywhere { asset };
         assert_eq!(
-            assets_to_search(&s, Some("a2"), Some("old")),
+            assets_to_search(&s, Some("a2"), anywhere(Some("old"))),
             vec!["a2", "old", "a1"]
         );
-        assert_eq!(assets_to_search(&s, None, None), vec!["a1", "A2"]);
+        assert_eq!(assets_to_search(&s, None, anywhere(None)), vec!["a1", "A2"]);
+        // A record that names every asset a create went to: those and the desired one only.
+        let recorded = |asset, creating| Trace::Recorded { asset, creating };
+        assert_eq!(
+            assets_to_search(&s, Some("a2"), recorded(Some("A2"), None)),
+            vec!["a2"]
+        );
+        assert_eq!(
+            assets_to_search(&s, Some("a2"), recorded(Some("old"), Some("a1"))),
+            vec!["a2", "old", "a1"]
+        );
+        assert_eq!(
+            assets_to_search(&s, None, recorded(None, None)),
+            Vec::<&str>::new()
+        );
+        // A booking's first attempt: nothing of ours anywhere.
+        assert_eq!(
+            assets_to_search(&s, Some("a2"), Trace::Nowhere),
+            Vec::<&str>::new()
+        );
+    }
+
+    #[test]
+    fn an_overlap_refused_by_ipassan_is_the_overlap_rule() {
+        let a = asset(30, 120, true);
+        let m = "asset Rooftop BBQ allows one booking per time slot and booking b-9 already holds 2030-05-01T10:30:00Z - 2030-05-01T11:00:00Z";
+        let e =
+            refused_overlap(m, &a, t("2030-05-01T10:00:00Z"), t("2030-05-01T11:00:00Z")).unwrap();
+        assert_eq!(
+            e.to_string(),
+            "rule 'one booking per time slot' broken: asset Rooftop BBQ (a1) already has booking b-9 for 2030-05-01T10:30:00Z - 2030-05-01T11:00:00Z, overlapping the requested 2030-05-01T10:00:00Z - 2030-05-01T11:00:00Z"
+        );
+        assert!(
+            refused_overlap(
+                "end must be after start",
+                &a,
+                t("2030-05-01T10:00:00Z"),
+                t("2030-05-01T11:00:00Z")
+            )
+            .is_none()
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@ use accesshub_domain::{EventBody, EventKind, sync::RemoveCommand};
 use vendor_http::{HttpSettings, RateLimiter, VendorClient};
 use worker_runtime::{ApplyContext, ApplyOutcome, Handler, HandlerError, Recorded, Status};
 
-use crate::apply::{self, Target, VendorIds};
+use crate::apply::{self, Known, Target, VendorIds};
 use crate::client::{DEFAULT_PAGE_SIZE, IpassanClient, VENDOR};
 use crate::desired::{self, Wanted};
 
@@ -75,6 +75,12 @@ impl Handler for IpassanHandler {
         &[EventKind::Facility]
     }
 
+    /// A booking's first attempt then looks for no earlier asset booking at all: one list
+    /// call less per new booking for one small row (`vendor_attempts`).
+    fn marks_attempts(&self) -> bool {
+        true
+    }
+
     fn client(
         &self,
         conn: &Connection,
@@ -98,6 +104,10 @@ impl Handler for IpassanHandler {
             )));
         };
         let settings = settings_of(&ctx.connection)?;
+        // A create's asset is recorded before the create: an attempt that dies before its
+        // final record leaves a trace the next one searches (instead of every mapped asset).
+        let record =
+            |ids: VendorIds| async move { ctx.record_progress(Status::InFlight, &ids).await };
         let applied = apply::apply(
             &ctx.client,
             settings,
@@ -107,7 +117,11 @@ impl Handler for IpassanHandler {
                 reference: ctx.reference(),
             },
             booking,
-            previous_ids(prev),
+            Known {
+                previous: previous_ids(prev),
+                first_attempt: ctx.first_attempt,
+            },
+            record,
         )
         .await?;
         Ok(ApplyOutcome::new(applied.status, applied.ids))
@@ -193,7 +207,7 @@ pub fn same_account(a: &Connection, b: &Connection) -> bool {
 
 /// The ids the binding recorded. A record written by an older build or after a failure may
 /// hold nothing: then there is no previous booking to know about, and the reference lookup
-/// still finds ours.
+/// (of every mapped asset, the record being untracked) still finds ours.
 fn previous_ids(prev: Option<&Recorded<VendorIds>>) -> Option<&VendorIds> {
     prev.map(|p| &p.ids)
 }

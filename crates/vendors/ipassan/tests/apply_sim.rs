@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use accesshub_connections::{IpassanSettings, Secret};
 use accesshub_domain::{Classify, ErrorClass, FacilityBooking, FacilityStatus, Resident};
 use chrono::{DateTime, Utc};
-use ipassan_adapter::apply::{self, ApplyError, Target, VendorIds};
+use ipassan_adapter::apply::{self, ApplyError, Known, Target, VendorIds};
 use ipassan_adapter::client::{IpassanClient, IpassanError, NewBooking};
 use ipassan_adapter::desired::RuleError;
 use vendor_http::{HttpSettings, VendorClient};
@@ -16,6 +16,7 @@ use vendor_sim::ipassan::{
     IpassanFixture, Person,
 };
 use vendor_sim::{FaultKind, FaultRule, SimConfig, SimHandle, Vendor};
+use worker_runtime::HandlerError;
 
 const GYM: &str = "6b1f3c9e-0000-4000-8000-0000000a55e2";
 const REF: &str = "ah:t1:facility:cx-1";
@@ -117,7 +118,29 @@ async fn run(
     b: &FacilityBooking,
     prev: Option<&VendorIds>,
 ) -> Result<apply::Applied, ApplyError> {
-    apply::apply(c, s, target(), b, prev).await
+    let known = Known {
+        previous: prev,
+        first_attempt: false,
+    };
+    apply::apply(c, s, target(), b, known, no_record).await
+}
+
+/// A record the tests do not keep (the worker tests check the runtime's).
+async fn no_record(_: VendorIds) -> Result<(), HandlerError> {
+    Ok(())
+}
+
+/// A booking's first attempt: no earlier attempt can have reached iPassan.
+async fn first_run(
+    c: &IpassanClient,
+    s: &IpassanSettings,
+    b: &FacilityBooking,
+) -> Result<apply::Applied, ApplyError> {
+    let known = Known {
+        previous: None,
+        first_attempt: true,
+    };
+    apply::apply(c, s, target(), b, known, no_record).await
 }
 
 fn ours(sim: &SimHandle) -> Vec<vendor_sim::ipassan::AssetBooking> {
@@ -438,7 +461,7 @@ fn rule_error(e: ApplyError) -> RuleError {
 }
 
 #[tokio::test]
-async fn rule_violations_name_rule_and_values_and_never_reach_the_vendor() {
+async fn rule_violations_name_rule_and_values() {
     let sim = sim().await;
     let s = settings(&sim);
     let c = client(&s);
@@ -517,8 +540,11 @@ async fn rule_violations_name_rule_and_values_and_never_reach_the_vendor() {
         msg.contains("2030-05-01T10:00:00Z - 2030-05-01T11:00:00Z"),
         "{msg}"
     );
-    // Only the seeding POST reached the booking endpoint.
-    assert_eq!(posts(&sim), 1);
+    // The window rules never reach the booking endpoint; the overlap is iPassan's own
+    // refusal of the create (a plain create is not pre-checked with a list of every booking
+    // of the asset), read as the same rule: the seeding POST and the refused one.
+    assert_eq!(posts(&sim), 2);
+    assert!(ours(&sim).is_empty());
     // Missing mapping.
     let msg = rule_error(
         run(
@@ -835,4 +861,132 @@ async fn assets_lookup_lists_rules_and_explains_access_denied() {
     );
     assert!(e.message.contains("site GUID"), "{}", e.message);
     sim.shutdown().await;
+}
+
+/// A call as "<method> <what>": `assets`, `persons`, `<asset>/bookings` (list or create) or
+/// `<asset>/booking` (one booking).
+fn call_label(method: &str, path: &str) -> String {
+    let path = path.split('?').next().unwrap_or_default();
+    let parts: Vec<&str> = path.split('/').collect();
+    let what = match parts.as_slice() {
+        [.., "asset"] => "assets".to_owned(),
+        [.., "person"] => "persons".to_owned(),
+        [.., asset, "booking"] => format!("{asset}/bookings"),
+        [.., asset, "booking", _] => format!("{asset}/booking"),
+        _ => path.to_owned(),
+    };
+    format!("{method} {what}")
+}
+
+/// iPassan calls of each event (create, update, cancel) of one booking on the BBQ, every
+/// attempt recorded as the worker records it, with `extra` more mapped assets (rooms like the
+/// gym) and `others` bookings of other residents on the BBQ. Token calls are left out: one
+/// per client, not per event.
+async fn calls_per_event(extra: usize, others: usize) -> [Vec<String>; 3] {
+    let sim = sim().await;
+    let rooms: Vec<Asset> = (0..extra)
+        .map(|i| asset(&format!("room-{i:02}"), &format!("Room {i}"), 15, 60, false))
+        .collect();
+    sim.state()
+        .seed_ipassan(IpassanFixture {
+            assets: rooms,
+            ..Default::default()
+        })
+        .unwrap();
+    let mut s = settings(&sim);
+    for i in 0..extra {
+        s.facilities
+            .insert(format!("room-{i:02}"), format!("room-{i:02}"));
+    }
+    // Pages of 25: every asset of the site fits on one (the asset list is one call per
+    // page of the site's assets, mapped or not), the BBQ's bookings would take two.
+    let c = client(&s).with_page_size(25);
+    for i in 0..others {
+        let day = 2 + i % 28;
+        let hour = 8 + i / 28;
+        c.create_booking(
+            DEMO_ASSET_BBQ,
+            &NewBooking {
+                person_uuid: DEMO_PERSON_JAN.into(),
+                start: t(&format!("2030-06-{day:02}T{hour:02}:00:00Z")),
+                end: t(&format!("2030-06-{day:02}T{hour:02}:30:00Z")),
+                reference: format!("someone-else-{i}"),
+                title: "other".into(),
+            },
+        )
+        .await
+        .unwrap();
+    }
+    let calls = |sim: &SimHandle| -> Vec<String> {
+        let out = sim
+            .state()
+            .calls_for(Vendor::IPassan)
+            .into_iter()
+            .filter(|c| !c.path.contains("/token"))
+            .map(|c| call_label(&c.method, &c.path))
+            .collect();
+        sim.state().clear_calls();
+        out
+    };
+    calls(&sim);
+    let mut b = booking(
+        "rooftop-bbq",
+        "jan@example.com",
+        "2030-05-01T10:00:00Z",
+        "2030-05-01T11:00:00Z",
+    );
+    let created = first_run(&c, &s, &b).await.unwrap();
+    let create = calls(&sim);
+    b.start = t("2030-05-01T12:00:00Z");
+    b.end = t("2030-05-01T13:00:00Z");
+    let updated = run(&c, &s, &b, Some(&created.ids)).await.unwrap();
+    assert!(updated.created && updated.deleted == 1);
+    let update = calls(&sim);
+    b.status = FacilityStatus::Cancelled;
+    let cancelled = run(&c, &s, &b, Some(&updated.ids)).await.unwrap();
+    assert_eq!(cancelled.deleted, 1);
+    let cancel = calls(&sim);
+    assert!(ours(&sim).is_empty());
+    sim.shutdown().await;
+    [create, update, cancel]
+}
+
+/// Issue 25: calls per event used to grow with the mapped assets (each was searched for our
+/// reference on every event) and with the asset's bookings (all listed before a create to
+/// check overlaps). Now a create, an update and a cancel each cost the same few calls whatever
+/// either number.
+#[tokio::test]
+async fn calls_per_event_do_not_grow_with_mapped_assets_or_bookings() {
+    let few = calls_per_event(0, 0).await;
+    let many = calls_per_event(14, 30).await;
+    assert_eq!(
+        many, few,
+        "16 mapped assets and 30 other bookings vs 2 and none"
+    );
+    let bbq = |what: &str| what.replace("BBQ", DEMO_ASSET_BBQ);
+    assert_eq!(
+        few[0],
+        [
+            "GET assets".to_owned(),
+            "GET persons".to_owned(),
+            bbq("POST BBQ/bookings"),
+        ],
+        "create: the asset's rules, the person, the create"
+    );
+    assert_eq!(
+        few[1],
+        [
+            "GET assets".to_owned(),
+            "GET persons".to_owned(),
+            bbq("GET BBQ/bookings"),
+            bbq("POST BBQ/bookings"),
+            bbq("DELETE BBQ/booking"),
+        ],
+        "update: rules, person, our booking on the recorded asset, make before break"
+    );
+    assert_eq!(
+        few[2],
+        [bbq("GET BBQ/bookings"), bbq("DELETE BBQ/booking")],
+        "cancel: our booking on the recorded asset, deleted"
+    );
 }

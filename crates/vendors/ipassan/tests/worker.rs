@@ -189,8 +189,19 @@ impl Env {
     }
 
     /// What an attempt that booked `key` on the BBQ (2030-05-01 10:00-11:00) and died before
-    /// recording leaves: the asset booking with our reference, no binding.
+    /// recording leaves: the asset booking with our reference and the runtime's attempt
+    /// marker (committed before any attempt of a new booking calls the vendor), no binding —
+    /// as after a crash before the create's own record (an older build's attempt).
     async fn left_by_a_crash(&self, key: &str) -> ipassan_adapter::client::AssetBooking {
+        sqlx::query(
+            "INSERT INTO vendor_attempts (tenant_id, vendor, kind, booking_key)
+             VALUES ($1, 'ipassan', 'facility', $2)",
+        )
+        .bind(TENANT)
+        .bind(key)
+        .execute(&self.db.pool)
+        .await
+        .unwrap();
         let b = self
             .client()
             .create_booking(
@@ -260,17 +271,7 @@ async fn create_move_cancel() {
     let env = Env::new().await;
     // 25 more assets: at 10 a page the asset list takes three pages per event.
     let assets: Vec<Asset> = (0..25)
-        .map(|i| Asset {
-            uuid: format!("filler-asset-{i:02}"),
-            site_uuid: DEMO_SITE.into(),
-            name: format!("Room {i}"),
-            display: "week".into(),
-            door_profile_uuid: None,
-            floor_profile_uuid: None,
-            time_slot_minutes: 15,
-            max_booking_minutes: 60,
-            one_booking_per_slot: false,
-        })
+        .map(|i| room(format!("filler-asset-{i:02}"), i))
         .collect();
     env.sim
         .state()
@@ -459,13 +460,15 @@ async fn rule_violations_and_missing_profile_go_to_the_dlq_with_reasons() {
         "{}",
         dl.reason
     );
-    // None of them reached the booking endpoint except our manual one.
+    // Only the creates iPassan itself refuses reached the booking endpoint: the overlap
+    // (a plain create is not pre-checked with a list of every booking of the asset) and the
+    // missing profile; the window and mapping rules never did.
     assert_eq!(
         env.sim
             .state()
             .count_calls(Vendor::IPassan, "POST", "/booking"),
-        2,
-        "manual booking + the one iPassan refused for the missing profile"
+        3,
+        "manual booking + the overlap and the missing profile iPassan refused"
     );
     env.finish(h).await;
 }
@@ -651,5 +654,226 @@ async fn reconciler_removes_a_stray_but_never_the_current_booking() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let left: Vec<String> = env.ours("cx-s").into_iter().map(|b| b.uuid).collect();
     assert_eq!(left, [current], "the binding's booking is kept");
+    env.finish(h).await;
+}
+
+/// Room `i` of the demo site: 15-minute slots, an hour at most, parallel bookings allowed.
+fn room(uuid: String, i: usize) -> Asset {
+    Asset {
+        uuid,
+        site_uuid: DEMO_SITE.into(),
+        name: format!("Room {i}"),
+        display: "week".into(),
+        door_profile_uuid: None,
+        floor_profile_uuid: None,
+        time_slot_minutes: 15,
+        max_booking_minutes: 60,
+        one_booking_per_slot: false,
+    }
+}
+
+/// `n` more facilities mapped to rooms that allow parallel bookings (seeded at the simulator),
+/// and the settings mapping them besides the BBQ.
+fn with_rooms(env: &Env, n: usize) -> IpassanSettings {
+    let rooms: Vec<Asset> = (0..n)
+        .map(|i| room(format!("room-asset-{i:02}"), i))
+        .collect();
+    env.sim
+        .state()
+        .seed_ipassan(IpassanFixture {
+            assets: rooms,
+            ..Default::default()
+        })
+        .unwrap();
+    let mut settings = env.settings(DEMO_SITE);
+    for i in 0..n {
+        settings
+            .facilities
+            .insert(format!("room-{i:02}"), format!("room-asset-{i:02}"));
+    }
+    settings
+}
+
+/// The iPassan calls since the last time, as "<method> <path without query>", token calls
+/// left out (one per client, not per event); the log is cleared.
+fn calls_since(env: &Env) -> Vec<String> {
+    let out = env
+        .sim
+        .state()
+        .calls_for(Vendor::IPassan)
+        .into_iter()
+        .filter(|c| !c.path.contains("/token"))
+        .map(|c| {
+            let path = c.path.split('?').next().unwrap_or_default();
+            let path = path.trim_start_matches(&format!("/api/v1/access/site/{DEMO_SITE}"));
+            format!("{} {path}", c.method)
+        })
+        .collect();
+    env.sim.state().clear_calls();
+    out
+}
+
+/// Issue 25: with a dozen mapped assets, a create, an update and a cancel cost what they cost
+/// with one: the asset's rules, the person, our booking on the one asset the record names (none
+/// on a booking's first attempt), and the writes. No other mapped asset is searched.
+#[tokio::test]
+async fn calls_per_event_stay_flat_with_many_mapped_assets() {
+    let env = Env::new().await;
+    let settings = with_rooms(&env, 12);
+    let h = env.start_with(settings, 100).await;
+    calls_since(&env);
+    let bbq = format!("/asset/{DEMO_ASSET_BBQ}/booking");
+
+    env.publish(&booked(
+        "cx-n",
+        1,
+        "2030-05-01T10:00:00Z",
+        "2030-05-01T11:00:00Z",
+    ))
+    .await;
+    let b = env.applied("cx-n", 1).await;
+    assert_eq!(b.vendor_ids["tracked"], true, "{}", b.vendor_ids);
+    assert!(b.vendor_ids.get("creating").is_none(), "{}", b.vendor_ids);
+    assert_eq!(
+        calls_since(&env),
+        ["GET /asset", "GET /person", &format!("POST {bbq}")],
+        "create"
+    );
+
+    env.publish(&booked(
+        "cx-n",
+        2,
+        "2030-05-01T12:00:00Z",
+        "2030-05-01T13:00:00Z",
+    ))
+    .await;
+    let b = env.applied("cx-n", 2).await;
+    let old = env.ours("cx-n");
+    assert_eq!(old.len(), 1);
+    let update = calls_since(&env);
+    assert_eq!(update.len(), 5, "update: {update:?}");
+    assert_eq!(
+        update[..4],
+        [
+            "GET /asset",
+            "GET /person",
+            &format!("GET {bbq}"),
+            &format!("POST {bbq}")
+        ],
+        "update: rules, person, our booking on the recorded asset, make before break"
+    );
+    assert!(
+        update[4].starts_with(&format!("DELETE {bbq}/")),
+        "{update:?}"
+    );
+    assert_eq!(b.vendor_ids["booking_uuid"], old[0].uuid.as_str());
+
+    env.publish(&event(
+        "cx-n",
+        3,
+        FacilityStatus::Cancelled,
+        "jan@example.com",
+        "2030-05-01T12:00:00Z",
+        "2030-05-01T13:00:00Z",
+    ))
+    .await;
+    env.applied("cx-n", 3).await;
+    let cancel = calls_since(&env);
+    assert_eq!(cancel.len(), 2, "cancel: {cancel:?}");
+    assert_eq!(cancel[0], format!("GET {bbq}"));
+    assert!(
+        cancel[1].starts_with(&format!("DELETE {bbq}/")),
+        "{cancel:?}"
+    );
+    assert!(env.ours("cx-n").is_empty());
+    env.finish(h).await;
+}
+
+/// The create is recorded before it is sent: a create iPassan applied but whose answer was
+/// lost leaves its asset in the record, and the retry finds the booking there — searching that
+/// asset only, not every mapped one — instead of creating a second.
+#[tokio::test]
+async fn a_create_whose_answer_was_lost_is_found_on_the_asset_it_recorded() {
+    let env = Env::new().await;
+    let settings = with_rooms(&env, 12);
+    let mut rule = vendor_sim::FaultRule::next_n(
+        Vendor::IPassan,
+        vendor_sim::FaultKind::Status503AfterCommit,
+        1,
+    );
+    rule.path_contains = Some("/booking".into());
+    rule.method = Some("POST".into());
+    env.sim.state().add_fault(rule);
+    let h = env.start_with(settings, 100).await;
+    calls_since(&env);
+    env.publish(&booked(
+        "cx-lost",
+        1,
+        "2030-05-01T10:00:00Z",
+        "2030-05-01T11:00:00Z",
+    ))
+    .await;
+    let b = env.applied("cx-lost", 1).await;
+    let ours = env.ours("cx-lost");
+    assert_eq!(ours.len(), 1, "{ours:?}");
+    assert_eq!(b.vendor_ids["booking_uuid"], ours[0].uuid.as_str());
+    let calls = calls_since(&env);
+    let posts = calls.iter().filter(|c| c.starts_with("POST")).count();
+    assert_eq!(posts, 1, "{calls:?}");
+    assert!(
+        !calls.iter().any(|c| c.contains("room-asset-")),
+        "no other mapped asset searched: {calls:?}"
+    );
+    env.finish(h).await;
+}
+
+/// A crash after the create's record and the create, and a facility change before the next
+/// event: the record names the asset of the create, so the next event finds the killed
+/// attempt's booking there and removes it — searching the new asset and that one only.
+#[tokio::test]
+async fn a_facility_change_after_a_recorded_crash_searches_only_the_recorded_assets() {
+    let env = Env::new().await;
+    let mut settings = with_rooms(&env, 12);
+    settings
+        .facilities
+        .insert("lounge".to_owned(), "room-asset-00".to_owned());
+    env.left_by_a_crash("cx-rec").await;
+    // What the killed attempt recorded right before its create.
+    sqlx::query(
+        "INSERT INTO bindings (tenant_id, vendor, kind, booking_key, applied_revision, \
+           vendor_ids, ids_version, status) \
+         VALUES ($1, 'ipassan', 'facility', 'cx-rec', 0, $2, 1, 'in_flight')",
+    )
+    .bind(TENANT)
+    .bind(serde_json::json!({"creating": DEMO_ASSET_BBQ, "tracked": true}))
+    .execute(&env.db.pool)
+    .await
+    .unwrap();
+    let h = env.start_with(settings, 100).await;
+    calls_since(&env);
+    let mut moved = booked("cx-rec", 2, "2030-05-01T10:00:00Z", "2030-05-01T11:00:00Z");
+    if let EventBody::Facility(f) = &mut moved.body {
+        f.facility_id = "lounge".into();
+    }
+    env.publish(&moved).await;
+    let b = env.applied("cx-rec", 2).await;
+    assert_eq!(b.vendor_ids["asset_uuid"], "room-asset-00");
+    let ours = env.ours("cx-rec");
+    assert_eq!(ours.len(), 1, "{ours:?}");
+    assert_eq!(
+        ours[0].asset_uuid, "room-asset-00",
+        "nothing left on the BBQ"
+    );
+    let lists: Vec<String> = calls_since(&env)
+        .into_iter()
+        .filter(|c| c.starts_with("GET /asset/"))
+        .collect();
+    assert_eq!(
+        lists,
+        [
+            "GET /asset/room-asset-00/booking".to_owned(),
+            format!("GET /asset/{DEMO_ASSET_BBQ}/booking"),
+        ]
+    );
     env.finish(h).await;
 }
