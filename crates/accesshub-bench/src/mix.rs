@@ -22,10 +22,9 @@ use worker_runtime::{AfterApply, WorkerConfig, WorkerHandle};
 const PASS_TYPE: u64 = 8;
 /// connecX facilities the iPassan connection maps, each to an asset of its own (like the
 /// simulator's rooftop BBQ: 30-minute slots, one booking per slot). ipassan-worker's calls
-/// per event grow with both: it looks for its booking on every mapped asset, and before a
-/// create lists every booking of the asset to check overlaps. One asset holding a whole
-/// run's bookings made 9 calls/event at 1,000 events; 256 assets made 500. Eight keeps both
-/// small at these sizes (the table shows the calls per event).
+/// per event used to grow with both the mapped assets and the asset's bookings (9 calls/event
+/// with one asset at 1,000 events, 500 with 256 assets); since issue 25 they grow with
+/// neither (3 per create), so eight is as good a figure as any.
 pub const IPASSAN_ASSETS: u64 = 8;
 
 /// connecX facility `k` and its iPassan asset.
