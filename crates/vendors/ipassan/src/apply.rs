@@ -608,3 +608,92 @@ pub async fn remove_stray(
         deleted,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::AssetBooking;
+
+    fn ours_on_asset(asset: &str) -> Ours {
+        Ours {
+            asset: asset.to_owned(),
+            booking: AssetBooking {
+                uuid: format!("b-{asset}"),
+                person_uuid: "p".into(),
+                start: DateTime::<Utc>::MIN_UTC,
+                end: DateTime::<Utc>::MAX_UTC,
+                reference: Some("r".into()),
+                title: None,
+            },
+        }
+    }
+
+    fn recorded(asset: Option<&str>, creating: Option<&str>, tracked: bool) -> VendorIds {
+        VendorIds {
+            asset_uuid: asset.map(str::to_owned),
+            creating: creating.map(str::to_owned),
+            tracked,
+            ..VendorIds::default()
+        }
+    }
+
+    #[test]
+    fn where_ours_can_be() {
+        assert_eq!(VendorIds::trace(None, true), Trace::Nowhere);
+        assert_eq!(
+            VendorIds::trace(None, false),
+            Trace::Anywhere { asset: None },
+            "no record after an earlier delivery: anywhere"
+        );
+        let old = recorded(Some("a"), None, false);
+        assert_eq!(
+            VendorIds::trace(Some(&old), false),
+            Trace::Anywhere { asset: Some("a") },
+            "an older build's record"
+        );
+        let new = recorded(Some("a"), Some("b"), true);
+        assert_eq!(
+            VendorIds::trace(Some(&new), false),
+            Trace::Recorded {
+                asset: Some("a"),
+                creating: Some("b")
+            }
+        );
+    }
+
+    #[test]
+    fn a_create_is_recorded_unless_the_record_already_names_its_asset() {
+        // First create: recorded, tracked.
+        let r = VendorIds::before_create(None, &[], "a").unwrap();
+        assert_eq!((r.creating.as_deref(), r.tracked), (Some("a"), true));
+        // Same asset as recorded: nothing to write.
+        let same = recorded(Some("a"), None, true);
+        assert_eq!(
+            VendorIds::before_create(Some(&same), &[ours_on_asset("a")], "a"),
+            None
+        );
+        // A move: the recorded asset stays, the new one is added.
+        let r = VendorIds::before_create(Some(&same), &[ours_on_asset("a")], "b").unwrap();
+        assert_eq!(
+            (r.asset_uuid.as_deref(), r.creating.as_deref(), r.tracked),
+            (Some("a"), Some("b"), true)
+        );
+        // A copy on an asset the record would not name (an older build's, or an earlier
+        // create's): written untracked, so the next attempt searches every mapped asset.
+        let r = VendorIds::before_create(
+            Some(&recorded(Some("a"), Some("c"), true)),
+            &[ours_on_asset("a"), ours_on_asset("c")],
+            "b",
+        )
+        .unwrap();
+        assert_eq!((r.creating.as_deref(), r.tracked), (Some("b"), false));
+        // An older build's record: written tracked once the wide search found only named copies.
+        let r = VendorIds::before_create(
+            Some(&recorded(Some("a"), None, false)),
+            &[ours_on_asset("a")],
+            "a",
+        )
+        .unwrap();
+        assert_eq!((r.creating.as_deref(), r.tracked), (Some("a"), true));
+    }
+}
