@@ -18,6 +18,8 @@ export ACCESSHUB_ADMIN_TOKEN='dev-admin-token'
 export ACCESSHUB_DEMO_WEBHOOK_SECRET='dev-webhook-secret-at-least-32-bytes'
 ENV
 fi
+# The Clock PMS+ simulator's API user and key (vendor_sim::clock::DEMO_USER / DEMO_API_KEY).
+export ACCESSHUB_DEMO_CLOCK_API='accesshub_api:clock-demo-api-key'
 # shellcheck disable=SC1091
 source "$RUN/env"
 # Dev mode: the services' local defaults apply (production, the default, requires
@@ -93,6 +95,7 @@ wait_ready() {
 echo "starting:"
 start vendor-sim 18080
 wait_ready vendor-sim http://127.0.0.1:18080/healthz
+echo "  clock-sim   http://127.0.0.1:18085/pms_api/176987/77   (Clock PMS+ API of the demo's Utrecht hotel, account 77; HTTP Digest)"
 start booking-ingest 8080
 wait_ready booking-ingest http://127.0.0.1:8080/readyz
 start accesshub-admin 8086
@@ -114,6 +117,11 @@ for source in bex clock nexudus connecx native; do
     --data-binary @deploy/dev/site-defaults.json >/dev/null
 done
 echo "  tenant demo: webhook secret \$ACCESSHUB_DEMO_WEBHOOK_SECRET and site defaults for bex clock nexudus connecx native"
+# Clock PMS+ API credentials: "Sync" on the dormakaba connection "utrecht" (account 77) reads
+# the Clock simulator's bookings first (docs/upstreams.md "Pulls").
+"$BIN/accessctl" tenants set-api demo clock --base-url http://127.0.0.1:18085/pms_api/176987/77 \
+  --from-env ACCESSHUB_DEMO_CLOCK_API >/dev/null
+echo "  tenant demo: Clock PMS+ API credentials (account 77) for the dormakaba connection utrecht's Sync"
 # The simulators start empty while Postgres keeps the desired state of earlier sessions: a
 # full sync per connection (admin API, reconciler) puts those bookings back at the vendors.
 for vendor in cloudpass tapkey ipassan; do
@@ -121,7 +129,11 @@ for vendor in cloudpass tapkey ipassan; do
     -H "Authorization: Bearer $ACCESSHUB_TOKEN" -H 'Content-Type: application/json' \
     -d "{\"tenant\":\"demo\",\"vendor\":\"$vendor\",\"scope\":\"full\"}" >/dev/null
 done
+curl -fsS -X POST "$ACCESSHUB_API_URL/syncs" \
+  -H "Authorization: Bearer $ACCESSHUB_TOKEN" -H 'Content-Type: application/json' \
+  -d '{"tenant":"demo","vendor":"dormakaba","connection":"utrecht","scope":"upcoming","days":5}' >/dev/null
 echo "  full syncs queued for demo/cloudpass, tapkey, ipassan (restores earlier sessions' bookings)"
+echo "  sync queued for demo/dormakaba/utrecht: pulls the Clock simulator's bookings into Ambiance"
 
 cat <<MSG
 
@@ -129,6 +141,7 @@ accesshub is running with the vendor simulators (control API http://127.0.0.1:18
   send a demo BEX reservation:   deploy/dev/send-webhook.sh bex demo deploy/dev/bex-reservation.json
   see what CloudPass holds:      curl -s http://127.0.0.1:18080/state/cloudpass | jq
   more demo webhooks:            deploy/dev/send-webhook.sh clock|nexudus|connecx demo deploy/dev/<file>.json
+  Clock PMS+ pull (no webhook):  $BIN/accessctl sync run demo dormakaba utrecht --wait · curl -s http://127.0.0.1:18080/state/dormakaba | jq
   admin API:                     $ACCESSHUB_API_URL (token \$ACCESSHUB_ADMIN_TOKEN)
   operator console:              http://127.0.0.1:8086/console (log in with token $ACCESSHUB_ADMIN_TOKEN)
   operate:                       $BIN/accessctl status · $BIN/accessctl dlq list

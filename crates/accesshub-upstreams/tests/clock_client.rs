@@ -141,3 +141,50 @@ async fn a_replayed_digest_answer_is_refused() {
     assert_eq!(other.status(), 401);
     sim.shutdown().await;
 }
+
+/// Clock serves a booking's room and main guest by reference; [`References`] looks each up
+/// once per run (here: the make-dev demo account's bookings, served as Clock serves them).
+#[tokio::test]
+async fn room_and_guest_references_are_looked_up_once_each() {
+    use accesshub_upstreams::clock::{Booking, client::References};
+    let sim = clock::start_ephemeral().await.unwrap();
+    sim.seed_demo(clock::DEMO_ACCOUNT);
+    let c = client(&sim, clock::DEMO_API_KEY);
+    let mut raw = Vec::new();
+    c.bookings(&BookingQuery::default(), |page| {
+        raw.extend(page);
+        Ok(())
+    })
+    .await
+    .unwrap();
+    assert_eq!(raw.len(), 4);
+    let mut refs = References::default();
+    let mut resolved = Vec::new();
+    for r in raw {
+        let mut b: Booking = serde_json::from_value(r).unwrap();
+        assert!(b.rooms.is_empty(), "served by reference");
+        refs.resolve(&c, &mut b).await.unwrap();
+        resolved.push((
+            b.id.to_string(),
+            b.rooms.clone(),
+            b.guest_last_name.clone().unwrap_or_default(),
+        ));
+    }
+    assert_eq!(
+        resolved,
+        vec![
+            ("580301".into(), vec!["101".to_owned()], "Jansen".into()),
+            ("580302".into(), vec!["102".to_owned()], "Petrova".into()),
+            ("580303".into(), vec!["201".to_owned()], "de Vries".into()),
+            ("580304".into(), vec!["201".to_owned()], "Müller".into()),
+        ],
+        "the moved booking is in its current room; the blank guest comes from the profile"
+    );
+    assert_eq!(
+        refs.calls, 4,
+        "rooms 7101, 7102, 7201 and one guest profile"
+    );
+    assert_eq!(sim.calls_to("/rooms/"), 3);
+    assert_eq!(sim.calls_to("/guests/"), 1);
+    sim.shutdown().await;
+}

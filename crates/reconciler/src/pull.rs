@@ -27,7 +27,8 @@
 //!   connection's `sites` leave that account out. Scope as for BEX: arrivals from today −
 //!   `lookback_days` through today + N days (the `clock` site defaults' timezone), minus the
 //!   departed; stored Clock bookings of the account in that window Clock no longer lists are
-//!   marked gone.
+//!   marked gone. Clock serves a booking's room and guest profile as references: each is
+//!   looked up once per run (`GET …/rooms/{id}`, `…/guests/{id}`) before the mapping.
 //! - Other vendors: no pull yet (the run compares the stored state, as before).
 //!
 //! Nothing is marked gone on the strength of a failed listing: an administration whose
@@ -43,7 +44,7 @@ use accesshub_domain::{Event, EventBody, ReservationStatus};
 use accesshub_upstreams::{
     Context, SiteDefaults, UpstreamCredentials, UpstreamStore,
     bex::{self, BexClient, ReservationQuery, ReservationResource},
-    clock::{self, BookingQuery, ClockClient},
+    clock::{self, BookingQuery, ClockClient, client::References},
     nexudus::{self, Coworker, NexudusClient, client::PassQuery},
 };
 use booking_ingest::{AnswerKind, committer::Committers};
@@ -244,6 +245,27 @@ impl Puller {
             .and_then(serde_json::Value::as_bool)
             .unwrap_or(true);
         let mut out = Pulled::default();
+        // A tenant tied to its BEX organization pulls no administration of another (the API
+        // key may reach more): each is a problem of the run, naming both organizations.
+        let mut admins = admins;
+        if let Some(org) = self.organization(&conn.tenant, "bex").await? {
+            let listed = match client.administrations().await {
+                Ok(l) => l,
+                Err(e) => {
+                    out.problem(format!(
+                        "bex administrations (to check organization {org}): {e}"
+                    ));
+                    return Ok(Some(out));
+                }
+            };
+            let foreign = bex::foreign_administrations(&listed, Some(&org), admins.iter().copied());
+            for (admin, theirs) in &foreign {
+                out.problem(format!(
+                    "bex administration {admin} belongs to organization {theirs}, not the tenant's {org}: not pulled"
+                ));
+            }
+            admins.retain(|a| !foreign.iter().any(|(f, _)| f == a));
+        }
         for admin in admins {
             let site = SitePull::new(self, conn, admin, "bex", &defaults, &creds, run, now);
             let job = AdminPull {
@@ -478,6 +500,23 @@ impl Puller {
             .retain(|(t, _), _| t != tenant);
     }
 
+    /// The upstream organization `tenant`'s `source` is tied to, if any
+    /// (`PUT /tenants/{t}/sources/{s}/organization`).
+    async fn organization(
+        &self,
+        tenant: &str,
+        source: &str,
+    ) -> Result<Option<String>, ReconcileError> {
+        let org: Option<Option<String>> = sqlx::query_scalar(
+            "SELECT organization_id FROM tenant_sources WHERE tenant_id = $1 AND source = $2",
+        )
+        .bind(tenant)
+        .bind(source)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(org.flatten())
+    }
+
     async fn site_defaults(
         &self,
         tenant: &str,
@@ -516,12 +555,21 @@ impl Puller {
 }
 
 /// A Nexudus client from stored credentials (`user:password`); `rate_per_sec` / `burst` in
-/// the options as for BEX.
+/// the options as for BEX, `auth`: `token` (default: a bearer token from `POST /api/token`,
+/// as Nexudus recommends) or `basic`.
 pub fn nexudus_client(
     creds: &UpstreamCredentials,
 ) -> Result<NexudusClient, accesshub_upstreams::UpstreamError> {
     let (rate, burst) = rate_options(creds, nexudus::client::DEFAULT_RATE_PER_SEC);
-    NexudusClient::new(&creds.base_url, &creds.secret, rate, burst)
+    let auth = match creds
+        .options
+        .get("auth")
+        .and_then(serde_json::Value::as_str)
+    {
+        Some(a) => a.parse()?,
+        None => nexudus::client::Auth::default(),
+    };
+    NexudusClient::with_auth(&creds.base_url, &creds.secret, rate, burst, auth)
 }
 
 /// `rate_per_sec` and `burst` from the options.
@@ -821,7 +869,7 @@ impl AdminPull<'_> {
 }
 
 /// A Clock PMS+ account: its bookings arriving in the window (filtered by the API) that
-/// have not departed.
+/// have not departed, their room and guest references resolved (once per id and run).
 struct AccountPull<'a> {
     site: SitePull<'a>,
     client: &'a ClockClient,
@@ -844,29 +892,33 @@ impl AccountPull<'_> {
             )
             .await?;
         let cx = self.site.cx();
-        let records = stream::iter(listed).filter_map(move |raw| {
+        let mut refs = References::default();
+        let mut records = Vec::with_capacity(listed.len());
+        for raw in listed {
             let id = match &raw["id"] {
                 serde_json::Value::String(s) => s.clone(),
                 other => other.to_string(),
             };
-            let event = accesshub_upstreams::from_value_at::<clock::Booking>("booking", raw)
-                .map_err(|e| e.to_string())
-                .and_then(|b| {
-                    // Departed before today: out of scope (not listed, not gone).
-                    if b.departure < w.today {
-                        return Ok(None);
-                    }
-                    clock::map_booking(b, cx)
-                        .map(|e| Some(*e))
-                        .map_err(|e| e.to_string())
-                });
-            std::future::ready(match event {
-                Ok(None) => None,
-                Ok(Some(e)) => Some((id, Ok(e))),
-                Err(e) => Some((id, Err(e))),
-            })
-        });
-        self.site.store_all(records, out).await
+            let mut b = match accesshub_upstreams::from_value_at::<clock::Booking>("booking", raw) {
+                Ok(b) => b,
+                Err(e) => {
+                    records.push((id, Err(e.to_string())));
+                    continue;
+                }
+            };
+            // Departed before today: out of scope (not listed, not gone).
+            if b.departure < w.today {
+                continue;
+            }
+            let event = match refs.resolve(self.client, &mut b).await {
+                Ok(()) => clock::map_booking(b, cx)
+                    .map(|e| *e)
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(format!("references: {e}")),
+            };
+            records.push((id, event));
+        }
+        self.site.store_all(stream::iter(records), out).await
     }
 }
 

@@ -52,6 +52,47 @@ fn reservation(id: &str, arrival: NaiveDate, nights: i64, plates: &[&str]) -> be
     }
 }
 
+/// The CloudPass connection of administration [`ADMIN`], its worker, and a reconciler that
+/// pulls BEX with the tenant's stored credentials.
+async fn cloudpass_with_pull(
+    db: &accesshub_testkit::TestDb,
+    tb: &accesshub_testkit::TestBus,
+    sim: &vendor_sim::SimHandle,
+    upstreams: &accesshub_upstreams::UpstreamStore,
+) -> (
+    Connection,
+    worker_runtime::WorkerHandle,
+    reconciler::Reconciler,
+) {
+    let conn = common::cloudpass_connection(TENANT, ADMIN, &sim.cloudpass_url());
+    let worker = common::cloudpass_worker(db, tb, vec![conn.clone()]).await;
+    let inv: Arc<dyn Inventory> = Arc::new(CloudpassInventory::new().unwrap());
+    let rec = common::reconciler(db, tb, &conn, inv).with_puller(Puller::new(
+        db.pool.clone(),
+        tb.bus.clone(),
+        upstreams.clone(),
+    ));
+    (conn, worker, rec)
+}
+
+/// The desired state stored for reservation `key`.
+async fn stored_reservation(
+    db: &accesshub_testkit::TestDb,
+    key: &str,
+) -> accesshub_domain::Reservation {
+    let stored: String =
+        sqlx::query_scalar("SELECT payload::text FROM bookings WHERE booking_key = $1")
+            .bind(key)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    let stored: accesshub_domain::Event = serde_json::from_str(&stored).unwrap();
+    let accesshub_domain::EventBody::Reservation(r) = stored.body else {
+        panic!("{stored:?}")
+    };
+    r
+}
+
 fn reference(key: &str, plate: &str) -> String {
     format!("ah:{TENANT}:reservation:{key}:{plate}")
 }
@@ -81,14 +122,7 @@ async fn sync_pulls_bex_first_backfills_repairs_lost_webhooks_and_removes_vanish
     // Installing: the tenant, its BEX API key (sealed), the CloudPass connection.
     let (upstreams, _) =
         common::install_upstream(&db, TENANT, "bex", bexsim.url(), bex::DEMO_API_KEY.into()).await;
-    let conn = common::cloudpass_connection(TENANT, ADMIN, &sim.cloudpass_url());
-    let worker = common::cloudpass_worker(&db, &tb, vec![conn.clone()]).await;
-    let inv: Arc<dyn Inventory> = Arc::new(CloudpassInventory::new().unwrap());
-    let rec = common::reconciler(&db, &tb, &conn, inv).with_puller(Puller::new(
-        db.pool.clone(),
-        tb.bus.clone(),
-        upstreams.clone(),
-    ));
+    let (conn, worker, rec) = cloudpass_with_pull(&db, &tb, &sim, &upstreams).await;
 
     // First Sync = backfill: exactly the in-scope reservations, no webhook anywhere.
     assert_eq!(sync(&rec, &db, &conn).await, [4, 4, 0, 0]);
@@ -101,15 +135,7 @@ async fn sync_pulls_bex_first_backfills_repairs_lost_webhooks_and_removes_vanish
     .await;
     assert!(!at_vendor(&sim, "FAR", "PE55EE"), "beyond 5 days");
     assert!(!at_vendor(&sim, "PAST", "PF66FF"), "departed");
-    let stored: String =
-        sqlx::query_scalar("SELECT payload::text FROM bookings WHERE booking_key = 'IN1'")
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
-    let stored: accesshub_domain::Event = serde_json::from_str(&stored).unwrap();
-    let accesshub_domain::EventBody::Reservation(r) = stored.body else {
-        panic!("{stored:?}")
-    };
+    let r = stored_reservation(&db, "IN1").await;
     assert_eq!(
         r.guest.name, "Jansen, Piet",
         "the guest comes from the guests endpoint"
@@ -140,6 +166,67 @@ async fn sync_pulls_bex_first_backfills_repairs_lost_webhooks_and_removes_vanish
         at_vendor(&sim, "IN2", "PH88HH")
             && !at_vendor(&sim, "IN2", "PC33CC")
             && !at_vendor(&sim, "IN1", "PA11AA")
+    })
+    .await;
+
+    worker.shutdown().await.unwrap();
+    bexsim.shutdown().await;
+    common::teardown(db, tb, sim).await;
+}
+
+/// Install per organization (issue 21 item 4): a tenant tied to its BEX organization pulls no
+/// administration BEX lists under another one, even when the connection maps it and the API
+/// key reaches it; the run names both organizations. And a reservation references the
+/// rentable (object) it occupies: the pulled event carries the object id as its room, for a
+/// lock system's room map.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_organizations_administration_is_not_pulled_and_rentables_are_rooms() {
+    let (db, tb, sim) = common::setup().await;
+    let bexsim = bex::start_ephemeral().await.unwrap();
+    let today = Utc::now().date_naive();
+    bexsim.put_reservation(
+        ADMIN,
+        reservation("ORG1", today + Duration::days(1), 2, &["PJ99JJ"]),
+    );
+    bexsim.put_rentable(ADMIN, "5501", "Kamer 12");
+    bexsim.set_rentable(ADMIN, "ORG1", "5501");
+    bexsim.set_organization(ADMIN, "org-other");
+
+    let (upstreams, sbox) =
+        common::install_upstream(&db, TENANT, "bex", bexsim.url(), bex::DEMO_API_KEY.into()).await;
+    let tenants = accesshub_connections::TenantStore::new(db.pool.clone(), sbox);
+    tenants
+        .set_source_secret(TENANT, "bex", None, std::time::Duration::ZERO)
+        .await
+        .unwrap();
+    tenants
+        .set_organization(TENANT, "bex", Some("org-mine"))
+        .await
+        .unwrap()
+        .unwrap();
+    let (conn, worker, rec) = cloudpass_with_pull(&db, &tb, &sim, &upstreams).await;
+
+    let run = common::run(&rec, &db, &conn, Scope::Upcoming(5)).await;
+    assert_eq!(run.status, RunStatus::Partial, "{:?}", run.error);
+    let why = run.error.unwrap_or_default();
+    assert!(
+        why.contains("belongs to organization org-other, not the tenant's org-mine"),
+        "{why}"
+    );
+    assert_eq!(run.pull.map(|p| p.fetched), Some(0), "nothing pulled");
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM bookings")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, 0);
+
+    // The administration is the tenant's after all: pulled, the rentable as its room.
+    bexsim.set_organization(ADMIN, "org-mine");
+    assert_eq!(sync(&rec, &db, &conn).await, [1, 1, 0, 0]);
+    let r = stored_reservation(&db, "ORG1").await;
+    assert_eq!(r.rooms, vec!["5501".to_owned()]);
+    common::eventually("pulled once the organization matches", || {
+        at_vendor(&sim, "ORG1", "PJ99JJ")
     })
     .await;
 

@@ -68,6 +68,46 @@ async fn sync(
     )
 }
 
+/// Installs the tenant with the Clock simulator's API user (sealed) at the documented 5 calls
+/// per second, which the simulator enforces; the dormakaba connection, its worker, and a
+/// reconciler that pulls.
+async fn install(
+    db: &accesshub_testkit::TestDb,
+    tb: &accesshub_testkit::TestBus,
+    sim: &vendor_sim::SimHandle,
+    clocksim: &clock::ClockSim,
+) -> (
+    reconciler::Reconciler,
+    accesshub_connections::Connection,
+    worker_runtime::WorkerHandle,
+) {
+    let base_url = clocksim.account_url(clock::DEMO_ACCOUNT);
+    let secret = format!("{}:{}", clock::DEMO_USER, clock::DEMO_API_KEY);
+    let (upstreams, _) =
+        common::install_upstream(db, TENANT, "clock", base_url.clone(), secret.clone()).await;
+    upstreams
+        .set(
+            TENANT,
+            "clock",
+            &UpstreamCredentials {
+                base_url,
+                secret,
+                options: json!({}),
+            },
+        )
+        .await
+        .unwrap();
+    let conn = common::dormakaba_connection(TENANT, sim);
+    let worker = common::dormakaba_worker(db, tb, vec![conn.clone()]).await;
+    let inv: Arc<dyn Inventory> = Arc::new(DormakabaInventory::new(100.0));
+    let rec = common::reconciler(db, tb, &conn, inv).with_puller(Puller::new(
+        db.pool.clone(),
+        tb.bus.clone(),
+        upstreams,
+    ));
+    (rec, conn, worker)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sync_pulls_clock_first_backfills_and_removes_cancelled_and_vanished() {
     let (db, tb, sim) = common::setup().await;
@@ -87,34 +127,7 @@ async fn sync_pulls_clock_first_backfills_and_removes_cancelled_and_vanished() {
 
     // Installing: the tenant, its Clock API user (sealed) at the documented rate, the
     // dormakaba connection.
-    let (upstreams, _) = common::install_upstream(
-        &db,
-        TENANT,
-        "clock",
-        clocksim.account_url(account),
-        format!("{}:{}", clock::DEMO_USER, clock::DEMO_API_KEY),
-    )
-    .await;
-    upstreams
-        .set(
-            TENANT,
-            "clock",
-            &UpstreamCredentials {
-                base_url: clocksim.account_url(account),
-                secret: format!("{}:{}", clock::DEMO_USER, clock::DEMO_API_KEY),
-                options: json!({}),
-            },
-        )
-        .await
-        .unwrap();
-    let conn = common::dormakaba_connection(TENANT, &sim);
-    let worker = common::dormakaba_worker(&db, &tb, vec![conn.clone()]).await;
-    let inv: Arc<dyn Inventory> = Arc::new(DormakabaInventory::new(100.0));
-    let rec = common::reconciler(&db, &tb, &conn, inv).with_puller(Puller::new(
-        db.pool.clone(),
-        tb.bus.clone(),
-        upstreams.clone(),
-    ));
+    let (rec, conn, worker) = install(&db, &tb, &sim, &clocksim).await;
 
     // First Sync = backfill: the two arrivals, the guest in house and the cancelled booking
     // are fetched (the far one is filtered by the API, the departed one dropped); exactly the
@@ -154,6 +167,40 @@ async fn sync_pulls_clock_first_backfills_and_removes_cancelled_and_vanished() {
             && active(&sim, 1003)
     })
     .await;
+
+    worker.shutdown().await.unwrap();
+    clocksim.shutdown().await;
+    common::teardown(db, tb, sim).await;
+}
+
+/// Clock serves a booking's room and main guest by reference (`arrival_room_id`,
+/// `current_room_id` after a move, `main_booking_guest`; the guest snapshot on the booking may
+/// be blank). The pull looks each room and guest profile up once per run, through the
+/// documented rate limit, so the lock system gets room numbers and the guest's name. The
+/// bookings are the demo account `make dev` serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_resolves_clock_room_and_guest_references_once_per_run() {
+    let (db, tb, sim) = common::setup().await;
+    let clocksim = clock::start_ephemeral().await.unwrap();
+    let account = clock::DEMO_ACCOUNT;
+    clocksim.seed_demo(account);
+    let (rec, conn, worker) = install(&db, &tb, &sim, &clocksim).await;
+
+    // In house, arriving (moved room), arriving (guest only a profile reference), cancelled.
+    let (pulled, (created, _)) = sync(&rec, &db, &conn).await;
+    assert_eq!(pulled, [4, 4, 0, 0]);
+    assert_eq!(created, 3);
+    let room_and_guest = |id: i64| lock_booking(&sim, id).map(|b| (b.main_room, b.guest_name));
+    common::eventually("referenced rooms and guests at the lock system", || {
+        room_and_guest(580301) == Some(("101".into(), "Jansen, Pieter".into()))
+            && room_and_guest(580302) == Some(("102".into(), "Petrova, Maria".into()))
+            && room_and_guest(580303) == Some(("201".into(), "de Vries, Sanne".into()))
+    })
+    .await;
+    assert!(lock_booking(&sim, 580304).is_none(), "cancelled");
+    // Rooms 7101, 7102 and 7201 (twice referenced) once each; the one blank guest once.
+    assert_eq!(clocksim.calls_to("/rooms/"), 3);
+    assert_eq!(clocksim.calls_to("/guests/"), 1);
 
     worker.shutdown().await.unwrap();
     clocksim.shutdown().await;

@@ -1,5 +1,6 @@
-//! OAuth2 client credentials, shared by Tapkey, CloudPass and iPassan: one cached token per
-//! connection, refreshed shortly before it expires, and a single retry when the vendor
+//! OAuth2 tokens, shared by Tapkey, CloudPass and iPassan (client credentials) and the
+//! Nexudus upstream (resource-owner password grant, `POST /api/token`): one cached token per
+//! connection, refreshed shortly before it expires, and a single retry when the server
 //! answers 401 anyway (revoked or clock-skewed token).
 
 use std::{
@@ -54,11 +55,22 @@ struct Cached {
     refresh_at: Instant,
 }
 
-/// A cached client-credentials token. Requests read it without waiting (a read lock and an
-/// `Arc` clone); concurrent callers that find it missing or stale share one refresh.
+/// Which OAuth2 grant a [`TokenSource`] uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Grant {
+    /// `grant_type=client_credentials&client_id&client_secret[&scope]`.
+    ClientCredentials,
+    /// `grant_type=password&username&password` (`client_id` / `client_secret` of the config
+    /// hold the user name and password).
+    Password,
+}
+
+/// A cached token. Requests read it without waiting (a read lock and an `Arc` clone);
+/// concurrent callers that find it missing or stale share one refresh.
 pub struct TokenSource {
     client: VendorClient,
     cfg: TokenSourceConfig,
+    grant: Grant,
     cache: RwLock<Option<Arc<Cached>>>,
     refresh: Mutex<()>,
 }
@@ -72,11 +84,29 @@ impl std::fmt::Debug for TokenSource {
 }
 
 impl TokenSource {
-    /// A token source fetching through `client`.
+    /// A client-credentials token source fetching through `client`.
     pub fn new(client: VendorClient, cfg: TokenSourceConfig) -> Self {
         TokenSource {
             client,
             cfg,
+            grant: Grant::ClientCredentials,
+            cache: RwLock::new(None),
+            refresh: Mutex::new(()),
+        }
+    }
+
+    /// A resource-owner password token source (`grant_type=password&username&password`,
+    /// form-encoded) fetching from `token_url` through `client`.
+    pub fn password(client: VendorClient, token_url: &str, username: &str, password: &str) -> Self {
+        TokenSource {
+            client,
+            cfg: TokenSourceConfig {
+                token_url: token_url.to_owned(),
+                client_id: username.to_owned(),
+                client_secret: password.to_owned(),
+                scope: None,
+            },
+            grant: Grant::Password,
             cache: RwLock::new(None),
             refresh: Mutex::new(()),
         }
@@ -102,11 +132,18 @@ impl TokenSource {
         if let Some(c) = self.current() {
             return Ok(c);
         }
-        let mut form = vec![
-            ("grant_type", "client_credentials"),
-            ("client_id", self.cfg.client_id.as_str()),
-            ("client_secret", self.cfg.client_secret.as_str()),
-        ];
+        let mut form = match self.grant {
+            Grant::ClientCredentials => vec![
+                ("grant_type", "client_credentials"),
+                ("client_id", self.cfg.client_id.as_str()),
+                ("client_secret", self.cfg.client_secret.as_str()),
+            ],
+            Grant::Password => vec![
+                ("grant_type", "password"),
+                ("username", self.cfg.client_id.as_str()),
+                ("password", self.cfg.client_secret.as_str()),
+            ],
+        };
         if let Some(s) = &self.cfg.scope {
             form.push(("scope", s.as_str()));
         }
@@ -163,6 +200,14 @@ impl AuthedClient {
     pub fn new(client: VendorClient, cfg: TokenSourceConfig) -> Self {
         let tokens = Arc::new(TokenSource::new(client.clone(), cfg));
         AuthedClient { client, tokens }
+    }
+
+    /// Wraps `client` with its own token source (e.g. [`TokenSource::password`]).
+    pub fn with_tokens(client: VendorClient, tokens: TokenSource) -> Self {
+        AuthedClient {
+            client,
+            tokens: Arc::new(tokens),
+        }
     }
 
     /// The plain client (for building URLs, vendor label).

@@ -1,5 +1,6 @@
 //! `vendor-sim`: serves the CloudPass, Tapkey, iPassan and dormakaba simulators plus the
-//! control API, seeded with the demo fixtures (see `docs/simulators.md`).
+//! control API, and the Clock PMS+ upstream simulator (the booking system `make dev`'s
+//! dormakaba "Sync" pulls from), seeded with the demo fixtures (see `docs/simulators.md`).
 
 use std::net::IpAddr;
 use std::process::ExitCode;
@@ -33,6 +34,12 @@ struct Args {
     /// dormakaba (Saflok + Ambiance SOAP) port.
     #[arg(long, env = "VENDOR_SIM_DORMAKABA_PORT", default_value_t = 18084)]
     dormakaba_port: u16,
+    /// Clock PMS+ API (upstream) port; 0 leaves it off.
+    #[arg(long, env = "VENDOR_SIM_CLOCK_PORT", default_value_t = 18085)]
+    clock_port: u16,
+    /// The Clock PMS+ account the demo bookings belong to (`make dev`'s Utrecht hotel).
+    #[arg(long, env = "VENDOR_SIM_CLOCK_ACCOUNT", default_value = "77")]
+    clock_account: String,
     /// Tapkey access-token lifetime in seconds.
     #[arg(long, env = "VENDOR_SIM_TAPKEY_TOKEN_TTL_SECS", default_value_t = 3600)]
     tapkey_token_ttl_secs: u64,
@@ -77,6 +84,31 @@ async fn main() -> ExitCode {
     if !a.no_demo {
         sim.state().seed_demo();
     }
+    // The upstream the demo's dormakaba connection pulls from (HTTP Digest, 5 calls/s).
+    let clock = if a.clock_port == 0 {
+        None
+    } else {
+        match vendor_sim::clock::start(
+            std::net::SocketAddr::new(a.bind_ip, a.clock_port),
+            vendor_sim::clock::DEMO_USER,
+            vendor_sim::clock::DEMO_API_KEY,
+        )
+        .await
+        {
+            Ok(c) => {
+                if !a.no_demo {
+                    c.seed_demo(&a.clock_account);
+                }
+                tracing::info!(clock = %c.account_url(&a.clock_account), "Clock PMS+ simulator ready");
+                Some(c)
+            }
+            Err(e) => {
+                eprintln!("vendor-sim: {e}");
+                sim.shutdown().await;
+                return ExitCode::FAILURE;
+            }
+        }
+    };
     tracing::info!(
         control = %sim.control_url(),
         cloudpass = %sim.cloudpass_url(),
@@ -88,6 +120,9 @@ async fn main() -> ExitCode {
     );
     if let Err(e) = tokio::signal::ctrl_c().await {
         eprintln!("vendor-sim: cannot wait for Ctrl-C: {e}");
+    }
+    if let Some(c) = clock {
+        c.shutdown().await;
     }
     sim.shutdown().await;
     ExitCode::SUCCESS

@@ -10,7 +10,7 @@ use chrono::NaiveDate;
 use serde::{Deserialize, de::DeserializeOwned};
 use vendor_http::{Method, Url, path_segment};
 
-use super::{AdministrationResource, GuestResource, ReservationResource};
+use super::{AdministrationResource, GuestResource, RentableResource, ReservationResource};
 use crate::UpstreamError;
 
 /// Metrics and error label.
@@ -154,20 +154,30 @@ impl BexClient {
         }
     }
 
+    /// Every page of a list, collected (short lists: administrations, rentables, guests).
+    async fn all<T: DeserializeOwned>(
+        &self,
+        operation: &'static str,
+        first: String,
+        query: Vec<(String, String)>,
+    ) -> Result<Vec<T>, UpstreamError> {
+        let mut out = Vec::new();
+        self.pages(operation, first, query, |page| {
+            out.extend(page);
+            Ok(())
+        })
+        .await?;
+        Ok(out)
+    }
+
     /// `GET /v3/administrations`: the administrations the key reaches.
     pub async fn administrations(&self) -> Result<Vec<AdministrationResource>, UpstreamError> {
-        let mut out = Vec::new();
-        self.pages(
+        self.all(
             "list_administrations",
             self.ep.url("/v3/administrations"),
             vec![("page[size]".into(), "100".into())],
-            |page| {
-                out.extend(page);
-                Ok(())
-            },
         )
-        .await?;
-        Ok(out)
+        .await
     }
 
     /// `GET /v3/administrations/{id}/reservations` with the query's filters, page by page.
@@ -198,6 +208,21 @@ impl BexClient {
         .await
     }
 
+    /// `GET /v3/administrations/{id}/rentables`: the administration's accommodation objects,
+    /// for mapping object ids to lock-system room numbers.
+    pub async fn rentables(
+        &self,
+        administration: &str,
+    ) -> Result<Vec<RentableResource>, UpstreamError> {
+        let seg = path_segment(administration)?;
+        self.all(
+            "list_rentables",
+            self.ep.url(&format!("/v3/administrations/{seg}/rentables")),
+            vec![("page[size]".into(), "100".into())],
+        )
+        .await
+    }
+
     /// `GET /v3/administrations/{id}/reservations/{rid}/guests`.
     pub async fn guests(
         &self,
@@ -205,18 +230,12 @@ impl BexClient {
         reservation: &str,
     ) -> Result<Vec<GuestResource>, UpstreamError> {
         let (a, r) = (path_segment(administration)?, path_segment(reservation)?);
-        let mut out = Vec::new();
-        self.pages(
+        self.all(
             "list_guests",
             self.ep
                 .url(&format!("/v3/administrations/{a}/reservations/{r}/guests")),
             vec![],
-            |page| {
-                out.extend(page);
-                Ok(())
-            },
         )
-        .await?;
-        Ok(out)
+        .await
     }
 }

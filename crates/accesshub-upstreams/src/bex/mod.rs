@@ -24,6 +24,18 @@
 //!   (or `canceled`), `no_show`; any other state (an option, a request, a quotation) grants no
 //!   access and maps to `cancelled`.
 //!
+//! Rooms: a reservation references the accommodation it occupies (the seeds' "Object ID") as
+//! `relationships.rentable` (BEX: "Availabilities represent a stay in or at a Rentable";
+//! `GET /v3/administrations/{id}/rentables` lists them, [`client::BexClient::rentables`]).
+//! Without our `rooms` attribute, the rentable's id is the room the event carries: a
+//! dormakaba connection's `rooms` map turns object ids into lock-system room numbers, so no
+//! free-text room name is relied on.
+//!
+//! Organization: an administration belongs to an organization (`relationships.organization`
+//! of `GET /v3/administrations`); a tenant tied to its organization
+//! (`tenant_sources.organization_id`) pulls no administration of another
+//! ([`foreign_administrations`]).
+//!
 //! Site = `relationships.administration.data.id`, else the webhook's `context_id` when
 //! `context` is `administration`, else (pull) the administration that was paged. Booking key
 //! = the resource id. Revision = `updated_at` in epoch milliseconds.
@@ -66,6 +78,9 @@ pub struct Relationships {
     /// The administration (site) the reservation belongs to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub administration: Option<Relationship>,
+    /// The rentable (accommodation object) the reservation occupies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rentable: Option<Relationship>,
 }
 
 /// `{data: {id, type}}`.
@@ -184,6 +199,70 @@ pub struct AdministrationResource {
     pub id: Id,
     /// Attributes we read.
     pub attributes: AdministrationAttributes,
+    /// `organization`: the organization the administration belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relationships: Option<AdministrationRelationships>,
+}
+
+/// The administration relationships we read.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct AdministrationRelationships {
+    /// The organization.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub organization: Option<Relationship>,
+}
+
+impl AdministrationResource {
+    /// The organization's id, when BEX names it.
+    pub fn organization(&self) -> Option<String> {
+        self.relationships
+            .as_ref()
+            .and_then(|r| r.organization.as_ref())
+            .and_then(|r| r.data.as_ref())
+            .map(|d| d.id.to_string())
+    }
+}
+
+/// Of `wanted` administrations, those BEX lists under another organization than the tenant's
+/// `organization` (none when the tenant is tied to no organization): they are not pulled.
+/// An administration BEX does not list at all is left to its listing (which fails on its own).
+pub fn foreign_administrations<'a>(
+    listed: &[AdministrationResource],
+    organization: Option<&str>,
+    wanted: impl IntoIterator<Item = &'a String>,
+) -> Vec<(&'a String, String)> {
+    let Some(org) = organization else {
+        return Vec::new();
+    };
+    wanted
+        .into_iter()
+        .filter_map(|a| {
+            let theirs = listed
+                .iter()
+                .find(|l| l.id.to_string() == *a)?
+                .organization()?;
+            (theirs != org).then_some((a, theirs))
+        })
+        .collect()
+}
+
+/// A rentable of `GET /v3/administrations/{id}/rentables`: an accommodation object (room,
+/// pitch, house) reservations occupy; its id is what a connection's room map is keyed by.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct RentableResource {
+    /// Rentable (object) id.
+    pub id: Id,
+    /// Attributes we read.
+    #[serde(default)]
+    pub attributes: RentableAttributes,
+}
+
+/// Rentable attributes.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct RentableAttributes {
+    /// Display name ("Kamer 12", "Chalet 4").
+    #[serde(default)]
+    pub name: Option<String>,
 }
 
 /// Administration attributes (BEX: no IANA zone, only `utc_offset`).
@@ -307,9 +386,10 @@ pub fn map_reservation(
         ));
     }
     let a = res.attributes;
-    let site = res
-        .relationships
-        .and_then(|r| r.administration)
+    let rels = res.relationships.unwrap_or_default();
+    let rentable = rels.rentable.and_then(|r| r.data).map(|d| d.id.to_string());
+    let site = rels
+        .administration
         .and_then(|r| r.data)
         .map(|d| d.id.to_string())
         .or_else(|| fallback_site.map(str::to_owned))
@@ -351,7 +431,12 @@ pub fn map_reservation(
         check_in_time: a.check_in_time.unwrap_or(d.check_in_time),
         check_out_time: a.check_out_time.unwrap_or(d.check_out_time),
         timezone: a.time_zone.unwrap_or(d.timezone),
-        rooms: a.rooms,
+        // Our free-text rooms when sent, else the rentable (object id) BEX references.
+        rooms: if a.rooms.is_empty() {
+            rentable.into_iter().collect()
+        } else {
+            a.rooms
+        },
         common_areas: a.common_areas,
         license_plates: a.license_plates,
         mobile_key: a.mobile_key,
@@ -432,6 +517,52 @@ mod tests {
             panic!()
         };
         assert!(ev.ends_access());
+    }
+
+    #[test]
+    fn the_rentable_is_the_room_unless_rooms_are_sent() {
+        let doc = json!({});
+        let mut record = api_record();
+        record["data"]["relationships"] =
+            json!({"rentable": {"data": {"id": "5501", "type": "rentable"}}});
+        let Mapped::Event(ev) =
+            map_webhook(env("reservation|confirmed", record.clone()), cx(&doc)).unwrap()
+        else {
+            panic!()
+        };
+        let EventBody::Reservation(r) = &ev.body else {
+            panic!()
+        };
+        assert_eq!(r.rooms, vec!["5501".to_owned()], "the object id");
+        assert_eq!(ev.site, "12", "site still from the context");
+        record["data"]["attributes"]["rooms"] = json!(["Kamer 12"]);
+        let Mapped::Event(ev) =
+            map_webhook(env("reservation|confirmed", record), cx(&doc)).unwrap()
+        else {
+            panic!()
+        };
+        let EventBody::Reservation(r) = &ev.body else {
+            panic!()
+        };
+        assert_eq!(r.rooms, vec!["Kamer 12".to_owned()], "ours, explicit, wins");
+    }
+
+    #[test]
+    fn administrations_of_another_organization_are_foreign() {
+        let listed: Vec<AdministrationResource> = serde_json::from_value(json!([
+            {"id": "1001", "attributes": {"name": "A"},
+             "relationships": {"organization": {"data": {"id": "org-1", "type": "organization"}}}},
+            {"id": "2002", "attributes": {"name": "B"},
+             "relationships": {"organization": {"data": {"id": "org-2", "type": "organization"}}}},
+            {"id": "3003", "attributes": {"name": "C"}}
+        ]))
+        .unwrap();
+        let wanted = ["1001".to_owned(), "2002".to_owned(), "3003".to_owned()];
+        assert_eq!(
+            foreign_administrations(&listed, Some("org-1"), &wanted),
+            vec![(&wanted[1], "org-2".to_owned())]
+        );
+        assert!(foreign_administrations(&listed, None, &wanted).is_empty());
     }
 
     #[test]

@@ -14,17 +14,30 @@
 //!   5xx) are not to be retried automatically: only 429 and transport failures are.
 //! - Filters on first-level attributes with the operators `eq, not_eq, gt, gteq, lt, lteq`.
 //!
+//! - A booking references its room, room type, rate and guest profile by id (see the module
+//!   doc of [`super`]); `GET …/rooms/{id}` ("rooms - VIEW": `id, name, room_type_id`; the
+//!   name is the room's number as staff entered it) and `GET …/guests/{id}` (the guests
+//!   table: `first_name, middle_name, last_name, e_mail, phone_number`) resolve them.
+//!   [`References`] does so once per id and pull run, through the same rate limit.
+//!
 //! **Ours** (not public; kept in [`ours`], one place to change): the query form of a filter
 //! (`arrival[gteq]=YYYY-MM-DD`), paging by `page` (1-based) and `per_page` (at most 100)
-//! until a page holds fewer than `per_page` bookings, and a list answered as a JSON array of
-//! booking objects.
+//! until a page holds fewer than `per_page` bookings, a list answered as a JSON array of
+//! booking objects, and the guest profile under the account's base URL (Clock shares guests
+//! across a subscription's accounts; which API path serves one is not public).
 
-use std::sync::{Arc, Mutex};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
 
 use chrono::NaiveDate;
 use digest_auth::{AuthContext, WwwAuthenticateHeader};
-use serde::de::DeserializeOwned;
-use vendor_http::{Method, Url, VendorError, decode_json};
+use serde::{Deserialize, de::DeserializeOwned};
+use vendor_http::{Method, Url, VendorError, decode_json, path_segment};
+
+use super::Booking;
+use crate::Id;
 
 use crate::UpstreamError;
 
@@ -49,6 +62,104 @@ pub mod ours {
     pub const ARRIVAL_FROM: &str = "arrival[gteq]";
     /// Arrival on or before (`lteq`).
     pub const ARRIVAL_TO: &str = "arrival[lteq]";
+    /// Where one guest profile is read, under the account's base URL.
+    pub const GUESTS: &str = "/guests";
+}
+
+/// A room of `GET …/rooms/{id}` (documented).
+#[derive(Debug, Clone, Deserialize)]
+pub struct Room {
+    /// Room id.
+    pub id: Id,
+    /// The room's number or name as staff entered it: what the lock system knows it by.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Its room type.
+    #[serde(default)]
+    pub room_type_id: Option<Id>,
+}
+
+/// A guest profile of `GET …/guests/{id}` (documented fields of the guests table).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct GuestProfile {
+    /// First name.
+    #[serde(default)]
+    pub first_name: Option<String>,
+    /// Middle name.
+    #[serde(default)]
+    pub middle_name: Option<String>,
+    /// Surname.
+    #[serde(default)]
+    pub last_name: Option<String>,
+    /// E-mail.
+    #[serde(default)]
+    pub e_mail: Option<String>,
+    /// Phone number.
+    #[serde(default)]
+    pub phone_number: Option<String>,
+}
+
+/// What one pull run has looked up: each room and guest profile is read once per run (a
+/// hotel's bookings share few rooms), through the client's rate limit.
+#[derive(Debug, Default)]
+pub struct References {
+    rooms: HashMap<String, String>,
+    guests: HashMap<String, GuestProfile>,
+    /// API calls the look-ups made.
+    pub calls: u32,
+}
+
+impl References {
+    /// Fills in what `b` only references: its room number (`rooms`, from `current_room_id`,
+    /// else `arrival_room_id`) unless it carries `rooms` itself, and its main guest's names
+    /// and contacts (from `main_booking_guest`) when the booking's snapshot has no surname.
+    /// A booking without a room yet (booked by room type) keeps no room.
+    pub async fn resolve(
+        &mut self,
+        client: &ClockClient,
+        b: &mut Booking,
+    ) -> Result<(), UpstreamError> {
+        if b.rooms.is_empty()
+            && let Some(id) = b.room_ref()
+        {
+            if !self.rooms.contains_key(&id) {
+                self.calls += 1;
+                let room = client.room(&id).await?;
+                let name = room
+                    .name
+                    .map(|n| n.trim().to_owned())
+                    .filter(|n| !n.is_empty())
+                    .ok_or_else(|| UpstreamError::Decode {
+                        upstream: UPSTREAM,
+                        message: format!("room {id} has no name (number)"),
+                    })?;
+                self.rooms.insert(id.clone(), name);
+            }
+            b.rooms = self.rooms.get(&id).cloned().into_iter().collect();
+        }
+        if !b.has_guest_name()
+            && let Some(id) = b.main_booking_guest.as_ref().map(ToString::to_string)
+        {
+            if !self.guests.contains_key(&id) {
+                self.calls += 1;
+                let g = client.guest(&id).await?;
+                self.guests.insert(id.clone(), g);
+            }
+            if let Some(g) = self.guests.get(&id) {
+                let fill = |slot: &mut Option<String>, v: &Option<String>| {
+                    if slot.as_deref().is_none_or(|s| s.trim().is_empty()) {
+                        slot.clone_from(v);
+                    }
+                };
+                fill(&mut b.guest_last_name, &g.last_name);
+                fill(&mut b.guest_first_name, &g.first_name);
+                fill(&mut b.guest_middle_name, &g.middle_name);
+                fill(&mut b.guest_e_mail, &g.e_mail);
+                fill(&mut b.guest_phone_number, &g.phone_number);
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Which bookings of the account to list.
@@ -194,6 +305,18 @@ impl ClockClient {
             |e| e.status().is_none_or(|s| s == 429),
         )
         .await
+    }
+
+    /// `GET …/rooms/{id}`: one room of the account.
+    pub async fn room(&self, id: &str) -> Result<Room, UpstreamError> {
+        let path = format!("/rooms/{}", path_segment(id)?);
+        self.get("get_room", &path, &[]).await
+    }
+
+    /// `GET …/guests/{id}`: one guest profile.
+    pub async fn guest(&self, id: &str) -> Result<GuestProfile, UpstreamError> {
+        let path = format!("{}/{}", ours::GUESTS, path_segment(id)?);
+        self.get("get_guest", &path, &[]).await
     }
 
     /// `GET .../bookings/` of the account, page by page; each booking handed to `each` raw

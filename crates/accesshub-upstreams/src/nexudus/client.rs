@@ -1,5 +1,11 @@
-//! Nexudus REST client: HTTP Basic (the account's user and password; the documented
-//! alternative, `POST /api/token`, is not used), search pages walked while `HasNextPage`,
+//! Nexudus REST client. Authentication as documented (developers.nexudus.com, REST API
+//! "Authentication": "Bearer token (recommended) and Basic Auth"): by default a bearer token
+//! from `POST /api/token` (form-encoded `grant_type=password&username&password`, answered
+//! `{access_token, token_type: "bearer", expires_in, refresh_token}`), cached, renewed before
+//! it expires and once more when a call is answered 401; or, with `auth = basic`, HTTP Basic
+//! with the same user and password. Accounts with two-factor authentication (the token
+//! endpoint's `totp`) cannot be used by a server: give the integration its own user.
+//! Search pages are walked while `HasNextPage`,
 //! filters as query parameters (`CoworkerTimePass_Business`, range bounds
 //! `from_CoworkerTimePass_UpdatedOn` in `YYYY-MM-DDTHH:mm`). 429 / 5xx / timeouts are retried
 //! after `Retry-After`, else with backoff (shared with the BEX client).
@@ -8,7 +14,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
-use vendor_http::{Method, path_segment};
+use vendor_http::{AuthedClient, Method, TokenSource, path_segment};
 
 use super::{Coworker, SearchPage, TimePass};
 use crate::UpstreamError;
@@ -35,12 +41,38 @@ pub struct PassQuery {
     pub coworker: Option<String>,
 }
 
-/// A Nexudus API client for one account. Cheap to clone.
+/// How the client authenticates (documented: both).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Auth {
+    /// A bearer token from `POST /api/token` (Nexudus recommends it for server-to-server).
+    #[default]
+    Token,
+    /// HTTP Basic with the user and password.
+    Basic,
+}
+
+impl std::str::FromStr for Auth {
+    type Err = UpstreamError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "token" => Ok(Auth::Token),
+            "basic" => Ok(Auth::Basic),
+            other => Err(UpstreamError::Config(format!(
+                "nexudus auth {other:?}: expected token or basic"
+            ))),
+        }
+    }
+}
+
+/// A Nexudus API client for one account. Cheap to clone (clones share the token).
 #[derive(Clone)]
 pub struct NexudusClient {
     ep: crate::http::Endpoint,
     user: Arc<str>,
     password: Arc<str>,
+    /// Bearer-token calls (`None`: HTTP Basic).
+    authed: Option<AuthedClient>,
 }
 
 impl std::fmt::Debug for NexudusClient {
@@ -57,8 +89,20 @@ fn minute(t: DateTime<Utc>) -> String {
 }
 
 impl NexudusClient {
-    /// A client for `base_url` with `secret` = `user:password`.
+    /// A client for `base_url` with `secret` = `user:password`, authenticating with a bearer
+    /// token (see [`NexudusClient::with_auth`]).
     pub fn new(base_url: &str, secret: &str, rate: f64, burst: u32) -> Result<Self, UpstreamError> {
+        Self::with_auth(base_url, secret, rate, burst, Auth::Token)
+    }
+
+    /// A client authenticating the way `auth` says.
+    pub fn with_auth(
+        base_url: &str,
+        secret: &str,
+        rate: f64,
+        burst: u32,
+        auth: Auth,
+    ) -> Result<Self, UpstreamError> {
         let (user, password) = secret
             .split_once(':')
             .filter(|(u, _)| !u.is_empty())
@@ -66,10 +110,16 @@ impl NexudusClient {
                 UpstreamError::Config("nexudus credentials must be user:password".into())
             })?;
         let ep = crate::http::Endpoint::new(UPSTREAM, base_url, rate, burst)?;
+        let authed = (auth == Auth::Token).then(|| {
+            let tokens =
+                TokenSource::password(ep.http.clone(), &ep.url("/api/token"), user, password);
+            AuthedClient::with_tokens(ep.http.clone(), tokens)
+        });
         Ok(NexudusClient {
             ep,
             user: user.into(),
             password: password.into(),
+            authed,
         })
     }
 
@@ -79,15 +129,31 @@ impl NexudusClient {
         url: &str,
         query: &[(String, String)],
     ) -> Result<T, UpstreamError> {
-        crate::http::get_json(&self.ep.http, operation, || {
+        let request = || {
             self.ep
                 .http
                 .request(Method::GET, url)
-                .basic_auth(&*self.user, Some(&*self.password))
                 .header("accept", "application/json")
                 .query(query)
-        })
-        .await
+        };
+        match &self.authed {
+            // A 401 renews the token once inside `send_json`; 429/5xx are retried here.
+            Some(authed) => {
+                crate::http::retrying(
+                    &self.ep.http,
+                    operation,
+                    || authed.send_json(operation, |_| request()),
+                    |_| true,
+                )
+                .await
+            }
+            None => {
+                crate::http::get_json(&self.ep.http, operation, || {
+                    request().basic_auth(&*self.user, Some(&*self.password))
+                })
+                .await
+            }
+        }
     }
 
     /// `GET /api/billing/coworkertimepasses`, every page, oldest change first.

@@ -9,6 +9,12 @@
 //! control routes under `/_sim/` (`PUT`/`DELETE /_sim/administrations/{a}/reservations/{r}`,
 //! `PUT /_sim/administrations/{a}`, `POST /_sim/throttle/{n}`).
 //!
+//! Rentables (accommodation objects) are listed per administration
+//! (`GET /v3/administrations/{a}/rentables`) and a reservation references the one it occupies
+//! as `relationships.rentable` ([`BexSim::put_rentable`], [`BexSim::set_rentable`]); an
+//! administration names its organization as `relationships.organization`
+//! ([`BexSim::set_organization`]).
+//!
 //! Ours (BEX documents none): `page[size]` at most 100 (else 400), default 25; the reservation
 //! attribute `license_plates`; guests' `phone`.
 
@@ -56,6 +62,12 @@ struct Inner {
     api_key: String,
     /// Administration id → (attributes, reservations by id).
     administrations: BTreeMap<String, (Value, BTreeMap<String, SimReservation>)>,
+    /// Administration → rentable id → name.
+    rentables: BTreeMap<String, BTreeMap<String, String>>,
+    /// (administration, reservation) → the rentable it occupies.
+    rentable_of: BTreeMap<(String, String), String>,
+    /// Administration → its organization.
+    organization_of: BTreeMap<String, String>,
     /// The next N API calls answer 429.
     throttle_next: u32,
     /// API calls served (not control calls), for tests counting pages.
@@ -129,6 +141,30 @@ impl BexSim {
         entry.1.insert(r.id.clone(), r);
     }
 
+    /// Adds (or renames) a rentable of `administration`.
+    pub fn put_rentable(&self, administration: &str, id: &str, name: &str) {
+        self.lock()
+            .rentables
+            .entry(administration.to_owned())
+            .or_default()
+            .insert(id.to_owned(), name.to_owned());
+    }
+
+    /// Makes reservation `id` of `administration` occupy `rentable`.
+    pub fn set_rentable(&self, administration: &str, id: &str, rentable: &str) {
+        self.lock().rentable_of.insert(
+            (administration.to_owned(), id.to_owned()),
+            rentable.to_owned(),
+        );
+    }
+
+    /// Sets the organization `administration` belongs to.
+    pub fn set_organization(&self, administration: &str, organization: &str) {
+        self.lock()
+            .organization_of
+            .insert(administration.to_owned(), organization.to_owned());
+    }
+
     /// Deletes a reservation; whether it existed.
     pub fn delete_reservation(&self, administration: &str, id: &str) -> bool {
         self.lock()
@@ -166,6 +202,7 @@ fn router(inner: Shared) -> Router {
             "/v3/administrations/{admin}/reservations/{rid}/guests",
             get(list_guests),
         )
+        .route("/v3/administrations/{admin}/rentables", get(list_rentables))
         .route(
             "/_sim/administrations/{admin}/reservations/{rid}",
             put(control_put).delete(control_delete),
@@ -331,9 +368,14 @@ async fn list_administrations(
         let g = inner.lock().unwrap_or_else(|e| e.into_inner());
         g.administrations
             .iter()
-            .map(
-                |(id, (attrs, _))| json!({"id": id, "type": "administration", "attributes": attrs}),
-            )
+            .map(|(id, (attrs, _))| {
+                let mut a = json!({"id": id, "type": "administration", "attributes": attrs});
+                if let Some(org) = g.organization_of.get(id) {
+                    a["relationships"] =
+                        json!({"organization": {"data": {"id": org, "type": "organization"}}});
+                }
+                a
+            })
             .collect()
     };
     page_doc(&uri, &headers, items, &page)
@@ -434,14 +476,48 @@ async fn list_reservations(
                     })
             })
             .map(|r| {
-                json!({
+                let mut res = json!({
                     "id": r.id, "type": "reservation", "attributes": r.attributes,
                     "relationships": {"administration": {"data": {"id": admin, "type": "administration"}}},
-                })
+                });
+                if let Some(obj) = g.rentable_of.get(&(admin.clone(), r.id.clone())) {
+                    res["relationships"]["rentable"] =
+                        json!({"data": {"id": obj, "type": "rentable"}});
+                }
+                res
             })
             .collect()
     };
     page_doc(&uri, &headers, items, &page)
+}
+
+async fn list_rentables(
+    State(inner): State<Shared>,
+    Path(admin): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Response {
+    let page = match Listing::admit(&inner, &headers, &q) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let items: Option<Vec<Value>> = {
+        let g = inner.lock().unwrap_or_else(|e| e.into_inner());
+        g.administrations.contains_key(&admin).then(|| {
+            g.rentables
+                .get(&admin)
+                .map(|r| {
+                    r.iter()
+                        .map(|(id, name)| {
+                            json!({"id": id, "type": "rentable", "attributes": {"name": name}})
+                        })
+                        .collect()
+                })
+                .unwrap_or_default()
+        })
+    };
+    page_or_404(&uri, &headers, items, &page, "Administration not found")
 }
 
 async fn list_guests(
@@ -468,14 +544,20 @@ async fn list_guests(
                     .collect()
             })
     };
+    page_or_404(&uri, &headers, items, &page, "Reservation not found")
+}
+
+/// One page of what a parent holds, or 404 naming the missing parent.
+fn page_or_404(
+    uri: &Uri,
+    headers: &HeaderMap,
+    items: Option<Vec<Value>>,
+    page: &Listing,
+    missing: &str,
+) -> Response {
     match items {
-        Some(items) => page_doc(&uri, &headers, items, &page),
-        None => error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "Reservation not found",
-            None,
-        ),
+        Some(items) => page_doc(uri, headers, items, page),
+        None => error(StatusCode::NOT_FOUND, "not_found", missing, None),
     }
 }
 

@@ -7,6 +7,13 @@
 //! first-level attributes with the documented operators `eq, not_eq, gt, gteq, lt, lteq`
 //! (anything else is 400).
 //!
+//! Bookings are served as given; a booking references its room (`arrival_room_id`,
+//! `current_room_id`) and guest profile (`main_booking_guest`) as Clock's do, and the
+//! simulator serves those too: `GET …/rooms` and `…/rooms/{id}` (`{id, name,
+//! room_type_id}`) of the account, `GET …/guests/{id}` (the guests table's fields). Tests add
+//! them with [`ClockSim::put_room`] / [`ClockSim::put_guest`]; [`ClockSim::calls_to`] counts
+//! the look-ups. [`ClockSim::seed_demo`] fills an account for `make dev`.
+//!
 //! Ours (not public): filters written `attr[op]=value`; paging `page` (from 1) and `per_page`
 //! (default 20, at most 100, else 400); a list answered as a JSON array ordered by id; errors
 //! `{"error": "..."}` (the shape Clock answers a missing right with), a 401 body as Rails'
@@ -54,6 +61,12 @@ struct Inner {
     subscription: String,
     /// Account → booking id → booking (served as held).
     accounts: BTreeMap<String, BTreeMap<i64, Value>>,
+    /// Account → room id → room `{id, name, room_type_id}`.
+    rooms: BTreeMap<String, BTreeMap<i64, Value>>,
+    /// Guest profiles of the subscription by id.
+    guests: BTreeMap<i64, Value>,
+    /// Paths of the API calls answered past authentication and the rate limit, oldest first.
+    paths: Vec<String>,
     /// Nonces handed out → the highest `nc` seen with each.
     nonces: HashMap<String, u32>,
     /// Calls of the last second (the rate limit).
@@ -84,6 +97,9 @@ pub async fn start(addr: SocketAddr, user: &str, api_key: &str) -> Result<ClockS
         api_key: api_key.to_owned(),
         subscription: DEMO_SUBSCRIPTION.to_owned(),
         accounts: BTreeMap::from([(DEMO_ACCOUNT.to_owned(), BTreeMap::new())]),
+        rooms: BTreeMap::new(),
+        guests: BTreeMap::new(),
+        paths: Vec::new(),
         nonces: HashMap::new(),
         recent: VecDeque::new(),
         throttle_next: 0,
@@ -126,6 +142,106 @@ impl ClockSim {
             .entry(account.to_owned())
             .or_default()
             .insert(id, booking);
+    }
+
+    /// Creates or replaces a room of `account` (`name`: its number as staff entered it).
+    pub fn put_room(&self, account: &str, id: i64, name: &str) {
+        self.lock()
+            .rooms
+            .entry(account.to_owned())
+            .or_default()
+            .insert(
+                id,
+                json!({"id": id, "name": name, "room_type_id": 4100 + id % 10,
+                   "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z"}),
+            );
+    }
+
+    /// Creates or replaces a guest profile (`first_name`, `last_name`, `e_mail`,
+    /// `phone_number`, …; `id` is set).
+    pub fn put_guest(&self, id: i64, mut profile: Value) {
+        profile["id"] = json!(id);
+        self.lock().guests.insert(id, profile);
+    }
+
+    /// Authenticated, admitted API calls so far whose path contains `needle` (e.g. `/rooms/`):
+    /// challenges and 429s are not counted.
+    pub fn calls_to(&self, needle: &str) -> usize {
+        self.lock()
+            .paths
+            .iter()
+            .filter(|p| p.contains(needle))
+            .count()
+    }
+
+    /// The demo account of `make dev`: rooms 101, 102, 201 (the demo lock systems know them)
+    /// and bookings served the way Clock serves them (rooms and the guest profile by
+    /// reference): one in house since yesterday, one arriving tomorrow in a moved room, one
+    /// arriving in three days whose guest is only a profile reference, and one cancelled.
+    pub fn seed_demo(&self, account: &str) {
+        let today = chrono::Utc::now().date_naive();
+        let day = |d: i64| (today + chrono::Duration::days(d)).to_string();
+        let now = chrono::Utc::now().to_rfc3339();
+        for (id, name) in [(7101, "101"), (7102, "102"), (7201, "201")] {
+            self.put_room(account, id, name);
+        }
+        self.put_guest(
+            9301,
+            json!({"first_name": "Sanne", "last_name": "de Vries",
+                   "e_mail": "sanne.devries@example.com", "phone_number": "+31687654321"}),
+        );
+        let booking = |id: i64, arrival: i64, nights: i64, status: &str, extra: Value| {
+            let mut b = json!({
+                "id": id, "number": format!("CLK-{id}"), "arrival": day(arrival),
+                "arrival_time": "", "departure": day(arrival + nights), "departure_time": "",
+                "status": status, "created_at": now, "updated_at": now,
+                "status_changed_at": now, "arrival_room_type_id": 4101, "rate_id": 784160,
+                "mobile_key": true,
+            });
+            if let (Some(o), Some(e)) = (b.as_object_mut(), extra.as_object()) {
+                o.extend(e.clone());
+            }
+            b
+        };
+        for b in [
+            booking(
+                580301,
+                -1,
+                3,
+                "checked_in",
+                json!({"arrival_room_id": 7101,
+                "guest_last_name": "Jansen", "guest_first_name": "Pieter",
+                "guest_e_mail": "pieter.jansen@example.com", "guest_phone_number": "+31612345678"}),
+            ),
+            booking(
+                580302,
+                1,
+                2,
+                "expected",
+                json!({"arrival_room_id": 7101,
+                "current_room_id": 7102, "guest_last_name": "Petrova",
+                "guest_first_name": "Maria", "guest_e_mail": "",
+                "guest_phone_number": "+359888123456"}),
+            ),
+            booking(
+                580303,
+                3,
+                2,
+                "expected",
+                json!({"arrival_room_id": 7201,
+                "main_booking_guest": 9301, "guest_last_name": "", "guest_first_name": ""}),
+            ),
+            booking(
+                580304,
+                2,
+                1,
+                "canceled",
+                json!({"arrival_room_id": 7201,
+                "guest_last_name": "Müller", "guest_first_name": "Jonas"}),
+            ),
+        ] {
+            self.put_booking(account, b);
+        }
     }
 
     /// Sets a booking's `status` as Clock does (`updated_at` and `status_changed_at` now);
@@ -174,6 +290,10 @@ fn router(inner: Shared) -> Router {
     Router::new()
         .route("/{api}/{sub}/{account}/bookings", get(list_bookings))
         .route("/{api}/{sub}/{account}/bookings/", get(list_bookings))
+        .route("/{api}/{sub}/{account}/rooms", get(list_rooms))
+        .route("/{api}/{sub}/{account}/rooms/", get(list_rooms))
+        .route("/{api}/{sub}/{account}/rooms/{id}", get(get_room))
+        .route("/{api}/{sub}/{account}/guests/{id}", get(get_guest))
         .route(
             "/_sim/accounts/{account}/bookings/{id}",
             put(control_put).delete(control_delete),
@@ -249,7 +369,12 @@ fn admit(inner: &Shared, headers: &HeaderMap, uri: &Uri) -> Result<(), Response>
         .and_then(|v| v.to_str().ok())
         .filter(|v| v.starts_with("Digest "))
         .is_some_and(|v| digest_ok(&mut g, v, &path_and_query));
-    if ok { Ok(()) } else { Err(challenge(&mut g)) }
+    if ok {
+        g.paths.push(uri.path().to_owned());
+        Ok(())
+    } else {
+        Err(challenge(&mut g))
+    }
 }
 
 /// Compares a booking's value with a filter value: numbers as numbers, else as text
@@ -349,6 +474,83 @@ async fn list_bookings(
         .cloned()
         .collect();
     Json(items).into_response()
+}
+
+/// The account of a look-up path, after authentication (404 for another API or subscription).
+fn account_of<'a>(g: &Inner, api: &str, sub: &str, account: &'a str) -> Result<&'a str, Response> {
+    if api != "pms_api" || sub != g.subscription {
+        return Err(error(StatusCode::NOT_FOUND, "Not found"));
+    }
+    Ok(account)
+}
+
+async fn list_rooms(
+    State(inner): State<Shared>,
+    Path((api, sub, account)): Path<(String, String, String)>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = admit(&inner, &headers, &uri) {
+        return r;
+    }
+    let g = inner.lock().unwrap_or_else(|e| e.into_inner());
+    match account_of(&g, &api, &sub, &account) {
+        Ok(a) => Json(
+            g.rooms
+                .get(a)
+                .map(|r| r.values().cloned().collect::<Vec<_>>())
+                .unwrap_or_default(),
+        )
+        .into_response(),
+        Err(r) => r,
+    }
+}
+
+/// One record a look-up path names (`…/rooms/{id}`, `…/guests/{id}`), after authentication
+/// and the rate limit; 404 naming `what` when there is none.
+fn look_up(
+    inner: &Shared,
+    headers: &HeaderMap,
+    uri: &Uri,
+    (api, sub, account, id): (String, String, String, String),
+    what: &str,
+    find: impl FnOnce(&Inner, &str, i64) -> Option<Value>,
+) -> Response {
+    if let Err(r) = admit(inner, headers, uri) {
+        return r;
+    }
+    let g = inner.lock().unwrap_or_else(|e| e.into_inner());
+    let account = match account_of(&g, &api, &sub, &account) {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    match id.parse::<i64>().ok().and_then(|id| find(&g, account, id)) {
+        Some(v) => Json(v).into_response(),
+        None => error(StatusCode::NOT_FOUND, &format!("{what} not found")),
+    }
+}
+
+async fn get_room(
+    State(inner): State<Shared>,
+    Path(p): Path<(String, String, String, String)>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    look_up(&inner, &headers, &uri, p, "Room", |g, account, id| {
+        g.rooms.get(account).and_then(|r| r.get(&id)).cloned()
+    })
+}
+
+/// Guests are shared by the subscription's accounts: any account's path serves them.
+async fn get_guest(
+    State(inner): State<Shared>,
+    Path(p): Path<(String, String, String, String)>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    look_up(&inner, &headers, &uri, p, "Guest", |g, _, id| {
+        g.guests.get(&id).cloned()
+    })
 }
 
 async fn control_put(

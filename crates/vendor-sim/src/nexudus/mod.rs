@@ -38,6 +38,14 @@ pub const MAX_PAGE_SIZE: usize = 100;
 #[derive(Debug, Default)]
 struct Inner {
     basic: String,
+    user: String,
+    password: String,
+    /// Bearer tokens handed out and still valid.
+    tokens: std::collections::BTreeSet<String>,
+    /// Refresh tokens handed out.
+    refresh_tokens: std::collections::BTreeSet<String>,
+    /// `POST /api/token` calls answered.
+    token_calls: u64,
     /// UniqueId → pass (PascalCase JSON as Nexudus serves it).
     passes: BTreeMap<String, Value>,
     /// Id → coworker.
@@ -75,6 +83,8 @@ fn basic(user: &str, password: &str) -> String {
 pub async fn start_ephemeral() -> Result<NexudusSim, SimError> {
     let inner = Arc::new(Mutex::new(Inner {
         basic: basic(DEMO_USER, DEMO_PASSWORD),
+        user: DEMO_USER.to_owned(),
+        password: DEMO_PASSWORD.to_owned(),
         ..Inner::default()
     }));
     let addr = SocketAddr::from(([127, 0, 0, 1], 0));
@@ -122,9 +132,20 @@ impl NexudusSim {
         self.lock().throttle_next = n;
     }
 
-    /// API calls served so far.
+    /// API calls served so far (token requests not included).
     pub fn calls(&self) -> u64 {
         self.lock().calls
+    }
+
+    /// `POST /api/token` requests answered so far.
+    pub fn token_calls(&self) -> u64 {
+        self.lock().token_calls
+    }
+
+    /// Every bearer token handed out stops working (as when it expires): the next call with
+    /// one is answered 401.
+    pub fn expire_tokens(&self) {
+        self.lock().tokens.clear();
     }
 
     /// Stops the server.
@@ -137,6 +158,7 @@ type Shared = Arc<Mutex<Inner>>;
 
 fn router(inner: Shared) -> Router {
     Router::new()
+        .route("/api/token", axum::routing::post(token))
         .route("/api/billing/coworkertimepasses", get(list_passes))
         .route("/api/spaces/coworkers/{id}", get(get_coworker))
         .route(
@@ -163,7 +185,10 @@ fn admit(inner: &Shared, headers: &HeaderMap) -> Result<(), Response> {
         return Err(r);
     }
     let given = headers.get("authorization").and_then(|v| v.to_str().ok());
-    if given != Some(g.basic.as_str()) {
+    let bearer_ok = given
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| g.tokens.contains(t));
+    if !bearer_ok && given != Some(g.basic.as_str()) {
         let mut r = message(
             StatusCode::UNAUTHORIZED,
             "Authorization has been denied for this request.",
@@ -175,6 +200,51 @@ fn admit(inner: &Shared, headers: &HeaderMap) -> Result<(), Response> {
         return Err(r);
     }
     Ok(())
+}
+
+/// `POST /api/token`: form-encoded password or refresh-token grant → `{access_token,
+/// token_type, expires_in, refresh_token}`; OAuth2 errors `{error, error_description}`.
+async fn token(State(inner): State<Shared>, headers: HeaderMap, body: bytes::Bytes) -> Response {
+    let oauth_error = |code: &str, text: &str| {
+        (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": code, "error_description": text})),
+        )
+            .into_response()
+    };
+    let form_encoded = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    if !form_encoded {
+        return oauth_error("unsupported_grant_type", "The grant type is not supported");
+    }
+    let form: BTreeMap<String, String> = form_urlencoded::parse(&body).into_owned().collect();
+    let mut g = inner.lock().unwrap_or_else(|e| e.into_inner());
+    g.token_calls += 1;
+    let field = |k: &str| form.get(k).map(String::as_str);
+    let granted = match field("grant_type") {
+        Some("password") => {
+            field("username") == Some(g.user.as_str())
+                && field("password") == Some(g.password.as_str())
+        }
+        Some("refresh_token") => {
+            field("refresh_token").is_some_and(|t| g.refresh_tokens.contains(t))
+        }
+        _ => return oauth_error("unsupported_grant_type", "The grant type is not supported"),
+    };
+    if !granted {
+        return oauth_error("invalid_grant", "The user name or password is incorrect.");
+    }
+    let access = format!("{:032x}", rand::random::<u128>());
+    let refresh = format!("{:016x}", rand::random::<u64>());
+    g.tokens.insert(access.clone());
+    g.refresh_tokens.insert(refresh.clone());
+    Json(
+        json!({"access_token": access, "token_type": "bearer", "expires_in": 604_799,
+                "refresh_token": refresh}),
+    )
+    .into_response()
 }
 
 /// A Nexudus time: RFC 3339, or zone-less (read as UTC), to the minute or second.
