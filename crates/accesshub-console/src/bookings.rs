@@ -1,6 +1,7 @@
 //! Bookings: search by guest, plate, room or booking key; per booking the desired state (the
 //! stored event payload, personal data masked for the viewer role) and, per vendor, what the
-//! worker applied (`bindings`: revision, vendor ids, status, last error with its time).
+//! worker applied (`bindings`: revision, vendor ids, status, last error with its time, and
+//! the trace id of the attempt that applied it or failed).
 //!
 //! Read-only over the tables booking-ingest and the workers own; no other crate had a search.
 
@@ -17,7 +18,7 @@ use sqlx::Row as _;
 use crate::{
     ConsoleState,
     error::ConsoleError,
-    html::{page, url, when},
+    html::{page, trace_ref, url, when},
     session::{Role, Session},
 };
 
@@ -72,6 +73,9 @@ pub struct Applied {
     pub status: String,
     /// Last error and when.
     pub last_error: Option<(String, Option<DateTime<Utc>>)>,
+    /// Trace id of the worker's attempt that last wrote the binding: the one that applied
+    /// what it records, or that failed with `last_error`.
+    pub trace_id: Option<String>,
     /// Last change.
     pub updated_at: DateTime<Utc>,
 }
@@ -121,7 +125,8 @@ pub async fn search_bookings(
             applied: vec![],
         };
         let bindings = sqlx::query(
-            "SELECT vendor, applied_revision, vendor_ids, status, last_error, last_error_at, updated_at
+            "SELECT vendor, applied_revision, vendor_ids, status, last_error, last_error_at, trace_id,
+                    updated_at
                FROM bindings WHERE tenant_id = $1 AND kind = $2 AND booking_key = $3
               ORDER BY vendor",
         )
@@ -139,6 +144,7 @@ pub async fn search_bookings(
                 vendor_ids: x.try_get("vendor_ids")?,
                 status: x.try_get("status")?,
                 last_error: err.map(|e| (e, err_at)),
+                trace_id: x.try_get("trace_id")?,
                 updated_at: x.try_get("updated_at")?,
             });
         }
@@ -204,7 +210,10 @@ pub async fn search(
                                     p.error { "Last error" @if let Some(at) = at { " (" (when(*at)) ")" } ": " (if mask { pii::mask_emails_in(e) } else { e.clone() }) }
                                     p { a href=(url(&format!("/dlq?tenant={}&booking={}", b.tenant, b.key))) { "See its dead letters" } }
                                 }
-                                p.muted { "Updated " (when(a.updated_at)) }
+                                p.muted.trace-of {
+                                    "Updated " (when(a.updated_at)) " · trace "
+                                    (trace_ref(a.trace_id.as_deref(), state.config.trace_url.as_deref()))
+                                }
                             }
                         }
                     }

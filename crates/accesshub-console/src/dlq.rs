@@ -21,7 +21,7 @@ use crate::{
     ConsoleState, audit,
     connections::visible_tenants,
     error::ConsoleError,
-    html::{csrf, page, url, verdict, when},
+    html::{csrf, page, trace_ref, url, verdict, when},
     session::{Role, Session},
 };
 
@@ -273,7 +273,7 @@ pub async fn detail(
                 dt { "Booking" } dd { (e.kind.as_deref().unwrap_or("")) " " (e.booking_key.as_deref().unwrap_or("")) }
                 dt { "Failed at" } dd { (when(e.failed_at)) }
                 dt { "Attempts" } dd { (e.attempts) }
-                dt { "Trace id" } dd { code { (e.trace_id.as_deref().unwrap_or("-")) } }
+                dt { "Trace id" } dd { (trace_ref(e.trace_id.as_deref(), state.config.trace_url.as_deref())) }
                 dt { "Replayed" } dd { (e.replays) " time(s)" @if let Some(at) = e.last_replayed_at { ", last " (when(at)) } }
             }
             h3 { "Payload" @if masked { " (personal data masked)" } }

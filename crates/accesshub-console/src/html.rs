@@ -190,6 +190,24 @@ pub fn verdict(ok: bool, text: &str) -> Markup {
     }
 }
 
+/// A trace id as an SRE uses it: the 32 hex digits the trace UI searches for (as in
+/// `traceparent`, the exported spans and every JSON log line), selected whole with one
+/// click, and a link into the trace UI when the console knows its URL
+/// (`ACCESSHUB_CONSOLE_TRACE_URL`). `-` when nothing was traced.
+pub fn trace_ref(trace_id: Option<&str>, trace_url: Option<&str>) -> Markup {
+    let Some(t) = trace_id.filter(|t| !t.is_empty()) else {
+        return html! { span.muted { "-" } };
+    };
+    // Only an id of the traceparent shape goes into a URL.
+    let link = trace_url
+        .filter(|_| t.len() == 32 && t.bytes().all(|b| b.is_ascii_hexdigit()))
+        .map(|tpl| tpl.replace("{trace_id}", t));
+    html! {
+        code.trace data-trace-id=(t) { (t) }
+        @if let Some(href) = link { " " a.trace-link href=(href) target="_blank" rel="noopener noreferrer" { "open trace" } }
+    }
+}
+
 /// Time as operators read it (UTC, to the second).
 pub fn when(t: chrono::DateTime<chrono::Utc>) -> String {
     t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
@@ -198,4 +216,33 @@ pub fn when(t: chrono::DateTime<chrono::Utc>) -> String {
 /// Raw HTML from a trusted constant.
 pub fn raw(s: &'static str) -> PreEscaped<&'static str> {
     PreEscaped(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The id is always the text; the link only with a configured trace UI, and only for an
+    /// id of the traceparent shape.
+    #[test]
+    fn a_trace_id_is_text_and_a_link_into_the_configured_trace_ui() {
+        let t = "4bf92f3577b34da6a3ce929d0e0e4736";
+        let plain = trace_ref(Some(t), None).into_string();
+        assert_eq!(
+            plain,
+            format!("<code class=\"trace\" data-trace-id=\"{t}\">{t}</code>")
+        );
+        let linked =
+            trace_ref(Some(t), Some("https://jaeger.example/trace/{trace_id}")).into_string();
+        assert!(
+            linked.contains(&format!("href=\"https://jaeger.example/trace/{t}\"")),
+            "{linked}"
+        );
+        let odd = trace_ref(Some("x\"><script>"), Some("https://j/{trace_id}")).into_string();
+        assert!(!odd.contains("href") && !odd.contains("<script>"), "{odd}");
+        assert_eq!(
+            trace_ref(None, None).into_string(),
+            "<span class=\"muted\">-</span>"
+        );
+    }
 }

@@ -58,6 +58,10 @@ pub struct ConsoleConfig {
     pub webhook_base_url: String,
     /// How long the previous webhook secret stays valid after a rotation (24 h).
     pub secret_grace: Duration,
+    /// The trace UI's URL for one trace, `{trace_id}` standing for the id
+    /// (`ACCESSHUB_CONSOLE_TRACE_URL`, e.g. `https://jaeger.example/trace/{trace_id}`): trace
+    /// ids on the Bookings and Dead letters screens link there. Unset: shown as text only.
+    pub trace_url: Option<String>,
 }
 
 impl Default for ConsoleConfig {
@@ -68,6 +72,7 @@ impl Default for ConsoleConfig {
             lookup_timeout: Duration::from_secs(10),
             webhook_base_url: "http://127.0.0.1:8080".to_owned(),
             secret_grace: Duration::from_secs(24 * 3600),
+            trace_url: None,
         }
     }
 }
@@ -88,6 +93,16 @@ impl ConsoleConfig {
             webhook_base_url: var("ACCESSHUB_PUBLIC_WEBHOOK_URL").map_or(d.webhook_base_url, |v| {
                 v.trim().trim_end_matches('/').to_owned()
             }),
+            trace_url: var("ACCESSHUB_CONSOLE_TRACE_URL")
+                .map(|v| v.trim().to_owned())
+                .filter(|v| {
+                    let ok = v.contains("{trace_id}")
+                        && (v.starts_with("https://") || v.starts_with("http://"));
+                    if !ok {
+                        tracing::warn!(value = %v, "ACCESSHUB_CONSOLE_TRACE_URL ignored: an http(s) URL with {{trace_id}} in it is expected");
+                    }
+                    ok
+                }),
             ..d
         }
     }

@@ -928,3 +928,59 @@ async fn sync_screen_shows_pull_counts_and_the_ignored_events_tab() {
     assert_eq!(st, S::FORBIDDEN);
     env.finish().await;
 }
+
+/// Issue 22, Bookings screen: per vendor what was applied, with the trace id of the worker's
+/// attempt that applied it (or failed), as the text an SRE pastes into the trace UI. The
+/// binding rows are written as the workers write them (the trace id is recorded by the
+/// worker runtime: crates/worker-runtime/tests/runtime.rs).
+#[tokio::test]
+async fn the_booking_detail_shows_the_trace_id_of_each_applied_result() {
+    let env = Env::start().await;
+    sqlx::query(
+        "INSERT INTO bookings (tenant_id, kind, booking_key, site, revision, source, event_id, payload)
+         VALUES ('acme', 'reservation', 'R-77', '1001', 2, 'bex', $1, '{}'::jsonb)",
+    )
+    .bind(uuid::Uuid::now_v7())
+    .execute(&env.db.pool)
+    .await
+    .unwrap();
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    for (vendor, status, error, trace_id) in [
+        ("cloudpass", "active", None, Some(trace)),
+        ("dormakaba", "dead_lettered", Some("room 999 unknown"), None),
+    ] {
+        sqlx::query(
+            "INSERT INTO bindings (tenant_id, vendor, kind, booking_key, applied_revision, status,
+                                   last_error, trace_id)
+             VALUES ('acme', $1, 'reservation', 'R-77', 2, $2, $3, $4)",
+        )
+        .bind(vendor)
+        .bind(status)
+        .bind(error)
+        .bind(trace_id)
+        .execute(&env.db.pool)
+        .await
+        .unwrap();
+    }
+    let b = env.login(BOOT).await;
+    let (st, html) = b.get("/bookings?q=R-77").await;
+    assert_eq!(st, S::OK);
+    let applied = |vendor: &str| {
+        let at = html
+            .find(&format!("data-vendor=\"{vendor}\""))
+            .unwrap_or_else(|| panic!("no {vendor} result: {html}"));
+        let rest = &html[at..];
+        rest[..rest[1..].find("data-vendor=").map_or(rest.len(), |i| i + 1)].to_owned()
+    };
+    let cloudpass = applied("cloudpass");
+    assert!(
+        cloudpass.contains(&format!(
+            "<code class=\"trace\" data-trace-id=\"{trace}\">{trace}</code>"
+        )),
+        "{cloudpass}"
+    );
+    let dormakaba = applied("dormakaba");
+    assert!(!dormakaba.contains("data-trace-id"), "{dormakaba}");
+    assert!(dormakaba.contains("room 999 unknown"), "{dormakaba}");
+    env.finish().await;
+}

@@ -18,12 +18,23 @@
 //! - **Retries.** A 2xx ends it. A network error, timeout, 408, 429 or 5xx is retried with the
 //!   one backoff ([`accesshub_retry`]) up to [`CallbackConfig::policy`]'s limit; any other
 //!   answer (a 4xx: the receiver refuses it) or an egress refusal gives up at once. Delivery
-//!   is at least once: a crash between the POST and its bookkeeping repeats it.
+//!   is at least once: a crash between the POST and its bookkeeping repeats it. The limit,
+//!   the backoff and the POST's timeout are settings ([`CallbackConfig::from_env`]).
+//! - **Watching it.** `accesshub_keyreq_callbacks_total{outcome=delivered|retried|gave_up}`
+//!   counts what each POST (or attempt to make one) came to, and
+//!   `accesshub_keyreq_callbacks_pending` is how many callbacks are still to deliver
+//!   ([`CallbackMetrics`]).
 
 use std::time::Duration;
 
+use accesshub_config::{ConfigError, env_duration, env_or};
 use accesshub_domain::egress::{EgressPolicy, Host};
 use accesshub_retry::{Backoff, RetryPolicy};
+use accesshub_telemetry::{
+    Registry,
+    metrics::{CounterVec, GaugeVec, labels},
+};
+use prometheus_client::metrics::{counter::Counter, gauge::Gauge};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
@@ -63,6 +74,94 @@ impl Default for CallbackConfig {
         }
     }
 }
+
+impl CallbackConfig {
+    /// Reads the settings (docs/deploy.md), failing on a value that cannot work:
+    /// `ACCESSHUB_KEYREQ_CALLBACK_RETRIES` (8; 0 = one POST only),
+    /// `ACCESSHUB_KEYREQ_CALLBACK_BACKOFF` (1s, the first retry's wait, doubling) up to
+    /// `ACCESSHUB_KEYREQ_CALLBACK_BACKOFF_MAX` (5m), and `ACCESSHUB_KEYREQ_CALLBACK_TIMEOUT`
+    /// (10s per POST). The lease outlasts the timeout by at least 30 s, so another replica
+    /// never takes over a POST still under way.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let d = CallbackConfig::default();
+        let retries: u32 = env_or("ACCESSHUB_KEYREQ_CALLBACK_RETRIES", 8)?;
+        let base = env_duration("ACCESSHUB_KEYREQ_CALLBACK_BACKOFF", d.policy.backoff.base)?;
+        let max = env_duration(
+            "ACCESSHUB_KEYREQ_CALLBACK_BACKOFF_MAX",
+            d.policy.backoff.max,
+        )?;
+        let timeout = env_duration("ACCESSHUB_KEYREQ_CALLBACK_TIMEOUT", d.timeout)?;
+        let invalid = |name: &'static str, value: Duration, problem: &str| ConfigError::Invalid {
+            name,
+            value: format!("{value:?}"),
+            problem: problem.to_owned(),
+        };
+        if base.is_zero() {
+            return Err(invalid(
+                "ACCESSHUB_KEYREQ_CALLBACK_BACKOFF",
+                base,
+                "must be longer than zero",
+            ));
+        }
+        if max < base {
+            return Err(invalid(
+                "ACCESSHUB_KEYREQ_CALLBACK_BACKOFF_MAX",
+                max,
+                "must not be shorter than ACCESSHUB_KEYREQ_CALLBACK_BACKOFF",
+            ));
+        }
+        if timeout.is_zero() {
+            return Err(invalid(
+                "ACCESSHUB_KEYREQ_CALLBACK_TIMEOUT",
+                timeout,
+                "must be longer than zero",
+            ));
+        }
+        Ok(CallbackConfig {
+            policy: RetryPolicy::limited(Backoff::new(base, max), retries),
+            timeout,
+            lease: d.lease.max(timeout + Duration::from_secs(30)),
+            ..d
+        })
+    }
+}
+
+/// The deliverer's metrics (registered by [`crate::metrics::IngestMetrics`]).
+#[derive(Clone, Debug)]
+pub struct CallbackMetrics {
+    delivered: Counter,
+    retried: Counter,
+    gave_up: Counter,
+    /// `accesshub_keyreq_callbacks_pending`: callbacks neither delivered nor given up (their
+    /// outcome may not be final yet), counted in the database: every replica reports the
+    /// same figure.
+    pending: Gauge,
+}
+
+impl CallbackMetrics {
+    /// Registers `accesshub_keyreq_callbacks_total{outcome}` and
+    /// `accesshub_keyreq_callbacks_pending` on `registry`.
+    pub fn new(registry: &Registry) -> Self {
+        let total: CounterVec = registry.counter(
+            "accesshub_keyreq_callbacks",
+            "Key-request callback attempts, by what they came to: delivered, retried (later) or gave_up",
+        );
+        let pending: GaugeVec = registry.gauge(
+            "accesshub_keyreq_callbacks_pending",
+            "Key-request callbacks not yet delivered nor given up",
+        );
+        let outcome = |o: &str| total.get_or_create(&labels([("outcome", o)])).clone();
+        CallbackMetrics {
+            delivered: outcome("delivered"),
+            retried: outcome("retried"),
+            gave_up: outcome("gave_up"),
+            pending: pending.get_or_create(&Vec::new()).clone(),
+        }
+    }
+}
+
+/// How often the pending gauge is counted again.
+const PENDING_EVERY: Duration = Duration::from_secs(1);
 
 /// Checks a caller's callback URL against the egress policy; the error is the 400 naming
 /// `callback_url`.
@@ -148,6 +247,7 @@ pub async fn run(
     sources: auth::SourceCache,
     egress: EgressPolicy,
     cfg: CallbackConfig,
+    metrics: CallbackMetrics,
     stop: CancellationToken,
 ) {
     let client = match vendor_http::VendorClient::with_egress_policy(
@@ -165,12 +265,27 @@ pub async fn run(
         }
     };
     let mut prune = tokio::time::Instant::now();
+    let mut counted: Option<tokio::time::Instant> = None;
     loop {
+        if counted.is_none_or(|at| at.elapsed() >= PENDING_EVERY) {
+            counted = Some(tokio::time::Instant::now());
+            match sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM keyreq_callbacks WHERE delivered_at IS NULL AND gave_up_at IS NULL",
+            )
+            .fetch_one(&pool)
+            .await
+            {
+                Ok(n) => {
+                    metrics.pending.set(n);
+                }
+                Err(e) => tracing::debug!(error = %e, "counting pending key-request callbacks failed"),
+            }
+        }
         match claim(&pool, cfg.lease).await {
             Ok(due) => {
                 for d in due {
                     let tried = deliver(&pool, &sources, &egress, &client, &d).await;
-                    if let Err(e) = settle(&pool, &cfg, &d, tried).await {
+                    if let Err(e) = settle(&pool, &cfg, &metrics, &d, tried).await {
                         tracing::warn!(error = %e, request_id = %d.request_id, "callback bookkeeping failed; the lease expires and it is tried again");
                     }
                 }
@@ -260,9 +375,11 @@ async fn deliver(
     }
 }
 
+/// Books what an attempt came to (counted once its bookkeeping is written).
 async fn settle(
     pool: &PgPool,
     cfg: &CallbackConfig,
+    metrics: &CallbackMetrics,
     d: &Due,
     tried: Tried,
 ) -> Result<(), sqlx::Error> {
@@ -278,6 +395,7 @@ async fn settle(
             .bind(d.request_id)
             .execute(pool)
             .await?;
+            metrics.delivered.inc();
             return Ok(());
         }
         Tried::Retry(why) => {
@@ -305,6 +423,7 @@ async fn settle(
             .bind(wait.as_secs_f64())
             .execute(pool)
             .await?;
+            metrics.retried.inc();
         }
         None => {
             sqlx::query(
@@ -316,6 +435,7 @@ async fn settle(
             .bind(format!("{why} (gave up after {} attempt(s))", d.attempts))
             .execute(pool)
             .await?;
+            metrics.gave_up.inc();
         }
     }
     Ok(())

@@ -82,7 +82,9 @@ pub struct IngestConfig {
     /// Serve the NATS ingest subjects (`ACCESSHUB_NATS_INGEST`, default true).
     pub nats_ingest: bool,
     /// Delivery of key-request outcomes to callers' callback URLs
-    /// ([`keyreq_callback`]; where they may point is `common.egress`).
+    /// ([`keyreq_callback`]; where they may point is `common.egress`): retries and backoff
+    /// (`ACCESSHUB_KEYREQ_CALLBACK_RETRIES` 8, `…_BACKOFF` 1s, `…_BACKOFF_MAX` 5m) and the
+    /// POST's timeout (`…_TIMEOUT` 10s).
     pub callbacks: keyreq_callback::CallbackConfig,
 }
 
@@ -130,7 +132,7 @@ impl IngestConfig {
             },
             check_schema: true,
             nats_ingest: env_or("ACCESSHUB_NATS_INGEST", true)?,
-            callbacks: keyreq_callback::CallbackConfig::default(),
+            callbacks: keyreq_callback::CallbackConfig::from_env()?,
         })
     }
 
@@ -409,6 +411,7 @@ pub async fn start(cfg: IngestConfig) -> Result<IngestHandle, IngestError> {
         state.sources.clone(),
         cfg.common.egress.clone(),
         cfg.callbacks.clone(),
+        metrics.callbacks.clone(),
         CancellationToken::new(),
     )));
     let lim = state.limits.clone();

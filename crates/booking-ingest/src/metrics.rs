@@ -39,6 +39,8 @@ pub struct IngestMetrics {
     /// `accesshub_secret_decrypt_failures_total{component="booking-ingest"}`: stored webhook
     /// secrets that do not open with the configured keys (answered 503). Alert on any.
     pub decrypt_failures: Counter,
+    /// `accesshub_keyreq_callbacks_total{outcome}` and `accesshub_keyreq_callbacks_pending`.
+    pub callbacks: crate::keyreq_callback::CallbackMetrics,
 }
 
 fn batch_histogram() -> Histogram {
@@ -105,6 +107,7 @@ impl IngestMetrics {
                     .clone()
             },
             outbox_pending: pending.get_or_create(&Vec::new()).clone(),
+            callbacks: crate::keyreq_callback::CallbackMetrics::new(registry),
             commit_batch: {
                 let h = batch_histogram();
                 registry.register(

@@ -244,6 +244,15 @@ impl Receiver {
     }
 }
 
+/// Callbacks polled every 50 ms and retried 3 times after 100–200 ms.
+fn fast_callbacks(c: &mut booking_ingest::IngestConfig) {
+    c.callbacks.poll = Duration::from_millis(50);
+    c.callbacks.policy = accesshub_retry::RetryPolicy::limited(
+        accesshub_retry::Backoff::new(Duration::from_millis(100), Duration::from_millis(200)),
+        3,
+    );
+}
+
 /// Attempts made and whether the callback of request `id` was delivered.
 async fn callback_progress(env: &Env, id: &str) -> (i32, bool) {
     sqlx::query_as(
@@ -261,14 +270,7 @@ async fn callback_progress(env: &Env, id: &str) -> (i32, bool) {
 /// receiver's 5xx is retried with backoff.
 #[tokio::test]
 async fn the_outcome_is_called_back_once_signed_and_retried_after_a_5xx() {
-    let env = Env::with(|c| {
-        c.callbacks.poll = Duration::from_millis(50);
-        c.callbacks.policy = accesshub_retry::RetryPolicy::limited(
-            accesshub_retry::Backoff::new(Duration::from_millis(100), Duration::from_millis(200)),
-            3,
-        );
-    })
-    .await;
+    let env = Env::with(fast_callbacks).await;
     let (s, b) = env
         .post("clock", &clock(4711, "2025-06-20T09:15:00Z"))
         .await;
@@ -469,4 +471,113 @@ async fn key_requests_are_authenticated_the_senders_own_way() {
         .unwrap();
     assert_eq!(resp.status().as_u16(), 200);
     env.finish().await;
+}
+
+/// The value of the sample `name` (with its labels as written; none may be written `{}`) in a
+/// `/metrics` text.
+fn sample(text: &str, name: &str) -> Option<f64> {
+    let bare = format!("{name}{{}}");
+    text.lines()
+        .find(|l| {
+            l.split_whitespace()
+                .next()
+                .is_some_and(|n| n == name || n == bare)
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Issue 26, operable callbacks: what every POST came to is counted on `/metrics`
+/// (`accesshub_keyreq_callbacks_total{outcome}`) and the callbacks still to deliver are a
+/// gauge. A receiver that answers 503 then 400 gets a retry, then accesshub gives up; one
+/// that answers 200 gets its outcome; then nothing is pending.
+#[tokio::test]
+async fn callback_outcomes_and_pending_callbacks_are_on_metrics() {
+    let env = Env::with(fast_callbacks).await;
+    let (s, b) = env
+        .post("clock", &clock(4711, "2025-06-20T09:15:00Z"))
+        .await;
+    assert_eq!(s, 202, "{b}");
+    let refusing = Receiver::start(vec![503, 400]).await;
+    let fine = Receiver::start(vec![]).await;
+    let mut ids = Vec::new();
+    for r in [&refusing, &fine] {
+        let (s, b) = post_keyreq(
+            &env,
+            "clock",
+            &json!({"booking_id": 4711, "key_type": "new", "encoder_id": "1",
+                    "callback_url": r.url}),
+        )
+        .await;
+        assert_eq!(s, 202, "{b}");
+        ids.push(b["request_id"].as_str().unwrap().to_owned());
+    }
+    let metric = |text: &str, name: &str| sample(text, name).unwrap_or(-1.0);
+    // Both wait for their outcome.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let m = env.metrics().await;
+        if metric(&m, "accesshub_keyreq_callbacks_pending") == 2.0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "pending never 2:\n{m}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for id in &ids {
+        worker_records(
+            &env,
+            id,
+            "encoded",
+            "key ready: 1 card(s) encoded on encoder 1",
+        )
+        .await;
+    }
+    refusing.wait_for(2).await;
+    fine.wait_for(1).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let m = loop {
+        let m = env.metrics().await;
+        let counted = [
+            metric(
+                &m,
+                "accesshub_keyreq_callbacks_total{outcome=\"delivered\"}",
+            ),
+            metric(&m, "accesshub_keyreq_callbacks_total{outcome=\"retried\"}"),
+            metric(&m, "accesshub_keyreq_callbacks_total{outcome=\"gave_up\"}"),
+            metric(&m, "accesshub_keyreq_callbacks_pending"),
+        ];
+        if counted == [1.0, 1.0, 1.0, 0.0] {
+            break m;
+        }
+        assert!(Instant::now() < deadline, "{counted:?}:\n{m}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        m.contains("# TYPE accesshub_keyreq_callbacks counter"),
+        "{m}"
+    );
+    assert!(
+        m.contains("# TYPE accesshub_keyreq_callbacks_pending gauge"),
+        "{m}"
+    );
+    assert_eq!(refusing.count(), 2, "no POST after the 400");
+    refusing.task.abort();
+    fine.task.abort();
+    env.finish().await;
+}
+
+/// The callback settings stop booking-ingest at start-up when they cannot work, naming the
+/// variable, before it touches NATS or PostgreSQL.
+#[test]
+fn bad_callback_settings_fail_fast() {
+    for (var, value) in [
+        ("ACCESSHUB_KEYREQ_CALLBACK_RETRIES", "-1"),
+        ("ACCESSHUB_KEYREQ_CALLBACK_RETRIES", "many"),
+        ("ACCESSHUB_KEYREQ_CALLBACK_BACKOFF", "0s"),
+        ("ACCESSHUB_KEYREQ_CALLBACK_BACKOFF", "soon"),
+        ("ACCESSHUB_KEYREQ_CALLBACK_BACKOFF_MAX", "100ms"),
+        ("ACCESSHUB_KEYREQ_CALLBACK_TIMEOUT", "0s"),
+    ] {
+        refuses_to_start_with(var, value);
+    }
 }

@@ -31,29 +31,31 @@ impl BindingKey {
 }
 
 const SELECT: &str = "SELECT tenant_id, vendor, kind, booking_key, applied_revision, applied_event_id, \
-     vendor_ids, ids_version, status, last_error, updated_at FROM bindings \
+     vendor_ids, ids_version, status, last_error, updated_at, trace_id FROM bindings \
      WHERE tenant_id = $1 AND vendor = $2 AND kind = $3 AND booking_key = $4";
 
-/// Records a failure. A dead letter creates the row if needed (status `dead_lettered`, so
+/// Records a failure, with the trace id of the failed attempt (the console shows it next to
+/// the error). A dead letter creates the row if needed (status `dead_lettered`, so
 /// `accessctl status` shows it); a retry only annotates an existing row.
 pub(crate) async fn record_error(
     pool: &PgPool,
     key: &BindingKey,
     error: &str,
+    trace_id: Option<&str>,
     dead_lettered: bool,
 ) -> Result<(), sqlx::Error> {
     if dead_lettered {
         sqlx::query(
             "INSERT INTO bindings (tenant_id, vendor, kind, booking_key, applied_revision, \
-               status, last_error, last_error_at, updated_at) \
-             VALUES ($1, $2, $3, $4, 0, 'dead_lettered', $5, now(), now()) \
+               status, last_error, last_error_at, updated_at, trace_id) \
+             VALUES ($1, $2, $3, $4, 0, 'dead_lettered', $5, now(), now(), $6) \
              ON CONFLICT (tenant_id, vendor, kind, booking_key) DO UPDATE SET \
                status = 'dead_lettered', last_error = EXCLUDED.last_error, \
-               last_error_at = now(), updated_at = now()",
+               last_error_at = now(), updated_at = now(), trace_id = EXCLUDED.trace_id",
         )
     } else {
         sqlx::query(
-            "UPDATE bindings SET last_error = $5, last_error_at = now() \
+            "UPDATE bindings SET last_error = $5, last_error_at = now(), trace_id = $6 \
              WHERE tenant_id = $1 AND vendor = $2 AND kind = $3 AND booking_key = $4",
         )
     }
@@ -62,6 +64,7 @@ pub(crate) async fn record_error(
     .bind(&key.kind)
     .bind(&key.booking_key)
     .bind(error)
+    .bind(trace_id)
     .execute(pool)
     .await?;
     Ok(())

@@ -335,6 +335,10 @@ pub struct Binding {
     pub last_error: Option<String>,
     /// Last change.
     pub updated_at: DateTime<Utc>,
+    /// Trace id (32 hex digits, as in `traceparent`) of the attempt that last wrote the row:
+    /// the one that applied what it records, or that failed with `last_error`. `None` for
+    /// rows written untraced or before the column existed.
+    pub trace_id: Option<String>,
 }
 
 /// Everything a handler needs besides the event.
@@ -437,6 +441,7 @@ mod tests {
             status: "active".into(),
             last_error: None,
             updated_at: Utc::now(),
+            trace_id: None,
         }
     }
 

@@ -67,6 +67,8 @@ pub(crate) struct Services {
     pub(crate) recorded_revision: i64,
     /// The handler's `IDS_VERSION`, written with every record.
     pub(crate) ids_version: i16,
+    /// Trace id of the message being handled, written with every record it makes.
+    pub(crate) trace_id: Option<String>,
 }
 
 fn db(e: sqlx::Error, what: &str) -> HandlerError {
@@ -89,6 +91,7 @@ async fn record_only(
     key: BindingKey,
     revision: i64,
     (status, ids, ids_version): (Status, serde_json::Value, i16),
+    trace_id: Option<String>,
 ) -> Result<(), HandlerError> {
     let rec = Record {
         key,
@@ -97,6 +100,7 @@ async fn record_only(
         vendor_ids: ids,
         ids_version,
         status: status.as_str().to_owned(),
+        trace_id,
     };
     match store.commit(rec).await? {
         Committed::Recorded => Ok(()),
@@ -199,6 +203,7 @@ impl<C> ApplyContext<C> {
             self.key.clone(),
             self.services.recorded_revision,
             (status, encode(ids)?, self.services.ids_version),
+            self.services.trace_id.clone(),
         )
         .await
     }
@@ -229,6 +234,7 @@ impl<C> ApplyContext<C> {
             store: self.services.handles.store.clone(),
             record,
             ids_version: version,
+            trace_id: self.services.trace_id.clone(),
         })
     }
 
@@ -247,7 +253,7 @@ impl<C> ApplyContext<C> {
         }
         let rows: Vec<crate::handler::Binding> = sqlx::query_as(
             "SELECT tenant_id, vendor, kind, booking_key, applied_revision, applied_event_id, \
-               vendor_ids, ids_version, status, last_error, updated_at FROM bindings \
+               vendor_ids, ids_version, status, last_error, updated_at, trace_id FROM bindings \
              WHERE tenant_id = $1 AND vendor = $2 AND kind = $3 AND booking_key <> $4 \
                AND vendor_ids @> ANY($5::jsonb[]) \
              ORDER BY booking_key",
@@ -298,6 +304,8 @@ pub struct Related<I> {
     store: BindingStore,
     record: Option<Recorded<I>>,
     ids_version: i16,
+    /// The trace of the message that locked it (its records carry it).
+    trace_id: Option<String>,
 }
 
 impl<I> std::fmt::Debug for Related<I> {
@@ -326,6 +334,7 @@ impl<I: Serialize> Related<I> {
             self.key.clone(),
             revision,
             (status, encode(ids)?, self.ids_version),
+            self.trace_id.clone(),
         )
         .await
     }
@@ -344,6 +353,7 @@ impl<I: Serialize> Related<I> {
             self.key.clone(),
             revision,
             (status, encode(ids)?, self.ids_version),
+            self.trace_id.clone(),
         )
         .await;
         drop(self.guard);

@@ -140,6 +140,9 @@ pub(crate) struct Record {
     /// Shape version of `vendor_ids` (the handler's `IDS_VERSION`).
     pub(crate) ids_version: i16,
     pub(crate) status: String,
+    /// Trace id of the message whose attempt wrote the record (`None`: not traced), so the
+    /// console can show which trace applied what the binding holds.
+    pub(crate) trace_id: Option<String>,
 }
 
 /// Result of a commit: recorded, or refused by the revision guard (a newer record exists).
@@ -350,7 +353,7 @@ macro_rules! binding_probe {
     () => {
         "LEFT JOIN LATERAL (SELECT x.tenant_id, x.vendor, x.kind, x.booking_key, \
            x.applied_revision, x.applied_event_id, x.vendor_ids, x.ids_version, x.status, \
-           x.last_error, x.updated_at FROM bindings x \
+           x.last_error, x.updated_at, x.trace_id FROM bindings x \
          WHERE x.tenant_id = k.tenant_id AND x.vendor = k.vendor AND x.kind = k.kind \
            AND x.booking_key = k.booking_key LIMIT 1) b ON true"
     };
@@ -359,7 +362,7 @@ macro_rules! binding_probe {
 const LOAD_MANY: &str = concat!(
     "SELECT b.tenant_id, b.vendor, b.kind, b.booking_key, b.applied_revision, \
        b.applied_event_id, b.vendor_ids, b.ids_version, b.status, b.last_error, b.updated_at, \
-       false AS first \
+       b.trace_id, false AS first \
      FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) \
        AS k(tenant_id, vendor, kind, booking_key) ",
     binding_probe!(),
@@ -374,7 +377,7 @@ const LOAD_MANY: &str = concat!(
 const LOAD_AND_MARK: &str = concat!(
     "WITH k AS MATERIALIZED (SELECT k.tenant_id, k.vendor, k.kind, k.booking_key, k.mark, \
        b.applied_revision, b.applied_event_id, b.vendor_ids, b.ids_version, b.status, \
-       b.last_error, b.updated_at, b.tenant_id IS NOT NULL AS bound \
+       b.last_error, b.updated_at, b.trace_id, b.tenant_id IS NOT NULL AS bound \
      FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bool[]) \
        AS k(tenant_id, vendor, kind, booking_key, mark) ",
     binding_probe!(),
@@ -383,10 +386,11 @@ const LOAD_AND_MARK: &str = concat!(
        SELECT tenant_id, vendor, kind, booking_key FROM k WHERE mark AND NOT bound \
        ON CONFLICT DO NOTHING RETURNING tenant_id, vendor, kind, booking_key) \
      SELECT tenant_id, vendor, kind, booking_key, applied_revision, applied_event_id, \
-       vendor_ids, ids_version, status, last_error, updated_at, false AS first FROM k WHERE bound \
+       vendor_ids, ids_version, status, last_error, updated_at, trace_id, false AS first \
+     FROM k WHERE bound \
      UNION ALL \
      SELECT tenant_id, vendor, kind, booking_key, 0::int8, NULL::uuid, '{}'::jsonb, 1::int2, '', \
-       NULL::text, now(), true FROM ins"
+       NULL::text, now(), NULL::text, true FROM ins"
 );
 
 /// A row of [`LOAD_MANY`] / [`LOAD_AND_MARK`].
@@ -624,18 +628,19 @@ async fn lock_task(
 
 const UPSERT_MANY: &str = "INSERT INTO bindings (tenant_id, vendor, kind, booking_key, \
        applied_revision, applied_event_id, vendor_ids, ids_version, status, last_error, \
-       updated_at) \
+       updated_at, trace_id) \
      SELECT t.tenant_id, t.vendor, t.kind, t.booking_key, t.applied_revision, \
-       t.applied_event_id, t.vendor_ids, t.ids_version, t.status, NULL, now() \
+       t.applied_event_id, t.vendor_ids, t.ids_version, t.status, NULL, now(), t.trace_id \
      FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::uuid[], \
-       $7::jsonb[], $8::text[], $9::int2[]) AS t(tenant_id, vendor, kind, booking_key, \
-       applied_revision, applied_event_id, vendor_ids, status, ids_version) \
+       $7::jsonb[], $8::text[], $9::int2[], $10::text[]) AS t(tenant_id, vendor, kind, \
+       booking_key, applied_revision, applied_event_id, vendor_ids, status, ids_version, \
+       trace_id) \
      ON CONFLICT (tenant_id, vendor, kind, booking_key) DO UPDATE SET \
        applied_revision = EXCLUDED.applied_revision, \
        applied_event_id = COALESCE(EXCLUDED.applied_event_id, bindings.applied_event_id), \
        vendor_ids = EXCLUDED.vendor_ids, ids_version = EXCLUDED.ids_version, \
        status = EXCLUDED.status, last_error = NULL, \
-       last_error_at = NULL, updated_at = now() \
+       last_error_at = NULL, updated_at = now(), trace_id = EXCLUDED.trace_id \
      WHERE bindings.applied_revision <= EXCLUDED.applied_revision \
      RETURNING tenant_id, vendor, kind, booking_key";
 
@@ -661,6 +666,11 @@ async fn write(pool: &PgPool, recs: &[&Record]) -> Result<HashSet<BindingKey>, s
         )
         .bind(col(|r| &r.status))
         .bind(recs.iter().map(|r| r.ids_version).collect::<Vec<i16>>())
+        .bind(
+            recs.iter()
+                .map(|r| r.trace_id.as_deref())
+                .collect::<Vec<Option<&str>>>(),
+        )
         .fetch_all(pool)
         .await?;
     Ok(rows
@@ -753,6 +763,7 @@ mod tests {
             vendor_ids,
             ids_version: 1,
             status: "active".into(),
+            trace_id: Some(format!("{:032x}", revision + 1)),
         }
     }
 
@@ -1005,6 +1016,63 @@ mod tests {
         db.drop_db().await;
     }
 
+    /// Issue 22: the console shows per binding the trace of the attempt that last wrote it.
+    /// A group commit stores each row's own trace; a later write (a record-only one too)
+    /// replaces it, and the lock's read hands it back.
+    #[tokio::test]
+    async fn each_record_keeps_the_trace_of_the_attempt_that_wrote_it() {
+        let db = TestDb::new().await;
+        let (s, tasks) = store(&db).await;
+        let trace = |k: &str| {
+            let key = key(k);
+            let pool = db.pool.clone();
+            async move {
+                crate::get_binding(&pool, &key)
+                    .await
+                    .unwrap()
+                    .and_then(|b| b.trace_id)
+            }
+        };
+        let (a, b) = tokio::join!(
+            s.commit(Record {
+                trace_id: Some("a".repeat(32)),
+                ..rec("ta", 1, serde_json::json!({}))
+            }),
+            s.commit(Record {
+                trace_id: Some("b".repeat(32)),
+                ..rec("tb", 1, serde_json::json!({}))
+            }),
+        );
+        assert_eq!(
+            (a.unwrap(), b.unwrap()),
+            (Committed::Recorded, Committed::Recorded)
+        );
+        assert_eq!(trace("ta").await, Some("a".repeat(32)));
+        assert_eq!(trace("tb").await, Some("b".repeat(32)));
+        let progress = Record {
+            event_id: None,
+            trace_id: Some("c".repeat(32)),
+            ..rec("ta", 1, serde_json::json!({"step": 2}))
+        };
+        s.commit(progress).await.unwrap();
+        assert_eq!(trace("ta").await, Some("c".repeat(32)));
+        let held = s.lock(&key("ta"), false).await.unwrap();
+        assert_eq!(
+            held.binding.as_ref().and_then(|b| b.trace_id.clone()),
+            Some("c".repeat(32))
+        );
+        drop(held);
+        // An untraced write leaves no trace of another attempt behind.
+        let untraced = Record {
+            trace_id: None,
+            ..rec("ta", 2, serde_json::json!({}))
+        };
+        s.commit(untraced).await.unwrap();
+        assert_eq!(trace("ta").await, None);
+        drop(tasks);
+        db.drop_db().await;
+    }
+
     #[tokio::test]
     async fn only_the_first_attempt_of_an_unbound_booking_is_first() {
         let db = TestDb::new().await;
@@ -1085,7 +1153,7 @@ mod tests {
         for (name, sql, args) in [
             ("load_many", LOAD_MANY, 4),
             ("load_and_mark", LOAD_AND_MARK, 5),
-            ("upsert_many", UPSERT_MANY, 9),
+            ("upsert_many", UPSERT_MANY, 10),
             ("try_lock", TRY_LOCK, 1),
             ("unlock_and_try_lock", UNLOCK_AND_TRY_LOCK, 2),
         ] {

@@ -437,6 +437,42 @@ async fn retry_after_is_honoured() {
     env.finish(h).await;
 }
 
+/// Publishes `ev` with a W3C `traceparent` of trace `trace`.
+async fn publish_traced(env: &Env, ev: &Event, trace: &str) {
+    let mut hm = async_nats::HeaderMap::new();
+    hm.insert(headers::MSG_ID, ev.id.to_string().as_str());
+    hm.insert(
+        headers::TRACEPARENT,
+        format!("00-{trace}-00f067aa0ba902b7-01").as_str(),
+    );
+    env.publish_raw(&ev.subject(), serde_json::to_vec(ev).unwrap(), hm)
+        .await;
+}
+
+/// Issue 22: the binding names the trace that applied what it records — the one the event
+/// carried (`traceparent`), which the worker's span continues — so an operator can paste it
+/// from the console into the trace UI. Each applied revision brings its own.
+#[tokio::test]
+async fn the_binding_records_the_trace_that_applied_it() {
+    let env = Env::new().await;
+    let h = env.start().await;
+    for (rev, trace) in [
+        (1, "4bf92f3577b34da6a3ce929d0e0e4736"),
+        (2, "0af7651916cd43dd8448eb211c80319c"),
+    ] {
+        publish_traced(&env, &env.event("acme", "traced", rev), trace).await;
+        eventually("the revision applied", Duration::from_secs(10), || async {
+            env.binding("traced")
+                .await
+                .is_some_and(|b| b.applied_revision == rev)
+        })
+        .await;
+        let b = env.binding("traced").await.unwrap();
+        assert_eq!(b.trace_id.as_deref(), Some(trace), "revision {rev}");
+    }
+    env.finish(h).await;
+}
+
 #[tokio::test]
 async fn permanent_failure_goes_to_dlq_with_every_field() {
     let env = Env::new().await;
@@ -493,6 +529,8 @@ async fn permanent_failure_goes_to_dlq_with_every_field() {
     let b = env.binding("perm-1").await.unwrap();
     assert_eq!(b.status, "dead_lettered");
     assert!(b.last_error.unwrap().contains("mapping missing"));
+    // The failed attempt's trace, next to its error (the console shows both).
+    assert_eq!(b.trace_id.as_deref(), Some(trace));
     // Terminated: never redelivered.
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert_eq!(env.calls_for("perm-1").len(), 1);

@@ -12,6 +12,22 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 pub const TENANT: &str = "acme";
+
+/// Asserts that booking-ingest refuses to start with `var=value`, naming the variable, before
+/// it touches NATS or PostgreSQL (both unreachable here).
+pub fn refuses_to_start_with(var: &str, value: &str) {
+    let key = SecretBox::generate_spec();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_booking-ingest"))
+        .env("ACCESSHUB_ENCRYPTION_KEY", &key)
+        .env("DATABASE_URL", "postgres://nobody@127.0.0.1:1/none")
+        .env("NATS_URL", "nats://127.0.0.1:1")
+        .env(var, value)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{var}={value} started");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(var), "{var}={value}: {err}");
+}
 pub const SECRET: &str = "s3cret-webhook-key";
 
 pub struct Env {

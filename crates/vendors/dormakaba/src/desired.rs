@@ -142,6 +142,9 @@ pub struct Desired {
     pub check_out: DateTime<chrono_tz::Tz>,
     /// A mobile key should exist (requested, phone present, enabled on the connection).
     pub mobile: Option<MobileTarget>,
+    /// `mobile` is the desk's key (sent by a key request; kept, and moved with the room, by
+    /// [`keep_desk_mobile_key`]): recorded as the desk's when it is sent again.
+    pub desk_mobile: bool,
 }
 
 fn status_name(r: &Reservation) -> &'static str {
@@ -208,6 +211,7 @@ pub fn desired(
         check_in,
         check_out,
         mobile,
+        desk_mobile: false,
     })
 }
 
@@ -258,10 +262,19 @@ pub struct LockRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mobile_key: Option<MobileTarget>,
     /// The recorded mobile key was sent by a key request (the desk asked, maybe to a number
-    /// the reservation does not carry): kept while the stay wants access in its room
+    /// the reservation does not carry): kept while the stay wants access
     /// ([`keep_desk_mobile_key`]).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub mobile_key_from_desk: bool,
+    /// The desk's mobile key as the stay should hold it, also while it is being moved to
+    /// another room (between the cancel at the old room and the key at the new one, when
+    /// `mobile_key` is empty): a retry after a failure there still sends it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desk_mobile_key: Option<MobileTarget>,
+    /// The key request that sent the desk's mobile key: a key sent again after a room move
+    /// is reported to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desk_request: Option<uuid::Uuid>,
     /// Cards encoded so far (new + duplicates).
     #[serde(default)]
     pub keys_encoded: u32,
@@ -802,16 +815,47 @@ pub fn resolve_encoder(
 /// The desired state as the reservation's own events see it, keeping a mobile key the desk
 /// sent: a reservation that does not ask for a mobile key itself (no flag, no phone, the desk
 /// entered the number at issuance) would otherwise cancel it at its next update. Kept while
-/// access is wanted and its room is still the booking's main room; a room change, an ending
-/// or a mobile key the reservation asks for itself in another room replaces it as before.
+/// access is wanted, and it follows the booking's main room: after a room move the same
+/// phone gets the new room's key (the guest keeps a working key), the old room's is
+/// cancelled. The lock system only takes a mobile key for a room on the reservation and
+/// only cancels one at a room still on it, so [`mobile_key_ops`] cancels before the
+/// `ChangeKeyAccess` that moves the booking and sends the new key after it. An ending
+/// lets it go as before.
 pub fn keep_desk_mobile_key(mut d: Desired, rec: &LockRecord) -> Desired {
-    if let Some(m) = rec.mobile_key.as_ref().filter(|_| rec.mobile_key_from_desk)
+    let desk = rec
+        .desk_mobile_key
+        .as_ref()
+        .or(rec.mobile_key.as_ref().filter(|_| rec.mobile_key_from_desk));
+    if let Some(m) = desk
         && d.wants_access
-        && d.main_room.as_deref() == Some(m.room.as_str())
+        && let Some(room) = d.main_room.clone()
     {
-        d.mobile = Some(m.clone());
+        d.mobile = Some(MobileTarget { room, ..m.clone() });
+        d.desk_mobile = true;
     }
     d
+}
+
+/// Marks the recorded mobile key as the desk's, sent for key request `request` (the
+/// reservation's own events then keep it: [`keep_desk_mobile_key`]).
+pub fn record_desk_key(rec: &mut LockRecord, request: uuid::Uuid) {
+    rec.mobile_key_from_desk = rec.mobile_key.is_some();
+    rec.desk_mobile_key = rec.mobile_key.clone();
+    rec.desk_request = rec.mobile_key.as_ref().map(|_| request);
+}
+
+/// The desk's mobile key that `d` sends again at another room than the recorded one (a room
+/// move), with the key request to report it to: `None` unless the desk's key moves.
+pub fn moved_desk_key<'a>(
+    before: &'a LockRecord,
+    d: &'a Desired,
+) -> Option<(&'a MobileTarget, Option<uuid::Uuid>)> {
+    let sent = before.desk_mobile_key.as_ref().or(before
+        .mobile_key
+        .as_ref()
+        .filter(|_| before.mobile_key_from_desk))?;
+    let now = d.mobile.as_ref().filter(|_| d.desk_mobile)?;
+    (now.room != sent.room).then_some((now, before.desk_request))
 }
 
 /// Key request → operations. New key: `CreateNewBooking` on the encoder when the lock system
@@ -966,6 +1010,10 @@ pub fn record_ending(rec: &mut LockRecord, op: &Op) {
                 rec.mobile_key = None;
                 rec.mobile_key_from_desk = false;
             }
+            if rec.desk_mobile_key.as_ref() == Some(m) {
+                rec.desk_mobile_key = None;
+                rec.desk_request = None;
+            }
         }
         Op::CheckOut => record_checked_out(rec),
         _ => {}
@@ -984,6 +1032,8 @@ pub fn record_checked_out(rec: &mut LockRecord) {
     rec.mobile_keys_in_doubt.clear();
     rec.mobile_key = None;
     rec.mobile_key_from_desk = false;
+    rec.desk_mobile_key = None;
+    rec.desk_request = None;
 }
 
 /// The lock system has no booking under our `ReservationID` (`ReservationNotFound` to a
@@ -995,6 +1045,9 @@ pub fn record_not_found(rec: &mut LockRecord) {
     rec.booking_in_doubt = false;
     rec.mobile_keys_in_doubt.clear();
     rec.mobile_key = None;
+    rec.mobile_key_from_desk = false;
+    rec.desk_mobile_key = None;
+    rec.desk_request = None;
 }
 
 /// Whether `e` is the lock system's `ReservationCheckedOut`: our `ReservationID` is spent.
@@ -1041,10 +1094,24 @@ pub fn record_done(rec: &mut LockRecord, d: &Desired, op: &Op, transaction_no: O
         Op::IssueMobileKey(m) => {
             rec.mobile_keys_in_doubt.retain(|x| x != m);
             rec.mobile_key = Some(m.clone());
-            // The reservation's key unless the key request marks it as the desk's.
-            rec.mobile_key_from_desk = false;
+            // The reservation's key, unless it is the desk's sent again (a room move) or the
+            // key request marks it as the desk's ([`record_desk_key`]).
+            rec.mobile_key_from_desk = d.desk_mobile;
+            if d.desk_mobile {
+                rec.desk_mobile_key = Some(m.clone());
+            } else {
+                rec.desk_mobile_key = None;
+                rec.desk_request = None;
+            }
         }
-        Op::CancelMobileKey(_) | Op::CheckOut => record_ending(rec, op),
+        Op::CancelMobileKey(_) | Op::CheckOut => {
+            // The desk's key being moved survives the cancel at its old room.
+            let desk = (rec.desk_mobile_key.clone(), rec.desk_request);
+            record_ending(rec, op);
+            if d.desk_mobile && d.wants_access && matches!(op, Op::CancelMobileKey(_)) {
+                (rec.desk_mobile_key, rec.desk_request) = desk;
+            }
+        }
     }
 }
 
@@ -1286,6 +1353,91 @@ mod tests {
         );
     }
 
+    /// Issue 26: after a room move the desk's mobile key is not lost: the same phone gets the
+    /// new room's key. The old room's key is cancelled before `ChangeKeyAccess` (the lock
+    /// system refuses a cancel at a room no longer on the reservation), the new one sent
+    /// after it (nor does it take a key for a room not on the reservation yet), in two
+    /// recorded steps; a failure between them still re-sends it on the retry; an ending
+    /// lets it go.
+    #[test]
+    fn desk_mobile_key_follows_a_room_move() {
+        let s = settings();
+        let r = reservation(ReservationStatus::CheckedIn);
+        let request = Uuid::now_v7();
+        let entered = MobileTarget {
+            room: "101".into(),
+            surname: "Doe".into(),
+            phone: "+44 7700 900123".into(),
+        };
+        let own = desired("t", "k", &r, &s).unwrap();
+        let mut rec = LockRecord::default();
+        let create = create_op(&rec, "1".into(), 1);
+        record_done(&mut rec, &own, &create, None);
+        record_done(&mut rec, &own, &Op::IssueMobileKey(entered.clone()), None);
+        record_desk_key(&mut rec, request);
+        let mut moved = r.clone();
+        moved.rooms = vec!["103".into()];
+        let d = keep_desk_mobile_key(desired("t", "k", &moved, &s).unwrap(), &rec);
+        let again = MobileTarget {
+            room: "103".into(),
+            ..entered.clone()
+        };
+        assert_eq!(d.mobile.as_ref(), Some(&again), "same phone, new room");
+        assert!(d.desk_mobile);
+        assert_eq!(moved_desk_key(&rec, &d), Some((&again, Some(request))));
+        let ops = plan_reservation(&d, &rec).unwrap();
+        let change = Op::ChangeAccess {
+            encoder: NO_CARD_ENCODER.into(),
+            key_count: 0,
+        };
+        assert_eq!(
+            ops,
+            vec![
+                Op::CancelMobileKey(entered.clone()),
+                change.clone(),
+                Op::IssueMobileKey(again.clone())
+            ]
+        );
+        assert_eq!(
+            steps(&ops),
+            vec![&ops[..2], &ops[2..]],
+            "the move is recorded before the new key"
+        );
+        // The first step is recorded; the new key's call fails. The retry (planned from the
+        // record, as every retry is) still sends the desk's key, and only that.
+        let mut mid = rec.clone();
+        for op in &ops[..2] {
+            record_done(&mut mid, &d, op, None);
+        }
+        assert_eq!(mid.mobile_key, None);
+        let retry = keep_desk_mobile_key(desired("t", "k", &moved, &s).unwrap(), &mid);
+        assert_eq!(
+            plan_reservation(&retry, &mid).unwrap(),
+            vec![Op::IssueMobileKey(again.clone())]
+        );
+        record_done(&mut mid, &retry, &Op::IssueMobileKey(again.clone()), None);
+        assert_eq!(mid.mobile_key.as_ref(), Some(&again));
+        assert!(mid.mobile_key_from_desk, "still the desk's key");
+        assert_eq!(mid.desk_request, Some(request));
+        // The stay's next update keeps it at the new room, and reports nothing again.
+        let next = keep_desk_mobile_key(desired("t", "k", &moved, &s).unwrap(), &mid);
+        assert!(plan_reservation(&next, &mid).unwrap().is_empty());
+        assert_eq!(moved_desk_key(&mid, &next), None);
+        // Check-out: cancelled with the booking, and gone from the record.
+        let mut out = moved.clone();
+        out.status = ReservationStatus::CheckedOut;
+        let end = keep_desk_mobile_key(desired("t", "k", &out, &s).unwrap(), &mid);
+        let ops = plan_reservation(&end, &mid).unwrap();
+        assert_eq!(ops, vec![Op::CancelMobileKey(again.clone()), Op::CheckOut]);
+        for op in &ops {
+            record_done(&mut mid, &end, op, None);
+        }
+        assert_eq!(
+            (mid.mobile_key, mid.desk_mobile_key, mid.desk_request),
+            (None, None, None)
+        );
+    }
+
     /// Issue 26: the number the desk enters while issuing the key is where the mobile key
     /// goes (not the reservation's), a card request with the mobile-key flag sends it after
     /// the cards, a key sent to another number before is cancelled first, and a mobile key
@@ -1352,8 +1504,8 @@ mod tests {
             plan_key_request(&req, &d, &booked, &off),
             Err(PlanError::MobileKeysDisabled)
         );
-        // The reservation's own events keep the desk's key while its room is the booking's;
-        // a move to another room lets it go (cancelled by the usual rules).
+        // The reservation's own events keep the desk's key while the stay wants access (a
+        // room move: see desk_mobile_key_follows_a_room_move).
         let desk = LockRecord {
             booked: true,
             mobile_key: Some(entered.clone()),
@@ -1367,10 +1519,6 @@ mod tests {
         );
         let kept = keep_desk_mobile_key(own.clone(), &desk);
         assert_eq!(kept.mobile.as_ref(), Some(&entered));
-        let mut moved = r.clone();
-        moved.rooms = vec!["103".into()];
-        let moved = keep_desk_mobile_key(desired("t", "k", &moved, &s).unwrap(), &desk);
-        assert_ne!(moved.mobile.as_ref(), Some(&entered));
         let not_desk = LockRecord {
             mobile_key_from_desk: false,
             ..desk.clone()

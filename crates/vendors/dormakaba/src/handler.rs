@@ -124,6 +124,8 @@ impl DormakabaHandler {
         let mut d = desired::desired(&event.tenant, &event.booking_key, r, s)?;
         desired::keep_recorded_id(&mut d, &rec);
         let d = desired::keep_desk_mobile_key(d, &rec);
+        // The desk's mobile key moving with the room: its key request hears the outcome.
+        let moved_desk = desired::moved_desk_key(&rec, &d).map(|(m, request)| (m.clone(), request));
         let mut ops = desired::plan_reservation(&d, &rec)?;
         // The runtime only hands over an event whose revision equals the binding's when the
         // reconciler forced it (SYNC `apply`): it found the lock system out of step although
@@ -176,6 +178,9 @@ impl DormakabaHandler {
             }
             Ok(report) => {
                 tracing::info!(operations = ?report.operations, reservation_id = %d.reservation_id, "reservation applied");
+                if let Some((m, request)) = moved_desk.filter(|_| report.mobile_sent) {
+                    report_moved_desk_key(ctx, &event.tenant, request, &m, &report).await;
+                }
                 Ok(ApplyOutcome::new(
                     record_status(&rec),
                     DormakabaIds::reservation(rec),
@@ -351,10 +356,11 @@ impl DormakabaHandler {
         }
         let lock: &SoapClient = &ctx.client;
         let result = execute(lock, &d, &mut rec, &ops, s.key_size).await;
-        // A mobile key the desk sent stays while the stay wants access in its room, whatever
-        // the reservation's own mobile-key flag says ([`desired::keep_desk_mobile_key`]).
+        // A mobile key the desk sent stays while the stay wants access (following its room),
+        // whatever the reservation's own mobile-key flag says
+        // ([`desired::keep_desk_mobile_key`]).
         if req.wants_mobile_key() && rec.mobile_key.is_some() && rec.mobile_key == d.mobile {
-            rec.mobile_key_from_desk = true;
+            desired::record_desk_key(&mut rec, req.request_id);
         }
         related
             .save(reservation_status(&rec), &DormakabaIds::reservation(rec))
@@ -487,6 +493,60 @@ async fn publish(
     let (subject, body, msg_id) = keyreq::result_message(&result)
         .map_err(|e| HandlerError::permanent(format!("encode key result: {e}")))?;
     ctx.publish(&subject, body, msg_id).await
+}
+
+/// The desk's mobile key sent again after a room move, reported like the key request's own
+/// outcome: a [`KeyResult`] for the request that first sent it, on its subject (`sent`, or
+/// `failed` when the app matched no guest — never "sent" then), so a PMS listening for its
+/// key requests hears that the guest's phone now opens the new room. Best effort after the
+/// lock system's success (a lost publish is logged; the key itself is recorded). A key
+/// recorded before key requests were remembered has no request to report to: logged only.
+async fn report_moved_desk_key(
+    ctx: &ApplyContext<SoapClient>,
+    tenant: &str,
+    request: Option<uuid::Uuid>,
+    m: &desired::MobileTarget,
+    report: &ExecReport,
+) {
+    let (status, message) = if report.mobile_undelivered {
+        (
+            KeyResultStatus::Failed,
+            format!("room moved to {}: {MOBILE_NOT_DELIVERED}", m.room),
+        )
+    } else {
+        (
+            KeyResultStatus::Sent,
+            format!(
+                "room moved to {}: mobile key sent again to {}",
+                m.room,
+                mask_phone(&m.phone)
+            ),
+        )
+    };
+    tracing::info!(request_id = ?request, room = %m.room, %message, "desk mobile key sent again after a room move");
+    let Some(request_id) = request else { return };
+    let result = KeyResult {
+        request_id,
+        tenant: tenant.to_owned(),
+        status,
+        message: Some(message),
+        at: Utc::now(),
+    };
+    let published = match keyreq::result_message(&result) {
+        // Its own message id: the request's first outcome was published under the plain one.
+        Ok((subject, body, _)) => {
+            let id = format!(
+                "keyreq:{request_id}:moved:{}:{}",
+                m.room,
+                keyreq::result_status(status).as_str()
+            );
+            ctx.publish(&subject, body, Some(id)).await
+        }
+        Err(e) => Err(HandlerError::permanent(format!("encode key result: {e}"))),
+    };
+    if let Err(e) = published {
+        tracing::warn!(error = %e.message, "publishing the moved desk key's outcome failed");
+    }
 }
 
 impl Handler for DormakabaHandler {

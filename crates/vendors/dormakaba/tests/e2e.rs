@@ -585,6 +585,80 @@ async fn mobile_key_to_the_number_entered_at_issuance() {
     env.finish().await;
 }
 
+/// Issue 26: a room move keeps the guest's phone working. The desk sent a mobile key to the
+/// number it entered; the reservation then moves to another room: the old room's key is
+/// cancelled, the same phone gets the new room's key (sent after `ChangeKeyAccess` put the
+/// room on the booking), and the key request that first sent it hears the outcome.
+#[tokio::test]
+async fn the_desk_mobile_key_is_sent_again_for_the_new_room_after_a_move() {
+    let mut env = Env::new(DormakabaProduct::Ambiance).await;
+    let p = env.product;
+    let mut r = env.reservation(ReservationStatus::CheckedIn, "Jansen, Piet, K.", 2);
+    r.guest.mobile_phone = None;
+    env.reservation_event("MV", r.clone()).await;
+    wait_applied(&env, "MV", 1).await;
+    let req = KeyRequest {
+        request_id: Uuid::now_v7(),
+        reservation_key: "MV".into(),
+        action: KeyAction::MobileKey,
+        encoder_id: None,
+        key_count: 1,
+        requested_by: Some("desk".into()),
+        mobile_phone: Some("+31 6 1234 5678".into()),
+        mobile_key: true,
+    };
+    env.publish(&keyreq_event(&req)).await;
+    env.wait_status(req.request_id, KeyResultStatus::Sent).await;
+    let rid = desired::reservation_id(TENANT, "MV");
+    let first_room = env.sim.state().dormakaba_mobile_keys(p)[0].room.clone();
+
+    let mut moved = r.clone();
+    moved.rooms = vec!["201".into()];
+    env.reservation_event("MV", moved).await;
+    wait_applied(&env, "MV", 2).await;
+    let keys: Vec<_> = env
+        .sim
+        .state()
+        .dormakaba_mobile_keys(p)
+        .into_iter()
+        .filter(|m| m.reservation_id == rid)
+        .collect();
+    let live: Vec<_> = keys.iter().filter(|m| !m.cancelled).collect();
+    assert_eq!(live.len(), 1, "{keys:?}");
+    assert_eq!(live[0].room, "201", "{keys:?}");
+    assert_eq!(
+        live[0].phone, "+31 6 1234 5678",
+        "the number the desk entered"
+    );
+    assert!(live[0].delivered, "{keys:?}");
+    assert!(
+        keys.iter().any(|m| m.room == first_room && m.cancelled),
+        "the old room's key is cancelled: {keys:?}"
+    );
+    let result = env.published_result(req.request_id).await;
+    assert_eq!(result.status, KeyResultStatus::Sent);
+    assert_eq!(
+        result.message.as_deref(),
+        Some("room moved to 201: mobile key sent again to +31***78")
+    );
+    // The stay's next update keeps the key at the new room.
+    let mut longer = r.clone();
+    longer.rooms = vec!["201".into()];
+    longer.departure = longer.departure.succ_opt().unwrap();
+    env.reservation_event("MV", longer).await;
+    wait_applied(&env, "MV", 3).await;
+    let live = env
+        .sim
+        .state()
+        .dormakaba_mobile_keys(p)
+        .into_iter()
+        .filter(|m| m.reservation_id == rid && !m.cancelled)
+        .count();
+    assert_eq!(live, 1);
+    assert_eq!(env.dlq_depth().await, 0);
+    env.finish().await;
+}
+
 #[tokio::test]
 async fn transient_faults_retry_then_succeed_and_permanent_ones_dead_letter() {
     let mut env = Env::new(DormakabaProduct::Saflok).await;

@@ -128,6 +128,7 @@ async fn apply_context<H: Handler>(
             handles: s.handles.clone(),
             recorded_revision: binding.map_or(0, |b| b.applied_revision),
             ids_version: H::IDS_VERSION,
+            trace_id: trace_id(m.msg),
         },
         key: booking.binding_key(s),
         peers: s.clone(),
@@ -185,8 +186,9 @@ fn recorded<H: Handler>(binding: Option<&Binding>) -> Option<Recorded<H::Ids>> {
     binding.map(|b| Recorded::from_binding(b, H::IDS_VERSION))
 }
 
-/// The binding record of a handler's outcome.
+/// The binding record of a handler's outcome, with the trace of the message that applied it.
 fn record_of<H: Handler>(
+    m: &Msg<'_>,
     key: BindingKey,
     revision: i64,
     event_id: Option<uuid::Uuid>,
@@ -200,6 +202,7 @@ fn record_of<H: Handler>(
             .map_err(|e| HandlerError::permanent(format!("encode vendor ids: {e}")))?,
         ids_version: H::IDS_VERSION,
         status: outcome.status.as_str().to_owned(),
+        trace_id: trace_id(m.msg),
     })
 }
 
@@ -392,7 +395,8 @@ async fn handle<H: Handler>(s: &Arc<Shared<H>>, m: &Msg<'_>) -> Outcome {
             if outcome.status == crate::handler::Status::Ignored {
                 s.metrics.ignored("unmapped");
             }
-            let rec = match record_of::<H>(key.clone(), event.revision, Some(event.id), &outcome) {
+            let rec = match record_of::<H>(m, key.clone(), event.revision, Some(event.id), &outcome)
+            {
                 Ok(r) => r,
                 Err(e) => {
                     drop(guard);
@@ -638,7 +642,7 @@ async fn handle_remove<H: Handler>(s: &Arc<Shared<H>>, m: &Msg<'_>) -> Outcome {
         }
         Ok(Some(outcome)) => {
             let revision = binding.as_ref().map_or(0, |b| b.applied_revision);
-            match record_of::<H>(key.clone(), revision, None, &outcome) {
+            match record_of::<H>(m, key.clone(), revision, None, &outcome) {
                 Ok(rec) => match s.store.commit(rec).await {
                     Ok(Committed::Recorded) => Ok(()),
                     Ok(Committed::Superseded) => Err(HandlerError::transient(
@@ -685,11 +689,13 @@ async fn fail<H: Handler>(
     err: HandlerError,
 ) -> Outcome {
     let key = event.map(|e| Booking::of(e).binding_key(s));
+    let trace = trace_id(m.msg);
     match s.backoff.decide(&err, m.delivered, s.cfg.max_deliver) {
         Decision::Retry(delay) => {
             tracing::warn!(error = %err.message, attempt = m.delivered, ?delay, "transient failure; retrying");
             if let Some(k) = &key
-                && let Err(e) = bindings::record_error(&s.pool, k, &err.message, false).await
+                && let Err(e) =
+                    bindings::record_error(&s.pool, k, &err.message, trace.as_deref(), false).await
             {
                 tracing::debug!(error = %e, "record last_error");
             }
@@ -718,10 +724,7 @@ async fn fail<H: Handler>(
                 attempts: m.delivered,
                 stream: m.stream.clone(),
                 stream_sequence: m.seq,
-                // Our span's trace (a child of the publisher's); the header's trace when
-                // spans are filtered out — the same trace id either way.
-                trace_id: accesshub_telemetry::current_trace_id()
-                    .or_else(|| header_trace_id(m.msg)),
+                trace_id: trace.clone(),
             });
             if let Err(e) = dlq::publish(&s.bus, &dl).await {
                 // Never Term without a durable copy: try again later.
@@ -733,7 +736,8 @@ async fn fail<H: Handler>(
                 return Outcome::Retried;
             }
             if let Some(k) = &key
-                && let Err(e) = bindings::record_error(&s.pool, k, &reason, true).await
+                && let Err(e) =
+                    bindings::record_error(&s.pool, k, &reason, trace.as_deref(), true).await
             {
                 tracing::warn!(error = %e, "record last_error");
             }
@@ -744,6 +748,14 @@ async fn fail<H: Handler>(
             Outcome::DeadLettered
         }
     }
+}
+
+/// The trace this message is handled in: our span's (a child of the publisher's
+/// `traceparent`), or the header's when spans are filtered out — the same trace id either
+/// way. Stored with the dead letter and with the binding the attempt writes, so what an
+/// operator sees in the console or `accessctl dlq show` is what the trace UI finds.
+fn trace_id(msg: &jetstream::Message) -> Option<String> {
+    accesshub_telemetry::current_trace_id().or_else(|| header_trace_id(msg))
 }
 
 /// Trace id of a W3C `traceparent` header (`00-<trace>-<span>-<flags>`).
