@@ -63,7 +63,7 @@ nats_bin="$(command -v nats-server || echo /usr/sbin/nats-server)"
 pids+=("$!")
 for _ in $(seq 1 50); do (exec 3<>"/dev/tcp/127.0.0.1/$NATS_DEV_PORT") 2>/dev/null && break; sleep 0.2; done
 export NATS_URL="nats://127.0.0.1:$NATS_DEV_PORT"
-# accessctl dlq / status run as the DLQ role.
+# accessctl dlq / status go through the admin API; these are for their --direct break-glass.
 export ACCESSCTL_NATS_USER=accessctl-dlq
 ACCESSCTL_NATS_PASSWORD="$(nats_pw accessctl-dlq)"
 export ACCESSCTL_NATS_PASSWORD

@@ -53,11 +53,15 @@ found problems (a stream or table missing, dead letters waiting, a last sync run
 pub enum Command {
     /// Apply database migrations and exit (the Helm pre-upgrade Job).
     Migrate,
-    /// Dead letters: list, show, replay, purge.
-    #[command(subcommand)]
-    Dlq(cmd::dlq::DlqCommand),
+    /// Dead letters: list, show, replay, purge (through the admin API).
+    Dlq(cmd::dlq::DlqArgs),
     /// One-screen health: streams, consumers, DLQ depth per worker, last sync runs.
-    Status,
+    Status {
+        /// Break-glass: collect with this process's NATS and PostgreSQL credentials instead
+        /// of through the admin API (see `accessctl dlq --help`).
+        #[arg(long)]
+        direct: bool,
+    },
     /// Sync runs: queue one, follow them, manage schedules.
     #[command(subcommand)]
     Sync(cmd::sync::SyncCommand),
@@ -94,8 +98,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let format = cli.output;
     match cli.command {
         Command::Migrate => cmd::migrate::run().await,
-        Command::Dlq(c) => cmd::dlq::run(c, format).await,
-        Command::Status => cmd::status::run(format).await,
+        Command::Dlq(a) if a.direct => cmd::dlq::run(a.command, format).await,
+        Command::Dlq(a) => cmd::dlq::run_api(&api()?, a.command, format).await,
+        Command::Status { direct: true } => cmd::status::run(format).await,
+        Command::Status { direct: false } => cmd::status::run_api(&api()?, format).await,
         Command::Sync(c) => cmd::sync::run(c, format).await,
         Command::Tenants(c) => cmd::tenants::run_with(&api()?, c, format).await,
         Command::Connections(c) => cmd::connections::run_with(&api()?, c, format).await,

@@ -258,17 +258,24 @@ async fn server_and_token_flags_contexts_and_exit_codes() {
     let out = run(s(&["--context", "other", "tenants", "list"])).await;
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
 
-    // status: healthy on the test's namespace (exit 0), unhealthy where no stream exists (4).
+    // status: through the admin API (the context's server, which runs on the test's
+    // namespace) healthy (exit 0); with --direct (break-glass, NATS and Postgres of its own)
+    // healthy on the test's namespace, unhealthy where no stream exists (4).
     let ns = bus.config("accessctl", &db.url).namespace;
-    for (namespace, want) in [
-        (ns.clone(), exit::OK),
-        (format!("{ns}-nothing"), exit::UNHEALTHY),
+    for (args, namespace, want) in [
+        (&["status"][..], format!("{ns}-nothing"), exit::OK),
+        (&["status", "--direct"][..], ns.clone(), exit::OK),
+        (
+            &["status", "--direct"][..],
+            format!("{ns}-nothing"),
+            exit::UNHEALTHY,
+        ),
     ] {
         let url = db.url.clone();
         let path = path.clone();
         let out = tokio::task::spawn_blocking(move || {
             Command::new(env!("CARGO_BIN_EXE_accessctl"))
-                .args(["status"])
+                .args(args)
                 .env("ACCESSCTL_CONFIG", &path)
                 .env("DATABASE_URL", &url)
                 .env("ACCESSHUB_NAMESPACE", &namespace)

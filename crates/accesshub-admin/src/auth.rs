@@ -448,7 +448,8 @@ async fn resolve(state: &AdminState, token: &str) -> Result<Option<Principal>, A
 }
 
 /// The role a request needs before its handler checks the tenant. Reads need `viewer`
-/// (except the token list); sync requests and connection changes `operator`; tenants, their
+/// (except the token list); sync requests, connection changes and DLQ replays and purges
+/// `operator`; tenants, their
 /// sources and tokens `admin`.
 ///
 /// Matched from the start of the route (the middleware sees the path without
@@ -465,6 +466,7 @@ pub fn required_role(method: &Method, path: &str) -> Role {
         _ if read => Role::Viewer,
         ["syncs"] => Role::Operator,
         ["connections", _, _, _] => Role::Operator,
+        ["dlq", "replay" | "purge"] => Role::Operator,
         _ => Role::Admin,
     }
 }
@@ -575,6 +577,16 @@ mod tests {
             required_role(&Method::GET, &format!("{p}/audit")),
             Role::Viewer
         );
+        assert_eq!(
+            required_role(&Method::GET, &format!("{p}/dlq")),
+            Role::Viewer
+        );
+        for action in ["replay", "purge"] {
+            assert_eq!(
+                required_role(&Method::POST, &format!("{p}/dlq/{action}")),
+                Role::Operator
+            );
+        }
         // Nested routers see the path without the prefix.
         assert_eq!(required_role(&Method::POST, "/syncs"), Role::Operator);
         assert_eq!(required_role(&Method::GET, "/tokens"), Role::Admin);

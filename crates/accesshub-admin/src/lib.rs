@@ -6,10 +6,13 @@
 //!
 //! Secrets are never returned (`***`) and never logged. Every request carries a token with a
 //! role (viewer, operator, admin) and a tenant scope ([`auth`]); every change is recorded in
-//! the audit log ([`audit`], `GET /audit`).
+//! the audit log ([`audit`], `GET /audit`). Dead letters, bookings and the status view are
+//! here too ([`dlq`]): `accessctl` and the console reach them with a token, not with NATS or
+//! database credentials of their own.
 
 pub mod audit;
 pub mod auth;
+pub mod dlq;
 pub mod error;
 mod handlers;
 pub mod openapi;
@@ -104,6 +107,8 @@ pub struct AdminState {
     /// Upstream API credentials (issue 21).
     pub(crate) upstreams: accesshub_upstreams::UpstreamStore,
     pub(crate) bus: Bus,
+    /// The DLQ (read, replay, purge) over the same bus and pool.
+    pub(crate) dlq: accesshub_dlq::Dlq,
     pub(crate) bootstrap_hash: Option<String>,
     pub(crate) lookup_timeout: Duration,
     pub(crate) tokens: TokenPolicy,
@@ -115,6 +120,7 @@ impl AdminState {
         AdminState {
             connections: ConnectionStore::new(pool.clone(), secrets.clone()).with_bus(bus.clone()),
             upstreams: accesshub_upstreams::UpstreamStore::new(pool.clone(), secrets.clone()),
+            dlq: accesshub_dlq::Dlq::new(bus.clone(), pool.clone()),
             tenants: TenantStore::new(pool, secrets),
             bus,
             bootstrap_hash: config.bootstrap_token.as_deref().map(auth::hash_token),
@@ -192,6 +198,13 @@ pub fn router(state: AdminState) -> Router {
         .route("/tokens/self", get(token_self))
         .route("/tokens/{id}", axum::routing::delete(revoke_token))
         .route("/audit", get(list_audit))
+        .route("/dlq", get(dlq::list_dlq))
+        .route("/dlq/replay", post(dlq::replay_dlq))
+        .route("/dlq/purge", post(dlq::purge_dlq))
+        .route("/dlq/{seq}", get(dlq::get_dlq))
+        .route("/bookings", get(dlq::list_bookings))
+        .route("/bookings/{tenant}/{key}", get(dlq::get_booking))
+        .route("/status", get(dlq::status))
         .route("/lookups/{vendor}/{tenant}/{what}", get(lookup))
         .layer(middleware::from_fn_with_state(
             state.clone(),

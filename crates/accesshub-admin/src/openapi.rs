@@ -33,7 +33,7 @@ use crate::error::{PROBLEM_JSON, Problem};
         title = "accesshub admin API",
         version = "1",
         description = "Tenants and their webhook secrets, vendor connections, sync runs, API \
-            tokens, the audit log and vendor lookups. Every request but this document's carries \
+            tokens, the audit log, vendor lookups, dead letters, bookings and status. Every request but this document's carries \
             `Authorization: Bearer <token>`; the token's role (viewer < operator < admin) and \
             tenants decide what it may do. Every error is an RFC 9457 problem \
             (`application/problem+json`); a field at fault is named in `errors[].field` \
@@ -67,6 +67,13 @@ use crate::error::{PROBLEM_JSON, Problem};
         crate::handlers::revoke_token,
         crate::handlers::list_audit,
         crate::handlers::lookup,
+        crate::dlq::list_dlq,
+        crate::dlq::get_dlq,
+        crate::dlq::replay_dlq,
+        crate::dlq::purge_dlq,
+        crate::dlq::list_bookings,
+        crate::dlq::get_booking,
+        crate::dlq::status,
     ),
     components(schemas(Problem, crate::error::ProblemField, ConnectionDoc, SiteDefaults)),
     modifiers(&BearerAuth),
@@ -78,6 +85,9 @@ use crate::error::{PROBLEM_JSON, Problem};
         (name = "tokens", description = "API tokens: roles, tenants, expiry"),
         (name = "audit", description = "Every change made through the API"),
         (name = "lookups", description = "Vendor dropdowns answered by the workers over NATS"),
+        (name = "dlq", description = "Dead letters: list, show, replay (dry run first), purge (preview first); personal data masked unless an admin asks, audited"),
+        (name = "bookings", description = "Bookings: desired state and what each vendor applied"),
+        (name = "status", description = "One-screen health: streams, consumers, DLQ depth, last sync runs"),
         (name = "meta", description = "This document"),
     )
 )]

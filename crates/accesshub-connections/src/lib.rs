@@ -3,6 +3,7 @@
 //! them through the admin API and `accessctl apply -f`. Secrets are sealed at rest with the
 //! store's `SecretBox` and redacted (`***`) everywhere else.
 
+pub mod bookings;
 pub mod cache;
 pub mod diff;
 pub mod error;

@@ -2,11 +2,12 @@
 //! (`accesshub-dlq`): list with filters (tenant, vendor, reason, age), detail with reason
 //! and payload (personal data masked for the viewer role; an operator's unmasked view is
 //! audited first, as `--show-pii`), replay of one entry or of a filter with a dry run
-//! first, and purge with a preview and a confirmation.
+//! first, and purge with a preview and a confirmation. Which entries a session may see and
+//! act on is decided by `accesshub_dlq::Scope`, as for the admin API's `/admin/v1/dlq`.
 
 use std::collections::BTreeMap;
 
-use accesshub_dlq::{DlqEntry, Filter, NoProgress, ReplayOptions, ReplayStatus, ReplayTarget};
+use accesshub_dlq::{Filter, NoProgress, ReplayOptions, ReplayStatus, ReplayTarget, Scope};
 use axum::{
     Extension, Form,
     extract::{Path, Query, State},
@@ -104,16 +105,9 @@ impl DlqQuery {
     }
 }
 
-/// Entries the session may see among `entries` (an entry of no known tenant only for tokens
-/// of every tenant).
-fn in_scope(s: &Session, entries: Vec<DlqEntry>) -> Vec<DlqEntry> {
-    entries
-        .into_iter()
-        .filter(|e| match &e.tenant {
-            Some(t) => s.sees(t),
-            None => s.tenants.is_none(),
-        })
-        .collect()
+/// The session's tenants, as the DLQ library takes them.
+fn scope(s: &Session) -> Scope<'_> {
+    Scope::new(s.tenants.as_ref())
 }
 
 fn filters_form(tenants: &[(String, String)], q: &DlqQuery, error: Option<(&str, &str)>) -> Markup {
@@ -176,7 +170,7 @@ pub async fn list(
                 .into_response());
         }
     };
-    let mut entries = in_scope(&s, state.dlq.list(&filter, Some(LIMIT)).await?);
+    let mut entries = state.dlq.list_in(scope(&s), &filter, Some(LIMIT)).await?;
     for e in &mut entries {
         e.mask_pii();
     }
@@ -226,18 +220,8 @@ pub async fn detail(
     Extension(s): Extension<Session>,
     Path(seq): Path<u64>,
 ) -> Result<Markup, ConsoleError> {
-    let detail = state.dlq.show(seq).await?;
+    let detail = state.dlq.show_in(scope(&s), seq).await?;
     let mut e = detail.entry;
-    match &e.tenant {
-        Some(t) => s.require_tenant(t)?,
-        None if s.tenants.is_some() => {
-            return Err(ConsoleError::Forbidden(
-                "This dead letter belongs to no known tenant; only a token for every tenant may see it."
-                    .into(),
-            ));
-        }
-        None => {}
-    }
     let masked = !s.can(Role::Operator);
     if masked {
         e.mask_pii();
@@ -316,39 +300,22 @@ pub struct ActionForm {
     seqs: Option<String>,
 }
 
+/// The form's target, checked against the session's tenants.
 async fn check_target(
     state: &ConsoleState,
     s: &Session,
     f: &ActionForm,
 ) -> Result<ReplayTarget, ConsoleError> {
-    match f.seq()? {
-        Some(seq) => {
-            let e = state.dlq.get(seq).await?;
-            match &e.tenant {
-                Some(t) => s.require_tenant(t)?,
-                None if s.tenants.is_some() => {
-                    return Err(ConsoleError::Forbidden(
-                        "This dead letter belongs to no known tenant.".into(),
-                    ));
-                }
-                None => {}
-            }
-            Ok(ReplayTarget::One(seq))
-        }
-        None => {
-            let filter = f
-                .filter
+    let target = match f.seq()? {
+        Some(seq) => ReplayTarget::One(seq),
+        None => ReplayTarget::Filter(
+            f.filter
                 .filter(s)
-                .map_err(|(_, m)| ConsoleError::BadRequest(m))?;
-            if s.tenants.is_some() && filter.tenant.is_none() {
-                return Err(ConsoleError::BadRequest(
-                    "Choose a tenant in the filter first: your token acts on some tenants only."
-                        .into(),
-                ));
-            }
-            Ok(ReplayTarget::Filter(filter))
-        }
-    }
+                .map_err(|(_, m)| ConsoleError::BadRequest(m))?,
+        ),
+    };
+    state.dlq.check_target(scope(s), &target).await?;
+    Ok(target)
 }
 
 fn describe(t: &ReplayTarget) -> String {
@@ -388,14 +355,10 @@ pub async fn replay(
         replayed_by: s.name.clone(),
         ..ReplayOptions::default()
     };
-    // The library's observer is a `&mut dyn` (not `Send`): run it on a blocking thread.
-    let dlq = state.dlq.clone();
-    let (t, o) = (target.clone(), opts);
-    let report = tokio::task::spawn_blocking(move || {
-        tokio::runtime::Handle::current().block_on(dlq.replay(&t, &o, &mut NoProgress))
-    })
-    .await
-    .map_err(|e| ConsoleError::BadRequest(format!("The replay stopped unexpectedly: {e}")))??;
+    let report = state
+        .dlq
+        .replay_in(scope(&s), &target, &opts, &mut NoProgress)
+        .await?;
     let tenant = match &target {
         ReplayTarget::One(seq) => state.dlq.get(*seq).await.ok().and_then(|e| e.tenant),
         ReplayTarget::Filter(_) => audit_tenant(&target, &f),
@@ -468,15 +431,7 @@ pub async fn purge(
             .filter_map(|x| x.trim().parse().ok())
             .collect();
         // Only what the preview showed, and only entries the session may touch.
-        let mut allowed = Vec::with_capacity(seqs.len());
-        for seq in seqs {
-            if let Ok(e) = state.dlq.get(seq).await
-                && in_scope(&s, vec![e]).len() == 1
-            {
-                allowed.push(seq);
-            }
-        }
-        let report = state.dlq.delete(&allowed).await?;
+        let (report, allowed) = state.dlq.delete_in(scope(&s), &seqs).await?;
         audit::record(
             &state,
             &s,
@@ -497,10 +452,7 @@ pub async fn purge(
             },
         ));
     }
-    let preview = match &target {
-        ReplayTarget::One(seq) => vec![state.dlq.get(*seq).await?],
-        ReplayTarget::Filter(filter) => in_scope(&s, state.dlq.purge_preview(filter).await?),
-    };
+    let preview = state.dlq.purge_preview_in(scope(&s), &target).await?;
     let ids: Vec<String> = preview.iter().map(|e| e.seq.to_string()).collect();
     let body = html! {
         p #purge-preview { "This deletes " strong { (preview.len()) } " dead letter(s) for good: "

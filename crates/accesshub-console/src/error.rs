@@ -67,8 +67,13 @@ impl ConsoleError {
         use accesshub_connections::ConnectionError as C;
         match self {
             ConsoleError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ConsoleError::Csrf | ConsoleError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ConsoleError::Csrf
+            | ConsoleError::Forbidden(_)
+            | ConsoleError::Dlq(
+                accesshub_dlq::DlqError::OutOfScope(_) | accesshub_dlq::DlqError::Forbidden(_),
+            ) => StatusCode::FORBIDDEN,
             ConsoleError::BadRequest(_)
+            | ConsoleError::Dlq(accesshub_dlq::DlqError::Invalid { .. })
             | ConsoleError::Connections(C::Invalid(_))
             | ConsoleError::Sync(accesshub_sync_runs::SyncRunError::Invalid { .. }) => {
                 StatusCode::BAD_REQUEST

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 pub const ADVISORY_REASON: &str = "max deliveries reached (server advisory)";
 
 /// Where an entry came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum EntrySource {
     /// A full copy published by a worker.
@@ -41,7 +41,7 @@ impl EntrySource {
 
 /// One DLQ entry. `seq` (its DLQ stream sequence) is the id operators type: it is stable for
 /// the entry's lifetime and short.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DlqEntry {
     /// DLQ stream sequence: the entry's stable id.
     pub seq: u64,
@@ -64,6 +64,7 @@ pub struct DlqEntry {
     /// Booking key, when known.
     pub booking_key: Option<String>,
     /// Transient or permanent.
+    #[schema(value_type = String, example = "permanent")]
     pub class: ErrorClass,
     /// Why it failed.
     pub reason: String,
@@ -81,7 +82,8 @@ pub struct DlqEntry {
     pub headers: BTreeMap<String, Vec<String>>,
     /// Original payload (None when the original is no longer available).
     pub payload: Option<String>,
-    /// Encoding of `payload`.
+    /// Encoding of `payload` (`utf8` or `base64`).
+    #[schema(value_type = Option<String>)]
     pub payload_encoding: Option<PayloadEncoding>,
     /// Recorded (non-dry-run) replays of this very entry, from `dlq_replays`.
     pub replays: u32,

@@ -39,6 +39,23 @@ pub enum DlqError {
         /// Why, in words an operator can act on.
         reason: String,
     },
+    /// The entry belongs to a tenant outside the caller's scope (or to no known tenant, which
+    /// only a caller of every tenant may see). Callers answer as for [`DlqError::NotFound`] or
+    /// with 403; never with the entry.
+    #[error("DLQ entry {0} is not in the tenants this token may act on")]
+    OutOfScope(u64),
+    /// The selection names a tenant outside the caller's scope.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The selection is not usable by this caller (e.g. a bulk action of a tenant-scoped
+    /// caller that names no tenant).
+    #[error("{field}: {message}")]
+    Invalid {
+        /// The selection's field at fault.
+        field: &'static str,
+        /// What is wrong.
+        message: String,
+    },
     /// The republish was not acknowledged by JetStream.
     #[error("republish of DLQ entry {seq} to {subject}: {message}")]
     Publish {
@@ -66,9 +83,12 @@ impl Classify for DlqError {
             DlqError::Bus(e) => e.class(),
             DlqError::Nats { .. } | DlqError::Publish { .. } => ErrorClass::Transient,
             DlqError::Db(e) => accesshub_store::db_error_class(e),
-            DlqError::NotFound(_) | DlqError::Decode { .. } | DlqError::Refused { .. } => {
-                ErrorClass::Permanent
-            }
+            DlqError::NotFound(_)
+            | DlqError::Decode { .. }
+            | DlqError::Refused { .. }
+            | DlqError::OutOfScope(_)
+            | DlqError::Forbidden(_)
+            | DlqError::Invalid { .. } => ErrorClass::Permanent,
         }
     }
 }

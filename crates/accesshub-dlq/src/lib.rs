@@ -12,6 +12,7 @@
 pub mod entry;
 pub mod error;
 pub mod replay;
+pub mod scope;
 pub mod status;
 pub mod store;
 
@@ -34,6 +35,7 @@ pub use replay::{
     NoProgress, ReplayObserver, ReplayOptions, ReplayOutcome, ReplayReport, ReplayStatus,
     ReplayTarget,
 };
+pub use scope::{Scope, ids_by_tenant};
 pub use status::{EdgeSite, ParkedConnection, Status, collect as collect_status};
 pub use store::ReplayRecord;
 
@@ -51,7 +53,7 @@ pub struct Dlq {
 }
 
 /// `show`: one entry with everything needed to decide whether to replay it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EntryDetail {
     /// The entry, with payload and headers.
     #[serde(flatten)]
@@ -61,7 +63,7 @@ pub struct EntryDetail {
 }
 
 /// Outcome of a purge.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PurgeReport {
     /// Entries removed.
     pub deleted: u64,
@@ -115,7 +117,18 @@ impl Dlq {
         filter: &Filter,
         limit: Option<usize>,
     ) -> Result<Vec<DlqEntry>, DlqError> {
+        self.list_where(filter, limit, |_| true).await
+    }
+
+    /// [`Dlq::list`] of the entries `keep` accepts (the limit counts those only).
+    async fn list_where(
+        &self,
+        filter: &Filter,
+        limit: Option<usize>,
+        keep: impl Fn(&DlqEntry) -> bool,
+    ) -> Result<Vec<DlqEntry>, DlqError> {
         let mut entries = self.scan(filter, false).await?;
+        entries.retain(|e| keep(e));
         entries.sort_by_key(|e| std::cmp::Reverse(e.seq));
         if let Some(l) = limit {
             entries.truncate(l);

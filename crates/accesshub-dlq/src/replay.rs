@@ -65,7 +65,7 @@ impl Default for ReplayOptions {
 }
 
 /// What happened to one entry.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum ReplayStatus {
     /// Republished and acknowledged.
@@ -90,7 +90,7 @@ pub enum ReplayStatus {
 }
 
 /// One entry's outcome.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ReplayOutcome {
     /// DLQ id.
     pub seq: u64,
@@ -102,7 +102,7 @@ pub struct ReplayOutcome {
 }
 
 /// Totals and per-entry outcomes.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ReplayReport {
     /// Entries selected.
     pub selected: u64,
@@ -137,7 +137,9 @@ impl ReplayReport {
 }
 
 /// Progress of a long replay (the CLI draws a bar on a TTY, plain lines otherwise).
-pub trait ReplayObserver {
+/// `Send`, so a replay can run inside an HTTP handler (the admin API) without a thread of
+/// its own.
+pub trait ReplayObserver: Send {
     /// Called once with the number of selected entries.
     fn started(&mut self, _total: u64) {}
     /// Called for every entry once its fate is known.

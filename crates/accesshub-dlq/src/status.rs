@@ -15,7 +15,7 @@ use sqlx::{PgPool, Row as _};
 use crate::DlqError;
 
 /// One stream.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StreamStatus {
     /// Namespaced name.
     pub name: String,
@@ -30,7 +30,7 @@ pub struct StreamStatus {
 }
 
 /// One consumer.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ConsumerStatus {
     /// Stream it reads.
     pub stream: String,
@@ -48,7 +48,7 @@ pub struct ConsumerStatus {
 
 /// The last sync run of one connection; `row` keeps every column, whatever the reconciler's
 /// table looks like.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SyncRun {
     /// Connection (id, or tenant/vendor).
     pub connection: String,
@@ -64,7 +64,7 @@ pub struct SyncRun {
 
 /// A connection whose vendor is down: its worker's circuit breaker parked its events
 /// (`parked_events`), which apply again when the vendor answers.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ParkedConnection {
     /// Tenant.
     pub tenant: String,
@@ -79,7 +79,7 @@ pub struct ParkedConnection {
 }
 
 /// A hotel's edge site as the dormakaba worker last saw it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EdgeSite {
     /// Tenant.
     pub tenant: String,
@@ -92,7 +92,7 @@ pub struct EdgeSite {
 }
 
 /// Everything `accessctl status` prints.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Status {
     /// Streams of the namespace.
     pub streams: Vec<StreamStatus>,

@@ -107,6 +107,50 @@ fn native_pass(tenant: &str, key: &str, email: &str) -> Value {
     })
 }
 
+/// A dead letter of tenant acme's pass `key`, published as the tapkey worker publishes one
+/// (its identity may publish `dlq.tapkey-worker.>`); returns its DLQ id.
+async fn dead_letter_as_worker(nats: &PrivateNats, ns: &str, key: &str) -> u64 {
+    let (worker, _) = client_as(nats, "tapkey-worker").await;
+    let js = async_nats::jetstream::new(worker);
+    let namespace = subjects::Namespace::new(ns);
+    let original = namespace.subject(&subjects::booking(
+        accesshub_domain::EventKind::Pass,
+        TENANT,
+        key,
+    ));
+    let body = native_pass(TENANT, key, &format!("{key}@example.com")).to_string();
+    let (payload, payload_encoding) = accesshub_domain::DeadLetter::encode_payload(body.as_bytes());
+    let dl = accesshub_domain::DeadLetter {
+        id: uuid::Uuid::now_v7(),
+        worker: "tapkey-worker".into(),
+        original_subject: original.clone(),
+        original_headers: Default::default(),
+        payload,
+        payload_encoding,
+        reason: "e2e: a dead letter to replay".into(),
+        class: accesshub_domain::ErrorClass::Permanent,
+        attempts: 1,
+        stream_sequence: None,
+        stream: namespace.stream(subjects::BOOKINGS_STREAM),
+        trace_id: None,
+        event_id: Some(uuid::Uuid::now_v7()),
+        tenant: Some(TENANT.into()),
+        kind: Some("pass".into()),
+        booking_key: Some(key.into()),
+        replay_count: 0,
+        failed_at: chrono::Utc::now(),
+    };
+    js.publish(
+        namespace.subject(&subjects::dlq("tapkey-worker", &original)),
+        serde_json::to_vec(&dl).unwrap().into(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap()
+    .sequence
+}
+
 #[tokio::test]
 async fn every_identity_is_held_to_its_permissions_and_the_system_still_works() {
     let ns = format!("e2eauth{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
@@ -235,11 +279,87 @@ async fn every_identity_is_held_to_its_permissions_and_the_system_still_works() 
     .await;
     // The DLQ role reads the DLQ stream (empty here) without being refused.
     assert!(s.dead_letters().await.is_empty());
+
+    // Issue 23: the DLQ behind admin tokens. The admin service (and the console it serves)
+    // reads, lists and replays the DLQ under its own identity `accesshub-admin`; before it
+    // held the DLQ role these answered 503 (NATS refused its JetStream requests).
+    let dlq_seq = dead_letter_as_worker(&nats, &ns, &format!("{ns}-dl")).await;
+    let admin = format!(
+        "http://127.0.0.1:{}/admin/v1",
+        s.worker("accesshub-admin").port
+    );
+    let http = reqwest::Client::new();
+    let call = |m: reqwest::Method, path: &str, body: Option<Value>| {
+        let mut r = http
+            .request(m, format!("{admin}{path}"))
+            .bearer_auth("e2e-admin-token");
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        async move {
+            let resp = r.send().await.unwrap();
+            let st = resp.status().as_u16();
+            (st, resp.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let (st, list) = call(reqwest::Method::GET, "/dlq", None).await;
+    assert_eq!(
+        st,
+        200,
+        "the admin identity lists the DLQ: {list}\n{}",
+        nats.log()
+    );
+    assert_eq!(list[0]["seq"], dlq_seq, "{list}");
+    let (st, one) = call(reqwest::Method::GET, &format!("/dlq/{dlq_seq}"), None).await;
+    assert_eq!(st, 200, "{one}");
+    let (st, report) = call(
+        reqwest::Method::POST,
+        "/dlq/replay",
+        Some(json!({"seq": dlq_seq, "dry_run": false})),
+    )
+    .await;
+    assert_eq!(st, 200, "{report}");
+    assert_eq!(
+        report["replayed"], 1,
+        "the admin identity replays: {report}"
+    );
+    let (st, status) = call(reqwest::Method::GET, "/status", None).await;
+    assert_eq!(st, 200, "{status}");
+    assert_eq!(status["problems"], json!([]), "{status}");
+    // A worker cannot read the DLQ (other workers' failures, personal data): neither a message
+    // nor a consumer on the DLQ stream.
+    let (worker2, worker2_err) = client_as(&nats, "tapkey-worker").await;
+    let js = async_nats::jetstream::ContextBuilder::new()
+        .timeout(Duration::from_secs(2))
+        .build(worker2.clone());
+    let dlq_stream = subjects::Namespace::new(&ns).stream(subjects::DLQ_STREAM);
+    let read = match js.get_stream(&dlq_stream).await {
+        Ok(stream) => stream.get_raw_message(dlq_seq).await.is_ok(),
+        Err(_) => false,
+    };
+    assert!(!read, "tapkey-worker read a DLQ message");
+    let refused = accesshub_e2e::eventually(Duration::from_secs(5), || {
+        let e = Arc::clone(&worker2_err);
+        let want =
+            format!("Permissions Violation for Publish to \"$JS.API.STREAM.MSG.GET.{dlq_stream}\"");
+        async move {
+            e.lock()
+                .unwrap()
+                .iter()
+                .any(|m| m.contains(&want))
+                .then_some(())
+        }
+    })
+    .await;
+    assert!(refused.is_some(), "{:?}", worker2_err.lock().unwrap());
     // No service was refused anything on its own path: the only violations in the server's
     // log are the ones this test provoked, the only failed login the anonymous one.
     let log = nats.log();
     let provoked = |l: &str| {
-        l.contains(".k1\"") || l.contains("globex") || l.contains("\"_INBOX.booking-ingest.>\"")
+        l.contains(".k1\"")
+            || l.contains("globex")
+            || l.contains("\"_INBOX.booking-ingest.>\"")
+            || (l.contains("User \"tapkey-worker\"") && l.contains("STREAM.MSG.GET"))
     };
     let unexpected: Vec<&str> = log
         .lines()

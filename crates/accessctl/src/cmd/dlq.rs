@@ -1,6 +1,9 @@
-//! `accessctl dlq`: list, show, replay and purge dead letters. The logic lives in the
-//! `accesshub-dlq` library; this module parses flags, asks for confirmation, draws progress
-//! and prints.
+//! `accessctl dlq`: list, show, replay and purge dead letters through the admin API
+//! (`/admin/v1/dlq`) with the context's server and token, so the token's role and tenants
+//! apply as everywhere else (issue 23). `--direct` is the break-glass path for when the admin
+//! API is down: the `accesshub-dlq` library straight on NATS and PostgreSQL with the
+//! `accessctl-dlq` NATS identity, audited as `accessctl:<user>`. This module parses flags,
+//! asks for confirmation, draws progress (direct only) and prints, the same either way.
 
 use std::io::{BufRead as _, IsTerminal as _, Write as _};
 
@@ -13,7 +16,23 @@ use anyhow::{Context as _, bail};
 use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
 
+use accesshub_admin::dlq::{DlqFilter, PurgeRequest, PurgeResponse, ReplayRequest};
+
+use super::connections::ApiClient;
 use crate::output::{self, Format};
+
+/// `accessctl dlq [--direct] ...`
+#[derive(Debug, Args)]
+pub struct DlqArgs {
+    /// Break-glass, when the admin API is down: read and replay straight on NATS and
+    /// PostgreSQL (NATS_URL, DATABASE_URL, ACCESSCTL_NATS_USER/ACCESSCTL_NATS_PASSWORD of the
+    /// `accessctl-dlq` identity) instead of through the admin API with a token.
+    #[arg(long, global = true)]
+    pub direct: bool,
+    /// Subcommand.
+    #[command(subcommand)]
+    pub command: DlqCommand,
+}
 
 /// `accessctl dlq ...`
 #[derive(Debug, Subcommand)]
@@ -128,7 +147,8 @@ pub struct ReplayArgs {
     /// With a filter or --all: also replay entries replayed before.
     #[arg(long)]
     pub include_replayed: bool,
-    /// Recorded as who replayed (default: $USER, else $LOGNAME).
+    /// Recorded as who replayed with --direct (default: $USER, else $LOGNAME); through the
+    /// admin API the token's name is recorded.
     #[arg(long, default_value_t = default_user())]
     pub replayed_by: String,
     /// Do not ask before a bulk replay.
@@ -221,7 +241,7 @@ pub async fn run_with(dlq: &Dlq, cmd: DlqCommand, format: Format) -> anyhow::Res
             }
             let seqs: Vec<u64> = entries.iter().map(|e| e.seq).collect();
             let report = dlq.delete(&seqs).await?;
-            let by_tenant = group_by_tenant(&entries, |_| true);
+            let by_tenant = accesshub_dlq::ids_by_tenant(&entries);
             let filter = serde_json::to_value(&f).unwrap_or_default();
             audit_dlq(dlq, "dlq.purge", &default_user(), by_tenant, &filter).await;
             match format {
@@ -234,6 +254,189 @@ pub async fn run_with(dlq: &Dlq, cmd: DlqCommand, format: Format) -> anyhow::Res
             Ok(())
         }
     }
+}
+
+impl FilterArgs {
+    /// The admin API's filter (`GET /dlq` parameters, `filter` of replay and purge).
+    pub fn to_api(&self) -> DlqFilter {
+        DlqFilter {
+            tenant: self.tenant.clone(),
+            vendor: self.worker.clone(),
+            kind: self.kind.clone(),
+            booking: self.booking.clone(),
+            class: self.class.map(|c| c.as_str().to_owned()),
+            reason: self.reason.clone(),
+            since: self.since,
+            until: self.until,
+            age: None,
+        }
+    }
+
+    /// [`FilterArgs::to_api`] as query parameters.
+    fn to_query(&self) -> Vec<(String, String)> {
+        let f = self.to_api();
+        let mut q = Vec::new();
+        let mut add = |k: &str, v: Option<String>| {
+            if let Some(v) = v {
+                q.push((k.to_owned(), v));
+            }
+        };
+        add("tenant", f.tenant);
+        add("vendor", f.vendor);
+        add("kind", f.kind);
+        add("booking", f.booking);
+        add("class", f.class);
+        add("reason", f.reason);
+        add("since", f.since.map(|t| t.to_rfc3339()));
+        add("until", f.until.map(|t| t.to_rfc3339()));
+        q
+    }
+}
+
+/// Runs the subcommand through the admin API: the same output and exit codes as `--direct`,
+/// with the token's role and tenants applied by the server.
+pub async fn run_api(api: &ApiClient, cmd: DlqCommand, format: Format) -> anyhow::Result<()> {
+    match cmd {
+        DlqCommand::List {
+            filter,
+            limit,
+            show_pii,
+        } => {
+            let mut q = filter.to_query();
+            q.push(("limit".into(), limit.to_string()));
+            if show_pii {
+                q.push(("show_pii".into(), "true".into()));
+            }
+            let entries: Vec<DlqEntry> = api.get("/dlq", &q).await?;
+            print_list(format, &entries)
+        }
+        DlqCommand::Show { id, show_pii } => {
+            let q = if show_pii {
+                vec![("show_pii".to_owned(), "true".to_owned())]
+            } else {
+                vec![]
+            };
+            let detail: EntryDetail = api.get(&format!("/dlq/{id}"), &q).await?;
+            print_show(format, &detail)
+        }
+        DlqCommand::Replay(a) => replay_api(api, *a, format).await,
+        DlqCommand::Purge { filter, all, yes } => {
+            if filter.to_filter().is_empty() && !all {
+                bail!("dlq purge needs a filter (--tenant, --worker, ...) or --all");
+            }
+            let mut req = PurgeRequest {
+                seq: None,
+                filter: Some(filter.to_api()),
+                all,
+                confirm: false,
+                seqs: None,
+            };
+            let preview: PurgeResponse = api
+                .write(
+                    reqwest::Method::POST,
+                    "/dlq/purge",
+                    &[],
+                    &serde_json::to_value(&req)?,
+                )
+                .await?;
+            if preview.seqs.is_empty() {
+                println!("no matching entries");
+                return Ok(());
+            }
+            if !confirm(
+                &format!("Delete {} DLQ entries for good?", preview.seqs.len()),
+                yes,
+            )? {
+                bail!("aborted");
+            }
+            req.confirm = true;
+            req.seqs = Some(preview.seqs);
+            let done: PurgeResponse = api
+                .write(
+                    reqwest::Method::POST,
+                    "/dlq/purge",
+                    &[],
+                    &serde_json::to_value(&req)?,
+                )
+                .await?;
+            let report = accesshub_dlq::PurgeReport {
+                deleted: done.deleted,
+                missing: done.missing,
+            };
+            match format {
+                Format::Table => println!(
+                    "deleted {} entries ({} were already gone)",
+                    report.deleted, report.missing
+                ),
+                _ => output::print(format, &report, &[], vec![])?,
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The replay target of `a`, or the usage error (same rules with and without `--direct`).
+fn replay_target(a: &ReplayArgs) -> anyhow::Result<ReplayTarget> {
+    let filter = a.filter.to_filter();
+    Ok(match (a.id, a.all, filter.is_empty()) {
+        (Some(id), false, true) => ReplayTarget::One(id),
+        (Some(_), _, _) => bail!("give either an entry id or filter flags, not both"),
+        (None, true, _) | (None, false, false) => ReplayTarget::Filter(filter),
+        (None, false, true) => bail!("dlq replay needs an entry id, filter flags, or --all"),
+    })
+}
+
+/// What `replay` exits with after printing the report.
+fn replay_verdict(target: &ReplayTarget, report: &ReplayReport) -> anyhow::Result<()> {
+    if report.failed > 0 {
+        bail!("{} replays failed", report.failed);
+    }
+    if matches!(target, ReplayTarget::One(_)) && report.skipped > 0 {
+        bail!("entry was not replayed");
+    }
+    Ok(())
+}
+
+async fn replay_api(api: &ApiClient, a: ReplayArgs, format: Format) -> anyhow::Result<()> {
+    let target = replay_target(&a)?;
+    if let ReplayTarget::Filter(_) = &target
+        && !a.dry_run
+    {
+        let mut q = a.filter.to_query();
+        q.push(("limit".into(), "10000".into()));
+        let n = api.get::<Vec<serde_json::Value>>("/dlq", &q).await?.len();
+        if n == 0 {
+            println!("no matching entries");
+            return Ok(());
+        }
+        if !confirm(
+            &format!("Replay {n} DLQ entries to their original subjects?"),
+            a.yes,
+        )? {
+            bail!("aborted");
+        }
+    }
+    let req = ReplayRequest {
+        seq: a.id,
+        filter: (!a.filter.to_filter().is_empty()).then(|| a.filter.to_api()),
+        all: a.all,
+        dry_run: a.dry_run,
+        rate: a.rate,
+        delete_after: a.delete_after,
+        force: a.force,
+        max_replays: Some(a.max_replays),
+        include_replayed: a.include_replayed,
+    };
+    let report: ReplayReport = api
+        .write(
+            reqwest::Method::POST,
+            "/dlq/replay",
+            &[],
+            &serde_json::to_value(&req)?,
+        )
+        .await?;
+    print_report(format, &report)?;
+    replay_verdict(&target, &report)
 }
 
 /// Masks personal data in `entries`, unless `show_pii`: then who saw which entries is recorded
@@ -250,7 +453,7 @@ pub async fn pii_gate(dlq: &Dlq, show_pii: bool, entries: &mut [DlqEntry]) -> an
         token_id: None,
         name: format!("accessctl:{}", default_user()),
     };
-    for (tenant, ids) in group_by_tenant(entries, |_| true) {
+    for (tenant, ids) in accesshub_dlq::ids_by_tenant(entries.iter()) {
         let change = Change {
             action: "dlq.show_pii",
             tenant: tenant.as_deref(),
@@ -263,18 +466,6 @@ pub async fn pii_gate(dlq: &Dlq, show_pii: bool, entries: &mut [DlqEntry]) -> an
             .context("--show-pii: the audit record could not be stored, so nothing is shown")?;
     }
     Ok(())
-}
-
-/// DLQ ids per tenant (`None`: entries without one), of the entries `keep` selects.
-fn group_by_tenant(
-    entries: &[DlqEntry],
-    keep: impl Fn(&DlqEntry) -> bool,
-) -> std::collections::BTreeMap<Option<String>, Vec<u64>> {
-    let mut m = std::collections::BTreeMap::<Option<String>, Vec<u64>>::new();
-    for e in entries.iter().filter(|e| keep(e)) {
-        m.entry(e.tenant.clone()).or_default().push(e.seq);
-    }
-    m
 }
 
 /// Records a replay or purge in the admin audit log, one record per tenant. accessctl reaches
@@ -420,13 +611,7 @@ fn print_show(format: Format, d: &EntryDetail) -> anyhow::Result<()> {
 }
 
 async fn replay(dlq: &Dlq, a: ReplayArgs, format: Format) -> anyhow::Result<()> {
-    let filter = a.filter.to_filter();
-    let target = match (a.id, a.all, filter.is_empty()) {
-        (Some(id), false, true) => ReplayTarget::One(id),
-        (Some(_), _, _) => bail!("give either an entry id or filter flags, not both"),
-        (None, true, _) | (None, false, false) => ReplayTarget::Filter(filter),
-        (None, false, true) => bail!("dlq replay needs an entry id, filter flags, or --all"),
-    };
+    let target = replay_target(&a)?;
     // The entries, for the audit record's tenants (a dry run changes nothing: no record).
     let mut entries = Vec::new();
     if let ReplayTarget::Filter(f) = &target
@@ -470,7 +655,8 @@ async fn replay(dlq: &Dlq, a: ReplayArgs, format: Format) -> anyhow::Result<()> 
         .map(|o| o.seq)
         .collect();
     if !replayed.is_empty() {
-        let by_tenant = group_by_tenant(&entries, |e| replayed.contains(&e.seq));
+        let by_tenant =
+            accesshub_dlq::ids_by_tenant(entries.iter().filter(|e| replayed.contains(&e.seq)));
         let what = match &target {
             ReplayTarget::One(id) => serde_json::json!({ "id": id }),
             ReplayTarget::Filter(f) => serde_json::to_value(f).unwrap_or_default(),
@@ -478,13 +664,7 @@ async fn replay(dlq: &Dlq, a: ReplayArgs, format: Format) -> anyhow::Result<()> 
         audit_dlq(dlq, "dlq.replay", &by, by_tenant, &what).await;
     }
     print_report(format, &report)?;
-    if report.failed > 0 {
-        bail!("{} replays failed", report.failed);
-    }
-    if matches!(target, ReplayTarget::One(_)) && report.skipped > 0 {
-        bail!("entry was not replayed");
-    }
-    Ok(())
+    replay_verdict(&target, &report)
 }
 
 fn print_report(format: Format, r: &ReplayReport) -> anyhow::Result<()> {
@@ -621,7 +801,7 @@ mod tests {
         let mut v = vec!["accessctl", "dlq"];
         v.extend_from_slice(args);
         match Cli::try_parse_from(v)?.command {
-            Command::Dlq(c) => Ok(c),
+            Command::Dlq(a) => Ok(a.command),
             other => panic!("{other:?}"),
         }
     }

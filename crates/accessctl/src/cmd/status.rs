@@ -1,17 +1,30 @@
 //! `accessctl status`: the one-screen health view (streams, consumers, DLQ depth per worker,
-//! last sync runs), collected by `accesshub_dlq::status`.
+//! last sync runs), collected by `accesshub_dlq::status` in the admin service (`GET /status`),
+//! or by accessctl itself with `--direct`.
 
 use accesshub_dlq::Status;
 
 use crate::output::Format;
 
-/// Connects with `CommonConfig::from_env("accessctl")`, prints the status, and fails with
-/// exit code 4 ([`crate::exit::UNHEALTHY`]) when [`problems`] finds any.
+/// Fetches the status from the admin API (`GET /status`, a token of every tenant), prints it,
+/// and fails with exit code 4 ([`crate::exit::UNHEALTHY`]) when [`problems`] finds any.
+pub async fn run_api(api: &super::connections::ApiClient, format: Format) -> anyhow::Result<()> {
+    let st: Status = api.get("/status", &[]).await?;
+    verdict(format, &st)
+}
+
+/// Break-glass (`--direct`): collects with `CommonConfig::from_env("accessctl")` (the
+/// `accessctl-dlq` NATS identity), then as [`run_api`].
 pub async fn run(format: Format) -> anyhow::Result<()> {
     let dlq = super::dlq::connect().await?;
     let st = accesshub_dlq::collect_status(dlq.bus(), dlq.pool()).await;
-    print(format, &st)?;
-    let found = problems(&st);
+    verdict(format, &st)
+}
+
+/// Prints `st`; exit code 4 when it has problems.
+fn verdict(format: Format, st: &Status) -> anyhow::Result<()> {
+    print(format, st)?;
+    let found = problems(st);
     if found.is_empty() {
         return Ok(());
     }
