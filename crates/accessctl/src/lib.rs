@@ -53,6 +53,9 @@ found problems (a stream or table missing, dead letters waiting, a last sync run
 pub enum Command {
     /// Apply database migrations and exit (the Helm pre-upgrade Job).
     Migrate,
+    /// JetStream streams: apply (create or update; the Helm pre-upgrade Job) or check.
+    #[command(subcommand)]
+    Streams(cmd::streams::StreamsCommand),
     /// Dead letters: list, show, replay, purge (through the admin API).
     Dlq(cmd::dlq::DlqArgs),
     /// One-screen health: streams, consumers, DLQ depth per worker, last sync runs.
@@ -98,6 +101,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let format = cli.output;
     match cli.command {
         Command::Migrate => cmd::migrate::run().await,
+        Command::Streams(c) => cmd::streams::run(c).await,
         Command::Dlq(a) if a.direct => cmd::dlq::run(a.command, format).await,
         Command::Dlq(a) => cmd::dlq::run_api(&api()?, a.command, format).await,
         Command::Status { direct: true } => cmd::status::run(format).await,
