@@ -175,31 +175,59 @@ pub(crate) struct PiiOption {
     show_pii: Option<bool>,
 }
 
-/// Masks personal data in `entries`, or, when an admin asked for it, records who saw which
-/// entries (`dlq.show_pii`, one record per tenant) first; if that record cannot be stored,
-/// nothing is shown.
+/// Masks personal data in `items` with `mask`, or, when an admin asked for it, records who saw
+/// what first: `action` (`dlq.show_pii`, `bookings.show_pii`) once per tenant, with the ids or
+/// keys `seen` lists (never payloads). If a record cannot be stored, nothing is shown.
+async fn pii_gate<T>(
+    s: &AdminState,
+    who: &Principal,
+    show_pii: bool,
+    items: &mut [T],
+    mask: fn(&mut T),
+    action: &'static str,
+    seen: impl FnOnce(&[T]) -> Vec<(Option<String>, serde_json::Value)>,
+) -> Result<(), ApiError> {
+    if !show_pii {
+        items.iter_mut().for_each(mask);
+        return Ok(());
+    }
+    who.require_role(Role::Admin, "show_pii=true")?;
+    let target = action.split('.').next().unwrap_or(action);
+    for (tenant, after) in seen(items) {
+        let change = Change {
+            action,
+            tenant: tenant.as_deref(),
+            target: target.into(),
+            before: None,
+            after: Some(after),
+        };
+        audit_first(s, who, change).await?;
+    }
+    Ok(())
+}
+
+/// [`pii_gate`] for dead letters: the entry ids per tenant.
 async fn dlq_pii_gate(
     s: &AdminState,
     who: &Principal,
     show_pii: bool,
     entries: &mut [DlqEntry],
 ) -> Result<(), ApiError> {
-    if !show_pii {
-        entries.iter_mut().for_each(DlqEntry::mask_pii);
-        return Ok(());
-    }
-    who.require_role(Role::Admin, "show_pii=true")?;
-    for (tenant, ids) in ids_by_tenant(entries.iter()) {
-        let change = Change {
-            action: "dlq.show_pii",
-            tenant: tenant.as_deref(),
-            target: "dlq".into(),
-            before: None,
-            after: Some(serde_json::json!({ "entries": ids })),
-        };
-        audit_first(s, who, change).await?;
-    }
-    Ok(())
+    pii_gate(
+        s,
+        who,
+        show_pii,
+        entries,
+        DlqEntry::mask_pii,
+        "dlq.show_pii",
+        |items| {
+            ids_by_tenant(items.iter())
+                .into_iter()
+                .map(|(t, ids)| (t, serde_json::json!({ "entries": ids })))
+                .collect()
+        },
+    )
+    .await
 }
 
 /// Writes an audit record that must exist before the action; 503 when it cannot be stored.
@@ -510,37 +538,35 @@ pub(crate) struct BookingSearch {
     show_pii: Option<bool>,
 }
 
-/// Masks personal data in `found`, or, for an admin who asked, records the view first
-/// (`bookings.show_pii`, one record per tenant, keys only).
+/// [`pii_gate`] for bookings: `kind/key` per tenant.
 async fn bookings_pii_gate(
     s: &AdminState,
     who: &Principal,
     show_pii: bool,
     found: &mut [BookingView],
 ) -> Result<(), ApiError> {
-    if !show_pii {
-        found.iter_mut().for_each(BookingView::mask_pii);
-        return Ok(());
-    }
-    who.require_role(Role::Admin, "show_pii=true")?;
-    let mut by_tenant = std::collections::BTreeMap::<&str, Vec<String>>::new();
-    for b in found.iter() {
-        by_tenant
-            .entry(&b.tenant)
-            .or_default()
-            .push(format!("{}/{}", b.kind, b.key));
-    }
-    for (tenant, keys) in by_tenant {
-        let change = Change {
-            action: "bookings.show_pii",
-            tenant: Some(tenant),
-            target: "bookings".into(),
-            before: None,
-            after: Some(serde_json::json!({ "bookings": keys })),
-        };
-        audit_first(s, who, change).await?;
-    }
-    Ok(())
+    pii_gate(
+        s,
+        who,
+        show_pii,
+        found,
+        BookingView::mask_pii,
+        "bookings.show_pii",
+        |items| {
+            let mut by_tenant = std::collections::BTreeMap::<&str, Vec<String>>::new();
+            for b in items {
+                by_tenant
+                    .entry(&b.tenant)
+                    .or_default()
+                    .push(format!("{}/{}", b.kind, b.key));
+            }
+            by_tenant
+                .into_iter()
+                .map(|(t, keys)| (Some(t.to_owned()), serde_json::json!({ "bookings": keys })))
+                .collect()
+        },
+    )
+    .await
 }
 
 /// `GET /bookings`.

@@ -485,3 +485,41 @@ async fn status_is_for_tokens_of_every_tenant() {
     env.tb.cleanup().await;
     env.db.drop_db().await;
 }
+
+/// Before any worker has created the DLQ stream (a fresh namespace, as the API fuzzer runs
+/// the admin service alone), the DLQ is empty: 200 and 404, not 503 (found by
+/// `make test-api-fuzz`).
+#[tokio::test]
+async fn a_dlq_stream_nobody_created_yet_is_an_empty_dlq() {
+    let env = start().await;
+    let bus = &env.tb.bus;
+    bus.js
+        .delete_stream(bus.stream_name(subjects::DLQ_STREAM))
+        .await
+        .unwrap();
+    let api = &env.api;
+    let (st, list) = api.call(M::GET, "/dlq", BOOT, None).await;
+    assert_eq!((st, list), (S::OK, json!([])));
+    let (st, p) = api.call(M::GET, "/dlq/1", BOOT, None).await;
+    assert_eq!(st, S::NOT_FOUND, "{p}");
+    let (st, p) = api
+        .call(
+            M::POST,
+            "/dlq/replay",
+            BOOT,
+            Some(json!({"seq": 1, "dry_run": false})),
+        )
+        .await;
+    assert_eq!(st, S::NOT_FOUND, "{p}");
+    let (st, p) = api
+        .call(
+            M::POST,
+            "/dlq/purge",
+            BOOT,
+            Some(json!({"all": true, "confirm": true})),
+        )
+        .await;
+    assert_eq!((st, p["deleted"].as_u64()), (S::OK, Some(0)), "{p}");
+    env.tb.cleanup().await;
+    env.db.drop_db().await;
+}

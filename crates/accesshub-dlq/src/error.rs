@@ -20,6 +20,9 @@ pub enum DlqError {
     /// A database query failed.
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
+    /// The stream does not exist (yet): nothing has created it in this namespace.
+    #[error("stream {0} does not exist")]
+    NoStream(String),
     /// No DLQ entry with this sequence (purged, expired or never existed).
     #[error("no DLQ entry with id {0}")]
     NotFound(u64),
@@ -81,7 +84,9 @@ impl Classify for DlqError {
     fn class(&self) -> ErrorClass {
         match self {
             DlqError::Bus(e) => e.class(),
-            DlqError::Nats { .. } | DlqError::Publish { .. } => ErrorClass::Transient,
+            DlqError::Nats { .. } | DlqError::Publish { .. } | DlqError::NoStream(_) => {
+                ErrorClass::Transient
+            }
             DlqError::Db(e) => accesshub_store::db_error_class(e),
             DlqError::NotFound(_)
             | DlqError::Decode { .. }

@@ -100,11 +100,27 @@ impl Dlq {
     }
 
     async fn stream(&self, name: &str) -> Result<Stream, DlqError> {
-        self.bus
-            .js
-            .get_stream(name)
-            .await
-            .map_err(|e| DlqError::nats("get stream", format!("{name}: {e}")))
+        self.bus.js.get_stream(name).await.map_err(|e| {
+            use async_nats::jetstream::context::GetStreamErrorKind;
+            match e.kind() {
+                GetStreamErrorKind::JetStream(js)
+                    if js.error_code() == async_nats::jetstream::ErrorCode::STREAM_NOT_FOUND =>
+                {
+                    DlqError::NoStream(name.to_owned())
+                }
+                _ => DlqError::nats("get stream", format!("{name}: {e}")),
+            }
+        })
+    }
+
+    /// The DLQ stream, `None` while nobody has created it (no worker has started in this
+    /// namespace yet): an empty DLQ, not an outage.
+    async fn dlq_stream(&self) -> Result<Option<Stream>, DlqError> {
+        match self.stream(&self.dlq_stream).await {
+            Ok(s) => Ok(Some(s)),
+            Err(DlqError::NoStream(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Entries matching `filter`, newest first, at most `limit` (None = all).
@@ -144,7 +160,9 @@ impl Dlq {
         filter: &Filter,
         keep_superseded: bool,
     ) -> Result<Vec<DlqEntry>, DlqError> {
-        let stream = self.stream(&self.dlq_stream).await?;
+        let Some(stream) = self.dlq_stream().await? else {
+            return Ok(Vec::new());
+        };
         let info = stream
             .get_info()
             .await
@@ -265,7 +283,7 @@ impl Dlq {
 
     /// One entry by its id (DLQ sequence), without history.
     pub async fn get(&self, seq: u64) -> Result<DlqEntry, DlqError> {
-        let stream = self.stream(&self.dlq_stream).await?;
+        let stream = self.dlq_stream().await?.ok_or(DlqError::NotFound(seq))?;
         let m = stream.get_raw_message(seq).await.map_err(|e| {
             use async_nats::jetstream::stream::RawMessageErrorKind;
             match e.kind() {
@@ -298,8 +316,11 @@ impl Dlq {
 
     /// Deletes entries by id. The caller previews with [`Dlq::list`] and confirms first.
     pub async fn delete(&self, seqs: &[u64]) -> Result<PurgeReport, DlqError> {
-        let stream = self.stream(&self.dlq_stream).await?;
         let mut report = PurgeReport::default();
+        let Some(stream) = self.dlq_stream().await? else {
+            report.missing = seqs.len() as u64;
+            return Ok(report);
+        };
         for &seq in seqs {
             match stream.delete_message(seq).await {
                 Ok(true) => report.deleted += 1,

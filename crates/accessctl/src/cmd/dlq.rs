@@ -244,14 +244,7 @@ pub async fn run_with(dlq: &Dlq, cmd: DlqCommand, format: Format) -> anyhow::Res
             let by_tenant = accesshub_dlq::ids_by_tenant(&entries);
             let filter = serde_json::to_value(&f).unwrap_or_default();
             audit_dlq(dlq, "dlq.purge", &default_user(), by_tenant, &filter).await;
-            match format {
-                Format::Table => println!(
-                    "deleted {} entries ({} were already gone)",
-                    report.deleted, report.missing
-                ),
-                _ => output::print(format, &report, &[], vec![])?,
-            }
-            Ok(())
+            print_purged(format, &report)
         }
     }
 }
@@ -359,18 +352,13 @@ pub async fn run_api(api: &ApiClient, cmd: DlqCommand, format: Format) -> anyhow
                     &serde_json::to_value(&req)?,
                 )
                 .await?;
-            let report = accesshub_dlq::PurgeReport {
-                deleted: done.deleted,
-                missing: done.missing,
-            };
-            match format {
-                Format::Table => println!(
-                    "deleted {} entries ({} were already gone)",
-                    report.deleted, report.missing
-                ),
-                _ => output::print(format, &report, &[], vec![])?,
-            }
-            Ok(())
+            print_purged(
+                format,
+                &accesshub_dlq::PurgeReport {
+                    deleted: done.deleted,
+                    missing: done.missing,
+                },
+            )
         }
     }
 }
@@ -493,6 +481,17 @@ async fn audit_dlq(
         };
         audit::record(dlq.pool(), &actor, change).await;
     }
+}
+
+fn print_purged(format: Format, report: &accesshub_dlq::PurgeReport) -> anyhow::Result<()> {
+    match format {
+        Format::Table => println!(
+            "deleted {} entries ({} were already gone)",
+            report.deleted, report.missing
+        ),
+        _ => output::print(format, report, &[], vec![])?,
+    }
+    Ok(())
 }
 
 fn truncate(s: &str, n: usize) -> String {
