@@ -643,6 +643,11 @@ pub struct ApplyResponse {
     /// Disabled with `?access=keep` while bookings held access: what was left at the vendor.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warning: Option<String>,
+    /// Enabled again, or a site, administration, facility or pass type added: the sync run
+    /// queued for it (or the one already active), which re-admits the events
+    /// booking-ingest ignored while access control was off there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_run: Option<accesshub_sync_runs::SyncRun>,
 }
 
 #[utoipa::path(put, path = "/admin/v1/connections/{tenant}/{vendor}/{name}", tag = "connections", params(("tenant" = String, Path, description = "Tenant id"), ("vendor" = Vendor, Path, description = "Vendor"), ("name" = String, Path, description = "Connection name (`default` unless several)"), ApplyQuery), request_body = crate::openapi::ConnectionDoc, responses((status = 200, description = "Updated, unchanged, or a dry run", body = ApplyResponse), (status = 201, description = "Created", body = ApplyResponse), (status = 202, description = "Disabled with `access=remove`: its offboard run", body = ApplyResponse), crate::openapi::Errors))]
@@ -718,7 +723,7 @@ pub(crate) async fn put_connection(
             "connection.apply",
             Some(&tenant),
             format!("{tenant}/{v}/{name}"),
-            before.map(|c| c.redacted()).as_ref().and_then(doc),
+            before.as_ref().map(|c| c.redacted()).as_ref().and_then(doc),
             doc(&out.connection.redacted()),
         )
         .await;
@@ -726,6 +731,15 @@ pub(crate) async fn put_connection(
     let offboard_run = match offboard_run {
         Some(_) => Some(start_offboard(&s, &out.connection, OffboardIntent::Disable, &who).await?),
         None => None,
+    };
+    let sync_run = if !q.dry_run
+        && offboard_run.is_none()
+        && out.status != ApplyStatus::Unchanged
+        && before.as_ref().is_some_and(|b| out.connection.widens(b))
+    {
+        Some(queue_sync(&s, &out.connection, &who).await?)
+    } else {
+        None
     };
     tracing::info!(
         %tenant, vendor = %v, %name, by = %who.name, status = ?out.status,
@@ -747,9 +761,47 @@ pub(crate) async fn put_connection(
             changes: out.changes,
             offboard_run,
             warning,
+            sync_run,
         }),
     )
         .into_response())
+}
+
+/// Queues a full sync run of `conn` unless one is active (then that one): switching access
+/// control on should not wait for the operator to press Sync (or for the nightly run).
+async fn queue_sync(
+    s: &AdminState,
+    conn: &Connection,
+    who: &Principal,
+) -> Result<accesshub_sync_runs::SyncRun, ApiError> {
+    let target = accesshub_sync_runs::ConnectionRef {
+        tenant: conn.tenant.clone(),
+        vendor: conn.vendor().to_string(),
+        name: conn.name.clone(),
+    };
+    let out = accesshub_sync_runs::store::request_run(
+        s.connections.pool(),
+        &target,
+        accesshub_sync_runs::Scope::Full,
+        accesshub_sync_runs::Trigger::Api,
+        Some(&who.name),
+    )
+    .await?;
+    let run = out.run().clone();
+    if let accesshub_sync_runs::store::RequestOutcome::Queued(_) = out {
+        tracing::info!(connection = %target, run_id = run.id, by = %who.name, "sync queued: the connection acts on more than before");
+        audit_change(
+            s,
+            who,
+            "sync.request",
+            Some(&conn.tenant),
+            target.to_string(),
+            None,
+            doc(&run),
+        )
+        .await;
+    }
+    Ok(run)
 }
 
 #[utoipa::path(delete, path = "/admin/v1/connections/{tenant}/{vendor}/{name}", tag = "connections", params(("tenant" = String, Path, description = "Tenant id"), ("vendor" = Vendor, Path, description = "Vendor"), ("name" = String, Path, description = "Connection name (`default` unless several)"), AccessQuery), responses((status = 204, description = "Deleted; no booking held access"), (status = 200, description = "Deleted (`access=keep`: what was left at the vendor)", body = OffboardResponse), (status = 202, description = "Offboarding (`access=remove`)", body = OffboardResponse), crate::openapi::Errors))]

@@ -508,3 +508,54 @@ async fn a_source_is_tied_to_its_organization_and_ignored_bookings_are_listed() 
     bus.cleanup().await;
     db.drop_db().await;
 }
+
+/// Switching access control on through the API (issues 20/21) queues a sync run for the
+/// connection, so the events booking-ingest ignored meanwhile are re-admitted without the
+/// operator pressing Sync: enabling it again, or mapping another administration. With a run
+/// already active that one is answered; other changes (and creating it) queue nothing.
+#[tokio::test]
+async fn enabling_a_connection_or_mapping_more_queues_a_sync_run() {
+    let (db, bus) = accesshub_testkit::isolated().await;
+    let api = serve(&db, &bus).await;
+    let (s, _) = api
+        .call(M::POST, "/tenants", BOOT, Some(json!({"id": "acme"})))
+        .await;
+    assert_eq!(s, 201);
+    let path = "/connections/acme/cloudpass/default";
+    let mut conn = cloudpass();
+    conn["enabled"] = json!(false);
+    let (s, b) = api.call(M::PUT, path, BOOT, Some(conn.clone())).await;
+    assert_eq!(s, 201, "{b}");
+    assert!(b.get("sync_run").is_none(), "{b}");
+
+    // Enabled again: a full run, queued by the caller.
+    conn["enabled"] = json!(true);
+    let (s, b) = api.call(M::PUT, path, BOOT, Some(conn.clone())).await;
+    assert_eq!(s, 200, "{b}");
+    let run = &b["sync_run"];
+    assert_eq!(run["status"], "queued", "{b}");
+    assert_eq!(run["trigger"], "api");
+    assert_eq!(run["requested_by"], "bootstrap");
+    assert_eq!(run["scope"], json!({"scope": "full"}));
+    let id = run["id"].as_i64().unwrap();
+
+    // Unchanged, or changed without acting on more: nothing.
+    let (_, b) = api.call(M::PUT, path, BOOT, Some(conn.clone())).await;
+    assert!(b.get("sync_run").is_none(), "{b}");
+    conn["settings"]["default_time_restriction_id"] = json!("cp-tr-other");
+    let (_, b) = api.call(M::PUT, path, BOOT, Some(conn.clone())).await;
+    assert_eq!(b["status"], "updated", "{b}");
+    assert!(b.get("sync_run").is_none(), "{b}");
+
+    // Another administration mapped while that run is still queued: the same run.
+    conn["settings"]["administrations"]["13"] = json!({"site_id": "cp-site-utrecht"});
+    let (s, b) = api.call(M::PUT, path, BOOT, Some(conn.clone())).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["sync_run"]["id"], id, "{b}");
+    let (_, runs) = api
+        .call(M::GET, "/syncs?tenant=acme&vendor=cloudpass", BOOT, None)
+        .await;
+    assert_eq!(runs.as_array().unwrap().len(), 1, "{runs}");
+    db.drop_db().await;
+    bus.cleanup().await;
+}

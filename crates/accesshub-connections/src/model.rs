@@ -151,6 +151,39 @@ impl Connection {
     pub fn serves_site(&self, site: &str) -> bool {
         self.enabled && (self.sites.is_empty() || self.sites.iter().any(|s| s == site))
     }
+
+    /// What its mapping covers, for [`Connection::widens`]: CloudPass administrations,
+    /// iPassan facilities, Tapkey pass types with at least one lock (dormakaba covers every
+    /// site it serves: nothing here).
+    fn mapped_keys(&self) -> std::collections::BTreeSet<&str> {
+        match &self.settings {
+            VendorSettings::Cloudpass(s) => s.administrations.keys().map(String::as_str).collect(),
+            VendorSettings::Ipassan(s) => s.facilities.keys().map(String::as_str).collect(),
+            VendorSettings::Tapkey(s) => s
+                .pass_types
+                .iter()
+                .filter(|(_, locks)| !locks.is_empty())
+                .map(|(k, _)| k.as_str())
+                .collect(),
+            _ => Default::default(),
+        }
+    }
+
+    /// Whether this (enabled) connection may act on events its previous state `before` did
+    /// not: enabled again, a site added (or the list emptied: every site), an administration,
+    /// facility or pass type mapped. Events booking-ingest ignored meanwhile are then
+    /// re-admitted by the connection's next sync run, which the admin API queues at once.
+    pub fn widens(&self, before: &Connection) -> bool {
+        if !self.enabled {
+            return false;
+        }
+        if !before.enabled {
+            return true;
+        }
+        let sites = !before.sites.is_empty()
+            && (self.sites.is_empty() || self.sites.iter().any(|s| !before.sites.contains(s)));
+        sites || !self.mapped_keys().is_subset(&before.mapped_keys())
+    }
 }
 
 /// Settings per vendor, tagged by `vendor` in YAML/JSON.
@@ -580,4 +613,48 @@ pub fn settings_from_json(value: serde_json::Value) -> Result<VendorSettings, (S
         Vendor::Ipassan => VendorSettings::Ipassan(inner(v)?),
         Vendor::Tapkey => VendorSettings::Tapkey(inner(v)?),
     })
+}
+
+#[cfg(test)]
+mod widens_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::Connection;
+
+    fn ipassan(enabled: bool, sites: &[&str], facilities: &[&str]) -> Connection {
+        let facilities: std::collections::BTreeMap<String, String> = facilities
+            .iter()
+            .map(|f| {
+                (
+                    (*f).to_owned(),
+                    "6f1c9a8e-1111-4222-8333-944455556666".to_owned(),
+                )
+            })
+            .collect();
+        serde_json::from_value(serde_json::json!({
+            "tenant": "t", "enabled": enabled, "sites": sites,
+            "settings": {"vendor": "ipassan", "base_url": "https://x", "client_id": "c",
+                "client_secret": "s", "site_guid": "6f1c9a8e-1111-4222-8333-944455556666",
+                "facilities": facilities}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn widens_when_enabled_again_a_site_added_or_something_mapped() {
+        let on = ipassan(true, &["b1"], &["gym"]);
+        assert!(on.widens(&ipassan(false, &["b1"], &["gym"])), "re-enabled");
+        assert!(!ipassan(false, &["b1"], &["gym"]).widens(&on), "disabled");
+        assert!(!on.widens(&on), "unchanged");
+        assert!(
+            ipassan(true, &["b1"], &["gym", "pool"]).widens(&on),
+            "mapped"
+        );
+        assert!(!ipassan(true, &["b1"], &[]).widens(&on), "unmapped");
+        assert!(
+            ipassan(true, &["b1", "b2"], &["gym"]).widens(&on),
+            "site added"
+        );
+        assert!(ipassan(true, &[], &["gym"]).widens(&on), "every site");
+        assert!(!ipassan(true, &["b1"], &["gym"]).widens(&ipassan(true, &[], &["gym"])));
+    }
 }

@@ -1,7 +1,8 @@
 //! Sync: "Sync (next 5 days)" and "Sync Now" per connection (queued for the reconciler
 //! exactly as `POST /admin/v1/syncs` does), the runs' live progress and counts (the table
 //! refreshes itself while a run is active) with what the pull from the booking system found
-//! (fetched, new, changed, vanished), the history of runs with their failures, and a tab
+//! (fetched, new, changed, vanished; readmitted: ignored events brought back), the history
+//! of runs with their failures, and a tab
 //! listing the webhook events booking-ingest ignored (access control off there), as
 //! `GET /admin/v1/tenants/{t}/ignored` does.
 
@@ -102,7 +103,7 @@ fn pull_cell(pull: Option<&PullCounts>) -> Markup {
             html! { span.muted title="No upstream API credentials: the run compared stored bookings only." { "no pull" } }
         }
         Some(p) => html! {
-            @for (key, n) in [("fetched", p.fetched), ("new", p.new), ("changed", p.changed), ("vanished", p.vanished)] {
+            @for (key, n) in [("fetched", p.fetched), ("new", p.new), ("changed", p.changed), ("vanished", p.vanished), ("readmitted", p.readmitted)] {
                 span.pull-count data-pull=(key) { (n) " " (key) } " "
             }
         },

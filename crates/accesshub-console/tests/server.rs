@@ -881,6 +881,7 @@ async fn sync_screen_shows_pull_counts_and_the_ignored_events_tab() {
             new: 3,
             changed: 2,
             vanished: 1,
+            readmitted: 4,
         },
     )
     .await
@@ -903,7 +904,13 @@ async fn sync_screen_shows_pull_counts_and_the_ignored_events_tab() {
     let b = env.login(BOOT).await;
     let (st, html) = b.get("/sync").await;
     assert_eq!(st, S::OK);
-    for (k, n) in [("fetched", 12), ("new", 3), ("changed", 2), ("vanished", 1)] {
+    for (k, n) in [
+        ("fetched", 12),
+        ("new", 3),
+        ("changed", 2),
+        ("vanished", 1),
+        ("readmitted", 4),
+    ] {
         assert!(
             html.contains(&format!("data-pull=\"{k}\">{n} {k}<")),
             "{k}: {html}"

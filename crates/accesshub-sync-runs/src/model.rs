@@ -193,6 +193,11 @@ pub struct PullCounts {
     pub changed: i64,
     /// Stored bookings in scope the upstream no longer has: marked gone.
     pub vanished: i64,
+    /// Events booking-ingest ignored while access control was off (connection disabled,
+    /// site, facility or pass type unmapped) that this connection now acts on: stored as a
+    /// new state by the run (issues 20/21).
+    #[serde(default)]
+    pub readmitted: i64,
 }
 
 /// Identifies one connection: tenant × vendor × name.

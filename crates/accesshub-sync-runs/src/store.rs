@@ -19,7 +19,7 @@ pub const NOTIFY_CHANNEL: &str = "accesshub_sync_runs";
 
 const RUN_COLUMNS: &str = "id, tenant_id, vendor, connection_name, scope, scope_days, trigger, \
      requested_by, status, created_at, started_at, finished_at, checked, in_sync, created, \
-     updated, removed, failed, error, note, pull_fetched, pull_new, pull_changed, pull_vanished";
+     updated, removed, failed, error, note, pull_fetched, pull_new, pull_changed, pull_vanished, pull_readmitted";
 
 fn run_from_row(r: &PgRow) -> Result<SyncRun, SyncRunError> {
     let scope: String = r.try_get("scope")?;
@@ -57,6 +57,7 @@ fn run_from_row(r: &PgRow) -> Result<SyncRun, SyncRunError> {
                 new: r.try_get::<Option<i64>, _>("pull_new")?.unwrap_or(0),
                 changed: r.try_get::<Option<i64>, _>("pull_changed")?.unwrap_or(0),
                 vanished: r.try_get::<Option<i64>, _>("pull_vanished")?.unwrap_or(0),
+                readmitted: r.try_get::<Option<i64>, _>("pull_readmitted")?.unwrap_or(0),
             }),
         },
     })
@@ -230,7 +231,7 @@ pub async fn finish(
 pub async fn set_pull_counts(pool: &PgPool, id: i64, c: &PullCounts) -> Result<(), SyncRunError> {
     sqlx::query(
         "UPDATE sync_runs SET pull_fetched = $2, pull_new = $3, pull_changed = $4,
-                pull_vanished = $5
+                pull_vanished = $5, pull_readmitted = $6
           WHERE id = $1",
     )
     .bind(id)
@@ -238,6 +239,7 @@ pub async fn set_pull_counts(pool: &PgPool, id: i64, c: &PullCounts) -> Result<(
     .bind(c.new)
     .bind(c.changed)
     .bind(c.vanished)
+    .bind(c.readmitted)
     .execute(pool)
     .await?;
     Ok(())

@@ -86,15 +86,21 @@ impl Job {
     }
 
     fn window(&self) -> (Option<DateTime<Utc>>, Option<DateTime<Utc>>) {
-        match &self.event.body {
-            EventBody::Reservation(r) => (r.check_in().ok(), r.check_out().ok()),
-            EventBody::Facility(f) => (Some(f.start), Some(f.end)),
-            EventBody::Pass(p) => (
-                Some(p.valid_from.unwrap_or(self.event.occurred_at)),
-                Some(p.expires_at),
-            ),
-            EventBody::KeyRequest(_) => (None, None),
-        }
+        window(&self.event)
+    }
+}
+
+/// When a booking's access starts and ends (`bookings.starts_at` / `ends_at`; also the end
+/// an ignored event is pruned after, see [`crate::scope`]).
+pub fn window(event: &Event) -> (Option<DateTime<Utc>>, Option<DateTime<Utc>>) {
+    match &event.body {
+        EventBody::Reservation(r) => (r.check_in().ok(), r.check_out().ok()),
+        EventBody::Facility(f) => (Some(f.start), Some(f.end)),
+        EventBody::Pass(p) => (
+            Some(p.valid_from.unwrap_or(event.occurred_at)),
+            Some(p.expires_at),
+        ),
+        EventBody::KeyRequest(_) => (None, None),
     }
 }
 

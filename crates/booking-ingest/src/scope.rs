@@ -5,7 +5,10 @@
 //! "reason"}`, recorded in `ingest_ignored` and counted in
 //! `accesshub_ingest_ignored_total{source,reason}` — rather than stored and dead-lettered by
 //! every worker, and never answered 4xx (a sender disables or endlessly retries a webhook that
-//! fails).
+//! fails). Ignored is not lost: the row keeps the booking's latest normalized event
+//! ([`record_ignored`]), and every sync run of a connection that now acts on it (re-enabled,
+//! the facility mapped) re-admits it through the durable path (the reconciler's `readmit`,
+//! judged by this module's [`Survey`]).
 //!
 //! Called after normalization ([`admit`]), so every upstream's mapping (webhook or pull) goes
 //! through the same rule; it also keys the booking by its source ([`key_by_source`]). Two
@@ -179,26 +182,99 @@ pub async fn admit(st: &AppState, source: Source, n: Normalized) -> Result<Admit
     let Some(reason) = judge_cached(&st.connections, &n.event).await? else {
         return Ok(Admitted::Store(Box::new(n)));
     };
+    record_ignored(&st.pool, source, reason, &n)
+        .await
+        .map_err(|e| unavailable("ingest_ignored", &e))?;
     let event = &n.event;
-    sqlx::query(
-        "INSERT INTO ingest_ignored (tenant_id, source, kind, booking_key, site, reason)
-         VALUES ($1, $2, $3, $4, $5, $6)
-         ON CONFLICT (tenant_id, source, kind, booking_key) DO UPDATE SET
-           site = EXCLUDED.site, reason = EXCLUDED.reason,
-           deliveries = ingest_ignored.deliveries + 1, last_at = now()",
-    )
-    .bind(&event.tenant)
-    .bind(source.as_str())
-    .bind(event.kind().as_str())
-    .bind(&event.booking_key)
-    .bind(&event.site)
-    .bind(reason.as_str())
-    .execute(&st.pool)
-    .await
-    .map_err(|e| unavailable("ingest_ignored", &e))?;
     st.metrics.ignored(source.as_str(), reason.as_str());
     tracing::info!(tenant = %event.tenant, site = %event.site, reason = reason.as_str(), "event ignored");
     Ok(Admitted::Ignored(answer(reason, &event.site)))
+}
+
+/// Records an ignored event in `ingest_ignored`: one row per booking with the latest reason,
+/// a delivery count and the booking's latest normalized event (the same data `bookings`
+/// would hold), so that a sync run can re-admit it once access control is switched on (the
+/// reconciler's `readmit`). A later delivery replaces the kept event only when
+/// [`accesshub_domain::supersedes`] says so (a newer revision, or an ending at an equal one),
+/// exactly as it would replace a stored booking. One transaction: insert, or lock the row,
+/// compare in Rust, update.
+pub async fn record_ignored(
+    pool: &sqlx::PgPool,
+    source: Source,
+    reason: Reason,
+    n: &Normalized,
+) -> Result<(), sqlx::Error> {
+    let event = &n.event;
+    let ends_at = crate::committer::window(event).1;
+    let key = (
+        &event.tenant,
+        source.as_str(),
+        event.kind().as_str(),
+        &event.booking_key,
+    );
+    let mut tx = pool.begin().await?;
+    let inserted = sqlx::query(
+        "INSERT INTO ingest_ignored (tenant_id, source, kind, booking_key, site, reason,
+                                     event, revision, ends_access, ends_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9, $10)
+         ON CONFLICT (tenant_id, source, kind, booking_key) DO NOTHING",
+    )
+    .bind(key.0)
+    .bind(key.1)
+    .bind(key.2)
+    .bind(key.3)
+    .bind(&event.site)
+    .bind(reason.as_str())
+    .bind(&n.json)
+    .bind(event.revision)
+    .bind(event.ends_access())
+    .bind(ends_at)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if inserted == 0 {
+        let (revision, ends_access): (Option<i64>, Option<bool>) = sqlx::query_as(
+            "SELECT revision, ends_access FROM ingest_ignored
+              WHERE tenant_id = $1 AND source = $2 AND kind = $3 AND booking_key = $4
+              FOR UPDATE",
+        )
+        .bind(key.0)
+        .bind(key.1)
+        .bind(key.2)
+        .bind(key.3)
+        .fetch_one(&mut *tx)
+        .await?;
+        // A row without an event (written before events were kept) takes any.
+        let replace = match (revision, ends_access) {
+            (Some(r), Some(e)) => {
+                accesshub_domain::supersedes((event.revision, event.ends_access()), (r, e))
+            }
+            _ => true,
+        };
+        sqlx::query(
+            "UPDATE ingest_ignored SET reason = $5, deliveries = deliveries + 1, last_at = now(),
+                    site = CASE WHEN $6 THEN $7 ELSE site END,
+                    event = CASE WHEN $6 THEN $8::jsonb ELSE event END,
+                    revision = CASE WHEN $6 THEN $9 ELSE revision END,
+                    ends_access = CASE WHEN $6 THEN $10 ELSE ends_access END,
+                    ends_at = CASE WHEN $6 THEN $11 ELSE ends_at END
+              WHERE tenant_id = $1 AND source = $2 AND kind = $3 AND booking_key = $4",
+        )
+        .bind(key.0)
+        .bind(key.1)
+        .bind(key.2)
+        .bind(key.3)
+        .bind(reason.as_str())
+        .bind(replace)
+        .bind(&event.site)
+        .bind(&n.json)
+        .bind(event.revision)
+        .bind(event.ends_access())
+        .bind(ends_at)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await
 }
 
 /// The key a booking of `source` is stored under when another upstream of the tenant already

@@ -270,3 +270,73 @@ async fn two_upstreams_with_the_same_booking_key_do_not_overwrite_each_other() {
     );
     env.finish().await;
 }
+
+/// The ignored row keeps the booking's latest event, as `bookings` would: `(revision,
+/// status, ends_access)` of the kept event.
+async fn kept(env: &Env, key: &str) -> (i64, String, bool) {
+    let (event, revision, ends_access): (Value, i64, bool) = sqlx::query_as(
+        "SELECT event, revision, ends_access FROM ingest_ignored WHERE booking_key = $1",
+    )
+    .bind(key)
+    .fetch_one(&env.db.pool)
+    .await
+    .unwrap();
+    let ev: accesshub_domain::Event = serde_json::from_value(event).unwrap();
+    assert_eq!(ev.revision, revision);
+    assert_eq!(ev.booking_key, key);
+    assert_eq!(ev.ends_access(), ends_access);
+    let accesshub_domain::EventBody::Reservation(r) = ev.body else {
+        panic!("{ev:?}")
+    };
+    assert_eq!(r.guest.email.as_deref(), Some("john.doe@example.com"));
+    (revision, format!("{:?}", r.status), ends_access)
+}
+
+/// Ignored is not lost (issues 20/21): the row keeps the latest normalized event, so a sync
+/// can re-admit it once access control is switched on. A later delivery replaces it only
+/// when it supersedes it: an older revision never does, an ending wins an equal revision, a
+/// reactivation needs a newer one.
+#[tokio::test]
+async fn an_ignored_event_is_kept_and_replaced_only_by_one_that_supersedes_it() {
+    let env = Env::new().await;
+    store(&env)
+        .await
+        .upsert(&cloudpass("main", &["12"], false, &["12"]))
+        .await
+        .unwrap();
+    let post = |at: &'static str, what: &'static str| {
+        let env = &env;
+        async move {
+            let (status, body) = env.post("bex", &bex("r-1", at, what)).await;
+            assert_eq!(status, 202, "{body}");
+            assert_eq!(body["reason"], "connection_disabled", "{body}");
+        }
+    };
+    post("2025-06-20T10:00:00Z", "reservation:created").await;
+    let t2 = chrono::DateTime::parse_from_rfc3339("2025-06-20T10:00:00Z")
+        .unwrap()
+        .timestamp_millis();
+    let first = kept(&env, "r-1").await;
+    assert_eq!(first, (t2, "Confirmed".into(), false));
+
+    // Older: counted, the kept event stays.
+    post("2025-06-20T09:00:00Z", "reservation:cancelled").await;
+    assert_eq!(kept(&env, "r-1").await, first);
+
+    // An ending at the same revision wins the tie.
+    post("2025-06-20T10:00:00Z", "reservation:cancelled").await;
+    assert_eq!(kept(&env, "r-1").await, (t2, "Cancelled".into(), true));
+
+    // A reactivation at the same revision does not; a newer one does.
+    post("2025-06-20T10:00:00Z", "reservation:created").await;
+    assert_eq!(kept(&env, "r-1").await, (t2, "Cancelled".into(), true));
+    post("2025-06-20T11:00:00Z", "reservation:created").await;
+    assert_eq!(kept(&env, "r-1").await.1, "Confirmed");
+
+    assert_eq!(
+        ignored_rows(&env).await,
+        [("r-1".into(), "connection_disabled".into(), 5)]
+    );
+    assert_eq!(env.count("bookings").await, 0);
+    env.finish().await;
+}

@@ -23,6 +23,7 @@ pub mod lock;
 pub mod offboard;
 pub mod probe;
 pub mod pull;
+pub mod readmit;
 pub mod retention;
 pub mod service;
 

@@ -40,14 +40,14 @@ use std::time::Instant;
 
 use accesshub_bus::Bus;
 use accesshub_connections::{Connection, VendorSettings};
-use accesshub_domain::{Event, EventBody, ReservationStatus};
+use accesshub_domain::{Event, EventBody, ReservationStatus, Source};
 use accesshub_upstreams::{
     Context, SiteDefaults, UpstreamCredentials, UpstreamStore,
     bex::{self, BexClient, ReservationQuery, ReservationResource},
     clock::{self, BookingQuery, ClockClient, client::References},
     nexudus::{self, Coworker, NexudusClient, client::PassQuery},
 };
-use booking_ingest::{AnswerKind, committer::Committers};
+use booking_ingest::{AnswerKind, committer::Committers, upstream::Normalized};
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use futures::{StreamExt as _, stream};
 use sqlx::{PgPool, Row as _};
@@ -71,13 +71,87 @@ const GUEST_CONCURRENCY: usize = 8;
 /// (tenant, coworker id).
 type TenantKey = (String, String);
 
+/// Stores events through booking-ingest's durable path: its group committer (desired state +
+/// outbox row + receipt in one statement, revision rules as for any delivery) on one Postgres
+/// connection of the pool; booking-ingest's relay publishes the outbox rows it writes. Shared
+/// by the pull phase and re-admission ([`crate::readmit`]). Cheap to clone.
+#[derive(Clone)]
+pub struct Storer {
+    pool: PgPool,
+    bus: Bus,
+    committers: Committers,
+}
+
+impl std::fmt::Debug for Storer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Storer").finish_non_exhaustive()
+    }
+}
+
+impl Storer {
+    /// Starts its committer task (within a Tokio runtime).
+    pub fn start(pool: PgPool, bus: Bus) -> Self {
+        let metrics =
+            booking_ingest::metrics::IngestMetrics::new(&accesshub_telemetry::Registry::new());
+        let (committers, _tasks) = Committers::start(
+            pool.clone(),
+            1,
+            500,
+            Arc::new(tokio::sync::Notify::new()),
+            metrics,
+        );
+        Storer {
+            pool,
+            bus,
+            committers,
+        }
+    }
+
+    /// Stores one mapped upstream record; the answer's kind. `tag` names the pull
+    /// (`run:<id>`, `poll:<ms>`) in the delivery key.
+    pub async fn store(&self, tag: &str, event: Event) -> Result<AnswerKind, String> {
+        let normalized = booking_ingest::upstream::check(event).map_err(|e| e.to_string())?;
+        let ev = &normalized.event;
+        let key = format!("pull:{tag}:{}:{}", ev.booking_key, ev.revision);
+        self.submit(key, normalized).await
+    }
+
+    /// Stores an event booking-ingest ignored and recorded (see [`crate::readmit`]), keyed by
+    /// its source as ingest would key it now (another upstream may have taken the plain key
+    /// since); the delivery key is the event's id, so a repeat is a duplicate.
+    pub async fn readmit(&self, source: Source, event: Event) -> Result<AnswerKind, String> {
+        let normalized = booking_ingest::upstream::check(event).map_err(|e| e.to_string())?;
+        let (normalized, _) = booking_ingest::scope::key_by_source(&self.pool, source, normalized)
+            .await
+            .map_err(|e| e.to_string())?;
+        let key = format!("readmit:{}", normalized.event.id);
+        self.submit(key, normalized).await
+    }
+
+    async fn submit(&self, key: String, normalized: Normalized) -> Result<AnswerKind, String> {
+        let ev = &normalized.event;
+        let source = ev.source.as_str();
+        let subject = self.bus.subject(&ev.subject());
+        self.committers
+            .submit(
+                normalized,
+                source,
+                key,
+                subject,
+                accesshub_telemetry::propagation::current_traceparent(),
+            )
+            .await
+            .map(|a| a.kind)
+            .map_err(|e| e.to_string())
+    }
+}
+
 /// Pulls upstreams into the desired state. Cheap to clone.
 #[derive(Clone)]
 pub struct Puller {
     pool: PgPool,
-    bus: Bus,
     upstreams: UpstreamStore,
-    committers: Committers,
+    storer: Storer,
     /// Nexudus pass holders by (tenant, coworker id), looked up through the coworkers API.
     holders: Arc<Mutex<HashMap<TenantKey, (Coworker, Instant)>>>,
 }
@@ -100,11 +174,24 @@ pub struct Pulled {
 }
 
 impl Pulled {
-    fn problem(&mut self, p: String) {
+    pub(crate) fn problem(&mut self, p: String) {
         self.failed += 1;
         if self.problems.len() < 5 {
             self.problems.push(p);
         }
+    }
+
+    /// Adds `other`'s counts and problems (re-admission and pull make one run's counts).
+    pub(crate) fn absorb(&mut self, other: Pulled) {
+        let (c, o) = (&mut self.counts, other.counts);
+        c.fetched += o.fetched;
+        c.new += o.new;
+        c.changed += o.changed;
+        c.vanished += o.vanished;
+        c.readmitted += o.readmitted;
+        self.failed += other.failed;
+        let room = 5usize.saturating_sub(self.problems.len());
+        self.problems.extend(other.problems.into_iter().take(room));
     }
 }
 
@@ -112,22 +199,17 @@ impl Puller {
     /// A puller storing through its own booking-ingest committer (one Postgres connection of
     /// `pool`); booking-ingest's relay publishes the outbox rows it writes.
     pub fn new(pool: PgPool, bus: Bus, upstreams: UpstreamStore) -> Self {
-        let metrics =
-            booking_ingest::metrics::IngestMetrics::new(&accesshub_telemetry::Registry::new());
-        let (committers, _tasks) = Committers::start(
-            pool.clone(),
-            1,
-            500,
-            Arc::new(tokio::sync::Notify::new()),
-            metrics,
-        );
         Puller {
+            storer: Storer::start(pool.clone(), bus),
             pool,
-            bus,
             upstreams,
-            committers,
             holders: Arc::default(),
         }
+    }
+
+    /// Its durable path (re-admission shares it).
+    pub fn storer(&self) -> &Storer {
+        &self.storer
     }
 
     /// Pulls what `conn` serves; `None` when it has no upstream to pull (no pull mapping for
@@ -532,25 +614,9 @@ impl Puller {
         Ok(doc.unwrap_or_else(|| serde_json::json!({})))
     }
 
-    /// Stores one event through booking-ingest's committer; the answer's kind. `tag` names
-    /// the pull (`run:<id>`, `poll:<ms>`) in the delivery key.
+    /// Stores one event through the durable path ([`Storer::store`]).
     async fn store(&self, tag: &str, event: Event) -> Result<AnswerKind, String> {
-        let normalized = booking_ingest::upstream::check(event).map_err(|e| e.to_string())?;
-        let ev = &normalized.event;
-        let key = format!("pull:{tag}:{}:{}", ev.booking_key, ev.revision);
-        let source = ev.source.as_str();
-        let subject = self.bus.subject(&ev.subject());
-        self.committers
-            .submit(
-                normalized,
-                source,
-                key,
-                subject,
-                accesshub_telemetry::propagation::current_traceparent(),
-            )
-            .await
-            .map(|a| a.kind)
-            .map_err(|e| e.to_string())
+        self.storer.store(tag, event).await
     }
 }
 

@@ -8,6 +8,10 @@
 //! that cancelled it), was not updated since, and no binding of it may still hold access at a
 //! vendor (every binding's status is one of [`HOLDS_NOTHING`]): a dead-lettered or active
 //! binding keeps the booking, so the reconciler can still remove what it holds.
+//!
+//! Ignored events (`ingest_ignored`, kept for re-admission: the same personal data) go the
+//! same way: a row last delivered before the cutoff whose booking ended before it (or was
+//! cancelled), or that holds no event at all.
 
 use std::time::Duration;
 
@@ -82,6 +86,8 @@ pub struct Pruned {
     pub key_requests: u64,
     /// `audit_log` rows (see [`prune_audit`]).
     pub audit_log: u64,
+    /// `ingest_ignored` rows.
+    pub ingest_ignored: u64,
 }
 
 impl Pruned {
@@ -91,6 +97,7 @@ impl Pruned {
         self.vendor_attempts += o.vendor_attempts;
         self.key_requests += o.key_requests;
         self.audit_log += o.audit_log;
+        self.ingest_ignored += o.ingest_ignored;
     }
 }
 
@@ -156,13 +163,36 @@ pub async fn prune(
             vendor_attempts: n(va),
             key_requests: n(kr),
             audit_log: 0,
+            ingest_ignored: 0,
         });
         if b < batch.max(1) {
             break;
         }
     }
+    for _ in 0..max_batches.max(1) {
+        let n = sqlx::query(PRUNE_IGNORED_BATCH)
+            .bind(cutoff)
+            .bind(batch.max(1))
+            .execute(pool)
+            .await?
+            .rows_affected();
+        total.ingest_ignored += n;
+        if n < u64::try_from(batch.max(1)).unwrap_or(u64::MAX) {
+            break;
+        }
+    }
     Ok(total)
 }
+
+/// One batch of ignored events whose booking ended before the cutoff and that were not
+/// delivered since (rows without an event: last delivered before the cutoff).
+const PRUNE_IGNORED_BATCH: &str = "
+DELETE FROM ingest_ignored i USING (
+    SELECT tenant_id, source, kind, booking_key FROM ingest_ignored
+     WHERE last_at < $1 AND (event IS NULL OR ends_access OR ends_at < $1)
+     ORDER BY last_at LIMIT $2 FOR UPDATE SKIP LOCKED) d
+ WHERE i.tenant_id = d.tenant_id AND i.source = d.source AND i.kind = d.kind
+   AND i.booking_key = d.booking_key";
 
 /// One batch of audit entries older than the cutoff, oldest first.
 const PRUNE_AUDIT_BATCH: &str = "

@@ -77,7 +77,7 @@ impl SyncMetrics {
             ),
             pruned: registry.counter(
                 "accesshub_retention_pruned",
-                "Rows deleted by the retention job, by table (bookings, bindings, vendor_attempts, key_requests, audit_log)",
+                "Rows deleted by the retention job, by table (bookings, bindings, vendor_attempts, key_requests, audit_log, ingest_ignored)",
             ),
         }
     }
@@ -90,6 +90,7 @@ impl SyncMetrics {
             ("vendor_attempts", p.vendor_attempts),
             ("key_requests", p.key_requests),
             ("audit_log", p.audit_log),
+            ("ingest_ignored", p.ingest_ignored),
         ] {
             self.pruned
                 .get_or_create(&labels([("table", table)]))
@@ -128,6 +129,9 @@ pub struct Reconciler {
     last_retention: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
     /// Re-reads the booking systems before each compare (issue 21); `None`: compare only.
     puller: Option<crate::pull::Puller>,
+    /// The durable path re-admitted events take ([`crate::readmit`]): the puller's, else one
+    /// started at the first run (its committer task needs the runtime).
+    storer: Arc<std::sync::OnceLock<crate::pull::Storer>>,
 }
 
 impl std::fmt::Debug for Reconciler {
@@ -157,13 +161,21 @@ impl Reconciler {
             settings,
             last_retention: Arc::default(),
             puller: None,
+            storer: Arc::default(),
         }
     }
 
     /// Runs pull from the upstreams first ("Sync" re-reads the source of truth).
     pub fn with_puller(mut self, puller: crate::pull::Puller) -> Self {
+        // One committer for pulls and re-admissions (set before any run, so it takes).
+        let _ = self.storer.set(puller.storer().clone());
         self.puller = Some(puller);
         self
+    }
+
+    fn storer(&self) -> &crate::pull::Storer {
+        self.storer
+            .get_or_init(|| crate::pull::Storer::start(self.pool.clone(), self.bus.clone()))
     }
 
     /// Records run and repair counts on `metrics` (registered on the service's registry).
@@ -295,14 +307,22 @@ impl Reconciler {
             .connections
             .list_for(&conn.tenant, conn.vendor())
             .await?;
-        let pulled = match &self.puller {
+        // First what ingest ignored while access control was off and this connection now
+        // acts on (issues 20/21), then the upstream itself.
+        let readmitted = crate::readmit::readmit(&self.pool, self.storer(), &conn).await?;
+        let mut pulled = match &self.puller {
             Some(p) => p.pull(&conn, run, Utc::now()).await?,
             None => None,
         };
+        if readmitted.counts.readmitted > 0 || readmitted.failed > 0 {
+            pulled
+                .get_or_insert_with(Default::default)
+                .absorb(readmitted);
+        }
         if let Some(p) = &pulled {
             tracing::info!(run = run.id, connection = %run.connection, fetched = p.counts.fetched,
                 new = p.counts.new, changed = p.counts.changed, vanished = p.counts.vanished,
-                failed = p.failed, "pulled from the upstream");
+                readmitted = p.counts.readmitted, failed = p.failed, "pulled from the upstream");
         }
         let mut outcome = engine::sync_connection(
             &self.pool,
@@ -464,6 +484,7 @@ impl Reconciler {
                     bindings = p.bindings,
                     vendor_attempts = p.vendor_attempts,
                     key_requests = p.key_requests,
+                    ingest_ignored = p.ingest_ignored,
                     %cutoff,
                     retention_days = r.days,
                     "retention: pruned ended bookings"

@@ -207,3 +207,43 @@ async fn audit_entries_older_than_the_period_are_pruned() {
     );
     db.drop_db().await;
 }
+
+/// Ignored events kept for re-admission hold a booking's personal data too: pruned like
+/// bookings (ended or cancelled before the cutoff and not delivered since; a row without an
+/// event once last delivered before it), never one still wanted or delivered recently.
+#[tokio::test]
+async fn prunes_ignored_events_whose_booking_ended_like_bookings() {
+    let db = accesshub_testkit::TestDb::new().await;
+    let pool = &db.pool;
+    let now = Utc::now();
+    let old = now - Duration::days(40);
+    let soon = now + Duration::days(3);
+    for (key, kept, ends_at, ends_access, last_at) in [
+        ("ended", true, Some(old), false, old),
+        ("cancelled", true, Some(soon), true, old),
+        ("no-event", false, None, false, old),
+        ("ongoing", true, Some(soon), false, old),
+        ("recent", true, Some(old), false, now),
+    ] {
+        sqlx::query(
+            "INSERT INTO ingest_ignored (tenant_id, source, kind, booking_key, site, reason,
+                                         event, revision, ends_access, ends_at, first_at, last_at)
+             VALUES ('acme', 'bex', 'reservation', $1, 's', 'connection_disabled',
+                     CASE WHEN $2 THEN '{\"guest\": {\"name\": \"Zwaardemaker, Quirina\"}}'::jsonb END,
+                     CASE WHEN $2 THEN 1 END, CASE WHEN $2 THEN $3 END, $4, $5, $5)",
+        )
+        .bind(key)
+        .bind(kept)
+        .bind(ends_access)
+        .bind(ends_at)
+        .bind(last_at)
+        .execute(pool)
+        .await
+        .unwrap();
+    }
+    let cutoff = RetentionSettings::default().cutoff(now).unwrap();
+    let pruned = retention::prune(pool, cutoff, 2, 10).await.unwrap();
+    assert_eq!(pruned.ingest_ignored, 3, "{pruned:?}");
+    assert_eq!(keys(pool, "ingest_ignored").await, ["ongoing", "recent"]);
+    db.drop_db().await;
+}

@@ -188,9 +188,13 @@ fn runs_table(format: Format, runs: &[SyncRun]) -> anyhow::Result<()> {
                 r.status.as_str().to_owned(),
                 ts(&r.started_at),
                 ts(&r.finished_at),
-                // What the pull phase found upstream: fetched/new/changed/vanished.
+                // What the pull phase found upstream: fetched/new/changed/vanished, and the
+                // ignored events it re-admitted.
                 r.pull.map_or("-".to_owned(), |p| {
-                    format!("{}/{}/{}/{}", p.fetched, p.new, p.changed, p.vanished)
+                    format!(
+                        "{}/{}/{}/{}/{}",
+                        p.fetched, p.new, p.changed, p.vanished, p.readmitted
+                    )
                 }),
                 r.counts.checked.to_string(),
                 r.counts.in_sync.to_string(),
@@ -213,7 +217,7 @@ fn runs_table(format: Format, runs: &[SyncRun]) -> anyhow::Result<()> {
             "STATUS",
             "STARTED",
             "FINISHED",
-            "PULLED F/N/C/V",
+            "PULLED F/N/C/V/R",
             "CHECKED",
             "IN SYNC",
             "CREATED",

@@ -116,6 +116,22 @@ pub async fn cloudpass_worker(
     .await
 }
 
+/// ipassan-worker in-process for `conns`.
+pub async fn ipassan_worker(
+    db: &accesshub_testkit::TestDb,
+    tb: &accesshub_testkit::TestBus,
+    conns: Vec<Connection>,
+) -> worker_runtime::WorkerHandle {
+    worker(
+        db,
+        tb,
+        ipassan_adapter::WORKER,
+        conns,
+        ipassan_adapter::IpassanHandler::default(),
+    )
+    .await
+}
+
 /// Worker `name` with `handler` in-process for `conns`.
 async fn worker<H: worker_runtime::Handler>(
     db: &accesshub_testkit::TestDb,
@@ -191,10 +207,21 @@ pub fn reconciler_with(
     conns: Vec<Connection>,
     inv: Arc<dyn Inventory>,
 ) -> Reconciler {
+    reconciler_from(db, tb, Arc::new(StaticConnections::new(conns)), inv)
+}
+
+/// A reconciler reading its connections from `conns` (e.g. the connection store, as
+/// deployed), without default schedules.
+pub fn reconciler_from(
+    db: &accesshub_testkit::TestDb,
+    tb: &accesshub_testkit::TestBus,
+    conns: Arc<dyn reconciler::connections::ConnectionSource>,
+    inv: Arc<dyn Inventory>,
+) -> Reconciler {
     Reconciler::new(
         db.pool.clone(),
         tb.bus.clone(),
-        Arc::new(StaticConnections::new(conns)),
+        conns,
         vec![inv],
         Settings {
             default_schedules: false,
