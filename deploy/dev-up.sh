@@ -46,12 +46,12 @@ trap cleanup EXIT INT TERM
 # upstream bound to tenant demo (`nats req --user demo-upstream ... ingest.native.demo`). Its
 # own server on NATS_DEV_PORT: the machine's open server on 4222 stays for the tests.
 NATS_DEV_PORT="${NATS_DEV_PORT:-4223}"
-if [ ! -f "$RUN/nats-passwords" ]; then
-  for u in $("$BIN/accesshub-nats-config" users) demo-upstream; do
-    echo "$u=$(head -c 24 /dev/urandom | base64 | tr -d '/+=\n')"
-  done > "$RUN/nats-passwords"
-  chmod 600 "$RUN/nats-passwords"
-fi
+touch "$RUN/nats-passwords" && chmod 600 "$RUN/nats-passwords"
+# A password for every identity without one yet (identities added since the last run too).
+for u in $("$BIN/accesshub-nats-config" users) demo-upstream; do
+  grep -q "^$u=" "$RUN/nats-passwords" ||
+    echo "$u=$(head -c 24 /dev/urandom | base64 | tr -d '/+=\n')" >> "$RUN/nats-passwords"
+done
 nats_pw() { sed -n "s/^$1=//p" "$RUN/nats-passwords"; }
 "$BIN/accesshub-nats-config" server --listen "127.0.0.1:$NATS_DEV_PORT" \
   --store-dir "$PWD/$RUN/nats-js" --passwords "$RUN/nats-passwords" \
@@ -90,6 +90,10 @@ wait_ready() {
 # Services never migrate (they refuse a schema older than they need): accessctl does, as the
 # Helm chart's pre-install/pre-upgrade Job does in a cluster.
 "$BIN/accessctl" migrate
+# Likewise the streams: created and changed only by `accessctl streams apply` as the NATS
+# identity accesshub-streams (the services' identities may only read stream info).
+NATS_USER=accesshub-streams NATS_PASSWORD="$(nats_pw accesshub-streams)" \
+  "$BIN/accessctl" streams apply >/dev/null
 echo "starting:"
 start vendor-sim 18080
 wait_ready vendor-sim http://127.0.0.1:18080/healthz

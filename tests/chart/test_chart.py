@@ -206,7 +206,8 @@ def test_migrations_job_is_a_hook(variant, objs):
     env = {e["name"]: e for e in c["env"]}
     secret_ref = env["DATABASE_URL"]["valueFrom"]["secretKeyRef"]
     existing = load_values(variant).get("secrets", {}).get("existingSecret")
-    hook_secrets = [s for s in of_kind(objs, "Secret") if HOOK in s["metadata"]["annotations"]]
+    hook_secrets = [s for s in of_kind(objs, "Secret") if HOOK in s["metadata"]["annotations"]
+                    and s["metadata"]["name"] != f"{RELEASE}-accesshub-nats"]
     if existing:
         # The existing Secret is there before the release, so the hook can read it.
         assert secret_ref["name"] == existing and hook_secrets == []
@@ -221,6 +222,48 @@ def test_migrations_job_is_a_hook(variant, objs):
     assert "envFrom" not in c
     sa = job["spec"]["template"]["spec"].get("serviceAccountName")
     assert sa is None or sa not in {o["metadata"]["name"] for o in of_kind(objs, "ServiceAccount")}
+
+
+def test_streams_are_applied_by_the_migrations_job_as_their_own_identity(variant, objs):
+    """Issue 23: streams are created and changed in one place only, the migrations Job's init
+    container `accessctl streams apply`, as NATS user accesshub-streams; no service pod holds
+    that identity (services only check the streams)."""
+    values = load_values(variant)
+    mode = values.get("nats", {}).get("auth", {}).get("mode", "userPassword")
+    job = of_kind(objs, "Job")[0]
+    ann = job["metadata"]["annotations"]
+    spec = job["spec"]["template"]["spec"]
+    [init] = spec["initContainers"]
+    assert init["command"] == ["/usr/local/bin/accessctl", "streams", "apply"]
+    env = {e["name"]: e for e in init["env"]}
+    # The services' stream settings (replicas) and NATS address, inline like the migrations'.
+    assert "NATS_URL" in env and "ACCESSHUB_STREAM_REPLICAS" in env
+    assert "envFrom" not in init
+    nats_secret = values.get("nats", {}).get("auth", {}).get("existingSecret") or f"{RELEASE}-accesshub-nats"
+    if mode == "userPassword":
+        assert env["NATS_USER"]["value"] == "accesshub-streams"
+        assert env["NATS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": nats_secret,
+                                                                     "key": "accesshub-streams"}
+    if mode == "creds":
+        vol = next(v for v in spec["volumes"] if v["name"] == "nats-creds")
+        assert vol["secret"]["items"] == [{"key": "accesshub-streams.creds", "path": "nats.creds"}]
+    if mode != "none":
+        assert env["NATS_INBOX_PREFIX"]["value"] == "_INBOX.accesshub-streams"
+    if mode != "none" and not values.get("nats", {}).get("auth", {}).get("existingSecret"):
+        # The chart's NATS Secret must exist before the Job on the first install: a hook of
+        # lower weight, never deleted with the release.
+        secret = next(s for s in of_kind(objs, "Secret") if s["metadata"]["name"] == nats_secret)
+        s_ann = secret["metadata"]["annotations"]
+        assert set(s_ann[HOOK].split(",")) == {"pre-install", "pre-upgrade"}
+        assert int(s_ann["helm.sh/hook-weight"]) < int(ann["helm.sh/hook-weight"])
+        assert s_ann["helm.sh/resource-policy"] == "keep"
+        key = "accesshub-streams" if mode == "userPassword" else "accesshub-streams.creds"
+        assert key in (secret.get("data") or {})
+    # The migrate container itself needs no NATS identity.
+    migrate = {e["name"] for e in spec["containers"][0]["env"]}
+    assert not {"NATS_USER", "NATS_PASSWORD"} & migrate
+    for d in of_kind(objs, "Deployment"):
+        assert container_env(d).get("NATS_USER", {}).get("value") != "accesshub-streams"
 
 
 def test_secrets_and_references(variant, objs):
@@ -650,7 +693,7 @@ def test_values_yaml_documents_every_service():
 
 # ---------------------------------------------------------------- NATS identities (review H1)
 
-NATS_USERS = sorted([*SERVICES.values(), "accessctl-dlq"])
+NATS_USERS = sorted([*SERVICES.values(), "accessctl-dlq", "accesshub-streams"])
 
 
 def generated_nats_users() -> list[str]:
@@ -718,7 +761,8 @@ def test_nats_auth_none_renders_no_nats_secret():
 def test_nats_tls_ca_and_client_certificate_reach_every_service():
     """nats.tls: the CA and client certificate Secrets are mounted read-only in every service
     pod and named by ACCESSHUB_NATS_CA / _CLIENT_CERT / _CLIENT_KEY (what accesshub-config
-    reads); the migrations Job, which never connects to NATS, gets neither."""
+    reads); in the migrations Job only the init container that applies the streams (the
+    migrate container never connects to NATS)."""
     tls_dir = "/etc/accesshub/nats-tls"
     objs = objects(render({"nats": {"url": "tls://nats.nats.svc:4222",
                                     "tls": {"caSecret": "nats-ca", "caKey": "ca.pem",
@@ -743,6 +787,10 @@ def test_nats_tls_ca_and_client_certificate_reach_every_service():
     job = of_kind(objs, "Job")[0]["spec"]["template"]["spec"]
     assert not {"ACCESSHUB_NATS_CA", "ACCESSHUB_NATS_CLIENT_CERT"} & {
         e["name"] for e in job["containers"][0]["env"]}
+    streams = job["initContainers"][0]
+    assert {e["name"]: e.get("value") for e in streams["env"]}["ACCESSHUB_NATS_CA"] == f"{tls_dir}/ca.crt"
+    assert {"name": "nats-tls", "mountPath": tls_dir, "readOnly": True} in streams["volumeMounts"]
+    assert any(v["name"] == "nats-tls" for v in job["volumes"])
     # Only a CA: no client certificate settings; by default: no TLS settings at all.
     ca_only = objects(render({"nats": {"tls": {"caSecret": "nats-ca"}}}))
     for d in of_kind(ca_only, "Deployment"):

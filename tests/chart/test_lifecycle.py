@@ -80,14 +80,16 @@ def test_migrations_run_before_the_new_pods_with_the_new_image(upgrade):
                           revision=2 if upgrade else 1))
     phase = "pre-upgrade" if upgrade else "pre-install"
     hook_objs = hooks(objs)
-    # Only the migration (and the Secret it reads) are hooks: Helm applies the release's
-    # Deployments after every pre-* hook has succeeded, so new pods never meet an old schema.
-    assert sorted(o["kind"] for o in hook_objs) == ["Job", "Secret"]
+    # Only the migration (and the Secrets it reads: DATABASE_URL, and the NATS identities for
+    # its `streams apply` step) are hooks: Helm applies the release's Deployments after every
+    # pre-* hook has succeeded, so new pods never meet an old schema or missing streams.
+    assert sorted(o["kind"] for o in hook_objs) == ["Job", "Secret", "Secret"]
     for o in hook_objs:
         assert phase in o["metadata"]["annotations"][HOOK].split(",")
     by_kind = {o["kind"]: o for o in hook_objs}
-    assert int(by_kind["Secret"]["metadata"]["annotations"][WEIGHT]) < int(
-        by_kind["Job"]["metadata"]["annotations"][WEIGHT])
+    for secret in (o for o in hook_objs if o["kind"] == "Secret"):
+        assert int(secret["metadata"]["annotations"][WEIGHT]) < int(
+            by_kind["Job"]["metadata"]["annotations"][WEIGHT])
     job = by_kind["Job"]
     container = job["spec"]["template"]["spec"]["containers"][0]
     assert container["command"] == ["/usr/local/bin/accessctl", "migrate"]

@@ -53,6 +53,9 @@ found problems (a stream or table missing, dead letters waiting, a last sync run
 pub enum Command {
     /// Apply database migrations and exit (the Helm pre-upgrade Job).
     Migrate,
+    /// JetStream streams: apply (create or update; the Helm pre-upgrade Job) or check.
+    #[command(subcommand)]
+    Streams(cmd::streams::StreamsCommand),
     /// Dead letters: list, show, replay, purge.
     #[command(subcommand)]
     Dlq(cmd::dlq::DlqCommand),
@@ -94,6 +97,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let format = cli.output;
     match cli.command {
         Command::Migrate => cmd::migrate::run().await,
+        Command::Streams(c) => cmd::streams::run(c).await,
         Command::Dlq(c) => cmd::dlq::run(c, format).await,
         Command::Status => cmd::status::run(format).await,
         Command::Sync(c) => cmd::sync::run(c, format).await,

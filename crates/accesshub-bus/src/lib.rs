@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use accesshub_config::{CommonConfig, StreamSettings};
+use accesshub_config::{CommonConfig, Mode, StreamSettings};
 use accesshub_domain::{
     Classify, ErrorClass,
     subjects::{self, Namespace},
@@ -27,6 +27,32 @@ pub enum BusError {
         path: String,
         /// Underlying error.
         source: std::io::Error,
+    },
+    /// A stream a service needs does not exist. Outside dev mode services never create
+    /// streams: `accessctl streams apply` (the release's migrations Job) does.
+    #[error(
+        "stream {stream} does not exist: run `accessctl streams apply` with the streams identity \
+         (the release's migrations Job does; services create streams only with ACCESSHUB_MODE=dev)"
+    )]
+    StreamMissing {
+        /// Stream name.
+        stream: String,
+    },
+    /// A stream exists without a setting a service relies on (its subjects, limits
+    /// retention, a de-duplication window at least as long as configured).
+    #[error(
+        "stream {stream}: {setting} is {have}, this service needs {want}: run `accessctl streams \
+         apply` with the streams identity (the release's migrations Job does)"
+    )]
+    StreamSetting {
+        /// Stream name.
+        stream: String,
+        /// The setting, by its JetStream name (`subjects`, `retention`, `duplicate_window`).
+        setting: &'static str,
+        /// What the stream has.
+        have: String,
+        /// What the service needs.
+        want: String,
     },
     /// Stream create/update was refused (bad settings, overlapping subjects).
     #[error("stream {stream}: {message}")]
@@ -57,7 +83,12 @@ pub enum BusError {
 impl Classify for BusError {
     fn class(&self) -> ErrorClass {
         match self {
-            BusError::Connect(_) | BusError::Publish { .. } => ErrorClass::Transient,
+            // Missing or outdated streams are fixed by the migrations Job, which may still be
+            // running: wait for it.
+            BusError::Connect(_)
+            | BusError::Publish { .. }
+            | BusError::StreamMissing { .. }
+            | BusError::StreamSetting { .. } => ErrorClass::Transient,
             BusError::Credentials { .. }
             | BusError::Stream { .. }
             | BusError::ServerAddr { .. } => ErrorClass::Permanent,
@@ -253,12 +284,113 @@ impl Bus {
         Ok(())
     }
 
+    /// Checks that every stream exists with the settings services rely on, without changing
+    /// anything (a service's identity may only read stream info outside dev mode). Other
+    /// differences from the configuration (ages, replicas, storage, size limits) are the
+    /// operator's to decide: they are logged as a warning, not refused.
+    pub async fn check_streams(&self) -> Result<(), BusError> {
+        for want in self.stream_configs() {
+            let name = want.name.clone();
+            // One STREAM.INFO request (the identity's only stream right besides consumers).
+            let have = match self.js.get_stream(&name).await {
+                Ok(s) => s.cached_info().config.clone(),
+                Err(e) => {
+                    if let jetstream::context::GetStreamErrorKind::JetStream(j) = e.kind()
+                        && j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
+                    {
+                        return Err(BusError::StreamMissing { stream: name });
+                    }
+                    return Err(BusError::Connect(format!("stream {name} info: {e}")));
+                }
+            };
+            if let Some(problem) = stream_problem(&want, &have) {
+                return Err(problem);
+            }
+            let drift = stream_drift(&want, &have);
+            if !drift.is_empty() {
+                tracing::warn!(stream = %name, differences = %drift.join(", "),
+                    "stream differs from this service's configuration; `accessctl streams apply` brings it in line");
+            }
+        }
+        Ok(())
+    }
+
+    /// What a service does with the streams at start-up: check them ([`Bus::check_streams`]);
+    /// in [`Mode::Dev`] (tests, `make dev`) create or update them when the check fails.
+    /// Production leaves creating and changing streams to `accessctl streams apply`, so a
+    /// service's NATS identity needs no right to change stream limits.
+    pub async fn prepare_streams(&self, mode: Mode) -> Result<(), BusError> {
+        match self.check_streams().await {
+            Ok(()) => Ok(()),
+            Err(e) if mode == Mode::Dev => {
+                tracing::info!(reason = %e, "dev mode: creating or updating the streams");
+                self.ensure_streams().await
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Deletes every stream of this namespace (tests clean up after themselves).
     pub async fn delete_streams(&self) {
         for cfg in self.stream_configs() {
             let _ = self.js.delete_stream(&cfg.name).await;
         }
     }
+}
+
+/// The first setting of `have` that breaks what services rely on, as the error naming it:
+/// every configured subject (events would have no stream), limits retention (workers and the
+/// DLQ tooling read the same stream with several consumers), and a de-duplication window at
+/// least as long as configured (the outbox relay's exactly-once publishing depends on it).
+pub fn stream_problem(want: &StreamConfig, have: &StreamConfig) -> Option<BusError> {
+    let setting = |setting, have_value: String, want_value: String| BusError::StreamSetting {
+        stream: want.name.clone(),
+        setting,
+        have: have_value,
+        want: want_value,
+    };
+    if let Some(missing) = want.subjects.iter().find(|s| !have.subjects.contains(s)) {
+        return Some(setting(
+            "subjects",
+            format!("{:?}", have.subjects),
+            format!("{missing:?} among them"),
+        ));
+    }
+    if have.retention != want.retention {
+        return Some(setting(
+            "retention",
+            format!("{:?}", have.retention),
+            format!("{:?}", want.retention),
+        ));
+    }
+    if have.duplicate_window < want.duplicate_window {
+        return Some(setting(
+            "duplicate_window",
+            format!("{:?}", have.duplicate_window),
+            format!("at least {:?}", want.duplicate_window),
+        ));
+    }
+    None
+}
+
+/// Settings of `have` that differ from the configuration without breaking anything (logged).
+fn stream_drift(want: &StreamConfig, have: &StreamConfig) -> Vec<String> {
+    let d = |v: &dyn std::fmt::Debug| format!("{v:?}");
+    [
+        ("max_age", d(&want.max_age), d(&have.max_age)),
+        ("num_replicas", d(&want.num_replicas), d(&have.num_replicas)),
+        ("storage", d(&want.storage), d(&have.storage)),
+        ("max_bytes", d(&want.max_bytes), d(&have.max_bytes)),
+        (
+            "duplicate_window",
+            d(&want.duplicate_window),
+            d(&have.duplicate_window),
+        ),
+    ]
+    .into_iter()
+    .filter(|(_, w, h)| w != h)
+    .map(|(name, w, h)| format!("{name} {h} (configured {w})"))
+    .collect()
 }
 
 /// Copies NATS headers into a sorted multimap, keeping every value: the shape dead letters
@@ -318,5 +450,92 @@ mod server_list_tests {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         bus.client.flush().await.unwrap();
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod stream_ownership_tests {
+    use super::*;
+
+    async fn bus(ns: &str) -> Bus {
+        let cfg = CommonConfig::for_test("bus-test", ns, "postgres://unused");
+        connect(&cfg).await.unwrap()
+    }
+
+    /// Outside dev mode a service only checks: missing streams are an error naming the stream
+    /// and what to run, and nothing is created (issue 23: streams are created and changed by
+    /// `accessctl streams apply` only).
+    #[tokio::test]
+    async fn production_checks_the_streams_and_never_creates_them() {
+        let ns = format!("bt{}", std::process::id());
+        let bus = bus(&ns).await;
+        bus.delete_streams().await;
+        let err = bus.prepare_streams(Mode::Production).await.unwrap_err();
+        let bookings = bus.stream_name(subjects::BOOKINGS_STREAM);
+        assert!(
+            matches!(&err, BusError::StreamMissing { stream } if *stream == bookings),
+            "{err}"
+        );
+        assert!(err.to_string().contains("accessctl streams apply"), "{err}");
+        assert_eq!(err.class(), ErrorClass::Transient);
+        assert!(
+            bus.js.get_stream(&bookings).await.is_err(),
+            "created a stream"
+        );
+
+        // Dev mode creates them; then production's check passes.
+        bus.prepare_streams(Mode::Dev).await.unwrap();
+        bus.prepare_streams(Mode::Production).await.unwrap();
+
+        // A de-duplication window shorter than configured breaks exactly-once publishing:
+        // refused, naming the stream and the setting; the check does not repair it.
+        let mut short = bus.stream_configs().remove(0);
+        short.duplicate_window = Duration::from_secs(1);
+        bus.js.update_stream(short).await.unwrap();
+        let err = bus.check_streams().await.unwrap_err();
+        match &err {
+            BusError::StreamSetting {
+                stream, setting, ..
+            } => assert_eq!(
+                (stream.as_str(), *setting),
+                (bookings.as_str(), "duplicate_window")
+            ),
+            other => panic!("{other}"),
+        }
+        assert!(
+            bus.check_streams().await.is_err(),
+            "the check changed the stream"
+        );
+        // What `accessctl streams apply` runs brings it back.
+        bus.ensure_streams().await.unwrap();
+        bus.check_streams().await.unwrap();
+        bus.delete_streams().await;
+    }
+
+    /// Settings services rely on, checked without a server.
+    #[test]
+    fn a_stream_without_a_needed_subject_or_with_other_retention_is_named() {
+        let cfg = CommonConfig::for_test("bus-test", "x", "postgres://unused");
+        let want = StreamConfig {
+            name: "X_BOOKINGS".into(),
+            subjects: vec!["x.bookings.>".into()],
+            duplicate_window: cfg.streams.duplicate_window,
+            ..Default::default()
+        };
+        assert!(stream_problem(&want, &want.clone()).is_none());
+        let mut have = want.clone();
+        have.subjects = vec!["x.other.>".into()];
+        let e = stream_problem(&want, &have).unwrap().to_string();
+        assert!(e.contains("X_BOOKINGS: subjects"), "{e}");
+        let mut have = want.clone();
+        have.retention = RetentionPolicy::WorkQueue;
+        let e = stream_problem(&want, &have).unwrap().to_string();
+        assert!(e.contains("X_BOOKINGS: retention"), "{e}");
+        // A longer window than configured is fine (only the age of duplicates grows).
+        let mut have = want.clone();
+        have.duplicate_window = want.duplicate_window * 2;
+        assert!(stream_problem(&want, &have).is_none());
+        assert_eq!(stream_drift(&want, &have).len(), 1);
     }
 }

@@ -175,6 +175,7 @@ impl std::fmt::Debug for CommonConfig {
             .field("log_format", &self.log_format)
             .field("streams", &self.streams)
             .field("egress", &self.egress)
+            .field("mode", &self.mode)
             .finish()
     }
 }
@@ -336,6 +337,10 @@ pub struct CommonConfig {
     /// `SCHEME://HOST[:PORT]` exceptions; empty = strict: https to public addresses only).
     /// Checked when a connection is stored and when a worker connects.
     pub egress: EgressPolicy,
+    /// `ACCESSHUB_MODE`. Besides local defaults it decides who owns the streams: in
+    /// production only `accessctl streams apply` (the release's hook Job) creates or changes
+    /// them and services only check them; in dev mode a service creates missing streams itself.
+    pub mode: Mode,
 }
 
 impl CommonConfig {
@@ -381,6 +386,7 @@ impl CommonConfig {
                 file_storage: env_or("ACCESSHUB_STREAM_FILE_STORAGE", true)?,
             },
             egress: env_or("ACCESSHUB_EGRESS_ALLOW", EgressPolicy::strict())?,
+            mode: Mode::from_env()?,
         })
     }
 
@@ -418,6 +424,8 @@ impl CommonConfig {
             },
             // The vendor simulators listen on loopback over plain http.
             egress: EgressPolicy::loopback_http(),
+            // Tests create their streams as `make dev` does.
+            mode: Mode::Dev,
         }
     }
 }

@@ -447,6 +447,7 @@ mod tests {
                 [
                     "accessctl-dlq",
                     "accesshub-admin",
+                    "accesshub-streams",
                     "booking-ingest",
                     "cloudpass-worker",
                     "dormakaba-worker",
@@ -513,6 +514,44 @@ mod tests {
                     .to_owned()
             )
         );
+    }
+
+    /// Issue 23: streams are created and changed in one place only. No service identity may
+    /// create or update a stream (a compromised pod could change its limits); each may read
+    /// stream info (the start-up check). The streams identity may, and nothing else.
+    #[test]
+    fn only_the_streams_identity_creates_or_updates_streams() {
+        let ids = identities("").unwrap();
+        let changes = |s: &String| {
+            s.starts_with("$JS.API.STREAM.CREATE.") || s.starts_with("$JS.API.STREAM.UPDATE.")
+        };
+        for id in &ids {
+            let p = &id.permissions.publish;
+            if id.user == "accesshub-streams" {
+                for stream in ["BOOKINGS", "DLQ", "RESULTS", "SYNC"] {
+                    for op in ["INFO", "CREATE", "UPDATE"] {
+                        let s = format!("$JS.API.STREAM.{op}.{stream}");
+                        assert!(p.contains(&s), "{s}");
+                    }
+                }
+                assert!(p.iter().all(|s| s.starts_with("$JS.API.STREAM.")), "{p:?}");
+                continue;
+            }
+            assert!(
+                !p.iter().any(changes),
+                "{} may change streams: {p:?}",
+                id.user
+            );
+            if id.user.ends_with("-worker")
+                || ["booking-ingest", "reconciler"].contains(&id.user.as_str())
+            {
+                assert!(
+                    p.contains(&"$JS.API.STREAM.INFO.BOOKINGS".to_owned()),
+                    "{}: no stream info for the start-up check",
+                    id.user
+                );
+            }
+        }
     }
 
     #[test]

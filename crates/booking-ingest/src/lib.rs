@@ -79,7 +79,8 @@ pub struct IngestConfig {
     /// refuse to start otherwise (true outside tests). Services never migrate: the Helm hook
     /// Job and `accessctl migrate` do.
     pub check_schema: bool,
-    /// Serve the NATS ingest subjects (`ACCESSHUB_NATS_INGEST`, default true).
+    /// Serve the NATS ingest subjects (`ACCESSHUB_NATS_INGEST`; default false in production,
+    /// true in dev mode: see [`nats_ingest_default`]).
     pub nats_ingest: bool,
     /// Delivery of key-request outcomes to callers' callback URLs
     /// ([`keyreq_callback`]; where they may point is `common.egress`).
@@ -105,6 +106,7 @@ impl IngestConfig {
     /// Loads the configuration from the environment.
     pub fn from_env() -> Result<Self, IngestError> {
         let common = CommonConfig::from_env(SERVICE)?;
+        let nats_ingest = env_or("ACCESSHUB_NATS_INGEST", nats_ingest_default(common.mode))?;
         let secrets = SecretBox::from_env()?;
         let defaults = relay::RelayConfig::default();
         Ok(IngestConfig {
@@ -129,7 +131,7 @@ impl IngestConfig {
                 ..Default::default()
             },
             check_schema: true,
-            nats_ingest: env_or("ACCESSHUB_NATS_INGEST", true)?,
+            nats_ingest,
             callbacks: keyreq_callback::CallbackConfig::default(),
         })
     }
@@ -154,6 +156,13 @@ impl IngestConfig {
             callbacks: keyreq_callback::CallbackConfig::default(),
         }
     }
+}
+
+/// Whether NATS ingest is on when `ACCESSHUB_NATS_INGEST` is unset: only in dev mode. In
+/// production it is opt-in: a second way in besides the signed webhooks, for upstreams with a
+/// NATS identity bound to their tenant (docs/security.md "NATS identities").
+pub fn nats_ingest_default(mode: accesshub_config::Mode) -> bool {
+    mode == accesshub_config::Mode::Dev
 }
 
 /// The secret cache's settings from the environment (fail fast on zero sizes or rates).
@@ -355,22 +364,33 @@ pub async fn start(cfg: IngestConfig) -> Result<IngestHandle, IngestError> {
     }
     let bus = accesshub_bus::connect(&cfg.common).await?;
     let mut side = Vec::new();
-    let ensured = match tokio::time::timeout(Duration::from_secs(5), bus.ensure_streams()).await {
+    // Outside dev mode the streams are only checked (`accessctl streams apply`, the
+    // migrations Job, owns them). Webhooks are accepted meanwhile: they wait in the outbox,
+    // as while NATS is down.
+    let mode = cfg.common.mode;
+    let ready = match tokio::time::timeout(Duration::from_secs(5), bus.prepare_streams(mode)).await
+    {
         Ok(Ok(())) => None,
         Ok(Err(e)) => Some(e.to_string()),
         Err(_) => Some("timed out after 5 s".to_owned()),
     };
-    if let Some(error) = ensured {
-        tracing::warn!(%error, "streams not ensured yet (NATS down?); retrying in the background");
+    if let Some(error) = ready {
+        tracing::warn!(%error, "streams not ready yet; retrying in the background (accepted webhooks wait in the outbox)");
         let b = bus.clone();
         // Until they exist (the task is aborted at shutdown).
         side.push(tokio::spawn(async move {
             let mut waits = NATS_WAIT.attempts();
             loop {
                 tokio::time::sleep(waits.next_wait().unwrap_or(NATS_WAIT.backoff.max)).await;
-                if b.is_connected() && b.ensure_streams().await.is_ok() {
-                    tracing::info!("streams ensured");
-                    return;
+                if !b.is_connected() {
+                    continue;
+                }
+                match b.prepare_streams(mode).await {
+                    Ok(()) => {
+                        tracing::info!("streams ready");
+                        return;
+                    }
+                    Err(error) => tracing::warn!(%error, "streams not ready yet"),
                 }
             }
         }));
@@ -505,4 +525,17 @@ pub async fn start(cfg: IngestConfig) -> Result<IngestHandle, IngestError> {
         relay,
         side,
     })
+}
+
+#[cfg(test)]
+mod nats_ingest_default_tests {
+    use accesshub_config::Mode;
+
+    /// Issue 23: NATS ingest is a second way in, so production turns it on explicitly.
+    #[test]
+    fn nats_ingest_is_opt_in_outside_dev_mode() {
+        assert!(!super::nats_ingest_default(Mode::Production));
+        assert!(!super::nats_ingest_default(Mode::default()));
+        assert!(super::nats_ingest_default(Mode::Dev));
+    }
 }

@@ -4,7 +4,13 @@
 //! `{"status": "ignored", "reason", "site"}` (access control off there, see [`crate::scope`])
 //! or `{"status": "rejected", "error", "field", "problem"}`. Same normalization, validation and
 //! durable path as the webhooks. The tenant must be registered for the source (its site
-//! defaults apply), else `error: "unknown_tenant"`.
+//! defaults apply), else `error: "unknown_tenant"`. Same rate and in-flight limits as the
+//! webhooks ([`crate::limits`], global and per tenant): over them the reply is
+//! `{"status": "rejected", "error": "too_many_requests", "scope", "retry_after",
+//! "message": "rate limited, retry after N s"}` with a `Retry-After` header.
+//!
+//! Off unless `ACCESSHUB_NATS_INGEST=true` in production (on by default in dev mode): it is
+//! a second way in, and only deployments with upstreams bound to tenants in NATS need it.
 
 use std::sync::Arc;
 
@@ -70,6 +76,9 @@ async fn handle_message(st: Arc<AppState>, msg: async_nats::Message) {
     let label = src.map_or("unknown", Source::as_str);
     let reply = async {
         let src = src.ok_or(Reject::NotFound)?;
+        // The webhooks' budgets, from the same limiter: the global rate and in-flight cap
+        // first (held until the answer), the tenant's once the tenant is known below.
+        let _global = st.limits.admit()?;
         if msg.payload.len() > st.body_limit {
             return Err(Reject::TooLarge {
                 limit: st.body_limit,
@@ -80,6 +89,9 @@ async fn handle_message(st: Arc<AppState>, msg: async_nats::Message) {
             .get(&tenant, src.as_str())
             .await?
             .ok_or(Reject::Unauthorized(AuthFailure::SignatureMismatch))?;
+        // NATS permissions bind an upstream identity to its tenant, so only that tenant's
+        // own upstreams spend its budget (like a valid signature on the webhook path).
+        let _tenant = st.limits.admit_tenant(&tenant)?;
         let given = msg
             .headers
             .as_ref()
@@ -115,6 +127,7 @@ async fn handle_message(st: Arc<AppState>, msg: async_nats::Message) {
     }
     .instrument(span)
     .await;
+    let mut retry_after = None;
     let body: Value = match reply {
         Ok(Err(why)) => {
             st.metrics.ignored(label, why.reason);
@@ -128,21 +141,51 @@ async fn handle_message(st: Arc<AppState>, msg: async_nats::Message) {
         }
         Err(r) => {
             st.metrics.rejected(label, r.reason());
-            let mut b = r.body();
-            if matches!(r, Reject::Unauthorized(_)) {
-                b = json!({"error": "unknown_tenant"});
+            if let Reject::TooManyRequests {
+                retry_after_secs, ..
+            } = r
+            {
+                retry_after = Some(retry_after_secs);
             }
-            if let Some(o) = b.as_object_mut() {
-                o.insert("status".into(), json!("rejected"));
-            }
-            b
+            reject_body(&r)
         }
     };
     if let Some(reply_to) = msg.reply {
-        let _ = st
-            .bus
-            .client
-            .publish(reply_to, body.to_string().into())
-            .await;
+        let payload = body.to_string().into();
+        let _ = match retry_after {
+            // The webhooks' Retry-After, as a header of the reply too.
+            Some(secs) => {
+                let mut h = async_nats::HeaderMap::new();
+                h.insert("Retry-After", secs.to_string().as_str());
+                st.bus
+                    .client
+                    .publish_with_headers(reply_to, h, payload)
+                    .await
+            }
+            None => st.bus.client.publish(reply_to, payload).await,
+        };
     }
+}
+
+/// The reply to a refused request: the webhook answer's body plus `status: rejected`; a
+/// tenant not registered for the source is `unknown_tenant`; over a rate or in-flight limit
+/// the body also says `message: "rate limited, retry after N s"` (N = `retry_after`).
+pub fn reject_body(r: &Reject) -> Value {
+    let mut b = match r {
+        Reject::Unauthorized(_) => json!({"error": "unknown_tenant"}),
+        other => other.body(),
+    };
+    if let Some(o) = b.as_object_mut() {
+        o.insert("status".into(), json!("rejected"));
+        if let Reject::TooManyRequests {
+            retry_after_secs, ..
+        } = r
+        {
+            o.insert(
+                "message".into(),
+                json!(format!("rate limited, retry after {retry_after_secs} s")),
+            );
+        }
+    }
+    b
 }

@@ -71,8 +71,9 @@ async fn metric(env: &Env, name: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-#[tokio::test]
-async fn a_tenant_over_its_rate_gets_429_with_retry_after_and_others_do_not() {
+/// booking-ingest whose tenants may do 1 request/s with a burst of 2, and a second tenant
+/// `beta` registered for connecX besides [`TENANT`].
+async fn env_with_tenant_limits_and_beta() -> Env {
     let env = Env::with(|c| {
         c.limits = LimitsConfig {
             tenant_rate: nz(1),
@@ -87,6 +88,12 @@ async fn a_tenant_over_its_rate_gets_429_with_retry_after_and_others_do_not() {
         .set_source_secret("beta", "connecx", Some(Secret::new(SECRET)), Duration::ZERO)
         .await
         .unwrap();
+    env
+}
+
+#[tokio::test]
+async fn a_tenant_over_its_rate_gets_429_with_retry_after_and_others_do_not() {
+    let env = env_with_tenant_limits_and_beta().await;
     // Requests that fail the signature do not spend the tenant's budget: a spoofer who knows
     // the tenant id cannot lock its upstream out.
     for i in 0..5 {
@@ -300,4 +307,68 @@ fn bad_limit_values_fail_fast() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(var), "{var}={value}: {err}");
     }
+}
+
+/// Issue 23: NATS ingest gets the webhooks' limits (the same limiter). A flood of requests for
+/// one tenant over NATS is refused past that tenant's budget with a reply saying when to retry,
+/// while another tenant is still served.
+#[tokio::test]
+async fn a_nats_ingest_flood_for_one_tenant_is_refused_while_another_is_served() {
+    let env = env_with_tenant_limits_and_beta().await;
+    let client = env.bus.bus.client.clone();
+    let subject = |tenant: &str| {
+        env.bus
+            .bus
+            .subject(&accesshub_domain::subjects::ingest("connecx", tenant))
+    };
+    const FLOOD: usize = 30;
+    let mut flood = tokio::task::JoinSet::new();
+    for i in 0..FLOOD {
+        let (client, subject) = (client.clone(), subject(TENANT));
+        let body = serde_json::to_vec(&connecx(&format!("flood-{i}"), "2025-06-20T09:15:00Z"));
+        flood.spawn(async move { client.request(subject, body.unwrap().into()).await.unwrap() });
+    }
+    let (mut accepted, mut refused) = (0u64, 0usize);
+    while let Some(reply) = flood.join_next().await {
+        let reply = reply.unwrap();
+        let a: Value = serde_json::from_slice(&reply.payload).unwrap();
+        match a["status"].as_str() {
+            Some("accepted") => accepted += 1,
+            Some("rejected") => {
+                refused += 1;
+                assert_eq!(a["error"], "too_many_requests", "{a}");
+                assert_eq!(a["scope"], "tenant", "{a}");
+                let secs = a["retry_after"].as_u64().unwrap();
+                assert!(secs >= 1, "{a}");
+                assert_eq!(
+                    a["message"],
+                    format!("rate limited, retry after {secs} s"),
+                    "{a}"
+                );
+                let header = reply.headers.as_ref().and_then(|h| h.get("Retry-After"));
+                assert_eq!(
+                    header.map(|v| v.as_str().to_owned()),
+                    Some(secs.to_string())
+                );
+            }
+            _ => panic!("unexpected reply {a}"),
+        }
+    }
+    // Burst 2 at 1/s: a flood that takes seconds still gets only a few through.
+    assert!(accepted >= 1, "nothing accepted");
+    assert!(refused >= FLOOD - 10, "accepted {accepted} of {FLOOD}");
+    // Another tenant is served meanwhile.
+    let reply = client
+        .request(
+            subject("beta"),
+            serde_json::to_vec(&connecx("b-1", "2025-06-20T09:15:00Z"))
+                .unwrap()
+                .into(),
+        )
+        .await
+        .unwrap();
+    let b: Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert_eq!(b["status"], "accepted", "{b}");
+    assert_eq!(env.events_written().await, accepted + 1);
+    env.finish().await;
 }

@@ -28,7 +28,10 @@ pub async fn main() -> anyhow::Result<()> {
         .await
         .context("database schema")?;
     let bus = accesshub_bus::connect(&cfg).await?;
-    bus.ensure_streams().await?;
+    // Services never create or change streams outside dev mode (`accessctl streams apply`,
+    // the migrations Job, does): wait for them as the workers do (then exit naming what is
+    // missing, for Kubernetes to restart).
+    worker_runtime::with_retries("streams", async || bus.prepare_streams(cfg.mode).await).await?;
     let connections: Arc<dyn ConnectionSource> =
         match accesshub_config::env_opt("RECONCILER_CONNECTIONS_FILE") {
             Some(p) => Arc::new(StaticConnections::from_yaml_file(&p)?),

@@ -51,7 +51,7 @@ pub use handler::{
 };
 pub use metrics::Outcome;
 pub use runner::{WorkerHandle, start};
-pub use serve::{install_crypto_provider, serve_main, shutdown_signal};
+pub use serve::{install_crypto_provider, serve_main, shutdown_signal, with_retries};
 pub use services::{Peer, Related};
 pub use source::{BoxFuture, ConnectionSource, SourceError, StaticConnections};
 pub use wrap::AfterApply;

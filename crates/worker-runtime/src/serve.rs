@@ -29,8 +29,8 @@ const START_UP: RetryPolicy = RetryPolicy::limited(
 );
 
 /// Retries `f` under [`START_UP`], whatever the error (a fresh cluster answers with errors
-/// that look permanent until it is up).
-async fn with_retries<T, E: std::fmt::Display>(
+/// that look permanent until it is up). Public for the reconciler's start-up.
+pub async fn with_retries<T, E: std::fmt::Display>(
     what: &str,
     f: impl AsyncFnMut() -> Result<T, E>,
 ) -> Result<T, E> {
@@ -86,7 +86,8 @@ impl Connections {
 /// The whole life of a worker process: configuration from the environment, telemetry, the
 /// ops server (`/healthz`, `/readyz`, `/metrics` on `ACCESSHUB_HTTP_ADDR`), the schema check
 /// (the database must hold every migration this binary knows; run `accessctl migrate`),
-/// streams, the worker itself, and a graceful stop on SIGTERM.
+/// the streams' check (they must exist with the settings workers rely on; run `accessctl
+/// streams apply`; created here only in dev mode), the worker itself, and a graceful stop on SIGTERM.
 ///
 /// Connections come from the Postgres connection store (needs `ACCESSHUB_ENCRYPTION_KEY`;
 /// the start fails with a clear error without it), cached and invalidated by the store's
@@ -118,7 +119,11 @@ where
     .await??;
     pool.close().await;
     let bus = accesshub_bus::connect(&cfg.common).await?;
-    with_retries("streams", async || bus.ensure_streams().await).await?;
+    // Outside dev mode only checked: `accessctl streams apply` (the migrations Job) creates
+    // and changes streams; until it has run this waits (readiness stays false: no ops server
+    // yet) and then exits naming the stream, for Kubernetes to restart it.
+    let mode = cfg.common.mode;
+    with_retries("streams", async || bus.prepare_streams(mode).await).await?;
     let handler = make_handler(&cfg)?;
     let listener_task = match &connections {
         Connections::Store(cache) => Some(

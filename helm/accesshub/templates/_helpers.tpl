@@ -151,10 +151,11 @@ DATABASE_URL
 
 {{/*
 NATS users the chart gives credentials to: every enabled service (user = service name, as in
-deploy/nats/permissions.yaml) plus accessctl-dlq, accessctl's DLQ role.
+deploy/nats/permissions.yaml) plus accessctl-dlq, accessctl's DLQ role, and accesshub-streams,
+the migrations Job's identity (`accessctl streams apply`).
 */}}
 {{- define "accesshub.natsUsers" -}}
-{{- $users := list "accessctl-dlq" -}}
+{{- $users := list "accessctl-dlq" "accesshub-streams" -}}
 {{- range $key, $service := include "accesshub.serviceNames" . | fromYaml -}}
 {{- if (index $.Values.services $key).enabled -}}
 {{- $users = append $users $service -}}

@@ -1,7 +1,8 @@
 //! NATS identities (issue 23 item 1, security review H1): a private nats-server with the
 //! configuration generated from deploy/nats/permissions.yaml. Each service runs as its own
 //! user; the server refuses what an identity's permissions do not allow, the unauthenticated
-//! client is not let in, and an upstream bound to one tenant can ingest for that tenant only.
+//! client is not let in, an upstream bound to one tenant can ingest for that tenant only, and
+//! no service may change a stream (only `accessctl streams apply` as accesshub-streams may).
 //! The whole path (NATS ingest → BOOKINGS → tapkey-worker → Tapkey simulator) still works.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -120,8 +121,12 @@ async fn every_identity_is_held_to_its_permissions_and_the_system_still_works() 
     .await;
     let conn = tapkey_conn(&s.sim);
     s.add_connection(conn).await;
-    // Each service connects as the user of its name (Stack::nats_identity).
-    s.start_ingest(&[]).await;
+    // Each service connects as the user of its name (Stack::nats_identity). The streams were
+    // created by `accessctl streams apply` as accesshub-streams (Stack::new), as the release's
+    // migrations Job does; the services (production mode) only check them. NATS ingest is
+    // opt-in outside dev mode.
+    s.start_ingest(&[("ACCESSHUB_NATS_INGEST".to_owned(), "true".to_owned())])
+        .await;
     s.start_worker("tapkey-worker", &[]).await;
     // The other services start and run under their identities too (their consumers, streams
     // and subscriptions are created at start-up; any refusal shows in the server log below).
@@ -182,6 +187,43 @@ async fn every_identity_is_held_to_its_permissions_and_the_system_still_works() 
     .await;
     assert!(sub_refused.is_some(), "{:?}", worker_err.lock().unwrap());
 
+    // No service may change a stream (its limits): only the streams identity may. A
+    // compromised worker or ingest pod is refused the JetStream API call outright.
+    let bookings = subjects::Namespace::new(&ns).stream(subjects::BOOKINGS_STREAM);
+    let update = format!("$JS.API.STREAM.UPDATE.{bookings}");
+    assert_publish_refused(&worker, &worker_err, "tapkey-worker", &update).await;
+    for service in ["booking-ingest", "reconciler"] {
+        let (client, errors) = client_as(&nats, service).await;
+        assert_publish_refused(&client, &errors, service, &update).await;
+        let js = async_nats::jetstream::ContextBuilder::new()
+            .timeout(Duration::from_secs(2))
+            .build(client.clone());
+        // It may read the stream's settings (the start-up check)...
+        let mut config = js
+            .get_stream(&bookings)
+            .await
+            .unwrap_or_else(|e| panic!("{service} reads stream info: {e}"))
+            .cached_info()
+            .config
+            .clone();
+        // ...but not change them.
+        let before = config.max_age;
+        config.max_age = Duration::from_secs(60);
+        assert!(
+            js.update_stream(config).await.is_err(),
+            "{service} updated stream {bookings}"
+        );
+        let (setup, _) = client_as(&nats, "accesshub-streams").await;
+        let now = async_nats::jetstream::new(setup)
+            .get_stream(&bookings)
+            .await
+            .unwrap()
+            .cached_info()
+            .config
+            .max_age;
+        assert_eq!(now, before, "{service} changed the stream's max age");
+    }
+
     // An upstream bound to tenant acme ingests for acme, and only for acme.
     let (pms, pms_err) = client_as(&nats, "acme-pms").await;
     let email = format!("{ns}@example.com");
@@ -239,7 +281,10 @@ async fn every_identity_is_held_to_its_permissions_and_the_system_still_works() 
     // log are the ones this test provoked, the only failed login the anonymous one.
     let log = nats.log();
     let provoked = |l: &str| {
-        l.contains(".k1\"") || l.contains("globex") || l.contains("\"_INBOX.booking-ingest.>\"")
+        l.contains(".k1\"")
+            || l.contains("globex")
+            || l.contains("\"_INBOX.booking-ingest.>\"")
+            || l.contains("$JS.API.STREAM.UPDATE.")
     };
     let unexpected: Vec<&str> = log
         .lines()

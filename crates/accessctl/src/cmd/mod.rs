@@ -8,6 +8,7 @@ pub mod migrate;
 pub mod offboard;
 pub mod secrets;
 pub mod status;
+pub mod streams;
 pub mod sync;
 pub mod tenants;
 pub mod tokens;

@@ -337,7 +337,7 @@ impl Stack {
             .unwrap_or_else(|| "nats://127.0.0.1:4222".to_owned());
         let sim = Sim::start(&opts.sim_env);
         let conns_file = std::env::temp_dir().join(format!("accesshub-{ns}-connections.json"));
-        Stack {
+        let stack = Stack {
             ns,
             db_url,
             nats_url,
@@ -353,7 +353,27 @@ impl Stack {
             env: opts.env,
             nats_passwords: opts.nats_passwords,
             http: http_client(),
-        }
+        };
+        stack.apply_streams();
+        stack
+    }
+
+    /// Creates the streams as a release's migrations Job does: `accessctl streams apply` as
+    /// the streams identity (`accesshub-streams` when the server has users). The services
+    /// run in production mode here, so they only check the streams.
+    pub fn apply_streams(&self) {
+        let identity = self.nats_identity("accesshub-streams");
+        let out = std::process::Command::new(binary("accessctl").unwrap())
+            .args(["streams", "apply"])
+            .envs(self.service_env(0, &identity))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "accessctl streams apply failed\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// Stores a connection with `ConnectionStore` and adds it to the connections file the
