@@ -112,6 +112,11 @@ impl Sim {
                     &p[3],
                     "--dormakaba-port",
                     &p[4],
+                    // No Clock PMS+ simulator: its default port is fixed (make dev's), so
+                    // parallel tests would collide on it; tests that pull from Clock start
+                    // their own in-process.
+                    "--clock-port",
+                    "0",
                 ],
                 &env,
             )
