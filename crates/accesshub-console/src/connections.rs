@@ -497,7 +497,50 @@ pub(crate) async fn save_with_audit(
         )
         .await;
     }
+    if before.is_some_and(|b| out.connection.widens(b)) {
+        queue_sync(state, s, &out.connection).await;
+    }
     Ok(after)
+}
+
+/// Queues a full sync run of `conn` (unless one is active) when an edit switched access
+/// control on for more than before — re-enabled, a site added, something mapped — as the
+/// admin API does: its run re-admits the events ingest ignored meanwhile, so the operator
+/// need not press Sync. The edit itself is saved already; a failure to queue is logged and
+/// left to the next run.
+async fn queue_sync(state: &ConsoleState, s: &Session, conn: &Connection) {
+    let target = accesshub_sync_runs::ConnectionRef {
+        tenant: conn.tenant.clone(),
+        vendor: conn.vendor().to_string(),
+        name: conn.name.clone(),
+    };
+    match accesshub_sync_runs::store::request_run(
+        &state.pool,
+        &target,
+        accesshub_sync_runs::Scope::Full,
+        accesshub_sync_runs::Trigger::Api,
+        Some(&s.name),
+    )
+    .await
+    {
+        Ok(accesshub_sync_runs::store::RequestOutcome::Queued(run)) => {
+            tracing::info!(connection = %target, run_id = run.id, by = %s.name, "sync queued: the connection acts on more than before");
+            audit::record(
+                state,
+                s,
+                "sync.request",
+                Some(&conn.tenant),
+                &target.to_string(),
+                None,
+                serde_json::to_value(&run).ok(),
+            )
+            .await;
+        }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!(connection = %target, error = %e, "sync not queued after the connection was widened; the next run re-admits")
+        }
+    }
 }
 
 /// The CloudPass form's values as typed (kept on validation errors).

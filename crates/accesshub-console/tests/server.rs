@@ -853,6 +853,43 @@ async fn ipassan_and_tapkey_connections_are_added_and_disabled_in_the_console() 
     env.finish().await;
 }
 
+/// Issue 20/21: switching a connection back on in the console queues a sync run (as the admin
+/// API does), whose pull re-admits what ingest ignored while it was off.
+#[tokio::test]
+async fn enabling_a_connection_in_the_console_queues_a_sync_run() {
+    let env = Env::start().await;
+    env.cloudpass("acme").await;
+    let b = env.login(BOOT).await;
+    let runs = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM sync_runs WHERE tenant_id = 'acme' AND vendor = 'cloudpass' \
+             AND connection_name = 'default' AND scope = 'full'",
+        )
+        .fetch_one(&env.db.pool)
+        .await
+        .unwrap()
+    };
+    let (st, _) = b
+        .post(
+            "/connections/acme/cloudpass/default/enabled",
+            &[("enabled", "false")],
+        )
+        .await;
+    assert_eq!(st, S::SEE_OTHER);
+    assert_eq!(runs().await, 0, "switching off queues no sync");
+    let (st, _) = b
+        .post(
+            "/connections/acme/cloudpass/default/enabled",
+            &[("enabled", "true")],
+        )
+        .await;
+    assert_eq!(st, S::SEE_OTHER);
+    let conn = stored(&env, "/connections/acme/cloudpass/default").await;
+    assert_eq!(conn["enabled"], true, "{conn}");
+    assert_eq!(runs().await, 1, "switching on queues one full sync run");
+    env.finish().await;
+}
+
 #[tokio::test]
 async fn sync_screen_shows_pull_counts_and_the_ignored_events_tab() {
     let env = Env::start().await;
