@@ -9,9 +9,13 @@ mkdir -p "$RUN"
 cargo build --workspace --bins
 BIN=target/debug
 
-# Stable local secrets, generated once (never used outside this machine).
+# Local secrets, fixed like the admin token and the webhook secret below (dev mode only, never
+# used outside this machine). The encryption key is fixed rather than random per checkout: the
+# demo's connections are sealed with it in the shared database, and a second checkout (or a
+# deleted .dev-run) with a fresh random key could no longer open them ('secret could not be
+# decrypted', 503).
 if [ ! -f "$RUN/env" ]; then
-  key="k1:$(head -c 32 /dev/urandom | base64 | tr -d '\n')"
+  key="k1:$(printf 'accesshub-make-dev-only-key-32by' | base64 | tr -d '\n')"
   cat > "$RUN/env" <<ENV
 export ACCESSHUB_ENCRYPTION_KEY='$key'
 export ACCESSHUB_ADMIN_TOKEN='dev-admin-token'
