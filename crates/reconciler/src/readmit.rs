@@ -17,6 +17,7 @@ use booking_ingest::{
     scope::{Survey, vendors_for},
 };
 use futures::{StreamExt as _, stream};
+use serde::Deserialize as _;
 use sqlx::PgPool;
 
 use crate::{
@@ -70,7 +71,7 @@ pub async fn readmit(
     let mut out = Pulled::default();
     let mut due = Vec::new();
     for row in rows {
-        let parsed = serde_json::from_value::<Event>(row.event.clone())
+        let parsed = Event::deserialize(&row.event)
             .map_err(|e| e.to_string())
             .and_then(|ev| {
                 row.source
