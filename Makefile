@@ -65,11 +65,13 @@ known-bad: services
 ## then the long form of the cluster chaos test (issue 25: CLUSTER_CHAOS_SEEDS seeded runs of
 ## CLUSTER_CHAOS_ROUNDS rounds on a 3-node R3 cluster; the short form, seed 1 with 30 rounds,
 ## is in make test).
-SOAK_HISTORIES ?= 1000
+SOAK_HISTORIES ?= 2000
+## Environments side by side per vendor (each its own PostgreSQL and nats-server).
+SOAK_JOBS ?= 4
 CLUSTER_CHAOS_SEEDS ?= 1,2,3,4,5,6,7,8
 CLUSTER_CHAOS_ROUNDS ?= 120
 soak: services
-	$(CARGO) run --release -p accesshub-convergence --bin convergence-soak -- --histories $(SOAK_HISTORIES) $(SOAK_ARGS)
+	$(CARGO) run --release -p accesshub-convergence --bin convergence-soak -- --histories $(SOAK_HISTORIES) --jobs $(SOAK_JOBS) $(SOAK_ARGS)
 	$(CARGO) build --workspace --bins
 	CLUSTER_CHAOS_SEEDS=$(CLUSTER_CHAOS_SEEDS) CLUSTER_CHAOS_ROUNDS=$(CLUSTER_CHAOS_ROUNDS) \
 	  $(CARGO) test -p accesshub-e2e --test cluster cluster_chaos_seeded -- --nocapture

@@ -83,6 +83,27 @@ pub struct Report {
     pub elapsed: Duration,
 }
 
+impl Report {
+    /// Adds `other`'s figures (a run over other seeds of the same vendor, in parallel with this
+    /// one): counts add up, failures join, the wall time is the longer of the two.
+    pub fn absorb(&mut self, other: Report) {
+        self.histories += other.histories;
+        self.events += other.events;
+        self.crashes += other.crashes;
+        self.faults_injected += other.faults_injected;
+        self.faults_after_commit += other.faults_after_commit;
+        self.restarts += other.restarts;
+        self.offboards += other.offboards;
+        self.expected_dlq += other.expected_dlq;
+        self.drifted_before_sync += other.drifted_before_sync;
+        self.repaired += other.repaired;
+        self.transient_dlq += other.transient_dlq;
+        self.failures.extend(other.failures);
+        self.failures.sort_by_key(|f| f.seed);
+        self.elapsed = self.elapsed.max(other.elapsed);
+    }
+}
+
 impl std::fmt::Display for Report {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(

@@ -34,12 +34,15 @@ const TENANT: &str = "acme";
 const SITE: &str = "hotel-ams";
 const LEAF_USER: &str = "edge-acme-ams";
 
+/// A free port below the kernel's ephemeral range (32768+), so that no outgoing connection of
+/// a parallel test can take it between this probe and nats-server binding it.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    loop {
+        let port = 20_000 + (Uuid::new_v4().as_u128() % 12_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 fn openssl(dir: &Path, args: &[&str]) {
@@ -140,15 +143,25 @@ impl Drop for NatsServer {
     }
 }
 
+/// Waits until a nats-server answers on `port` with its `INFO` line: a listening socket is not
+/// enough (a port handed out by `free_port` can be taken by another process meanwhile, and
+/// a server still starting may close a connection before greeting it).
 async fn wait_port(port: u16, log: &Path) {
+    use tokio::io::AsyncBufReadExt;
     let start = Instant::now();
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-    {
+    loop {
+        let mut greeting = String::new();
+        if let Ok(stream) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+            let mut reader = tokio::io::BufReader::new(stream);
+            let read = reader.read_line(&mut greeting);
+            let _ = tokio::time::timeout(Duration::from_secs(1), read).await;
+        }
+        if greeting.starts_with("INFO ") {
+            return;
+        }
         assert!(
             start.elapsed() < Duration::from_secs(10),
-            "port {port}: {}",
+            "port {port} (greeting {greeting:?}): {}",
             std::fs::read_to_string(log.with_extension("log")).unwrap_or_default()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -42,10 +42,17 @@ struct Args {
     /// Extra runs spent shrinking each failing history.
     #[arg(long, default_value_t = 40)]
     shrink_runs: usize,
+    /// Environments run side by side per vendor, each with its own PostgreSQL, nats-server
+    /// and simulators, taking every `jobs`-th seed. Histories mostly wait for the pipeline to
+    /// settle, so a few at once use a machine's cores better than one.
+    #[arg(long, default_value_t = 1)]
+    jobs: usize,
 }
 
-async fn one<M: Model>(model: M, args: &Args) -> anyhow::Result<Report> {
-    let mut env = Env::new().await?;
+async fn one<M: Model + Clone + Send + Sync + 'static>(
+    model: M,
+    args: &Args,
+) -> anyhow::Result<Report> {
     let seeds: Vec<u64> = match args.seed {
         Some(s) => vec![s],
         None => (args.first_seed..args.first_seed + args.histories).collect(),
@@ -57,9 +64,25 @@ async fn one<M: Model>(model: M, args: &Args) -> anyhow::Result<Report> {
         restart_rate: args.restart_rate,
         offboard_rate: args.offboard_rate,
     };
-    let report = check(&mut env, &model, seeds, shape, args.shrink_runs).await;
-    env.finish().await;
-    let report = report?;
+    let jobs = args.jobs.clamp(1, seeds.len().max(1));
+    let mut tasks = tokio::task::JoinSet::new();
+    for job in 0..jobs {
+        let mine: Vec<u64> = seeds.iter().copied().skip(job).step_by(jobs).collect();
+        let (model, shrink_runs) = (model.clone(), args.shrink_runs);
+        tasks.spawn(async move {
+            let mut env = Env::new().await?;
+            let report = check(&mut env, &model, mine, shape, shrink_runs).await;
+            env.finish().await;
+            anyhow::Ok(report?)
+        });
+    }
+    let mut report = Report {
+        vendor: M::NAME,
+        ..Report::default()
+    };
+    while let Some(done) = tasks.join_next().await {
+        report.absorb(done??);
+    }
     println!("{report}");
     Ok(report)
 }

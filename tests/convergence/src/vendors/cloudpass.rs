@@ -20,7 +20,7 @@ use vendor_sim::{SimHandle, Vendor, cloudpass as cp};
 use crate::model::{Desired, Model, Object};
 
 /// The CloudPass model.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, Copy)]
 pub struct Cloudpass;
 
 const ADMINS: [&str; 2] = ["adm-ams", "adm-utr"];

@@ -20,7 +20,7 @@ use vendor_sim::{SimHandle, Vendor, dormakaba::Product};
 use crate::model::{Desired, Model, Object};
 
 /// The dormakaba model.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, Copy)]
 pub struct Dormakaba;
 
 /// Rooms of booking `b` (the demo lock system has 101–103, 201, 202, 301).

@@ -20,7 +20,7 @@ use vendor_sim::{SimHandle, Vendor, ipassan as ip};
 use crate::model::{Desired, Model, Object};
 
 /// The iPassan model.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, Copy)]
 pub struct Ipassan;
 
 const FACILITY: &str = "bbq";

@@ -16,7 +16,7 @@ use vendor_sim::{SimHandle, Vendor, tapkey as tk};
 use crate::model::{Desired, Model, Object};
 
 /// The Tapkey model.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, Copy)]
 pub struct Tapkey;
 
 const HOLDERS: [&str; 3] = ["ann", "bob", "cy"];
