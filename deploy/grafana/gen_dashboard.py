@@ -189,6 +189,28 @@ def build() -> dict:
                "{{vendor}} {{class}}")], "short",
         "Classified errors: transient ones are retried, permanent ones go to the DLQ.", stack=True), 12, 8)
 
+    L.row("Vendor outages and hotel sites")
+    L.add(stat("Connections with an open breaker",
+               f"sum(max by (tenant, vendor, connection) (accesshub_connection_breaker_open{{{vd}}}))", "short",
+               "Connections whose vendor failed transiently too often in a row: their events are parked in "
+               "Postgres (not retried, not dead-lettered) until a probe succeeds. Other tenants are not slowed. "
+               "Runbook: docs/runbooks/vendor-outage.md.",
+               [(None, "green"), (1, "orange")]), 6, 8)
+    L.add(timeseries("Open breakers by connection", [
+        target(f"max by (tenant, vendor, connection) (accesshub_connection_breaker_open{{{vd}}})",
+               "{{tenant}} {{vendor}} {{connection}}")], "short",
+        "1 while the connection's breaker is open or half-open in any replica of its worker."), 6, 8)
+    L.add(timeseries("Parked events by connection", [
+        target(f"max by (tenant, vendor, connection) (accesshub_connection_parked{{{vd}}})",
+               "{{tenant}} {{vendor}} {{connection}}")], "short",
+        "Events waiting in Postgres for their connection's vendor to answer again (max over replicas: "
+        "each reads the same table). They apply in order once the breaker closes."), 6, 8)
+    L.add(timeseries("dormakaba hotel sites online", [
+        target(f"min by (tenant, site) (accesshub_edge_site_online{{{NS}}})", "{{tenant}} {{site}}")], "short",
+        "1 while the site's edge relay answers over its NATS leaf link, 0 while the link is down (the "
+        "site's reservations wait; key requests answer 'site offline' at once). Min over worker replicas."),
+          6, 8)
+
     L.row("Reconciler")
     L.add(timeseries("Sync runs by vendor and status (per hour)", [
         target(f"sum by (vendor, status) (increase(accesshub_sync_runs_total{{{vd}}}[1h]))",

@@ -29,6 +29,9 @@ METRICS = {
     "accesshub_consumer_pending": {"worker"},
     "accesshub_dlq_depth": {"worker"},
     "accesshub_sync_runs_total": {"vendor", "status"},
+    "accesshub_connection_breaker_open": {"tenant", "vendor", "connection"},
+    "accesshub_connection_parked": {"tenant", "vendor", "connection"},
+    "accesshub_edge_site_online": {"tenant", "site"},
 }
 HISTOGRAMS = {"accesshub_http_request_duration_seconds", "accesshub_vendor_request_duration_seconds"}
 # Labels added by the scrape (ServiceMonitor / Prometheus), not by the services.
@@ -81,7 +84,12 @@ def test_label_names_exist_on_their_metrics():
 
 # Gauges every replica reports identically (the same table or stream, read by each replica):
 # summing them over replicas multiplies the figure by the replica count.
-PER_REPLICA_GAUGES = {"accesshub_outbox_pending", "accesshub_consumer_pending", "accesshub_dlq_depth"}
+PER_REPLICA_GAUGES = {
+    "accesshub_outbox_pending",
+    "accesshub_consumer_pending",
+    "accesshub_dlq_depth",
+    "accesshub_connection_parked",
+}
 
 
 def test_per_replica_gauges_are_aggregated_with_max():
