@@ -653,18 +653,7 @@ pub fn nexudus_client(
 
 /// `rate_per_sec` and `burst` from the options.
 fn rate_options(creds: &UpstreamCredentials, default_rate: f64) -> (f64, u32) {
-    let rate = creds
-        .options
-        .get("rate_per_sec")
-        .and_then(serde_json::Value::as_f64)
-        .unwrap_or(default_rate);
-    let burst = creds
-        .options
-        .get("burst")
-        .and_then(serde_json::Value::as_u64)
-        .and_then(|b| u32::try_from(b).ok())
-        .unwrap_or(20);
-    (rate, burst)
+    creds.rate_options(default_rate)
 }
 
 /// A BEX client from stored credentials; `rate_per_sec` / `burst` in the options override
@@ -672,8 +661,7 @@ fn rate_options(creds: &UpstreamCredentials, default_rate: f64) -> (f64, u32) {
 pub fn bex_client(
     creds: &UpstreamCredentials,
 ) -> Result<BexClient, accesshub_upstreams::UpstreamError> {
-    let (rate, burst) = rate_options(creds, bex::client::DEFAULT_RATE_PER_SEC);
-    BexClient::with_rate(&creds.base_url, &creds.secret, rate, burst)
+    BexClient::from_credentials(creds)
 }
 
 /// A Clock PMS+ client from stored credentials (`user:api key`); `rate_per_sec` / `burst` in
