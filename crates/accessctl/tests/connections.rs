@@ -54,10 +54,14 @@ spec:
     - { name: Front desk, id: "1" }
 "#;
 
-#[tokio::test]
-async fn apply_yaml_end_to_end() {
-    let (db, bus) = accesshub_testkit::isolated().await;
-    let secrets = SecretBox::from_spec(&SecretBox::generate_spec()).unwrap();
+/// The admin API over `db` and `bus` (bootstrap token [`BOOT`], `egress`) served on an
+/// ephemeral port: its base URL and a client for it.
+async fn serve_admin(
+    db: &accesshub_testkit::TestDb,
+    bus: &accesshub_testkit::TestBus,
+    secrets: &SecretBox,
+    egress: accesshub_connections::EgressPolicy,
+) -> (String, ApiClient) {
     let state = AdminState::new(
         db.pool.clone(),
         secrets.clone(),
@@ -68,7 +72,7 @@ async fn apply_yaml_end_to_end() {
             ..Default::default()
         },
     )
-    .with_egress("http://127.0.0.1:*,https://10.0.0.5:*".parse().unwrap());
+    .with_egress(egress);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}/admin/v1", listener.local_addr().unwrap());
     tokio::spawn(async move {
@@ -77,6 +81,20 @@ async fn apply_yaml_end_to_end() {
             .unwrap()
     });
     let api = ApiClient::new(&base, BOOT).unwrap();
+    (base, api)
+}
+
+#[tokio::test]
+async fn apply_yaml_end_to_end() {
+    let (db, bus) = accesshub_testkit::isolated().await;
+    let secrets = SecretBox::from_spec(&SecretBox::generate_spec()).unwrap();
+    let (base, api) = serve_admin(
+        &db,
+        &bus,
+        &secrets,
+        "http://127.0.0.1:*,https://10.0.0.5:*".parse().unwrap(),
+    )
+    .await;
 
     // apply -f FILE through the command itself.
     let path = std::env::temp_dir().join(format!("accessctl-{}.yaml", uuid_like()));
@@ -360,4 +378,72 @@ fn uuid_like() -> String {
             .unwrap()
             .as_nanos()
     )
+}
+
+/// `accessctl lookup TENANT bex rentables administration=ID` (issue 21 item 4): the object ids
+/// of a BEX administration, read by the admin API from the BEX simulator with the tenant's
+/// stored API key; `administrations` lists the administrations.
+#[tokio::test]
+async fn lookup_bex_rentables_and_administrations() {
+    use vendor_sim::bex;
+    let (db, bus) = accesshub_testkit::isolated().await;
+    let bexsim = bex::start_ephemeral().await.unwrap();
+    bexsim.add_administration("4711", "Strandhotel");
+    bexsim.put_rentable("4711", "5501", "Kamer 12");
+    let secrets = SecretBox::from_spec(&SecretBox::generate_spec()).unwrap();
+    let (_, api) = serve_admin(
+        &db,
+        &bus,
+        &secrets,
+        accesshub_connections::EgressPolicy::loopback_http(),
+    )
+    .await;
+    let _: serde_json::Value = api
+        .write(
+            reqwest::Method::POST,
+            "/tenants",
+            &[],
+            &serde_json::json!({"id": "acme"}),
+        )
+        .await
+        .unwrap();
+    let _: serde_json::Value = api
+        .write(
+            reqwest::Method::PUT,
+            "/tenants/acme/sources/bex/api",
+            &[],
+            &serde_json::json!({"base_url": bexsim.url(), "secret": bex::DEMO_API_KEY}),
+        )
+        .await
+        .unwrap();
+    let args = |what: &str, params: Vec<String>| LookupArgs {
+        tenant: "acme".into(),
+        vendor: "bex".into(),
+        what: what.into(),
+        params,
+        connection: "default".into(),
+    };
+    let items = lookup::fetch(&api, &args("rentables", vec!["administration=4711".into()]))
+        .await
+        .unwrap();
+    assert_eq!(
+        items
+            .iter()
+            .map(|i| (i.id.as_str(), i.name.as_str()))
+            .collect::<Vec<_>>(),
+        [("5501", "Kamer 12")]
+    );
+    let items = lookup::fetch(&api, &args("administrations", vec![]))
+        .await
+        .unwrap();
+    assert_eq!(items[0].id, "4711");
+    assert_eq!(items[0].name, "Strandhotel");
+    let err = lookup::fetch(&api, &args("rentables", vec![]))
+        .await
+        .unwrap_err();
+    assert!(format!("{err:#}").contains("administration"), "{err:#}");
+
+    bexsim.shutdown().await;
+    bus.cleanup().await;
+    db.drop_db().await;
 }

@@ -1163,7 +1163,7 @@ pub(crate) async fn list_audit(
 /// Answer of a successful lookup.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub(crate) struct LookupItems {
-    items: Vec<LookupItem>,
+    pub(crate) items: Vec<LookupItem>,
 }
 
 #[utoipa::path(get, path = "/admin/v1/lookups/{vendor}/{tenant}/{what}", tag = "lookups", params(("vendor" = Vendor, Path, description = "Vendor"), ("tenant" = String, Path, description = "Tenant id"), ("what" = String, Path, description = "What to list (sites, time-restrictions, assets, locks, …: per vendor)"), ("connection" = Option<String>, Query, description = "Connection name (default `default`); other query parameters go to the worker")), responses((status = 200, description = "Items answered by the vendor's worker", body = LookupItems), (status = 502, description = "The vendor refused or failed", body = crate::error::Problem, content_type = "application/problem+json"), (status = 504, description = "No worker answered in time", body = crate::error::Problem, content_type = "application/problem+json"), crate::openapi::Errors))]

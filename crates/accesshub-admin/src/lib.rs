@@ -206,6 +206,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/bookings/{tenant}/{key}", get(dlq::get_booking))
         .route("/status", get(dlq::status))
         .route("/lookups/{vendor}/{tenant}/{what}", get(lookup))
+        .route("/lookups/bex/{tenant}/{what}", get(upstreams::bex_lookup))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,

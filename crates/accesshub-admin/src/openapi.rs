@@ -67,6 +67,7 @@ use crate::error::{PROBLEM_JSON, Problem};
         crate::handlers::revoke_token,
         crate::handlers::list_audit,
         crate::handlers::lookup,
+        crate::upstreams::bex_lookup,
         crate::dlq::list_dlq,
         crate::dlq::get_dlq,
         crate::dlq::replay_dlq,

@@ -143,6 +143,9 @@ pub async fn start(cfg: ServiceConfig) -> Result<AdminHandle, ServiceError> {
     });
     let http_metrics = ops::HttpMetrics::new(&registry, SERVICE);
     tracing::info!(egress = %cfg.common.egress, "vendor egress allow-list");
+    // The BEX look-ups call the booking system from here: addresses are checked at connect
+    // time as in the workers and the reconciler.
+    vendor_http::install_egress_policy(cfg.common.egress.clone());
     let state =
         AdminState::new(pool, cfg.secrets, bus, cfg.admin).with_egress(cfg.common.egress.clone());
     let app = mounted(state.clone())

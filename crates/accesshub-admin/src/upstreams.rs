@@ -4,21 +4,33 @@
 //! /tenants/{tenant}/sources/{source}/api` (changes need `admin`, reads `viewer`); and how a
 //! source's webhooks authenticate (`PUT /tenants/{tenant}/sources/{source}/auth`
 //! `{"mode": "signature" | "token"}`; `token` only for Clock, whose signing is not public).
+//! And what a mapping screen needs from the booking system itself: `GET
+//! /lookups/bex/{tenant}/administrations|rentables` (BEX administrations of the tenant's
+//! organization; an administration's rentables, the object ids a dormakaba room map is keyed
+//! by), read with the tenant's stored BEX API key.
 
+use std::collections::BTreeMap;
+
+use accesshub_connections::lookup::LookupItem;
 use axum::{
     Extension, Json,
-    extract::{Path, State},
+    extract::{Path, Query, State},
     http::StatusCode,
 };
 use bytes::Bytes;
 use serde::Deserialize;
 
-use accesshub_upstreams::{UpstreamCredentials, UpstreamError, creds::UpstreamInfo};
+use accesshub_upstreams::{
+    UpstreamCredentials, UpstreamError,
+    bex::{self, BexClient},
+    creds::UpstreamInfo,
+};
 
 use crate::{
     AdminState,
     auth::Principal,
     error::{ApiError, parse_json},
+    handlers::LookupItems,
 };
 
 /// Sources accesshub can pull from.
@@ -198,4 +210,114 @@ pub(crate) async fn put_source_auth(
     let after = serde_json::json!({"tenant": tenant, "source": source, "auth": req.mode});
     crate::handlers::audit_source_auth(&s, &who, &tenant, &source, &after).await;
     Ok(Json(after))
+}
+
+// ---- look-ups in the booking system ----
+
+/// `GET /lookups/bex/{tenant}/{what}`: what a mapping screen needs from BEX, read with the
+/// tenant's stored API key — `administrations` (the CloudPass mapping's administrations; only
+/// those of the tenant's organization when it is tied to one, `detail` naming the
+/// organization) or `rentables` of `?administration=ID` (the object ids reservations
+/// reference, which a dormakaba connection's `rooms` map turns into lock-system room
+/// numbers; `detail` = the administration). The base URL must satisfy the egress policy.
+#[utoipa::path(get, path = "/admin/v1/lookups/bex/{tenant}/{what}", tag = "lookups", params(("tenant" = String, Path, description = "Tenant id"), ("what" = String, Path, description = "`administrations` or `rentables`"), ("administration" = Option<String>, Query, description = "BEX administration id (required for `rentables`)")), responses((status = 200, description = "Items answered by BEX", body = LookupItems), (status = 502, description = "BEX refused or failed, or its base URL is outside the egress policy", body = crate::error::Problem, content_type = "application/problem+json"), crate::openapi::Errors))]
+pub(crate) async fn bex_lookup(
+    State(s): State<AdminState>,
+    Path((tenant, what)): Path<(String, String)>,
+    Query(params): Query<BTreeMap<String, String>>,
+    Extension(who): Extension<Principal>,
+) -> Result<Json<LookupItems>, ApiError> {
+    who.require_tenant(&tenant)?;
+    let administration = params
+        .get("administration")
+        .filter(|a| !a.trim().is_empty());
+    if what == "rentables" && administration.is_none() {
+        return Err(ApiError::BadRequest {
+            field: Some("administration".into()),
+            problem: "rentables of which administration? (?administration=ID)".into(),
+        });
+    }
+    if what != "rentables" && what != "administrations" {
+        return Err(ApiError::BadRequest {
+            field: Some("what".into()),
+            problem: format!("BEX look-ups are administrations and rentables, not {what:?}"),
+        });
+    }
+    let creds = s
+        .upstreams
+        .get(&tenant, "bex")
+        .await
+        .map_err(upstream_error)?
+        .ok_or_else(|| {
+            ApiError::NotFound(format!(
+                "tenant {tenant:?} has no BEX API credentials (PUT /admin/v1/tenants/{tenant}/sources/bex/api)"
+            ))
+        })?;
+    accesshub_connections::validate::check_endpoint(s.connections.egress(), &creds.base_url)
+        .map_err(|e| ApiError::BadGateway(format!("BEX base URL refused: {e}")))?;
+    let client = BexClient::from_credentials(&creds).map_err(bex_failed)?;
+    let organization = s
+        .tenants
+        .sources(&tenant)
+        .await?
+        .into_iter()
+        .find(|src| src.source == "bex")
+        .and_then(|src| src.organization_id);
+    let items = match administration {
+        Some(admin) if what == "rentables" => {
+            if let Some(org) = &organization {
+                let listed = client.administrations().await.map_err(bex_failed)?;
+                if let Some((_, theirs)) =
+                    bex::foreign_administrations(&listed, Some(org), [admin]).pop()
+                {
+                    return Err(ApiError::field(
+                        "administration",
+                        format!("belongs to organization {theirs}, not the tenant's {org}"),
+                    ));
+                }
+            }
+            client
+                .rentables(admin)
+                .await
+                .map_err(bex_failed)?
+                .into_iter()
+                .map(|r| LookupItem {
+                    name: r.attributes.name.unwrap_or_else(|| r.id.to_string()),
+                    id: r.id.to_string(),
+                    detail: Some(format!("administration {admin}")),
+                })
+                .collect()
+        }
+        _ => client
+            .administrations()
+            .await
+            .map_err(bex_failed)?
+            .into_iter()
+            .filter(|a| {
+                organization.is_none() || a.organization().as_deref() == organization.as_deref()
+            })
+            .map(|a| LookupItem {
+                detail: a.organization().map(|o| format!("organization {o}")),
+                name: a
+                    .attributes
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| a.id.to_string()),
+                id: a.id.to_string(),
+            })
+            .collect(),
+    };
+    Ok(Json(LookupItems { items }))
+}
+
+/// BEX refused or failed: 502, its message scrubbed (it may quote the answer).
+fn bex_failed(e: UpstreamError) -> ApiError {
+    tracing::warn!(error = %e, "bex look-up");
+    match e {
+        UpstreamError::Db(_) => ApiError::Unavailable("database unavailable".into()),
+        UpstreamError::Secret(_) => ApiError::Unavailable(
+            "the BEX API key cannot be decrypted with the configured keys".into(),
+        ),
+        other => ApiError::BadGateway(vendor_http::scrub(&format!("bex: {other}"))),
+    }
 }

@@ -84,6 +84,11 @@ impl ConnectionStore {
         self
     }
 
+    /// The egress policy endpoints are checked against.
+    pub fn egress(&self) -> &EgressPolicy {
+        &self.egress
+    }
+
     /// Publishes a change notification on `bus` after every write.
     pub fn with_bus(mut self, bus: Bus) -> Self {
         self.bus = Some(bus);

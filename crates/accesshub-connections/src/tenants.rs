@@ -157,8 +157,8 @@ impl TenantStore {
         }
     }
 
-    /// Calls `listener` after every webhook-secret change and tenant deletion made through
-    /// this store.
+    /// Calls `listener` after every change of a source's registration (webhook secret, site
+    /// defaults, auth mode, organization) and tenant deletion made through this store.
     pub fn on_source_change(mut self, listener: SourceListener) -> Self {
         self.listeners.push(listener);
         self
@@ -359,6 +359,11 @@ impl TenantStore {
             .bind(value)
             .fetch_optional(&self.pool)
             .await?;
+        if row.is_some() {
+            // Ingest's registration cache holds these columns too (site defaults, auth mode,
+            // organization): the change takes effect at once in this process.
+            self.changed(tenant, Some(source));
+        }
         Ok(row.as_ref().map(source_from).transpose()?)
     }
 

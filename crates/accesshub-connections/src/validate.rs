@@ -29,6 +29,26 @@ pub fn validate(conn: &Connection) -> Vec<FieldError> {
     v.0
 }
 
+/// A URL's host as the egress policy sees it.
+fn host_of(u: &url::Url) -> Option<Host<'_>> {
+    match u.host() {
+        Some(url::Host::Domain(d)) => Some(Host::Name(d)),
+        Some(url::Host::Ipv4(ip)) => Some(Host::Ip(ip.into())),
+        Some(url::Host::Ipv6(ip)) => Some(Host::Ip(ip.into())),
+        None => None,
+    }
+}
+
+/// Checks one endpoint URL that is not part of a connection (an upstream API's base URL the
+/// admin API calls for a look-up) against the egress policy: the reason when refused.
+pub fn check_endpoint(egress: &EgressPolicy, raw: &str) -> Result<(), String> {
+    let u = url::Url::parse(raw.trim()).map_err(|e| format!("{raw:?} is not a URL: {e}"))?;
+    let host = host_of(&u).ok_or_else(|| format!("{raw:?} names no host"))?;
+    egress
+        .check_target(u.scheme(), host, u.port())
+        .map_err(|e| e.to_string())
+}
+
 /// [`validate`] plus the deployment's egress policy: every endpoint must be a target the
 /// policy allows (https to a public address unless the allow-list says otherwise), so a
 /// connection cannot aim a worker at an internal service or send its secret in clear.
@@ -41,12 +61,7 @@ pub fn validate_with(conn: &Connection, egress: &EgressPolicy) -> Vec<FieldError
         if out.iter().any(|e| e.field == field) {
             return;
         }
-        let host = match u.host() {
-            Some(url::Host::Domain(d)) => Host::Name(d),
-            Some(url::Host::Ipv4(ip)) => Host::Ip(ip.into()),
-            Some(url::Host::Ipv6(ip)) => Host::Ip(ip.into()),
-            None => return,
-        };
+        let Some(host) = host_of(&u) else { return };
         if let Err(e) = egress.check_target(&scheme, host, u.port()) {
             out.push(FieldError::new(field, e.to_string()));
         }

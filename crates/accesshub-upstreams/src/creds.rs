@@ -31,6 +31,25 @@ impl std::fmt::Debug for UpstreamCredentials {
     }
 }
 
+impl UpstreamCredentials {
+    /// `rate_per_sec` and `burst` from the options (simulators, benchmarks), else
+    /// `default_rate` (the upstream's documented or our limit) and a burst of 20.
+    pub fn rate_options(&self, default_rate: f64) -> (f64, u32) {
+        let rate = self
+            .options
+            .get("rate_per_sec")
+            .and_then(serde_json::Value::as_f64)
+            .unwrap_or(default_rate);
+        let burst = self
+            .options
+            .get("burst")
+            .and_then(serde_json::Value::as_u64)
+            .and_then(|b| u32::try_from(b).ok())
+            .unwrap_or(20);
+        (rate, burst)
+    }
+}
+
 /// Whether `url` can be an upstream API base URL (http or https with a host).
 pub fn valid_base_url(url: &str) -> bool {
     vendor_http::Url::parse(url)

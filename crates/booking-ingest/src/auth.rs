@@ -295,6 +295,9 @@ pub struct SourceEntry {
     /// The operator chose token authentication for this source (`tenant_sources.auth =
     /// 'token'`): the secret itself may come in `X-Accesshub-Token` or `?token=`.
     pub token_auth: bool,
+    /// The upstream organization the tenant's source is tied to
+    /// (`tenant_sources.organization_id`): a BEX webhook naming another one is ignored.
+    pub organization: Option<String>,
 }
 
 impl std::fmt::Debug for SourceEntry {
@@ -322,13 +325,14 @@ impl SourceEntry {
     }
 }
 
-/// `secret_enc, previous_enc, previous_expires, site_defaults, auth`.
+/// `secret_enc, previous_enc, previous_expires, site_defaults, auth, organization_id`.
 type SourceRow = (
     String,
     Option<String>,
     Option<DateTime<Utc>>,
     serde_json::Value,
     String,
+    Option<String>,
 );
 
 /// (tenant, source).
@@ -683,14 +687,15 @@ impl SourceCache {
     async fn load(&self, tenant: &str, source: &str) -> Result<Option<SourceEntry>, LookupError> {
         self.loads.inc();
         let row: Option<SourceRow> = sqlx::query_as(
-            "SELECT secret_enc, previous_enc, previous_expires, site_defaults, auth \
+            "SELECT secret_enc, previous_enc, previous_expires, site_defaults, auth, \
+                    organization_id \
                  FROM tenant_sources WHERE tenant_id = $1 AND source = $2",
         )
         .bind(tenant)
         .bind(source)
         .fetch_optional(&self.pool)
         .await?;
-        let Some((cur, prev, prev_exp, defaults, auth)) = row else {
+        let Some((cur, prev, prev_exp, defaults, auth, organization)) = row else {
             return Ok(None);
         };
         let aad = source_aad(tenant, source);
@@ -721,6 +726,7 @@ impl SourceCache {
             previous,
             site_defaults: defaults,
             token_auth: auth == "token",
+            organization,
         }))
     }
 }
@@ -852,6 +858,7 @@ mod tests {
             previous: None,
             site_defaults: serde_json::json!({}),
             token_auth: false,
+            organization: None,
         })
     }
 

@@ -221,13 +221,14 @@ async fn handle(
         headers.get(IDEMPOTENCY_KEY).and_then(|v| v.to_str().ok()),
         &bytes,
     )?;
-    let normalized = match upstream::normalize(
+    let normalized = match upstream::normalize_for(
         src,
         &bytes,
         upstream::Context {
             tenant,
             site_defaults: &entry.site_defaults,
         },
+        entry.organization.as_deref(),
     )? {
         upstream::Outcome::Event(n) => *n,
         upstream::Outcome::Ignored(why) => return Ok(Handled::Ignored(why)),

@@ -98,13 +98,14 @@ async fn handle_message(st: Arc<AppState>, msg: async_nats::Message) {
             .and_then(|h| h.get("Idempotency-Key"))
             .map(|v| v.as_str().to_owned());
         let key = delivery_key(given.as_deref(), &msg.payload)?;
-        let normalized = match upstream::normalize(
+        let normalized = match upstream::normalize_for(
             src,
             &msg.payload,
             upstream::Context {
                 tenant: &tenant,
                 site_defaults: &entry.site_defaults,
             },
+            entry.organization.as_deref(),
         )? {
             upstream::Outcome::Event(n) => *n,
             upstream::Outcome::Ignored(why) => return Ok(Err(why)),

@@ -149,3 +149,48 @@ async fn an_unsupported_action_is_answered_2xx_ignored_and_counted() {
     );
     env.finish().await;
 }
+
+/// Install per organization on webhooks too (issue 21 item 4): a tenant tied to its BEX
+/// organization does not apply a webhook that names another one (`context: organization`,
+/// `context_id`) — answered 200 `ignored` (`foreign_organization`) and counted, nothing
+/// stored — while its own organization's webhook is applied.
+#[tokio::test]
+async fn a_webhook_of_another_organization_is_ignored_not_applied() {
+    let env = Env::new().await;
+    accesshub_connections::TenantStore::new(env.db.pool.clone(), env.sbox.clone())
+        .on_source_change(env.handle.as_ref().unwrap().sources().change_listener())
+        .set_organization(TENANT, "bex", Some("org-1"))
+        .await
+        .unwrap()
+        .unwrap();
+    let of = |org: &str, updated_at: &str| {
+        let mut body = bex_app("reservation|confirmed", "9200", updated_at);
+        body["context"] = json!("organization");
+        body["context_id"] = json!(org);
+        body
+    };
+
+    let (status, answer) = post_bex(&env, &of("org-2", "2030-06-01T08:00:00Z"), SECRET).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["status"], "ignored", "{answer}");
+    assert_eq!(answer["reason"], "foreign_organization", "{answer}");
+    assert!(stored(&env, "9200").await.is_none(), "not applied");
+    assert_eq!(
+        env.count("ingest_ignored").await,
+        0,
+        "not kept for re-admission"
+    );
+    let metrics = env.metrics().await;
+    assert!(
+        metrics.contains(
+            "accesshub_ingest_ignored_total{source=\"bex\",reason=\"foreign_organization\"} 1"
+        ),
+        "{metrics}"
+    );
+
+    // The tenant's own organization: applied.
+    let (status, answer) = post_bex(&env, &of("org-1", "2030-06-01T09:00:00Z"), SECRET).await;
+    assert_eq!((status, answer["status"].as_str()), (200, Some("accepted")));
+    assert!(stored(&env, "9200").await.is_some());
+    env.finish().await;
+}

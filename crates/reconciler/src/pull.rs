@@ -107,10 +107,12 @@ impl Storer {
         }
     }
 
-    /// Stores one mapped upstream record; the answer's kind. `tag` names the pull
-    /// (`run:<id>`, `poll:<ms>`) in the delivery key.
+    /// Stores one mapped upstream record, keyed by its source as booking-ingest keys its
+    /// webhook (`<source>:<key>` when another upstream of the tenant holds the plain key:
+    /// the pulled record and the webhook of one booking are one booking); the answer's
+    /// kind. `tag` names the pull (`run:<id>`, `poll:<ms>`) in the delivery key.
     pub async fn store(&self, tag: &str, event: Event) -> Result<AnswerKind, String> {
-        let normalized = booking_ingest::upstream::check(event).map_err(|e| e.to_string())?;
+        let normalized = self.keyed(event.source, event).await?;
         let ev = &normalized.event;
         let key = format!("pull:{tag}:{}:{}", ev.booking_key, ev.revision);
         self.submit(key, normalized).await
@@ -120,12 +122,19 @@ impl Storer {
     /// its source as ingest would key it now (another upstream may have taken the plain key
     /// since); the delivery key is the event's id, so a repeat is a duplicate.
     pub async fn readmit(&self, source: Source, event: Event) -> Result<AnswerKind, String> {
-        let normalized = booking_ingest::upstream::check(event).map_err(|e| e.to_string())?;
-        let (normalized, _) = booking_ingest::scope::key_by_source(&self.pool, source, normalized)
-            .await
-            .map_err(|e| e.to_string())?;
+        let normalized = self.keyed(source, event).await?;
         let key = format!("readmit:{}", normalized.event.id);
         self.submit(key, normalized).await
+    }
+
+    /// Checks `event` and keys it by `source` as booking-ingest does
+    /// ([`booking_ingest::scope::key_by_source`]).
+    async fn keyed(&self, source: Source, event: Event) -> Result<Normalized, String> {
+        let normalized = booking_ingest::upstream::check(event).map_err(|e| e.to_string())?;
+        booking_ingest::scope::key_by_source(&self.pool, source, normalized)
+            .await
+            .map(|(n, _)| n)
+            .map_err(|e| e.to_string())
     }
 
     async fn submit(&self, key: String, normalized: Normalized) -> Result<AnswerKind, String> {
@@ -518,7 +527,8 @@ impl Puller {
         Ok(Some(out))
     }
 
-    /// The stored Nexudus passes of a tenant (of one business) that still grant access.
+    /// The stored Nexudus passes of a tenant (of one business) that still grant access, by
+    /// upstream id (`UniqueId`).
     async fn known_passes(
         &self,
         tenant: &str,
@@ -537,13 +547,16 @@ impl Puller {
         .bind(now)
         .fetch_all(&self.pool)
         .await?;
+        // By upstream id, as the listing names them: a key qualified as `nexudus:<id>`
+        // (another source had the plain one) is read back as `<id>`.
+        let qualified = format!("{}:", Source::Nexudus.as_str());
         let mut out = HashMap::with_capacity(rows.len());
         for row in rows {
             let key: String = row.try_get("booking_key")?;
-            out.insert(
-                key,
-                crate::engine::event_from_row(tenant, "pass", &row).ok(),
-            );
+            let id = key
+                .strip_prefix(&qualified)
+                .map_or(key.clone(), str::to_owned);
+            out.insert(id, crate::engine::event_from_row(tenant, "pass", &row).ok());
         }
         Ok(out)
     }
@@ -640,18 +653,7 @@ pub fn nexudus_client(
 
 /// `rate_per_sec` and `burst` from the options.
 fn rate_options(creds: &UpstreamCredentials, default_rate: f64) -> (f64, u32) {
-    let rate = creds
-        .options
-        .get("rate_per_sec")
-        .and_then(serde_json::Value::as_f64)
-        .unwrap_or(default_rate);
-    let burst = creds
-        .options
-        .get("burst")
-        .and_then(serde_json::Value::as_u64)
-        .and_then(|b| u32::try_from(b).ok())
-        .unwrap_or(20);
-    (rate, burst)
+    creds.rate_options(default_rate)
 }
 
 /// A BEX client from stored credentials; `rate_per_sec` / `burst` in the options override
@@ -659,8 +661,7 @@ fn rate_options(creds: &UpstreamCredentials, default_rate: f64) -> (f64, u32) {
 pub fn bex_client(
     creds: &UpstreamCredentials,
 ) -> Result<BexClient, accesshub_upstreams::UpstreamError> {
-    let (rate, burst) = rate_options(creds, bex::client::DEFAULT_RATE_PER_SEC);
-    BexClient::with_rate(&creds.base_url, &creds.secret, rate, burst)
+    BexClient::from_credentials(creds)
 }
 
 /// A Clock PMS+ client from stored credentials (`user:api key`); `rate_per_sec` / `burst` in

@@ -234,3 +234,103 @@ async fn a_foreign_organizations_administration_is_not_pulled_and_rentables_are_
     bexsim.shutdown().await;
     common::teardown(db, tb, sim).await;
 }
+
+/// Bookings are keyed by source on the pull too (issue 21 item 6): another upstream of the
+/// tenant already holds the plain key `123`, so BEX's webhook of reservation 123 is stored as
+/// `bex:123`; the next Sync pulls the same reservation and must meet that booking — one BEX
+/// booking, one vehicle booking at CloudPass — rather than store a second one under `123`
+/// (overwriting the other upstream's booking).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pulled_reservation_is_the_booking_its_webhook_stored_under_the_source_key() {
+    use accesshub_domain::{Event, EventBody, Guest, Reservation, ReservationStatus, Source};
+    let (db, tb, sim) = common::setup().await;
+    let bexsim = bex::start_ephemeral().await.unwrap();
+    let today = Utc::now().date_naive();
+    let res = reservation("123", today + Duration::days(1), 2, &["PK12KK"]);
+    bexsim.put_reservation(ADMIN, res.clone());
+    let (ingest, _) = common::ingest(&db, &tb, TENANT, &["native", "bex"], &[]).await;
+
+    // Another upstream's reservation 123 (another site, no plates).
+    let other = Event::new(
+        TENANT,
+        "other-hotel",
+        "123",
+        1,
+        Source::Native,
+        Utc::now(),
+        EventBody::Reservation(Reservation {
+            status: ReservationStatus::Confirmed,
+            guest: Guest {
+                name: "Other, Guest".into(),
+                email: None,
+                mobile_phone: None,
+            },
+            arrival: today,
+            departure: today + Duration::days(1),
+            check_in_time: chrono::NaiveTime::from_hms_opt(15, 0, 0).unwrap(),
+            check_out_time: chrono::NaiveTime::from_hms_opt(11, 0, 0).unwrap(),
+            timezone: "Europe/Amsterdam".into(),
+            rooms: vec![],
+            common_areas: vec![],
+            license_plates: vec![],
+            mobile_key: false,
+        }),
+    );
+    let a = common::send(
+        &tb,
+        "native",
+        TENANT,
+        &serde_json::to_value(&other).unwrap(),
+    )
+    .await;
+    assert_eq!(a["status"], "accepted", "{a}");
+    // BEX's App webhook of the reservation the simulator holds.
+    let webhook = json!({
+        "event": "reservation|confirmed", "subscription_id": "sub-1",
+        "context": "administration", "context_id": ADMIN,
+        "record": {"data": {"id": "123", "type": "reservation", "attributes": res.attributes,
+            "relationships": {"administration": {"data": {"id": ADMIN, "type": "administration"}}}}}
+    });
+    let a = common::send(&tb, "bex", TENANT, &webhook).await;
+    assert_eq!(a["status"], "accepted", "{a}");
+
+    let (upstreams, _) =
+        common::install_upstream(&db, TENANT, "bex", bexsim.url(), bex::DEMO_API_KEY.into()).await;
+    let (conn, worker, rec) = cloudpass_with_pull(&db, &tb, &sim, &upstreams).await;
+    common::eventually("the webhook's vehicle booking", || {
+        at_vendor(&sim, "bex:123", "PK12KK")
+    })
+    .await;
+
+    // The pull meets the webhook's booking: nothing new, nothing changed (same revision).
+    assert_eq!(sync(&rec, &db, &conn).await, [1, 0, 0, 0]);
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT booking_key, source FROM bookings WHERE kind = 'reservation' ORDER BY booking_key",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        rows,
+        [
+            ("123".to_owned(), "native".to_owned()),
+            ("bex:123".to_owned(), "bex".to_owned())
+        ],
+        "one BEX booking; the other upstream's untouched"
+    );
+    // And a second Sync leaves it so: one vehicle booking for the plate.
+    assert_eq!(sync(&rec, &db, &conn).await, [1, 0, 0, 0]);
+    let plates = || {
+        sim.state()
+            .cloudpass_bookings()
+            .into_iter()
+            .filter(|b| b.license_plate == "PK12KK")
+            .count()
+    };
+    assert_eq!(plates(), 1);
+
+    worker.shutdown().await.unwrap();
+    ingest.shutdown().await;
+    bexsim.shutdown().await;
+    common::teardown(db, tb, sim).await;
+}

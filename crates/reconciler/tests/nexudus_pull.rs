@@ -217,3 +217,66 @@ async fn a_restarted_poller_goes_on_from_the_last_poll() {
     nexsim.shutdown().await;
     common::teardown(db, tb, sim).await;
 }
+
+/// Passes are keyed by source too (issue 21 item 6): another upstream of the tenant holds the
+/// plain key, so the Nexudus pass is stored as `nexudus:<UniqueId>`; Sync Now must recognize it
+/// as the pass Nexudus still lists (not mark it removed) and the other upstream's pass stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pass_under_its_source_key_is_not_marked_removed_while_nexudus_lists_it() {
+    use accesshub_domain::{Event, EventBody, Pass, PassHolder, PassStatus, Source};
+    let (db, tb, sim) = common::setup().await;
+    let nexsim = nx::start_ephemeral().await.unwrap();
+    nexsim.put_coworker("101", "Ana Alves", "ana@example.com");
+    nexsim.put_pass(pass("pass-1", 101, 31, 10));
+    let (upstreams, _) = install_nexudus(&db, &nexsim).await;
+    let conn = connection(&sim.tapkey_url());
+    let puller = Puller::new(db.pool.clone(), tb.bus.clone(), upstreams);
+    // Another upstream's pass "pass-1" (the same plain key).
+    let other = Event::new(
+        TENANT,
+        "7",
+        "pass-1",
+        1,
+        Source::Native,
+        Utc::now(),
+        EventBody::Pass(Pass {
+            status: PassStatus::Active,
+            holder: PassHolder {
+                id: "x".into(),
+                email: "other@example.com".into(),
+                name: None,
+            },
+            pass_type: "31".into(),
+            pass_type_name: None,
+            valid_from: None,
+            expires_at: Utc::now() + chrono::Duration::days(10),
+        }),
+    );
+    puller.storer().store("seed", other).await.unwrap();
+
+    let inv: Arc<dyn Inventory> = Arc::new(TapkeyInventory::new(1000.0));
+    let rec = common::reconciler(&db, &tb, &conn, inv).with_puller(puller);
+    for round in ["install", "again"] {
+        let run = common::run(&rec, &db, &conn, Scope::Active).await;
+        let p = run.pull.unwrap();
+        assert_eq!(p.vanished, 0, "{round}: {p:?}");
+        assert_eq!(p.fetched, 1, "{round}: {p:?}");
+    }
+    let rows: Vec<(String, String, bool)> = sqlx::query_as(
+        "SELECT booking_key, source, ends_access FROM bookings WHERE kind = 'pass'
+          ORDER BY booking_key",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        rows,
+        [
+            ("nexudus:pass-1".to_owned(), "nexudus".to_owned(), false),
+            ("pass-1".to_owned(), "native".to_owned(), false)
+        ]
+    );
+
+    nexsim.shutdown().await;
+    common::teardown(db, tb, sim).await;
+}

@@ -9,81 +9,12 @@
 
 mod common;
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{collections::BTreeMap, sync::Arc};
 
-use accesshub_connections::{
-    Connection, ConnectionStore, EgressPolicy, IpassanSettings, Secret, TenantStore, VendorSettings,
-};
-use accesshub_store::SecretBox;
+use accesshub_connections::{Connection, IpassanSettings, Secret, VendorSettings};
 use reconciler::{RunStatus, Scope, inventory::Inventory, model::PullCounts};
 use serde_json::{Value, json};
 use vendor_sim::{cloudpass as cp, ipassan as ip};
-
-/// The tenant registered for `sources`, its connections `conns` stored, then booking-ingest
-/// in-process (so its connection cache starts from them); the connection store.
-async fn ingest(
-    db: &accesshub_testkit::TestDb,
-    tb: &accesshub_testkit::TestBus,
-    tenant: &str,
-    sources: &[&str],
-    conns: &[Connection],
-) -> (booking_ingest::IngestHandle, ConnectionStore) {
-    let sbox = SecretBox::from_spec(&SecretBox::generate_spec()).unwrap();
-    let tenants = TenantStore::new(db.pool.clone(), sbox.clone());
-    tenants.upsert(tenant, tenant).await.unwrap();
-    for source in sources {
-        tenants
-            .set_source_secret(tenant, source, Some(Secret::new("s3cret")), Duration::ZERO)
-            .await
-            .unwrap();
-        tenants
-            .set_site_defaults(
-                tenant,
-                source,
-                &json!({"*": {"check_in_time": "15:00", "check_out_time": "11:00",
-                              "timezone": "Europe/Amsterdam"}}),
-            )
-            .await
-            .unwrap()
-            .unwrap();
-    }
-    let store = ConnectionStore::new(db.pool.clone(), sbox.clone())
-        .with_egress(EgressPolicy::loopback_http())
-        .with_bus(tb.bus.clone());
-    for c in conns {
-        store.upsert(c).await.unwrap();
-    }
-    let handle = booking_ingest::start(booking_ingest::IngestConfig::for_test(
-        tb.config("booking-ingest", &db.url),
-        sbox,
-    ))
-    .await
-    .unwrap();
-    (handle, store)
-}
-
-/// Sends `body` as `source` would over NATS ingest; the reply. Ingest may still be
-/// subscribing in the background when it started before its NATS connection was up: "no
-/// responders" is retried.
-async fn send(tb: &accesshub_testkit::TestBus, source: &str, tenant: &str, body: &Value) -> Value {
-    let subject = tb.bus.subject(&format!("ingest.{source}.{tenant}"));
-    let payload = serde_json::to_vec(body).unwrap();
-    for _ in 0..100 {
-        match tb
-            .bus
-            .client
-            .request(subject.clone(), payload.clone().into())
-            .await
-        {
-            Ok(reply) => return serde_json::from_slice(&reply.payload).unwrap(),
-            Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(e) => panic!("ingest request: {e}"),
-        }
-    }
-    panic!("booking-ingest never subscribed to {subject}");
-}
 
 async fn ignored(db: &accesshub_testkit::TestDb) -> Vec<String> {
     sqlx::query_scalar("SELECT booking_key FROM ingest_ignored ORDER BY booking_key")
@@ -138,8 +69,8 @@ fn at_ipassan(sim: &vendor_sim::SimHandle, key: &str) -> usize {
 async fn a_connecx_booking_ignored_while_its_facility_was_unmapped_is_applied_after_mapping() {
     let (db, tb, sim) = common::setup().await;
     let unmapped = ipassan(&sim.ipassan_url(), &["gym"]);
-    let (ingest, conns) = ingest(&db, &tb, "housing", &["connecx"], &[unmapped]).await;
-    let answer = send(
+    let (ingest, conns) = common::ingest(&db, &tb, "housing", &["connecx"], &[unmapped]).await;
+    let answer = common::send(
         &tb,
         "connecx",
         "housing",
@@ -221,9 +152,10 @@ async fn bex_reservations_ignored_while_cloudpass_was_disabled_are_applied_after
     let mut conn = common::cloudpass_connection("hotels", "12", &sim.cloudpass_url());
     conn.enabled = false;
     conn.version = 0;
-    let (ingest, conns) = ingest(&db, &tb, "hotels", &["bex"], std::slice::from_ref(&conn)).await;
+    let (ingest, conns) =
+        common::ingest(&db, &tb, "hotels", &["bex"], std::slice::from_ref(&conn)).await;
 
-    let a = send(
+    let a = common::send(
         &tb,
         "bex",
         "hotels",
@@ -232,7 +164,7 @@ async fn bex_reservations_ignored_while_cloudpass_was_disabled_are_applied_after
     .await;
     assert_eq!(a["status"], "ignored", "{a}");
     assert_eq!(a["reason"], "connection_disabled", "{a}");
-    let a = send(
+    let a = common::send(
         &tb,
         "bex",
         "hotels",
@@ -240,7 +172,7 @@ async fn bex_reservations_ignored_while_cloudpass_was_disabled_are_applied_after
     )
     .await;
     assert_eq!(a["status"], "ignored", "{a}");
-    let a = send(
+    let a = common::send(
         &tb,
         "bex",
         "hotels",

@@ -1,6 +1,10 @@
 //! `accessctl lookup TENANT VENDOR WHAT [key=value…]`: asks the vendor, through its worker,
 //! for what an operator needs to fill a connection (CloudPass `sites` and
 //! `time-restrictions site=ID`, iPassan `assets`, Tapkey `locks`, dormakaba `encoder-test`).
+//! `accessctl lookup TENANT bex administrations|rentables administration=ID` asks the
+//! tenant's BEX (with its stored API key) instead: the administrations of its organization,
+//! or an administration's rentables — the object ids a dormakaba connection's `rooms` map
+//! turns into lock-system room numbers.
 
 use accesshub_connections::{Vendor, lookup::LookupItem};
 use anyhow::anyhow;
@@ -15,9 +19,10 @@ use crate::output::{self, Format};
 pub struct LookupArgs {
     /// Tenant id.
     pub tenant: String,
-    /// Vendor (cloudpass, dormakaba, ipassan, tapkey).
+    /// Vendor (cloudpass, dormakaba, ipassan, tapkey), or the booking system `bex`.
     pub vendor: String,
-    /// What to list (sites, time-restrictions, assets, locks, encoder-test).
+    /// What to list (sites, time-restrictions, assets, locks, encoder-test; bex:
+    /// administrations, rentables).
     pub what: String,
     /// Parameters as key=value (e.g. site=site-1).
     pub params: Vec<String>,
@@ -36,21 +41,30 @@ pub struct LookupItems {
 /// Runs the lookup and returns the items (errors carry the worker's message, e.g. the
 /// CloudPass hint about Settings → Website Users).
 pub async fn fetch(api: &ApiClient, a: &LookupArgs) -> anyhow::Result<Vec<LookupItem>> {
-    let (tenant, vendor) = tenant_and_vendor(&a.tenant, &a.vendor)?;
-    let mut query = vec![("connection".to_owned(), a.connection.clone())];
+    let mut query = Vec::with_capacity(a.params.len() + 1);
+    let (tenant, system) = if a.vendor == BEX {
+        (a.tenant.clone(), BEX.to_owned())
+    } else {
+        let (tenant, vendor) = tenant_and_vendor(&a.tenant, &a.vendor)?;
+        query.push(("connection".to_owned(), a.connection.clone()));
+        (tenant, vendor.to_string())
+    };
     for p in &a.params {
         let (k, v) = p
             .split_once('=')
             .ok_or_else(|| anyhow!("parameter {p:?} must be key=value"))?;
         query.push((k.to_owned(), v.to_owned()));
     }
-    let path = format!("/lookups/{vendor}/{}/{}", seg(&tenant), seg(&a.what));
+    let path = format!("/lookups/{system}/{}/{}", seg(&tenant), seg(&a.what));
     let r: LookupItems = api
         .get(&path, &query)
         .await
-        .map_err(|e| anyhow!("lookup {tenant} {vendor} {}: {e}", a.what))?;
+        .map_err(|e| anyhow!("lookup {tenant} {system} {}: {e}", a.what))?;
     Ok(r.items)
 }
+
+/// The booking system whose look-ups the admin API answers itself (`/lookups/bex/…`).
+pub const BEX: &str = "bex";
 
 /// `TENANT VENDOR`, or the old `VENDOR TENANT` (when only the first is a vendor).
 pub fn tenant_and_vendor(first: &str, second: &str) -> anyhow::Result<(String, Vendor)> {

@@ -41,4 +41,9 @@ impl Served {
         let st = resp.status().as_u16();
         (st, resp.json::<Value>().await.unwrap_or(Value::Null))
     }
+
+    /// `GET path`: status and JSON answer.
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        self.call(reqwest::Method::GET, path, None).await
+    }
 }

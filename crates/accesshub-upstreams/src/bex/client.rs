@@ -97,6 +97,14 @@ impl BexClient {
         })
     }
 
+    /// A client from a tenant's stored credentials (the API key); `rate_per_sec` / `burst`
+    /// in the options override the documented throttle. Shared by the Sync pull and the
+    /// admin API's look-ups.
+    pub fn from_credentials(creds: &crate::UpstreamCredentials) -> Result<Self, UpstreamError> {
+        let (rate, burst) = creds.rate_options(DEFAULT_RATE_PER_SEC);
+        Self::with_rate(&creds.base_url, &creds.secret, rate, burst)
+    }
+
     /// GETs one JSON:API document, retrying transient failures (429 after `Retry-After`).
     async fn get<T: DeserializeOwned>(
         &self,

@@ -297,6 +297,31 @@ pub struct Envelope {
     pub event_metadata: Option<serde_json::Value>,
 }
 
+impl Envelope {
+    /// The organization the webhook names: its `context_id` when `context` is
+    /// `organization` (BEX names the context object of an App subscription; an
+    /// `administration` context names the administration only).
+    pub fn organization(&self) -> Option<String> {
+        (self.context.as_deref() == Some("organization"))
+            .then(|| self.context_id.as_ref().map(Id::to_string))
+            .flatten()
+    }
+}
+
+/// Install per organization for webhooks, as [`foreign_administrations`] is for the pull: a
+/// tenant tied to its BEX organization (`organization`) does not act on a webhook naming
+/// another one — ignored (`foreign_organization`), never applied. A webhook naming no
+/// organization, or a tenant tied to none, passes.
+pub fn check_organization(env: &Envelope, organization: Option<&str>) -> Result<(), Ignored> {
+    match (env.organization(), organization) {
+        (Some(theirs), Some(ours)) if theirs != ours => Err(Ignored::new(
+            "foreign_organization",
+            format!("organization {theirs} is not this tenant's BEX organization"),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// What a webhook event does to the reservation's status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
@@ -563,6 +588,23 @@ mod tests {
             vec![(&wanted[1], "org-2".to_owned())]
         );
         assert!(foreign_administrations(&listed, None, &wanted).is_empty());
+    }
+
+    #[test]
+    fn a_webhook_naming_another_organization_is_ignored() {
+        let of = |context: &str, id: serde_json::Value| -> Envelope {
+            serde_json::from_value(json!({
+                "event": "reservation|confirmed", "context": context, "context_id": id,
+                "record": api_record()
+            }))
+            .unwrap()
+        };
+        let foreign = check_organization(&of("organization", json!("org-2")), Some("org-1"));
+        assert_eq!(foreign.unwrap_err().reason, "foreign_organization");
+        assert!(check_organization(&of("organization", json!(7)), Some("7")).is_ok());
+        assert!(check_organization(&of("organization", json!("org-2")), None).is_ok());
+        // An administration context names no organization.
+        assert!(check_organization(&of("administration", json!(12)), Some("org-1")).is_ok());
     }
 
     #[test]

@@ -7,7 +7,11 @@ use crate::error::Reject;
 
 pub use accesshub_upstreams::bex::Envelope;
 
-/// Maps a BEX webhook to a reservation event, or an ignored outcome.
-pub fn map(env: Envelope, cx: Context<'_>) -> Result<Mapped, Reject> {
+/// Maps a BEX webhook to a reservation event, or an ignored outcome: one naming another
+/// organization than the tenant's `organization` is ignored before anything of it is read.
+pub fn map(env: Envelope, cx: Context<'_>, organization: Option<&str>) -> Result<Mapped, Reject> {
+    if let Err(ignored) = accesshub_upstreams::bex::check_organization(&env, organization) {
+        return Ok(Mapped::Ignored(ignored));
+    }
     Ok(accesshub_upstreams::bex::map_webhook(env, cx)?)
 }

@@ -72,10 +72,23 @@ impl Outcome {
 }
 
 /// Maps a body of `source` to a validated event (or an ignored outcome): 400 for a shape
-/// problem naming the field, 422 for a semantic one.
+/// problem naming the field, 422 for a semantic one. For a tenant source tied to no
+/// organization (see [`normalize_for`]).
 pub fn normalize(source: Source, body: &[u8], cx: Context<'_>) -> Result<Outcome, Reject> {
+    normalize_for(source, body, cx, None)
+}
+
+/// [`normalize`] for a tenant source tied to its upstream `organization`
+/// (`tenant_sources.organization_id`): a BEX webhook naming another organization is ignored
+/// (`foreign_organization`), never applied.
+pub fn normalize_for(
+    source: Source,
+    body: &[u8],
+    cx: Context<'_>,
+    organization: Option<&str>,
+) -> Result<Outcome, Reject> {
     let event = match source {
-        Source::Bex => match bex::map(parse(body)?, cx)? {
+        Source::Bex => match bex::map(parse(body)?, cx, organization)? {
             Mapped::Event(e) => *e,
             Mapped::Ignored(i) => return Ok(Outcome::Ignored(i)),
         },

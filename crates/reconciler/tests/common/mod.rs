@@ -4,13 +4,15 @@
 
 use std::{sync::Arc, time::Duration};
 
-use accesshub_connections::Connection;
+use accesshub_connections::{Connection, ConnectionStore, EgressPolicy, Secret, TenantStore};
+use accesshub_store::SecretBox;
 use reconciler::{
     Reconciler, Scope, Settings, SyncRun, Trigger,
     connections::{StaticConnections, conn_ref},
     inventory::Inventory,
     store,
 };
+use serde_json::{Value, json};
 
 /// A CloudPass connection of `tenant` mapping administration `admin` to the simulator's
 /// Amsterdam site with its 24/7 time restriction.
@@ -286,4 +288,75 @@ pub async fn publish(tb: &accesshub_testkit::TestBus, ev: &accesshub_domain::Eve
         .unwrap()
         .await
         .unwrap();
+}
+
+/// The tenant registered for `sources`, its connections `conns` stored, then booking-ingest
+/// in-process (so its connection cache starts from them); the connection store.
+pub async fn ingest(
+    db: &accesshub_testkit::TestDb,
+    tb: &accesshub_testkit::TestBus,
+    tenant: &str,
+    sources: &[&str],
+    conns: &[Connection],
+) -> (booking_ingest::IngestHandle, ConnectionStore) {
+    let sbox = SecretBox::from_spec(&SecretBox::generate_spec()).unwrap();
+    let tenants = TenantStore::new(db.pool.clone(), sbox.clone());
+    tenants.upsert(tenant, tenant).await.unwrap();
+    for source in sources {
+        tenants
+            .set_source_secret(tenant, source, Some(Secret::new("s3cret")), Duration::ZERO)
+            .await
+            .unwrap();
+        tenants
+            .set_site_defaults(
+                tenant,
+                source,
+                &json!({"*": {"check_in_time": "15:00", "check_out_time": "11:00",
+                              "timezone": "Europe/Amsterdam"}}),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let store = ConnectionStore::new(db.pool.clone(), sbox.clone())
+        .with_egress(EgressPolicy::loopback_http())
+        .with_bus(tb.bus.clone());
+    for c in conns {
+        store.upsert(c).await.unwrap();
+    }
+    let handle = booking_ingest::start(booking_ingest::IngestConfig::for_test(
+        tb.config("booking-ingest", &db.url),
+        sbox,
+    ))
+    .await
+    .unwrap();
+    (handle, store)
+}
+
+/// Sends `body` as `source` would over NATS ingest; the reply. Ingest may still be
+/// subscribing in the background when it started before its NATS connection was up: "no
+/// responders" is retried.
+pub async fn send(
+    tb: &accesshub_testkit::TestBus,
+    source: &str,
+    tenant: &str,
+    body: &Value,
+) -> Value {
+    let subject = tb.bus.subject(&format!("ingest.{source}.{tenant}"));
+    let payload = serde_json::to_vec(body).unwrap();
+    for _ in 0..100 {
+        match tb
+            .bus
+            .client
+            .request(subject.clone(), payload.clone().into())
+            .await
+        {
+            Ok(reply) => return serde_json::from_slice(&reply.payload).unwrap(),
+            Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("ingest request: {e}"),
+        }
+    }
+    panic!("booking-ingest never subscribed to {subject}");
 }
