@@ -16,7 +16,7 @@ use std::{
 
 use accesshub_bus::Bus;
 use accesshub_connections::{Connection, offboard::owns_site};
-use accesshub_domain::{EventKind, subjects};
+use accesshub_domain::{Classify as _, ErrorClass, EventKind, subjects};
 use accesshub_inventory::{Inventory, VendorObject};
 use futures::TryStreamExt as _;
 use sqlx::PgPool;
@@ -155,12 +155,33 @@ pub async fn offboard_connection(
     let mut last_send: Option<Instant> = None;
     let mut round = 0u32;
     let kinds: Vec<&str> = inv.kinds().iter().map(|k| k.as_str()).collect();
+    let mut listed_once = false;
     loop {
         // Asked before the listing: an apply that ends between the two has its access listed.
-        let quiet = t0.elapsed() >= timing.settle
-            && !applies_in_flight(pool, &conn.tenant, inv.vendor(), &kinds).await?;
-        let left = owned_objects(pool, inv, conn, siblings).await?;
-        if round == 0 {
+        let looked = async {
+            let quiet = t0.elapsed() >= timing.settle
+                && !applies_in_flight(pool, &conn.tenant, inv.vendor(), &kinds).await?;
+            Ok::<_, ReconcileError>((quiet, owned_objects(pool, inv, conn, siblings).await?))
+        }
+        .await;
+        let (quiet, left) = match looked {
+            Ok(l) => l,
+            // A vendor (or database) hiccup is a reason to look again, not to give up: the run
+            // keeps listing until its timeout, and only the listing decides. Failing here
+            // left the connection offboarding until an operator retried (convergence seeds
+            // tapkey 94, 573, 707: an injected 500 on the token call).
+            Err(e) if e.class() == ErrorClass::Transient && t0.elapsed() < timing.timeout => {
+                tracing::warn!(run = run.id, vendor = inv.vendor(), error = %e,
+                    "offboard: listing the vendor failed; looking again");
+                let pause = e.retry_after().unwrap_or(timing.poll).max(timing.poll);
+                tokio::time::sleep(pause).await;
+                round += 1;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        if !listed_once {
+            listed_once = true;
             counts.checked = i64::try_from(left.len()).unwrap_or(i64::MAX);
             out.vendor_objects = left.len();
             out.list_time = t0.elapsed();

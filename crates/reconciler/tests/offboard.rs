@@ -250,21 +250,49 @@ async fn connect(
     (conns, cache, listener)
 }
 
-/// With `workers_down_first`, the first offboard run cannot remove anything: it fails saying
-/// what is left, the connection stays (offboarding), and a retry once workers are back
-/// finishes the job.
-async fn offboard_deletes_the_connection_once_nothing_of_ours_is_left(
-    vendor: Vendor,
-    workers_down_first: bool,
-) {
+/// Queues an offboard run for `case`'s connection and runs it (giving up after `timeout`).
+async fn offboard_run(
+    db: &accesshub_testkit::TestDb,
+    tb: &accesshub_testkit::TestBus,
+    conns: &ConnectionStore,
+    case: &Case,
+    timeout: Duration,
+) -> reconciler::SyncRun {
+    store::request_run(
+        &db.pool,
+        &conn_ref(&case.conn),
+        Scope::Offboard,
+        Trigger::Api,
+        Some("ops"),
+    )
+    .await
+    .unwrap();
+    let rec = reconciler(db, tb, conns, case.inv.clone(), timeout);
+    rec.drain_queue().await.unwrap().pop().unwrap()
+}
+
+/// A tenant whose connection to `vendor` gave two bookings access, then marked for deletion
+/// with its access removed first (what `DELETE …?access=remove` does); the run is the test's.
+struct Offboarding {
+    db: accesshub_testkit::TestDb,
+    tb: accesshub_testkit::TestBus,
+    sim: SimHandle,
+    case: Case,
+    conns: ConnectionStore,
+    cache: Arc<ConnectionCache>,
+    listener: tokio::task::JoinHandle<()>,
+    worker: worker_runtime::WorkerHandle,
+    before: BTreeSet<String>,
+}
+
+async fn two_bookings_then_offboarding(vendor: Vendor) -> Offboarding {
     let (db, tb, sim) = common::setup().await;
     let case = match vendor {
         Vendor::Tapkey => tapkey(&sim),
         _ => ipassan(&sim),
     };
     let (conns, cache, listener) = connect(&db, &tb, &case).await;
-    let source: Arc<dyn worker_runtime::ConnectionSource> = cache.clone();
-    let worker = start_worker(vendor, &db, &tb, source.clone()).await;
+    let worker = start_worker(vendor, &db, &tb, cache.clone()).await;
     let before = (case.live)(&sim);
     for ev in &case.events {
         store_desired(&db, ev).await;
@@ -286,6 +314,38 @@ async fn offboard_deletes_the_connection_once_nothing_of_ours_is_left(
     )
     .await
     .unwrap();
+    Offboarding {
+        db,
+        tb,
+        sim,
+        case,
+        conns,
+        cache,
+        listener,
+        worker,
+        before,
+    }
+}
+
+/// With `workers_down_first`, the first offboard run cannot remove anything: it fails saying
+/// what is left, the connection stays (offboarding), and a retry once workers are back
+/// finishes the job.
+async fn offboard_deletes_the_connection_once_nothing_of_ours_is_left(
+    vendor: Vendor,
+    workers_down_first: bool,
+) {
+    let Offboarding {
+        db,
+        tb,
+        sim,
+        case,
+        conns,
+        cache,
+        listener,
+        worker,
+        before,
+    } = two_bookings_then_offboarding(vendor).await;
+    let source: Arc<dyn worker_runtime::ConnectionSource> = cache.clone();
     let c = conn_ref(&case.conn);
     let mut worker = worker;
     if workers_down_first {
@@ -421,21 +481,51 @@ async fn an_offboard_waits_for_a_create_in_flight_and_removes_what_it_made() {
     )
     .await
     .unwrap();
-    store::request_run(
-        &db.pool,
-        &conn_ref(&case.conn),
-        Scope::Offboard,
-        Trigger::Api,
-        Some("ops"),
-    )
-    .await
-    .unwrap();
-    let rec = reconciler(&db, &tb, &conns, case.inv.clone(), Duration::from_secs(30));
-    let run = rec.drain_queue().await.unwrap().pop().unwrap();
+    let run = offboard_run(&db, &tb, &conns, &case, Duration::from_secs(30)).await;
     assert_eq!(run.status, RunStatus::Succeeded, "{:?}", run.error);
     // Whatever the create made is gone again; nothing else was touched.
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert_eq!((case.live)(&sim), before, "nothing of ours left");
+
+    worker.shutdown().await.unwrap();
+    listener.abort();
+    common::teardown(db, tb, sim).await;
+}
+
+/// A vendor that fails a few calls in a row while the run lists (the token call answering
+/// 500, as the convergence checker injected: tapkey seeds 94, 573, 707) is looked at again,
+/// not given up on: before, the run failed at once and the connection stayed offboarding
+/// until an operator retried it, and re-enabling it was refused meanwhile.
+#[tokio::test]
+async fn a_vendor_hiccup_while_listing_is_looked_at_again_not_fatal() {
+    let Offboarding {
+        db,
+        tb,
+        sim,
+        case,
+        conns,
+        listener,
+        worker,
+        before,
+        ..
+    } = two_bookings_then_offboarding(Vendor::Tapkey).await;
+    // More failures in a row than one listing's own retries absorb.
+    sim.state().add_fault(vendor_sim::FaultRule::next_n(
+        vendor_sim::Vendor::Tapkey,
+        vendor_sim::FaultKind::Status500,
+        8,
+    ));
+    let run = offboard_run(&db, &tb, &conns, &case, Duration::from_secs(30)).await;
+    assert_eq!(run.status, RunStatus::Succeeded, "{:?}", run.error);
+    assert_eq!((case.live)(&sim), before, "nothing of ours left");
+    assert!(
+        conns
+            .get(TENANT, Vendor::Tapkey, "default")
+            .await
+            .unwrap()
+            .is_none(),
+        "deleted once nothing was left"
+    );
 
     worker.shutdown().await.unwrap();
     listener.abort();
