@@ -328,9 +328,17 @@ impl Env {
             .unwrap_or_else(|p| p.into_inner().url())
     }
 
-    /// The connections of `model` stored (created, or enabled again), as an admin would.
-    async fn connect<M: Model>(&self, model: &M, tenant: &str) -> Result<(), String> {
+    /// The connections of `model` stored (created, or enabled again), as an admin would;
+    /// returns the ones that now act on more than before (created or switched on), for
+    /// which the admin API queues a full sync run ([`Connection::widens`]).
+    async fn connect<M: Model>(&self, model: &M, tenant: &str) -> Result<Vec<Connection>, String> {
+        let mut widened = Vec::new();
         for mut c in model.connections(tenant, &self.sim) {
+            let before = self
+                .conns
+                .get(tenant, c.vendor(), &c.name)
+                .await
+                .map_err(|e| format!("read connection {}: {e}", c.name))?;
             // Whatever version it has by now: this is "make it so".
             c.version = 0;
             c.enabled = true;
@@ -338,8 +346,33 @@ impl Env {
                 .upsert(&c)
                 .await
                 .map_err(|e| format!("enable or create connection {}: {e}", c.name))?;
+            if before.is_none_or(|b| c.widens(&b)) {
+                widened.push(c);
+            }
         }
-        Ok(())
+        Ok(widened)
+    }
+
+    /// What the reconciler does with the run the admin API queues when a connection is
+    /// switched on again: re-admits the events ingest ignored while it was off, then
+    /// compares with the vendor. Run at once, as a reconciler with an empty queue would; its
+    /// failures are not the history's (the final sync judges).
+    async fn sync_widened(&self, rec: &Reconciler, widened: &[Connection]) -> Result<(), String> {
+        for c in widened {
+            reconciler::store::request_run(
+                &self.db.pool,
+                &conn_ref(c),
+                Scope::Full,
+                Trigger::Api,
+                Some("convergence"),
+            )
+            .await
+            .map_err(|e| format!("sync request: {e}"))?;
+        }
+        rec.drain_queue()
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("sync run: {e}"))
     }
 
     /// Runs one history and judges the end state.
@@ -459,7 +492,11 @@ impl Env {
                     }
                 }
                 Op::Reconnect => {
-                    if let Err(e) = self.connect(model, &h.tenant).await {
+                    let synced = match self.connect(model, &h.tenant).await {
+                        Ok(widened) => self.sync_widened(&rec, &widened).await,
+                        Err(e) => Err(e),
+                    };
+                    if let Err(e) = synced {
                         out.errors.push(format!("op {i}: {e}"));
                     }
                 }
