@@ -687,8 +687,10 @@ def test_values_yaml_documents_every_service():
     defaults = yaml.safe_load((CHART / "values.yaml").read_text())
     assert set(defaults["services"]) == set(SERVICES)
     reference = copy.deepcopy(defaults["services"]["bookingIngest"])
+    # The NATS ingest switch is booking-ingest's alone (the schema refuses it elsewhere).
+    del reference["natsIngest"]
     for key, block in defaults["services"].items():
-        assert set(block) == set(reference), key
+        assert set(block) - ({"natsIngest"} if key == "bookingIngest" else set()) == set(reference), key
 
 
 # ---------------------------------------------------------------- NATS identities (review H1)
@@ -798,7 +800,8 @@ def test_nats_tls_ca_and_client_certificate_reach_every_service():
         assert "ACCESSHUB_NATS_CA" in env and "ACCESSHUB_NATS_CLIENT_CERT" not in env
     for d in of_kind(objects(render()), "Deployment"):
         pod = d["spec"]["template"]["spec"]
-        assert not [k for k in container_env(d) if k.startswith("ACCESSHUB_NATS_")]
+        assert not [k for k in container_env(d)
+                    if k.startswith("ACCESSHUB_NATS_") and k != "ACCESSHUB_NATS_INGEST"]
         assert not [v for v in pod["volumes"] if v["name"] == "nats-tls"]
 
 
@@ -834,5 +837,32 @@ def test_retention_settings_reach_the_configmap():
     {"config": {"retention": {"auditdays": 10}}},
 ])
 def test_schema_rejects_bad_retention(bad):
+    with pytest.raises(helm_python.HelmValuesError, match="schema"):
+        render(bad)
+
+
+# ---------------------------------------------------------------- NATS ingest switch (issue 23)
+
+
+def test_nats_ingest_is_off_by_default_and_set_on_booking_ingest_only():
+    def envs(values):
+        return {d["metadata"]["name"]: container_env(d)
+                for d in of_kind(objects(render(values)), "Deployment")}
+    ingest = INGEST
+    by_name = envs({})
+    # Explicit even when off: the service's own default would be on in dev mode.
+    assert by_name[ingest]["ACCESSHUB_NATS_INGEST"] == {"name": "ACCESSHUB_NATS_INGEST", "value": "false"}
+    assert [n for n, env in by_name.items() if "ACCESSHUB_NATS_INGEST" in env] == [ingest]
+    on = envs({"services": {"bookingIngest": {"natsIngest": {"enabled": True}}}})
+    assert on[ingest]["ACCESSHUB_NATS_INGEST"]["value"] == "true"
+
+
+@pytest.mark.parametrize("bad", [
+    {"services": {"bookingIngest": {"natsIngest": {"enabled": "yes"}}}},
+    {"services": {"bookingIngest": {"natsIngest": True}}},
+    # A switch no other service reads.
+    {"services": {"reconciler": {"natsIngest": {"enabled": True}}}},
+])
+def test_schema_rejects_bad_nats_ingest(bad):
     with pytest.raises(helm_python.HelmValuesError, match="schema"):
         render(bad)

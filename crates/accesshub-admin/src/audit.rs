@@ -2,10 +2,26 @@
 //! and name), when, what, on which tenant and object, and the state before and after with
 //! every secret masked. Logs rotate and are not queryable per tenant; the table is.
 //!
-//! A record is written after the change commits (the stores own their transactions). If the
-//! write fails, the change stands and the record goes to the error log instead, in full: a
-//! change must never be refused because its trail could not be written after the fact.
+//! **No change without its record.** Every database change writes its record *first*
+//! ([`begin`]), in a transaction kept open while the change is made through the stores (which
+//! own their transactions), and commits it once the change committed ([`Pending::commit`]). So:
+//! - the record cannot be written (table gone, `INSERT` revoked, database down): the request
+//!   is refused with 503 and nothing is changed;
+//! - the change fails (409, 404, 422, database error): the record is rolled back, so the log
+//!   holds no change that did not happen.
+//!
+//! One transaction for change and record would need every store to take the caller's
+//! transaction; writing ahead keeps the stores' APIs. What is left unprotected is a failed
+//! `COMMIT` of the record after the change committed (the connection lost between the two):
+//! logged at error level with the whole record. A pending record holds a pool connection
+//! during its change (see `accesshub_store::audit`).
+//!
+//! Actions outside the database are not covered: a DLQ replay or purge (NATS) is recorded
+//! after it happened ([`record`]), per tenant of the entries actually replayed or deleted,
+//! which only the outcome tells; a failed write is logged at error level with the whole
+//! record. Showing the DLQ's personal data is recorded before it is shown ([`try_record`]).
 
+use accesshub_store::audit::{AuditEntry, PendingAudit};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -111,54 +127,65 @@ pub struct AuditRecord {
     pub after: Option<Value>,
 }
 
-/// Writes a record; a failure is logged with the record and otherwise ignored (see the module
-/// docs).
-pub async fn record(pool: &PgPool, actor: &Actor, change: Change<'_>) {
-    // The error is logged inside; a change that already happened stands.
-    let _ = try_record(pool, actor, change).await;
+/// A record written ahead of its change (see the module docs): [`Pending::commit`] it once the
+/// change committed; dropping it (the change failed or changed nothing) rolls it back.
+#[derive(Debug)]
+#[must_use = "a pending audit record is rolled back when dropped"]
+pub struct Pending(PendingAudit);
+
+impl Pending {
+    /// Commits the record with the state the change left (masked here).
+    pub async fn commit(self, after: Option<Value>) {
+        self.0.commit(None, after.map(mask)).await;
+    }
+
+    /// [`Pending::commit`] for an object named only by the change (a minted token's id).
+    pub async fn commit_as(self, target: String, after: Option<Value>) {
+        self.0.commit(Some(target), after.map(mask)).await;
+    }
 }
 
-/// [`record`], returning the failure: for actions that must not happen unrecorded (showing
-/// the DLQ's personal data), which write the record *before* acting.
+/// Writes the record of a change about to be made. An error means nothing was written (it is
+/// logged with the record): refuse the change.
+pub async fn begin(
+    pool: &PgPool,
+    actor: &Actor,
+    change: Change<'_>,
+) -> Result<Pending, sqlx::Error> {
+    PendingAudit::write(
+        pool,
+        AuditEntry {
+            token_id: actor.token_id,
+            actor: &actor.name,
+            action: change.action,
+            tenant: change.tenant,
+            target: &change.target,
+            before: change.before.map(mask),
+            after: change.after.map(mask),
+        },
+    )
+    .await
+    .map(Pending)
+}
+
+/// Writes and commits a record at once, for an action outside the database that must not
+/// happen unrecorded (showing the DLQ's personal data): an error means nothing was written,
+/// refuse the action.
 pub async fn try_record(
     pool: &PgPool,
     actor: &Actor,
     change: Change<'_>,
 ) -> Result<(), sqlx::Error> {
-    let before = change.before.map(mask);
-    let after = change.after.map(mask);
-    let res = sqlx::query(
-        "INSERT INTO audit_log (token_id, actor, action, tenant_id, target, before, after)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
-    )
-    .bind(actor.token_id)
-    .bind(&actor.name)
-    .bind(change.action)
-    .bind(change.tenant)
-    .bind(&change.target)
-    .bind(&before)
-    .bind(&after)
-    .execute(pool)
-    .await;
-    match res {
-        Ok(_) => {
-            tracing::info!(
-                action = change.action, tenant = change.tenant, target = %change.target,
-                by = %actor.name, token_id = ?actor.token_id, "audit"
-            );
-            Ok(())
-        }
-        Err(e) => {
-            let before = before.unwrap_or(Value::Null).to_string();
-            let after = after.unwrap_or(Value::Null).to_string();
-            tracing::error!(
-                error = %e, action = change.action, tenant = change.tenant,
-                target = %change.target, by = %actor.name, token_id = ?actor.token_id,
-                %before, %after, "audit record could not be stored; the change was made"
-            );
-            Err(e)
-        }
-    }
+    let after = change.after.clone();
+    begin(pool, actor, change).await?.commit(after).await;
+    Ok(())
+}
+
+/// Records an action outside the database after it happened (a DLQ replay or purge: see the
+/// module docs). A failure is logged with the record and otherwise ignored.
+pub async fn record(pool: &PgPool, actor: &Actor, change: Change<'_>) {
+    // Logged inside, in full; the action already happened.
+    let _ = try_record(pool, actor, change).await;
 }
 
 /// Which records to read.

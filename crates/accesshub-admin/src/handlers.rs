@@ -33,8 +33,10 @@ fn doc<T: Serialize>(v: &T) -> Option<serde_json::Value> {
     serde_json::to_value(v).ok()
 }
 
-/// Records `action` by `who` (see [`audit::record`]).
-async fn audit_change(
+/// Writes the audit record of a change `who` is about to make (see [`audit`]): commit it
+/// once the change committed, drop it if the change failed or changed nothing. Nothing is
+/// changed when this fails: 503.
+pub(crate) async fn audit_begin(
     s: &AdminState,
     who: &Principal,
     action: &str,
@@ -42,8 +44,8 @@ async fn audit_change(
     target: String,
     before: Option<serde_json::Value>,
     after: Option<serde_json::Value>,
-) {
-    audit::record(
+) -> Result<audit::Pending, ApiError> {
+    audit::begin(
         s.connections.pool(),
         &Actor::from(who),
         audit::Change {
@@ -54,39 +56,46 @@ async fn audit_change(
             after,
         },
     )
-    .await;
+    .await
+    .map_err(|_| unrecorded())
 }
 
-/// Records a change of a source's upstream API credentials (never the secret).
+/// 503 for a change refused because its audit record could not be stored.
+pub(crate) fn unrecorded() -> ApiError {
+    ApiError::Unavailable(
+        "the change was not made: its audit record could not be stored; retry".into(),
+    )
+}
+
+/// [`audit_begin`] for a change of a source's upstream API credentials (never the secret).
 pub(crate) async fn audit_upstream(
     s: &AdminState,
     who: &Principal,
     action: &str,
     tenant: &str,
     source: &str,
-    after: Option<&accesshub_upstreams::creds::UpstreamInfo>,
-) {
-    audit_change(
+) -> Result<audit::Pending, ApiError> {
+    audit_begin(
         s,
         who,
         action,
         Some(tenant),
         format!("{tenant}/{source}/api"),
         None,
-        after.and_then(doc),
+        None,
     )
-    .await;
+    .await
 }
 
-/// Records a change of a source's webhook authentication mode.
+/// [`audit_begin`] for a change of a source's webhook authentication mode.
 pub(crate) async fn audit_source_auth(
     s: &AdminState,
     who: &Principal,
     tenant: &str,
     source: &str,
     after: &serde_json::Value,
-) {
-    audit_change(
+) -> Result<audit::Pending, ApiError> {
+    audit_begin(
         s,
         who,
         "source.auth.set",
@@ -95,7 +104,7 @@ pub(crate) async fn audit_source_auth(
         None,
         Some(after.clone()),
     )
-    .await;
+    .await
 }
 
 fn vendor(v: &str) -> Result<Vendor, ApiError> {
@@ -166,17 +175,9 @@ pub(crate) async fn create_tenant(
     check_tenant_id(&id)?;
     who.require_tenant(&id)?;
     let name = b.name.unwrap_or_else(|| id.clone());
+    let audit = audit_begin(&s, &who, "tenant.create", Some(&id), id.clone(), None, None).await?;
     let t = s.tenants.create(&id, &name).await?;
-    audit_change(
-        &s,
-        &who,
-        "tenant.create",
-        Some(&id),
-        id.clone(),
-        None,
-        doc(&t),
-    )
-    .await;
+    audit.commit(doc(&t)).await;
     Ok((StatusCode::CREATED, Json(t)).into_response())
 }
 
@@ -195,23 +196,25 @@ pub(crate) async fn put_tenant(
     }
     let name = b.name.unwrap_or_else(|| id.clone());
     let before = s.tenants.get(&id).await?;
+    let action = if before.is_some() {
+        "tenant.update"
+    } else {
+        "tenant.create"
+    };
+    let audit = audit_begin(
+        &s,
+        &who,
+        action,
+        Some(&id),
+        id.clone(),
+        before.as_ref().and_then(doc),
+        None,
+    )
+    .await?;
     let after = s.tenants.upsert(&id, &name).await?;
+    // Unchanged: the pending record is dropped (rolled back).
     if before.as_ref().is_none_or(|b| b.name != after.name) {
-        let action = if before.is_some() {
-            "tenant.update"
-        } else {
-            "tenant.create"
-        };
-        audit_change(
-            &s,
-            &who,
-            action,
-            Some(&id),
-            id.clone(),
-            before.as_ref().and_then(doc),
-            doc(&after),
-        )
-        .await;
+        audit.commit(doc(&after)).await;
     }
     Ok(Json(after))
 }
@@ -257,8 +260,7 @@ pub(crate) async fn delete_tenant(
              ?access=keep (--keep-access) to delete now and leave it at the vendors"
         ))),
         AccessChoice::Refuse | AccessChoice::Keep => {
-            s.tenants.delete(&id).await?;
-            audit_change(
+            let audit = audit_begin(
                 &s,
                 &who,
                 "tenant.delete",
@@ -267,7 +269,9 @@ pub(crate) async fn delete_tenant(
                 before,
                 None,
             )
-            .await;
+            .await?;
+            s.tenants.delete(&id).await?;
+            audit.commit(None).await;
             let warning = kept_warning(live, &format!("tenant {id:?}"));
             if let Some(w) = &warning {
                 tracing::warn!(tenant = %id, by = %who.name, live, "tenant deleted, vendor access kept: {w}");
@@ -278,8 +282,7 @@ pub(crate) async fn delete_tenant(
         }
         AccessChoice::Remove => {
             let conns = s.connections.list(Some(&id), None).await?;
-            offboard::begin_tenant(pool, &id).await?;
-            audit_change(
+            let audit = audit_begin(
                 &s,
                 &who,
                 "tenant.offboard",
@@ -288,7 +291,9 @@ pub(crate) async fn delete_tenant(
                 before,
                 None,
             )
-            .await;
+            .await?;
+            offboard::begin_tenant(pool, &id).await?;
+            audit.commit(None).await;
             let mut runs = Vec::with_capacity(conns.len());
             for c in &conns {
                 runs.push(start_offboard(&s, c, OffboardIntent::Delete, &who).await?);
@@ -423,23 +428,24 @@ async fn start_offboard(
             r.id
         )));
     }
-    offboard::begin(pool, Some(&s.bus), &c.tenant, vendor, &c.name, intent).await?;
-    // A run already queued for the connection is executed as its offboarding.
-    let out =
-        store::request_run(pool, &conn, Scope::Offboard, Trigger::Api, Some(&who.name)).await?;
-    let run = out.run().clone();
-    tracing::info!(connection = %conn, run_id = run.id, by = %who.name, intent = intent.as_str(),
-        "connection offboarding: its vendor access is being removed");
-    audit_change(
+    let audit = audit_begin(
         s,
         who,
         &format!("connection.offboard.{}", intent.as_str()),
         Some(&c.tenant),
         conn.to_string(),
         doc(&c.redacted()),
-        doc(&run),
+        None,
     )
-    .await;
+    .await?;
+    offboard::begin(pool, Some(&s.bus), &c.tenant, vendor, &c.name, intent).await?;
+    // A run already queued for the connection is executed as its offboarding.
+    let out =
+        store::request_run(pool, &conn, Scope::Offboard, Trigger::Api, Some(&who.name)).await?;
+    let run = out.run().clone();
+    audit.commit(doc(&run)).await;
+    tracing::info!(connection = %conn, run_id = run.id, by = %who.name, intent = intent.as_str(),
+        "connection offboarding: its vendor access is being removed");
     Ok(run)
 }
 
@@ -509,26 +515,27 @@ async fn set_secret(
         .await?
         .into_iter()
         .find(|x| x.source == source);
-    let (src, new) = s
-        .tenants
-        .set_source_secret(tenant, source, secret, ttl)
-        .await?;
     let action = if generate {
         "source.secret.rotate"
     } else {
         "source.secret.set"
     };
     // TenantSource shows its secret as "***"; the new secret itself is never recorded.
-    audit_change(
+    let audit = audit_begin(
         s,
         who,
         action,
         Some(tenant),
         format!("{tenant}/{source}"),
         before.as_ref().and_then(doc),
-        doc(&src),
+        None,
     )
-    .await;
+    .await?;
+    let (src, new) = s
+        .tenants
+        .set_source_secret(tenant, source, secret, ttl)
+        .await?;
+    audit.commit(doc(&src)).await;
     Ok(SourceSecretResponse {
         source: src,
         generated_secret: generate.then(|| new.expose().to_owned()),
@@ -715,18 +722,28 @@ pub(crate) async fn put_connection(
     } else {
         s.connections.get(&tenant, v, &name).await?
     };
-    let out = s.connections.apply(&conn, q.dry_run).await?;
-    if !q.dry_run && out.status != ApplyStatus::Unchanged {
-        audit_change(
-            &s,
-            &who,
-            "connection.apply",
-            Some(&tenant),
-            format!("{tenant}/{v}/{name}"),
-            before.as_ref().map(|c| c.redacted()).as_ref().and_then(doc),
-            doc(&out.connection.redacted()),
+    let audit = if q.dry_run {
+        None
+    } else {
+        Some(
+            audit_begin(
+                &s,
+                &who,
+                "connection.apply",
+                Some(&tenant),
+                format!("{tenant}/{v}/{name}"),
+                before.as_ref().map(|c| c.redacted()).as_ref().and_then(doc),
+                None,
+            )
+            .await?,
         )
-        .await;
+    };
+    let out = s.connections.apply(&conn, q.dry_run).await?;
+    // Unchanged: the pending record is dropped (rolled back).
+    if let Some(audit) = audit
+        && out.status != ApplyStatus::Unchanged
+    {
+        audit.commit(doc(&out.connection.redacted())).await;
     }
     let offboard_run = match offboard_run {
         Some(_) => Some(start_offboard(&s, &out.connection, OffboardIntent::Disable, &who).await?),
@@ -779,6 +796,16 @@ async fn queue_sync(
         vendor: conn.vendor().to_string(),
         name: conn.name.clone(),
     };
+    let audit = audit_begin(
+        s,
+        who,
+        "sync.request",
+        Some(&conn.tenant),
+        target.to_string(),
+        None,
+        None,
+    )
+    .await?;
     let out = accesshub_sync_runs::store::request_run(
         s.connections.pool(),
         &target,
@@ -788,18 +815,10 @@ async fn queue_sync(
     )
     .await?;
     let run = out.run().clone();
+    // Already active: nothing queued, the pending record is dropped.
     if let accesshub_sync_runs::store::RequestOutcome::Queued(_) = out {
+        audit.commit(doc(&run)).await;
         tracing::info!(connection = %target, run_id = run.id, by = %who.name, "sync queued: the connection acts on more than before");
-        audit_change(
-            s,
-            who,
-            "sync.request",
-            Some(&conn.tenant),
-            target.to_string(),
-            None,
-            doc(&run),
-        )
-        .await;
     }
     Ok(run)
 }
@@ -825,8 +844,7 @@ pub(crate) async fn delete_connection(
     match choice {
         AccessChoice::Refuse if live > 0 => Err(conflict_live(live, &conn, "delete")),
         AccessChoice::Refuse | AccessChoice::Keep => {
-            s.connections.delete(&tenant, v, &name).await?;
-            audit_change(
+            let audit = audit_begin(
                 &s,
                 &who,
                 "connection.delete",
@@ -835,7 +853,9 @@ pub(crate) async fn delete_connection(
                 doc(&conn.redacted()),
                 None,
             )
-            .await;
+            .await?;
+            s.connections.delete(&tenant, v, &name).await?;
+            audit.commit(None).await;
             let warning = kept_warning(live, &format!("connection {tenant}/{v}/{name}"));
             if let Some(w) = &warning {
                 tracing::warn!(%tenant, vendor = %v, %name, by = %who.name, live, "connection deleted, vendor access kept: {w}");
@@ -995,17 +1015,19 @@ pub(crate) async fn create_token(
         tenants: &tenants,
         expires_at: Some(expires_at),
     };
-    let (info, token) = auth::create_token(s.connections.pool(), &new, Some(&who)).await?;
-    audit_change(
+    // Its id is known once minted: the record names the token by it on commit.
+    let audit = audit_begin(
         &s,
         &who,
         "token.create",
-        info.tenants.single(),
-        info.id.to_string(),
+        tenants.single(),
+        format!("new token {:?}", new.name),
         None,
-        doc(&info),
+        None,
     )
-    .await;
+    .await?;
+    let (info, token) = auth::create_token(s.connections.pool(), &new, Some(&who)).await?;
+    audit.commit_as(info.id.to_string(), doc(&info)).await;
     Ok((StatusCode::CREATED, Json(CreatedToken { info, token })).into_response())
 }
 
@@ -1076,12 +1098,7 @@ pub(crate) async fn revoke_token(
                 "only a token for every tenant may revoke the bootstrap token".into(),
             ));
         }
-        if !auth::revoke_bootstrap(pool, hash).await? {
-            return Err(ApiError::NotFound(
-                "the bootstrap token is revoked already".into(),
-            ));
-        }
-        audit_change(
+        let audit = audit_begin(
             &s,
             &who,
             "token.revoke",
@@ -1090,7 +1107,13 @@ pub(crate) async fn revoke_token(
             None,
             None,
         )
-        .await;
+        .await?;
+        if !auth::revoke_bootstrap(pool, hash).await? {
+            return Err(ApiError::NotFound(
+                "the bootstrap token is revoked already".into(),
+            ));
+        }
+        audit.commit(None).await;
         return Ok(StatusCode::NO_CONTENT);
     }
     let Some(id) = uuid else {
@@ -1104,17 +1127,18 @@ pub(crate) async fn revoke_token(
     if !who.tenants.covers(&info.tenants) || info.revoked_at.is_some() {
         return Err(not_found());
     }
+    let audit = audit_begin(
+        &s,
+        &who,
+        "token.revoke",
+        info.tenants.single(),
+        id.to_string(),
+        doc(&info),
+        None,
+    )
+    .await?;
     if auth::revoke_token(pool, id).await? {
-        audit_change(
-            &s,
-            &who,
-            "token.revoke",
-            info.tenants.single(),
-            id.to_string(),
-            doc(&info),
-            None,
-        )
-        .await;
+        audit.commit(None).await;
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(not_found())
@@ -1218,21 +1242,22 @@ pub(crate) async fn put_site_defaults(
     who.require_tenant(&tenant)?;
     let doc: serde_json::Value = parse_json(&body)?;
     site_defaults_valid(&doc)?;
-    let src = s
-        .tenants
-        .set_site_defaults(&tenant, &source, &doc)
-        .await?
-        .ok_or_else(|| crate::scope::no_source(&tenant, &source))?;
-    audit_change(
+    let audit = audit_begin(
         &s,
         &who,
         "source.site_defaults.set",
         Some(&tenant),
         format!("{tenant}/{source}"),
         None,
-        Some(doc),
+        Some(doc.clone()),
     )
-    .await;
+    .await?;
+    let src = s
+        .tenants
+        .set_site_defaults(&tenant, &source, &doc)
+        .await?
+        .ok_or_else(|| crate::scope::no_source(&tenant, &source))?;
+    audit.commit(Some(doc)).await;
     Ok(Json(src))
 }
 
@@ -1314,6 +1339,16 @@ pub(crate) async fn request_sync(
         vendor: v.to_string(),
         name,
     };
+    let audit = audit_begin(
+        &s,
+        &who,
+        "sync.request",
+        Some(&conn.tenant),
+        conn.to_string(),
+        None,
+        None,
+    )
+    .await?;
     let out = accesshub_sync_runs::store::request_run(
         s.connections.pool(),
         &conn,
@@ -1327,19 +1362,11 @@ pub(crate) async fn request_sync(
         accesshub_sync_runs::store::RequestOutcome::AlreadyActive(_) => (StatusCode::OK, false),
     };
     let run = out.run().clone();
-    tracing::info!(connection = %conn, run_id = run.id, %scope, by = %who.name, queued, "sync requested via API");
+    // Already active: nothing queued, the pending record is dropped.
     if queued {
-        audit_change(
-            &s,
-            &who,
-            "sync.request",
-            Some(&conn.tenant),
-            conn.to_string(),
-            None,
-            doc(&run),
-        )
-        .await;
+        audit.commit(doc(&run)).await;
     }
+    tracing::info!(connection = %conn, run_id = run.id, %scope, by = %who.name, queued, "sync requested via API");
     Ok((
         code,
         Json(SyncQueued {

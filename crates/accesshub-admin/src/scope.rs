@@ -12,7 +12,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     AdminState,
-    audit::{self, Actor},
     auth::Principal,
     error::{ApiError, parse_json},
 };
@@ -36,23 +35,22 @@ pub(crate) async fn put_organization(
 ) -> Result<Json<TenantSource>, ApiError> {
     who.require_tenant(&tenant)?;
     let b: OrganizationBody = parse_json(&body)?;
+    let audit = crate::handlers::audit_begin(
+        &s,
+        &who,
+        "source.organization.set",
+        Some(&tenant),
+        format!("{tenant}/{source}"),
+        None,
+        serde_json::to_value(&b).ok(),
+    )
+    .await?;
     let src = s
         .tenants
         .set_organization(&tenant, &source, b.organization_id.as_deref())
         .await?
         .ok_or_else(|| no_source(&tenant, &source))?;
-    audit::record(
-        s.connections.pool(),
-        &Actor::from(&who),
-        audit::Change {
-            action: "source.organization.set",
-            tenant: Some(&tenant),
-            target: format!("{tenant}/{source}"),
-            before: None,
-            after: serde_json::to_value(&b).ok(),
-        },
-    )
-    .await;
+    audit.commit(serde_json::to_value(&b).ok()).await;
     Ok(Json(src))
 }
 

@@ -100,6 +100,8 @@ pub(crate) async fn put_upstream_api(
     if !(req.options.is_null() || req.options.is_object()) {
         return Err(ApiError::field("options", "must be an object"));
     }
+    let audit =
+        crate::handlers::audit_upstream(&s, &who, "upstream.api.set", &tenant, &source).await?;
     let info = s
         .upstreams
         .set(
@@ -113,8 +115,7 @@ pub(crate) async fn put_upstream_api(
         )
         .await
         .map_err(upstream_error)?;
-    crate::handlers::audit_upstream(&s, &who, "upstream.api.set", &tenant, &source, Some(&info))
-        .await;
+    audit.commit(serde_json::to_value(&info).ok()).await;
     Ok(Json(info))
 }
 
@@ -144,6 +145,8 @@ pub(crate) async fn delete_upstream_api(
     Extension(who): Extension<Principal>,
 ) -> Result<StatusCode, ApiError> {
     who.require_tenant(&tenant)?;
+    let audit =
+        crate::handlers::audit_upstream(&s, &who, "upstream.api.delete", &tenant, &source).await?;
     if !s
         .upstreams
         .delete(&tenant, &source)
@@ -154,7 +157,7 @@ pub(crate) async fn delete_upstream_api(
             "no API credentials for {tenant}/{source}"
         )));
     }
-    crate::handlers::audit_upstream(&s, &who, "upstream.api.delete", &tenant, &source, None).await;
+    audit.commit(None).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -191,6 +194,8 @@ pub(crate) async fn put_source_auth(
         }
         _ => return Err(ApiError::field("mode", "must be signature or token")),
     }
+    let after = serde_json::json!({"tenant": tenant, "source": source, "auth": req.mode});
+    let audit = crate::handlers::audit_source_auth(&s, &who, &tenant, &source, &after).await?;
     let updated = sqlx::query(
         "UPDATE tenant_sources SET auth = $3, updated_at = now()
           WHERE tenant_id = $1 AND source = $2",
@@ -207,8 +212,7 @@ pub(crate) async fn put_source_auth(
             "no source {tenant}/{source} (set its webhook secret first)"
         )));
     }
-    let after = serde_json::json!({"tenant": tenant, "source": source, "auth": req.mode});
-    crate::handlers::audit_source_auth(&s, &who, &tenant, &source, &after).await;
+    audit.commit(Some(after.clone())).await;
     Ok(Json(after))
 }
 

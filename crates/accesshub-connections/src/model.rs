@@ -77,9 +77,10 @@ impl std::str::FromStr for Vendor {
     }
 }
 
-/// A secret value (password, client secret). Never printed: `Debug` and `Display` redact it.
-/// It serializes as the plain string only where a full connection is deliberately
-/// materialized (encrypted storage, the worker's in-memory copy).
+/// A secret value (password, client secret, webhook secret). Never printed: `Debug` and
+/// `Display` redact it. It serializes as the plain string only where a full connection is
+/// deliberately materialized (encrypted storage, the worker's in-memory copy). Its buffer is
+/// wiped when dropped, so a decrypted secret does not linger in freed memory (issue 23).
 #[derive(Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Secret(String);
@@ -96,6 +97,12 @@ impl Secret {
     /// Whether it is empty (for validation).
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+}
+
+impl Drop for Secret {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
     }
 }
 
@@ -656,5 +663,51 @@ mod widens_tests {
         );
         assert!(ipassan(true, &[], &["gym"]).widens(&on), "every site");
         assert!(!ipassan(true, &["b1"], &["gym"]).widens(&ipassan(true, &[], &["gym"])));
+    }
+}
+
+#[cfg(test)]
+mod secret_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::{Connection, Secret};
+    use crate::WebhookSecrets;
+
+    const CLEAR: &str = "hunter2-vendor-client-secret-7f3a";
+
+    /// Issue 23: no `Debug` or `Display` of a secret, or of anything holding one (a
+    /// connection, a source's webhook secrets), shows it: these are what log lines and error
+    /// strings are made of.
+    #[test]
+    fn debug_and_display_never_show_a_secret() {
+        let s = Secret::new(CLEAR);
+        assert_eq!(format!("{s}"), "***");
+        assert_eq!(format!("{s:?}"), "Secret(***)");
+        assert_eq!(s.expose(), CLEAR);
+        let conn: Connection = serde_json::from_value(serde_json::json!({
+            "tenant": "acme",
+            "settings": {
+                "vendor": "tapkey", "base_url": "https://api.tapkey.io",
+                "authority_url": "https://login.tapkey.com", "client_id": "cid",
+                "client_secret": CLEAR, "owner_account_id": "owner-1"
+            }
+        }))
+        .unwrap();
+        let hooks = WebhookSecrets {
+            current: Secret::new(CLEAR),
+            previous: Some(Secret::new(format!("{CLEAR}-previous"))),
+        };
+        for printed in [
+            format!("{conn:?}"),
+            format!("{conn:#?}"),
+            format!("{hooks:?}"),
+            format!("{hooks:#?}"),
+        ] {
+            assert!(!printed.contains(CLEAR), "{printed}");
+            assert!(!printed.contains("hunter2"), "{printed}");
+        }
+        // Wiped on drop (not observable safely after the fact; the clone is independent).
+        let copy = s.clone();
+        drop(s);
+        assert_eq!(copy.expose(), CLEAR);
     }
 }

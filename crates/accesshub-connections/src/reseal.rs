@@ -195,7 +195,7 @@ fn reseal_one(
     sealed: &str,
     aad: &[u8],
 ) -> Result<Option<String>, SecretError> {
-    let plain = secrets.open(sealed, aad)?;
+    let plain = zeroize::Zeroizing::new(secrets.open(sealed, aad)?);
     if !secrets.needs_reseal(sealed) {
         return Ok(None);
     }

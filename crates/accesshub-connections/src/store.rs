@@ -106,10 +106,12 @@ impl ConnectionStore {
         let vendor: String = row.try_get("vendor")?;
         let sealed: String = row.try_get("settings_enc")?;
         let what = format!("connection {tenant}/{vendor}/{name}");
-        let plain = self
-            .secrets
-            .open_reported(&sealed, &connection_aad(&tenant, &vendor, &name), &what)
-            .map_err(|e| ConnectionError::secret(e, &what))?;
+        // The settings with their secrets, in clear: wiped once parsed.
+        let plain = zeroize::Zeroizing::new(
+            self.secrets
+                .open_reported(&sealed, &connection_aad(&tenant, &vendor, &name), &what)
+                .map_err(|e| ConnectionError::secret(e, &what))?,
+        );
         let settings: VendorSettings =
             serde_json::from_str(&plain).map_err(|e| ConnectionError::Corrupt {
                 what: format!("connection {tenant}/{vendor}/{name}"),
@@ -330,10 +332,12 @@ impl ConnectionStore {
             }
         })?;
         let full =
-            serde_json::to_string(&desired.settings).map_err(|e| ConnectionError::Corrupt {
-                what: "settings".into(),
-                message: e.to_string(),
-            })?;
+            zeroize::Zeroizing::new(serde_json::to_string(&desired.settings).map_err(|e| {
+                ConnectionError::Corrupt {
+                    what: "settings".into(),
+                    message: e.to_string(),
+                }
+            })?);
         let sealed = self.secrets.seal(
             &full,
             &connection_aad(&desired.tenant, vendor.as_str(), &desired.name),

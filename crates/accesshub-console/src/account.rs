@@ -484,7 +484,7 @@ pub(crate) async fn submit(
         Ok(c) => c,
         Err(errors) => return Ok(invalid(errors)),
     };
-    match save_with_audit(state, s, current.as_ref(), &conn).await {
+    match save_with_audit(state, s, current.as_ref(), &conn).await? {
         Ok(saved) => Ok(Redirect::to(&url(&format!(
             "/connections/{}/{v}/{}?saved=1",
             saved.tenant, saved.name

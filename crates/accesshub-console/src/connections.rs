@@ -376,6 +376,15 @@ async fn switch_off(
                 .into_response())
         }
         AccessChoice::Remove if live > 0 => {
+            let audit = audit::begin(
+                state,
+                s,
+                &format!("connection.offboard.{}", intent.as_str()),
+                Some(tenant),
+                &target,
+                serde_json::to_value(current.redacted()).ok(),
+            )
+            .await?;
             offboard::begin(&state.pool, Some(&state.bus), tenant, v, name, intent).await?;
             let conn = accesshub_sync_runs::ConnectionRef {
                 tenant: tenant.clone(),
@@ -391,16 +400,7 @@ async fn switch_off(
             )
             .await?;
             let run = out.run().clone();
-            audit::record(
-                state,
-                s,
-                &format!("connection.offboard.{}", intent.as_str()),
-                Some(tenant),
-                &target,
-                serde_json::to_value(current.redacted()).ok(),
-                serde_json::to_value(&run).ok(),
-            )
-            .await;
+            audit.commit(None, serde_json::to_value(&run).ok()).await;
             Ok(Redirect::to(&url(&format!("/sync?queued={}", run.id))).into_response())
         }
         _ => {
@@ -411,20 +411,20 @@ async fn switch_off(
                 OffboardIntent::Disable => {
                     let mut next = current.clone();
                     next.enabled = false;
-                    save_with_audit(state, s, Some(current), &next).await?;
+                    save_with_audit(state, s, Some(current), &next).await??;
                 }
                 OffboardIntent::Delete => {
-                    state.connections.delete(tenant, v, name).await?;
-                    audit::record(
+                    let audit = audit::begin(
                         state,
                         s,
                         "connection.delete",
                         Some(tenant),
                         &target,
                         serde_json::to_value(current.redacted()).ok(),
-                        None,
                     )
-                    .await;
+                    .await?;
+                    state.connections.delete(tenant, v, name).await?;
+                    audit.commit(None, None).await;
                     offboard::finish_tenant(&state.pool, tenant).await?;
                 }
             }
@@ -454,7 +454,7 @@ pub async fn set_enabled(
     }
     let mut next = current.clone();
     next.enabled = true;
-    save_with_audit(&state, &s, Some(&current), &next).await?;
+    save_with_audit(&state, &s, Some(&current), &next).await??;
     Ok(Redirect::to(&url(&format!("/connections?tenant={tenant}"))).into_response())
 }
 
@@ -477,30 +477,38 @@ pub async fn delete(
     .await
 }
 
+/// Saves `conn` with its audit record. The outer error: the record could not be written and
+/// nothing was saved (an error page); the inner one: the store refused it (shown at the form).
 pub(crate) async fn save_with_audit(
     state: &ConsoleState,
     s: &Session,
     before: Option<&Connection>,
     conn: &Connection,
-) -> Result<Connection, ConnectionError> {
-    let out = state.connections.apply(conn, false).await?;
+) -> Result<Result<Connection, ConnectionError>, ConsoleError> {
+    let audit = audit::begin(
+        state,
+        s,
+        "connection.apply",
+        Some(&conn.tenant),
+        &format!("{}/{}/{}", conn.tenant, conn.vendor(), conn.name),
+        before.and_then(|b| serde_json::to_value(b.redacted()).ok()),
+    )
+    .await?;
+    let out = match state.connections.apply(conn, false).await {
+        Ok(out) => out,
+        Err(e) => return Ok(Err(e)),
+    };
     let after = out.connection.redacted();
+    // Unchanged: the pending record is dropped (rolled back).
     if !out.changes.is_empty() || before.is_none() {
-        audit::record(
-            state,
-            s,
-            "connection.apply",
-            Some(&conn.tenant),
-            &format!("{}/{}/{}", conn.tenant, conn.vendor(), conn.name),
-            before.and_then(|b| serde_json::to_value(b.redacted()).ok()),
-            serde_json::to_value(&after).ok(),
-        )
-        .await;
+        audit.commit(None, serde_json::to_value(&after).ok()).await;
+    } else {
+        drop(audit);
     }
     if before.is_some_and(|b| out.connection.widens(b)) {
         queue_sync(state, s, &out.connection).await;
     }
-    Ok(after)
+    Ok(Ok(after))
 }
 
 /// Queues a full sync run of `conn` (unless one is active) when an edit switched access
@@ -514,6 +522,22 @@ async fn queue_sync(state: &ConsoleState, s: &Session, conn: &Connection) {
         vendor: conn.vendor().to_string(),
         name: conn.name.clone(),
     };
+    let audit = match audit::begin(
+        state,
+        s,
+        "sync.request",
+        Some(&conn.tenant),
+        &target.to_string(),
+        None,
+    )
+    .await
+    {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::warn!(connection = %target, error = %e, "sync not queued after the connection was widened; the next run re-admits");
+            return;
+        }
+    };
     match accesshub_sync_runs::store::request_run(
         &state.pool,
         &target,
@@ -524,17 +548,8 @@ async fn queue_sync(state: &ConsoleState, s: &Session, conn: &Connection) {
     .await
     {
         Ok(accesshub_sync_runs::store::RequestOutcome::Queued(run)) => {
+            audit.commit(None, serde_json::to_value(&run).ok()).await;
             tracing::info!(connection = %target, run_id = run.id, by = %s.name, "sync queued: the connection acts on more than before");
-            audit::record(
-                state,
-                s,
-                "sync.request",
-                Some(&conn.tenant),
-                &target.to_string(),
-                None,
-                serde_json::to_value(&run).ok(),
-            )
-            .await;
         }
         Ok(_) => {}
         Err(e) => {
@@ -985,7 +1000,7 @@ async fn submit(
     if let Some(b) = &before {
         conn.enabled = b.enabled;
     }
-    match save_with_audit(state, s, before.as_ref(), &conn).await {
+    match save_with_audit(state, s, before.as_ref(), &conn).await? {
         Ok(saved) => Ok(Redirect::to(&url(&format!(
             "/connections/{}/cloudpass/{}?saved=1",
             saved.tenant, saved.name

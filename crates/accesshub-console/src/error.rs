@@ -43,6 +43,9 @@ pub enum ConsoleError {
     /// Asking a worker for a lookup.
     #[error("{0}")]
     Lookup(#[from] accesshub_connections::lookup::LookupError),
+    /// The audit record of a change could not be stored, so the change was not made.
+    #[error("The change was not made: its audit record could not be stored. Try again.")]
+    Unrecorded,
 }
 
 impl Classify for ConsoleError {
@@ -55,7 +58,8 @@ impl Classify for ConsoleError {
             ConsoleError::Sync(accesshub_sync_runs::SyncRunError::Db(e)) => {
                 accesshub_store::db_error_class(e)
             }
-            ConsoleError::Sync(accesshub_sync_runs::SyncRunError::Busy) => ErrorClass::Transient,
+            ConsoleError::Sync(accesshub_sync_runs::SyncRunError::Busy)
+            | ConsoleError::Unrecorded => ErrorClass::Transient,
             _ => ErrorClass::Permanent,
         }
     }

@@ -295,7 +295,7 @@ pub async fn save(
     if let Err(errors) = apply_rows(&mut next, &pairs) {
         return Ok(invalid(errors, next).await);
     }
-    match save_with_audit(&state, &s, Some(&current), &next).await {
+    match save_with_audit(&state, &s, Some(&current), &next).await? {
         Ok(_) => Ok(Redirect::to(&url(&format!(
             "/connections/{tenant}/{vendor}/{name}?saved=1"
         )))

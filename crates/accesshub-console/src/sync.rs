@@ -241,20 +241,21 @@ pub async fn request(
         vendor: vendor.to_string(),
         name: f.name.clone(),
     };
+    let audit = audit::begin(
+        &state,
+        &s,
+        "sync.request",
+        Some(&conn.tenant),
+        &conn.to_string(),
+        None,
+    )
+    .await?;
     let out = store::request_run(&state.pool, &conn, scope, Trigger::Api, Some(&s.name)).await?;
     let run = out.run().clone();
     let queued = matches!(out, store::RequestOutcome::Queued(_));
+    // Already active: nothing queued, the pending record is dropped.
     if queued {
-        audit::record(
-            &state,
-            &s,
-            "sync.request",
-            Some(&conn.tenant),
-            &conn.to_string(),
-            None,
-            serde_json::to_value(&run).ok(),
-        )
-        .await;
+        audit.commit(None, serde_json::to_value(&run).ok()).await;
     }
     let q = if queued { "queued" } else { "already" };
     Ok(Redirect::to(&url(&format!("/sync?{q}={}", run.id))).into_response())

@@ -124,20 +124,20 @@ pub async fn rotate(
         .await?
         .into_iter()
         .find(|x| x.source == source);
-    let (src, secret) = state
-        .tenants
-        .set_source_secret(&f.tenant, source, None, state.config.secret_grace)
-        .await?;
-    audit::record(
+    let audit = audit::begin(
         &state,
         &s,
         "source.secret.rotate",
         Some(&f.tenant),
         &format!("{}/{source}", f.tenant),
         before.and_then(|b| serde_json::to_value(b).ok()),
-        serde_json::to_value(&src).ok(),
     )
-    .await;
+    .await?;
+    let (src, secret) = state
+        .tenants
+        .set_source_secret(&f.tenant, source, None, state.config.secret_grace)
+        .await?;
+    audit.commit(None, serde_json::to_value(&src).ok()).await;
     let grace_h = state.config.secret_grace.as_secs() / 3600;
     let shown = html! {
         div.verdict.ok role="status" #new-secret {

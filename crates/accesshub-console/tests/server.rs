@@ -1028,3 +1028,56 @@ async fn the_booking_detail_shows_the_trace_id_of_each_applied_result() {
     assert!(dormakaba.contains("room 999 unknown"), "{dormakaba}");
     env.finish().await;
 }
+
+/// Issue 23: a console change whose audit record cannot be stored is not made (503 page),
+/// as in the admin API. The insert is made to fail by a trigger (the test role is a
+/// superuser: a REVOKE would not bite).
+#[tokio::test]
+async fn a_console_change_whose_audit_record_cannot_be_written_is_not_made() {
+    let env = Env::start().await;
+    env.cloudpass("acme").await;
+    let b = env.login(BOOT).await;
+    sqlx::raw_sql(
+        "CREATE FUNCTION refuse_audit() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN RAISE EXCEPTION 'audit_log is not writable (test)'; END $$;
+         CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_log
+             FOR EACH ROW EXECUTE FUNCTION refuse_audit();",
+    )
+    .execute(&env.db.pool)
+    .await
+    .unwrap();
+    let refused = |(st, page): (S, String)| {
+        assert_eq!(st, S::SERVICE_UNAVAILABLE, "{page}");
+        assert!(page.contains("audit record could not be stored"), "{page}");
+    };
+    refused(b.post("/sync", &sync_form("acme", "full")).await);
+    refused(
+        b.post(
+            "/connections/acme/cloudpass/default/enabled",
+            &[("enabled", "false")],
+        )
+        .await,
+    );
+    refused(
+        b.post("/connections/acme/cloudpass/default/delete", &[])
+            .await,
+    );
+    refused(
+        b.post("/webhooks/rotate", &[("tenant", "acme"), ("source", "bex")])
+            .await,
+    );
+    let runs: i64 = sqlx::query_scalar("SELECT count(*) FROM sync_runs")
+        .fetch_one(&env.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(runs, 0, "a sync run was queued");
+    let conn = stored(&env, "/connections/acme/cloudpass/default").await;
+    assert_eq!(conn["enabled"], true, "{conn}");
+    let sources: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM tenant_sources WHERE tenant_id = 'acme'")
+            .fetch_one(&env.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(sources, 0, "a webhook secret was set");
+    env.finish().await;
+}

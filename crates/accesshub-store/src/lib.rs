@@ -1,6 +1,7 @@
 //! PostgreSQL for accesshub: the pool, the embedded migrations, and the box that encrypts
 //! vendor and webhook secrets at rest.
 
+pub mod audit;
 pub mod secrets;
 
 use std::time::Duration;

@@ -21,6 +21,13 @@ pub struct UpstreamCredentials {
     pub options: serde_json::Value,
 }
 
+/// The decrypted secret is wiped when the credentials are dropped (issue 23).
+impl Drop for UpstreamCredentials {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.secret);
+    }
+}
+
 impl std::fmt::Debug for UpstreamCredentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("UpstreamCredentials")
@@ -193,5 +200,27 @@ impl UpstreamStore {
                 .await?
                 .rows_affected();
         Ok(n > 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::UpstreamCredentials;
+
+    /// Issue 23: the decrypted upstream secret never shows in `Debug` (log lines, errors).
+    #[test]
+    fn debug_never_shows_the_secret() {
+        let c = UpstreamCredentials {
+            base_url: "https://api.bookingexperts.nl".into(),
+            secret: "bex-api-key-0b5e-never-printed".into(),
+            options: serde_json::json!({"page_size": 50}),
+        };
+        for printed in [format!("{c:?}"), format!("{c:#?}")] {
+            assert!(!printed.contains("bex-api-key"), "{printed}");
+            assert!(
+                printed.contains("***") && printed.contains("bookingexperts"),
+                "{printed}"
+            );
+        }
     }
 }

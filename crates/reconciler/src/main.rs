@@ -72,13 +72,8 @@ pub async fn main() -> anyhow::Result<()> {
         )?,
         ..Settings::default()
     };
+    // SyncMetrics registers the decrypt-failure counter too.
     let registry = accesshub_telemetry::Registry::new();
-    // Connections and upstream credentials are unsealed here: a key-rotation mistake shows.
-    registry.register(
-        accesshub_store::DECRYPT_FAILURES,
-        accesshub_store::DECRYPT_FAILURES_HELP,
-        accesshub_store::decrypt_failures("reconciler"),
-    );
     // "Sync" re-reads the booking systems first, with the tenants' upstream credentials
     // (sealed: without the encryption key there is nothing to pull with).
     let puller = match accesshub_store::SecretBox::from_env() {

@@ -67,8 +67,15 @@ pub struct SyncMetrics {
 }
 
 impl SyncMetrics {
-    /// Registers the families on `registry`.
+    /// Registers the families on `registry`, with `accesshub_secret_decrypt_failures_total{component=
+    /// "reconciler"}`: connections and upstream credentials are unsealed here, so a
+    /// key-rotation mistake shows on the reconciler's /metrics too.
     pub fn new(registry: &accesshub_telemetry::Registry) -> Self {
+        registry.register(
+            accesshub_store::DECRYPT_FAILURES,
+            accesshub_store::DECRYPT_FAILURES_HELP,
+            accesshub_store::decrypt_failures("reconciler"),
+        );
         SyncMetrics {
             runs: registry.counter("accesshub_sync_runs", "Sync runs finished, by vendor and status"),
             repairs: registry.counter(

@@ -247,3 +247,54 @@ async fn prunes_ignored_events_whose_booking_ended_like_bookings() {
     assert_eq!(keys(pool, "ingest_ignored").await, ["ongoing", "recent"]);
     db.drop_db().await;
 }
+
+/// The reconciler's retention pass (what its loop runs every `ACCESSHUB_RETENTION_INTERVAL`)
+/// prunes the audit log after `audit_days`, and counts it in
+/// `accesshub_retention_pruned_total{table="audit_log"}`; entries inside the period stay.
+#[tokio::test]
+async fn the_retention_pass_prunes_the_audit_log_after_its_period() {
+    let (db, tb) = accesshub_testkit::isolated().await;
+    let now = Utc::now();
+    for (target, age_days) in [("old", 401), ("recent", 10)] {
+        sqlx::query(
+            "INSERT INTO audit_log (at, actor, action, tenant_id, target)
+             VALUES ($1, 'ops', 'tenant.create', 'acme', $2)",
+        )
+        .bind(now - Duration::days(age_days))
+        .bind(target)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    }
+    let registry = accesshub_telemetry::Registry::new();
+    let rec = reconciler::service::Reconciler::new(
+        db.pool.clone(),
+        tb.bus.clone(),
+        std::sync::Arc::new(reconciler::connections::StaticConnections::new(vec![])),
+        vec![],
+        reconciler::service::Settings {
+            default_schedules: false,
+            retention: RetentionSettings {
+                // Bookings kept forever: only the audit log's period applies.
+                days: 0,
+                audit_days: 400,
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    )
+    .with_metrics(reconciler::service::SyncMetrics::new(&registry));
+    rec.retention_if_due().await;
+    let left: Vec<String> = sqlx::query_scalar("SELECT target FROM audit_log ORDER BY at")
+        .fetch_all(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(left, ["recent"]);
+    let metrics = registry.encode();
+    assert!(
+        metrics.contains(r#"accesshub_retention_pruned_total{table="audit_log"} 1"#),
+        "{metrics}"
+    );
+    tb.cleanup().await;
+    db.drop_db().await;
+}

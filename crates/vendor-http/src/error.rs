@@ -236,6 +236,25 @@ mod tests {
         }
     }
 
+    /// Issue 23: a vendor error body (which may echo the credentials sent) never reaches a
+    /// log line or an error string in clear, through `Debug` (`?err`, `{err:?}`) or Display.
+    #[test]
+    fn debug_and_display_scrub_the_body() {
+        let e = VendorError::Status {
+            vendor: "tapkey",
+            operation: "token",
+            status: 401,
+            body: r#"{"error":"invalid_client","client_secret":"hunter2-client-secret","auth":"Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJlLXZhbHVl"}"#
+                .into(),
+            retry_after: None,
+        };
+        for printed in [format!("{e:?}"), format!("{e:#?}"), e.to_string()] {
+            assert!(!printed.contains("hunter2"), "{printed}");
+            assert!(!printed.contains("eyJhbGciOiJIUzI1NiJ9"), "{printed}");
+            assert!(printed.contains("invalid_client"), "{printed}");
+        }
+    }
+
     #[test]
     fn classification() {
         for c in [408, 429, 500, 502, 503, 504] {

@@ -315,6 +315,10 @@ Call with (dict "root" $ "component" "booking-ingest" "svc" <service values or e
   value: {{ printf "%s/tls.key" (include "accesshub.natsTlsDir" $root) | quote }}
 {{- end }}
 {{- end }}
+{{- with .svc.natsIngest }}
+- name: ACCESSHUB_NATS_INGEST
+  value: {{ .enabled | toString | quote }}
+{{- end }}
 {{- with .svc.extraEnv }}
 {{ toYaml . }}
 {{- end }}
