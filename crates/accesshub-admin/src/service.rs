@@ -51,7 +51,7 @@ pub struct ServiceConfig {
     /// refuse to start otherwise (true outside tests). Services never migrate: the Helm hook
     /// Job and `accessctl migrate` do.
     pub check_schema: bool,
-    /// Postgres connections (`ACCESSHUB_ADMIN_DB_CONNECTIONS`, default 4).
+    /// Postgres connections (`ACCESSHUB_ADMIN_DB_CONNECTIONS`, default 10: a change holds one for its audit record while it is made, see `audit`).
     pub db_connections: u32,
 }
 
@@ -63,7 +63,7 @@ impl ServiceConfig {
             secrets: SecretBox::from_env()?,
             admin: admin_from_env()?,
             check_schema: true,
-            db_connections: env_or("ACCESSHUB_ADMIN_DB_CONNECTIONS", 4)?,
+            db_connections: env_or("ACCESSHUB_ADMIN_DB_CONNECTIONS", 10)?,
         })
     }
 
