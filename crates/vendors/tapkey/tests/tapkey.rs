@@ -55,6 +55,35 @@ fn connection(sim: &SimHandle) -> Connection {
 }
 
 impl Env {
+    /// Waits until the server holds no pull request of a crashed worker. One still queued
+    /// there is served first: a message published meanwhile goes to the dead worker's inbox
+    /// and comes back only after `ack_wait`, together with the crashed message and in stream
+    /// order — the test then sees a same-revision retry, not the newer revision it is about.
+    async fn until_no_pull_request_waits(&self) {
+        use futures::StreamExt as _;
+        let name = self
+            .tb
+            .bus
+            .stream_name(accesshub_domain::subjects::BOOKINGS_STREAM);
+        let start = Instant::now();
+        loop {
+            let stream = self.tb.bus.js.get_stream(&name).await.unwrap();
+            let mut waiting = 0;
+            let mut consumers = stream.consumers();
+            while let Some(c) = consumers.next().await {
+                waiting += c.unwrap().num_waiting;
+            }
+            if waiting == 0 {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "{waiting} pull request(s) still waiting"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     async fn new() -> Env {
         accesshub_telemetry::init_for_tests();
         let (db, tb) = accesshub_testkit::isolated().await;
@@ -436,6 +465,7 @@ async fn after_a_crash_a_newer_revision_still_finds_the_crashed_attempts_grants(
     assert_eq!(env.grants_of("c2@example.com").len(), 2);
     assert_eq!(env.lists(), 0);
     h.abort().await; // crashed: grants at Tapkey, no binding, no ack
+    env.until_no_pull_request_waits().await;
     let exp2 = expiry(5);
     env.publish(&with_from(2, exp2)).await;
     let h = worker_runtime::start(cfg(), TapkeyHandler::new())
