@@ -623,6 +623,34 @@ pub fn ending_ops(rec: &LockRecord) -> Vec<Op> {
     ops
 }
 
+/// Before a reservation's `ops` are sent: forgets the recorded validity a change replaces,
+/// since a change whose answer is lost (timeout, reset, 5xx after the lock system applied it,
+/// a worker killed, Postgres down for the record) leaves the booking in an unknown state:
+/// `ChangeAccess` clears the recorded check-in, `ExtendCheckOut` the check-out. Otherwise a
+/// later revision that returns to the recorded values finds nothing to do and leaves the lost
+/// change's dates at the lock system (convergence seed dormakaba 215: a stay moved to 3–6
+/// July, the answer lost, then moved back to 1–2 July kept the guest's access for 3–6 July).
+/// Returns whether the record changed (then it is stored before the first call, with
+/// [`note_in_doubt`]'s marks). Not for key requests: their change carries the reservation's
+/// current access and their cards' own doubt rule.
+pub fn note_changes_in_doubt(rec: &mut LockRecord, ops: &[Op]) -> bool {
+    let mut changed = false;
+    for op in ops {
+        match op {
+            Op::ChangeAccess { .. } if rec.check_in.is_some() => {
+                rec.check_in = None;
+                changed = true;
+            }
+            Op::ExtendCheckOut if rec.check_out.is_some() => {
+                rec.check_out = None;
+                changed = true;
+            }
+            _ => {}
+        }
+    }
+    changed
+}
+
 /// Notes in `rec` what `ops` may create at the lock system before they are sent
 /// ([`LockRecord::booking_in_doubt`], [`LockRecord::mobile_keys_in_doubt`]). Returns whether
 /// the record changed: then it must be stored durably before the first call, so a crash
@@ -1819,6 +1847,58 @@ mod tests {
     /// dropped the mobile key. The booking the crashed attempt may have made is probed and
     /// brought to the desired rooms (or registered), never left with the old ones; the sync
     /// agrees.
+    #[test]
+    fn a_change_whose_answer_was_lost_is_asserted_again_by_a_revision_back_to_the_record() {
+        let d1 = desired(
+            "t",
+            "k",
+            &reservation(ReservationStatus::Confirmed),
+            &settings(),
+        )
+        .unwrap();
+        let mut rec = LockRecord::default();
+        let create = Op::CreateBooking {
+            encoder: "1".into(),
+            key_count: 1,
+        };
+        record_done(&mut rec, &d1, &create, Some("100001".into()));
+        assert_eq!(plan_reservation(&d1, &rec).unwrap(), vec![]);
+        // Revision 2 moves the stay; its ChangeKeyAccess is sent, the answer lost.
+        let mut d2 = d1.clone();
+        d2.check_in += chrono::Duration::days(2);
+        d2.check_out += chrono::Duration::days(4);
+        let ops = plan_reservation(&d2, &rec).unwrap();
+        assert!(
+            ops.iter().any(|o| matches!(o, Op::ChangeAccess { .. })),
+            "{ops:?}"
+        );
+        assert!(
+            note_changes_in_doubt(&mut rec, &ops),
+            "stored before the call"
+        );
+        // Revision 3 moves it back to what the record held before revision 2: the lock
+        // system may hold revision 2's dates, so the access is asserted again.
+        let ops = plan_reservation(&d1, &rec).unwrap();
+        assert!(
+            ops.iter().any(|o| matches!(o, Op::ChangeAccess { .. })),
+            "{ops:?}"
+        );
+        // The same for a check-out extension.
+        for op in &ops {
+            record_done(&mut rec, &d1, op, None);
+        }
+        let mut d4 = d1.clone();
+        d4.check_out += chrono::Duration::days(1);
+        let ops = plan_reservation(&d4, &rec).unwrap();
+        assert_eq!(ops, vec![Op::ExtendCheckOut]);
+        assert!(note_changes_in_doubt(&mut rec, &ops));
+        assert_eq!(
+            plan_reservation(&d1, &rec).unwrap(),
+            vec![Op::ExtendCheckOut]
+        );
+        assert!(!note_changes_in_doubt(&mut rec, &ops), "noted once");
+    }
+
     #[test]
     fn a_booking_in_doubt_follows_the_stay_when_no_mobile_key_is_wanted_any_more() {
         let s = settings();

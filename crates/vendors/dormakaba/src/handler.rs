@@ -649,14 +649,17 @@ async fn execute_in_steps(
     Ok(Ok(total))
 }
 
-/// Stores what `ops` may create at the lock system before they are sent (see
-/// [`desired::note_in_doubt`]); nothing is written when they cannot create anything new.
+/// Stores what a reservation's `ops` may create or change at the lock system before they are
+/// sent (see [`desired::note_in_doubt`] and [`desired::note_changes_in_doubt`]); nothing is
+/// written when they can neither create anything new nor change recorded validity.
 async fn note_in_doubt(
     ctx: &ApplyContext<SoapClient>,
     rec: &mut LockRecord,
     ops: &[Op],
 ) -> Result<(), HandlerError> {
-    if desired::note_in_doubt(rec, ops) {
+    let created = desired::note_in_doubt(rec, ops);
+    let changed = desired::note_changes_in_doubt(rec, ops);
+    if created || changed {
         ctx.record_progress(record_status(rec), &DormakabaIds::reservation(rec.clone()))
             .await?;
     }
