@@ -205,8 +205,13 @@ pub async fn production_bus(
     let namespace = format!("bench{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let mut common = accesshub_config::CommonConfig::for_test("bench", &namespace, db_url);
     common.nats_url = nats_url.to_owned();
-    common.streams.file_storage = true;
-    common.streams.replicas = replicas;
+    // Production's stream settings (file storage, a 10-minute duplicate window), not the
+    // tests' short ones: a service process started on these streams checks them as in
+    // production and refuses a shorter duplicate window (rss-bench).
+    common.streams = accesshub_config::StreamSettings {
+        replicas,
+        ..accesshub_config::StreamSettings::default()
+    };
     let bus = accesshub_bus::connect(&common).await?;
     bus.ensure_streams().await?;
     Ok((common, bus))

@@ -537,8 +537,10 @@ pub fn steps(ops: &[Op]) -> Vec<&[Op]> {
 /// Whether the lock system's refusal `e` of cancelling the key `m` in doubt means there is
 /// nothing to cancel: `InvalidWSParameter` says the key's room is not on the reservation, and
 /// keys are only sent to rooms the booking holds and cancelled before a move away from them
-/// ([`mobile_key_ops`]), so a key in doubt at such a room was never sent. A recorded key gets
-/// no such benefit of the doubt.
+/// ([`mobile_key_ops`]), so a key in doubt at such a room was never sent or was cancelled
+/// before the move (a recorded key becomes one in doubt before its cancel is sent:
+/// [`note_changes_in_doubt`]). A recorded key gets no such benefit of the doubt: its room is
+/// on the reservation unless a move was lost, and a move is always preceded by its cancel.
 pub fn cancel_refused_is_done(rec: &LockRecord, m: &MobileTarget, e: &SoapError) -> bool {
     rec.mobile_keys_in_doubt.contains(m)
         && rec.mobile_key.as_ref() != Some(m)
@@ -630,6 +632,14 @@ pub fn ending_ops(rec: &LockRecord) -> Vec<Op> {
 /// later revision that returns to the recorded values finds nothing to do and leaves the lost
 /// change's dates at the lock system (convergence seed dormakaba 215: a stay moved to 3–6
 /// July, the answer lost, then moved back to 1–2 July kept the guest's access for 3–6 July).
+///
+/// Likewise a cancel of the recorded mobile key moves it among the keys in doubt: it comes
+/// before a room move ([`mobile_key_ops`]), and when the move lands but its answer is lost,
+/// the key's room is no longer on the reservation. A retry, or a cancellation's check-out,
+/// that cancelled it again as the recorded key would have its refusal (`InvalidWSParameter`)
+/// taken as permanent and leave the booking live (convergence seed dormakaba 622); as a key
+/// in doubt the refusal means it is gone ([`cancel_refused_is_done`]).
+///
 /// Returns whether the record changed (then it is stored before the first call, with
 /// [`note_in_doubt`]'s marks). Not for key requests: their change carries the reservation's
 /// current access and their cards' own doubt rule.
@@ -637,6 +647,17 @@ pub fn note_changes_in_doubt(rec: &mut LockRecord, ops: &[Op]) -> bool {
     let mut changed = false;
     for op in ops {
         match op {
+            Op::CancelMobileKey(m) if rec.mobile_key.as_ref() == Some(m) => {
+                if rec.mobile_key_from_desk && rec.desk_mobile_key.is_none() {
+                    rec.desk_mobile_key = Some(m.clone());
+                }
+                rec.mobile_key = None;
+                rec.mobile_key_from_desk = false;
+                if !rec.mobile_keys_in_doubt.contains(m) {
+                    rec.mobile_keys_in_doubt.push(m.clone());
+                }
+                changed = true;
+            }
             Op::ChangeAccess { .. } if rec.check_in.is_some() => {
                 rec.check_in = None;
                 changed = true;
@@ -1784,10 +1805,9 @@ mod tests {
         }
     }
 
-    /// Issue 20, seed 7: a room change with a mobile key cancels the old room's key while
-    /// the booking still holds that room, then moves the booking, then sends the new key.
-    #[test]
-    fn a_room_change_cancels_the_old_rooms_key_before_moving_the_booking() {
+    /// A confirmed stay in room 101 with a mobile key, created and recorded; the settings,
+    /// the reservation and its record.
+    fn booked_with_mobile_key() -> (DormakabaSettings, Reservation, LockRecord) {
         let s = settings();
         let mut r = reservation(ReservationStatus::Confirmed);
         r.mobile_key = true;
@@ -1796,6 +1816,14 @@ mod tests {
         for op in plan_reservation(&d, &rec).unwrap() {
             record_done(&mut rec, &d, &op, None);
         }
+        (s, r, rec)
+    }
+
+    /// Issue 20, seed 7: a room change with a mobile key cancels the old room's key while
+    /// the booking still holds that room, then moves the booking, then sends the new key.
+    #[test]
+    fn a_room_change_cancels_the_old_rooms_key_before_moving_the_booking() {
+        let (s, r, rec) = booked_with_mobile_key();
         assert_eq!(rec.mobile_key, Some(key("101")));
         let mut moved = r.clone();
         moved.rooms = vec!["201".into()];
@@ -1840,6 +1868,46 @@ mod tests {
             plan_reservation(&d2, &doubt).unwrap()[0],
             Op::CancelMobileKey(key("101"))
         );
+    }
+
+    /// Issue 20, convergence seed 622: a room move's cancel of the old room's key and the
+    /// move itself land, the worker dies before recording them. The retry, and a
+    /// cancellation's check-out, cancel that key again; the lock system refuses it
+    /// (`InvalidWSParameter`: the room left the reservation). As a key in doubt (noted before
+    /// the cancel was sent) the refusal means it is gone, so neither is dead-lettered and the
+    /// booking is checked out.
+    #[test]
+    fn a_lost_room_move_does_not_strand_the_old_rooms_key() {
+        let (s, r, mut rec) = booked_with_mobile_key();
+        let mut moved = r.clone();
+        moved.rooms = vec!["201".into()];
+        let d2 = desired("t", "k", &moved, &s).unwrap();
+        let ops = plan_reservation(&d2, &rec).unwrap();
+        assert_eq!(ops[0], Op::CancelMobileKey(key("101")));
+        note_in_doubt(&mut rec, &ops);
+        assert!(
+            note_changes_in_doubt(&mut rec, &ops),
+            "stored before the calls"
+        );
+        assert_eq!(rec.mobile_key, None);
+        assert!(rec.mobile_keys_in_doubt.contains(&key("101")));
+        // The worker dies here; the cancel and the move reached the lock system.
+        let refused = fault("InvalidWSParameter");
+        let retry = plan_reservation(&d2, &rec).unwrap();
+        assert_eq!(retry[0], Op::CancelMobileKey(key("101")));
+        assert!(cancel_refused_is_done(&rec, &key("101"), &refused));
+        let cancelled = desired("t", "k", &reservation(ReservationStatus::Cancelled), &s).unwrap();
+        let ending = plan_reservation(&cancelled, &rec).unwrap();
+        assert!(
+            ending.contains(&Op::CancelMobileKey(key("101"))),
+            "{ending:?}"
+        );
+        assert_eq!(ending.last(), Some(&Op::CheckOut));
+        // A recorded key keeps no benefit of the doubt.
+        let mut recorded = rec.clone();
+        recorded.mobile_keys_in_doubt.clear();
+        recorded.mobile_key = Some(key("101"));
+        assert!(!cancel_refused_is_done(&recorded, &key("101"), &refused));
     }
 
     /// Issue 20: a create an earlier attempt may have made is probed, never simply repeated.

@@ -123,6 +123,19 @@ pub enum ApplyError {
     /// The record of a create about to start could not be written (nothing was created).
     #[error("recording the create about to start: {}", .0.message)]
     Record(HandlerError),
+    /// A create was refused for a slot that a booking of ours holds although the listing
+    /// right before it found none on the asset: an earlier attempt's call (a killed worker's
+    /// request still on its way, a response lost in a timeout) landed in between. Transient:
+    /// the next attempt lists it and keeps or replaces it.
+    #[error(
+        "asset {asset} refused the create for a slot held by booking {booking} of ours, made by an earlier attempt after this one listed the asset; looked at again"
+    )]
+    OursAppeared {
+        /// Asset GUID.
+        asset: String,
+        /// The booking of ours found there.
+        booking: String,
+    },
 }
 
 impl Classify for ApplyError {
@@ -131,6 +144,7 @@ impl Classify for ApplyError {
             ApplyError::Rule(e) => e.class(),
             ApplyError::Ipassan(e) => e.class(),
             ApplyError::Record(e) => e.class(),
+            ApplyError::OursAppeared { .. } => ErrorClass::Transient,
         }
     }
     fn retry_after(&self) -> Option<std::time::Duration> {
@@ -138,6 +152,7 @@ impl Classify for ApplyError {
             ApplyError::Rule(_) => None,
             ApplyError::Ipassan(e) => e.retry_after(),
             ApplyError::Record(e) => e.retry_after,
+            ApplyError::OursAppeared { .. } => None,
         }
     }
 }
@@ -357,7 +372,20 @@ where
             }
             Err(e) => {
                 restore(client, &plan.delete_first).await;
-                return Err(classify_create_error(e, &asset, b, &person));
+                let err = classify_create_error(e, &asset, b, &person);
+                // The booking holding the slot may be ours (see `ApplyError::OursAppeared`).
+                if let ApplyError::Rule(RuleError::Overlap { other, .. }) = &err
+                    && ours_on(client, &asset.uuid, target.reference)
+                        .await?
+                        .iter()
+                        .any(|o| o.booking.uuid.eq_ignore_ascii_case(other))
+                {
+                    return Err(ApplyError::OursAppeared {
+                        asset: asset.uuid.clone(),
+                        booking: other.clone(),
+                    });
+                }
+                return Err(err);
             }
         }
     }

@@ -497,7 +497,7 @@ pub fn plan(desired: &Desired, ours: &[Ours], one_booking_per_slot: bool) -> Pla
     let keep = ours
         .iter()
         .find(|o| {
-            o.asset == desired.asset
+            o.asset.eq_ignore_ascii_case(&desired.asset)
                 && o.booking.person_uuid == desired.person
                 && o.booking.start == desired.start
                 && o.booking.end == desired.end
@@ -517,7 +517,7 @@ pub fn plan(desired: &Desired, ours: &[Ours], one_booking_per_slot: bool) -> Pla
         }
         let blocks = p.create
             && one_booking_per_slot
-            && o.asset == desired.asset
+            && o.asset.eq_ignore_ascii_case(&desired.asset)
             && overlaps(o.booking.start, o.booking.end, desired.start, desired.end);
         if blocks {
             p.delete_first.push(o.clone());

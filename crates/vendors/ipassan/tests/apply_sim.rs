@@ -990,3 +990,69 @@ async fn calls_per_event_do_not_grow_with_mapped_assets_or_bookings() {
         "cancel: our booking on the recorded asset, deleted"
     );
 }
+
+/// Issue 20, convergence seed ipassan 434: an earlier attempt's create of this booking lands
+/// after the attempt at hand looked for ours (a killed worker's request still on its way).
+/// iPassan refuses the new create for the slot it holds; that is not the resident's
+/// conflict, so it is retried (transient), never dead-lettered, and the retry keeps the
+/// booking that landed.
+#[tokio::test]
+async fn a_slot_held_by_our_own_late_create_is_looked_at_again_not_refused() {
+    let sim = sim().await;
+    let s = settings(&sim);
+    let c = client(&s);
+    let b = booking(
+        "rooftop-bbq",
+        "jan@example.com",
+        "2030-05-01T10:00:00Z",
+        "2030-05-01T11:00:00Z",
+    );
+    // The earlier attempt's create, landing late: ours by reference, the earlier window.
+    let late = c
+        .create_booking(
+            DEMO_ASSET_BBQ,
+            &NewBooking {
+                person_uuid: DEMO_PERSON_JAN.into(),
+                start: t("2030-05-01T10:30:00Z"),
+                end: t("2030-05-01T11:00:00Z"),
+                reference: REF.into(),
+                title: "Jan de Vries".into(),
+            },
+        )
+        .await
+        .unwrap();
+    // A first attempt looks nowhere, so it meets the late booking only in iPassan's refusal.
+    let e = first_run(&c, &s, &b).await.unwrap_err();
+    assert_eq!(e.class(), ErrorClass::Transient, "{e}");
+    assert!(
+        matches!(&e, ApplyError::OursAppeared { booking, .. } if *booking == late.uuid),
+        "{e:?}"
+    );
+    // The retry finds it and replaces it with the desired window: one booking, ours.
+    run(&c, &s, &b, None).await.unwrap();
+    let list = ours(&sim);
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!((list[0].start, list[0].end), (b.start, b.end));
+    // A stranger's booking in the slot stays a permanent refusal naming it.
+    let b2 = booking(
+        "rooftop-bbq",
+        "jan@example.com",
+        "2030-05-02T10:00:00Z",
+        "2030-05-02T11:00:00Z",
+    );
+    c.create_booking(
+        DEMO_ASSET_BBQ,
+        &NewBooking {
+            person_uuid: DEMO_PERSON_JAN.into(),
+            start: t("2030-05-02T10:00:00Z"),
+            end: t("2030-05-02T10:30:00Z"),
+            reference: "someone-else".into(),
+            title: "other".into(),
+        },
+    )
+    .await
+    .unwrap();
+    let e = first_run(&c, &s, &b2).await.unwrap_err();
+    assert_eq!(e.class(), ErrorClass::Permanent, "{e}");
+    sim.shutdown().await;
+}

@@ -169,10 +169,17 @@ pub async fn start<H: Handler>(cfg: WorkerConfig, handler: H) -> Result<WorkerHa
     })
 }
 
+/// Holds the worker weakly: a handle kept for its readiness must not keep a crashed
+/// ([`WorkerHandle::abort`]) worker's NATS connection open, or the server would go on handing
+/// messages to the dead worker's pull requests until they expire.
 fn readiness<H: Handler>(shared: Arc<Shared<H>>) -> ReadinessCheck {
+    let shared = Arc::downgrade(&shared);
     Arc::new(move || {
-        let s = shared.clone();
+        let s = shared.upgrade();
         Box::pin(async move {
+            let Some(s) = s else {
+                return Err("worker stopped".to_owned());
+            };
             let age = now_ms() - s.last_info_ok.load(Ordering::Relaxed);
             let max = i64::try_from(s.cfg.ready_max_age.as_millis()).unwrap_or(i64::MAX);
             if age > max {
