@@ -234,6 +234,7 @@ pub fn console(state: &AdminState) -> Router {
     accesshub_console::mounted(accesshub_console::ConsoleState::new(
         state.connections.clone(),
         state.tenants.clone(),
+        state.upstreams.clone(),
         state.bus.clone(),
         auth::console_resolver(state),
         config,

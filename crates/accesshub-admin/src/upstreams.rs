@@ -7,11 +7,11 @@
 //! And what a mapping screen needs from the booking system itself: `GET
 //! /lookups/bex/{tenant}/administrations|rentables` (BEX administrations of the tenant's
 //! organization; an administration's rentables, the object ids a dormakaba room map is keyed
-//! by), read with the tenant's stored BEX API key.
+//! by), read with the tenant's stored BEX API key by [`accesshub_upstreams::lookup`], which the
+//! console's mapping forms use too.
 
 use std::collections::BTreeMap;
 
-use accesshub_connections::lookup::LookupItem;
 use axum::{
     Extension, Json,
     extract::{Path, Query, State},
@@ -22,8 +22,8 @@ use serde::Deserialize;
 
 use accesshub_upstreams::{
     UpstreamCredentials, UpstreamError,
-    bex::{self, BexClient},
     creds::UpstreamInfo,
+    lookup::{BexLookup, BexLookupError},
 };
 
 use crate::{
@@ -247,81 +247,41 @@ pub(crate) async fn bex_lookup(
             problem: format!("BEX look-ups are administrations and rentables, not {what:?}"),
         });
     }
-    let creds = s
-        .upstreams
-        .get(&tenant, "bex")
+    let bex = BexLookup::open(&s.upstreams, &s.tenants, s.connections.egress(), &tenant)
         .await
-        .map_err(upstream_error)?
-        .ok_or_else(|| {
-            ApiError::NotFound(format!(
-                "tenant {tenant:?} has no BEX API credentials (PUT /admin/v1/tenants/{tenant}/sources/bex/api)"
-            ))
-        })?;
-    accesshub_connections::validate::check_endpoint(s.connections.egress(), &creds.base_url)
-        .map_err(|e| ApiError::BadGateway(format!("BEX base URL refused: {e}")))?;
-    let client = BexClient::from_credentials(&creds).map_err(bex_failed)?;
-    let organization = s
-        .tenants
-        .sources(&tenant)
-        .await?
-        .into_iter()
-        .find(|src| src.source == "bex")
-        .and_then(|src| src.organization_id);
+        .map_err(lookup_failed)?;
     let items = match administration {
-        Some(admin) if what == "rentables" => {
-            if let Some(org) = &organization {
-                let listed = client.administrations().await.map_err(bex_failed)?;
-                if let Some((_, theirs)) =
-                    bex::foreign_administrations(&listed, Some(org), [admin]).pop()
-                {
-                    return Err(ApiError::field(
-                        "administration",
-                        format!("belongs to organization {theirs}, not the tenant's {org}"),
-                    ));
-                }
-            }
-            client
-                .rentables(admin)
-                .await
-                .map_err(bex_failed)?
-                .into_iter()
-                .map(|r| LookupItem {
-                    name: r.attributes.name.unwrap_or_else(|| r.id.to_string()),
-                    id: r.id.to_string(),
-                    detail: Some(format!("administration {admin}")),
-                })
-                .collect()
-        }
-        _ => client
-            .administrations()
-            .await
-            .map_err(bex_failed)?
-            .into_iter()
-            .filter(|a| {
-                organization.is_none() || a.organization().as_deref() == organization.as_deref()
-            })
-            .map(|a| LookupItem {
-                detail: a.organization().map(|o| format!("organization {o}")),
-                name: a
-                    .attributes
-                    .name
-                    .clone()
-                    .unwrap_or_else(|| a.id.to_string()),
-                id: a.id.to_string(),
-            })
-            .collect(),
-    };
+        Some(admin) if what == "rentables" => bex.rentables(std::slice::from_ref(admin)).await,
+        _ => bex.administrations().await,
+    }
+    .map_err(lookup_failed)?;
     Ok(Json(LookupItems { items }))
 }
 
-/// BEX refused or failed: 502, its message scrubbed (it may quote the answer).
-fn bex_failed(e: UpstreamError) -> ApiError {
-    tracing::warn!(error = %e, "bex look-up");
+/// The look-up's failure as the API answers it: no credentials 404 (saying what to set), an
+/// administration of another organization 422 at `administration`, a base URL outside the
+/// egress policy or BEX's refusal 502 (its message scrubbed: it may quote the answer).
+fn lookup_failed(e: BexLookupError) -> ApiError {
     match e {
-        UpstreamError::Db(_) => ApiError::Unavailable("database unavailable".into()),
-        UpstreamError::Secret(_) => ApiError::Unavailable(
-            "the BEX API key cannot be decrypted with the configured keys".into(),
+        BexLookupError::NoCredentials { tenant } => ApiError::NotFound(format!(
+            "tenant {tenant:?} has no BEX API credentials (PUT /admin/v1/tenants/{tenant}/sources/bex/api)"
+        )),
+        BexLookupError::Credentials(e) => upstream_error(e),
+        BexLookupError::Tenants(e) => e.into(),
+        e @ BexLookupError::Egress(_) => ApiError::BadGateway(e.to_string()),
+        BexLookupError::ForeignAdministration { theirs, ours, .. } => ApiError::field(
+            "administration",
+            format!("belongs to organization {theirs}, not the tenant's {ours}"),
         ),
-        other => ApiError::BadGateway(vendor_http::scrub(&format!("bex: {other}"))),
+        BexLookupError::Bex(e) => {
+            tracing::warn!(error = %e, "bex look-up");
+            match e {
+                UpstreamError::Db(_) => ApiError::Unavailable("database unavailable".into()),
+                UpstreamError::Secret(_) => ApiError::Unavailable(
+                    "the BEX API key cannot be decrypted with the configured keys".into(),
+                ),
+                other => ApiError::BadGateway(vendor_http::scrub(&format!("bex: {other}"))),
+            }
+        }
     }
 }

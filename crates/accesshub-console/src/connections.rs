@@ -3,8 +3,8 @@
 //! look-ups as `GET /admin/v1/lookups/…`), enable/disable, delete with the offboarding choice,
 //! and adding or editing a connection of every vendor: the CloudPass form here, with its
 //! mappings (BEX administration → CloudPass site, default time restriction) in dropdowns
-//! filled from live look-ups; dormakaba, iPassan and Tapkey in [`crate::account`] and
-//! [`crate::mappings`].
+//! filled from live look-ups (the administration ids offered from the tenant's BEX,
+//! [`ask_bex`]); dormakaba, iPassan and Tapkey in [`crate::account`] and [`crate::mappings`].
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -15,6 +15,7 @@ use accesshub_connections::{
     model::REDACTED,
     offboard,
 };
+use accesshub_upstreams::lookup::BexLookup;
 use axum::{
     Extension, Form,
     extract::{Path, Query, State},
@@ -207,6 +208,53 @@ pub(crate) async fn ask(
         Ok(LookupResponse::Items { items }) => Ok(items),
         Ok(LookupResponse::Error { error }) => Err(error.message),
         Err(e) => Err(e.to_string()),
+    }
+}
+
+/// What a mapping form lists from the tenant's BEX.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum BexList<'a> {
+    /// The administrations of the tenant's organization.
+    Administrations,
+    /// The rentables of these administrations (of every listed one when empty).
+    Rentables(&'a [String]),
+}
+
+/// Lists `what` from `tenant`'s BEX with its stored API key (the admin API's
+/// `GET /lookups/bex/…`, same egress and organization checks), or says why not in words for
+/// the form's hint: no credentials, base URL refused, BEX failing or not answering in time.
+pub(crate) async fn ask_bex(
+    state: &ConsoleState,
+    tenant: &str,
+    what: BexList<'_>,
+) -> Result<Vec<LookupItem>, String> {
+    let run = async {
+        let bex = BexLookup::open(
+            &state.upstreams,
+            &state.tenants,
+            state.connections.egress(),
+            tenant,
+        )
+        .await?;
+        match what {
+            BexList::Administrations => bex.administrations().await,
+            BexList::Rentables(administrations) => bex.rentables(administrations).await,
+        }
+    };
+    let limit = state.config.upstream_lookup_timeout;
+    match tokio::time::timeout(limit, run).await {
+        Ok(Ok(items)) => Ok(items),
+        Ok(Err(e)) => {
+            tracing::warn!(%tenant, error = %e, "console: BEX look-up failed");
+            Err(e.operator_message())
+        }
+        Err(_) => {
+            tracing::warn!(%tenant, "console: BEX look-up timed out");
+            Err(format!(
+                "BEX did not answer within {} s",
+                limit.as_secs_f32()
+            ))
+        }
     }
 }
 
@@ -830,14 +878,31 @@ fn select_or_input(
     }
 }
 
+/// The BEX administrations offered on the CloudPass form's administration-id inputs, or why
+/// they could not be listed; none before the tenant is known.
+async fn bex_administrations(
+    state: &ConsoleState,
+    tenant: &str,
+) -> Option<Result<Vec<LookupItem>, String>> {
+    if tenant.is_empty() {
+        return None;
+    }
+    Some(ask_bex(state, tenant, BexList::Administrations).await)
+}
+
 fn cloudpass_form(
     s: &Session,
     f: &CloudpassForm,
     errors: &HashMap<String, String>,
     choices: Option<&Choices>,
+    bex: Option<&Result<Vec<LookupItem>, String>>,
     saved: Option<&str>,
 ) -> Markup {
     let err = |k: &str| errors.get(k).map(String::as_str);
+    let admins = match bex {
+        Some(Ok(items)) if !items.is_empty() => Some(items),
+        _ => None,
+    };
     let edit = s.can(Role::Operator);
     let action = if f.exists {
         format!("/connections/{}/cloudpass/{}", f.tenant, f.name)
@@ -871,12 +936,20 @@ fn cloudpass_form(
                 @if choices.is_none() {
                     p.hint { "Save the account first; then the sites appear in dropdowns." }
                 }
+                @if let Some(Err(e)) = bex {
+                    p.hint #bex-hint { "The BEX administration list could not be loaded (" (e) "); type the ids." }
+                }
                 div.table-wrap { table.mappings {
                     thead { tr { th { "Administration id" } th { "CloudPass site" } th { "Time restriction (optional)" } } }
                     tbody {
                         @for (i, (id, site, tr)) in rows.iter().enumerate() {
                             tr {
-                                td data-label="Administration id" { input name=(format!("admin.{i}.id")) value=(id) placeholder="e.g. 1001"; }
+                                td data-label="Administration id" {
+                                    input name=(format!("admin.{i}.id")) value=(id) placeholder="e.g. 1001" list=[admins.map(|_| "bex-administrations")];
+                                    @if let Some(a) = admins.and_then(|l| l.iter().find(|a| &a.id == id)) {
+                                        small.muted data-bex-name=(a.id) { (a.name) }
+                                    }
+                                }
                                 td data-label="CloudPass site" {
                                     (select_or_input(&format!("admin.{i}.site"), site, choices.map(|c| &c.sites), "Choose a site…"))
                                     @if let Some(e) = err(&format!("administrations.{id}.site_id")).or(err(&format!("administrations.{site}"))) {
@@ -890,6 +963,13 @@ fn cloudpass_form(
                         }
                     }
                 } }
+                @if let Some(list) = admins {
+                    datalist #bex-administrations {
+                        @for a in list {
+                            option value=(a.id) { (a.name) @if let Some(d) = &a.detail { " · " (d) } }
+                        }
+                    }
+                }
                 p.hint { "Clear a row's administration id to remove it; the empty row adds one." }
                 label.field {
                     span { "Default time restriction" }
@@ -914,6 +994,7 @@ fn cloudpass_form(
 
 /// `GET /console/connections/new?tenant=&vendor=` (CloudPass when no vendor is given).
 pub async fn new_form(
+    State(state): State<ConsoleState>,
     Extension(s): Extension<Session>,
     Query(q): Query<TenantQuery>,
 ) -> Result<Markup, ConsoleError> {
@@ -940,11 +1021,12 @@ pub async fn new_form(
         window_after_minutes: "30".into(),
         ..Default::default()
     };
+    let bex = bex_administrations(&state, &f.tenant).await;
     Ok(page(
         &s,
         "connections",
         "Add CloudPass connection",
-        cloudpass_form(&s, &f, &HashMap::new(), None, None),
+        cloudpass_form(&s, &f, &HashMap::new(), None, bex.as_ref(), None),
     ))
 }
 
@@ -958,21 +1040,24 @@ async fn submit(
     if !f.tenant.is_empty() {
         s.require_tenant(&f.tenant)?;
     }
-    let invalid = |errors: HashMap<String, String>, choices: Option<Choices>| {
+    let f = &f;
+    // The form again with the errors, the input as typed and the BEX administrations.
+    let invalid = async |errors: HashMap<String, String>, choices: Option<Choices>| {
+        let bex = bex_administrations(state, &f.tenant).await;
         (
             StatusCode::BAD_REQUEST,
             page(
                 s,
                 "connections",
                 title,
-                cloudpass_form(s, &f, &errors, choices.as_ref(), None),
+                cloudpass_form(s, f, &errors, choices.as_ref(), bex.as_ref(), None),
             ),
         )
             .into_response()
     };
     let conn = match f.to_connection() {
         Ok(c) => c,
-        Err(errors) => return Ok(invalid(errors, choices(state, &f).await)),
+        Err(errors) => return Ok(invalid(errors, choices(state, f).await).await),
     };
     let before = if f.exists {
         state
@@ -994,7 +1079,7 @@ async fn submit(
             "This tenant already has a CloudPass connection of this name: edit it instead."
                 .to_owned(),
         )]);
-        return Ok(invalid(errors, None));
+        return Ok(invalid(errors, None).await);
     }
     let mut conn = conn;
     if let Some(b) = &before {
@@ -1008,9 +1093,10 @@ async fn submit(
         .into_response()),
         Err(e @ ConnectionError::Invalid(_)) => Ok(invalid(
             field_errors(&e).unwrap_or_default(),
-            choices(state, &f).await,
-        )),
-        Err(e) => Ok(invalid(store_refusal(e, "base_url")?, None)),
+            choices(state, f).await,
+        )
+        .await),
+        Err(e) => Ok(invalid(store_refusal(e, "base_url")?, None).await),
     }
 }
 
@@ -1125,11 +1211,13 @@ pub async fn edit_form(
         VendorSettings::Cloudpass(cp) => {
             let f = CloudpassForm::from_conn(&conn, cp);
             let c = choices(&state, &f).await;
+            let bex = bex_administrations(&state, &f.tenant).await;
             cloudpass_form(
                 &s,
                 &f,
                 &HashMap::new(),
                 c.as_ref(),
+                bex.as_ref(),
                 q.saved
                     .is_some()
                     .then_some("Saved. The worker picks up the change at once."),

@@ -1,7 +1,8 @@
 //! The operator console: server-rendered HTML (maud) with small progressive enhancement
 //! (htmx, vendored), served by the admin service under [`PREFIX`] (`/console`) on its
 //! cluster-internal listener. Screens: Connections (with Test connection, enable/disable and
-//! the CloudPass mappings with dropdowns from live look-ups), Bookings (desired state and
+//! the mappings with dropdowns from live look-ups: the vendor's through its worker, BEX
+//! administrations and rentables with the tenant's stored API key), Bookings (desired state and
 //! what each vendor applied), Sync (buttons, live counts, history), Dead letters (filters,
 //! detail, dry-run-first replay, confirmed purge) and Webhooks (URL and secret rotation).
 //!
@@ -9,7 +10,8 @@
 //! token resolution ([`TokenResolver`]); a token is exchanged for a server-side session
 //! ([`session`]); every state-changing request needs the session's CSRF token; every
 //! change is written to the API's audit log. The console calls the same stores the admin API
-//! does (connections, tenants, sync runs, the DLQ, worker look-ups over NATS).
+//! does (connections, tenants, sync runs, the DLQ, worker look-ups over NATS, the BEX
+//! look-ups of [`accesshub_upstreams::lookup`]).
 
 pub mod account;
 pub mod audit;
@@ -29,6 +31,7 @@ use std::time::Duration;
 use accesshub_bus::Bus;
 use accesshub_connections::{ConnectionStore, TenantStore};
 use accesshub_dlq::Dlq;
+use accesshub_upstreams::UpstreamStore;
 use axum::{
     Router, middleware,
     response::Redirect,
@@ -53,6 +56,9 @@ pub struct ConsoleConfig {
     pub secure_cookie: bool,
     /// How long a Test connection or a dropdown waits for the worker.
     pub lookup_timeout: Duration,
+    /// How long a dropdown filled from the booking system's API (BEX administrations and
+    /// rentables) waits for it, retries included; then the form says so and takes typed ids.
+    pub upstream_lookup_timeout: Duration,
     /// Public base URL of booking-ingest, for the webhook URLs operators paste into their
     /// PMS (`ACCESSHUB_PUBLIC_WEBHOOK_URL`, default `http://127.0.0.1:8080`).
     pub webhook_base_url: String,
@@ -70,6 +76,7 @@ impl Default for ConsoleConfig {
             session_ttl: Duration::from_secs(8 * 3600),
             secure_cookie: false,
             lookup_timeout: Duration::from_secs(10),
+            upstream_lookup_timeout: Duration::from_secs(10),
             webhook_base_url: "http://127.0.0.1:8080".to_owned(),
             secret_grace: Duration::from_secs(24 * 3600),
             trace_url: None,
@@ -114,6 +121,8 @@ pub struct ConsoleState {
     pub(crate) pool: PgPool,
     pub(crate) connections: ConnectionStore,
     pub(crate) tenants: TenantStore,
+    /// Upstream API credentials: the BEX look-ups of the mapping forms.
+    pub(crate) upstreams: UpstreamStore,
     pub(crate) bus: Bus,
     pub(crate) dlq: Dlq,
     pub(crate) resolver: TokenResolver,
@@ -130,10 +139,12 @@ impl std::fmt::Debug for ConsoleState {
 
 impl ConsoleState {
     /// The console over the admin service's stores (the same instances, so connection changes
-    /// are announced to the workers and the egress policy applies) and its token resolution.
+    /// are announced to the workers and the egress policy applies, to BEX look-ups too) and
+    /// its token resolution.
     pub fn new(
         connections: ConnectionStore,
         tenants: TenantStore,
+        upstreams: UpstreamStore,
         bus: Bus,
         resolver: TokenResolver,
         config: ConsoleConfig,
@@ -144,6 +155,7 @@ impl ConsoleState {
             pool,
             connections,
             tenants,
+            upstreams,
             bus,
             resolver,
             config,

@@ -1,7 +1,9 @@
 //! Mappings of the other vendors, a form of its own under the account form on the
 //! connection's page ([`crate::account`]): dormakaba encoders (name + ID, add and
-//! remove) and common areas → pass levels, iPassan facility → asset and Tapkey pass type →
-//! locks, with the assets and locks in dropdowns from live look-ups.
+//! remove), rooms (BEX object id or upstream room → lock-system room number, the BEX
+//! rentables of the connection's administrations offered while typing) and common areas →
+//! pass levels, iPassan facility → asset and Tapkey pass type → locks, with the assets and
+//! locks in dropdowns from live look-ups.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -18,7 +20,7 @@ use maud::{Markup, html};
 
 use crate::{
     ConsoleState,
-    connections::{ask, field_errors, load, save_with_audit},
+    connections::{BexList, ask, ask_bex, field_errors, load, save_with_audit},
     error::ConsoleError,
     html::{csrf, page, url},
     session::{Role, Session},
@@ -34,11 +36,17 @@ struct Table {
     rows: Vec<(String, Vec<String>)>,
     /// Live choices for the value (None: typed).
     choices: Option<Result<Vec<LookupItem>, String>>,
+    /// Live suggestions for the key, offered while typing (None: typed).
+    key_choices: Option<Result<Vec<LookupItem>, String>>,
     /// Several values per row (Tapkey locks).
     multiple: bool,
 }
 
-fn tables(state_choices: Option<Result<Vec<LookupItem>, String>>, c: &Connection) -> Vec<Table> {
+fn tables(
+    state_choices: Option<Result<Vec<LookupItem>, String>>,
+    rooms: Option<Result<Vec<LookupItem>, String>>,
+    c: &Connection,
+) -> Vec<Table> {
     match &c.settings {
         VendorSettings::Dormakaba(d) => vec![
             Table {
@@ -52,6 +60,21 @@ fn tables(state_choices: Option<Result<Vec<LookupItem>, String>>, c: &Connection
                     .map(|e| (e.name.clone(), vec![e.id.clone()]))
                     .collect(),
                 choices: None,
+                key_choices: None,
+                multiple: false,
+            },
+            Table {
+                prefix: "room",
+                title: "Rooms → lock-system room numbers",
+                key_label: "BEX object id (or upstream room)",
+                value_label: "Lock-system room number",
+                rows: d
+                    .rooms
+                    .iter()
+                    .map(|(k, v)| (k.clone(), vec![v.clone()]))
+                    .collect(),
+                choices: None,
+                key_choices: rooms,
                 multiple: false,
             },
             Table {
@@ -65,6 +88,7 @@ fn tables(state_choices: Option<Result<Vec<LookupItem>, String>>, c: &Connection
                     .map(|(k, v)| (k.clone(), vec![v.to_string()]))
                     .collect(),
                 choices: None,
+                key_choices: None,
                 multiple: false,
             },
         ],
@@ -79,6 +103,7 @@ fn tables(state_choices: Option<Result<Vec<LookupItem>, String>>, c: &Connection
                 .map(|(k, v)| (k.clone(), vec![v.clone()]))
                 .collect(),
             choices: state_choices,
+            key_choices: None,
             multiple: false,
         }],
         VendorSettings::Tapkey(t) => vec![Table {
@@ -92,6 +117,7 @@ fn tables(state_choices: Option<Result<Vec<LookupItem>, String>>, c: &Connection
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             choices: state_choices,
+            key_choices: None,
             multiple: true,
         }],
         VendorSettings::Cloudpass(_) => vec![],
@@ -103,6 +129,14 @@ fn lookup_of(v: Vendor) -> Option<&'static str> {
     match v {
         Vendor::Ipassan => Some("assets"),
         Vendor::Tapkey => Some("locks"),
+        _ => None,
+    }
+}
+
+/// The key column's suggestions, when the look-up listed some.
+fn key_list(t: &Table) -> Option<&[LookupItem]> {
+    match &t.key_choices {
+        Some(Ok(items)) if !items.is_empty() => Some(items),
         _ => None,
     }
 }
@@ -140,6 +174,12 @@ pub async fn section(
         Some(what) => Some(ask(state, c.vendor(), &c.tenant, &c.name, what, BTreeMap::new()).await),
         None => None,
     };
+    // dormakaba rooms are keyed by BEX object ids: the rentables of the administrations the
+    // connection serves (of every administration of the tenant when it serves all).
+    let rooms = match c.vendor() {
+        Vendor::Dormakaba => Some(ask_bex(state, &c.tenant, BexList::Rentables(&c.sites)).await),
+        _ => None,
+    };
     let edit = s.can(Role::Operator);
     let path = format!(
         "/connections/{}/{}/{}/mappings",
@@ -155,12 +195,17 @@ pub async fn section(
         }
         form.card method="post" action=(url(&path)) #mappings-form {
             (csrf(s))
-            @for t in tables(choices, c) {
+            @for t in tables(choices, rooms, c) {
                 fieldset disabled[!edit] data-table=(t.prefix) {
                     legend { (t.title) }
                     @if let Some(Err(e)) = &t.choices {
                         p.hint { "The list could not be loaded (" (e) "); type the ids." }
                     }
+                    @if let Some(Err(e)) = &t.key_choices {
+                        p.hint data-hint=(t.prefix) { "The BEX room list could not be loaded (" (e) "); type the ids." }
+                    }
+                    @let list_id = format!("{}-suggestions", t.prefix);
+                    @let suggestions = key_list(&t);
                     div.table-wrap { table.mappings {
                         thead { tr { th { (t.key_label) } th { (t.value_label) } } }
                         tbody {
@@ -168,12 +213,24 @@ pub async fn section(
                                 .chain(std::iter::once(Default::default())).collect();
                             @for (i, (k, v)) in rows.iter().enumerate() {
                                 tr {
-                                    td data-label=(t.key_label) { input name=(format!("{}.{i}.key", t.prefix)) value=(k); }
+                                    td data-label=(t.key_label) {
+                                        input name=(format!("{}.{i}.key", t.prefix)) value=(k) list=[suggestions.map(|_| &list_id)];
+                                        @if let Some(it) = suggestions.and_then(|l| l.iter().find(|it| &it.id == k)) {
+                                            small.muted { (it.name) @if let Some(d) = &it.detail { " · " (d) } }
+                                        }
+                                    }
                                     td data-label=(t.value_label) { (value_cell(&t, i, v)) }
                                 }
                             }
                         }
                     } }
+                    @if let Some(items) = suggestions {
+                        datalist id=(list_id) {
+                            @for it in items {
+                                option value=(it.id) { (it.name) @if let Some(d) = &it.detail { " · " (d) } }
+                            }
+                        }
+                    }
                     p.hint { "Clear a row's first column to remove it; the empty row adds one." }
                 }
             }
@@ -250,6 +307,21 @@ fn apply_rows(
                 }
             }
             d.common_areas = areas;
+            let mut rooms = BTreeMap::new();
+            for (room, number) in rows(pairs, "room") {
+                let problem = match number.as_slice() {
+                    [_] if rooms.contains_key(&room) => Some("This room is mapped twice."),
+                    [_] => None,
+                    [] => Some("Enter the lock-system room number, e.g. 101."),
+                    _ => Some("Enter one lock-system room number per row."),
+                };
+                if let Some(p) = problem {
+                    errors.insert(format!("room {room}"), p.to_owned());
+                }
+                // Kept as typed so the row stays on the form.
+                rooms.insert(room, number.join(", "));
+            }
+            d.rooms = rooms;
         }
         VendorSettings::Ipassan(i) => {
             i.facilities = map

@@ -1081,3 +1081,289 @@ async fn a_console_change_whose_audit_record_cannot_be_written_is_not_made() {
     assert_eq!(sources, 0, "a webhook secret was set");
     env.finish().await;
 }
+
+/// The BEX simulator with two organizations' administrations and rentables: 4711
+/// (Strandhotel, org-1, rooms 5501 and 5502) and 5800 (Elsewhere, org-2, chalet 6601).
+async fn bex_sim() -> vendor_sim::bex::BexSim {
+    let sim = vendor_sim::bex::start_ephemeral().await.unwrap();
+    sim.add_administration("4711", "Strandhotel");
+    sim.set_organization("4711", "org-1");
+    sim.add_administration("5800", "Elsewhere");
+    sim.set_organization("5800", "org-2");
+    sim.put_rentable("4711", "5501", "Kamer 12");
+    sim.put_rentable("4711", "5502", "Kamer 14");
+    sim.put_rentable("5800", "6601", "Chalet 9");
+    sim
+}
+
+impl Env {
+    /// acme's Saflok connection (secrets kept once stored) for `sites` with `rooms`.
+    async fn saflok(&self, sites: Value, rooms: Value) {
+        let (st, body) = self
+            .api(
+                "PUT",
+                "/connections/acme/dormakaba/default",
+                BOOT,
+                json!({"tenant": "acme", "sites": sites, "settings": {
+                    "vendor": "dormakaba", "product": "saflok", "scheme": "https",
+                    "host": "locks.acme.example", "port": 8443, "username": "pms",
+                    "password": "pw", "site_name": "HOTEL", "pms_terminal_id": "1",
+                    "rooms": rooms, "encoders": [{"name": "Front desk", "id": "1"}]}}),
+            )
+            .await;
+        assert!(st.is_success(), "{st} {body}");
+    }
+
+    /// Stores `tenant`'s BEX API credentials (the simulator's key) through the API.
+    async fn bex_credentials(&self, tenant: &str, sim: &vendor_sim::bex::BexSim) {
+        let (st, b) = self
+            .api(
+                "PUT",
+                &format!("/tenants/{tenant}/sources/bex/api"),
+                BOOT,
+                json!({"base_url": sim.url(), "secret": vendor_sim::bex::DEMO_API_KEY,
+                       "options": {"rate_per_sec": 1000.0, "burst": 1000}}),
+            )
+            .await;
+        assert_eq!(st, S::OK, "{b}");
+    }
+
+    /// Ties `tenant`'s BEX source to `organization`.
+    async fn bex_organization(&self, tenant: &str, organization: &str) {
+        let tenants =
+            accesshub_connections::TenantStore::new(self.db.pool.clone(), self.secrets.clone());
+        tenants
+            .set_source_secret(
+                tenant,
+                "bex",
+                Some(accesshub_connections::Secret::new("app-client-secret")),
+                std::time::Duration::ZERO,
+            )
+            .await
+            .unwrap();
+        tenants
+            .set_organization(tenant, "bex", Some(organization))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}
+
+/// The options of the datalist `id` on a page: (value, label).
+fn datalist(html: &str, id: &str) -> Vec<(String, String)> {
+    let Some(at) = html.find(&format!("<datalist id=\"{id}\">")) else {
+        return Vec::new();
+    };
+    let list = &html[at..at + html[at..].find("</datalist>").unwrap()];
+    list.split("<option value=\"")
+        .skip(1)
+        .map(|o| {
+            let (value, rest) = o.split_once("\">").unwrap();
+            let label = &rest[..rest.find("</option>").unwrap()];
+            (value.to_owned(), label.to_owned())
+        })
+        .collect()
+}
+
+/// Issue 21 item 4: the CloudPass form offers the BEX administrations of the tenant's
+/// organization (and only those) on its administration-id inputs, live with the tenant's
+/// stored API key; without credentials it says why and takes typed ids.
+#[tokio::test]
+async fn cloudpass_form_offers_the_bex_administrations_of_the_tenants_organization() {
+    let env = Env::start().await;
+    let sim = bex_sim().await;
+    env.cloudpass("acme").await;
+    let b = env.login(BOOT).await;
+
+    // No BEX credentials yet: the form renders, says why, and the typed id stays an input.
+    for path in [
+        "/connections/acme/cloudpass/default",
+        "/connections/new?tenant=acme&vendor=cloudpass",
+    ] {
+        let (st, html) = b.get(path).await;
+        assert_eq!(st, S::OK, "{path}: {html}");
+        assert!(
+            html.contains("The BEX administration list could not be loaded")
+                && html.contains("no BEX API credentials")
+                && html.contains("type the ids"),
+            "{path}: {html}"
+        );
+        assert!(datalist(&html, "bex-administrations").is_empty(), "{html}");
+    }
+    let (_, html) = b.get("/connections/acme/cloudpass/default").await;
+    assert!(
+        html.contains("name=\"admin.0.id\" value=\"1001\""),
+        "{html}"
+    );
+
+    // With credentials and no organization: every administration the key reaches.
+    env.bex_credentials("acme", &sim).await;
+    let (st, html) = b.get("/connections/acme/cloudpass/default").await;
+    assert_eq!(st, S::OK, "{html}");
+    let ids: Vec<String> = datalist(&html, "bex-administrations")
+        .into_iter()
+        .map(|o| o.0)
+        .collect();
+    assert_eq!(ids, ["4711", "5800"], "{html}");
+    assert!(!html.contains("could not be loaded (tenant"), "{html}");
+
+    // Tied to org-1: only its administration, with its name; the inputs take suggestions.
+    env.bex_organization("acme", "org-1").await;
+    let (st, html) = b.get("/connections/acme/cloudpass/default").await;
+    assert_eq!(st, S::OK, "{html}");
+    assert_eq!(
+        datalist(&html, "bex-administrations"),
+        [(
+            "4711".to_owned(),
+            "Strandhotel · organization org-1".to_owned()
+        )],
+        "{html}"
+    );
+    assert!(
+        !html.contains("Elsewhere") && !html.contains("5800"),
+        "{html}"
+    );
+    assert!(
+        html.contains("name=\"admin.0.id\" value=\"1001\" placeholder=\"e.g. 1001\" list=\"bex-administrations\""),
+        "{html}"
+    );
+    // A form sent back with errors keeps offering them.
+    let (st, html) = b
+        .post(
+            "/connections/acme/cloudpass/default",
+            &[
+                ("exists", "true"),
+                ("base_url", "https://cloudpass.example"),
+                ("client_id", "cid"),
+                ("window_before_minutes", "soon"),
+                ("admin.0.id", "4711"),
+                ("admin.0.site", "cp-site-1"),
+            ],
+        )
+        .await;
+    assert_eq!(st, S::BAD_REQUEST, "{html}");
+    assert!(
+        html.contains("data-bex-name=\"4711\">Strandhotel<"),
+        "{html}"
+    );
+    assert_eq!(datalist(&html, "bex-administrations").len(), 1, "{html}");
+    sim.shutdown().await;
+    env.finish().await;
+}
+
+/// Issue 21 item 4: a dormakaba connection maps BEX object ids to lock-system room numbers on
+/// its mappings form, the rentables of the administrations it serves offered while typing;
+/// a row without a number comes back 400 naming it, rows as typed; without BEX credentials
+/// the form still renders with the reason.
+#[tokio::test]
+async fn dormakaba_rooms_are_mapped_from_the_bex_rentables() {
+    let env = Env::start().await;
+    let sim = bex_sim().await;
+    env.saflok(json!(["4711"]), json!({})).await;
+    let path = "/connections/acme/dormakaba/default";
+    let b = env.login(BOOT).await;
+
+    let (st, html) = b.get(path).await;
+    assert_eq!(st, S::OK, "{html}");
+    assert!(html.contains("Rooms → lock-system room numbers"), "{html}");
+    assert!(
+        html.contains("The BEX room list could not be loaded")
+            && html.contains("no BEX API credentials"),
+        "{html}"
+    );
+    assert!(html.contains("name=\"room.0.key\""), "{html}");
+
+    // The rentables of the connection's administration (4711), names and administration.
+    env.bex_credentials("acme", &sim).await;
+    let (st, html) = b.get(path).await;
+    assert_eq!(st, S::OK, "{html}");
+    assert_eq!(
+        datalist(&html, "room-suggestions"),
+        [
+            (
+                "5501".to_owned(),
+                "Kamer 12 · administration 4711".to_owned()
+            ),
+            (
+                "5502".to_owned(),
+                "Kamer 14 · administration 4711".to_owned()
+            ),
+        ],
+        "{html}"
+    );
+    assert!(
+        !html.contains("Chalet 9"),
+        "another administration's: {html}"
+    );
+    assert!(
+        html.contains("name=\"room.0.key\" value=\"\" list=\"room-suggestions\""),
+        "{html}"
+    );
+
+    // The mappings form with the encoder and these room rows.
+    let save_rooms = async |rows: &[(&str, &str)]| {
+        let mut form = vec![("map.0.key", "Front desk"), ("map.0.value", "1")];
+        form.extend_from_slice(rows);
+        b.post(&format!("{path}/mappings"), &form).await
+    };
+    // Saved by the mappings form, read back through the store.
+    let (st, html) = save_rooms(&[("room.0.key", "5501"), ("room.0.value", "101")]).await;
+    assert_eq!(st, S::SEE_OTHER, "{html}");
+    let rooms = || async {
+        let store =
+            accesshub_connections::ConnectionStore::new(env.db.pool.clone(), env.secrets.clone());
+        let c = store
+            .get("acme", accesshub_connections::Vendor::Dormakaba, "default")
+            .await
+            .unwrap()
+            .unwrap();
+        match c.settings {
+            accesshub_connections::VendorSettings::Dormakaba(d) => d.rooms,
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(
+        rooms().await,
+        std::collections::BTreeMap::from([("5501".to_owned(), "101".to_owned())])
+    );
+    let (_, html) = b.get(path).await;
+    assert!(
+        html.contains("name=\"room.0.key\" value=\"5501\"")
+            && html.contains("name=\"room.0.value\" value=\"101\"")
+            && html.contains("Kamer 12 · administration 4711</small>"),
+        "{html}"
+    );
+
+    // A row without a room number: 400 naming it, every row as typed, nothing stored.
+    let (st, html) = save_rooms(&[
+        ("room.0.key", "5501"),
+        ("room.0.value", "102"),
+        ("room.1.key", "5502"),
+        ("room.1.value", ""),
+    ])
+    .await;
+    assert_eq!(st, S::BAD_REQUEST, "{html}");
+    assert!(
+        html.contains("room 5502: Enter the lock-system room number"),
+        "{html}"
+    );
+    assert!(
+        html.contains("value=\"5502\"") && html.contains("value=\"102\""),
+        "{html}"
+    );
+    assert_eq!(
+        rooms().await,
+        std::collections::BTreeMap::from([("5501".to_owned(), "101".to_owned())])
+    );
+
+    // Serving every administration: the rentables of all the tenant's administrations.
+    env.saflok(json!([]), json!({"5501": "101"})).await;
+    let (_, html) = b.get(path).await;
+    let ids: Vec<String> = datalist(&html, "room-suggestions")
+        .into_iter()
+        .map(|o| o.0)
+        .collect();
+    assert_eq!(ids, ["5501", "5502", "6601"], "{html}");
+    sim.shutdown().await;
+    env.finish().await;
+}

@@ -7,6 +7,7 @@
 //! - [`bex`]: Booking Experts PMS API v3 (JSON:API, `x-api-key`) and App webhooks.
 //! - [`nexudus`]: Nexudus REST (Basic auth, search pages): coworker time passes, polled.
 //! - [`clock`]: Clock PMS+ PMS API (Digest auth, 5 calls/s) and booking notifications.
+//! - [`lookup`]: what the mapping screens list from BEX (admin API and console alike).
 //!
 //! Names the vendor documents are used as documented; names that are ours are marked so in
 //! each module's doc comment and in docs/upstreams.md.
@@ -16,6 +17,7 @@ pub mod clock;
 pub mod creds;
 pub mod error;
 mod http;
+pub mod lookup;
 pub mod nexudus;
 
 use chrono::{DateTime, NaiveDateTime, NaiveTime, Utc};
