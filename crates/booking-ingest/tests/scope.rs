@@ -354,3 +354,56 @@ async fn an_ignored_event_is_kept_and_replaced_only_by_one_that_supersedes_it() 
     assert_eq!(env.count("bookings").await, 0);
     env.finish().await;
 }
+
+/// The per-webhook key probe stays a primary-key lookup under the plan a prepared statement
+/// ends up with (the generic one, after five runs): with `booking_key = ANY(..)` that plan
+/// took `bookings_starts_idx` and scanned every booking of the tenant and kind for each
+/// webhook, so ingest slowed as the table grew (1,742 accepts/s against 11,372/s before).
+#[tokio::test]
+async fn the_key_probe_is_a_primary_key_lookup_whatever_the_plan() {
+    let db = accesshub_testkit::TestDb::new().await;
+    // A tenant with many bookings, so a scan would cost what it costs in production.
+    sqlx::query(
+        "INSERT INTO bookings (tenant_id, kind, booking_key, site, revision, source, event_id, payload, starts_at)
+         SELECT 't', 'reservation', 'k' || i, 's', 1, 'bex', gen_random_uuid(), '{}'::json,
+                now() + make_interval(mins => i)
+           FROM generate_series(1, 5000) i",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    sqlx::query("ANALYZE bookings")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let mut conn = db.pool.acquire().await.unwrap();
+    for mode in ["force_generic_plan", "force_custom_plan"] {
+        sqlx::query(sqlx::AssertSqlSafe(format!("SET plan_cache_mode = {mode}")))
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "PREPARE probe_{mode} (text, text, text, text) AS {}",
+            booking_ingest::scope::KEY_PROBE_SQL
+        )))
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+        let plan: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "EXPLAIN EXECUTE probe_{mode} ('t', 'reservation', 'k42', 'bex:k42')"
+        )))
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
+        let plan = plan.join("\n");
+        assert!(
+            plan.contains("bookings_pkey")
+                && !plan.contains("Filter")
+                && !plan.contains("bookings_starts_idx")
+                && !plan.contains("Seq Scan"),
+            "{mode}: {plan}"
+        );
+    }
+    drop(conn);
+    db.drop_db().await;
+}
