@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Proves the cluster chaos test can fail (issue 25): each patch here is a known-bad change
-# (e.g. ack-transient-failures.patch: a transient vendor failure is acked instead of NAKed, so
-# the event is lost). For each, a scratch worktree of HEAD gets the patch, the binaries are
+# (ack-transient-failures.patch: a transient vendor failure is acked instead of NAKed, so the
+# event is lost; ack-before-record.patch: the event is acked before the vendor call and its
+# binding record are durable). For each, a scratch worktree of HEAD gets the patch, the binaries are
 # built there (own target dir), and the short cluster chaos (seed 1) must FAIL.
 # `make known-bad`; several minutes per patch (a full debug build).
 set -euo pipefail
