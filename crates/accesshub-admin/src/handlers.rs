@@ -410,11 +410,7 @@ async fn start_offboard(
 ) -> Result<accesshub_sync_runs::SyncRun, ApiError> {
     use accesshub_sync_runs::{RunStatus, Scope, Trigger, store};
     let vendor = c.vendor();
-    let conn = accesshub_sync_runs::ConnectionRef {
-        tenant: c.tenant.clone(),
-        vendor: vendor.to_string(),
-        name: c.name.clone(),
-    };
+    let conn = accesshub_sync_runs::ConnectionRef::from(c);
     let pool = s.connections.pool();
     let active = store::list_runs(pool, Some(&c.tenant), Some(vendor.as_str()), 20)
         .await?
@@ -791,11 +787,7 @@ async fn queue_sync(
     conn: &Connection,
     who: &Principal,
 ) -> Result<accesshub_sync_runs::SyncRun, ApiError> {
-    let target = accesshub_sync_runs::ConnectionRef {
-        tenant: conn.tenant.clone(),
-        vendor: conn.vendor().to_string(),
-        name: conn.name.clone(),
-    };
+    let target = accesshub_sync_runs::ConnectionRef::from(conn);
     let audit = audit_begin(
         s,
         who,
@@ -1334,11 +1326,7 @@ pub(crate) async fn request_sync(
             req.tenant
         )));
     }
-    let conn = accesshub_sync_runs::ConnectionRef {
-        tenant: req.tenant,
-        vendor: v.to_string(),
-        name,
-    };
+    let conn = accesshub_sync_runs::ConnectionRef::new(req.tenant, v, name);
     let audit = audit_begin(
         &s,
         &who,

@@ -434,11 +434,7 @@ async fn switch_off(
             )
             .await?;
             offboard::begin(&state.pool, Some(&state.bus), tenant, v, name, intent).await?;
-            let conn = accesshub_sync_runs::ConnectionRef {
-                tenant: tenant.clone(),
-                vendor: v.to_string(),
-                name: name.clone(),
-            };
+            let conn = accesshub_sync_runs::ConnectionRef::new(tenant.clone(), v, name.clone());
             let out = accesshub_sync_runs::store::request_run(
                 &state.pool,
                 &conn,
@@ -565,11 +561,7 @@ pub(crate) async fn save_with_audit(
 /// need not press Sync. The edit itself is saved already; a failure to queue is logged and
 /// left to the next run.
 async fn queue_sync(state: &ConsoleState, s: &Session, conn: &Connection) {
-    let target = accesshub_sync_runs::ConnectionRef {
-        tenant: conn.tenant.clone(),
-        vendor: conn.vendor().to_string(),
-        name: conn.name.clone(),
-    };
+    let target = accesshub_sync_runs::ConnectionRef::from(conn);
     let audit = match audit::begin(
         state,
         s,

@@ -236,11 +236,7 @@ pub async fn request(
             f.tenant, f.name
         )));
     }
-    let conn = ConnectionRef {
-        tenant: f.tenant.clone(),
-        vendor: vendor.to_string(),
-        name: f.name.clone(),
-    };
+    let conn = ConnectionRef::new(f.tenant.clone(), vendor, f.name.clone());
     let audit = audit::begin(
         &state,
         &s,

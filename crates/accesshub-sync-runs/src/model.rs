@@ -211,6 +211,27 @@ pub struct ConnectionRef {
     pub name: String,
 }
 
+impl ConnectionRef {
+    /// The connection `name` of `tenant` at `vendor` (its wire name).
+    pub fn new(
+        tenant: impl Into<String>,
+        vendor: impl std::fmt::Display,
+        name: impl Into<String>,
+    ) -> Self {
+        ConnectionRef {
+            tenant: tenant.into(),
+            vendor: vendor.to_string(),
+            name: name.into(),
+        }
+    }
+}
+
+impl From<&accesshub_connections::Connection> for ConnectionRef {
+    fn from(c: &accesshub_connections::Connection) -> Self {
+        ConnectionRef::new(c.tenant.clone(), c.vendor().as_str(), c.name.clone())
+    }
+}
+
 impl std::fmt::Display for ConnectionRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}/{}/{}", self.tenant, self.vendor, self.name)

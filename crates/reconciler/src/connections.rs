@@ -75,11 +75,7 @@ impl StaticConnections {
 
 /// The reference of a connection.
 pub fn conn_ref(c: &Connection) -> ConnectionRef {
-    ConnectionRef {
-        tenant: c.tenant.clone(),
-        vendor: c.vendor().as_str().to_owned(),
-        name: c.name.clone(),
-    }
+    ConnectionRef::from(c)
 }
 
 impl ConnectionSource for StaticConnections {

@@ -49,11 +49,7 @@ pub async fn handle(pool: &PgPool, tenant: &str, body: &[u8]) -> Result<Handled,
     let by = format!("nexudus webhook (coworker {})", coworkers.join(","));
     let mut runs = Vec::new();
     for name in &names {
-        let conn = accesshub_sync_runs::ConnectionRef {
-            tenant: tenant.to_owned(),
-            vendor: "tapkey".into(),
-            name: name.clone(),
-        };
+        let conn = accesshub_sync_runs::ConnectionRef::new(tenant, "tapkey", name.clone());
         let outcome = accesshub_sync_runs::store::request_run(
             pool,
             &conn,
