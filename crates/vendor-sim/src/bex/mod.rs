@@ -316,10 +316,34 @@ impl Listing {
 
 /// One page of `items` as a JSON:API list document with `links.next` built from `uri`.
 fn page_doc(uri: &Uri, headers: &HeaderMap, items: Vec<Value>, page: &Listing) -> Response {
-    let (number, size, remaining) = (page.number, page.size, page.remaining);
     let total = items.len();
-    let start = (number - 1).saturating_mul(size);
-    let data: Vec<Value> = items.into_iter().skip(start).take(size).collect();
+    let data: Vec<Value> = items
+        .into_iter()
+        .skip(page.start())
+        .take(page.size)
+        .collect();
+    page_doc_of(uri, headers, total, data, page)
+}
+
+impl Listing {
+    /// Index of the page's first item.
+    fn start(&self) -> usize {
+        (self.number - 1).saturating_mul(self.size)
+    }
+}
+
+/// The page `data` (already cut from `total` items) as a JSON:API list document: a list
+/// whose items are costly to render renders only the page's (a 100k-reservation
+/// administration rendered all of them for every page, which made a paged pull quadratic).
+fn page_doc_of(
+    uri: &Uri,
+    headers: &HeaderMap,
+    total: usize,
+    data: Vec<Value>,
+    page: &Listing,
+) -> Response {
+    let (number, size, remaining) = (page.number, page.size, page.remaining);
+    let start = page.start();
     let host = headers
         .get("host")
         .and_then(|v| v.to_str().ok())
@@ -449,7 +473,7 @@ async fn list_reservations(
             return bad(k, "a supported filter (start_date, updated_at, state)");
         }
     }
-    let items: Vec<Value> = {
+    let (total, items): (usize, Vec<Value>) = {
         let g = inner.lock().unwrap_or_else(|e| e.into_inner());
         let Some((_, reservations)) = g.administrations.get(&admin) else {
             drop(g);
@@ -460,21 +484,32 @@ async fn list_reservations(
                 None,
             );
         };
-        reservations
+        let matching: Vec<_> = reservations
             .values()
             .filter(|r| {
                 let a = &r.attributes;
-                let date = a["start_date"].as_str().and_then(|s| s.parse::<NaiveDate>().ok());
+                let date = a["start_date"]
+                    .as_str()
+                    .and_then(|s| s.parse::<NaiveDate>().ok());
                 let upd = a["updated_at"]
                     .as_str()
                     .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
                     .map(|t| t.with_timezone(&Utc));
-                start.as_ref().is_none_or(|rg| date.is_some_and(|d| in_range(&d, rg)))
-                    && updated.as_ref().is_none_or(|rg| upd.is_some_and(|u| in_range(&u, rg)))
-                    && states.as_ref().is_none_or(|s| {
-                        s.iter().any(|x| Some(x.as_str()) == a["state"].as_str())
-                    })
+                start
+                    .as_ref()
+                    .is_none_or(|rg| date.is_some_and(|d| in_range(&d, rg)))
+                    && updated
+                        .as_ref()
+                        .is_none_or(|rg| upd.is_some_and(|u| in_range(&u, rg)))
+                    && states
+                        .as_ref()
+                        .is_none_or(|s| s.iter().any(|x| Some(x.as_str()) == a["state"].as_str()))
             })
+            .collect();
+        let rendered = matching
+            .iter()
+            .skip(page.start())
+            .take(page.size)
             .map(|r| {
                 let mut res = json!({
                     "id": r.id, "type": "reservation", "attributes": r.attributes,
@@ -486,9 +521,10 @@ async fn list_reservations(
                 }
                 res
             })
-            .collect()
+            .collect();
+        (matching.len(), rendered)
     };
-    page_doc(&uri, &headers, items, &page)
+    page_doc_of(&uri, &headers, total, items, &page)
 }
 
 async fn list_rentables(
