@@ -137,6 +137,22 @@ impl Browser {
         self.el(css).await.click().await.unwrap();
     }
 
+    /// Clicks the submit button `css` and waits until the browser left the page: the page it
+    /// lands on may show the same verdict as the one it left ("Saved"), and an element read
+    /// from the old page goes stale under the test.
+    async fn submit(&self, css: &str) {
+        let old = self.el("html").await;
+        self.click(css).await;
+        let start = std::time::Instant::now();
+        while old.tag_name().await.is_ok() {
+            if start.elapsed() > Duration::from_secs(20) {
+                self.shot("failed").await;
+                panic!("still on the same page 20 s after clicking {css}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     async fn text(&self, css: &str) -> String {
         self.el(css).await.text().await.unwrap()
     }
@@ -318,7 +334,7 @@ async fn operator_console_in_headless_chromium() {
     // 3. Map BEX administration 12 → the Amsterdam site, from the dropdown.
     b.map_administration(0, "12", "cp-site-amsterdam").await;
     b.shot("04-mapping").await;
-    b.click("#save").await;
+    b.submit("#save").await;
     b.wait_text(".verdict.ok", "Saved", 10, false).await;
     b.assert_fits("mappings at 1280").await;
 
@@ -380,7 +396,7 @@ async fn operator_console_in_headless_chromium() {
         .await
         .unwrap();
     b.shot("05e-ipassan-mapping").await;
-    b.click("#save-mappings").await;
+    b.submit("#save-mappings").await;
     b.wait_text(".verdict.ok", "Saved", 10, false).await;
     b.assert_fits("ipassan mappings at 1280").await;
     s.wait_until(
@@ -421,7 +437,7 @@ async fn operator_console_in_headless_chromium() {
     b.fill("input[name='map.0.value']", "1").await;
     b.fill("input[name='area.0.key']", "fitness").await;
     b.fill("input[name='area.0.value']", "2").await;
-    b.click("#save-mappings").await;
+    b.submit("#save-mappings").await;
     b.wait_text(".verdict.ok", "Saved", 10, false).await;
     assert_eq!(
         b.el("input[name='map.0.value']")
