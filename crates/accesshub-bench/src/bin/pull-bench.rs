@@ -97,14 +97,15 @@ async fn main() -> anyhow::Result<()> {
         sbox,
     ))
     .await?;
-    let worker = worker_runtime::start(
-        worker_runtime::WorkerConfig::for_test(
-            tb.config(cloudpass_adapter::NAME, &db.url),
-            Arc::new(worker_runtime::StaticConnections::new(vec![conn.clone()])),
-        ),
-        cloudpass_adapter::CloudpassHandler::new(),
-    )
-    .await?;
+    // Production settings (512 lanes, `WorkerConfig::new`), not the tests' 8 lanes, which
+    // paced the vendor phase at ~120 bookings/s; no configured vendor rate limit.
+    let mut worker_cfg = worker_runtime::WorkerConfig::new(
+        tb.config(cloudpass_adapter::NAME, &db.url),
+        Arc::new(worker_runtime::StaticConnections::new(vec![conn.clone()])),
+    );
+    worker_cfg.rate_limit = 0.0;
+    let worker =
+        worker_runtime::start(worker_cfg, cloudpass_adapter::CloudpassHandler::new()).await?;
     let inv: Arc<dyn Inventory> = Arc::new(CloudpassInventory::with_rate(10_000.0));
     let rec = Reconciler::new(
         db.pool.clone(),
