@@ -16,14 +16,15 @@ pub struct WorkerConfig {
     pub connections: Arc<dyn ConnectionSource>,
     /// Metrics registry exposed on `/metrics`.
     pub registry: Registry,
-    /// Keyed lanes processing in parallel (one booking never in two lanes). Lanes are cheap
-    /// tasks; what they buy is messages in flight while each waits on its lock batch, vendor
-    /// call, group commit and double ack (rate ≈ lanes ÷ that time), and larger lock and
-    /// commit batches (less CPU per event). Default 512: the worker bench drained 4.9–5.1k
-    /// events/s with 512 lanes where 256 managed 4.2–4.6k (CPU per event 358–375 vs
-    /// 385–415 µs), p99 at 1k/s 11–28 ms either way (2026-11-23). Each busy lane holds one
-    /// Postgres advisory lock (see docs/deploy.md on the lock table). The vendor's rate limit
-    /// still bounds vendor calls.
+    /// Messages processed at once (one booking never twice at once; a free slot goes to the
+    /// booking that has waited longest). Slots are cheap; what they buy is messages in flight
+    /// while each waits on its lock batch, vendor call, group commit and double ack (rate ≈
+    /// slots ÷ that time: with a vendor answering in 100 ms and two calls per event, 512 slots
+    /// allow 2,560 events/s), and larger lock and commit batches (less CPU per event).
+    /// Default 512: the worker bench drained 4.9–5.1k events/s with 512 where 256 managed
+    /// 4.2–4.6k (CPU per event 358–375 vs 385–415 µs), p99 at 1k/s 11–28 ms either way
+    /// (2026-11-23). Each message in flight holds one Postgres advisory lock (see
+    /// docs/deploy.md on the lock table). The vendor's rate limit still bounds vendor calls.
     pub concurrency: usize,
     /// Consumer `ack_wait`: how long a message may be unacknowledged before redelivery.
     pub ack_wait: Duration,

@@ -3,12 +3,14 @@
 //!
 //! - a durable pull consumer on the namespaced BOOKINGS stream (one filter subject, explicit
 //!   `ack_wait`, `max_deliver`, `max_ack_pending`), recreated when deleted;
-//! - keyed lanes (one booking never processed twice at once in-process) plus a Postgres
-//!   advisory lock on the booking's binding (never twice across replicas), and a
-//!   per-connection token bucket for vendor calls;
+//! - keyed dispatch (`concurrency` messages at once, one booking never twice at once
+//!   in-process, a free slot to whichever booking waited longest) plus a Postgres advisory
+//!   lock on the booking's binding (never twice across replicas), and a per-connection token
+//!   bucket for vendor calls;
 //! - the revision check against `bindings` (stale/equal → ack + skip), binding update and
 //!   double ack only after the vendor call succeeded, progress acks during long calls; locks,
-//!   binding reads and binding writes are batched across lanes (group commit, `store`);
+//!   binding reads and binding writes are batched across messages in flight (group commit,
+//!   `store`);
 //! - one error policy ([`policy`]): transient → NAK with exponential full-jitter delay or the
 //!   vendor's `Retry-After`; permanent or last attempt → full [`DeadLetter`] on
 //!   `dlq.<worker>.<subject>` (PubAck awaited), `last_error` recorded, then Term;

@@ -33,7 +33,7 @@ fn consumer_config<H: Handler>(s: &Shared<H>) -> pull::Config {
 }
 
 /// Which stream a pull loop consumes: booking events, or the reconciler's repair commands.
-/// Both feed the same keyed lanes and the same handler.
+/// Both feed the same keyed dispatch and the same handler.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Feed {
     Bookings,

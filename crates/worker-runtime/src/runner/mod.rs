@@ -1,11 +1,12 @@
-//! The consume loop: durable pull consumers ([`consumer`]) → the pull loops and keyed lanes
-//! ([`pull`]) → per message the revision check, the handler, the binding and double ack, or the
+//! The consume loop: durable pull consumers ([`consumer`]) → the pull loops ([`pull`]) → the
+//! keyed dispatch, one booking at a time and `concurrency` at once ([`dispatch`]) → per message the revision check, the handler, the binding and double ack, or the
 //! error policy: NAK with delay / DLQ + Term ([`process`]); progress acks and the periodic
 //! consumer-info / DLQ-depth readings ([`progress`]). This file holds what they share and the
 //! worker's start and stop.
 
 mod breakers;
 mod consumer;
+mod dispatch;
 mod process;
 mod progress;
 mod pull;
@@ -22,9 +23,8 @@ use accesshub_bus::Bus;
 use accesshub_domain::subjects;
 use accesshub_retry::Backoff;
 use accesshub_telemetry::ops::ReadinessCheck;
-use async_nats::jetstream;
 use sqlx::PgPool;
-use tokio::{sync::mpsc, task::JoinSet};
+use tokio::task::JoinSet;
 use tokio_util::{sync::CancellationToken, task::AbortOnDropHandle};
 use vendor_http::RateLimiter;
 
@@ -33,15 +33,16 @@ use crate::{
     store::BindingStore,
 };
 use consumer::Feed;
+use dispatch::Dispatcher;
 use progress::info_loop;
-use pull::{lane, pull_loop};
+use pull::pull_loop;
 
 struct Shared<H: Handler> {
     handler: H,
     cfg: WorkerConfig,
     bus: Bus,
     pool: PgPool,
-    /// Booking locks, binding reads and group commit (batched across lanes).
+    /// Booking locks, binding reads and group commit (batched across the messages in flight).
     store: BindingStore,
     metrics: WorkerMetrics,
     backoff: NakPolicy,
@@ -198,20 +199,13 @@ fn readiness<H: Handler>(shared: Arc<Shared<H>>) -> ReadinessCheck {
 async fn run<H: Handler>(
     s: Arc<Shared<H>>,
     shutdown: CancellationToken,
-    // The binding store's tasks: aborted with this future (a crash), or after the lanes.
+    // The binding store's tasks: aborted with this future (a crash), or after the drain.
     db_tasks: JoinSet<()>,
 ) -> Result<(), WorkerError> {
-    // Keyed lanes: a booking always hashes to the same lane, lanes run in parallel.
-    let mut lanes = Vec::with_capacity(s.cfg.concurrency);
-    let mut lane_tasks = JoinSet::new();
-    for _ in 0..s.cfg.concurrency {
-        // Unbounded: a lane stuck on a slow vendor call must not stop the pull loop feeding
-        // the others; what is in flight is bounded by the consumers' `max_ack_pending`.
-        let (tx, rx) = mpsc::unbounded_channel::<jetstream::Message>();
-        lanes.push(tx);
-        lane_tasks.spawn(lane(s.clone(), rx));
-    }
-    // Aborted with this future (a crash must not leave a feed pulling for dead lanes).
+    // Shared by both feeds; dropped with this future and the sync feed (a crash), which
+    // aborts every booking's task.
+    let dispatcher = Arc::new(Dispatcher::new(s.clone()));
+    // Aborted with this future (a crash must not leave a feed pulling for a dead worker).
     let info_task = AbortOnDropHandle::new(tokio::spawn(info_loop(s.clone(), shutdown.clone())));
     let breaker_task = AbortOnDropHandle::new(tokio::spawn(breakers::breaker_loop(
         s.clone(),
@@ -220,19 +214,25 @@ async fn run<H: Handler>(
     let sync_feed = AbortOnDropHandle::new(tokio::spawn(pull_loop(
         s.clone(),
         Feed::Sync,
-        lanes.clone(),
+        dispatcher.clone(),
         shutdown.clone(),
     )));
-    let result = pull_loop(s.clone(), Feed::Bookings, lanes, shutdown.clone()).await;
-    // Both feeds stop before the lanes drain (the lanes end when every sender is gone).
+    let result = pull_loop(
+        s.clone(),
+        Feed::Bookings,
+        dispatcher.clone(),
+        shutdown.clone(),
+    )
+    .await;
+    // Both feeds stop before the dispatch drains.
     shutdown.cancel();
     let sync_result = sync_feed
         .await
         .map_err(|e| WorkerError::Task(e.to_string()))
         .and_then(|r| r);
-    // Drain: lanes finish what they are doing, hand back what is queued, and stop.
+    // Drain: messages being processed finish, those waiting are handed back.
     s.stopping.cancel();
-    while lane_tasks.join_next().await.is_some() {}
+    dispatcher.drain().await;
     drop(db_tasks);
     info_task.abort();
     breaker_task.abort();

@@ -1,25 +1,22 @@
-//! The pull loops (one per feed) and the keyed lanes they feed: a booking always hashes to the
-//! same lane, so one booking is never processed twice at once in-process while lanes run in
-//! parallel.
+//! The pull loops (one per feed), handing every message to the keyed dispatch ([`dispatch`]).
+//!
+//! [`dispatch`]: super::dispatch
 
 use std::{
-    collections::VecDeque,
-    hash::{DefaultHasher, Hash as _, Hasher as _},
     sync::{Arc, atomic::Ordering},
     time::Duration,
 };
 
 use accesshub_retry::{Backoff, RetryPolicy, sleep_unless_cancelled};
-use async_nats::jetstream::{self, AckKind, consumer::pull};
+use async_nats::jetstream::{self, consumer::pull};
 use futures::StreamExt as _;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::{
     Shared,
     consumer::{Feed, ensure_consumer},
+    dispatch::Dispatcher,
     now_ms,
-    process::process,
 };
 use crate::{WorkerError, handler::Handler};
 
@@ -52,11 +49,11 @@ async fn start_pulling<H: Handler>(s: &Shared<H>, feed: Feed) -> Result<pull::St
         .map_err(|e| format!("cannot start pulling: {e}"))
 }
 
-/// Pulls one feed into the lanes until `shutdown`.
+/// Pulls one feed into the dispatch until `shutdown`.
 pub(super) async fn pull_loop<H: Handler>(
     s: Arc<Shared<H>>,
     feed: Feed,
-    lanes: Vec<mpsc::UnboundedSender<jetstream::Message>>,
+    dispatcher: Arc<Dispatcher<H>>,
     shutdown: CancellationToken,
 ) -> Result<(), WorkerError> {
     let mut setup = CONSUMER_SETUP.attempts();
@@ -95,12 +92,9 @@ pub(super) async fn pull_loop<H: Handler>(
                 Some(Ok(msg)) => {
                     missed = 0;
                     pull_errors.reset();
-                    let idx = lane_index(msg.message.subject.as_str(), lanes.len());
-                    // Never waits: a busy lane queues (and keeps its queue alive with
-                    // progress acks) while the loop feeds the other lanes.
-                    if lanes[idx].send(msg).is_err() {
-                        return Err(WorkerError::Task("a lane stopped".into()));
-                    }
+                    // Never waits: a busy booking keeps its next messages (alive, with
+                    // progress acks) while the loop feeds the others.
+                    dispatcher.dispatch(msg);
                 }
                 Some(Err(e)) => {
                     use jetstream::consumer::pull::MessagesErrorKind as K;
@@ -138,65 +132,4 @@ pub(super) async fn pull_loop<H: Handler>(
         }
     }
     Ok(())
-}
-
-/// The lane of a message: the booking's `<tenant>.<key>` (the last two tokens of both
-/// `bookings.<kind>.<tenant>.<key>` and `sync.<vendor>.<tenant>.<key>`), so an event and a
-/// repair command of one booking share a lane.
-fn lane_index(subject: &str, lanes: usize) -> usize {
-    let mut parts = subject.rsplitn(3, '.');
-    let key = parts.next().unwrap_or_default();
-    let tenant = parts.next().unwrap_or_default();
-    let mut h = DefaultHasher::new();
-    tenant.hash(&mut h);
-    key.hash(&mut h);
-    usize::try_from(h.finish() % lanes.max(1) as u64).unwrap_or(0)
-}
-
-pub(super) async fn lane<H: Handler>(
-    s: Arc<Shared<H>>,
-    mut rx: mpsc::UnboundedReceiver<jetstream::Message>,
-) {
-    let mut queue: VecDeque<jetstream::Message> = VecDeque::new();
-    let mut open = true;
-    loop {
-        let msg = match queue.pop_front() {
-            Some(m) => m,
-            None if open => match rx.recv().await {
-                Some(m) => m,
-                None => return,
-            },
-            None => return,
-        };
-        if s.stopping.is_cancelled() {
-            // Not started: give it back now rather than after ack_wait.
-            let _ = msg.ack_with(AckKind::Nak(None)).await;
-            continue;
-        }
-        s.metrics.in_flight(1);
-        let work = process(&s, msg);
-        tokio::pin!(work);
-        // While this message is processed, later ones of the lane wait in `queue`: they are
-        // taken in, and told to the server as in progress, so a slow booking ahead of them
-        // does not let their ack_wait pass (a redelivery to another replica meanwhile).
-        let every = s.cfg.progress_interval;
-        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-        loop {
-            tokio::select! {
-                _ = &mut work => break,
-                m = rx.recv(), if open => match m {
-                    Some(m) => queue.push_back(m),
-                    None => open = false,
-                },
-                _ = tick.tick() => {
-                    for q in &queue {
-                        if let Err(e) = q.ack_with(AckKind::Progress).await {
-                            tracing::debug!(error = %e, "progress ack of a queued message");
-                        }
-                    }
-                }
-            }
-        }
-        s.metrics.in_flight(-1);
-    }
 }
