@@ -362,6 +362,9 @@ impl Env {
             Arc::new(StaticConnections::new(vec![self.conn.clone()])),
         );
         cfg.max_deliver = 4;
+        // The circuit breaker on, as in production: a site offline is its own state (parked
+        // reservations, the site pinged), not failures that open the connection's breaker.
+        cfg.breaker_threshold = 2;
         cfg.registry = registry;
         self.worker = Some(
             worker_runtime::start(cfg, DormakabaHandler::with_edge(self.link.clone()))
@@ -571,6 +574,12 @@ async fn edge_over_a_leaf_node_survives_a_cut_link() {
         .await;
     }
     assert_eq!(env.link.state(TENANT, SITE), Some(SiteState::Offline));
+    // Parked once, by the site's state: nothing in the breaker's table, the breaker closed.
+    let breaker_parked: i64 = sqlx::query_scalar("SELECT count(*) FROM parked_events")
+        .fetch_one(&env.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(breaker_parked, 0, "the site's reservations reached the breaker");
     env.eventually(
         "accessctl status shows the site offline",
         async |e: &Env| e.status_says(false).await,
