@@ -3,7 +3,7 @@
 //! so no delivery is burned and nothing goes to the DLQ for a transient reason. When the
 //! breaker half-opens, the oldest parked message is published again as the probe; when it
 //! closes, all of them, oldest first, on the worker's own repair feed (`sync.<vendor>.>`), so
-//! they take the normal path: keyed lanes, booking locks, the revision rule, the record.
+//! they take the normal path: keyed dispatch, booking locks, the revision rule, the record.
 //!
 //! One row per booking (per stray object for reconciler removals): a newer revision replaces
 //! the parked one, an ending wins a tie — the same rule as the worker's revision check.

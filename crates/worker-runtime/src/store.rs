@@ -1,10 +1,10 @@
-//! Batched access to `bindings` for all lanes of a worker: booking locks with the binding
-//! read, group commit of applied records, unlocks.
+//! Batched access to `bindings` for all messages a worker has in flight: booking locks with
+//! the binding read, group commit of applied records, unlocks.
 //!
 //! Why: one Postgres transaction per event (advisory lock, select, upsert, commit = one WAL
 //! flush, five round trips, a pooled connection held across the vendor call) capped a worker
-//! at the database's single-row commit rate. Here the lanes hand their requests to two tasks
-//! that each execute whatever has queued as one statement:
+//! at the database's single-row commit rate. Here the messages in flight hand their requests
+//! to two tasks that each execute whatever has queued as one statement:
 //!
 //! - The **lock task** owns one dedicated connection. It takes *session-level* advisory locks
 //!   (`pg_try_advisory_lock`, the same key as before) for a batch of bookings in one
@@ -18,15 +18,15 @@
 //!   call may start for each locked booking that has no binding yet (committed before the
 //!   lock is answered). Unlocks of finished bookings ride along with the next lock statement. A booking whose marker this batch inserted has provably never
 //!   reached the vendor: the handler may skip looking for objects of an earlier attempt. Try-locks, not blocking ones: one booking held by
-//!   another replica must not stall the shared connection; its lane retries with backoff.
-//!   A broken connection bumps the lock *epoch*: lanes holding locks of an older epoch do not
+//!   another replica must not stall the shared connection; its message retries with backoff.
+//!   A broken connection bumps the lock *epoch*: messages holding locks of an older epoch do not
 //!   record (transient failure → redelivery → revision check), as a lost transaction failed
 //!   its commit before.
-//! - The **committer** writes the records of a batch of lanes with one
+//! - The **committer** writes the records of a batch of messages with one
 //!   `INSERT … SELECT FROM unnest(…) ON CONFLICT DO UPDATE … WHERE applied_revision <=
 //!   EXCLUDED.applied_revision`: one statement, one WAL flush for the batch. The guard keeps
 //!   records monotonic even if a lock was lost unnoticed (a guarded-out row is reported, not
-//!   recorded). A failing batch is retried row by row, so one bad row fails alone. Each lane
+//!   recorded). A failing batch is retried row by row, so one bad row fails alone. Each message
 //!   waits for its own row before it acks: vendor call → durable record → ack.
 //!
 //! Both run on a pool whose prepared statements keep their cached generic plan: with custom
@@ -118,7 +118,7 @@ enum LockMsg {
     },
 }
 
-/// What [`BindingStore::lock`] hands a lane.
+/// What [`BindingStore::lock`] hands a message in flight.
 #[derive(Debug)]
 pub(crate) struct Held {
     pub(crate) guard: LockGuard,
@@ -198,7 +198,7 @@ impl Drop for LockGuard {
 /// statement on it — meanwhile another replica can take the booking and call the vendor too.
 /// [`Fence::ensure_held`] asks the lock task for a statement that succeeds on the session
 /// after the question was asked; it rides along with the lock task's next batch (the lock and
-/// unlock statements of every lane), so a busy worker pays no extra round trip, an idle one a
+/// unlock statements of every message), so a busy worker pays no extra round trip, an idle one a
 /// `SELECT 1`.
 #[derive(Debug, Clone)]
 pub(crate) struct Fence {
@@ -371,7 +371,7 @@ const LOAD_MANY: &str = concat!(
 
 /// [`LOAD_MANY`] that also inserts the attempt markers of the bookings with `mark` ($5) and
 /// no binding, in the same statement (its snapshot is taken after the locks, like the read's;
-/// autocommit: the markers are durable before any lane hears back, so before its vendor
+/// autocommit: the markers are durable before any message's task hears back, so before its vendor
 /// call). Binding rows come back with `first = false`; a marker this statement inserted comes
 /// back as a placeholder row with `first = true`.
 const LOAD_AND_MARK: &str = concat!(
@@ -493,8 +493,8 @@ async fn lock_batch(
             }
         }
     }
-    // A key asked twice in one batch (not possible from the lanes, which hold one message per
-    // booking): only the first request can be the first attempt.
+    // A key asked twice in one batch (not possible from the dispatch, which processes one
+    // message per booking at a time): only the first request can be the first attempt.
     Ok(keys
         .iter()
         .zip(held)
@@ -517,7 +517,7 @@ async fn lock_task(
     let mut orphaned: Vec<String> = Vec::new();
     let mut markers = true;
     // Session advisory locks are re-entrant within the session, so the session alone does
-    // not keep two lanes of this process off one booking (a handler may lock a related
+    // not keep two messages of this process off one booking (a handler may lock a related
     // booking, see `ApplyContext::lock_related`): the keys this session holds are tracked
     // here, and a second request for one of them is answered "held elsewhere".
     let mut local: HashSet<BindingKey> = HashSet::new();
@@ -603,7 +603,7 @@ async fn lock_task(
                         epoch: current,
                     };
                     if reply.send(Ok(answer)).is_err() && held {
-                        // The lane is gone (cancelled): nobody will release this lock.
+                        // The message's task is gone (cancelled): nobody will release this lock.
                         orphaned.push(key.lock_key());
                         local.remove(&key);
                     }

@@ -97,7 +97,7 @@ async fn main() -> anyhow::Result<()> {
         sbox,
     ))
     .await?;
-    // Production settings (512 lanes, `WorkerConfig::new`), not the tests' 8 lanes, which
+    // Production settings (512 slots, `WorkerConfig::new`), not the tests' 8 slots, which
     // paced the vendor phase at ~120 bookings/s; no configured vendor rate limit.
     let mut worker_cfg = worker_runtime::WorkerConfig::new(
         tb.config(cloudpass_adapter::NAME, &db.url),

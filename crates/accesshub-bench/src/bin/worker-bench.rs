@@ -98,12 +98,12 @@ async fn main() -> anyhow::Result<()> {
         Arc::new(StaticConnections::new(vec![conn])),
     );
     cfg.rate_limit = 0.0; // measure the runtime, not the configured vendor limit
-    // Lanes: the production default unless BENCH_LANES says otherwise (experiments).
-    cfg.concurrency = std::env::var("BENCH_LANES")
+    // Slots: the production default unless BENCH_SLOTS says otherwise (experiments).
+    cfg.concurrency = std::env::var("BENCH_SLOTS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(cfg.concurrency);
-    let lanes = cfg.concurrency;
+    let slots = cfg.concurrency;
     let done = Arc::new(Mutex::new(HashMap::new()));
 
     // 1. Throughput: drain a backlog.
@@ -219,9 +219,9 @@ async fn main() -> anyhow::Result<()> {
     use accesshub_bench::{ms, percentile};
     let body = format!(
         "tapkey-worker (runtime + Tapkey client) against the in-process Tapkey simulator; real \
-NATS JetStream (memory streams) and PostgreSQL; one worker process, {lanes} lanes, no vendor rate \
+NATS JetStream (memory streams) and PostgreSQL; one worker process, {slots} slots, no vendor rate \
 limit. Per event: session advisory lock, then binding read + durable attempt marker in one \
-statement (both batched across lanes; a batch under 32 lingers 1 ms), two vendor HTTP calls \
+statement (both batched across messages in flight; a batch under 32 lingers 1 ms), two vendor HTTP calls \
 for a new holder (a contact PUT marking the contact as ours, then the grant PUT by contact \
 id; the grants list is skipped because the marker proves no earlier attempt), a progress \
 record of the contact and the grant's window before the grant PUT and the binding upsert \

@@ -115,7 +115,7 @@ fn now_ms() -> i64 {
 /// delays consumption and shows in readiness).
 pub async fn start<H: Handler>(cfg: WorkerConfig, handler: H) -> Result<WorkerHandle, WorkerError> {
     let bus = accesshub_bus::connect(&cfg.common).await?;
-    // Lanes hold no connection across the vendor call. Error records and readiness (single-row
+    // Messages in flight hold no connection across the vendor call. Error records and readiness (single-row
     // statements) share a few; the binding store has its own two (the lock task's and the
     // committer's), whose fixed batch statements run on cached generic plans (see `store`).
     let pool = accesshub_store::connect_lazy(&cfg.common.database_url, 6)?;
