@@ -16,6 +16,34 @@ pub fn proc_cpu_secs(pid: &str) -> f64 {
     (ticks(11) + ticks(12)) / 100.0 // USER_HZ is 100 on Linux
 }
 
+/// Thread name of a bench's harness runtime ([`harness_runtime`]).
+pub const HARNESS_THREADS: &str = "bench-harness";
+
+/// A runtime for what is not accesshub — the load generator and the vendor simulators — whose
+/// threads are named, so [`CpuSnapshot`] counts their CPU apart: in production they are other
+/// machines, here they share the cores with the services under test.
+pub fn harness_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name(HARNESS_THREADS)
+        .enable_all()
+        .build()
+}
+
+/// CPU seconds used so far by this process's threads named `prefix…` (live ones: a thread
+/// that ended is no longer listed).
+fn threads_cpu_secs(prefix: &str) -> f64 {
+    std::fs::read_dir("/proc/self/task")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            std::fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.starts_with(prefix))
+        })
+        .map(|e| proc_cpu_secs(&format!("self/task/{}", e.file_name().to_string_lossy())))
+        .sum()
+}
+
 /// Pids of every process whose `comm` is `name`.
 fn pids_named(name: &str) -> Vec<String> {
     std::fs::read_dir("/proc")
@@ -33,6 +61,7 @@ fn pids_named(name: &str) -> Vec<String> {
 #[derive(Debug, Clone, Default)]
 pub struct CpuSnapshot {
     own: f64,
+    harness: f64,
     postgres: HashMap<String, f64>,
     nats: HashMap<String, f64>,
 }
@@ -42,6 +71,8 @@ pub struct CpuSnapshot {
 pub struct CpuUse {
     /// This (bench) process: load generator plus the service under test when in-process.
     pub own: f64,
+    /// The part of `own` spent on the [`harness_runtime`]'s threads (0 when there is none).
+    pub harness: f64,
     /// Every Postgres process.
     pub postgres: f64,
     /// nats-server.
@@ -59,9 +90,15 @@ impl CpuUse {
         let n = items.max(1) as f64;
         CpuUse {
             own: self.own * 1e6 / n,
+            harness: self.harness * 1e6 / n,
             postgres: self.postgres * 1e6 / n,
             nats: self.nats * 1e6 / n,
         }
+    }
+
+    /// What accesshub itself costs: everything but the harness's threads.
+    pub fn without_harness(&self) -> f64 {
+        self.total() - self.harness
     }
 
     /// Items per second the machine's `cores` could sustain at this CPU per item.
@@ -88,6 +125,7 @@ impl CpuSnapshot {
         postgres.extend(read("postmaster"));
         CpuSnapshot {
             own: proc_cpu_secs("self"),
+            harness: threads_cpu_secs(HARNESS_THREADS),
             postgres,
             nats: read("nats-server"),
         }
@@ -103,6 +141,7 @@ impl CpuSnapshot {
         };
         CpuUse {
             own: self.own - earlier.own,
+            harness: self.harness - earlier.harness,
             postgres: delta(&self.postgres, &earlier.postgres),
             nats: delta(&self.nats, &earlier.nats),
         }

@@ -1,11 +1,11 @@
 //! `workers-bench`: each vendor worker (CloudPass, dormakaba SOAP, iPassan, Tapkey) draining a
 //! backlog on file-backed streams, with the simulator answering at once and with 100 ms
 //! vendor latency, on the local nats-server (R1) and on a private 3-node cluster (R3). The
-//! 100 ms runs show what bounds throughput: lanes ÷ (latency × vendor calls per event), not
-//! the latency itself. Writes the "## Workers on production settings" section of
+//! 100 ms runs show what bounds throughput: slots ÷ (latency × vendor calls per event), not
+//! the latency itself; on R1 they run at the default 512 slots and again at 1,024. Writes the "## Workers on production settings" section of
 //! BENCHMARKS.md and target/bench/workers.json.
 //!
-//! `workers-bench [BACKLOG]` (default 10,000 events per run; 16 runs).
+//! `workers-bench [BACKLOG]` (default 10,000 events per run; 20 runs).
 
 use std::{
     sync::Arc,
@@ -30,6 +30,8 @@ const SLOW_MS: u64 = 100;
 /// Goals (issue 25) at 0 ms and at 100 ms.
 const GOAL_FAST: f64 = 5_000.0;
 const GOAL_SLOW: f64 = 3_000.0;
+/// Slots (`ACCESSHUB_WORKER_CONCURRENCY`) of the extra R1 runs at 100 ms.
+const MORE_SLOTS: usize = 1_024;
 /// A run that has not drained by then reports what it applied (keeps `make bench` bounded).
 const RUN_TIMEOUT_SECS: u64 = 120;
 
@@ -61,16 +63,18 @@ struct Run {
     backlog: u64,
     per_s: f64,
     calls_per_event: f64,
-    lanes: usize,
+    slots: usize,
+    /// Whether `slots` is the production default.
+    default_slots: bool,
     cpu: CpuUse,
     ceiling: f64,
 }
 
 impl Run {
-    /// Events/s the lanes allow when every vendor call takes the simulated latency.
-    fn lanes_bound(&self) -> Option<f64> {
+    /// Events/s the slots allow when every vendor call takes the simulated latency.
+    fn slots_bound(&self) -> Option<f64> {
         (self.latency_ms > 0).then(|| {
-            self.lanes as f64 / (self.latency_ms as f64 / 1000.0 * self.calls_per_event.max(1.0))
+            self.slots as f64 / (self.latency_ms as f64 / 1000.0 * self.calls_per_event.max(1.0))
         })
     }
 
@@ -83,8 +87,13 @@ impl Run {
     }
 
     fn key(&self) -> String {
+        let slots = if self.default_slots {
+            String::new()
+        } else {
+            format!("_{}slots", self.slots)
+        };
         format!(
-            "{}_{}_{}ms",
+            "{}_{}_{}ms{slots}",
             self.flow.name(),
             self.topology.name(),
             self.latency_ms
@@ -98,10 +107,10 @@ impl Run {
             return "met".into();
         }
         let short = goal - self.per_s;
-        let bound = match self.lanes_bound() {
+        let bound = match self.slots_bound() {
             Some(l) if l < self.ceiling => format!(
-                "bound by lanes: {} lanes ÷ ({} ms × {:.1} calls/event) = {}/s",
-                self.lanes,
+                "bound by slots: {} slots ÷ ({} ms × {:.1} calls/event) = {}/s",
+                self.slots,
                 self.latency_ms,
                 self.calls_per_event,
                 thousands(l)
@@ -135,6 +144,7 @@ async fn run(
     nats_url: &str,
     sim: &vendor_sim::SimHandle,
     n: usize,
+    slots: Option<usize>,
 ) -> anyhow::Result<Run> {
     let replicas = if topology == Topology::R3 { 3 } else { 1 };
     let (common, bus) = accesshub_bench::production_bus(db_url, nats_url, replicas).await?;
@@ -159,7 +169,9 @@ async fn run(
         Arc::new(StaticConnections::new(vec![flow.connection(&tenant, sim)])),
     );
     cfg.rate_limit = 0.0; // the runtime and the vendor's latency, not a configured limit
-    let lanes = cfg.concurrency;
+    let default_slots = cfg.concurrency;
+    cfg.concurrency = slots.unwrap_or(default_slots);
+    let cfg_slots = cfg.concurrency;
     let applied = Applied::default();
     let cpu_before = CpuSnapshot::take();
     let start = Instant::now();
@@ -180,15 +192,17 @@ async fn run(
         backlog,
         per_s: got as f64 / drained.as_secs_f64(),
         calls_per_event: calls as f64 / got.max(1) as f64,
-        lanes,
+        slots: cfg_slots,
+        default_slots: cfg_slots == default_slots,
         cpu: cpu.per_item_us(got as u64),
         ceiling: cpu.ceiling_per_s(got as u64, cores()),
     };
     eprintln!(
-        "{} {} {} ms: {got}/{backlog} in {drained:?} = {:.0}/s, {:.2} calls/event, CPU {:.0} µs/event (load {})",
+        "{} {} {} ms, {} slots: {got}/{backlog} in {drained:?} = {:.0}/s, {:.2} calls/event, CPU {:.0} µs/event (load {})",
         flow.name(),
         topology.name(),
         latency_ms,
+        r.slots,
         r.per_s,
         r.calls_per_event,
         r.cpu.total(),
@@ -240,9 +254,18 @@ async fn main() -> anyhow::Result<()> {
         (Topology::R3, cluster.urls()),
     ] {
         for flow in Flow::ALL {
-            for latency in [0, SLOW_MS] {
+            let mut shapes = vec![(0, None), (SLOW_MS, None)];
+            if topology == Topology::R1 {
+                shapes.push((SLOW_MS, Some(MORE_SLOTS)));
+            }
+            for (latency, slots) in shapes {
                 n += 1;
-                runs.push(run(flow, topology, latency, backlog, &db.url, &url, &sim, n).await?);
+                runs.push(
+                    run(
+                        flow, topology, latency, backlog, &db.url, &url, &sim, n, slots,
+                    )
+                    .await?,
+                );
             }
         }
     }
@@ -252,18 +275,19 @@ async fn main() -> anyhow::Result<()> {
 
     let find = |flow: Flow, t: Topology, l: u64| {
         runs.iter()
-            .find(|r| r.flow == flow && r.topology == t && r.latency_ms == l)
+            .find(|r| r.flow == flow && r.topology == t && r.latency_ms == l && r.default_slots)
     };
     let mut table = String::from(
-        "| worker | streams | vendor latency | events applied/s | goal | vendor calls per event | lanes bound | CPU per event: worker+sim / Postgres / NATS | CPU ceiling | status |\n\
-         |---|---|---|---:|---|---:|---:|---|---:|---|\n",
+        "| worker | streams | vendor latency | slots | events applied/s | goal | vendor calls per event | slots bound | CPU per event: worker+sim / Postgres / NATS | CPU ceiling | status |\n\
+         |---|---|---|---:|---:|---|---:|---:|---|---:|---|\n",
     );
     for r in &runs {
         table.push_str(&format!(
-            "| {} | {} | {} ms | **{}/s**{} | ≥ {}/s | {:.2} | {} | {:.0} / {:.0} / {:.0} µs | {}/s | {} |\n",
+            "| {} | {} | {} ms | {} | **{}/s**{} | ≥ {}/s | {:.2} | {} | {:.0} / {:.0} / {:.0} µs | {}/s | {} |\n",
             r.flow.worker(),
             if r.topology == Topology::R1 { "R1 (file)" } else { "R3 (file, 3 nodes)" },
             r.latency_ms,
+            thousands(r.slots as f64),
             thousands(r.per_s),
             if (r.applied as u64) < r.backlog {
                 format!(" ({} of {} applied in {RUN_TIMEOUT_SECS} s)", r.applied, r.backlog)
@@ -272,7 +296,7 @@ async fn main() -> anyhow::Result<()> {
             },
             thousands(r.goal()),
             r.calls_per_event,
-            r.lanes_bound().map(|l| format!("{}/s", thousands(l))).unwrap_or("—".into()),
+            r.slots_bound().map(|l| format!("{}/s", thousands(l))).unwrap_or("—".into()),
             r.cpu.own,
             r.cpu.postgres,
             r.cpu.nats,
@@ -295,17 +319,18 @@ async fn main() -> anyhow::Result<()> {
             }
         }
     }
-    let lanes = runs.first().map(|r| r.lanes).unwrap_or(0);
+    let slots = runs.first().map(|r| r.slots).unwrap_or(0);
     let body = format!(
         "`workers-bench {backlog}`: each worker drains a backlog of {backlog} events (the \
 events booking-ingest makes of BEX, Clock, connecX and Nexudus webhooks) from file-backed \
-streams, one worker at a time, production settings ({lanes} lanes, `WorkerConfig::new`) but \
-no vendor rate limit; the simulator in-process, answering at once or after {SLOW_MS} ms on \
+streams, one worker at a time, production settings ({slots} slots, `WorkerConfig::new`) but \
+no vendor rate limit, and on R1 at {SLOW_MS} ms once more with {MORE_SLOTS} slots \
+(`ACCESSHUB_WORKER_CONCURRENCY`); the simulator in-process, answering at once or after {SLOW_MS} ms on \
 every call (its latency fault). R1: the machine's nats-server; R3: a private 3-node \
 nats-server cluster on loopback (`accesshub_e2e::NatsCluster`), every stream R3. The rate \
-runs from the worker's start (consumer, token) to the last event applied. \"Lanes bound\" is \
-lanes ÷ (latency × vendor calls per event): with {SLOW_MS} ms per call the lanes, not the \
-latency, set the ceiling. CPU per event counts this process (worker and simulator), every \
+runs from the worker's start (consumer, token) to the last event applied. \"Slots bound\" is \
+slots ÷ (latency × vendor calls per event): with {SLOW_MS} ms per call the slots (messages \
+processed at once), not the latency, set the ceiling. CPU per event counts this process (worker and simulator), every \
 Postgres and every nats-server process. Load average at the end: {}.\n\n{table}\n\
 Replication cost (R3 ÷ R1, same run):\n\n{ratios}",
         accesshub_bench::load_average()
@@ -316,8 +341,8 @@ Replication cost (R3 ÷ R1, same run):\n\n{ratios}",
         figures.push((format!("{}_per_s", r.key()), r.per_s));
         figures.push((format!("{}_cpu_us_per_event", r.key()), r.cpu.total()));
         figures.push((format!("{}_calls_per_event", r.key()), r.calls_per_event));
-        if let Some(l) = r.lanes_bound() {
-            figures.push((format!("{}_lanes_bound_per_s", r.key()), l));
+        if let Some(l) = r.slots_bound() {
+            figures.push((format!("{}_slots_bound_per_s", r.key()), l));
         }
     }
     figures.push(("backlog".into(), backlog as f64));
