@@ -92,6 +92,18 @@ fn unique_dir(tag: &str) -> PathBuf {
     d
 }
 
+/// A server's directory (JetStream store, configuration), removed with the server: a soak of
+/// thousands of histories must not leave thousands of stores in /tmp. Declared after the
+/// server's process, so the process is killed first.
+#[derive(Debug)]
+struct OwnedDir(PathBuf);
+
+impl Drop for OwnedDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// A throwaway PKI for TLS tests, made with the `openssl` CLI: a CA, a server certificate for
 /// `127.0.0.1` / `localhost` signed by it, and a client certificate signed by it. PEM files in
 /// a fresh directory; EC P-256 keys in PKCS#8.
@@ -332,6 +344,8 @@ impl Proc {
 impl Drop for Proc {
     fn drop(&mut self) {
         self.kill9();
+        // Read through `log()` while the process is of interest; afterwards it is litter.
+        let _ = std::fs::remove_file(&self.log);
     }
 }
 
@@ -345,6 +359,7 @@ pub struct PrivateNats {
     /// Whether clients must speak TLS (`tls://` URLs).
     pub tls: bool,
     proc: Proc,
+    _dir: OwnedDir,
 }
 
 fn nats_server_bin() -> Result<PathBuf, HarnessError> {
@@ -379,6 +394,7 @@ impl PrivateNats {
             passwords: BTreeMap::new(),
             tls: false,
             proc,
+            _dir: OwnedDir(dir),
         })
     }
 
@@ -433,6 +449,7 @@ impl PrivateNats {
             passwords,
             tls: with_tls,
             proc,
+            _dir: OwnedDir(dir),
         })
     }
 
@@ -604,6 +621,7 @@ where
 pub struct NatsCluster {
     /// The nodes, `n1`..`n3`.
     pub nodes: Vec<ClusterNode>,
+    _dir: OwnedDir,
 }
 
 /// One node of a [`NatsCluster`].
@@ -709,7 +727,10 @@ impl NatsCluster {
         for n in &nodes {
             wait_port(&n.name, n.port, Duration::from_secs(10))?;
         }
-        Ok(NatsCluster { nodes })
+        Ok(NatsCluster {
+            nodes,
+            _dir: OwnedDir(dir),
+        })
     }
 
     /// Every node's URL, comma-separated: what `NATS_URL` holds for a clustered deployment.
@@ -737,5 +758,28 @@ impl NatsCluster {
                 format!("\n--- {} (last 60 lines) ---\n{tail}\n", n.name)
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn private_servers_take_their_directories_and_logs_with_them() {
+        let nats = PrivateNats::start().unwrap();
+        let dir = nats._dir.0.clone();
+        let log = nats.proc.log.clone();
+        assert!(dir.exists() && log.exists());
+        drop(nats);
+        assert!(!dir.exists(), "{} left behind", dir.display());
+        assert!(!log.exists(), "{} left behind", log.display());
+        let cluster = NatsCluster::start().unwrap();
+        let dir = cluster._dir.0.clone();
+        assert!(dir.join("n1.conf").exists());
+        drop(cluster);
+        assert!(!dir.exists(), "{} left behind", dir.display());
     }
 }

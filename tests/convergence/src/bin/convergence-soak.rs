@@ -87,9 +87,32 @@ async fn one<M: Model + Clone + Send + Sync + 'static>(
     Ok(report)
 }
 
+/// SIGINT or SIGTERM.
+async fn interrupted() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    // Interrupted, the soak returns instead of dying, so the runtime drops every history:
+    // their private postgres and nats-server processes stop and their directories go.
+    tokio::select! {
+        r = soak(args) => r,
+        r = interrupted() => {
+            r?;
+            anyhow::bail!("interrupted: private servers stopped, nothing reported")
+        }
+    }
+}
+
+async fn soak(args: Args) -> anyhow::Result<()> {
     let wanted = |v: &str| args.vendors.is_empty() || args.vendors.iter().any(|w| w == v);
     let mut reports = Vec::new();
     // One vendor after the other: the machine's cores go to the vendor under test.
