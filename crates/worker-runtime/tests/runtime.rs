@@ -460,6 +460,46 @@ async fn a_message_waiting_for_a_slot_is_not_redelivered() {
     env.finish(h).await;
 }
 
+/// Slots go to bookings in the order they started waiting, and a booking keeps its place
+/// while it takes in more messages: B waits before C, then gets a second event while still
+/// waiting, and is still served before C.
+#[tokio::test]
+async fn a_booking_keeps_its_place_in_the_slot_queue() {
+    let env = Env::new().await;
+    let mut cfg = env.config();
+    cfg.concurrency = 1;
+    // No progress tick during the test (it would re-queue a booking in the broken version
+    // too, and mask what B's second event does).
+    cfg.ack_wait = Duration::from_secs(30);
+    cfg.progress_interval = Duration::from_secs(10);
+    let h = env.start_with(cfg).await;
+    env.publish(&env.event("acme", "slow1500-fa", 1)).await;
+    eventually("A holds the slot", Duration::from_secs(10), || async {
+        !env.calls_for("slow1500-fa").is_empty()
+    })
+    .await;
+    env.publish(&env.event("acme", "slow10-fb", 1)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    env.publish(&env.event("acme", "slow10-fc", 1)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    env.publish(&env.event("acme", "slow10-fb", 2)).await;
+    eventually("all applied", Duration::from_secs(30), || async {
+        env.log.applied.lock().unwrap().len() == 4
+    })
+    .await;
+    let order: Vec<(String, i64)> = env
+        .log
+        .applied
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|a| (a.0.clone(), a.1))
+        .collect();
+    let at = |key: &str, rev: i64| order.iter().position(|a| a.0 == key && a.1 == rev);
+    assert!(at("slow10-fb", 1) < at("slow10-fc", 1), "{order:?}");
+    env.finish(h).await;
+}
+
 #[tokio::test]
 async fn transient_failures_retry_with_backoff_then_apply() {
     let env = Env::new().await;

@@ -579,7 +579,10 @@ async fn edge_over_a_leaf_node_survives_a_cut_link() {
         .fetch_one(&env.db.pool)
         .await
         .unwrap();
-    assert_eq!(breaker_parked, 0, "the site's reservations reached the breaker");
+    assert_eq!(
+        breaker_parked, 0,
+        "the site's reservations reached the breaker"
+    );
     env.eventually(
         "accessctl status shows the site offline",
         async |e: &Env| e.status_says(false).await,

@@ -141,21 +141,34 @@ async fn booking_task<H: Handler>(
             }
             continue;
         }
-        // Wait for a slot, keeping every waiting message alive.
-        let slot = tokio::select! {
-            slot = slots.clone().acquire_owned() => slot.ok(),
-            m = rx.recv(), if open => {
-                match m {
-                    Some(m) => waiting.push_back(m),
-                    None => open = false,
+        // Wait for a slot, keeping every waiting message alive. One acquire for the whole
+        // wait: dropping it (to take in a message, or to send progress acks) would give up
+        // this booking's place in the queue.
+        let slot = {
+            let acquire = slots.clone().acquire_owned();
+            tokio::pin!(acquire);
+            loop {
+                tokio::select! {
+                    slot = &mut acquire => break slot.ok(),
+                    m = rx.recv(), if open => match m {
+                        Some(m) => waiting.push_back(m),
+                        None => open = false,
+                    },
+                    _ = tick.tick() => progress(&waiting).await,
+                    _ = s.stopping.cancelled() => break None,
                 }
-                continue;
             }
-            _ = tick.tick() => {
-                progress(&waiting).await;
-                continue;
+        };
+        let Some(slot) = slot else {
+            if s.stopping.is_cancelled() {
+                continue; // the loop's top hands everything back
             }
-            _ = s.stopping.cancelled() => continue,
+            // A closed semaphore (it never is): hand back what waits, and leave.
+            for m in waiting.drain(..) {
+                let _ = m.ack_with(AckKind::Nak(None)).await;
+            }
+            locked(&bookings).remove(&key);
+            return;
         };
         let Some(msg) = waiting.pop_front() else {
             continue;
