@@ -135,10 +135,7 @@ async fn booking_task<H: Handler>(
             }
         }
         if s.stopping.is_cancelled() {
-            // Not started: give everything back now rather than after ack_wait.
-            for m in waiting.drain(..) {
-                let _ = m.ack_with(AckKind::Nak(None)).await;
-            }
+            hand_back(&mut waiting).await;
             continue;
         }
         // Wait for a slot, keeping every waiting message alive. One acquire for the whole
@@ -160,14 +157,12 @@ async fn booking_task<H: Handler>(
             }
         };
         let Some(slot) = slot else {
+            hand_back(&mut waiting).await;
             if s.stopping.is_cancelled() {
-                continue; // the loop's top hands everything back
+                continue;
             }
-            // A closed semaphore (it never is): hand back what waits, and leave.
-            for m in waiting.drain(..) {
-                let _ = m.ack_with(AckKind::Nak(None)).await;
-            }
-            locked(&bookings).remove(&key);
+            // The semaphore closed (it never is): leave; `dispatch` replaces a task whose
+            // receiver is gone.
             return;
         };
         let Some(msg) = waiting.pop_front() else {
@@ -188,6 +183,14 @@ async fn booking_task<H: Handler>(
         }
         s.metrics.in_flight(-1);
         drop(slot);
+    }
+}
+
+/// Not started: given back now (NAK, for redelivery to another replica) rather than after
+/// `ack_wait`.
+async fn hand_back(waiting: &mut VecDeque<jetstream::Message>) {
+    for m in waiting.drain(..) {
+        let _ = m.ack_with(AckKind::Nak(None)).await;
     }
 }
 
