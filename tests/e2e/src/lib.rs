@@ -92,16 +92,14 @@ fn unique_dir(tag: &str) -> PathBuf {
     d
 }
 
-/// A server's directory (JetStream store, configuration), removed with the server: a soak of
-/// thousands of histories must not leave thousands of stores in /tmp. Declared after the
-/// server's process, so the process is killed first.
-#[derive(Debug)]
-struct OwnedDir(PathBuf);
-
-impl Drop for OwnedDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// A server's directory (JetStream store, configuration), removed when dropped: a soak of
+/// thousands of histories must not leave thousands of stores in /tmp. Held after the server's
+/// process in its struct, so the process is killed first.
+fn server_dir(tag: &str) -> Result<tempfile::TempDir, HarnessError> {
+    tempfile::Builder::new()
+        .prefix(&format!("accesshub-{tag}-"))
+        .tempdir()
+        .map_err(|e| HarnessError::Setup(format!("{tag} directory: {e}")))
 }
 
 /// A throwaway PKI for TLS tests, made with the `openssl` CLI: a CA, a server certificate for
@@ -359,7 +357,8 @@ pub struct PrivateNats {
     /// Whether clients must speak TLS (`tls://` URLs).
     pub tls: bool,
     proc: Proc,
-    _dir: OwnedDir,
+    /// Removed with the server (kept for its `Drop`).
+    _dir: tempfile::TempDir,
 }
 
 fn nats_server_bin() -> Result<PathBuf, HarnessError> {
@@ -379,9 +378,9 @@ impl PrivateNats {
     pub fn start() -> Result<PrivateNats, HarnessError> {
         let bin = nats_server_bin()?;
         let port = free_port();
-        let dir = unique_dir("nats");
+        let dir = server_dir("nats")?;
         let port_s = port.to_string();
-        let dir_s = dir.display().to_string();
+        let dir_s = dir.path().display().to_string();
         let proc = Proc::spawn(
             "nats-server",
             &bin,
@@ -394,7 +393,7 @@ impl PrivateNats {
             passwords: BTreeMap::new(),
             tls: false,
             proc,
-            _dir: OwnedDir(dir),
+            _dir: dir,
         })
     }
 
@@ -428,18 +427,18 @@ impl PrivateNats {
             .collect();
         let bin = nats_server_bin()?;
         let port = free_port();
-        let dir = unique_dir("nats");
+        let dir = server_dir("nats")?;
         let conf = accesshub_natsauth::server_config(
             &ids,
             |u| passwords.get(u).cloned(),
             &accesshub_natsauth::ServerOptions {
                 listen: format!("127.0.0.1:{port}"),
-                store_dir: dir.join("js").display().to_string(),
+                store_dir: dir.path().join("js").display().to_string(),
                 tls,
             },
         )
         .map_err(setup)?;
-        let conf_path = dir.join("nats.conf");
+        let conf_path = dir.path().join("nats.conf");
         std::fs::write(&conf_path, conf).map_err(|e| HarnessError::Setup(e.to_string()))?;
         let conf_s = conf_path.display().to_string();
         let proc = Proc::spawn("nats-server", &bin, &["-c", &conf_s], &[])?;
@@ -449,7 +448,7 @@ impl PrivateNats {
             passwords,
             tls: with_tls,
             proc,
-            _dir: OwnedDir(dir),
+            _dir: dir,
         })
     }
 
@@ -621,7 +620,8 @@ where
 pub struct NatsCluster {
     /// The nodes, `n1`..`n3`.
     pub nodes: Vec<ClusterNode>,
-    _dir: OwnedDir,
+    /// Removed with the server (kept for its `Drop`).
+    _dir: tempfile::TempDir,
 }
 
 /// One node of a [`NatsCluster`].
@@ -702,14 +702,14 @@ impl NatsCluster {
     /// elected a moment later: callers wait for `$JS.API.INFO` to answer).
     pub fn start() -> Result<NatsCluster, HarnessError> {
         let bin = nats_server_bin()?;
-        let dir = unique_dir("nats-cluster");
+        let dir = server_dir("nats-cluster")?;
         let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
         let route_ports: Vec<u16> = ports.iter().map(|p| p.1).collect();
         let mut nodes = Vec::new();
         for (i, (port, route_port)) in ports.iter().copied().enumerate() {
             let name = format!("n{}", i + 1);
-            let store = dir.join(&name);
-            let conf = dir.join(format!("{name}.conf"));
+            let store = dir.path().join(&name);
+            let conf = dir.path().join(format!("{name}.conf"));
             std::fs::write(
                 &conf,
                 cluster_node_config(&name, port, route_port, &route_ports, &store),
@@ -727,10 +727,7 @@ impl NatsCluster {
         for n in &nodes {
             wait_port(&n.name, n.port, Duration::from_secs(10))?;
         }
-        Ok(NatsCluster {
-            nodes,
-            _dir: OwnedDir(dir),
-        })
+        Ok(NatsCluster { nodes, _dir: dir })
     }
 
     /// Every node's URL, comma-separated: what `NATS_URL` holds for a clustered deployment.
@@ -770,14 +767,14 @@ mod tests {
     #[test]
     fn private_servers_take_their_directories_and_logs_with_them() {
         let nats = PrivateNats::start().unwrap();
-        let dir = nats._dir.0.clone();
+        let dir = nats._dir.path().to_owned();
         let log = nats.proc.log.clone();
         assert!(dir.exists() && log.exists());
         drop(nats);
         assert!(!dir.exists(), "{} left behind", dir.display());
         assert!(!log.exists(), "{} left behind", log.display());
         let cluster = NatsCluster::start().unwrap();
-        let dir = cluster._dir.0.clone();
+        let dir = cluster._dir.path().to_owned();
         assert!(dir.join("n1.conf").exists());
         drop(cluster);
         assert!(!dir.exists(), "{} left behind", dir.display());
