@@ -101,6 +101,11 @@ impl CpuUse {
         self.total() - self.harness
     }
 
+    /// [`CpuUse::ceiling_per_s`] with the harness on other machines, as in production.
+    pub fn ceiling_without_harness_per_s(&self, items: u64, cores: f64) -> f64 {
+        cores * items as f64 / self.without_harness().max(1e-9)
+    }
+
     /// Items per second the machine's `cores` could sustain at this CPU per item.
     pub fn ceiling_per_s(&self, items: u64, cores: f64) -> f64 {
         cores * items as f64 / self.total().max(1e-9)

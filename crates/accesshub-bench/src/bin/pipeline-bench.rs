@@ -137,8 +137,7 @@ async fn main() -> anyhow::Result<()> {
     let accept_rate = accepted as f64 / accepted_in.as_secs_f64();
     let per = cpu.per_item_us(burst_applied as u64);
     let ceiling = cpu.ceiling_per_s(burst_applied as u64, cores());
-    // What 2 cores would carry with the load generator and simulators on other machines.
-    let own_ceiling = cores() * burst_applied as f64 / cpu.without_harness().max(1e-9);
+    let own_ceiling = cpu.ceiling_without_harness_per_s(burst_applied as u64, cores());
     let load_burst = accesshub_bench::load_average();
     eprintln!(
         "burst: {accepted} accepted in {accepted_in:?}, {burst_applied} applied in {through:?} = {max_rate:.0}/s; CPU {:.0} µs/booking",
@@ -218,7 +217,7 @@ elsewhere, as in production.",
             per.nats,
             cores(),
             thousands(ceiling),
-            per.total() - per.harness,
+            per.without_harness(),
             cores(),
             thousands(own_ceiling)
         )
@@ -278,7 +277,7 @@ worker's vendor call returned.\n\n\
         per.total(),
         cores(),
         thousands(ceiling),
-        per.total() - per.harness,
+        per.without_harness(),
         thousands(own_ceiling),
         achieved,
         all.len(),

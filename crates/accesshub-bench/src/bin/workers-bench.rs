@@ -169,9 +169,8 @@ async fn run(
         Arc::new(StaticConnections::new(vec![flow.connection(&tenant, sim)])),
     );
     cfg.rate_limit = 0.0; // the runtime and the vendor's latency, not a configured limit
-    let default_slots = cfg.concurrency;
-    cfg.concurrency = slots.unwrap_or(default_slots);
-    let cfg_slots = cfg.concurrency;
+    cfg.concurrency = slots.unwrap_or(cfg.concurrency);
+    let slots_used = cfg.concurrency;
     let applied = Applied::default();
     let cpu_before = CpuSnapshot::take();
     let start = Instant::now();
@@ -192,8 +191,8 @@ async fn run(
         backlog,
         per_s: got as f64 / drained.as_secs_f64(),
         calls_per_event: calls as f64 / got.max(1) as f64,
-        slots: cfg_slots,
-        default_slots: cfg_slots == default_slots,
+        slots: slots_used,
+        default_slots: slots.is_none(),
         cpu: cpu.per_item_us(got as u64),
         ceiling: cpu.ceiling_per_s(got as u64, cores()),
     };
