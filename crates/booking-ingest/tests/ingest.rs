@@ -501,10 +501,23 @@ async fn nats_ingest_replies() {
         .bus
         .subject(&accesshub_domain::subjects::ingest("connecx", TENANT));
     let body = serde_json::to_vec(&connecx("cx-nats", "2025-06-20T09:15:00Z")).unwrap();
-    let reply = client
-        .request(subject.clone(), body.clone().into())
-        .await
-        .unwrap();
+    // booking-ingest subscribes before `start` returns only if its NATS connection is up by
+    // then; on a loaded machine it may still be connecting and subscribe a moment later (in
+    // the background). An upstream retries "no responders"; so does this.
+    let mut reply = None;
+    for _ in 0..50 {
+        match client.request(subject.clone(), body.clone().into()).await {
+            Ok(r) => {
+                reply = Some(r);
+                break;
+            }
+            Err(e) if e.kind() == async_nats::client::RequestErrorKind::NoResponders => {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("ingest request: {e}"),
+        }
+    }
+    let reply = reply.expect("booking-ingest answered within 5 s");
     let a: Value = serde_json::from_slice(&reply.payload).unwrap();
     assert_eq!(a["status"], "accepted", "{a}");
     let reply = client.request(subject.clone(), body.into()).await.unwrap();
